@@ -1,0 +1,32 @@
+"""`schedule`: hold a message back until `X-Sendguard-Not-Before`."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from pydantic import BaseModel, ConfigDict
+
+from sendguard.message import Delivery
+from sendguard.policy import PolicyContext
+from sendguard.verdict import Verdict
+
+
+class ScheduleOptions(BaseModel):
+    """The schedule policy has no options yet."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SchedulePolicy:
+    """Delay a delivery until its message's Not-Before time; forward it from then on."""
+
+    Options: ClassVar[type[BaseModel]] = ScheduleOptions
+
+    def __init__(self, options: ScheduleOptions) -> None:
+        self._options = options
+
+    async def evaluate(self, delivery: Delivery, ctx: PolicyContext) -> Verdict:
+        not_before = delivery.message.fields.not_before
+        if not_before is not None and not_before > ctx.now:
+            return Verdict.delay(not_before, f"not before {not_before.isoformat()}")
+        return Verdict.forward("no Not-Before, or it has passed")

@@ -1,0 +1,398 @@
+"""The configuration: pydantic models of the YAML, validated once at the edge.
+
+`load_config` reads a file (or the embedded default), validates it, resolves every policy's
+options against that policy's own model, and raises ConfigError listing every problem with its
+path, e.g. `policies[2].options.caps[0].window: ...`. Nothing below this module reads files or
+environment variables for configuration.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from sendguard.duration import Duration
+from sendguard.errors import ConfigError, ConfigProblem
+from sendguard.fields import DEFAULT_SOURCES
+from sendguard.policy import Policy, PolicyLoadError, load_policy_class
+from sendguard.verdict import Mode
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+class Strict(BaseModel):
+    """Base of every config model: unknown keys are errors, values are immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _listen(value: Any) -> Any:
+    if not isinstance(value, str):
+        # pydantic turns ValueError (not TypeError) into a validation error with the path
+        raise ValueError("expected 'host:port', like '127.0.0.1:2525' or '[::1]:2525'")  # noqa: TRY004
+    host, sep, port = value.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"{value!r} is not 'host:port' (like '127.0.0.1:2525')")
+    return value
+
+
+Listen = Annotated[str, BeforeValidator(_listen)]
+
+
+def split_listen(value: str) -> tuple[str, int]:
+    """('127.0.0.1', 2525) from '127.0.0.1:2525'; IPv6 hosts may be written in brackets."""
+    host, _, port = value.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+class TlsConfig(Strict):
+    """STARTTLS is offered when both files are set."""
+
+    cert: Path | None = None
+    key: Path | None = None
+
+    @model_validator(mode="after")
+    def _both_or_neither(self) -> TlsConfig:
+        if (self.cert is None) != (self.key is None):
+            raise ValueError("set both cert and key for STARTTLS, or neither")
+        return self
+
+    @property
+    def enabled(self) -> bool:
+        """True when STARTTLS is configured."""
+        return self.cert is not None
+
+
+class SmtpConfig(Strict):
+    """The SMTP ingress."""
+
+    listen: Listen = "127.0.0.1:2525"
+    allowed_networks: list[IPNetwork] = Field(
+        default_factory=lambda: [
+            ipaddress.ip_network("127.0.0.0/8"),
+            ipaddress.ip_network("::1/128"),
+        ]
+    )
+    auth_users: dict[str, str] = Field(default_factory=dict)
+    tls: TlsConfig = TlsConfig()
+    max_message_size: int = Field(default=26_214_400, gt=0)
+    max_recipients: int = Field(default=100, gt=0, le=1000)
+    reject_dropped: bool = False
+    hostname: str | None = None
+    timeout: Duration = timedelta(minutes=5)
+
+    @field_validator("auth_users")
+    @classmethod
+    def _hashed(cls, users: dict[str, str]) -> dict[str, str]:
+        from sendguard.password import is_hash  # noqa: PLC0415 - avoids a cycle at import
+
+        for name, value in users.items():
+            if not is_hash(value):
+                raise ValueError(
+                    f"the password of {name!r} must be a hash: run `sendguard hash-password` "
+                    "and paste its output"
+                )
+        return users
+
+
+class HttpConfig(Strict):
+    """The HTTP API."""
+
+    listen: Listen = "127.0.0.1:8025"
+    api_tokens: list[str] = Field(default_factory=lambda: ["env:SENDGUARD_API_TOKEN"])
+    token_file: Path = Path("var/api-token")
+    metrics_public: bool = True
+    max_body_size: int = Field(default=30 * 1024 * 1024, gt=0)
+
+
+class StoreConfig(Strict):
+    """Where state is kept."""
+
+    url: str = "sqlite:///var/sendguard.db"
+    busy_timeout: Duration = timedelta(seconds=5)
+
+    @field_validator("url")
+    @classmethod
+    def _scheme(cls, url: str) -> str:
+        if not url.startswith(("sqlite:///", "postgresql://", "postgres://")):
+            raise ValueError(
+                "use sqlite:///relative/path.db, sqlite:////absolute/path.db "
+                "or postgresql://user@host:5432/db"
+            )
+        return url
+
+
+class OutboxUpstream(Strict):
+    """Writes each forwarded delivery as an .eml file (the embedded default)."""
+
+    kind: Literal["outbox"]
+    path: Path = Path("var/outbox")
+
+
+class SmtpUpstream(Strict):
+    """Relays to a smarthost or ESP over SMTP."""
+
+    kind: Literal["smtp"]
+    host: str
+    port: int = Field(default=25, gt=0, lt=65536)
+    starttls: Literal["auto", "always", "never"] = "auto"
+    tls_verify: bool = True
+    username: str | None = None
+    password: str | None = None
+    pool_size: int = Field(default=4, gt=0, le=256)
+    timeout: Duration = timedelta(seconds=30)
+    idle_timeout: Duration = timedelta(seconds=30)
+
+    @model_validator(mode="after")
+    def _credentials(self) -> SmtpUpstream:
+        if (self.username is None) != (self.password is None):
+            raise ValueError("set both username and password for AUTH, or neither")
+        return self
+
+
+UpstreamConfig = Annotated[OutboxUpstream | SmtpUpstream, Field(discriminator="kind")]
+
+
+class DeliveryConfig(Strict):
+    """The dispatcher: workers, retries and leases."""
+
+    workers: int = Field(default=8, gt=0, le=512)
+    min_backoff: Duration = timedelta(minutes=1)
+    max_backoff: Duration = timedelta(hours=1)
+    max_lifetime: Duration = timedelta(days=5)
+    lease: Duration = timedelta(minutes=5)
+    poll_interval: Duration = timedelta(seconds=1)
+    drain_timeout: Duration = timedelta(seconds=8)
+
+    @model_validator(mode="after")
+    def _order(self) -> DeliveryConfig:
+        if self.min_backoff > self.max_backoff:
+            raise ValueError("min_backoff must not be larger than max_backoff")
+        return self
+
+
+class HeadersConfig(Strict):
+    """Which headers each sendguard field is read from; the first one present wins."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    campaign: list[str] = Field(default_factory=lambda: list(DEFAULT_SOURCES["campaign"]))
+    message_class: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_SOURCES["class"]), alias="class"
+    )
+    requires: list[str] = Field(default_factory=lambda: list(DEFAULT_SOURCES["requires"]))
+    wait: list[str] = Field(default_factory=lambda: list(DEFAULT_SOURCES["wait"]))
+    data_as_of: list[str] = Field(default_factory=lambda: list(DEFAULT_SOURCES["data_as_of"]))
+    timezone: list[str] = Field(default_factory=lambda: list(DEFAULT_SOURCES["timezone"]))
+    not_before: list[str] = Field(default_factory=lambda: list(DEFAULT_SOURCES["not_before"]))
+
+    def sources(self) -> Mapping[str, Sequence[str]]:
+        """Field name (as `read_fields` knows it) to header names."""
+        return {
+            "campaign": self.campaign,
+            "class": self.message_class,
+            "requires": self.requires,
+            "wait": self.wait,
+            "data_as_of": self.data_as_of,
+            "timezone": self.timezone,
+            "not_before": self.not_before,
+        }
+
+
+class PolicyConfig(Strict):
+    """One entry of `policies:`."""
+
+    plugin: str
+    mode: Mode = Mode.ENFORCE
+    on_error: Literal["hold", "forward"] = "hold"
+    budget: Duration = timedelta(milliseconds=500)
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class LogConfig(Strict):
+    """Logging: JSON lines unless on a terminal (`format: auto`)."""
+
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["auto", "json", "console"] = "auto"
+
+
+class Config(Strict):
+    """The whole configuration file."""
+
+    smtp: SmtpConfig = SmtpConfig()
+    http: HttpConfig = HttpConfig()
+    store: StoreConfig = StoreConfig()
+    upstream: UpstreamConfig = OutboxUpstream(kind="outbox")
+    delivery: DeliveryConfig = DeliveryConfig()
+    headers: HeadersConfig = HeadersConfig()
+    policies: list[PolicyConfig] = Field(default_factory=list)
+    log: LogConfig = LogConfig()
+
+
+@dataclass(frozen=True)
+class ResolvedPolicy:
+    """A policy entry with its class and validated options."""
+
+    name: str
+    cls: type[Policy]
+    options: BaseModel
+    config: PolicyConfig
+
+
+@dataclass(frozen=True)
+class Settings:
+    """A validated config, its policies resolved and its secrets read: what `serve` runs."""
+
+    config: Config
+    policies: tuple[ResolvedPolicy, ...]
+    api_tokens: tuple[str, ...]
+    source: str
+
+
+def _path(loc: Sequence[int | str]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out
+
+
+def _problems(exc: ValidationError, prefix: Sequence[int | str] = ()) -> list[ConfigProblem]:
+    problems = []
+    for err in exc.errors(include_url=False):
+        # Discriminated unions insert the tag into the location; readers know the key only.
+        loc = [p for p in err["loc"] if not (isinstance(p, str) and p in ("outbox", "smtp"))]
+        message = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            message = "unknown key" + _allowed_hint(prefix, loc)
+        elif err["type"] == "missing":
+            message = "required key is missing"
+        elif err["type"] == "union_tag_invalid":
+            message = (
+                f"unknown kind {err['input'].get('kind')!r}; use outbox or smtp"
+                if isinstance(err["input"], dict)
+                else message
+            )
+        problems.append(ConfigProblem(_path([*prefix, *loc]), message))
+    return problems
+
+
+_MODELS_BY_PATH: dict[str, type[BaseModel]] = {
+    "": Config,
+    "smtp": SmtpConfig,
+    "smtp.tls": TlsConfig,
+    "http": HttpConfig,
+    "store": StoreConfig,
+    "delivery": DeliveryConfig,
+    "headers": HeadersConfig,
+    "log": LogConfig,
+}
+
+
+def _allowed_hint(prefix: Sequence[int | str], loc: Sequence[int | str]) -> str:
+    parent = ".".join(str(p) for p in [*prefix, *loc][:-1] if not isinstance(p, int))
+    model = _MODELS_BY_PATH.get(parent)
+    if parent.startswith("policies") and not prefix:
+        model = PolicyConfig
+    if model is None:
+        return ""
+    names = sorted(f.alias or name for name, f in model.model_fields.items())
+    return "; allowed: " + ", ".join(names)
+
+
+def resolve_env(tokens: Sequence[str], environ: Mapping[str, str]) -> tuple[str, ...]:
+    """Literal tokens as they are; `env:NAME` read from `environ` (unset or empty: skipped)."""
+    out = []
+    for token in tokens:
+        if token.startswith("env:"):
+            value = environ.get(token[4:], "")
+            if value:
+                out.append(value)
+        elif token:
+            out.append(token)
+    return tuple(out)
+
+
+def default_config_text() -> str:
+    """The embedded default configuration (identical to `config/sendguard.yaml`)."""
+    return resources.files("sendguard").joinpath("default.yaml").read_text(encoding="utf-8")
+
+
+def parse_config(text: str, source: str, environ: Mapping[str, str] | None = None) -> Settings:
+    """Validate a YAML text completely; raise ConfigError listing every problem."""
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError([ConfigProblem("", f"{source} is not valid YAML: {exc}")]) from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError([ConfigProblem("", f"{source} must be a mapping of sections")])
+    try:
+        config = Config.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_problems(exc)) from None
+    problems: list[ConfigProblem] = []
+    policies = []
+    seen: set[str] = set()
+    for index, entry in enumerate(config.policies):
+        where = f"policies[{index}]"
+        if entry.plugin in seen:
+            problems.append(
+                ConfigProblem(f"{where}.plugin", f"{entry.plugin!r} is configured twice")
+            )
+            continue
+        seen.add(entry.plugin)
+        try:
+            cls = load_policy_class(entry.plugin)
+        except PolicyLoadError as exc:
+            problems.append(ConfigProblem(f"{where}.plugin", str(exc)))
+            continue
+        try:
+            options = cls.Options.model_validate(entry.options)
+        except ValidationError as exc:
+            for problem in _problems(exc, ("policies", index, "options")):
+                message = problem.message
+                if message.startswith("unknown key"):
+                    allowed = ", ".join(sorted(cls.Options.model_fields)) or "none"
+                    message = f"unknown key for policy {entry.plugin!r}; allowed: {allowed}"
+                else:
+                    message = f"policy {entry.plugin!r}: {message}"
+                problems.append(ConfigProblem(problem.path, message))
+            continue
+        policies.append(ResolvedPolicy(entry.plugin, cls, options, entry))
+    if problems:
+        raise ConfigError(problems)
+    tokens = resolve_env(config.http.api_tokens, os.environ if environ is None else environ)
+    return Settings(config, tuple(policies), tokens, source)
+
+
+def load_config(path: Path | None, environ: Mapping[str, str] | None = None) -> Settings:
+    """Read and validate `path`, or the embedded default when `path` is None."""
+    if path is None:
+        return parse_config(default_config_text(), "the embedded default config", environ)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError([ConfigProblem("", f"cannot read {path}: {exc.strerror}")]) from None
+    return parse_config(text, str(path), environ)

@@ -1,0 +1,1 @@
+"""Delivery: the dispatcher and the upstreams it sends through."""

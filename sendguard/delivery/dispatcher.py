@@ -1,0 +1,285 @@
+"""The dispatcher: claims due deliveries and sends them, with retries and backoff.
+
+One claimer task takes due deliveries from the store (with a lease, so no two workers or
+instances take the same one) and hands them to `workers` worker tasks. A worker
+
+1. re-runs the policies for a delivery that was delayed (the world may have changed while it
+   waited) and stops there unless the new verdict is forward;
+2. marks the delivery `sending` durably before talking to the upstream;
+3. sends, then marks it `sent`, `deferred` (4xx or network: exponential backoff between
+   `min_backoff` and `max_backoff`) or `failed` (5xx, or retrying past `max_lifetime`).
+
+A crash between 2 and 3 leaves the delivery `sending`; it is claimed again after recovery, so
+delivery is at-least-once and a duplicate is possible only in that window.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from datetime import datetime, timedelta
+
+import structlog
+
+from sendguard.clock import Clock, monotonic
+from sendguard.config import DeliveryConfig
+from sendguard.delivery.upstream import Envelope, Upstream
+from sendguard.engine import Engine, plan
+from sendguard.errors import Conflict, StoreUnavailable, UpstreamPermanent, UpstreamTransient
+from sendguard.message import Delivery, DeliveryState
+from sendguard.metrics import Metrics
+from sendguard.store.base import Change, Store
+
+log = structlog.get_logger("sendguard.dispatcher")
+
+_SENDABLE = frozenset({DeliveryState.QUEUED, DeliveryState.DEFERRED, DeliveryState.SENDING})
+
+
+def backoff(attempts: int, minimum: timedelta, maximum: timedelta) -> timedelta:
+    """The wait before retry number `attempts` (1-based): doubling from `minimum`, capped."""
+    exponent = max(0, attempts - 1)
+    if exponent > 40:  # far past any sensible cap; avoid huge floats
+        return maximum
+    return min(maximum, minimum * (1 << exponent))
+
+
+class Dispatcher:
+    """Claims due deliveries and sends them through the upstream."""
+
+    def __init__(
+        self,
+        store: Store,
+        engine: Engine,
+        upstream: Upstream,
+        clock: Clock,
+        config: DeliveryConfig,
+        metrics: Metrics,
+        owner: str,
+    ) -> None:
+        self._store = store
+        self._engine = engine
+        self._upstream = upstream
+        self._clock = clock
+        self._config = config
+        self._metrics = metrics
+        self._owner = owner
+        self._wake = asyncio.Event()
+        self._queue: asyncio.Queue[Delivery] = asyncio.Queue(maxsize=config.workers * 2)
+        self._stopping = asyncio.Event()
+        self._busy = 0
+
+    def wake(self) -> None:
+        """New work may be due: look now rather than at the next poll."""
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Claim and send until `stop` is called."""
+        workers = [
+            asyncio.create_task(self._worker(), name=f"delivery-worker-{i}")
+            for i in range(self._config.workers)
+        ]
+        try:
+            await self._claim_loop()
+        finally:
+            await self._drain(workers)
+
+    async def stop(self) -> None:
+        """Stop claiming; `run` returns after in-flight sends finish (or the drain timeout)."""
+        self._stopping.set()
+        self._wake.set()
+
+    async def _claim_loop(self) -> None:
+        while not self._stopping.is_set():
+            room = self._queue.maxsize - self._queue.qsize()
+            claimed: list[Delivery] = []
+            if room > 0:
+                try:
+                    claimed = list(
+                        await self._store.claim_due(
+                            self._clock.now(), self._owner, room, self._config.lease
+                        )
+                    )
+                except StoreUnavailable as exc:
+                    log.warning("claiming failed; retrying", error=str(exc))
+            for delivery in claimed:
+                await self._queue.put(delivery)
+            if claimed and len(claimed) == room:
+                await asyncio.sleep(0)  # more may be due: come straight back
+                continue
+            await self._sleep_until_due()
+
+    async def _sleep_until_due(self) -> None:
+        timeout = self._config.poll_interval.total_seconds()
+        with contextlib.suppress(StoreUnavailable):
+            due = await self._store.next_due_at()
+            if due is not None:
+                timeout = min(timeout, max(0.0, (due - self._clock.now()).total_seconds()))
+        if self._queue.full():
+            timeout = max(timeout, 0.01)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), timeout)
+        self._wake.clear()
+
+    async def _drain(self, workers: list[asyncio.Task[None]]) -> None:
+        # Deliveries claimed but not started go back to the store for the next start.
+        unstarted = []
+        while not self._queue.empty():
+            unstarted.append(self._queue.get_nowait().id)
+            self._queue.task_done()
+        with contextlib.suppress(StoreUnavailable):
+            await self._store.release(unstarted, self._owner)
+        deadline = monotonic() + self._config.drain_timeout.total_seconds()
+        while self._busy and monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        for task in workers:
+            task.cancel()
+        await asyncio.gather(*workers, return_exceptions=True)
+
+    async def _worker(self) -> None:
+        while True:
+            delivery = await self._queue.get()
+            self._busy += 1
+            try:
+                with structlog.contextvars.bound_contextvars(
+                    message_id=delivery.message.id, delivery_id=delivery.id
+                ):
+                    await self._process(delivery)
+            except Conflict as exc:
+                log.info("delivery changed under us; skipped", error=str(exc))
+            except StoreUnavailable as exc:
+                log.warning("store unavailable; delivery retried after its lease", error=str(exc))
+            finally:
+                self._busy -= 1
+                self._queue.task_done()
+
+    async def _process(self, delivery: Delivery) -> None:
+        if delivery.state is DeliveryState.DELAYED:
+            ready = await self._reevaluate(delivery)
+            if ready is None:
+                return
+            delivery = ready
+        if delivery.state not in _SENDABLE:
+            await self._store.release([delivery.id], self._owner)
+            return
+        now = self._clock.now()
+        first = delivery.first_attempt_at or now
+        if now - first > self._config.max_lifetime:
+            await self._finish(
+                delivery,
+                DeliveryState.FAILED,
+                f"expired: retried for longer than max_lifetime ({self._config.max_lifetime})",
+                now,
+            )
+            return
+        delivery = await self._store.change(
+            delivery.id,
+            Change(
+                DeliveryState.SENDING,
+                f"attempt {delivery.attempts + 1}",
+                now,
+                expect=_SENDABLE,
+                owner=self._owner,
+                attempt=True,
+            ),
+        )
+        content = await self._store.message_content(delivery.message.id)
+        started = monotonic()
+        try:
+            await self._upstream.send(
+                Envelope(delivery.message.mail_from, delivery.recipient, delivery.id), content
+            )
+        except UpstreamTransient as exc:
+            self._upstream_error("transient", started)
+            await self._retry_later(delivery, str(exc))
+        except UpstreamPermanent as exc:
+            self._upstream_error("permanent", started)
+            await self._finish(
+                delivery,
+                DeliveryState.FAILED,
+                f"upstream refused: {exc}",
+                self._clock.now(),
+                error=str(exc),
+            )
+        else:
+            self._metrics.upstream_duration.labels(upstream=self._upstream.name).observe(
+                monotonic() - started
+            )
+            await self._finish(delivery, DeliveryState.SENT, "upstream accepted", self._clock.now())
+
+    def _upstream_error(self, kind: str, started: float) -> None:
+        name = self._upstream.name
+        self._metrics.upstream_duration.labels(upstream=name).observe(monotonic() - started)
+        self._metrics.upstream_errors.labels(upstream=name, kind=kind).inc()
+
+    async def _reevaluate(self, delivery: Delivery) -> Delivery | None:
+        """Judge a delayed delivery again; return it (still claimed) if it may be sent now."""
+        async with self._store.lock_recipients([delivery.recipient]):
+            decision = await self._engine.decide(delivery)
+            now = self._clock.now()
+            step = plan(decision, now)
+            changed = await self._store.change(
+                delivery.id,
+                Change(
+                    step.state,
+                    step.reason,
+                    now,
+                    expect=frozenset({DeliveryState.DELAYED}),
+                    owner=self._owner,
+                    due_at=step.due_at,
+                    decision=decision,
+                    keep_claim=step.state is DeliveryState.QUEUED,
+                ),
+            )
+        if step.state is DeliveryState.DROPPED:
+            self._metrics.deliveries_outcomes.labels(outcome="dropped").inc()
+        return changed if changed.state is DeliveryState.QUEUED else None
+
+    async def _retry_later(self, delivery: Delivery, error: str) -> None:
+        now = self._clock.now()
+        wait = backoff(delivery.attempts, self._config.min_backoff, self._config.max_backoff)
+        due = now + wait
+        first = delivery.first_attempt_at or now
+        if due - first > self._config.max_lifetime:
+            await self._finish(
+                delivery,
+                DeliveryState.FAILED,
+                f"giving up after {delivery.attempts} attempts within max_lifetime: {error}",
+                now,
+                error=error,
+            )
+            return
+        await self._store.change(
+            delivery.id,
+            Change(
+                DeliveryState.DEFERRED,
+                f"upstream: {error}; retry at {due.isoformat()}",
+                now,
+                expect=frozenset({DeliveryState.SENDING}),
+                owner=self._owner,
+                due_at=due,
+                error=error,
+            ),
+        )
+        self._metrics.deliveries_outcomes.labels(outcome="deferred").inc()
+        log.info("deferred", recipient=delivery.recipient, retry_at=due.isoformat(), error=error)
+
+    async def _finish(
+        self,
+        delivery: Delivery,
+        state: DeliveryState,
+        reason: str,
+        now: datetime,
+        error: str | None = None,
+    ) -> None:
+        await self._store.change(
+            delivery.id,
+            Change(
+                state,
+                reason,
+                now,
+                owner=self._owner,
+                error=error,
+            ),
+        )
+        self._metrics.deliveries_outcomes.labels(outcome=state.value).inc()
+        log.info(state.value, recipient=delivery.recipient, reason=reason)

@@ -1,0 +1,45 @@
+"""Durations as people write them in config and headers: `90s`, `15m`, `24h`, `7d`, `1h30m`."""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+from typing import Annotated, Any
+
+from pydantic import BeforeValidator, PlainSerializer
+
+_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
+_WHOLE = re.compile(r"(?:\d+(?:\.\d+)?(?:ms|s|m|h|d|w))+")
+HINT = "a number with a unit, like 90s, 15m, 24h or 7d (units: ms, s, m, h, d, w)"
+
+
+def parse_duration(text: str) -> timedelta:
+    """Parse `text` into a timedelta; raise ValueError naming the accepted form."""
+    compact = text.strip().lower().replace(" ", "")
+    if not compact or not _WHOLE.fullmatch(compact):
+        raise ValueError(f"{text!r} is not a duration: use {HINT}")
+    seconds = sum(float(n) * _UNITS[unit] for n, unit in _PART.findall(compact))
+    return timedelta(seconds=seconds)
+
+
+def format_duration(value: timedelta) -> str:
+    """The shortest exact spelling of `value` in the same notation."""
+    micros = round(value.total_seconds() * 1_000_000)
+    for unit in ("w", "d", "h", "m", "s"):
+        size = int(_UNITS[unit] * 1_000_000)
+        if micros and micros % size == 0:
+            return f"{micros // size}{unit}"
+    return f"{micros / 1000:g}ms"
+
+
+def _validate(value: Any) -> Any:
+    if isinstance(value, timedelta):
+        return value
+    if isinstance(value, str):
+        return parse_duration(value)
+    raise ValueError(f"expected {HINT}, got {value!r}")
+
+
+Duration = Annotated[timedelta, BeforeValidator(_validate), PlainSerializer(format_duration)]
+"""A pydantic field type for durations written as `90s`, `15m`, `24h`, `7d`."""

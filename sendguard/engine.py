@@ -1,0 +1,152 @@
+"""The engine: runs the configured policies for one delivery and explains the decision.
+
+Policies run in config order. Each gets its time budget; a policy that times out or raises is
+recorded with its error and counts as its `on_error` verdict (hold by default: fail closed).
+Shadow policies are evaluated, logged and counted, never acted on. The combined verdict and
+every policy's outcome are kept with the delivery: that record is the explanation the
+timeline and the review queue show.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import StrEnum
+
+import structlog
+
+from sendguard.clock import Clock, monotonic
+from sendguard.errors import StoreUnavailable
+from sendguard.message import Delivery, DeliveryState
+from sendguard.metrics import Metrics
+from sendguard.policy import Policy, PolicyContext
+from sendguard.store.base import Store
+from sendguard.verdict import Action, Decision, Mode, PolicyOutcome, Verdict
+
+log = structlog.get_logger("sendguard.engine")
+
+
+class OnError(StrEnum):
+    """What a policy that fails or times out counts as."""
+
+    FORWARD = "forward"
+    HOLD = "hold"
+
+
+@dataclass(frozen=True)
+class PolicyBinding:
+    """A configured policy: the instance and how the engine treats it."""
+
+    name: str
+    policy: Policy
+    mode: Mode = Mode.ENFORCE
+    on_error: OnError = OnError.HOLD
+    budget: timedelta = timedelta(seconds=1)
+
+    def fallback(self, error: str) -> Verdict:
+        """The verdict this policy counts as when it cannot give one."""
+        reason = f"policy {self.name} failed ({error}); on_error={self.on_error.value}"
+        if self.on_error is OnError.FORWARD:
+            return Verdict.forward(reason)
+        return Verdict.hold(reason)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What a decision means for a delivery's state."""
+
+    state: DeliveryState
+    reason: str
+    due_at: datetime | None
+
+
+_STATE_OF = {
+    Action.FORWARD: DeliveryState.QUEUED,
+    Action.DELAY: DeliveryState.DELAYED,
+    Action.HOLD: DeliveryState.HELD,
+    Action.DROP: DeliveryState.DROPPED,
+}
+
+
+def plan(decision: Decision, now: datetime) -> Plan:
+    """The state, reason and due time a decision puts a delivery in."""
+    verdict = decision.verdict
+    state = _STATE_OF[verdict.action]
+    due = now if state is DeliveryState.QUEUED else verdict.until
+    return Plan(state, explain(decision), due)
+
+
+def explain(decision: Decision) -> str:
+    """One line naming the policy behind the combined verdict and its reason."""
+    verdict = decision.verdict
+    for outcome in decision.outcomes:
+        if outcome.mode is Mode.ENFORCE and outcome.verdict is verdict:
+            return f"{outcome.policy}: {verdict.reason}" if verdict.reason else outcome.policy
+    if verdict.action is Action.FORWARD:
+        return "every policy passed"
+    return verdict.reason
+
+
+class Engine:
+    """Runs the configured policies for deliveries."""
+
+    def __init__(
+        self, bindings: Sequence[PolicyBinding], store: Store, clock: Clock, metrics: Metrics
+    ) -> None:
+        self._bindings = tuple(bindings)
+        self._store = store
+        self._clock = clock
+        self._metrics = metrics
+
+    @property
+    def policies(self) -> tuple[PolicyBinding, ...]:
+        """The configured policies, in evaluation order."""
+        return self._bindings
+
+    async def decide(self, delivery: Delivery) -> Decision:
+        """Judge `delivery` with every policy; raise StoreUnavailable if the store fails."""
+        ctx = PolicyContext(self._store, self._clock.now())
+        outcomes = [await self._run(binding, delivery, ctx) for binding in self._bindings]
+        decision = Decision.of(outcomes)
+        log.info(
+            "decision",
+            message_id=delivery.message.id,
+            delivery_id=delivery.id,
+            recipient=delivery.recipient,
+            verdict=decision.verdict.action.value,
+            reason=explain(decision),
+            until=decision.verdict.until.isoformat() if decision.verdict.until else None,
+            shadow=[
+                f"{o.policy}={o.verdict.action.value}" for o in outcomes if o.mode is Mode.SHADOW
+            ]
+            or None,
+        )
+        return decision
+
+    async def _run(
+        self, binding: PolicyBinding, delivery: Delivery, ctx: PolicyContext
+    ) -> PolicyOutcome:
+        started = monotonic()
+        error: str | None = None
+        try:
+            async with asyncio.timeout(binding.budget.total_seconds()):
+                verdict = await binding.policy.evaluate(delivery, ctx)
+            if not isinstance(verdict, Verdict):
+                raise TypeError(f"evaluate returned {type(verdict).__name__}, not a Verdict")
+        except StoreUnavailable:
+            raise  # nothing can be committed either: the ingress answers "try again later"
+        except TimeoutError:
+            error = f"timed out after {binding.budget.total_seconds():g}s"
+            verdict = binding.fallback(error)
+        except Exception as exc:  # a plugin's bug must not take the ingress down
+            error = f"{type(exc).__name__}: {exc}"
+            log.exception("policy failed", policy=binding.name, delivery_id=delivery.id)
+            verdict = binding.fallback(error)
+        seconds = monotonic() - started
+        self._metrics.policy_duration.labels(policy=binding.name).observe(seconds)
+        self._metrics.decisions.labels(
+            policy=binding.name, verdict=verdict.action.value, mode=binding.mode.value
+        ).inc()
+        return PolicyOutcome(binding.name, verdict, binding.mode, error, seconds)

@@ -1,0 +1,102 @@
+"""sendguard's exception tree.
+
+Inside, failures are specific exceptions; the ingresses turn them into replies at the edge::
+
+    SendguardError
+    ├── ConfigError            bad configuration; carries every problem with its field path
+    ├── InvalidMessage         a message or envelope the ingress must refuse (SMTP 5xx, HTTP 400)
+    │   └── InvalidAddress     a recipient or sender address that fails strict validation
+    ├── StoreError
+    │   ├── StoreUnavailable   the store cannot commit or read now (SMTP 451 4.3.0, HTTP 503)
+    │   ├── StoreLocked        another process owns this store (SQLite is single-instance)
+    │   └── Conflict           the stored state forbids the change (HTTP 409)
+    ├── PolicyError
+    │   ├── PolicyTimeout      a policy exceeded its time budget
+    │   └── PolicyFailed       a policy raised; the engine applies its `on_error`
+    └── UpstreamError
+        ├── UpstreamTransient  4xx or network trouble: deferred and retried with backoff
+        └── UpstreamPermanent  5xx: the delivery fails
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class SendguardError(Exception):
+    """Base of every error sendguard raises on purpose."""
+
+
+@dataclass(frozen=True)
+class ConfigProblem:
+    """One thing wrong with a configuration: where it is and what to do about it."""
+
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.message}" if self.path else self.message
+
+
+class ConfigError(SendguardError):
+    """The configuration is invalid; `problems` lists every error found, each with its path."""
+
+    def __init__(self, problems: list[ConfigProblem]) -> None:
+        self.problems = problems
+        super().__init__("\n".join(str(p) for p in problems))
+
+
+class InvalidMessage(SendguardError):
+    """The message or its envelope cannot be accepted; `field` names what is wrong."""
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        self.field = field
+        super().__init__(message)
+
+
+class InvalidAddress(InvalidMessage):
+    """An address failed strict validation; it is refused, never rewritten."""
+
+
+class StoreError(SendguardError):
+    """A store operation failed."""
+
+
+class StoreUnavailable(StoreError):
+    """The store cannot serve the request now; the caller should answer 'try again later'."""
+
+
+class StoreLocked(StoreError):
+    """Another process already owns this store."""
+
+
+class Conflict(StoreError):
+    """The stored state does not allow the requested change."""
+
+
+class PolicyError(SendguardError):
+    """A policy could not give a verdict."""
+
+
+class PolicyTimeout(PolicyError):
+    """A policy did not answer within its time budget."""
+
+
+class PolicyFailed(PolicyError):
+    """A policy raised an exception while evaluating."""
+
+
+class UpstreamError(SendguardError):
+    """The upstream did not take the message."""
+
+    def __init__(self, message: str, *, code: int | None = None) -> None:
+        self.code = code
+        super().__init__(message)
+
+
+class UpstreamTransient(UpstreamError):
+    """Worth retrying later: a 4xx reply, a timeout, a refused or dropped connection."""
+
+
+class UpstreamPermanent(UpstreamError):
+    """Not worth retrying: a 5xx reply."""

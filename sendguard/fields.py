@@ -1,0 +1,119 @@
+"""Reading sendguard's fields from the headers a tool already sets (first match wins)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from sendguard.duration import parse_duration
+from sendguard.errors import InvalidMessage
+from sendguard.headers import Headers
+from sendguard.message import MessageClass, Requirement, SendguardFields
+
+DEFAULT_SOURCES: Mapping[str, Sequence[str]] = {
+    "campaign": ("X-Sendguard-Campaign", "X-Campaign", "X-Mailgun-Tag", "List-Id"),
+    "class": ("X-Sendguard-Class",),
+    "requires": ("X-Sendguard-Requires",),
+    "wait": ("X-Sendguard-Wait",),
+    "data_as_of": ("X-Sendguard-Data-As-Of",),
+    "timezone": ("X-Sendguard-Timezone",),
+    "not_before": ("X-Sendguard-Not-Before",),
+}
+_LIST_ID = re.compile(r"<([^<>]+)>")
+
+
+def parse_time(value: str, *, field: str) -> datetime:
+    """An RFC 3339 timestamp with an offset (or Z); raise InvalidMessage naming `field`."""
+    try:
+        parsed = datetime.fromisoformat(value.strip())
+    except ValueError:
+        raise InvalidMessage(
+            f"{field}: {value!r} is not an RFC 3339 time (like 2026-11-22T09:00:00Z)", field=field
+        ) from None
+    if parsed.tzinfo is None:
+        raise InvalidMessage(f"{field}: {value!r} needs a UTC offset or Z", field=field)
+    return parsed
+
+
+def parse_requirement(text: str, *, field: str) -> Requirement:
+    """`key=value` as used by X-Sendguard-Requires."""
+    key, eq, value = text.strip().partition("=")
+    if not eq or not key.strip() or not value.strip():
+        raise InvalidMessage(f"{field}: {text!r} must have the form key=value", field=field)
+    return Requirement(key.strip(), value.strip())
+
+
+def check_timezone(name: str, *, field: str) -> str:
+    """An IANA time zone name such as Europe/Berlin."""
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise InvalidMessage(
+            f"{field}: {name!r} is not an IANA time zone (like Europe/Berlin)", field=field
+        ) from None
+    return name
+
+
+def read_fields(headers: Headers, sources: Mapping[str, Sequence[str]]) -> SendguardFields:
+    """Build SendguardFields from `headers`; malformed values raise InvalidMessage."""
+
+    def first(name: str) -> tuple[str, str] | None:
+        for header in sources.get(name, DEFAULT_SOURCES[name]):
+            value = headers.get(header)
+            if value is not None and value.strip():
+                return header, value.strip()
+        return None
+
+    def every(name: str) -> tuple[str, list[str]] | None:
+        for header in sources.get(name, DEFAULT_SOURCES[name]):
+            values = [v for v in headers.get_all(header) if v.strip()]
+            if values:
+                return header, values
+        return None
+
+    campaign = None
+    if found := first("campaign"):
+        header, value = found
+        match = _LIST_ID.search(value) if header.lower() == "list-id" else None
+        campaign = match.group(1).strip() if match else value
+
+    message_class = MessageClass.MARKETING
+    if found := first("class"):
+        header, value = found
+        try:
+            message_class = MessageClass(value.lower())
+        except ValueError:
+            raise InvalidMessage(
+                f"{header}: {value!r} is not a class; use transactional or marketing", field=header
+            ) from None
+
+    requires: list[Requirement] = []
+    if found_all := every("requires"):
+        header, values = found_all
+        for value in values:
+            requires.extend(
+                parse_requirement(part, field=header) for part in value.split(",") if part.strip()
+            )
+
+    wait = None
+    if found := first("wait"):
+        header, value = found
+        try:
+            wait = parse_duration(value)
+        except ValueError as exc:
+            raise InvalidMessage(f"{header}: {exc}", field=header) from None
+
+    data_as_of = parse_time(found[1], field=found[0]) if (found := first("data_as_of")) else None
+    not_before = parse_time(found[1], field=found[0]) if (found := first("not_before")) else None
+    timezone = check_timezone(found[1], field=found[0]) if (found := first("timezone")) else None
+    return SendguardFields(
+        campaign=campaign,
+        message_class=message_class,
+        requires=tuple(requires),
+        wait=wait,
+        data_as_of=data_as_of,
+        timezone=timezone,
+        not_before=not_before,
+    )

@@ -1,0 +1,91 @@
+"""The header block of a raw message: read it without parsing the body, strip our own headers.
+
+Ingress only needs the headers; the body is stored as it came (minus `X-Sendguard-*`) and is
+never parsed on the hot path.
+"""
+
+from __future__ import annotations
+
+import email.header
+import re
+from dataclasses import dataclass
+
+SENDGUARD_PREFIX = b"x-sendguard-"
+_HEADER_END = re.compile(rb"\r?\n\r?\n")
+
+
+def split_message(raw: bytes) -> tuple[bytes, bytes]:
+    """Split `raw` into its header block and the rest.
+
+    The header block keeps the line break of its last header; the rest starts with the blank
+    line that separates headers from body, so `block + rest == raw`.
+    """
+    match = _HEADER_END.search(raw)
+    if match is None:
+        return raw, b""
+    end = match.start() + (2 if raw[match.start() : match.start() + 2] == b"\r\n" else 1)
+    return raw[:end], raw[end:]
+
+
+def _header_lines(block: bytes) -> list[list[bytes]]:
+    """Group the lines of a header block into headers (a header and its continuation lines)."""
+    headers: list[list[bytes]] = []
+    for line in block.splitlines(keepends=True):
+        if line[:1] in (b" ", b"\t") and headers:
+            headers[-1].append(line)
+        elif line.strip():
+            headers.append([line])
+    return headers
+
+
+@dataclass(frozen=True)
+class Headers:
+    """An ordered, case-insensitive view of a message's headers."""
+
+    items: tuple[tuple[str, str], ...]
+
+    @classmethod
+    def parse(cls, block: bytes) -> Headers:
+        """Read the headers of a header block; values are unfolded, RFC 2047 words decoded."""
+        items: list[tuple[str, str]] = []
+        for lines in _header_lines(block):
+            text = b"".join(lines).decode("utf-8", errors="replace")
+            name, colon, value = text.partition(":")
+            if not colon or not name.strip() or " " in name.strip():
+                continue  # not a header line; a lenient reader skips it like MUAs do
+            unfolded = re.sub(r"\r?\n[ \t]+", " ", value).strip()
+            items.append((name.strip(), _decode_words(unfolded)))
+        return cls(tuple(items))
+
+    def get(self, name: str) -> str | None:
+        """The first value of header `name`, or None."""
+        wanted = name.lower()
+        return next((v for k, v in self.items if k.lower() == wanted), None)
+
+    def get_all(self, name: str) -> list[str]:
+        """Every value of header `name`, in order."""
+        wanted = name.lower()
+        return [v for k, v in self.items if k.lower() == wanted]
+
+
+def _decode_words(value: str) -> str:
+    if "=?" not in value:
+        return value
+    try:
+        return str(email.header.make_header(email.header.decode_header(value)))
+    except (ValueError, LookupError, UnicodeError):
+        return value
+
+
+def strip_sendguard_headers(raw: bytes) -> bytes:
+    """`raw` without any `X-Sendguard-*` header; everything else byte for byte as it came."""
+    block, body = split_message(raw)
+    if SENDGUARD_PREFIX not in block.lower():
+        return raw
+    kept = [
+        b"".join(lines)
+        for lines in _header_lines(block)
+        if not lines[0].lower().startswith(SENDGUARD_PREFIX)
+    ]
+    # `body` starts with the blank line that ends the header block, so joining restores it.
+    return b"".join(kept) + body

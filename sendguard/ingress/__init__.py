@@ -1,0 +1,1 @@
+"""Ingresses turn a protocol's request into a call to Intake, and every failure into a reply."""

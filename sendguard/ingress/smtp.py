@@ -1,0 +1,260 @@
+"""The SMTP ingress: an aiosmtpd handler that only turns an envelope into an Intake call.
+
+Replies (DESIGN.md "SMTP replies"): `250 2.0.0 Ok: queued as <id>` after the commit;
+`451 4.3.0` when the store fails; `552 5.3.4` over `max_message_size`; relaying only from
+`allowed_networks` or after AUTH, and AUTH only over TLS or from loopback; malformed addresses
+refused (501/553), never rewritten; `452 4.5.3` past `max_recipients`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import re
+import ssl
+from collections.abc import Sequence
+from typing import Any, AnyStr
+
+import structlog
+from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
+
+from sendguard.address import validate_address
+from sendguard.clock import monotonic
+from sendguard.config import IPNetwork, SmtpConfig, split_listen
+from sendguard.errors import InvalidAddress, InvalidMessage, StoreUnavailable
+from sendguard.intake import Intake
+from sendguard.metrics import Metrics
+from sendguard.password import verify_password
+
+log = structlog.get_logger("sendguard.smtp")
+
+_UNSAFE = re.compile(r"[^\x20-\x7e]")
+
+
+def _reply_text(text: str, limit: int = 300) -> str:
+    """Text safe to put in an SMTP reply line: printable ASCII, bounded."""
+    return _UNSAFE.sub("?", text)[:limit]
+
+
+def _peer_ip(session: Session) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    peer = session.peer
+    if isinstance(peer, tuple) and peer:
+        try:
+            address = ipaddress.ip_address(peer[0])
+        except ValueError:
+            return None
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
+            return address.ipv4_mapped
+        return address
+    return None
+
+
+class SmtpHandler:
+    """The aiosmtpd handler: checks each command's arguments and hands DATA to Intake."""
+
+    def __init__(self, intake: Intake, config: SmtpConfig, metrics: Metrics) -> None:
+        self._intake = intake
+        self._config = config
+        self._metrics = metrics
+        self._networks: Sequence[IPNetwork] = config.allowed_networks
+        self.in_flight = 0
+
+    async def handle_EHLO(
+        self,
+        server: SMTP,
+        session: Session,
+        envelope: Envelope,
+        hostname: str,
+        responses: list[str],
+    ) -> list[str]:
+        session.host_name = hostname
+        if not self._config.auth_users:
+            responses = [r for r in responses if not r.startswith("250-AUTH")]
+        return responses
+
+    def _may_relay(self, session: Session) -> bool:
+        if session.authenticated:
+            return True
+        ip = _peer_ip(session)
+        return ip is not None and any(ip in net for net in self._networks)
+
+    async def handle_MAIL(
+        self,
+        server: SMTP,
+        session: Session,
+        envelope: Envelope,
+        address: str,
+        mail_options: list[str],
+    ) -> str:
+        if address != "<>" and address:
+            try:
+                validate_address(address)
+            except InvalidAddress as exc:
+                return f"553 5.1.7 Bad sender address: {_reply_text(str(exc))}"
+        envelope.mail_from = "" if address == "<>" else address
+        envelope.mail_options.extend(mail_options)
+        return "250 2.1.0 Ok"
+
+    async def handle_RCPT(
+        self,
+        server: SMTP,
+        session: Session,
+        envelope: Envelope,
+        address: str,
+        rcpt_options: list[str],
+    ) -> str:
+        if not self._may_relay(session):
+            if self._config.auth_users:
+                return "530 5.7.0 Authentication required"
+            return "554 5.7.1 Relay access denied: this client is not in smtp.allowed_networks"
+        if len(envelope.rcpt_tos) >= self._config.max_recipients:
+            return f"452 4.5.3 Too many recipients (at most {self._config.max_recipients})"
+        try:
+            validate_address(address)
+        except InvalidAddress as exc:
+            return f"553 5.1.3 Bad recipient address: {_reply_text(str(exc))}"
+        envelope.rcpt_tos.append(address)
+        envelope.rcpt_options.extend(rcpt_options)
+        return "250 2.1.5 Ok"
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        started = monotonic()
+        self.in_flight += 1
+        try:
+            return await self._accept(envelope)
+        finally:
+            self.in_flight -= 1
+            self._metrics.ingress_duration.labels(ingress="smtp").observe(monotonic() - started)
+            structlog.contextvars.unbind_contextvars("message_id")
+
+    async def _accept(self, envelope: Envelope) -> str:
+        content = envelope.original_content or b""
+        try:
+            accepted = await self._intake.accept(
+                content, envelope.mail_from or "", envelope.rcpt_tos, "smtp"
+            )
+        except InvalidAddress as exc:
+            return f"553 5.1.3 {_reply_text(str(exc))}"
+        except InvalidMessage as exc:
+            return f"550 5.6.0 {_reply_text(str(exc))}"
+        except StoreUnavailable as exc:
+            log.warning("store unavailable; message refused with 451", error=str(exc))
+            return "451 4.3.0 Temporary failure: the store is unavailable, try again later"
+        if accepted.all_dropped and self._config.reject_dropped:
+            reason = accepted.deliveries[0].reason
+            return f"550 5.7.1 Message dropped by policy: {_reply_text(reason)}"
+        return f"250 2.0.0 Ok: queued as {accepted.message.id}"
+
+    async def handle_exception(self, error: Exception) -> str:
+        log.error("smtp session failed", error=f"{type(error).__name__}: {error}")
+        return "451 4.3.0 Temporary failure, try again later"
+
+
+class _Connection(SMTP):
+    """aiosmtpd's protocol, with our replies and per-connection AUTH and drain bookkeeping."""
+
+    def __init__(self, server: SmtpIngress, handler: SmtpHandler, **kwargs: Any) -> None:
+        super().__init__(handler, **kwargs)
+        self._owner = server
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        starting = self.transport is None
+        super().connection_made(transport)
+        if starting:
+            self._owner.connections.add(self)
+            assert self.session is not None
+            ip = _peer_ip(self.session)
+            # AUTH is offered over TLS, or in the clear only to loopback clients.
+            self._auth_require_tls = not (ip is not None and ip.is_loopback)
+
+    def connection_lost(self, error: Exception | None) -> None:
+        self._owner.connections.discard(self)
+        super().connection_lost(error)
+
+    async def push(self, status: AnyStr) -> None:
+        if isinstance(status, str) and status.startswith("552 Error"):
+            # aiosmtpd's own size replies lack the enhanced status code DESIGN.md promises.
+            await super().push("552 5.3.4 Message too big: over smtp.max_message_size")
+            return
+        await super().push(status)
+
+
+class SmtpIngress:
+    """The listening SMTP server; owns its connections and drains them on stop."""
+
+    def __init__(self, handler: SmtpHandler, config: SmtpConfig) -> None:
+        self._handler = handler
+        self._config = config
+        self._server: asyncio.Server | None = None
+        self.connections: set[_Connection] = set()
+        self._tls: ssl.SSLContext | None = None
+        if config.tls.enabled:
+            assert config.tls.cert is not None and config.tls.key is not None
+            self._tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            self._tls.load_cert_chain(config.tls.cert, config.tls.key)
+
+    def _authenticate(
+        self,
+        server: SMTP,
+        session: Session,
+        envelope: Envelope,
+        mechanism: str,
+        auth_data: Any,
+    ) -> AuthResult:
+        if isinstance(auth_data, LoginPassword):
+            name = auth_data.login.decode("utf-8", errors="replace")
+            stored = self._config.auth_users.get(name)
+            if stored is not None and verify_password(
+                auth_data.password.decode("utf-8", errors="replace"), stored
+            ):
+                return AuthResult(success=True, auth_data=name)
+        log.warning("smtp auth failed", mechanism=mechanism)
+        return AuthResult(success=False, handled=False)
+
+    def _connection(self) -> _Connection:
+        return _Connection(
+            self,
+            self._handler,
+            data_size_limit=self._config.max_message_size,
+            enable_SMTPUTF8=True,
+            decode_data=False,
+            hostname=self._config.hostname,
+            ident="sendguard",
+            tls_context=self._tls,
+            timeout=self._config.timeout.total_seconds(),
+            authenticator=self._authenticate if self._config.auth_users else None,
+            auth_require_tls=True,
+        )
+
+    async def start(self) -> None:
+        """Listen on `smtp.listen`."""
+        host, port = split_listen(self._config.listen)
+        self._server = await asyncio.get_running_loop().create_server(self._connection, host, port)
+
+    @property
+    def port(self) -> int:
+        """The bound port (useful with port 0)."""
+        assert self._server is not None
+        port: int = self._server.sockets[0].getsockname()[1]
+        return port
+
+    async def stop(self, grace: float) -> None:
+        """Stop accepting; let sessions finish for up to `grace` seconds, then close them."""
+        if self._server is None:
+            return
+        self._server.close()
+        deadline = monotonic() + grace
+        # Messages in DATA are committed and answered before anything else happens.
+        while (self.connections or self._handler.in_flight) and monotonic() < deadline:
+            if not self._handler.in_flight and all(
+                c.envelope is None or not c.envelope.rcpt_tos for c in self.connections
+            ):
+                break  # nobody is in the middle of a transaction
+            await asyncio.sleep(0.02)
+        for connection in list(self.connections):
+            transport = connection.transport
+            if isinstance(transport, asyncio.WriteTransport):
+                transport.write(b"421 4.3.2 Service shutting down\r\n")
+            if transport is not None:
+                transport.close()
+        await self._server.wait_closed()

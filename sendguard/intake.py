@@ -1,0 +1,113 @@
+"""Intake: what every ingress does with a complete message, whichever protocol brought it.
+
+Validate the envelope, read the headers (never the body), judge each recipient with the
+engine, and commit the message with its deliveries and decisions in one transaction. Only
+then may the ingress answer success. The per-recipient lock spans deciding and committing, so
+concurrent messages to one person are judged one after the other and caps hold.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+import structlog
+
+from sendguard.address import recipient_key, validate_address
+from sendguard.clock import Clock
+from sendguard.engine import Engine, plan
+from sendguard.errors import InvalidAddress, InvalidMessage
+from sendguard.fields import read_fields
+from sendguard.headers import Headers, split_message, strip_sendguard_headers
+from sendguard.ids import new_id
+from sendguard.message import Delivery, DeliveryState, Message, SendguardFields
+from sendguard.metrics import Metrics
+from sendguard.store.base import NewDelivery, Store
+
+log = structlog.get_logger("sendguard.intake")
+
+
+@dataclass(frozen=True)
+class Accepted:
+    """A committed message and how each of its deliveries was decided."""
+
+    message: Message
+    deliveries: tuple[NewDelivery, ...]
+
+    @property
+    def all_dropped(self) -> bool:
+        """True when no recipient will ever get this message."""
+        return all(d.state is DeliveryState.DROPPED for d in self.deliveries)
+
+
+class Intake:
+    """Accepts messages from any ingress."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        store: Store,
+        clock: Clock,
+        metrics: Metrics,
+        header_sources: Mapping[str, Sequence[str]],
+        on_queued: Callable[[], None],
+    ) -> None:
+        self._engine = engine
+        self._store = store
+        self._clock = clock
+        self._metrics = metrics
+        self._sources = header_sources
+        self._on_queued = on_queued
+
+    async def accept(
+        self,
+        raw: bytes,
+        mail_from: str,
+        recipients: Sequence[str],
+        ingress: str,
+        fields: SendguardFields | None = None,
+    ) -> Accepted:
+        """Judge and commit a message; raise InvalidMessage or StoreUnavailable."""
+        if mail_from:  # the null reverse-path <> is valid (bounces)
+            try:
+                validate_address(mail_from)
+            except InvalidAddress as exc:
+                raise InvalidAddress(f"sender: {exc}", field="from") from None
+        unique: dict[str, str] = {}
+        for address in recipients:
+            validate_address(address)
+            unique.setdefault(recipient_key(address), address)
+        if not unique:
+            raise InvalidMessage("a message needs at least one recipient", field="to")
+        block, _ = split_message(raw)
+        headers = Headers.parse(block)
+        content = strip_sendguard_headers(raw)
+        now = self._clock.now()
+        message = Message(
+            id=new_id(),
+            received_at=now,
+            ingress=ingress,
+            mail_from=mail_from,
+            recipients=tuple(unique.values()),
+            headers=headers,
+            fields=fields if fields is not None else read_fields(headers, self._sources),
+            size=len(content),
+        )
+        structlog.contextvars.bind_contextvars(message_id=message.id)
+        decided = []
+        async with self._store.lock_recipients(message.recipients):
+            for recipient in message.recipients:
+                pending = Delivery(new_id(), message, recipient, DeliveryState.QUEUED, now, now)
+                decision = await self._engine.decide(pending)
+                step = plan(decision, now)
+                decided.append(
+                    NewDelivery(
+                        pending.id, recipient, step.state, step.reason, decision, step.due_at
+                    )
+                )
+            await self._store.add_message(message, content, decided)
+        self._metrics.messages_received.labels(ingress=ingress).inc()
+        if any(d.state is DeliveryState.QUEUED for d in decided):
+            self._on_queued()
+        log.info("accepted", ingress=ingress, recipients=len(decided), size=message.size)
+        return Accepted(message, tuple(decided))

@@ -1,0 +1,120 @@
+"""Message and Delivery: what came in, and the per-recipient unit that policies judge.
+
+A message is stored once; each recipient gets its own delivery, which moves through the states
+below. Every transition is recorded with its time and reason.
+
+    queued ──> sending ──> sent
+      ^           │
+      │           └──> deferred ──> (sending again) ... ──> failed
+    delayed ──(re-evaluated when due)──> queued | delayed | held | dropped
+    held ──(review)──> queued | dropped
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from enum import StrEnum
+
+from sendguard.headers import Headers
+
+
+class DeliveryState(StrEnum):
+    """Where a delivery stands."""
+
+    QUEUED = "queued"
+    DELAYED = "delayed"
+    HELD = "held"
+    SENDING = "sending"
+    SENT = "sent"
+    DEFERRED = "deferred"
+    FAILED = "failed"
+    DROPPED = "dropped"
+
+    @property
+    def is_final(self) -> bool:
+        """True for states a delivery never leaves."""
+        return self in _FINAL
+
+
+_FINAL = frozenset({DeliveryState.SENT, DeliveryState.FAILED, DeliveryState.DROPPED})
+
+
+class MessageClass(StrEnum):
+    """What kind of mail this is; caps and fatigue exempt transactional mail by default."""
+
+    TRANSACTIONAL = "transactional"
+    MARKETING = "marketing"
+
+
+@dataclass(frozen=True)
+class Requirement:
+    """A fact that must hold for the recipient to get the message (`key=value`)."""
+
+    key: str
+    value: str
+
+    def __str__(self) -> str:
+        return f"{self.key}={self.value}"
+
+
+@dataclass(frozen=True)
+class SendguardFields:
+    """What sendguard reads from a message's headers (or the HTTP payload) to judge it."""
+
+    campaign: str | None = None
+    message_class: MessageClass = MessageClass.MARKETING
+    requires: tuple[Requirement, ...] = ()
+    wait: timedelta | None = None
+    data_as_of: datetime | None = None
+    timezone: str | None = None
+    not_before: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Message:
+    """An accepted message without its content (content is read only when it is sent)."""
+
+    id: str
+    received_at: datetime
+    ingress: str
+    mail_from: str
+    recipients: tuple[str, ...]
+    headers: Headers
+    fields: SendguardFields = field(default_factory=SendguardFields)
+    size: int = 0
+
+    @property
+    def subject(self) -> str:
+        """The decoded Subject header, or an empty string."""
+        return self.headers.get("Subject") or ""
+
+
+@dataclass(frozen=True)
+class Transition:
+    """One step in a delivery's life."""
+
+    at: datetime
+    state: DeliveryState
+    reason: str
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One recipient of one message: the unit that policies judge and the dispatcher sends."""
+
+    id: str
+    message: Message
+    recipient: str
+    state: DeliveryState
+    created_at: datetime
+    updated_at: datetime
+    due_at: datetime | None = None
+    attempts: int = 0
+    first_attempt_at: datetime | None = None
+    last_error: str | None = None
+
+    @property
+    def campaign(self) -> str | None:
+        """The campaign of the message this delivery belongs to."""
+        return self.message.fields.campaign

@@ -1,0 +1,103 @@
+"""The policy plugin contract: everything a policy author needs, in one file.
+
+A policy is a class registered under the entry point group `sendguard.policies`::
+
+    [project.entry-points."sendguard.policies"]
+    my_policy = "my_package.module:MyPolicy"
+
+The class has a pydantic `Options` model (its `options:` in the config, validated once at
+start; unknown keys are errors) and is constructed with an instance of it. For every delivery
+the engine awaits `evaluate(delivery, ctx)`, which returns a `Verdict` with a reason. A policy
+only reports what it found; the engine combines the verdicts and applies `mode`
+(`enforce` | `shadow`), the time budget and `on_error` (`forward` | `hold`) from the config.
+Built-in policies in `plugins/` are registered exactly like this.
+
+`ctx` is a read-only view of the store at the moment of the decision (`ctx.now` is the same for
+every policy judging one delivery). Policies never write: what counts as sent is recorded by
+the engine and the store when a delivery is forwarded.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Sequence
+from datetime import datetime
+from importlib.metadata import EntryPoint, entry_points
+from typing import Any, ClassVar, Protocol
+
+from pydantic import BaseModel
+
+from sendguard.message import Delivery
+from sendguard.store.base import Campaign, Event, Fact, HistoryEntry, Store
+from sendguard.verdict import Verdict
+
+ENTRY_POINT_GROUP = "sendguard.policies"
+
+
+class Policy(Protocol):
+    """What a policy class looks like."""
+
+    Options: ClassVar[type[BaseModel]]
+    """The pydantic model of this policy's `options:`; use `extra="forbid"`."""
+
+    def __init__(self, options: Any) -> None:
+        """Build the policy from its validated options (an instance of `Options`)."""
+
+    async def evaluate(self, delivery: Delivery, ctx: PolicyContext) -> Verdict:
+        """Judge one delivery. Raise nothing on purpose: errors count as `on_error`."""
+        ...
+
+
+class PolicyContext:
+    """A read-only view of the store for policies, at one moment in time."""
+
+    def __init__(self, store: Store, now: datetime) -> None:
+        self._store = store
+        self.now = now
+        """The time of this decision, the same for every policy judging the delivery."""
+
+    async def fact(self, key: str, contact: str | None = None) -> Fact | None:
+        """The latest fact for `key` about `contact` (or without a contact)."""
+        return await self._store.get_fact(key, contact)
+
+    async def history(
+        self, recipient: str, since: datetime, *, campaign: str | None = None
+    ) -> Sequence[HistoryEntry]:
+        """Sends reserved or made to `recipient` since `since` (optionally of one campaign)."""
+        return await self._store.history(recipient, since, campaign=campaign)
+
+    async def events(self, recipient: str, since: datetime | None = None) -> Sequence[Event]:
+        """Engagement and suppression events about `recipient`."""
+        return await self._store.events(recipient, since)
+
+    async def campaign(self, name: str) -> Campaign | None:
+        """What reviewers decided about campaign `name`."""
+        return await self._store.get_campaign(name)
+
+
+class PolicyLoadError(Exception):
+    """A configured policy cannot be found or does not follow the contract."""
+
+
+def installed_policies() -> dict[str, EntryPoint]:
+    """Every policy registered under the entry point group, by name."""
+    return {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
+
+
+def load_policy_class(name: str) -> type[Policy]:
+    """The class registered as `name`; PolicyLoadError says what is wrong and what exists."""
+    available = installed_policies()
+    if name not in available:
+        known = ", ".join(sorted(available)) or "none"
+        raise PolicyLoadError(f"no policy named {name!r} is installed; installed: {known}")
+    try:
+        cls = available[name].load()
+    except Exception as exc:  # a broken plugin must be reported, whatever it raises
+        raise PolicyLoadError(f"policy {name!r} failed to import: {exc}") from exc
+    options = getattr(cls, "Options", None)
+    if not (isinstance(options, type) and issubclass(options, BaseModel)):
+        raise PolicyLoadError(f"policy {name!r} has no pydantic `Options` model")
+    if not inspect.iscoroutinefunction(getattr(cls, "evaluate", None)):
+        raise PolicyLoadError(f"policy {name!r} has no `async def evaluate(delivery, ctx)`")
+    policy_class: type[Policy] = cls
+    return policy_class

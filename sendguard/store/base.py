@@ -1,0 +1,328 @@
+"""The store contract: everything sendguard keeps, behind one small async interface.
+
+Every backend (SQLite, PostgreSQL) implements `Store` and passes the same contract tests in
+`tests/contract/`. Nothing backend-specific appears above this module. Times are
+timezone-aware datetimes; a backend may keep them however it likes.
+
+Rules every backend enforces, so the callers need not:
+- `add_message` commits the message, its deliveries and their decisions atomically.
+- Entering `queued` reserves the send in the recipient's history (caps count decisions, not
+  only sends); entering `sent` confirms it; entering `dropped` or `failed` releases it.
+- A claimed delivery belongs to its claim's owner until the lease ends; a change that names an
+  owner fails with `Conflict` if the claim was lost.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from enum import StrEnum
+
+from sendguard.message import Delivery, DeliveryState, Message, MessageClass, Transition
+from sendguard.verdict import Decision, PolicyOutcome
+
+
+@dataclass(frozen=True)
+class NewDelivery:
+    """A delivery as the ingress decided it, ready to be committed with its message."""
+
+    id: str
+    recipient: str
+    state: DeliveryState
+    reason: str
+    decision: Decision
+    due_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class IdempotencyRecord:
+    """The first answer to a request that carried an `Idempotency-Key`."""
+
+    key: str
+    message_id: str
+    response: bytes
+
+
+@dataclass(frozen=True)
+class Change:
+    """A state change of one delivery, with the guards that make it safe under concurrency."""
+
+    to: DeliveryState
+    reason: str
+    at: datetime
+    expect: frozenset[DeliveryState] | None = None
+    """The change applies only if the delivery is in one of these states (else `Conflict`)."""
+    owner: str | None = None
+    """The change applies only if this owner still holds the claim (else `Conflict`)."""
+    due_at: datetime | None = None
+    error: str | None = None
+    decision: Decision | None = None
+    """Policy outcomes to record with the change (a re-evaluation)."""
+    attempt: bool = False
+    """Count this change as an attempt to send (entering `sending`)."""
+    keep_claim: bool = False
+    """Keep the owner's claim (entering `sending` always keeps it)."""
+
+
+@dataclass(frozen=True)
+class RecordedOutcome:
+    """A policy outcome as kept with a delivery, with when it was decided."""
+
+    at: datetime
+    outcome: PolicyOutcome
+
+
+@dataclass(frozen=True)
+class HistoryEntry:
+    """A send reserved or made to a recipient; what caps and repetition count."""
+
+    delivery_id: str
+    recipient: str
+    campaign: str | None
+    message_class: MessageClass
+    content_hash: str | None
+    at: datetime
+    sent: bool
+
+
+@dataclass(frozen=True)
+class Fact:
+    """Context from outside (CRM, calendar): `key` holds `value`, optionally for one contact."""
+
+    key: str
+    value: str
+    observed_at: datetime
+    contact: str | None = None
+
+
+class EventType(StrEnum):
+    """Engagement and suppression events about a recipient."""
+
+    OPEN = "open"
+    CLICK = "click"
+    REPLY = "reply"
+    UNSUBSCRIBE = "unsubscribe"
+    BOUNCE = "bounce"
+    COMPLAINT = "complaint"
+
+
+@dataclass(frozen=True)
+class Event:
+    """Something a recipient did (or that happened to their address)."""
+
+    type: EventType
+    recipient: str
+    at: datetime
+    message_id: str | None = None
+
+
+class Approval(StrEnum):
+    """A reviewer's word on a whole campaign."""
+
+    APPROVED = "approved"
+    REJECTED = "rejected"
+
+
+@dataclass(frozen=True)
+class Campaign:
+    """What reviewers decided about a campaign."""
+
+    name: str
+    approval: Approval | None = None
+    paused: bool = False
+    updated_at: datetime | None = None
+    updated_by: str | None = None
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    """Who did what to which deliveries or campaign, when, and why."""
+
+    at: datetime
+    actor: str
+    action: str
+    target: str
+    note: str = ""
+    count: int = 0
+    id: int | None = None
+
+
+@dataclass(frozen=True)
+class DeliveryQuery:
+    """Filters for listing deliveries; results come newest first, `after` is the cursor."""
+
+    state: DeliveryState | None = None
+    campaign: str | None = None
+    recipient: str | None = None
+    since: datetime | None = None
+    after: str | None = None
+    limit: int = 100
+
+
+@dataclass(frozen=True)
+class DeliveryPage:
+    """One page of a delivery listing; `next` is the cursor for the following page."""
+
+    deliveries: Sequence[Delivery]
+    next: str | None = None
+
+
+@dataclass(frozen=True)
+class StoreStats:
+    """Counters a backend keeps about itself (for tests and the benchmark)."""
+
+    writes: int = 0
+    commits: int = 0
+    extra: dict[str, int] = field(default_factory=dict)
+
+
+class Store(ABC):
+    """Everything sendguard keeps. See the module docstring for the rules every backend enforces."""
+
+    # lifecycle -----------------------------------------------------------------------------
+    @abstractmethod
+    async def open(self) -> None:
+        """Connect, migrate the schema to the current version, start background work."""
+
+    @abstractmethod
+    async def close(self) -> None:
+        """Finish pending writes and release every resource."""
+
+    @abstractmethod
+    async def check(self) -> None:
+        """Raise StoreUnavailable unless the store can serve requests now (readiness)."""
+
+    @abstractmethod
+    async def recover(self, now: datetime) -> int:
+        """Make work abandoned by a crashed process claimable again; return how many."""
+
+    @property
+    @abstractmethod
+    def stats(self) -> StoreStats:
+        """Counters about this store's own work."""
+
+    # serialisation ---------------------------------------------------------------------------
+    @abstractmethod
+    def lock_recipients(self, recipients: Sequence[str]) -> AbstractAsyncContextManager[None]:
+        """Hold an exclusive section for these recipient keys while deciding and committing.
+
+        Caps are checked and reserved inside this section, so concurrent messages to one
+        person (on any instance sharing the store) are decided one after the other.
+        """
+
+    # messages --------------------------------------------------------------------------------
+    @abstractmethod
+    async def add_message(
+        self,
+        message: Message,
+        content: bytes,
+        deliveries: Sequence[NewDelivery],
+        idempotency: IdempotencyRecord | None = None,
+    ) -> None:
+        """Commit a message, its content and its deliveries in one transaction.
+
+        With `idempotency`, raise Conflict if that key was already used.
+        """
+
+    @abstractmethod
+    async def get_message(self, message_id: str) -> Message | None:
+        """The message without its content, or None."""
+
+    @abstractmethod
+    async def message_content(self, message_id: str) -> bytes:
+        """The stored content of a message (raises Conflict if there is none)."""
+
+    @abstractmethod
+    async def idempotent_response(self, key: str, since: datetime) -> IdempotencyRecord | None:
+        """The first answer given for `key`, if it was given after `since`."""
+
+    # deliveries ------------------------------------------------------------------------------
+    @abstractmethod
+    async def get_delivery(self, delivery_id: str) -> Delivery | None:
+        """One delivery, or None."""
+
+    @abstractmethod
+    async def deliveries_of(self, message_id: str) -> Sequence[Delivery]:
+        """Every delivery of a message, in recipient order."""
+
+    @abstractmethod
+    async def list_deliveries(self, query: DeliveryQuery) -> DeliveryPage:
+        """Deliveries matching `query`, newest first, paginated."""
+
+    @abstractmethod
+    async def transitions(self, delivery_id: str) -> Sequence[Transition]:
+        """Every state a delivery went through, oldest first."""
+
+    @abstractmethod
+    async def outcomes(self, delivery_id: str) -> Sequence[RecordedOutcome]:
+        """Every policy outcome recorded for a delivery, oldest first."""
+
+    @abstractmethod
+    async def count_by_state(self) -> dict[DeliveryState, int]:
+        """How many deliveries are in each state."""
+
+    # work ------------------------------------------------------------------------------------
+    @abstractmethod
+    async def claim_due(
+        self, now: datetime, owner: str, limit: int, lease: timedelta
+    ) -> Sequence[Delivery]:
+        """Claim up to `limit` deliveries that are due, for `owner`, until `now + lease`.
+
+        Due: queued, delayed or deferred with `due_at <= now`, or sending with an expired lease.
+        A delivery is never claimed by two owners at once.
+        """
+
+    @abstractmethod
+    async def release(self, delivery_ids: Sequence[str], owner: str) -> None:
+        """Give up claims that were not worked on (on shutdown)."""
+
+    @abstractmethod
+    async def next_due_at(self) -> datetime | None:
+        """When the next waiting delivery becomes due, if any."""
+
+    @abstractmethod
+    async def change(self, delivery_id: str, change: Change) -> Delivery:
+        """Apply a state change; raise Conflict if its guards do not hold."""
+
+    # what policies read ----------------------------------------------------------------------
+    @abstractmethod
+    async def history(
+        self, recipient: str, since: datetime, *, campaign: str | None = None
+    ) -> Sequence[HistoryEntry]:
+        """Sends reserved or made to `recipient` (a recipient key) since `since`, oldest first."""
+
+    @abstractmethod
+    async def put_fact(self, fact: Fact) -> None:
+        """Record a fact; a newer observation of the same key and contact replaces an older one."""
+
+    @abstractmethod
+    async def get_fact(self, key: str, contact: str | None = None) -> Fact | None:
+        """The latest fact for `key` (for `contact`, else the contact-less one)."""
+
+    @abstractmethod
+    async def add_event(self, event: Event) -> None:
+        """Record an engagement or suppression event."""
+
+    @abstractmethod
+    async def events(self, recipient: str, since: datetime | None = None) -> Sequence[Event]:
+        """Events about a recipient key, oldest first."""
+
+    @abstractmethod
+    async def get_campaign(self, name: str) -> Campaign | None:
+        """What reviewers decided about a campaign, if anything."""
+
+    @abstractmethod
+    async def set_campaign(self, campaign: Campaign) -> None:
+        """Record a campaign's approval or pause state."""
+
+    # audit -----------------------------------------------------------------------------------
+    @abstractmethod
+    async def add_audit(self, entry: AuditEntry) -> None:
+        """Append to the audit log."""
+
+    @abstractmethod
+    async def audit(self, limit: int = 100) -> Sequence[AuditEntry]:
+        """The latest audit entries, newest first."""

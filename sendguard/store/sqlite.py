@@ -1,0 +1,868 @@
+"""The embedded store: one SQLite file in WAL mode, `synchronous=FULL`, group commit.
+
+All database work runs on one dedicated thread. Writes are queued and committed in batches:
+while one batch is being fsynced, the next one collects, so durability costs one fsync per
+batch, not per message. Each write runs in its own savepoint, so one failing write does not
+fail the others in its batch. SQLite is single-instance: a lock file keeps a second process
+from opening the same database (several instances share PostgreSQL instead).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import functools
+import json
+import os
+import sqlite3
+from collections.abc import AsyncIterator, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any, TypeVar
+
+from sendguard.address import domain_of, recipient_key
+from sendguard.clock import from_micros, to_micros
+from sendguard.errors import Conflict, StoreLocked, StoreUnavailable
+from sendguard.message import Delivery, DeliveryState, Message, MessageClass, Transition
+from sendguard.store import codec
+from sendguard.store.base import (
+    Approval,
+    AuditEntry,
+    Campaign,
+    Change,
+    DeliveryPage,
+    DeliveryQuery,
+    Event,
+    EventType,
+    Fact,
+    HistoryEntry,
+    IdempotencyRecord,
+    NewDelivery,
+    RecordedOutcome,
+    Store,
+    StoreStats,
+)
+from sendguard.verdict import Decision
+
+T = TypeVar("T")
+Job = Callable[[sqlite3.Connection], Any]
+
+_WAITING = ("queued", "delayed", "deferred")
+
+# Each entry migrates the schema from version i to i + 1; never edit a released entry.
+MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE messages (
+        id TEXT PRIMARY KEY,
+        received_at INTEGER NOT NULL,
+        ingress TEXT NOT NULL,
+        mail_from TEXT NOT NULL,
+        recipients TEXT NOT NULL,
+        headers TEXT NOT NULL,
+        fields TEXT NOT NULL,
+        campaign TEXT,
+        size INTEGER NOT NULL,
+        content BLOB NOT NULL
+    );
+    CREATE TABLE deliveries (
+        id TEXT PRIMARY KEY,
+        message_id TEXT NOT NULL REFERENCES messages(id),
+        recipient TEXT NOT NULL,
+        recipient_key TEXT NOT NULL,
+        domain TEXT NOT NULL,
+        campaign TEXT,
+        state TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL,
+        due_at INTEGER,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        first_attempt_at INTEGER,
+        last_error TEXT,
+        owner TEXT,
+        lease_until INTEGER
+    );
+    CREATE INDEX deliveries_due ON deliveries(due_at)
+        WHERE state IN ('queued', 'delayed', 'deferred');
+    CREATE INDEX deliveries_sending ON deliveries(lease_until) WHERE state = 'sending';
+    CREATE INDEX deliveries_message ON deliveries(message_id);
+    CREATE INDEX deliveries_recipient ON deliveries(recipient_key, id);
+    CREATE INDEX deliveries_campaign ON deliveries(campaign, id);
+    CREATE INDEX deliveries_state ON deliveries(state, id);
+    CREATE TABLE transitions (
+        delivery_id TEXT NOT NULL REFERENCES deliveries(id),
+        seq INTEGER NOT NULL,
+        at INTEGER NOT NULL,
+        state TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        PRIMARY KEY (delivery_id, seq)
+    );
+    CREATE TABLE outcomes (
+        delivery_id TEXT NOT NULL REFERENCES deliveries(id),
+        seq INTEGER NOT NULL,
+        at INTEGER NOT NULL,
+        policy TEXT NOT NULL,
+        action TEXT NOT NULL,
+        mode TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        until INTEGER,
+        error TEXT,
+        PRIMARY KEY (delivery_id, seq)
+    );
+    CREATE TABLE history (
+        delivery_id TEXT PRIMARY KEY,
+        recipient_key TEXT NOT NULL,
+        domain TEXT NOT NULL,
+        campaign TEXT,
+        class TEXT NOT NULL,
+        content_hash TEXT,
+        at INTEGER NOT NULL,
+        sent INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE INDEX history_recipient ON history(recipient_key, at);
+    CREATE INDEX history_domain ON history(domain, at);
+    CREATE TABLE facts (
+        key TEXT NOT NULL,
+        contact TEXT NOT NULL,
+        value TEXT NOT NULL,
+        observed_at INTEGER NOT NULL,
+        PRIMARY KEY (key, contact)
+    );
+    CREATE TABLE events (
+        id INTEGER PRIMARY KEY,
+        type TEXT NOT NULL,
+        recipient_key TEXT NOT NULL,
+        message_id TEXT,
+        at INTEGER NOT NULL
+    );
+    CREATE INDEX events_recipient ON events(recipient_key, at);
+    CREATE TABLE campaigns (
+        name TEXT PRIMARY KEY,
+        approval TEXT,
+        paused INTEGER NOT NULL DEFAULT 0,
+        updated_at INTEGER,
+        updated_by TEXT
+    );
+    CREATE TABLE audit (
+        id INTEGER PRIMARY KEY,
+        at INTEGER NOT NULL,
+        actor TEXT NOT NULL,
+        action TEXT NOT NULL,
+        target TEXT NOT NULL,
+        note TEXT NOT NULL,
+        count INTEGER NOT NULL
+    );
+    CREATE TABLE idempotency (
+        key TEXT PRIMARY KEY,
+        message_id TEXT NOT NULL,
+        response BLOB NOT NULL,
+        created_at INTEGER NOT NULL
+    );
+    """,
+)
+
+_DELIVERY_COLUMNS = """
+    d.id, d.recipient, d.state, d.created_at, d.updated_at, d.due_at, d.attempts,
+    d.first_attempt_at, d.last_error,
+    m.id, m.received_at, m.ingress, m.mail_from, m.recipients, m.headers, m.fields, m.size
+"""
+_DELIVERY_SELECT = (
+    f"SELECT {_DELIVERY_COLUMNS} FROM deliveries d JOIN messages m ON m.id = d.message_id"
+)
+_MESSAGE_SELECT = (
+    "SELECT id, received_at, ingress, mail_from, recipients, headers, fields, size FROM messages"
+)
+
+
+def _us(at: datetime | None) -> int | None:
+    return None if at is None else to_micros(at)
+
+
+def _dt(micros: int | None) -> datetime | None:
+    return None if micros is None else from_micros(micros)
+
+
+def _message(row: Sequence[Any]) -> Message:
+    return Message(
+        id=row[0],
+        received_at=from_micros(row[1]),
+        ingress=row[2],
+        mail_from=row[3],
+        recipients=tuple(json.loads(row[4])),
+        headers=codec.load_headers(row[5]),
+        fields=codec.load_fields(row[6]),
+        size=row[7],
+    )
+
+
+def _delivery(row: Sequence[Any]) -> Delivery:
+    return Delivery(
+        id=row[0],
+        message=_message(row[9:]),
+        recipient=row[1],
+        state=DeliveryState(row[2]),
+        created_at=from_micros(row[3]),
+        updated_at=from_micros(row[4]),
+        due_at=_dt(row[5]),
+        attempts=row[6],
+        first_attempt_at=_dt(row[7]),
+        last_error=row[8],
+    )
+
+
+@dataclass
+class _Failed:
+    error: Exception
+
+
+class SQLiteStore(Store):
+    """The embedded store. `path` is the database file; its directory is created if missing."""
+
+    def __init__(self, path: Path, *, busy_timeout: timedelta = timedelta(seconds=5)) -> None:
+        self._path = path
+        self._busy_timeout = busy_timeout
+        self._executor: ThreadPoolExecutor | None = None
+        self._conn: sqlite3.Connection | None = None
+        self._lock_fd: int | None = None
+        self._pending: list[tuple[Job, asyncio.Future[Any]]] = []
+        self._has_work = asyncio.Event()
+        self._writer: asyncio.Task[None] | None = None
+        self._closing = False
+        self._recipient_locks: dict[str, tuple[asyncio.Lock, int]] = {}
+        self._writes = 0
+        self._commits = 0
+
+    # lifecycle -------------------------------------------------------------------------------
+    async def open(self) -> None:
+        self._path.parent.mkdir(parents=True, exist_ok=True)
+        self._take_file_lock()
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="sendguard-sqlite")
+        try:
+            await self._run(lambda _: self._connect())
+        except Exception:
+            self._executor.shutdown(wait=True)
+            self._release_file_lock()
+            raise
+        self._writer = asyncio.create_task(self._write_loop(), name="sqlite-group-commit")
+
+    def _take_file_lock(self) -> None:
+        lock_path = self._path.with_name(self._path.name + ".lock")
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise StoreLocked(
+                f"{self._path} is in use by another sendguard process; SQLite serves one "
+                "instance (stop the other one, or use a PostgreSQL store.url for several)"
+            ) from None
+        self._lock_fd = fd
+
+    def _release_file_lock(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # closing the descriptor releases the flock
+            self._lock_fd = None
+
+    def _connect(self) -> None:
+        try:
+            conn = sqlite3.connect(
+                self._path,
+                isolation_level=None,
+                check_same_thread=False,
+                timeout=self._busy_timeout.total_seconds(),
+            )
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"cannot open SQLite database {self._path}: {exc}") from exc
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")
+        conn.execute("PRAGMA foreign_keys=ON")
+        self._conn = conn
+        self._migrate(conn)
+
+    @staticmethod
+    def _migrate(conn: sqlite3.Connection) -> None:
+        current = conn.execute("PRAGMA user_version").fetchone()[0]
+        if current > len(MIGRATIONS):
+            raise StoreUnavailable(
+                f"the database schema is version {current}, newer than this sendguard "
+                f"knows ({len(MIGRATIONS)}); upgrade sendguard"
+            )
+        for version in range(current, len(MIGRATIONS)):
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                for statement in MIGRATIONS[version].split(";"):
+                    if statement.strip():
+                        conn.execute(statement)
+                conn.execute(f"PRAGMA user_version = {version + 1}")
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+
+    async def close(self) -> None:
+        self._closing = True
+        self._has_work.set()
+        if self._writer is not None:
+            await self._writer
+            self._writer = None
+        if self._executor is not None:
+            if self._conn is not None:
+                conn, self._conn = self._conn, None
+                await asyncio.get_running_loop().run_in_executor(self._executor, conn.close)
+            self._executor.shutdown(wait=True)
+            self._executor = None
+        self._release_file_lock()
+
+    async def check(self) -> None:
+        await self._read(lambda c: c.execute("SELECT 1").fetchone())
+
+    async def recover(self, now: datetime) -> int:
+        # The file lock guarantees no other process works on this database, so every claim
+        # left behind belongs to a process that is gone.
+        def job(c: sqlite3.Connection) -> int:
+            cur = c.execute(
+                "UPDATE deliveries SET owner = NULL, lease_until = NULL WHERE owner IS NOT NULL"
+            )
+            return cur.rowcount
+
+        count: int = await self._write(job)
+        return count
+
+    @property
+    def stats(self) -> StoreStats:
+        return StoreStats(writes=self._writes, commits=self._commits)
+
+    # the database thread ---------------------------------------------------------------------
+    async def _run(self, fn: Callable[[sqlite3.Connection | None], T]) -> T:
+        assert self._executor is not None, "store is not open"
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, self._conn)
+
+    async def _read(self, job: Callable[[sqlite3.Connection], T]) -> T:
+        def run(conn: sqlite3.Connection | None) -> T:
+            if conn is None:
+                raise StoreUnavailable("store is closed")
+            try:
+                return job(conn)
+            except sqlite3.OperationalError as exc:
+                raise StoreUnavailable(f"SQLite read failed: {exc}") from exc
+
+        return await self._run(run)
+
+    async def _write(self, job: Callable[[sqlite3.Connection], T]) -> T:
+        if self._closing or self._writer is None:
+            raise StoreUnavailable("store is closed")
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self._pending.append((job, future))
+        self._has_work.set()
+        return await future
+
+    async def _write_loop(self) -> None:
+        while True:
+            await self._has_work.wait()
+            self._has_work.clear()
+            batch, self._pending = self._pending, []
+            if not batch:
+                if self._closing:
+                    return
+                continue
+            try:
+                results = await self._run(functools.partial(self._commit_batch, batch=batch))
+            except (sqlite3.Error, StoreUnavailable) as exc:
+                error = StoreUnavailable(f"SQLite commit failed: {exc}")
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(error)
+                continue
+            for (_, future), result in zip(batch, results, strict=True):
+                if future.done():
+                    continue  # the caller gave up waiting; the write is committed all the same
+                if isinstance(result, _Failed):
+                    future.set_exception(result.error)
+                else:
+                    future.set_result(result)
+
+    def _commit_batch(
+        self, conn: sqlite3.Connection | None, batch: list[tuple[Job, asyncio.Future[Any]]]
+    ) -> list[Any]:
+        if conn is None:
+            raise StoreUnavailable("store is closed")
+        results: list[Any] = []
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for job, _ in batch:
+                conn.execute("SAVEPOINT job")
+                try:
+                    results.append(job(conn))
+                except sqlite3.OperationalError:
+                    raise  # the database itself is in trouble: fail the whole batch
+                except (sqlite3.Error, Conflict, ValueError) as exc:
+                    conn.execute("ROLLBACK TO job")
+                    results.append(_Failed(exc))
+                conn.execute("RELEASE job")
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        self._writes += len(batch)
+        self._commits += 1
+        return results
+
+    # serialisation ---------------------------------------------------------------------------
+    def lock_recipients(self, recipients: Sequence[str]) -> AbstractAsyncContextManager[None]:
+        return self._locked(sorted({recipient_key(r) for r in recipients}))
+
+    @asynccontextmanager
+    async def _locked(self, keys: list[str]) -> AsyncIterator[None]:
+        # Sorted acquisition order: two messages sharing recipients cannot deadlock.
+        taken: list[str] = []
+        try:
+            for key in keys:
+                lock, users = self._recipient_locks.get(key, (asyncio.Lock(), 0))
+                self._recipient_locks[key] = (lock, users + 1)
+                taken.append(key)
+                await lock.acquire()
+            yield
+        finally:
+            for key in reversed(taken):
+                lock, users = self._recipient_locks[key]
+                if lock.locked():
+                    lock.release()
+                if users <= 1:
+                    del self._recipient_locks[key]
+                else:
+                    self._recipient_locks[key] = (lock, users - 1)
+
+    # messages --------------------------------------------------------------------------------
+    async def add_message(
+        self,
+        message: Message,
+        content: bytes,
+        deliveries: Sequence[NewDelivery],
+        idempotency: IdempotencyRecord | None = None,
+    ) -> None:
+        def job(c: sqlite3.Connection) -> None:
+            now = to_micros(message.received_at)
+            if idempotency is not None:
+                try:
+                    c.execute(
+                        "INSERT INTO idempotency (key, message_id, response, created_at) "
+                        "VALUES (?, ?, ?, ?)",
+                        (idempotency.key, idempotency.message_id, idempotency.response, now),
+                    )
+                except sqlite3.IntegrityError:
+                    raise Conflict(f"idempotency key {idempotency.key!r} was used before") from None
+            c.execute(
+                "INSERT INTO messages (id, received_at, ingress, mail_from, recipients, headers,"
+                " fields, campaign, size, content) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    message.id,
+                    now,
+                    message.ingress,
+                    message.mail_from,
+                    json.dumps(message.recipients, ensure_ascii=False),
+                    codec.dump_headers(message.headers),
+                    codec.dump_fields(message.fields),
+                    message.fields.campaign,
+                    message.size,
+                    content,
+                ),
+            )
+            for new in deliveries:
+                c.execute(
+                    "INSERT INTO deliveries (id, message_id, recipient, recipient_key, domain,"
+                    " campaign, state, created_at, updated_at, due_at)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        new.id,
+                        message.id,
+                        new.recipient,
+                        recipient_key(new.recipient),
+                        domain_of(new.recipient),
+                        message.fields.campaign,
+                        new.state.value,
+                        now,
+                        now,
+                        _us(new.due_at),
+                    ),
+                )
+                self._record(c, new.id, new.state, new.reason, now, new.decision)
+                if new.state is DeliveryState.QUEUED:
+                    self._reserve(c, new.id, now)
+
+        await self._write(job)
+
+    @staticmethod
+    def _record(
+        c: sqlite3.Connection,
+        delivery_id: str,
+        state: DeliveryState,
+        reason: str,
+        at: int,
+        decision: Decision | None,
+    ) -> None:
+        c.execute(
+            "INSERT INTO transitions (delivery_id, seq, at, state, reason) VALUES (?, "
+            "(SELECT COALESCE(MAX(seq), 0) + 1 FROM transitions WHERE delivery_id = ?), ?, ?, ?)",
+            (delivery_id, delivery_id, at, state.value, reason),
+        )
+        if decision is None:
+            return
+        for outcome in decision.outcomes:
+            policy, action, mode, why, error = codec.outcome_columns(outcome)
+            c.execute(
+                "INSERT INTO outcomes (delivery_id, seq, at, policy, action, mode, reason,"
+                " until, error) VALUES (?, (SELECT COALESCE(MAX(seq), 0) + 1 FROM outcomes"
+                " WHERE delivery_id = ?), ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    delivery_id,
+                    delivery_id,
+                    at,
+                    policy,
+                    action,
+                    mode,
+                    why,
+                    _us(outcome.verdict.until),
+                    error,
+                ),
+            )
+
+    @staticmethod
+    def _reserve(c: sqlite3.Connection, delivery_id: str, at: int) -> None:
+        c.execute(
+            "INSERT OR IGNORE INTO history (delivery_id, recipient_key, domain, campaign, class,"
+            " content_hash, at) SELECT d.id, d.recipient_key, d.domain, d.campaign,"
+            " json_extract(m.fields, '$.class'), NULL, ? FROM deliveries d"
+            " JOIN messages m ON m.id = d.message_id WHERE d.id = ?",
+            (at, delivery_id),
+        )
+
+    async def get_message(self, message_id: str) -> Message | None:
+        row = await self._read(
+            lambda c: c.execute(f"{_MESSAGE_SELECT} WHERE id = ?", (message_id,)).fetchone()
+        )
+        return None if row is None else _message(row)
+
+    async def message_content(self, message_id: str) -> bytes:
+        row = await self._read(
+            lambda c: c.execute(
+                "SELECT content FROM messages WHERE id = ?", (message_id,)
+            ).fetchone()
+        )
+        if row is None:
+            raise Conflict(f"message {message_id} has no stored content")
+        return bytes(row[0])
+
+    async def idempotent_response(self, key: str, since: datetime) -> IdempotencyRecord | None:
+        row = await self._read(
+            lambda c: c.execute(
+                "SELECT message_id, response FROM idempotency WHERE key = ? AND created_at >= ?",
+                (key, to_micros(since)),
+            ).fetchone()
+        )
+        return None if row is None else IdempotencyRecord(key, row[0], bytes(row[1]))
+
+    # deliveries ------------------------------------------------------------------------------
+    async def get_delivery(self, delivery_id: str) -> Delivery | None:
+        row = await self._read(
+            lambda c: c.execute(f"{_DELIVERY_SELECT} WHERE d.id = ?", (delivery_id,)).fetchone()
+        )
+        return None if row is None else _delivery(row)
+
+    async def deliveries_of(self, message_id: str) -> Sequence[Delivery]:
+        rows = await self._read(
+            lambda c: c.execute(
+                f"{_DELIVERY_SELECT} WHERE d.message_id = ? ORDER BY d.rowid", (message_id,)
+            ).fetchall()
+        )
+        return [_delivery(r) for r in rows]
+
+    async def list_deliveries(self, query: DeliveryQuery) -> DeliveryPage:
+        where: list[str] = []
+        args: list[Any] = []
+        if query.state is not None:
+            where.append("d.state = ?")
+            args.append(query.state.value)
+        if query.campaign is not None:
+            where.append("d.campaign = ?")
+            args.append(query.campaign)
+        if query.recipient is not None:
+            where.append("d.recipient_key = ?")
+            args.append(recipient_key(query.recipient))
+        if query.since is not None:
+            where.append("d.created_at >= ?")
+            args.append(to_micros(query.since))
+        if query.after is not None:
+            where.append("d.id < ?")
+            args.append(query.after)
+        sql = _DELIVERY_SELECT + (" WHERE " + " AND ".join(where) if where else "")
+        sql += " ORDER BY d.id DESC LIMIT ?"
+        args.append(query.limit + 1)
+        rows = await self._read(lambda c: c.execute(sql, args).fetchall())
+        page = [_delivery(r) for r in rows[: query.limit]]
+        more = len(rows) > query.limit
+        return DeliveryPage(page, page[-1].id if more and page else None)
+
+    async def transitions(self, delivery_id: str) -> Sequence[Transition]:
+        rows = await self._read(
+            lambda c: c.execute(
+                "SELECT at, state, reason FROM transitions WHERE delivery_id = ? ORDER BY seq",
+                (delivery_id,),
+            ).fetchall()
+        )
+        return [Transition(from_micros(at), DeliveryState(state), why) for at, state, why in rows]
+
+    async def outcomes(self, delivery_id: str) -> Sequence[RecordedOutcome]:
+        rows = await self._read(
+            lambda c: c.execute(
+                "SELECT at, policy, action, mode, reason, until, error FROM outcomes"
+                " WHERE delivery_id = ? ORDER BY seq",
+                (delivery_id,),
+            ).fetchall()
+        )
+        return [
+            RecordedOutcome(
+                from_micros(r[0]), codec.make_outcome(r[1], r[2], r[3], r[4], _dt(r[5]), r[6])
+            )
+            for r in rows
+        ]
+
+    async def count_by_state(self) -> dict[DeliveryState, int]:
+        rows = await self._read(
+            lambda c: c.execute("SELECT state, COUNT(*) FROM deliveries GROUP BY state").fetchall()
+        )
+        counts = dict.fromkeys(DeliveryState, 0)
+        counts.update({DeliveryState(state): n for state, n in rows})
+        return counts
+
+    # work ------------------------------------------------------------------------------------
+    async def claim_due(
+        self, now: datetime, owner: str, limit: int, lease: timedelta
+    ) -> Sequence[Delivery]:
+        at, until = to_micros(now), to_micros(now + lease)
+
+        def job(c: sqlite3.Connection) -> list[Any]:
+            ids = [
+                row[0]
+                for row in c.execute(
+                    "SELECT id FROM deliveries WHERE state IN ('queued', 'delayed', 'deferred')"
+                    " AND due_at <= ? AND (lease_until IS NULL OR lease_until < ?)"
+                    " UNION ALL SELECT id FROM deliveries WHERE state = 'sending'"
+                    " AND (lease_until IS NULL OR lease_until < ?) LIMIT ?",
+                    (at, at, at, limit),
+                )
+            ]
+            if not ids:
+                return []
+            marks = ",".join("?" * len(ids))
+            c.execute(
+                f"UPDATE deliveries SET owner = ?, lease_until = ? WHERE id IN ({marks})",
+                (owner, until, *ids),
+            )
+            return c.execute(
+                f"{_DELIVERY_SELECT} WHERE d.id IN ({marks}) ORDER BY d.due_at",
+                ids,
+            ).fetchall()
+
+        rows = await self._write(job)
+        return [_delivery(r) for r in rows]
+
+    async def release(self, delivery_ids: Sequence[str], owner: str) -> None:
+        if not delivery_ids:
+            return
+        marks = ",".join("?" * len(delivery_ids))
+
+        def job(c: sqlite3.Connection) -> None:
+            c.execute(
+                "UPDATE deliveries SET owner = NULL, lease_until = NULL"
+                f" WHERE owner = ? AND id IN ({marks})",
+                (owner, *delivery_ids),
+            )
+
+        await self._write(job)
+
+    async def next_due_at(self) -> datetime | None:
+        row = await self._read(
+            lambda c: c.execute(
+                "SELECT MIN(due_at) FROM deliveries"
+                " WHERE state IN ('queued', 'delayed', 'deferred')"
+            ).fetchone()
+        )
+        return _dt(row[0]) if row else None
+
+    async def change(self, delivery_id: str, change: Change) -> Delivery:
+        def job(c: sqlite3.Connection) -> Any:
+            row = c.execute(
+                "SELECT state, owner, lease_until FROM deliveries WHERE id = ?", (delivery_id,)
+            ).fetchone()
+            if row is None:
+                raise Conflict(f"no delivery {delivery_id}")
+            state, owner, _ = row
+            if change.expect is not None and DeliveryState(state) not in change.expect:
+                allowed = ", ".join(sorted(s.value for s in change.expect))
+                raise Conflict(f"delivery {delivery_id} is {state}, not {allowed}")
+            if change.owner is not None and owner != change.owner:
+                raise Conflict(f"delivery {delivery_id} is no longer claimed by {change.owner}")
+            at = to_micros(change.at)
+            keep_claim = change.keep_claim or change.to is DeliveryState.SENDING
+            c.execute(
+                "UPDATE deliveries SET state = ?, updated_at = ?, due_at = ?,"
+                " attempts = attempts + ?,"
+                " first_attempt_at = CASE WHEN ? THEN COALESCE(first_attempt_at, ?)"
+                "   ELSE first_attempt_at END,"
+                " last_error = COALESCE(?, last_error),"
+                " owner = CASE WHEN ? THEN owner ELSE NULL END,"
+                " lease_until = CASE WHEN ? THEN lease_until ELSE NULL END"
+                " WHERE id = ?",
+                (
+                    change.to.value,
+                    at,
+                    _us(change.due_at),
+                    int(change.attempt),
+                    change.attempt,
+                    at,
+                    change.error,
+                    keep_claim,
+                    keep_claim,
+                    delivery_id,
+                ),
+            )
+            self._record(c, delivery_id, change.to, change.reason, at, change.decision)
+            if change.to is DeliveryState.QUEUED:
+                self._reserve(c, delivery_id, at)
+            elif change.to is DeliveryState.SENT:
+                c.execute("UPDATE history SET sent = 1 WHERE delivery_id = ?", (delivery_id,))
+            elif change.to in (DeliveryState.DROPPED, DeliveryState.FAILED):
+                c.execute("DELETE FROM history WHERE delivery_id = ?", (delivery_id,))
+            return c.execute(f"{_DELIVERY_SELECT} WHERE d.id = ?", (delivery_id,)).fetchone()
+
+        return _delivery(await self._write(job))
+
+    # what policies read ----------------------------------------------------------------------
+    async def history(
+        self, recipient: str, since: datetime, *, campaign: str | None = None
+    ) -> Sequence[HistoryEntry]:
+        sql = (
+            "SELECT delivery_id, recipient_key, campaign, class, content_hash, at, sent"
+            " FROM history WHERE recipient_key = ? AND at >= ?"
+        )
+        args: list[Any] = [recipient_key(recipient), to_micros(since)]
+        if campaign is not None:
+            sql += " AND campaign = ?"
+            args.append(campaign)
+        rows = await self._read(lambda c: c.execute(sql + " ORDER BY at", args).fetchall())
+        return [
+            HistoryEntry(r[0], r[1], r[2], MessageClass(r[3]), r[4], from_micros(r[5]), bool(r[6]))
+            for r in rows
+        ]
+
+    async def put_fact(self, fact: Fact) -> None:
+        def job(c: sqlite3.Connection) -> None:
+            c.execute(
+                "INSERT INTO facts (key, contact, value, observed_at) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT (key, contact) DO UPDATE SET value = excluded.value,"
+                " observed_at = excluded.observed_at"
+                " WHERE excluded.observed_at >= facts.observed_at",
+                (fact.key, _contact(fact.contact), fact.value, to_micros(fact.observed_at)),
+            )
+
+        await self._write(job)
+
+    async def get_fact(self, key: str, contact: str | None = None) -> Fact | None:
+        row = await self._read(
+            lambda c: c.execute(
+                "SELECT value, observed_at FROM facts WHERE key = ? AND contact = ?",
+                (key, _contact(contact)),
+            ).fetchone()
+        )
+        return None if row is None else Fact(key, row[0], from_micros(row[1]), contact)
+
+    async def add_event(self, event: Event) -> None:
+        def job(c: sqlite3.Connection) -> None:
+            c.execute(
+                "INSERT INTO events (type, recipient_key, message_id, at) VALUES (?, ?, ?, ?)",
+                (
+                    event.type.value,
+                    recipient_key(event.recipient),
+                    event.message_id,
+                    to_micros(event.at),
+                ),
+            )
+
+        await self._write(job)
+
+    async def events(self, recipient: str, since: datetime | None = None) -> Sequence[Event]:
+        rows = await self._read(
+            lambda c: c.execute(
+                "SELECT type, recipient_key, at, message_id FROM events"
+                " WHERE recipient_key = ? AND at >= ? ORDER BY at",
+                (recipient_key(recipient), to_micros(since) if since else 0),
+            ).fetchall()
+        )
+        return [Event(EventType(r[0]), r[1], from_micros(r[2]), r[3]) for r in rows]
+
+    async def get_campaign(self, name: str) -> Campaign | None:
+        row = await self._read(
+            lambda c: c.execute(
+                "SELECT approval, paused, updated_at, updated_by FROM campaigns WHERE name = ?",
+                (name,),
+            ).fetchone()
+        )
+        if row is None:
+            return None
+        return Campaign(
+            name, Approval(row[0]) if row[0] else None, bool(row[1]), _dt(row[2]), row[3]
+        )
+
+    async def set_campaign(self, campaign: Campaign) -> None:
+        def job(c: sqlite3.Connection) -> None:
+            c.execute(
+                "INSERT INTO campaigns (name, approval, paused, updated_at, updated_by)"
+                " VALUES (?, ?, ?, ?, ?) ON CONFLICT (name) DO UPDATE SET"
+                " approval = excluded.approval, paused = excluded.paused,"
+                " updated_at = excluded.updated_at, updated_by = excluded.updated_by",
+                (
+                    campaign.name,
+                    campaign.approval.value if campaign.approval else None,
+                    int(campaign.paused),
+                    _us(campaign.updated_at),
+                    campaign.updated_by,
+                ),
+            )
+
+        await self._write(job)
+
+    # audit -----------------------------------------------------------------------------------
+    async def add_audit(self, entry: AuditEntry) -> None:
+        def job(c: sqlite3.Connection) -> None:
+            c.execute(
+                "INSERT INTO audit (at, actor, action, target, note, count)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (
+                    to_micros(entry.at),
+                    entry.actor,
+                    entry.action,
+                    entry.target,
+                    entry.note,
+                    entry.count,
+                ),
+            )
+
+        await self._write(job)
+
+    async def audit(self, limit: int = 100) -> Sequence[AuditEntry]:
+        rows = await self._read(
+            lambda c: c.execute(
+                "SELECT id, at, actor, action, target, note, count FROM audit"
+                " ORDER BY id DESC LIMIT ?",
+                (limit,),
+            ).fetchall()
+        )
+        return [AuditEntry(from_micros(r[1]), r[2], r[3], r[4], r[5], r[6], r[0]) for r in rows]
+
+
+def _contact(contact: str | None) -> str:
+    # The primary key cannot hold NULL in a useful way; '' stands for "no contact".
+    return contact or ""

@@ -1,0 +1,119 @@
+"""Verdicts and their combination.
+
+A policy only reports what it found (a verdict with its reason); the engine alone combines the
+verdicts of all policies with `combine`: drop > hold > delay (latest `until`) > forward.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+
+
+class Action(StrEnum):
+    """What should happen to a delivery, in increasing order of precedence."""
+
+    FORWARD = "forward"
+    DELAY = "delay"
+    HOLD = "hold"
+    DROP = "drop"
+
+    @property
+    def rank(self) -> int:
+        """Precedence when policies disagree: the highest rank wins."""
+        return _RANK[self]
+
+
+_RANK = {Action.FORWARD: 0, Action.DELAY: 1, Action.HOLD: 2, Action.DROP: 3}
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """One policy's judgement of one delivery. `until` is set for DELAY and only for it."""
+
+    action: Action
+    reason: str = ""
+    until: datetime | None = None
+
+    def __post_init__(self) -> None:
+        if (self.action is Action.DELAY) != (self.until is not None):
+            raise ValueError("a delay verdict needs `until`; other verdicts must not have one")
+        if self.until is not None and self.until.tzinfo is None:
+            raise ValueError("`until` must be timezone-aware")
+
+    @classmethod
+    def forward(cls, reason: str = "") -> Verdict:
+        """Send now (as far as this policy is concerned)."""
+        return cls(Action.FORWARD, reason)
+
+    @classmethod
+    def delay(cls, until: datetime, reason: str) -> Verdict:
+        """Send no earlier than `until`; the delivery is judged again then."""
+        return cls(Action.DELAY, reason, until)
+
+    @classmethod
+    def hold(cls, reason: str) -> Verdict:
+        """Quarantine for a human to approve or reject."""
+        return cls(Action.HOLD, reason)
+
+    @classmethod
+    def drop(cls, reason: str) -> Verdict:
+        """Never send."""
+        return cls(Action.DROP, reason)
+
+
+def combine(verdicts: Iterable[Verdict]) -> Verdict:
+    """The combined verdict: drop > hold > delay (latest `until`) > forward.
+
+    Among verdicts of the winning action, the first one's reason is kept, except for delays,
+    where the one with the latest `until` wins. No verdicts at all means forward.
+    """
+    best: Verdict | None = None
+    for verdict in verdicts:
+        if (
+            best is None
+            or verdict.action.rank > best.action.rank
+            or (
+                verdict.action is Action.DELAY
+                and best.action is Action.DELAY
+                and verdict.until is not None
+                and best.until is not None
+                and verdict.until > best.until
+            )
+        ):
+            best = verdict
+    return best or Verdict.forward()
+
+
+class Mode(StrEnum):
+    """Whether a policy's verdict counts (`enforce`) or is only recorded (`shadow`)."""
+
+    ENFORCE = "enforce"
+    SHADOW = "shadow"
+
+
+@dataclass(frozen=True)
+class PolicyOutcome:
+    """What one policy said about one delivery, kept as part of the explanation."""
+
+    policy: str
+    verdict: Verdict
+    mode: Mode = Mode.ENFORCE
+    error: str | None = None
+    seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The combined verdict of the enforcing policies, with every policy's outcome."""
+
+    verdict: Verdict
+    outcomes: tuple[PolicyOutcome, ...] = ()
+
+    @classmethod
+    def of(cls, outcomes: Iterable[PolicyOutcome]) -> Decision:
+        """Combine outcomes: shadow outcomes are recorded but never acted on."""
+        kept = tuple(outcomes)
+        return cls(combine(o.verdict for o in kept if o.mode is Mode.ENFORCE), kept)
