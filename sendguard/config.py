@@ -23,6 +23,8 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    PlainSerializer,
+    PlainValidator,
     ValidationError,
     field_validator,
     model_validator,
@@ -37,6 +39,20 @@ from sendguard.verdict import Mode
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
+def _network(value: Any) -> IPNetwork:
+    if isinstance(value, ipaddress.IPv4Network | ipaddress.IPv6Network):
+        return value
+    try:
+        return ipaddress.ip_network(str(value))
+    except ValueError:
+        raise ValueError(
+            f"{value!r} is not a network; write it like 10.0.0.0/8 or 2001:db8::/32"
+        ) from None
+
+
+Network = Annotated[IPNetwork, PlainValidator(_network), PlainSerializer(str)]
+
+
 class Strict(BaseModel):
     """Base of every config model: unknown keys are errors, values are immutable."""
 
@@ -49,7 +65,7 @@ def _listen(value: Any) -> Any:
         raise ValueError("expected 'host:port', like '127.0.0.1:2525' or '[::1]:2525'")  # noqa: TRY004
     host, sep, port = value.rpartition(":")
     host = host.strip("[]")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
         raise ValueError(f"{value!r} is not 'host:port' (like '127.0.0.1:2525')")
     return value
 
@@ -85,7 +101,7 @@ class SmtpConfig(Strict):
     """The SMTP ingress."""
 
     listen: Listen = "127.0.0.1:2525"
-    allowed_networks: list[IPNetwork] = Field(
+    allowed_networks: list[Network] = Field(
         default_factory=lambda: [
             ipaddress.ip_network("127.0.0.0/8"),
             ipaddress.ip_network("::1/128"),
@@ -280,19 +296,17 @@ def _path(loc: Sequence[int | str]) -> str:
 def _problems(exc: ValidationError, prefix: Sequence[int | str] = ()) -> list[ConfigProblem]:
     problems = []
     for err in exc.errors(include_url=False):
-        # Discriminated unions insert the tag into the location; readers know the key only.
-        loc = [p for p in err["loc"] if not (isinstance(p, str) and p in ("outbox", "smtp"))]
+        loc = list(err["loc"])
+        # A discriminated union puts its tag into the location; readers know the keys only.
+        if loc[:1] == ["upstream"] and len(loc) > 1 and loc[1] in ("outbox", "smtp"):
+            del loc[1]
         message = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
-            message = "unknown key" + _allowed_hint(prefix, loc)
+            message = "unknown key" + _allowed_hint([*prefix, *loc])
         elif err["type"] == "missing":
             message = "required key is missing"
         elif err["type"] == "union_tag_invalid":
-            message = (
-                f"unknown kind {err['input'].get('kind')!r}; use outbox or smtp"
-                if isinstance(err["input"], dict)
-                else message
-            )
+            message = "unknown kind; use outbox or smtp"
         problems.append(ConfigProblem(_path([*prefix, *loc]), message))
     return problems
 
@@ -309,11 +323,9 @@ _MODELS_BY_PATH: dict[str, type[BaseModel]] = {
 }
 
 
-def _allowed_hint(prefix: Sequence[int | str], loc: Sequence[int | str]) -> str:
-    parent = ".".join(str(p) for p in [*prefix, *loc][:-1] if not isinstance(p, int))
-    model = _MODELS_BY_PATH.get(parent)
-    if parent.startswith("policies") and not prefix:
-        model = PolicyConfig
+def _allowed_hint(loc: Sequence[int | str]) -> str:
+    parent = ".".join(str(p) for p in loc[:-1] if not isinstance(p, int))
+    model = PolicyConfig if parent == "policies" else _MODELS_BY_PATH.get(parent)
     if model is None:
         return ""
     names = sorted(f.alias or name for name, f in model.model_fields.items())
@@ -338,24 +350,28 @@ def default_config_text() -> str:
     return resources.files("sendguard").joinpath("default.yaml").read_text(encoding="utf-8")
 
 
-def parse_config(text: str, source: str, environ: Mapping[str, str] | None = None) -> Settings:
-    """Validate a YAML text completely; raise ConfigError listing every problem."""
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError([ConfigProblem("", f"{source} is not valid YAML: {exc}")]) from None
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise ConfigError([ConfigProblem("", f"{source} must be a mapping of sections")])
-    try:
-        config = Config.model_validate(data)
-    except ValidationError as exc:
-        raise ConfigError(_problems(exc)) from None
+def _problems_of_policies(raw: list[Any]) -> list[ConfigProblem]:
     problems: list[ConfigProblem] = []
+    entries = []
+    for index, item in enumerate(raw):
+        try:
+            entries.append((index, PolicyConfig.model_validate(item)))
+        except ValidationError as exc:
+            problems.extend(_problems(exc, ("policies", index)))
+    _resolve_policies([e for _, e in entries], problems, [i for i, _ in entries])
+    return problems
+
+
+def _resolve_policies(
+    entries: Sequence[PolicyConfig],
+    problems: list[ConfigProblem],
+    indexes: Sequence[int] | None = None,
+) -> list[ResolvedPolicy]:
+    """Load each policy's class and validate its options; append problems as found."""
     policies = []
     seen: set[str] = set()
-    for index, entry in enumerate(config.policies):
+    for position, entry in enumerate(entries):
+        index = indexes[position] if indexes is not None else position
         where = f"policies[{index}]"
         if entry.plugin in seen:
             problems.append(
@@ -381,6 +397,32 @@ def parse_config(text: str, source: str, environ: Mapping[str, str] | None = Non
                 problems.append(ConfigProblem(problem.path, message))
             continue
         policies.append(ResolvedPolicy(entry.plugin, cls, options, entry))
+    return policies
+
+
+def parse_config(text: str, source: str, environ: Mapping[str, str] | None = None) -> Settings:
+    """Validate a YAML text completely; raise ConfigError listing every problem."""
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError([ConfigProblem("", f"{source} is not valid YAML: {exc}")]) from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError([ConfigProblem("", f"{source} must be a mapping of sections")])
+    problems: list[ConfigProblem] = []
+    try:
+        config = Config.model_validate(data)
+    except ValidationError as exc:
+        # Report everything at once: policy entries are checked on their own (options
+        # included), so a typo in `smtp` does not hide one in `policies[3].options`.
+        found = _problems(exc)
+        problems.extend(p for p in found if not p.path.startswith("policies["))
+        raw = data.get("policies", [])
+        if isinstance(raw, list) and all(p.path != "policies" for p in found):
+            problems.extend(_problems_of_policies(raw))
+        raise ConfigError(problems) from None
+    policies = _resolve_policies(config.policies, problems)
     if problems:
         raise ConfigError(problems)
     tokens = resolve_env(config.http.api_tokens, os.environ if environ is None else environ)

@@ -24,13 +24,19 @@ def parse_duration(text: str) -> timedelta:
 
 
 def format_duration(value: timedelta) -> str:
-    """The shortest exact spelling of `value` in the same notation."""
+    """The exact spelling of `value` in the same notation, largest units first (`1h30m`)."""
     micros = round(value.total_seconds() * 1_000_000)
-    for unit in ("w", "d", "h", "m", "s"):
-        size = int(_UNITS[unit] * 1_000_000)
-        if micros and micros % size == 0:
-            return f"{micros // size}{unit}"
-    return f"{micros / 1000:g}ms"
+    if micros <= 0:
+        return "0s"
+    parts = []
+    for unit in ("w", "d", "h", "m", "s", "ms"):
+        size = round(_UNITS[unit] * 1_000_000)
+        count, micros = divmod(micros, size)
+        if count:
+            parts.append(f"{count}{unit}")
+    if micros:
+        parts.append(f"{micros / 1000:g}ms")
+    return "".join(parts)
 
 
 def _validate(value: Any) -> Any:

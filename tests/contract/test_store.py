@@ -1,0 +1,310 @@
+"""The store contract. Written against `Store` only, so every backend must pass it."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from sendguard.errors import Conflict
+from sendguard.headers import Headers
+from sendguard.ids import new_id
+from sendguard.message import DeliveryState, Message, MessageClass, Requirement, SendguardFields
+from sendguard.store.base import (
+    Approval,
+    AuditEntry,
+    Campaign,
+    Change,
+    DeliveryQuery,
+    Event,
+    EventType,
+    Fact,
+    IdempotencyRecord,
+    NewDelivery,
+    Store,
+)
+from sendguard.verdict import Decision, Mode, PolicyOutcome, Verdict
+
+T0 = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
+LEASE = timedelta(minutes=5)
+S = DeliveryState
+
+
+def make_message(
+    recipients: tuple[str, ...] = ("a@example.org",), campaign: str | None = "spring"
+) -> Message:
+    return Message(
+        id=new_id(),
+        received_at=T0,
+        ingress="smtp",
+        mail_from="shop@example.com",
+        recipients=recipients,
+        headers=Headers((("Subject", "Hi ünïcode"), ("X-Campaign", "spring"))),
+        fields=SendguardFields(
+            campaign=campaign,
+            message_class=MessageClass.MARKETING,
+            requires=(Requirement("meeting:1:status", "completed"),),
+            wait=timedelta(hours=2),
+            not_before=T0 + timedelta(hours=1),
+            timezone="Europe/Berlin",
+        ),
+        size=5,
+    )
+
+
+def decision(verdict: Verdict) -> Decision:
+    return Decision.of(
+        [
+            PolicyOutcome("schedule", verdict),
+            PolicyOutcome("shadowy", Verdict.drop("would drop"), Mode.SHADOW),
+        ]
+    )
+
+
+async def add(
+    store: Store,
+    state: DeliveryState = S.QUEUED,
+    recipients: tuple[str, ...] = ("a@example.org",),
+    due: datetime | None = T0,
+    campaign: str | None = "spring",
+) -> tuple[Message, list[NewDelivery]]:
+    message = make_message(recipients, campaign)
+    verdict = {
+        S.QUEUED: Verdict.forward(),
+        S.DELAYED: Verdict.delay(due or T0, "later"),
+        S.HELD: Verdict.hold("review"),
+        S.DROPPED: Verdict.drop("no"),
+    }[state]
+    news = [
+        NewDelivery(new_id(), r, state, f"decided {state}", decision(verdict), due)
+        for r in recipients
+    ]
+    await store.add_message(message, b"Subject: Hi\r\n\r\nbody\r\n", news)
+    return message, news
+
+
+async def test_message_round_trip(store: Store) -> None:
+    message, _ = await add(store, recipients=("a@example.org", "b@example.org"))
+    assert await store.get_message(message.id) == message
+    assert await store.message_content(message.id) == b"Subject: Hi\r\n\r\nbody\r\n"
+    deliveries = await store.deliveries_of(message.id)
+    assert [d.recipient for d in deliveries] == ["a@example.org", "b@example.org"]
+    assert all(d.message == message and d.state is S.QUEUED for d in deliveries)
+    assert await store.get_message("nope") is None
+    with pytest.raises(Conflict):
+        await store.message_content("nope")
+
+
+async def test_transitions_and_outcomes_are_kept(store: Store) -> None:
+    _, (new,) = await add(store, S.DELAYED, due=T0 + timedelta(hours=1))
+    outcomes = await store.outcomes(new.id)
+    assert [
+        (o.outcome.policy, o.outcome.verdict.action.value, o.outcome.mode) for o in outcomes
+    ] == [("schedule", "delay", Mode.ENFORCE), ("shadowy", "drop", Mode.SHADOW)]
+    assert outcomes[0].outcome.verdict.until == T0 + timedelta(hours=1)
+    changed = await store.change(
+        new.id,
+        Change(S.QUEUED, "due", T0 + timedelta(hours=1), decision=decision(Verdict.forward("ok"))),
+    )
+    assert changed.state is S.QUEUED
+    history = await store.transitions(new.id)
+    assert [(t.state, t.reason) for t in history] == [
+        (S.DELAYED, "decided delayed"),
+        (S.QUEUED, "due"),
+    ]
+    assert history[1].at == T0 + timedelta(hours=1)
+    assert len(await store.outcomes(new.id)) == 4
+
+
+async def test_add_message_is_atomic(store: Store) -> None:
+    message, news = await add(store)
+    duplicate = NewDelivery(
+        news[0].id, "x@example.org", S.QUEUED, "dup", decision(Verdict.forward()), T0
+    )
+    other = make_message()
+    with pytest.raises(Exception):  # noqa: B017 - any backend error, as long as nothing stays
+        await store.add_message(other, b"x", [duplicate])
+    assert await store.get_message(other.id) is None
+    assert len(await store.deliveries_of(message.id)) == 1
+
+
+async def test_claim_only_due_work_and_never_twice(store: Store) -> None:
+    _, (due,) = await add(store, S.QUEUED, due=T0)
+    _, (later,) = await add(store, S.DELAYED, due=T0 + timedelta(hours=1))
+    await add(store, S.HELD, due=None)
+    await add(store, S.DROPPED, due=None)
+
+    first = await store.claim_due(T0, "one", 10, LEASE)
+    assert [d.id for d in first] == [due.id]
+    assert await store.claim_due(T0, "two", 10, LEASE) == []
+    assert await store.next_due_at() == T0
+
+    both = await asyncio.gather(
+        store.claim_due(T0 + timedelta(hours=2), "a", 10, LEASE),
+        store.claim_due(T0 + timedelta(hours=2), "b", 10, LEASE),
+    )
+    # At T0+2h the first claim's lease has run out too: each delivery goes to exactly one owner.
+    assert sorted(d.id for batch in both for d in batch) == sorted([due.id, later.id])
+
+
+async def test_lease_expiry_hands_work_to_another_owner(store: Store) -> None:
+    _, (new,) = await add(store)
+    await store.claim_due(T0, "dead", 10, LEASE)
+    await store.change(new.id, Change(S.SENDING, "attempt 1", T0, owner="dead", attempt=True))
+    assert await store.claim_due(T0 + timedelta(minutes=1), "alive", 10, LEASE) == []
+    (taken,) = await store.claim_due(T0 + LEASE + timedelta(seconds=1), "alive", 10, LEASE)
+    assert taken.id == new.id and taken.state is S.SENDING and taken.attempts == 1
+    with pytest.raises(Conflict):
+        await store.change(new.id, Change(S.SENT, "late", T0, owner="dead"))
+    sent = await store.change(new.id, Change(S.SENT, "ok", T0, owner="alive"))
+    assert sent.state is S.SENT
+
+
+async def test_release_and_recover_make_claims_available(store: Store) -> None:
+    _, (a,) = await add(store)
+    _, (b,) = await add(store)
+    await store.claim_due(T0, "me", 10, LEASE)
+    await store.release([a.id], "me")
+    assert [d.id for d in await store.claim_due(T0, "you", 10, LEASE)] == [a.id]
+    assert await store.recover(T0) >= 1
+    assert {d.id for d in await store.claim_due(T0, "later", 10, LEASE)} == {a.id, b.id}
+
+
+async def test_change_guards(store: Store) -> None:
+    _, (new,) = await add(store, S.HELD, due=None)
+    with pytest.raises(Conflict):
+        await store.change(new.id, Change(S.QUEUED, "approve", T0, expect=frozenset({S.DELAYED})))
+    with pytest.raises(Conflict):
+        await store.change("missing", Change(S.QUEUED, "x", T0))
+    approved = await store.change(
+        new.id, Change(S.QUEUED, "approved", T0, due_at=T0, expect=frozenset({S.HELD}))
+    )
+    assert approved.state is S.QUEUED and approved.due_at == T0
+
+
+async def test_history_reserved_confirmed_and_released(store: Store) -> None:
+    _, (sent,) = await add(store, recipients=("P@Example.org",))
+    _, (dropped,) = await add(store, recipients=("p@example.org",), campaign="other")
+    _, (held,) = await add(store, S.HELD, recipients=("p@example.org",), due=None)
+
+    history = await store.history("p@example.org", T0 - timedelta(days=1))
+    assert {h.delivery_id for h in history} == {sent.id, dropped.id}
+    assert all(not h.sent for h in history)
+    spring = await store.history("p@example.org", T0 - timedelta(days=1), campaign="spring")
+    assert [h.delivery_id for h in spring] == [sent.id]
+    assert spring[0].message_class is MessageClass.MARKETING
+
+    await store.change(sent.id, Change(S.SENT, "ok", T0))
+    await store.change(dropped.id, Change(S.DROPPED, "unsubscribed meanwhile", T0))
+    history = await store.history("p@example.org", T0 - timedelta(days=1))
+    assert [(h.delivery_id, h.sent) for h in history] == [(sent.id, True)]
+    assert await store.history("p@example.org", T0 + timedelta(seconds=1)) == []
+
+    await store.change(held.id, Change(S.QUEUED, "approved", T0 + timedelta(minutes=1)))
+    history = await store.history("p@example.org", T0 - timedelta(days=1))
+    assert {h.delivery_id for h in history} == {sent.id, held.id}
+
+
+async def test_facts_keep_the_newest_observation(store: Store) -> None:
+    await store.put_fact(Fact("meeting:1:status", "scheduled", T0))
+    await store.put_fact(Fact("meeting:1:status", "completed", T0 + timedelta(hours=1)))
+    await store.put_fact(Fact("meeting:1:status", "stale", T0 + timedelta(minutes=30)))
+    await store.put_fact(Fact("timezone", "Europe/Berlin", T0, contact="a@example.org"))
+    fact = await store.get_fact("meeting:1:status")
+    assert fact == Fact("meeting:1:status", "completed", T0 + timedelta(hours=1))
+    assert await store.get_fact("timezone") is None
+    assert (await store.get_fact("timezone", "a@example.org")) == Fact(
+        "timezone", "Europe/Berlin", T0, "a@example.org"
+    )
+
+
+async def test_events(store: Store) -> None:
+    await store.add_event(Event(EventType.OPEN, "A@example.org", T0, "m1"))
+    await store.add_event(Event(EventType.UNSUBSCRIBE, "a@example.org", T0 + timedelta(hours=1)))
+    events = await store.events("a@example.org")
+    assert [e.type for e in events] == [EventType.OPEN, EventType.UNSUBSCRIBE]
+    assert events[0].message_id == "m1"
+    assert len(await store.events("a@example.org", T0 + timedelta(minutes=1))) == 1
+
+
+async def test_campaigns_and_audit(store: Store) -> None:
+    assert await store.get_campaign("spring") is None
+    campaign = Campaign("spring", Approval.APPROVED, False, T0, "ana")
+    await store.set_campaign(campaign)
+    assert await store.get_campaign("spring") == campaign
+    await store.set_campaign(Campaign("spring", Approval.APPROVED, True, T0, "bob"))
+    assert (await store.get_campaign("spring")) == Campaign(
+        "spring", Approval.APPROVED, True, T0, "bob"
+    )
+
+    await store.add_audit(AuditEntry(T0, "ana", "approve", "campaign:spring", "looks fine", 3))
+    await store.add_audit(AuditEntry(T0, "bob", "pause", "campaign:spring"))
+    entries = await store.audit()
+    assert [(e.actor, e.action, e.count) for e in entries] == [
+        ("bob", "pause", 0),
+        ("ana", "approve", 3),
+    ]
+    assert entries[1].note == "looks fine" and entries[1].id is not None
+
+
+async def test_idempotency_key_is_used_once(store: Store) -> None:
+    message = make_message()
+    record = IdempotencyRecord("key-1", message.id, b'{"id": "x"}')
+    news = [NewDelivery(new_id(), "a@example.org", S.QUEUED, "ok", decision(Verdict.forward()), T0)]
+    await store.add_message(message, b"x", news, record)
+    assert await store.idempotent_response("key-1", T0 - timedelta(hours=24)) == record
+    assert await store.idempotent_response("key-1", T0 + timedelta(seconds=1)) is None
+    again = make_message()
+    with pytest.raises(Conflict):
+        await store.add_message(again, b"x", [], IdempotencyRecord("key-1", again.id, b"{}"))
+    assert await store.get_message(again.id) is None
+
+
+async def test_list_deliveries_filters_and_paginates(store: Store) -> None:
+    ids = []
+    for i in range(5):
+        _, (new,) = await add(
+            store, recipients=(f"r{i}@example.org",), campaign="a" if i % 2 else "b"
+        )
+        ids.append(new.id)
+    page = await store.list_deliveries(DeliveryQuery(limit=2))
+    assert [d.id for d in page.deliveries] == ids[::-1][:2]
+    page2 = await store.list_deliveries(DeliveryQuery(limit=2, after=page.next))
+    page3 = await store.list_deliveries(DeliveryQuery(limit=2, after=page2.next))
+    assert [d.id for d in [*page.deliveries, *page2.deliveries, *page3.deliveries]] == ids[::-1]
+    assert page3.next is None
+    only_a = await store.list_deliveries(DeliveryQuery(campaign="a"))
+    assert {d.recipient for d in only_a.deliveries} == {"r1@example.org", "r3@example.org"}
+    by_rcpt = await store.list_deliveries(DeliveryQuery(recipient="R2@example.org"))
+    assert [d.id for d in by_rcpt.deliveries] == [ids[2]]
+    held = await store.list_deliveries(DeliveryQuery(state=S.HELD))
+    assert held.deliveries == []
+    counts = await store.count_by_state()
+    assert counts[S.QUEUED] == 5 and counts[S.SENT] == 0
+
+
+async def test_writes_are_group_committed(store: Store) -> None:
+    before = store.stats
+    await asyncio.gather(*(add(store, recipients=(f"g{i}@example.org",)) for i in range(50)))
+    after = store.stats
+    assert after.writes - before.writes == 50
+    assert after.commits - before.commits < 50
+
+
+async def test_lock_recipients_serialises_one_person(store: Store) -> None:
+    order: list[str] = []
+
+    async def critical(name: str, recipients: list[str]) -> None:
+        async with store.lock_recipients(recipients):
+            order.append(f"{name} in")
+            await asyncio.sleep(0.05)
+            order.append(f"{name} out")
+
+    await asyncio.gather(
+        critical("one", ["p@example.org", "q@example.org"]), critical("two", ["Q@example.org"])
+    )
+    assert order in (
+        ["one in", "one out", "two in", "two out"],
+        ["two in", "two out", "one in", "one out"],
+    )

@@ -1,0 +1,1 @@
+"""Helpers for sendguard's tests: real servers on loopback, a real sendguard process."""

@@ -1,0 +1,166 @@
+"""A real `sendguard serve` process with its own directory, config and ports."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+SENDGUARD = str(Path(sys.executable).with_name("sendguard"))
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def base_config(sink_port: int | None) -> dict[str, Any]:
+    """A config on free loopback ports, fast retries, relaying to the sink (or the outbox)."""
+    upstream: dict[str, Any] = (
+        {"kind": "smtp", "host": "127.0.0.1", "port": sink_port, "starttls": "never"}
+        if sink_port is not None
+        else {"kind": "outbox", "path": "var/outbox"}
+    )
+    return {
+        "smtp": {"listen": f"127.0.0.1:{free_port()}"},
+        "http": {"listen": f"127.0.0.1:{free_port()}"},
+        "store": {"url": "sqlite:///var/sendguard.db", "busy_timeout": "500ms"},
+        "upstream": upstream,
+        "delivery": {
+            "workers": 4,
+            "min_backoff": "1s",
+            "max_backoff": "2s",
+            "poll_interval": "100ms",
+            "drain_timeout": "6s",
+        },
+        "policies": [{"plugin": "schedule"}],
+        "log": {"format": "json"},
+    }
+
+
+class SendguardProcess:
+    """Starts, kills and restarts one sendguard in `workdir`."""
+
+    def __init__(self, workdir: Path, config: dict[str, Any]) -> None:
+        self.workdir = workdir
+        self.config = config
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.config_path = workdir / "sendguard.yaml"
+        self.log_path = workdir / "sendguard.log"
+
+    @property
+    def smtp_port(self) -> int:
+        return int(self.config["smtp"]["listen"].rsplit(":", 1)[1])
+
+    @property
+    def http_port(self) -> int:
+        return int(self.config["http"]["listen"].rsplit(":", 1)[1])
+
+    @property
+    def db_path(self) -> Path:
+        return self.workdir / "var" / "sendguard.db"
+
+    def start(self, timeout: float = 15.0) -> None:
+        self.config_path.write_text(yaml.safe_dump(self.config))
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            [SENDGUARD, "serve", "--config", str(self.config_path)],
+            cwd=self.workdir,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        log.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"sendguard exited at start:\n{self.log()}")
+            try:
+                with urllib.request.urlopen(
+                    f"http://127.0.0.1:{self.http_port}/healthz", timeout=1
+                ) as resp:
+                    if resp.status == 200:
+                        return
+            except OSError:
+                time.sleep(0.05)
+        raise AssertionError(f"sendguard did not start:\n{self.log()}")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def kill9(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+    def terminate(self, timeout: float = 15.0) -> int:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+
+    def http_get(self, path: str) -> tuple[int, bytes]:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.http_port}{path}", timeout=5) as r:
+                return r.status, r.read()
+        except urllib.error.HTTPError as err:
+            return err.code, err.read()
+
+    def states(self, message_id: str | None = None) -> dict[str, str]:
+        """recipient -> delivery state, read from the database without disturbing the server."""
+        with sqlite3.connect(f"file:{self.db_path}?mode=ro", uri=True) as conn:
+            sql = "SELECT recipient, state FROM deliveries"
+            args: tuple[str, ...] = ()
+            if message_id is not None:
+                sql += " WHERE message_id = ?"
+                args = (message_id,)
+            return dict(conn.execute(sql, args).fetchall())
+
+    def wait_states(
+        self, want: dict[str, str], message_id: str | None = None, timeout: float = 15.0
+    ) -> dict[str, str]:
+        deadline = time.monotonic() + timeout
+        got: dict[str, str] = {}
+        while time.monotonic() < deadline:
+            got = self.states(message_id)
+            if all(got.get(k) == v for k, v in want.items()):
+                return got
+            time.sleep(0.05)
+        raise AssertionError(f"states {got}, wanted {want}\n{self.log()[-3000:]}")
+
+    def transitions(self, recipient: str) -> list[tuple[str, str]]:
+        with sqlite3.connect(f"file:{self.db_path}?mode=ro", uri=True) as conn:
+            return conn.execute(
+                "SELECT t.state, t.reason FROM transitions t JOIN deliveries d"
+                " ON d.id = t.delivery_id WHERE d.recipient = ? ORDER BY d.id, t.seq",
+                (recipient,),
+            ).fetchall()
+
+    def log_events(self) -> list[dict[str, Any]]:
+        events = []
+        for line in self.log().splitlines():
+            try:
+                events.append(json.loads(line))
+            except ValueError:
+                continue
+        return events

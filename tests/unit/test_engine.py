@@ -1,0 +1,111 @@
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, ClassVar
+
+import pytest
+from pydantic import BaseModel
+from sendguard_plugins.schedule import ScheduleOptions, SchedulePolicy
+
+from sendguard.engine import Engine, OnError, PolicyBinding, explain, plan
+from sendguard.errors import StoreUnavailable
+from sendguard.message import DeliveryState
+from sendguard.metrics import Metrics
+from sendguard.policy import PolicyContext
+from sendguard.store.sqlite import SQLiteStore
+from sendguard.testing import FakeClock, make_delivery
+from sendguard.verdict import Action, Mode, Verdict
+
+
+class Scripted:
+    """A policy whose behaviour the test chooses."""
+
+    Options: ClassVar[type[BaseModel]] = BaseModel
+
+    def __init__(self, behaviour: Any) -> None:
+        self.behaviour = behaviour
+
+    async def evaluate(self, delivery: Any, ctx: PolicyContext) -> Verdict:
+        if isinstance(self.behaviour, BaseException):
+            raise self.behaviour
+        if self.behaviour == "slow":
+            await asyncio.sleep(10)
+        result: Verdict = self.behaviour
+        return result
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[SQLiteStore]:
+    backend = SQLiteStore(tmp_path / "s.db")
+    await backend.open()
+    yield backend
+    await backend.close()
+
+
+def engine(store: SQLiteStore, *bindings: PolicyBinding) -> Engine:
+    return Engine(bindings, store, FakeClock(), Metrics())
+
+
+async def test_failing_policy_counts_as_its_on_error(store: SQLiteStore) -> None:
+    boom = PolicyBinding("boom", Scripted(RuntimeError("bug")), on_error=OnError.HOLD)
+    decision = await engine(store, boom).decide(make_delivery())
+    assert decision.verdict.action is Action.HOLD
+    assert decision.outcomes[0].error == "RuntimeError: bug"
+    assert "policy boom failed" in explain(decision)
+
+    lenient = PolicyBinding("boom", Scripted(RuntimeError("bug")), on_error=OnError.FORWARD)
+    assert (await engine(store, lenient).decide(make_delivery())).verdict.action is Action.FORWARD
+
+
+async def test_policy_over_budget_times_out(store: SQLiteStore) -> None:
+    slow = PolicyBinding("slow", Scripted("slow"), budget=timedelta(milliseconds=20))
+    decision = await engine(store, slow).decide(make_delivery())
+    assert decision.verdict.action is Action.HOLD
+    assert decision.outcomes[0].error == "timed out after 0.02s"
+
+
+async def test_wrong_return_type_is_a_failure(store: SQLiteStore) -> None:
+    odd = PolicyBinding("odd", Scripted("not a verdict"))
+    decision = await engine(store, odd).decide(make_delivery())
+    assert decision.verdict.action is Action.HOLD
+    assert decision.outcomes[0].error is not None
+    assert "TypeError" in decision.outcomes[0].error
+
+
+async def test_store_failure_is_not_swallowed(store: SQLiteStore) -> None:
+    down = PolicyBinding("down", Scripted(StoreUnavailable("gone")))
+    with pytest.raises(StoreUnavailable):
+        await engine(store, down).decide(make_delivery())
+
+
+async def test_shadow_policy_is_recorded_and_counted_not_enforced(store: SQLiteStore) -> None:
+    eng = engine(
+        store,
+        PolicyBinding("strict", Scripted(Verdict.drop("nope")), mode=Mode.SHADOW),
+        PolicyBinding("ok", Scripted(Verdict.forward())),
+    )
+    decision = await eng.decide(make_delivery())
+    assert decision.verdict.action is Action.FORWARD
+    assert [o.mode for o in decision.outcomes] == [Mode.SHADOW, Mode.ENFORCE]
+    text = eng._metrics.render().decode()
+    assert 'sendguard_decisions_total{mode="shadow",policy="strict",verdict="drop"} 1.0' in text
+
+
+async def test_plan_maps_verdicts_to_states(store: SQLiteStore) -> None:
+    clock = FakeClock()
+    later = clock.now() + timedelta(hours=1)
+    eng = Engine(
+        [PolicyBinding("schedule", SchedulePolicy(ScheduleOptions()))], store, clock, Metrics()
+    )
+    decision = await eng.decide(make_delivery(not_before=later))
+    step = plan(decision, clock.now())
+    assert (step.state, step.due_at) == (DeliveryState.DELAYED, later)
+    assert step.reason == f"schedule: not before {later.isoformat()}"
+
+    clock.advance(timedelta(hours=1))
+    decision = await eng.decide(make_delivery(not_before=later))
+    step = plan(decision, clock.now())
+    assert (step.state, step.due_at) == (DeliveryState.QUEUED, clock.now())

@@ -1,0 +1,190 @@
+"""Durations, addresses, headers and the sendguard fields read from them."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from sendguard.address import domain_of, recipient_key, validate_address
+from sendguard.duration import format_duration, parse_duration
+from sendguard.errors import InvalidAddress, InvalidMessage
+from sendguard.fields import DEFAULT_SOURCES, read_fields
+from sendguard.headers import Headers, split_message, strip_sendguard_headers
+from sendguard.ids import new_id
+from sendguard.message import MessageClass, Requirement
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [
+        ("90s", 90),
+        ("15m", 900),
+        ("24h", 86400),
+        ("7d", 604800),
+        ("1h30m", 5400),
+        ("250ms", 0.25),
+        ("2w", 1209600),
+        (" 1 h ", 3600),
+        ("1.5h", 5400),
+    ],
+)
+def test_parse_duration(text: str, seconds: float) -> None:
+    assert parse_duration(text) == timedelta(seconds=seconds)
+
+
+@pytest.mark.parametrize("text", ["", "10", "soon", "h", "-5m", "5 minutes", "1x"])
+def test_parse_duration_rejects(text: str) -> None:
+    with pytest.raises(ValueError, match="like 90s"):
+        parse_duration(text)
+
+
+@given(st.integers(min_value=1, max_value=10**9))
+def test_format_duration_round_trips(millis: int) -> None:
+    value = timedelta(milliseconds=millis)
+    assert parse_duration(format_duration(value)) == value
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        "a@example.org",
+        "first.last+tag@sub.example.co.uk",
+        '"quoted name"@example.org',
+        "üser@exämple.de",
+        "x@localhost",
+    ],
+)
+def test_valid_addresses_pass_unchanged(address: str) -> None:
+    assert validate_address(address) == address
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        "plain",
+        "@example.org",
+        "a@",
+        "a@@b.org",
+        "a b@example.org",
+        "a@exa mple.org",
+        "a\r\n@example.org",
+        "a\x00@example.org",
+        "a@example.org\n",
+        "a" * 65 + "@example.org",
+        "a@" + ".".join(["d" * 63] * 5),
+        "a@-x.org",
+        "a@x-.org",
+        "a..b@example.org",
+        "a@[10.0.0.1]",
+    ],
+)
+def test_invalid_addresses_are_refused(address: str) -> None:
+    with pytest.raises(InvalidAddress):
+        validate_address(address)
+
+
+def test_recipient_key_and_domain() -> None:
+    assert recipient_key("Ann@Example.ORG") == "ann@example.org"
+    assert domain_of("Ann@Example.ORG") == "example.org"
+
+
+RAW = (
+    b"From: a@example.com\r\n"
+    b"X-Sendguard-Campaign: spring\r\n"
+    b"Subject: =?utf-8?q?Gr=C3=BC=C3=9Fe?=\r\n"
+    b"x-sendguard-requires: meeting:1:status=completed,\r\n"
+    b" deal:9:stage=won\r\n"
+    b"To: b@example.org\r\n"
+    b"\r\n"
+    b"X-Sendguard-Campaign: this is body text\r\n"
+)
+
+
+def test_split_message_keeps_every_byte() -> None:
+    block, rest = split_message(RAW)
+    assert block + rest == RAW
+    assert rest.startswith(b"\r\n")
+    assert split_message(b"Subject: x\n\nbody") == (b"Subject: x\n", b"\nbody")
+    assert split_message(b"Subject: no body\r\n") == (b"Subject: no body\r\n", b"")
+
+
+def test_strip_removes_only_sendguard_headers_with_continuations() -> None:
+    stripped = strip_sendguard_headers(RAW)
+    assert stripped == (
+        b"From: a@example.com\r\n"
+        b"Subject: =?utf-8?q?Gr=C3=BC=C3=9Fe?=\r\n"
+        b"To: b@example.org\r\n"
+        b"\r\n"
+        b"X-Sendguard-Campaign: this is body text\r\n"
+    )
+    untouched = b"From: a@example.com\r\n\r\nbody\r\n"
+    assert strip_sendguard_headers(untouched) is untouched
+
+
+def test_headers_parse_unfolds_and_decodes() -> None:
+    headers = Headers.parse(split_message(RAW)[0])
+    assert headers.get("subject") == "Grüße"
+    assert headers.get("X-SENDGUARD-REQUIRES") == "meeting:1:status=completed, deal:9:stage=won"
+    assert headers.get_all("to") == ["b@example.org"]
+    assert headers.get("missing") is None
+
+
+def test_read_fields_from_headers() -> None:
+    headers = Headers.parse(
+        b"X-Sendguard-Requires: meeting:1:status=completed\r\n"
+        b"X-Sendguard-Requires: deal:9:stage=won\r\n"
+        b"X-Sendguard-Class: Transactional\r\n"
+        b"X-Sendguard-Wait: 2h\r\n"
+        b"X-Sendguard-Not-Before: 2026-11-22T09:00:00+01:00\r\n"
+        b"X-Sendguard-Data-As-Of: 2026-11-21T09:00:00Z\r\n"
+        b"X-Sendguard-Timezone: Europe/Berlin\r\n"
+        b"List-Id: Spring news <spring.example.com>\r\n"
+    )
+    fields = read_fields(headers, DEFAULT_SOURCES)
+    assert fields.campaign == "spring.example.com"
+    assert fields.message_class is MessageClass.TRANSACTIONAL
+    assert fields.requires == (
+        Requirement("meeting:1:status", "completed"),
+        Requirement("deal:9:stage", "won"),
+    )
+    assert fields.wait == timedelta(hours=2)
+    assert fields.not_before == datetime(2026, 11, 22, 8, tzinfo=UTC)
+    assert fields.data_as_of == datetime(2026, 11, 21, 9, tzinfo=UTC)
+    assert fields.timezone == "Europe/Berlin"
+
+
+def test_first_configured_header_wins() -> None:
+    headers = Headers.parse(b"X-Mailgun-Tag: tagged\r\nX-Campaign: crm\r\n")
+    assert read_fields(headers, DEFAULT_SOURCES).campaign == "crm"
+    assert read_fields(headers, {"campaign": ["X-Mailgun-Tag"]}).campaign == "tagged"
+    assert read_fields(Headers(()), DEFAULT_SOURCES).campaign is None
+
+
+@pytest.mark.parametrize(
+    ("header", "value"),
+    [
+        ("X-Sendguard-Not-Before", "tomorrow"),
+        ("X-Sendguard-Not-Before", "2026-11-22T09:00:00"),
+        ("X-Sendguard-Data-As-Of", "yesterday"),
+        ("X-Sendguard-Class", "urgent"),
+        ("X-Sendguard-Wait", "a while"),
+        ("X-Sendguard-Timezone", "Mars/Olympus"),
+        ("X-Sendguard-Requires", "no-equals-sign"),
+    ],
+)
+def test_malformed_fields_name_the_header(header: str, value: str) -> None:
+    headers = Headers.parse(f"{header}: {value}\r\n".encode())
+    with pytest.raises(InvalidMessage) as caught:
+        read_fields(headers, DEFAULT_SOURCES)
+    assert caught.value.field == header
+    assert header in str(caught.value)
+
+
+def test_ids_are_strictly_increasing_and_unique() -> None:
+    ids = [new_id() for _ in range(10_000)]
+    assert ids == sorted(ids)
+    assert len(set(ids)) == len(ids)
+    assert all(len(i) == 26 for i in ids)
