@@ -41,6 +41,7 @@ def build_upstream(config: Config) -> Upstream:
         up.port,
         starttls=up.starttls,
         tls_verify=up.tls_verify,
+        tls_ca=str(up.tls_ca) if up.tls_ca else None,
         username=up.username,
         password=up.password,
         pool_size=up.pool_size,

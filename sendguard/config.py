@@ -171,6 +171,7 @@ class SmtpUpstream(Strict):
     port: int = Field(default=25, gt=0, lt=65536)
     starttls: Literal["auto", "always", "never"] = "auto"
     tls_verify: bool = True
+    tls_ca: Path | None = None
     username: str | None = None
     password: str | None = None
     pool_size: int = Field(default=4, gt=0, le=256)

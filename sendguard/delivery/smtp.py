@@ -40,6 +40,7 @@ class SmtpUpstream:
         *,
         starttls: str = "auto",
         tls_verify: bool = True,
+        tls_ca: str | None = None,
         username: str | None = None,
         password: str | None = None,
         pool_size: int = 4,
@@ -50,6 +51,7 @@ class SmtpUpstream:
         self._port = port
         self._start_tls = {"auto": None, "always": True, "never": False}[starttls]
         self._tls_verify = tls_verify
+        self._tls_ca = tls_ca
         self._username = username
         self._password = password
         self._timeout = timeout.total_seconds()
@@ -63,6 +65,7 @@ class SmtpUpstream:
             port=self._port,
             start_tls=self._start_tls,
             validate_certs=self._tls_verify,
+            cert_bundle=self._tls_ca,
             username=self._username,
             password=self._password,
             timeout=self._timeout,
@@ -92,6 +95,13 @@ class SmtpUpstream:
             try:
                 client = await self._take()
                 await client.sendmail(envelope.mail_from, [envelope.recipient], content)
+            except aiosmtplib.SMTPAuthenticationError as exc:
+                # Our credentials, not the message, are wrong: keep the mail until the
+                # operator fixes upstream.username/password, rather than fail it all.
+                raise UpstreamTransient(
+                    f"upstream refused our AUTH ({exc.code} {exc.message}); "
+                    "check upstream.username and upstream.password"
+                ) from exc
             except aiosmtplib.SMTPRecipientsRefused as exc:
                 refused = exc.recipients[0]
                 raise classify(refused.code, refused.message) from exc

@@ -9,6 +9,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from email import message_from_bytes
 from email.message import Message
+from typing import Any
 
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
@@ -31,6 +32,20 @@ class _Handler:
         self.replies: list[str] = []
         self.delay = 0.0
         self.lock = threading.Lock()
+        self.ehlos = 0
+
+    async def handle_EHLO(
+        self,
+        server: SMTP,
+        session: Session,
+        envelope: Envelope,
+        hostname: str,
+        responses: list[str],
+    ) -> list[str]:
+        session.host_name = hostname
+        with self.lock:
+            self.ehlos += 1
+        return responses
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         if self.delay:
@@ -51,13 +66,16 @@ class _Handler:
 class Sink:
     """A real SMTP server in a thread. `script(...)` sets the next replies to DATA."""
 
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, **smtp_options: Any) -> None:
         self.handler = _Handler()
         self.port = port
+        self._options = smtp_options
         self._controller: Controller | None = None
 
     def start(self) -> None:
-        self._controller = Controller(self.handler, hostname="127.0.0.1", port=self.port)
+        self._controller = Controller(
+            self.handler, hostname="127.0.0.1", port=self.port, **self._options
+        )
         self._controller.start()
 
     def stop(self) -> None:
