@@ -1,31 +1,23 @@
 """The embedded store: one SQLite file in WAL mode, `synchronous=FULL`, group commit.
 
-All database work runs on one dedicated thread. Writes are queued and committed in batches:
-while one batch is being fsynced, the next one collects, so durability costs one fsync per
-batch, not per message. Each write runs in its own savepoint, so one failing write does not
-fail the others in its batch. SQLite is single-instance: a lock file keeps a second process
-from opening the same database (several instances share PostgreSQL instead).
+`sqlite_db.py` runs the database (thread, group commit, file lock), `sqlite_schema.py` holds
+the schema; this module is the store contract in SQL. SQLite is single-instance: several
+instances share PostgreSQL instead.
 """
 
 from __future__ import annotations
 
-import asyncio
-import fcntl
-import functools
 import json
-import os
 import sqlite3
-from collections.abc import AsyncIterator, Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from dataclasses import dataclass
+from collections.abc import Sequence
+from contextlib import AbstractAsyncContextManager
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from sendguard.address import domain_of, recipient_key
 from sendguard.clock import from_micros, to_micros
-from sendguard.errors import Conflict, StoreLocked, StoreUnavailable
+from sendguard.errors import Conflict
 from sendguard.message import Delivery, DeliveryState, Message, MessageClass, Transition
 from sendguard.store import codec
 from sendguard.store.base import (
@@ -45,123 +37,9 @@ from sendguard.store.base import (
     Store,
     StoreStats,
 )
+from sendguard.store.keyed_lock import KeyedLock
+from sendguard.store.sqlite_db import SQLiteDatabase
 from sendguard.verdict import Decision
-
-T = TypeVar("T")
-Job = Callable[[sqlite3.Connection], Any]
-
-_WAITING = ("queued", "delayed", "deferred")
-
-# Each entry migrates the schema from version i to i + 1; never edit a released entry.
-MIGRATIONS: tuple[str, ...] = (
-    """
-    CREATE TABLE messages (
-        id TEXT PRIMARY KEY,
-        received_at INTEGER NOT NULL,
-        ingress TEXT NOT NULL,
-        mail_from TEXT NOT NULL,
-        recipients TEXT NOT NULL,
-        headers TEXT NOT NULL,
-        fields TEXT NOT NULL,
-        campaign TEXT,
-        size INTEGER NOT NULL,
-        content BLOB NOT NULL
-    );
-    CREATE TABLE deliveries (
-        id TEXT PRIMARY KEY,
-        message_id TEXT NOT NULL REFERENCES messages(id),
-        recipient TEXT NOT NULL,
-        recipient_key TEXT NOT NULL,
-        domain TEXT NOT NULL,
-        campaign TEXT,
-        state TEXT NOT NULL,
-        created_at INTEGER NOT NULL,
-        updated_at INTEGER NOT NULL,
-        due_at INTEGER,
-        attempts INTEGER NOT NULL DEFAULT 0,
-        first_attempt_at INTEGER,
-        last_error TEXT,
-        owner TEXT,
-        lease_until INTEGER
-    );
-    CREATE INDEX deliveries_due ON deliveries(due_at)
-        WHERE state IN ('queued', 'delayed', 'deferred');
-    CREATE INDEX deliveries_sending ON deliveries(lease_until) WHERE state = 'sending';
-    CREATE INDEX deliveries_message ON deliveries(message_id);
-    CREATE INDEX deliveries_recipient ON deliveries(recipient_key, id);
-    CREATE INDEX deliveries_campaign ON deliveries(campaign, id);
-    CREATE INDEX deliveries_state ON deliveries(state, id);
-    CREATE TABLE transitions (
-        delivery_id TEXT NOT NULL REFERENCES deliveries(id),
-        seq INTEGER NOT NULL,
-        at INTEGER NOT NULL,
-        state TEXT NOT NULL,
-        reason TEXT NOT NULL,
-        PRIMARY KEY (delivery_id, seq)
-    );
-    CREATE TABLE outcomes (
-        delivery_id TEXT NOT NULL REFERENCES deliveries(id),
-        seq INTEGER NOT NULL,
-        at INTEGER NOT NULL,
-        policy TEXT NOT NULL,
-        action TEXT NOT NULL,
-        mode TEXT NOT NULL,
-        reason TEXT NOT NULL,
-        until INTEGER,
-        error TEXT,
-        PRIMARY KEY (delivery_id, seq)
-    );
-    CREATE TABLE history (
-        delivery_id TEXT PRIMARY KEY,
-        recipient_key TEXT NOT NULL,
-        domain TEXT NOT NULL,
-        campaign TEXT,
-        class TEXT NOT NULL,
-        content_hash TEXT,
-        at INTEGER NOT NULL,
-        sent INTEGER NOT NULL DEFAULT 0
-    );
-    CREATE INDEX history_recipient ON history(recipient_key, at);
-    CREATE INDEX history_domain ON history(domain, at);
-    CREATE TABLE facts (
-        key TEXT NOT NULL,
-        contact TEXT NOT NULL,
-        value TEXT NOT NULL,
-        observed_at INTEGER NOT NULL,
-        PRIMARY KEY (key, contact)
-    );
-    CREATE TABLE events (
-        id INTEGER PRIMARY KEY,
-        type TEXT NOT NULL,
-        recipient_key TEXT NOT NULL,
-        message_id TEXT,
-        at INTEGER NOT NULL
-    );
-    CREATE INDEX events_recipient ON events(recipient_key, at);
-    CREATE TABLE campaigns (
-        name TEXT PRIMARY KEY,
-        approval TEXT,
-        paused INTEGER NOT NULL DEFAULT 0,
-        updated_at INTEGER,
-        updated_by TEXT
-    );
-    CREATE TABLE audit (
-        id INTEGER PRIMARY KEY,
-        at INTEGER NOT NULL,
-        actor TEXT NOT NULL,
-        action TEXT NOT NULL,
-        target TEXT NOT NULL,
-        note TEXT NOT NULL,
-        count INTEGER NOT NULL
-    );
-    CREATE TABLE idempotency (
-        key TEXT PRIMARY KEY,
-        message_id TEXT NOT NULL,
-        response BLOB NOT NULL,
-        created_at INTEGER NOT NULL
-    );
-    """,
-)
 
 _DELIVERY_COLUMNS = """
     d.id, d.recipient, d.state, d.created_at, d.updated_at, d.due_at, d.attempts,
@@ -212,108 +90,21 @@ def _delivery(row: Sequence[Any]) -> Delivery:
     )
 
 
-@dataclass
-class _Failed:
-    error: Exception
-
-
 class SQLiteStore(Store):
     """The embedded store. `path` is the database file; its directory is created if missing."""
 
     def __init__(self, path: Path, *, busy_timeout: timedelta = timedelta(seconds=5)) -> None:
-        self._path = path
-        self._busy_timeout = busy_timeout
-        self._executor: ThreadPoolExecutor | None = None
-        self._conn: sqlite3.Connection | None = None
-        self._lock_fd: int | None = None
-        self._pending: list[tuple[Job, asyncio.Future[Any]]] = []
-        self._has_work = asyncio.Event()
-        self._writer: asyncio.Task[None] | None = None
-        self._closing = False
-        self._recipient_locks: dict[str, tuple[asyncio.Lock, int]] = {}
-        self._writes = 0
-        self._commits = 0
+        self._db = SQLiteDatabase(path, busy_timeout)
+        self._read = self._db.read
+        self._write = self._db.write
+        self._locks = KeyedLock()
 
     # lifecycle -------------------------------------------------------------------------------
     async def open(self) -> None:
-        self._path.parent.mkdir(parents=True, exist_ok=True)
-        self._take_file_lock()
-        self._executor = ThreadPoolExecutor(1, thread_name_prefix="sendguard-sqlite")
-        try:
-            await self._run(lambda _: self._connect())
-        except Exception:
-            self._executor.shutdown(wait=True)
-            self._release_file_lock()
-            raise
-        self._writer = asyncio.create_task(self._write_loop(), name="sqlite-group-commit")
-
-    def _take_file_lock(self) -> None:
-        lock_path = self._path.with_name(self._path.name + ".lock")
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            raise StoreLocked(
-                f"{self._path} is in use by another sendguard process; SQLite serves one "
-                "instance (stop the other one, or use a PostgreSQL store.url for several)"
-            ) from None
-        self._lock_fd = fd
-
-    def _release_file_lock(self) -> None:
-        if self._lock_fd is not None:
-            os.close(self._lock_fd)  # closing the descriptor releases the flock
-            self._lock_fd = None
-
-    def _connect(self) -> None:
-        try:
-            conn = sqlite3.connect(
-                self._path,
-                isolation_level=None,
-                check_same_thread=False,
-                timeout=self._busy_timeout.total_seconds(),
-            )
-        except sqlite3.Error as exc:
-            raise StoreUnavailable(f"cannot open SQLite database {self._path}: {exc}") from exc
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=FULL")
-        conn.execute("PRAGMA foreign_keys=ON")
-        self._conn = conn
-        self._migrate(conn)
-
-    @staticmethod
-    def _migrate(conn: sqlite3.Connection) -> None:
-        current = conn.execute("PRAGMA user_version").fetchone()[0]
-        if current > len(MIGRATIONS):
-            raise StoreUnavailable(
-                f"the database schema is version {current}, newer than this sendguard "
-                f"knows ({len(MIGRATIONS)}); upgrade sendguard"
-            )
-        for version in range(current, len(MIGRATIONS)):
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                for statement in MIGRATIONS[version].split(";"):
-                    if statement.strip():
-                        conn.execute(statement)
-                conn.execute(f"PRAGMA user_version = {version + 1}")
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
+        await self._db.open()
 
     async def close(self) -> None:
-        self._closing = True
-        self._has_work.set()
-        if self._writer is not None:
-            await self._writer
-            self._writer = None
-        if self._executor is not None:
-            if self._conn is not None:
-                conn, self._conn = self._conn, None
-                await asyncio.get_running_loop().run_in_executor(self._executor, conn.close)
-            self._executor.shutdown(wait=True)
-            self._executor = None
-        self._release_file_lock()
+        await self._db.close()
 
     async def check(self) -> None:
         await self._read(lambda c: c.execute("SELECT 1").fetchone())
@@ -332,108 +123,11 @@ class SQLiteStore(Store):
 
     @property
     def stats(self) -> StoreStats:
-        return StoreStats(writes=self._writes, commits=self._commits)
-
-    # the database thread ---------------------------------------------------------------------
-    async def _run(self, fn: Callable[[sqlite3.Connection | None], T]) -> T:
-        assert self._executor is not None, "store is not open"
-        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, self._conn)
-
-    async def _read(self, job: Callable[[sqlite3.Connection], T]) -> T:
-        def run(conn: sqlite3.Connection | None) -> T:
-            if conn is None:
-                raise StoreUnavailable("store is closed")
-            try:
-                return job(conn)
-            except sqlite3.OperationalError as exc:
-                raise StoreUnavailable(f"SQLite read failed: {exc}") from exc
-
-        return await self._run(run)
-
-    async def _write(self, job: Callable[[sqlite3.Connection], T]) -> T:
-        if self._closing or self._writer is None:
-            raise StoreUnavailable("store is closed")
-        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        self._pending.append((job, future))
-        self._has_work.set()
-        return await future
-
-    async def _write_loop(self) -> None:
-        while True:
-            await self._has_work.wait()
-            self._has_work.clear()
-            batch, self._pending = self._pending, []
-            if not batch:
-                if self._closing:
-                    return
-                continue
-            try:
-                results = await self._run(functools.partial(self._commit_batch, batch=batch))
-            except (sqlite3.Error, StoreUnavailable) as exc:
-                error = StoreUnavailable(f"SQLite commit failed: {exc}")
-                for _, future in batch:
-                    if not future.done():
-                        future.set_exception(error)
-                continue
-            for (_, future), result in zip(batch, results, strict=True):
-                if future.done():
-                    continue  # the caller gave up waiting; the write is committed all the same
-                if isinstance(result, _Failed):
-                    future.set_exception(result.error)
-                else:
-                    future.set_result(result)
-
-    def _commit_batch(
-        self, conn: sqlite3.Connection | None, batch: list[tuple[Job, asyncio.Future[Any]]]
-    ) -> list[Any]:
-        if conn is None:
-            raise StoreUnavailable("store is closed")
-        results: list[Any] = []
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            for job, _ in batch:
-                conn.execute("SAVEPOINT job")
-                try:
-                    results.append(job(conn))
-                except sqlite3.OperationalError:
-                    raise  # the database itself is in trouble: fail the whole batch
-                except (sqlite3.Error, Conflict, ValueError) as exc:
-                    conn.execute("ROLLBACK TO job")
-                    results.append(_Failed(exc))
-                conn.execute("RELEASE job")
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
-        self._writes += len(batch)
-        self._commits += 1
-        return results
+        return StoreStats(writes=self._db.writes, commits=self._db.commits)
 
     # serialisation ---------------------------------------------------------------------------
     def lock_recipients(self, recipients: Sequence[str]) -> AbstractAsyncContextManager[None]:
-        return self._locked(sorted({recipient_key(r) for r in recipients}))
-
-    @asynccontextmanager
-    async def _locked(self, keys: list[str]) -> AsyncIterator[None]:
-        # Sorted acquisition order: two messages sharing recipients cannot deadlock.
-        taken: list[str] = []
-        try:
-            for key in keys:
-                lock, users = self._recipient_locks.get(key, (asyncio.Lock(), 0))
-                self._recipient_locks[key] = (lock, users + 1)
-                taken.append(key)
-                await lock.acquire()
-            yield
-        finally:
-            for key in reversed(taken):
-                lock, users = self._recipient_locks[key]
-                if lock.locked():
-                    lock.release()
-                if users <= 1:
-                    del self._recipient_locks[key]
-                else:
-                    self._recipient_locks[key] = (lock, users - 1)
+        return self._locks.hold(recipient_key(r) for r in recipients)
 
     # messages --------------------------------------------------------------------------------
     async def add_message(

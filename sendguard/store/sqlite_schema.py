@@ -1,0 +1,144 @@
+"""The SQLite schema, versioned in code (`PRAGMA user_version` holds the applied version)."""
+
+from __future__ import annotations
+
+import sqlite3
+
+# Each entry migrates the schema from version i to i + 1; never edit a released entry.
+MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE messages (
+        id TEXT PRIMARY KEY,
+        received_at INTEGER NOT NULL,
+        ingress TEXT NOT NULL,
+        mail_from TEXT NOT NULL,
+        recipients TEXT NOT NULL,
+        headers TEXT NOT NULL,
+        fields TEXT NOT NULL,
+        campaign TEXT,
+        size INTEGER NOT NULL,
+        content BLOB NOT NULL
+    );
+    CREATE TABLE deliveries (
+        id TEXT PRIMARY KEY,
+        message_id TEXT NOT NULL REFERENCES messages(id),
+        recipient TEXT NOT NULL,
+        recipient_key TEXT NOT NULL,
+        domain TEXT NOT NULL,
+        campaign TEXT,
+        state TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL,
+        due_at INTEGER,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        first_attempt_at INTEGER,
+        last_error TEXT,
+        owner TEXT,
+        lease_until INTEGER,
+        approved_by TEXT,
+        hold_origin TEXT
+    );
+    CREATE INDEX deliveries_due ON deliveries(due_at)
+        WHERE state IN ('queued', 'delayed', 'deferred');
+    CREATE INDEX deliveries_sending ON deliveries(lease_until) WHERE state = 'sending';
+    CREATE INDEX deliveries_message ON deliveries(message_id);
+    CREATE INDEX deliveries_recipient ON deliveries(recipient_key, id);
+    CREATE INDEX deliveries_campaign ON deliveries(campaign, id);
+    CREATE INDEX deliveries_state ON deliveries(state, id);
+    CREATE TABLE transitions (
+        delivery_id TEXT NOT NULL REFERENCES deliveries(id),
+        seq INTEGER NOT NULL,
+        at INTEGER NOT NULL,
+        state TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        PRIMARY KEY (delivery_id, seq)
+    );
+    CREATE TABLE outcomes (
+        delivery_id TEXT NOT NULL REFERENCES deliveries(id),
+        seq INTEGER NOT NULL,
+        at INTEGER NOT NULL,
+        policy TEXT NOT NULL,
+        action TEXT NOT NULL,
+        mode TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        until INTEGER,
+        error TEXT,
+        PRIMARY KEY (delivery_id, seq)
+    );
+    CREATE TABLE history (
+        delivery_id TEXT PRIMARY KEY,
+        recipient_key TEXT NOT NULL,
+        domain TEXT NOT NULL,
+        campaign TEXT,
+        class TEXT NOT NULL,
+        content_hash TEXT,
+        at INTEGER NOT NULL,
+        sent INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE INDEX history_recipient ON history(recipient_key, at);
+    CREATE INDEX history_domain ON history(domain, at);
+    CREATE TABLE facts (
+        key TEXT NOT NULL,
+        contact TEXT NOT NULL,
+        value TEXT NOT NULL,
+        observed_at INTEGER NOT NULL,
+        PRIMARY KEY (key, contact)
+    );
+    CREATE TABLE events (
+        id INTEGER PRIMARY KEY,
+        type TEXT NOT NULL,
+        recipient_key TEXT NOT NULL,
+        message_id TEXT,
+        at INTEGER NOT NULL
+    );
+    CREATE INDEX events_recipient ON events(recipient_key, at);
+    CREATE TABLE campaigns (
+        name TEXT PRIMARY KEY,
+        approval TEXT,
+        paused INTEGER NOT NULL DEFAULT 0,
+        updated_at INTEGER,
+        updated_by TEXT
+    );
+    CREATE TABLE audit (
+        id INTEGER PRIMARY KEY,
+        at INTEGER NOT NULL,
+        actor TEXT NOT NULL,
+        action TEXT NOT NULL,
+        target TEXT NOT NULL,
+        note TEXT NOT NULL,
+        count INTEGER NOT NULL
+    );
+    CREATE TABLE requirements (
+        message_id TEXT NOT NULL REFERENCES messages(id),
+        key TEXT NOT NULL,
+        PRIMARY KEY (key, message_id)
+    );
+    CREATE TABLE idempotency (
+        key TEXT PRIMARY KEY,
+        message_id TEXT NOT NULL,
+        response BLOB NOT NULL,
+        created_at INTEGER NOT NULL
+    );
+    """,
+)
+
+
+def migrate(conn: sqlite3.Connection) -> None:
+    """Bring the schema to the newest version, one migration per transaction."""
+    current = conn.execute("PRAGMA user_version").fetchone()[0]
+    if current > len(MIGRATIONS):
+        raise RuntimeError(
+            f"the database schema is version {current}, newer than this sendguard "
+            f"knows ({len(MIGRATIONS)}); upgrade sendguard"
+        )
+    for version in range(current, len(MIGRATIONS)):
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for statement in MIGRATIONS[version].split(";"):
+                if statement.strip():
+                    conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {version + 1}")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
