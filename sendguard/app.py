@@ -23,10 +23,13 @@ from sendguard.delivery.smtp import SmtpUpstream
 from sendguard.delivery.upstream import Upstream
 from sendguard.engine import Engine, OnError, PolicyBinding
 from sendguard.ingress.http import HttpIngress, build_app
+from sendguard.ingress.http_context import Api
 from sendguard.ingress.smtp import SmtpHandler, SmtpIngress
 from sendguard.intake import Intake
 from sendguard.metrics import Metrics
+from sendguard.review import Review
 from sendguard.store import open_store
+from sendguard.tokens import TokenSet, read_or_create_token
 
 log = structlog.get_logger("sendguard.app")
 
@@ -75,6 +78,18 @@ class App:
         self.smtp: SmtpIngress | None = None
         self.http: HttpIngress | None = None
 
+    def tokens(self, config: Config) -> TokenSet:
+        """The configured API tokens, or the one kept in `http.token_file` (made if missing)."""
+        if self.settings.api_tokens:
+            return TokenSet(self.settings.api_tokens)
+        token, created = read_or_create_token(config.http.token_file)
+        log.info(
+            "no http.api_tokens configured; using the token in the token file",
+            token_file=str(config.http.token_file.resolve()),
+            created=created,
+        )
+        return TokenSet([token])
+
     async def run(self, stop: asyncio.Event, started: asyncio.Event | None = None) -> None:
         """Serve until `stop` is set, then drain and release everything."""
         config = self.settings.config
@@ -114,9 +129,18 @@ class App:
             await self.smtp.start()
             stack.push_async_callback(self.smtp.stop, drain / 2)
 
-            self.http = HttpIngress(
-                build_app(config.http, store, upstream, self.metrics), config.http
+            review = Review(store, self.clock, on_release=dispatcher.wake)
+            context = Api(
+                store,
+                intake,
+                review,
+                upstream,
+                self.metrics,
+                self.clock,
+                dispatcher.wake,
+                config.http,
             )
+            self.http = HttpIngress(build_app(context, self.tokens(config)), config.http)
             await self.http.start()
             stack.push_async_callback(self.http.stop)
 

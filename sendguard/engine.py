@@ -53,6 +53,10 @@ class PolicyBinding:
         return Verdict.hold(reason)
 
 
+PAUSE = "campaign-pause"
+"""The name under which the kill switch appears among a delivery's policy outcomes."""
+
+
 @dataclass(frozen=True)
 class Plan:
     """What a decision means for a delivery's state."""
@@ -60,6 +64,7 @@ class Plan:
     state: DeliveryState
     reason: str
     due_at: datetime | None
+    hold_origin: str | None = None
 
 
 _STATE_OF = {
@@ -75,7 +80,11 @@ def plan(decision: Decision, now: datetime) -> Plan:
     verdict = decision.verdict
     state = _STATE_OF[verdict.action]
     due = now if state is DeliveryState.QUEUED else verdict.until
-    return Plan(state, explain(decision), due)
+    origin = None
+    if state is DeliveryState.HELD:
+        paused = any(o.policy == PAUSE and o.verdict is verdict for o in decision.outcomes)
+        origin = "pause" if paused else "policy"
+    return Plan(state, explain(decision), due, origin)
 
 
 def explain(decision: Decision) -> str:
@@ -109,6 +118,12 @@ class Engine:
         """Judge `delivery` with every policy; raise StoreUnavailable if the store fails."""
         ctx = PolicyContext(self._store, self._clock.now())
         outcomes = [await self._run(binding, delivery, ctx) for binding in self._bindings]
+        if delivery.campaign is not None:
+            # The kill switch is part of the core, not a policy: it holds whatever the config.
+            campaign = await self._store.get_campaign(delivery.campaign)
+            if campaign is not None and campaign.paused:
+                reason = f"campaign {campaign.name} is paused"
+                outcomes.append(PolicyOutcome(PAUSE, Verdict.hold(reason)))
         decision = Decision.of(outcomes)
         log.info(
             "decision",

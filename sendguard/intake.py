@@ -9,7 +9,9 @@ concurrent messages to one person are judged one after the other and caps hold.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from datetime import timedelta
+from typing import Any
 
 import structlog
 
@@ -20,11 +22,15 @@ from sendguard.errors import InvalidAddress, InvalidMessage
 from sendguard.fields import read_fields
 from sendguard.headers import Headers, split_message, strip_sendguard_headers
 from sendguard.ids import new_id
-from sendguard.message import Delivery, DeliveryState, Message, SendguardFields
+from sendguard.message import Delivery, DeliveryState, Message
 from sendguard.metrics import Metrics
-from sendguard.store.base import NewDelivery, Store
+from sendguard.store.base import IdempotencyRecord, NewDelivery, Store
 
 log = structlog.get_logger("sendguard.intake")
+
+
+IDEMPOTENCY_RETENTION = timedelta(hours=24)
+"""How long an Idempotency-Key keeps returning its first answer."""
 
 
 @dataclass(frozen=True)
@@ -38,6 +44,14 @@ class Accepted:
     def all_dropped(self) -> bool:
         """True when no recipient will ever get this message."""
         return all(d.state is DeliveryState.DROPPED for d in self.deliveries)
+
+
+@dataclass(frozen=True)
+class Idempotency:
+    """An Idempotency-Key and how to render the answer that is stored for it."""
+
+    key: str
+    respond: Callable[[Accepted], bytes]
 
 
 class Intake:
@@ -59,15 +73,29 @@ class Intake:
         self._sources = header_sources
         self._on_queued = on_queued
 
+    async def replay(self, key: str) -> bytes | None:
+        """The first answer given to a request with Idempotency-Key `key`, if still kept."""
+        record = await self._store.idempotent_response(
+            key, self._clock.now() - IDEMPOTENCY_RETENTION
+        )
+        return None if record is None else record.response
+
     async def accept(
         self,
         raw: bytes,
         mail_from: str,
         recipients: Sequence[str],
         ingress: str,
-        fields: SendguardFields | None = None,
+        *,
+        overrides: Mapping[str, Any] | None = None,
+        idempotency: Idempotency | None = None,
     ) -> Accepted:
-        """Judge and commit a message; raise InvalidMessage or StoreUnavailable."""
+        """Judge and commit a message; raise InvalidMessage or StoreUnavailable.
+
+        `overrides` replace fields read from the headers (the HTTP payload's `campaign`,
+        `not_before`, ...). With `idempotency`, its answer is stored in the same transaction;
+        Conflict means the key was used meanwhile (ask `replay`).
+        """
         if mail_from:  # the null reverse-path <> is valid (bounces)
             try:
                 validate_address(mail_from)
@@ -90,7 +118,7 @@ class Intake:
             mail_from=mail_from,
             recipients=tuple(unique.values()),
             headers=headers,
-            fields=fields if fields is not None else read_fields(headers, self._sources),
+            fields=replace(read_fields(headers, self._sources), **(overrides or {})),
             size=len(content),
         )
         structlog.contextvars.bind_contextvars(message_id=message.id)
@@ -102,10 +130,22 @@ class Intake:
                 step = plan(decision, now)
                 decided.append(
                     NewDelivery(
-                        pending.id, recipient, step.state, step.reason, decision, step.due_at
+                        pending.id,
+                        recipient,
+                        step.state,
+                        step.reason,
+                        decision,
+                        step.due_at,
+                        step.hold_origin,
                     )
                 )
-            await self._store.add_message(message, content, decided)
+            record = None
+            if idempotency is not None:
+                answer = idempotency.respond(Accepted(message, tuple(decided)))
+                record = IdempotencyRecord(
+                    idempotency.key, message.id, answer, now - IDEMPOTENCY_RETENTION
+                )
+            await self._store.add_message(message, content, decided, record)
         self._metrics.messages_received.labels(ingress=ingress).inc()
         if any(d.state is DeliveryState.QUEUED for d in decided):
             self._on_queued()

@@ -113,6 +113,10 @@ class Delivery:
     attempts: int = 0
     first_attempt_at: datetime | None = None
     last_error: str | None = None
+    approved_by: str | None = None
+    """The reviewer who released this delivery from the review queue, if one did."""
+    hold_origin: str | None = None
+    """Why a held delivery is held: `policy` (a policy's verdict) or `pause` (kill switch)."""
 
     @property
     def campaign(self) -> str | None:

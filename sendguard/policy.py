@@ -74,6 +74,14 @@ class PolicyContext:
         """What reviewers decided about campaign `name`."""
         return await self._store.get_campaign(name)
 
+    async def campaign_volume(self, name: str, since: datetime) -> int:
+        """How many deliveries of campaign `name` were accepted since `since`."""
+        return await self._store.count_campaign(name, since)
+
+    async def content(self, message_id: str) -> bytes:
+        """The stored content of a message (headers and body), for policies that read it."""
+        return await self._store.message_content(message_id)
+
 
 class PolicyLoadError(Exception):
     """A configured policy cannot be found or does not follow the contract."""

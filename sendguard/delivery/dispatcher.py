@@ -228,6 +228,7 @@ class Dispatcher:
                     due_at=step.due_at,
                     decision=decision,
                     keep_claim=step.state is DeliveryState.QUEUED,
+                    hold_origin=step.hold_origin,
                 ),
             )
         if step.state is DeliveryState.DROPPED:

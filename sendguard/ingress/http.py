@@ -1,6 +1,8 @@
-"""The HTTP ingress (aiohttp): health, readiness and metrics.
+"""The HTTP ingress (aiohttp): the JSON API of DESIGN.md, health, readiness and metrics.
 
-The JSON API of DESIGN.md grows here; every error leaves as `{"error": {...}}`.
+Every route needs a bearer token except the few in PUBLIC (and `/metrics` while
+`http.metrics_public` is true). Every error leaves as `{"error": {"code", "message", "field"?}}`:
+400 for bad input (naming the field), 401, 404, 405, 409, 413, 503 — never a 500 for bad input.
 """
 
 from __future__ import annotations
@@ -11,16 +13,16 @@ import structlog
 from aiohttp import web
 
 from sendguard.config import HttpConfig, split_listen
-from sendguard.delivery.upstream import Upstream
-from sendguard.errors import StoreUnavailable, UpstreamError
-from sendguard.metrics import Metrics
-from sendguard.store.base import Store
+from sendguard.errors import Conflict, InvalidMessage, StoreUnavailable, UpstreamError
+from sendguard.ingress import api_context, api_review, api_send, openapi
+from sendguard.ingress.http_context import API, TOKENS, Api, Handler, api
+from sendguard.ingress.payloads import BadRequest
+from sendguard.review import NotFound
+from sendguard.tokens import TokenSet
 
 log = structlog.get_logger("sendguard.http")
 
-STORE: web.AppKey[Store] = web.AppKey("store", Store)
-UPSTREAM: web.AppKey[Upstream] = web.AppKey("upstream", Upstream)
-METRICS: web.AppKey[Metrics] = web.AppKey("metrics", Metrics)
+PUBLIC = frozenset({"/healthz", "/readyz", "/openapi.json"})
 
 
 def error_body(status: int, code: str, message: str, field: str | None = None) -> web.Response:
@@ -29,6 +31,55 @@ def error_body(status: int, code: str, message: str, field: str | None = None) -
     if field is not None:
         error["field"] = field
     return web.json_response({"error": error}, status=status)
+
+
+def is_public(request: web.Request) -> bool:
+    """True for the routes that need no token."""
+    if request.path in PUBLIC:
+        return True
+    return request.path == "/metrics" and request.app[API].config.metrics_public
+
+
+@web.middleware
+async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Turn every failure into the JSON error shape."""
+    try:
+        return await handler(request)
+    except BadRequest as exc:
+        return error_body(400, exc.code, str(exc), exc.field)
+    except InvalidMessage as exc:
+        return error_body(400, "invalid_message", str(exc), exc.field)
+    except NotFound as exc:
+        return error_body(404, "not_found", str(exc))
+    except Conflict as exc:
+        return error_body(409, "conflict", str(exc))
+    except StoreUnavailable:
+        return error_body(503, "store_unavailable", "the store is unavailable; try again later")
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        code = exc.reason.lower().replace(" ", "_")
+        if exc.status == 413:
+            limit = request.app[API].config.max_body_size
+            message = f"the body is larger than http.max_body_size ({limit} bytes)"
+        else:
+            message = exc.reason
+        response = error_body(exc.status, code, message)
+        if exc.status == 405 and "Allow" in exc.headers:
+            response.headers["Allow"] = exc.headers["Allow"]
+        return response
+
+
+@web.middleware
+async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Require `Authorization: Bearer <token>` on every route but the public ones."""
+    if not is_public(request):
+        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not request.app[TOKENS].accepts(token.strip()):
+            response = error_body(401, "unauthorized", "a valid bearer token is required")
+            response.headers["WWW-Authenticate"] = 'Bearer realm="sendguard"'
+            return response
+    return await handler(request)
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -40,12 +91,12 @@ async def readyz(request: web.Request) -> web.Response:
     """Readiness: the store and the upstream are reachable."""
     checks: dict[str, str] = {}
     try:
-        await request.app[STORE].check()
+        await api(request).store.check()
         checks["store"] = "ok"
     except StoreUnavailable as exc:
         checks["store"] = str(exc)
     try:
-        await request.app[UPSTREAM].check()
+        await api(request).upstream.check()
         checks["upstream"] = "ok"
     except UpstreamError as exc:
         checks["upstream"] = str(exc)
@@ -55,42 +106,37 @@ async def readyz(request: web.Request) -> web.Response:
 
 async def metrics(request: web.Request) -> web.Response:
     """Prometheus text format; the state gauge is read from the store at scrape time."""
-    registry = request.app[METRICS]
+    registry = api(request).metrics
     try:
-        registry.set_states(await request.app[STORE].count_by_state())
+        registry.set_states(await api(request).store.count_by_state())
     except StoreUnavailable as exc:
         log.warning("state gauge not refreshed", error=str(exc))
     return web.Response(
-        body=registry.render(), headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"}
+        body=registry.render(),
+        headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"},
     )
 
 
-@web.middleware
-async def json_errors(request: web.Request, handler: Any) -> web.StreamResponse:
-    """Every error leaves in the same JSON shape, never as an HTML page or a bare 500."""
-    try:
-        response: web.StreamResponse = await handler(request)
-    except web.HTTPException as exc:
-        if exc.status < 400:
-            raise
-        return error_body(exc.status, exc.reason.lower().replace(" ", "_"), exc.reason)
-    except StoreUnavailable:
-        return error_body(503, "store_unavailable", "the store is unavailable; try again later")
-    return response
-
-
-def build_app(
-    config: HttpConfig, store: Store, upstream: Upstream, registry: Metrics
-) -> web.Application:
+def build_app(context: Api, tokens: TokenSet) -> web.Application:
     """The aiohttp application with every route."""
-    app = web.Application(middlewares=[json_errors], client_max_size=config.max_body_size)
-    app[STORE] = store
-    app[UPSTREAM] = upstream
-    app[METRICS] = registry
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/readyz", readyz)
-    app.router.add_get("/metrics", metrics)
+    app = web.Application(
+        middlewares=[errors, authenticate], client_max_size=context.config.max_body_size
+    )
+    app[API] = context
+    app[TOKENS] = tokens
+    add_routes(app.router)
     return app
+
+
+def add_routes(router: web.UrlDispatcher) -> None:
+    """Every route of the API."""
+    router.add_get("/healthz", healthz)
+    router.add_get("/readyz", readyz)
+    router.add_get("/metrics", metrics)
+    api_send.add_routes(router)
+    api_context.add_routes(router)
+    api_review.add_routes(router)
+    openapi.add_routes(router)
 
 
 class HttpIngress:
@@ -99,22 +145,17 @@ class HttpIngress:
     def __init__(self, app: web.Application, config: HttpConfig) -> None:
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=5.0)
         self._config = config
-        self._site: web.TCPSite | None = None
 
     async def start(self) -> None:
         """Listen on `http.listen`."""
         await self._runner.setup()
         host, port = split_listen(self._config.listen)
-        self._site = web.TCPSite(self._runner, host, port)
-        await self._site.start()
+        await web.TCPSite(self._runner, host, port).start()
 
     @property
     def port(self) -> int:
         """The bound port (useful with port 0)."""
-        server = self._runner.server
-        assert self._site is not None and server is not None
-        sockets = self._runner.addresses
-        port: int = sockets[0][1]
+        port: int = self._runner.addresses[0][1]
         return port
 
     async def stop(self) -> None:

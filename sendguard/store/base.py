@@ -35,6 +35,7 @@ class NewDelivery:
     reason: str
     decision: Decision
     due_at: datetime | None = None
+    hold_origin: str | None = None
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,8 @@ class IdempotencyRecord:
     key: str
     message_id: str
     response: bytes
+    reusable_before: datetime | None = None
+    """An earlier use of the key older than this has expired and may be replaced."""
 
 
 @dataclass(frozen=True)
@@ -65,6 +68,10 @@ class Change:
     """Count this change as an attempt to send (entering `sending`)."""
     keep_claim: bool = False
     """Keep the owner's claim (entering `sending` always keeps it)."""
+    approved_by: str | None = None
+    """A reviewer released the delivery; kept from then on."""
+    hold_origin: str | None = None
+    """With `to=held`: `policy` or `pause`."""
 
 
 @dataclass(frozen=True)
@@ -135,6 +142,14 @@ class Campaign:
     paused: bool = False
     updated_at: datetime | None = None
     updated_by: str | None = None
+
+
+@dataclass(frozen=True)
+class CampaignSummary:
+    """A campaign's review state with how many of its deliveries are in each state."""
+
+    campaign: Campaign
+    counts: dict[DeliveryState, int]
 
 
 @dataclass(frozen=True)
@@ -261,6 +276,15 @@ class Store(ABC):
         """Every policy outcome recorded for a delivery, oldest first."""
 
     @abstractmethod
+    async def wake_waiting(
+        self, now: datetime, *, fact_key: str | None = None, recipient: str | None = None
+    ) -> int:
+        """Make delayed deliveries due now if they wait on `fact_key` or are to `recipient`.
+
+        They are judged again at once by the dispatcher; return how many were woken.
+        """
+
+    @abstractmethod
     async def count_by_state(self) -> dict[DeliveryState, int]:
         """How many deliveries are in each state."""
 
@@ -317,6 +341,14 @@ class Store(ABC):
     @abstractmethod
     async def set_campaign(self, campaign: Campaign) -> None:
         """Record a campaign's approval or pause state."""
+
+    @abstractmethod
+    async def count_campaign(self, name: str, since: datetime) -> int:
+        """How many deliveries of campaign `name` were created since `since`."""
+
+    @abstractmethod
+    async def campaigns(self) -> Sequence[CampaignSummary]:
+        """Every campaign that has deliveries or a review state, by name."""
 
     # audit -----------------------------------------------------------------------------------
     @abstractmethod

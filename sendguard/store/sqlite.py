@@ -24,6 +24,7 @@ from sendguard.store.base import (
     Approval,
     AuditEntry,
     Campaign,
+    CampaignSummary,
     Change,
     DeliveryPage,
     DeliveryQuery,
@@ -43,7 +44,7 @@ from sendguard.verdict import Decision
 
 _DELIVERY_COLUMNS = """
     d.id, d.recipient, d.state, d.created_at, d.updated_at, d.due_at, d.attempts,
-    d.first_attempt_at, d.last_error,
+    d.first_attempt_at, d.last_error, d.approved_by, d.hold_origin,
     m.id, m.received_at, m.ingress, m.mail_from, m.recipients, m.headers, m.fields, m.size
 """
 _DELIVERY_SELECT = (
@@ -78,7 +79,7 @@ def _message(row: Sequence[Any]) -> Message:
 def _delivery(row: Sequence[Any]) -> Delivery:
     return Delivery(
         id=row[0],
-        message=_message(row[9:]),
+        message=_message(row[11:]),
         recipient=row[1],
         state=DeliveryState(row[2]),
         created_at=from_micros(row[3]),
@@ -87,6 +88,8 @@ def _delivery(row: Sequence[Any]) -> Delivery:
         attempts=row[6],
         first_attempt_at=_dt(row[7]),
         last_error=row[8],
+        approved_by=row[9],
+        hold_origin=row[10],
     )
 
 
@@ -140,14 +143,16 @@ class SQLiteStore(Store):
         def job(c: sqlite3.Connection) -> None:
             now = to_micros(message.received_at)
             if idempotency is not None:
-                try:
-                    c.execute(
-                        "INSERT INTO idempotency (key, message_id, response, created_at) "
-                        "VALUES (?, ?, ?, ?)",
-                        (idempotency.key, idempotency.message_id, idempotency.response, now),
-                    )
-                except sqlite3.IntegrityError:
-                    raise Conflict(f"idempotency key {idempotency.key!r} was used before") from None
+                expired = _us(idempotency.reusable_before) or 0
+                cur = c.execute(
+                    "INSERT INTO idempotency (key, message_id, response, created_at)"
+                    " VALUES (?, ?, ?, ?) ON CONFLICT (key) DO UPDATE SET"
+                    " message_id = excluded.message_id, response = excluded.response,"
+                    " created_at = excluded.created_at WHERE idempotency.created_at < ?",
+                    (idempotency.key, idempotency.message_id, idempotency.response, now, expired),
+                )
+                if cur.rowcount == 0:
+                    raise Conflict(f"idempotency key {idempotency.key!r} was used before")
             c.execute(
                 "INSERT INTO messages (id, received_at, ingress, mail_from, recipients, headers,"
                 " fields, campaign, size, content) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -164,11 +169,15 @@ class SQLiteStore(Store):
                     content,
                 ),
             )
+            c.executemany(
+                "INSERT OR IGNORE INTO requirements (message_id, key) VALUES (?, ?)",
+                [(message.id, r.key) for r in message.fields.requires],
+            )
             for new in deliveries:
                 c.execute(
                     "INSERT INTO deliveries (id, message_id, recipient, recipient_key, domain,"
-                    " campaign, state, created_at, updated_at, due_at)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    " campaign, state, created_at, updated_at, due_at, hold_origin)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (
                         new.id,
                         message.id,
@@ -180,6 +189,7 @@ class SQLiteStore(Store):
                         now,
                         now,
                         _us(new.due_at),
+                        new.hold_origin if new.state is DeliveryState.HELD else None,
                     ),
                 )
                 self._record(c, new.id, new.state, new.reason, now, new.decision)
@@ -323,6 +333,30 @@ class SQLiteStore(Store):
             for r in rows
         ]
 
+    async def wake_waiting(
+        self, now: datetime, *, fact_key: str | None = None, recipient: str | None = None
+    ) -> int:
+        at = to_micros(now)
+
+        def job(c: sqlite3.Connection) -> int:
+            woken = 0
+            if fact_key is not None:
+                woken += c.execute(
+                    "UPDATE deliveries SET due_at = ? WHERE state = 'delayed' AND due_at > ?"
+                    " AND message_id IN (SELECT message_id FROM requirements WHERE key = ?)",
+                    (at, at, fact_key),
+                ).rowcount
+            if recipient is not None:
+                woken += c.execute(
+                    "UPDATE deliveries SET due_at = ? WHERE state = 'delayed' AND due_at > ?"
+                    " AND recipient_key = ?",
+                    (at, at, recipient_key(recipient)),
+                ).rowcount
+            return woken
+
+        count: int = await self._write(job)
+        return count
+
     async def count_by_state(self) -> dict[DeliveryState, int]:
         rows = await self._read(
             lambda c: c.execute("SELECT state, COUNT(*) FROM deliveries GROUP BY state").fetchall()
@@ -407,6 +441,8 @@ class SQLiteStore(Store):
                 " first_attempt_at = CASE WHEN ? THEN COALESCE(first_attempt_at, ?)"
                 "   ELSE first_attempt_at END,"
                 " last_error = COALESCE(?, last_error),"
+                " approved_by = COALESCE(?, approved_by),"
+                " hold_origin = CASE WHEN ? = 'held' THEN COALESCE(?, 'policy') ELSE NULL END,"
                 " owner = CASE WHEN ? THEN owner ELSE NULL END,"
                 " lease_until = CASE WHEN ? THEN lease_until ELSE NULL END"
                 " WHERE id = ?",
@@ -418,6 +454,9 @@ class SQLiteStore(Store):
                     change.attempt,
                     at,
                     change.error,
+                    change.approved_by,
+                    change.to.value,
+                    change.hold_origin,
                     keep_claim,
                     keep_claim,
                     delivery_id,
@@ -527,6 +566,44 @@ class SQLiteStore(Store):
             )
 
         await self._write(job)
+
+    async def count_campaign(self, name: str, since: datetime) -> int:
+        row = await self._read(
+            lambda c: c.execute(
+                "SELECT COUNT(*) FROM deliveries WHERE campaign = ? AND created_at >= ?",
+                (name, to_micros(since)),
+            ).fetchone()
+        )
+        count: int = row[0]
+        return count
+
+    async def campaigns(self) -> Sequence[CampaignSummary]:
+        def job(c: sqlite3.Connection) -> tuple[list[Any], list[Any]]:
+            counts = c.execute(
+                "SELECT campaign, state, COUNT(*) FROM deliveries WHERE campaign IS NOT NULL"
+                " GROUP BY campaign, state"
+            ).fetchall()
+            reviewed = c.execute(
+                "SELECT name, approval, paused, updated_at, updated_by FROM campaigns"
+            ).fetchall()
+            return counts, reviewed
+
+        counts, reviewed = await self._read(job)
+        by_name: dict[str, Campaign] = {
+            r[0]: Campaign(r[0], Approval(r[1]) if r[1] else None, bool(r[2]), _dt(r[3]), r[4])
+            for r in reviewed
+        }
+        tallies: dict[str, dict[DeliveryState, int]] = {}
+        for name, state, n in counts:
+            tallies.setdefault(name, dict.fromkeys(DeliveryState, 0))[DeliveryState(state)] = n
+        names = sorted(set(by_name) | set(tallies))
+        return [
+            CampaignSummary(
+                by_name.get(name, Campaign(name)),
+                tallies.get(name, dict.fromkeys(DeliveryState, 0)),
+            )
+            for name in names
+        ]
 
     # audit -----------------------------------------------------------------------------------
     async def add_audit(self, entry: AuditEntry) -> None:

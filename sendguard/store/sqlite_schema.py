@@ -44,6 +44,7 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX deliveries_message ON deliveries(message_id);
     CREATE INDEX deliveries_recipient ON deliveries(recipient_key, id);
     CREATE INDEX deliveries_campaign ON deliveries(campaign, id);
+    CREATE INDEX deliveries_campaign_created ON deliveries(campaign, created_at);
     CREATE INDEX deliveries_state ON deliveries(state, id);
     CREATE TABLE transitions (
         delivery_id TEXT NOT NULL REFERENCES deliveries(id),

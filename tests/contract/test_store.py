@@ -308,3 +308,55 @@ async def test_lock_recipients_serialises_one_person(store: Store) -> None:
         ["one in", "one out", "two in", "two out"],
         ["two in", "two out", "one in", "one out"],
     )
+
+
+async def test_requirements_and_recipients_wake_delayed_deliveries(store: Store) -> None:
+    later = T0 + timedelta(hours=5)
+    _, (waiting,) = await add(store, S.DELAYED, recipients=("w@example.org",), due=later)
+    _, (other,) = await add(store, S.DELAYED, recipients=("o@example.org",), due=later)
+    assert await store.wake_waiting(T0, fact_key="unrelated:key") == 0
+    assert await store.wake_waiting(T0, fact_key="meeting:1:status") == 2  # both require it
+    assert [d.id for d in await store.claim_due(T0, "me", 10, LEASE)] == [waiting.id, other.id]
+    await store.release([waiting.id, other.id], "me")
+
+    _, (third,) = await add(store, S.DELAYED, recipients=("W@example.org",), due=later)
+    assert await store.wake_waiting(T0, recipient="w@example.org") == 1
+    delivery = await store.get_delivery(third.id)
+    assert delivery is not None and delivery.due_at == T0
+
+
+async def test_hold_origin_and_approval_are_kept(store: Store) -> None:
+    _, (new,) = await add(store, S.HELD, due=None)
+    held = await store.get_delivery(new.id)
+    assert held is not None and held.hold_origin is None
+    released = await store.change(
+        new.id, Change(S.DELAYED, "approved by ana", T0, due_at=T0, approved_by="ana")
+    )
+    assert released.approved_by == "ana" and released.hold_origin is None
+    paused = await store.change(new.id, Change(S.HELD, "campaign paused", T0, hold_origin="pause"))
+    assert paused.hold_origin == "pause" and paused.approved_by == "ana"
+    again = await store.change(new.id, Change(S.HELD, "policy", T0))
+    assert again.hold_origin == "policy"
+
+
+async def test_campaign_summaries(store: Store) -> None:
+    await add(store, recipients=("a@example.org", "b@example.org"), campaign="spring")
+    await add(store, S.HELD, due=None, campaign="spring")
+    await add(store, campaign=None)
+    await store.set_campaign(Campaign("winter", None, True, T0, "ana"))
+    summaries = {s.campaign.name: s for s in await store.campaigns()}
+    assert set(summaries) == {"spring", "winter"}
+    assert summaries["spring"].counts[S.QUEUED] == 2
+    assert summaries["spring"].counts[S.HELD] == 1
+    assert summaries["winter"].campaign.paused
+    assert sum(summaries["winter"].counts.values()) == 0
+
+
+async def test_expired_idempotency_key_may_be_reused(store: Store) -> None:
+    first = make_message()
+    await store.add_message(first, b"x", [], IdempotencyRecord("k", first.id, b"1"))
+    later = Message(**{**first.__dict__, "id": new_id(), "received_at": T0 + timedelta(days=2)})
+    record = IdempotencyRecord("k", later.id, b"2", reusable_before=T0 + timedelta(days=1))
+    await store.add_message(later, b"x", [], record)
+    got = await store.idempotent_response("k", T0 + timedelta(days=1))
+    assert got is not None and got.response == b"2"

@@ -10,6 +10,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from typing import Any
 import yaml
 
 SENDGUARD = str(Path(sys.executable).with_name("sendguard"))
+TOKEN = "test-token-0123456789"
 
 
 def free_port() -> int:
@@ -35,7 +37,7 @@ def base_config(sink_port: int | None) -> dict[str, Any]:
     )
     return {
         "smtp": {"listen": f"127.0.0.1:{free_port()}"},
-        "http": {"listen": f"127.0.0.1:{free_port()}"},
+        "http": {"listen": f"127.0.0.1:{free_port()}", "api_tokens": [TOKEN]},
         "store": {"url": "sqlite:///var/sendguard.db", "busy_timeout": "500ms"},
         "upstream": upstream,
         "delivery": {
@@ -125,6 +127,37 @@ class SendguardProcess:
                 return r.status, r.read()
         except urllib.error.HTTPError as err:
             return err.code, err.read()
+
+    def call(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        token: str | None = TOKEN,
+        headers: dict[str, str] | None = None,
+        raw: bytes | None = None,
+    ) -> tuple[int, Any]:
+        """An HTTP request to the API; returns (status, parsed JSON or text)."""
+        data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{self.http_port}{path}", data=data, method=method
+        )
+        if body is not None:
+            request.add_header("Content-Type", "application/json")
+        if token is not None:
+            request.add_header("Authorization", f"Bearer {token}")
+        for name, value in (headers or {}).items():
+            request.add_header(name, value)
+        try:
+            with urllib.request.urlopen(request, timeout=10) as resp:
+                status, payload = resp.status, resp.read()
+        except urllib.error.HTTPError as err:
+            status, payload = err.code, err.read()
+        try:
+            return status, json.loads(payload)
+        except ValueError:
+            return status, payload.decode(errors="replace")
 
     def states(self, message_id: str | None = None) -> dict[str, str]:
         """recipient -> delivery state, read from the database without disturbing the server."""

@@ -1,0 +1,259 @@
+"""Sending and looking up: `POST /v1/messages`, messages, deliveries and timelines."""
+
+from __future__ import annotations
+
+import email.policy
+import email.utils
+import json
+from dataclasses import replace
+from datetime import datetime
+from email.message import EmailMessage
+from typing import Any
+
+from aiohttp import web
+
+from sendguard.address import validate_address
+from sendguard.clock import monotonic
+from sendguard.duration import parse_duration
+from sendguard.errors import Conflict, InvalidAddress, InvalidMessage
+from sendguard.fields import check_timezone, parse_requirement, parse_time
+from sendguard.headers import Headers, split_message
+from sendguard.ingress.http_context import api
+from sendguard.ingress.payloads import BadRequest, SendPayload, read_json
+from sendguard.ingress.views import decision_reasons, delivery_view, message_view, when
+from sendguard.intake import Accepted, Idempotency
+from sendguard.message import Delivery, DeliveryState, MessageClass
+from sendguard.store.base import DeliveryQuery
+
+MAX_LIMIT = 500
+MAX_KEY = 200
+
+
+def add_routes(router: web.UrlDispatcher) -> None:
+    """Register this module's routes."""
+    router.add_post("/v1/messages", send)
+    router.add_get("/v1/messages/{id}", get_message)
+    router.add_get("/v1/deliveries", list_deliveries)
+    router.add_get("/v1/recipients/{address}/timeline", timeline)
+
+
+def accepted_body(accepted: Accepted) -> bytes:
+    """The 202 answer to a send (also what an Idempotency-Key replays)."""
+    return json.dumps(
+        {
+            "id": accepted.message.id,
+            "deliveries": [
+                {
+                    "id": d.id,
+                    "recipient": d.recipient,
+                    "state": d.state.value,
+                    "reason": d.reason,
+                    "due_at": when(d.due_at) if d.state is DeliveryState.DELAYED else None,
+                    "reasons": decision_reasons(d.decision),
+                }
+                for d in accepted.deliveries
+            ],
+        }
+    ).encode()
+
+
+def _check_addresses(addresses: list[str], field: str) -> None:
+    for index, address in enumerate(addresses):
+        try:
+            validate_address(address)
+        except InvalidAddress as exc:
+            raise BadRequest(f"{field}[{index}]: {exc}", f"{field}[{index}]") from None
+
+
+def _overrides(payload: SendPayload) -> dict[str, Any]:
+    """The sendguard fields given in the JSON payload, parsed, naming the JSON field on error."""
+    out: dict[str, Any] = {}
+    if payload.campaign is not None:
+        out["campaign"] = payload.campaign
+    if payload.message_class is not None:
+        out["message_class"] = MessageClass(payload.message_class)
+    if payload.requires:
+        out["requires"] = tuple(
+            parse_requirement(r, field=f"requires[{i}]") for i, r in enumerate(payload.requires)
+        )
+    if payload.wait is not None:
+        try:
+            out["wait"] = parse_duration(payload.wait)
+        except ValueError as exc:
+            raise BadRequest(f"wait: {exc}", "wait") from None
+    for name in ("data_as_of", "not_before"):
+        value = getattr(payload, name)
+        if value is not None:
+            out[name] = parse_time(value, field=name)
+    if payload.timezone is not None:
+        out["timezone"] = check_timezone(payload.timezone, field="timezone")
+    return out
+
+
+def build_mime(payload: SendPayload, now: datetime) -> bytes:
+    """A MIME message from the JSON payload (Bcc stays in the envelope only)."""
+    msg = EmailMessage(policy=email.policy.SMTP)
+    msg["From"] = payload.from_
+    if payload.to:
+        msg["To"] = ", ".join(payload.to)
+    if payload.cc:
+        msg["Cc"] = ", ".join(payload.cc)
+    msg["Subject"] = payload.subject
+    msg["Date"] = email.utils.format_datetime(now)
+    msg["Message-ID"] = email.utils.make_msgid(domain=payload.from_.rpartition("@")[2] or None)
+    for name, value in payload.headers.items():
+        if name.lower() in {"from", "to", "cc", "bcc", "subject", "date", "message-id"}:
+            del msg[name]
+        msg[name] = value
+    if payload.text is not None and payload.html is not None:
+        msg.set_content(payload.text)
+        msg.add_alternative(payload.html, subtype="html")
+    elif payload.html is not None:
+        msg.set_content(payload.html, subtype="html")
+    else:
+        msg.set_content(payload.text or "")
+    return msg.as_bytes()
+
+
+def _envelope_from_headers(raw: bytes) -> tuple[str, list[str]]:
+    headers = Headers.parse(split_message(raw)[0])
+    senders = email.utils.getaddresses(headers.get_all("From"))
+    recipients = [
+        address
+        for _, address in email.utils.getaddresses(headers.get_all("To") + headers.get_all("Cc"))
+        if address
+    ]
+    return (senders[0][1] if senders else ""), recipients
+
+
+async def _read_send(request: web.Request) -> tuple[bytes, str, list[str], dict[str, Any]]:
+    """The message, sender, recipients and field overrides of a send request."""
+    overrides: dict[str, Any] = {}
+    if request.content_type == "message/rfc822":
+        raw = await request.read()
+        if not raw.strip():
+            raise BadRequest("the message is empty", "body")
+        mail_from, recipients = _envelope_from_headers(raw)
+        mail_from = request.query.get("from", mail_from)
+        recipients = request.query.getall("to", recipients)
+        if not mail_from:
+            raise BadRequest("no sender: give a From header or ?from=", "from")
+        _check_addresses([mail_from], "from")
+        _check_addresses(list(recipients), "to")
+    else:  # JSON, whatever the client called it (curl -d says form-urlencoded)
+        payload = await read_json(request, SendPayload)
+        _check_addresses([payload.from_], "from")
+        for field in ("to", "cc", "bcc"):
+            _check_addresses(getattr(payload, field), field)
+        mail_from = payload.from_
+        recipients = [*payload.to, *payload.cc, *payload.bcc]
+        overrides = _overrides(payload)
+        raw = build_mime(payload, api(request).clock.now())
+    if not recipients:
+        raise BadRequest("a message needs at least one recipient", "to")
+    return raw, mail_from, list(recipients), overrides
+
+
+async def send(request: web.Request) -> web.Response:
+    """Accept a message as JSON or as a raw `message/rfc822` body; 202 after the commit."""
+    ctx = api(request)
+    started = monotonic()
+    key = request.headers.get("Idempotency-Key")
+    if key is not None and not 0 < len(key) <= MAX_KEY:
+        raise BadRequest(f"Idempotency-Key must be 1 to {MAX_KEY} characters", "Idempotency-Key")
+    if key is not None and (replayed := await ctx.intake.replay(key)) is not None:
+        return web.Response(status=202, body=replayed, content_type="application/json")
+
+    raw, mail_from, recipients, overrides = await _read_send(request)
+    idempotency = Idempotency(key, accepted_body) if key is not None else None
+    try:
+        accepted = await ctx.intake.accept(
+            raw,
+            mail_from,
+            list(recipients),
+            "http",
+            overrides=overrides,
+            idempotency=idempotency,
+        )
+    except InvalidMessage as exc:
+        raise BadRequest(str(exc), exc.field or "body") from None
+    except Conflict:
+        # The same key was used by a concurrent request that committed first.
+        if key is not None and (replayed := await ctx.intake.replay(key)) is not None:
+            return web.Response(status=202, body=replayed, content_type="application/json")
+        raise
+    finally:
+        ctx.metrics.ingress_duration.labels(ingress="http").observe(monotonic() - started)
+    return web.Response(status=202, body=accepted_body(accepted), content_type="application/json")
+
+
+async def view_of(request: web.Request, delivery: Delivery) -> dict[str, Any]:
+    """A delivery with its transitions and policy verdicts."""
+    store = api(request).store
+    return delivery_view(
+        delivery, await store.transitions(delivery.id), await store.outcomes(delivery.id)
+    )
+
+
+async def get_message(request: web.Request) -> web.Response:
+    """A message and the state and decision of each of its deliveries."""
+    store = api(request).store
+    message = await store.get_message(request.match_info["id"])
+    if message is None:
+        raise web.HTTPNotFound(reason="No such message")
+    deliveries = [await view_of(request, d) for d in await store.deliveries_of(message.id)]
+    return web.json_response({**message_view(message), "deliveries": deliveries})
+
+
+def _query(request: web.Request, **fixed: Any) -> DeliveryQuery:
+    q = request.query
+    state = None
+    if "state" in q:
+        try:
+            state = DeliveryState(q["state"])
+        except ValueError:
+            allowed = ", ".join(s.value for s in DeliveryState)
+            raise BadRequest(f"state: use one of {allowed}", "state") from None
+    since = parse_time(q["since"], field="since") if "since" in q else None
+    try:
+        limit = int(q.get("limit", "50"))
+    except ValueError:
+        raise BadRequest("limit: must be a whole number", "limit") from None
+    if not 0 < limit <= MAX_LIMIT:
+        raise BadRequest(f"limit: must be between 1 and {MAX_LIMIT}", "limit")
+    query = DeliveryQuery(
+        state=state,
+        campaign=q.get("campaign"),
+        recipient=q.get("recipient"),
+        since=since,
+        after=q.get("cursor"),
+        limit=limit,
+    )
+    return replace(query, **fixed)
+
+
+async def _page(request: web.Request, query: DeliveryQuery) -> dict[str, Any]:
+    page = await api(request).store.list_deliveries(query)
+    return {
+        "deliveries": [await view_of(request, d) for d in page.deliveries],
+        "next_cursor": page.next,
+    }
+
+
+async def list_deliveries(request: web.Request) -> web.Response:
+    """Deliveries, newest first, filtered by state, campaign, recipient and since."""
+    return web.json_response(await _page(request, _query(request)))
+
+
+async def timeline(request: web.Request) -> web.Response:
+    """Everything a person was sent, spared or is waiting for, and why; newest first."""
+    address = request.match_info["address"]
+    store = api(request).store
+    body = await _page(request, _query(request, recipient=address))
+    events = await store.events(address)
+    body["recipient"] = address
+    body["events"] = [
+        {"type": e.type.value, "at": when(e.at), "message_id": e.message_id}
+        for e in reversed(events)
+    ]
+    return web.json_response(body)

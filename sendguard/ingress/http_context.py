@@ -1,0 +1,42 @@
+"""What every HTTP handler works with, kept apart so route modules need not import the app."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from sendguard.clock import Clock
+from sendguard.config import HttpConfig
+from sendguard.delivery.upstream import Upstream
+from sendguard.intake import Intake
+from sendguard.metrics import Metrics
+from sendguard.review import Review
+from sendguard.store.base import Store
+from sendguard.tokens import TokenSet
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@dataclass(frozen=True)
+class Api:
+    """What the handlers work with."""
+
+    store: Store
+    intake: Intake
+    review: Review
+    upstream: Upstream
+    metrics: Metrics
+    clock: Clock
+    wake: Callable[[], None]
+    config: HttpConfig
+
+
+API: web.AppKey[Api] = web.AppKey("api", Api)
+TOKENS: web.AppKey[TokenSet] = web.AppKey("tokens", TokenSet)
+
+
+def api(request: web.Request) -> Api:
+    """The Api of the application serving `request`."""
+    return request.app[API]

@@ -1,0 +1,141 @@
+"""The OpenAPI 3.1 document served at `/openapi.json` (request schemas come from the models)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+from pydantic import BaseModel
+
+from sendguard import __version__
+from sendguard.ingress.payloads import EventPayload, FactPayload, ReviewPayload, SendPayload
+
+_ERROR = {
+    "type": "object",
+    "properties": {
+        "error": {
+            "type": "object",
+            "properties": {
+                "code": {"type": "string"},
+                "message": {"type": "string"},
+                "field": {"type": "string"},
+            },
+            "required": ["code", "message"],
+        }
+    },
+}
+
+# (method, path, summary, request model, success status, public)
+ROUTES: tuple[tuple[str, str, str, type[BaseModel] | None, int, bool], ...] = (
+    ("post", "/v1/messages", "Send a message (JSON or message/rfc822)", SendPayload, 202, False),
+    (
+        "get",
+        "/v1/messages/{id}",
+        "A message and each delivery's state and reasons",
+        None,
+        200,
+        False,
+    ),
+    (
+        "get",
+        "/v1/deliveries",
+        "Deliveries, newest first (state, campaign, recipient, since, cursor, limit)",
+        None,
+        200,
+        False,
+    ),
+    ("post", "/v1/deliveries/{id}/approve", "Release a held delivery", ReviewPayload, 200, False),
+    ("post", "/v1/deliveries/{id}/reject", "Drop a held delivery", ReviewPayload, 200, False),
+    ("post", "/v1/campaigns/{name}/approve", "Approve a campaign", ReviewPayload, 200, False),
+    ("post", "/v1/campaigns/{name}/reject", "Reject a campaign", ReviewPayload, 200, False),
+    (
+        "post",
+        "/v1/campaigns/{name}/pause",
+        "Kill switch: hold a campaign",
+        ReviewPayload,
+        200,
+        False,
+    ),
+    ("post", "/v1/campaigns/{name}/resume", "Lift the kill switch", ReviewPayload, 200, False),
+    ("get", "/v1/campaigns", "Campaigns with counts per delivery state", None, 200, False),
+    (
+        "post",
+        "/v1/facts",
+        "Record a context fact; wakes the deliveries waiting on it",
+        FactPayload,
+        202,
+        False,
+    ),
+    ("post", "/v1/events", "Record an engagement or suppression event", EventPayload, 202, False),
+    (
+        "get",
+        "/v1/recipients/{address}/timeline",
+        "Everything a person was sent, spared or is waiting for, and why",
+        None,
+        200,
+        False,
+    ),
+    ("get", "/v1/audit", "Review actions, newest first", None, 200, False),
+    ("get", "/metrics", "Prometheus metrics", None, 200, True),
+    ("get", "/healthz", "Liveness", None, 200, True),
+    ("get", "/readyz", "Readiness: store and upstream reachable", None, 200, True),
+    ("get", "/openapi.json", "This document", None, 200, True),
+)
+
+
+def document() -> dict[str, Any]:
+    """The OpenAPI document."""
+    paths: dict[str, dict[str, Any]] = {}
+    for method, path, summary, model, status, public in ROUTES:
+        operation: dict[str, Any] = {
+            "summary": summary,
+            "responses": {
+                str(status): {"description": "success"},
+                **{
+                    str(code): {
+                        "description": text,
+                        "content": {"application/json": {"schema": _ERROR}},
+                    }
+                    for code, text in (
+                        (400, "bad input; `field` names it"),
+                        (401, "no or bad token"),
+                        (404, "not found"),
+                        (409, "state conflict"),
+                        (413, "body too large"),
+                        (503, "store unavailable"),
+                    )
+                },
+            },
+        }
+        parameters = [
+            {"name": name.strip("{}"), "in": "path", "required": True, "schema": {"type": "string"}}
+            for name in path.split("/")
+            if name.startswith("{")
+        ]
+        if parameters:
+            operation["parameters"] = parameters
+        if model is not None:
+            operation["requestBody"] = {
+                "required": True,
+                "content": {"application/json": {"schema": model.model_json_schema(by_alias=True)}},
+            }
+        if public:
+            operation["security"] = []
+        paths.setdefault(path, {})[method] = operation
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "sendguard", "version": __version__},
+        "components": {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
+        "security": [{"bearer": []}],
+        "paths": paths,
+    }
+
+
+async def openapi(request: web.Request) -> web.Response:
+    """Serve the document."""
+    return web.json_response(document())
+
+
+def add_routes(router: web.UrlDispatcher) -> None:
+    """Register this module's routes."""
+    router.add_get("/openapi.json", openapi)

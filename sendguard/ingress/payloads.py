@@ -1,0 +1,126 @@
+"""Request bodies of the HTTP API: pydantic models, and errors that name the field."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Literal, TypeVar
+
+from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+M = TypeVar("M", bound=BaseModel)
+_FORBIDDEN_IN_HEADERS = ("\r", "\n", "\x00")
+
+
+class BadRequest(Exception):
+    """A 400 answer naming the field at fault."""
+
+    def __init__(self, message: str, field: str | None = None, code: str = "invalid") -> None:
+        self.field = field
+        self.code = code
+        super().__init__(message)
+
+
+def _field_path(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+async def read_json(request: web.Request, model: type[M]) -> M:
+    """The request body validated against `model`; BadRequest names the first bad field."""
+    try:
+        data: Any = json.loads(await request.read())
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BadRequest(
+            f"the body is not valid JSON ({exc}); send a JSON object"
+            " (or, to /v1/messages, a message with Content-Type: message/rfc822)",
+            "body",
+            code="invalid_json",
+        ) from None
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors(include_url=False)[0]
+        field = _field_path(first["loc"]) or None
+        message = first["msg"].removeprefix("Value error, ")
+        if first["type"] == "extra_forbidden":
+            allowed = ", ".join(sorted(f.alias or n for n, f in model.model_fields.items()))
+            message = f"unknown field; allowed: {allowed}"
+        elif first["type"] == "missing":
+            message = "required field is missing"
+        raise BadRequest(f"{field}: {message}" if field else message, field) from None
+
+
+class Strict(BaseModel):
+    """Unknown fields are errors, so typos do not pass silently."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class SendPayload(Strict):
+    """`POST /v1/messages` as JSON."""
+
+    from_: str = Field(alias="from", min_length=1, max_length=320)
+    to: list[str] = Field(default_factory=list, max_length=1000)
+    cc: list[str] = Field(default_factory=list, max_length=1000)
+    bcc: list[str] = Field(default_factory=list, max_length=1000)
+    subject: str = Field(default="", max_length=998)
+    text: str | None = None
+    html: str | None = None
+    headers: dict[str, str] = Field(default_factory=dict)
+    campaign: str | None = Field(default=None, min_length=1, max_length=200)
+    message_class: Literal["transactional", "marketing"] | None = Field(default=None, alias="class")
+    requires: list[str] = Field(default_factory=list, max_length=100)
+    wait: str | None = None
+    data_as_of: str | None = None
+    not_before: str | None = None
+    timezone: str | None = None
+
+    @field_validator("subject", "campaign")
+    @classmethod
+    def _single_line(cls, value: str | None) -> str | None:
+        if value is not None and any(c in value for c in _FORBIDDEN_IN_HEADERS):
+            raise ValueError("must be a single line (no CR, LF or NUL)")
+        return value
+
+    @field_validator("headers")
+    @classmethod
+    def _header_safe(cls, headers: dict[str, str]) -> dict[str, str]:
+        for name, value in headers.items():
+            if (
+                not name
+                or any(c in name for c in ": \t")
+                or not name.isascii()
+                or any(c in name for c in _FORBIDDEN_IN_HEADERS)
+            ):
+                raise ValueError(f"{name!r} is not a header name")
+            if any(c in value for c in _FORBIDDEN_IN_HEADERS):
+                raise ValueError(f"the value of {name} must be a single line")
+        return headers
+
+
+class ReviewPayload(Strict):
+    """Approve or reject: who, and why."""
+
+    reviewer: str = Field(min_length=1, max_length=200)
+    note: str = Field(default="", max_length=2000)
+
+
+class FactPayload(Strict):
+    """`POST /v1/facts`."""
+
+    key: str = Field(min_length=1, max_length=500)
+    value: str = Field(max_length=2000)
+    contact: str | None = Field(default=None, min_length=1, max_length=320)
+    observed_at: str | None = None
+
+
+class EventPayload(Strict):
+    """`POST /v1/events`."""
+
+    type: Literal["open", "click", "reply", "unsubscribe", "bounce", "complaint"]
+    recipient: str = Field(min_length=1, max_length=320)
+    message_id: str | None = Field(default=None, max_length=200)
+    at: str | None = None

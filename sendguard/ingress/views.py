@@ -1,0 +1,137 @@
+"""How sendguard's objects look in JSON answers (field names are part of the contract)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sendguard.message import Delivery, Message, Transition
+from sendguard.store.base import AuditEntry, CampaignSummary, Event, RecordedOutcome
+from sendguard.verdict import Decision
+
+
+def when(at: datetime | None) -> str | None:
+    """RFC 3339 in UTC, or None."""
+    return None if at is None else at.isoformat().replace("+00:00", "Z")
+
+
+def decision_reasons(decision: Decision) -> list[dict[str, Any]]:
+    """Every policy's verdict and reason, as answered to a send."""
+    return [
+        {
+            "policy": o.policy,
+            "verdict": o.verdict.action.value,
+            "mode": o.mode.value,
+            "reason": o.verdict.reason,
+            "until": when(o.verdict.until),
+            "error": o.error,
+        }
+        for o in decision.outcomes
+    ]
+
+
+def recorded_reasons(outcomes: Sequence[RecordedOutcome]) -> list[dict[str, Any]]:
+    """Every recorded policy verdict of a delivery, oldest first."""
+    return [
+        {
+            "at": when(r.at),
+            "policy": r.outcome.policy,
+            "verdict": r.outcome.verdict.action.value,
+            "mode": r.outcome.mode.value,
+            "reason": r.outcome.verdict.reason,
+            "until": when(r.outcome.verdict.until),
+            "error": r.outcome.error,
+        }
+        for r in outcomes
+    ]
+
+
+def message_view(message: Message) -> dict[str, Any]:
+    """A message without its content."""
+    fields = message.fields
+    return {
+        "id": message.id,
+        "received_at": when(message.received_at),
+        "ingress": message.ingress,
+        "from": message.mail_from,
+        "recipients": list(message.recipients),
+        "subject": message.subject,
+        "campaign": fields.campaign,
+        "class": fields.message_class.value,
+        "requires": [str(r) for r in fields.requires],
+        "not_before": when(fields.not_before),
+        "data_as_of": when(fields.data_as_of),
+        "timezone": fields.timezone,
+        "size": message.size,
+    }
+
+
+def delivery_view(
+    delivery: Delivery,
+    transitions: Sequence[Transition],
+    outcomes: Sequence[RecordedOutcome],
+) -> dict[str, Any]:
+    """A delivery with its history and every policy's verdict."""
+    return {
+        "id": delivery.id,
+        "message_id": delivery.message.id,
+        "recipient": delivery.recipient,
+        "state": delivery.state.value,
+        "campaign": delivery.campaign,
+        "subject": delivery.message.subject,
+        "created_at": when(delivery.created_at),
+        "updated_at": when(delivery.updated_at),
+        "due_at": when(delivery.due_at),
+        "attempts": delivery.attempts,
+        "last_error": delivery.last_error,
+        "approved_by": delivery.approved_by,
+        "reason": transitions[-1].reason if transitions else "",
+        "transitions": [
+            {"at": when(t.at), "state": t.state.value, "reason": t.reason} for t in transitions
+        ],
+        "reasons": recorded_reasons(outcomes),
+    }
+
+
+def campaign_view(summary: CampaignSummary) -> dict[str, Any]:
+    """A campaign's review state and delivery counts."""
+    campaign = summary.campaign
+    if campaign.paused:
+        state = "paused"
+    elif campaign.approval is not None:
+        state = campaign.approval.value
+    else:
+        state = "pending"
+    return {
+        "name": campaign.name,
+        "state": state,
+        "approval": campaign.approval.value if campaign.approval else None,
+        "paused": campaign.paused,
+        "updated_at": when(campaign.updated_at),
+        "updated_by": campaign.updated_by,
+        "counts": {s.value: n for s, n in summary.counts.items()},
+    }
+
+
+def audit_view(entry: AuditEntry) -> dict[str, Any]:
+    """One audit entry."""
+    return {
+        "id": entry.id,
+        "at": when(entry.at),
+        "actor": entry.actor,
+        "action": entry.action,
+        "target": entry.target,
+        "note": entry.note,
+        "count": entry.count,
+    }
+
+
+def event_view(event: Event) -> dict[str, Any]:
+    """One engagement or suppression event."""
+    return {
+        "type": event.type.value,
+        "recipient": event.recipient,
+        "at": when(event.at),
+        "message_id": event.message_id,
+    }

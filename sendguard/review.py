@@ -1,0 +1,216 @@
+"""Review: what people do with held deliveries and campaigns, each action audited.
+
+Approving lifts the human hold only: a released delivery becomes due now in `delayed`, so the
+dispatcher judges it again with every policy before it leaves (an address that unsubscribed,
+or a cap that filled, while it waited still counts). Pausing a campaign is the kill switch:
+its unsent deliveries are held (origin `pause`) until it is resumed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from sendguard.clock import Clock
+from sendguard.errors import Conflict
+from sendguard.message import Delivery, DeliveryState
+from sendguard.store.base import Approval, AuditEntry, Campaign, Change, DeliveryQuery, Store
+
+S = DeliveryState
+_HELD = frozenset({S.HELD})
+_UNSENT = frozenset({S.QUEUED, S.DELAYED, S.DEFERRED, S.HELD})
+_PAGE = 500
+
+
+class NotFound(Conflict):
+    """The delivery or campaign does not exist."""
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a campaign-wide action did."""
+
+    campaign: Campaign
+    count: int
+
+
+class Review:
+    """Review actions; `on_release` wakes the dispatcher when deliveries become due."""
+
+    def __init__(self, store: Store, clock: Clock, on_release: Callable[[], None]) -> None:
+        self._store = store
+        self._clock = clock
+        self._on_release = on_release
+
+    async def _held(self, delivery_id: str) -> Delivery:
+        delivery = await self._store.get_delivery(delivery_id)
+        if delivery is None:
+            raise NotFound(f"no delivery {delivery_id}")
+        if delivery.state is not S.HELD:
+            raise Conflict(f"delivery {delivery_id} is {delivery.state.value}, not held")
+        return delivery
+
+    async def approve_delivery(self, delivery_id: str, reviewer: str, note: str = "") -> Delivery:
+        """Release one held delivery; every policy but the human hold judges it again now."""
+        await self._held(delivery_id)
+        now = self._clock.now()
+        changed = await self._store.change(
+            delivery_id,
+            Change(
+                S.DELAYED,
+                _why("approved", reviewer, note),
+                now,
+                expect=_HELD,
+                due_at=now,
+                approved_by=reviewer,
+            ),
+        )
+        await self._audit(reviewer, "approve", f"delivery:{delivery_id}", note, 1)
+        self._on_release()
+        return changed
+
+    async def reject_delivery(self, delivery_id: str, reviewer: str, note: str = "") -> Delivery:
+        """Drop one held delivery."""
+        await self._held(delivery_id)
+        changed = await self._store.change(
+            delivery_id,
+            Change(
+                S.DROPPED,
+                _why("rejected", reviewer, note),
+                self._clock.now(),
+                expect=_HELD,
+            ),
+        )
+        await self._audit(reviewer, "reject", f"delivery:{delivery_id}", note, 1)
+        return changed
+
+    async def approve_campaign(self, name: str, reviewer: str, note: str = "") -> Outcome:
+        """Approve a campaign: release what policies held of it; later messages flow."""
+        campaign = await self._set(name, reviewer, approval=Approval.APPROVED)
+        now = self._clock.now()
+        count = await self._each(
+            name,
+            _HELD,
+            lambda d: d.hold_origin != "pause",
+            Change(
+                S.DELAYED,
+                _why("campaign approved", reviewer, note),
+                now,
+                expect=_HELD,
+                due_at=now,
+            ),
+        )
+        await self._audit(reviewer, "approve-campaign", f"campaign:{name}", note, count)
+        self._on_release()
+        return Outcome(campaign, count)
+
+    async def reject_campaign(self, name: str, reviewer: str, note: str = "") -> Outcome:
+        """Reject a campaign: drop everything of it not yet sent."""
+        campaign = await self._set(name, reviewer, approval=Approval.REJECTED)
+        count = await self._each(
+            name,
+            _UNSENT,
+            lambda d: True,
+            Change(
+                S.DROPPED,
+                _why("campaign rejected", reviewer, note),
+                self._clock.now(),
+                expect=_UNSENT,
+            ),
+        )
+        await self._audit(reviewer, "reject-campaign", f"campaign:{name}", note, count)
+        return Outcome(campaign, count)
+
+    async def pause_campaign(self, name: str, reviewer: str, note: str = "") -> Outcome:
+        """The kill switch: hold every unsent delivery of the campaign, and every new one."""
+        campaign = await self._set(name, reviewer, paused=True)
+        waiting = frozenset({S.QUEUED, S.DELAYED, S.DEFERRED})
+        count = await self._each(
+            name,
+            waiting,
+            lambda d: True,
+            Change(
+                S.HELD,
+                _why("campaign paused", reviewer, note),
+                self._clock.now(),
+                expect=waiting,
+                hold_origin="pause",
+            ),
+        )
+        await self._audit(reviewer, "pause", f"campaign:{name}", note, count)
+        return Outcome(campaign, count)
+
+    async def resume_campaign(self, name: str, reviewer: str, note: str = "") -> Outcome:
+        """Lift the kill switch: what the pause held is judged again now."""
+        campaign = await self._set(name, reviewer, paused=False)
+        now = self._clock.now()
+        count = await self._each(
+            name,
+            _HELD,
+            lambda d: d.hold_origin == "pause",
+            Change(
+                S.DELAYED,
+                _why("campaign resumed", reviewer, note),
+                now,
+                expect=_HELD,
+                due_at=now,
+            ),
+        )
+        await self._audit(reviewer, "resume", f"campaign:{name}", note, count)
+        self._on_release()
+        return Outcome(campaign, count)
+
+    async def _set(
+        self,
+        name: str,
+        reviewer: str,
+        *,
+        approval: Approval | None = None,
+        paused: bool | None = None,
+    ) -> Campaign:
+        current = await self._store.get_campaign(name) or Campaign(name)
+        updated = Campaign(
+            name,
+            approval if approval is not None else current.approval,
+            paused if paused is not None else current.paused,
+            self._clock.now(),
+            reviewer,
+        )
+        await self._store.set_campaign(updated)
+        return updated
+
+    async def _each(
+        self,
+        campaign: str,
+        states: frozenset[DeliveryState],
+        select: Callable[[Delivery], bool],
+        change: Change,
+    ) -> int:
+        count = 0
+        for state in sorted(states):
+            after: str | None = None
+            while True:
+                page = await self._store.list_deliveries(
+                    DeliveryQuery(state=state, campaign=campaign, after=after, limit=_PAGE)
+                )
+                for delivery in page.deliveries:
+                    if not select(delivery):
+                        continue
+                    try:
+                        await self._store.change(delivery.id, change)
+                    except Conflict:
+                        continue  # it moved on meanwhile (sent, claimed): nothing to do
+                    count += 1
+                if page.next is None:
+                    break
+                after = page.next
+        return count
+
+    async def _audit(self, actor: str, action: str, target: str, note: str, count: int) -> None:
+        await self._store.add_audit(
+            AuditEntry(self._clock.now(), actor, action, target, note, count)
+        )
+
+
+def _why(what: str, reviewer: str, note: str) -> str:
+    return f"{what} by {reviewer}" + (f": {note}" if note else "")

@@ -1,0 +1,52 @@
+"""API tokens: kept only as hashes, compared in constant time.
+
+With no token configured, one is generated into `http.token_file` (mode 0600) on first start
+and reused after; the CLI reads it from there.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import secrets
+from collections.abc import Iterable
+from pathlib import Path
+
+
+def _digest(token: str) -> bytes:
+    return hashlib.sha256(token.encode("utf-8")).digest()
+
+
+class TokenSet:
+    """The tokens that may use the API."""
+
+    def __init__(self, tokens: Iterable[str]) -> None:
+        self._digests = tuple(_digest(t) for t in tokens if t)
+        if not self._digests:
+            raise ValueError("at least one API token is needed")
+
+    def accepts(self, token: str) -> bool:
+        """True if `token` is one of ours (every digest is compared, in constant time)."""
+        candidate = _digest(token)
+        found = False
+        for digest in self._digests:
+            found |= hmac.compare_digest(candidate, digest)
+        return found
+
+
+def read_or_create_token(path: Path) -> tuple[str, bool]:
+    """The token in `path`, creating it (0600) if missing; also whether it was created."""
+    try:
+        existing = path.read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        existing = ""
+    if existing:
+        return existing, False
+    path.parent.mkdir(parents=True, exist_ok=True)
+    token = secrets.token_urlsafe(32)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(token + "\n")
+    path.chmod(0o600)  # an existing empty file may have had looser permissions
+    return token, True
