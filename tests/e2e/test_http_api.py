@@ -253,7 +253,7 @@ def test_approval_lifts_only_the_human_hold(sendguard: Start, sink: Sink) -> Non
     ][0]
     assert held["state"] == "held"
     proc.call("POST", "/v1/facts", {"key": "crm:c:status", "value": "churned"})
-    status, view = proc.call("POST", f"/v1/deliveries/{held['id']}/approve", {"reviewer": "ana"})
+    status, _view = proc.call("POST", f"/v1/deliveries/{held['id']}/approve", {"reviewer": "ana"})
     assert status == 200
     proc.wait_states({"c@example.org": "dropped"})
     status, line = proc.call("GET", "/v1/recipients/c@example.org/timeline")
@@ -290,7 +290,7 @@ def test_timeline_shows_everything_newest_first(sendguard: Start, sink: Sink) ->
     send_json(proc, to=["tl@example.org"], campaign="new")
     status, line = proc.call("GET", "/v1/recipients/tl@example.org/timeline")
     assert status == 200 and line["recipient"] == "tl@example.org"
-    assert [d["state"] for d in line["deliveries"]][0] == "held"
+    assert next(d["state"] for d in line["deliveries"]) == "held"
     assert line["deliveries"][0]["reasons"][-1]["policy"] == "human_hold"
     assert len(line["deliveries"]) == 2
 
