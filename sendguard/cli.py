@@ -5,12 +5,24 @@ from __future__ import annotations
 import argparse
 import asyncio
 import getpass
+import json
 import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from sendguard import __version__, logs
+from sendguard.client import (
+    DEFAULT_TOKEN_FILE,
+    DEFAULT_URL,
+    Client,
+    ClientError,
+    environ,
+    quote,
+    resolve_token,
+    table,
+)
 from sendguard.errors import ConfigError, StoreError
 from sendguard.password import hash_password
 
@@ -30,7 +42,139 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("--config", type=Path, help="YAML config (default: the embedded default)")
 
     commands.add_parser("hash-password", help="hash a password for smtp.auth_users (reads stdin)")
+
+    api = argparse.ArgumentParser(add_help=False)
+    api.add_argument(
+        "--url", default=DEFAULT_URL, help=f"sendguard's HTTP API (default {DEFAULT_URL})"
+    )
+    api.add_argument(
+        "--token", help="API token (default: $SENDGUARD_API_TOKEN, else var/api-token)"
+    )
+    api.add_argument("--json", action="store_true", help="print the API's JSON answer")
+
+    review = commands.add_parser("review", help="the review queue: held deliveries and campaigns")
+    actions = review.add_subparsers(dest="action", required=True, metavar="ACTION")
+    listing = actions.add_parser("list", parents=[api], help="held deliveries, newest first")
+    listing.add_argument("--campaign", help="only this campaign")
+    listing.add_argument("--limit", type=int, default=50)
+    show = actions.add_parser("show", parents=[api], help="one delivery with its reasons")
+    show.add_argument("delivery_id")
+    for verb in ("approve", "reject"):
+        act = actions.add_parser(verb, parents=[api], help=f"{verb} a delivery or a campaign")
+        target = act.add_mutually_exclusive_group(required=True)
+        target.add_argument("delivery_id", nargs="?", help="a held delivery's id")
+        target.add_argument("--campaign", help="the whole campaign instead of one delivery")
+        act.add_argument("--reviewer", default=_whoami(), help="who decides (default: $USER)")
+        act.add_argument("--note", default="", help="why")
+
+    timeline = commands.add_parser(
+        "timeline", parents=[api], help="what a person was sent, spared or is waiting for"
+    )
+    timeline.add_argument("address")
+    timeline.add_argument("--limit", type=int, default=50)
     return parser
+
+
+def _whoami() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"
+
+
+def _client(args: argparse.Namespace) -> Client:
+    return Client(args.url, resolve_token(args.token, environ(), DEFAULT_TOKEN_FILE))
+
+
+def _review(args: argparse.Namespace) -> int:
+    client = _client(args)
+    if args.action == "list":
+        answer = client.call(
+            "GET",
+            "/v1/deliveries",
+            query={"state": "held", "campaign": args.campaign or "", "limit": str(args.limit)},
+        )
+        if args.json:
+            print(json.dumps(answer, indent=2))
+            return 0
+        rows = [
+            [d["id"], d["recipient"], d["campaign"] or "-", d["updated_at"], d["reason"]]
+            for d in answer["deliveries"]
+        ]
+        print(
+            table(["ID", "RECIPIENT", "CAMPAIGN", "HELD SINCE", "REASON"], rows, {4: 70})
+            if rows
+            else "nothing is held for review"
+        )
+        return 0
+    if args.action == "show":
+        answer = client.call("GET", f"/v1/deliveries/{quote(args.delivery_id)}")
+        print(json.dumps(answer, indent=2) if args.json else _describe(answer))
+        return 0
+    body = {"reviewer": args.reviewer, "note": args.note}
+    if args.campaign:
+        answer = client.call("POST", f"/v1/campaigns/{quote(args.campaign)}/{args.action}", body)
+        text = f"campaign {answer['campaign']}: {args.action}d, {answer['deliveries']} deliveries"
+    else:
+        answer = client.call(
+            "POST", f"/v1/deliveries/{quote(args.delivery_id)}/{args.action}", body
+        )
+        text = f"delivery {answer['id']} to {answer['recipient']}: now {answer['state']}"
+    print(json.dumps(answer, indent=2) if args.json else text)
+    return 0
+
+
+def _describe(delivery: dict[str, Any]) -> str:
+    lines = [
+        f"delivery   {delivery['id']}",
+        f"message    {delivery['message_id']}",
+        f"recipient  {delivery['recipient']}",
+        f"campaign   {delivery['campaign'] or '-'}",
+        f"subject    {delivery['subject']}",
+        f"state      {delivery['state']} ({delivery['reason']})",
+        "",
+        table(
+            ["AT", "STATE", "REASON"],
+            [[t["at"], t["state"], t["reason"]] for t in delivery["transitions"]],
+        ),
+        "",
+        table(
+            ["AT", "POLICY", "VERDICT", "MODE", "REASON"],
+            [
+                [r["at"], r["policy"], r["verdict"], r["mode"], r["reason"]]
+                for r in delivery["reasons"]
+            ],
+        ),
+    ]
+    return "\n".join(lines)
+
+
+def _timeline(args: argparse.Namespace) -> int:
+    answer = _client(args).call(
+        "GET", f"/v1/recipients/{quote(args.address)}/timeline", query={"limit": str(args.limit)}
+    )
+    if args.json:
+        print(json.dumps(answer, indent=2))
+        return 0
+    rows = [
+        [d["created_at"], d["state"], d["campaign"] or "-", d["subject"], d["reason"]]
+        for d in answer["deliveries"]
+    ]
+    print(f"timeline of {answer['recipient']} (newest first)")
+    print(
+        table(["RECEIVED", "STATE", "CAMPAIGN", "SUBJECT", "WHY"], rows, {3: 40, 4: 70})
+        if rows
+        else "no deliveries"
+    )
+    if answer["events"]:
+        print()
+        print(
+            table(
+                ["AT", "EVENT", "MESSAGE"],
+                [[e["at"], e["type"], e["message_id"] or "-"] for e in answer["events"]],
+            )
+        )
+    return 0
 
 
 def _print_config_error(error: ConfigError, source: Path | None) -> None:
@@ -104,6 +248,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _serve(args.config)
     if args.command == "check-config":
         return _check(args.config)
+    if args.command in ("review", "timeline"):
+        try:
+            return _review(args) if args.command == "review" else _timeline(args)
+        except ClientError as exc:
+            print(f"sendguard: {exc}", file=sys.stderr)
+            return 1
     return _hash_password()
 
 

@@ -34,6 +34,7 @@ def add_routes(router: web.UrlDispatcher) -> None:
     router.add_post("/v1/messages", send)
     router.add_get("/v1/messages/{id}", get_message)
     router.add_get("/v1/deliveries", list_deliveries)
+    router.add_get("/v1/deliveries/{id}", get_delivery)
     router.add_get("/v1/recipients/{address}/timeline", timeline)
 
 
@@ -203,6 +204,14 @@ async def get_message(request: web.Request) -> web.Response:
         raise web.HTTPNotFound(reason="No such message")
     deliveries = [await view_of(request, d) for d in await store.deliveries_of(message.id)]
     return web.json_response({**message_view(message), "deliveries": deliveries})
+
+
+async def get_delivery(request: web.Request) -> web.Response:
+    """One delivery with its history and every policy's verdict."""
+    delivery = await api(request).store.get_delivery(request.match_info["id"])
+    if delivery is None:
+        raise web.HTTPNotFound(reason="No such delivery")
+    return web.json_response(await view_of(request, delivery))
 
 
 def _query(request: web.Request, **fixed: Any) -> DeliveryQuery:

@@ -1,0 +1,97 @@
+"""A small client of sendguard's HTTP API, for the command line (`review`, `timeline`)."""
+
+from __future__ import annotations
+
+import json
+import os
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+DEFAULT_URL = "http://127.0.0.1:8025"
+DEFAULT_TOKEN_FILE = Path("var/api-token")
+
+
+class ClientError(Exception):
+    """The API answered with an error, or could not be reached."""
+
+
+def resolve_token(token: str | None, environ: Mapping[str, str], token_file: Path) -> str:
+    """--token, else $SENDGUARD_API_TOKEN, else the token file the local server wrote."""
+    if token:
+        return token
+    if environ.get("SENDGUARD_API_TOKEN"):
+        return environ["SENDGUARD_API_TOKEN"]
+    try:
+        return token_file.read_text(encoding="utf-8").strip()
+    except OSError:
+        raise ClientError(
+            f"no API token: pass --token, set SENDGUARD_API_TOKEN, or run where {token_file} "
+            "exists (the server writes it when no http.api_tokens are configured)"
+        ) from None
+
+
+class Client:
+    """Calls the API with a bearer token; answers are parsed JSON."""
+
+    def __init__(self, url: str, token: str, timeout: float = 15.0) -> None:
+        self._url = url.rstrip("/")
+        self._token = token
+        self._timeout = timeout
+
+    def call(
+        self, method: str, path: str, body: Any = None, query: Mapping[str, str] | None = None
+    ) -> Any:
+        """One request; ClientError carries the API's error message."""
+        url = self._url + path
+        if query:
+            url += "?" + urllib.parse.urlencode({k: v for k, v in query.items() if v})
+        data = json.dumps(body).encode() if body is not None else None
+        request = urllib.request.Request(url, data=data, method=method)  # noqa: S310
+        request.add_header("Authorization", f"Bearer {self._token}")
+        if data is not None:
+            request.add_header("Content-Type", "application/json")
+        try:
+            with urllib.request.urlopen(request, timeout=self._timeout) as response:  # noqa: S310
+                return json.loads(response.read())
+        except urllib.error.HTTPError as exc:
+            try:
+                error = json.loads(exc.read())["error"]
+                message = error["message"]
+            except (ValueError, KeyError, TypeError):
+                message = exc.reason
+            raise ClientError(f"{exc.code}: {message}") from None
+        except (urllib.error.URLError, OSError) as exc:
+            raise ClientError(f"cannot reach {self._url}: {exc}") from None
+
+
+def quote(segment: str) -> str:
+    """A path segment, escaped."""
+    return urllib.parse.quote(segment, safe="")
+
+
+def table(
+    headers: list[str], rows: list[list[str]], widths: Mapping[int, int] | None = None
+) -> str:
+    """A plain text table; columns listed in `widths` are cut to that many characters."""
+    cut = dict(widths or {})
+    cells = [[_cut(str(v), cut.get(i)) for i, v in enumerate(row)] for row in rows]
+    sizes = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(headers)]
+    lines = ["  ".join(h.ljust(sizes[i]) for i, h in enumerate(headers)).rstrip()]
+    lines += ["  ".join(v.ljust(sizes[i]) for i, v in enumerate(r)).rstrip() for r in cells]
+    return "\n".join(lines)
+
+
+def _cut(text: str, width: int | None) -> str:
+    text = " ".join(text.split())
+    if width is None or len(text) <= width:
+        return text
+    return text[: width - 1] + "…"
+
+
+def environ() -> Mapping[str, str]:
+    """The process environment (read here, at the edge, for the CLI only)."""
+    return os.environ
