@@ -105,9 +105,22 @@ class App:
             upstream = build_upstream(config)
             stack.push_async_callback(upstream.close)
 
-            engine = Engine(build_policies(self.settings), store, self.clock, self.metrics)
+            engine = Engine(
+                build_policies(self.settings),
+                store,
+                self.clock,
+                self.metrics,
+                hold_expiry=config.review.hold_expiry,
+            )
             dispatcher = Dispatcher(
-                store, engine, upstream, self.clock, config.delivery, self.metrics, self.owner
+                store,
+                engine,
+                upstream,
+                self.clock,
+                config.delivery,
+                self.metrics,
+                self.owner,
+                review=config.review,
             )
             dispatching = asyncio.create_task(dispatcher.run(), name="dispatcher")
 

@@ -244,6 +244,13 @@ class PolicyConfig(Strict):
     options: dict[str, Any] = Field(default_factory=dict)
 
 
+class ReviewConfig(Strict):
+    """The review queue: what happens to a held delivery nobody reviews."""
+
+    hold_expiry: Duration = timedelta(days=7)
+    on_hold_expiry: Literal["drop", "forward"] = "drop"
+
+
 class LogConfig(Strict):
     """Logging: JSON lines unless on a terminal (`format: auto`)."""
 
@@ -261,6 +268,7 @@ class Config(Strict):
     delivery: DeliveryConfig = DeliveryConfig()
     headers: HeadersConfig = HeadersConfig()
     policies: list[PolicyConfig] = Field(default_factory=list)
+    review: ReviewConfig = ReviewConfig()
     log: LogConfig = LogConfig()
 
 
@@ -321,6 +329,7 @@ _MODELS_BY_PATH: dict[str, type[BaseModel]] = {
     "delivery": DeliveryConfig,
     "headers": HeadersConfig,
     "log": LogConfig,
+    "review": ReviewConfig,
 }
 
 

@@ -75,8 +75,12 @@ _STATE_OF = {
 }
 
 
-def plan(decision: Decision, now: datetime) -> Plan:
-    """The state, reason and due time a decision puts a delivery in."""
+def plan(decision: Decision, now: datetime, hold_expiry: timedelta | None = None) -> Plan:
+    """The state, reason and due time a decision puts a delivery in.
+
+    A delivery held by a policy becomes due again when its review expires (`hold_expiry`);
+    one held by the kill switch waits for the campaign to resume.
+    """
     verdict = decision.verdict
     state = _STATE_OF[verdict.action]
     due = now if state is DeliveryState.QUEUED else verdict.until
@@ -84,6 +88,7 @@ def plan(decision: Decision, now: datetime) -> Plan:
     if state is DeliveryState.HELD:
         paused = any(o.policy == PAUSE and o.verdict is verdict for o in decision.outcomes)
         origin = "pause" if paused else "policy"
+        due = now + hold_expiry if hold_expiry is not None and not paused else None
     return Plan(state, explain(decision), due, origin)
 
 
@@ -102,21 +107,35 @@ class Engine:
     """Runs the configured policies for deliveries."""
 
     def __init__(
-        self, bindings: Sequence[PolicyBinding], store: Store, clock: Clock, metrics: Metrics
+        self,
+        bindings: Sequence[PolicyBinding],
+        store: Store,
+        clock: Clock,
+        metrics: Metrics,
+        hold_expiry: timedelta | None = None,
     ) -> None:
         self._bindings = tuple(bindings)
+        self._hold_expiry = hold_expiry
         self._store = store
         self._clock = clock
         self._metrics = metrics
+
+    def plan(self, decision: Decision, now: datetime) -> Plan:
+        """What `decision` means for a delivery's state, with this engine's hold expiry."""
+        return plan(decision, now, self._hold_expiry)
 
     @property
     def policies(self) -> tuple[PolicyBinding, ...]:
         """The configured policies, in evaluation order."""
         return self._bindings
 
-    async def decide(self, delivery: Delivery) -> Decision:
-        """Judge `delivery` with every policy; raise StoreUnavailable if the store fails."""
-        ctx = PolicyContext(self._store, self._clock.now())
+    async def decide(self, delivery: Delivery, content: bytes | None = None) -> Decision:
+        """Judge `delivery` with every policy; raise StoreUnavailable if the store fails.
+
+        `content` is the message's content when it is not committed yet (at intake).
+        """
+        contents = {delivery.message.id: content} if content is not None else None
+        ctx = PolicyContext(self._store, self._clock.now(), contents)
         outcomes = [await self._run(binding, delivery, ctx) for binding in self._bindings]
         if delivery.campaign is not None:
             # The kill switch is part of the core, not a policy: it holds whatever the config.

@@ -17,7 +17,8 @@ import structlog
 
 from sendguard.address import recipient_key, validate_address
 from sendguard.clock import Clock
-from sendguard.engine import Engine, plan
+from sendguard.content import content_hash
+from sendguard.engine import Engine
 from sendguard.errors import InvalidAddress, InvalidMessage
 from sendguard.fields import read_fields
 from sendguard.headers import Headers, split_message, strip_sendguard_headers
@@ -120,14 +121,15 @@ class Intake:
             headers=headers,
             fields=replace(read_fields(headers, self._sources), **(overrides or {})),
             size=len(content),
+            content_hash=content_hash(content),
         )
         structlog.contextvars.bind_contextvars(message_id=message.id)
         decided = []
         async with self._store.lock_recipients(message.recipients):
             for recipient in message.recipients:
                 pending = Delivery(new_id(), message, recipient, DeliveryState.QUEUED, now, now)
-                decision = await self._engine.decide(pending)
-                step = plan(decision, now)
+                decision = await self._engine.decide(pending, content)
+                step = self._engine.plan(decision, now)
                 decided.append(
                     NewDelivery(
                         pending.id,

@@ -83,6 +83,8 @@ class Message:
     headers: Headers
     fields: SendguardFields = field(default_factory=SendguardFields)
     size: int = 0
+    content_hash: str | None = None
+    """A fingerprint of the subject and text, blind to greetings and tracking parameters."""
 
     @property
     def subject(self) -> str:

@@ -20,14 +20,14 @@ the engine and the store when a delivery is forwarded.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from importlib.metadata import EntryPoint, entry_points
 from typing import Any, ClassVar, Protocol
 
 from pydantic import BaseModel
 
-from sendguard.message import Delivery
+from sendguard.message import Delivery, MessageClass
 from sendguard.store.base import Campaign, Event, Fact, HistoryEntry, Store
 from sendguard.verdict import Verdict
 
@@ -51,10 +51,14 @@ class Policy(Protocol):
 class PolicyContext:
     """A read-only view of the store for policies, at one moment in time."""
 
-    def __init__(self, store: Store, now: datetime) -> None:
+    def __init__(
+        self, store: Store, now: datetime, contents: Mapping[str, bytes] | None = None
+    ) -> None:
         self._store = store
         self.now = now
         """The time of this decision, the same for every policy judging the delivery."""
+        # At intake the message is judged before it is committed: its content is given here.
+        self._contents = contents or {}
 
     async def fact(self, key: str, contact: str | None = None) -> Fact | None:
         """The latest fact for `key` about `contact` (or without a contact)."""
@@ -65,6 +69,26 @@ class PolicyContext:
     ) -> Sequence[HistoryEntry]:
         """Sends reserved or made to `recipient` since `since` (optionally of one campaign)."""
         return await self._store.history(recipient, since, campaign=campaign)
+
+    async def send_times(
+        self,
+        since: datetime,
+        *,
+        recipient: str | None = None,
+        domain: str | None = None,
+        campaign: str | None = None,
+        exclude_classes: Sequence[MessageClass] = (),
+        limit: int = 100,
+    ) -> Sequence[datetime]:
+        """When sends were reserved since `since` (newest first, at most `limit`)."""
+        return await self._store.send_times(
+            since,
+            recipient=recipient,
+            domain=domain,
+            campaign=campaign,
+            exclude_classes=exclude_classes,
+            limit=limit,
+        )
 
     async def events(self, recipient: str, since: datetime | None = None) -> Sequence[Event]:
         """Engagement and suppression events about `recipient`."""
@@ -79,7 +103,9 @@ class PolicyContext:
         return await self._store.count_campaign(name, since)
 
     async def content(self, message_id: str) -> bytes:
-        """The stored content of a message (headers and body), for policies that read it."""
+        """The content of a message (headers and body), for policies that read it."""
+        if message_id in self._contents:
+            return self._contents[message_id]
         return await self._store.message_content(message_id)
 
 

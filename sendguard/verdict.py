@@ -31,7 +31,7 @@ _RANK = {Action.FORWARD: 0, Action.DELAY: 1, Action.HOLD: 2, Action.DROP: 3}
 
 @dataclass(frozen=True)
 class Verdict:
-    """One policy's judgement of one delivery. `until` is set for DELAY and only for it."""
+    """One policy's judgement of one delivery. `until` is required for DELAY, unused otherwise."""
 
     action: Action
     reason: str = ""

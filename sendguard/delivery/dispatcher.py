@@ -22,9 +22,9 @@ from datetime import datetime, timedelta
 import structlog
 
 from sendguard.clock import Clock, monotonic
-from sendguard.config import DeliveryConfig
+from sendguard.config import DeliveryConfig, ReviewConfig
 from sendguard.delivery.upstream import Envelope, Upstream
-from sendguard.engine import Engine, plan
+from sendguard.engine import Engine
 from sendguard.errors import Conflict, StoreUnavailable, UpstreamPermanent, UpstreamTransient
 from sendguard.message import Delivery, DeliveryState
 from sendguard.metrics import Metrics
@@ -55,6 +55,7 @@ class Dispatcher:
         config: DeliveryConfig,
         metrics: Metrics,
         owner: str,
+        review: ReviewConfig | None = None,
     ) -> None:
         self._store = store
         self._engine = engine
@@ -63,6 +64,7 @@ class Dispatcher:
         self._config = config
         self._metrics = metrics
         self._owner = owner
+        self._review = review or ReviewConfig()
         self._wake = asyncio.Event()
         self._queue: asyncio.Queue[Delivery] = asyncio.Queue(maxsize=config.workers * 2)
         self._stopping = asyncio.Event()
@@ -153,6 +155,11 @@ class Dispatcher:
                 self._queue.task_done()
 
     async def _process(self, delivery: Delivery) -> None:
+        if delivery.state is DeliveryState.HELD:
+            released = await self._expire_hold(delivery)
+            if released is None:
+                return
+            delivery = released
         if delivery.state is DeliveryState.DELAYED:
             ready = await self._reevaluate(delivery)
             if ready is None:
@@ -211,12 +218,34 @@ class Dispatcher:
         self._metrics.upstream_duration.labels(upstream=name).observe(monotonic() - started)
         self._metrics.upstream_errors.labels(upstream=name, kind=kind).inc()
 
+    async def _expire_hold(self, delivery: Delivery) -> Delivery | None:
+        """Nobody reviewed a held delivery in time: apply `review.on_hold_expiry`."""
+        now = self._clock.now()
+        waited = f"not reviewed within review.hold_expiry ({self._review.hold_expiry})"
+        if self._review.on_hold_expiry == "drop":
+            await self._finish(delivery, DeliveryState.DROPPED, waited, now)
+            return None
+        # forward: released as if approved; every policy but the human hold judges it again.
+        return await self._store.change(
+            delivery.id,
+            Change(
+                DeliveryState.DELAYED,
+                f"{waited}; released",
+                now,
+                expect=frozenset({DeliveryState.HELD}),
+                owner=self._owner,
+                due_at=now,
+                keep_claim=True,
+                approved_by="review.on_hold_expiry",
+            ),
+        )
+
     async def _reevaluate(self, delivery: Delivery) -> Delivery | None:
         """Judge a delayed delivery again; return it (still claimed) if it may be sent now."""
         async with self._store.lock_recipients([delivery.recipient]):
             decision = await self._engine.decide(delivery)
             now = self._clock.now()
-            step = plan(decision, now)
+            step = self._engine.plan(decision, now)
             changed = await self._store.change(
                 delivery.id,
                 Change(

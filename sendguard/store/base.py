@@ -295,7 +295,8 @@ class Store(ABC):
     ) -> Sequence[Delivery]:
         """Claim up to `limit` deliveries that are due, for `owner`, until `now + lease`.
 
-        Due: queued, delayed or deferred with `due_at <= now`, or sending with an expired lease.
+        Due: queued, delayed, deferred or held with `due_at <= now` (a held delivery has a due
+        time only while its review may expire), or sending with an expired lease.
         A delivery is never claimed by two owners at once.
         """
 
@@ -317,6 +318,23 @@ class Store(ABC):
         self, recipient: str, since: datetime, *, campaign: str | None = None
     ) -> Sequence[HistoryEntry]:
         """Sends reserved or made to `recipient` (a recipient key) since `since`, oldest first."""
+
+    @abstractmethod
+    async def send_times(
+        self,
+        since: datetime,
+        *,
+        recipient: str | None = None,
+        domain: str | None = None,
+        campaign: str | None = None,
+        exclude_classes: Sequence[MessageClass] = (),
+        limit: int = 100,
+    ) -> Sequence[datetime]:
+        """When sends were reserved since `since`, newest first, at most `limit` of them.
+
+        Filtered by recipient key, recipient domain and campaign when given (what frequency
+        caps count); classes in `exclude_classes` are not counted.
+        """
 
     @abstractmethod
     async def put_fact(self, fact: Fact) -> None:

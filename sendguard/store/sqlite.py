@@ -45,13 +45,15 @@ from sendguard.verdict import Decision
 _DELIVERY_COLUMNS = """
     d.id, d.recipient, d.state, d.created_at, d.updated_at, d.due_at, d.attempts,
     d.first_attempt_at, d.last_error, d.approved_by, d.hold_origin,
-    m.id, m.received_at, m.ingress, m.mail_from, m.recipients, m.headers, m.fields, m.size
+    m.id, m.received_at, m.ingress, m.mail_from, m.recipients, m.headers, m.fields, m.size,
+    m.content_hash
 """
 _DELIVERY_SELECT = (
     f"SELECT {_DELIVERY_COLUMNS} FROM deliveries d JOIN messages m ON m.id = d.message_id"
 )
 _MESSAGE_SELECT = (
-    "SELECT id, received_at, ingress, mail_from, recipients, headers, fields, size FROM messages"
+    "SELECT id, received_at, ingress, mail_from, recipients, headers, fields, size,"
+    " content_hash FROM messages"
 )
 
 
@@ -73,6 +75,7 @@ def _message(row: Sequence[Any]) -> Message:
         headers=codec.load_headers(row[5]),
         fields=codec.load_fields(row[6]),
         size=row[7],
+        content_hash=row[8],
     )
 
 
@@ -155,7 +158,8 @@ class SQLiteStore(Store):
                     raise Conflict(f"idempotency key {idempotency.key!r} was used before")
             c.execute(
                 "INSERT INTO messages (id, received_at, ingress, mail_from, recipients, headers,"
-                " fields, campaign, size, content) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " fields, campaign, size, content_hash, content)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     message.id,
                     now,
@@ -166,6 +170,7 @@ class SQLiteStore(Store):
                     codec.dump_fields(message.fields),
                     message.fields.campaign,
                     message.size,
+                    message.content_hash,
                     content,
                 ),
             )
@@ -238,7 +243,7 @@ class SQLiteStore(Store):
         c.execute(
             "INSERT OR IGNORE INTO history (delivery_id, recipient_key, domain, campaign, class,"
             " content_hash, at) SELECT d.id, d.recipient_key, d.domain, d.campaign,"
-            " json_extract(m.fields, '$.class'), NULL, ? FROM deliveries d"
+            " json_extract(m.fields, '$.class'), m.content_hash, ? FROM deliveries d"
             " JOIN messages m ON m.id = d.message_id WHERE d.id = ?",
             (at, delivery_id),
         )
@@ -375,7 +380,8 @@ class SQLiteStore(Store):
             ids = [
                 row[0]
                 for row in c.execute(
-                    "SELECT id FROM deliveries WHERE state IN ('queued', 'delayed', 'deferred')"
+                    "SELECT id FROM deliveries"
+                    " WHERE state IN ('queued', 'delayed', 'deferred', 'held')"
                     " AND due_at <= ? AND (lease_until IS NULL OR lease_until < ?)"
                     " UNION ALL SELECT id FROM deliveries WHERE state = 'sending'"
                     " AND (lease_until IS NULL OR lease_until < ?) LIMIT ?",
@@ -415,7 +421,7 @@ class SQLiteStore(Store):
         row = await self._read(
             lambda c: c.execute(
                 "SELECT MIN(due_at) FROM deliveries"
-                " WHERE state IN ('queued', 'delayed', 'deferred')"
+                " WHERE state IN ('queued', 'delayed', 'deferred', 'held')"
             ).fetchone()
         )
         return _dt(row[0]) if row else None
@@ -490,6 +496,35 @@ class SQLiteStore(Store):
             HistoryEntry(r[0], r[1], r[2], MessageClass(r[3]), r[4], from_micros(r[5]), bool(r[6]))
             for r in rows
         ]
+
+    async def send_times(
+        self,
+        since: datetime,
+        *,
+        recipient: str | None = None,
+        domain: str | None = None,
+        campaign: str | None = None,
+        exclude_classes: Sequence[MessageClass] = (),
+        limit: int = 100,
+    ) -> Sequence[datetime]:
+        where = ["at >= ?"]
+        args: list[Any] = [to_micros(since)]
+        if recipient is not None:
+            where.append("recipient_key = ?")
+            args.append(recipient_key(recipient))
+        if domain is not None:
+            where.append("domain = ?")
+            args.append(domain.lower())
+        if campaign is not None:
+            where.append("campaign = ?")
+            args.append(campaign)
+        if exclude_classes:
+            where.append(f"class NOT IN ({','.join('?' * len(exclude_classes))})")
+            args.extend(c.value for c in exclude_classes)
+        sql = f"SELECT at FROM history WHERE {' AND '.join(where)} ORDER BY at DESC LIMIT ?"
+        args.append(limit)
+        rows = await self._read(lambda c: c.execute(sql, args).fetchall())
+        return [from_micros(r[0]) for r in rows]
 
     async def put_fact(self, fact: Fact) -> None:
         def job(c: sqlite3.Connection) -> None:

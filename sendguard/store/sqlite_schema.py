@@ -17,6 +17,7 @@ MIGRATIONS: tuple[str, ...] = (
         fields TEXT NOT NULL,
         campaign TEXT,
         size INTEGER NOT NULL,
+        content_hash TEXT,
         content BLOB NOT NULL
     );
     CREATE TABLE deliveries (
@@ -39,7 +40,7 @@ MIGRATIONS: tuple[str, ...] = (
         hold_origin TEXT
     );
     CREATE INDEX deliveries_due ON deliveries(due_at)
-        WHERE state IN ('queued', 'delayed', 'deferred');
+        WHERE state IN ('queued', 'delayed', 'deferred', 'held');
     CREATE INDEX deliveries_sending ON deliveries(lease_until) WHERE state = 'sending';
     CREATE INDEX deliveries_message ON deliveries(message_id);
     CREATE INDEX deliveries_recipient ON deliveries(recipient_key, id);
@@ -78,6 +79,7 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX history_recipient ON history(recipient_key, at);
     CREATE INDEX history_domain ON history(domain, at);
+    CREATE INDEX history_campaign ON history(recipient_key, campaign, at);
     CREATE TABLE facts (
         key TEXT NOT NULL,
         contact TEXT NOT NULL,

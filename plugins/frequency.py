@@ -1,0 +1,172 @@
+"""`frequency`: caps per recipient, per recipient and campaign, per recipient domain; quiet hours.
+
+Caps count what was decided (a send is reserved when a delivery is forwarded, in the same
+transaction as the decision), so fifty messages arriving at once for one person cannot all
+slip through. Over a cap, the delivery is delayed to the exact moment the window opens again
+(when the oldest counted send leaves it), or dropped if that is further away than
+`max_delay`. Quiet hours, when configured, move a send to their end in the recipient's time
+zone (`X-Sendguard-Timezone`, else a `timezone` fact for the recipient, else
+`default_timezone`), across midnight and DST.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, time, timedelta
+from typing import ClassVar, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from sendguard.address import domain_of
+from sendguard.duration import Duration, format_duration
+from sendguard.message import Delivery, MessageClass
+from sendguard.policy import PolicyContext
+from sendguard.verdict import Verdict
+
+
+class Cap(BaseModel):
+    """At most `limit` sends in any `window`, counted per `scope`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    scope: Literal["recipient", "campaign", "domain"] = "recipient"
+    limit: int = Field(gt=0, le=10_000)
+    window: Duration
+
+    @field_validator("window")
+    @classmethod
+    def _positive(cls, window: timedelta) -> timedelta:
+        if window <= timedelta(0):
+            raise ValueError("window must be longer than 0s")
+        return window
+
+
+class QuietHours(BaseModel):
+    """No sends from `start` to `end` local time (crossing midnight when start > end)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    start: time
+    end: time
+    default_timezone: str = "UTC"
+
+    @field_validator("default_timezone")
+    @classmethod
+    def _zone(cls, name: str) -> str:
+        try:
+            ZoneInfo(name)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"{name!r} is not an IANA time zone (like Europe/Berlin)") from None
+        return name
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> QuietHours:
+        if self.start == self.end:
+            raise ValueError("start and end must differ")
+        return self
+
+
+class FrequencyOptions(BaseModel):
+    """Options of the frequency policy."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    caps: list[Cap] = Field(
+        default_factory=lambda: [
+            Cap(scope="recipient", limit=1, window=timedelta(days=1)),
+            Cap(scope="recipient", limit=3, window=timedelta(days=7)),
+        ]
+    )
+    exempt_classes: list[MessageClass] = Field(default_factory=lambda: [MessageClass.TRANSACTIONAL])
+    quiet_hours: QuietHours | None = None
+    max_delay: Duration = timedelta(days=7)
+
+
+def in_quiet_hours(local: time, quiet: QuietHours) -> bool:
+    """True if the local wall-clock time falls in the quiet period."""
+    if quiet.start < quiet.end:
+        return quiet.start <= local < quiet.end
+    return local >= quiet.start or local < quiet.end
+
+
+def quiet_end(at: datetime, zone: ZoneInfo, quiet: QuietHours) -> datetime:
+    """The first moment at or after `at` outside the quiet hours of `zone`."""
+    local = at.astimezone(zone)
+    if not in_quiet_hours(local.timetz().replace(tzinfo=None), quiet):
+        return at
+    day = local.date()
+    if local.time() >= quiet.end:  # evening part of a period that crosses midnight
+        day += timedelta(days=1)
+    end = datetime.combine(day, quiet.end, tzinfo=zone)
+    # A wall time that does not exist (DST gap) is normalised by the round trip through UTC.
+    return end.astimezone(at.tzinfo)
+
+
+class FrequencyPolicy:
+    """Delays or drops deliveries that would exceed a cap or land in quiet hours."""
+
+    Options: ClassVar[type[BaseModel]] = FrequencyOptions
+
+    def __init__(self, options: FrequencyOptions) -> None:
+        self._options = options
+
+    async def evaluate(self, delivery: Delivery, ctx: PolicyContext) -> Verdict:
+        options = self._options
+        fields = delivery.message.fields
+        if fields.message_class in options.exempt_classes:
+            return Verdict.forward(f"{fields.message_class.value} mail is exempt")
+        earliest, why = ctx.now, ""
+        for cap in options.caps:
+            opens = await self._window_opens(cap, delivery, ctx)
+            if opens is not None and opens > earliest:
+                earliest = opens
+                why = (
+                    f"{cap.scope} cap {cap.limit} per {format_duration(cap.window)} reached;"
+                    f" the window opens at {opens.isoformat()}"
+                )
+        if options.quiet_hours is not None:
+            zone = await self._zone(delivery, ctx, options.quiet_hours)
+            after = quiet_end(earliest, zone, options.quiet_hours)
+            if after > earliest:
+                earliest = after
+                why = (
+                    f"quiet hours {options.quiet_hours.start:%H:%M}-"
+                    f"{options.quiet_hours.end:%H:%M} in {zone.key}; send at "
+                    f"{after.isoformat()}"
+                )
+        if earliest <= ctx.now:
+            return Verdict.forward("within every cap")
+        if earliest - ctx.now > options.max_delay:
+            return Verdict.drop(
+                f"{why}; that is past max_delay {format_duration(options.max_delay)}"
+            )
+        return Verdict.delay(earliest, why)
+
+    async def _window_opens(
+        self, cap: Cap, delivery: Delivery, ctx: PolicyContext
+    ) -> datetime | None:
+        """When the cap allows one more send, if it is full now."""
+        if cap.scope == "campaign" and delivery.campaign is None:
+            return None
+        times = await ctx.send_times(
+            ctx.now - cap.window,
+            recipient=delivery.recipient if cap.scope != "domain" else None,
+            domain=domain_of(delivery.recipient) if cap.scope == "domain" else None,
+            campaign=delivery.campaign if cap.scope == "campaign" else None,
+            exclude_classes=self._options.exempt_classes,
+            limit=cap.limit,
+        )
+        if len(times) < cap.limit:
+            return None
+        return times[-1] + cap.window  # the oldest counted send leaves the window then
+
+    @staticmethod
+    async def _zone(delivery: Delivery, ctx: PolicyContext, quiet: QuietHours) -> ZoneInfo:
+        name = delivery.message.fields.timezone
+        if name is None:
+            fact = await ctx.fact("timezone", delivery.recipient.lower())
+            name = fact.value if fact is not None else None
+        try:
+            return ZoneInfo(name or quiet.default_timezone)
+        except (ZoneInfoNotFoundError, ValueError):
+            return ZoneInfo(quiet.default_timezone)

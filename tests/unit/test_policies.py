@@ -1,0 +1,344 @@
+"""Each built-in policy's logic against a real SQLite store and a fake clock."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, time, timedelta
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+from sendguard_plugins.context import ContextOptions, ContextPolicy
+from sendguard_plugins.fatigue import FatigueOptions, FatiguePolicy
+from sendguard_plugins.frequency import (
+    Cap,
+    FrequencyOptions,
+    FrequencyPolicy,
+    QuietHours,
+    quiet_end,
+)
+from sendguard_plugins.human_hold import HumanHoldOptions, HumanHoldPolicy
+from sendguard_plugins.repetition import RepetitionOptions, RepetitionPolicy
+
+from sendguard.content import content_hash
+from sendguard.headers import Headers
+from sendguard.ids import new_id
+from sendguard.message import (
+    Delivery,
+    DeliveryState,
+    Message,
+    MessageClass,
+    Requirement,
+    SendguardFields,
+)
+from sendguard.policy import PolicyContext
+from sendguard.store.base import Approval, Campaign, Event, EventType, Fact, NewDelivery
+from sendguard.store.sqlite import SQLiteStore
+from sendguard.testing import FakeClock, make_delivery
+from sendguard.verdict import Action, Decision, Verdict
+
+T0 = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
+ANN = "ann@example.org"
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[SQLiteStore]:
+    backend = SQLiteStore(tmp_path / "p.db")
+    await backend.open()
+    yield backend
+    await backend.close()
+
+
+async def sent(
+    store: SQLiteStore,
+    at: datetime,
+    recipient: str = ANN,
+    campaign: str | None = "c",
+    klass: MessageClass = MessageClass.MARKETING,
+    body: str = "Offer",
+) -> None:
+    raw = f"Subject: Offer\r\n\r\n{body}\r\n".encode()
+    message = Message(
+        new_id(),
+        at,
+        "test",
+        "s@example.com",
+        (recipient,),
+        Headers(()),
+        SendguardFields(campaign=campaign, message_class=klass),
+        len(raw),
+        content_hash(raw),
+    )
+    await store.add_message(
+        message,
+        raw,
+        [
+            NewDelivery(
+                new_id(), recipient, DeliveryState.QUEUED, "ok", Decision(Verdict.forward()), at
+            )
+        ],
+    )
+
+
+def ctx(store: SQLiteStore, now: datetime) -> PolicyContext:
+    return PolicyContext(store, now)
+
+
+# frequency -------------------------------------------------------------------------------------
+DAY = timedelta(days=1)
+
+
+async def test_cap_delays_to_the_exact_moment_the_window_opens(store: SQLiteStore) -> None:
+    policy = FrequencyPolicy(FrequencyOptions(caps=[Cap(limit=2, window=DAY)]))
+    await sent(store, T0 - timedelta(hours=20))
+    v = await policy.evaluate(make_delivery(ANN), ctx(store, T0))
+    assert v.action is Action.FORWARD
+    await sent(store, T0 - timedelta(hours=2))
+    v = await policy.evaluate(make_delivery(ANN), ctx(store, T0))
+    assert v.action is Action.DELAY and v.until == T0 + timedelta(hours=4)
+    # at that moment the oldest send leaves the window: exactly then it may go
+    v = await policy.evaluate(make_delivery(ANN), ctx(store, T0 + timedelta(hours=4)))
+    assert v.action is Action.FORWARD
+    v = await policy.evaluate(
+        make_delivery(ANN), ctx(store, T0 + timedelta(hours=4) - timedelta(microseconds=1))
+    )
+    assert v.action is Action.DELAY
+
+
+async def test_cap_past_max_delay_drops_and_transactional_is_exempt(store: SQLiteStore) -> None:
+    policy = FrequencyPolicy(
+        FrequencyOptions(
+            caps=[Cap(limit=1, window=timedelta(days=30))], max_delay=timedelta(days=7)
+        )
+    )
+    await sent(store, T0 - DAY)
+    v = await policy.evaluate(make_delivery(ANN), ctx(store, T0))
+    assert v.action is Action.DROP and "max_delay" in v.reason
+    tx = make_delivery(ANN, message_class=MessageClass.TRANSACTIONAL)
+    assert (await policy.evaluate(tx, ctx(store, T0))).action is Action.FORWARD
+
+
+async def test_transactional_sends_do_not_fill_marketing_caps(store: SQLiteStore) -> None:
+    policy = FrequencyPolicy(FrequencyOptions(caps=[Cap(limit=1, window=DAY)]))
+    await sent(store, T0 - timedelta(hours=1), klass=MessageClass.TRANSACTIONAL)
+    assert (await policy.evaluate(make_delivery(ANN), ctx(store, T0))).action is Action.FORWARD
+
+
+async def test_campaign_and_domain_scopes(store: SQLiteStore) -> None:
+    policy = FrequencyPolicy(
+        FrequencyOptions(
+            caps=[
+                Cap(scope="campaign", limit=1, window=DAY),
+                Cap(scope="domain", limit=2, window=DAY),
+            ]
+        )
+    )
+    await sent(store, T0 - timedelta(hours=1), campaign="a")
+    assert (
+        await policy.evaluate(make_delivery(ANN, campaign="a"), ctx(store, T0))
+    ).action is Action.DELAY
+    assert (
+        await policy.evaluate(make_delivery(ANN, campaign="b"), ctx(store, T0))
+    ).action is Action.FORWARD
+    await sent(store, T0 - timedelta(hours=1), recipient="bob@EXAMPLE.org", campaign="z")
+    v = await policy.evaluate(make_delivery("cid@example.org", campaign="q"), ctx(store, T0))
+    assert v.action is Action.DELAY and "domain cap" in v.reason
+    other = await policy.evaluate(make_delivery("x@other.org", campaign="q"), ctx(store, T0))
+    assert other.action is Action.FORWARD
+
+
+BERLIN = ZoneInfo("Europe/Berlin")
+QUIET = QuietHours(start=time(21), end=time(8), default_timezone="Europe/Berlin")
+
+
+@pytest.mark.parametrize(
+    ("local", "expected"),
+    [
+        (datetime(2026, 6, 1, 20, 59, tzinfo=BERLIN), datetime(2026, 6, 1, 20, 59, tzinfo=BERLIN)),
+        (datetime(2026, 6, 1, 21, 0, tzinfo=BERLIN), datetime(2026, 6, 2, 8, 0, tzinfo=BERLIN)),
+        (datetime(2026, 6, 1, 23, 30, tzinfo=BERLIN), datetime(2026, 6, 2, 8, 0, tzinfo=BERLIN)),
+        (datetime(2026, 6, 2, 3, 0, tzinfo=BERLIN), datetime(2026, 6, 2, 8, 0, tzinfo=BERLIN)),
+        (datetime(2026, 6, 2, 8, 0, tzinfo=BERLIN), datetime(2026, 6, 2, 8, 0, tzinfo=BERLIN)),
+        # the night the clocks go forward (29 March 2026, 02:00 -> 03:00): 8:00 is CEST
+        (datetime(2026, 3, 28, 22, 0, tzinfo=BERLIN), datetime(2026, 3, 29, 8, 0, tzinfo=BERLIN)),
+        # and back (25 October 2026): the night is an hour longer, still ends at 8:00 CET
+        (datetime(2026, 10, 25, 1, 30, tzinfo=BERLIN), datetime(2026, 10, 25, 8, 0, tzinfo=BERLIN)),
+    ],
+)
+def test_quiet_hours_across_midnight_and_dst(local: datetime, expected: datetime) -> None:
+    got = quiet_end(local.astimezone(UTC), BERLIN, QUIET)
+    assert got == expected.astimezone(UTC)
+    assert got.astimezone(BERLIN).hour == expected.hour
+
+
+def test_quiet_hours_within_one_day_and_dst_gap_end() -> None:
+    lunch = QuietHours(start=time(12), end=time(13))
+    at = datetime(2026, 6, 1, 12, 30, tzinfo=UTC)
+    assert quiet_end(at, ZoneInfo("UTC"), lunch) == datetime(2026, 6, 1, 13, tzinfo=UTC)
+    gap = QuietHours(start=time(1), end=time(2, 30))  # 02:30 does not exist on 29 March
+    got = quiet_end(datetime(2026, 3, 29, 0, 30, tzinfo=UTC), BERLIN, gap)  # 01:30 CET
+    assert got > datetime(2026, 3, 29, 0, 30, tzinfo=UTC)
+    assert got.astimezone(BERLIN).time() >= time(3)
+
+
+async def test_quiet_hours_use_header_then_fact_then_default(store: SQLiteStore) -> None:
+    policy = FrequencyPolicy(FrequencyOptions(caps=[], quiet_hours=QUIET))
+    now = datetime(2026, 6, 1, 20, 0, tzinfo=UTC)  # 22:00 Berlin, 16:00 New York
+    v = await policy.evaluate(make_delivery(ANN), ctx(store, now))
+    assert v.action is Action.DELAY and v.until == datetime(2026, 6, 2, 6, 0, tzinfo=UTC)
+    ny = make_delivery(ANN, timezone="America/New_York")
+    assert (await policy.evaluate(ny, ctx(store, now))).action is Action.FORWARD
+    await store.put_fact(Fact("timezone", "America/New_York", now, contact=ANN))
+    assert (await policy.evaluate(make_delivery(ANN), ctx(store, now))).action is Action.FORWARD
+    assert (
+        await FrequencyPolicy(FrequencyOptions(caps=[])).evaluate(
+            make_delivery("z@example.org"), ctx(store, now)
+        )
+    ).action is Action.FORWARD  # off by default
+
+
+# repetition ------------------------------------------------------------------------------------
+async def test_repetition_by_campaign_and_by_normalised_content(store: SQLiteStore) -> None:
+    policy = RepetitionPolicy(RepetitionOptions(limit=2, window=timedelta(days=30)))
+    body = "Hi Ann,\r\nGet 20% off: https://shop.example/deal?utm_source=x&id=7\r\n"
+    await sent(store, T0 - DAY, campaign="deal", body=body)
+    assert (
+        await policy.evaluate(make_delivery(ANN, campaign="deal"), ctx(store, T0))
+    ).action is Action.FORWARD
+    await sent(store, T0 - DAY, campaign="deal", body=body)
+    v = await policy.evaluate(make_delivery(ANN, campaign="deal"), ctx(store, T0))
+    assert v.action is Action.DROP and "campaign deal 2 times" in v.reason
+    # the same offer, other campaign name, other greeting and tracking: still a repeat
+    raw = (
+        b"Subject: Offer\r\n\r\nHello Ann Smith!\r\nGet 20%   off: "
+        b"https://shop.example/deal?id=7&utm_campaign=y&fbclid=abc\r\n"
+    )
+    delivery = make_delivery(ANN, campaign="renamed")
+    delivery = Delivery(
+        **{
+            **delivery.__dict__,
+            "message": Message(**{**delivery.message.__dict__, "content_hash": content_hash(raw)}),
+        }
+    )
+    v = await policy.evaluate(delivery, ctx(store, T0))
+    assert v.action is Action.DROP and "this content" in v.reason
+    assert (
+        await policy.evaluate(
+            make_delivery(ANN, campaign="deal"), ctx(store, T0 + timedelta(days=30))
+        )
+    ).action is Action.FORWARD
+
+
+def test_content_hash_ignores_what_changes_per_recipient() -> None:
+    a = b"Subject: Sale\r\n\r\nHi Ann,\r\nSee https://x.example/s?utm_source=a&p=1\r\n"
+    b = b"Subject: Sale\r\n\r\nDear Bob\r\nSee  https://x.example/s?p=1&utm_source=b\r\n"
+    c = b"Subject: Sale\r\n\r\nHi Ann,\r\nSee https://x.example/s?p=2\r\n"
+    assert content_hash(a) == content_hash(b) != content_hash(c)
+
+
+# fatigue ---------------------------------------------------------------------------------------
+async def test_fatigue_throttles_sunsets_and_engagement_restores(store: SQLiteStore) -> None:
+    policy = FatiguePolicy(
+        FatigueOptions(throttle_after=2, sunset_after=4, throttle_window=timedelta(days=7))
+    )
+    for days in (30, 20):
+        await sent(store, T0 - timedelta(days=days))
+    assert (await policy.evaluate(make_delivery(ANN), ctx(store, T0))).action is Action.FORWARD
+    await sent(store, T0 - timedelta(days=2))
+    v = await policy.evaluate(make_delivery(ANN), ctx(store, T0))
+    assert v.action is Action.DELAY and v.until == T0 + timedelta(days=5)
+    await sent(store, T0 - timedelta(days=1))
+    v = await policy.evaluate(make_delivery(ANN), ctx(store, T0))
+    assert v.action is Action.DROP and "sunset" in v.reason
+    await store.add_event(Event(EventType.CLICK, ANN, T0 - timedelta(hours=1)))
+    assert (await policy.evaluate(make_delivery(ANN), ctx(store, T0))).action is Action.FORWARD
+
+
+@pytest.mark.parametrize("kind", [EventType.UNSUBSCRIBE, EventType.BOUNCE, EventType.COMPLAINT])
+async def test_suppression_drops_marketing_not_transactional(
+    store: SQLiteStore, kind: EventType
+) -> None:
+    policy = FatiguePolicy(FatigueOptions())
+    await store.add_event(Event(kind, "Ann@Example.org", T0 - DAY))
+    v = await policy.evaluate(make_delivery(ANN), ctx(store, T0))
+    assert v.action is Action.DROP and kind.value in v.reason
+    tx = make_delivery(ANN, message_class=MessageClass.TRANSACTIONAL)
+    assert (await policy.evaluate(tx, ctx(store, T0))).action is Action.FORWARD
+
+
+# context ---------------------------------------------------------------------------------------
+async def test_context_premises(store: SQLiteStore) -> None:
+    policy = ContextPolicy(ContextOptions(max_wait=timedelta(hours=24), on_timeout="hold"))
+    needs = (Requirement("meeting:1:status", "completed"),)
+    delivery = make_delivery(ANN, requires=needs, at=T0)
+    v = await policy.evaluate(delivery, ctx(store, T0))
+    assert v.action is Action.DELAY and v.until == T0 + timedelta(hours=24)
+    v = await policy.evaluate(delivery, ctx(store, T0 + timedelta(hours=24)))
+    assert v.action is Action.HOLD and "no such fact came" in v.reason
+    short = make_delivery(ANN, requires=needs, at=T0, wait=timedelta(hours=1))
+    assert (await policy.evaluate(short, ctx(store, T0))).until == T0 + timedelta(hours=1)
+    await store.put_fact(Fact("meeting:1:status", "no_show", T0))
+    assert (await policy.evaluate(delivery, ctx(store, T0))).action is Action.DROP
+    await store.put_fact(Fact("meeting:1:status", "completed", T0, contact=ANN))
+    assert (await policy.evaluate(delivery, ctx(store, T0))).action is Action.FORWARD
+
+
+async def test_context_stale_data(store: SQLiteStore) -> None:
+    policy = ContextPolicy(ContextOptions(max_data_age=timedelta(hours=24), on_stale="drop"))
+    fresh = make_delivery(ANN, data_as_of=T0 - timedelta(hours=23))
+    stale = make_delivery(ANN, data_as_of=T0 - timedelta(hours=25))
+    assert (await policy.evaluate(fresh, ctx(store, T0))).action is Action.FORWARD
+    v = await policy.evaluate(stale, ctx(store, T0))
+    assert v.action is Action.DROP and "older than max_data_age 1d" in v.reason
+
+
+# human_hold ------------------------------------------------------------------------------------
+async def test_human_hold_rules(store: SQLiteStore) -> None:
+    policy = HumanHoldPolicy(
+        HumanHoldOptions(
+            sensitive_recipients=["@gov.example"], max_blast=2, blast_window=timedelta(hours=1)
+        )
+    )
+    assert (
+        await policy.evaluate(make_delivery(ANN, campaign="new"), ctx(store, T0))
+    ).action is Action.HOLD
+    await store.set_campaign(Campaign("new", Approval.APPROVED, False, T0, "ana"))
+    assert (
+        await policy.evaluate(make_delivery(ANN, campaign="new"), ctx(store, T0))
+    ).action is Action.FORWARD
+    await store.set_campaign(Campaign("bad", Approval.REJECTED, False, T0, "ana"))
+    assert (
+        await policy.evaluate(make_delivery(ANN, campaign="bad"), ctx(store, T0))
+    ).action is Action.DROP
+    v = await policy.evaluate(make_delivery("pm@gov.example"), ctx(store, T0))
+    assert v.action is Action.HOLD and "sensitive" in v.reason
+    approved = Delivery(**{**make_delivery(ANN, campaign="x").__dict__, "approved_by": "ana"})
+    assert (await policy.evaluate(approved, ctx(store, T0))).action is Action.FORWARD
+
+
+async def test_human_hold_patterns_and_blast(store: SQLiteStore) -> None:
+    no_campaigns = HumanHoldPolicy(
+        HumanHoldOptions(hold_unapproved_campaigns=False, patterns=[r"free\s+money"], max_blast=2)
+    )
+    raw = b"Subject: Hello\r\nContent-Type: text/plain\r\n\r\nGet FREE   money now\r\n"
+    message = Message(
+        new_id(), T0, "test", "s@example.com", (ANN,), Headers(()), SendguardFields(), len(raw)
+    )
+    await store.add_message(message, raw, [])
+    delivery = Delivery(new_id(), message, ANN, DeliveryState.QUEUED, T0, T0)
+    v = await no_campaigns.evaluate(delivery, ctx(store, T0))
+    assert v.action is Action.HOLD and "free" in v.reason
+    blast = HumanHoldPolicy(HumanHoldOptions(hold_unapproved_campaigns=False, max_blast=2))
+    for i in range(2):
+        await sent(store, T0, recipient=f"r{i}@example.org", campaign="blast")
+    v = await blast.evaluate(make_delivery(ANN, campaign="blast"), ctx(store, T0))
+    assert v.action is Action.HOLD and "max_blast 2" in v.reason
+    later = T0 + timedelta(hours=2)
+    assert (
+        await blast.evaluate(make_delivery(ANN, campaign="blast"), ctx(store, later))
+    ).action is Action.FORWARD
+
+
+def test_clock_is_injectable() -> None:
+    clock = FakeClock(T0)
+    assert clock.advance(DAY) == T0 + DAY
