@@ -29,7 +29,7 @@ def format_duration(value: timedelta) -> str:
     if micros <= 0:
         return "0s"
     parts = []
-    for unit in ("w", "d", "h", "m", "s", "ms"):
+    for unit in ("d", "h", "m", "s", "ms"):  # no weeks: "30d" reads better than "4w2d"
         size = round(_UNITS[unit] * 1_000_000)
         count, micros = divmod(micros, size)
         if count:

@@ -24,6 +24,7 @@ import structlog
 from sendguard.clock import Clock, monotonic
 from sendguard.config import DeliveryConfig, ReviewConfig
 from sendguard.delivery.upstream import Envelope, Upstream
+from sendguard.duration import format_duration
 from sendguard.engine import Engine
 from sendguard.errors import Conflict, StoreUnavailable, UpstreamPermanent, UpstreamTransient
 from sendguard.message import Delivery, DeliveryState
@@ -174,7 +175,8 @@ class Dispatcher:
             await self._finish(
                 delivery,
                 DeliveryState.FAILED,
-                f"expired: retried for longer than max_lifetime ({self._config.max_lifetime})",
+                f"expired: retried for longer than max_lifetime"
+                f" ({format_duration(self._config.max_lifetime)})",
                 now,
             )
             return
@@ -221,7 +223,9 @@ class Dispatcher:
     async def _expire_hold(self, delivery: Delivery) -> Delivery | None:
         """Nobody reviewed a held delivery in time: apply `review.on_hold_expiry`."""
         now = self._clock.now()
-        waited = f"not reviewed within review.hold_expiry ({self._review.hold_expiry})"
+        waited = (
+            f"not reviewed within review.hold_expiry ({format_duration(self._review.hold_expiry)})"
+        )
         if self._review.on_hold_expiry == "drop":
             await self._finish(delivery, DeliveryState.DROPPED, waited, now)
             return None

@@ -22,7 +22,14 @@ def test_embedded_default_is_valid() -> None:
     assert config.http.listen == "127.0.0.1:8025"
     assert config.store.url == "sqlite:///var/sendguard.db"
     assert isinstance(config.upstream, OutboxUpstream)
-    assert [p.name for p in settings.policies] == ["schedule"]
+    assert [p.name for p in settings.policies] == [
+        "schedule",
+        "context",
+        "frequency",
+        "repetition",
+        "fatigue",
+        "human_hold",
+    ]
     assert settings.api_tokens == ()
 
 

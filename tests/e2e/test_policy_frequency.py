@@ -1,0 +1,91 @@
+"""Story 3, too much mail: caps under concurrency, exemptions, shadow mode."""
+
+from __future__ import annotations
+
+import smtplib
+import threading
+import time
+from collections.abc import Callable
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.e2e.test_send_path import message, send
+from tests.support.process import SendguardProcess
+from tests.support.sink import Sink
+
+pytestmark = pytest.mark.e2e
+Start = Callable[..., SendguardProcess]
+ONE_A_DAY = [
+    {
+        "plugin": "frequency",
+        "options": {
+            "caps": [{"scope": "recipient", "limit": 1, "window": "1d"}],
+            "max_delay": "7d",
+        },
+    }
+]
+
+
+def test_fifty_at_once_over_several_connections_forward_exactly_one(
+    sendguard: Start, sink: Sink
+) -> None:
+    proc = sendguard(policies=ONE_A_DAY)
+    replies: list[int] = []
+    lock = threading.Lock()
+
+    def connection(n: int) -> None:
+        with smtplib.SMTP("127.0.0.1", proc.smtp_port, timeout=30) as client:
+            for i in range(10):
+                client.sendmail(
+                    "shop@example.com", ["busy@example.org"], message(subject=f"offer {n}-{i}")
+                )
+                with lock:
+                    replies.append(250)
+
+    threads = [threading.Thread(target=connection, args=(n,)) for n in range(5)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(replies) == 50
+    sink.wait_for(1)
+    time.sleep(0.5)
+    assert len(sink.received) == 1
+    states = proc.call("GET", "/v1/deliveries?recipient=busy@example.org&limit=100")[1]
+    counted = [d["state"] for d in states["deliveries"]]
+    assert counted.count("sent") == 1
+    assert counted.count("delayed") == 49
+    delayed = next(d for d in states["deliveries"] if d["state"] == "delayed")
+    assert "recipient cap 1 per 1d reached" in delayed["reason"]
+
+
+def test_transactional_is_exempt(sendguard: Start, sink: Sink) -> None:
+    proc = sendguard(policies=ONE_A_DAY)
+    send(proc, ["tx@example.org"], message())
+    for _ in range(3):
+        send(proc, ["tx@example.org"], message("X-Sendguard-Class: transactional"))
+    sink.wait_for(4)
+
+
+def test_shadow_mode_counts_but_never_acts(sendguard: Start, sink: Sink) -> None:
+    shadow = [{**ONE_A_DAY[0], "mode": "shadow"}]
+    proc = sendguard(policies=shadow)
+    for _ in range(3):
+        send(proc, ["shadow@example.org"], message())
+    sink.wait_for(3)
+    _, body = proc.http_get("/metrics")
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for f in text_string_to_metric_families(body.decode())
+        for s in f.samples
+    }
+    key = (
+        "sendguard_decisions_total",
+        (("mode", "shadow"), ("policy", "frequency"), ("verdict", "delay")),
+    )
+    assert samples[key] == 2
+    _status, line = proc.call("GET", "/v1/recipients/shadow@example.org/timeline")
+    reasons = line["deliveries"][0]["reasons"]
+    assert reasons[0]["mode"] == "shadow" and reasons[0]["verdict"] == "delay"
+    assert line["deliveries"][0]["state"] in ("queued", "sending", "sent")
