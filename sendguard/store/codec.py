@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
+from sendguard.clock import from_micros, to_micros
 from sendguard.duration import format_duration, parse_duration
 from sendguard.headers import Headers
-from sendguard.message import MessageClass, Requirement, SendguardFields
+from sendguard.message import (
+    Delivery,
+    DeliveryState,
+    Message,
+    MessageClass,
+    Requirement,
+    SendguardFields,
+)
 from sendguard.verdict import Action, Mode, PolicyOutcome, Verdict
 
 
@@ -76,3 +85,67 @@ def make_outcome(
         mode=Mode(mode),
         error=error,
     )
+
+
+DELIVERY_COLUMNS = """
+    d.id, d.recipient, d.state, d.created_at, d.updated_at, d.due_at, d.attempts,
+    d.first_attempt_at, d.last_error, d.approved_by, d.hold_origin,
+    m.id, m.received_at, m.ingress, m.mail_from, m.recipients, m.headers, m.fields, m.size,
+    m.content_hash
+"""
+DELIVERY_SELECT = (
+    f"SELECT {DELIVERY_COLUMNS} FROM deliveries d JOIN messages m ON m.id = d.message_id"
+)
+MESSAGE_SELECT = (
+    "SELECT id, received_at, ingress, mail_from, recipients, headers, fields, size,"
+    " content_hash FROM messages"
+)
+
+
+def micros(at: datetime | None) -> int | None:
+    """A time as stored (integer microseconds since the epoch), or None."""
+    return None if at is None else to_micros(at)
+
+
+def moment(value: int | None) -> datetime | None:
+    """The inverse of `micros`."""
+    return None if value is None else from_micros(value)
+
+
+def message_from_row(row: Sequence[Any]) -> Message:
+    """A Message from the columns of MESSAGE_SELECT."""
+    return Message(
+        id=row[0],
+        received_at=from_micros(row[1]),
+        ingress=row[2],
+        mail_from=row[3],
+        recipients=tuple(json.loads(row[4])),
+        headers=load_headers(row[5]),
+        fields=load_fields(row[6]),
+        size=row[7],
+        content_hash=row[8],
+    )
+
+
+def delivery_from_row(row: Sequence[Any]) -> Delivery:
+    """A Delivery from the columns of DELIVERY_SELECT."""
+    return Delivery(
+        id=row[0],
+        message=message_from_row(row[11:]),
+        recipient=row[1],
+        state=DeliveryState(row[2]),
+        created_at=from_micros(row[3]),
+        updated_at=from_micros(row[4]),
+        due_at=moment(row[5]),
+        attempts=row[6],
+        first_attempt_at=moment(row[7]),
+        last_error=row[8],
+        approved_by=row[9],
+        hold_origin=row[10],
+    )
+
+
+def contact_key(contact: str | None) -> str:
+    """How a fact's contact is kept: '' stands for "no contact" (keys cannot hold NULL)."""
+    # The primary key cannot hold NULL in a useful way; '' stands for "no contact".
+    return contact or ""

@@ -42,59 +42,6 @@ from sendguard.store.keyed_lock import KeyedLock
 from sendguard.store.sqlite_db import SQLiteDatabase
 from sendguard.verdict import Decision
 
-_DELIVERY_COLUMNS = """
-    d.id, d.recipient, d.state, d.created_at, d.updated_at, d.due_at, d.attempts,
-    d.first_attempt_at, d.last_error, d.approved_by, d.hold_origin,
-    m.id, m.received_at, m.ingress, m.mail_from, m.recipients, m.headers, m.fields, m.size,
-    m.content_hash
-"""
-_DELIVERY_SELECT = (
-    f"SELECT {_DELIVERY_COLUMNS} FROM deliveries d JOIN messages m ON m.id = d.message_id"
-)
-_MESSAGE_SELECT = (
-    "SELECT id, received_at, ingress, mail_from, recipients, headers, fields, size,"
-    " content_hash FROM messages"
-)
-
-
-def _us(at: datetime | None) -> int | None:
-    return None if at is None else to_micros(at)
-
-
-def _dt(micros: int | None) -> datetime | None:
-    return None if micros is None else from_micros(micros)
-
-
-def _message(row: Sequence[Any]) -> Message:
-    return Message(
-        id=row[0],
-        received_at=from_micros(row[1]),
-        ingress=row[2],
-        mail_from=row[3],
-        recipients=tuple(json.loads(row[4])),
-        headers=codec.load_headers(row[5]),
-        fields=codec.load_fields(row[6]),
-        size=row[7],
-        content_hash=row[8],
-    )
-
-
-def _delivery(row: Sequence[Any]) -> Delivery:
-    return Delivery(
-        id=row[0],
-        message=_message(row[11:]),
-        recipient=row[1],
-        state=DeliveryState(row[2]),
-        created_at=from_micros(row[3]),
-        updated_at=from_micros(row[4]),
-        due_at=_dt(row[5]),
-        attempts=row[6],
-        first_attempt_at=_dt(row[7]),
-        last_error=row[8],
-        approved_by=row[9],
-        hold_origin=row[10],
-    )
-
 
 class SQLiteStore(Store):
     """The embedded store. `path` is the database file; its directory is created if missing."""
@@ -146,7 +93,7 @@ class SQLiteStore(Store):
         def job(c: sqlite3.Connection) -> None:
             now = to_micros(message.received_at)
             if idempotency is not None:
-                expired = _us(idempotency.reusable_before) or 0
+                expired = codec.micros(idempotency.reusable_before) or 0
                 cur = c.execute(
                     "INSERT INTO idempotency (key, message_id, response, created_at)"
                     " VALUES (?, ?, ?, ?) ON CONFLICT (key) DO UPDATE SET"
@@ -193,7 +140,7 @@ class SQLiteStore(Store):
                         new.state.value,
                         now,
                         now,
-                        _us(new.due_at),
+                        codec.micros(new.due_at),
                         new.hold_origin if new.state is DeliveryState.HELD else None,
                     ),
                 )
@@ -233,7 +180,7 @@ class SQLiteStore(Store):
                     action,
                     mode,
                     why,
-                    _us(outcome.verdict.until),
+                    codec.micros(outcome.verdict.until),
                     error,
                 ),
             )
@@ -250,9 +197,9 @@ class SQLiteStore(Store):
 
     async def get_message(self, message_id: str) -> Message | None:
         row = await self._read(
-            lambda c: c.execute(f"{_MESSAGE_SELECT} WHERE id = ?", (message_id,)).fetchone()
+            lambda c: c.execute(f"{codec.MESSAGE_SELECT} WHERE id = ?", (message_id,)).fetchone()
         )
-        return None if row is None else _message(row)
+        return None if row is None else codec.message_from_row(row)
 
     async def message_content(self, message_id: str) -> bytes:
         row = await self._read(
@@ -276,17 +223,19 @@ class SQLiteStore(Store):
     # deliveries ------------------------------------------------------------------------------
     async def get_delivery(self, delivery_id: str) -> Delivery | None:
         row = await self._read(
-            lambda c: c.execute(f"{_DELIVERY_SELECT} WHERE d.id = ?", (delivery_id,)).fetchone()
+            lambda c: c.execute(
+                f"{codec.DELIVERY_SELECT} WHERE d.id = ?", (delivery_id,)
+            ).fetchone()
         )
-        return None if row is None else _delivery(row)
+        return None if row is None else codec.delivery_from_row(row)
 
     async def deliveries_of(self, message_id: str) -> Sequence[Delivery]:
         rows = await self._read(
             lambda c: c.execute(
-                f"{_DELIVERY_SELECT} WHERE d.message_id = ? ORDER BY d.rowid", (message_id,)
+                f"{codec.DELIVERY_SELECT} WHERE d.message_id = ? ORDER BY d.rowid", (message_id,)
             ).fetchall()
         )
-        return [_delivery(r) for r in rows]
+        return [codec.delivery_from_row(r) for r in rows]
 
     async def list_deliveries(self, query: DeliveryQuery) -> DeliveryPage:
         where: list[str] = []
@@ -306,11 +255,11 @@ class SQLiteStore(Store):
         if query.after is not None:
             where.append("d.id < ?")
             args.append(query.after)
-        sql = _DELIVERY_SELECT + (" WHERE " + " AND ".join(where) if where else "")
+        sql = codec.DELIVERY_SELECT + (" WHERE " + " AND ".join(where) if where else "")
         sql += " ORDER BY d.id DESC LIMIT ?"
         args.append(query.limit + 1)
         rows = await self._read(lambda c: c.execute(sql, args).fetchall())
-        page = [_delivery(r) for r in rows[: query.limit]]
+        page = [codec.delivery_from_row(r) for r in rows[: query.limit]]
         more = len(rows) > query.limit
         return DeliveryPage(page, page[-1].id if more and page else None)
 
@@ -333,7 +282,8 @@ class SQLiteStore(Store):
         )
         return [
             RecordedOutcome(
-                from_micros(r[0]), codec.make_outcome(r[1], r[2], r[3], r[4], _dt(r[5]), r[6])
+                from_micros(r[0]),
+                codec.make_outcome(r[1], r[2], r[3], r[4], codec.moment(r[5]), r[6]),
             )
             for r in rows
         ]
@@ -396,12 +346,12 @@ class SQLiteStore(Store):
                 (owner, until, *ids),
             )
             return c.execute(
-                f"{_DELIVERY_SELECT} WHERE d.id IN ({marks}) ORDER BY d.due_at",
+                f"{codec.DELIVERY_SELECT} WHERE d.id IN ({marks}) ORDER BY d.due_at",
                 ids,
             ).fetchall()
 
         rows = await self._write(job)
-        return [_delivery(r) for r in rows]
+        return [codec.delivery_from_row(r) for r in rows]
 
     async def release(self, delivery_ids: Sequence[str], owner: str) -> None:
         if not delivery_ids:
@@ -424,7 +374,7 @@ class SQLiteStore(Store):
                 " WHERE state IN ('queued', 'delayed', 'deferred', 'held')"
             ).fetchone()
         )
-        return _dt(row[0]) if row else None
+        return codec.moment(row[0]) if row else None
 
     async def change(self, delivery_id: str, change: Change) -> Delivery:
         def job(c: sqlite3.Connection) -> Any:
@@ -455,7 +405,7 @@ class SQLiteStore(Store):
                 (
                     change.to.value,
                     at,
-                    _us(change.due_at),
+                    codec.micros(change.due_at),
                     int(change.attempt),
                     change.attempt,
                     at,
@@ -475,9 +425,9 @@ class SQLiteStore(Store):
                 c.execute("UPDATE history SET sent = 1 WHERE delivery_id = ?", (delivery_id,))
             elif change.to in (DeliveryState.DROPPED, DeliveryState.FAILED):
                 c.execute("DELETE FROM history WHERE delivery_id = ?", (delivery_id,))
-            return c.execute(f"{_DELIVERY_SELECT} WHERE d.id = ?", (delivery_id,)).fetchone()
+            return c.execute(f"{codec.DELIVERY_SELECT} WHERE d.id = ?", (delivery_id,)).fetchone()
 
-        return _delivery(await self._write(job))
+        return codec.delivery_from_row(await self._write(job))
 
     # what policies read ----------------------------------------------------------------------
     async def history(
@@ -533,7 +483,12 @@ class SQLiteStore(Store):
                 " ON CONFLICT (key, contact) DO UPDATE SET value = excluded.value,"
                 " observed_at = excluded.observed_at"
                 " WHERE excluded.observed_at >= facts.observed_at",
-                (fact.key, _contact(fact.contact), fact.value, to_micros(fact.observed_at)),
+                (
+                    fact.key,
+                    codec.contact_key(fact.contact),
+                    fact.value,
+                    to_micros(fact.observed_at),
+                ),
             )
 
         await self._write(job)
@@ -542,7 +497,7 @@ class SQLiteStore(Store):
         row = await self._read(
             lambda c: c.execute(
                 "SELECT value, observed_at FROM facts WHERE key = ? AND contact = ?",
-                (key, _contact(contact)),
+                (key, codec.contact_key(contact)),
             ).fetchone()
         )
         return None if row is None else Fact(key, row[0], from_micros(row[1]), contact)
@@ -581,7 +536,7 @@ class SQLiteStore(Store):
         if row is None:
             return None
         return Campaign(
-            name, Approval(row[0]) if row[0] else None, bool(row[1]), _dt(row[2]), row[3]
+            name, Approval(row[0]) if row[0] else None, bool(row[1]), codec.moment(row[2]), row[3]
         )
 
     async def set_campaign(self, campaign: Campaign) -> None:
@@ -595,7 +550,7 @@ class SQLiteStore(Store):
                     campaign.name,
                     campaign.approval.value if campaign.approval else None,
                     int(campaign.paused),
-                    _us(campaign.updated_at),
+                    codec.micros(campaign.updated_at),
                     campaign.updated_by,
                 ),
             )
@@ -625,7 +580,9 @@ class SQLiteStore(Store):
 
         counts, reviewed = await self._read(job)
         by_name: dict[str, Campaign] = {
-            r[0]: Campaign(r[0], Approval(r[1]) if r[1] else None, bool(r[2]), _dt(r[3]), r[4])
+            r[0]: Campaign(
+                r[0], Approval(r[1]) if r[1] else None, bool(r[2]), codec.moment(r[3]), r[4]
+            )
             for r in reviewed
         }
         tallies: dict[str, dict[DeliveryState, int]] = {}
@@ -667,8 +624,3 @@ class SQLiteStore(Store):
             ).fetchall()
         )
         return [AuditEntry(from_micros(r[1]), r[2], r[3], r[4], r[5], r[6], r[0]) for r in rows]
-
-
-def _contact(contact: str | None) -> str:
-    # The primary key cannot hold NULL in a useful way; '' stands for "no contact".
-    return contact or ""
