@@ -16,6 +16,7 @@ MIGRATIONS: tuple[str, ...] = (
         headers TEXT NOT NULL,
         fields TEXT NOT NULL,
         campaign TEXT,
+        class TEXT NOT NULL,
         size INTEGER NOT NULL,
         content_hash TEXT,
         content BLOB NOT NULL

@@ -1,0 +1,644 @@
+"""The store contract in SQL, written once for every SQL backend.
+
+Each operation is an `async def job(tx)` run in one transaction by the backend: SQLite drives it
+on its database thread inside a group-committed batch, PostgreSQL on a pooled connection.
+Statements use `?` placeholders; a backend rewrites them if its driver wants others. Times are
+integer microseconds since the epoch in every backend, so comparisons are exact and alike.
+"""
+
+from __future__ import annotations
+
+import json
+from abc import abstractmethod
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import datetime, timedelta
+from typing import Any, Protocol, TypeVar
+
+from sendguard.address import domain_of, recipient_key
+from sendguard.clock import from_micros, to_micros
+from sendguard.errors import Conflict
+from sendguard.message import Delivery, DeliveryState, Message, MessageClass, Transition
+from sendguard.store import codec
+from sendguard.store.base import (
+    Approval,
+    AuditEntry,
+    Campaign,
+    CampaignSummary,
+    Change,
+    DeliveryPage,
+    DeliveryQuery,
+    Event,
+    EventType,
+    Fact,
+    HistoryEntry,
+    IdempotencyRecord,
+    NewDelivery,
+    RecordedOutcome,
+    Store,
+)
+from sendguard.verdict import Decision
+
+T = TypeVar("T")
+_DUE_STATES = "('queued', 'delayed', 'deferred', 'held')"
+
+
+class Tx(Protocol):
+    """One open transaction, as the shared SQL sees it."""
+
+    async def execute(self, sql: str, args: Sequence[Any] = ()) -> int:
+        """Run a statement; return how many rows it changed."""
+        ...
+
+    async def fetch(self, sql: str, args: Sequence[Any] = ()) -> list[Sequence[Any]]:
+        """Run a query; return every row."""
+        ...
+
+
+Job = Callable[[Tx], Awaitable[T]]
+
+
+async def _one(tx: Tx, sql: str, args: Sequence[Any] = ()) -> Sequence[Any] | None:
+    rows = await tx.fetch(sql, args)
+    return rows[0] if rows else None
+
+
+def _marks(count: int) -> str:
+    return ",".join("?" * count)
+
+
+class SqlStore(Store):
+    """Every contract operation; a backend supplies transactions, locks and lifecycle."""
+
+    #: appended to the claim query (PostgreSQL: "FOR UPDATE SKIP LOCKED")
+    claim_lock = ""
+
+    @abstractmethod
+    async def _write(self, job: Job[T]) -> T:
+        """Run `job` in a read-write transaction and commit it durably."""
+
+    @abstractmethod
+    async def _read(self, job: Job[T]) -> T:
+        """Run `job` in a read-only transaction."""
+
+    async def _notify(self, tx: Tx) -> None:
+        """Tell other instances that work became due now (PostgreSQL: NOTIFY)."""
+        del tx
+
+    # messages --------------------------------------------------------------------------------
+    async def add_message(
+        self,
+        message: Message,
+        content: bytes,
+        deliveries: Sequence[NewDelivery],
+        idempotency: IdempotencyRecord | None = None,
+    ) -> None:
+        now = to_micros(message.received_at)
+
+        async def job(tx: Tx) -> None:
+            if idempotency is not None:
+                changed = await tx.execute(
+                    "INSERT INTO idempotency (key, message_id, response, created_at)"
+                    " VALUES (?, ?, ?, ?) ON CONFLICT (key) DO UPDATE SET"
+                    " message_id = excluded.message_id, response = excluded.response,"
+                    " created_at = excluded.created_at WHERE idempotency.created_at < ?",
+                    (
+                        idempotency.key,
+                        idempotency.message_id,
+                        idempotency.response,
+                        now,
+                        codec.micros(idempotency.reusable_before) or 0,
+                    ),
+                )
+                if changed == 0:
+                    raise Conflict(f"idempotency key {idempotency.key!r} was used before")
+            await tx.execute(
+                "INSERT INTO messages (id, received_at, ingress, mail_from, recipients, headers,"
+                " fields, campaign, class, size, content_hash, content)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    message.id,
+                    now,
+                    message.ingress,
+                    message.mail_from,
+                    json.dumps(message.recipients, ensure_ascii=False),
+                    codec.dump_headers(message.headers),
+                    codec.dump_fields(message.fields),
+                    message.fields.campaign,
+                    message.fields.message_class.value,
+                    message.size,
+                    message.content_hash,
+                    content,
+                ),
+            )
+            for key in sorted({r.key for r in message.fields.requires}):
+                await tx.execute(
+                    "INSERT INTO requirements (message_id, key) VALUES (?, ?)", (message.id, key)
+                )
+            for new in deliveries:
+                await tx.execute(
+                    "INSERT INTO deliveries (id, message_id, recipient, recipient_key, domain,"
+                    " campaign, state, created_at, updated_at, due_at, hold_origin)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        new.id,
+                        message.id,
+                        new.recipient,
+                        recipient_key(new.recipient),
+                        domain_of(new.recipient),
+                        message.fields.campaign,
+                        new.state.value,
+                        now,
+                        now,
+                        codec.micros(new.due_at),
+                        new.hold_origin if new.state is DeliveryState.HELD else None,
+                    ),
+                )
+                await self._record(tx, new.id, new.state, new.reason, now, new.decision)
+                if new.state is DeliveryState.QUEUED:
+                    await self._reserve(tx, new.id, now)
+
+        await self._write(job)
+
+    @staticmethod
+    async def _record(
+        tx: Tx,
+        delivery_id: str,
+        state: DeliveryState,
+        reason: str,
+        at: int,
+        decision: Decision | None,
+    ) -> None:
+        await tx.execute(
+            "INSERT INTO transitions (delivery_id, seq, at, state, reason) VALUES (?,"
+            " (SELECT COALESCE(MAX(seq), 0) + 1 FROM transitions WHERE delivery_id = ?),"
+            " ?, ?, ?)",
+            (delivery_id, delivery_id, at, state.value, reason),
+        )
+        for outcome in decision.outcomes if decision is not None else ():
+            policy, action, mode, why, error = codec.outcome_columns(outcome)
+            await tx.execute(
+                "INSERT INTO outcomes (delivery_id, seq, at, policy, action, mode, reason,"
+                " until, error) VALUES (?, (SELECT COALESCE(MAX(seq), 0) + 1 FROM outcomes"
+                " WHERE delivery_id = ?), ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    delivery_id,
+                    delivery_id,
+                    at,
+                    policy,
+                    action,
+                    mode,
+                    why,
+                    codec.micros(outcome.verdict.until),
+                    error,
+                ),
+            )
+
+    @staticmethod
+    async def _reserve(tx: Tx, delivery_id: str, at: int) -> None:
+        await tx.execute(
+            "INSERT INTO history (delivery_id, recipient_key, domain, campaign, class,"
+            " content_hash, at) SELECT d.id, d.recipient_key, d.domain, d.campaign, m.class,"
+            " m.content_hash, ? FROM deliveries d JOIN messages m ON m.id = d.message_id"
+            " WHERE d.id = ? ON CONFLICT (delivery_id) DO NOTHING",
+            (at, delivery_id),
+        )
+
+    async def get_message(self, message_id: str) -> Message | None:
+        async def job(tx: Tx) -> Sequence[Any] | None:
+            return await _one(tx, f"{codec.MESSAGE_SELECT} WHERE id = ?", (message_id,))
+
+        row = await self._read(job)
+        return None if row is None else codec.message_from_row(row)
+
+    async def message_content(self, message_id: str) -> bytes:
+        async def job(tx: Tx) -> Sequence[Any] | None:
+            return await _one(tx, "SELECT content FROM messages WHERE id = ?", (message_id,))
+
+        row = await self._read(job)
+        if row is None:
+            raise Conflict(f"message {message_id} has no stored content")
+        return bytes(row[0])
+
+    async def idempotent_response(self, key: str, since: datetime) -> IdempotencyRecord | None:
+        async def job(tx: Tx) -> Sequence[Any] | None:
+            return await _one(
+                tx,
+                "SELECT message_id, response FROM idempotency WHERE key = ? AND created_at >= ?",
+                (key, to_micros(since)),
+            )
+
+        row = await self._read(job)
+        return None if row is None else IdempotencyRecord(key, row[0], bytes(row[1]))
+
+    # deliveries ------------------------------------------------------------------------------
+    async def get_delivery(self, delivery_id: str) -> Delivery | None:
+        async def job(tx: Tx) -> Sequence[Any] | None:
+            return await _one(tx, f"{codec.DELIVERY_SELECT} WHERE d.id = ?", (delivery_id,))
+
+        row = await self._read(job)
+        return None if row is None else codec.delivery_from_row(row)
+
+    async def deliveries_of(self, message_id: str) -> Sequence[Delivery]:
+        async def job(tx: Tx) -> list[Sequence[Any]]:
+            return await tx.fetch(
+                f"{codec.DELIVERY_SELECT} WHERE d.message_id = ? ORDER BY d.id", (message_id,)
+            )
+
+        return [codec.delivery_from_row(r) for r in await self._read(job)]
+
+    async def list_deliveries(self, query: DeliveryQuery) -> DeliveryPage:
+        where: list[str] = []
+        args: list[Any] = []
+        for clause, value in (
+            ("d.state = ?", query.state.value if query.state else None),
+            ("d.campaign = ?", query.campaign),
+            ("d.recipient_key = ?", recipient_key(query.recipient) if query.recipient else None),
+            ("d.created_at >= ?", codec.micros(query.since)),
+            ("d.id < ?", query.after),
+        ):
+            if value is not None:
+                where.append(clause)
+                args.append(value)
+        sql = codec.DELIVERY_SELECT + (" WHERE " + " AND ".join(where) if where else "")
+
+        async def job(tx: Tx) -> list[Sequence[Any]]:
+            return await tx.fetch(sql + " ORDER BY d.id DESC LIMIT ?", [*args, query.limit + 1])
+
+        rows = await self._read(job)
+        page = [codec.delivery_from_row(r) for r in rows[: query.limit]]
+        more = len(rows) > query.limit
+        return DeliveryPage(page, page[-1].id if more and page else None)
+
+    async def transitions(self, delivery_id: str) -> Sequence[Transition]:
+        async def job(tx: Tx) -> list[Sequence[Any]]:
+            return await tx.fetch(
+                "SELECT at, state, reason FROM transitions WHERE delivery_id = ? ORDER BY seq",
+                (delivery_id,),
+            )
+
+        return [
+            Transition(from_micros(at), DeliveryState(state), why)
+            for at, state, why in await self._read(job)
+        ]
+
+    async def outcomes(self, delivery_id: str) -> Sequence[RecordedOutcome]:
+        async def job(tx: Tx) -> list[Sequence[Any]]:
+            return await tx.fetch(
+                "SELECT at, policy, action, mode, reason, until, error FROM outcomes"
+                " WHERE delivery_id = ? ORDER BY seq",
+                (delivery_id,),
+            )
+
+        return [
+            RecordedOutcome(
+                from_micros(r[0]),
+                codec.make_outcome(r[1], r[2], r[3], r[4], codec.moment(r[5]), r[6]),
+            )
+            for r in await self._read(job)
+        ]
+
+    async def wake_waiting(
+        self, now: datetime, *, fact_key: str | None = None, recipient: str | None = None
+    ) -> int:
+        at = to_micros(now)
+
+        async def job(tx: Tx) -> int:
+            woken = 0
+            if fact_key is not None:
+                woken += await tx.execute(
+                    "UPDATE deliveries SET due_at = ? WHERE state = 'delayed' AND due_at > ?"
+                    " AND message_id IN (SELECT message_id FROM requirements WHERE key = ?)",
+                    (at, at, fact_key),
+                )
+            if recipient is not None:
+                woken += await tx.execute(
+                    "UPDATE deliveries SET due_at = ? WHERE state = 'delayed' AND due_at > ?"
+                    " AND recipient_key = ?",
+                    (at, at, recipient_key(recipient)),
+                )
+            if woken:
+                await self._notify(tx)
+            return woken
+
+        return await self._write(job)
+
+    async def count_by_state(self) -> dict[DeliveryState, int]:
+        async def job(tx: Tx) -> list[Sequence[Any]]:
+            return await tx.fetch("SELECT state, COUNT(*) FROM deliveries GROUP BY state")
+
+        counts = dict.fromkeys(DeliveryState, 0)
+        counts.update({DeliveryState(state): n for state, n in await self._read(job)})
+        return counts
+
+    # work ------------------------------------------------------------------------------------
+    async def claim_due(
+        self, now: datetime, owner: str, limit: int, lease: timedelta
+    ) -> Sequence[Delivery]:
+        at, until = to_micros(now), to_micros(now + lease)
+
+        async def job(tx: Tx) -> list[Sequence[Any]]:
+            rows = await tx.fetch(
+                f"SELECT id FROM deliveries WHERE ((state IN {_DUE_STATES} AND due_at <= ?)"
+                " OR state = 'sending') AND (lease_until IS NULL OR lease_until < ?)"
+                f" ORDER BY due_at LIMIT ? {self.claim_lock}",
+                (at, at, limit),
+            )
+            ids = [r[0] for r in rows]
+            if not ids:
+                return []
+            await tx.execute(
+                "UPDATE deliveries SET owner = ?, lease_until = ?"
+                f" WHERE id IN ({_marks(len(ids))})",
+                (owner, until, *ids),
+            )
+            return await tx.fetch(
+                f"{codec.DELIVERY_SELECT} WHERE d.id IN ({_marks(len(ids))}) ORDER BY d.due_at",
+                ids,
+            )
+
+        return [codec.delivery_from_row(r) for r in await self._write(job)]
+
+    async def release(self, delivery_ids: Sequence[str], owner: str) -> None:
+        if not delivery_ids:
+            return
+
+        async def job(tx: Tx) -> None:
+            await tx.execute(
+                "UPDATE deliveries SET owner = NULL, lease_until = NULL"
+                f" WHERE owner = ? AND id IN ({_marks(len(delivery_ids))})",
+                (owner, *delivery_ids),
+            )
+
+        await self._write(job)
+
+    async def next_due_at(self) -> datetime | None:
+        async def job(tx: Tx) -> Sequence[Any] | None:
+            return await _one(
+                tx, f"SELECT MIN(due_at) FROM deliveries WHERE state IN {_DUE_STATES}"
+            )
+
+        row = await self._read(job)
+        return codec.moment(row[0]) if row else None
+
+    async def change(self, delivery_id: str, change: Change) -> Delivery:
+        async def job(tx: Tx) -> Sequence[Any]:
+            row = await _one(tx, "SELECT state, owner FROM deliveries WHERE id = ?", (delivery_id,))
+            if row is None:
+                raise Conflict(f"no delivery {delivery_id}")
+            state, owner = row[0], row[1]
+            if change.expect is not None and DeliveryState(state) not in change.expect:
+                allowed = ", ".join(sorted(s.value for s in change.expect))
+                raise Conflict(f"delivery {delivery_id} is {state}, not {allowed}")
+            if change.owner is not None and owner != change.owner:
+                raise Conflict(f"delivery {delivery_id} is no longer claimed by {change.owner}")
+            at = to_micros(change.at)
+            keep_claim = change.keep_claim or change.to is DeliveryState.SENDING
+            await tx.execute(
+                "UPDATE deliveries SET state = ?, updated_at = ?, due_at = ?,"
+                " attempts = attempts + ?,"
+                " first_attempt_at = CASE WHEN ? THEN COALESCE(first_attempt_at, ?)"
+                "   ELSE first_attempt_at END,"
+                " last_error = COALESCE(?, last_error),"
+                " approved_by = COALESCE(?, approved_by),"
+                " hold_origin = ?,"
+                " owner = CASE WHEN ? THEN owner ELSE NULL END,"
+                " lease_until = CASE WHEN ? THEN lease_until ELSE NULL END"
+                " WHERE id = ?",
+                (
+                    change.to.value,
+                    at,
+                    codec.micros(change.due_at),
+                    int(change.attempt),
+                    change.attempt,
+                    at,
+                    change.error,
+                    change.approved_by,
+                    (change.hold_origin or "policy") if change.to is DeliveryState.HELD else None,
+                    keep_claim,
+                    keep_claim,
+                    delivery_id,
+                ),
+            )
+            await self._record(tx, delivery_id, change.to, change.reason, at, change.decision)
+            if change.to is DeliveryState.QUEUED:
+                await self._reserve(tx, delivery_id, at)
+            elif change.to is DeliveryState.SENT:
+                await tx.execute(
+                    "UPDATE history SET sent = 1 WHERE delivery_id = ?", (delivery_id,)
+                )
+            elif change.to in (DeliveryState.DROPPED, DeliveryState.FAILED):
+                await tx.execute("DELETE FROM history WHERE delivery_id = ?", (delivery_id,))
+            if change.due_at is not None and change.due_at <= change.at and not keep_claim:
+                await self._notify(tx)
+            row = await _one(tx, f"{codec.DELIVERY_SELECT} WHERE d.id = ?", (delivery_id,))
+            assert row is not None
+            return row
+
+        return codec.delivery_from_row(await self._write(job))
+
+    # what policies read ----------------------------------------------------------------------
+    async def history(
+        self, recipient: str, since: datetime, *, campaign: str | None = None
+    ) -> Sequence[HistoryEntry]:
+        sql = (
+            "SELECT delivery_id, recipient_key, campaign, class, content_hash, at, sent"
+            " FROM history WHERE recipient_key = ? AND at >= ?"
+        )
+        args: list[Any] = [recipient_key(recipient), to_micros(since)]
+        if campaign is not None:
+            sql += " AND campaign = ?"
+            args.append(campaign)
+
+        async def job(tx: Tx) -> list[Sequence[Any]]:
+            return await tx.fetch(sql + " ORDER BY at", args)
+
+        return [
+            HistoryEntry(r[0], r[1], r[2], MessageClass(r[3]), r[4], from_micros(r[5]), bool(r[6]))
+            for r in await self._read(job)
+        ]
+
+    async def send_times(
+        self,
+        since: datetime,
+        *,
+        recipient: str | None = None,
+        domain: str | None = None,
+        campaign: str | None = None,
+        exclude_classes: Sequence[MessageClass] = (),
+        limit: int = 100,
+    ) -> Sequence[datetime]:
+        where = ["at >= ?"]
+        args: list[Any] = [to_micros(since)]
+        for clause, value in (
+            ("recipient_key = ?", recipient_key(recipient) if recipient else None),
+            ("domain = ?", domain.lower() if domain else None),
+            ("campaign = ?", campaign),
+        ):
+            if value is not None:
+                where.append(clause)
+                args.append(value)
+        if exclude_classes:
+            where.append(f"class NOT IN ({_marks(len(exclude_classes))})")
+            args.extend(c.value for c in exclude_classes)
+        sql = f"SELECT at FROM history WHERE {' AND '.join(where)} ORDER BY at DESC LIMIT ?"
+
+        async def job(tx: Tx) -> list[Sequence[Any]]:
+            return await tx.fetch(sql, [*args, limit])
+
+        return [from_micros(r[0]) for r in await self._read(job)]
+
+    async def put_fact(self, fact: Fact) -> None:
+        async def job(tx: Tx) -> None:
+            await tx.execute(
+                "INSERT INTO facts (key, contact, value, observed_at) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT (key, contact) DO UPDATE SET value = excluded.value,"
+                " observed_at = excluded.observed_at"
+                " WHERE excluded.observed_at >= facts.observed_at",
+                (
+                    fact.key,
+                    codec.contact_key(fact.contact),
+                    fact.value,
+                    to_micros(fact.observed_at),
+                ),
+            )
+
+        await self._write(job)
+
+    async def get_fact(self, key: str, contact: str | None = None) -> Fact | None:
+        async def job(tx: Tx) -> Sequence[Any] | None:
+            return await _one(
+                tx,
+                "SELECT value, observed_at FROM facts WHERE key = ? AND contact = ?",
+                (key, codec.contact_key(contact)),
+            )
+
+        row = await self._read(job)
+        return None if row is None else Fact(key, row[0], from_micros(row[1]), contact)
+
+    async def add_event(self, event: Event) -> None:
+        async def job(tx: Tx) -> None:
+            await tx.execute(
+                "INSERT INTO events (type, recipient_key, message_id, at) VALUES (?, ?, ?, ?)",
+                (
+                    event.type.value,
+                    recipient_key(event.recipient),
+                    event.message_id,
+                    to_micros(event.at),
+                ),
+            )
+
+        await self._write(job)
+
+    async def events(self, recipient: str, since: datetime | None = None) -> Sequence[Event]:
+        async def job(tx: Tx) -> list[Sequence[Any]]:
+            return await tx.fetch(
+                "SELECT type, recipient_key, at, message_id FROM events"
+                " WHERE recipient_key = ? AND at >= ? ORDER BY at",
+                (recipient_key(recipient), to_micros(since) if since else 0),
+            )
+
+        return [
+            Event(EventType(r[0]), r[1], from_micros(r[2]), r[3]) for r in await self._read(job)
+        ]
+
+    @staticmethod
+    def _campaign(row: Sequence[Any]) -> Campaign:
+        return Campaign(
+            row[0], Approval(row[1]) if row[1] else None, bool(row[2]), codec.moment(row[3]), row[4]
+        )
+
+    async def get_campaign(self, name: str) -> Campaign | None:
+        async def job(tx: Tx) -> Sequence[Any] | None:
+            return await _one(
+                tx,
+                "SELECT name, approval, paused, updated_at, updated_by FROM campaigns"
+                " WHERE name = ?",
+                (name,),
+            )
+
+        row = await self._read(job)
+        return None if row is None else self._campaign(row)
+
+    async def set_campaign(self, campaign: Campaign) -> None:
+        async def job(tx: Tx) -> None:
+            await tx.execute(
+                "INSERT INTO campaigns (name, approval, paused, updated_at, updated_by)"
+                " VALUES (?, ?, ?, ?, ?) ON CONFLICT (name) DO UPDATE SET"
+                " approval = excluded.approval, paused = excluded.paused,"
+                " updated_at = excluded.updated_at, updated_by = excluded.updated_by",
+                (
+                    campaign.name,
+                    campaign.approval.value if campaign.approval else None,
+                    int(campaign.paused),
+                    codec.micros(campaign.updated_at),
+                    campaign.updated_by,
+                ),
+            )
+
+        await self._write(job)
+
+    async def count_campaign(self, name: str, since: datetime) -> int:
+        async def job(tx: Tx) -> Sequence[Any] | None:
+            return await _one(
+                tx,
+                "SELECT COUNT(*) FROM deliveries WHERE campaign = ? AND created_at >= ?",
+                (name, to_micros(since)),
+            )
+
+        row = await self._read(job)
+        return int(row[0]) if row else 0
+
+    async def campaigns(self) -> Sequence[CampaignSummary]:
+        async def job(tx: Tx) -> tuple[list[Sequence[Any]], list[Sequence[Any]]]:
+            counts = await tx.fetch(
+                "SELECT campaign, state, COUNT(*) FROM deliveries WHERE campaign IS NOT NULL"
+                " GROUP BY campaign, state"
+            )
+            reviewed = await tx.fetch(
+                "SELECT name, approval, paused, updated_at, updated_by FROM campaigns"
+            )
+            return counts, reviewed
+
+        counts, reviewed = await self._read(job)
+        by_name = {r[0]: self._campaign(r) for r in reviewed}
+        tallies: dict[str, dict[DeliveryState, int]] = {}
+        for name, state, n in counts:
+            tallies.setdefault(name, dict.fromkeys(DeliveryState, 0))[DeliveryState(state)] = n
+        return [
+            CampaignSummary(
+                by_name.get(name, Campaign(name)),
+                tallies.get(name, dict.fromkeys(DeliveryState, 0)),
+            )
+            for name in sorted(set(by_name) | set(tallies))
+        ]
+
+    # audit -----------------------------------------------------------------------------------
+    async def add_audit(self, entry: AuditEntry) -> None:
+        async def job(tx: Tx) -> None:
+            await tx.execute(
+                "INSERT INTO audit (at, actor, action, target, note, count)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (
+                    to_micros(entry.at),
+                    entry.actor,
+                    entry.action,
+                    entry.target,
+                    entry.note,
+                    entry.count,
+                ),
+            )
+
+        await self._write(job)
+
+    async def audit(self, limit: int = 100) -> Sequence[AuditEntry]:
+        async def job(tx: Tx) -> list[Sequence[Any]]:
+            return await tx.fetch(
+                "SELECT id, at, actor, action, target, note, count FROM audit"
+                " ORDER BY id DESC LIMIT ?",
+                (limit,),
+            )
+
+        return [
+            AuditEntry(from_micros(r[1]), r[2], r[3], r[4], r[5], r[6], r[0])
+            for r in await self._read(job)
+        ]
