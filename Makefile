@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint typecheck unit venv clean
+.PHONY: run test lint typecheck unit venv clean postgres
 
 $(STAMP): pyproject.toml tests/plugin_pkg/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,7 +26,16 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy sendguard plugins
 
-test: lint typecheck
+# The suite talks to the PostgreSQL server on 127.0.0.1:5432 (trust auth, database `test`);
+# start the machine's cluster if it is installed but stopped.
+postgres:
+	@pg_isready -q -h 127.0.0.1 -p 5432 || { \
+	  command -v pg_ctlcluster >/dev/null && \
+	  pg_ctlcluster --skip-systemctl-redirect $$(ls /etc/postgresql | head -1) main start && \
+	  sleep 2 && pg_isready -h 127.0.0.1 -p 5432; } || { \
+	  echo "PostgreSQL is not running on 127.0.0.1:5432 and could not be started" >&2; exit 1; }
+
+test: lint typecheck postgres
 	$(BIN)/pytest
 
 clean:

@@ -95,7 +95,12 @@ class App:
         config = self.settings.config
         drain = config.delivery.drain_timeout.total_seconds()
         async with AsyncExitStack() as stack:
-            store = open_store(config.store.url, busy_timeout=config.store.busy_timeout)
+            store = open_store(
+                config.store.url,
+                busy_timeout=config.store.busy_timeout,
+                schema=config.store.schema_,
+                pool_size=config.store.pool_size,
+            )
             await store.open()
             stack.push_async_callback(store.close)
             recovered = await store.recover(self.clock.now())
@@ -122,6 +127,7 @@ class App:
                 self.owner,
                 review=config.review,
             )
+            store.subscribe(dispatcher.wake)
             dispatching = asyncio.create_task(dispatcher.run(), name="dispatcher")
 
             async def stop_dispatcher() -> None:

@@ -142,8 +142,13 @@ class HttpConfig(Strict):
 class StoreConfig(Strict):
     """Where state is kept."""
 
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
     url: str = "sqlite:///var/sendguard.db"
     busy_timeout: Duration = timedelta(seconds=5)
+    schema_: str = Field(default="public", alias="schema", pattern=r"^[a-z_][a-z0-9_]{0,62}$")
+    pool_size: int = Field(default=10, gt=1, le=500)
+    retention: Duration = timedelta(days=90)
 
     @field_validator("url")
     @classmethod

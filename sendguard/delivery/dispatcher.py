@@ -104,6 +104,8 @@ class Dispatcher:
                     )
                 except StoreUnavailable as exc:
                     log.warning("claiming failed; retrying", error=str(exc))
+                except Exception:  # the claimer must keep running whatever happens
+                    log.exception("claiming failed unexpectedly; retrying")
             for delivery in claimed:
                 await self._queue.put(delivery)
             if claimed and len(claimed) == room:
@@ -113,10 +115,12 @@ class Dispatcher:
 
     async def _sleep_until_due(self) -> None:
         timeout = self._config.poll_interval.total_seconds()
-        with contextlib.suppress(StoreUnavailable):
+        try:
             due = await self._store.next_due_at()
-            if due is not None:
-                timeout = min(timeout, max(0.0, (due - self._clock.now()).total_seconds()))
+        except Exception:  # noqa: BLE001 - sleeping the poll interval is the safe fallback
+            due = None
+        if due is not None:
+            timeout = min(timeout, max(0.0, (due - self._clock.now()).total_seconds()))
         if self._queue.full():
             timeout = max(timeout, 0.01)
         with contextlib.suppress(TimeoutError):
@@ -151,6 +155,8 @@ class Dispatcher:
                 log.info("delivery changed under us; skipped", error=str(exc))
             except StoreUnavailable as exc:
                 log.warning("store unavailable; delivery retried after its lease", error=str(exc))
+            except Exception:  # a worker must outlive any single delivery's failure
+                log.exception("delivery failed unexpectedly; retried after its lease")
             finally:
                 self._busy -= 1
                 self._queue.task_done()

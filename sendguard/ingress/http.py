@@ -68,6 +68,9 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         if exc.status == 405 and "Allow" in exc.headers:
             response.headers["Allow"] = exc.headers["Allow"]
         return response
+    except Exception:  # a bug must still answer in the API's error shape, and be logged
+        log.exception("request failed", method=request.method, path=request.path)
+        return error_body(500, "internal_error", "internal error; see the server log")
 
 
 @web.middleware

@@ -27,7 +27,9 @@ def sqlite_path(url: str) -> Path:
     return Path(rest[1:])
 
 
-def open_store(url: str, *, busy_timeout: timedelta) -> Store:
+def open_store(
+    url: str, *, busy_timeout: timedelta, schema: str = "public", pool_size: int = 10
+) -> Store:
     """The store backend for `url` (not yet opened)."""
     scheme = urlsplit(url).scheme
     if scheme == "sqlite":
@@ -35,13 +37,10 @@ def open_store(url: str, *, busy_timeout: timedelta) -> Store:
 
         return SQLiteStore(sqlite_path(url), busy_timeout=busy_timeout)
     if scheme in ("postgresql", "postgres"):
-        raise ConfigError(
-            [
-                ConfigProblem(
-                    "store.url",
-                    "the PostgreSQL store is not available in this version yet; use sqlite:///path",
-                )
-            ]
+        from sendguard.store.postgres import PostgresStore  # noqa: PLC0415
+
+        return PostgresStore(
+            url, schema=schema, pool_size=pool_size, timeout=busy_timeout.total_seconds()
         )
     raise ConfigError(
         [

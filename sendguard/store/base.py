@@ -15,7 +15,7 @@ Rules every backend enforces, so the callers need not:
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -218,6 +218,10 @@ class Store(ABC):
     @abstractmethod
     def stats(self) -> StoreStats:
         """Counters about this store's own work."""
+
+    def subscribe(self, callback: Callable[[], None]) -> None:
+        """Call `callback` when another process made work due now (a shared store only)."""
+        del callback
 
     # serialisation ---------------------------------------------------------------------------
     @abstractmethod

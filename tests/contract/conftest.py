@@ -9,18 +9,27 @@ from pathlib import Path
 import pytest
 
 from sendguard.store.base import Store
+from sendguard.store.postgres import PostgresStore
 from sendguard.store.sqlite import SQLiteStore
+from tests.support.postgres import DSN, drop_schema, new_schema, reachable
 
-BACKENDS = ["sqlite"]
+BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
 
 
 @pytest.fixture(params=BACKENDS)
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
     backend: Store
+    schema = None
     if request.param == "sqlite":
         backend = SQLiteStore(tmp_path / "store.db", busy_timeout=timedelta(seconds=1))
-    else:  # pragma: no cover - a new backend must be wired here
-        raise AssertionError(request.param)
+    else:
+        problem = await reachable()
+        if problem is not None:
+            pytest.fail(problem)
+        schema = new_schema()
+        backend = PostgresStore(DSN, schema=schema, pool_size=4)
     await backend.open()
     yield backend
     await backend.close()
+    if schema is not None:
+        await drop_schema(schema)

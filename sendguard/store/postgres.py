@@ -1,0 +1,268 @@
+"""The PostgreSQL store: several sendguard instances, one state.
+
+The same SQL as the embedded store (sql_store.py), on an asyncpg pool:
+- schema migrations run at start under an advisory lock, so instances starting together
+  do not race; `synchronous_commit` is left as the server has it (on), so an answer of
+  250/202 means committed;
+- due work is claimed with `FOR UPDATE SKIP LOCKED`; a claim of an instance that died is
+  taken over when its lease runs out;
+- `lock_recipients` takes a session advisory lock per recipient on one connection and runs
+  the decision's reads and the commit on that same connection, so caps hold across instances;
+- work made due now (a fact, an event, an approval) is announced with NOTIFY; every
+  instance LISTENs and wakes its dispatcher;
+- a lost database answers StoreUnavailable (SMTP 451, HTTP 503); the pool reconnects by
+  itself when the server is back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from contextvars import ContextVar
+from datetime import datetime
+from functools import lru_cache
+from typing import Any, TypeVar
+
+import asyncpg
+import structlog
+
+from sendguard.address import recipient_key
+from sendguard.errors import Conflict, StoreUnavailable
+from sendguard.store.base import StoreStats
+from sendguard.store.keyed_lock import KeyedLock
+from sendguard.store.postgres_schema import MIGRATIONS, SCHEMA_LOCK
+from sendguard.store.sql_store import Job, SqlStore
+
+log = structlog.get_logger("sendguard.store.postgres")
+T = TypeVar("T")
+CHANNEL = "sendguard_wake"
+
+# The database is gone or going: the caller answers "try again later".
+_UNAVAILABLE: tuple[type[BaseException], ...] = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.exceptions.OperatorInterventionError,
+    asyncpg.exceptions.TooManyConnectionsError,
+    # a connection broken mid-operation can be left "busy" until the pool replaces it
+    asyncpg.exceptions.InternalClientError,
+)
+
+# Inside lock_recipients, every store call of the task runs on the connection holding the locks.
+_HELD: ContextVar[asyncpg.Connection | None] = ContextVar("sendguard_pg_conn", default=None)
+
+
+@lru_cache(maxsize=512)
+def numbered(sql: str) -> str:
+    """`?` placeholders as asyncpg's `$1, $2, ...`."""
+    parts = sql.split("?")
+    return "".join(p + (f"${i}" if i < len(parts) else "") for i, p in enumerate(parts, 1))
+
+
+def lock_key(key: str) -> int:
+    """A stable signed 64-bit advisory lock key for a recipient key."""
+    digest = hashlib.sha256(b"sendguard:recipient:" + key.encode()).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
+
+
+class _Tx:
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self._conn = conn
+
+    async def execute(self, sql: str, args: Sequence[Any] = ()) -> int:
+        status: str = await self._conn.execute(numbered(sql), *args)
+        last = status.rsplit(" ", 1)[-1]
+        return int(last) if last.isdigit() else 0
+
+    async def fetch(self, sql: str, args: Sequence[Any] = ()) -> list[Sequence[Any]]:
+        rows: list[Sequence[Any]] = await self._conn.fetch(numbered(sql), *args)
+        return rows
+
+
+class PostgresStore(SqlStore):
+    """The shared store for several instances."""
+
+    claim_lock = "FOR UPDATE SKIP LOCKED"
+
+    def __init__(
+        self, dsn: str, *, schema: str = "public", pool_size: int = 10, timeout: float = 5.0
+    ) -> None:
+        self._dsn = dsn
+        self._schema = schema
+        self._pool_size = pool_size
+        self._timeout = timeout
+        self._pool: asyncpg.Pool | None = None
+        self._locks = KeyedLock()
+        self._listeners: list[Callable[[], None]] = []
+        self._listener: asyncpg.Connection | None = None
+        self._watch: asyncio.Task[None] | None = None
+        self._writes = 0
+        self._commits = 0
+
+    # lifecycle -------------------------------------------------------------------------------
+    async def open(self) -> None:
+        try:
+            self._pool = await asyncpg.create_pool(
+                self._dsn,
+                min_size=1,
+                max_size=self._pool_size,
+                timeout=self._timeout,
+                command_timeout=self._timeout * 6,
+                server_settings={"search_path": self._schema, "application_name": "sendguard"},
+            )
+            async with self._pool.acquire() as conn:
+                await self._migrate(conn)
+        except _UNAVAILABLE as exc:
+            await self.close()
+            raise StoreUnavailable(f"cannot reach PostgreSQL: {exc}") from exc
+        self._watch = asyncio.create_task(self._keep_listening(), name="pg-listen")
+
+    async def _migrate(self, conn: asyncpg.Connection) -> None:
+        await conn.execute("SELECT pg_advisory_lock($1)", SCHEMA_LOCK)
+        try:
+            await conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{self._schema}"')
+            await conn.execute(
+                "CREATE TABLE IF NOT EXISTS sendguard_schema (version BIGINT NOT NULL)"
+            )
+            current = await conn.fetchval("SELECT max(version) FROM sendguard_schema") or 0
+            if current > len(MIGRATIONS):
+                raise StoreUnavailable(
+                    f"the database schema is version {current}, newer than this sendguard "
+                    f"knows ({len(MIGRATIONS)}); upgrade sendguard"
+                )
+            for version in range(current, len(MIGRATIONS)):
+                async with conn.transaction():
+                    await conn.execute(MIGRATIONS[version])
+                    await conn.execute("INSERT INTO sendguard_schema VALUES ($1)", version + 1)
+                log.info("migrated", schema=self._schema, version=version + 1)
+        finally:
+            await conn.execute("SELECT pg_advisory_unlock($1)", SCHEMA_LOCK)
+
+    async def close(self) -> None:
+        if self._watch is not None:
+            self._watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watch
+            self._watch = None
+        await self._drop_listener()
+        if self._pool is not None:
+            pool, self._pool = self._pool, None
+            with contextlib.suppress(*_UNAVAILABLE):
+                await asyncio.wait_for(pool.close(), self._timeout)
+
+    async def check(self) -> None:
+        async def job(tx: Any) -> None:
+            await tx.fetch("SELECT 1")
+
+        await self._read(job)
+
+    async def recover(self, now: datetime) -> int:
+        # Other instances may be alive: abandoned claims are taken over when their lease ends.
+        del now
+        return 0
+
+    @property
+    def stats(self) -> StoreStats:
+        return StoreStats(writes=self._writes, commits=self._commits)
+
+    def subscribe(self, callback: Callable[[], None]) -> None:
+        self._listeners.append(callback)
+
+    # LISTEN ----------------------------------------------------------------------------------
+    def _on_notify(self, *_: object) -> None:
+        for callback in self._listeners:
+            callback()
+
+    async def _drop_listener(self) -> None:
+        if self._listener is not None:
+            conn, self._listener = self._listener, None
+            with contextlib.suppress(*_UNAVAILABLE):
+                await asyncio.wait_for(conn.close(), self._timeout)
+
+    async def _keep_listening(self) -> None:
+        """Hold a LISTEN connection; reconnect when it is lost (the database restarted)."""
+        while True:
+            if self._listener is None or self._listener.is_closed():
+                await self._drop_listener()
+                try:
+                    conn = await asyncpg.connect(
+                        self._dsn,
+                        timeout=self._timeout,
+                        server_settings={"search_path": self._schema},
+                    )
+                    await conn.add_listener(CHANNEL, self._on_notify)
+                    self._listener = conn
+                    self._on_notify()  # anything announced while we were away
+                except _UNAVAILABLE as exc:
+                    log.warning("LISTEN connection unavailable; retrying", error=str(exc))
+            await asyncio.sleep(1.0)
+
+    # transactions ----------------------------------------------------------------------------
+    @asynccontextmanager
+    async def _connection(self) -> AsyncIterator[asyncpg.Connection]:
+        held = _HELD.get()
+        if held is not None:
+            yield held
+            return
+        if self._pool is None:
+            raise StoreUnavailable("store is not open")
+        try:
+            conn = await self._pool.acquire(timeout=self._timeout)
+        except (*_UNAVAILABLE, asyncpg.PostgresError) as exc:
+            # Any refusal while connecting (login refused, database missing, server starting
+            # up or shutting down) means "not now" to the caller.
+            raise StoreUnavailable(f"PostgreSQL unavailable: {exc}") from exc
+        try:
+            yield conn
+        finally:
+            with contextlib.suppress(*_UNAVAILABLE):
+                await self._pool.release(conn, timeout=self._timeout)
+
+    async def _write(self, job: Job[T]) -> T:
+        try:
+            async with self._connection() as conn, conn.transaction():
+                result = await job(_Tx(conn))
+        except _UNAVAILABLE as exc:
+            raise StoreUnavailable(f"PostgreSQL write failed: {exc}") from exc
+        except asyncpg.UniqueViolationError as exc:
+            raise Conflict(str(exc)) from exc
+        self._writes += 1
+        self._commits += 1
+        return result
+
+    async def _read(self, job: Job[T]) -> T:
+        try:
+            async with self._connection() as conn:
+                return await job(_Tx(conn))
+        except _UNAVAILABLE as exc:
+            raise StoreUnavailable(f"PostgreSQL read failed: {exc}") from exc
+
+    async def _notify(self, tx: Any) -> None:
+        await tx.fetch(f"SELECT pg_notify('{CHANNEL}', '')")
+
+    # serialisation ---------------------------------------------------------------------------
+    def lock_recipients(self, recipients: Sequence[str]) -> AbstractAsyncContextManager[None]:
+        return self._locked(sorted({recipient_key(r) for r in recipients}))
+
+    @asynccontextmanager
+    async def _locked(self, keys: list[str]) -> AsyncIterator[None]:
+        if _HELD.get() is not None:
+            raise RuntimeError("lock_recipients does not nest")
+        # In-process first, so waiting tasks of this instance do not each hold a connection.
+        async with self._locks.hold(keys), self._connection() as conn:
+            try:
+                for key in keys:
+                    await conn.execute("SELECT pg_advisory_lock($1)", lock_key(key))
+            except _UNAVAILABLE as exc:
+                raise StoreUnavailable(f"PostgreSQL lock failed: {exc}") from exc
+            token = _HELD.set(conn)
+            try:
+                yield
+            finally:
+                _HELD.reset(token)
+                with contextlib.suppress(*_UNAVAILABLE):
+                    await conn.execute("SELECT pg_advisory_unlock_all()")

@@ -1,0 +1,37 @@
+"""The PostgreSQL server on this machine, one fresh schema per test."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+
+import asyncpg
+
+DSN = os.environ.get("SENDGUARD_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+def new_schema() -> str:
+    return f"t_{uuid.uuid4().hex[:16]}"
+
+
+async def drop_schema(schema: str) -> None:
+    conn = await asyncpg.connect(DSN)
+    try:
+        await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+    finally:
+        await conn.close()
+
+
+def drop_schema_sync(schema: str) -> None:
+    asyncio.run(drop_schema(schema))
+
+
+async def reachable() -> str | None:
+    """None if the server answers, else why not."""
+    try:
+        conn = await asyncpg.connect(DSN, timeout=5)
+    except (OSError, asyncpg.PostgresError) as exc:
+        return f"PostgreSQL at {DSN} is not reachable: {exc} (make test starts it)"
+    await conn.close()
+    return None
