@@ -8,6 +8,7 @@ Stop:  HTTP → SMTP (finish sessions in DATA) → dispatcher (finish sends) →
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 from contextlib import AsyncExitStack
@@ -22,6 +23,7 @@ from sendguard.delivery.outbox import OutboxUpstream as Outbox
 from sendguard.delivery.smtp import SmtpUpstream
 from sendguard.delivery.upstream import Upstream
 from sendguard.engine import Engine, OnError, PolicyBinding
+from sendguard.errors import StoreUnavailable
 from sendguard.ingress.http import HttpIngress, build_app
 from sendguard.ingress.http_context import Api
 from sendguard.ingress.smtp import SmtpHandler, SmtpIngress
@@ -29,9 +31,17 @@ from sendguard.intake import Intake
 from sendguard.metrics import Metrics
 from sendguard.review import Review
 from sendguard.store import open_store
+from sendguard.store.base import Store
 from sendguard.tokens import TokenSet, read_or_create_token
 
 log = structlog.get_logger("sendguard.app")
+PRUNE_INTERVAL = 3600.0
+
+
+async def _cancel(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 def build_upstream(config: Config) -> Upstream:
@@ -77,6 +87,17 @@ class App:
         self.owner = f"{socket.gethostname()}:{os.getpid()}"
         self.smtp: SmtpIngress | None = None
         self.http: HttpIngress | None = None
+
+    async def _prune(self, store: Store, config: Config) -> None:
+        """Forget finished work older than `store.retention`, once an hour."""
+        while True:
+            try:
+                gone = await store.prune(self.clock.now() - config.store.retention)
+                if gone:
+                    log.info("pruned finished deliveries", count=gone)
+            except StoreUnavailable as exc:
+                log.warning("pruning failed; retrying in an hour", error=str(exc))
+            await asyncio.sleep(PRUNE_INTERVAL)
 
     def tokens(self, config: Config) -> TokenSet:
         """The configured API tokens, or the one kept in `http.token_file` (made if missing)."""
@@ -128,6 +149,8 @@ class App:
                 review=config.review,
             )
             store.subscribe(dispatcher.wake)
+            pruning = asyncio.create_task(self._prune(store, config), name="prune")
+            stack.push_async_callback(_cancel, pruning)
             dispatching = asyncio.create_task(dispatcher.run(), name="dispatcher")
 
             async def stop_dispatcher() -> None:

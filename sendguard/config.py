@@ -150,6 +150,16 @@ class StoreConfig(Strict):
     pool_size: int = Field(default=10, gt=1, le=500)
     retention: Duration = timedelta(days=90)
 
+    @field_validator("retention")
+    @classmethod
+    def _retention(cls, value: timedelta) -> timedelta:
+        if value < timedelta(days=1):
+            raise ValueError(
+                "keep at least 1d (and longer than your longest policy window: caps, "
+                "repetition and fatigue count what is kept)"
+            )
+        return value
+
     @field_validator("url")
     @classmethod
     def _scheme(cls, url: str) -> str:

@@ -372,6 +372,13 @@ class Store(ABC):
     async def campaigns(self) -> Sequence[CampaignSummary]:
         """Every campaign that has deliveries or a review state, by name."""
 
+    @abstractmethod
+    async def prune(self, before: datetime) -> int:
+        """Forget what is older than `before`: finished deliveries with their history,
+        messages left without deliveries, send history, events, facts and idempotency keys.
+        Waiting and held deliveries and the audit log are kept. Return how many deliveries
+        went."""
+
     # audit -----------------------------------------------------------------------------------
     @abstractmethod
     async def add_audit(self, entry: AuditEntry) -> None:

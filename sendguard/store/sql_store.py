@@ -612,6 +612,32 @@ class SqlStore(Store):
             for name in sorted(set(by_name) | set(tallies))
         ]
 
+    async def prune(self, before: datetime) -> int:
+        cutoff = to_micros(before)
+        done = "state IN ('sent', 'failed', 'dropped') AND updated_at < ?"
+
+        async def job(tx: Tx) -> int:
+            for table in ("transitions", "outcomes", "history"):
+                await tx.execute(
+                    f"DELETE FROM {table} WHERE delivery_id IN"
+                    f" (SELECT id FROM deliveries WHERE {done})",
+                    (cutoff,),
+                )
+            gone = await tx.execute(f"DELETE FROM deliveries WHERE {done}", (cutoff,))
+            orphans = (
+                "SELECT id FROM messages m WHERE received_at < ? AND NOT EXISTS"
+                " (SELECT 1 FROM deliveries d WHERE d.message_id = m.id)"
+            )
+            await tx.execute(f"DELETE FROM requirements WHERE message_id IN ({orphans})", (cutoff,))
+            await tx.execute(f"DELETE FROM messages WHERE id IN ({orphans})", (cutoff,))
+            await tx.execute("DELETE FROM history WHERE at < ?", (cutoff,))
+            await tx.execute("DELETE FROM events WHERE at < ?", (cutoff,))
+            await tx.execute("DELETE FROM facts WHERE observed_at < ?", (cutoff,))
+            await tx.execute("DELETE FROM idempotency WHERE created_at < ?", (cutoff,))
+            return gone
+
+        return await self._write(job)
+
     # audit -----------------------------------------------------------------------------------
     async def add_audit(self, entry: AuditEntry) -> None:
         async def job(tx: Tx) -> None:

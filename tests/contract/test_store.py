@@ -355,3 +355,27 @@ async def test_expired_idempotency_key_may_be_reused(store: Store) -> None:
     await store.add_message(later, b"x", [], record)
     got = await store.idempotent_response("k", T0 + timedelta(days=1))
     assert got is not None and got.response == b"2"
+
+
+async def test_prune_forgets_finished_work_and_keeps_what_waits(store: Store) -> None:
+    old_sent, (sent,) = await add(store, recipients=("old@example.org",))
+    await store.change(sent.id, Change(S.SENT, "ok", T0))
+    _, (held,) = await add(store, S.HELD, recipients=("held@example.org",), due=None)
+    await store.put_fact(Fact("k", "v", T0))
+    await store.add_event(Event(EventType.OPEN, "old@example.org", T0))
+    await store.add_audit(AuditEntry(T0, "ana", "approve", "campaign:x"))
+    later = T0 + timedelta(days=100)
+    fresh, (recent,) = await add(store, recipients=("new@example.org",))
+    await store.change(recent.id, Change(S.SENT, "ok", later))
+
+    assert await store.prune(T0 + timedelta(days=90)) == 1
+    assert await store.get_delivery(sent.id) is None
+    assert await store.get_message(old_sent.id) is None
+    assert await store.transitions(sent.id) == []
+    assert await store.history("old@example.org", T0 - timedelta(days=1)) == []
+    assert await store.events("old@example.org") == []
+    assert await store.get_fact("k") is None
+    assert (await store.get_delivery(held.id)) is not None
+    assert (await store.get_delivery(recent.id)) is not None
+    assert await store.get_message(fresh.id) is not None
+    assert len(await store.audit()) == 1
