@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint typecheck unit venv clean postgres
+.PHONY: run test lint typecheck unit venv clean postgres bench bench-tools
 
 $(STAMP): pyproject.toml tests/plugin_pkg/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,14 @@ postgres:
 
 test: lint typecheck postgres
 	$(BIN)/pytest
+
+# The benchmark needs Postfix (smtp-source, smtp-sink, and a relay to compare with) and wrk.
+bench-tools:
+	@command -v smtp-source >/dev/null && command -v wrk >/dev/null || { \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postfix wrk >/dev/null; }
+
+bench: $(STAMP) bench-tools postgres
+	$(BIN)/python bench/run.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -10,10 +10,11 @@ timeline and the review queue show.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
+from typing import Any
 
 import structlog
 
@@ -103,6 +104,41 @@ def explain(decision: Decision) -> str:
     return verdict.reason
 
 
+async def _within(coroutine: Coroutine[Any, Any, Verdict], budget: timedelta) -> Verdict:
+    """Await a policy's verdict, raising TimeoutError past `budget`.
+
+    Most policies answer without waiting at all (the embedded store reads synchronously), and
+    a timer per policy and delivery would cost more than the policy itself. So the coroutine
+    is first run directly; only if it suspends is the rest driven under the time budget.
+    """
+    try:
+        pending = coroutine.send(None)
+    except StopIteration as done:
+        result: Verdict = done.value
+        return result
+    async with asyncio.timeout(budget.total_seconds()):
+        return await _resume(coroutine, pending)
+
+
+async def _resume(coroutine: Coroutine[Any, Any, Verdict], pending: object) -> Verdict:
+    """Drive a suspended coroutine to its end as a Task would: wait for what it awaits, then
+    resume it (it reads the awaited future's result or exception itself)."""
+    while True:
+        try:
+            if isinstance(pending, asyncio.Future):
+                await asyncio.wait((pending,))
+            else:
+                await asyncio.sleep(0)  # a bare yield
+        except BaseException:
+            coroutine.close()  # cancelled (time budget or shutdown): let it clean up
+            raise
+        try:
+            pending = coroutine.send(None)
+        except StopIteration as done:
+            result: Verdict = done.value
+            return result
+
+
 class Engine:
     """Runs the configured policies for deliveries."""
 
@@ -119,6 +155,11 @@ class Engine:
         self._store = store
         self._clock = clock
         self._metrics = metrics
+        # Metric children looked up once: labels() costs more than the observation itself.
+        self._durations = {
+            b.name: metrics.policy_duration.labels(policy=b.name) for b in self._bindings
+        }
+        self._counters: dict[tuple[str, str, str], Any] = {}
 
     def plan(self, decision: Decision, now: datetime) -> Plan:
         """What `decision` means for a delivery's state, with this engine's hold expiry."""
@@ -139,7 +180,7 @@ class Engine:
         outcomes = [await self._run(binding, delivery, ctx) for binding in self._bindings]
         if delivery.campaign is not None:
             # The kill switch is part of the core, not a policy: it holds whatever the config.
-            campaign = await self._store.get_campaign(delivery.campaign)
+            campaign = await ctx.campaign(delivery.campaign)
             if campaign is not None and campaign.paused:
                 reason = f"campaign {campaign.name} is paused"
                 outcomes.append(PolicyOutcome(PAUSE, Verdict.hold(reason)))
@@ -165,8 +206,7 @@ class Engine:
         started = monotonic()
         error: str | None = None
         try:
-            async with asyncio.timeout(binding.budget.total_seconds()):
-                verdict = await binding.policy.evaluate(delivery, ctx)
+            verdict = await _within(binding.policy.evaluate(delivery, ctx), binding.budget)
             if not isinstance(verdict, Verdict):
                 raise TypeError(f"evaluate returned {type(verdict).__name__}, not a Verdict")
         except StoreUnavailable:
@@ -179,8 +219,10 @@ class Engine:
             log.exception("policy failed", policy=binding.name, delivery_id=delivery.id)
             verdict = binding.fallback(error)
         seconds = monotonic() - started
-        self._metrics.policy_duration.labels(policy=binding.name).observe(seconds)
-        self._metrics.decisions.labels(
-            policy=binding.name, verdict=verdict.action.value, mode=binding.mode.value
-        ).inc()
+        self._durations[binding.name].observe(seconds)
+        key = (binding.name, verdict.action.value, binding.mode.value)
+        counter = self._counters.get(key)
+        if counter is None:
+            counter = self._counters[key] = self._metrics.decisions.labels(*key)
+        counter.inc()
         return PolicyOutcome(binding.name, verdict, binding.mode, error, seconds)

@@ -59,6 +59,8 @@ class PolicyContext:
         """The time of this decision, the same for every policy judging the delivery."""
         # At intake the message is judged before it is committed: its content is given here.
         self._contents = contents or {}
+        # Several policies (and the kill switch) ask about the same campaign in one decision.
+        self._campaigns: dict[str, Campaign | None] = {}
 
     async def fact(self, key: str, contact: str | None = None) -> Fact | None:
         """The latest fact for `key` about `contact` (or without a contact)."""
@@ -96,7 +98,9 @@ class PolicyContext:
 
     async def campaign(self, name: str) -> Campaign | None:
         """What reviewers decided about campaign `name`."""
-        return await self._store.get_campaign(name)
+        if name not in self._campaigns:
+            self._campaigns[name] = await self._store.get_campaign(name)
+        return self._campaigns[name]
 
     async def campaign_volume(self, name: str, since: datetime) -> int:
         """How many deliveries of campaign `name` were accepted since `since`."""
