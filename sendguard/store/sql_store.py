@@ -153,7 +153,7 @@ class SqlStore(Store):
                         new.hold_origin if new.state is DeliveryState.HELD else None,
                     ),
                 )
-                await self._record(tx, new.id, new.state, new.reason, now, new.decision)
+                await self._record(tx, new.id, new.state, new.reason, now, new.decision, fresh=True)
                 if new.state is DeliveryState.QUEUED:
                     await self._reserve(tx, new.id, now)
 
@@ -167,31 +167,56 @@ class SqlStore(Store):
         reason: str,
         at: int,
         decision: Decision | None,
+        *,
+        fresh: bool = False,
     ) -> None:
-        await tx.execute(
-            "INSERT INTO transitions (delivery_id, seq, at, state, reason) VALUES (?,"
-            " (SELECT COALESCE(MAX(seq), 0) + 1 FROM transitions WHERE delivery_id = ?),"
-            " ?, ?, ?)",
-            (delivery_id, delivery_id, at, state.value, reason),
-        )
-        for outcome in decision.outcomes if decision is not None else ():
-            policy, action, mode, why, error = codec.outcome_columns(outcome)
+        """Append a transition and the decision's outcomes (`fresh`: the delivery is new, so
+        both sequences start at 1 and need no look-up)."""
+        if fresh:
             await tx.execute(
-                "INSERT INTO outcomes (delivery_id, seq, at, policy, action, mode, reason,"
-                " until, error) VALUES (?, (SELECT COALESCE(MAX(seq), 0) + 1 FROM outcomes"
-                " WHERE delivery_id = ?), ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    delivery_id,
-                    delivery_id,
-                    at,
-                    policy,
-                    action,
-                    mode,
-                    why,
-                    codec.micros(outcome.verdict.until),
-                    error,
-                ),
+                "INSERT INTO transitions (delivery_id, seq, at, state, reason)"
+                " VALUES (?, 1, ?, ?, ?)",
+                (delivery_id, at, state.value, reason),
             )
+            base = 0
+        else:
+            await tx.execute(
+                "INSERT INTO transitions (delivery_id, seq, at, state, reason) VALUES (?,"
+                " (SELECT COALESCE(MAX(seq), 0) + 1 FROM transitions WHERE delivery_id = ?),"
+                " ?, ?, ?)",
+                (delivery_id, delivery_id, at, state.value, reason),
+            )
+            base = -1
+        outcomes = decision.outcomes if decision is not None else ()
+        if not outcomes:
+            return
+        if base < 0:
+            row = await _one(
+                tx,
+                "SELECT COALESCE(MAX(seq), 0) FROM outcomes WHERE delivery_id = ?",
+                (delivery_id,),
+            )
+            base = int(row[0]) if row else 0
+        # One statement for all of a decision's outcomes: this runs for every delivery.
+        args: list[Any] = []
+        for seq, outcome in enumerate(outcomes, base + 1):
+            policy, action, mode, why, error = codec.outcome_columns(outcome)
+            args += [
+                delivery_id,
+                seq,
+                at,
+                policy,
+                action,
+                mode,
+                why,
+                codec.micros(outcome.verdict.until),
+                error,
+            ]
+        await tx.execute(
+            "INSERT INTO outcomes (delivery_id, seq, at, policy, action, mode, reason, until,"
+            " error) VALUES " + ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?)"] * len(outcomes)),
+            args,
+        )
 
     @staticmethod
     async def _reserve(tx: Tx, delivery_id: str, at: int) -> None:
