@@ -5,94 +5,61 @@ from __future__ import annotations
 from aiohttp import web
 
 from sendguard.ingress.api_send import view_of
-from sendguard.ingress.http_context import api
+from sendguard.ingress.http_context import Handler, api
 from sendguard.ingress.payloads import BadRequest, ReviewPayload, read_json
 from sendguard.ingress.views import audit_view, campaign_view
-from sendguard.review import Outcome
 
 MAX_AUDIT = 1000
 
 
 def add_routes(router: web.UrlDispatcher) -> None:
     """Register this module's routes."""
-    router.add_post("/v1/deliveries/{id}/approve", approve_delivery)
-    router.add_post("/v1/deliveries/{id}/reject", reject_delivery)
-    router.add_post("/v1/campaigns/{name}/approve", approve_campaign)
-    router.add_post("/v1/campaigns/{name}/reject", reject_campaign)
-    router.add_post("/v1/campaigns/{name}/pause", pause_campaign)
-    router.add_post("/v1/campaigns/{name}/resume", resume_campaign)
+    for action in ("approve", "reject"):
+        router.add_post(f"/v1/deliveries/{{id}}/{action}", _delivery_action(action))
+    for action in ("approve", "reject", "pause", "resume"):
+        router.add_post(f"/v1/campaigns/{{name}}/{action}", _campaign_action(action))
     router.add_get("/v1/campaigns", list_campaigns)
     router.add_get("/v1/audit", audit)
 
 
-async def approve_delivery(request: web.Request) -> web.Response:
-    """Release a held delivery (409 unless it is held)."""
-    payload = await read_json(request, ReviewPayload)
-    delivery = await api(request).review.approve_delivery(
-        request.match_info["id"], payload.reviewer, payload.note
-    )
-    return web.json_response(await view_of(request, delivery))
+def _delivery_action(action: str) -> Handler:
+    """approve: release a held delivery; reject: drop it (409 unless it is held)."""
+
+    async def handle(request: web.Request) -> web.Response:
+        payload = await read_json(request, ReviewPayload)
+        review = api(request).review
+        act = review.approve_delivery if action == "approve" else review.reject_delivery
+        delivery = await act(request.match_info["id"], payload.reviewer, payload.note)
+        return web.json_response(await view_of(request, delivery))
+
+    return handle
 
 
-async def reject_delivery(request: web.Request) -> web.Response:
-    """Drop a held delivery (409 unless it is held)."""
-    payload = await read_json(request, ReviewPayload)
-    delivery = await api(request).review.reject_delivery(
-        request.match_info["id"], payload.reviewer, payload.note
-    )
-    return web.json_response(await view_of(request, delivery))
+def _campaign_action(action: str) -> Handler:
+    """approve (release what it held), reject (drop what is unsent), pause (the kill switch:
+    hold every unsent and new delivery) or resume a campaign."""
 
+    async def handle(request: web.Request) -> web.Response:
+        payload = await read_json(request, ReviewPayload)
+        review = api(request).review
+        act = {
+            "approve": review.approve_campaign,
+            "reject": review.reject_campaign,
+            "pause": review.pause_campaign,
+            "resume": review.resume_campaign,
+        }[action]
+        outcome = await act(request.match_info["name"], payload.reviewer, payload.note)
+        return web.json_response(
+            {
+                "campaign": outcome.campaign.name,
+                "action": action,
+                "deliveries": outcome.count,
+                "approval": outcome.campaign.approval.value if outcome.campaign.approval else None,
+                "paused": outcome.campaign.paused,
+            }
+        )
 
-def _outcome(outcome: Outcome, action: str) -> web.Response:
-    return web.json_response(
-        {
-            "campaign": outcome.campaign.name,
-            "action": action,
-            "deliveries": outcome.count,
-            "approval": outcome.campaign.approval.value if outcome.campaign.approval else None,
-            "paused": outcome.campaign.paused,
-        }
-    )
-
-
-async def approve_campaign(request: web.Request) -> web.Response:
-    """Approve a campaign: release what it held; later messages are not held for it."""
-    payload = await read_json(request, ReviewPayload)
-    name = request.match_info["name"]
-    return _outcome(
-        await api(request).review.approve_campaign(name, payload.reviewer, payload.note),
-        "approve",
-    )
-
-
-async def reject_campaign(request: web.Request) -> web.Response:
-    """Reject a campaign: drop everything of it not yet sent."""
-    payload = await read_json(request, ReviewPayload)
-    name = request.match_info["name"]
-    return _outcome(
-        await api(request).review.reject_campaign(name, payload.reviewer, payload.note),
-        "reject",
-    )
-
-
-async def pause_campaign(request: web.Request) -> web.Response:
-    """The kill switch: hold every unsent and every new delivery of the campaign."""
-    payload = await read_json(request, ReviewPayload)
-    name = request.match_info["name"]
-    return _outcome(
-        await api(request).review.pause_campaign(name, payload.reviewer, payload.note),
-        "pause",
-    )
-
-
-async def resume_campaign(request: web.Request) -> web.Response:
-    """Lift the kill switch."""
-    payload = await read_json(request, ReviewPayload)
-    name = request.match_info["name"]
-    return _outcome(
-        await api(request).review.resume_campaign(name, payload.reviewer, payload.note),
-        "resume",
-    )
+    return handle
 
 
 async def list_campaigns(request: web.Request) -> web.Response:
