@@ -264,7 +264,7 @@ def test_approval_lifts_only_the_human_hold(sendguard: Start, sink: Sink) -> Non
 def test_pause_holds_queued_and_new_until_resume(sendguard: Start, sink: Sink) -> None:
     proc = sendguard(policies=[{"plugin": "schedule"}])
     future = "2099-01-01T00:00:00Z"
-    waiting = send_json(proc, to=["w@example.org"], campaign="promo", not_before=future)
+    send_json(proc, to=["w@example.org"], campaign="promo", not_before=future)
     status, answer = proc.call("POST", "/v1/campaigns/promo/pause", {"reviewer": "ana"})
     assert status == 200 and answer["deliveries"] == 1 and answer["paused"]
     new = send_json(proc, to=["n@example.org"], campaign="promo")
@@ -281,7 +281,6 @@ def test_pause_holds_queued_and_new_until_resume(sendguard: Start, sink: Sink) -
     proc.wait_states({"n@example.org": "sent", "w@example.org": "delayed"})
     status, audit = proc.call("GET", "/v1/audit")
     assert [e["action"] for e in audit["entries"]] == ["resume", "pause"]
-    assert waiting["id"]
 
 
 def test_timeline_shows_everything_newest_first(sendguard: Start, sink: Sink) -> None:

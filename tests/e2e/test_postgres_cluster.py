@@ -136,10 +136,9 @@ def test_approval_on_one_instance_releases_held_work_everywhere(
     got = sink.wait_for(2, timeout=5)
     assert sorted(r.rcpt_tos[0] for r in got) == ["x@example.org", "y@example.org"]
     # facts posted to one instance wake deliveries any instance accepted, via NOTIFY
-    a2, b2 = a, b
-    send(b2, ["z@example.org"], message("X-Sendguard-Requires: m:1=done"))
+    send(b, ["z@example.org"], message("X-Sendguard-Requires: m:1=done"))
     started = time.monotonic()
-    a2.call("POST", "/v1/facts", {"key": "m:1", "value": "done"})
+    a.call("POST", "/v1/facts", {"key": "m:1", "value": "done"})
     sink.wait_for(3, timeout=3)
     assert time.monotonic() - started < 2.0
 
@@ -150,7 +149,8 @@ def test_kill_9_of_one_instance_its_claims_are_delivered_by_the_other(
     a, b = cluster(2)
     b.stop()  # only A works at first, so A holds the claims when it dies
     sink.handler.delay = 2.0
-    ids = [send(a, [f"k{i}@example.org"], message()) for i in range(6)]
+    for i in range(6):
+        send(a, [f"k{i}@example.org"], message())
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline and db_states(a)["sending"] == 0:
         time.sleep(0.05)
@@ -164,7 +164,6 @@ def test_kill_9_of_one_instance_its_claims_are_delivered_by_the_other(
     assert db_states(b)["sent"] == 6
     delivered = {r.rcpt_tos[0] for r in sink.received}
     assert delivered == {f"k{i}@example.org" for i in range(6)}
-    assert len(ids) == 6
 
 
 def test_terminated_connections_lose_no_accepted_message(
