@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from sendguard.clock import Clock
 from sendguard.errors import Conflict
@@ -19,6 +20,7 @@ from sendguard.store.base import Approval, AuditEntry, Campaign, Change, Deliver
 S = DeliveryState
 _HELD = frozenset({S.HELD})
 _UNSENT = frozenset({S.QUEUED, S.DELAYED, S.DEFERRED, S.HELD})
+_WAITING = frozenset({S.QUEUED, S.DELAYED, S.DEFERRED})
 _PAGE = 500
 
 
@@ -86,78 +88,88 @@ class Review:
 
     async def approve_campaign(self, name: str, reviewer: str, note: str = "") -> Outcome:
         """Approve a campaign: release what policies held of it; later messages flow."""
-        campaign = await self._set(name, reviewer, approval=Approval.APPROVED)
-        now = self._clock.now()
-        count = await self._each(
+        return await self._campaign_step(
             name,
+            reviewer,
+            note,
+            "approve-campaign",
+            "campaign approved",
+            {"approval": Approval.APPROVED},
             _HELD,
             lambda d: d.hold_origin != "pause",
-            Change(
-                S.DELAYED,
-                _why("campaign approved", reviewer, note),
-                now,
-                expect=_HELD,
-                due_at=now,
-            ),
+            S.DELAYED,
         )
-        await self._audit(reviewer, "approve-campaign", f"campaign:{name}", note, count)
-        self._on_release()
-        return Outcome(campaign, count)
 
     async def reject_campaign(self, name: str, reviewer: str, note: str = "") -> Outcome:
         """Reject a campaign: drop everything of it not yet sent."""
-        campaign = await self._set(name, reviewer, approval=Approval.REJECTED)
-        count = await self._each(
+        return await self._campaign_step(
             name,
+            reviewer,
+            note,
+            "reject-campaign",
+            "campaign rejected",
+            {"approval": Approval.REJECTED},
             _UNSENT,
             lambda d: True,
-            Change(
-                S.DROPPED,
-                _why("campaign rejected", reviewer, note),
-                self._clock.now(),
-                expect=_UNSENT,
-            ),
+            S.DROPPED,
         )
-        await self._audit(reviewer, "reject-campaign", f"campaign:{name}", note, count)
-        return Outcome(campaign, count)
 
     async def pause_campaign(self, name: str, reviewer: str, note: str = "") -> Outcome:
         """The kill switch: hold every unsent delivery of the campaign, and every new one."""
-        campaign = await self._set(name, reviewer, paused=True)
-        waiting = frozenset({S.QUEUED, S.DELAYED, S.DEFERRED})
-        count = await self._each(
+        return await self._campaign_step(
             name,
-            waiting,
+            reviewer,
+            note,
+            "pause",
+            "campaign paused",
+            {"paused": True},
+            _WAITING,
             lambda d: True,
-            Change(
-                S.HELD,
-                _why("campaign paused", reviewer, note),
-                self._clock.now(),
-                expect=waiting,
-                hold_origin="pause",
-            ),
+            S.HELD,
         )
-        await self._audit(reviewer, "pause", f"campaign:{name}", note, count)
-        return Outcome(campaign, count)
 
     async def resume_campaign(self, name: str, reviewer: str, note: str = "") -> Outcome:
         """Lift the kill switch: what the pause held is judged again now."""
-        campaign = await self._set(name, reviewer, paused=False)
-        now = self._clock.now()
-        count = await self._each(
+        return await self._campaign_step(
             name,
+            reviewer,
+            note,
+            "resume",
+            "campaign resumed",
+            {"paused": False},
             _HELD,
             lambda d: d.hold_origin == "pause",
-            Change(
-                S.DELAYED,
-                _why("campaign resumed", reviewer, note),
-                now,
-                expect=_HELD,
-                due_at=now,
-            ),
+            S.DELAYED,
         )
-        await self._audit(reviewer, "resume", f"campaign:{name}", note, count)
-        self._on_release()
+
+    async def _campaign_step(
+        self,
+        name: str,
+        reviewer: str,
+        note: str,
+        action: str,
+        what: str,
+        update: dict[str, Any],
+        states: frozenset[DeliveryState],
+        select: Callable[[Delivery], bool],
+        to: DeliveryState,
+    ) -> Outcome:
+        """Record the campaign's new state, move its matching deliveries, audit it."""
+        campaign = await self._set(name, reviewer, **update)
+        now = self._clock.now()
+        released = to is S.DELAYED  # due now: every policy judges it again at once
+        change = Change(
+            to,
+            _why(what, reviewer, note),
+            now,
+            expect=states,
+            due_at=now if released else None,
+            hold_origin="pause" if to is S.HELD else None,
+        )
+        count = await self._each(name, states, select, change)
+        await self._audit(reviewer, action, f"campaign:{name}", note, count)
+        if released:
+            self._on_release()
         return Outcome(campaign, count)
 
     async def _set(
