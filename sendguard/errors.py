@@ -1,6 +1,8 @@
 """sendguard's exception tree.
 
-Inside, failures are specific exceptions; the ingresses turn them into replies at the edge::
+Inside, failures are specific exceptions; the ingresses turn them into replies at the edge.
+A policy that raises or overruns its budget is not an error here: the engine records it as
+that policy's outcome and applies its `on_error` (see engine.py)::
 
     SendguardError
     ├── ConfigError            bad configuration; carries every problem with its field path
@@ -10,9 +12,6 @@ Inside, failures are specific exceptions; the ingresses turn them into replies a
     │   ├── StoreUnavailable   the store cannot commit or read now (SMTP 451 4.3.0, HTTP 503)
     │   ├── StoreLocked        another process owns this store (SQLite is single-instance)
     │   └── Conflict           the stored state forbids the change (HTTP 409)
-    ├── PolicyError
-    │   ├── PolicyTimeout      a policy exceeded its time budget
-    │   └── PolicyFailed       a policy raised; the engine applies its `on_error`
     └── UpstreamError
         ├── UpstreamTransient  4xx or network trouble: deferred and retried with backoff
         └── UpstreamPermanent  5xx: the delivery fails
@@ -72,18 +71,6 @@ class StoreLocked(StoreError):
 
 class Conflict(StoreError):
     """The stored state does not allow the requested change."""
-
-
-class PolicyError(SendguardError):
-    """A policy could not give a verdict."""
-
-
-class PolicyTimeout(PolicyError):
-    """A policy did not answer within its time budget."""
-
-
-class PolicyFailed(PolicyError):
-    """A policy raised an exception while evaluating."""
 
 
 class UpstreamError(SendguardError):

@@ -31,14 +31,6 @@ class DeliveryState(StrEnum):
     FAILED = "failed"
     DROPPED = "dropped"
 
-    @property
-    def is_final(self) -> bool:
-        """True for states a delivery never leaves."""
-        return self in _FINAL
-
-
-_FINAL = frozenset({DeliveryState.SENT, DeliveryState.FAILED, DeliveryState.DROPPED})
-
 
 class MessageClass(StrEnum):
     """What kind of mail this is; caps and fatigue exempt transactional mail by default."""

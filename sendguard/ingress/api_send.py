@@ -24,7 +24,13 @@ from sendguard.fields import check_timezone, parse_requirement, parse_time
 from sendguard.headers import Headers, split_message
 from sendguard.ingress.http_context import api
 from sendguard.ingress.payloads import BadRequest, SendPayload, read_json
-from sendguard.ingress.views import decision_reasons, delivery_view, message_view, when
+from sendguard.ingress.views import (
+    decision_reasons,
+    delivery_view,
+    event_view,
+    message_view,
+    when,
+)
 from sendguard.intake import Accepted, Idempotency
 from sendguard.message import Delivery, DeliveryState, MessageClass
 from sendguard.store.base import DeliveryQuery
@@ -285,8 +291,5 @@ async def timeline(request: web.Request) -> web.Response:
     body = await _page(request, _query(request, recipient=address))
     events = await store.events(address)
     body["recipient"] = address
-    body["events"] = [
-        {"type": e.type.value, "at": when(e.at), "message_id": e.message_id}
-        for e in reversed(events)
-    ]
+    body["events"] = [event_view(e) for e in reversed(events)]
     return web.json_response(body)

@@ -155,12 +155,6 @@ class HttpIngress:
         host, port = split_listen(self._config.listen)
         await web.TCPSite(self._runner, host, port).start()
 
-    @property
-    def port(self) -> int:
-        """The bound port (useful with port 0)."""
-        port: int = self._runner.addresses[0][1]
-        return port
-
     async def stop(self) -> None:
         """Stop accepting and finish in-flight requests."""
         await self._runner.cleanup()

@@ -253,13 +253,6 @@ class SmtpIngress:
         host, port = split_listen(self._config.listen)
         self._server = await asyncio.get_running_loop().create_server(self._connection, host, port)
 
-    @property
-    def port(self) -> int:
-        """The bound port (useful with port 0)."""
-        assert self._server is not None
-        port: int = self._server.sockets[0].getsockname()[1]
-        return port
-
     async def stop(self, grace: float) -> None:
         """Stop accepting; let sessions finish for up to `grace` seconds, then close them."""
         if self._server is None:

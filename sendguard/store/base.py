@@ -17,7 +17,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 
@@ -191,7 +191,6 @@ class StoreStats:
 
     writes: int = 0
     commits: int = 0
-    extra: dict[str, int] = field(default_factory=dict)
 
 
 class Store(ABC):
