@@ -18,8 +18,9 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from sendguard.address import domain_of
-from sendguard.duration import Duration, format_duration
+from sendguard.duration import Duration
 from sendguard.message import Delivery, MessageClass
+from sendguard.phrasing import human_duration, human_time
 from sendguard.policy import PolicyContext
 from sendguard.verdict import Verdict
 
@@ -115,32 +116,48 @@ class FrequencyPolicy:
         fields = delivery.message.fields
         if fields.message_class in options.exempt_classes:
             return Verdict.forward(f"{fields.message_class.value} mail is exempt")
-        earliest, why = ctx.now, ""
+        zone = await ctx.recipient_zone(delivery)
+        if zone is None and options.quiet_hours is not None:
+            zone = ZoneInfo(options.quiet_hours.default_timezone)
+        earliest, full = ctx.now, None
         for cap in options.caps:
             opens = await self._window_opens(cap, delivery, ctx)
             if opens is not None and opens > earliest:
-                earliest = opens
-                why = (
-                    f"{cap.scope} cap {cap.limit} per {format_duration(cap.window)} reached;"
-                    f" the window opens at {opens.isoformat()}"
-                )
+                earliest, full = opens, cap
+        why = ""
+        if full is not None:
+            why = (
+                f"{full.scope} cap {full.limit} per {human_duration(full.window)} reached;"
+                f" the window opens at {human_time(earliest, zone)}"
+            )
         if options.quiet_hours is not None:
-            zone = await self._zone(delivery, ctx, options.quiet_hours)
+            assert zone is not None
             after = quiet_end(earliest, zone, options.quiet_hours)
             if after > earliest:
                 earliest = after
                 why = (
                     f"quiet hours {options.quiet_hours.start:%H:%M}-"
                     f"{options.quiet_hours.end:%H:%M} in {zone.key}; send at "
-                    f"{after.isoformat()}"
+                    f"{human_time(after, zone)}"
                 )
         if earliest <= ctx.now:
-            return Verdict.forward("within every cap")
+            return Verdict.forward(self._room(options))
         if earliest - ctx.now > options.max_delay:
             return Verdict.drop(
-                f"{why}; that is past max_delay {format_duration(options.max_delay)}"
+                f"{why}; that is past max_delay {human_duration(options.max_delay)}"
             )
         return Verdict.delay(earliest, why)
+
+    @staticmethod
+    def _room(options: FrequencyOptions) -> str:
+        caps = ", ".join(
+            f"{c.limit} per {human_duration(c.window)}"
+            + ("" if c.scope == "recipient" else f" per {c.scope}")
+            for c in options.caps
+        )
+        quiet = options.quiet_hours
+        hours = f"; outside quiet hours {quiet.start:%H:%M}-{quiet.end:%H:%M}" if quiet else ""
+        return f"within every cap ({caps}){hours}" if caps else f"no caps configured{hours}"
 
     async def _window_opens(
         self, cap: Cap, delivery: Delivery, ctx: PolicyContext
@@ -159,14 +176,3 @@ class FrequencyPolicy:
         if len(times) < cap.limit:
             return None
         return times[-1] + cap.window  # the oldest counted send leaves the window then
-
-    @staticmethod
-    async def _zone(delivery: Delivery, ctx: PolicyContext, quiet: QuietHours) -> ZoneInfo:
-        name = delivery.message.fields.timezone
-        if name is None:
-            fact = await ctx.fact("timezone", delivery.recipient.lower())
-            name = fact.value if fact is not None else None
-        try:
-            return ZoneInfo(name or quiet.default_timezone)
-        except (ZoneInfoNotFoundError, ValueError):
-            return ZoneInfo(quiet.default_timezone)

@@ -7,6 +7,7 @@ from typing import ClassVar
 from pydantic import BaseModel, ConfigDict
 
 from sendguard.message import Delivery
+from sendguard.phrasing import human_time
 from sendguard.policy import PolicyContext
 from sendguard.verdict import Verdict
 
@@ -28,5 +29,8 @@ class SchedulePolicy:
     async def evaluate(self, delivery: Delivery, ctx: PolicyContext) -> Verdict:
         not_before = delivery.message.fields.not_before
         if not_before is not None and not_before > ctx.now:
-            return Verdict.delay(not_before, f"not before {not_before.isoformat()}")
-        return Verdict.forward("no Not-Before, or it has passed")
+            zone = await ctx.recipient_zone(delivery)
+            return Verdict.delay(not_before, f"not before {human_time(not_before, zone)}")
+        if not_before is None:
+            return Verdict.forward("no Not-Before")
+        return Verdict.forward(f"Not-Before {human_time(not_before)} has passed")

@@ -6,6 +6,8 @@ import argparse
 import asyncio
 import getpass
 import json
+import os
+import shutil
 import signal
 import sys
 from collections.abc import Sequence
@@ -56,7 +58,10 @@ def _parser() -> argparse.ArgumentParser:
     actions = review.add_subparsers(dest="action", required=True, metavar="ACTION")
     listing = actions.add_parser("list", parents=[api], help="held deliveries, newest first")
     listing.add_argument("--campaign", help="only this campaign")
-    listing.add_argument("--limit", type=int, default=50)
+    listing.add_argument(
+        "--limit", type=int, default=50, help="show at most this many (0: all); all are counted"
+    )
+    listing.add_argument("--after", help="continue after this delivery id (from a previous list)")
     show = actions.add_parser("show", parents=[api], help="one delivery with its reasons")
     show.add_argument("delivery_id")
     for verb in ("approve", "reject"):
@@ -89,24 +94,7 @@ def _client(args: argparse.Namespace) -> Client:
 def _review(args: argparse.Namespace) -> int:
     client = _client(args)
     if args.action == "list":
-        answer = client.call(
-            "GET",
-            "/v1/deliveries",
-            query={"state": "held", "campaign": args.campaign or "", "limit": str(args.limit)},
-        )
-        if args.json:
-            print(json.dumps(answer, indent=2))
-            return 0
-        rows = [
-            [d["id"], d["recipient"], d["campaign"] or "-", d["updated_at"], d["reason"]]
-            for d in answer["deliveries"]
-        ]
-        print(
-            table(["ID", "RECIPIENT", "CAMPAIGN", "HELD SINCE", "REASON"], rows, {4: 70})
-            if rows
-            else "nothing is held for review"
-        )
-        return 0
+        return _review_list(client, args)
     if args.action == "show":
         answer = client.call("GET", f"/v1/deliveries/{quote(args.delivery_id)}")
         print(json.dumps(answer, indent=2) if args.json else _describe(answer))
@@ -124,6 +112,71 @@ def _review(args: argparse.Namespace) -> int:
     return 0
 
 
+_PAGE = 500
+_MAX_LISTED = 100_000  # a queue larger than this is a job for the review page, not a terminal
+
+
+def _review_list(client: Client, args: argparse.Namespace) -> int:
+    """Every held delivery counted, the first `--limit` shown with every reason it is held for."""
+    held: list[dict[str, Any]] = []
+    after = args.after or ""
+    while len(held) < _MAX_LISTED:
+        page = client.call(
+            "GET",
+            "/v1/deliveries",
+            query={
+                "state": "held",
+                "campaign": args.campaign or "",
+                "limit": str(_PAGE),
+                "cursor": after,
+            },
+        )
+        held += page["deliveries"]
+        after = page.get("next_cursor") or ""
+        if not after:
+            break
+    shown = held if args.limit <= 0 else held[: args.limit]
+    if args.json:
+        print(json.dumps({"deliveries": shown, "total": len(held)}, indent=2))
+        return 0
+    if not held:
+        print("nothing is held for review")
+        return 0
+    rows = [
+        [d["id"], d["recipient"], d["campaign"] or "-", d["updated_at"], held_for(d)] for d in shown
+    ]
+    print(table(["ID", "RECIPIENT", "CAMPAIGN", "HELD SINCE", "REASONS"], rows, fit=_width()))
+    per_campaign: dict[str, int] = {}
+    for d in held:
+        name = d["campaign"] or "(no campaign)"
+        per_campaign[name] = per_campaign.get(name, 0) + 1
+    counts = ", ".join(f"{name} {n}" for name, n in sorted(per_campaign.items()))
+    more = "+" if after else ""
+    print(f"\n{len(held)}{more} held: {counts}")
+    if len(shown) < len(held):
+        print(f"showing {len(shown)}; --limit 0 shows all, --after {shown[-1]['id']} the rest")
+    return 0
+
+
+def held_for(delivery: dict[str, Any]) -> str:
+    """Every reason of the latest decision that holds the delivery (not only the first)."""
+    reasons = delivery.get("reasons") or []
+    latest = max((r["at"] for r in reasons), default=None)
+    holding = [
+        f"{r['policy']}: {r['reason']}"
+        for r in reasons
+        if r["at"] == latest and r["verdict"] == "hold" and r["mode"] == "enforce"
+    ]
+    return "; ".join(holding) or delivery["reason"]
+
+
+def _width() -> int | None:
+    """The terminal's width when printing to one; tables written to a pipe are never cut."""
+    if not sys.stdout.isatty():
+        return None
+    return shutil.get_terminal_size().columns
+
+
 def _describe(delivery: dict[str, Any]) -> str:
     lines = [
         f"delivery   {delivery['id']}",
@@ -136,6 +189,7 @@ def _describe(delivery: dict[str, Any]) -> str:
         table(
             ["AT", "STATE", "REASON"],
             [[t["at"], t["state"], t["reason"]] for t in delivery["transitions"]],
+            fit=_width(),
         ),
         "",
         table(
@@ -144,6 +198,7 @@ def _describe(delivery: dict[str, Any]) -> str:
                 [r["at"], r["policy"], r["verdict"], r["mode"], r["reason"]]
                 for r in delivery["reasons"]
             ],
+            fit=_width(),
         ),
     ]
     return "\n".join(lines)
@@ -162,7 +217,7 @@ def _timeline(args: argparse.Namespace) -> int:
     ]
     print(f"timeline of {answer['recipient']} (newest first)")
     print(
-        table(["RECEIVED", "STATE", "CAMPAIGN", "SUBJECT", "WHY"], rows, {3: 40, 4: 70})
+        table(["RECEIVED", "STATE", "CAMPAIGN", "SUBJECT", "WHY"], rows, {3: 40}, fit=_width())
         if rows
         else "no deliveries"
     )
@@ -253,6 +308,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _review(args) if args.command == "review" else _timeline(args)
         except ClientError as exc:
             print(f"sendguard: {exc}", file=sys.stderr)
+            return 1
+        except BrokenPipeError:
+            # `sendguard review list | head`: the reader left; say nothing more, as cat does.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             return 1
     return _hash_password()
 

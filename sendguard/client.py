@@ -74,15 +74,38 @@ def quote(segment: str) -> str:
 
 
 def table(
-    headers: list[str], rows: list[list[str]], widths: Mapping[int, int] | None = None
+    headers: list[str],
+    rows: list[list[str]],
+    widths: Mapping[int, int] | None = None,
+    *,
+    fit: int | None = None,
 ) -> str:
-    """A plain text table; columns listed in `widths` are cut to that many characters."""
+    """A plain text table; columns listed in `widths` are cut to that many characters, and
+    with `fit` the widest columns are cut until every line fits in that many characters."""
     cut = dict(widths or {})
     cells = [[_cut(str(v), cut.get(i)) for i, v in enumerate(row)] for row in rows]
     sizes = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(headers)]
-    lines = ["  ".join(h.ljust(sizes[i]) for i, h in enumerate(headers)).rstrip()]
+    if fit is not None:
+        sizes = _fit(sizes, fit - 2 * (len(headers) - 1))
+        cells = [[_cut(v, sizes[i]) for i, v in enumerate(r)] for r in cells]
+    lines = ["  ".join(h[: sizes[i]].ljust(sizes[i]) for i, h in enumerate(headers)).rstrip()]
     lines += ["  ".join(v.ljust(sizes[i]) for i, v in enumerate(r)).rstrip() for r in cells]
     return "\n".join(lines)
+
+
+_NARROWEST = 8  # a column is never cut below this; a very narrow terminal wraps instead
+
+
+def _fit(sizes: list[int], room: int) -> list[int]:
+    """Column sizes that add up to at most `room`, taken one character at a time from the
+    widest column (so the long reason column gives way first, short ids stay whole)."""
+    sizes = list(sizes)
+    while sum(sizes) > room:
+        widest = max(range(len(sizes)), key=sizes.__getitem__)
+        if sizes[widest] <= _NARROWEST:
+            break
+        sizes[widest] -= 1
+    return sizes
 
 
 def _cut(text: str, width: int | None) -> str:

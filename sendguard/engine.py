@@ -94,13 +94,22 @@ def plan(decision: Decision, now: datetime, hold_expiry: timedelta | None = None
 
 
 def explain(decision: Decision) -> str:
-    """One line naming the policy behind the combined verdict and its reason."""
+    """One line naming the policy behind the combined verdict and its reason.
+
+    A forward names every enforcing policy with why it let the delivery go: a person asking
+    "why did this reach Ann?" gets the whole answer, not only the first policy's.
+    """
     verdict = decision.verdict
+    if verdict.action is Action.FORWARD:
+        passed = [
+            f"{o.policy}: {o.verdict.reason}" if o.verdict.reason else o.policy
+            for o in decision.outcomes
+            if o.mode is Mode.ENFORCE
+        ]
+        return "; ".join(passed) if passed else "no policy is configured"
     for outcome in decision.outcomes:
         if outcome.mode is Mode.ENFORCE and outcome.verdict is verdict:
             return f"{outcome.policy}: {verdict.reason}" if verdict.reason else outcome.policy
-    if verdict.action is Action.FORWARD:
-        return "every policy passed"
     return verdict.reason
 
 
@@ -159,6 +168,8 @@ class Engine:
         self._durations = {
             b.name: metrics.policy_duration.labels(policy=b.name) for b in self._bindings
         }
+        # Pre-initialised, so a dashboard shows 0 (not "no data") for a policy that never failed.
+        self._errors = {b.name: metrics.policy_errors.labels(policy=b.name) for b in self._bindings}
         self._counters: dict[tuple[str, str, str], Any] = {}
 
     def plan(self, decision: Decision, now: datetime) -> Plan:
@@ -220,6 +231,8 @@ class Engine:
             verdict = binding.fallback(error)
         seconds = monotonic() - started
         self._durations[binding.name].observe(seconds)
+        if error is not None:
+            self._errors[binding.name].inc()
         key = (binding.name, verdict.action.value, binding.mode.value)
         counter = self._counters.get(key)
         if counter is None:

@@ -39,6 +39,12 @@ class Metrics:
             ["policy", "verdict", "mode"],
             registry=r,
         )
+        self.policy_errors = Counter(
+            "sendguard_policy_errors",
+            "Policies that raised or ran out of their time budget (counted as their on_error)",
+            ["policy"],
+            registry=r,
+        )
         self.deliveries_outcomes = Counter(
             "sendguard_deliveries",
             "Deliveries that reached an outcome",

@@ -24,9 +24,11 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from importlib.metadata import EntryPoint, entry_points
 from typing import Any, ClassVar, Protocol
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel
 
+from sendguard.address import recipient_key
 from sendguard.message import Delivery, MessageClass
 from sendguard.store.base import Campaign, Event, Fact, HistoryEntry, Store
 from sendguard.verdict import Verdict
@@ -61,6 +63,7 @@ class PolicyContext:
         self._contents = contents or {}
         # Several policies (and the kill switch) ask about the same campaign in one decision.
         self._campaigns: dict[str, Campaign | None] = {}
+        self._zones: dict[str, ZoneInfo | None] = {}
 
     async def fact(self, key: str, contact: str | None = None) -> Fact | None:
         """The latest fact for `key` about `contact` (or without a contact)."""
@@ -101,6 +104,23 @@ class PolicyContext:
         if name not in self._campaigns:
             self._campaigns[name] = await self._store.get_campaign(name)
         return self._campaigns[name]
+
+    async def recipient_zone(self, delivery: Delivery) -> ZoneInfo | None:
+        """The recipient's time zone: the message's `X-Sendguard-Timezone`, else a `timezone`
+        fact about the recipient, else None (unknown). A fact naming no valid zone is ignored."""
+        if delivery.id not in self._zones:
+            name = delivery.message.fields.timezone
+            if name is None:
+                fact = await self.fact("timezone", recipient_key(delivery.recipient))
+                name = fact.value if fact is not None else None
+            zone = None
+            if name:
+                try:
+                    zone = ZoneInfo(name)
+                except (ZoneInfoNotFoundError, ValueError):
+                    zone = None
+            self._zones[delivery.id] = zone
+        return self._zones[delivery.id]
 
     async def campaign_volume(self, name: str, since: datetime) -> int:
         """How many deliveries of campaign `name` were accepted since `since`."""

@@ -57,7 +57,7 @@ def test_fifty_at_once_over_several_connections_forward_exactly_one(
     assert counted.count("sent") == 1
     assert counted.count("delayed") == 49
     delayed = next(d for d in states["deliveries"] if d["state"] == "delayed")
-    assert "recipient cap 1 per 1d reached" in delayed["reason"]
+    assert "recipient cap 1 per 1 day reached" in delayed["reason"]
 
 
 def test_transactional_is_exempt(sendguard: Start, sink: Sink) -> None:

@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from sendguard.phrasing import human_time
 from tests.e2e.test_send_path import message, send
 from tests.support.process import SendguardProcess
 from tests.support.sink import Sink
@@ -29,7 +30,7 @@ def test_not_before_delays_until_then_and_the_past_sends_now(sendguard: Start, s
     proc.wait_states({"now@example.org": "sent"}, now_id)
     assert proc.states(later_id) == {"later@example.org": "delayed"}
     assert dict(proc.transitions("later@example.org"))["delayed"] == (
-        f"schedule: not before {due.isoformat()}"
+        f"schedule: not before {human_time(due)}"
     )
 
     got = sink.wait_for(2, timeout=10)

@@ -14,6 +14,7 @@ from sendguard.engine import Engine, OnError, PolicyBinding, explain, plan
 from sendguard.errors import StoreUnavailable
 from sendguard.message import DeliveryState
 from sendguard.metrics import Metrics
+from sendguard.phrasing import human_time
 from sendguard.policy import PolicyContext
 from sendguard.store.sqlite import SQLiteStore
 from sendguard.testing import FakeClock, make_delivery
@@ -103,9 +104,38 @@ async def test_plan_maps_verdicts_to_states(store: SQLiteStore) -> None:
     decision = await eng.decide(make_delivery(not_before=later))
     step = plan(decision, clock.now())
     assert (step.state, step.due_at) == (DeliveryState.DELAYED, later)
-    assert step.reason == f"schedule: not before {later.isoformat()}"
+    assert step.reason == f"schedule: not before {human_time(later)}"
 
     clock.advance(timedelta(hours=1))
     decision = await eng.decide(make_delivery(not_before=later))
     step = plan(decision, clock.now())
     assert (step.state, step.due_at) == (DeliveryState.QUEUED, clock.now())
+
+
+async def test_policy_errors_are_counted_per_policy_from_zero(store: SQLiteStore) -> None:
+    eng = engine(
+        store,
+        PolicyBinding("boom", Scripted(RuntimeError("bug")), on_error=OnError.FORWARD),
+        PolicyBinding("slow", Scripted("slow"), budget=timedelta(milliseconds=20)),
+        PolicyBinding("fine", Scripted(Verdict.forward("ok"))),
+    )
+    await eng.decide(make_delivery())
+    await eng.decide(make_delivery())
+    text = eng._metrics.render().decode()
+    assert 'sendguard_policy_errors_total{policy="boom"} 2.0' in text
+    assert 'sendguard_policy_errors_total{policy="slow"} 2.0' in text
+    assert 'sendguard_policy_errors_total{policy="fine"} 0.0' in text
+
+
+async def test_a_forward_says_why_every_enforcing_policy_let_it_go(store: SQLiteStore) -> None:
+    eng = engine(
+        store,
+        PolicyBinding("strict", Scripted(Verdict.drop("nope")), mode=Mode.SHADOW),
+        PolicyBinding("caps", Scripted(Verdict.forward("within every cap (1 per 1 day)"))),
+        PolicyBinding("review", Scripted(Verdict.forward("campaign spring approved by maria"))),
+    )
+    decision = await eng.decide(make_delivery())
+    assert explain(decision) == (
+        "caps: within every cap (1 per 1 day); review: campaign spring approved by maria"
+    )
+    assert explain(await engine(store).decide(make_delivery())) == "no policy is configured"
