@@ -6,8 +6,25 @@ from typing import Any
 
 import pytest
 
+from tests.support.postgres import DSN, drop_schema_sync, new_schema
 from tests.support.process import SendguardProcess, base_config, free_port
 from tests.support.sink import Sink
+
+BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Tests marked `both_backends` that start a server run once per store backend."""
+    if metafunc.definition.get_closest_marker("both_backends") and (
+        "sendguard" in metafunc.fixturenames
+    ):
+        metafunc.parametrize("backend", BACKENDS, indirect=True)
+
+
+@pytest.fixture
+def backend(request: pytest.FixtureRequest) -> str:
+    """The store backend of the servers a test starts (SQLite unless parametrised)."""
+    return str(getattr(request, "param", "sqlite"))
 
 
 @pytest.fixture
@@ -19,12 +36,21 @@ def sink() -> Iterator[Sink]:
 
 
 @pytest.fixture
-def sendguard(tmp_path: Path, sink: Sink) -> Iterator[Callable[..., SendguardProcess]]:
-    """Factory: `sendguard(**overrides)` starts a server relaying to the sink."""
+def sendguard(
+    tmp_path: Path, sink: Sink, backend: str
+) -> Iterator[Callable[..., SendguardProcess]]:
+    """Factory: `sendguard(**overrides)` starts a server relaying to the sink.
+
+    With the `postgres` backend, each server gets a fresh schema of the machine's PostgreSQL.
+    """
     started: list[SendguardProcess] = []
+    schemas: list[str] = []
 
     def start(config: dict[str, Any] | None = None, **sections: Any) -> SendguardProcess:
         cfg = config or base_config(sink.port)
+        if backend == "postgres":
+            schemas.append(new_schema())
+            cfg["store"] = {"url": DSN, "schema": schemas[-1], "pool_size": 4}
         for section, values in sections.items():
             if isinstance(values, dict) and isinstance(cfg.get(section), dict):
                 cfg[section] = {**cfg[section], **values}
@@ -38,3 +64,5 @@ def sendguard(tmp_path: Path, sink: Sink) -> Iterator[Callable[..., SendguardPro
     yield start
     for proc in started:
         proc.stop()
+    for schema in schemas:
+        drop_schema_sync(schema)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -125,9 +124,8 @@ def test_idempotent_retries_create_one_delivery(sendguard: Start, sink: Sink) ->
     )
     assert status == 202 and again["id"] == answers[0][1]["id"]
     sink.wait_for(1)
-    time.sleep(0.3)
+    assert proc.wait_settled() == {"once@example.org": "sent"}
     assert len(sink.received) == 1
-    assert proc.states() == {"once@example.org": "sent"}
 
 
 def test_deliveries_filter_and_paginate(sendguard: Start, sink: Sink) -> None:
@@ -150,25 +148,21 @@ def test_deliveries_filter_and_paginate(sendguard: Start, sink: Sink) -> None:
 
 
 def test_fact_releases_or_drops_a_waiting_delivery_promptly(sendguard: Start, sink: Sink) -> None:
-    # poll_interval is long: only the wake-up can make the fact act within a second.
+    # poll_interval is 30 s: acting well before that proves the fact woke the delivery.
     proc = sendguard(policies=[{"plugin": "context"}], delivery={"poll_interval": "30s"})
     kept = send_json(proc, to=["met@example.org"], requires=["meeting:1:status=completed"])
     spared = send_json(proc, to=["noshow@example.org"], requires=["meeting:2:status=completed"])
     assert kept["deliveries"][0]["state"] == "delayed"
     assert kept["deliveries"][0]["reason"] == "context: waiting for meeting:1:status=completed"
 
-    started = time.monotonic()
     status, answer = proc.call(
         "POST", "/v1/facts", {"key": "meeting:1:status", "value": "completed"}
     )
     assert status == 202 and answer["woken"] == 1
-    sink.wait_for(1, timeout=2)
-    assert time.monotonic() - started < 1.5
+    sink.wait_for(1, timeout=15)
 
-    started = time.monotonic()
     proc.call("POST", "/v1/facts", {"key": "meeting:2:status", "value": "no_show"})
-    proc.wait_states({"noshow@example.org": "dropped"}, spared["id"], timeout=2)
-    assert time.monotonic() - started < 1.5
+    proc.wait_states({"noshow@example.org": "dropped"}, spared["id"], timeout=15)
     status, line = proc.call("GET", "/v1/recipients/noshow@example.org/timeline")
     assert line["deliveries"][0]["state"] == "dropped"
     assert line["deliveries"][0]["reason"] == (
@@ -242,7 +236,7 @@ def test_campaign_approval_releases_held_and_later_ones_flow(sendguard: Start, s
         ("ana", "approve-campaign", "campaign:autumn", 3),
     ]
     assert audit["entries"][1]["note"] == "copy reviewed"
-    time.sleep(0.3)
+    proc.wait_settled()
     assert len(sink.received) == 4
 
 
@@ -272,7 +266,7 @@ def test_pause_holds_queued_and_new_until_resume(sendguard: Start, sink: Sink) -
     assert new["deliveries"][0]["reason"] == "campaign-pause: campaign promo is paused"
     status, campaigns = proc.call("GET", "/v1/campaigns")
     assert campaigns["campaigns"][0]["state"] == "paused"
-    time.sleep(0.3)
+    proc.wait_settled()
     assert sink.received == []
 
     status, answer = proc.call("POST", "/v1/campaigns/promo/resume", {"reviewer": "ana"})

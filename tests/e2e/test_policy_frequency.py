@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import smtplib
 import threading
-import time
 from collections.abc import Callable
 
 import pytest
@@ -14,7 +13,7 @@ from tests.e2e.test_send_path import message, send
 from tests.support.process import SendguardProcess
 from tests.support.sink import Sink
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.both_backends]
 Start = Callable[..., SendguardProcess]
 ONE_A_DAY = [
     {
@@ -50,7 +49,7 @@ def test_fifty_at_once_over_several_connections_forward_exactly_one(
         t.join()
     assert len(replies) == 50
     sink.wait_for(1)
-    time.sleep(0.5)
+    proc.wait_settled()
     assert len(sink.received) == 1
     states = proc.call("GET", "/v1/deliveries?recipient=busy@example.org&limit=100")[1]
     counted = [d["state"] for d in states["deliveries"]]

@@ -12,7 +12,7 @@ from tests.e2e.test_send_path import message, send
 from tests.support.process import SendguardProcess
 from tests.support.sink import Sink
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.both_backends]
 Start = Callable[..., SendguardProcess]
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
@@ -13,7 +12,7 @@ from tests.e2e.test_send_path import message, send
 from tests.support.process import SendguardProcess
 from tests.support.sink import Sink
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.both_backends]
 Start = Callable[..., SendguardProcess]
 
 
@@ -36,5 +35,5 @@ def test_not_before_delays_until_then_and_the_past_sends_now(sendguard: Start, s
     got = sink.wait_for(2, timeout=10)
     assert datetime.now(UTC) >= due
     assert sorted(r.rcpt_tos[0] for r in got) == ["later@example.org", "now@example.org"]
-    time.sleep(0.3)
+    proc.wait_states({"later@example.org": "sent"}, later_id)
     assert len(sink.received) == 2

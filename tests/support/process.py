@@ -6,11 +6,11 @@ import json
 import os
 import signal
 import socket
-import sqlite3
 import subprocess
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -159,15 +159,28 @@ class SendguardProcess:
         except ValueError:
             return status, payload.decode(errors="replace")
 
+    def _get(self, path: str) -> Any:
+        status, answer = self.call("GET", path)
+        if status != 200:
+            raise AssertionError(f"GET {path} answered {status}: {answer}")
+        return answer
+
+    def deliveries(self, message_id: str | None = None) -> list[dict[str, Any]]:
+        """Every delivery (of one message), oldest first, as the HTTP API shows them."""
+        if message_id is not None:
+            return list(self._get(f"/v1/messages/{message_id}")["deliveries"])
+        found: list[dict[str, Any]] = []
+        cursor = ""
+        while True:
+            page = self._get(f"/v1/deliveries?limit=500{cursor}")
+            found += page["deliveries"]
+            if not page["next_cursor"]:
+                return found[::-1]
+            cursor = f"&cursor={page['next_cursor']}"
+
     def states(self, message_id: str | None = None) -> dict[str, str]:
-        """recipient -> delivery state, read from the database without disturbing the server."""
-        with sqlite3.connect(f"file:{self.db_path}?mode=ro", uri=True) as conn:
-            sql = "SELECT recipient, state FROM deliveries"
-            args: tuple[str, ...] = ()
-            if message_id is not None:
-                sql += " WHERE message_id = ?"
-                args = (message_id,)
-            return dict(conn.execute(sql, args).fetchall())
+        """recipient -> delivery state (the latest delivery's, per recipient), from the API."""
+        return {d["recipient"]: d["state"] for d in self.deliveries(message_id)}
 
     def wait_states(
         self, want: dict[str, str], message_id: str | None = None, timeout: float = 15.0
@@ -181,13 +194,30 @@ class SendguardProcess:
             time.sleep(0.05)
         raise AssertionError(f"states {got}, wanted {want}\n{self.log()[-3000:]}")
 
+    def wait_settled(self, timeout: float = 20.0) -> dict[str, str]:
+        """Wait until no delivery is queued, sending or deferred: whatever may be sent now has
+        been, so what a sink received is final until something waiting becomes due."""
+        deadline = time.monotonic() + timeout
+        states: dict[str, str] = {}
+        while time.monotonic() < deadline:
+            states = self.states()
+            if not set(states.values()) & {"queued", "sending", "deferred"}:
+                return states
+            time.sleep(0.05)
+        raise AssertionError(f"not settled: {states}\n{self.log()[-3000:]}")
+
     def transitions(self, recipient: str) -> list[tuple[str, str]]:
-        with sqlite3.connect(f"file:{self.db_path}?mode=ro", uri=True) as conn:
-            return conn.execute(
-                "SELECT t.state, t.reason FROM transitions t JOIN deliveries d"
-                " ON d.id = t.delivery_id WHERE d.recipient = ? ORDER BY d.id, t.seq",
-                (recipient,),
-            ).fetchall()
+        """(state, reason) of every step of every delivery to `recipient`, oldest first."""
+        found: list[dict[str, Any]] = []
+        cursor = ""
+        path = f"/v1/recipients/{urllib.parse.quote(recipient, safe='')}/timeline?limit=500"
+        while True:
+            page = self._get(path + cursor)
+            found += page["deliveries"]
+            if not page["next_cursor"]:
+                break
+            cursor = f"&cursor={page['next_cursor']}"
+        return [(t["state"], t["reason"]) for d in found[::-1] for t in d["transitions"]]
 
     def log_events(self) -> list[dict[str, Any]]:
         events = []
