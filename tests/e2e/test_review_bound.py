@@ -234,3 +234,31 @@ def test_a_purchase_ends_the_offer_at_once(sendguard: Start, sink: Sink) -> None
     sink.wait_for(1)
     status, view = proc.call("GET", f"/v1/messages/{sent['id']}")
     assert view["offer"] == "boots"
+
+
+def test_generated_copy_is_reviewed_by_a_sample_of_each_variant(
+    sendguard: Start, sink: Sink
+) -> None:
+    sample = {"review_sample": {"first": 2}}
+    proc = sendguard(policies=[{"plugin": "human_hold", "options": sample}])
+    tagged = "X-Campaign: ai-copy"
+    rcpts = [f"g{i}@example.org" for i in range(4)]
+    first = send(proc, rcpts, message(tagged, subject="Picked for you: hiking boots"))
+    assert set(proc.states(first).values()) == {"held"}
+    assert "sample 1 of 2 of new content in campaign ai-copy" in reason(proc, "g0@example.org")
+    assert "sample 2 of 2" in reason(proc, "g1@example.org")
+    assert "waits for its sample's review" in reason(proc, "g3@example.org")
+
+    proc.call("POST", "/v1/campaigns/ai-copy/approve", {"reviewer": "maria"})
+    proc.wait_states(dict.fromkeys(rcpts, "sent"), first)
+    same = send(proc, ["g4@example.org"], message(tagged, subject="Picked for you: hiking boots"))
+    proc.wait_states({"g4@example.org": "sent"}, same)
+
+    variant = send(
+        proc,
+        ["g5@example.org", "g6@example.org", "g7@example.org"],
+        message(tagged, subject="Picked for you: rain jackets"),
+    )
+    assert set(proc.states(variant).values()) == {"held"}
+    assert "sample 1 of 2 of new content" in reason(proc, "g5@example.org")
+    assert "waits for its sample's review" in reason(proc, "g7@example.org")

@@ -15,6 +15,7 @@ from sendguard.errors import StoreUnavailable
 from sendguard.message import DeliveryState
 from sendguard.metrics import Metrics
 from sendguard.policy import PolicyContext
+from sendguard.store.base import GlobalPause
 from sendguard.store.sqlite import SQLiteStore
 from sendguard.testing import FakeClock, make_delivery
 from sendguard.verdict import Action, Mode, Verdict
@@ -109,3 +110,17 @@ async def test_plan_maps_verdicts_to_states(store: SQLiteStore) -> None:
     decision = await eng.decide(make_delivery(not_before=later))
     step = plan(decision, clock.now())
     assert (step.state, step.due_at) == (DeliveryState.QUEUED, clock.now())
+
+
+async def test_global_pause_holds_every_delivery_without_expiry(store: SQLiteStore) -> None:
+    now = FakeClock().now()
+    holding = PolicyBinding("fake", Scripted(Verdict.hold("review it")))
+    run = Engine((holding,), store, FakeClock(), Metrics(), hold_expiry=timedelta(days=7))
+    assert run.plan(await run.decide(make_delivery()), now).hold_origin == "policy"
+    await store.set_pause(GlobalPause(True, now, "ops", "incident"))
+    decision = await run.decide(make_delivery())
+    assert [o.policy for o in decision.outcomes] == ["fake", "global-pause"]
+    assert decision.outcomes[-1].verdict.reason == "sending is paused by ops: incident"
+    step = run.plan(decision, now)
+    # held by a policy too, but the pause keeps it from expiring while nobody can review
+    assert (step.state, step.hold_origin, step.due_at) == (DeliveryState.HELD, "pause", None)
