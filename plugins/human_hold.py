@@ -3,10 +3,16 @@
 Holds (in this order of checks, the first that applies gives the reason):
 - a delivery of a campaign a reviewer rejected → dropped;
 - `hold_unapproved_campaigns`: a delivery of a campaign nobody approved yet (approving the
-  campaign releases what it held and lets the rest flow);
+  campaign releases what it held and lets the rest flow). With `bind_approval_to_content` an
+  approval covers the content fingerprints it released: changed copy is held again. Classes in
+  `exempt_classes` (transactional) are not held by this rule;
+- `review_sample`: of each new content variant of a campaign, the first `first` deliveries are
+  held as its sample and the rest wait for it; once the campaign (and so the variant) is
+  approved, a random `share` of the variant's later deliveries is still held as spot checks;
 - `sensitive_recipients`: addresses (`ceo@example.com`) or whole domains (`@example.gov`);
 - `patterns`: regular expressions matched against the subject and the text of the message;
-- `max_blast`: more than this many deliveries of one campaign within `blast_window`.
+- `max_blast`: more than this many deliveries within `blast_window` of one campaign, or, for
+  mail without a campaign, of one content fingerprint (`blast_by`).
 
 A delivery a reviewer approved one by one is not held again by this policy; every other policy
 still judges it.
@@ -16,21 +22,43 @@ from __future__ import annotations
 
 import email
 import email.policy
+import random
 import re
 from collections import OrderedDict
-from datetime import timedelta
+from collections.abc import Callable
+from datetime import datetime, timedelta
 from email.message import EmailMessage
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from sendguard.duration import Duration, format_duration
-from sendguard.message import Delivery
+from sendguard.message import Delivery, MessageClass
 from sendguard.policy import PolicyContext
-from sendguard.store.base import Approval
+from sendguard.store.base import Approval, Campaign
 from sendguard.verdict import Verdict
 
 _TEXT_CACHE = 64
+
+
+class ReviewSample(BaseModel):
+    """Sampled review of generated content: per new content variant of a campaign."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    first: int = Field(default=1, ge=0)
+    """The first this many deliveries of a new variant are held as its sample."""
+    share: float = Field(default=0.0, ge=0.0, le=1.0)
+    """Of an approved variant's later deliveries, this share is still held (spot checks)."""
+    seed: int | None = None
+    """Seed of the random spot checks (reproducible runs); none: seeded by the system."""
+
+
+BlastKey = Literal["campaign", "fingerprint"]
+
+
+def _campaign_then_fingerprint() -> list[BlastKey]:
+    return ["campaign", "fingerprint"]
 
 
 class HumanHoldOptions(BaseModel):
@@ -39,8 +67,13 @@ class HumanHoldOptions(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     hold_unapproved_campaigns: bool = True
+    bind_approval_to_content: bool = True
+    exempt_classes: list[MessageClass] = Field(default_factory=lambda: [MessageClass.TRANSACTIONAL])
+    review_sample: ReviewSample | None = None
     max_blast: int | None = Field(default=1000, gt=0)
     blast_window: Duration = timedelta(hours=1)
+    blast_by: list[BlastKey] = Field(default_factory=_campaign_then_fingerprint, min_length=1)
+    """What a blast is counted by: the first of these the message has."""
     patterns: list[str] = Field(default_factory=list)
     sensitive_recipients: list[str] = Field(default_factory=list)
 
@@ -76,8 +109,13 @@ class HumanHoldPolicy:
 
     Options: ClassVar[type[BaseModel]] = HumanHoldOptions
 
-    def __init__(self, options: HumanHoldOptions) -> None:
+    def __init__(
+        self, options: HumanHoldOptions, chance: Callable[[], float] | None = None
+    ) -> None:
         self._options = options
+        sample = options.review_sample
+        # Spot checks need spread, not secrecy: injectable (tests) or seeded from the options.
+        self._chance = chance or random.Random(sample.seed if sample else None).random  # noqa: S311
         self._patterns = [re.compile(p, re.IGNORECASE) for p in options.patterns]
         self._sensitive = {s.lower() for s in options.sensitive_recipients}
         # One message fans out to many deliveries: parse its text once, not per recipient.
@@ -103,8 +141,10 @@ class HumanHoldPolicy:
         if delivery.approved_by is not None:
             return Verdict.forward(f"approved by {delivery.approved_by}")
         approved = campaign is not None and campaign.approval is Approval.APPROVED
-        if options.hold_unapproved_campaigns and name is not None and not approved:
-            return Verdict.hold(f"campaign {name} is not approved yet")
+        if name is not None:
+            held = await self._campaign_rule(delivery, ctx, name, campaign)
+            if held is not None:
+                return held
         recipient = delivery.recipient.lower()
         if recipient in self._sensitive or "@" + recipient.rpartition("@")[2] in self._sensitive:
             return Verdict.hold(f"{delivery.recipient} is a sensitive recipient")
@@ -113,13 +153,82 @@ class HumanHoldPolicy:
             for pattern in self._patterns:
                 if pattern.search(text):
                     return Verdict.hold(f"content matches {pattern.pattern!r}")
-        if options.max_blast is not None and name is not None and not approved:
-            since = ctx.now - options.blast_window
-            volume = await ctx.campaign_volume(name, since) + len(delivery.message.recipients)
+        if options.max_blast is not None and not approved:
+            blast = await self._blast(delivery, ctx)
+            if blast is not None:
+                return blast
+        return Verdict.forward("no reason to hold")
+
+    async def _campaign_rule(
+        self, delivery: Delivery, ctx: PolicyContext, name: str, campaign: Campaign | None
+    ) -> Verdict | None:
+        """Is this campaign's content approved? None if nothing holds it."""
+        options = self._options
+        sample = options.review_sample
+        if not options.hold_unapproved_campaigns and sample is None:
+            return None
+        if delivery.message.fields.message_class in options.exempt_classes:
+            return None
+        approved = campaign is not None and campaign.approval is Approval.APPROVED
+        content = delivery.message.content_hash
+        bound = (options.bind_approval_to_content or sample is not None) and content is not None
+        if approved and not bound:
+            return None
+        approvals = await ctx.approvals(name) if approved else ()
+        if approved and any(a.content_hash == content for a in approvals):
+            if sample is not None and sample.share > 0 and self._chance() < sample.share:
+                return Verdict.hold(
+                    f"spot check of campaign {name} (review_sample share {sample.share:g})"
+                )
+            return None
+        if sample is not None and content is not None:
+            position = await ctx.content_volume(
+                content,
+                campaign=name,
+                before=delivery.id,
+                exclude_message=delivery.message.id,
+            ) + delivery.message.recipients.index(delivery.recipient)
+            if position < sample.first:
+                return Verdict.hold(
+                    f"sample {position + 1} of {sample.first} of new content in campaign {name};"
+                    " approve the campaign to let this content flow"
+                )
+            return Verdict.hold(f"new content in campaign {name} waits for its sample's review")
+        if not approved:
+            return Verdict.hold(f"campaign {name} is not approved yet")
+        assert campaign is not None
+        latest = approvals[0] if approvals else None
+        who = latest.approved_by if latest else campaign.updated_by
+        at = latest.approved_at if latest else campaign.updated_at
+        return Verdict.hold(
+            f"campaign {name}: content changed since {who} approved it on {_moment(at)}"
+        )
+
+    async def _blast(self, delivery: Delivery, ctx: PolicyContext) -> Verdict | None:
+        """More than max_blast deliveries of this campaign (or content) within blast_window?"""
+        options = self._options
+        assert options.max_blast is not None
+        since = ctx.now - options.blast_window
+        message = delivery.message
+        for key in options.blast_by:
+            if key == "campaign" and delivery.campaign is not None:
+                what = f"campaign {delivery.campaign}"
+                volume = await ctx.campaign_volume(delivery.campaign, since)
+            elif key == "fingerprint" and message.content_hash:
+                what = f"content {message.content_hash[:8]}"
+                volume = await ctx.content_volume(message.content_hash, since=since)
+            else:
+                continue
+            volume += len(message.recipients)
             if volume > options.max_blast:
                 return Verdict.hold(
-                    f"campaign {name} has {volume} deliveries within "
+                    f"{what} has {volume} deliveries within "
                     f"{format_duration(options.blast_window)}, more than max_blast "
                     f"{options.max_blast}"
                 )
-        return Verdict.forward("no reason to hold")
+            return None
+        return None
+
+
+def _moment(at: datetime | None) -> str:
+    return at.strftime("%Y-%m-%d %H:%M UTC") if at is not None else "an unknown date"

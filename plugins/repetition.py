@@ -1,12 +1,18 @@
 """`repetition`: the same offer to the same person, again and again → drop.
 
-Counts the recipient's sends within `window` of the same campaign, and of the same content
-fingerprint (subject and text with greetings, tracking parameters and spacing normalised away,
-so personalisation does not hide a repeat). With `limit` or more already, the delivery is dropped.
+Counts the recipient's sends within `window` by what `match` names:
+- `offer`: the same offer (`X-Sendguard-Offer`, JSON `offer`);
+- `content`: the same content fingerprint (subject and text with greetings, tracking parameters
+  and spacing normalised away, so personalisation does not hide a repeat);
+- `campaign`: the same campaign (opt-in: a campaign is usually a series, such as a newsletter,
+  whose issues differ and should all arrive).
+With `limit` or more already, the delivery is dropped. A `purchase` event for the recipient
+naming the message's offer ends that offer at once: later deliveries of it are dropped.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import timedelta
 from typing import ClassVar, Literal
 
@@ -15,7 +21,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from sendguard.duration import Duration, format_duration
 from sendguard.message import Delivery, MessageClass
 from sendguard.policy import PolicyContext
+from sendguard.store.base import EventType, HistoryEntry
 from sendguard.verdict import Verdict
+
+MatchKey = Literal["offer", "content", "campaign"]
 
 
 class RepetitionOptions(BaseModel):
@@ -25,14 +34,13 @@ class RepetitionOptions(BaseModel):
 
     limit: int = Field(default=2, gt=0)
     window: Duration = timedelta(days=30)
-    match: tuple[Literal["campaign", "content"], ...] = Field(
-        default=("campaign", "content"), min_length=1
-    )
+    match: tuple[MatchKey, ...] = Field(default=("offer", "content"), min_length=1)
     exempt_classes: list[MessageClass] = Field(default_factory=lambda: [MessageClass.TRANSACTIONAL])
 
 
 class RepetitionPolicy:
-    """Drops a delivery when the person already had this campaign or content `limit` times."""
+    """Drops a delivery when the person already had this offer or content `limit` times, or
+    bought the offer."""
 
     Options: ClassVar[type[BaseModel]] = RepetitionOptions
 
@@ -44,20 +52,37 @@ class RepetitionPolicy:
         message = delivery.message
         if message.fields.message_class in options.exempt_classes:
             return Verdict.forward(f"{message.fields.message_class.value} mail is exempt")
+        offer = message.fields.offer
+        if offer is not None:
+            for event in await ctx.events(delivery.recipient):
+                if event.type is EventType.PURCHASE and event.offer == offer:
+                    return Verdict.drop(f"bought {offer} on {event.at:%Y-%m-%d %H:%M} UTC")
         history = await ctx.history(delivery.recipient, ctx.now - options.window)
-        window = format_duration(options.window)
-        if "campaign" in options.match and delivery.campaign is not None:
-            same = sum(1 for h in history if h.campaign == delivery.campaign)
-            if same >= options.limit:
+        for key in options.match:
+            repeat = self._repeat(key, delivery, history)
+            if repeat is not None:
                 return Verdict.drop(
-                    f"already sent campaign {delivery.campaign} {same} times within {window}"
-                    f" (limit {options.limit})"
-                )
-        if "content" in options.match and message.content_hash is not None:
-            same = sum(1 for h in history if h.content_hash == message.content_hash)
-            if same >= options.limit:
-                return Verdict.drop(
-                    f"already sent this content {same} times within {window}"
-                    f" (limit {options.limit})"
+                    f"already sent {repeat[0]} {repeat[1]} times within "
+                    f"{format_duration(options.window)} (limit {options.limit})"
                 )
         return Verdict.forward("not a repeat")
+
+    def _repeat(
+        self, key: MatchKey, delivery: Delivery, history: Sequence[HistoryEntry]
+    ) -> tuple[str, int] | None:
+        """(what, how often) if the recipient had this offer, content or campaign `limit` times."""
+        mine = _value(
+            key, delivery.message.fields.offer, delivery.message.content_hash, delivery.campaign
+        )
+        if mine is None:
+            return None
+        count = sum(1 for h in history if _value(key, h.offer, h.content_hash, h.campaign) == mine)
+        if count < self._options.limit:
+            return None
+        return ("this content" if key == "content" else f"{key} {mine}"), count
+
+
+def _value(
+    key: MatchKey, offer: str | None, content: str | None, campaign: str | None
+) -> str | None:
+    return {"offer": offer, "content": content, "campaign": campaign}[key]

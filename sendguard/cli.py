@@ -71,6 +71,23 @@ def _parser() -> argparse.ArgumentParser:
         target.add_argument("--campaign", help="the whole campaign instead of one delivery")
         act.add_argument("--reviewer", default=_whoami(), help="who decides (default: $USER)")
         act.add_argument("--note", default="", help="why")
+        if verb == "approve":
+            act.add_argument(
+                "--release-all",
+                action="store_true",
+                help="with --campaign: lift every hold reason (patterns, sensitive recipients)",
+            )
+    for verb, what in (("pause", "hold every unsent delivery"), ("resume", "lift a pause")):
+        for group in (actions, commands):  # `sendguard review pause` = `sendguard pause`
+            switch = group.add_parser(
+                verb, parents=[api], help=f"{what}: all sending, or one --campaign"
+            )
+            switch.set_defaults(switch=verb)
+            switch.add_argument("--campaign", help="only this campaign (its kill switch)")
+            switch.add_argument(
+                "--reviewer", default=_whoami(), help="who decides (default: $USER)"
+            )
+            switch.add_argument("--note", default="", help="why")
 
     timeline = commands.add_parser(
         "timeline", parents=[api], help="what a person was sent, spared or is waiting for"
@@ -99,7 +116,14 @@ def _review(args: argparse.Namespace) -> int:
         answer = client.call("GET", f"/v1/deliveries/{quote(args.delivery_id)}")
         print(json.dumps(answer, indent=2) if args.json else _describe(answer))
         return 0
+    if args.action in ("pause", "resume"):
+        return _switch(args)
     body = {"reviewer": args.reviewer, "note": args.note}
+    if getattr(args, "release_all", False):
+        if not args.campaign:
+            print("sendguard: --release-all needs --campaign", file=sys.stderr)
+            return 2
+        body["release"] = "all"
     if args.campaign:
         answer = client.call("POST", f"/v1/campaigns/{quote(args.campaign)}/{args.action}", body)
         text = f"campaign {answer['campaign']}: {args.action}d, {answer['deliveries']} deliveries"
@@ -175,6 +199,21 @@ def _width() -> int | None:
     if not sys.stdout.isatty():
         return None
     return shutil.get_terminal_size().columns
+
+
+def _switch(args: argparse.Namespace) -> int:
+    """`pause` / `resume`: the global kill switch, or a campaign's with --campaign."""
+    body = {"reviewer": args.reviewer, "note": args.note}
+    verb = args.switch
+    if args.campaign:
+        path = f"/v1/campaigns/{quote(args.campaign)}/{verb}"
+        what = f"campaign {args.campaign}"
+    else:
+        path, what = f"/v1/{verb}", "all sending"
+    answer = _client(args).call("POST", path, body)
+    text = f"{what}: {verb}d, {answer['deliveries']} deliveries"
+    print(json.dumps(answer, indent=2) if args.json else text)
+    return 0
 
 
 def _describe(delivery: dict[str, Any]) -> str:
@@ -303,8 +342,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _serve(args.config)
     if args.command == "check-config":
         return _check(args.config)
-    if args.command in ("review", "timeline"):
+    if args.command in ("review", "timeline", "pause", "resume"):
         try:
+            if args.command in ("pause", "resume"):
+                return _switch(args)
             return _review(args) if args.command == "review" else _timeline(args)
         except ClientError as exc:
             print(f"sendguard: {exc}", file=sys.stderr)

@@ -235,6 +235,7 @@ class HeadersConfig(Strict):
     data_as_of: list[str] = Field(default_factory=lambda: list(DEFAULT_SOURCES["data_as_of"]))
     timezone: list[str] = Field(default_factory=lambda: list(DEFAULT_SOURCES["timezone"]))
     not_before: list[str] = Field(default_factory=lambda: list(DEFAULT_SOURCES["not_before"]))
+    offer: list[str] = Field(default_factory=lambda: list(DEFAULT_SOURCES["offer"]))
 
     def sources(self) -> Mapping[str, Sequence[str]]:
         """Field name (as `read_fields` knows it) to header names."""
@@ -246,6 +247,7 @@ class HeadersConfig(Strict):
             "data_as_of": self.data_as_of,
             "timezone": self.timezone,
             "not_before": self.not_before,
+            "offer": self.offer,
         }
 
 

@@ -56,6 +56,9 @@ class PolicyBinding:
 
 PAUSE = "campaign-pause"
 """The name under which the kill switch appears among a delivery's policy outcomes."""
+GLOBAL_PAUSE = "global-pause"
+"""The name under which the global kill switch appears among a delivery's policy outcomes."""
+_PAUSES = frozenset({PAUSE, GLOBAL_PAUSE})
 
 
 @dataclass(frozen=True)
@@ -87,7 +90,11 @@ def plan(decision: Decision, now: datetime, hold_expiry: timedelta | None = None
     due = now if state is DeliveryState.QUEUED else verdict.until
     origin = None
     if state is DeliveryState.HELD:
-        paused = any(o.policy == PAUSE and o.verdict is verdict for o in decision.outcomes)
+        # Held by a kill switch (whatever else holds it too): it waits for the resume, and
+        # a review expiry must not drop what nobody could review while sending was paused.
+        paused = any(
+            o.policy in _PAUSES and o.verdict.action is Action.HOLD for o in decision.outcomes
+        )
         origin = "pause" if paused else "policy"
         due = now + hold_expiry if hold_expiry is not None and not paused else None
     return Plan(state, explain(decision), due, origin)
@@ -195,6 +202,13 @@ class Engine:
             if campaign is not None and campaign.paused:
                 reason = f"campaign {campaign.name} is paused"
                 outcomes.append(PolicyOutcome(PAUSE, Verdict.hold(reason)))
+        pause = await self._store.get_pause()
+        if pause.paused:
+            # The global kill switch: every delivery waits, campaign or not, until resumed.
+            reason = f"sending is paused by {pause.updated_by}" + (
+                f": {pause.note}" if pause.note else ""
+            )
+            outcomes.append(PolicyOutcome(GLOBAL_PAUSE, Verdict.hold(reason)))
         decision = Decision.of(outcomes)
         log.info(
             "decision",

@@ -20,6 +20,7 @@ DEFAULT_SOURCES: Mapping[str, Sequence[str]] = {
     "data_as_of": ("X-Sendguard-Data-As-Of",),
     "timezone": ("X-Sendguard-Timezone",),
     "not_before": ("X-Sendguard-Not-Before",),
+    "offer": ("X-Sendguard-Offer",),
 }
 _LIST_ID = re.compile(r"<([^<>]+)>")
 
@@ -108,6 +109,7 @@ def read_fields(headers: Headers, sources: Mapping[str, Sequence[str]]) -> Sendg
     data_as_of = parse_time(found[1], field=found[0]) if (found := first("data_as_of")) else None
     not_before = parse_time(found[1], field=found[0]) if (found := first("not_before")) else None
     timezone = check_timezone(found[1], field=found[0]) if (found := first("timezone")) else None
+    offer = found[1] if (found := first("offer")) else None
     return SendguardFields(
         campaign=campaign,
         message_class=message_class,
@@ -116,4 +118,5 @@ def read_fields(headers: Headers, sources: Mapping[str, Sequence[str]]) -> Sendg
         data_as_of=data_as_of,
         timezone=timezone,
         not_before=not_before,
+        offer=offer,
     )

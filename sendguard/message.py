@@ -61,6 +61,9 @@ class SendguardFields:
     data_as_of: datetime | None = None
     timezone: str | None = None
     not_before: datetime | None = None
+    offer: str | None = None
+    """What the message offers (`X-Sendguard-Offer`): repetition counts it, a purchase ends it.
+    A campaign is a series (a newsletter); an offer is what must not be pushed again and again."""
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,7 @@ from pydantic import BaseModel
 
 from sendguard.address import recipient_key
 from sendguard.message import Delivery, MessageClass
-from sendguard.store.base import Campaign, Event, Fact, HistoryEntry, Store
+from sendguard.store.base import Campaign, ContentApproval, Event, Fact, HistoryEntry, Store
 from sendguard.verdict import Verdict
 
 ENTRY_POINT_GROUP = "sendguard.policies"
@@ -125,6 +125,29 @@ class PolicyContext:
     async def campaign_volume(self, name: str, since: datetime) -> int:
         """How many deliveries of campaign `name` were accepted since `since`."""
         return await self._store.count_campaign(name, since)
+
+    async def approvals(self, campaign: str) -> Sequence[ContentApproval]:
+        """The contents reviewers approved for `campaign`, newest approval first."""
+        return await self._store.approvals(campaign)
+
+    async def content_volume(
+        self,
+        content_hash: str,
+        *,
+        since: datetime | None = None,
+        campaign: str | None = None,
+        before: str | None = None,
+        exclude_message: str | None = None,
+    ) -> int:
+        """How many deliveries of messages with this content fingerprint exist (created since
+        `since`, of `campaign`, created before delivery `before`, not of `exclude_message`)."""
+        return await self._store.count_content(
+            content_hash,
+            since=since,
+            campaign=campaign,
+            before=before,
+            exclude_message=exclude_message,
+        )
 
     async def content(self, message_id: str) -> bytes:
         """The content of a message (headers and body), for policies that read it."""

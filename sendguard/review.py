@@ -3,7 +3,13 @@
 Approving lifts the human hold only: a released delivery becomes due now in `delayed`, so the
 dispatcher judges it again with every policy before it leaves (an address that unsubscribed,
 or a cap that filled, while it waited still counts). Pausing a campaign is the kill switch:
-its unsent deliveries are held (origin `pause`) until it is resumed.
+its unsent deliveries are held (origin `pause`) until it is resumed; the global pause does the
+same for every delivery.
+
+Approving a campaign records the content fingerprints of the held deliveries it released: the
+human hold lets later mail with that content flow, and holds changed copy again. By default
+the released deliveries are judged again by every policy (a pattern or a sensitive recipient
+still holds); `release_all` lifts every hold reason of the human hold for them.
 """
 
 from __future__ import annotations
@@ -15,7 +21,16 @@ from typing import Any
 from sendguard.clock import Clock
 from sendguard.errors import Conflict
 from sendguard.message import Delivery, DeliveryState
-from sendguard.store.base import Approval, AuditEntry, Campaign, Change, DeliveryQuery, Store
+from sendguard.store.base import (
+    Approval,
+    AuditEntry,
+    Campaign,
+    Change,
+    ContentApproval,
+    DeliveryQuery,
+    GlobalPause,
+    Store,
+)
 
 S = DeliveryState
 _HELD = frozenset({S.HELD})
@@ -33,6 +48,14 @@ class Outcome:
     """What a campaign-wide action did."""
 
     campaign: Campaign
+    count: int
+
+
+@dataclass(frozen=True)
+class PauseOutcome:
+    """What pausing or resuming all sending did."""
+
+    pause: GlobalPause
     count: int
 
 
@@ -86,18 +109,38 @@ class Review:
         await self._audit(reviewer, "reject", f"delivery:{delivery_id}", note, 1)
         return changed
 
-    async def approve_campaign(self, name: str, reviewer: str, note: str = "") -> Outcome:
-        """Approve a campaign: release what policies held of it; later messages flow."""
+    async def approve_campaign(
+        self, name: str, reviewer: str, note: str = "", *, release_all: bool = False
+    ) -> Outcome:
+        """Approve a campaign and the content it held: release what policies held of it;
+        later messages with that content flow.
+
+        With `release_all` the released deliveries count as approved one by one, so no hold
+        reason of the human hold (a pattern, a sensitive recipient) holds them again.
+        """
+        now = self._clock.now()
+        seen: set[str] = set()
+        await self._each(
+            name,
+            _HELD,
+            lambda d: _note_content(d, seen),
+            None,
+        )
+        await self._store.add_approvals(
+            [ContentApproval(name, content, reviewer, now) for content in sorted(seen)]
+        )
         return await self._campaign_step(
             name,
             reviewer,
             note,
             "approve-campaign",
-            "campaign approved",
+            "campaign approved" + (", every hold reason released" if release_all else ""),
             {"approval": Approval.APPROVED},
             _HELD,
             lambda d: d.hold_origin != "pause",
             S.DELAYED,
+            approved_by=reviewer if release_all else None,
+            audit_note=f"release all; {note}" if release_all and note else note,
         )
 
     async def reject_campaign(self, name: str, reviewer: str, note: str = "") -> Outcome:
@@ -142,6 +185,42 @@ class Review:
             S.DELAYED,
         )
 
+    async def pause_all(self, reviewer: str, note: str = "") -> PauseOutcome:
+        """The global kill switch: hold every unsent delivery, and every new one."""
+        return await self._global_step(True, reviewer, note)
+
+    async def resume_all(self, reviewer: str, note: str = "") -> PauseOutcome:
+        """Lift the global kill switch: what a pause held is judged again now (a campaign
+        that is still paused holds its own deliveries again)."""
+        return await self._global_step(False, reviewer, note)
+
+    async def pause_state(self) -> GlobalPause:
+        """Whether sending is paused, since when and by whom."""
+        return await self._store.get_pause()
+
+    async def _global_step(self, paused: bool, reviewer: str, note: str) -> PauseOutcome:
+        now = self._clock.now()
+        pause = GlobalPause(paused, now, reviewer, note)
+        await self._store.set_pause(pause)
+        what = "sending paused" if paused else "sending resumed"
+        change = Change(
+            S.HELD if paused else S.DELAYED,
+            _why(what, reviewer, note),
+            now,
+            expect=_WAITING if paused else _HELD,
+            due_at=None if paused else now,
+            hold_origin="pause" if paused else None,
+        )
+        states = _WAITING if paused else _HELD
+        select: Callable[[Delivery], bool] = (
+            (lambda d: True) if paused else (lambda d: d.hold_origin == "pause")
+        )
+        count = await self._each(None, states, select, change)
+        await self._audit(reviewer, "pause" if paused else "resume", "all", note, count)
+        if not paused:
+            self._on_release()
+        return PauseOutcome(pause, count)
+
     async def _campaign_step(
         self,
         name: str,
@@ -153,6 +232,9 @@ class Review:
         states: frozenset[DeliveryState],
         select: Callable[[Delivery], bool],
         to: DeliveryState,
+        *,
+        approved_by: str | None = None,
+        audit_note: str | None = None,
     ) -> Outcome:
         """Record the campaign's new state, move its matching deliveries, audit it."""
         campaign = await self._set(name, reviewer, **update)
@@ -165,9 +247,12 @@ class Review:
             expect=states,
             due_at=now if released else None,
             hold_origin="pause" if to is S.HELD else None,
+            approved_by=approved_by,
         )
         count = await self._each(name, states, select, change)
-        await self._audit(reviewer, action, f"campaign:{name}", note, count)
+        await self._audit(
+            reviewer, action, f"campaign:{name}", note if audit_note is None else audit_note, count
+        )
         if released:
             self._on_release()
         return Outcome(campaign, count)
@@ -193,11 +278,13 @@ class Review:
 
     async def _each(
         self,
-        campaign: str,
+        campaign: str | None,
         states: frozenset[DeliveryState],
         select: Callable[[Delivery], bool],
-        change: Change,
+        change: Change | None,
     ) -> int:
+        """Apply `change` to the selected deliveries in `states` (of `campaign`, or of every
+        campaign and none); without a change, only visit them. Return how many changed."""
         count = 0
         for state in sorted(states):
             after: str | None = None
@@ -206,7 +293,7 @@ class Review:
                     DeliveryQuery(state=state, campaign=campaign, after=after, limit=_PAGE)
                 )
                 for delivery in page.deliveries:
-                    if not select(delivery):
+                    if not select(delivery) or change is None:
                         continue
                     try:
                         await self._store.change(delivery.id, change)
@@ -222,6 +309,13 @@ class Review:
         await self._store.add_audit(
             AuditEntry(self._clock.now(), actor, action, target, note, count)
         )
+
+
+def _note_content(delivery: Delivery, seen: set[str]) -> bool:
+    """Collect the content a campaign approval covers: what its policy holds showed."""
+    if delivery.hold_origin != "pause" and delivery.message.content_hash is not None:
+        seen.add(delivery.message.content_hash)
+    return False
 
 
 def _why(what: str, reviewer: str, note: str) -> str:

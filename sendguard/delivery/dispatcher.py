@@ -29,7 +29,7 @@ from sendguard.engine import Engine
 from sendguard.errors import Conflict, StoreUnavailable, UpstreamPermanent, UpstreamTransient
 from sendguard.message import Delivery, DeliveryState
 from sendguard.metrics import Metrics
-from sendguard.store.base import Change, Store
+from sendguard.store.base import AuditEntry, Change, Store
 
 log = structlog.get_logger("sendguard.dispatcher")
 
@@ -231,6 +231,17 @@ class Dispatcher:
         now = self._clock.now()
         waited = (
             f"not reviewed within review.hold_expiry ({format_duration(self._review.hold_expiry)})"
+        )
+        # Nobody decided, so sendguard did: the audit log says so beside the people's decisions.
+        await self._store.add_audit(
+            AuditEntry(
+                now,
+                "sendguard",
+                "expire",
+                f"delivery:{delivery.id}",
+                f"{waited}; {'dropped' if self._review.on_hold_expiry == 'drop' else 'released'}",
+                1,
+            )
         )
         if self._review.on_hold_expiry == "drop":
             await self._finish(delivery, DeliveryState.DROPPED, waited, now)

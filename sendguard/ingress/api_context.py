@@ -60,7 +60,9 @@ async def post_event(request: web.Request) -> web.Response:
     now = ctx.clock.now()
     at = parse_time(payload.at, field="at") if payload.at else now
     recipient = _address(payload.recipient, "recipient")
-    await ctx.store.add_event(Event(EventType(payload.type), recipient, at, payload.message_id))
+    await ctx.store.add_event(
+        Event(EventType(payload.type), recipient, at, payload.message_id, payload.offer)
+    )
     woken = await ctx.store.wake_waiting(now, recipient=recipient)
     if woken:
         ctx.wake()

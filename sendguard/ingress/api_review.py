@@ -6,8 +6,15 @@ from aiohttp import web
 
 from sendguard.ingress.api_send import view_of
 from sendguard.ingress.http_context import Handler, api
-from sendguard.ingress.payloads import BadRequest, ReviewPayload, read_json
-from sendguard.ingress.views import audit_view, campaign_view
+from sendguard.ingress.payloads import (
+    BadRequest,
+    CampaignApprovalPayload,
+    ReviewPayload,
+    read_json,
+)
+from sendguard.ingress.views import audit_view, campaign_view, when
+from sendguard.review import PauseOutcome
+from sendguard.store.base import GlobalPause
 
 MAX_AUDIT = 1000
 
@@ -19,6 +26,9 @@ def add_routes(router: web.UrlDispatcher) -> None:
     for action in ("approve", "reject", "pause", "resume"):
         router.add_post(f"/v1/campaigns/{{name}}/{action}", _campaign_action(action))
     router.add_get("/v1/campaigns", list_campaigns)
+    router.add_post("/v1/pause", pause_all)
+    router.add_post("/v1/resume", resume_all)
+    router.add_get("/v1/pause", pause_state)
     router.add_get("/v1/audit", audit)
 
 
@@ -40,15 +50,21 @@ def _campaign_action(action: str) -> Handler:
     hold every unsent and new delivery) or resume a campaign."""
 
     async def handle(request: web.Request) -> web.Response:
-        payload = await read_json(request, ReviewPayload)
+        name = request.match_info["name"]
         review = api(request).review
-        act = {
-            "approve": review.approve_campaign,
-            "reject": review.reject_campaign,
-            "pause": review.pause_campaign,
-            "resume": review.resume_campaign,
-        }[action]
-        outcome = await act(request.match_info["name"], payload.reviewer, payload.note)
+        if action == "approve":
+            approval = await read_json(request, CampaignApprovalPayload)
+            outcome = await review.approve_campaign(
+                name, approval.reviewer, approval.note, release_all=approval.release == "all"
+            )
+        else:
+            payload = await read_json(request, ReviewPayload)
+            act = {
+                "reject": review.reject_campaign,
+                "pause": review.pause_campaign,
+                "resume": review.resume_campaign,
+            }[action]
+            outcome = await act(name, payload.reviewer, payload.note)
         return web.json_response(
             {
                 "campaign": outcome.campaign.name,
@@ -63,9 +79,45 @@ def _campaign_action(action: str) -> Handler:
 
 
 async def list_campaigns(request: web.Request) -> web.Response:
-    """Campaigns with their review state and counts per delivery state."""
-    summaries = await api(request).store.campaigns()
-    return web.json_response({"campaigns": [campaign_view(s) for s in summaries]})
+    """Campaigns with their review state and counts per delivery state, and the global pause."""
+    ctx = api(request)
+    summaries = await ctx.store.campaigns()
+    return web.json_response(
+        {
+            "campaigns": [campaign_view(s) for s in summaries],
+            "pause": _pause_view(await ctx.review.pause_state()),
+        }
+    )
+
+
+def _pause_view(pause: GlobalPause) -> dict[str, object]:
+    return {
+        "paused": pause.paused,
+        "updated_at": when(pause.updated_at),
+        "updated_by": pause.updated_by,
+        "note": pause.note,
+    }
+
+
+def _pause_answer(outcome: PauseOutcome) -> web.Response:
+    return web.json_response({**_pause_view(outcome.pause), "deliveries": outcome.count})
+
+
+async def pause_all(request: web.Request) -> web.Response:
+    """The global kill switch: hold every unsent delivery and every new one until resumed."""
+    payload = await read_json(request, ReviewPayload)
+    return _pause_answer(await api(request).review.pause_all(payload.reviewer, payload.note))
+
+
+async def resume_all(request: web.Request) -> web.Response:
+    """Lift the global kill switch: what it held is judged again now."""
+    payload = await read_json(request, ReviewPayload)
+    return _pause_answer(await api(request).review.resume_all(payload.reviewer, payload.note))
+
+
+async def pause_state(request: web.Request) -> web.Response:
+    """Whether sending is paused, since when and by whom."""
+    return web.json_response(_pause_view(await api(request).review.pause_state()))
 
 
 async def audit(request: web.Request) -> web.Response:

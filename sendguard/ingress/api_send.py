@@ -98,6 +98,8 @@ def _overrides(payload: SendPayload) -> dict[str, Any]:
             out[name] = parse_time(value, field=name)
     if payload.timezone is not None:
         out["timezone"] = check_timezone(payload.timezone, field="timezone")
+    if payload.offer is not None:
+        out["offer"] = payload.offer
     return out
 
 

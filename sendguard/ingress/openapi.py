@@ -8,7 +8,13 @@ from aiohttp import web
 from pydantic import BaseModel
 
 from sendguard import __version__
-from sendguard.ingress.payloads import EventPayload, FactPayload, ReviewPayload, SendPayload
+from sendguard.ingress.payloads import (
+    CampaignApprovalPayload,
+    EventPayload,
+    FactPayload,
+    ReviewPayload,
+    SendPayload,
+)
 
 _ERROR = {
     "type": "object",
@@ -54,7 +60,14 @@ ROUTES: tuple[tuple[str, str, str, type[BaseModel] | None, int, bool], ...] = (
     ),
     ("post", "/v1/deliveries/{id}/approve", "Release a held delivery", ReviewPayload, 200, False),
     ("post", "/v1/deliveries/{id}/reject", "Drop a held delivery", ReviewPayload, 200, False),
-    ("post", "/v1/campaigns/{name}/approve", "Approve a campaign", ReviewPayload, 200, False),
+    (
+        "post",
+        "/v1/campaigns/{name}/approve",
+        "Approve a campaign and the content it held (release: all lifts every hold reason)",
+        CampaignApprovalPayload,
+        200,
+        False,
+    ),
     ("post", "/v1/campaigns/{name}/reject", "Reject a campaign", ReviewPayload, 200, False),
     (
         "post",
@@ -66,6 +79,16 @@ ROUTES: tuple[tuple[str, str, str, type[BaseModel] | None, int, bool], ...] = (
     ),
     ("post", "/v1/campaigns/{name}/resume", "Lift the kill switch", ReviewPayload, 200, False),
     ("get", "/v1/campaigns", "Campaigns with counts per delivery state", None, 200, False),
+    (
+        "post",
+        "/v1/pause",
+        "Global kill switch: hold every unsent delivery",
+        ReviewPayload,
+        200,
+        False,
+    ),
+    ("post", "/v1/resume", "Lift the global kill switch", ReviewPayload, 200, False),
+    ("get", "/v1/pause", "Whether sending is paused, since when, by whom", None, 200, False),
     (
         "post",
         "/v1/facts",

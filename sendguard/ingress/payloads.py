@@ -77,8 +77,9 @@ class SendPayload(Strict):
     data_as_of: str | None = None
     not_before: str | None = None
     timezone: str | None = None
+    offer: str | None = Field(default=None, min_length=1, max_length=200)
 
-    @field_validator("subject", "campaign")
+    @field_validator("subject", "campaign", "offer")
     @classmethod
     def _single_line(cls, value: str | None) -> str | None:
         if value is not None and any(c in value for c in _FORBIDDEN_IN_HEADERS):
@@ -108,6 +109,12 @@ class ReviewPayload(Strict):
     note: str = Field(default="", max_length=2000)
 
 
+class CampaignApprovalPayload(ReviewPayload):
+    """Approve a campaign; `release: all` lifts every hold reason of its held deliveries."""
+
+    release: Literal["all"] | None = None
+
+
 class FactPayload(Strict):
     """`POST /v1/facts`."""
 
@@ -120,7 +127,8 @@ class FactPayload(Strict):
 class EventPayload(Strict):
     """`POST /v1/events`."""
 
-    type: Literal["open", "click", "reply", "unsubscribe", "bounce", "complaint"]
+    type: Literal["open", "click", "reply", "unsubscribe", "bounce", "complaint", "purchase"]
     recipient: str = Field(min_length=1, max_length=320)
     message_id: str | None = Field(default=None, max_length=200)
     at: str | None = None
+    offer: str | None = Field(default=None, min_length=1, max_length=200)

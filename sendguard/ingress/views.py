@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from sendguard.message import Delivery, Message, Transition
-from sendguard.store.base import AuditEntry, CampaignSummary, Event, RecordedOutcome
+from sendguard.store.base import Approval, AuditEntry, CampaignSummary, Event, RecordedOutcome
 from sendguard.verdict import Decision
 
 
@@ -63,6 +63,7 @@ def message_view(message: Message) -> dict[str, Any]:
         "not_before": when(fields.not_before),
         "data_as_of": when(fields.data_as_of),
         "timezone": fields.timezone,
+        "offer": fields.offer,
         "size": message.size,
     }
 
@@ -97,7 +98,10 @@ def delivery_view(
 def campaign_view(summary: CampaignSummary) -> dict[str, Any]:
     """A campaign's review state and delivery counts."""
     campaign = summary.campaign
-    if campaign.paused:
+    # A rejection is final (everything unsent was dropped): a pause must not mask it.
+    if campaign.approval is Approval.REJECTED:
+        state = campaign.approval.value
+    elif campaign.paused:
         state = "paused"
     elif campaign.approval is not None:
         state = campaign.approval.value

@@ -93,6 +93,8 @@ class HistoryEntry:
     content_hash: str | None
     at: datetime
     sent: bool
+    offer: str | None = None
+    """The offer the message made (`X-Sendguard-Offer`), if it named one."""
 
 
 @dataclass(frozen=True)
@@ -114,6 +116,7 @@ class EventType(StrEnum):
     UNSUBSCRIBE = "unsubscribe"
     BOUNCE = "bounce"
     COMPLAINT = "complaint"
+    PURCHASE = "purchase"
 
 
 @dataclass(frozen=True)
@@ -124,6 +127,8 @@ class Event:
     recipient: str
     at: datetime
     message_id: str | None = None
+    offer: str | None = None
+    """What a `purchase` bought (an offer name as in `X-Sendguard-Offer`)."""
 
 
 class Approval(StrEnum):
@@ -142,6 +147,26 @@ class Campaign:
     paused: bool = False
     updated_at: datetime | None = None
     updated_by: str | None = None
+
+
+@dataclass(frozen=True)
+class ContentApproval:
+    """A reviewer approved this content (fingerprint) of a campaign: it may flow unreviewed."""
+
+    campaign: str
+    content_hash: str
+    approved_by: str
+    approved_at: datetime
+
+
+@dataclass(frozen=True)
+class GlobalPause:
+    """The global kill switch: while `paused`, every unsent delivery is held."""
+
+    paused: bool = False
+    updated_at: datetime | None = None
+    updated_by: str | None = None
+    note: str = ""
 
 
 @dataclass(frozen=True)
@@ -377,6 +402,40 @@ class Store(ABC):
         messages left without deliveries, send history, events, facts and idempotency keys.
         Waiting and held deliveries and the audit log are kept. Return how many deliveries
         went."""
+
+    # approvals and the global pause ----------------------------------------------------------
+    @abstractmethod
+    async def add_approvals(self, approvals: Sequence[ContentApproval]) -> None:
+        """Record that these campaign contents were approved (a newer approval of the same
+        campaign and content replaces the older one)."""
+
+    @abstractmethod
+    async def approvals(self, campaign: str) -> Sequence[ContentApproval]:
+        """The contents approved for `campaign`, newest approval first."""
+
+    @abstractmethod
+    async def count_content(
+        self,
+        content_hash: str,
+        *,
+        since: datetime | None = None,
+        campaign: str | None = None,
+        before: str | None = None,
+        exclude_message: str | None = None,
+    ) -> int:
+        """How many deliveries of messages with this content fingerprint exist.
+
+        Filtered by creation time (`since`), campaign, deliveries created before the delivery
+        id `before`, and leaving out the deliveries of message `exclude_message`.
+        """
+
+    @abstractmethod
+    async def get_pause(self) -> GlobalPause:
+        """The global kill switch's state (not paused if it was never set)."""
+
+    @abstractmethod
+    async def set_pause(self, pause: GlobalPause) -> None:
+        """Record the global kill switch's state durably."""
 
     # audit -----------------------------------------------------------------------------------
     @abstractmethod

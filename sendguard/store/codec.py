@@ -41,6 +41,7 @@ def dump_fields(fields: SendguardFields) -> str:
         "data_as_of": fields.data_as_of.isoformat() if fields.data_as_of else None,
         "timezone": fields.timezone,
         "not_before": fields.not_before.isoformat() if fields.not_before else None,
+        "offer": fields.offer,
     }
     return json.dumps(data, ensure_ascii=False)
 
@@ -61,6 +62,7 @@ def load_fields(text: str) -> SendguardFields:
         data_as_of=when("data_as_of"),
         timezone=data.get("timezone"),
         not_before=when("not_before"),
+        offer=data.get("offer"),
     )
 
 

@@ -25,11 +25,13 @@ from sendguard.store.base import (
     Campaign,
     CampaignSummary,
     Change,
+    ContentApproval,
     DeliveryPage,
     DeliveryQuery,
     Event,
     EventType,
     Fact,
+    GlobalPause,
     HistoryEntry,
     IdempotencyRecord,
     NewDelivery,
@@ -113,8 +115,8 @@ class SqlStore(Store):
                     raise Conflict(f"idempotency key {idempotency.key!r} was used before")
             await tx.execute(
                 "INSERT INTO messages (id, received_at, ingress, mail_from, recipients, headers,"
-                " fields, campaign, class, size, content_hash, content)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " fields, campaign, class, size, content_hash, content, offer)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     message.id,
                     now,
@@ -128,6 +130,7 @@ class SqlStore(Store):
                     message.size,
                     message.content_hash,
                     content,
+                    message.fields.offer,
                 ),
             )
             for key in sorted({r.key for r in message.fields.requires}):
@@ -222,8 +225,9 @@ class SqlStore(Store):
     async def _reserve(tx: Tx, delivery_id: str, at: int) -> None:
         await tx.execute(
             "INSERT INTO history (delivery_id, recipient_key, domain, campaign, class,"
-            " content_hash, at) SELECT d.id, d.recipient_key, d.domain, d.campaign, m.class,"
-            " m.content_hash, ? FROM deliveries d JOIN messages m ON m.id = d.message_id"
+            " content_hash, at, offer) SELECT d.id, d.recipient_key, d.domain, d.campaign,"
+            " m.class, m.content_hash, ?, m.offer"
+            " FROM deliveries d JOIN messages m ON m.id = d.message_id"
             " WHERE d.id = ? ON CONFLICT (delivery_id) DO NOTHING",
             (at, delivery_id),
         )
@@ -466,7 +470,7 @@ class SqlStore(Store):
         self, recipient: str, since: datetime, *, campaign: str | None = None
     ) -> Sequence[HistoryEntry]:
         sql = (
-            "SELECT delivery_id, recipient_key, campaign, class, content_hash, at, sent"
+            "SELECT delivery_id, recipient_key, campaign, class, content_hash, at, sent, offer"
             " FROM history WHERE recipient_key = ? AND at >= ?"
         )
         args: list[Any] = [recipient_key(recipient), to_micros(since)]
@@ -478,7 +482,9 @@ class SqlStore(Store):
             return await tx.fetch(sql + " ORDER BY at", args)
 
         return [
-            HistoryEntry(r[0], r[1], r[2], MessageClass(r[3]), r[4], from_micros(r[5]), bool(r[6]))
+            HistoryEntry(
+                r[0], r[1], r[2], MessageClass(r[3]), r[4], from_micros(r[5]), bool(r[6]), r[7]
+            )
             for r in await self._read(job)
         ]
 
@@ -543,12 +549,14 @@ class SqlStore(Store):
     async def add_event(self, event: Event) -> None:
         async def job(tx: Tx) -> None:
             await tx.execute(
-                "INSERT INTO events (type, recipient_key, message_id, at) VALUES (?, ?, ?, ?)",
+                "INSERT INTO events (type, recipient_key, message_id, at, offer)"
+                " VALUES (?, ?, ?, ?, ?)",
                 (
                     event.type.value,
                     recipient_key(event.recipient),
                     event.message_id,
                     to_micros(event.at),
+                    event.offer,
                 ),
             )
 
@@ -557,13 +565,14 @@ class SqlStore(Store):
     async def events(self, recipient: str, since: datetime | None = None) -> Sequence[Event]:
         async def job(tx: Tx) -> list[Sequence[Any]]:
             return await tx.fetch(
-                "SELECT type, recipient_key, at, message_id FROM events"
+                "SELECT type, recipient_key, at, message_id, offer FROM events"
                 " WHERE recipient_key = ? AND at >= ? ORDER BY at",
                 (recipient_key(recipient), to_micros(since) if since else 0),
             )
 
         return [
-            Event(EventType(r[0]), r[1], from_micros(r[2]), r[3]) for r in await self._read(job)
+            Event(EventType(r[0]), r[1], from_micros(r[2]), r[3], r[4])
+            for r in await self._read(job)
         ]
 
     @staticmethod
@@ -662,6 +671,93 @@ class SqlStore(Store):
             return gone
 
         return await self._write(job)
+
+    # approvals and the global pause ----------------------------------------------------------
+    async def add_approvals(self, approvals: Sequence[ContentApproval]) -> None:
+        if not approvals:
+            return
+
+        async def job(tx: Tx) -> None:
+            for approval in approvals:
+                await tx.execute(
+                    "INSERT INTO approvals (campaign, content_hash, approved_by, approved_at)"
+                    " VALUES (?, ?, ?, ?) ON CONFLICT (campaign, content_hash) DO UPDATE SET"
+                    " approved_by = excluded.approved_by, approved_at = excluded.approved_at",
+                    (
+                        approval.campaign,
+                        approval.content_hash,
+                        approval.approved_by,
+                        to_micros(approval.approved_at),
+                    ),
+                )
+
+        await self._write(job)
+
+    async def approvals(self, campaign: str) -> Sequence[ContentApproval]:
+        async def job(tx: Tx) -> list[Sequence[Any]]:
+            return await tx.fetch(
+                "SELECT content_hash, approved_by, approved_at FROM approvals"
+                " WHERE campaign = ? ORDER BY approved_at DESC, content_hash",
+                (campaign,),
+            )
+
+        return [
+            ContentApproval(campaign, r[0], r[1], from_micros(r[2])) for r in await self._read(job)
+        ]
+
+    async def count_content(
+        self,
+        content_hash: str,
+        *,
+        since: datetime | None = None,
+        campaign: str | None = None,
+        before: str | None = None,
+        exclude_message: str | None = None,
+    ) -> int:
+        where = ["m.content_hash = ?"]
+        args: list[Any] = [content_hash]
+        for clause, value in (
+            ("d.created_at >= ?", codec.micros(since)),
+            ("d.campaign = ?", campaign),
+            ("d.id < ?", before),
+            ("d.message_id <> ?", exclude_message),
+        ):
+            if value is not None:
+                where.append(clause)
+                args.append(value)
+        sql = (
+            "SELECT COUNT(*) FROM deliveries d JOIN messages m ON m.id = d.message_id WHERE "
+            + " AND ".join(where)
+        )
+
+        async def job(tx: Tx) -> Sequence[Any] | None:
+            return await _one(tx, sql, args)
+
+        row = await self._read(job)
+        return int(row[0]) if row else 0
+
+    async def get_pause(self) -> GlobalPause:
+        async def job(tx: Tx) -> Sequence[Any] | None:
+            return await _one(
+                tx, "SELECT paused, updated_at, updated_by, note FROM global_pause WHERE id = 1"
+            )
+
+        row = await self._read(job)
+        if row is None:
+            return GlobalPause()
+        return GlobalPause(bool(row[0]), codec.moment(row[1]), row[2], row[3])
+
+    async def set_pause(self, pause: GlobalPause) -> None:
+        async def job(tx: Tx) -> None:
+            await tx.execute(
+                "INSERT INTO global_pause (id, paused, updated_at, updated_by, note)"
+                " VALUES (1, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET"
+                " paused = excluded.paused, updated_at = excluded.updated_at,"
+                " updated_by = excluded.updated_by, note = excluded.note",
+                (int(pause.paused), codec.micros(pause.updated_at), pause.updated_by, pause.note),
+            )
+
+        await self._write(job)
 
     # audit -----------------------------------------------------------------------------------
     async def add_audit(self, entry: AuditEntry) -> None:

@@ -124,6 +124,28 @@ MIGRATIONS: tuple[str, ...] = (
         created_at INTEGER NOT NULL
     );
     """,
+    # 2: approvals bound to content, offers (repetition counts offers, a purchase ends them),
+    # the global kill switch.
+    """
+    CREATE TABLE approvals (
+        campaign TEXT NOT NULL,
+        content_hash TEXT NOT NULL,
+        approved_by TEXT NOT NULL,
+        approved_at INTEGER NOT NULL,
+        PRIMARY KEY (campaign, content_hash)
+    );
+    CREATE TABLE global_pause (
+        id INTEGER PRIMARY KEY,
+        paused INTEGER NOT NULL,
+        updated_at INTEGER,
+        updated_by TEXT,
+        note TEXT NOT NULL
+    );
+    ALTER TABLE messages ADD COLUMN offer TEXT;
+    ALTER TABLE history ADD COLUMN offer TEXT;
+    ALTER TABLE events ADD COLUMN offer TEXT;
+    CREATE INDEX messages_content_hash ON messages(content_hash);
+    """,
 )
 
 

@@ -102,6 +102,7 @@ SEND = [
     "data_as_of",
     "not_before",
     "timezone",
+    "offer",
 ]
 ENDPOINTS = [
     ("/v1/messages", SEND),
@@ -110,7 +111,8 @@ ENDPOINTS = [
     ("/v1/deliveries/nope/approve", ["reviewer", "note"]),
     ("/v1/campaigns/fuzz/pause", ["reviewer", "note"]),
     ("/v1/campaigns/fuzz/resume", ["reviewer", "note"]),
-    ("/v1/campaigns/fuzz/approve", ["reviewer", "note"]),
+    ("/v1/campaigns/fuzz/approve", ["reviewer", "note", "release"]),
+    ("/v1/pause", ["reviewer", "note"]),
 ]
 
 

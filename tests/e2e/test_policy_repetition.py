@@ -30,10 +30,8 @@ def test_same_offer_is_dropped_after_the_limit(sendguard: Start, sink: Sink) -> 
     sink.wait_for(2)
     third = send(proc, ["ann@example.org"], offer("Ann", "deal", "c"))
     proc.wait_states({"ann@example.org": "dropped"}, third)
-    assert (
-        "already sent campaign deal 2 times within 30d"
-        in proc.transitions("ann@example.org")[-1][1]
-    )
+    # the campaign is not what counts (a series may repeat): the same content is
+    assert "already sent this content 2 times within" in proc.transitions("ann@example.org")[-1][1]
     # the same content under a new campaign name and another greeting: still a repeat
     renamed = send(proc, ["ann@example.org"], offer("Annie", "deal-reloaded", "d"))
     proc.wait_states({"ann@example.org": "dropped"}, renamed)

@@ -16,6 +16,7 @@ from sendguard.message import DeliveryState
 from sendguard.metrics import Metrics
 from sendguard.phrasing import human_time
 from sendguard.policy import PolicyContext
+from sendguard.store.base import GlobalPause
 from sendguard.store.sqlite import SQLiteStore
 from sendguard.testing import FakeClock, make_delivery
 from sendguard.verdict import Action, Mode, Verdict
@@ -139,3 +140,17 @@ async def test_a_forward_says_why_every_enforcing_policy_let_it_go(store: SQLite
         "caps: within every cap (1 per 1 day); review: campaign spring approved by maria"
     )
     assert explain(await engine(store).decide(make_delivery())) == "no policy is configured"
+
+
+async def test_global_pause_holds_every_delivery_without_expiry(store: SQLiteStore) -> None:
+    now = FakeClock().now()
+    holding = PolicyBinding("fake", Scripted(Verdict.hold("review it")))
+    run = Engine((holding,), store, FakeClock(), Metrics(), hold_expiry=timedelta(days=7))
+    assert run.plan(await run.decide(make_delivery()), now).hold_origin == "policy"
+    await store.set_pause(GlobalPause(True, now, "ops", "incident"))
+    decision = await run.decide(make_delivery())
+    assert [o.policy for o in decision.outcomes] == ["fake", "global-pause"]
+    assert decision.outcomes[-1].verdict.reason == "sending is paused by ops: incident"
+    step = run.plan(decision, now)
+    # held by a policy too, but the pause keeps it from expiring while nobody can review
+    assert (step.state, step.hold_origin, step.due_at) == (DeliveryState.HELD, "pause", None)

@@ -56,6 +56,7 @@ async def sent(
     campaign: str | None = "c",
     klass: MessageClass = MessageClass.MARKETING,
     body: str = "Offer",
+    offer: str | None = None,
 ) -> None:
     raw = f"Subject: Offer\r\n\r\n{body}\r\n".encode()
     message = Message(
@@ -65,7 +66,7 @@ async def sent(
         "s@example.com",
         (recipient,),
         Headers(()),
-        SendguardFields(campaign=campaign, message_class=klass),
+        SendguardFields(campaign=campaign, message_class=klass, offer=offer),
         len(raw),
         content_hash(raw),
     )
@@ -199,7 +200,9 @@ async def test_quiet_hours_use_header_then_fact_then_default(store: SQLiteStore)
 
 # repetition ------------------------------------------------------------------------------------
 async def test_repetition_by_campaign_and_by_normalised_content(store: SQLiteStore) -> None:
-    policy = RepetitionPolicy(RepetitionOptions(limit=2, window=timedelta(days=30)))
+    policy = RepetitionPolicy(
+        RepetitionOptions(limit=2, window=timedelta(days=30), match=("campaign", "content"))
+    )
     body = "Hi Ann,\r\nGet 20% off: https://shop.example/deal?utm_source=x&id=7\r\n"
     await sent(store, T0 - DAY, campaign="deal", body=body)
     assert (
