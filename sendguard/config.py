@@ -235,6 +235,8 @@ class HeadersConfig(Strict):
     data_as_of: list[str] = Field(default_factory=lambda: list(DEFAULT_SOURCES["data_as_of"]))
     timezone: list[str] = Field(default_factory=lambda: list(DEFAULT_SOURCES["timezone"]))
     not_before: list[str] = Field(default_factory=lambda: list(DEFAULT_SOURCES["not_before"]))
+    unless: list[str] = Field(default_factory=lambda: list(DEFAULT_SOURCES["unless"]))
+    on_timeout: list[str] = Field(default_factory=lambda: list(DEFAULT_SOURCES["on_timeout"]))
 
     def sources(self) -> Mapping[str, Sequence[str]]:
         """Field name (as `read_fields` knows it) to header names."""
@@ -246,6 +248,8 @@ class HeadersConfig(Strict):
             "data_as_of": self.data_as_of,
             "timezone": self.timezone,
             "not_before": self.not_before,
+            "unless": self.unless,
+            "on_timeout": self.on_timeout,
         }
 
 

@@ -39,15 +39,50 @@ class MessageClass(StrEnum):
     MARKETING = "marketing"
 
 
+class OnTimeout(StrEnum):
+    """What becomes of a delivery whose premises are still unsettled when its wait ends."""
+
+    HOLD = "hold"
+    DROP = "drop"
+    FORWARD = "forward"
+
+
+class Match(StrEnum):
+    """How a premise compares a fact's value with the values it names."""
+
+    EQUAL = "="
+    NOT_EQUAL = "!="
+    ONE_OF = "in"
+
+
 @dataclass(frozen=True)
 class Requirement:
-    """A fact that must hold for the recipient to get the message (`key=value`)."""
+    """A premise about a fact: `key=value`, `key!=value` or `key in a|b`, optionally
+    `; after=<time>` (a fact observed earlier does not count).
+
+    `value` is the text after the operator; several values are separated by `|`.
+    """
 
     key: str
     value: str
+    match: Match = Match.EQUAL
+    after: datetime | None = None
+
+    @property
+    def values(self) -> tuple[str, ...]:
+        """The values the premise names."""
+        return tuple(self.value.split("|"))
+
+    def holds(self, value: str) -> bool:
+        """Whether a fact with `value` makes this premise true."""
+        if self.match is Match.NOT_EQUAL:
+            return value not in self.values
+        return value in self.values
 
     def __str__(self) -> str:
-        return f"{self.key}={self.value}"
+        op = " in " if self.match is Match.ONE_OF else self.match.value
+        after = f"; after={self.after.isoformat()}" if self.after is not None else ""
+        return f"{self.key}{op}{self.value}{after}"
 
 
 @dataclass(frozen=True)
@@ -61,6 +96,10 @@ class SendguardFields:
     data_as_of: datetime | None = None
     timezone: str | None = None
     not_before: datetime | None = None
+    unless: tuple[Requirement, ...] = ()
+    """Negative premises: the message is not sent while one of them is true."""
+    on_timeout: OnTimeout | None = None
+    """What the context policy does when the wait ends (else its configured `on_timeout`)."""
 
 
 @dataclass(frozen=True)

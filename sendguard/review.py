@@ -53,14 +53,19 @@ class Review:
         return delivery
 
     async def approve_delivery(self, delivery_id: str, reviewer: str, note: str = "") -> Delivery:
-        """Release one held delivery; every policy but the human hold judges it again now."""
+        """Release one held delivery; every policy but the human hold and the context
+        policy (for which the approval is an override: "I checked: send") judges it again now."""
         await self._held(delivery_id)
+        steps = await self._store.transitions(delivery_id)
+        # A context hold cannot be lifted by waiting longer: the approval overrides the
+        # premise, and the record says so.
+        overrides = bool(steps) and steps[-1].reason.startswith("context:")
         now = self._clock.now()
         changed = await self._store.change(
             delivery_id,
             Change(
                 S.DELAYED,
-                _why("approved", reviewer, note),
+                _why("override" if overrides else "approved", reviewer, note),
                 now,
                 expect=_HELD,
                 due_at=now,
