@@ -15,8 +15,8 @@ premise's `after=`, else no earlier than `max_fact_age` before the message was r
   campaign's, else `on_timeout`; hold by default). "Send in 6 h unless a no-show is marked"
   is `Unless` + `Wait: 6h` + `On-Timeout: forward`;
 - `X-Sendguard-Data-As-Of` older than `max_data_age` → `on_stale` (hold by default);
-- a reviewer approved the delivery → forward: the approval is an explicit override of this
-  policy (other policies still judge it).
+- a reviewer approved a delivery this policy held (`override_by`) → forward: the approval is
+  an explicit override of the premises (other policies still judge it).
 """
 
 from __future__ import annotations
@@ -39,9 +39,6 @@ from sendguard.verdict import Verdict
 
 MAX_SUCCESSORS = 16
 """How many `superseded_by` links a premise follows (a longer chain is a loop or a mistake)."""
-HOLD_EXPIRY_RELEASE = "review.on_hold_expiry"
-"""`approved_by` of a delivery released because nobody reviewed it in time: no person checked
-the premise, so it is no override."""
 RECIPIENT = "{recipient}"
 
 
@@ -181,9 +178,8 @@ class ContextPolicy:
         }
 
     async def evaluate(self, delivery: Delivery, ctx: PolicyContext) -> Verdict:
-        reviewer = delivery.approved_by
-        if reviewer is not None and reviewer != HOLD_EXPIRY_RELEASE:
-            return Verdict.forward(f"override by {reviewer}: premises not checked")
+        if delivery.override_by is not None:
+            return Verdict.forward(f"override by {delivery.override_by}: premises not checked")
         stale = self._stale(delivery, ctx)
         if stale is not None:
             return stale

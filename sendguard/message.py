@@ -150,6 +150,9 @@ class Delivery:
     """The reviewer who released this delivery from the review queue, if one did."""
     hold_origin: str | None = None
     """Why a held delivery is held: `policy` (a policy's verdict) or `pause` (kill switch)."""
+    override_by: str | None = None
+    """The reviewer who approved this delivery although its premises were unmet (the context
+    policy held it): the context policy no longer checks them."""
 
     @property
     def campaign(self) -> str | None:

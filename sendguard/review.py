@@ -70,6 +70,7 @@ class Review:
                 expect=_HELD,
                 due_at=now,
                 approved_by=reviewer,
+                override_by=reviewer if overrides else None,
             ),
         )
         await self._audit(reviewer, "approve", f"delivery:{delivery_id}", note, 1)

@@ -72,6 +72,9 @@ class Change:
     """A reviewer released the delivery; kept from then on."""
     hold_origin: str | None = None
     """With `to=held`: `policy` or `pause`."""
+    override_by: str | None = None
+    """A reviewer approved a delivery the context policy held: an override of its premises,
+    kept from then on."""
 
 
 @dataclass(frozen=True)

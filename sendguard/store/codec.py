@@ -109,7 +109,7 @@ def make_outcome(
 
 DELIVERY_COLUMNS = """
     d.id, d.recipient, d.state, d.created_at, d.updated_at, d.due_at, d.attempts,
-    d.first_attempt_at, d.last_error, d.approved_by, d.hold_origin,
+    d.first_attempt_at, d.last_error, d.approved_by, d.hold_origin, d.override_by,
     m.id, m.received_at, m.ingress, m.mail_from, m.recipients, m.headers, m.fields, m.size,
     m.content_hash
 """
@@ -151,7 +151,7 @@ def delivery_from_row(row: Sequence[Any]) -> Delivery:
     """A Delivery from the columns of DELIVERY_SELECT."""
     return Delivery(
         id=row[0],
-        message=message_from_row(row[11:]),
+        message=message_from_row(row[12:]),
         recipient=row[1],
         state=DeliveryState(row[2]),
         created_at=from_micros(row[3]),
@@ -162,6 +162,7 @@ def delivery_from_row(row: Sequence[Any]) -> Delivery:
         last_error=row[8],
         approved_by=row[9],
         hold_origin=row[10],
+        override_by=row[11],
     )
 
 

@@ -36,7 +36,7 @@ from sendguard.store.base import (
     RecordedOutcome,
     Store,
 )
-from sendguard.verdict import Decision, Mode
+from sendguard.verdict import Action, Decision, Mode
 
 T = TypeVar("T")
 _DUE_STATES = "('queued', 'delayed', 'deferred', 'held')"
@@ -230,11 +230,14 @@ class SqlStore(Store):
             await tx.execute("DELETE FROM waits WHERE delivery_id = ?", (delivery_id,))
         if state not in (DeliveryState.DELAYED, DeliveryState.HELD):
             return
+        # A held delivery waits only on what the holding policy waits on: one held for review
+        # of its campaign stays there whatever fact another policy expects.
         keys = sorted(
             {
                 key
                 for outcome in decision.outcomes
                 if outcome.mode is Mode.ENFORCE
+                and (state is DeliveryState.DELAYED or outcome.verdict.action is Action.HOLD)
                 for key in outcome.verdict.wakes_on
             }
         )
@@ -483,6 +486,7 @@ class SqlStore(Store):
                 "   ELSE first_attempt_at END,"
                 " last_error = COALESCE(?, last_error),"
                 " approved_by = COALESCE(?, approved_by),"
+                " override_by = COALESCE(?, override_by),"
                 " hold_origin = ?,"
                 " owner = CASE WHEN ? THEN owner ELSE NULL END,"
                 " lease_until = CASE WHEN ? THEN lease_until ELSE NULL END"
@@ -496,6 +500,7 @@ class SqlStore(Store):
                     at,
                     change.error,
                     change.approved_by,
+                    change.override_by,
                     (change.hold_origin or "policy") if change.to is DeliveryState.HELD else None,
                     keep_claim,
                     keep_claim,

@@ -126,7 +126,8 @@ MIGRATIONS: tuple[str, ...] = (
     """,
     # 2: fact contacts are recipient keys (case folded like recipients; the newest of facts
     # that differ only in case is kept), facts may name their successor, and `waits` keeps
-    # the fact keys each delivery's last decision waits on (Verdict.wakes_on).
+    # the fact keys each delivery's last decision waits on (Verdict.wakes_on), and who
+    # overrode a context hold (`override_by`).
     """
     CREATE TABLE facts_v2 (
         key TEXT NOT NULL,
@@ -151,6 +152,7 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (key, delivery_id)
     );
     CREATE INDEX waits_delivery ON waits(delivery_id);
+    ALTER TABLE deliveries ADD COLUMN override_by TEXT;
     """,
 )
 

@@ -94,6 +94,15 @@ async def test_facts_wake_what_waits_on_them_delayed_and_held(store: Store) -> N
     held = await add(store, "held@example.org", Verdict.hold("waited", ("k:1",)))
     other = await add(store, "o@example.org", Verdict.hold("waited", ("k:1",)))
     paused = await add(store, "p@example.org", Verdict.hold("waited", ("k:1",)))
+    # Held for review by another policy while this one waits: the fact does not wake it.
+    reviewed = await add(store, "r@example.org", Verdict.hold("review"))
+    both = Decision.of(
+        [
+            PolicyOutcome("context", Verdict.delay(LATER, "later", ("k:1",))),
+            PolicyOutcome("human_hold", Verdict.hold("review")),
+        ]
+    )
+    await store.change(reviewed, Change(S.HELD, "review", T0, decision=both))
     await store.change(paused, Change(S.HELD, "campaign paused", T0, hold_origin="pause"))
 
     assert await store.wake_waiting(T0, fact_key="m:9:status") == 1
@@ -108,7 +117,12 @@ async def test_facts_wake_what_waits_on_them_delayed_and_held(store: Store) -> N
     assert still is not None and still.due_at == LATER
 
     assert await store.wake_waiting(T0, fact_key="k:1") == 2  # the delayed one and `other`
-    for ident, state in ((delayed, S.DELAYED), (other, S.DELAYED), (paused, S.HELD)):
+    for ident, state in (
+        (delayed, S.DELAYED),
+        (other, S.DELAYED),
+        (paused, S.HELD),
+        (reviewed, S.HELD),
+    ):
         got = await store.get_delivery(ident)
         assert got is not None and got.state is state
 
@@ -121,3 +135,14 @@ async def test_a_new_decision_replaces_what_a_delivery_waits_on(store: Store) ->
     assert await store.wake_waiting(T0, fact_key="k:1") == 0
     assert await store.wake_waiting(T0, fact_key="k:3") == 0
     assert await store.wake_waiting(T0, fact_key="k:2") == 1
+
+
+async def test_an_override_is_kept(store: Store) -> None:
+    ident = await add(store, "a@example.org", Verdict.hold("waited", ("k:1",)))
+    changed = await store.change(
+        ident,
+        Change(S.DELAYED, "override by ana", T0, due_at=T0, approved_by="ana", override_by="ana"),
+    )
+    assert changed.override_by == "ana" and changed.approved_by == "ana"
+    again = await store.change(ident, Change(S.HELD, "held", T0))
+    assert again.override_by == "ana"
