@@ -236,6 +236,8 @@ class HeadersConfig(Strict):
     timezone: list[str] = Field(default_factory=lambda: list(DEFAULT_SOURCES["timezone"]))
     not_before: list[str] = Field(default_factory=lambda: list(DEFAULT_SOURCES["not_before"]))
     offer: list[str] = Field(default_factory=lambda: list(DEFAULT_SOURCES["offer"]))
+    unless: list[str] = Field(default_factory=lambda: list(DEFAULT_SOURCES["unless"]))
+    on_timeout: list[str] = Field(default_factory=lambda: list(DEFAULT_SOURCES["on_timeout"]))
 
     def sources(self) -> Mapping[str, Sequence[str]]:
         """Field name (as `read_fields` knows it) to header names."""
@@ -248,6 +250,8 @@ class HeadersConfig(Strict):
             "timezone": self.timezone,
             "not_before": self.not_before,
             "offer": self.offer,
+            "unless": self.unless,
+            "on_timeout": self.on_timeout,
         }
 
 

@@ -10,7 +10,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from sendguard.duration import parse_duration
 from sendguard.errors import InvalidMessage
 from sendguard.headers import Headers
-from sendguard.message import MessageClass, Requirement, SendguardFields
+from sendguard.message import Match, MessageClass, OnTimeout, Requirement, SendguardFields
 
 DEFAULT_SOURCES: Mapping[str, Sequence[str]] = {
     "campaign": ("X-Sendguard-Campaign", "X-Campaign", "X-Mailgun-Tag", "List-Id"),
@@ -21,6 +21,8 @@ DEFAULT_SOURCES: Mapping[str, Sequence[str]] = {
     "timezone": ("X-Sendguard-Timezone",),
     "not_before": ("X-Sendguard-Not-Before",),
     "offer": ("X-Sendguard-Offer",),
+    "unless": ("X-Sendguard-Unless",),
+    "on_timeout": ("X-Sendguard-On-Timeout",),
 }
 _LIST_ID = re.compile(r"<([^<>]+)>")
 
@@ -38,12 +40,56 @@ def parse_time(value: str, *, field: str) -> datetime:
     return parsed
 
 
+_PREMISE = re.compile(
+    r"(?P<key>[^\s=!,;|]+)\s*(?:(?P<op>!=|=)|\s(?P<in>in)\s)\s*(?P<values>.*)", re.DOTALL
+)
+_PREMISE_FORM = (
+    "must have the form key=value, key!=value or key in a|b,"
+    " optionally followed by '; after=<RFC 3339 time>'"
+)
+
+
 def parse_requirement(text: str, *, field: str) -> Requirement:
-    """`key=value` as used by X-Sendguard-Requires."""
-    key, eq, value = text.strip().partition("=")
-    if not eq or not key.strip() or not value.strip():
-        raise InvalidMessage(f"{field}: {text!r} must have the form key=value", field=field)
-    return Requirement(key.strip(), value.strip())
+    """One premise as written in X-Sendguard-Requires / -Unless.
+
+    `key=value`, `key!=value`, `key in a|b` (also `key=a|b`), then optional `; after=<time>`.
+    Commas already separate premises in one header and semicolons parameters, so `|` joins
+    the values of one premise: it cannot be confused with either, and reads as "or".
+    """
+    premise, *params = text.split(";")
+    found = _PREMISE.fullmatch(premise.strip())
+    values = (
+        [v.strip() for v in found.group("values").strip().strip("()").split("|")] if found else []
+    )
+    if found is None or not all(values):
+        raise InvalidMessage(f"{field}: {text.strip()!r} {_PREMISE_FORM}", field=field)
+    if found.group("in"):
+        match = Match.ONE_OF
+    elif found.group("op") == "!=":
+        match = Match.NOT_EQUAL
+    else:
+        match = Match.ONE_OF if len(values) > 1 else Match.EQUAL
+    after = None
+    for param in params:
+        name, eq, value = param.partition("=")
+        if name.strip().lower() != "after" or not eq or after is not None:
+            raise InvalidMessage(
+                f"{field}: {param.strip()!r} in {text.strip()!r} is not a parameter;"
+                " the only one is 'after=<RFC 3339 time>', once",
+                field=field,
+            )
+        after = parse_time(value, field=field)
+    return Requirement(found.group("key"), "|".join(values), match, after)
+
+
+def parse_on_timeout(value: str, *, field: str) -> OnTimeout:
+    """`hold`, `drop` or `forward` (X-Sendguard-On-Timeout)."""
+    try:
+        return OnTimeout(value.strip().lower())
+    except ValueError:
+        raise InvalidMessage(
+            f"{field}: {value!r} is not an action; use hold, drop or forward", field=field
+        ) from None
 
 
 def check_timezone(name: str, *, field: str) -> str:
@@ -90,13 +136,19 @@ def read_fields(headers: Headers, sources: Mapping[str, Sequence[str]]) -> Sendg
                 f"{header}: {value!r} is not a class; use transactional or marketing", field=header
             ) from None
 
-    requires: list[Requirement] = []
-    if found_all := every("requires"):
-        header, values = found_all
-        for value in values:
-            requires.extend(
-                parse_requirement(part, field=header) for part in value.split(",") if part.strip()
-            )
+    def premises(name: str) -> tuple[Requirement, ...]:
+        out: list[Requirement] = []
+        if found_all := every(name):
+            header, values = found_all
+            for value in values:
+                out.extend(
+                    parse_requirement(part, field=header)
+                    for part in value.split(",")
+                    if part.strip()
+                )
+        return tuple(out)
+
+    requires = premises("requires")
 
     wait = None
     if found := first("wait"):
@@ -110,13 +162,18 @@ def read_fields(headers: Headers, sources: Mapping[str, Sequence[str]]) -> Sendg
     not_before = parse_time(found[1], field=found[0]) if (found := first("not_before")) else None
     timezone = check_timezone(found[1], field=found[0]) if (found := first("timezone")) else None
     offer = found[1] if (found := first("offer")) else None
+    on_timeout = (
+        parse_on_timeout(found[1], field=found[0]) if (found := first("on_timeout")) else None
+    )
     return SendguardFields(
         campaign=campaign,
         message_class=message_class,
-        requires=tuple(requires),
+        requires=requires,
         wait=wait,
         data_as_of=data_as_of,
         timezone=timezone,
         not_before=not_before,
         offer=offer,
+        unless=premises("unless"),
+        on_timeout=on_timeout,
     )

@@ -39,15 +39,50 @@ class MessageClass(StrEnum):
     MARKETING = "marketing"
 
 
+class OnTimeout(StrEnum):
+    """What becomes of a delivery whose premises are still unsettled when its wait ends."""
+
+    HOLD = "hold"
+    DROP = "drop"
+    FORWARD = "forward"
+
+
+class Match(StrEnum):
+    """How a premise compares a fact's value with the values it names."""
+
+    EQUAL = "="
+    NOT_EQUAL = "!="
+    ONE_OF = "in"
+
+
 @dataclass(frozen=True)
 class Requirement:
-    """A fact that must hold for the recipient to get the message (`key=value`)."""
+    """A premise about a fact: `key=value`, `key!=value` or `key in a|b`, optionally
+    `; after=<time>` (a fact observed earlier does not count).
+
+    `value` is the text after the operator; several values are separated by `|`.
+    """
 
     key: str
     value: str
+    match: Match = Match.EQUAL
+    after: datetime | None = None
+
+    @property
+    def values(self) -> tuple[str, ...]:
+        """The values the premise names."""
+        return tuple(self.value.split("|"))
+
+    def holds(self, value: str) -> bool:
+        """Whether a fact with `value` makes this premise true."""
+        if self.match is Match.NOT_EQUAL:
+            return value not in self.values
+        return value in self.values
 
     def __str__(self) -> str:
-        return f"{self.key}={self.value}"
+        op = " in " if self.match is Match.ONE_OF else self.match.value
+        after = f"; after={self.after.isoformat()}" if self.after is not None else ""
+        return f"{self.key}{op}{self.value}{after}"
 
 
 @dataclass(frozen=True)
@@ -64,6 +99,10 @@ class SendguardFields:
     offer: str | None = None
     """What the message offers (`X-Sendguard-Offer`): repetition counts it, a purchase ends it.
     A campaign is a series (a newsletter); an offer is what must not be pushed again and again."""
+    unless: tuple[Requirement, ...] = ()
+    """Negative premises: the message is not sent while one of them is true."""
+    on_timeout: OnTimeout | None = None
+    """What the context policy does when the wait ends (else its configured `on_timeout`)."""
 
 
 @dataclass(frozen=True)
@@ -114,6 +153,9 @@ class Delivery:
     """The reviewer who released this delivery from the review queue, if one did."""
     hold_origin: str | None = None
     """Why a held delivery is held: `policy` (a policy's verdict) or `pause` (kill switch)."""
+    override_by: str | None = None
+    """The reviewer who approved this delivery although its premises were unmet (the context
+    policy held it): the context policy no longer checks them."""
 
     @property
     def campaign(self) -> str | None:

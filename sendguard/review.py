@@ -1,8 +1,9 @@
 """Review: what people do with held deliveries and campaigns, each action audited.
 
-Approving lifts the human hold only: a released delivery becomes due now in `delayed`, so the
-dispatcher judges it again with every policy before it leaves (an address that unsubscribed,
-or a cap that filled, while it waited still counts). Pausing a campaign is the kill switch:
+Approving a delivery lifts the human hold, and a context hold as an explicit override ("I
+checked: send", kept as `override_by`): the released delivery becomes due now in `delayed`, so
+the dispatcher judges it again with every other policy before it leaves (an address that
+unsubscribed, or a cap that filled, while it waited still counts). Pausing a campaign is the kill switch:
 its unsent deliveries are held (origin `pause`) until it is resumed; the global pause does the
 same for every delivery.
 
@@ -76,18 +77,24 @@ class Review:
         return delivery
 
     async def approve_delivery(self, delivery_id: str, reviewer: str, note: str = "") -> Delivery:
-        """Release one held delivery; every policy but the human hold judges it again now."""
+        """Release one held delivery; every policy but the human hold and the context
+        policy (for which the approval is an override: "I checked: send") judges it again now."""
         await self._held(delivery_id)
+        steps = await self._store.transitions(delivery_id)
+        # A context hold cannot be lifted by waiting longer: the approval overrides the
+        # premise, and the record says so.
+        overrides = bool(steps) and steps[-1].reason.startswith("context:")
         now = self._clock.now()
         changed = await self._store.change(
             delivery_id,
             Change(
                 S.DELAYED,
-                _why("approved", reviewer, note),
+                _why("override" if overrides else "approved", reviewer, note),
                 now,
                 expect=_HELD,
                 due_at=now,
                 approved_by=reviewer,
+                override_by=reviewer if overrides else None,
             ),
         )
         await self._audit(reviewer, "approve", f"delivery:{delivery_id}", note, 1)

@@ -36,6 +36,8 @@ class Verdict:
     action: Action
     reason: str = ""
     until: datetime | None = None
+    wakes_on: tuple[str, ...] = ()
+    """Fact keys whose arrival makes a delayed or policy-held delivery be judged again at once."""
 
     def __post_init__(self) -> None:
         if (self.action is Action.DELAY) != (self.until is not None):
@@ -49,14 +51,16 @@ class Verdict:
         return cls(Action.FORWARD, reason)
 
     @classmethod
-    def delay(cls, until: datetime, reason: str) -> Verdict:
-        """Send no earlier than `until`; the delivery is judged again then."""
-        return cls(Action.DELAY, reason, until)
+    def delay(cls, until: datetime, reason: str, wakes_on: tuple[str, ...] = ()) -> Verdict:
+        """Send no earlier than `until`; the delivery is judged again then (or when a fact
+        named in `wakes_on` arrives)."""
+        return cls(Action.DELAY, reason, until, wakes_on)
 
     @classmethod
-    def hold(cls, reason: str) -> Verdict:
-        """Quarantine for a human to approve or reject."""
-        return cls(Action.HOLD, reason)
+    def hold(cls, reason: str, wakes_on: tuple[str, ...] = ()) -> Verdict:
+        """Quarantine for a human to approve or reject (judged again if a fact named in
+        `wakes_on` arrives first)."""
+        return cls(Action.HOLD, reason, None, wakes_on)
 
     @classmethod
     def drop(cls, reason: str) -> Verdict:

@@ -1,14 +1,16 @@
 """What the world tells sendguard: `POST /v1/facts` and `POST /v1/events`.
 
 Both wake the deliveries that wait on them: a delayed delivery that requires the fact, or any
-delayed delivery to the event's recipient, becomes due now and is judged again at once.
+delayed delivery to the event's recipient, becomes due now and is judged again at once. A
+delivery a policy held while waiting on the fact (the context policy's timeout) is judged again
+too: it leaves if its premise now holds, and is held again if not.
 """
 
 from __future__ import annotations
 
 from aiohttp import web
 
-from sendguard.address import validate_address
+from sendguard.address import recipient_key, validate_address
 from sendguard.errors import InvalidAddress
 from sendguard.fields import parse_time
 from sendguard.ingress.http_context import api
@@ -36,9 +38,12 @@ async def post_fact(request: web.Request) -> web.Response:
     payload = await read_json(request, FactPayload)
     now = ctx.clock.now()
     observed = parse_time(payload.observed_at, field="observed_at") if payload.observed_at else now
-    contact = _address(payload.contact, "contact") if payload.contact else None
-    await ctx.store.put_fact(Fact(payload.key, payload.value, observed, contact))
-    woken = await ctx.store.wake_waiting(now, fact_key=payload.key)
+    # Kept as recipients are counted (case folded), so a CRM's `Paula@Prospect.Example`
+    # is the person behind a delivery to `paula@prospect.example`.
+    contact = recipient_key(_address(payload.contact, "contact")) if payload.contact else None
+    fact = Fact(payload.key, payload.value, observed, contact, payload.superseded_by)
+    await ctx.store.put_fact(fact)
+    woken = await ctx.store.wake_waiting(now, fact_key=payload.key, contact=contact)
     if woken:
         ctx.wake()
     return web.json_response(
@@ -47,6 +52,8 @@ async def post_fact(request: web.Request) -> web.Response:
             "value": payload.value,
             "contact": contact,
             "observed_at": when(observed),
+            "superseded_by": payload.superseded_by,
+            "successor": fact.successor,
             "woken": woken,
         },
         status=202,

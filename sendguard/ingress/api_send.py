@@ -32,7 +32,7 @@ from sendguard.ingress.views import (
     when,
 )
 from sendguard.intake import Accepted, Idempotency
-from sendguard.message import Delivery, DeliveryState, MessageClass
+from sendguard.message import Delivery, DeliveryState, MessageClass, OnTimeout
 from sendguard.store.base import DeliveryQuery
 
 MAX_LIMIT = 500
@@ -87,6 +87,12 @@ def _overrides(payload: SendPayload) -> dict[str, Any]:
         out["requires"] = tuple(
             parse_requirement(r, field=f"requires[{i}]") for i, r in enumerate(payload.requires)
         )
+    if payload.unless:
+        out["unless"] = tuple(
+            parse_requirement(r, field=f"unless[{i}]") for i, r in enumerate(payload.unless)
+        )
+    if payload.on_timeout is not None:
+        out["on_timeout"] = OnTimeout(payload.on_timeout)
     if payload.wait is not None:
         try:
             out["wait"] = parse_duration(payload.wait)

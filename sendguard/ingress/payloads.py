@@ -73,6 +73,8 @@ class SendPayload(Strict):
     campaign: str | None = Field(default=None, min_length=1, max_length=200)
     message_class: Literal["transactional", "marketing"] | None = Field(default=None, alias="class")
     requires: list[str] = Field(default_factory=list, max_length=100)
+    unless: list[str] = Field(default_factory=list, max_length=100)
+    on_timeout: Literal["hold", "drop", "forward"] | None = None
     wait: str | None = None
     data_as_of: str | None = None
     not_before: str | None = None
@@ -122,6 +124,7 @@ class FactPayload(Strict):
     value: str = Field(max_length=2000)
     contact: str | None = Field(default=None, min_length=1, max_length=320)
     observed_at: str | None = None
+    superseded_by: str | None = Field(default=None, min_length=1, max_length=500)
 
 
 class EventPayload(Strict):

@@ -72,6 +72,9 @@ class Change:
     """A reviewer released the delivery; kept from then on."""
     hold_origin: str | None = None
     """With `to=held`: `policy` or `pause`."""
+    override_by: str | None = None
+    """A reviewer approved a delivery the context policy held: an override of its premises,
+    kept from then on."""
 
 
 @dataclass(frozen=True)
@@ -105,6 +108,24 @@ class Fact:
     value: str
     observed_at: datetime
     contact: str | None = None
+    superseded_by: str | None = None
+    """The fact that replaces this one (a rescheduled meeting's new meeting): a full key, or
+    the key's leading part (`meeting:8830` for `meeting:8812:status`), see `successor`."""
+
+    @property
+    def successor(self) -> str | None:
+        """The key that premises on this fact follow, if it was superseded.
+
+        `superseded_by` with fewer `:`-separated parts than `key` names the successor entity;
+        the key's remaining trailing parts are kept: `meeting:8812:status` superseded by
+        `meeting:8830` is followed to `meeting:8830:status`.
+        """
+        if not self.superseded_by:
+            return None
+        parts, given = self.key.split(":"), self.superseded_by.split(":")
+        if len(given) >= len(parts):
+            return self.superseded_by
+        return ":".join(given + parts[len(given) :])
 
 
 class EventType(StrEnum):
@@ -305,11 +326,21 @@ class Store(ABC):
 
     @abstractmethod
     async def wake_waiting(
-        self, now: datetime, *, fact_key: str | None = None, recipient: str | None = None
+        self,
+        now: datetime,
+        *,
+        fact_key: str | None = None,
+        recipient: str | None = None,
+        contact: str | None = None,
     ) -> int:
-        """Make delayed deliveries due now if they wait on `fact_key` or are to `recipient`.
+        """Make deliveries that wait on `fact_key`, or are to `recipient`, due now.
 
-        They are judged again at once by the dispatcher; return how many were woken.
+        Delayed deliveries whose message requires `fact_key` (or whose last decision said it
+        waits on it, `Verdict.wakes_on`) become due now. Deliveries held by a policy (not a
+        pause) whose last decision waits on `fact_key` move to `delayed`, due now, with a
+        transition saying so. With `contact`, only deliveries to that recipient key wake
+        through `wakes_on`. They are judged again at once by the dispatcher; return how many
+        were woken.
         """
 
     @abstractmethod

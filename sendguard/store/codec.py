@@ -7,14 +7,17 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
+from sendguard.address import recipient_key
 from sendguard.clock import from_micros, to_micros
 from sendguard.duration import format_duration, parse_duration
 from sendguard.headers import Headers
 from sendguard.message import (
     Delivery,
     DeliveryState,
+    Match,
     Message,
     MessageClass,
+    OnTimeout,
     Requirement,
     SendguardFields,
 )
@@ -36,12 +39,14 @@ def dump_fields(fields: SendguardFields) -> str:
     data: dict[str, Any] = {
         "campaign": fields.campaign,
         "class": fields.message_class.value,
-        "requires": [[r.key, r.value] for r in fields.requires],
+        "requires": [_dump_requirement(r) for r in fields.requires],
         "wait": format_duration(fields.wait) if fields.wait is not None else None,
         "data_as_of": fields.data_as_of.isoformat() if fields.data_as_of else None,
         "timezone": fields.timezone,
         "not_before": fields.not_before.isoformat() if fields.not_before else None,
         "offer": fields.offer,
+        "unless": [_dump_requirement(r) for r in fields.unless],
+        "on_timeout": fields.on_timeout.value if fields.on_timeout else None,
     }
     return json.dumps(data, ensure_ascii=False)
 
@@ -57,13 +62,28 @@ def load_fields(text: str) -> SendguardFields:
     return SendguardFields(
         campaign=data.get("campaign"),
         message_class=MessageClass(data.get("class", "marketing")),
-        requires=tuple(Requirement(k, v) for k, v in data.get("requires", [])),
+        requires=tuple(_load_requirement(r) for r in data.get("requires", [])),
         wait=parse_duration(data["wait"]) if data.get("wait") else None,
         data_as_of=when("data_as_of"),
         timezone=data.get("timezone"),
         not_before=when("not_before"),
         offer=data.get("offer"),
+        unless=tuple(_load_requirement(r) for r in data.get("unless", [])),
+        on_timeout=OnTimeout(data["on_timeout"]) if data.get("on_timeout") else None,
     )
+
+
+def _dump_requirement(requirement: Requirement) -> list[str | None]:
+    after = requirement.after.isoformat() if requirement.after else None
+    return [requirement.key, requirement.value, requirement.match.value, after]
+
+
+def _load_requirement(item: Sequence[str | None]) -> Requirement:
+    # Rows written before premises had operators hold only [key, value].
+    key, value = str(item[0]), str(item[1])
+    match = Match(item[2]) if len(item) > 2 and item[2] else Match.EQUAL
+    after = datetime.fromisoformat(item[3]) if len(item) > 3 and item[3] else None
+    return Requirement(key, value, match, after)
 
 
 def outcome_columns(outcome: PolicyOutcome) -> tuple[str, str, str, str, str | None]:
@@ -91,7 +111,7 @@ def make_outcome(
 
 DELIVERY_COLUMNS = """
     d.id, d.recipient, d.state, d.created_at, d.updated_at, d.due_at, d.attempts,
-    d.first_attempt_at, d.last_error, d.approved_by, d.hold_origin,
+    d.first_attempt_at, d.last_error, d.approved_by, d.hold_origin, d.override_by,
     m.id, m.received_at, m.ingress, m.mail_from, m.recipients, m.headers, m.fields, m.size,
     m.content_hash
 """
@@ -133,7 +153,7 @@ def delivery_from_row(row: Sequence[Any]) -> Delivery:
     """A Delivery from the columns of DELIVERY_SELECT."""
     return Delivery(
         id=row[0],
-        message=message_from_row(row[11:]),
+        message=message_from_row(row[12:]),
         recipient=row[1],
         state=DeliveryState(row[2]),
         created_at=from_micros(row[3]),
@@ -144,10 +164,12 @@ def delivery_from_row(row: Sequence[Any]) -> Delivery:
         last_error=row[8],
         approved_by=row[9],
         hold_origin=row[10],
+        override_by=row[11],
     )
 
 
 def contact_key(contact: str | None) -> str:
-    """How a fact's contact is kept: '' stands for "no contact" (keys cannot hold NULL)."""
-    # The primary key cannot hold NULL in a useful way; '' stands for "no contact".
-    return contact or ""
+    """How a fact's contact is kept: its recipient key (so `Paula@Prospect.Example` and
+    `paula@prospect.example` are one person, as for deliveries); '' stands for "no contact"
+    (the primary key cannot hold NULL in a useful way)."""
+    return recipient_key(contact) if contact else ""

@@ -38,7 +38,7 @@ from sendguard.store.base import (
     RecordedOutcome,
     Store,
 )
-from sendguard.verdict import Decision
+from sendguard.verdict import Action, Decision, Mode
 
 T = TypeVar("T")
 _DUE_STATES = "('queued', 'delayed', 'deferred', 'held')"
@@ -133,7 +133,8 @@ class SqlStore(Store):
                     message.fields.offer,
                 ),
             )
-            for key in sorted({r.key for r in message.fields.requires}):
+            premises = (*message.fields.requires, *message.fields.unless)
+            for key in sorted({r.key for r in premises}):
                 await tx.execute(
                     "INSERT INTO requirements (message_id, key) VALUES (?, ?)", (message.id, key)
                 )
@@ -190,6 +191,8 @@ class SqlStore(Store):
                 (delivery_id, delivery_id, at, state.value, reason),
             )
             base = -1
+        if decision is not None:
+            await SqlStore._record_waits(tx, delivery_id, state, decision, fresh=fresh)
         outcomes = decision.outcomes if decision is not None else ()
         if not outcomes:
             return
@@ -220,6 +223,32 @@ class SqlStore(Store):
             " error) VALUES " + ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?)"] * len(outcomes)),
             args,
         )
+
+    @staticmethod
+    async def _record_waits(
+        tx: Tx, delivery_id: str, state: DeliveryState, decision: Decision, *, fresh: bool
+    ) -> None:
+        """Keep the fact keys a new decision waits on, replacing the previous decision's."""
+        if not fresh:
+            await tx.execute("DELETE FROM waits WHERE delivery_id = ?", (delivery_id,))
+        if state not in (DeliveryState.DELAYED, DeliveryState.HELD):
+            return
+        # A held delivery waits only on what the holding policy waits on: one held for review
+        # of its campaign stays there whatever fact another policy expects.
+        keys = sorted(
+            {
+                key
+                for outcome in decision.outcomes
+                if outcome.mode is Mode.ENFORCE
+                and (state is DeliveryState.DELAYED or outcome.verdict.action is Action.HOLD)
+                for key in outcome.verdict.wakes_on
+            }
+        )
+        for key in keys:
+            await tx.execute(
+                "INSERT INTO waits (delivery_id, key) VALUES (?, ?) ON CONFLICT DO NOTHING",
+                (delivery_id, key),
+            )
 
     @staticmethod
     async def _reserve(tx: Tx, delivery_id: str, at: int) -> None:
@@ -327,18 +356,50 @@ class SqlStore(Store):
         ]
 
     async def wake_waiting(
-        self, now: datetime, *, fact_key: str | None = None, recipient: str | None = None
+        self,
+        now: datetime,
+        *,
+        fact_key: str | None = None,
+        recipient: str | None = None,
+        contact: str | None = None,
     ) -> int:
         at = to_micros(now)
+        # Through `waits`, a fact for one contact wakes only deliveries to that person.
+        to_contact = " AND recipient_key = ?" if contact is not None else ""
+        contact_args = (recipient_key(contact),) if contact is not None else ()
 
         async def job(tx: Tx) -> int:
             woken = 0
             if fact_key is not None:
                 woken += await tx.execute(
                     "UPDATE deliveries SET due_at = ? WHERE state = 'delayed' AND due_at > ?"
-                    " AND message_id IN (SELECT message_id FROM requirements WHERE key = ?)",
-                    (at, at, fact_key),
+                    " AND (message_id IN (SELECT message_id FROM requirements WHERE key = ?)"
+                    f" OR (id IN (SELECT delivery_id FROM waits WHERE key = ?){to_contact}))",
+                    (at, at, fact_key, fact_key, *contact_args),
                 )
+                held = await tx.fetch(
+                    "SELECT id FROM deliveries WHERE state = 'held' AND hold_origin = 'policy'"
+                    f" AND id IN (SELECT delivery_id FROM waits WHERE key = ?){to_contact}"
+                    " ORDER BY id",
+                    (fact_key, *contact_args),
+                )
+                for (delivery_id,) in held:
+                    # Judged again by every policy at once: sent if the premise now holds,
+                    # held again (with a new review expiry) if it still does not.
+                    await tx.execute(
+                        "UPDATE deliveries SET state = 'delayed', due_at = ?, updated_at = ?,"
+                        " hold_origin = NULL, owner = NULL, lease_until = NULL WHERE id = ?",
+                        (at, at, delivery_id),
+                    )
+                    await self._record(
+                        tx,
+                        delivery_id,
+                        DeliveryState.DELAYED,
+                        f"fact {fact_key} arrived; judged again",
+                        at,
+                        None,
+                    )
+                woken += len(held)
             if recipient is not None:
                 woken += await tx.execute(
                     "UPDATE deliveries SET due_at = ? WHERE state = 'delayed' AND due_at > ?"
@@ -429,6 +490,7 @@ class SqlStore(Store):
                 "   ELSE first_attempt_at END,"
                 " last_error = COALESCE(?, last_error),"
                 " approved_by = COALESCE(?, approved_by),"
+                " override_by = COALESCE(?, override_by),"
                 " hold_origin = ?,"
                 " owner = CASE WHEN ? THEN owner ELSE NULL END,"
                 " lease_until = CASE WHEN ? THEN lease_until ELSE NULL END"
@@ -442,6 +504,7 @@ class SqlStore(Store):
                     at,
                     change.error,
                     change.approved_by,
+                    change.override_by,
                     (change.hold_origin or "policy") if change.to is DeliveryState.HELD else None,
                     keep_claim,
                     keep_claim,
@@ -521,15 +584,17 @@ class SqlStore(Store):
     async def put_fact(self, fact: Fact) -> None:
         async def job(tx: Tx) -> None:
             await tx.execute(
-                "INSERT INTO facts (key, contact, value, observed_at) VALUES (?, ?, ?, ?)"
+                "INSERT INTO facts (key, contact, value, observed_at, superseded_by)"
+                " VALUES (?, ?, ?, ?, ?)"
                 " ON CONFLICT (key, contact) DO UPDATE SET value = excluded.value,"
-                " observed_at = excluded.observed_at"
+                " observed_at = excluded.observed_at, superseded_by = excluded.superseded_by"
                 " WHERE excluded.observed_at >= facts.observed_at",
                 (
                     fact.key,
                     codec.contact_key(fact.contact),
                     fact.value,
                     to_micros(fact.observed_at),
+                    fact.superseded_by,
                 ),
             )
 
@@ -539,12 +604,15 @@ class SqlStore(Store):
         async def job(tx: Tx) -> Sequence[Any] | None:
             return await _one(
                 tx,
-                "SELECT value, observed_at FROM facts WHERE key = ? AND contact = ?",
+                "SELECT value, observed_at, superseded_by, contact FROM facts"
+                " WHERE key = ? AND contact = ?",
                 (key, codec.contact_key(contact)),
             )
 
         row = await self._read(job)
-        return None if row is None else Fact(key, row[0], from_micros(row[1]), contact)
+        if row is None:
+            return None
+        return Fact(key, row[0], from_micros(row[1]), row[3] or None, row[2])
 
     async def add_event(self, event: Event) -> None:
         async def job(tx: Tx) -> None:
@@ -651,7 +719,7 @@ class SqlStore(Store):
         done = "state IN ('sent', 'failed', 'dropped') AND updated_at < ?"
 
         async def job(tx: Tx) -> int:
-            for table in ("transitions", "outcomes", "history"):
+            for table in ("transitions", "outcomes", "history", "waits"):
                 await tx.execute(
                     f"DELETE FROM {table} WHERE delivery_id IN"
                     f" (SELECT id FROM deliveries WHERE {done})",

@@ -146,6 +146,36 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE events ADD COLUMN offer TEXT;
     CREATE INDEX messages_content_hash ON messages(content_hash);
     """,
+    # 3: fact contacts are recipient keys (case folded like recipients; the newest of facts
+    # that differ only in case is kept), facts may name their successor, and `waits` keeps
+    # the fact keys each delivery's last decision waits on (Verdict.wakes_on), and who
+    # overrode a context hold (`override_by`).
+    """
+    CREATE TABLE facts_v2 (
+        key TEXT NOT NULL,
+        contact TEXT NOT NULL,
+        value TEXT NOT NULL,
+        observed_at INTEGER NOT NULL,
+        superseded_by TEXT,
+        PRIMARY KEY (key, contact)
+    );
+    INSERT INTO facts_v2 (key, contact, value, observed_at)
+        SELECT key, contact, value, observed_at FROM (
+            SELECT key, lower(contact) AS contact, value, observed_at, ROW_NUMBER() OVER
+                (PARTITION BY key, lower(contact) ORDER BY observed_at DESC) AS n
+            FROM facts
+        ) AS ranked
+        WHERE n = 1;
+    DROP TABLE facts;
+    ALTER TABLE facts_v2 RENAME TO facts;
+    CREATE TABLE waits (
+        delivery_id TEXT NOT NULL REFERENCES deliveries(id),
+        key TEXT NOT NULL,
+        PRIMARY KEY (key, delivery_id)
+    );
+    CREATE INDEX waits_delivery ON waits(delivery_id);
+    ALTER TABLE deliveries ADD COLUMN override_by TEXT;
+    """,
 )
 
 

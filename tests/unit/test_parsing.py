@@ -11,10 +11,10 @@ from hypothesis import strategies as st
 from sendguard.address import domain_of, recipient_key, validate_address
 from sendguard.duration import format_duration, parse_duration
 from sendguard.errors import InvalidAddress, InvalidMessage
-from sendguard.fields import DEFAULT_SOURCES, read_fields
+from sendguard.fields import DEFAULT_SOURCES, parse_requirement, read_fields
 from sendguard.headers import Headers, split_message, strip_sendguard_headers
 from sendguard.ids import new_id
-from sendguard.message import MessageClass, Requirement
+from sendguard.message import Match, MessageClass, OnTimeout, Requirement
 
 
 @pytest.mark.parametrize(
@@ -173,6 +173,12 @@ def test_first_configured_header_wins() -> None:
         ("X-Sendguard-Wait", "a while"),
         ("X-Sendguard-Timezone", "Mars/Olympus"),
         ("X-Sendguard-Requires", "no-equals-sign"),
+        ("X-Sendguard-Requires", "k=v; before=2026-01-01T00:00:00Z"),
+        ("X-Sendguard-Requires", "k=v; after=soon"),
+        ("X-Sendguard-Requires", "k=a||b"),
+        ("X-Sendguard-Unless", "k in"),
+        ("X-Sendguard-Unless", "=v"),
+        ("X-Sendguard-On-Timeout", "later"),
     ],
 )
 def test_malformed_fields_name_the_header(header: str, value: str) -> None:
@@ -188,3 +194,51 @@ def test_ids_are_strictly_increasing_and_unique() -> None:
     assert ids == sorted(ids)
     assert len(set(ids)) == len(ids)
     assert all(len(i) == 26 for i in ids)
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "value", "match"),
+    [
+        ("meeting:1:status=completed", "meeting:1:status", "completed", Match.EQUAL),
+        (" meeting:1:status = completed ", "meeting:1:status", "completed", Match.EQUAL),
+        ("meeting:1:status!=no_show", "meeting:1:status", "no_show", Match.NOT_EQUAL),
+        ("meeting:1:status in completed|held", "meeting:1:status", "completed|held", Match.ONE_OF),
+        (
+            "meeting:1:status in (completed | held)",
+            "meeting:1:status",
+            "completed|held",
+            Match.ONE_OF,
+        ),
+        ("meeting:1:status=completed|held", "meeting:1:status", "completed|held", Match.ONE_OF),
+        ("meeting:1:status!=a|b", "meeting:1:status", "a|b", Match.NOT_EQUAL),
+        ("crm:{recipient}:stage=customer", "crm:{recipient}:stage", "customer", Match.EQUAL),
+        ("note=a=b", "note", "a=b", Match.EQUAL),
+    ],
+)
+def test_premise_operators(text: str, key: str, value: str, match: Match) -> None:
+    premise = parse_requirement(text, field="f")
+    assert (premise.key, premise.value, premise.match, premise.after) == (key, value, match, None)
+    assert parse_requirement(str(premise), field="f") == premise
+
+
+def test_premise_after_and_truth() -> None:
+    premise = parse_requirement("m:1:status in a|b; after=2026-11-22T09:00:00Z", field="f")
+    assert premise.after == datetime(2026, 11, 22, 9, tzinfo=UTC)
+    assert parse_requirement(str(premise), field="f") == premise
+    assert premise.holds("a") and premise.holds("b") and not premise.holds("c")
+    negative = parse_requirement("m:1:status!=a|b", field="f")
+    assert not negative.holds("a") and negative.holds("c")
+
+
+def test_unless_and_on_timeout_headers() -> None:
+    headers = Headers.parse(
+        b"X-Sendguard-Unless: meeting:8812:status=no_show, deal:1:stage in lost|void\r\n"
+        b"X-Sendguard-On-Timeout: Forward\r\n"
+    )
+    fields = read_fields(headers, DEFAULT_SOURCES)
+    assert fields.unless == (
+        Requirement("meeting:8812:status", "no_show"),
+        Requirement("deal:1:stage", "lost|void", Match.ONE_OF),
+    )
+    assert fields.on_timeout is OnTimeout.FORWARD
+    assert fields.requires == ()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -26,8 +27,10 @@ from sendguard.ids import new_id
 from sendguard.message import (
     Delivery,
     DeliveryState,
+    Match,
     Message,
     MessageClass,
+    OnTimeout,
     Requirement,
     SendguardFields,
 )
@@ -293,6 +296,115 @@ async def test_context_stale_data(store: SQLiteStore) -> None:
     assert (await policy.evaluate(fresh, ctx(store, T0))).action is Action.FORWARD
     v = await policy.evaluate(stale, ctx(store, T0))
     assert v.action is Action.DROP and "older than max_data_age 1d" in v.reason
+
+
+async def test_context_fact_age_and_after(store: SQLiteStore) -> None:
+    policy = ContextPolicy(ContextOptions(max_fact_age=timedelta(hours=24)))
+    await store.put_fact(Fact("m:1:status", "completed", T0 - timedelta(days=7), contact=ANN))
+    needs = (Requirement("m:1:status", "completed"),)
+    v = await policy.evaluate(make_delivery(ANN, requires=needs, at=T0), ctx(store, T0))
+    assert v.action is Action.DELAY and "was observed at" in v.reason
+    assert v.wakes_on == ("m:1:status",)
+    await store.put_fact(Fact("m:1:status", "completed", T0 - timedelta(hours=2), contact=ANN))
+    fresh = make_delivery(ANN, requires=needs, at=T0)
+    assert (await policy.evaluate(fresh, ctx(store, T0))).action is Action.FORWARD
+    later = (Requirement("m:1:status", "completed", after=T0 - timedelta(hours=1)),)
+    v = await policy.evaluate(make_delivery(ANN, requires=later, at=T0), ctx(store, T0))
+    assert v.action is Action.DELAY
+    no_age = ContextPolicy(ContextOptions(max_fact_age=None))
+    await store.put_fact(Fact("m:2:status", "completed", T0 - timedelta(days=300)))
+    old = make_delivery(ANN, requires=(Requirement("m:2:status", "completed"),), at=T0)
+    assert (await no_age.evaluate(old, ctx(store, T0))).action is Action.FORWARD
+
+
+async def test_context_operators_pending_and_successors(store: SQLiteStore) -> None:
+    policy = ContextPolicy(ContextOptions())
+    await store.put_fact(Fact("m:1:status", "held", T0))
+    one_of = (Requirement("m:1:status", "completed|held", Match.ONE_OF),)
+    not_cancelled = (Requirement("m:1:status", "cancelled", Match.NOT_EQUAL),)
+    not_held = (Requirement("m:1:status", "held", Match.NOT_EQUAL),)
+    for needs, action in ((one_of, Action.FORWARD), (not_cancelled, Action.FORWARD)):
+        v = await policy.evaluate(make_delivery(ANN, requires=needs, at=T0), ctx(store, T0))
+        assert v.action is action
+    v = await policy.evaluate(make_delivery(ANN, requires=not_held, at=T0), ctx(store, T0))
+    assert v.action is Action.DROP and "requires it not to be 'held'" in v.reason
+
+    await store.put_fact(Fact("m:2:status", "rescheduled", T0, superseded_by="m:3"))
+    needs = (Requirement("m:2:status", "completed"),)
+    v = await policy.evaluate(make_delivery(ANN, requires=needs, at=T0), ctx(store, T0))
+    assert v.action is Action.DELAY and "m:3:status=completed" in v.reason
+    assert v.wakes_on == ("m:2:status", "m:3:status")
+    await store.put_fact(Fact("m:3:status", "scheduled", T0))
+    v = await policy.evaluate(make_delivery(ANN, requires=needs, at=T0), ctx(store, T0))
+    assert v.action is Action.DELAY and "still pending" in v.reason
+    # A pending value the premise names is a value like any other.
+    wants_scheduled = (Requirement("m:3:status", "scheduled"),)
+    v = await policy.evaluate(make_delivery(ANN, requires=wants_scheduled, at=T0), ctx(store, T0))
+    assert v.action is Action.FORWARD
+    # A loop of successors ends at the last fact reached before it repeats.
+    await store.put_fact(Fact("m:3:status", "completed", T0, superseded_by="m:2"))
+    v = await policy.evaluate(make_delivery(ANN, requires=needs, at=T0), ctx(store, T0))
+    assert v.action is Action.FORWARD
+
+
+async def test_context_unless_and_timeouts(store: SQLiteStore) -> None:
+    policy = ContextPolicy(ContextOptions(on_timeout="hold"))
+    unless = (Requirement("m:9:status", "no_show"),)
+    quiet = make_delivery(
+        ANN, unless=unless, at=T0, wait=timedelta(hours=6), on_timeout=OnTimeout.FORWARD
+    )
+    v = await policy.evaluate(quiet, ctx(store, T0))
+    assert v.action is Action.DELAY and v.until == T0 + timedelta(hours=6)
+    assert v.wakes_on == ("m:9:status",)
+    v = await policy.evaluate(quiet, ctx(store, T0 + timedelta(hours=6)))
+    assert v.action is Action.FORWARD and "no such fact came" in v.reason
+    await store.put_fact(Fact("m:9:status", "no_show", T0 + timedelta(hours=1)))
+    v = await policy.evaluate(quiet, ctx(store, T0 + timedelta(hours=2)))
+    assert v.action is Action.DROP and "not sent when m:9:status=no_show" in v.reason
+    await store.put_fact(Fact("m:9:status", "completed", T0 + timedelta(hours=3)))
+    v = await policy.evaluate(quiet, ctx(store, T0 + timedelta(hours=3)))
+    assert v.action is Action.FORWARD and "settled otherwise" in v.reason
+    held = await policy.evaluate(
+        make_delivery(ANN, requires=(Requirement("x", "y"),), at=T0),
+        ctx(store, T0 + timedelta(days=1)),
+    )
+    assert held.action is Action.HOLD and held.wakes_on == ("x",)
+
+
+async def test_context_campaign_premises(store: SQLiteStore) -> None:
+    options = ContextOptions.model_validate(
+        {
+            "campaigns": {
+                "onboarding": {
+                    "requires": ["crm:{recipient}:stage=customer"],
+                    "wait": "1h",
+                    "on_timeout": "drop",
+                }
+            }
+        }
+    )
+    policy = ContextPolicy(options)
+    delivery = make_delivery("Ann@Example.org", campaign="onboarding", at=T0)
+    v = await policy.evaluate(delivery, ctx(store, T0))
+    assert v.action is Action.DELAY and v.until == T0 + timedelta(hours=1)
+    assert v.wakes_on == ("crm:ann@example.org:stage",)
+    v = await policy.evaluate(delivery, ctx(store, T0 + timedelta(hours=1)))
+    assert v.action is Action.DROP
+    other = make_delivery(ANN, campaign="newsletter", at=T0)
+    assert (await policy.evaluate(other, ctx(store, T0))).reason == "no premises"
+    with pytest.raises(ValueError, match=r"requires\[0\]"):
+        ContextOptions.model_validate({"campaigns": {"x": {"requires": ["nonsense"]}}})
+
+
+async def test_context_override_by_a_reviewer_only(store: SQLiteStore) -> None:
+    policy = ContextPolicy(ContextOptions())
+    needs = (Requirement("m:1:status", "completed"),)
+    overridden = replace(make_delivery(ANN, requires=needs, at=T0), override_by="ana")
+    v = await policy.evaluate(overridden, ctx(store, T0))
+    assert v.action is Action.FORWARD and v.reason == "override by ana: premises not checked"
+    # Approving some other hold (or its expiry) is no override: the premises still count.
+    approved = replace(overridden, override_by=None, approved_by="ana")
+    assert (await policy.evaluate(approved, ctx(store, T0))).action is Action.DELAY
 
 
 # human_hold ------------------------------------------------------------------------------------
