@@ -29,10 +29,11 @@ from typing import ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from sendguard.address import recipient_key
-from sendguard.duration import Duration, format_duration
+from sendguard.duration import Duration
 from sendguard.errors import InvalidMessage
 from sendguard.fields import parse_requirement
 from sendguard.message import Delivery, Match, OnTimeout, Requirement
+from sendguard.phrasing import human_duration, human_time
 from sendguard.policy import PolicyContext
 from sendguard.store.base import Fact
 from sendguard.verdict import Verdict
@@ -180,7 +181,7 @@ class ContextPolicy:
     async def evaluate(self, delivery: Delivery, ctx: PolicyContext) -> Verdict:
         if delivery.override_by is not None:
             return Verdict.forward(f"override by {delivery.override_by}: premises not checked")
-        stale = self._stale(delivery, ctx)
+        stale = await self._stale(delivery, ctx)
         if stale is not None:
             return stale
         campaign = self._campaigns.get(delivery.campaign or "")
@@ -209,9 +210,9 @@ class ContextPolicy:
                     waiting[negative].append(found.text)
         if not waiting[False] and not waiting[True]:
             return Verdict.forward(_settled(requires, unless))
-        return self._wait(delivery, campaign, waiting[False], waiting[True], tuple(keys), ctx.now)
+        return await self._wait(delivery, campaign, waiting[False], waiting[True], tuple(keys), ctx)
 
-    def _stale(self, delivery: Delivery, ctx: PolicyContext) -> Verdict | None:
+    async def _stale(self, delivery: Delivery, ctx: PolicyContext) -> Verdict | None:
         options = self._options
         as_of = delivery.message.fields.data_as_of
         if as_of is None or options.max_data_age is None:
@@ -222,19 +223,20 @@ class ContextPolicy:
         return _act(
             options.on_stale,
             (
-                f"data as of {as_of.isoformat()} is {format_duration(age)} old,"
-                f" older than max_data_age {format_duration(options.max_data_age)}"
+                f"data as of {human_time(as_of, await ctx.recipient_zone(delivery))} is"
+                f" {human_duration(age)} old, older than max_data_age"
+                f" {human_duration(options.max_data_age)}"
             ),
         )
 
-    def _wait(
+    async def _wait(
         self,
         delivery: Delivery,
         campaign: _Campaign | None,
         waiting_for: list[str],
         waiting_unless: list[str],
         keys: tuple[str, ...],
-        now: datetime,
+        ctx: PolicyContext,
     ) -> Verdict:
         """Delay until the wait ends, then apply the timeout action."""
         fields = delivery.message.fields
@@ -245,21 +247,22 @@ class ContextPolicy:
         on_timeout = fields.on_timeout or (campaign.on_timeout if campaign else None)
         action = on_timeout.value if on_timeout else self._options.on_timeout
         deadline = delivery.message.received_at + wait
-        if now >= deadline:
+        if ctx.now >= deadline:
             parts = []
             if waiting_for:
-                parts.append(f"waited {format_duration(wait)} for {', '.join(waiting_for)}")
+                parts.append(f"waited {human_duration(wait)} for {', '.join(waiting_for)}")
             if waiting_unless:
                 parts.append(
-                    f"waited {format_duration(wait)} to hear whether {', '.join(waiting_unless)}"
+                    f"waited {human_duration(wait)} to hear whether {', '.join(waiting_unless)}"
                 )
             return _act(action, "; ".join(parts) + "; no such fact came", keys)
         parts = []
         if waiting_for:
             parts.append(f"waiting for {', '.join(waiting_for)}")
         if waiting_unless:
+            zone = await ctx.recipient_zone(delivery)
             parts.append(
-                f"not sent before {deadline.isoformat()} unless {', '.join(waiting_unless)}"
+                f"not sent before {human_time(deadline, zone)} unless {', '.join(waiting_unless)}"
             )
         return Verdict.delay(deadline, "; ".join(parts), keys)
 
@@ -298,7 +301,7 @@ class ContextPolicy:
                 Status.WAITING,
                 (
                     f"{label} (the fact {fact.value!r} was observed at"
-                    f" {fact.observed_at.isoformat()}, before {after.isoformat()})"
+                    f" {human_time(fact.observed_at)}, before {human_time(after)})"
                 ),
                 tuple(keys),
             )

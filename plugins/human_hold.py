@@ -32,8 +32,9 @@ from typing import ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from sendguard.duration import Duration, format_duration
+from sendguard.duration import Duration
 from sendguard.message import Delivery, MessageClass
+from sendguard.phrasing import human_duration, human_time
 from sendguard.policy import PolicyContext
 from sendguard.store.base import Approval, Campaign
 from sendguard.verdict import Verdict
@@ -223,7 +224,7 @@ class HumanHoldPolicy:
             if volume > options.max_blast:
                 return Verdict.hold(
                     f"{what} has {volume} deliveries within "
-                    f"{format_duration(options.blast_window)}, more than max_blast "
+                    f"{human_duration(options.blast_window)}, more than max_blast "
                     f"{options.max_blast}"
                 )
             return None
@@ -231,4 +232,4 @@ class HumanHoldPolicy:
 
 
 def _moment(at: datetime | None) -> str:
-    return at.strftime("%Y-%m-%d %H:%M UTC") if at is not None else "an unknown date"
+    return human_time(at) if at is not None else "an unknown date"

@@ -18,8 +18,9 @@ from typing import ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from sendguard.duration import Duration, format_duration
+from sendguard.duration import Duration
 from sendguard.message import Delivery, MessageClass
+from sendguard.phrasing import human_duration, human_time
 from sendguard.policy import PolicyContext
 from sendguard.store.base import EventType, HistoryEntry
 from sendguard.verdict import Verdict
@@ -56,14 +57,15 @@ class RepetitionPolicy:
         if offer is not None:
             for event in await ctx.events(delivery.recipient):
                 if event.type is EventType.PURCHASE and event.offer == offer:
-                    return Verdict.drop(f"bought {offer} on {event.at:%Y-%m-%d %H:%M} UTC")
+                    zone = await ctx.recipient_zone(delivery)
+                    return Verdict.drop(f"bought {offer} on {human_time(event.at, zone)}")
         history = await ctx.history(delivery.recipient, ctx.now - options.window)
         for key in options.match:
             repeat = self._repeat(key, delivery, history)
             if repeat is not None:
                 return Verdict.drop(
                     f"already sent {repeat[0]} {repeat[1]} times within "
-                    f"{format_duration(options.window)} (limit {options.limit})"
+                    f"{human_duration(options.window)} (limit {options.limit})"
                 )
         return Verdict.forward("not a repeat")
 

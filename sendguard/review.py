@@ -3,9 +3,9 @@
 Approving a delivery lifts the human hold, and a context hold as an explicit override ("I
 checked: send", kept as `override_by`): the released delivery becomes due now in `delayed`, so
 the dispatcher judges it again with every other policy before it leaves (an address that
-unsubscribed, or a cap that filled, while it waited still counts). Pausing a campaign is the kill switch:
-its unsent deliveries are held (origin `pause`) until it is resumed; the global pause does the
-same for every delivery.
+unsubscribed, or a cap that filled, while it waited still counts). Pausing a campaign is the
+kill switch: its unsent deliveries are held (origin `pause`) until it is resumed; the global
+pause does the same for every delivery.
 
 Approving a campaign records the content fingerprints of the held deliveries it released: the
 human hold lets later mail with that content flow, and holds changed copy again. By default

@@ -24,11 +24,11 @@ import structlog
 from sendguard.clock import Clock, monotonic
 from sendguard.config import DeliveryConfig, ReviewConfig
 from sendguard.delivery.upstream import Envelope, Upstream
-from sendguard.duration import format_duration
 from sendguard.engine import Engine
 from sendguard.errors import Conflict, StoreUnavailable, UpstreamPermanent, UpstreamTransient
 from sendguard.message import Delivery, DeliveryState
 from sendguard.metrics import Metrics
+from sendguard.phrasing import human_duration, human_time
 from sendguard.store.base import AuditEntry, Change, Store
 
 log = structlog.get_logger("sendguard.dispatcher")
@@ -182,7 +182,7 @@ class Dispatcher:
                 delivery,
                 DeliveryState.FAILED,
                 f"expired: retried for longer than max_lifetime"
-                f" ({format_duration(self._config.max_lifetime)})",
+                f" ({human_duration(self._config.max_lifetime)})",
                 now,
             )
             return
@@ -230,7 +230,7 @@ class Dispatcher:
         """Nobody reviewed a held delivery in time: apply `review.on_hold_expiry`."""
         now = self._clock.now()
         waited = (
-            f"not reviewed within review.hold_expiry ({format_duration(self._review.hold_expiry)})"
+            f"not reviewed within review.hold_expiry ({human_duration(self._review.hold_expiry)})"
         )
         # Nobody decided, so sendguard did: the audit log says so beside the people's decisions.
         await self._store.add_audit(
@@ -303,7 +303,7 @@ class Dispatcher:
             delivery.id,
             Change(
                 DeliveryState.DEFERRED,
-                f"upstream: {error}; retry at {due.isoformat()}",
+                f"upstream: {error}; retry at {human_time(due)}",
                 now,
                 expect=frozenset({DeliveryState.SENDING}),
                 owner=self._owner,

@@ -189,17 +189,32 @@ class PostgresStore(SqlStore):
             if self._listener is None or self._listener.is_closed():
                 await self._drop_listener()
                 try:
-                    conn = await asyncpg.connect(
-                        self._dsn,
-                        timeout=self._timeout,
-                        server_settings={"search_path": self._schema},
-                    )
-                    await conn.add_listener(CHANNEL, self._on_notify)
-                    self._listener = conn
+                    self._listener = await self._listen()
                     self._on_notify()  # anything announced while we were away
                 except _UNAVAILABLE as exc:
                     log.warning("LISTEN connection unavailable; retrying", error=str(exc))
             await asyncio.sleep(1.0)
+
+    async def _listen(self) -> asyncpg.Connection:
+        """A new connection listening on CHANNEL. Closing the store cancels this task at any
+        moment; a connection made meanwhile is closed, never left to the garbage collector."""
+        connecting = asyncio.ensure_future(
+            asyncpg.connect(
+                self._dsn, timeout=self._timeout, server_settings={"search_path": self._schema}
+            )
+        )
+        try:
+            conn = await asyncio.shield(connecting)
+        except asyncio.CancelledError:
+            with contextlib.suppress(*_UNAVAILABLE):
+                (await connecting).terminate()
+            raise
+        try:
+            await conn.add_listener(CHANNEL, self._on_notify)
+        except BaseException:
+            conn.terminate()
+            raise
+        return conn
 
     # transactions ----------------------------------------------------------------------------
     @asynccontextmanager

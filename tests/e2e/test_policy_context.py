@@ -55,7 +55,7 @@ def test_a_fact_that_never_comes_is_held_after_the_wait(sendguard: Start, sink: 
     assert proc.states(msg_id) == {"wait@example.org": "delayed"}
     proc.wait_states({"wait@example.org": "held"}, msg_id, timeout=10)
     reason = proc.transitions("wait@example.org")[-1][1]
-    assert reason == "context: waited 2s for deal:1:stage=won; no such fact came"
+    assert reason == "context: waited 2 seconds for deal:1:stage=won; no such fact came"
     assert sink.received == []
 
 
@@ -69,4 +69,4 @@ def test_stale_data_goes_to_on_stale(sendguard: Start, sink: Sink) -> None:
     fresh_id = send(proc, ["fresh@example.org"], message(f"X-Sendguard-Data-As-Of: {fresh}"))
     proc.wait_states({"stale@example.org": "dropped"}, stale_id)
     proc.wait_states({"fresh@example.org": "sent"}, fresh_id)
-    assert "older than max_data_age 1h" in proc.transitions("stale@example.org")[-1][1]
+    assert "older than max_data_age 1 hour" in proc.transitions("stale@example.org")[-1][1]

@@ -295,7 +295,7 @@ async def test_context_stale_data(store: SQLiteStore) -> None:
     stale = make_delivery(ANN, data_as_of=T0 - timedelta(hours=25))
     assert (await policy.evaluate(fresh, ctx(store, T0))).action is Action.FORWARD
     v = await policy.evaluate(stale, ctx(store, T0))
-    assert v.action is Action.DROP and "older than max_data_age 1d" in v.reason
+    assert v.action is Action.DROP and "older than max_data_age 1 day" in v.reason
 
 
 async def test_context_fact_age_and_after(store: SQLiteStore) -> None:
