@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict
 
 from sendguard.duration import Duration, format_duration
 from sendguard.message import Delivery
-from sendguard.policy import PolicyContext
+from sendguard.policy import Lookback, PolicyContext
 from sendguard.verdict import Verdict
 
 
@@ -51,6 +51,10 @@ class ContextPolicy:
 
     def __init__(self, options: ContextOptions) -> None:
         self._options = options
+
+    def lookback(self) -> Lookback:
+        """The latest fact of a key counts at any age, so facts are never pruned."""
+        return Lookback(facts=None)
 
     async def evaluate(self, delivery: Delivery, ctx: PolicyContext) -> Verdict:
         options = self._options

@@ -26,7 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from sendguard.duration import Duration, format_duration
 from sendguard.message import Delivery
-from sendguard.policy import PolicyContext
+from sendguard.policy import Lookback, PolicyContext
 from sendguard.store.base import Approval
 from sendguard.verdict import Verdict
 
@@ -82,6 +82,11 @@ class HumanHoldPolicy:
         self._sensitive = {s.lower() for s in options.sensitive_recipients}
         # One message fans out to many deliveries: parse its text once, not per recipient.
         self._texts: OrderedDict[str, str] = OrderedDict()
+
+    def lookback(self) -> Lookback:
+        """Deliveries of a campaign created within `blast_window`."""
+        options = self._options
+        return Lookback(deliveries=options.blast_window if options.max_blast else timedelta(0))
 
     async def _text(self, delivery: Delivery, ctx: PolicyContext) -> str:
         message_id = delivery.message.id

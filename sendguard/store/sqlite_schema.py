@@ -124,6 +124,20 @@ MIGRATIONS: tuple[str, ...] = (
         created_at INTEGER NOT NULL
     );
     """,
+    # 2: durable suppressions (never pruned), and the offer an event is about.
+    """
+    CREATE TABLE suppressions (
+        address_key TEXT PRIMARY KEY,
+        address TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        source TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        created_by TEXT NOT NULL,
+        note TEXT NOT NULL DEFAULT ''
+    );
+    CREATE INDEX suppressions_reason ON suppressions(reason, address_key);
+    ALTER TABLE events ADD COLUMN offer TEXT;
+    """,
 )
 
 
