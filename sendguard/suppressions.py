@@ -122,7 +122,7 @@ def import_time(text: str) -> datetime:
 
 def parse_csv(text: str, *, source: str, actor: str, now: datetime) -> ParsedCsv:
     """Suppressions from a CSV export with a header row; CsvError if it has no address column."""
-    reader = csv.reader(io.StringIO(text))
+    reader = csv.reader(io.StringIO(text.removeprefix("\ufeff")))
     header = next(reader, None)
     if header is None:
         raise CsvError("the CSV is empty; it needs a header row with an email column")
