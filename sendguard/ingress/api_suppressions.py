@@ -93,6 +93,9 @@ async def add_suppression(request: web.Request) -> web.Response:
         address, SuppressionReason(payload.reason), "api", now, payload.reviewer, payload.note
     )
     (added,) = await ctx.store.add_suppressions([item])
+    # deliveries waiting for this person are judged again now, and dropped
+    if await ctx.store.wake_waiting(now, recipient=address):
+        ctx.wake()
     current = await ctx.store.get_suppression(address)
     assert current is not None  # suppressions are only ever lifted by a reviewer or an event
     return web.json_response(

@@ -46,6 +46,7 @@ def test_unsubscribe_100_days_ago_still_dropped_after_a_restart_prunes(
     wait_for_prune(proc, runs=2)
     timeline = proc.call("GET", "/v1/recipients/gone@example.org/timeline")[1]
     assert timeline["events"] == []  # the event is gone, the suppression is not
+    assert timeline["suppression"]["reason"] == "unsubscribe"
 
     dropped = send(proc, ["Gone@Example.org"], message())
     proc.wait_states({"Gone@Example.org": "dropped"}, dropped)
