@@ -39,17 +39,20 @@ class Effect(StrEnum):
     NOT_SUPPRESSED = "not_suppressed"
 
 
-async def apply_event(store: Store, event: Event, *, soft_bounce: bool = False) -> Effect | None:
-    """Suppress or lift for `event` (None: the event does not touch suppressions)."""
+async def apply_event(
+    store: Store, event: Event, now: datetime, *, soft_bounce: bool = False
+) -> Effect | None:
+    """Suppress or lift for `event`, audited at `now` (None: the event does not touch
+    suppressions). A suppression is dated when the event happened."""
     reason = SUPPRESSING.get(str(event.type))
     if reason is not None and not (reason is SuppressionReason.BOUNCE and soft_bounce):
         (added,) = await store.add_suppressions(
-            [Suppression(event.recipient, reason, "event", event.at, EVENT_ACTOR)]
+            [Suppression(event.recipient, reason, "event", event.at, EVENT_ACTOR)], now
         )
         return Effect.ADDED if added else Effect.ALREADY
     if event.type == EventType.RESUBSCRIBE:
         lifted = await store.lift_suppression(
-            event.recipient, EVENT_ACTOR, event.at, "resubscribe event"
+            event.recipient, EVENT_ACTOR, now, "resubscribe event"
         )
         return Effect.LIFTED if lifted is not None else Effect.NOT_SUPPRESSED
     return None

@@ -75,7 +75,7 @@ async def post_event(request: web.Request) -> web.Response:
     ]
     results = []
     for payload, event in zip(payloads, events, strict=True):
-        effect = await apply_event(ctx.store, event, soft_bounce=payload.bounce_type == "soft")
+        effect = await apply_event(ctx.store, event, now, soft_bounce=payload.bounce_type == "soft")
         await ctx.store.add_event(event)
         woken = await ctx.store.wake_waiting(now, recipient=event.recipient)
         if woken:

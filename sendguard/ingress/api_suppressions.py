@@ -92,7 +92,7 @@ async def add_suppression(request: web.Request) -> web.Response:
     item = Suppression(
         address, SuppressionReason(payload.reason), "api", now, payload.reviewer, payload.note
     )
-    (added,) = await ctx.store.add_suppressions([item])
+    (added,) = await ctx.store.add_suppressions([item], now)
     # deliveries waiting for this person are judged again now, and dropped
     if await ctx.store.wake_waiting(now, recipient=address):
         ctx.wake()
@@ -117,7 +117,7 @@ async def _import(request: web.Request) -> web.Response:
         parsed = parse_csv(text, source=source, actor=reviewer, now=ctx.clock.now())
     except CsvError as exc:
         raise BadRequest(f"body: {exc}", "body") from None
-    added = await ctx.store.add_suppressions(parsed.rows)
+    added = await ctx.store.add_suppressions(parsed.rows, ctx.clock.now())
     count = sum(added)
     return web.json_response(
         {

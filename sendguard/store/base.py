@@ -457,11 +457,14 @@ class Store(ABC):
 
     # suppressions ----------------------------------------------------------------------------
     @abstractmethod
-    async def add_suppressions(self, suppressions: Sequence[Suppression]) -> Sequence[bool]:
+    async def add_suppressions(
+        self, suppressions: Sequence[Suppression], at: datetime
+    ) -> Sequence[bool]:
         """Suppress each address unless it already is; per item, whether it was added.
 
-        Each one added is audited (`suppress`, target `suppression:<address key>`, by its
-        `created_by`) in the same transaction; an existing suppression is left unchanged.
+        Each one added is audited at `at` (`suppress`, target `suppression:<address key>`, by
+        its `created_by`) in the same transaction; an existing suppression is left unchanged.
+        `created_at` may be older than `at` (an import keeps the ESP's date).
         """
 
     @abstractmethod

@@ -698,12 +698,15 @@ class SqlStore(Store):
             row[0], SuppressionReason(row[1]), row[2], from_micros(row[3]), row[4], row[5]
         )
 
-    async def add_suppressions(self, suppressions: Sequence[Suppression]) -> Sequence[bool]:
+    async def add_suppressions(
+        self, suppressions: Sequence[Suppression], at: datetime
+    ) -> Sequence[bool]:
+        audited = to_micros(at)
+
         async def job(tx: Tx) -> list[bool]:
             added = []
             for item in suppressions:
                 key = recipient_key(item.address)
-                at = to_micros(item.created_at)
                 changed = await tx.execute(
                     "INSERT INTO suppressions (address_key, address, reason, source, created_at,"
                     " created_by, note) VALUES (?, ?, ?, ?, ?, ?, ?)"
@@ -713,7 +716,7 @@ class SqlStore(Store):
                         item.address,
                         item.reason.value,
                         item.source,
-                        at,
+                        to_micros(item.created_at),
                         item.created_by,
                         item.note,
                     ),
@@ -724,7 +727,7 @@ class SqlStore(Store):
                         "INSERT INTO audit (at, actor, action, target, note, count)"
                         " VALUES (?, ?, 'suppress', ?, ?, 1)",
                         (
-                            at,
+                            audited,
                             item.created_by,
                             f"suppression:{key}",
                             f"{note}: {item.note}" if item.note else note,

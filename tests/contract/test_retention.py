@@ -94,7 +94,7 @@ async def fill(store: Store) -> None:
     await store.add_event(Event(EventType.CLICK, "clicked@example.org", NOW - 100 * DAY))
     for days in (90, 80, 40):
         await sent(store, "clicked@example.org", timedelta(days=days), campaign=f"k{days}")
-    await apply_event(store, Event(EventType.UNSUBSCRIBE, "gone@example.org", NOW - 400 * DAY))
+    await apply_event(store, Event(EventType.UNSUBSCRIBE, "gone@example.org", NOW - 400 * DAY), NOW)
     await store.put_fact(Fact("timezone", "Asia/Tokyo", NOW - 300 * DAY, "tokyo@example.org"))
     await store.put_fact(Fact("deal:7", "won", NOW - 200 * DAY))
     for days in (50, 40, 35):  # a fourth send in 60 days would break the cap

@@ -28,7 +28,7 @@ def suppression(address: str, reason: R = R.UNSUBSCRIBE, at: datetime = T0) -> S
 
 async def test_suppressions_are_added_once_by_recipient_key_and_audited(store: Store) -> None:
     added = await store.add_suppressions(
-        [suppression("Ann@Example.org"), suppression("ann@example.org", R.BOUNCE)]
+        [suppression("Ann@Example.org"), suppression("ann@example.org", R.BOUNCE)], T0
     )
     assert list(added) == [True, False]
     got = await store.get_suppression("ANN@example.ORG")
@@ -45,7 +45,7 @@ async def test_suppressions_are_added_once_by_recipient_key_and_audited(store: S
 
 async def test_suppressions_list_filters_and_pages(store: Store) -> None:
     await store.add_suppressions(
-        [suppression(f"u{i}@example.org", R.BOUNCE if i % 2 else R.MANUAL) for i in range(5)]
+        [suppression(f"u{i}@example.org", R.BOUNCE if i % 2 else R.MANUAL) for i in range(5)], T0
     )
     first = await store.list_suppressions(SuppressionQuery(limit=2))
     assert [s.address for s in first.suppressions] == ["u0@example.org", "u1@example.org"]
@@ -60,7 +60,7 @@ async def test_suppressions_list_filters_and_pages(store: Store) -> None:
 
 
 async def test_lift_removes_and_audits(store: Store) -> None:
-    await store.add_suppressions([suppression("a@example.org", R.COMPLAINT)])
+    await store.add_suppressions([suppression("a@example.org", R.COMPLAINT)], T0)
     lifted = await store.lift_suppression("A@example.org", "bob", T0 + timedelta(days=1), "asked")
     assert lifted is not None and lifted.reason is R.COMPLAINT
     assert await store.get_suppression("a@example.org") is None
@@ -70,10 +70,11 @@ async def test_lift_removes_and_audits(store: Store) -> None:
 
 
 async def test_prune_never_forgets_a_suppression(store: Store) -> None:
-    await store.add_suppressions([suppression("old@example.org", at=T0 - timedelta(days=3650))])
+    await store.add_suppressions([suppression("old@example.org", at=T0 - timedelta(days=3650))], T0)
     await store.add_event(
         Event(EventType.UNSUBSCRIBE, "old@example.org", T0 - timedelta(days=3650))
     )
+    assert (await store.audit())[0].at == T0  # audited when it was added, not as dated
     await store.prune(T0 + timedelta(days=3650))
     assert await store.events("old@example.org") == []
     assert await store.get_suppression("old@example.org") is not None

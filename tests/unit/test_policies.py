@@ -261,17 +261,17 @@ async def test_suppression_drops_marketing_not_transactional(
 ) -> None:
     policy = FatiguePolicy(FatigueOptions())
     event = Event(kind, "Ann@Example.org", T0 - timedelta(days=3000))
-    assert await apply_event(store, event) is Effect.ADDED
+    assert await apply_event(store, event, T0) is Effect.ADDED
     v = await policy.evaluate(make_delivery(ANN), ctx(store, T0))
     assert v.action is Action.DROP and kind.value in v.reason and "suppressed" in v.reason
     tx = make_delivery(ANN, message_class=MessageClass.TRANSACTIONAL)
     assert (await policy.evaluate(tx, ctx(store, T0))).action is Action.FORWARD
     again = Event(kind, ANN, T0)
-    assert await apply_event(store, again) is Effect.ALREADY
+    assert await apply_event(store, again, T0) is Effect.ALREADY
     lift = Event(EventType.RESUBSCRIBE, "ANN@example.org", T0)
-    assert await apply_event(store, lift) is Effect.LIFTED
+    assert await apply_event(store, lift, T0) is Effect.LIFTED
     assert (await policy.evaluate(make_delivery(ANN), ctx(store, T0))).action is Action.FORWARD
-    assert await apply_event(store, lift) is Effect.NOT_SUPPRESSED
+    assert await apply_event(store, lift, T0) is Effect.NOT_SUPPRESSED
     actions = [(e.actor, e.action, e.target) for e in await store.audit()]
     assert actions == [
         ("events", "lift", f"suppression:{ANN}"),
@@ -281,8 +281,8 @@ async def test_suppression_drops_marketing_not_transactional(
 
 async def test_soft_bounce_and_engagement_do_not_suppress(store: SQLiteStore) -> None:
     bounce = Event(EventType.BOUNCE, ANN, T0)
-    assert await apply_event(store, bounce, soft_bounce=True) is None
-    assert await apply_event(store, Event(EventType.OPEN, ANN, T0)) is None
+    assert await apply_event(store, bounce, T0, soft_bounce=True) is None
+    assert await apply_event(store, Event(EventType.OPEN, ANN, T0), T0) is None
     assert await store.get_suppression(ANN) is None
 
 
