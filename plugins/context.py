@@ -34,7 +34,7 @@ from sendguard.errors import InvalidMessage
 from sendguard.fields import parse_requirement
 from sendguard.message import Delivery, Match, OnTimeout, Requirement
 from sendguard.phrasing import human_duration, human_time
-from sendguard.policy import PolicyContext
+from sendguard.policy import Lookback, PolicyContext
 from sendguard.store.base import Fact
 from sendguard.verdict import Verdict
 
@@ -177,6 +177,10 @@ class ContextPolicy:
             )
             for name, c in options.campaigns.items()
         }
+
+    def lookback(self) -> Lookback:
+        """The latest fact of a key counts at any age, so facts are never pruned."""
+        return Lookback(facts=None)
 
     async def evaluate(self, delivery: Delivery, ctx: PolicyContext) -> Verdict:
         if delivery.override_by is not None:

@@ -1,30 +1,44 @@
 """`fatigue`: space out, then stop, marketing to people who stopped engaging; honour suppressions.
 
-- `unsubscribe`, `bounce` and `complaint` events → every later delivery of a non-exempt class
-  to that address is dropped.
-- No open, click or reply since the last `throttle_after` sends → at most one send per
-  `throttle_window` (delayed to when the window opens).
+- A durable suppression (an `unsubscribe`, `complaint` or hard `bounce` event, or one added or
+  imported through `/v1/suppressions`) → every delivery of a non-exempt class to that address
+  is dropped, however long ago it came: suppressions are never pruned. A `resubscribe` event or
+  a reviewer (`DELETE /v1/suppressions/{address}`) lifts it.
+- No engagement (any type in `engagement`) since the last `throttle_after` sends → at most one
+  send per `throttle_window` (delayed to when the window opens).
 - No engagement since the last `sunset_after` sends → dropped (sunset).
 - Any engagement event restores normal sending: only sends after the latest engagement count.
+  Only the last `lookback` is considered, for sends and engagement alike, so retention keeps
+  exactly that much and pruning never changes a decision.
 Events come from `POST /v1/events`.
 """
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+import re
+from datetime import timedelta
 from typing import ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from sendguard.duration import Duration, format_duration
+from sendguard.duration import Duration
 from sendguard.message import Delivery, MessageClass
-from sendguard.policy import PolicyContext
+from sendguard.phrasing import human_duration, human_time
+from sendguard.policy import Lookback, PolicyContext
 from sendguard.store.base import EventType
 from sendguard.verdict import Verdict
 
-ENGAGEMENT = frozenset({EventType.OPEN, EventType.CLICK, EventType.REPLY})
-SUPPRESSION = frozenset({EventType.UNSUBSCRIBE, EventType.BOUNCE, EventType.COMPLAINT})
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+# Types that say something other than "this person is still interested".
+NOT_ENGAGEMENT = frozenset(
+    {
+        EventType.UNSUBSCRIBE,
+        EventType.RESUBSCRIBE,
+        EventType.BOUNCE,
+        EventType.COMPLAINT,
+        EventType.DELIVERED,
+    }
+)
+_TYPE_NAME = re.compile(r"[a-z][a-z0-9_.-]{0,63}")
 
 
 class FatigueOptions(BaseModel):
@@ -35,12 +49,30 @@ class FatigueOptions(BaseModel):
     throttle_after: int = Field(default=5, gt=0)
     sunset_after: int = Field(default=10, gt=0)
     throttle_window: Duration = timedelta(days=7)
+    lookback: Duration = timedelta(days=365)
+    engagement: tuple[str, ...] = Field(
+        default=("open", "click", "reply", "purchase"), min_length=1
+    )
     exempt_classes: list[MessageClass] = Field(default_factory=lambda: [MessageClass.TRANSACTIONAL])
+
+    @field_validator("engagement")
+    @classmethod
+    def _types(cls, types: tuple[str, ...]) -> tuple[str, ...]:
+        for name in types:
+            if name in NOT_ENGAGEMENT:
+                raise ValueError(f"{name!r} is not an engagement type")
+            if not _TYPE_NAME.fullmatch(name):
+                raise ValueError(
+                    f"{name!r} is not an event type name (lower case letters, digits, _ . -)"
+                )
+        return types
 
     @model_validator(mode="after")
     def _order(self) -> FatigueOptions:
         if self.sunset_after < self.throttle_after:
             raise ValueError("sunset_after must not be smaller than throttle_after")
+        if self.lookback < self.throttle_window:
+            raise ValueError("lookback must not be shorter than throttle_window")
         return self
 
 
@@ -51,18 +83,30 @@ class FatiguePolicy:
 
     def __init__(self, options: FatigueOptions) -> None:
         self._options = options
+        self._engagement = frozenset(options.engagement)
+
+    def lookback(self) -> Lookback:
+        """Sends and events of the last `lookback`; custom engagement types are accepted."""
+        options = self._options
+        custom = self._engagement - {t.value for t in EventType}
+        return Lookback(
+            history=options.lookback, events=options.lookback, event_types=frozenset(custom)
+        )
 
     async def evaluate(self, delivery: Delivery, ctx: PolicyContext) -> Verdict:
         options = self._options
         if delivery.message.fields.message_class in options.exempt_classes:
             return Verdict.forward(f"{delivery.message.fields.message_class.value} mail is exempt")
-        events = await ctx.events(delivery.recipient)
-        for event in reversed(events):
-            if event.type in SUPPRESSION:
-                return Verdict.drop(
-                    f"{delivery.recipient} reported {event.type.value} at {event.at.isoformat()}"
-                )
-        engaged = max((e.at for e in events if e.type in ENGAGEMENT), default=_EPOCH)
+        suppressed = await ctx.suppression(delivery.recipient)
+        if suppressed is not None:
+            zone = await ctx.recipient_zone(delivery)
+            return Verdict.drop(
+                f"{delivery.recipient} is suppressed ({suppressed.reason.value} at"
+                f" {human_time(suppressed.created_at, zone)}, from {suppressed.source})"
+            )
+        since = ctx.now - options.lookback
+        events = await ctx.events(delivery.recipient, since)
+        engaged = max((e.at for e in events if str(e.type) in self._engagement), default=since)
         sends = await ctx.send_times(
             engaged,
             recipient=delivery.recipient,
@@ -71,7 +115,7 @@ class FatiguePolicy:
         )
         quiet = len(sends)
         if quiet >= options.sunset_after:
-            return Verdict.drop(f"no open, click or reply over the last {quiet} messages: sunset")
+            return Verdict.drop(f"no engagement over the last {quiet} messages: sunset")
         if quiet >= options.throttle_after:
             opens = sends[0] + options.throttle_window
             if opens > ctx.now:
@@ -79,7 +123,11 @@ class FatiguePolicy:
                     opens,
                     (
                         f"throttled: no engagement over the last {quiet} messages; at most one per"
-                        f" {format_duration(options.throttle_window)}"
+                        f" {human_duration(options.throttle_window)}"
                     ),
                 )
-        return Verdict.forward("engaged recently enough")
+        if quiet == 0:
+            return Verdict.forward("engaged since the last message")
+        return Verdict.forward(
+            f"{quiet} messages since the last engagement, throttled from {options.throttle_after}"
+        )

@@ -21,7 +21,7 @@ from sendguard.address import domain_of
 from sendguard.duration import Duration
 from sendguard.message import Delivery, MessageClass
 from sendguard.phrasing import human_duration, human_time
-from sendguard.policy import PolicyContext
+from sendguard.policy import Lookback, PolicyContext
 from sendguard.verdict import Verdict
 
 
@@ -110,6 +110,12 @@ class FrequencyPolicy:
 
     def __init__(self, options: FrequencyOptions) -> None:
         self._options = options
+
+    def lookback(self) -> Lookback:
+        """Sends within the longest cap window; a `timezone` fact (quiet hours) at any age."""
+        options = self._options
+        longest = max((cap.window for cap in options.caps), default=timedelta(0))
+        return Lookback(history=longest, facts=None if options.quiet_hours else timedelta(0))
 
     async def evaluate(self, delivery: Delivery, ctx: PolicyContext) -> Verdict:
         options = self._options

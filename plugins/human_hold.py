@@ -35,7 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sendguard.duration import Duration
 from sendguard.message import Delivery, MessageClass
 from sendguard.phrasing import human_duration, human_time
-from sendguard.policy import PolicyContext
+from sendguard.policy import Lookback, PolicyContext
 from sendguard.store.base import Approval, Campaign
 from sendguard.verdict import Verdict
 
@@ -122,6 +122,11 @@ class HumanHoldPolicy:
         # One message fans out to many deliveries: parse its text once, not per recipient.
         self._texts: OrderedDict[str, str] = OrderedDict()
 
+    def lookback(self) -> Lookback:
+        """Deliveries of a campaign created within `blast_window`."""
+        options = self._options
+        return Lookback(deliveries=options.blast_window if options.max_blast else timedelta(0))
+
     async def _text(self, delivery: Delivery, ctx: PolicyContext) -> str:
         message_id = delivery.message.id
         if message_id in self._texts:
@@ -158,7 +163,12 @@ class HumanHoldPolicy:
             blast = await self._blast(delivery, ctx)
             if blast is not None:
                 return blast
-        return Verdict.forward("no reason to hold")
+        if approved:
+            assert campaign is not None
+            return Verdict.forward(f"campaign {name} approved by {campaign.updated_by}")
+        if name is None or not options.hold_unapproved_campaigns:
+            return Verdict.forward("no review rule applies")
+        return Verdict.forward(f"{delivery.message.fields.message_class.value} mail is exempt")
 
     async def _campaign_rule(
         self, delivery: Delivery, ctx: PolicyContext, name: str, campaign: Campaign | None

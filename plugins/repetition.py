@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from sendguard.duration import Duration
 from sendguard.message import Delivery, MessageClass
 from sendguard.phrasing import human_duration, human_time
-from sendguard.policy import PolicyContext
+from sendguard.policy import Lookback, PolicyContext
 from sendguard.store.base import EventType, HistoryEntry
 from sendguard.verdict import Verdict
 
@@ -47,6 +47,10 @@ class RepetitionPolicy:
 
     def __init__(self, options: RepetitionOptions) -> None:
         self._options = options
+
+    def lookback(self) -> Lookback:
+        """Sends within `window`."""
+        return Lookback(history=self._options.window)
 
     async def evaluate(self, delivery: Delivery, ctx: PolicyContext) -> Verdict:
         options = self._options

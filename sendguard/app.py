@@ -29,6 +29,7 @@ from sendguard.ingress.http_context import Api
 from sendguard.ingress.smtp import SmtpHandler, SmtpIngress
 from sendguard.intake import Intake
 from sendguard.metrics import Metrics
+from sendguard.retention import Horizons, accepted_event_types
 from sendguard.review import Review
 from sendguard.store import open_store
 from sendguard.store.base import Store
@@ -88,13 +89,13 @@ class App:
         self.smtp: SmtpIngress | None = None
         self.http: HttpIngress | None = None
 
-    async def _prune(self, store: Store, config: Config) -> None:
-        """Forget finished work older than `store.retention`, once an hour."""
+    async def _prune(self, store: Store, horizons: Horizons) -> None:
+        """Forget what no configured policy reads any more, and finished work older than
+        `store.retention`, once an hour (suppressions are never pruned)."""
         while True:
             try:
-                gone = await store.prune(self.clock.now() - config.store.retention)
-                if gone:
-                    log.info("pruned finished deliveries", count=gone)
+                gone = await store.prune(horizons.cutoffs(self.clock.now()))
+                log.info("retention: pruned", pruned_deliveries=gone, horizons=horizons.describe())
             except StoreUnavailable as exc:
                 log.warning("pruning failed; retrying in an hour", error=str(exc))
             await asyncio.sleep(PRUNE_INTERVAL)
@@ -131,8 +132,9 @@ class App:
             upstream = build_upstream(config)
             stack.push_async_callback(upstream.close)
 
+            engine_policies = build_policies(self.settings)
             engine = Engine(
-                build_policies(self.settings),
+                engine_policies,
                 store,
                 self.clock,
                 self.metrics,
@@ -149,7 +151,8 @@ class App:
                 review=config.review,
             )
             store.subscribe(dispatcher.wake)
-            pruning = asyncio.create_task(self._prune(store, config), name="prune")
+            horizons = Horizons.of(config.store.retention, (b.policy for b in engine_policies))
+            pruning = asyncio.create_task(self._prune(store, horizons), name="prune")
             stack.push_async_callback(_cancel, pruning)
             dispatching = asyncio.create_task(dispatcher.run(), name="dispatcher")
 
@@ -181,6 +184,7 @@ class App:
                 self.clock,
                 dispatcher.wake,
                 config.http,
+                accepted_event_types(b.policy for b in engine_policies),
             )
             self.http = HttpIngress(build_app(context, self.tokens(config)), config.http)
             await self.http.start()

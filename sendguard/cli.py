@@ -94,7 +94,39 @@ def _parser() -> argparse.ArgumentParser:
     )
     timeline.add_argument("address")
     timeline.add_argument("--limit", type=int, default=50)
+    _suppressions_parser(commands, api)
     return parser
+
+
+def _suppressions_parser(
+    commands: argparse._SubParsersAction[argparse.ArgumentParser], api: argparse.ArgumentParser
+) -> None:
+    suppressions = commands.add_parser(
+        "suppressions", help="durable suppressions: unsubscribed, complained, bounced, manual"
+    )
+    actions = suppressions.add_subparsers(dest="action", required=True, metavar="ACTION")
+    listing = actions.add_parser("list", parents=[api], help="suppressed addresses, by address")
+    listing.add_argument("--address", help="only this address")
+    listing.add_argument(
+        "--reason", choices=["unsubscribe", "complaint", "bounce", "manual", "import"]
+    )
+    listing.add_argument("--after", help="the cursor a previous page printed")
+    listing.add_argument("--limit", type=int, default=100)
+    add = actions.add_parser("add", parents=[api], help="suppress an address")
+    add.add_argument("address")
+    add.add_argument(
+        "--reason", default="manual", choices=["unsubscribe", "complaint", "bounce", "manual"]
+    )
+    imported = actions.add_parser(
+        "import", parents=[api], help="import a CSV export (SendGrid, Postmark, Mailgun)"
+    )
+    imported.add_argument("file", type=Path)
+    lift = actions.add_parser("lift", parents=[api], help="lift an address's suppression")
+    lift.add_argument("address")
+    for action in (add, imported, lift):
+        action.add_argument("--reviewer", default=_whoami(), help="who decides (default: $USER)")
+    for action in (add, lift):
+        action.add_argument("--note", default="", help="why")
 
 
 def _whoami() -> str:
@@ -271,6 +303,64 @@ def _timeline(args: argparse.Namespace) -> int:
     return 0
 
 
+def _suppressions(args: argparse.Namespace) -> int:
+    client = _client(args)
+    if args.action == "list":
+        query = {"address": args.address or "", "reason": args.reason or ""}
+        query |= {"after": args.after or "", "limit": str(args.limit)}
+        answer = client.call("GET", "/v1/suppressions", query=query)
+        if not args.json:
+            rows = [
+                [s["address"], s["reason"], s["source"], s["created_at"], s["created_by"]]
+                for s in answer["suppressions"]
+            ]
+            print(
+                table(["ADDRESS", "REASON", "SOURCE", "SINCE", "BY"], rows)
+                if rows
+                else "no suppressions"
+            )
+            if answer["next"]:
+                print(f"more: --after {answer['next']}")
+    elif args.action == "add":
+        body = {"address": args.address, "reason": args.reason}
+        body |= {"reviewer": args.reviewer, "note": args.note}
+        answer = client.call("POST", "/v1/suppressions", body)
+        s = answer["suppression"]
+        text = "suppressed" if answer["added"] else "already suppressed"
+        if not args.json:
+            print(f"{s['address']}: {text} ({s['reason']} since {s['created_at']})")
+    elif args.action == "import":
+        try:
+            content = args.file.read_bytes()
+        except OSError as exc:
+            raise ClientError(f"cannot read {args.file}: {exc.strerror}") from None
+        answer = client.call(
+            "POST",
+            "/v1/suppressions",
+            query={"reviewer": args.reviewer, "source": args.file.name},
+            raw=content,
+            content_type="text/csv",
+        )
+        if not args.json:
+            print(
+                f"{answer['added']} added, {answer['already_present']} already present,"
+                f" {len(answer['invalid'])} invalid"
+            )
+            for bad in answer["invalid"]:
+                print(f"  line {bad['line']}: {bad['message']}")
+    else:
+        answer = client.call(
+            "DELETE",
+            f"/v1/suppressions/{quote(args.address)}",
+            {"reviewer": args.reviewer, "note": args.note},
+        )
+        if not args.json:
+            print(f"{answer['lifted']['address']}: lifted (was {answer['lifted']['reason']})")
+    if args.json:
+        print(json.dumps(answer, indent=2))
+    return 0
+
+
 def _print_config_error(error: ConfigError, source: Path | None) -> None:
     where = str(source) if source else "the embedded default config"
     print(f"sendguard: {where} is invalid ({len(error.problems)} problem(s)):", file=sys.stderr)
@@ -342,11 +432,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _serve(args.config)
     if args.command == "check-config":
         return _check(args.config)
-    if args.command in ("review", "timeline", "pause", "resume"):
+    if args.command in ("review", "timeline", "suppressions", "pause", "resume"):
+        handlers = {
+            "review": _review,
+            "timeline": _timeline,
+            "suppressions": _suppressions,
+            "pause": _switch,
+            "resume": _switch,
+        }
         try:
-            if args.command in ("pause", "resume"):
-                return _switch(args)
-            return _review(args) if args.command == "review" else _timeline(args)
+            return handlers[args.command](args)
         except ClientError as exc:
             print(f"sendguard: {exc}", file=sys.stderr)
             return 1

@@ -1,4 +1,5 @@
-"""A small client of sendguard's HTTP API, for the command line (`review`, `timeline`)."""
+"""A small client of sendguard's HTTP API, for the command line (`review`, `timeline`,
+`suppressions`)."""
 
 from __future__ import annotations
 
@@ -43,17 +44,25 @@ class Client:
         self._timeout = timeout
 
     def call(
-        self, method: str, path: str, body: Any = None, query: Mapping[str, str] | None = None
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        query: Mapping[str, str] | None = None,
+        *,
+        raw: bytes | None = None,
+        content_type: str = "application/json",
     ) -> Any:
-        """One request; ClientError carries the API's error message."""
+        """One request (a JSON `body`, or `raw` bytes of `content_type`); ClientError carries
+        the API's error message."""
         url = self._url + path
         if query:
             url += "?" + urllib.parse.urlencode({k: v for k, v in query.items() if v})
-        data = json.dumps(body).encode() if body is not None else None
+        data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
         request = urllib.request.Request(url, data=data, method=method)  # noqa: S310
         request.add_header("Authorization", f"Bearer {self._token}")
         if data is not None:
-            request.add_header("Content-Type", "application/json")
+            request.add_header("Content-Type", content_type)
         try:
             with urllib.request.urlopen(request, timeout=self._timeout) as response:  # noqa: S310
                 return json.loads(response.read())

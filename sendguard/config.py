@@ -154,10 +154,8 @@ class StoreConfig(Strict):
     @classmethod
     def _retention(cls, value: timedelta) -> timedelta:
         if value < timedelta(days=1):
-            raise ValueError(
-                "keep at least 1d (and longer than your longest policy window: caps, "
-                "repetition and fatigue count what is kept)"
-            )
+            # policies that read further back keep their records longer on their own
+            raise ValueError("keep at least 1d")
         return value
 
     @field_validator("url")

@@ -21,16 +21,25 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Mapping, Sequence
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from importlib.metadata import EntryPoint, entry_points
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar, Protocol, runtime_checkable
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel
 
 from sendguard.address import recipient_key
 from sendguard.message import Delivery, MessageClass
-from sendguard.store.base import Campaign, ContentApproval, Event, Fact, HistoryEntry, Store
+from sendguard.store.base import (
+    Campaign,
+    ContentApproval,
+    Event,
+    Fact,
+    HistoryEntry,
+    Store,
+    Suppression,
+)
 from sendguard.verdict import Verdict
 
 ENTRY_POINT_GROUP = "sendguard.policies"
@@ -47,6 +56,41 @@ class Policy(Protocol):
 
     async def evaluate(self, delivery: Delivery, ctx: PolicyContext) -> Verdict:
         """Judge one delivery. Raise nothing on purpose: errors count as `on_error`."""
+        ...
+
+
+NOTHING = timedelta(0)
+
+
+@dataclass(frozen=True)
+class Lookback:
+    """How far back from now a policy reads each kind of record, so retention keeps it.
+
+    `None` means "at any age": retention then never prunes that kind of record. A policy that
+    reads nothing of a kind leaves it at zero (the `store.retention` floor applies).
+    """
+
+    history: timedelta | None = NOTHING
+    """Sends reserved or made (`ctx.history`, `ctx.send_times`)."""
+    events: timedelta | None = NOTHING
+    facts: timedelta | None = NOTHING
+    deliveries: timedelta | None = NOTHING
+    """Deliveries by creation time (`ctx.campaign_volume`)."""
+    event_types: frozenset[str] = frozenset()
+    """Custom event types (beyond the built-in ones) this policy reads; `POST /v1/events`
+    accepts exactly the built-in types and these."""
+
+
+@runtime_checkable
+class ReadsStore(Protocol):
+    """A policy that says what it reads (optional; built-in policies all do).
+
+    Retention keeps every record a configured policy would still read, so pruning never
+    changes a decision. A policy without `lookback` gets `store.retention` only.
+    """
+
+    def lookback(self) -> Lookback:
+        """What this policy, with its options, reads of the store."""
         ...
 
 
@@ -98,6 +142,10 @@ class PolicyContext:
     async def events(self, recipient: str, since: datetime | None = None) -> Sequence[Event]:
         """Engagement and suppression events about `recipient`."""
         return await self._store.events(recipient, since)
+
+    async def suppression(self, recipient: str) -> Suppression | None:
+        """The durable suppression of `recipient` (unsubscribe, complaint, bounce, ...)."""
+        return await self._store.get_suppression(recipient)
 
     async def campaign(self, name: str) -> Campaign | None:
         """What reviewers decided about campaign `name`."""

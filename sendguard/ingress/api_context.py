@@ -8,15 +8,24 @@ too: it leaves if its premise now holds, and is held again if not.
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from aiohttp import web
 
 from sendguard.address import recipient_key, validate_address
 from sendguard.errors import InvalidAddress
 from sendguard.fields import parse_time
 from sendguard.ingress.http_context import api
-from sendguard.ingress.payloads import BadRequest, EventPayload, FactPayload, read_json
+from sendguard.ingress.payloads import (
+    BadRequest,
+    EventPayload,
+    FactPayload,
+    read_events,
+    read_json,
+)
 from sendguard.ingress.views import when
-from sendguard.store.base import Event, EventType, Fact
+from sendguard.store.base import Event, Fact, event_type
+from sendguard.suppressions import apply_event
 
 
 def add_routes(router: web.UrlDispatcher) -> None:
@@ -61,19 +70,44 @@ async def post_fact(request: web.Request) -> web.Response:
 
 
 async def post_event(request: web.Request) -> web.Response:
-    """Record an engagement or suppression event; waiting deliveries to that person wake."""
+    """Record engagement or suppression events (one object, or an array answered item by
+    item); an unsubscribe, complaint or hard bounce suppresses the address durably, a
+    resubscribe lifts it; waiting deliveries to each person wake."""
     ctx = api(request)
-    payload = await read_json(request, EventPayload)
+    payloads, batch = await read_events(request)
     now = ctx.clock.now()
-    at = parse_time(payload.at, field="at") if payload.at else now
-    recipient = _address(payload.recipient, "recipient")
-    await ctx.store.add_event(
-        Event(EventType(payload.type), recipient, at, payload.message_id, payload.offer)
-    )
-    woken = await ctx.store.wake_waiting(now, recipient=recipient)
-    if woken:
-        ctx.wake()
-    return web.json_response(
-        {"type": payload.type, "recipient": recipient, "at": when(at), "woken": woken},
-        status=202,
-    )
+    events = [
+        _event(payload, f"[{i}]." if batch else "", now, ctx.event_types)
+        for i, payload in enumerate(payloads)
+    ]
+    results = []
+    for payload, event in zip(payloads, events, strict=True):
+        effect = await apply_event(ctx.store, event, now, soft_bounce=payload.bounce_type == "soft")
+        await ctx.store.add_event(event)
+        woken = await ctx.store.wake_waiting(now, recipient=event.recipient)
+        if woken:
+            ctx.wake()
+        results.append(
+            {
+                "type": str(event.type),
+                "recipient": event.recipient,
+                "at": when(event.at),
+                "woken": woken,
+                "suppression": effect.value if effect is not None else None,
+            }
+        )
+    return web.json_response({"results": results} if batch else results[0], status=202)
+
+
+def _event(payload: EventPayload, prefix: str, now: datetime, accepted: frozenset[str]) -> Event:
+    """The event of one payload item; BadRequest names `[i].field` in a batch."""
+    if payload.type not in accepted:
+        raise BadRequest(
+            f"{prefix}type: unknown event type {payload.type!r}; accepted: "
+            + ", ".join(sorted(accepted))
+            + " (a custom type is accepted once a policy reads it, e.g. fatigue's engagement)",
+            f"{prefix}type",
+        )
+    at = parse_time(payload.at, field=f"{prefix}at") if payload.at else now
+    recipient = _address(payload.recipient, f"{prefix}recipient")
+    return Event(event_type(payload.type), recipient, at, payload.message_id, payload.offer)

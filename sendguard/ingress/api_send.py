@@ -300,4 +300,15 @@ async def timeline(request: web.Request) -> web.Response:
     events = await store.events(address)
     body["recipient"] = address
     body["events"] = [event_view(e) for e in reversed(events)]
+    suppression = await store.get_suppression(address)
+    body["suppression"] = (
+        None
+        if suppression is None
+        else {
+            "reason": suppression.reason.value,
+            "source": suppression.source,
+            "created_at": when(suppression.created_at),
+            "created_by": suppression.created_by,
+        }
+    )
     return web.json_response(body)

@@ -14,7 +14,7 @@ from aiohttp import web
 
 from sendguard.config import HttpConfig, split_listen
 from sendguard.errors import Conflict, InvalidMessage, StoreUnavailable, UpstreamError
-from sendguard.ingress import api_context, api_review, api_send, openapi
+from sendguard.ingress import api_context, api_review, api_send, api_suppressions, openapi
 from sendguard.ingress.http_context import API, TOKENS, Api, Handler, api
 from sendguard.ingress.payloads import BadRequest
 from sendguard.review import NotFound
@@ -139,6 +139,7 @@ def add_routes(router: web.UrlDispatcher) -> None:
     api_send.add_routes(router)
     api_context.add_routes(router)
     api_review.add_routes(router)
+    api_suppressions.add_routes(router)
     openapi.add_routes(router)
 
 

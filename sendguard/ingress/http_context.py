@@ -13,7 +13,7 @@ from sendguard.delivery.upstream import Upstream
 from sendguard.intake import Intake
 from sendguard.metrics import Metrics
 from sendguard.review import Review
-from sendguard.store.base import Store
+from sendguard.store.base import EventType, Store
 from sendguard.tokens import TokenSet
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -31,6 +31,8 @@ class Api:
     clock: Clock
     wake: Callable[[], None]
     config: HttpConfig
+    event_types: frozenset[str] = frozenset(t.value for t in EventType)
+    """What `POST /v1/events` accepts: built-in types and custom ones the policies read."""
 
 
 API: web.AppKey[Api] = web.AppKey("api", Api)

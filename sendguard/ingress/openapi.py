@@ -14,6 +14,7 @@ from sendguard.ingress.payloads import (
     FactPayload,
     ReviewPayload,
     SendPayload,
+    SuppressionPayload,
 )
 
 _ERROR = {
@@ -97,7 +98,38 @@ ROUTES: tuple[tuple[str, str, str, type[BaseModel] | None, int, bool], ...] = (
         202,
         False,
     ),
-    ("post", "/v1/events", "Record an engagement or suppression event", EventPayload, 202, False),
+    (
+        "post",
+        "/v1/events",
+        "Record an engagement or suppression event, or an array of them",
+        EventPayload,
+        202,
+        False,
+    ),
+    (
+        "get",
+        "/v1/suppressions",
+        "Durable suppressions by address (address, reason, after, limit)",
+        None,
+        200,
+        False,
+    ),
+    (
+        "post",
+        "/v1/suppressions",
+        "Suppress an address (JSON), or import an ESP's CSV export (text/csv, ?reviewer=)",
+        SuppressionPayload,
+        201,
+        False,
+    ),
+    (
+        "delete",
+        "/v1/suppressions/{address}",
+        "Lift a suppression (audited)",
+        ReviewPayload,
+        200,
+        False,
+    ),
     (
         "get",
         "/v1/recipients/{address}/timeline",

@@ -6,7 +6,14 @@ import json
 from typing import Any, Literal, TypeVar
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 M = TypeVar("M", bound=BaseModel)
 _FORBIDDEN_IN_HEADERS = ("\r", "\n", "\x00")
@@ -128,10 +135,69 @@ class FactPayload(Strict):
 
 
 class EventPayload(Strict):
-    """`POST /v1/events`."""
+    """`POST /v1/events` (one item of a batch). `type` is checked against the built-in types
+    and the custom ones configured policies read, at the handler."""
 
-    type: Literal["open", "click", "reply", "unsubscribe", "bounce", "complaint", "purchase"]
+    type: str = Field(min_length=1, max_length=64)
     recipient: str = Field(min_length=1, max_length=320)
     message_id: str | None = Field(default=None, max_length=200)
-    at: str | None = None
     offer: str | None = Field(default=None, min_length=1, max_length=200)
+    at: str | None = None
+    bounce_type: Literal["hard", "soft"] | None = None
+
+    @model_validator(mode="after")
+    def _bounce_type(self) -> EventPayload:
+        if self.bounce_type is not None and self.type != "bounce":
+            raise ValueError("bounce_type: only a bounce has a bounce_type")
+        return self
+
+
+MAX_EVENTS = 1000
+
+
+def validate_as(model: type[M], data: Any, prefix: str = "") -> M:
+    """`data` validated against `model`; BadRequest names the field under `prefix` (`[3]`)."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors(include_url=False)[0]
+        field = prefix + (_field_path(first["loc"]) if not prefix else _item_path(first["loc"]))
+        message = first["msg"].removeprefix("Value error, ")
+        if message.startswith("bounce_type: "):
+            field, message = f"{prefix}.bounce_type" if prefix else "bounce_type", message[13:]
+        if first["type"] == "extra_forbidden":
+            allowed = ", ".join(sorted(f.alias or n for n, f in model.model_fields.items()))
+            message = f"unknown field; allowed: {allowed}"
+        elif first["type"] == "missing":
+            message = "required field is missing"
+        raise BadRequest(f"{field}: {message}" if field else message, field or None) from None
+
+
+def _item_path(loc: tuple[int | str, ...]) -> str:
+    return "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in loc)
+
+
+async def read_events(request: web.Request) -> tuple[list[EventPayload], bool]:
+    """The events of `POST /v1/events` and whether they came as a batch (a JSON array)."""
+    try:
+        data: Any = json.loads(await request.read())
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BadRequest(
+            f"the body is not valid JSON ({exc}); send an event object or an array of them",
+            "body",
+            code="invalid_json",
+        ) from None
+    if not isinstance(data, list):
+        return [validate_as(EventPayload, data)], False
+    if not 0 < len(data) <= MAX_EVENTS:
+        raise BadRequest(f"body: send between 1 and {MAX_EVENTS} events in a batch", "body")
+    return [validate_as(EventPayload, item, f"[{i}]") for i, item in enumerate(data)], True
+
+
+class SuppressionPayload(Strict):
+    """`POST /v1/suppressions` as JSON: suppress one address."""
+
+    address: str = Field(min_length=1, max_length=320)
+    reason: Literal["unsubscribe", "complaint", "bounce", "manual"] = "manual"
+    reviewer: str = Field(min_length=1, max_length=200)
+    note: str = Field(default="", max_length=2000)

@@ -134,7 +134,7 @@ def audit_view(entry: AuditEntry) -> dict[str, Any]:
 def event_view(event: Event) -> dict[str, Any]:
     """One engagement or suppression event."""
     return {
-        "type": event.type.value,
+        "type": str(event.type),
         "recipient": event.recipient,
         "at": when(event.at),
         "message_id": event.message_id,

@@ -138,18 +138,93 @@ class EventType(StrEnum):
     BOUNCE = "bounce"
     COMPLAINT = "complaint"
     PURCHASE = "purchase"
+    RESUBSCRIBE = "resubscribe"
+    DELIVERED = "delivered"
+
+
+def event_type(name: str) -> EventType | str:
+    """A built-in type as its enum member; a configured custom type (`visit`) as it is."""
+    try:
+        return EventType(name)
+    except ValueError:
+        return name
 
 
 @dataclass(frozen=True)
 class Event:
-    """Something a recipient did (or that happened to their address)."""
+    """Something a recipient did (or that happened to their address).
 
-    type: EventType
+    `type` is an `EventType`, or a custom engagement type a configured policy reads.
+    """
+
+    type: EventType | str
     recipient: str
     at: datetime
     message_id: str | None = None
     offer: str | None = None
     """What a `purchase` bought (an offer name as in `X-Sendguard-Offer`)."""
+
+
+class SuppressionReason(StrEnum):
+    """Why an address must not get marketing mail any more."""
+
+    UNSUBSCRIBE = "unsubscribe"
+    COMPLAINT = "complaint"
+    BOUNCE = "bounce"
+    MANUAL = "manual"
+    IMPORT = "import"
+
+
+@dataclass(frozen=True)
+class Suppression:
+    """A durable "do not send": kept until lifted (never pruned), keyed by `recipient_key`."""
+
+    address: str
+    reason: SuppressionReason
+    source: str
+    """Where it came from: `event`, `api`, `import:<file name>`, ..."""
+    created_at: datetime
+    created_by: str
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class SuppressionQuery:
+    """Filters for listing suppressions, by address key; `after` is the cursor."""
+
+    address: str | None = None
+    reason: SuppressionReason | None = None
+    after: str | None = None
+    limit: int = 100
+
+
+@dataclass(frozen=True)
+class SuppressionPage:
+    """One page of suppressions; `next` is the cursor for the following page."""
+
+    suppressions: Sequence[Suppression]
+    next: str | None = None
+
+
+@dataclass(frozen=True)
+class PruneCutoffs:
+    """Per kind of record, what is older than the cutoff may be forgotten; None keeps all.
+
+    Suppressions have no cutoff: they are never pruned.
+    """
+
+    deliveries: datetime | None
+    """Finished deliveries (updated before it) with their transitions and outcomes; messages
+    left without deliveries (received before it)."""
+    history: datetime | None
+    events: datetime | None
+    facts: datetime | None
+    idempotency: datetime | None
+
+    @classmethod
+    def uniform(cls, before: datetime) -> PruneCutoffs:
+        """The same cutoff for everything."""
+        return cls(before, before, before, before, before)
 
 
 class Approval(StrEnum):
@@ -428,11 +503,37 @@ class Store(ABC):
         """Every campaign that has deliveries or a review state, by name."""
 
     @abstractmethod
-    async def prune(self, before: datetime) -> int:
-        """Forget what is older than `before`: finished deliveries with their history,
-        messages left without deliveries, send history, events, facts and idempotency keys.
-        Waiting and held deliveries and the audit log are kept. Return how many deliveries
-        went."""
+    async def prune(self, before: datetime | PruneCutoffs) -> int:
+        """Forget what is older than `before` (one cutoff, or one per kind of record):
+        finished deliveries with their transitions and outcomes, messages left without
+        deliveries, send history, events, facts and idempotency keys. Waiting and held
+        deliveries, suppressions and the audit log are kept. Return how many deliveries went."""
+
+    # suppressions ----------------------------------------------------------------------------
+    @abstractmethod
+    async def add_suppressions(
+        self, suppressions: Sequence[Suppression], at: datetime
+    ) -> Sequence[bool]:
+        """Suppress each address unless it already is; per item, whether it was added.
+
+        Each one added is audited at `at` (`suppress`, target `suppression:<address key>`, by
+        its `created_by`) in the same transaction; an existing suppression is left unchanged.
+        `created_at` may be older than `at` (an import keeps the ESP's date).
+        """
+
+    @abstractmethod
+    async def get_suppression(self, address: str) -> Suppression | None:
+        """The suppression of `address` (compared as a recipient key), if any."""
+
+    @abstractmethod
+    async def list_suppressions(self, query: SuppressionQuery) -> SuppressionPage:
+        """Suppressions matching `query`, by address key, paginated."""
+
+    @abstractmethod
+    async def lift_suppression(
+        self, address: str, actor: str, at: datetime, note: str = ""
+    ) -> Suppression | None:
+        """Remove the suppression of `address` and audit it (`lift`); None if there was none."""
 
     # approvals and the global pause ----------------------------------------------------------
     @abstractmethod

@@ -29,14 +29,19 @@ from sendguard.store.base import (
     DeliveryPage,
     DeliveryQuery,
     Event,
-    EventType,
     Fact,
     GlobalPause,
     HistoryEntry,
     IdempotencyRecord,
     NewDelivery,
+    PruneCutoffs,
     RecordedOutcome,
     Store,
+    Suppression,
+    SuppressionPage,
+    SuppressionQuery,
+    SuppressionReason,
+    event_type,
 )
 from sendguard.verdict import Action, Decision, Mode
 
@@ -620,7 +625,7 @@ class SqlStore(Store):
                 "INSERT INTO events (type, recipient_key, message_id, at, offer)"
                 " VALUES (?, ?, ?, ?, ?)",
                 (
-                    event.type.value,
+                    str(event.type),
                     recipient_key(event.recipient),
                     event.message_id,
                     to_micros(event.at),
@@ -639,7 +644,7 @@ class SqlStore(Store):
             )
 
         return [
-            Event(EventType(r[0]), r[1], from_micros(r[2]), r[3], r[4])
+            Event(event_type(r[0]), r[1], from_micros(r[2]), r[3], r[4])
             for r in await self._read(job)
         ]
 
@@ -714,28 +719,26 @@ class SqlStore(Store):
             for name in sorted(set(by_name) | set(tallies))
         ]
 
-    async def prune(self, before: datetime) -> int:
-        cutoff = to_micros(before)
-        done = "state IN ('sent', 'failed', 'dropped') AND updated_at < ?"
+    async def prune(self, before: datetime | PruneCutoffs) -> int:
+        cut = before if isinstance(before, PruneCutoffs) else PruneCutoffs.uniform(before)
 
         async def job(tx: Tx) -> int:
-            for table in ("transitions", "outcomes", "history", "waits"):
-                await tx.execute(
-                    f"DELETE FROM {table} WHERE delivery_id IN"
-                    f" (SELECT id FROM deliveries WHERE {done})",
-                    (cutoff,),
-                )
-            gone = await tx.execute(f"DELETE FROM deliveries WHERE {done}", (cutoff,))
-            orphans = (
-                "SELECT id FROM messages m WHERE received_at < ? AND NOT EXISTS"
-                " (SELECT 1 FROM deliveries d WHERE d.message_id = m.id)"
-            )
-            await tx.execute(f"DELETE FROM requirements WHERE message_id IN ({orphans})", (cutoff,))
-            await tx.execute(f"DELETE FROM messages WHERE id IN ({orphans})", (cutoff,))
-            await tx.execute("DELETE FROM history WHERE at < ?", (cutoff,))
-            await tx.execute("DELETE FROM events WHERE at < ?", (cutoff,))
-            await tx.execute("DELETE FROM facts WHERE observed_at < ?", (cutoff,))
-            await tx.execute("DELETE FROM idempotency WHERE created_at < ?", (cutoff,))
+            gone = 0
+            if cut.deliveries is not None:
+                gone = await self._prune_deliveries(tx, to_micros(cut.deliveries))
+            # Send history outlives its deliveries when a policy counts further back than the
+            # timeline is kept, so it goes by its own time only. Suppressions never go.
+            for table, column, cutoff in (
+                ("history", "at", cut.history),
+                ("events", "at", cut.events),
+                ("facts", "observed_at", cut.facts),
+                ("idempotency", "created_at", cut.idempotency),
+            ):
+                if cutoff is not None:
+                    await tx.execute(
+                        f"DELETE FROM {table} WHERE {column} < ?",
+                        (to_micros(cutoff),),
+                    )
             return gone
 
         return await self._write(job)
@@ -826,6 +829,125 @@ class SqlStore(Store):
             )
 
         await self._write(job)
+
+    @staticmethod
+    async def _prune_deliveries(tx: Tx, cutoff: int) -> int:
+        done = "state IN ('sent', 'failed', 'dropped') AND updated_at < ?"
+        for table in ("transitions", "outcomes", "waits"):
+            await tx.execute(
+                f"DELETE FROM {table} WHERE delivery_id IN"
+                f" (SELECT id FROM deliveries WHERE {done})",
+                (cutoff,),
+            )
+        gone = await tx.execute(f"DELETE FROM deliveries WHERE {done}", (cutoff,))
+        orphans = (
+            "SELECT id FROM messages m WHERE received_at < ? AND NOT EXISTS"
+            " (SELECT 1 FROM deliveries d WHERE d.message_id = m.id)"
+        )
+        await tx.execute(f"DELETE FROM requirements WHERE message_id IN ({orphans})", (cutoff,))
+        await tx.execute(f"DELETE FROM messages WHERE id IN ({orphans})", (cutoff,))
+        return gone
+
+    # suppressions ----------------------------------------------------------------------------
+    _SUPPRESSION_SELECT = (
+        "SELECT address, reason, source, created_at, created_by, note FROM suppressions"
+    )
+
+    @staticmethod
+    def _suppression(row: Sequence[Any]) -> Suppression:
+        return Suppression(
+            row[0], SuppressionReason(row[1]), row[2], from_micros(row[3]), row[4], row[5]
+        )
+
+    async def add_suppressions(
+        self, suppressions: Sequence[Suppression], at: datetime
+    ) -> Sequence[bool]:
+        audited = to_micros(at)
+
+        async def job(tx: Tx) -> list[bool]:
+            added = []
+            for item in suppressions:
+                key = recipient_key(item.address)
+                changed = await tx.execute(
+                    "INSERT INTO suppressions (address_key, address, reason, source, created_at,"
+                    " created_by, note) VALUES (?, ?, ?, ?, ?, ?, ?)"
+                    " ON CONFLICT (address_key) DO NOTHING",
+                    (
+                        key,
+                        item.address,
+                        item.reason.value,
+                        item.source,
+                        to_micros(item.created_at),
+                        item.created_by,
+                        item.note,
+                    ),
+                )
+                if changed:
+                    note = f"{item.reason.value} from {item.source}"
+                    await tx.execute(
+                        "INSERT INTO audit (at, actor, action, target, note, count)"
+                        " VALUES (?, ?, 'suppress', ?, ?, 1)",
+                        (
+                            audited,
+                            item.created_by,
+                            f"suppression:{key}",
+                            f"{note}: {item.note}" if item.note else note,
+                        ),
+                    )
+                added.append(bool(changed))
+            return added
+
+        return await self._write(job)
+
+    async def get_suppression(self, address: str) -> Suppression | None:
+        async def job(tx: Tx) -> Sequence[Any] | None:
+            return await _one(
+                tx, f"{self._SUPPRESSION_SELECT} WHERE address_key = ?", (recipient_key(address),)
+            )
+
+        row = await self._read(job)
+        return None if row is None else self._suppression(row)
+
+    async def list_suppressions(self, query: SuppressionQuery) -> SuppressionPage:
+        where: list[str] = []
+        args: list[Any] = []
+        for clause, value in (
+            ("address_key = ?", recipient_key(query.address) if query.address else None),
+            ("reason = ?", query.reason.value if query.reason else None),
+            ("address_key > ?", query.after),
+        ):
+            if value is not None:
+                where.append(clause)
+                args.append(value)
+        sql = self._SUPPRESSION_SELECT + (" WHERE " + " AND ".join(where) if where else "")
+
+        async def job(tx: Tx) -> list[Sequence[Any]]:
+            return await tx.fetch(sql + " ORDER BY address_key LIMIT ?", [*args, query.limit + 1])
+
+        rows = await self._read(job)
+        page = [self._suppression(r) for r in rows[: query.limit]]
+        more = len(rows) > query.limit
+        return SuppressionPage(page, recipient_key(page[-1].address) if more and page else None)
+
+    async def lift_suppression(
+        self, address: str, actor: str, at: datetime, note: str = ""
+    ) -> Suppression | None:
+        key = recipient_key(address)
+
+        async def job(tx: Tx) -> Sequence[Any] | None:
+            row = await _one(tx, f"{self._SUPPRESSION_SELECT} WHERE address_key = ?", (key,))
+            if row is None:
+                return None
+            await tx.execute("DELETE FROM suppressions WHERE address_key = ?", (key,))
+            await tx.execute(
+                "INSERT INTO audit (at, actor, action, target, note, count)"
+                " VALUES (?, ?, 'lift', ?, ?, 1)",
+                (to_micros(at), actor, f"suppression:{key}", note or f"was {row[1]}"),
+            )
+            return row
+
+        row = await self._write(job)
+        return None if row is None else self._suppression(row)
 
     # audit -----------------------------------------------------------------------------------
     async def add_audit(self, entry: AuditEntry) -> None:

@@ -176,6 +176,19 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX waits_delivery ON waits(delivery_id);
     ALTER TABLE deliveries ADD COLUMN override_by TEXT;
     """,
+    # 4: durable suppressions (never pruned).
+    """
+    CREATE TABLE suppressions (
+        address_key TEXT PRIMARY KEY,
+        address TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        source TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        created_by TEXT NOT NULL,
+        note TEXT NOT NULL DEFAULT ''
+    );
+    CREATE INDEX suppressions_reason ON suppressions(reason, address_key);
+    """,
 )
 
 

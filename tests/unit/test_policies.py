@@ -37,6 +37,7 @@ from sendguard.message import (
 from sendguard.policy import PolicyContext
 from sendguard.store.base import Approval, Campaign, Event, EventType, Fact, NewDelivery
 from sendguard.store.sqlite import SQLiteStore
+from sendguard.suppressions import Effect, apply_event
 from sendguard.testing import FakeClock, make_delivery
 from sendguard.verdict import Action, Decision, Verdict
 
@@ -265,11 +266,65 @@ async def test_suppression_drops_marketing_not_transactional(
     store: SQLiteStore, kind: EventType
 ) -> None:
     policy = FatiguePolicy(FatigueOptions())
-    await store.add_event(Event(kind, "Ann@Example.org", T0 - DAY))
+    event = Event(kind, "Ann@Example.org", T0 - timedelta(days=3000))
+    assert await apply_event(store, event, T0) is Effect.ADDED
     v = await policy.evaluate(make_delivery(ANN), ctx(store, T0))
-    assert v.action is Action.DROP and kind.value in v.reason
+    assert v.action is Action.DROP and kind.value in v.reason and "suppressed" in v.reason
     tx = make_delivery(ANN, message_class=MessageClass.TRANSACTIONAL)
     assert (await policy.evaluate(tx, ctx(store, T0))).action is Action.FORWARD
+    again = Event(kind, ANN, T0)
+    assert await apply_event(store, again, T0) is Effect.ALREADY
+    lift = Event(EventType.RESUBSCRIBE, "ANN@example.org", T0)
+    assert await apply_event(store, lift, T0) is Effect.LIFTED
+    assert (await policy.evaluate(make_delivery(ANN), ctx(store, T0))).action is Action.FORWARD
+    assert await apply_event(store, lift, T0) is Effect.NOT_SUPPRESSED
+    actions = [(e.actor, e.action, e.target) for e in await store.audit()]
+    assert actions == [
+        ("events", "lift", f"suppression:{ANN}"),
+        ("events", "suppress", f"suppression:{ANN}"),
+    ]
+
+
+async def test_soft_bounce_and_engagement_do_not_suppress(store: SQLiteStore) -> None:
+    bounce = Event(EventType.BOUNCE, ANN, T0)
+    assert await apply_event(store, bounce, T0, soft_bounce=True) is None
+    assert await apply_event(store, Event(EventType.OPEN, ANN, T0), T0) is None
+    assert await store.get_suppression(ANN) is None
+
+
+async def test_fatigue_custom_engagement_and_lookback(store: SQLiteStore) -> None:
+    options = FatigueOptions(
+        throttle_after=1,
+        sunset_after=2,
+        lookback=timedelta(days=60),
+        engagement=("visit", "purchase"),
+    )
+    policy = FatiguePolicy(options)
+    assert policy.lookback().event_types == {"visit"}
+    assert policy.lookback().history == timedelta(days=60)
+    for days in (90, 80, 70):  # ignored sends older than the lookback do not count
+        await sent(store, T0 - timedelta(days=days))
+    assert (await policy.evaluate(make_delivery(ANN), ctx(store, T0))).action is Action.FORWARD
+    await sent(store, T0 - timedelta(days=10))
+    await sent(store, T0 - timedelta(days=9))
+    assert (await policy.evaluate(make_delivery(ANN), ctx(store, T0))).action is Action.DROP
+    await store.add_event(Event(EventType.CLICK, ANN, T0 - DAY))  # not engagement here
+    assert (await policy.evaluate(make_delivery(ANN), ctx(store, T0))).action is Action.DROP
+    await store.add_event(Event("visit", ANN, T0 - DAY))
+    assert (await policy.evaluate(make_delivery(ANN), ctx(store, T0))).action is Action.FORWARD
+
+
+@pytest.mark.parametrize(
+    ("options", "problem"),
+    [
+        ({"engagement": ["open", "unsubscribe"]}, "not an engagement type"),
+        ({"engagement": ["Visit Page"]}, "not an event type name"),
+        ({"lookback": "1d", "throttle_window": "7d"}, "lookback must not be shorter"),
+    ],
+)
+def test_fatigue_options_refuse_what_cannot_work(options: dict[str, object], problem: str) -> None:
+    with pytest.raises(ValueError, match=problem):
+        FatigueOptions.model_validate(options)
 
 
 # context ---------------------------------------------------------------------------------------

@@ -1,0 +1,142 @@
+"""Durable suppressions over HTTP: `GET/POST /v1/suppressions`, `DELETE /v1/suppressions/{address}`.
+
+`POST` with a JSON body suppresses one address; with `Content-Type: text/csv` it imports an
+ESP's export (a header row with an `email`, `address` or `recipient` column, optional `reason`
+and `created_at`). The reviewer comes the way the review endpoints take it (`reviewer` in the
+JSON body; `?reviewer=` for a CSV) and every change is audited.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from sendguard.address import recipient_key, validate_address
+from sendguard.errors import InvalidAddress
+from sendguard.ingress.http_context import api
+from sendguard.ingress.payloads import (
+    BadRequest,
+    ReviewPayload,
+    SuppressionPayload,
+    read_json,
+)
+from sendguard.ingress.views import when
+from sendguard.review import NotFound
+from sendguard.store.base import Suppression, SuppressionQuery, SuppressionReason
+from sendguard.suppressions import CsvError, parse_csv
+
+MAX_LIMIT = 1000
+MAX_SOURCE = 200
+
+
+def add_routes(router: web.UrlDispatcher) -> None:
+    """Register this module's routes."""
+    router.add_get("/v1/suppressions", list_suppressions)
+    router.add_post("/v1/suppressions", add_suppression)
+    router.add_delete("/v1/suppressions/{address}", lift_suppression)
+
+
+def suppression_view(suppression: Suppression) -> dict[str, Any]:
+    """One suppression; `address` is the key it is matched by (as recipients are)."""
+    return {
+        "address": recipient_key(suppression.address),
+        "reason": suppression.reason.value,
+        "source": suppression.source,
+        "created_at": when(suppression.created_at),
+        "created_by": suppression.created_by,
+        "note": suppression.note,
+    }
+
+
+def _address(value: str, field: str) -> str:
+    try:
+        return validate_address(value)
+    except InvalidAddress as exc:
+        raise BadRequest(f"{field}: {exc}", field) from None
+
+
+async def list_suppressions(request: web.Request) -> web.Response:
+    """Suppressions by address, paginated (`address`, `reason`, `after`, `limit`)."""
+    query = request.query
+    try:
+        limit = int(query.get("limit", "100"))
+    except ValueError:
+        raise BadRequest("limit: must be a whole number", "limit") from None
+    if not 0 < limit <= MAX_LIMIT:
+        raise BadRequest(f"limit: must be between 1 and {MAX_LIMIT}", "limit")
+    reason = None
+    if query.get("reason"):
+        try:
+            reason = SuppressionReason(query["reason"])
+        except ValueError:
+            allowed = ", ".join(r.value for r in SuppressionReason)
+            raise BadRequest(f"reason: must be one of {allowed}", "reason") from None
+    address = _address(query["address"], "address") if query.get("address") else None
+    page = await api(request).store.list_suppressions(
+        SuppressionQuery(address, reason, query.get("after") or None, limit)
+    )
+    return web.json_response(
+        {"suppressions": [suppression_view(s) for s in page.suppressions], "next": page.next}
+    )
+
+
+async def add_suppression(request: web.Request) -> web.Response:
+    """Suppress one address (JSON), or import a CSV export (`Content-Type: text/csv`)."""
+    if request.content_type == "text/csv":
+        return await _import(request)
+    ctx = api(request)
+    payload = await read_json(request, SuppressionPayload)
+    address = _address(payload.address, "address")
+    now = ctx.clock.now()
+    item = Suppression(
+        address, SuppressionReason(payload.reason), "api", now, payload.reviewer, payload.note
+    )
+    (added,) = await ctx.store.add_suppressions([item], now)
+    # deliveries waiting for this person are judged again now, and dropped
+    if await ctx.store.wake_waiting(now, recipient=address):
+        ctx.wake()
+    current = await ctx.store.get_suppression(address)
+    assert current is not None  # suppressions are only ever lifted by a reviewer or an event
+    return web.json_response(
+        {"added": added, "suppression": suppression_view(current)}, status=201 if added else 200
+    )
+
+
+async def _import(request: web.Request) -> web.Response:
+    ctx = api(request)
+    reviewer = request.query.get("reviewer", "").strip()
+    if not reviewer:
+        raise BadRequest("reviewer: required (?reviewer=NAME) to import a CSV", "reviewer")
+    source = "import:" + request.query.get("source", "csv")[:MAX_SOURCE]
+    try:
+        text = (await request.read()).decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise BadRequest("body: the CSV must be UTF-8", "body") from None
+    try:
+        parsed = parse_csv(text, source=source, actor=reviewer, now=ctx.clock.now())
+    except CsvError as exc:
+        raise BadRequest(f"body: {exc}", "body") from None
+    added = await ctx.store.add_suppressions(parsed.rows, ctx.clock.now())
+    count = sum(added)
+    return web.json_response(
+        {
+            "added": count,
+            "already_present": len(added) - count + parsed.duplicates,
+            "invalid": [{"line": i.line, "message": i.message} for i in parsed.invalid],
+        }
+    )
+
+
+async def lift_suppression(request: web.Request) -> web.Response:
+    """Lift one suppression (audited); waiting deliveries to the address wake."""
+    ctx = api(request)
+    payload = await read_json(request, ReviewPayload)
+    address = _address(request.match_info["address"], "address")
+    now = ctx.clock.now()
+    lifted = await ctx.store.lift_suppression(address, payload.reviewer, now, payload.note)
+    if lifted is None:
+        raise NotFound(f"{recipient_key(address)} is not suppressed")
+    if await ctx.store.wake_waiting(now, recipient=address):
+        ctx.wake()
+    return web.json_response({"lifted": suppression_view(lifted)})

@@ -1,0 +1,166 @@
+"""Durable suppressions: what events do to them, and CSV imports as ESPs export them.
+
+An `unsubscribe`, a `complaint` or a hard `bounce` (the default; `bounce_type: soft` only
+records the event) suppresses the address until a `resubscribe` event or a reviewer lifts it.
+Suppressions live in their own table, keyed by `recipient_key`, and are never pruned; every
+change is audited by the store in the same transaction.
+"""
+
+from __future__ import annotations
+
+import csv
+import email.utils
+import io
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+
+from sendguard.address import recipient_key, validate_address
+from sendguard.errors import InvalidAddress
+from sendguard.store.base import Event, EventType, Store, Suppression, SuppressionReason
+
+EVENT_ACTOR = "events"
+"""The audit actor of suppressions added or lifted by `POST /v1/events`."""
+
+SUPPRESSING: dict[str, SuppressionReason] = {
+    EventType.UNSUBSCRIBE: SuppressionReason.UNSUBSCRIBE,
+    EventType.COMPLAINT: SuppressionReason.COMPLAINT,
+    EventType.BOUNCE: SuppressionReason.BOUNCE,
+}
+
+
+class Effect(StrEnum):
+    """What an event did to the address's suppression."""
+
+    ADDED = "added"
+    ALREADY = "already_suppressed"
+    LIFTED = "lifted"
+    NOT_SUPPRESSED = "not_suppressed"
+
+
+async def apply_event(
+    store: Store, event: Event, now: datetime, *, soft_bounce: bool = False
+) -> Effect | None:
+    """Suppress or lift for `event`, audited at `now` (None: the event does not touch
+    suppressions). A suppression is dated when the event happened."""
+    reason = SUPPRESSING.get(str(event.type))
+    if reason is not None and not (reason is SuppressionReason.BOUNCE and soft_bounce):
+        (added,) = await store.add_suppressions(
+            [Suppression(event.recipient, reason, "event", event.at, EVENT_ACTOR)], now
+        )
+        return Effect.ADDED if added else Effect.ALREADY
+    if event.type == EventType.RESUBSCRIBE:
+        lifted = await store.lift_suppression(
+            event.recipient, EVENT_ACTOR, now, "resubscribe event"
+        )
+        return Effect.LIFTED if lifted is not None else Effect.NOT_SUPPRESSED
+    return None
+
+
+# CSV import ----------------------------------------------------------------------------------
+ADDRESS_COLUMNS = ("email", "email_address", "address", "recipient")
+REASON_COLUMNS = ("reason", "type", "suppression_reason")
+CREATED_COLUMNS = ("created_at", "created", "date")
+
+
+class CsvError(ValueError):
+    """The CSV cannot be imported at all (no header, no address column)."""
+
+
+@dataclass(frozen=True)
+class Invalid:
+    """A row that was not imported, with its line number in the file."""
+
+    line: int
+    message: str
+
+
+@dataclass(frozen=True)
+class ParsedCsv:
+    """The rows of an import that can be suppressed, and those that cannot."""
+
+    rows: Sequence[Suppression]
+    invalid: Sequence[Invalid]
+    duplicates: int = 0
+    """Rows naming an address an earlier row of the file already named."""
+
+
+def _column(header: Sequence[str], names: Sequence[str]) -> int | None:
+    normalised = [h.strip().lower().replace(" ", "_").replace("-", "_") for h in header]
+    for name in names:
+        if name in normalised:
+            return normalised.index(name)
+    return None
+
+
+def import_reason(text: str) -> SuppressionReason:
+    """An ESP's reason column as ours: SendGrid, Postmark and Mailgun word them differently."""
+    word = text.strip().lower()
+    if "unsub" in word:
+        return SuppressionReason.UNSUBSCRIBE
+    if "complain" in word or "spam" in word:
+        return SuppressionReason.COMPLAINT
+    if "bounce" in word:
+        return SuppressionReason.BOUNCE
+    if "manual" in word:
+        return SuppressionReason.MANUAL
+    return SuppressionReason.IMPORT
+
+
+def import_time(text: str) -> datetime:
+    """RFC 3339, `YYYY-MM-DD HH:MM:SS` (UTC), Unix seconds or RFC 2822 (Mailgun)."""
+    value = text.strip()
+    if value.isdigit():
+        return datetime.fromtimestamp(int(value), UTC)
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        try:
+            parsed = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"created_at {value!r} is not a time") from None
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
+
+
+def parse_csv(text: str, *, source: str, actor: str, now: datetime) -> ParsedCsv:
+    """Suppressions from a CSV export with a header row; CsvError if it has no address column."""
+    reader = csv.reader(io.StringIO(text.removeprefix("\ufeff")))
+    header = next(reader, None)
+    if header is None:
+        raise CsvError("the CSV is empty; it needs a header row with an email column")
+    address_at = _column(header, ADDRESS_COLUMNS)
+    if address_at is None:
+        raise CsvError(
+            "the header row has no address column; name one "
+            + ", ".join(ADDRESS_COLUMNS)
+            + f" (found: {', '.join(header)})"
+        )
+    reason_at = _column(header, REASON_COLUMNS)
+    created_at = _column(header, CREATED_COLUMNS)
+    rows: list[Suppression] = []
+    invalid: list[Invalid] = []
+    seen: set[str] = set()
+    duplicates = 0
+    for row in reader:
+        if not any(cell.strip() for cell in row):
+            continue
+        line = reader.line_num
+        try:
+            address = validate_address(row[address_at].strip() if address_at < len(row) else "")
+            reason_text = row[reason_at] if reason_at is not None and reason_at < len(row) else ""
+            created_text = (
+                row[created_at] if created_at is not None and created_at < len(row) else ""
+            )
+            created = import_time(created_text) if created_text.strip() else now
+        except (InvalidAddress, ValueError) as exc:
+            invalid.append(Invalid(line, str(exc)))
+            continue
+        if recipient_key(address) in seen:
+            duplicates += 1  # a file may list an address once per reason; the first one counts
+            continue
+        seen.add(recipient_key(address))
+        reason = import_reason(reason_text) if reason_text.strip() else SuppressionReason.IMPORT
+        note = reason_text.strip() if reason is SuppressionReason.IMPORT else ""
+        rows.append(Suppression(address, reason, source, created, actor, note[:200]))
+    return ParsedCsv(rows, invalid, duplicates)
