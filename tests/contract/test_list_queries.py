@@ -1,7 +1,7 @@
 """Listing a page costs the same few store queries however long the page is.
 
-The real HTTP application in-process, over a real SQLite store that counts every statement
-the shared SQL sends (reads, scans and writes alike).
+The real HTTP application in-process, over a real store (SQLite and PostgreSQL) that counts
+every statement the shared SQL sends (reads, scans and writes alike).
 """
 
 from __future__ import annotations
@@ -23,20 +23,23 @@ from sendguard.intake import Intake
 from sendguard.message import DeliveryState
 from sendguard.metrics import Metrics
 from sendguard.review import Review
-from sendguard.store.sql_store import Job, Tx
+from sendguard.store.postgres import PostgresStore
+from sendguard.store.sql_store import Job, SqlStore, Tx
 from sendguard.store.sqlite import SQLiteStore
 from sendguard.tokens import TokenSet
 from tests.contract.test_store import add
+from tests.support.postgres import DSN, drop_schema, new_schema, reachable
 
 T = TypeVar("T")
 TOKEN = "list-queries-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
+BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
 
 
 class CountingTx:
     """A transaction that counts the statements sent through it."""
 
-    def __init__(self, tx: Tx, store: CountingStore) -> None:
+    def __init__(self, tx: Tx, store: Counting) -> None:
         self._tx, self._store = tx, store
 
     async def execute(self, sql: str, args: Sequence[Any] = ()) -> int:
@@ -48,12 +51,15 @@ class CountingTx:
         return await self._tx.fetch(sql, args)
 
 
-class CountingStore(SQLiteStore):
+class Counting(SqlStore):
+    """Counts the statements of every job; mixed into a real backend."""
+
     statements = 0
 
     def _counted(self, job: Job[T]) -> Job[T]:
         async def counted(tx: Tx) -> T:
-            return await job(CountingTx(tx, self))
+            # PostgreSQL's _scan runs as its _read: count each statement once
+            return await job(tx if isinstance(tx, CountingTx) else CountingTx(tx, self))
 
         return counted
 
@@ -67,12 +73,33 @@ class CountingStore(SQLiteStore):
         return await super()._write(self._counted(job))
 
 
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[CountingStore]:
-    store = CountingStore(tmp_path / "queries.db")
+class CountingSQLite(Counting, SQLiteStore):
+    pass
+
+
+class CountingPostgres(Counting, PostgresStore):
+    pass
+
+
+CountingStore = CountingSQLite | CountingPostgres
+
+
+@pytest.fixture(params=BACKENDS)
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[CountingStore]:
+    store: CountingStore
+    schema = None
+    if request.param == "sqlite":
+        store = CountingSQLite(tmp_path / "queries.db")
+    else:
+        if (problem := await reachable()) is not None:
+            pytest.fail(problem)
+        schema = new_schema()
+        store = CountingPostgres(DSN, schema=schema, pool_size=4)
     await store.open()
     yield store
     await store.close()
+    if schema is not None:
+        await drop_schema(schema)
 
 
 @pytest.fixture
