@@ -127,11 +127,11 @@ def message_from_row(row: Sequence[Any]) -> Message:
     )
 
 
-def delivery_from_row(row: Sequence[Any], message: Message | None = None) -> Delivery:
-    """A Delivery from the columns of DELIVERY_SELECT (`message`: its message, if decoded)."""
+def delivery_from_row(row: Sequence[Any]) -> Delivery:
+    """A Delivery from the columns of DELIVERY_SELECT."""
     return Delivery(
         id=row[0],
-        message=message if message is not None else message_from_row(row[11:]),
+        message=message_from_row(row[11:]),
         recipient=row[1],
         state=DeliveryState(row[2]),
         created_at=from_micros(row[3]),
@@ -143,19 +143,6 @@ def delivery_from_row(row: Sequence[Any], message: Message | None = None) -> Del
         approved_by=row[9],
         hold_origin=row[10],
     )
-
-
-def deliveries_from_rows(rows: Sequence[Sequence[Any]]) -> list[Delivery]:
-    """Deliveries from rows of DELIVERY_SELECT, decoding each message once: a page of one
-    message's deliveries repeats the message's columns (headers and all) on every row."""
-    messages: dict[str, Message] = {}
-    deliveries = []
-    for row in rows:
-        message = messages.get(row[11])
-        if message is None:
-            message = messages[row[11]] = message_from_row(row[11:])
-        deliveries.append(delivery_from_row(row, message))
-    return deliveries
 
 
 def contact_key(contact: str | None) -> str:

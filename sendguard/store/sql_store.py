@@ -289,7 +289,7 @@ class SqlStore(Store):
                 f"{codec.DELIVERY_SELECT} WHERE d.message_id = ? ORDER BY d.id", (message_id,)
             )
 
-        return codec.deliveries_from_rows(await self._scan(job))
+        return [codec.delivery_from_row(r) for r in await self._scan(job)]
 
     async def list_deliveries(self, query: DeliveryQuery) -> DeliveryPage:
         where: list[str] = []
@@ -310,9 +310,37 @@ class SqlStore(Store):
             return await tx.fetch(sql + " ORDER BY d.id DESC LIMIT ?", [*args, query.limit + 1])
 
         rows = await self._scan(job)
-        page = codec.deliveries_from_rows(rows[: query.limit])
+        page = [codec.delivery_from_row(r) for r in rows[: query.limit]]
         more = len(rows) > query.limit
         return DeliveryPage(page, page[-1].id if more and page else None)
+
+    async def transitions(self, delivery_id: str) -> Sequence[Transition]:
+        async def job(tx: Tx) -> list[Sequence[Any]]:
+            return await tx.fetch(
+                "SELECT at, state, reason FROM transitions WHERE delivery_id = ? ORDER BY seq",
+                (delivery_id,),
+            )
+
+        return [
+            Transition(from_micros(at), DeliveryState(state), why)
+            for at, state, why in await self._read(job)
+        ]
+
+    async def outcomes(self, delivery_id: str) -> Sequence[RecordedOutcome]:
+        async def job(tx: Tx) -> list[Sequence[Any]]:
+            return await tx.fetch(
+                "SELECT at, policy, action, mode, reason, until, error FROM outcomes"
+                " WHERE delivery_id = ? ORDER BY seq",
+                (delivery_id,),
+            )
+
+        return [
+            RecordedOutcome(
+                from_micros(r[0]),
+                codec.make_outcome(r[1], r[2], r[3], r[4], codec.moment(r[5]), r[6]),
+            )
+            for r in await self._read(job)
+        ]
 
     @staticmethod
     def _transition(row: Sequence[Any]) -> Transition:
@@ -326,24 +354,6 @@ class SqlStore(Store):
             from_micros(row[0]),
             codec.make_outcome(row[1], row[2], row[3], row[4], codec.moment(row[5]), row[6]),
         )
-
-    async def transitions(self, delivery_id: str) -> Sequence[Transition]:
-        async def job(tx: Tx) -> list[Sequence[Any]]:
-            return await tx.fetch(
-                f"SELECT {_TRANSITION_COLUMNS} FROM transitions WHERE delivery_id = ? ORDER BY seq",
-                (delivery_id,),
-            )
-
-        return [self._transition(r) for r in await self._read(job)]
-
-    async def outcomes(self, delivery_id: str) -> Sequence[RecordedOutcome]:
-        async def job(tx: Tx) -> list[Sequence[Any]]:
-            return await tx.fetch(
-                f"SELECT {_OUTCOME_COLUMNS} FROM outcomes WHERE delivery_id = ? ORDER BY seq",
-                (delivery_id,),
-            )
-
-        return [self._outcome(r) for r in await self._read(job)]
 
     async def delivery_records(self, delivery_ids: Sequence[str]) -> dict[str, DeliveryRecord]:
         ids = list(dict.fromkeys(delivery_ids))
