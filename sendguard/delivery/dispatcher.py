@@ -114,6 +114,7 @@ class Dispatcher:
         while not self._stopping.is_set():
             room = self._queue.maxsize - self._queue.qsize()
             claimed: list[Delivery] = []
+            failed = False
             if room > 0:
                 try:
                     claimed = list(
@@ -122,20 +123,24 @@ class Dispatcher:
                         )
                     )
                 except StoreUnavailable as exc:
+                    failed = True
                     log.warning("claiming failed; retrying", error=str(exc))
                 except Exception:  # the claimer must keep running whatever happens
+                    failed = True
                     log.exception("claiming failed unexpectedly; retrying")
             for delivery in claimed:
                 await self._queue.put(delivery)
             if claimed and len(claimed) == room:
                 await asyncio.sleep(0)  # more may be due: come straight back
                 continue
-            await self._sleep_until_due()
+            await self._sleep_until_due(retry=failed)
 
-    async def _sleep_until_due(self) -> None:
+    async def _sleep_until_due(self, *, retry: bool = False) -> None:
         timeout = self._config.poll_interval.total_seconds()
         try:
-            due = await self._store.next_due_at()
+            # After a failed claim, work that is already due would make this loop spin (a
+            # store that refuses at once, such as one whose writer stopped): wait a poll.
+            due = None if retry else await self._store.next_due_at()
         except Exception:  # noqa: BLE001 - sleeping the poll interval is the safe fallback
             due = None
         if due is not None:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import AsyncIterator, Callable
-from datetime import timedelta
+from collections.abc import AsyncIterator, Callable, Sequence
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -19,7 +19,7 @@ from sendguard.delivery.upstream import Envelope
 from sendguard.engine import Engine, PolicyBinding
 from sendguard.errors import UpstreamError, UpstreamPermanent, UpstreamTransient
 from sendguard.intake import Intake
-from sendguard.message import DeliveryState
+from sendguard.message import Delivery, DeliveryState
 from sendguard.metrics import Metrics
 from sendguard.policy import PolicyContext
 from sendguard.store.base import DeliveryQuery
@@ -210,6 +210,36 @@ async def test_deliveries_deferred_together_retry_at_different_times(tmp_path: P
         due = [d.due_at for d in page.deliveries]
         assert len(set(due)) == 10
         assert all(d is not None and start + MINUTE <= d <= start + 2 * MINUTE for d in due)
+    finally:
+        await rig.dispatcher.stop()
+        await task
+        await store.close()
+
+
+class CountingClaims(SQLiteStore):
+    claims = 0
+
+    async def claim_due(
+        self, now: datetime, owner: str, limit: int, lease: timedelta
+    ) -> Sequence[Delivery]:
+        self.claims += 1
+        return await super().claim_due(now, owner, limit, lease)
+
+
+async def test_a_store_that_refuses_at_once_is_retried_each_poll_not_in_a_spin(
+    tmp_path: Path,
+) -> None:
+    store = CountingClaims(tmp_path / "refusing.db")
+    await store.open()
+    rig = Rig(store, FakeClock(), ScriptedUpstream())
+    await rig.send()  # due now: the claimer would come straight back for it
+    (writer,) = [t for t in asyncio.all_tasks() if t.get_name() == "sqlite-group-commit"]
+    writer.cancel()  # from now on every claim fails at once with StoreUnavailable
+    await asyncio.wait([writer])
+    task = asyncio.create_task(rig.dispatcher.run())
+    try:
+        await asyncio.sleep(0.3)  # a rate is measured over time: 30 polls of 10 ms
+        assert 1 <= store.claims < 100
     finally:
         await rig.dispatcher.stop()
         await task
