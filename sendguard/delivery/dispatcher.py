@@ -6,8 +6,9 @@ instances take the same one) and hands them to `workers` worker tasks. A worker
 1. re-runs the policies for a delivery that was delayed (the world may have changed while it
    waited) and stops there unless the new verdict is forward;
 2. marks the delivery `sending` durably before talking to the upstream;
-3. sends, then marks it `sent`, `deferred` (4xx or network: exponential backoff between
-   `min_backoff` and `max_backoff`) or `failed` (5xx, or retrying past `max_lifetime`).
+3. sends, then marks it `sent`, `deferred` (4xx or network: exponential backoff with jitter
+   between `min_backoff` and `max_backoff`, see `backoff`) or `failed` (5xx, or retrying past
+   `max_lifetime`).
 
 A crash between 2 and 3 leaves the delivery `sending`; it is claimed again after recovery, so
 delivery is at-least-once and a duplicate is possible only in that window.
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 from datetime import datetime, timedelta
 
 import structlog
@@ -36,12 +38,26 @@ log = structlog.get_logger("sendguard.dispatcher")
 _SENDABLE = frozenset({DeliveryState.QUEUED, DeliveryState.DEFERRED, DeliveryState.SENDING})
 
 
-def backoff(attempts: int, minimum: timedelta, maximum: timedelta) -> timedelta:
-    """The wait before retry number `attempts` (1-based): doubling from `minimum`, capped."""
-    exponent = max(0, attempts - 1)
-    if exponent > 40:  # far past any sensible cap; avoid huge floats
-        return maximum
-    return min(maximum, minimum * (1 << exponent))
+def backoff(attempts: int, minimum: timedelta, maximum: timedelta, draw: float) -> timedelta:
+    """The wait before retry number `attempts` (1-based), with "equal jitter".
+
+    The ceiling doubles from `2 * minimum` with each attempt and is capped at `maximum`; the
+    wait is drawn uniformly from the upper half below it, `draw` (in [0, 1]) choosing where:
+    retry 1 waits between `minimum` and `2 * minimum`, retry 2 between `2 * minimum` and
+    `4 * minimum`, ..., and once capped between `maximum / 2` and `maximum`. Never less than
+    `minimum`, never more than `maximum`.
+
+    Why jitter: deliveries deferred together (the upstream was down) would otherwise all retry
+    at the same instant, again and again. Why the upper half and not "full jitter" (anywhere
+    from zero to the ceiling): a wait near zero would hammer an upstream that just refused
+    and ignore `min_backoff`; the upper half keeps the floor and still spreads a deferred
+    batch over a window as long as the wait itself.
+    """
+    # In float seconds: a timedelta of `minimum * 2**attempts` overflows after enough retries.
+    low, high = minimum.total_seconds(), maximum.total_seconds()
+    ceiling = min(high, low * 2.0 ** min(max(1, attempts), 64))
+    floor = max(low, ceiling / 2)
+    return timedelta(seconds=floor + (ceiling - floor) * min(1.0, max(0.0, draw)))
 
 
 class Dispatcher:
@@ -57,6 +73,7 @@ class Dispatcher:
         metrics: Metrics,
         owner: str,
         review: ReviewConfig | None = None,
+        rng: random.Random | None = None,
     ) -> None:
         self._store = store
         self._engine = engine
@@ -66,6 +83,8 @@ class Dispatcher:
         self._metrics = metrics
         self._owner = owner
         self._review = review or ReviewConfig()
+        # Backoff jitter only; a test passes a seeded one.
+        self._random = rng or random.Random()  # noqa: S311 - spreading retries, not secrecy
         self._wake = asyncio.Event()
         self._queue: asyncio.Queue[Delivery] = asyncio.Queue(maxsize=config.workers * 2)
         self._stopping = asyncio.Event()
@@ -95,6 +114,7 @@ class Dispatcher:
         while not self._stopping.is_set():
             room = self._queue.maxsize - self._queue.qsize()
             claimed: list[Delivery] = []
+            failed = False
             if room > 0:
                 try:
                     claimed = list(
@@ -103,20 +123,24 @@ class Dispatcher:
                         )
                     )
                 except StoreUnavailable as exc:
+                    failed = True
                     log.warning("claiming failed; retrying", error=str(exc))
                 except Exception:  # the claimer must keep running whatever happens
+                    failed = True
                     log.exception("claiming failed unexpectedly; retrying")
             for delivery in claimed:
                 await self._queue.put(delivery)
             if claimed and len(claimed) == room:
                 await asyncio.sleep(0)  # more may be due: come straight back
                 continue
-            await self._sleep_until_due()
+            await self._sleep_until_due(retry=failed)
 
-    async def _sleep_until_due(self) -> None:
+    async def _sleep_until_due(self, *, retry: bool = False) -> None:
         timeout = self._config.poll_interval.total_seconds()
         try:
-            due = await self._store.next_due_at()
+            # After a failed claim, work that is already due would make this loop spin (a
+            # store that refuses at once, such as one whose writer stopped): wait a poll.
+            due = None if retry else await self._store.next_due_at()
         except Exception:  # noqa: BLE001 - sleeping the poll interval is the safe fallback
             due = None
         if due is not None:
@@ -287,7 +311,12 @@ class Dispatcher:
 
     async def _retry_later(self, delivery: Delivery, error: str) -> None:
         now = self._clock.now()
-        wait = backoff(delivery.attempts, self._config.min_backoff, self._config.max_backoff)
+        wait = backoff(
+            delivery.attempts,
+            self._config.min_backoff,
+            self._config.max_backoff,
+            self._random.random(),
+        )
         due = now + wait
         first = delivery.first_attempt_at or now
         if due - first > self._config.max_lifetime:

@@ -7,6 +7,7 @@ import email.header
 import email.policy
 import email.utils
 import json
+from collections.abc import Sequence
 from dataclasses import replace
 from datetime import datetime
 from email.message import Message
@@ -226,12 +227,16 @@ async def send(request: web.Request) -> web.Response:
     return web.Response(status=202, body=accepted_body(accepted), content_type="application/json")
 
 
+async def views_of(request: web.Request, deliveries: Sequence[Delivery]) -> list[dict[str, Any]]:
+    """Deliveries with their transitions and policy verdicts, looked up for all at once."""
+    records = await api(request).store.delivery_records([d.id for d in deliveries])
+    return [delivery_view(d, records[d.id].transitions, records[d.id].outcomes) for d in deliveries]
+
+
 async def view_of(request: web.Request, delivery: Delivery) -> dict[str, Any]:
     """A delivery with its transitions and policy verdicts."""
-    store = api(request).store
-    return delivery_view(
-        delivery, await store.transitions(delivery.id), await store.outcomes(delivery.id)
-    )
+    (view,) = await views_of(request, [delivery])
+    return view
 
 
 async def get_message(request: web.Request) -> web.Response:
@@ -240,7 +245,7 @@ async def get_message(request: web.Request) -> web.Response:
     message = await store.get_message(request.match_info["id"])
     if message is None:
         raise web.HTTPNotFound(reason="No such message")
-    deliveries = [await view_of(request, d) for d in await store.deliveries_of(message.id)]
+    deliveries = await views_of(request, await store.deliveries_of(message.id))
     return web.json_response({**message_view(message), "deliveries": deliveries})
 
 
@@ -282,7 +287,7 @@ def _query(request: web.Request, **fixed: Any) -> DeliveryQuery:
 async def _page(request: web.Request, query: DeliveryQuery) -> dict[str, Any]:
     page = await api(request).store.list_deliveries(query)
     return {
-        "deliveries": [await view_of(request, d) for d in page.deliveries],
+        "deliveries": await views_of(request, page.deliveries),
         "next_cursor": page.next,
     }
 

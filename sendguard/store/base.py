@@ -10,6 +10,11 @@ Rules every backend enforces, so the callers need not:
   only sends); entering `sent` confirms it; entering `dropped` or `failed` releases it.
 - A claimed delivery belongs to its claim's owner until the lease ends; a change that names an
   owner fails with `Conflict` if the claim was lost.
+- An aggregate or scan (`count_by_state`, `campaigns`, listings, `delivery_records`) never
+  runs on the event loop's thread, however large the tables: it must not stall every SMTP
+  session and HTTP request. Only point reads may (see `sql_store.py`).
+- A write that fails, whatever it raises, fails alone; a store that can no longer write
+  raises StoreUnavailable at once (from writes and `check`), never leaves a caller waiting.
 """
 
 from __future__ import annotations
@@ -83,6 +88,15 @@ class RecordedOutcome:
 
     at: datetime
     outcome: PolicyOutcome
+
+
+@dataclass(frozen=True)
+class DeliveryRecord:
+    """What happened to one delivery: every state it went through and every policy outcome
+    recorded for it, oldest first."""
+
+    transitions: Sequence[Transition] = ()
+    outcomes: Sequence[RecordedOutcome] = ()
 
 
 @dataclass(frozen=True)
@@ -398,6 +412,15 @@ class Store(ABC):
     @abstractmethod
     async def outcomes(self, delivery_id: str) -> Sequence[RecordedOutcome]:
         """Every policy outcome recorded for a delivery, oldest first."""
+
+    @abstractmethod
+    async def delivery_records(self, delivery_ids: Sequence[str]) -> dict[str, DeliveryRecord]:
+        """The transitions and outcomes of many deliveries at once, by delivery id.
+
+        Every id asked for is in the answer (an unknown one with an empty record). The number
+        of statements does not grow with the number of ids (up to a page of 500), so listing
+        a page costs the same few queries however long it is.
+        """
 
     @abstractmethod
     async def wake_waiting(

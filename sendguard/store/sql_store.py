@@ -4,6 +4,13 @@ Each operation is an `async def job(tx)` run in one transaction by the backend: 
 on its database thread inside a group-committed batch, PostgreSQL on a pooled connection.
 Statements use `?` placeholders; a backend rewrites them if its driver wants others. Times are
 integer microseconds since the epoch in every backend, so comparisons are exact and alike.
+
+Reads come in two kinds. A point read (`_read`: a row by key, an index range of a bounded
+number of rows) may run on the event loop's thread. A read whose cost grows with the tables
+(`_scan`: an aggregate such as `count_by_state` or `campaigns`, a listing, a whole page's
+history) must not: a backend runs it where it cannot stall the event loop (SQLite: on a reader
+thread; PostgreSQL: on a pooled connection, as every query). Lists of rows are fetched in one
+statement per kind for a whole page, never one per row.
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ from sendguard.store.base import (
     ContentApproval,
     DeliveryPage,
     DeliveryQuery,
+    DeliveryRecord,
     Event,
     Fact,
     GlobalPause,
@@ -47,6 +55,11 @@ from sendguard.verdict import Action, Decision, Mode
 
 T = TypeVar("T")
 _DUE_STATES = "('queued', 'delayed', 'deferred', 'held')"
+# Ids per `IN (...)` list: a whole page (500) in one statement, and far below the bound
+# parameters SQLite (32766) and PostgreSQL (32767) allow in one.
+_IDS_PER_STATEMENT = 1000
+_TRANSITION_COLUMNS = "at, state, reason"
+_OUTCOME_COLUMNS = "at, policy, action, mode, reason, until, error"
 
 
 class Tx(Protocol):
@@ -85,7 +98,14 @@ class SqlStore(Store):
 
     @abstractmethod
     async def _read(self, job: Job[T]) -> T:
-        """Run `job` in a read-only transaction."""
+        """Run a point read `job` in a read-only transaction."""
+
+    async def _scan(self, job: Job[T]) -> T:
+        """Run a read-only `job` that may touch many rows, off the event loop's thread.
+
+        A backend whose reads already leave the loop free (asyncpg) runs it as `_read`.
+        """
+        return await self._read(job)
 
     async def _notify(self, tx: Tx) -> None:
         """Tell other instances that work became due now (PostgreSQL: NOTIFY)."""
@@ -307,7 +327,7 @@ class SqlStore(Store):
                 f"{codec.DELIVERY_SELECT} WHERE d.message_id = ? ORDER BY d.id", (message_id,)
             )
 
-        return [codec.delivery_from_row(r) for r in await self._read(job)]
+        return [codec.delivery_from_row(r) for r in await self._scan(job)]
 
     async def list_deliveries(self, query: DeliveryQuery) -> DeliveryPage:
         where: list[str] = []
@@ -327,7 +347,7 @@ class SqlStore(Store):
         async def job(tx: Tx) -> list[Sequence[Any]]:
             return await tx.fetch(sql + " ORDER BY d.id DESC LIMIT ?", [*args, query.limit + 1])
 
-        rows = await self._read(job)
+        rows = await self._scan(job)
         page = [codec.delivery_from_row(r) for r in rows[: query.limit]]
         more = len(rows) > query.limit
         return DeliveryPage(page, page[-1].id if more and page else None)
@@ -359,6 +379,47 @@ class SqlStore(Store):
             )
             for r in await self._read(job)
         ]
+
+    @staticmethod
+    def _transition(row: Sequence[Any]) -> Transition:
+        """A Transition from `_TRANSITION_COLUMNS`."""
+        return Transition(from_micros(row[0]), DeliveryState(row[1]), row[2])
+
+    @staticmethod
+    def _outcome(row: Sequence[Any]) -> RecordedOutcome:
+        """A RecordedOutcome from `_OUTCOME_COLUMNS`."""
+        return RecordedOutcome(
+            from_micros(row[0]),
+            codec.make_outcome(row[1], row[2], row[3], row[4], codec.moment(row[5]), row[6]),
+        )
+
+    async def delivery_records(self, delivery_ids: Sequence[str]) -> dict[str, DeliveryRecord]:
+        ids = list(dict.fromkeys(delivery_ids))
+        if not ids:
+            return {}
+
+        async def job(tx: Tx) -> tuple[list[Sequence[Any]], list[Sequence[Any]]]:
+            transitions: list[Sequence[Any]] = []
+            outcomes: list[Sequence[Any]] = []
+            for start in range(0, len(ids), _IDS_PER_STATEMENT):
+                chunk = ids[start : start + _IDS_PER_STATEMENT]
+                where = f"WHERE delivery_id IN ({_marks(len(chunk))}) ORDER BY delivery_id, seq"
+                transitions += await tx.fetch(
+                    f"SELECT delivery_id, {_TRANSITION_COLUMNS} FROM transitions {where}", chunk
+                )
+                outcomes += await tx.fetch(
+                    f"SELECT delivery_id, {_OUTCOME_COLUMNS} FROM outcomes {where}", chunk
+                )
+            return transitions, outcomes
+
+        transition_rows, outcome_rows = await self._scan(job)
+        transitions: dict[str, list[Transition]] = {i: [] for i in ids}
+        for row in transition_rows:
+            transitions[row[0]].append(self._transition(row[1:]))
+        outcomes: dict[str, list[RecordedOutcome]] = {i: [] for i in ids}
+        for row in outcome_rows:
+            outcomes[row[0]].append(self._outcome(row[1:]))
+        return {i: DeliveryRecord(tuple(transitions[i]), tuple(outcomes[i])) for i in ids}
 
     async def wake_waiting(
         self,
@@ -422,7 +483,7 @@ class SqlStore(Store):
             return await tx.fetch("SELECT state, COUNT(*) FROM deliveries GROUP BY state")
 
         counts = dict.fromkeys(DeliveryState, 0)
-        counts.update({DeliveryState(state): n for state, n in await self._read(job)})
+        counts.update({DeliveryState(state): n for state, n in await self._scan(job)})
         return counts
 
     # work ------------------------------------------------------------------------------------
@@ -706,7 +767,7 @@ class SqlStore(Store):
             )
             return counts, reviewed
 
-        counts, reviewed = await self._read(job)
+        counts, reviewed = await self._scan(job)
         by_name = {r[0]: self._campaign(r) for r in reviewed}
         tallies: dict[str, dict[DeliveryState, int]] = {}
         for name, state, n in counts:

@@ -3,6 +3,15 @@
 `sql_store.py` holds the contract in SQL, `sqlite_db.py` runs the database (thread, group
 commit, file lock), `sqlite_schema.py` holds the schema. SQLite is single-instance: several
 instances share PostgreSQL instead.
+
+Where each kind of work runs (sqlite3 blocks the thread that calls it):
+- writes (`_write`): on the database thread, group-committed;
+- point reads (`_read`: a row by key, an index range of a bounded number of rows): inline on
+  the event loop, where they cost microseconds;
+- aggregates and scans (`_scan`: counts over a table, listings, a page's history): on reader
+  threads, so that one `/metrics` scrape or campaign listing over millions of deliveries does
+  not stall every SMTP session and HTTP request meanwhile. A read whose cost grows with the
+  size of the tables belongs in `_scan`.
 """
 
 from __future__ import annotations
@@ -67,6 +76,9 @@ class SQLiteStore(SqlStore):
     async def _read(self, job: Job[T]) -> T:
         return await self._db.read(lambda conn: drive(job, conn))
 
+    async def _scan(self, job: Job[T]) -> T:
+        return await self._db.scan(lambda conn: drive(job, conn))
+
     async def open(self) -> None:
         await self._db.open()
 
@@ -74,7 +86,7 @@ class SQLiteStore(SqlStore):
         await self._db.close()
 
     async def check(self) -> None:
-        await self._db.read(lambda c: c.execute("SELECT 1").fetchone())
+        self._db.check()
 
     async def recover(self, now: datetime) -> int:
         # The file lock guarantees no other process works on this database, so every claim

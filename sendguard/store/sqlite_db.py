@@ -1,9 +1,21 @@
-"""One SQLite database served by one thread, with group commit.
+"""One SQLite database: a writer thread with group commit, and readers.
 
-All database work runs on a dedicated thread. Writes are queued and committed in batches:
-while one batch is being fsynced, the next one collects, so durability costs one fsync per
-batch, not per message. Each write runs in its own savepoint, so one failing write does not
-fail the others in its batch; a failure of the database itself (locked, I/O) fails the batch.
+Writes run on a dedicated thread. They are queued and committed in batches: while one batch
+is being fsynced, the next one collects, so durability costs one fsync per batch, not per
+message. Each write runs in its own savepoint, so one failing write does not fail the others
+in its batch, whatever it raises; a failure of the database itself (busy, I/O, disk full)
+fails the batch with StoreUnavailable. The writer task outlives every such failure; should it
+stop anyway (cancelled, or a BaseException), every waiting and later write and `check` raise
+StoreUnavailable (SMTP 451, HTTP 503, readyz 503) instead of waiting forever.
+
+Where reads run:
+- `read`: point reads (a row by key, an index range of a bounded number of rows) run inline
+  on the event loop's thread; they take microseconds, less than a hop to another thread.
+- `scan`: aggregates and scans (counts over a table, listings, look-ups of a whole page) run
+  on a small pool of reader threads with their own connections. sqlite3 releases the GIL
+  while a statement steps, so the event loop keeps serving SMTP and HTTP meanwhile, and the
+  writer thread is not held up either. In WAL mode no reader waits for the writer.
+
 A lock file keeps a second process from opening the same database.
 """
 
@@ -14,6 +26,7 @@ import fcntl
 import functools
 import os
 import sqlite3
+import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -21,11 +34,18 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sendguard.errors import Conflict, StoreLocked, StoreUnavailable
+import structlog
+
+from sendguard.errors import StoreLocked, StoreUnavailable
 from sendguard.store.sqlite_schema import migrate
 
+log = structlog.get_logger("sendguard.store.sqlite")
 T = TypeVar("T")
 Job = Callable[[sqlite3.Connection], Any]
+
+# Two, so a scrape of /metrics need not wait behind a listing; more would only compete for
+# the same cores.
+SCANNERS = 2
 
 
 @dataclass
@@ -33,8 +53,24 @@ class _Failed:
     error: Exception
 
 
+def _job_failure(exc: Exception) -> _Failed:
+    # A future cannot carry StopIteration (asyncio refuses it), so it travels wrapped.
+    if isinstance(exc, StopIteration):
+        return _Failed(RuntimeError(f"a store job raised {exc!r}"))
+    return _Failed(exc)
+
+
+def _fails_the_batch(exc: sqlite3.Error) -> bool:
+    """Whether an error means the database is in trouble (busy, locked, I/O, disk full)
+    rather than that one job's statement was wrong (SQLITE_ERROR: no such column, ...)."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    return isinstance(exc, sqlite3.OperationalError) and (
+        code is None or code & 0xFF != sqlite3.SQLITE_ERROR
+    )
+
+
 class SQLiteDatabase:
-    """The connection, its thread and the group-commit writer."""
+    """The connection, its thread and the group-commit writer; the readers."""
 
     def __init__(self, path: Path, busy_timeout: timedelta) -> None:
         self.path = path
@@ -42,10 +78,16 @@ class SQLiteDatabase:
         self._executor: ThreadPoolExecutor | None = None
         self._conn: sqlite3.Connection | None = None
         self._reader: sqlite3.Connection | None = None
+        self._scanner: ThreadPoolExecutor | None = None
+        self._scanner_conn = threading.local()
+        self._scanner_conns: list[sqlite3.Connection] = []
+        self._scanner_lock = threading.Lock()
         self._lock_fd: int | None = None
         self._pending: list[tuple[Job, asyncio.Future[Any]]] = []
+        self._in_flight: list[tuple[Job, asyncio.Future[Any]]] = []
         self._has_work = asyncio.Event()
         self._writer: asyncio.Task[None] | None = None
+        self._writer_gone: str | None = None
         self._closing = False
         self.writes = 0
         self.commits = 0
@@ -67,11 +109,13 @@ class SQLiteDatabase:
         except sqlite3.Error as exc:
             await self.close()
             raise StoreUnavailable(f"cannot open SQLite database {self.path}: {exc}") from exc
+        self._scanner = ThreadPoolExecutor(SCANNERS, thread_name_prefix="sendguard-sqlite-scan")
         self._writer = asyncio.create_task(self._write_loop(), name="sqlite-group-commit")
+        self._writer.add_done_callback(self._writer_stopped)
 
     def _open_reader(self) -> sqlite3.Connection:
-        # Reads run on the event loop's own thread: an indexed read takes microseconds, far
-        # less than a hop to the database thread, and in WAL mode readers never wait for the
+        # Point reads run on the event loop's own thread: an indexed read takes microseconds,
+        # far less than a hop to another thread, and in WAL mode readers never wait for the
         # writer. Reads see every committed batch.
         reader = sqlite3.connect(
             f"file:{self.path}?mode=ro",
@@ -118,19 +162,27 @@ class SQLiteDatabase:
         self._conn = conn
 
     async def close(self) -> None:
-        """Commit what is pending, close the connection, release the file lock."""
+        """Commit what is pending, close the connections, release the file lock."""
         self._closing = True
         self._has_work.set()
         if self._writer is not None:
-            await self._writer
+            # wait, not await: a writer that died has already failed its callers
+            await asyncio.wait([self._writer])
             self._writer = None
         if self._reader is not None:
             self._reader.close()
             self._reader = None
+        loop = asyncio.get_running_loop()
+        if self._scanner is not None:
+            scanner, self._scanner = self._scanner, None
+            await loop.run_in_executor(None, functools.partial(scanner.shutdown, wait=True))
+            for conn in self._scanner_conns:
+                conn.close()
+            self._scanner_conns.clear()
         if self._executor is not None:
             if self._conn is not None:
                 conn, self._conn = self._conn, None
-                await asyncio.get_running_loop().run_in_executor(self._executor, conn.close)
+                await loop.run_in_executor(self._executor, conn.close)
             self._executor.shutdown(wait=True)
             self._executor = None
         self._release_file_lock()
@@ -141,7 +193,7 @@ class SQLiteDatabase:
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, self._conn)
 
     async def read(self, job: Callable[[sqlite3.Connection], T]) -> T:
-        """Run a read-only job on the reading connection (on this thread, see `_open_reader`)."""
+        """Run a point read on the reading connection (on this thread, see `_open_reader`)."""
         if self._reader is None:
             raise StoreUnavailable("store is closed")
         try:
@@ -149,8 +201,44 @@ class SQLiteDatabase:
         except sqlite3.OperationalError as exc:
             raise StoreUnavailable(f"SQLite read failed: {exc}") from exc
 
+    async def scan(self, job: Callable[[sqlite3.Connection], T]) -> T:
+        """Run a read that may touch many rows (an aggregate, a listing) on a reader thread."""
+        if self._scanner is None:
+            raise StoreUnavailable("store is closed")
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._scanner, self._scan_here, job)
+        except sqlite3.OperationalError as exc:
+            raise StoreUnavailable(f"SQLite read failed: {exc}") from exc
+
+    def _scan_here(self, job: Callable[[sqlite3.Connection], T]) -> T:
+        # One connection per reader thread, opened on its first job and closed by `close`.
+        conn: sqlite3.Connection | None = getattr(self._scanner_conn, "conn", None)
+        if conn is None:
+            conn = self._open_reader()
+            self._scanner_conn.conn = conn
+            with self._scanner_lock:
+                self._scanner_conns.append(conn)
+        return job(conn)
+
+    def check(self) -> None:
+        """Raise StoreUnavailable unless reads and writes can be served."""
+        if self._writer_gone is not None:
+            raise StoreUnavailable(self._writer_gone)
+        if self._closing or self._writer is None or self._reader is None:
+            raise StoreUnavailable("store is closed")
+        try:
+            self._reader.execute("SELECT 1").fetchone()
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"SQLite read failed: {exc}") from exc
+
     async def write(self, job: Callable[[sqlite3.Connection], T]) -> T:
-        """Run a write job in the next committed batch; return its result once durable."""
+        """Run a write job in the next committed batch; return its result once durable.
+
+        Whatever the job raises fails that job alone and is raised here.
+        """
+        if self._writer_gone is not None:
+            raise StoreUnavailable(self._writer_gone)
         if self._closing or self._writer is None:
             raise StoreUnavailable("store is closed")
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
@@ -167,14 +255,15 @@ class SQLiteDatabase:
                 if self._closing:
                     return
                 continue
+            self._in_flight = batch
             try:
                 results = await self._run(functools.partial(self._commit_batch, batch=batch))
             except (sqlite3.Error, StoreUnavailable) as exc:
-                error = StoreUnavailable(f"SQLite commit failed: {exc}")
-                for _, future in batch:
-                    if not future.done():
-                        future.set_exception(error)
-                continue
+                results = [_Failed(StoreUnavailable(f"SQLite commit failed: {exc}"))] * len(batch)
+            except Exception as exc:  # the writer must outlive anything one batch does
+                log.exception("SQLite batch failed unexpectedly; its writes are refused")
+                results = [_Failed(StoreUnavailable(f"SQLite commit failed: {exc!r}"))] * len(batch)
+            self._in_flight = []
             for (_, future), result in zip(batch, results, strict=True):
                 if future.done():
                     continue  # the caller gave up waiting; the write is committed all the same
@@ -183,11 +272,29 @@ class SQLiteDatabase:
                 else:
                     future.set_result(result)
 
+    def _writer_stopped(self, task: asyncio.Task[None]) -> None:
+        """The writer ended: fine when closing; otherwise refuse every write from now on."""
+        if task.cancelled():
+            why = "it was cancelled"
+        elif (error := task.exception()) is not None:
+            why = f"{type(error).__name__}: {error}"
+        else:
+            return  # closed
+        self._writer_gone = f"the SQLite writer stopped ({why}); restart sendguard"
+        log.critical("SQLite writer stopped; every write is refused", reason=why)
+        failed = StoreUnavailable(self._writer_gone)
+        waiting, self._in_flight, self._pending = [*self._in_flight, *self._pending], [], []
+        for _, future in waiting:
+            if not future.done():
+                future.set_exception(failed)
+
     def _commit_batch(
         self, conn: sqlite3.Connection | None, batch: list[tuple[Job, asyncio.Future[Any]]]
     ) -> list[Any]:
         if conn is None:
             raise StoreUnavailable("store is closed")
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")  # left open by a batch whose own ROLLBACK failed
         results: list[Any] = []
         conn.execute("BEGIN IMMEDIATE")
         try:
@@ -195,11 +302,14 @@ class SQLiteDatabase:
                 conn.execute("SAVEPOINT job")
                 try:
                     results.append(job(conn))
-                except sqlite3.OperationalError:
-                    raise  # the database itself is in trouble: fail the whole batch
-                except (sqlite3.Error, Conflict, ValueError) as exc:
+                except sqlite3.Error as exc:
+                    if _fails_the_batch(exc):
+                        raise
                     conn.execute("ROLLBACK TO job")
-                    results.append(_Failed(exc))
+                    results.append(_job_failure(exc))
+                except Exception as exc:  # noqa: BLE001 - whatever one job raises fails it alone
+                    conn.execute("ROLLBACK TO job")
+                    results.append(_job_failure(exc))
                 conn.execute("RELEASE job")
             conn.execute("COMMIT")
         except BaseException:

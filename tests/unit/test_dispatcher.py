@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
-from datetime import timedelta
+import random
+from collections.abc import AsyncIterator, Callable, Sequence
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -18,14 +19,16 @@ from sendguard.delivery.upstream import Envelope
 from sendguard.engine import Engine, PolicyBinding
 from sendguard.errors import UpstreamError, UpstreamPermanent, UpstreamTransient
 from sendguard.intake import Intake
-from sendguard.message import DeliveryState
+from sendguard.message import Delivery, DeliveryState
 from sendguard.metrics import Metrics
 from sendguard.policy import PolicyContext
+from sendguard.store.base import DeliveryQuery
 from sendguard.store.sqlite import SQLiteStore
 from sendguard.testing import FakeClock
 from sendguard.verdict import Verdict
 
 S = DeliveryState
+MINUTE = timedelta(minutes=1)
 
 
 class ScriptedUpstream:
@@ -63,14 +66,51 @@ class Switch:
         return Verdict.drop("unsubscribed meanwhile") if Switch.dropping else Verdict.forward()
 
 
-def test_backoff_doubles_and_caps() -> None:
-    waits = [backoff(n, timedelta(minutes=1), timedelta(minutes=10)) for n in range(1, 7)]
-    assert waits == [timedelta(minutes=m) for m in (1, 2, 4, 8, 10, 10)]
-    assert backoff(500, timedelta(minutes=1), timedelta(hours=1)) == timedelta(hours=1)
+class Draw(random.Random):
+    """A random source that always draws `value`: backoff jitter at a known point."""
+
+    def __init__(self, value: float) -> None:
+        super().__init__()
+        self.value = value
+
+    def random(self) -> float:
+        return self.value
+
+
+def test_backoff_doubles_and_caps_with_jitter_in_the_upper_half() -> None:
+    low, high = timedelta(minutes=1), timedelta(minutes=10)
+    floors = [backoff(n, low, high, 0.0) for n in range(1, 7)]
+    ceilings = [backoff(n, low, high, 1.0) for n in range(1, 7)]
+    assert floors == [timedelta(minutes=m) for m in (1, 2, 4, 5, 5, 5)]
+    assert ceilings == [timedelta(minutes=m) for m in (2, 4, 8, 10, 10, 10)]
+    assert backoff(2, low, high, 0.5) == timedelta(minutes=3)
+    assert backoff(500, low, timedelta(hours=1), 1.0) == timedelta(hours=1)
+    assert backoff(10**9, timedelta(days=1), timedelta(days=30), 0.0) == timedelta(days=15)
+    # min_backoff == max_backoff: a fixed wait, as configured
+    assert backoff(3, low, low, 0.7) == low
+
+
+def test_backoff_spreads_a_batch_over_its_window() -> None:
+    rng = random.Random(15)
+    low, high = timedelta(minutes=1), timedelta(hours=1)
+    for attempt in (1, 3, 12):
+        waits = [backoff(attempt, low, high, rng.random()) for _ in range(1000)]
+        floor, ceiling = backoff(attempt, low, high, 0.0), backoff(attempt, low, high, 1.0)
+        assert all(floor <= w <= ceiling for w in waits)
+        assert len(set(waits)) > 990
+        # about half of the batch in each half of the window, not bunched at one end
+        middle = floor + (ceiling - floor) / 2
+        assert 400 < sum(w < middle for w in waits) < 600
 
 
 class Rig:
-    def __init__(self, store: SQLiteStore, clock: FakeClock, upstream: ScriptedUpstream) -> None:
+    def __init__(
+        self,
+        store: SQLiteStore,
+        clock: FakeClock,
+        upstream: ScriptedUpstream,
+        rng: random.Random | None = None,
+    ) -> None:
         self.store, self.clock, self.upstream = store, clock, upstream
         config = DeliveryConfig(
             workers=2,
@@ -90,12 +130,14 @@ class Rig:
             clock,
             metrics,
         )
-        self.dispatcher = Dispatcher(store, engine, upstream, clock, config, metrics, "test")
+        self.dispatcher = Dispatcher(
+            store, engine, upstream, clock, config, metrics, "test", rng=rng or Draw(1.0)
+        )
         self.intake = Intake(engine, store, clock, metrics, {}, self.dispatcher.wake)
 
-    async def send(self, *headers: str) -> str:
+    async def send(self, *headers: str, recipients: tuple[str, ...] = ("r@example.org",)) -> str:
         raw = ("\r\n".join(["Subject: hi", *headers]) + "\r\n\r\nbody\r\n").encode()
-        accepted = await self.intake.accept(raw, "s@example.com", ["r@example.org"], "test")
+        accepted = await self.intake.accept(raw, "s@example.com", list(recipients), "test")
         return accepted.deliveries[0].id
 
     async def until(self, check: Callable[[], Any], timeout: float = 5) -> None:
@@ -131,9 +173,10 @@ async def test_transient_errors_back_off_then_fail_past_max_lifetime(rig: Rig) -
 
     await rig.until(lambda: deferred_after(1))
     d = await rig.store.get_delivery(delivery_id)
-    assert d is not None and d.due_at == start + timedelta(minutes=1) and d.attempts == 1
+    # the rig draws every jitter at the top: waits of 2, 4 and (capped) 4 minutes
+    assert d is not None and d.due_at == start + timedelta(minutes=2) and d.attempts == 1
 
-    for expected_wait in (2, 4):
+    for expected_wait in (4, 4):
         rig.clock.set(d.due_at)  # exactly due: not a moment late, not early
         rig.dispatcher.wake()
         await rig.until(lambda n=d.attempts + 1: deferred_after(n))
@@ -141,12 +184,66 @@ async def test_transient_errors_back_off_then_fail_past_max_lifetime(rig: Rig) -
         assert d is not None and previous.due_at is not None
         assert d.due_at == previous.due_at + timedelta(minutes=expected_wait)
 
-    rig.clock.set(d.due_at)  # attempt 4 fails; its retry (7m + 4m) would pass max_lifetime
+    rig.clock.set(d.due_at)  # attempt 4 fails; its retry (10m + 4m) would pass max_lifetime
     rig.dispatcher.wake()
     await rig.until(lambda: _is(rig, delivery_id, S.FAILED))
     reasons = [t.reason for t in await rig.store.transitions(delivery_id)]
     assert "max_lifetime" in reasons[-1]
     assert rig.upstream.sent == []
+
+
+async def test_deliveries_deferred_together_retry_at_different_times(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "jitter.db")
+    await store.open()
+    rig = Rig(store, FakeClock(), ScriptedUpstream(), rng=random.Random(15))
+    rig.upstream.results = [UpstreamTransient("451 busy", code=451)] * 10
+    task = asyncio.create_task(rig.dispatcher.run())
+    try:
+        start = rig.clock.now()
+        await rig.send(recipients=tuple(f"r{i}@example.org" for i in range(10)))
+
+        async def all_deferred() -> bool:
+            return (await store.count_by_state())[S.DEFERRED] == 10
+
+        await rig.until(all_deferred)
+        page = await store.list_deliveries(DeliveryQuery(state=S.DEFERRED))
+        due = [d.due_at for d in page.deliveries]
+        assert len(set(due)) == 10
+        assert all(d is not None and start + MINUTE <= d <= start + 2 * MINUTE for d in due)
+    finally:
+        await rig.dispatcher.stop()
+        await task
+        await store.close()
+
+
+class CountingClaims(SQLiteStore):
+    claims = 0
+
+    async def claim_due(
+        self, now: datetime, owner: str, limit: int, lease: timedelta
+    ) -> Sequence[Delivery]:
+        self.claims += 1
+        return await super().claim_due(now, owner, limit, lease)
+
+
+async def test_a_store_that_refuses_at_once_is_retried_each_poll_not_in_a_spin(
+    tmp_path: Path,
+) -> None:
+    store = CountingClaims(tmp_path / "refusing.db")
+    await store.open()
+    rig = Rig(store, FakeClock(), ScriptedUpstream())
+    await rig.send()  # due now: the claimer would come straight back for it
+    (writer,) = [t for t in asyncio.all_tasks() if t.get_name() == "sqlite-group-commit"]
+    writer.cancel()  # from now on every claim fails at once with StoreUnavailable
+    await asyncio.wait([writer])
+    task = asyncio.create_task(rig.dispatcher.run())
+    try:
+        await asyncio.sleep(0.3)  # a rate is measured over time: 30 polls of 10 ms
+        assert 1 <= store.claims < 100
+    finally:
+        await rig.dispatcher.stop()
+        await task
+        await store.close()
 
 
 async def _is(rig: Rig, delivery_id: str, state: DeliveryState) -> bool:

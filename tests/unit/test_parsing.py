@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -242,3 +243,22 @@ def test_unless_and_on_timeout_headers() -> None:
     )
     assert fields.on_timeout is OnTimeout.FORWARD
     assert fields.requires == ()
+
+
+def test_ids_made_in_one_millisecond_do_not_give_the_next_one_away() -> None:
+    alphabet = "0123456789abcdefghjkmnpqrstvwxyz"
+
+    def value(text: str) -> int:
+        number = 0
+        for char in text:
+            number = number * 32 + alphabet.index(char)
+        return number
+
+    values = [value(new_id()) for _ in range(10_000)]
+    same_millisecond = [(a, b) for a, b in itertools.pairwise(values) if a >> 80 == b >> 80]
+    assert len(same_millisecond) > 100  # 10,000 ids take far less than 10,000 ms
+    # each one is fresh or the previous plus a random step of up to 2**64: never simply the
+    # next number (half of them were, when the random part was incremented)
+    steps = [b - a for a, b in same_millisecond]
+    assert all(step > 0 for step in steps)
+    assert sum(step < 2**40 for step in steps) < 3

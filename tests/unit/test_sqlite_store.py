@@ -1,15 +1,19 @@
-"""SQLite specifics: group commit and single-instance ownership of the file."""
+"""SQLite specifics: group commit, a writer that outlives its jobs, single-instance
+ownership of the file."""
 
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from pathlib import Path
 
 import pytest
 
-from sendguard.errors import StoreLocked
+from sendguard.errors import StoreLocked, StoreUnavailable
+from sendguard.store.base import Fact
+from sendguard.store.sql_store import Tx
 from sendguard.store.sqlite import SQLiteStore
-from tests.contract.test_store import add
+from tests.contract.test_store import T0, add
 
 
 async def test_writes_are_group_committed(tmp_path: Path) -> None:
@@ -33,3 +37,66 @@ async def test_a_second_process_cannot_open_the_same_file(tmp_path: Path) -> Non
             await SQLiteStore(tmp_path / "one.db").open()
     finally:
         await first.close()
+
+
+class Fatal(BaseException):
+    """What no `except Exception` catches: stands for anything that ends a task."""
+
+
+async def test_a_job_that_raises_fails_alone_and_the_writer_lives_on(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "w.db")
+    await store.open()
+    try:
+
+        async def broken(tx: Tx) -> None:
+            await tx.execute(
+                "INSERT INTO facts (key, contact, value, observed_at) VALUES"
+                " ('half', '', 'written', 0)"
+            )
+            raise KeyError("a bug in a job")
+
+        async def foreign_await(tx: Tx) -> None:
+            await asyncio.sleep(0)  # a job may await only its transaction: drive refuses
+
+        fact = Fact("meeting:1:status", "completed", T0)
+        async with asyncio.timeout(10):  # a dead writer would hang here
+            results = await asyncio.gather(
+                store._write(broken),
+                store._write(foreign_await),
+                store.put_fact(fact),
+                return_exceptions=True,
+            )
+            assert isinstance(results[0], KeyError)
+            assert isinstance(results[1], RuntimeError)
+            assert results[2] is None
+            # later writes still work, and the broken job left nothing behind
+            later = Fact("meeting:2:status", "cancelled", T0)
+            await store.put_fact(later)
+        assert await store.get_fact("meeting:1:status") == fact
+        assert await store.get_fact("meeting:2:status") == later
+        assert await store.get_fact("half") is None
+        await store.check()
+    finally:
+        await store.close()
+
+
+async def test_a_writer_that_dies_makes_the_store_unavailable(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "dead.db")
+    await store.open()
+    try:
+
+        def fatal(conn: sqlite3.Connection) -> None:
+            raise Fatal("the writer's end")
+
+        async with asyncio.timeout(10):  # every write below would hang on a dead writer
+            waiting = asyncio.ensure_future(store.put_fact(Fact("k", "v", T0)))
+            with pytest.raises(StoreUnavailable):
+                await store._db.write(fatal)
+            with pytest.raises(StoreUnavailable):
+                await waiting
+            with pytest.raises(StoreUnavailable, match="writer stopped"):
+                await store.put_fact(Fact("k", "v", T0))
+            with pytest.raises(StoreUnavailable, match="writer stopped"):
+                await store.check()
+    finally:
+        await store.close()
