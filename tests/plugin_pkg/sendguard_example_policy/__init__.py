@@ -29,3 +29,22 @@ class BlockDomain:
         if domain in self._domains:
             return Verdict.drop(f"{domain} is blocked")
         return Verdict.forward()
+
+
+class RaiseOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    message: str = "this policy has a bug"
+
+
+class Raise:
+    """A policy with a bug: every evaluation raises, so the tests see what sendguard does with
+    a third-party plugin's exception (its `on_error`, and the traceback in the log)."""
+
+    Options: ClassVar[type[BaseModel]] = RaiseOptions
+
+    def __init__(self, options: RaiseOptions) -> None:
+        self._message = options.message
+
+    async def evaluate(self, delivery: Delivery, ctx: PolicyContext) -> Verdict:
+        raise RuntimeError(self._message)
