@@ -16,18 +16,16 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel
 
 from sendguard.duration import Duration, format_duration
 from sendguard.message import Delivery
-from sendguard.policy import PolicyContext
+from sendguard.policy import PolicyContext, PolicyOptions
 from sendguard.verdict import Verdict
 
 
-class ContextOptions(BaseModel):
+class ContextOptions(PolicyOptions):
     """Options of the context policy."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     max_wait: Duration = timedelta(hours=24)
     on_timeout: Literal["hold", "drop", "forward"] = "hold"

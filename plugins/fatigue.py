@@ -14,11 +14,11 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, Field, model_validator
 
 from sendguard.duration import Duration, format_duration
 from sendguard.message import Delivery, MessageClass
-from sendguard.policy import PolicyContext
+from sendguard.policy import PolicyContext, PolicyOptions
 from sendguard.store.base import EventType
 from sendguard.verdict import Verdict
 
@@ -27,10 +27,8 @@ SUPPRESSION = frozenset({EventType.UNSUBSCRIBE, EventType.BOUNCE, EventType.COMP
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
-class FatigueOptions(BaseModel):
+class FatigueOptions(PolicyOptions):
     """Options of the fatigue policy."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     throttle_after: int = Field(default=5, gt=0)
     sunset_after: int = Field(default=10, gt=0)

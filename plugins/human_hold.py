@@ -34,7 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from sendguard.duration import Duration, format_duration
 from sendguard.message import Delivery, MessageClass
-from sendguard.policy import PolicyContext
+from sendguard.policy import PolicyContext, PolicyOptions
 from sendguard.store.base import Approval, Campaign
 from sendguard.verdict import Verdict
 
@@ -61,10 +61,8 @@ def _campaign_then_fingerprint() -> list[BlastKey]:
     return ["campaign", "fingerprint"]
 
 
-class HumanHoldOptions(BaseModel):
+class HumanHoldOptions(PolicyOptions):
     """Options of the human_hold policy."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     hold_unapproved_campaigns: bool = True
     bind_approval_to_content: bool = True

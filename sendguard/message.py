@@ -18,6 +18,16 @@ from enum import StrEnum
 
 from sendguard.headers import Headers
 
+__all__ = [
+    "Delivery",
+    "DeliveryState",
+    "Message",
+    "MessageClass",
+    "Requirement",
+    "SendguardFields",
+    "Transition",
+]
+
 
 class DeliveryState(StrEnum):
     """Where a delivery stands."""
