@@ -3,11 +3,8 @@ harness plugin authors use (`sendguard.testing.PolicyHarness`)."""
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, time, timedelta
 from importlib.metadata import EntryPoint, entry_points
-from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -31,27 +28,9 @@ from sendguard.policy import PolicyContext, PolicyLoadError, PolicyOptions, load
 from sendguard.store.base import Approval, EventType
 from sendguard.testing import FakeClock, PolicyHarness, make_delivery
 from sendguard.verdict import Action, Verdict
+from tests.unit.conftest import T0, Harness
 
-T0 = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
 ANN = "ann@example.org"
-Harness = Callable[..., Awaitable[PolicyHarness[Any]]]
-
-
-@pytest.fixture
-async def harness() -> AsyncIterator[Harness]:
-    """`await harness(PolicyClass, options)`: a harness at T0, closed after the test."""
-    async with contextlib.AsyncExitStack() as stack:
-
-        async def start(
-            policy_class: type[Any], options: BaseModel | dict[str, Any] | None = None
-        ) -> PolicyHarness[Any]:
-            return await stack.enter_async_context(
-                PolicyHarness(policy_class, options, clock=FakeClock(T0))
-            )
-
-        yield start
-
-
 # frequency -------------------------------------------------------------------------------------
 DAY = timedelta(days=1)
 
