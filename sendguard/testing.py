@@ -40,9 +40,9 @@ from sendguard.verdict import Decision, Verdict
 
 __all__ = ["FakeClock", "PolicyHarness", "make_delivery"]
 
-P = TypeVar("P", bound=Policy)
+_P = TypeVar("_P", bound=Policy)
 
-DEFAULT_CONTENT = b"Subject: Offer\r\n\r\nOffer\r\n"
+_DEFAULT_CONTENT = b"Subject: Offer\r\n\r\nOffer\r\n"
 
 
 class FakeClock:
@@ -107,7 +107,7 @@ def make_delivery(
     return Delivery(new_id(), message, recipient, state, when, when)
 
 
-class PolicyHarness(Generic[P]):
+class PolicyHarness(Generic[_P]):
     """One policy over a real SQLite store in a temporary directory, with a fake clock.
 
     `options` are validated by the policy's `Options` model exactly as the config's `options:`
@@ -118,7 +118,7 @@ class PolicyHarness(Generic[P]):
 
     def __init__(
         self,
-        policy_class: type[P],
+        policy_class: type[_P],
         options: BaseModel | Mapping[str, Any] | None = None,
         *,
         clock: FakeClock | None = None,
@@ -126,7 +126,7 @@ class PolicyHarness(Generic[P]):
         if options is None or isinstance(options, Mapping):
             options = policy_class.Options.model_validate(dict(options or {}))
         self.options = options
-        self.policy: P = policy_class(options)
+        self.policy: _P = policy_class(options)
         self.clock = clock or FakeClock()
         # Content of deliveries built here, given to the policy as the intake does: the message
         # is judged before it is committed.
@@ -185,7 +185,7 @@ class PolicyHarness(Generic[P]):
         recipient: str = "ann@example.org",
         *,
         at: datetime | None = None,
-        content: bytes = DEFAULT_CONTENT,
+        content: bytes = _DEFAULT_CONTENT,
         message_class: MessageClass = MessageClass.MARKETING,
         **field_values: Any,
     ) -> Delivery:
