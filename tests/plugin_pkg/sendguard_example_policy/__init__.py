@@ -4,17 +4,15 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel
 
 from sendguard.address import domain_of
 from sendguard.message import Delivery
-from sendguard.policy import PolicyContext
+from sendguard.policy import PolicyContext, PolicyOptions
 from sendguard.verdict import Verdict
 
 
-class BlockDomainOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class BlockDomainOptions(PolicyOptions):
     domains: list[str]
 
 
@@ -31,9 +29,7 @@ class BlockDomain:
         return Verdict.forward()
 
 
-class RaiseOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class RaiseOptions(PolicyOptions):
     message: str = "this policy has a bug"
 
 
