@@ -89,6 +89,26 @@ def test_every_line_is_json_and_tracebacks_are_fields(sendguard: Start) -> None:
     assert finished["logger"] == "sendguard.dispatcher" and finished["state"] == "sent"
     assert finished["message_id"] == msg_id and finished["delivery_id"] == failed["delivery_id"]
 
+    # the HTTP ingress binds the message id too
+    status, answer = proc.call(
+        "POST",
+        "/v1/messages",
+        {"from": "shop@example.com", "to": ["bob@example.org"], "subject": "Hi", "text": "Hi"},
+    )
+    assert status == 202, answer
+    via_http = wait_for(
+        proc,
+        lambda e: e.get("event") == "accepted" and e.get("ingress") == "http",
+        "of the message accepted over HTTP",
+    )
+    assert via_http["message_id"] == answer["id"]
+    failed_http = wait_for(
+        proc,
+        lambda e: e.get("event") == "policy failed" and e.get("message_id") == answer["id"],
+        "of the failed policy for the HTTP message",
+    )
+    assert failed_http["delivery_id"] == answer["deliveries"][0]["id"]
+
     proc.stop()
     lines = proc.log().splitlines()
     assert lines
