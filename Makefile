@@ -20,11 +20,11 @@ run: $(STAMP)
 	$(BIN)/sendguard serve
 
 lint: $(STAMP)
-	$(BIN)/ruff check sendguard plugins tests
-	$(BIN)/ruff format --check sendguard plugins
+	$(BIN)/ruff check sendguard plugins tests bench
+	$(BIN)/ruff format --check sendguard plugins bench
 
 typecheck: $(STAMP)
-	$(BIN)/mypy sendguard plugins
+	$(BIN)/mypy sendguard plugins bench
 
 # The suite talks to the PostgreSQL server on 127.0.0.1:5432 (trust auth, database `test`);
 # start the machine's cluster if it is installed but stopped.

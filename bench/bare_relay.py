@@ -37,10 +37,13 @@ class Relay:
     def __init__(self, pool: Pool) -> None:
         self.pool = pool
 
-    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+    async def handle_DATA(  # noqa: N802 - aiosmtpd calls the hook by this name
+        self, server: SMTP, session: Session, envelope: Envelope
+    ) -> str:
         try:
-            await self.pool.send(envelope.mail_from or "", list(envelope.rcpt_tos),
-                                 envelope.original_content or b"")
+            await self.pool.send(
+                envelope.mail_from or "", list(envelope.rcpt_tos), envelope.original_content or b""
+            )
         except (aiosmtplib.SMTPException, OSError) as exc:
             return f"451 4.3.0 upstream: {exc}"
         return "250 2.0.0 Ok: relayed"
@@ -58,4 +61,6 @@ async def main(listen: int, upstream: int, size: int) -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main(int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]) if len(sys.argv) > 3 else 20))
+    asyncio.run(
+        main(int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]) if len(sys.argv) > 3 else 20)
+    )

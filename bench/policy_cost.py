@@ -34,7 +34,7 @@ JUDGED = 2000
 
 def fill(path: Path, n: int) -> list[str]:
     people = max(1, n // 5)
-    rng = random.Random(7)
+    rng = random.Random(7)  # noqa: S311 - reproducible test data, not a secret
     conn = sqlite3.connect(path)
     conn.execute("PRAGMA synchronous=OFF")
     fields = json.dumps({"campaign": "c0", "class": "marketing", "requires": []})
@@ -44,21 +44,46 @@ def fill(path: Path, n: int) -> list[str]:
         if i % 100 == 0:
             message_id = f"m{i:012d}"
             at = to_micros(NOW - timedelta(days=30) * rng.random())
-            batch_messages.append((message_id, at, "bench", "s@example.com", "[]", "[]", fields,
-                                   f"c{i % 50}", "marketing", 10, None, b"x"))
+            batch_messages.append(
+                (
+                    message_id,
+                    at,
+                    "bench",
+                    "s@example.com",
+                    "[]",
+                    "[]",
+                    fields,
+                    f"c{i % 50}",
+                    "marketing",
+                    10,
+                    None,
+                    b"x",
+                )
+            )
         person = f"p{rng.randrange(people)}@example.org"
         when = to_micros(NOW - timedelta(days=30) * rng.random())
         delivery = f"d{i:012d}"
-        batch_deliveries.append((delivery, message_id, person, person, "example.org", f"c{i % 50}",
-                                 "sent", when, when))
-        batch_history.append((delivery, person, "example.org", f"c{i % 50}", "marketing",
-                              f"h{i % 997}", when, 1))
+        batch_deliveries.append(
+            (delivery, message_id, person, person, "example.org", f"c{i % 50}", "sent", when, when)
+        )
+        batch_history.append(
+            (delivery, person, "example.org", f"c{i % 50}", "marketing", f"h{i % 997}", when, 1)
+        )
         if len(batch_deliveries) >= 50_000:
             flush(conn, batch_messages, batch_deliveries, batch_history)
     flush(conn, batch_messages, batch_deliveries, batch_history)
-    conn.executemany("INSERT INTO events (type, recipient_key, message_id, at) VALUES (?,?,?,?)",
-                     [("open", f"p{rng.randrange(people)}@example.org", None,
-                       to_micros(NOW - timedelta(days=10))) for _ in range(max(1, n // 10))])
+    conn.executemany(
+        "INSERT INTO events (type, recipient_key, message_id, at) VALUES (?,?,?,?)",
+        [
+            (
+                "open",
+                f"p{rng.randrange(people)}@example.org",
+                None,
+                to_micros(NOW - timedelta(days=10)),
+            )
+            for _ in range(max(1, n // 10))
+        ],
+    )
     conn.execute("COMMIT")
     conn.execute("ANALYZE")
     conn.close()
@@ -66,14 +91,22 @@ def fill(path: Path, n: int) -> list[str]:
 
 
 def flush(conn: sqlite3.Connection, messages: list, deliveries: list, history: list) -> None:  # type: ignore[type-arg]
-    conn.executemany("INSERT INTO messages (id, received_at, ingress, mail_from, recipients,"
-                     " headers, fields, campaign, class, size, content_hash, content)"
-                     " VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", messages)
-    conn.executemany("INSERT INTO deliveries (id, message_id, recipient, recipient_key, domain,"
-                     " campaign, state, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?)",
-                     deliveries)
-    conn.executemany("INSERT INTO history (delivery_id, recipient_key, domain, campaign, class,"
-                     " content_hash, at, sent) VALUES (?,?,?,?,?,?,?,?)", history)
+    conn.executemany(
+        "INSERT INTO messages (id, received_at, ingress, mail_from, recipients,"
+        " headers, fields, campaign, class, size, content_hash, content)"
+        " VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+        messages,
+    )
+    conn.executemany(
+        "INSERT INTO deliveries (id, message_id, recipient, recipient_key, domain,"
+        " campaign, state, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?)",
+        deliveries,
+    )
+    conn.executemany(
+        "INSERT INTO history (delivery_id, recipient_key, domain, campaign, class,"
+        " content_hash, at, sent) VALUES (?,?,?,?,?,?,?,?)",
+        history,
+    )
     messages.clear()
     deliveries.clear()
     history.clear()
@@ -90,10 +123,20 @@ async def main(path: Path, n: int) -> None:
     settings = load_config(None)
     engine = Engine(build_policies(settings), store, FakeClock(NOW), Metrics())
     fields = SendguardFields(campaign="c7")
-    message = Message(new_id(), NOW, "bench", "s@example.com", tuple(recipients[:1]),
-                      Headers((("Subject", "Offer"),)), fields, 100, "h1")
-    deliveries = [Delivery(new_id(), message, r, DeliveryState.QUEUED, NOW, NOW)
-                  for r in recipients]
+    message = Message(
+        new_id(),
+        NOW,
+        "bench",
+        "s@example.com",
+        tuple(recipients[:1]),
+        Headers((("Subject", "Offer"),)),
+        fields,
+        100,
+        "h1",
+    )
+    deliveries = [
+        Delivery(new_id(), message, r, DeliveryState.QUEUED, NOW, NOW) for r in recipients
+    ]
     for delivery in deliveries[:100]:  # warm caches
         await engine.decide(delivery, b"Subject: Offer\r\n\r\nhi\r\n")
     started = time.perf_counter()

@@ -8,7 +8,6 @@ bench/results/<date>-<commit>.md and .json and prints the table.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import os
@@ -18,14 +17,12 @@ import shutil
 import signal
 import smtplib
 import socket
-import sqlite3
 import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -40,7 +37,7 @@ RESULTS = ROOT / "bench" / "results"
 MESSAGES = int(os.environ.get("BENCH_MESSAGES", "3000"))
 RUNS = int(os.environ.get("BENCH_RUNS", "3"))
 SESSIONS = 20
-TOKEN = "bench-token-0123456789"
+TOKEN = "bench-token-0123456789"  # noqa: S105 - the throwaway token of a benchmark server
 
 
 def free_port() -> int:
@@ -61,7 +58,7 @@ def wait_port(port: int, timeout: float = 20.0) -> None:
 
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
+    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
 
 
 def rss_kib(pid: int) -> int:
@@ -79,7 +76,8 @@ class Sink:
         self.out = (work / "sink.out").open("wb")
         self.proc = subprocess.Popen(
             ["smtp-sink", "-u", "nobody", "-c", f"127.0.0.1:{self.port}", "1024"],
-            stdout=self.out, stderr=subprocess.STDOUT,
+            stdout=self.out,
+            stderr=subprocess.STDOUT,
         )
         self.path = work / "sink.out"
         wait_port(self.port)
@@ -120,6 +118,8 @@ class Contestant:
     port: int
     stop: Callable[[], None] = lambda: None
     pid: int | None = None
+    http: int | None = None
+    """The HTTP port, for contestants that have one (sendguard)."""
 
 
 @dataclass
@@ -137,32 +137,49 @@ class Report:
 # contestants -------------------------------------------------------------------------------
 def start_bare(sink: Sink) -> Contestant:
     port = free_port()
-    proc = subprocess.Popen([sys.executable, str(ROOT / "bench" / "bare_relay.py"), str(port),
-                             str(sink.port), "20"], stdout=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "bench" / "bare_relay.py"), str(port), str(sink.port), "20"],
+        stdout=subprocess.DEVNULL,
+    )
     wait_port(port)
-    return Contestant("bare relay", port, lambda: (proc.terminate(), proc.wait(10)), proc.pid)
+
+    def stop() -> None:
+        proc.terminate()
+        proc.wait(10)
+
+    return Contestant("bare relay", port, stop, proc.pid)
 
 
 def sendguard_config(work: Path, sink: Sink, store: dict[str, Any] | None = None) -> dict[str, Any]:
-    config = yaml.safe_load((ROOT / "config" / "sendguard.yaml").read_text())
+    config: dict[str, Any] = yaml.safe_load((ROOT / "config" / "sendguard.yaml").read_text())
     config["smtp"]["listen"] = f"127.0.0.1:{free_port()}"
     config["http"]["listen"] = f"127.0.0.1:{free_port()}"
     config["http"]["api_tokens"] = [TOKEN]
-    config["upstream"] = {"kind": "smtp", "host": "127.0.0.1", "port": sink.port,
-                          "starttls": "never", "pool_size": 20}
+    config["upstream"] = {
+        "kind": "smtp",
+        "host": "127.0.0.1",
+        "port": sink.port,
+        "starttls": "never",
+        "pool_size": 20,
+    }
     if store is not None:
         config["store"] = store
     (work / "sendguard.yaml").write_text(yaml.safe_dump(config))
     return config
 
 
-def start_sendguard(work: Path, sink: Sink, store: dict[str, Any] | None = None,
-                    name: str = "sendguard") -> Contestant:
+def start_sendguard(
+    work: Path, sink: Sink, store: dict[str, Any] | None = None, name: str = "sendguard"
+) -> Contestant:
     work.mkdir(parents=True, exist_ok=True)
     config = sendguard_config(work, sink, store)
     log = (work / "sendguard.log").open("wb")
-    proc = subprocess.Popen([str(BIN / "sendguard"), "serve", "--config", "sendguard.yaml"],
-                            cwd=work, stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [str(BIN / "sendguard"), "serve", "--config", "sendguard.yaml"],
+        cwd=work,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     port = int(config["smtp"]["listen"].rsplit(":", 1)[1])
     wait_port(int(config["http"]["listen"].rsplit(":", 1)[1]))
 
@@ -171,9 +188,8 @@ def start_sendguard(work: Path, sink: Sink, store: dict[str, Any] | None = None,
         proc.wait(20)
         log.close()
 
-    contestant = Contestant(name, port, stop, proc.pid)
-    contestant.http = int(config["http"]["listen"].rsplit(":", 1)[1])  # type: ignore[attr-defined]
-    return contestant
+    http = int(config["http"]["listen"].rsplit(":", 1)[1])
+    return Contestant(name, port, stop, proc.pid, http)
 
 
 def start_postfix(work: Path, sink: Sink) -> Contestant:
@@ -188,32 +204,54 @@ def start_postfix(work: Path, sink: Sink) -> Contestant:
     port = free_port()
     shutil.copy("/etc/postfix/master.cf", conf / "master.cf")
     services = (conf / "master.cf").read_text()
-    services = re.sub(r"^smtp\s+inet\s.*$", f"127.0.0.1:{port} inet n - n - - smtpd",
-                      services, count=1, flags=re.MULTILINE)
+    services = re.sub(
+        r"^smtp\s+inet\s.*$",
+        f"127.0.0.1:{port} inet n - n - - smtpd",
+        services,
+        count=1,
+        flags=re.MULTILINE,
+    )
     (conf / "master.cf").write_text(services)
-    (conf / "main.cf").write_text("\n".join([
-        "compatibility_level = 3.6",
-        f"queue_directory = {queue}",
-        f"data_directory = {data}",
-        "mail_owner = postfix", "setgid_group = postdrop",
-        "inet_interfaces = 127.0.0.1", "inet_protocols = ipv4",
-        "myhostname = bench.localdomain", "mydestination =", "local_recipient_maps =",
-        "mynetworks = 127.0.0.0/8", f"relayhost = [127.0.0.1]:{sink.port}",
-        "smtp_tls_security_level = none", "smtpd_tls_security_level = none",
-        "alias_maps =", "alias_database =", "biff = no",
-        "default_process_limit = 100", "smtp_destination_concurrency_limit = 20",
-        "default_destination_concurrency_limit = 20", "smtpd_client_connection_count_limit = 0",
-        "smtpd_client_connection_rate_limit = 0", "maillog_file = /dev/stdout",
-        "",
-    ]))
+    (conf / "main.cf").write_text(
+        "\n".join(
+            [
+                "compatibility_level = 3.6",
+                f"queue_directory = {queue}",
+                f"data_directory = {data}",
+                "mail_owner = postfix",
+                "setgid_group = postdrop",
+                "inet_interfaces = 127.0.0.1",
+                "inet_protocols = ipv4",
+                "myhostname = bench.localdomain",
+                "mydestination =",
+                "local_recipient_maps =",
+                "mynetworks = 127.0.0.0/8",
+                f"relayhost = [127.0.0.1]:{sink.port}",
+                "smtp_tls_security_level = none",
+                "smtpd_tls_security_level = none",
+                "alias_maps =",
+                "alias_database =",
+                "biff = no",
+                "default_process_limit = 100",
+                "smtp_destination_concurrency_limit = 20",
+                "default_destination_concurrency_limit = 20",
+                "smtpd_client_connection_count_limit = 0",
+                "smtpd_client_connection_rate_limit = 0",
+                "maillog_file = /dev/stdout",
+                "",
+            ]
+        )
+    )
     # Postfix runs an alternate configuration only if the default one names it.
     subprocess.run(["postconf", "-e", f"alternate_config_directories = {conf}"], check=True)
-    subprocess.run(["postfix", "-c", str(conf), "set-permissions"], check=False,
-                   capture_output=True)
+    subprocess.run(
+        ["postfix", "-c", str(conf), "set-permissions"], check=False, capture_output=True
+    )
     # In the foreground, logging to stdout: no syslog or postlogd needed on this machine.
     log = (work / "postfix.log").open("wb")
-    master = subprocess.Popen(["postfix", "-c", str(conf), "start-fg"], stdout=log,
-                              stderr=subprocess.STDOUT)
+    master = subprocess.Popen(
+        ["postfix", "-c", str(conf), "start-fg"], stdout=log, stderr=subprocess.STDOUT
+    )
     wait_port(port)
 
     def stop() -> None:
@@ -236,27 +274,45 @@ def throughput(sink: Sink, port: int, messages: int, size: int, reuse: bool) -> 
     """
     sink.settle()
     before = sink.count()
-    args = ["smtp-source", "-s", str(SESSIONS), "-m", str(messages), "-l", str(size), "-N",
-            "-f", "bench@example.com", "-t", f"run{next(_RUN)}@example.org"]
+    args = [
+        "smtp-source",
+        "-s",
+        str(SESSIONS),
+        "-m",
+        str(messages),
+        "-l",
+        str(size),
+        "-N",
+        "-f",
+        "bench@example.com",
+        "-t",
+        f"run{next(_RUN)}@example.org",
+    ]
     if reuse:
         args.append("-d")
     started = time.monotonic()
-    out = subprocess.run([*args, f"127.0.0.1:{port}"], capture_output=True, text=True,
-                         timeout=600, check=False)
+    out = subprocess.run(
+        [*args, f"127.0.0.1:{port}"], capture_output=True, text=True, timeout=600, check=False
+    )
     got = sink.wait(before + messages, timeout=300) - before
     seconds = time.monotonic() - started
     ok = out.returncode == 0 and got == messages
-    return {"messages": messages, "received": got, "seconds": round(seconds, 3),
-            "rate": round(messages / seconds, 1) if ok else 0.0, "ok": ok,
-            "error": None if ok else (out.stderr.strip()[-300:] or f"sink got {got}")}
+    return {
+        "messages": messages,
+        "received": got,
+        "seconds": round(seconds, 3),
+        "rate": round(messages / seconds, 1) if ok else 0.0,
+        "ok": ok,
+        "error": None if ok else (out.stderr.strip()[-300:] or f"sink got {got}"),
+    }
 
 
-def median_rate(sink: Sink, port: int, reuse: bool, size: int = 2048,
-                messages: int = MESSAGES) -> dict[str, Any]:
+def median_rate(
+    sink: Sink, port: int, reuse: bool, size: int = 2048, messages: int = MESSAGES
+) -> dict[str, Any]:
     runs = [throughput(sink, port, messages, size, reuse) for _ in range(RUNS)]
     rates = [r["rate"] for r in runs]
-    return {"median": statistics.median(rates), "runs": runs,
-            "ok": all(r["ok"] for r in runs)}
+    return {"median": statistics.median(rates), "runs": runs, "ok": all(r["ok"] for r in runs)}
 
 
 def probe(port: int, count: int, stop: threading.Event | None = None) -> list[float]:
@@ -279,10 +335,26 @@ def latency_under_load(sink: Sink, port: int, rate: float) -> list[float]:
     sessions = 10
     wait = max(0.0, sessions / max(rate, 1.0))
     load = subprocess.Popen(
-        ["smtp-source", "-s", str(sessions), "-m", "100000", "-l", "2048", "-N", "-d",
-         "-w", f"{wait:.4f}", "-f", "load@example.com", "-t", "load@example.org",
-         f"127.0.0.1:{port}"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            "smtp-source",
+            "-s",
+            str(sessions),
+            "-m",
+            "100000",
+            "-l",
+            "2048",
+            "-N",
+            "-d",
+            "-w",
+            f"{wait:.4f}",
+            "-f",
+            "load@example.com",
+            "-t",
+            "load@example.org",
+            f"127.0.0.1:{port}",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     try:
         time.sleep(1.0)
@@ -295,18 +367,31 @@ def latency_under_load(sink: Sink, port: int, rate: float) -> list[float]:
 def http_load(http_port: int, work: Path) -> dict[str, Any]:
     script = work / "post.lua"
     script.write_text(
-        'counter = 0\n'
-        'request = function()\n'
-        '  counter = counter + 1\n'
+        "counter = 0\n"
+        "request = function()\n"
+        "  counter = counter + 1\n"
         '  local body = string.format(\'{"from": "bench@example.com", "to": ["h%d-%d@example.org"],'
         ' "subject": "bench", "text": "hello"}\', math.random(1, 1000000000), counter)\n'
         '  return wrk.format("POST", "/v1/messages", {["Content-Type"] = "application/json",'
         f' ["Authorization"] = "Bearer {TOKEN}"}}, body)\n'
-        'end\n'
+        "end\n"
     )
-    out = subprocess.run(["wrk", "-t2", "-c50", "-d10s", "--latency", "-s", str(script),
-                          f"http://127.0.0.1:{http_port}"], capture_output=True, text=True,
-                         timeout=120, check=False)
+    out = subprocess.run(
+        [
+            "wrk",
+            "-t2",
+            "-c50",
+            "-d10s",
+            "--latency",
+            "-s",
+            str(script),
+            f"http://127.0.0.1:{http_port}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     text = out.stdout
     rate = re.search(r"Requests/sec:\s+([\d.]+)", text)
     p99 = re.search(r"99%\s+([\d.]+)(us|ms|s)", text)
@@ -325,8 +410,13 @@ def policy_cost(work: Path, sizes: list[int]) -> dict[int, float]:
     script = ROOT / "bench" / "policy_cost.py"
     costs = {}
     for n in sizes:
-        out = subprocess.run([sys.executable, str(script), str(work / f"policy-{n}.db"), str(n)],
-                             capture_output=True, text=True, timeout=900, check=True)
+        out = subprocess.run(
+            [sys.executable, str(script), str(work / f"policy-{n}.db"), str(n)],
+            capture_output=True,
+            text=True,
+            timeout=900,
+            check=True,
+        )
         costs[n] = float(out.stdout.strip().splitlines()[-1])
         print(f"  policy cost with {n:>9,} prior deliveries: {costs[n]:.1f} µs", flush=True)
     return costs
@@ -357,8 +447,9 @@ def memory_per_delayed(contestant: Contestant, total: int = 100_000) -> float:
     def batch(worker: int) -> None:
         with smtplib.SMTP("127.0.0.1", contestant.port, timeout=120) as client:
             for m in range(worker, total // 100, 4):
-                client.sendmail("mem@example.com",
-                                [f"m{m}-{r}@example.org" for r in range(100)], body)
+                client.sendmail(
+                    "mem@example.com", [f"m{m}-{r}@example.org" for r in range(100)], body
+                )
 
     threads = [threading.Thread(target=batch, args=(w,)) for w in range(4)]
     for t in threads:
@@ -379,133 +470,211 @@ def running(contestant: Contestant) -> Iterator[Contestant]:
         contestant.stop()
 
 
+MODES = {"one message per connection": False, "connection reuse (-d)": True}
+Rate = Callable[[str, str], float]
+
+
+def git_commit() -> str:
+    out = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        check=False,
+    )
+    return out.stdout.strip() or "unknown"
+
+
+def machine_info() -> dict[str, Any]:
+    return {
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "kernel": platform.release(),
+        "machine": platform.machine(),
+        "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
+    }
+
+
+def bench_throughput(report: Report, sink: Sink, work: Path) -> Rate:
+    """Every contestant in both connection modes; returns the median rate of each."""
+    table: dict[str, dict[str, Any]] = {}
+    contestants: list[Callable[[], Contestant]] = [
+        lambda: Contestant("direct to sink", sink.port),
+        lambda: start_bare(sink),
+        lambda: start_postfix(work, sink),
+        lambda: start_sendguard(work / "sg-sqlite", sink),
+    ]
+    for make in contestants:
+        try:
+            contestant = make()
+        except (OSError, RuntimeError, subprocess.SubprocessError) as exc:
+            report.notes.append(f"a contestant did not start: {exc}")
+            print(f"  not started: {exc}", flush=True)
+            continue
+        with running(contestant):
+            print(f"{contestant.name}:", flush=True)
+            table[contestant.name] = {}
+            for mode, reuse in MODES.items():
+                result = median_rate(sink, contestant.port, reuse)
+                table[contestant.name][mode] = result
+                print(
+                    f"  {mode}: {result['median']:.0f} msg/s"
+                    f"{'' if result['ok'] else ' (FAILED RUN: lost or doubled)'}",
+                    flush=True,
+                )
+    report.results["throughput"] = table
+
+    def rate(name: str, mode: str) -> float:
+        entry = table.get(name, {}).get(mode)
+        return float(entry["median"]) if entry and entry["ok"] else 0.0
+
+    for mode in MODES:
+        sg, bare, pf = rate("sendguard", mode), rate("bare relay", mode), rate("postfix", mode)
+        report.target(
+            f"throughput vs Postfix ({mode})",
+            f"{sg:.0f} / {pf:.0f} = {sg / pf:.2f}x (want >= 1.5x)"
+            if pf
+            else "Postfix not measured",
+            sg >= 1.5 * pf if pf and sg else None,
+        )
+        report.target(
+            f"throughput vs bare relay ({mode})",
+            f"{sg:.0f} / {bare:.0f} = {sg / bare:.2f}x (want >= 0.8x)"
+            if bare
+            else "bare relay not measured",
+            sg >= 0.8 * bare if bare and sg else None,
+        )
+    return rate
+
+
+def bench_latency(report: Report, sink: Sink, work: Path, rate: Rate) -> None:
+    print("latency (serial prober):", flush=True)
+    latency: dict[str, Any] = {}
+    direct = probe(sink.port, 500)
+    latency["direct"] = {"p50": percentile(direct, 50), "p99": percentile(direct, 99)}
+    starters: list[tuple[str, Callable[[], Contestant]]] = [
+        ("bare relay", lambda: start_bare(sink)),
+        ("sendguard", lambda: start_sendguard(work / "sg-latency", sink)),
+    ]
+    for label, make in starters:
+        with running(make()) as c:
+            idle = probe(c.port, 500)
+            max_rate = rate(label, "connection reuse (-d)") or 500.0
+            loaded = latency_under_load(sink, c.port, max_rate * 0.5)
+            latency[label] = {
+                "idle_p50": percentile(idle, 50),
+                "idle_p99": percentile(idle, 99),
+                "load_p50": percentile(loaded, 50),
+                "load_p99": percentile(loaded, 99),
+            }
+            print(
+                f"  {label}: idle p50 {latency[label]['idle_p50']:.2f} ms, p99 "
+                f"{latency[label]['idle_p99']:.2f} ms; at 50% load p50 "
+                f"{latency[label]['load_p50']:.2f} ms, p99 {latency[label]['load_p99']:.2f} ms",
+                flush=True,
+            )
+    report.results["latency_ms"] = latency
+    added50 = latency["sendguard"]["idle_p50"] - latency["direct"]["p50"]
+    added99 = latency["sendguard"]["idle_p99"] - latency["direct"]["p99"]
+    report.target("added latency at idle p50", f"{added50:.2f} ms (want <= 1.2 ms)", added50 <= 1.2)
+    report.target("added latency at idle p99", f"{added99:.2f} ms (want <= 2.5 ms)", added99 <= 2.5)
+
+
+def bench_http_and_size(report: Report, sink: Sink, work: Path) -> None:
+    """HTTP, large messages and memory: one sendguard each."""
+    with running(start_sendguard(work / "sg-http", sink)) as c:
+        print("HTTP POST /v1/messages, 50 clients:", flush=True)
+        assert c.http is not None
+        http = http_load(c.http, work)
+        report.results["http"] = http
+        print(
+            f"  {http['rps']:.0f} req/s, p99 {http['p99_ms']} ms, non-2xx {http['non_2xx']}",
+            flush=True,
+        )
+        report.target(
+            "HTTP durable req/s",
+            f"{http['rps']:.0f} (want >= 5000)",
+            http["rps"] >= 5000 and http["non_2xx"] == 0,
+        )
+        report.target(
+            "HTTP p99",
+            f"{http['p99_ms']} ms (want <= 20 ms)",
+            http["p99_ms"] is not None and http["p99_ms"] <= 20,
+        )
+        large = throughput(sink, c.port, 500, 102_400, reuse=True)
+        report.results["large_100k"] = large
+        print(f"  100 KB messages: {large['rate']:.0f} msg/s", flush=True)
+        report.target(
+            "100 KB throughput",
+            f"{large['rate']:.0f} msg/s (want >= 200)",
+            large["ok"] and large["rate"] >= 200,
+        )
+        p99 = small_p99_during_big(c.port)
+        report.results["small_p99_during_20mb_ms"] = p99
+        print(f"  small-message p99 while a 20 MB message arrives: {p99:.1f} ms", flush=True)
+        report.target(
+            "small p99 during a 20 MB message", f"{p99:.1f} ms (want <= 50 ms)", p99 <= 50
+        )
+    with running(start_sendguard(work / "sg-memory", sink)) as c:
+        per = memory_per_delayed(c)
+        report.results["rss_bytes_per_delayed_delivery"] = per
+        print(f"  RSS per delayed delivery: {per:.0f} bytes", flush=True)
+        report.target("RSS per delayed delivery", f"{per:.0f} B (want <= 4096 B)", per <= 4096)
+
+
+def bench_policy_cost(report: Report, work: Path) -> None:
+    print("policy cost (all six built-in policies):", flush=True)
+    sizes = [1_000, 100_000, 1_000_000]
+    costs = policy_cost(work, sizes)
+    report.results["policy_cost_us"] = {str(k): v for k, v in costs.items()}
+    report.target(
+        "policy cost at 10^6 history",
+        f"{costs[sizes[-1]]:.0f} µs (want <= 150 µs)",
+        costs[sizes[-1]] <= 150,
+    )
+    flat = costs[sizes[-1]] / costs[sizes[0]]
+    report.target("policy cost flat 10^3 -> 10^6", f"{flat:.2f}x (want <= 1.5x)", flat <= 1.5)
+
+
+def bench_postgres(report: Report, sink: Sink, work: Path) -> None:
+    """sendguard on PostgreSQL beside SQLite."""
+    pg = os.environ.get("BENCH_PG", "postgresql://postgres@127.0.0.1:5432/test")
+    schema = f"bench_{int(time.time())}"
+    try:
+        c = start_sendguard(
+            work / "sg-pg", sink, {"url": pg, "schema": schema}, name="sendguard (PostgreSQL)"
+        )
+    except (OSError, RuntimeError) as exc:
+        report.notes.append(f"PostgreSQL not measured: {exc}")
+        return
+    with running(c):
+        pg_table = {mode: median_rate(sink, c.port, reuse) for mode, reuse in MODES.items()}
+        report.results["throughput_postgres"] = pg_table
+        for mode, result in pg_table.items():
+            print(f"  sendguard (PostgreSQL) {mode}: {result['median']:.0f} msg/s", flush=True)
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        subprocess.run(
+            ["psql", pg, "-qc", f"DROP SCHEMA IF EXISTS {schema} CASCADE"],
+            capture_output=True,
+            check=False,
+            timeout=60,
+        )
+
+
 def main() -> int:
     report = Report()
     started = time.monotonic()
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                            text=True, cwd=ROOT, check=False).stdout.strip() or "unknown"
-    machine = {"cpus": os.cpu_count(), "python": platform.python_version(),
-               "kernel": platform.release(), "machine": platform.machine(),
-               "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)}
+    commit = git_commit()
+    machine = machine_info()
     report.results["machine"] = machine
     work = Path(tempfile.mkdtemp(prefix="sendguard-bench-"))
     sink = Sink(work)
     try:
-        modes = {"one message per connection": False, "connection reuse (-d)": True}
-        table: dict[str, dict[str, Any]] = {}
-        contestants: list[Callable[[], Contestant]] = [
-            lambda: Contestant("direct to sink", sink.port),
-            lambda: start_bare(sink),
-            lambda: start_postfix(work, sink),
-            lambda: start_sendguard(work / "sg-sqlite", sink),
-        ]
-        for make in contestants:
-            try:
-                contestant = make()
-            except (OSError, RuntimeError, subprocess.SubprocessError) as exc:
-                report.notes.append(f"a contestant did not start: {exc}")
-                print(f"  not started: {exc}", flush=True)
-                continue
-            with running(contestant):
-                print(f"{contestant.name}:", flush=True)
-                table[contestant.name] = {}
-                for mode, reuse in modes.items():
-                    result = median_rate(sink, contestant.port, reuse)
-                    table[contestant.name][mode] = result
-                    print(f"  {mode}: {result['median']:.0f} msg/s"
-                          f"{'' if result['ok'] else ' (FAILED RUN: lost or doubled)'}", flush=True)
-        report.results["throughput"] = table
-
-        def rate(name: str, mode: str) -> float:
-            entry = table.get(name, {}).get(mode)
-            return float(entry["median"]) if entry and entry["ok"] else 0.0
-
-        for mode in modes:
-            sg, bare, pf = rate("sendguard", mode), rate("bare relay", mode), rate("postfix", mode)
-            report.target(f"throughput vs Postfix ({mode})",
-                          f"{sg:.0f} / {pf:.0f} = {sg / pf:.2f}x (want >= 1.5x)" if pf else "Postfix not measured",
-                          sg >= 1.5 * pf if pf and sg else None)
-            report.target(f"throughput vs bare relay ({mode})",
-                          f"{sg:.0f} / {bare:.0f} = {sg / bare:.2f}x (want >= 0.8x)" if bare else "bare relay not measured",
-                          sg >= 0.8 * bare if bare and sg else None)
-
-        # latency
-        print("latency (serial prober):", flush=True)
-        latency: dict[str, Any] = {}
-        direct = probe(sink.port, 500)
-        latency["direct"] = {"p50": percentile(direct, 50), "p99": percentile(direct, 99)}
-        for label, make in (("bare relay", lambda: start_bare(sink)),
-                            ("sendguard", lambda: start_sendguard(work / "sg-latency", sink))):
-            with running(make()) as c:
-                idle = probe(c.port, 500)
-                max_rate = rate(label, "connection reuse (-d)") or 500.0
-                loaded = latency_under_load(sink, c.port, max_rate * 0.5)
-                latency[label] = {"idle_p50": percentile(idle, 50), "idle_p99": percentile(idle, 99),
-                                  "load_p50": percentile(loaded, 50), "load_p99": percentile(loaded, 99)}
-                print(f"  {label}: idle p50 {latency[label]['idle_p50']:.2f} ms, p99 "
-                      f"{latency[label]['idle_p99']:.2f} ms; at 50% load p50 "
-                      f"{latency[label]['load_p50']:.2f} ms, p99 {latency[label]['load_p99']:.2f} ms",
-                      flush=True)
-        report.results["latency_ms"] = latency
-        added50 = latency["sendguard"]["idle_p50"] - latency["direct"]["p50"]
-        added99 = latency["sendguard"]["idle_p99"] - latency["direct"]["p99"]
-        report.target("added latency at idle p50", f"{added50:.2f} ms (want <= 1.2 ms)", added50 <= 1.2)
-        report.target("added latency at idle p99", f"{added99:.2f} ms (want <= 2.5 ms)", added99 <= 2.5)
-
-        # HTTP, large messages, memory: one sendguard
-        with running(start_sendguard(work / "sg-http", sink)) as c:
-            print("HTTP POST /v1/messages, 50 clients:", flush=True)
-            http = http_load(c.http, work)  # type: ignore[attr-defined]
-            report.results["http"] = http
-            print(f"  {http['rps']:.0f} req/s, p99 {http['p99_ms']} ms, non-2xx {http['non_2xx']}",
-                  flush=True)
-            report.target("HTTP durable req/s", f"{http['rps']:.0f} (want >= 5000)",
-                          http["rps"] >= 5000 and http["non_2xx"] == 0)
-            report.target("HTTP p99", f"{http['p99_ms']} ms (want <= 20 ms)",
-                          http["p99_ms"] is not None and http["p99_ms"] <= 20)
-            large = throughput(sink, c.port, 500, 102_400, reuse=True)
-            report.results["large_100k"] = large
-            print(f"  100 KB messages: {large['rate']:.0f} msg/s", flush=True)
-            report.target("100 KB throughput", f"{large['rate']:.0f} msg/s (want >= 200)",
-                          large["ok"] and large["rate"] >= 200)
-            p99 = small_p99_during_big(c.port)
-            report.results["small_p99_during_20mb_ms"] = p99
-            print(f"  small-message p99 while a 20 MB message arrives: {p99:.1f} ms", flush=True)
-            report.target("small p99 during a 20 MB message", f"{p99:.1f} ms (want <= 50 ms)",
-                          p99 <= 50)
-        with running(start_sendguard(work / "sg-memory", sink)) as c:
-            per = memory_per_delayed(c)
-            report.results["rss_bytes_per_delayed_delivery"] = per
-            print(f"  RSS per delayed delivery: {per:.0f} bytes", flush=True)
-            report.target("RSS per delayed delivery", f"{per:.0f} B (want <= 4096 B)", per <= 4096)
-
-        # policy cost
-        print("policy cost (all six built-in policies):", flush=True)
-        sizes = [1_000, 100_000, 1_000_000]
-        costs = policy_cost(work, sizes)
-        report.results["policy_cost_us"] = {str(k): v for k, v in costs.items()}
-        report.target("policy cost at 10^6 history", f"{costs[sizes[-1]]:.0f} µs (want <= 150 µs)",
-                      costs[sizes[-1]] <= 150)
-        flat = costs[sizes[-1]] / costs[sizes[0]]
-        report.target("policy cost flat 10^3 -> 10^6", f"{flat:.2f}x (want <= 1.5x)", flat <= 1.5)
-
-        # PostgreSQL beside SQLite
-        pg = os.environ.get("BENCH_PG", "postgresql://postgres@127.0.0.1:5432/test")
-        schema = f"bench_{int(time.time())}"
-        try:
-            c = start_sendguard(work / "sg-pg", sink, {"url": pg, "schema": schema},
-                                name="sendguard (PostgreSQL)")
-        except (OSError, RuntimeError) as exc:
-            report.notes.append(f"PostgreSQL not measured: {exc}")
-        else:
-            with running(c):
-                pg_table = {mode: median_rate(sink, c.port, reuse) for mode, reuse in modes.items()}
-                report.results["throughput_postgres"] = pg_table
-                for mode, result in pg_table.items():
-                    print(f"  sendguard (PostgreSQL) {mode}: {result['median']:.0f} msg/s", flush=True)
-            with contextlib.suppress(OSError, subprocess.SubprocessError):
-                subprocess.run(["psql", pg, "-qc", f"DROP SCHEMA IF EXISTS {schema} CASCADE"],
-                               capture_output=True, check=False, timeout=60)
+        rate = bench_throughput(report, sink, work)
+        bench_latency(report, sink, work, rate)
+        bench_http_and_size(report, sink, work)
+        bench_policy_cost(report, work)
+        bench_postgres(report, sink, work)
     finally:
         sink.stop()
         shutil.rmtree(work, ignore_errors=True)
@@ -518,42 +687,83 @@ def write_report(report: Report, commit: str, machine: dict[str, Any]) -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(UTC).strftime("%Y-%m-%d")
     base = RESULTS / f"{stamp}-{commit}"
-    payload = {**report.results, "commit": commit, "date": stamp,
-               "targets": [{"target": n, "detail": d, "holds": h} for n, d, h in report.targets],
-               "notes": report.notes}
+    payload = {
+        **report.results,
+        "commit": commit,
+        "date": stamp,
+        "targets": [{"target": n, "detail": d, "holds": h} for n, d, h in report.targets],
+        "notes": report.notes,
+    }
     base.with_suffix(".json").write_text(json.dumps(payload, indent=2, default=str))
-    lines = [f"# sendguard benchmark {stamp} ({commit})", "",
-             f"Machine: {machine['cpus']} CPUs, {machine['memory_gib']} GiB, {machine['machine']},"
-             f" Linux {machine['kernel']}, Python {machine['python']}; everything on loopback.",
-             f"{MESSAGES} messages of 2 KB per run, each to a distinct recipient, {SESSIONS} sessions,"
-             f" median of {RUNS} runs; counted at Postfix's smtp-sink.", "",
-             "## Targets", "", "| target | measured | holds |", "| --- | --- | --- |"]
+    lines = [
+        f"# sendguard benchmark {stamp} ({commit})",
+        "",
+        f"Machine: {machine['cpus']} CPUs, {machine['memory_gib']} GiB, {machine['machine']},"
+        f" Linux {machine['kernel']}, Python {machine['python']}; everything on loopback.",
+        f"{MESSAGES} messages of 2 KB per run, each to a distinct recipient, {SESSIONS} sessions,"
+        f" median of {RUNS} runs; counted at Postfix's smtp-sink.",
+        "",
+        "## Targets",
+        "",
+        "| target | measured | holds |",
+        "| --- | --- | --- |",
+    ]
     for name, detail, holds in report.targets:
-        lines.append(f"| {name} | {detail} | {dict([(True, 'yes'), (False, '**no**'), (None, 'not measured')])[holds]} |")
-    lines += ["", "## End-to-end throughput (msg/s, median)", "",
-              "| contestant | one per connection | connection reuse |", "| --- | --- | --- |"]
-    throughput_table = {**report.results.get("throughput", {}),
-                        **({"sendguard (PostgreSQL)": report.results["throughput_postgres"]}
-                           if "throughput_postgres" in report.results else {})}
+        verdict = {True: "yes", False: "**no**", None: "not measured"}[holds]
+        lines.append(f"| {name} | {detail} | {verdict} |")
+    lines += [
+        "",
+        "## End-to-end throughput (msg/s, median)",
+        "",
+        "| contestant | one per connection | connection reuse |",
+        "| --- | --- | --- |",
+    ]
+    throughput_table = {
+        **report.results.get("throughput", {}),
+        **(
+            {"sendguard (PostgreSQL)": report.results["throughput_postgres"]}
+            if "throughput_postgres" in report.results
+            else {}
+        ),
+    }
     for name, modes in throughput_table.items():
-        cells = [f"{m['median']:.0f}" + ("" if m["ok"] else " (failed run)") for m in modes.values()]
+        cells = [
+            f"{m['median']:.0f}" + ("" if m["ok"] else " (failed run)") for m in modes.values()
+        ]
         lines.append(f"| {name} | {' | '.join(cells)} |")
     latency = report.results.get("latency_ms", {})
     if latency:
-        lines += ["", "## Latency to the 250 (ms, serial prober)", "",
-                  f"direct to sink: p50 {latency['direct']['p50']:.2f}, p99 {latency['direct']['p99']:.2f}", ""]
+        lines += [
+            "",
+            "## Latency to the 250 (ms, serial prober)",
+            "",
+            f"direct to sink: p50 {latency['direct']['p50']:.2f},"
+            f" p99 {latency['direct']['p99']:.2f}",
+            "",
+        ]
         for name in ("bare relay", "sendguard"):
             if name in latency:
                 v = latency[name]
-                lines.append(f"- {name}: idle p50 {v['idle_p50']:.2f} / p99 {v['idle_p99']:.2f};"
-                             f" at 50% load p50 {v['load_p50']:.2f} / p99 {v['load_p99']:.2f}")
+                lines.append(
+                    f"- {name}: idle p50 {v['idle_p50']:.2f} / p99 {v['idle_p99']:.2f};"
+                    f" at 50% load p50 {v['load_p50']:.2f} / p99 {v['load_p99']:.2f}"
+                )
     if "http" in report.results:
         h = report.results["http"]
-        lines += ["", f"HTTP `POST /v1/messages` (50 clients, wrk): {h['rps']:.0f} req/s, p99 {h['p99_ms']} ms,"
-                  f" non-2xx {h['non_2xx']}."]
+        lines += [
+            "",
+            f"HTTP `POST /v1/messages` (50 clients, wrk): {h['rps']:.0f} req/s,"
+            f" p99 {h['p99_ms']} ms,"
+            f" non-2xx {h['non_2xx']}.",
+        ]
     if "policy_cost_us" in report.results:
-        lines += ["", "Policy cost, all six built-in policies, µs per delivery: " + ", ".join(
-            f"{int(k):,} prior: {v:.1f}" for k, v in report.results["policy_cost_us"].items())]
+        lines += [
+            "",
+            "Policy cost, all six built-in policies, µs per delivery: "
+            + ", ".join(
+                f"{int(k):,} prior: {v:.1f}" for k, v in report.results["policy_cost_us"].items()
+            ),
+        ]
     if report.notes:
         lines += ["", "## Notes", ""] + [f"- {n}" for n in report.notes]
     lines += ["", f"Run time: {report.results.get('seconds')} s.", ""]

@@ -34,7 +34,7 @@ from sendguard.errors import InvalidMessage
 from sendguard.fields import parse_requirement
 from sendguard.message import Delivery, Match, OnTimeout, Requirement
 from sendguard.phrasing import human_duration, human_time
-from sendguard.policy import Lookback, PolicyContext
+from sendguard.policy import Lookback, PolicyContext, PolicyOptions
 from sendguard.store.base import Fact
 from sendguard.verdict import Verdict
 
@@ -75,10 +75,8 @@ class CampaignPremises(BaseModel):
         return _premises(values, "unless")
 
 
-class ContextOptions(BaseModel):
+class ContextOptions(PolicyOptions):
     """Options of the context policy."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     max_wait: Duration = timedelta(hours=24)
     on_timeout: Literal["hold", "drop", "forward"] = "hold"

@@ -19,12 +19,12 @@ import re
 from datetime import timedelta
 from typing import ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 
 from sendguard.duration import Duration
 from sendguard.message import Delivery, MessageClass
 from sendguard.phrasing import human_duration, human_time
-from sendguard.policy import Lookback, PolicyContext
+from sendguard.policy import Lookback, PolicyContext, PolicyOptions
 from sendguard.store.base import EventType
 from sendguard.verdict import Verdict
 
@@ -41,10 +41,8 @@ NOT_ENGAGEMENT = frozenset(
 _TYPE_NAME = re.compile(r"[a-z][a-z0-9_.-]{0,63}")
 
 
-class FatigueOptions(BaseModel):
+class FatigueOptions(PolicyOptions):
     """Options of the fatigue policy."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     throttle_after: int = Field(default=5, gt=0)
     sunset_after: int = Field(default=10, gt=0)

@@ -21,7 +21,7 @@ from sendguard.address import domain_of
 from sendguard.duration import Duration
 from sendguard.message import Delivery, MessageClass
 from sendguard.phrasing import human_duration, human_time
-from sendguard.policy import Lookback, PolicyContext
+from sendguard.policy import Lookback, PolicyContext, PolicyOptions
 from sendguard.verdict import Verdict
 
 
@@ -67,10 +67,8 @@ class QuietHours(BaseModel):
         return self
 
 
-class FrequencyOptions(BaseModel):
+class FrequencyOptions(PolicyOptions):
     """Options of the frequency policy."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     caps: list[Cap] = Field(
         default_factory=lambda: [

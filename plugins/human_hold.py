@@ -35,7 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sendguard.duration import Duration
 from sendguard.message import Delivery, MessageClass
 from sendguard.phrasing import human_duration, human_time
-from sendguard.policy import Lookback, PolicyContext
+from sendguard.policy import Lookback, PolicyContext, PolicyOptions
 from sendguard.store.base import Approval, Campaign
 from sendguard.verdict import Verdict
 
@@ -62,10 +62,8 @@ def _campaign_then_fingerprint() -> list[BlastKey]:
     return ["campaign", "fingerprint"]
 
 
-class HumanHoldOptions(BaseModel):
+class HumanHoldOptions(PolicyOptions):
     """Options of the human_hold policy."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     hold_unapproved_campaigns: bool = True
     bind_approval_to_content: bool = True

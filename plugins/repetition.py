@@ -16,22 +16,20 @@ from collections.abc import Sequence
 from datetime import timedelta
 from typing import ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
 from sendguard.duration import Duration
 from sendguard.message import Delivery, MessageClass
 from sendguard.phrasing import human_duration, human_time
-from sendguard.policy import Lookback, PolicyContext
+from sendguard.policy import Lookback, PolicyContext, PolicyOptions
 from sendguard.store.base import EventType, HistoryEntry
 from sendguard.verdict import Verdict
 
 MatchKey = Literal["offer", "content", "campaign"]
 
 
-class RepetitionOptions(BaseModel):
+class RepetitionOptions(PolicyOptions):
     """Options of the repetition policy."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     limit: int = Field(default=2, gt=0)
     window: Duration = timedelta(days=30)

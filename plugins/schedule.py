@@ -4,18 +4,16 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel
 
 from sendguard.message import Delivery
 from sendguard.phrasing import human_time
-from sendguard.policy import PolicyContext
+from sendguard.policy import PolicyContext, PolicyOptions
 from sendguard.verdict import Verdict
 
 
-class ScheduleOptions(BaseModel):
+class ScheduleOptions(PolicyOptions):
     """The schedule policy has no options yet."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class SchedulePolicy:

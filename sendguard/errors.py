@@ -21,6 +21,21 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+__all__ = [
+    "ConfigError",
+    "ConfigProblem",
+    "Conflict",
+    "InvalidAddress",
+    "InvalidMessage",
+    "SendguardError",
+    "StoreError",
+    "StoreLocked",
+    "StoreUnavailable",
+    "UpstreamError",
+    "UpstreamPermanent",
+    "UpstreamTransient",
+]
+
 
 class SendguardError(Exception):
     """Base of every error sendguard raises on purpose."""

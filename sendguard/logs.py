@@ -1,7 +1,14 @@
 """Structured logs: JSON lines when not on a terminal, readable console output when on one.
 
-Every ingress binds `message_id` (and the dispatcher `delivery_id`) with structlog's
-contextvars, so every line logged while handling a message carries them.
+sendguard's own events and the standard library's records (aiosmtpd logs to `mail.log`,
+aiohttp to `aiohttp.*`, asyncio and `warnings` to theirs) leave through one handler whose
+structlog `ProcessorFormatter` renders them alike: with `log.format: json` every line is one
+JSON object with `event`, `level`, `timestamp` and `logger`, and an exception's traceback is
+the `exception` field, never lines of plain text.
+
+Event names are constants ("policy failed", "accepted"); the values go in fields. Every
+ingress binds `message_id` (and the dispatcher `delivery_id`) with structlog's contextvars, so
+every line logged while handling a message carries them.
 """
 
 from __future__ import annotations
@@ -11,6 +18,9 @@ import sys
 from typing import Literal
 
 import structlog
+from structlog.typing import EventDict, Processor, WrappedLogger
+
+__all__ = ["configure"]
 
 _LEVELS = {
     "debug": logging.DEBUG,
@@ -19,25 +29,58 @@ _LEVELS = {
     "error": logging.ERROR,
 }
 
+# Per-connection chatter of the libraries ("connection lost", every SMTP command line) is not
+# what operators need below `debug`; their warnings and errors always get through.
+_CHATTY = ("mail.log", "aiohttp.access", "aiohttp.server", "aiohttp.web", "asyncio")
+
+
+def _printable(_logger: WrappedLogger, _name: str, event_dict: EventDict) -> EventDict:
+    """Escape what a library copied from the wire into its message (aiosmtpd logs a TLS
+    ClientHello sent to the plain port as an unrecognised command) so no raw bytes reach
+    the log, whatever the renderer."""
+    event = event_dict.get("event")
+    if isinstance(event, str) and not event.isprintable():
+        event_dict["event"] = "".join(
+            c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in event
+        )
+    return event_dict
+
 
 def configure(level: str = "info", fmt: Literal["auto", "json", "console"] = "auto") -> None:
-    """Set up structlog for the process (called once, by the CLI)."""
+    """Set up structlog and the standard library's logging for the process (once, by the CLI)."""
     console = fmt == "console" or (fmt == "auto" and sys.stderr.isatty())
-    renderer: structlog.typing.Processor = (
-        structlog.dev.ConsoleRenderer() if console else structlog.processors.JSONRenderer()
-    )
+    shared: list[Processor] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.stdlib.add_logger_name,
+        structlog.stdlib.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
     structlog.configure(
-        processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            structlog.processors.format_exc_info if not console else structlog.dev.set_exc_info,
-            renderer,
-        ],
+        processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
         wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[level]),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=structlog.stdlib.LoggerFactory(),
         cache_logger_on_first_use=True,
     )
-    # Libraries that log through the standard library (aiosmtpd, aiohttp) stay quiet below
-    # warnings; their per-connection chatter is not what operators need.
-    logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(name)s: %(message)s")
+    renderer: list[Processor] = (
+        # The console renderer prints the traceback itself, readably, after the line.
+        [structlog.dev.ConsoleRenderer()]
+        if console
+        else [structlog.processors.format_exc_info, structlog.processors.JSONRenderer()]
+    )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[*shared, _printable],
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *renderer],
+        )
+    )
+    root = logging.getLogger()
+    for old in root.handlers[:]:
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(_LEVELS[level])
+    chatter = logging.DEBUG if level == "debug" else logging.WARNING
+    for name in _CHATTY:
+        logging.getLogger(name).setLevel(chatter)
+    # A warning (a deprecation in a dependency, say) becomes a log line like any other.
+    logging.captureWarnings(True)

@@ -18,6 +18,18 @@ from enum import StrEnum
 
 from sendguard.headers import Headers
 
+__all__ = [
+    "Delivery",
+    "DeliveryState",
+    "Match",
+    "Message",
+    "MessageClass",
+    "OnTimeout",
+    "Requirement",
+    "SendguardFields",
+    "Transition",
+]
+
 
 class DeliveryState(StrEnum):
     """Where a delivery stands."""

@@ -27,7 +27,7 @@ from importlib.metadata import EntryPoint, entry_points
 from typing import Any, ClassVar, Protocol, runtime_checkable
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 
 from sendguard.address import recipient_key
 from sendguard.message import Delivery, MessageClass
@@ -42,14 +42,34 @@ from sendguard.store.base import (
 )
 from sendguard.verdict import Verdict
 
+__all__ = [
+    "ENTRY_POINT_GROUP",
+    "NOTHING",
+    "Lookback",
+    "Policy",
+    "PolicyContext",
+    "PolicyLoadError",
+    "PolicyOptions",
+    "ReadsStore",
+    "installed_policies",
+    "load_policy_class",
+]
+
 ENTRY_POINT_GROUP = "sendguard.policies"
+
+
+class PolicyOptions(BaseModel):
+    """Base of every policy's `Options` model: an unknown key in `options:` is a config error
+    that names it (not silently ignored), and the options cannot change once validated."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class Policy(Protocol):
     """What a policy class looks like."""
 
     Options: ClassVar[type[BaseModel]]
-    """The pydantic model of this policy's `options:`; use `extra="forbid"`."""
+    """The pydantic model of this policy's `options:`; derive it from `PolicyOptions`."""
 
     def __init__(self, options: Any) -> None:
         """Build the policy from its validated options (an instance of `Options`)."""
@@ -60,6 +80,7 @@ class Policy(Protocol):
 
 
 NOTHING = timedelta(0)
+"""A `Lookback` span for what a policy does not read at all."""
 
 
 @dataclass(frozen=True)
@@ -226,6 +247,12 @@ def load_policy_class(name: str) -> type[Policy]:
     options = getattr(cls, "Options", None)
     if not (isinstance(options, type) and issubclass(options, BaseModel)):
         raise PolicyLoadError(f"policy {name!r} has no pydantic `Options` model")
+    if options.model_config.get("extra") != "forbid":
+        # A misspelt option would otherwise be ignored without a word.
+        raise PolicyLoadError(
+            f"policy {name!r}: its `Options` must forbid unknown keys "
+            "(derive it from sendguard.policy.PolicyOptions)"
+        )
     if not inspect.iscoroutinefunction(getattr(cls, "evaluate", None)):
         raise PolicyLoadError(f"policy {name!r} has no `async def evaluate(delivery, ctx)`")
     policy_class: type[Policy] = cls

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 
+__all__ = ["Action", "Decision", "Mode", "PolicyOutcome", "Verdict", "combine"]
+
 
 class Action(StrEnum):
     """What should happen to a delivery, in increasing order of precedence."""

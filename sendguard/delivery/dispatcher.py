@@ -170,11 +170,12 @@ class Dispatcher:
         while True:
             delivery = await self._queue.get()
             self._busy += 1
+            # Bound around the except clauses too: a failure's log line names its delivery.
+            bound = structlog.contextvars.bind_contextvars(
+                message_id=delivery.message.id, delivery_id=delivery.id
+            )
             try:
-                with structlog.contextvars.bound_contextvars(
-                    message_id=delivery.message.id, delivery_id=delivery.id
-                ):
-                    await self._process(delivery)
+                await self._process(delivery)
             except Conflict as exc:
                 log.info("delivery changed under us; skipped", error=str(exc))
             except StoreUnavailable as exc:
@@ -182,6 +183,7 @@ class Dispatcher:
             except Exception:  # a worker must outlive any single delivery's failure
                 log.exception("delivery failed unexpectedly; retried after its lease")
             finally:
+                structlog.contextvars.reset_contextvars(**bound)
                 self._busy -= 1
                 self._queue.task_done()
 
@@ -362,4 +364,4 @@ class Dispatcher:
             ),
         )
         self._metrics.deliveries_outcomes.labels(outcome=state.value).inc()
-        log.info(state.value, recipient=delivery.recipient, reason=reason)
+        log.info("finished", state=state.value, recipient=delivery.recipient, reason=reason)

@@ -157,7 +157,7 @@ class SmtpHandler:
         return f"250 2.0.0 Ok: queued as {accepted.message.id}"
 
     async def handle_exception(self, error: Exception) -> str:
-        log.error("smtp session failed", error=f"{type(error).__name__}: {error}")
+        log.error("smtp session failed", exc_info=error)
         return "451 4.3.0 Temporary failure, try again later"
 
 

@@ -4,17 +4,15 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel
 
 from sendguard.address import domain_of
 from sendguard.message import Delivery
-from sendguard.policy import PolicyContext
+from sendguard.policy import PolicyContext, PolicyOptions
 from sendguard.verdict import Verdict
 
 
-class BlockDomainOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class BlockDomainOptions(PolicyOptions):
     domains: list[str]
 
 
@@ -29,3 +27,20 @@ class BlockDomain:
         if domain in self._domains:
             return Verdict.drop(f"{domain} is blocked")
         return Verdict.forward()
+
+
+class RaiseOptions(PolicyOptions):
+    message: str = "this policy has a bug"
+
+
+class Raise:
+    """A policy with a bug: every evaluation raises, so the tests see what sendguard does with
+    a third-party plugin's exception (its `on_error`, and the traceback in the log)."""
+
+    Options: ClassVar[type[BaseModel]] = RaiseOptions
+
+    def __init__(self, options: RaiseOptions) -> None:
+        self._message = options.message
+
+    async def evaluate(self, delivery: Delivery, ctx: PolicyContext) -> Verdict:
+        raise RuntimeError(self._message)

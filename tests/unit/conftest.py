@@ -1,0 +1,29 @@
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from pydantic import BaseModel
+
+from sendguard.testing import FakeClock, PolicyHarness
+
+T0 = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
+Harness = Callable[..., Awaitable[PolicyHarness[Any]]]
+
+
+@pytest.fixture
+async def harness() -> AsyncIterator[Harness]:
+    """`await harness(PolicyClass, options)`: a policy harness at T0, closed after the test."""
+    async with contextlib.AsyncExitStack() as stack:
+
+        async def start(
+            policy_class: type[Any], options: BaseModel | dict[str, Any] | None = None
+        ) -> PolicyHarness[Any]:
+            return await stack.enter_async_context(
+                PolicyHarness(policy_class, options, clock=FakeClock(T0))
+            )
+
+        yield start
