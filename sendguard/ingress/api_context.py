@@ -25,7 +25,7 @@ from sendguard.ingress.payloads import (
 )
 from sendguard.ingress.views import when
 from sendguard.store.base import Event, Fact, event_type
-from sendguard.suppressions import apply_event
+from sendguard.suppressions import Effect, apply_event
 
 
 def add_routes(router: web.UrlDispatcher) -> None:
@@ -84,7 +84,9 @@ async def post_event(request: web.Request) -> web.Response:
     for payload, event in zip(payloads, events, strict=True):
         effect = await apply_event(ctx.store, event, now, soft_bounce=payload.bounce_type == "soft")
         await ctx.store.add_event(event)
-        woken = await ctx.store.wake_waiting(now, recipient=event.recipient)
+        woken = await ctx.store.wake_waiting(
+            now, recipient=event.recipient, held=effect is Effect.ADDED
+        )
         if woken:
             ctx.wake()
         results.append(

@@ -93,8 +93,8 @@ async def add_suppression(request: web.Request) -> web.Response:
         address, SuppressionReason(payload.reason), "api", now, payload.reviewer, payload.note
     )
     (added,) = await ctx.store.add_suppressions([item], now)
-    # deliveries waiting for this person are judged again now, and dropped
-    if await ctx.store.wake_waiting(now, recipient=address):
+    # deliveries waiting or held for this person are judged again now, and dropped
+    if await ctx.store.wake_waiting(now, recipient=address, held=added):
         ctx.wake()
     current = await ctx.store.get_suppression(address)
     assert current is not None  # suppressions are only ever lifted by a reviewer or an event

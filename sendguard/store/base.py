@@ -430,6 +430,7 @@ class Store(ABC):
         fact_key: str | None = None,
         recipient: str | None = None,
         contact: str | None = None,
+        held: bool = False,
     ) -> int:
         """Make deliveries that wait on `fact_key`, or are to `recipient`, due now.
 
@@ -437,8 +438,10 @@ class Store(ABC):
         waits on it, `Verdict.wakes_on`) become due now. Deliveries held by a policy (not a
         pause) whose last decision waits on `fact_key` move to `delayed`, due now, with a
         transition saying so. With `contact`, only deliveries to that recipient key wake
-        through `wakes_on`. They are judged again at once by the dispatcher; return how many
-        were woken.
+        through `wakes_on`. With `held` (the recipient was just suppressed), deliveries a
+        policy held for `recipient` are judged again too, so a reviewer never sees mail to
+        someone who has opted out. They are judged again at once by the dispatcher; return how
+        many were woken.
         """
 
     @abstractmethod

@@ -428,6 +428,7 @@ class SqlStore(Store):
         fact_key: str | None = None,
         recipient: str | None = None,
         contact: str | None = None,
+        held: bool = False,
     ) -> int:
         at = to_micros(now)
         # Through `waits`, a fact for one contact wakes only deliveries to that person.
@@ -443,40 +444,49 @@ class SqlStore(Store):
                     f" OR (id IN (SELECT delivery_id FROM waits WHERE key = ?){to_contact}))",
                     (at, at, fact_key, fact_key, *contact_args),
                 )
-                held = await tx.fetch(
-                    "SELECT id FROM deliveries WHERE state = 'held' AND hold_origin = 'policy'"
-                    f" AND id IN (SELECT delivery_id FROM waits WHERE key = ?){to_contact}"
-                    " ORDER BY id",
+                woken += await self._rejudge_held(
+                    tx,
+                    f"id IN (SELECT delivery_id FROM waits WHERE key = ?){to_contact}",
                     (fact_key, *contact_args),
+                    f"fact {fact_key} arrived; judged again",
+                    at,
                 )
-                for (delivery_id,) in held:
-                    # Judged again by every policy at once: sent if the premise now holds,
-                    # held again (with a new review expiry) if it still does not.
-                    await tx.execute(
-                        "UPDATE deliveries SET state = 'delayed', due_at = ?, updated_at = ?,"
-                        " hold_origin = NULL, owner = NULL, lease_until = NULL WHERE id = ?",
-                        (at, at, delivery_id),
-                    )
-                    await self._record(
-                        tx,
-                        delivery_id,
-                        DeliveryState.DELAYED,
-                        f"fact {fact_key} arrived; judged again",
-                        at,
-                        None,
-                    )
-                woken += len(held)
             if recipient is not None:
+                key = recipient_key(recipient)
                 woken += await tx.execute(
                     "UPDATE deliveries SET due_at = ? WHERE state = 'delayed' AND due_at > ?"
                     " AND recipient_key = ?",
-                    (at, at, recipient_key(recipient)),
+                    (at, at, key),
                 )
+                if held:
+                    woken += await self._rejudge_held(
+                        tx, "recipient_key = ?", (key,), f"{key} changed; judged again", at
+                    )
             if woken:
                 await self._notify(tx)
             return woken
 
         return await self._write(job)
+
+    async def _rejudge_held(
+        self, tx: Tx, where: str, args: Sequence[Any], why: str, at: int
+    ) -> int:
+        """Move deliveries a policy held (not a pause) that match `where` to `delayed`, due
+        now: every policy judges them again at once (sent if the premise now holds, dropped if
+        the person is now suppressed, held again with a new review expiry otherwise)."""
+        held = await tx.fetch(
+            "SELECT id FROM deliveries WHERE state = 'held' AND hold_origin = 'policy'"
+            f" AND {where} ORDER BY id",
+            args,
+        )
+        for (delivery_id,) in held:
+            await tx.execute(
+                "UPDATE deliveries SET state = 'delayed', due_at = ?, updated_at = ?,"
+                " hold_origin = NULL, owner = NULL, lease_until = NULL WHERE id = ?",
+                (at, at, delivery_id),
+            )
+            await self._record(tx, delivery_id, DeliveryState.DELAYED, why, at, None)
+        return len(held)
 
     async def count_by_state(self) -> dict[DeliveryState, int]:
         async def job(tx: Tx) -> list[Sequence[Any]]:

@@ -73,6 +73,29 @@ def test_resubscribe_lifts_an_unsubscribe(sendguard: Start, sink: Sink) -> None:
     assert lifts and lifts[0]["target"] == "suppression:back@example.org"
 
 
+def test_an_unsubscribe_takes_held_mail_out_of_the_review_queue(
+    sendguard: Start, sink: Sink
+) -> None:
+    proc = sendguard(
+        policies=[*FATIGUE, {"plugin": "human_hold"}], delivery={"poll_interval": "30s"}
+    )
+    rcpts = ["Quit@Example.org", "stay@example.org"]
+    held = send(proc, rcpts, message("X-Sendguard-Campaign: winter"))
+    assert proc.states(held) == {"Quit@Example.org": "held", "stay@example.org": "held"}
+    status, answer = proc.call(
+        "POST", "/v1/events", {"type": "unsubscribe", "recipient": "quit@example.org"}
+    )
+    assert status == 202 and answer["suppression"] == "added" and answer["woken"] == 1
+    # judged again at once (the poll interval is 30 s): nobody reviews mail to someone who left
+    proc.wait_states({"Quit@Example.org": "dropped", "stay@example.org": "held"}, held)
+    assert "is suppressed" in proc.transitions("Quit@Example.org")[-1][1]
+    status, answer = proc.call(
+        "POST", "/v1/events", {"type": "open", "recipient": "stay@example.org"}
+    )
+    assert answer["woken"] == 0  # engagement does not churn the review queue
+    assert sink.received == []
+
+
 SENDGRID_EXPORT = (
     "email,created,reason\r\n"
     "Ann@Example.org,1700000000,Unsubscribed\r\n"
