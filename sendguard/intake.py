@@ -21,7 +21,7 @@ from sendguard.content import content_hash
 from sendguard.engine import Engine
 from sendguard.errors import InvalidAddress, InvalidMessage
 from sendguard.fields import read_fields
-from sendguard.headers import Headers, split_message, strip_sendguard_headers
+from sendguard.headers import Headers, split_message, strip_unforwarded_headers
 from sendguard.ids import new_id
 from sendguard.message import Delivery, DeliveryState, Message
 from sendguard.metrics import Metrics
@@ -110,7 +110,7 @@ class Intake:
             raise InvalidMessage("a message needs at least one recipient", field="to")
         block, _ = split_message(raw)
         headers = Headers.parse(block)
-        content = strip_sendguard_headers(raw)
+        content = strip_unforwarded_headers(raw)
         now = self._clock.now()
         message = Message(
             id=new_id(),

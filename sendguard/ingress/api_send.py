@@ -153,7 +153,9 @@ def _envelope_from_headers(raw: bytes) -> tuple[str, list[str]]:
     senders = email.utils.getaddresses(headers.get_all("From"))
     recipients = [
         address
-        for _, address in email.utils.getaddresses(headers.get_all("To") + headers.get_all("Cc"))
+        for _, address in email.utils.getaddresses(
+            headers.get_all("To") + headers.get_all("Cc") + headers.get_all("Bcc")
+        )
         if address
     ]
     return (senders[0][1] if senders else ""), recipients

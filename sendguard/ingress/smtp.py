@@ -102,7 +102,9 @@ class SmtpHandler:
                 validate_address(address)
             except InvalidAddress as exc:
                 return f"553 5.1.7 Bad sender address: {_reply_text(str(exc))}"
-        envelope.mail_from = "" if address == "<>" else address
+        # aiosmtpd reads an empty mail_from as "no MAIL yet" (503 to RCPT): the null
+        # reverse-path stays "<>" in the envelope and becomes "" only when handed to Intake.
+        envelope.mail_from = address or "<>"
         envelope.mail_options.extend(mail_options)
         return "250 2.1.0 Ok"
 
@@ -142,7 +144,10 @@ class SmtpHandler:
         content = envelope.original_content or b""
         try:
             accepted = await self._intake.accept(
-                content, envelope.mail_from or "", envelope.rcpt_tos, "smtp"
+                content,
+                "" if envelope.mail_from in (None, "<>") else envelope.mail_from,
+                envelope.rcpt_tos,
+                "smtp",
             )
         except InvalidAddress as exc:
             return f"553 5.1.3 {_reply_text(str(exc))}"
