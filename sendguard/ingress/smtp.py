@@ -148,6 +148,8 @@ class SmtpHandler:
                 "" if envelope.mail_from in (None, "<>") else envelope.mail_from,
                 envelope.rcpt_tos,
                 "smtp",
+                smtputf8=envelope.smtp_utf8,
+                body_8bit="BODY=8BITMIME" in envelope.mail_options,
             )
         except InvalidAddress as exc:
             return f"553 5.1.3 {_reply_text(str(exc))}"
