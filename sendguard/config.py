@@ -34,6 +34,7 @@ from sendguard.duration import Duration
 from sendguard.errors import ConfigError, ConfigProblem
 from sendguard.fields import DEFAULT_SOURCES
 from sendguard.policy import Policy, PolicyLoadError, load_policy_class
+from sendguard.secret import DEFAULT_API_TOKEN, SecretError, is_reference, resolve_secret
 from sendguard.verdict import Mode
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -361,17 +362,58 @@ def _allowed_hint(loc: Sequence[int | str]) -> str:
     return "; allowed: " + ", ".join(names)
 
 
-def resolve_env(tokens: Sequence[str], environ: Mapping[str, str]) -> tuple[str, ...]:
-    """Literal tokens as they are; `env:NAME` read from `environ` (unset or empty: skipped)."""
+def resolve_tokens(
+    tokens: Sequence[str], environ: Mapping[str, str], problems: list[ConfigProblem]
+) -> tuple[str, ...]:
+    """The API tokens, `env:`/`file:` references read; a reference that fails is a problem.
+
+    Only the default's own `env:SENDGUARD_API_TOKEN` may be unset (the token file is used).
+    """
     out = []
-    for token in tokens:
-        if token.startswith("env:"):
-            value = environ.get(token[4:], "")
-            if value:
-                out.append(value)
-        elif token:
-            out.append(token)
+    for index, token in enumerate(tokens):
+        if token == DEFAULT_API_TOKEN and not environ.get(token[4:]):
+            continue
+        try:
+            value = resolve_secret(token, environ)
+        except SecretError as exc:
+            problems.append(ConfigProblem(f"http.api_tokens[{index}]", str(exc)))
+            continue
+        if value:
+            out.append(value)
     return tuple(out)
+
+
+def _resolve_secrets(
+    data: dict[str, Any], environ: Mapping[str, str], problems: list[ConfigProblem]
+) -> dict[str, Any]:
+    """`data` with the secret fields read (upstream password, store URL, AUTH users).
+
+    Resolved before validation, so a validator sees the value (an AUTH user's hash), not the
+    reference. API tokens are resolved after validation, by `resolve_tokens`.
+    """
+
+    def read(value: Any, path: str) -> Any:
+        if not isinstance(value, str) or not is_reference(value):
+            return value
+        try:
+            return resolve_secret(value, environ)
+        except SecretError as exc:
+            problems.append(ConfigProblem(path, str(exc)))
+            return value
+
+    out = dict(data)
+    for section, key in (("upstream", "password"), ("store", "url")):
+        part = out.get(section)
+        if isinstance(part, dict) and key in part:
+            out[section] = {**part, key: read(part[key], f"{section}.{key}")}
+    smtp = out.get("smtp")
+    if isinstance(smtp, dict) and isinstance(smtp.get("auth_users"), dict):
+        users = {
+            name: read(value, f"smtp.auth_users.{name}")
+            for name, value in smtp["auth_users"].items()
+        }
+        out["smtp"] = {**smtp, "auth_users": users}
+    return out
 
 
 def default_config_text() -> str:
@@ -440,6 +482,10 @@ def parse_config(text: str, source: str, environ: Mapping[str, str] | None = Non
     if not isinstance(data, dict):
         raise ConfigError([ConfigProblem("", f"{source} must be a mapping of sections")])
     problems: list[ConfigProblem] = []
+    environ = os.environ if environ is None else environ
+    data = _resolve_secrets(data, environ, problems)
+    if problems:  # a reference that cannot be read hides what it stands for: stop here
+        raise ConfigError(problems)
     try:
         config = Config.model_validate(data)
     except ValidationError as exc:
@@ -452,9 +498,9 @@ def parse_config(text: str, source: str, environ: Mapping[str, str] | None = Non
             problems.extend(_problems_of_policies(raw))
         raise ConfigError(problems) from None
     policies = _resolve_policies(config.policies, problems)
+    tokens = resolve_tokens(config.http.api_tokens, environ, problems)
     if problems:
         raise ConfigError(problems)
-    tokens = resolve_env(config.http.api_tokens, os.environ if environ is None else environ)
     return Settings(config, tuple(policies), tokens, source)
 
 

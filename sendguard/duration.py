@@ -8,20 +8,28 @@ from typing import Annotated, Any
 
 from pydantic import BeforeValidator, PlainSerializer
 
-__all__ = ["HINT", "Duration", "format_duration", "parse_duration"]
+__all__ = ["HINT", "MAX_DURATION", "Duration", "format_duration", "parse_duration"]
 
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 _PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
 _WHOLE = re.compile(r"(?:\d+(?:\.\d+)?(?:ms|s|m|h|d|w))+")
 HINT = "a number with a unit, like 90s, 15m, 24h or 7d (units: ms, s, m, h, d, w)"
+MAX_DURATION = timedelta(days=3650)
+"""The longest duration accepted anywhere (about ten years): longer ones are typing mistakes,
+and past timedelta's range they would not even be computable."""
 
 
 def parse_duration(text: str) -> timedelta:
-    """Parse `text` into a timedelta; raise ValueError naming the accepted form."""
+    """Parse `text` into a timedelta; raise ValueError naming the accepted form.
+
+    Durations are bounded by MAX_DURATION, so adding one to a time never overflows.
+    """
     compact = text.strip().lower().replace(" ", "")
     if not compact or not _WHOLE.fullmatch(compact):
         raise ValueError(f"{text!r} is not a duration: use {HINT}")
     seconds = sum(float(n) * _UNITS[unit] for n, unit in _PART.findall(compact))
+    if not seconds <= MAX_DURATION.total_seconds():  # also catches inf and nan
+        raise ValueError(f"{text!r} is longer than the maximum of 3650d (about ten years)")
     return timedelta(seconds=seconds)
 
 

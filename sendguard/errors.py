@@ -8,6 +8,7 @@ that policy's outcome and applies its `on_error` (see engine.py)::
     ├── ConfigError            bad configuration; carries every problem with its field path
     ├── InvalidMessage         a message or envelope the ingress must refuse (SMTP 5xx, HTTP 400)
     │   └── InvalidAddress     a recipient or sender address that fails strict validation
+    ├── IdempotencyKeyReused   an Idempotency-Key sent again with another request (HTTP 422)
     ├── StoreError
     │   ├── StoreUnavailable   the store cannot commit or read now (SMTP 451 4.3.0, HTTP 503)
     │   ├── StoreLocked        another process owns this store (SQLite is single-instance)
@@ -25,6 +26,7 @@ __all__ = [
     "ConfigError",
     "ConfigProblem",
     "Conflict",
+    "IdempotencyKeyReused",
     "InvalidAddress",
     "InvalidMessage",
     "SendguardError",
@@ -70,6 +72,17 @@ class InvalidMessage(SendguardError):
 
 class InvalidAddress(InvalidMessage):
     """An address failed strict validation; it is refused, never rewritten."""
+
+
+class IdempotencyKeyReused(SendguardError):
+    """An Idempotency-Key came again with a different request; nothing is created."""
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+        super().__init__(
+            f"Idempotency-Key {key!r} was already used with a different request;"
+            " use a new key for a new message"
+        )
 
 
 class StoreError(SendguardError):

@@ -11,6 +11,8 @@ import re
 from dataclasses import dataclass
 
 SENDGUARD_PREFIX = b"x-sendguard-"
+BLIND_HEADERS = (b"bcc:", b"resent-bcc:")
+"""Headers naming blind recipients: envelope recipients, never forwarded (RFC 5322 3.6.3)."""
 _HEADER_END = re.compile(rb"\r?\n\r?\n")
 
 
@@ -89,3 +91,26 @@ def strip_sendguard_headers(raw: bytes) -> bytes:
     ]
     # `body` starts with the blank line that ends the header block, so joining restores it.
     return b"".join(kept) + body
+
+
+def strip_unforwarded_headers(raw: bytes) -> bytes:
+    """`raw` without `X-Sendguard-*`, `Bcc` and `Resent-Bcc`; the rest byte for byte.
+
+    Every copy goes out with its recipient in the envelope only, so a Bcc header would tell
+    each recipient who else was blind-copied.
+    """
+    block, body = split_message(raw)
+    lowered = block.lower()
+    if SENDGUARD_PREFIX not in lowered and b"bcc:" not in lowered:
+        return raw
+    dropped = (SENDGUARD_PREFIX, *BLIND_HEADERS)
+    kept = [
+        b"".join(lines) for lines in _header_lines(block) if not _name(lines[0]).startswith(dropped)
+    ]
+    return b"".join(kept) + body
+
+
+def _name(line: bytes) -> bytes:
+    """A header line's name and colon, lower-cased, without blanks before the colon."""
+    name, colon, _ = line.partition(b":")
+    return name.strip().lower() + colon

@@ -19,9 +19,9 @@ from sendguard.address import recipient_key, validate_address
 from sendguard.clock import Clock
 from sendguard.content import content_hash
 from sendguard.engine import Engine
-from sendguard.errors import InvalidAddress, InvalidMessage
+from sendguard.errors import IdempotencyKeyReused, InvalidAddress, InvalidMessage
 from sendguard.fields import read_fields
-from sendguard.headers import Headers, split_message, strip_sendguard_headers
+from sendguard.headers import Headers, split_message, strip_unforwarded_headers
 from sendguard.ids import new_id
 from sendguard.message import Delivery, DeliveryState, Message
 from sendguard.metrics import Metrics
@@ -53,6 +53,8 @@ class Idempotency:
 
     key: str
     respond: Callable[[Accepted], bytes]
+    fingerprint: str | None = None
+    """A digest of the request; the key answers only requests with the same one."""
 
 
 class Intake:
@@ -74,12 +76,20 @@ class Intake:
         self._sources = header_sources
         self._on_queued = on_queued
 
-    async def replay(self, key: str) -> bytes | None:
-        """The first answer given to a request with Idempotency-Key `key`, if still kept."""
+    async def replay(self, key: str, fingerprint: str | None = None) -> bytes | None:
+        """The first answer given to a request with Idempotency-Key `key`, if still kept.
+
+        Raise IdempotencyKeyReused when that request had another fingerprint: the key was
+        reused for a different message, which must not be answered as if it were created.
+        """
         record = await self._store.idempotent_response(
             key, self._clock.now() - IDEMPOTENCY_RETENTION
         )
-        return None if record is None else record.response
+        if record is None:
+            return None
+        if fingerprint is not None and record.fingerprint not in (None, fingerprint):
+            raise IdempotencyKeyReused(key)
+        return record.response
 
     async def accept(
         self,
@@ -90,12 +100,15 @@ class Intake:
         *,
         overrides: Mapping[str, Any] | None = None,
         idempotency: Idempotency | None = None,
+        smtputf8: bool = False,
+        body_8bit: bool = False,
     ) -> Accepted:
         """Judge and commit a message; raise InvalidMessage or StoreUnavailable.
 
         `overrides` replace fields read from the headers (the HTTP payload's `campaign`,
         `not_before`, ...). With `idempotency`, its answer is stored in the same transaction;
-        Conflict means the key was used meanwhile (ask `replay`).
+        Conflict means the key was used meanwhile (ask `replay`). `smtputf8` and `body_8bit`
+        say what the SMTP client declared; content with 8-bit bytes counts as 8-bit anyway.
         """
         if mail_from:  # the null reverse-path <> is valid (bounces)
             try:
@@ -110,7 +123,7 @@ class Intake:
             raise InvalidMessage("a message needs at least one recipient", field="to")
         block, _ = split_message(raw)
         headers = Headers.parse(block)
-        content = strip_sendguard_headers(raw)
+        content = strip_unforwarded_headers(raw)
         now = self._clock.now()
         message = Message(
             id=new_id(),
@@ -122,6 +135,8 @@ class Intake:
             fields=replace(read_fields(headers, self._sources), **(overrides or {})),
             size=len(content),
             content_hash=content_hash(content),
+            smtputf8=smtputf8,
+            body_8bit=body_8bit or not content.isascii(),
         )
         structlog.contextvars.bind_contextvars(message_id=message.id)
         decided = []
@@ -145,7 +160,11 @@ class Intake:
             if idempotency is not None:
                 answer = idempotency.respond(Accepted(message, tuple(decided)))
                 record = IdempotencyRecord(
-                    idempotency.key, message.id, answer, now - IDEMPOTENCY_RETENTION
+                    idempotency.key,
+                    message.id,
+                    answer,
+                    now - IDEMPOTENCY_RETENTION,
+                    fingerprint=idempotency.fingerprint,
                 )
             await self._store.add_message(message, content, decided, record)
         self._metrics.messages_received.labels(ingress=ingress).inc()

@@ -131,6 +131,10 @@ class Message:
     size: int = 0
     content_hash: str | None = None
     """A fingerprint of the subject and text, blind to greetings and tracking parameters."""
+    smtputf8: bool = False
+    """The client sent it with SMTPUTF8 (RFC 6531): UTF-8 addresses or headers."""
+    body_8bit: bool = False
+    """The client declared BODY=8BITMIME (RFC 6152), or the content has 8-bit bytes."""
 
     @property
     def subject(self) -> str:

@@ -227,7 +227,14 @@ class Dispatcher:
         started = monotonic()
         try:
             await self._upstream.send(
-                Envelope(delivery.message.mail_from, delivery.recipient, delivery.id), content
+                Envelope(
+                    delivery.message.mail_from,
+                    delivery.recipient,
+                    delivery.id,
+                    smtputf8=delivery.message.smtputf8,
+                    body_8bit=delivery.message.body_8bit,
+                ),
+                content,
             )
         except UpstreamTransient as exc:
             self._upstream_error("transient", started)
@@ -241,6 +248,12 @@ class Dispatcher:
                 self._clock.now(),
                 error=str(exc),
             )
+        except Exception as exc:
+            # A bug in an upstream (or a case it does not map) must not leave the delivery
+            # `sending` with no reason until its lease ends: retry with backoff, recorded.
+            log.exception("upstream raised unexpectedly; deferred", upstream=self._upstream.name)
+            self._upstream_error("unexpected", started)
+            await self._retry_later(delivery, f"unexpected {type(exc).__name__}: {exc}")
         else:
             self._metrics.upstream_duration.labels(upstream=self._upstream.name).observe(
                 monotonic() - started

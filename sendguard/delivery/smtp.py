@@ -3,12 +3,18 @@
 Replies map onto the upstream contract: 4xx and network trouble are transient, 5xx permanent.
 A connection that saw any error is discarded, never returned to the pool; an idle connection
 older than `idle_timeout` is closed rather than reused, since servers drop idle clients.
+
+SMTPUTF8 and BODY=8BITMIME are passed on when the client used them and the upstream offers
+them. When it does not, the delivery fails with that reason: RFC 6531 allows no downgrade of
+UTF-8 addresses, and re-encoding an 8-bit body (RFC 6152) would break DKIM signatures.
+
+Readiness asks the upstream for its EHLO greeting (with STARTTLS and AUTH when configured),
+and counts any send the upstream accepted within READY_FOR as an answer.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from datetime import timedelta
 
@@ -19,6 +25,11 @@ from sendguard.delivery.upstream import Envelope
 from sendguard.errors import UpstreamError, UpstreamPermanent, UpstreamTransient
 
 log = structlog.get_logger("sendguard.upstream.smtp")
+
+READY_FOR = 30.0
+"""Seconds an upstream answer (a probe or an accepted send) counts for readiness."""
+PROBE_TIMEOUT = 5.0
+"""The longest a readiness probe waits for the upstream (probes themselves time out fast)."""
 
 
 def classify(code: int, text: str) -> UpstreamError:
@@ -58,6 +69,50 @@ class SmtpUpstream:
         self._idle_timeout = idle_timeout.total_seconds()
         self._slots = asyncio.Semaphore(pool_size)
         self._idle: list[tuple[aiosmtplib.SMTP, float]] = []
+        self._answered_at: float | None = None
+        self._probing = asyncio.Lock()
+
+    def _where(self) -> str:
+        return f"upstream {self._host}:{self._port}"
+
+    def _mail_options(self, client: aiosmtplib.SMTP, envelope: Envelope) -> list[str]:
+        """MAIL FROM parameters for this message; UpstreamPermanent if the upstream lacks one."""
+        options = []
+        addresses = envelope.mail_from + envelope.recipient
+        if envelope.smtputf8 or not addresses.isascii():
+            if not client.supports_extension("smtputf8"):
+                raise UpstreamPermanent(
+                    f"the message needs SMTPUTF8 (UTF-8 addresses or headers) and"
+                    f" {self._where()} does not offer it; it cannot be downgraded (RFC 6531)"
+                )
+            options.append("SMTPUTF8")
+        if envelope.body_8bit:
+            if not client.supports_extension("8bitmime"):
+                raise UpstreamPermanent(
+                    f"the message has an 8-bit body and {self._where()} does not offer"
+                    " 8BITMIME (RFC 6152); send it quoted-printable or base64 encoded"
+                )
+            options.append("BODY=8BITMIME")
+        return options
+
+    def _translate(self, exc: Exception) -> UpstreamError:
+        """The upstream error for what aiosmtplib (or the network) raised."""
+        if isinstance(exc, aiosmtplib.SMTPAuthenticationError):
+            # Our credentials, not the message, are wrong: keep the mail until the
+            # operator fixes upstream.username/password, rather than fail it all.
+            return UpstreamTransient(
+                f"upstream refused our AUTH ({exc.code} {exc.message}); "
+                "check upstream.username and upstream.password"
+            )
+        if isinstance(exc, aiosmtplib.SMTPRecipientsRefused):
+            refused = exc.recipients[0]
+            return classify(refused.code, refused.message)
+        if isinstance(exc, aiosmtplib.SMTPResponseException):
+            return classify(exc.code, exc.message)
+        if isinstance(exc, aiosmtplib.SMTPException | OSError):  # TLS errors are ValueErrors too
+            return UpstreamTransient(f"{self._host}:{self._port}: {type(exc).__name__}: {exc}")
+        # A ValueError or UnicodeError: an address aiosmtplib cannot put on a command line.
+        return UpstreamPermanent(f"cannot send to {self._where()}: {type(exc).__name__}: {exc}")
 
     async def _connect(self) -> aiosmtplib.SMTP:
         client = aiosmtplib.SMTP(
@@ -71,6 +126,8 @@ class SmtpUpstream:
             timeout=self._timeout,
         )
         await client.connect()
+        if client.is_ehlo_or_helo_needed:  # the extensions decide the MAIL FROM parameters
+            await client.ehlo()
         return client
 
     async def _take(self) -> aiosmtplib.SMTP:
@@ -92,47 +149,53 @@ class SmtpUpstream:
     async def send(self, envelope: Envelope, content: bytes) -> None:
         async with self._slots:
             client: aiosmtplib.SMTP | None = None
+            reusable = False
             try:
                 client = await self._take()
-                await client.sendmail(envelope.mail_from, [envelope.recipient], content)
-            except aiosmtplib.SMTPAuthenticationError as exc:
-                # Our credentials, not the message, are wrong: keep the mail until the
-                # operator fixes upstream.username/password, rather than fail it all.
-                raise UpstreamTransient(
-                    f"upstream refused our AUTH ({exc.code} {exc.message}); "
-                    "check upstream.username and upstream.password"
-                ) from exc
-            except aiosmtplib.SMTPRecipientsRefused as exc:
-                refused = exc.recipients[0]
-                raise classify(refused.code, refused.message) from exc
-            except aiosmtplib.SMTPResponseException as exc:
-                raise classify(exc.code, exc.message) from exc
-            except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
-                raise UpstreamTransient(
-                    f"{self._host}:{self._port}: {type(exc).__name__}: {exc}"
-                ) from exc
+                options = self._mail_options(client, envelope)
+                await client.sendmail(
+                    envelope.mail_from, [envelope.recipient], content, mail_options=options
+                )
+            except UpstreamError:
+                reusable = True  # refused before MAIL FROM: the connection is still good
+                raise
+            except (aiosmtplib.SMTPException, OSError, TimeoutError, ValueError) as exc:
+                raise self._translate(exc) from exc
             except BaseException:
                 if client is not None:  # cancelled mid-conversation: no polite QUIT
                     client.close()
                     client = None
                 raise
             else:
+                self._answered_at = time.monotonic()
                 self._idle.append((client, time.monotonic()))
                 client = None
             finally:
                 if client is not None:
-                    await self._discard(client)
+                    if reusable and client.is_connected:
+                        self._idle.append((client, time.monotonic()))
+                    else:
+                        await self._discard(client)
+
+    def _answered_recently(self) -> bool:
+        return self._answered_at is not None and time.monotonic() - self._answered_at < READY_FOR
 
     async def check(self) -> None:
-        try:
-            _, writer = await asyncio.wait_for(
-                asyncio.open_connection(self._host, self._port), timeout=self._timeout
-            )
-        except (OSError, TimeoutError) as exc:
-            raise UpstreamTransient(f"cannot reach {self._host}:{self._port}: {exc}") from exc
-        writer.close()
-        with contextlib.suppress(OSError):
-            await writer.wait_closed()
+        if self._answered_recently():
+            return
+        async with self._probing:  # concurrent probes share one connection
+            if self._answered_recently():
+                return
+            try:
+                client = await asyncio.wait_for(
+                    self._connect(), timeout=min(self._timeout, PROBE_TIMEOUT)
+                )
+            except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
+                raise UpstreamTransient(
+                    f"{self._where()} did not answer EHLO: {type(exc).__name__}: {exc}"
+                ) from exc
+            self._answered_at = time.monotonic()
+            await self._discard(client)
 
     async def close(self) -> None:
         idle, self._idle = self._idle, []

@@ -18,6 +18,10 @@ class Envelope:
     mail_from: str
     recipient: str
     delivery_id: str
+    smtputf8: bool = False
+    """The message needs SMTPUTF8 (RFC 6531): the client sent it so."""
+    body_8bit: bool = False
+    """The content is 8-bit (RFC 6152 BODY=8BITMIME)."""
 
 
 class Upstream(Protocol):
@@ -31,7 +35,10 @@ class Upstream(Protocol):
         ...
 
     async def check(self) -> None:
-        """Raise UpstreamError unless the upstream looks reachable now (readiness)."""
+        """Raise UpstreamError unless the upstream answered recently or answers now (readiness).
+
+        A recent success may be reused for a short time, so probes do not cost a connection.
+        """
         ...
 
     async def close(self) -> None:

@@ -6,6 +6,7 @@ import email.charset
 import email.header
 import email.policy
 import email.utils
+import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import replace
@@ -20,7 +21,7 @@ from aiohttp import web
 from sendguard.address import validate_address
 from sendguard.clock import monotonic
 from sendguard.duration import parse_duration
-from sendguard.errors import Conflict, InvalidAddress, InvalidMessage
+from sendguard.errors import Conflict, IdempotencyKeyReused, InvalidAddress, InvalidMessage
 from sendguard.fields import check_timezone, parse_requirement, parse_time
 from sendguard.headers import Headers, split_message
 from sendguard.ingress.http_context import api
@@ -160,7 +161,9 @@ def _envelope_from_headers(raw: bytes) -> tuple[str, list[str]]:
     senders = email.utils.getaddresses(headers.get_all("From"))
     recipients = [
         address
-        for _, address in email.utils.getaddresses(headers.get_all("To") + headers.get_all("Cc"))
+        for _, address in email.utils.getaddresses(
+            headers.get_all("To") + headers.get_all("Cc") + headers.get_all("Bcc")
+        )
         if address
     ]
     return (senders[0][1] if senders else ""), recipients
@@ -194,18 +197,41 @@ async def _read_send(request: web.Request) -> tuple[bytes, str, list[str], dict[
     return raw, mail_from, list(recipients), overrides
 
 
+async def fingerprint(request: web.Request) -> str:
+    """A digest of what a send request asks for: its body, content type and query."""
+    digest = hashlib.sha256()
+    for part in (request.content_type.encode(), request.query_string.encode()):
+        digest.update(len(part).to_bytes(8, "big") + part)
+    digest.update(await request.read())
+    return "sha256:" + digest.hexdigest()
+
+
+def _key_reused(exc: IdempotencyKeyReused) -> web.Response:
+    # 422 as the IETF Idempotency-Key draft says for a key reused with another payload.
+    error = {"code": "idempotency_key_reused", "message": str(exc), "field": "Idempotency-Key"}
+    return web.json_response({"error": error}, status=422)
+
+
 async def send(request: web.Request) -> web.Response:
     """Accept a message as JSON or as a raw `message/rfc822` body; 202 after the commit."""
+    try:
+        return await _send(request)
+    except IdempotencyKeyReused as exc:
+        return _key_reused(exc)
+
+
+async def _send(request: web.Request) -> web.Response:
     ctx = api(request)
     started = monotonic()
     key = request.headers.get("Idempotency-Key")
     if key is not None and not 0 < len(key) <= MAX_KEY:
         raise BadRequest(f"Idempotency-Key must be 1 to {MAX_KEY} characters", "Idempotency-Key")
-    if key is not None and (replayed := await ctx.intake.replay(key)) is not None:
+    request_digest = await fingerprint(request) if key is not None else None
+    if key is not None and (replayed := await ctx.intake.replay(key, request_digest)) is not None:
         return web.Response(status=202, body=replayed, content_type="application/json")
 
     raw, mail_from, recipients, overrides = await _read_send(request)
-    idempotency = Idempotency(key, accepted_body) if key is not None else None
+    idempotency = Idempotency(key, accepted_body, request_digest) if key is not None else None
     try:
         accepted = await ctx.intake.accept(
             raw,
@@ -219,7 +245,7 @@ async def send(request: web.Request) -> web.Response:
         raise BadRequest(str(exc), exc.field or "body") from None
     except Conflict:
         # The same key was used by a concurrent request that committed first.
-        if key is not None and (replayed := await ctx.intake.replay(key)) is not None:
+        if key is not None and (replayed := await ctx.intake.replay(key, request_digest)):
             return web.Response(status=202, body=replayed, content_type="application/json")
         raise
     finally:

@@ -177,6 +177,11 @@ def document() -> dict[str, Any]:
         ]
         if parameters:
             operation["parameters"] = parameters
+        if (method, path) == ("post", "/v1/messages"):
+            operation["responses"]["422"] = {
+                "description": "Idempotency-Key already used with another request",
+                "content": {"application/json": {"schema": _ERROR}},
+            }
         if model is not None:
             operation["requestBody"] = {
                 "required": True,

@@ -23,9 +23,9 @@ from sendguard.address import validate_address
 from sendguard.clock import monotonic
 from sendguard.config import IPNetwork, SmtpConfig, split_listen
 from sendguard.errors import InvalidAddress, InvalidMessage, StoreUnavailable
+from sendguard.ingress.smtp_auth import CONNECTION_LIMIT_REPLY, REFUSAL_PAUSE, AuthGuard
 from sendguard.intake import Intake
 from sendguard.metrics import Metrics
-from sendguard.password import verify_password
 
 log = structlog.get_logger("sendguard.smtp")
 
@@ -102,7 +102,9 @@ class SmtpHandler:
                 validate_address(address)
             except InvalidAddress as exc:
                 return f"553 5.1.7 Bad sender address: {_reply_text(str(exc))}"
-        envelope.mail_from = "" if address == "<>" else address
+        # aiosmtpd reads an empty mail_from as "no MAIL yet" (503 to RCPT): the null
+        # reverse-path stays "<>" in the envelope and becomes "" only when handed to Intake.
+        envelope.mail_from = address or "<>"
         envelope.mail_options.extend(mail_options)
         return "250 2.1.0 Ok"
 
@@ -115,18 +117,35 @@ class SmtpHandler:
         rcpt_options: list[str],
     ) -> str:
         if not self._may_relay(session):
+            log.warning(
+                "smtp relay refused",
+                ip=str(_peer_ip(session)),
+                recipient=_reply_text(address, 254),
+                reason="not authenticated and not in smtp.allowed_networks",
+            )
             if self._config.auth_users:
                 return "530 5.7.0 Authentication required"
             return "554 5.7.1 Relay access denied: this client is not in smtp.allowed_networks"
         if len(envelope.rcpt_tos) >= self._config.max_recipients:
+            self._refused(session, address, "too many recipients")
             return f"452 4.5.3 Too many recipients (at most {self._config.max_recipients})"
         try:
             validate_address(address)
         except InvalidAddress as exc:
+            self._refused(session, address, str(exc))
             return f"553 5.1.3 Bad recipient address: {_reply_text(str(exc))}"
         envelope.rcpt_tos.append(address)
         envelope.rcpt_options.extend(rcpt_options)
         return "250 2.1.5 Ok"
+
+    @staticmethod
+    def _refused(session: Session, address: str, reason: str) -> None:
+        log.info(
+            "smtp recipient refused",
+            ip=str(_peer_ip(session)),
+            recipient=_reply_text(address, 254),
+            reason=reason,
+        )
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         started = monotonic()
@@ -142,7 +161,12 @@ class SmtpHandler:
         content = envelope.original_content or b""
         try:
             accepted = await self._intake.accept(
-                content, envelope.mail_from or "", envelope.rcpt_tos, "smtp"
+                content,
+                "" if envelope.mail_from in (None, "<>") else envelope.mail_from,
+                envelope.rcpt_tos,
+                "smtp",
+                smtputf8=envelope.smtp_utf8,
+                body_8bit="BODY=8BITMIME" in envelope.mail_options,
             )
         except InvalidAddress as exc:
             return f"553 5.1.3 {_reply_text(str(exc))}"
@@ -173,6 +197,9 @@ class _Connection(SMTP):
     def __init__(self, server: SmtpIngress, handler: SmtpHandler, **kwargs: Any) -> None:
         super().__init__(handler, **kwargs)
         self._owner = server
+        self._ip: ipaddress.IPv4Address | ipaddress.IPv6Address | None = None
+        self._auth_failures = 0
+        self._credentials: LoginPassword | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         starting = self.transport is None
@@ -180,9 +207,55 @@ class _Connection(SMTP):
         if starting:
             self._owner.connections.add(self)
             assert self.session is not None
-            ip = _peer_ip(self.session)
+            self._ip = ip = _peer_ip(self.session)
             # AUTH is offered over TLS, or in the clear only to loopback clients.
             self._auth_require_tls = not (ip is not None and ip.is_loopback)
+
+    async def smtp_AUTH(self, arg: str) -> None:
+        refusal = self._owner.auth.refusal(self._ip, self._auth_failures)
+        if refusal is None:
+            await super().smtp_AUTH(arg)
+            return
+        log.warning("smtp auth refused: too many failures", ip=str(self._ip), reply=refusal[:3])
+        await asyncio.sleep(REFUSAL_PAUSE)
+        await self.push(refusal)
+        if refusal == CONNECTION_LIMIT_REPLY and self.transport is not None:
+            self.transport.close()
+
+    def _authenticate(self, mechanism: str, auth_data: Any) -> AuthResult:
+        # aiosmtpd calls this synchronously, on the loop; the scrypt check must not run
+        # there. Keep the credentials for auth_PLAIN/auth_LOGIN to check in a thread.
+        self._credentials = auth_data if isinstance(auth_data, LoginPassword) else None
+        return _CHECK_LATER
+
+    async def auth_PLAIN(self, _: Any, args: list[str]) -> AuthResult:
+        return await self._checked("PLAIN", await super().auth_PLAIN(_, args))
+
+    async def auth_LOGIN(self, _: Any, args: list[str]) -> AuthResult:
+        return await self._checked("LOGIN", await super().auth_LOGIN(_, args))
+
+    async def _checked(self, mechanism: str, result: AuthResult) -> AuthResult:
+        if result is not _CHECK_LATER:
+            return result  # malformed or aborted: aiosmtpd has answered already
+        credentials, self._credentials = self._credentials, None
+        name = ""
+        if credentials is not None:
+            name = credentials.login.decode("utf-8", errors="replace")
+            password = credentials.password.decode("utf-8", errors="replace")
+            if await self._owner.auth.verify(name, password):
+                log.info("smtp auth succeeded", ip=str(self._ip), user=name)
+                return AuthResult(success=True, auth_data=name)
+        self._auth_failures += 1
+        from_address = self._owner.auth.failed(self._ip)
+        log.warning(
+            "smtp auth failed",
+            ip=str(self._ip),
+            user=_reply_text(name, 100),
+            mechanism=mechanism,
+            failures_on_connection=self._auth_failures,
+            failures_from_address=from_address,
+        )
+        return AuthResult(success=False, handled=False)
 
     def connection_lost(self, error: Exception | None) -> None:
         self._owner.connections.discard(self)
@@ -197,6 +270,8 @@ class _Connection(SMTP):
 
 
 _CONNECTION_NAMES = _hooks(_Connection, ("smtp_", "auth_"))
+_CHECK_LATER = AuthResult(success=False, handled=True)
+"""What _authenticate answers: the credentials are checked by the auth_ method, off the loop."""
 
 
 class SmtpIngress:
@@ -207,6 +282,7 @@ class SmtpIngress:
         self._config = config
         self._server: asyncio.Server | None = None
         self.connections: set[_Connection] = set()
+        self.auth = AuthGuard(config.auth_users)
         # aiosmtpd would look the host name up (a reverse DNS query) for every connection.
         self._hostname = config.hostname or socket.getfqdn()
         self._tls: ssl.SSLContext | None = None
@@ -215,23 +291,17 @@ class SmtpIngress:
             self._tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
             self._tls.load_cert_chain(config.tls.cert, config.tls.key)
 
+    @staticmethod
     def _authenticate(
-        self,
         server: SMTP,
         session: Session,
         envelope: Envelope,
         mechanism: str,
         auth_data: Any,
     ) -> AuthResult:
-        if isinstance(auth_data, LoginPassword):
-            name = auth_data.login.decode("utf-8", errors="replace")
-            stored = self._config.auth_users.get(name)
-            if stored is not None and verify_password(
-                auth_data.password.decode("utf-8", errors="replace"), stored
-            ):
-                return AuthResult(success=True, auth_data=name)
-        log.warning("smtp auth failed", mechanism=mechanism)
-        return AuthResult(success=False, handled=False)
+        # Never called: _Connection checks credentials itself, off the event loop. aiosmtpd
+        # only needs an authenticator to exist to offer AUTH.
+        raise NotImplementedError
 
     def _connection(self) -> _Connection:
         return _Connection(

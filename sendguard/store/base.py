@@ -52,6 +52,9 @@ class IdempotencyRecord:
     response: bytes
     reusable_before: datetime | None = None
     """An earlier use of the key older than this has expired and may be replaced."""
+    fingerprint: str | None = None
+    """A digest of the request the key was first used with: another request under the same
+    key is refused (422), not answered with this response."""
 
 
 @dataclass(frozen=True)

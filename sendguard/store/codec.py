@@ -113,14 +113,14 @@ DELIVERY_COLUMNS = """
     d.id, d.recipient, d.state, d.created_at, d.updated_at, d.due_at, d.attempts,
     d.first_attempt_at, d.last_error, d.approved_by, d.hold_origin, d.override_by,
     m.id, m.received_at, m.ingress, m.mail_from, m.recipients, m.headers, m.fields, m.size,
-    m.content_hash
+    m.content_hash, m.smtputf8, m.body_8bit
 """
 DELIVERY_SELECT = (
     f"SELECT {DELIVERY_COLUMNS} FROM deliveries d JOIN messages m ON m.id = d.message_id"
 )
 MESSAGE_SELECT = (
     "SELECT id, received_at, ingress, mail_from, recipients, headers, fields, size,"
-    " content_hash FROM messages"
+    " content_hash, smtputf8, body_8bit FROM messages"
 )
 
 
@@ -146,6 +146,8 @@ def message_from_row(row: Sequence[Any]) -> Message:
         fields=load_fields(row[6]),
         size=row[7],
         content_hash=row[8],
+        smtputf8=bool(row[9]),
+        body_8bit=bool(row[10]),
     )
 
 

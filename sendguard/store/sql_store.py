@@ -124,15 +124,17 @@ class SqlStore(Store):
         async def job(tx: Tx) -> None:
             if idempotency is not None:
                 changed = await tx.execute(
-                    "INSERT INTO idempotency (key, message_id, response, created_at)"
-                    " VALUES (?, ?, ?, ?) ON CONFLICT (key) DO UPDATE SET"
+                    "INSERT INTO idempotency (key, message_id, response, created_at, fingerprint)"
+                    " VALUES (?, ?, ?, ?, ?) ON CONFLICT (key) DO UPDATE SET"
                     " message_id = excluded.message_id, response = excluded.response,"
-                    " created_at = excluded.created_at WHERE idempotency.created_at < ?",
+                    " created_at = excluded.created_at, fingerprint = excluded.fingerprint"
+                    " WHERE idempotency.created_at < ?",
                     (
                         idempotency.key,
                         idempotency.message_id,
                         idempotency.response,
                         now,
+                        idempotency.fingerprint,
                         codec.micros(idempotency.reusable_before) or 0,
                     ),
                 )
@@ -140,8 +142,8 @@ class SqlStore(Store):
                     raise Conflict(f"idempotency key {idempotency.key!r} was used before")
             await tx.execute(
                 "INSERT INTO messages (id, received_at, ingress, mail_from, recipients, headers,"
-                " fields, campaign, class, size, content_hash, content, offer)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " fields, campaign, class, size, content_hash, content, offer, smtputf8,"
+                " body_8bit) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     message.id,
                     now,
@@ -156,6 +158,8 @@ class SqlStore(Store):
                     message.content_hash,
                     content,
                     message.fields.offer,
+                    int(message.smtputf8),
+                    int(message.body_8bit),
                 ),
             )
             premises = (*message.fields.requires, *message.fields.unless)
@@ -306,12 +310,15 @@ class SqlStore(Store):
         async def job(tx: Tx) -> Sequence[Any] | None:
             return await _one(
                 tx,
-                "SELECT message_id, response FROM idempotency WHERE key = ? AND created_at >= ?",
+                "SELECT message_id, response, fingerprint FROM idempotency"
+                " WHERE key = ? AND created_at >= ?",
                 (key, to_micros(since)),
             )
 
         row = await self._read(job)
-        return None if row is None else IdempotencyRecord(key, row[0], bytes(row[1]))
+        if row is None:
+            return None
+        return IdempotencyRecord(key, row[0], bytes(row[1]), fingerprint=row[2])
 
     # deliveries ------------------------------------------------------------------------------
     async def get_delivery(self, delivery_id: str) -> Delivery | None:

@@ -189,6 +189,13 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX suppressions_reason ON suppressions(reason, address_key);
     """,
+    # 5: what the SMTP client declared (SMTPUTF8, BODY=8BITMIME), passed on to the upstream;
+    # the fingerprint of the request an Idempotency-Key was first used with.
+    """
+    ALTER TABLE messages ADD COLUMN smtputf8 INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE messages ADD COLUMN body_8bit INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE idempotency ADD COLUMN fingerprint TEXT;
+    """,
 )
 
 

@@ -115,14 +115,16 @@ def test_idempotent_retries_create_one_delivery(sendguard: Start, sink: Sink) ->
     assert {status for status, _ in answers} == {202}
     assert len({a["id"] for _, a in answers}) == 1
     assert len({a["deliveries"][0]["id"] for _, a in answers}) == 1
-    # Later retries too, even with another body.
-    status, again = proc.call(
+    # Later retries too; another body under the same key is refused (issue 10), not answered.
+    status, again = proc.call("POST", "/v1/messages", body, headers={"Idempotency-Key": "order-42"})
+    assert status == 202 and again["id"] == answers[0][1]["id"]
+    status, refused = proc.call(
         "POST",
         "/v1/messages",
         {**body, "to": ["other@example.org"]},
         headers={"Idempotency-Key": "order-42"},
     )
-    assert status == 202 and again["id"] == answers[0][1]["id"]
+    assert status == 422 and refused["error"]["code"] == "idempotency_key_reused"
     sink.wait_for(1)
     assert proc.wait_settled() == {"once@example.org": "sent"}
     assert len(sink.received) == 1

@@ -64,6 +64,7 @@ def test_unreviewed_hold_expires_as_configured(sendguard: Start, sink: Sink) -> 
     assert proc.states(held) == {"late@example.org": "held"}
     proc.wait_states({"late@example.org": "dropped"}, held, timeout=10)
     assert (
-        "not reviewed within review.hold_expiry (2 seconds)" in proc.transitions("late@example.org")[-1][1]
+        "not reviewed within review.hold_expiry (2 seconds)"
+        in proc.transitions("late@example.org")[-1][1]
     )
     assert sink.received == []

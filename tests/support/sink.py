@@ -6,7 +6,7 @@ import asyncio
 import threading
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from email import message_from_bytes
 from email.message import Message
 from typing import Any
@@ -20,6 +20,7 @@ class Received:
     mail_from: str
     rcpt_tos: list[str]
     content: bytes
+    mail_options: list[str] = field(default_factory=list)
 
     @property
     def message(self) -> Message:
@@ -58,6 +59,7 @@ class _Handler:
                         envelope.mail_from or "",
                         list(envelope.rcpt_tos),
                         envelope.original_content or b"",
+                        list(envelope.mail_options),
                     )
                 )
         return reply

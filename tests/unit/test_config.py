@@ -4,8 +4,8 @@ from datetime import timedelta
 
 import pytest
 
-from sendguard.config import OutboxUpstream, SmtpUpstream, load_config, parse_config, resolve_env
-from sendguard.errors import ConfigError
+from sendguard.config import OutboxUpstream, SmtpUpstream, load_config, parse_config, resolve_tokens
+from sendguard.errors import ConfigError, ConfigProblem
 from sendguard.password import hash_password, verify_password
 
 
@@ -97,10 +97,10 @@ def test_all_errors_are_reported_together() -> None:
 
 
 def test_api_tokens_from_environment() -> None:
-    assert resolve_env(["env:TOKEN", "literal", "env:UNSET", ""], {"TOKEN": "t1"}) == (
-        "t1",
-        "literal",
-    )
+    found: list[ConfigProblem] = []
+    tokens = ["env:TOKEN", "literal", "env:SENDGUARD_API_TOKEN", ""]
+    assert resolve_tokens(tokens, {"TOKEN": "t1"}, found) == ("t1", "literal")
+    assert found == []
 
 
 def test_password_hashes() -> None:

@@ -1,0 +1,68 @@
+"""Secret fields read from `env:NAME` or `file:/path`; what cannot be read is a config error."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from sendguard.config import SmtpUpstream, parse_config
+from sendguard.errors import ConfigError
+from sendguard.password import hash_password
+
+UPSTREAM = "upstream: {kind: smtp, host: relay.example.com, username: u, password: '%s'}\n"
+
+
+def problems(text: str, environ: dict[str, str]) -> list[str]:
+    with pytest.raises(ConfigError) as caught:
+        parse_config(text, "test.yaml", environ)
+    return [str(p) for p in caught.value.problems]
+
+
+def test_upstream_password_from_the_environment() -> None:
+    settings = parse_config(UPSTREAM % "env:RELAY_PW", "t", {"RELAY_PW": "s3cret"})
+    assert isinstance(settings.config.upstream, SmtpUpstream)
+    assert settings.config.upstream.password == "s3cret"
+
+
+def test_secret_files_lose_their_trailing_newline(tmp_path: Path) -> None:
+    (tmp_path / "pw").write_text("from-file\n")
+    (tmp_path / "token").write_text("tok\r\n")
+    (tmp_path / "url").write_text("sqlite:////data/sg.db\n")
+    (tmp_path / "crm").write_text(hash_password("x") + "\n")
+    text = (
+        UPSTREAM % f"file:{tmp_path / 'pw'}"
+        + f"http: {{api_tokens: ['file:{tmp_path / 'token'}']}}\n"
+        + f"store: {{url: 'file:{tmp_path / 'url'}'}}\n"
+        + f"smtp: {{auth_users: {{crm: 'file:{tmp_path / 'crm'}'}}}}\n"
+    )
+    settings = parse_config(text, "t", {})
+    assert isinstance(settings.config.upstream, SmtpUpstream)
+    assert settings.config.upstream.password == "from-file"
+    assert settings.api_tokens == ("tok",)
+    assert settings.config.store.url == "sqlite:////data/sg.db"
+    assert settings.config.smtp.auth_users["crm"].startswith("scrypt$")
+
+
+def test_an_unset_variable_names_the_field_and_the_variable() -> None:
+    assert problems(UPSTREAM % "env:NOPE", {}) == [
+        "upstream.password: environment variable NOPE is not set (or is empty)"
+    ]
+    found = problems("http: {api_tokens: [literal, 'env:MISSING_TOKEN']}\n", {})
+    assert found == [
+        "http.api_tokens[1]: environment variable MISSING_TOKEN is not set (or is empty)"
+    ]
+
+
+def test_an_unreadable_file_names_the_field_and_the_path(tmp_path: Path) -> None:
+    missing = tmp_path / "absent"
+    found = problems(
+        f"store: {{url: 'file:{missing}'}}\nsmtp: {{auth_users: {{a: 'env:A'}}}}\n", {}
+    )
+    assert f"store.url: cannot read secret file {missing}: No such file or directory" in found
+    assert "smtp.auth_users.a: environment variable A is not set (or is empty)" in found
+
+
+def test_the_default_token_variable_may_be_unset() -> None:
+    assert parse_config("", "empty.yaml", {}).api_tokens == ()
+    assert parse_config("", "empty.yaml", {"SENDGUARD_API_TOKEN": "t"}).api_tokens == ("t",)
