@@ -32,7 +32,7 @@ from sendguard.metrics import Metrics
 from sendguard.review import Review
 from sendguard.store import open_store
 from sendguard.store.base import Store
-from sendguard.tokens import TokenSet, read_or_create_token
+from sendguard.tokens import TOKEN_FILE_NAME, TokenSet, read_or_create_token
 
 log = structlog.get_logger("sendguard.app")
 PRUNE_INTERVAL = 3600.0
@@ -109,7 +109,7 @@ class App:
             token_file=str(config.http.token_file.resolve()),
             created=created,
         )
-        return TokenSet([token])
+        return TokenSet([(TOKEN_FILE_NAME, token)])
 
     async def run(self, stop: asyncio.Event, started: asyncio.Event | None = None) -> None:
         """Serve until `stop` is set, then drain and release everything."""

@@ -105,9 +105,10 @@ class SendPayload(Strict):
 
 
 class ReviewPayload(Strict):
-    """Approve or reject: who, and why."""
+    """Approve or reject: why. The reviewer is the authenticated identity; a `reviewer` given
+    here (say, the person a script acts for) is kept as part of the note."""
 
-    reviewer: str = Field(min_length=1, max_length=200)
+    reviewer: str | None = Field(default=None, min_length=1, max_length=200)
     note: str = Field(default="", max_length=2000)
 
 
