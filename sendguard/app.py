@@ -30,6 +30,7 @@ from sendguard.ingress.smtp import SmtpHandler, SmtpIngress
 from sendguard.intake import Intake
 from sendguard.metrics import Metrics
 from sendguard.review import Review
+from sendguard.review_page import install as install_review_page
 from sendguard.store import open_store
 from sendguard.store.base import Store
 from sendguard.tokens import TOKEN_FILE_NAME, TokenSet, read_or_create_token
@@ -182,7 +183,9 @@ class App:
                 dispatcher.wake,
                 config.http,
             )
-            self.http = HttpIngress(build_app(context, self.tokens(config)), config.http)
+            web_app = build_app(context, self.tokens(config))
+            install_review_page(web_app, config.review, self.clock)
+            self.http = HttpIngress(web_app, config.http)
             await self.http.start()
             stack.push_async_callback(self.http.stop)
 

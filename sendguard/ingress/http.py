@@ -25,7 +25,7 @@ log = structlog.get_logger("sendguard.http")
 
 PUBLIC = frozenset({"/healthz", "/readyz", "/openapi.json"})
 # The review page signs people in with its own session cookie (sendguard/review_page/).
-SESSION_PREFIXES = ("/review/", "/static/review/")
+SESSION_PREFIXES = ("/review/",)
 
 
 def error_body(status: int, code: str, message: str, field: str | None = None) -> web.Response:
