@@ -171,6 +171,13 @@ def test_a_reviewer_signs_in_previews_safely_and_approves_the_campaign(
     assert "human_hold: campaign spring-sale is not approved" in text
     assert "expires in" in text and "oldest hold" in text
     browser.save_screenshot(str(IMG / "review-queue.png"))
+    browser.set_window_size(360, 800)  # a phone: nothing may need sideways scrolling
+    try:
+        width = browser.execute_script("return document.documentElement.scrollWidth")
+        assert width <= 360
+        browser.save_screenshot(str(IMG / "review-queue-360.png"))
+    finally:
+        browser.set_window_size(1280, 900)
 
     browser.find_element(By.LINK_TEXT, "Spring sale: 30% off").click()
     wait_for(lambda: "As the recipient sees it" in browser.page_source)
