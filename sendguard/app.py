@@ -31,9 +31,10 @@ from sendguard.intake import Intake
 from sendguard.metrics import Metrics
 from sendguard.retention import Horizons, accepted_event_types
 from sendguard.review import Review
+from sendguard.review_page import install as install_review_page
 from sendguard.store import open_store
 from sendguard.store.base import Store
-from sendguard.tokens import TokenSet, read_or_create_token
+from sendguard.tokens import TOKEN_FILE_NAME, TokenSet, read_or_create_token
 
 log = structlog.get_logger("sendguard.app")
 PRUNE_INTERVAL = 3600.0
@@ -110,7 +111,7 @@ class App:
             token_file=str(config.http.token_file.resolve()),
             created=created,
         )
-        return TokenSet([token])
+        return TokenSet([(TOKEN_FILE_NAME, token)])
 
     async def run(self, stop: asyncio.Event, started: asyncio.Event | None = None) -> None:
         """Serve until `stop` is set, then drain and release everything."""
@@ -186,7 +187,9 @@ class App:
                 config.http,
                 accepted_event_types(b.policy for b in engine_policies),
             )
-            self.http = HttpIngress(build_app(context, self.tokens(config)), config.http)
+            web_app = build_app(context, self.tokens(config))
+            install_review_page(web_app, config.review, self.clock)
+            self.http = HttpIngress(web_app, config.http)
             await self.http.start()
             stack.push_async_callback(self.http.stop)
 

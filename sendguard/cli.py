@@ -43,7 +43,9 @@ def _parser() -> argparse.ArgumentParser:
     check = commands.add_parser("check-config", help="validate a config and print every error")
     check.add_argument("--config", type=Path, help="YAML config (default: the embedded default)")
 
-    commands.add_parser("hash-password", help="hash a password for smtp.auth_users (reads stdin)")
+    commands.add_parser(
+        "hash-password", help="hash a password for smtp.auth_users or review.users (stdin)"
+    )
 
     api = argparse.ArgumentParser(add_help=False)
     api.add_argument(
@@ -69,7 +71,7 @@ def _parser() -> argparse.ArgumentParser:
         target = act.add_mutually_exclusive_group(required=True)
         target.add_argument("delivery_id", nargs="?", help="a held delivery's id")
         target.add_argument("--campaign", help="the whole campaign instead of one delivery")
-        act.add_argument("--reviewer", default=_whoami(), help="who decides (default: $USER)")
+        act.add_argument("--reviewer", help=_REVIEWER_HELP)
         act.add_argument("--note", default="", help="why")
         if verb == "approve":
             act.add_argument(
@@ -84,9 +86,7 @@ def _parser() -> argparse.ArgumentParser:
             )
             switch.set_defaults(switch=verb)
             switch.add_argument("--campaign", help="only this campaign (its kill switch)")
-            switch.add_argument(
-                "--reviewer", default=_whoami(), help="who decides (default: $USER)"
-            )
+            switch.add_argument("--reviewer", help=_REVIEWER_HELP)
             switch.add_argument("--note", default="", help="why")
 
     timeline = commands.add_parser(
@@ -124,16 +124,21 @@ def _suppressions_parser(
     lift = actions.add_parser("lift", parents=[api], help="lift an address's suppression")
     lift.add_argument("address")
     for action in (add, imported, lift):
-        action.add_argument("--reviewer", default=_whoami(), help="who decides (default: $USER)")
+        action.add_argument("--reviewer", help=_REVIEWER_HELP)
     for action in (add, lift):
         action.add_argument("--note", default="", help="why")
 
 
-def _whoami() -> str:
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):
-        return "unknown"
+_REVIEWER_HELP = (
+    "for whom you act; kept in the note (the audit records the API token's name as the actor)"
+)
+
+
+def _review_body(args: argparse.Namespace) -> dict[str, str]:
+    body = {"note": args.note}
+    if args.reviewer:
+        body["reviewer"] = args.reviewer
+    return body
 
 
 def _client(args: argparse.Namespace) -> Client:
@@ -150,7 +155,7 @@ def _review(args: argparse.Namespace) -> int:
         return 0
     if args.action in ("pause", "resume"):
         return _switch(args)
-    body = {"reviewer": args.reviewer, "note": args.note}
+    body = _review_body(args)
     if getattr(args, "release_all", False):
         if not args.campaign:
             print("sendguard: --release-all needs --campaign", file=sys.stderr)
@@ -235,7 +240,7 @@ def _width() -> int | None:
 
 def _switch(args: argparse.Namespace) -> int:
     """`pause` / `resume`: the global kill switch, or a campaign's with --campaign."""
-    body = {"reviewer": args.reviewer, "note": args.note}
+    body = _review_body(args)
     verb = args.switch
     if args.campaign:
         path = f"/v1/campaigns/{quote(args.campaign)}/{verb}"
@@ -323,7 +328,7 @@ def _suppressions(args: argparse.Namespace) -> int:
                 print(f"more: --after {answer['next']}")
     elif args.action == "add":
         body = {"address": args.address, "reason": args.reason}
-        body |= {"reviewer": args.reviewer, "note": args.note}
+        body |= _review_body(args)
         answer = client.call("POST", "/v1/suppressions", body)
         s = answer["suppression"]
         text = "suppressed" if answer["added"] else "already suppressed"
@@ -337,7 +342,7 @@ def _suppressions(args: argparse.Namespace) -> int:
         answer = client.call(
             "POST",
             "/v1/suppressions",
-            query={"reviewer": args.reviewer, "source": args.file.name},
+            query={"reviewer": args.reviewer or "", "source": args.file.name},
             raw=content,
             content_type="text/csv",
         )
@@ -352,7 +357,7 @@ def _suppressions(args: argparse.Namespace) -> int:
         answer = client.call(
             "DELETE",
             f"/v1/suppressions/{quote(args.address)}",
-            {"reviewer": args.reviewer, "note": args.note},
+            _review_body(args),
         )
         if not args.json:
             print(f"{answer['lifted']['address']}: lifted (was {answer['lifted']['reason']})")

@@ -22,9 +22,11 @@ from pydantic import (
     BaseModel,
     BeforeValidator,
     ConfigDict,
+    Discriminator,
     Field,
     PlainSerializer,
     PlainValidator,
+    Tag,
     ValidationError,
     field_validator,
     model_validator,
@@ -130,14 +132,57 @@ class SmtpConfig(Strict):
         return users
 
 
+IDENTITY_NAME = r"^[A-Za-z0-9][A-Za-z0-9._@+-]{0,99}$"
+
+
+class NamedToken(Strict):
+    """An API token with a name: the identity the audit records for what it does."""
+
+    name: str = Field(pattern=IDENTITY_NAME)
+    token: str
+
+
+def _token_kind(value: Any) -> str:
+    return "plain" if isinstance(value, str) else "named"
+
+
+# Tagged, so an error in `{name, token}` is reported for that shape alone.
+ApiToken = Annotated[
+    Annotated[str, Tag("plain")] | Annotated[NamedToken, Tag("named")],
+    Discriminator(_token_kind),
+]
+
+
+def _default_tokens() -> list[ApiToken]:
+    return ["env:SENDGUARD_API_TOKEN"]
+
+
 class HttpConfig(Strict):
     """The HTTP API."""
 
     listen: Listen = "127.0.0.1:8025"
-    api_tokens: list[str] = Field(default_factory=lambda: ["env:SENDGUARD_API_TOKEN"])
+    # A plain string is a token named `token-N`, N its 1-based position in this list.
+    api_tokens: list[ApiToken] = Field(default_factory=_default_tokens)
     token_file: Path = Path("var/api-token")
     metrics_public: bool = True
     max_body_size: int = Field(default=30 * 1024 * 1024, gt=0)
+
+    @field_validator("api_tokens")
+    @classmethod
+    def _unique_names(cls, tokens: list[ApiToken]) -> list[ApiToken]:
+        names = [name for name, _ in token_names(tokens)]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ValueError(f"token names must be unique; used twice: {', '.join(twice)}")
+        return tokens
+
+
+def token_names(tokens: Sequence[ApiToken]) -> list[tuple[str, str]]:
+    """(name, configured token) of each entry: a plain string is `token-N` (1-based)."""
+    return [
+        (t.name, t.token) if isinstance(t, NamedToken) else (f"token-{n}", t)
+        for n, t in enumerate(tokens, 1)
+    ]
 
 
 class StoreConfig(Strict):
@@ -264,11 +309,38 @@ class PolicyConfig(Strict):
     options: dict[str, Any] = Field(default_factory=dict)
 
 
+class ReviewUser(Strict):
+    """A person who signs in to the review page."""
+
+    password_hash: str
+    role: Literal["reviewer", "viewer"] = "reviewer"
+
+    @field_validator("password_hash")
+    @classmethod
+    def _hashed(cls, value: str) -> str:
+        from sendguard.password import is_hash  # noqa: PLC0415 - avoids a cycle at import
+
+        if not is_hash(value):
+            raise ValueError("must be a hash: run `sendguard hash-password` and paste its output")
+        return value
+
+
 class ReviewConfig(Strict):
-    """The review queue: what happens to a held delivery nobody reviews."""
+    """The review queue: what happens to a held delivery nobody reviews; who reviews it."""
 
     hold_expiry: Duration = timedelta(days=7)
     on_hold_expiry: Literal["drop", "forward"] = "drop"
+    users: dict[Annotated[str, Field(pattern=IDENTITY_NAME)], ReviewUser] = Field(
+        default_factory=dict
+    )
+    session_lifetime: Duration = timedelta(hours=8)
+
+    @field_validator("session_lifetime")
+    @classmethod
+    def _lifetime(cls, value: timedelta) -> timedelta:
+        if not timedelta(minutes=5) <= value <= timedelta(days=30):
+            raise ValueError("must be between 5m and 30d")
+        return value
 
 
 class LogConfig(Strict):
@@ -308,7 +380,8 @@ class Settings:
 
     config: Config
     policies: tuple[ResolvedPolicy, ...]
-    api_tokens: tuple[str, ...]
+    api_tokens: tuple[tuple[str, str], ...]
+    """(name, token) of every configured token whose secret is set."""
     source: str
 
 
@@ -329,6 +402,8 @@ def _problems(exc: ValidationError, prefix: Sequence[int | str] = ()) -> list[Co
         # A discriminated union puts its tag into the location; readers know the keys only.
         if loc[:1] == ["upstream"] and len(loc) > 1 and loc[1] in ("outbox", "smtp"):
             del loc[1]
+        if loc[:2] == ["http", "api_tokens"] and len(loc) > 3 and loc[3] in ("plain", "named"):
+            del loc[3]
         message = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             message = "unknown key" + _allowed_hint([*prefix, *loc])
@@ -350,6 +425,7 @@ _MODELS_BY_PATH: dict[str, type[BaseModel]] = {
     "headers": HeadersConfig,
     "log": LogConfig,
     "review": ReviewConfig,
+    "http.api_tokens": NamedToken,
 }
 
 
@@ -363,23 +439,25 @@ def _allowed_hint(loc: Sequence[int | str]) -> str:
 
 
 def resolve_tokens(
-    tokens: Sequence[str], environ: Mapping[str, str], problems: list[ConfigProblem]
-) -> tuple[str, ...]:
-    """The API tokens, `env:`/`file:` references read; a reference that fails is a problem.
-
-    Only the default's own `env:SENDGUARD_API_TOKEN` may be unset (the token file is used).
-    """
+    tokens: Sequence[ApiToken], environ: Mapping[str, str], problems: list[ConfigProblem]
+) -> tuple[tuple[str, str], ...]:
+    """(name, token) of each API token, `env:`/`file:` references read; a reference that
+    fails is a problem. Only the default's own `env:SENDGUARD_API_TOKEN` may be unset (the
+    token file is used then)."""
     out = []
-    for index, token in enumerate(tokens):
+    for index, (name, token) in enumerate(token_names(tokens)):
         if token == DEFAULT_API_TOKEN and not environ.get(token[4:]):
             continue
         try:
             value = resolve_secret(token, environ)
         except SecretError as exc:
-            problems.append(ConfigProblem(f"http.api_tokens[{index}]", str(exc)))
+            field = f"http.api_tokens[{index}]"
+            if isinstance(tokens[index], NamedToken):
+                field += ".token"
+            problems.append(ConfigProblem(field, str(exc)))
             continue
         if value:
-            out.append(value)
+            out.append((name, value))
     return tuple(out)
 
 

@@ -1,7 +1,7 @@
-"""API tokens: kept only as hashes, compared in constant time.
+"""API tokens: kept only as hashes with their names, compared in constant time.
 
 With no token configured, one is generated into `http.token_file` (mode 0600) on first start
-and reused after; the CLI reads it from there.
+and reused after; the CLI reads it from there. It acts under the name `token-file`.
 """
 
 from __future__ import annotations
@@ -13,26 +13,34 @@ import secrets
 from collections.abc import Iterable
 from pathlib import Path
 
+TOKEN_FILE_NAME = "token-file"  # noqa: S105 - the name it acts under, not a secret
+
 
 def _digest(token: str) -> bytes:
     return hashlib.sha256(token.encode("utf-8")).digest()
 
 
 class TokenSet:
-    """The tokens that may use the API."""
+    """The tokens that may use the API, each with the name it acts under."""
 
-    def __init__(self, tokens: Iterable[str]) -> None:
-        self._digests = tuple(_digest(t) for t in tokens if t)
+    def __init__(self, tokens: Iterable[tuple[str, str]]) -> None:
+        self._digests = tuple((name, _digest(t)) for name, t in tokens if t)
         if not self._digests:
             raise ValueError("at least one API token is needed")
 
-    def accepts(self, token: str) -> bool:
-        """True if `token` is one of ours (every digest is compared, in constant time)."""
+    def identify(self, token: str) -> str | None:
+        """The name of `token` if it is one of ours (every digest is compared, in constant
+        time, so the answer's timing tells nothing about which one matched)."""
         candidate = _digest(token)
-        found = False
-        for digest in self._digests:
-            found |= hmac.compare_digest(candidate, digest)
+        found: str | None = None
+        for name, digest in self._digests:
+            if hmac.compare_digest(candidate, digest) and found is None:
+                found = name
         return found
+
+    def accepts(self, token: str) -> bool:
+        """True if `token` is one of ours."""
+        return self.identify(token) is not None
 
 
 def read_or_create_token(path: Path) -> tuple[str, bool]:

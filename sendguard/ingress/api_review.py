@@ -1,11 +1,16 @@
-"""The review queue over HTTP: approve or reject deliveries and campaigns, pause, audit."""
+"""The review queue over HTTP: approve or reject deliveries and campaigns, pause, audit.
+
+Every action is recorded under the authenticated identity (the API token's name); a
+`reviewer` in the body only becomes part of the note.
+"""
 
 from __future__ import annotations
 
 from aiohttp import web
 
+from sendguard.identity import note_with_claimed_reviewer
 from sendguard.ingress.api_send import view_of
-from sendguard.ingress.http_context import Handler, api
+from sendguard.ingress.http_context import Handler, api, identity
 from sendguard.ingress.payloads import (
     BadRequest,
     CampaignApprovalPayload,
@@ -32,6 +37,12 @@ def add_routes(router: web.UrlDispatcher) -> None:
     router.add_get("/v1/audit", audit)
 
 
+def _actor(request: web.Request, payload: ReviewPayload) -> tuple[str, str]:
+    """Who acts (the authenticated name) and the note to record."""
+    who = identity(request)
+    return who.name, note_with_claimed_reviewer(payload.note, payload.reviewer, who)
+
+
 def _delivery_action(action: str) -> Handler:
     """approve: release a held delivery; reject: drop it (409 unless it is held)."""
 
@@ -39,7 +50,7 @@ def _delivery_action(action: str) -> Handler:
         payload = await read_json(request, ReviewPayload)
         review = api(request).review
         act = review.approve_delivery if action == "approve" else review.reject_delivery
-        delivery = await act(request.match_info["id"], payload.reviewer, payload.note)
+        delivery = await act(request.match_info["id"], *_actor(request, payload))
         return web.json_response(await view_of(request, delivery))
 
     return handle
@@ -55,7 +66,7 @@ def _campaign_action(action: str) -> Handler:
         if action == "approve":
             approval = await read_json(request, CampaignApprovalPayload)
             outcome = await review.approve_campaign(
-                name, approval.reviewer, approval.note, release_all=approval.release == "all"
+                name, *_actor(request, approval), release_all=approval.release == "all"
             )
         else:
             payload = await read_json(request, ReviewPayload)
@@ -64,7 +75,7 @@ def _campaign_action(action: str) -> Handler:
                 "pause": review.pause_campaign,
                 "resume": review.resume_campaign,
             }[action]
-            outcome = await act(name, payload.reviewer, payload.note)
+            outcome = await act(name, *_actor(request, payload))
         return web.json_response(
             {
                 "campaign": outcome.campaign.name,
@@ -106,13 +117,13 @@ def _pause_answer(outcome: PauseOutcome) -> web.Response:
 async def pause_all(request: web.Request) -> web.Response:
     """The global kill switch: hold every unsent delivery and every new one until resumed."""
     payload = await read_json(request, ReviewPayload)
-    return _pause_answer(await api(request).review.pause_all(payload.reviewer, payload.note))
+    return _pause_answer(await api(request).review.pause_all(*_actor(request, payload)))
 
 
 async def resume_all(request: web.Request) -> web.Response:
     """Lift the global kill switch: what it held is judged again now."""
     payload = await read_json(request, ReviewPayload)
-    return _pause_answer(await api(request).review.resume_all(payload.reviewer, payload.note))
+    return _pause_answer(await api(request).review.resume_all(*_actor(request, payload)))
 
 
 async def pause_state(request: web.Request) -> web.Response:

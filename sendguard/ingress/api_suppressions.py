@@ -2,8 +2,9 @@
 
 `POST` with a JSON body suppresses one address; with `Content-Type: text/csv` it imports an
 ESP's export (a header row with an `email`, `address` or `recipient` column, optional `reason`
-and `created_at`). The reviewer comes the way the review endpoints take it (`reviewer` in the
-JSON body; `?reviewer=` for a CSV) and every change is audited.
+and `created_at`). Every change is audited under the authenticated identity (the API token's
+name), like the review endpoints; a `reviewer` in the body (`?reviewer=` for a CSV) only
+becomes part of the note.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from aiohttp import web
 
 from sendguard.address import recipient_key, validate_address
 from sendguard.errors import InvalidAddress
-from sendguard.ingress.http_context import api
+from sendguard.identity import note_with_claimed_reviewer
+from sendguard.ingress.http_context import api, identity
 from sendguard.ingress.payloads import (
     BadRequest,
     ReviewPayload,
@@ -89,9 +91,9 @@ async def add_suppression(request: web.Request) -> web.Response:
     payload = await read_json(request, SuppressionPayload)
     address = _address(payload.address, "address")
     now = ctx.clock.now()
-    item = Suppression(
-        address, SuppressionReason(payload.reason), "api", now, payload.reviewer, payload.note
-    )
+    who = identity(request)
+    note = note_with_claimed_reviewer(payload.note, payload.reviewer, who)
+    item = Suppression(address, SuppressionReason(payload.reason), "api", now, who.name, note)
     (added,) = await ctx.store.add_suppressions([item], now)
     # deliveries waiting or held for this person are judged again now, and dropped
     if await ctx.store.wake_waiting(now, recipient=address, held=added):
@@ -105,16 +107,17 @@ async def add_suppression(request: web.Request) -> web.Response:
 
 async def _import(request: web.Request) -> web.Response:
     ctx = api(request)
-    reviewer = request.query.get("reviewer", "").strip()
-    if not reviewer:
-        raise BadRequest("reviewer: required (?reviewer=NAME) to import a CSV", "reviewer")
+    who = identity(request)
+    claimed = request.query.get("reviewer", "").strip() or None
     source = "import:" + request.query.get("source", "csv")[:MAX_SOURCE]
+    if claimed and claimed != who.name:
+        source += f" (reviewer {claimed[:MAX_SOURCE]})"
     try:
         text = (await request.read()).decode("utf-8-sig")
     except UnicodeDecodeError:
         raise BadRequest("body: the CSV must be UTF-8", "body") from None
     try:
-        parsed = parse_csv(text, source=source, actor=reviewer, now=ctx.clock.now())
+        parsed = parse_csv(text, source=source, actor=who.name, now=ctx.clock.now())
     except CsvError as exc:
         raise BadRequest(f"body: {exc}", "body") from None
     added = await ctx.store.add_suppressions(parsed.rows, ctx.clock.now())
@@ -134,7 +137,9 @@ async def lift_suppression(request: web.Request) -> web.Response:
     payload = await read_json(request, ReviewPayload)
     address = _address(request.match_info["address"], "address")
     now = ctx.clock.now()
-    lifted = await ctx.store.lift_suppression(address, payload.reviewer, now, payload.note)
+    who = identity(request)
+    note = note_with_claimed_reviewer(payload.note, payload.reviewer, who)
+    lifted = await ctx.store.lift_suppression(address, who.name, now, note)
     if lifted is None:
         raise NotFound(f"{recipient_key(address)} is not suppressed")
     if await ctx.store.wake_waiting(now, recipient=address):

@@ -14,8 +14,9 @@ from aiohttp import web
 
 from sendguard.config import HttpConfig, split_listen
 from sendguard.errors import Conflict, InvalidMessage, StoreUnavailable, UpstreamError
+from sendguard.identity import Identity, Role
 from sendguard.ingress import api_context, api_review, api_send, api_suppressions, openapi
-from sendguard.ingress.http_context import API, TOKENS, Api, Handler, api
+from sendguard.ingress.http_context import API, IDENTITY_KEY, TOKENS, Api, Handler, api
 from sendguard.ingress.payloads import BadRequest
 from sendguard.review import NotFound
 from sendguard.tokens import TokenSet
@@ -23,6 +24,8 @@ from sendguard.tokens import TokenSet
 log = structlog.get_logger("sendguard.http")
 
 PUBLIC = frozenset({"/healthz", "/readyz", "/openapi.json"})
+# The review page signs people in with its own session cookie (sendguard/review_page/).
+SESSION_PREFIXES = ("/review/",)
 
 
 def error_body(status: int, code: str, message: str, field: str | None = None) -> web.Response:
@@ -35,7 +38,9 @@ def error_body(status: int, code: str, message: str, field: str | None = None) -
 
 def is_public(request: web.Request) -> bool:
     """True for the routes that need no token."""
-    if request.path in PUBLIC:
+    if request.path in PUBLIC or request.path == "/review":
+        return True
+    if request.path.startswith(SESSION_PREFIXES):
         return True
     return request.path == "/metrics" and request.app[API].config.metrics_public
 
@@ -75,13 +80,16 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
 
 @web.middleware
 async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Require `Authorization: Bearer <token>` on every route but the public ones."""
+    """Require `Authorization: Bearer <token>` on every route but the public ones, and record
+    the token's name as the identity handlers act under."""
     if not is_public(request):
         scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not request.app[TOKENS].accepts(token.strip()):
+        name = request.app[TOKENS].identify(token.strip()) if scheme.lower() == "bearer" else None
+        if name is None:
             response = error_body(401, "unauthorized", "a valid bearer token is required")
             response.headers["WWW-Authenticate"] = 'Bearer realm="sendguard"'
             return response
+        request[IDENTITY_KEY] = Identity(name, Role.API)
     return await handler(request)
 
 

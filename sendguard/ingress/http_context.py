@@ -10,6 +10,7 @@ from aiohttp import web
 from sendguard.clock import Clock
 from sendguard.config import HttpConfig
 from sendguard.delivery.upstream import Upstream
+from sendguard.identity import Identity
 from sendguard.intake import Intake
 from sendguard.metrics import Metrics
 from sendguard.review import Review
@@ -42,3 +43,14 @@ TOKENS: web.AppKey[TokenSet] = web.AppKey("tokens", TokenSet)
 def api(request: web.Request) -> Api:
     """The Api of the application serving `request`."""
     return request.app[API]
+
+
+IDENTITY_KEY: web.RequestKey[Identity] = web.RequestKey("identity", Identity)
+
+
+def identity(request: web.Request) -> Identity:
+    """Who is calling: set by the authenticating middleware before any handler runs."""
+    who = request.get(IDENTITY_KEY)
+    if not isinstance(who, Identity):  # a route reached without authentication is a bug
+        raise TypeError(f"no identity for {request.path}; is the route public by mistake?")
+    return who

@@ -112,9 +112,10 @@ class SendPayload(Strict):
 
 
 class ReviewPayload(Strict):
-    """Approve or reject: who, and why."""
+    """Approve or reject: why. The reviewer is the authenticated identity; a `reviewer` given
+    here (say, the person a script acts for) is kept as part of the note."""
 
-    reviewer: str = Field(min_length=1, max_length=200)
+    reviewer: str | None = Field(default=None, min_length=1, max_length=200)
     note: str = Field(default="", max_length=2000)
 
 
@@ -199,5 +200,6 @@ class SuppressionPayload(Strict):
 
     address: str = Field(min_length=1, max_length=320)
     reason: Literal["unsubscribe", "complaint", "bounce", "manual"] = "manual"
-    reviewer: str = Field(min_length=1, max_length=200)
+    reviewer: str | None = Field(default=None, min_length=1, max_length=200)
+    """For whom the caller acts; kept in the note (the actor is the authenticated identity)."""
     note: str = Field(default="", max_length=2000)

@@ -116,7 +116,7 @@ async def client(store: CountingStore, tmp_path: Path) -> AsyncIterator[TestClie
         lambda: None,
         HttpConfig(api_tokens=[TOKEN]),
     )
-    async with TestClient(TestServer(build_app(context, TokenSet([TOKEN])))) as client:
+    async with TestClient(TestServer(build_app(context, TokenSet([("token-1", TOKEN)])))) as client:
         yield client
 
 

@@ -41,8 +41,9 @@ def test_suppressions_commands(sendguard: Start, tmp_path: Path) -> None:
 
     out = cli(proc, "suppressions", "list", "--reason", "bounce", "--json")
     (ivy,) = json.loads(out.stdout)["suppressions"]
-    assert ivy["address"] == "ivy@example.org" and ivy["source"] == "import:postmark.csv"
-    assert ivy["created_by"] == "ana"
+    assert ivy["address"] == "ivy@example.org"
+    assert ivy["source"] == "import:postmark.csv (reviewer ana)"
+    assert ivy["created_by"] == "token-1"  # the authenticated identity, not the claimed one
     out = cli(proc, "suppressions", "list")
     lines = out.stdout.splitlines()
     assert lines[0].split() == ["ADDRESS", "REASON", "SOURCE", "SINCE", "BY"]

@@ -115,9 +115,9 @@ def test_approving_a_context_hold_overrides_it(sendguard: Start, sink: Sink) -> 
     assert status == 200, body
     proc.wait_states({"wait@example.org": "sent"}, msg_id, timeout=10)
     steps = proc.transitions("wait@example.org")
-    override = steps.index(("delayed", "override by ana: I checked: send"))
+    override = steps.index(("delayed", "override by token-1: reviewer ana: I checked: send"))
     assert [state for state, _ in steps[override:]] == ["delayed", "queued", "sending", "sent"]
-    assert steps[override + 1][1] == "context: override by ana: premises not checked"
+    assert steps[override + 1][1] == "context: override by token-1: premises not checked"
     assert [r.rcpt_tos for r in sink.wait_for(1)] == [["wait@example.org"]]
 
 

@@ -44,7 +44,7 @@ def test_changed_copy_of_an_approved_campaign_is_held_again(sendguard: Start, si
     changed = send(proc, ["c@example.org"], message(tagged, subject="LAST CHANCE: 50% off"))
     proc.wait_states({"c@example.org": "held"}, changed)
     why = reason(proc, "c@example.org")
-    assert "campaign cart-reminder: content changed since maria approved it on" in why
+    assert "campaign cart-reminder: content changed since token-1 approved it on" in why
     assert [r.rcpt_tos[0] for r in sink.received] == ["a@example.org", "b@example.org"]
 
     # approving again covers the new copy too
@@ -78,12 +78,12 @@ def test_approving_a_campaign_can_release_every_hold_reason(sendguard: Start, si
     proc.wait_states({"pat@example.org": "sent", "pm@gov.example": "sent"}, held)
     entry = audit(proc)[0]
     assert (entry["actor"], entry["action"], entry["target"], entry["count"]) == (
-        "ana",
+        "token-1",
         "approve-campaign",
         "campaign:promo",
         2,
     )
-    assert entry["note"] == "release all; legal checked"
+    assert entry["note"] == "release all; reviewer ana: legal checked"
 
     status, error = proc.call(
         "POST", "/v1/campaigns/promo/approve", {"reviewer": "a", "release": "x"}
@@ -149,12 +149,15 @@ def test_global_pause_holds_everything_until_resumed_even_across_a_restart(
     assert status == 200 and answer["paused"] is True
     untagged = send(proc, ["u@example.org"], message())
     assert proc.states(untagged) == {"u@example.org": "held"}
-    assert reason(proc, "u@example.org") == "global-pause: sending is paused by ops: incident 42"
+    assert (
+        reason(proc, "u@example.org")
+        == "global-pause: sending is paused by token-1: reviewer ops: incident 42"
+    )
 
     proc.stop()
     proc.start()
     status, state = proc.call("GET", "/v1/pause")
-    assert status == 200 and state["paused"] is True and state["updated_by"] == "ops"
+    assert status == 200 and state["paused"] is True and state["updated_by"] == "token-1"
     later = send(proc, ["v@example.org"], message("X-Campaign: news"))
     assert proc.states(later) == {"v@example.org": "held"}
     status, campaigns = proc.call("GET", "/v1/campaigns")
@@ -165,8 +168,8 @@ def test_global_pause_holds_everything_until_resumed_even_across_a_restart(
     assert out.stdout.strip() == "all sending: resumed, 2 deliveries"
     proc.wait_states({"u@example.org": "sent", "v@example.org": "sent"})
     assert [(e["actor"], e["action"], e["target"]) for e in audit(proc)[:2]] == [
-        ("ops", "resume", "all"),
-        ("ops", "pause", "all"),
+        ("token-1", "resume", "all"),
+        ("token-1", "pause", "all"),
     ]
 
     out = cli(proc, "review", "pause", "--reviewer", "ops")

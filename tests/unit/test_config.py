@@ -99,7 +99,10 @@ def test_all_errors_are_reported_together() -> None:
 def test_api_tokens_from_environment() -> None:
     found: list[ConfigProblem] = []
     tokens = ["env:TOKEN", "literal", "env:SENDGUARD_API_TOKEN", ""]
-    assert resolve_tokens(tokens, {"TOKEN": "t1"}, found) == ("t1", "literal")
+    assert resolve_tokens(tokens, {"TOKEN": "t1"}, found) == (
+        ("token-1", "t1"),
+        ("token-2", "literal"),
+    )
     assert found == []
 
 

@@ -39,7 +39,7 @@ def test_secret_files_lose_their_trailing_newline(tmp_path: Path) -> None:
     settings = parse_config(text, "t", {})
     assert isinstance(settings.config.upstream, SmtpUpstream)
     assert settings.config.upstream.password == "from-file"
-    assert settings.api_tokens == ("tok",)
+    assert settings.api_tokens == (("token-1", "tok"),)
     assert settings.config.store.url == "sqlite:////data/sg.db"
     assert settings.config.smtp.auth_users["crm"].startswith("scrypt$")
 
@@ -65,4 +65,6 @@ def test_an_unreadable_file_names_the_field_and_the_path(tmp_path: Path) -> None
 
 def test_the_default_token_variable_may_be_unset() -> None:
     assert parse_config("", "empty.yaml", {}).api_tokens == ()
-    assert parse_config("", "empty.yaml", {"SENDGUARD_API_TOKEN": "t"}).api_tokens == ("t",)
+    assert parse_config("", "empty.yaml", {"SENDGUARD_API_TOKEN": "t"}).api_tokens == (
+        ("token-1", "t"),
+    )

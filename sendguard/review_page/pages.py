@@ -1,0 +1,574 @@
+"""The handlers of the review page: sign-in, queue, preview, actions, timeline and audit."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from importlib import resources
+from typing import Any
+from urllib.parse import urlencode
+
+import aiohttp_jinja2
+import jinja2
+from aiohttp import web
+
+from sendguard.clock import Clock
+from sendguard.config import ReviewConfig
+from sendguard.errors import Conflict
+from sendguard.identity import Identity, Role
+from sendguard.ingress.http_context import api
+from sendguard.message import Delivery, DeliveryState
+from sendguard.password import hash_password, verify_password
+from sendguard.phrasing import human_duration
+from sendguard.review import NotFound
+from sendguard.review_page.guard import safe_next, same_origin, secure_frame, secure_page
+from sendguard.review_page.preview import preview
+from sendguard.review_page.sessions import LoginThrottle, Session, Sessions, throttle_keys
+from sendguard.store.base import Approval, DeliveryQuery
+
+SESSION_COOKIE = "sendguard_session"
+LOGIN_CSRF_COOKIE = "sendguard_login_csrf"
+PAGE_SIZE = 50
+MAX_SCANNED = 20_000  # held deliveries read for one queue page; past this, filter first
+_SCAN_PAGE = 500
+NO_CAMPAIGN = ""
+
+_DONE = {"approve": "approved", "reject": "rejected", "pause": "paused", "resume": "resumed"}
+
+PageHandler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@dataclass
+class ReviewPage:
+    """The page's state in this process: accounts, open sessions, the sign-in throttle."""
+
+    config: ReviewConfig
+    clock: Clock
+    sessions: Sessions
+    throttle: LoginThrottle = field(default_factory=LoginThrottle)
+    # Checked when a user name is unknown, so a wrong name costs as long as a wrong password.
+    decoy_hash: str = field(default_factory=lambda: hash_password(secrets.token_hex(16)))
+
+
+PAGE: web.AppKey[ReviewPage] = web.AppKey("review_page", ReviewPage)
+
+
+def install(app: web.Application, config: ReviewConfig, clock: Clock) -> None:
+    """Add the review page to the API's application."""
+    env = aiohttp_jinja2.setup(
+        app,
+        loader=jinja2.PackageLoader("sendguard.review_page", "templates"),
+        autoescape=True,
+    )
+    env.filters["ago"] = lambda at: human_duration(clock.now() - at) if at else ""
+    env.filters["left"] = _left(clock)
+    env.filters["utc"] = lambda at: at.strftime("%Y-%m-%d %H:%M UTC") if at else ""
+    app[PAGE] = ReviewPage(config, clock, Sessions(config.session_lifetime))
+    router = app.router
+    router.add_get("/review", queue)
+    router.add_get("/review/login", login_form)
+    router.add_post("/review/login", login)
+    router.add_post("/review/logout", logout)
+    router.add_get("/review/static/review.css", stylesheet)
+    router.add_get("/review/deliveries/{id}", show_delivery)
+    router.add_get("/review/deliveries/{id}/frame", delivery_frame)
+    for action in ("approve", "reject"):
+        router.add_post(f"/review/deliveries/{{id}}/{action}", _delivery_action(action))
+        router.add_post(f"/review/selection/{action}", _selection_action(action))
+    for action in ("approve", "reject", "pause", "resume"):
+        router.add_post(f"/review/campaigns/{{name}}/{action}", _campaign_action(action))
+    router.add_get("/review/timeline", timeline)
+    router.add_get("/review/audit", audit)
+
+
+def _left(clock: Clock) -> Callable[[datetime | None], str]:
+    def left(at: datetime | None) -> str:
+        if at is None:
+            return "never"
+        remaining = at - clock.now()
+        return "due now" if remaining <= timedelta(0) else human_duration(remaining)
+
+    return left
+
+
+def _page(request: web.Request) -> ReviewPage:
+    return request.app[PAGE]
+
+
+def _session(request: web.Request) -> Session | None:
+    session_id = request.cookies.get(SESSION_COOKIE, "")
+    page = _page(request)
+    return page.sessions.get(session_id, page.clock.now()) if session_id else None
+
+
+def _render(
+    request: web.Request, template: str, context: Mapping[str, Any], status: int = 200
+) -> web.StreamResponse:
+    response = aiohttp_jinja2.render_template(template, request, dict(context), status=status)
+    return secure_page(response)
+
+
+def _message(
+    request: web.Request, session: Session | None, status: int, title: str, text: str
+) -> web.StreamResponse:
+    context = {"session": session, "title": title, "text": text, "status": status}
+    return _render(request, "message.html", context, status=status)
+
+
+def _to_login() -> web.StreamResponse:
+    return secure_page(web.HTTPSeeOther("/review/login"))
+
+
+def _see(location: str) -> web.StreamResponse:
+    return secure_page(web.HTTPSeeOther(location))
+
+
+# --- signing in and out ------------------------------------------------------------------
+
+
+def _login_page(request: web.Request, error: str = "", status: int = 200) -> web.StreamResponse:
+    token = secrets.token_urlsafe(32)
+    response = _render(
+        request, "login.html", {"csrf": token, "error": error, "session": None}, status
+    )
+    response.set_cookie(
+        LOGIN_CSRF_COOKIE,
+        token,
+        httponly=True,
+        samesite="Strict",
+        secure=request.secure,
+        path="/review/login",
+    )
+    return response
+
+
+async def login_form(request: web.Request) -> web.StreamResponse:
+    """The sign-in form (or the queue, for someone signed in)."""
+    if _session(request) is not None:
+        return _see("/review")
+    return _login_page(request)
+
+
+async def login(request: web.Request) -> web.StreamResponse:
+    """Check the password; on success start a session (cookie only, never in a URL)."""
+    form = await request.post()
+    expected = request.cookies.get(LOGIN_CSRF_COOKIE, "")
+    token = str(form.get("csrf_token", ""))
+    if (
+        not same_origin(request)
+        or not expected
+        or not secrets.compare_digest(expected.encode(), token.encode())
+    ):
+        return _message(request, None, 403, "Forbidden", "The sign-in form was not ours.")
+    page = _page(request)
+    now = page.clock.now()
+    username = str(form.get("username", "")).strip()
+    password = str(form.get("password", ""))
+    keys = throttle_keys(username, request.remote or "-")
+    wait = page.throttle.retry_after(keys, now)
+    if wait is not None:
+        response = _login_page(
+            request,
+            f"Too many failed sign-ins. Try again in {human_duration(wait)}.",
+            429,
+        )
+        response.headers["Retry-After"] = str(max(1, int(wait.total_seconds())))
+        return response
+    user = page.config.users.get(username)
+    stored = user.password_hash if user is not None else page.decoy_hash
+    # scrypt takes tens of milliseconds: not on the event loop
+    matches = await asyncio.to_thread(verify_password, password, stored)
+    if user is None or not matches:
+        page.throttle.failed(keys, now)
+        return _login_page(request, "Wrong user name or password.", 401)
+    page.throttle.succeeded(keys)
+    session = page.sessions.start(Identity(username, Role(user.role)), now)
+    response = _see("/review")
+    response.set_cookie(
+        SESSION_COOKIE,
+        session.id,
+        httponly=True,
+        samesite="Strict",
+        secure=request.secure,
+        path="/review",
+        max_age=int(page.config.session_lifetime.total_seconds()),
+    )
+    response.del_cookie(LOGIN_CSRF_COOKIE, path="/review/login")
+    return response
+
+
+async def _checked(request: web.Request) -> tuple[Session, Mapping[str, Any]] | web.StreamResponse:
+    """The session and form of a state change, or the 403 that refuses it."""
+    session = _session(request)
+    if session is None:
+        return _message(request, None, 403, "Forbidden", "Sign in first.")
+    form = await request.post()
+    if not same_origin(request):
+        return _message(request, session, 403, "Forbidden", "The request came from elsewhere.")
+    if not session.csrf_matches(str(form.get("csrf_token", ""))):
+        return _message(
+            request, session, 403, "Forbidden", "The form has expired; reload the page."
+        )
+    return session, form
+
+
+async def logout(request: web.Request) -> web.StreamResponse:
+    """End the session."""
+    checked = await _checked(request)
+    if isinstance(checked, web.StreamResponse):
+        return checked
+    session, _ = checked
+    _page(request).sessions.end(session.id)
+    response = _see("/review/login")
+    response.del_cookie(SESSION_COOKIE, path="/review")
+    return response
+
+
+async def stylesheet(request: web.Request) -> web.StreamResponse:
+    """The page's only style sheet, shipped in the package (no CDN)."""
+    css = resources.files("sendguard.review_page").joinpath("static/review.css").read_bytes()
+    response = web.Response(body=css, content_type="text/css", charset="utf-8")
+    response.headers["Cache-Control"] = "max-age=3600"
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    return response
+
+
+# --- the queue --------------------------------------------------------------------------
+
+
+@dataclass
+class Group:
+    """Held deliveries of one campaign (or of none) in the queue."""
+
+    campaign: str
+    count: int = 0
+    oldest: datetime | None = None
+    expires: datetime | None = None
+    state: str = "pending"
+    paused: bool = False
+    rows: list[dict[str, Any]] = field(default_factory=list)
+
+
+async def _held(
+    request: web.Request, campaign: str | None, recipient: str | None
+) -> list[Delivery]:
+    store = api(request).store
+    held: list[Delivery] = []
+    after: str | None = None
+    while len(held) < MAX_SCANNED:
+        page = await store.list_deliveries(
+            DeliveryQuery(
+                state=DeliveryState.HELD,
+                campaign=campaign,
+                recipient=recipient,
+                after=after,
+                limit=_SCAN_PAGE,
+            )
+        )
+        held.extend(page.deliveries)
+        if page.next is None:
+            break
+        after = page.next
+    return held
+
+
+async def _reasons(request: web.Request, delivery: Delivery) -> tuple[list[str], list[str]]:
+    """The reasons it is held (in words) and the policies holding it."""
+    store = api(request).store
+    outcomes = await store.outcomes(delivery.id)
+    latest = max((o.at for o in outcomes), default=None)
+    holding = [
+        o.outcome
+        for o in outcomes
+        if o.at == latest
+        and o.outcome.verdict.action.value == "hold"
+        and o.outcome.mode.value == "enforce"
+    ]
+    if delivery.hold_origin == "pause" or not holding:
+        steps = await store.transitions(delivery.id)
+        return ([steps[-1].reason] if steps else []), [delivery.hold_origin or "pause"]
+    return [f"{o.policy}: {o.verdict.reason}" for o in holding], [o.policy for o in holding]
+
+
+async def queue(request: web.Request) -> web.StreamResponse:
+    """Held deliveries grouped by campaign, with counts, reasons, age and time left."""
+    session = _session(request)
+    if session is None:
+        return _to_login()
+    q = request.query
+    campaign = q.get("campaign", "").strip() or None
+    recipient = q.get("recipient", "").strip() or None
+    policy = q.get("policy", "").strip() or None
+    try:
+        number = max(1, int(q.get("page", "1")))
+    except ValueError:
+        number = 1
+    held = await _held(request, campaign, recipient)
+    if policy is not None:
+        kept = []
+        for delivery in held:
+            _, policies = await _reasons(request, delivery)
+            if policy in policies:
+                kept.append(delivery)
+        held = kept
+    groups: dict[str, Group] = {}
+    for delivery in held:
+        group = groups.setdefault(delivery.campaign or NO_CAMPAIGN, Group(delivery.campaign or ""))
+        group.count += 1
+        if group.oldest is None or delivery.updated_at < group.oldest:
+            group.oldest = delivery.updated_at
+        if delivery.due_at is not None and (
+            group.expires is None or delivery.due_at < group.expires
+        ):
+            group.expires = delivery.due_at
+    summaries = {s.campaign.name: s.campaign for s in await api(request).store.campaigns()}
+    for name, group in groups.items():
+        known = summaries.get(name)
+        if known is not None:
+            group.paused = known.paused
+            group.state = (
+                "paused"
+                if known.paused and known.approval is not Approval.REJECTED
+                else known.approval.value
+                if known.approval
+                else "pending"
+            )
+    # Campaigns in name order, deliveries without one last; newest first within a group.
+    ordered = sorted(held, key=lambda d: (d.campaign is None, d.campaign or ""))
+    pages = max(1, -(-len(ordered) // PAGE_SIZE))
+    number = min(number, pages)
+    shown = ordered[(number - 1) * PAGE_SIZE : number * PAGE_SIZE]
+    visible: list[Group] = []
+    for delivery in shown:
+        group = groups[delivery.campaign or NO_CAMPAIGN]
+        if not visible or visible[-1] is not group:
+            visible.append(group)
+        reasons, _ = await _reasons(request, delivery)
+        group.rows.append({"delivery": delivery, "reasons": reasons})
+    paused = [
+        {"name": name, "state": "paused"}
+        for name, c in summaries.items()
+        if c.paused and name not in groups
+    ]
+    filters = {
+        k: v for k, v in (("campaign", campaign), ("recipient", recipient), ("policy", policy)) if v
+    }
+    return _render(
+        request,
+        "queue.html",
+        {
+            "session": session,
+            "groups": visible,
+            "total": len(held),
+            "campaign_count": len(groups),
+            "filters": filters,
+            "page": number,
+            "pages": pages,
+            "prev_url": _url(filters, number - 1) if number > 1 else None,
+            "next_url": _url(filters, number + 1) if number < pages else None,
+            "paused": paused,
+            "here": request.path_qs,
+        },
+    )
+
+
+def _url(filters: Mapping[str, str], page: int) -> str:
+    return "/review?" + urlencode({**filters, "page": str(page)})
+
+
+# --- one message --------------------------------------------------------------------------
+
+
+async def _recent(request: web.Request, recipient: str, limit: int = 20) -> list[dict[str, Any]]:
+    store = api(request).store
+    page = await store.list_deliveries(DeliveryQuery(recipient=recipient, limit=limit))
+    rows = []
+    for delivery in page.deliveries:
+        steps = await store.transitions(delivery.id)
+        rows.append({"delivery": delivery, "reason": steps[-1].reason if steps else ""})
+    return rows
+
+
+async def show_delivery(request: web.Request) -> web.StreamResponse:
+    """A held message as its recipient would see it, beside the recipient's recent timeline."""
+    session = _session(request)
+    if session is None:
+        return _to_login()
+    store = api(request).store
+    delivery = await store.get_delivery(request.match_info["id"])
+    if delivery is None:
+        return _message(request, session, 404, "Not found", "There is no such delivery.")
+    shown = preview(await store.message_content(delivery.message.id))
+    reasons, _ = (
+        await _reasons(request, delivery) if delivery.state is DeliveryState.HELD else ([], [])
+    )
+    events = await store.events(delivery.recipient)
+    return _render(
+        request,
+        "preview.html",
+        {
+            "session": session,
+            "delivery": delivery,
+            "preview": shown,
+            "reasons": reasons,
+            "transitions": await store.transitions(delivery.id),
+            "timeline": await _recent(request, delivery.recipient),
+            "events": list(reversed(events))[:20],
+            "here": request.path,
+        },
+    )
+
+
+async def delivery_frame(request: web.Request) -> web.StreamResponse:
+    """The HTML part alone, for the sandboxed iframe: nothing in it runs or loads."""
+    session = _session(request)
+    if session is None:
+        return secure_frame(web.Response(status=403, text="sign in first"))
+    store = api(request).store
+    delivery = await store.get_delivery(request.match_info["id"])
+    if delivery is None:
+        return secure_frame(web.Response(status=404, text="no such delivery"))
+    shown = preview(await store.message_content(delivery.message.id))
+    html = shown.html if shown.html is not None else "<p>(this message has no HTML part)</p>"
+    return secure_frame(web.Response(text=html, content_type="text/html", charset="utf-8"))
+
+
+# --- decisions ----------------------------------------------------------------------------
+
+
+def _refused(request: web.Request, session: Session) -> web.StreamResponse | None:
+    if session.identity.may_decide:
+        return None
+    return _message(
+        request, session, 403, "Forbidden", f"{session.identity.name} may look but not decide."
+    )
+
+
+async def _decide(
+    request: web.Request,
+    act: Callable[[Session, str], Awaitable[str]],
+    ask: Callable[[Session, Mapping[str, Any]], Awaitable[web.StreamResponse]] | None = None,
+) -> web.StreamResponse:
+    """Check the request, run `act(session, note)`, and go back with what it did; with
+    `ask`, a form without `confirm=yes` is first answered with a confirmation."""
+    checked = await _checked(request)
+    if isinstance(checked, web.StreamResponse):
+        return checked
+    session, form = checked
+    refused = _refused(request, session)
+    if refused is not None:
+        return refused
+    if ask is not None and form.get("confirm") != "yes":
+        return await ask(session, form)
+    note = str(form.get("note", "")).strip()[:2000]
+    try:
+        done = await act(session, note)
+    except NotFound as exc:
+        return _message(request, session, 404, "Not found", str(exc))
+    except Conflict as exc:
+        return _message(request, session, 409, "Not possible", str(exc))
+    back = safe_next(str(form.get("next", "")) or None)
+    context = {"session": session, "title": "Done", "text": done, "status": 200, "back": back}
+    return _render(request, "message.html", context)
+
+
+def _delivery_action(action: str) -> PageHandler:
+    async def handle(request: web.Request) -> web.StreamResponse:
+        review = api(request).review
+        ident = request.match_info["id"]
+
+        async def act(session: Session, note: str) -> str:
+            run = review.approve_delivery if action == "approve" else review.reject_delivery
+            delivery = await run(ident, session.identity.name, note)
+            return f"Delivery to {delivery.recipient}: {_DONE[action]} ({delivery.state.value})."
+
+        return await _decide(request, act)
+
+    return handle
+
+
+def _selection_action(action: str) -> PageHandler:
+    async def handle(request: web.Request) -> web.StreamResponse:
+        review = api(request).review
+        form = await request.post()
+        ids = [str(v) for v in form.getall("id", [])]
+
+        async def act(session: Session, note: str) -> str:
+            if not ids:
+                return "Nothing was selected."
+            run = review.approve_delivery if action == "approve" else review.reject_delivery
+            done, skipped = 0, 0
+            for ident in ids:
+                try:
+                    await run(ident, session.identity.name, note)
+                    done += 1
+                except Conflict:  # reviewed meanwhile, or gone
+                    skipped += 1
+            text = f"{_DONE[action].capitalize()} {done} deliveries."
+            return text + (f" {skipped} were no longer held." if skipped else "")
+
+        return await _decide(request, act)
+
+    return handle
+
+
+def _campaign_action(action: str) -> PageHandler:
+    confirm = action in ("reject", "pause", "resume")
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        review = api(request).review
+        name = request.match_info["name"]
+
+        async def act(session: Session, note: str) -> str:
+            run = {
+                "approve": review.approve_campaign,
+                "reject": review.reject_campaign,
+                "pause": review.pause_campaign,
+                "resume": review.resume_campaign,
+            }[action]
+            outcome = await run(name, session.identity.name, note)
+            return f"Campaign {name} {_DONE[action]}: {outcome.count} deliveries."
+
+        async def ask(session: Session, form: Mapping[str, Any]) -> web.StreamResponse:
+            context = {
+                "session": session,
+                "action": action,
+                "campaign": name,
+                "note": str(form.get("note", "")),
+                "next": safe_next(str(form.get("next", "")) or None),
+            }
+            return _render(request, "confirm.html", context)
+
+        return await _decide(request, act, ask if confirm else None)
+
+    return handle
+
+
+# --- looking back -------------------------------------------------------------------------
+
+
+async def timeline(request: web.Request) -> web.StreamResponse:
+    """Everything an address was sent, spared or is waiting for."""
+    session = _session(request)
+    if session is None:
+        return _to_login()
+    address = request.query.get("address", "").strip()
+    rows = await _recent(request, address, limit=100) if address else []
+    events = list(reversed(await api(request).store.events(address))) if address else []
+    return _render(
+        request,
+        "timeline.html",
+        {"session": session, "address": address, "rows": rows, "events": events},
+    )
+
+
+async def audit(request: web.Request) -> web.StreamResponse:
+    """Who decided what, when, with which note, about how many deliveries."""
+    session = _session(request)
+    if session is None:
+        return _to_login()
+    entries = await api(request).store.audit(200)
+    return _render(request, "audit.html", {"session": session, "entries": entries})

@@ -1,0 +1,405 @@
+"""Issue 12: the review page, driven as people drive it — in a real headless Chromium — and
+as a hostile page or script would, with plain HTTP."""
+
+from __future__ import annotations
+
+import http.server
+import os
+import re
+import shutil
+import threading
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sendguard.password import hash_password
+from tests.support.process import SendguardProcess
+from tests.support.sink import Sink
+
+pytestmark = pytest.mark.e2e
+
+Start = Callable[..., SendguardProcess]
+IMG = Path(__file__).resolve().parents[2] / "docs" / "img"
+HASHES = {"ana": hash_password("ana-password"), "vic": hash_password("vic-password")}
+USERS = {
+    "ana": {"password_hash": HASHES["ana"], "role": "reviewer"},
+    "vic": {"password_hash": HASHES["vic"], "role": "viewer"},
+}
+HOLD = [{"plugin": "human_hold"}]
+
+
+class Counter:
+    """A local web server that counts every request (a remote image or a script's beacon),
+    and serves one page of another origin (a hostile site) when given one."""
+
+    def __init__(self) -> None:
+        self.paths: list[str] = []
+        self.page = b""
+        counter = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                if self.path == "/evil.html":
+                    body = counter.page
+                else:
+                    counter.paths.append(self.path)
+                    body = b""
+                self.send_response(200)
+                self.send_header("Content-Type", "text/html")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+
+@pytest.fixture
+def counter() -> Iterator[Counter]:
+    server = Counter()
+    yield server
+    server.server.shutdown()
+    server.server.server_close()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    chromium, driver = shutil.which("chromium"), shutil.which("chromedriver")
+    if not (chromium and driver):
+        message = "needs Debian's chromium and chromium-driver (.ci/run installs them)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    from selenium import webdriver  # noqa: PLC0415 - only when a browser is there
+    from selenium.webdriver.chrome.service import Service  # noqa: PLC0415
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1280,900"):
+        options.add_argument(arg)
+    options.add_argument("--disable-dev-shm-usage")
+    chrome = webdriver.Chrome(options=options, service=Service(driver))
+    chrome.set_page_load_timeout(30)
+    yield chrome
+    chrome.quit()
+
+
+def held_html(counter: Counter) -> str:
+    return (
+        "<html><body><h1 style='color:#1f5fbf'>Spring sale: 30% off</h1>"
+        f"<img src='{counter.url('/pixel.png')}' alt='hero'>"
+        "<script>document.body.setAttribute('data-ran', 'yes');"
+        f"new Image().src = '{counter.url('/script-ran')}';</script>"
+        "<p>Dear Ann, everything in the garden shop is 30% off this week.</p>"
+        "<p><a href='https://shop.example/track?u=1'>See the offer</a></p></body></html>"
+    )
+
+
+def send_held(proc: SendguardProcess, to: str, counter: Counter, subject: str) -> str:
+    status, answer = proc.call(
+        "POST",
+        "/v1/messages",
+        {
+            "from": "news@shop.example",
+            "to": [to],
+            "subject": subject,
+            "text": "Everything is 30% off: https://shop.example/sale",
+            "html": held_html(counter),
+            "campaign": "spring-sale",
+        },
+    )
+    assert status == 202 and answer["deliveries"][0]["state"] == "held", answer
+    return str(answer["deliveries"][0]["id"])
+
+
+def base(proc: SendguardProcess) -> str:
+    return f"http://127.0.0.1:{proc.http_port}"
+
+
+def sign_in(chrome: Any, proc: SendguardProcess, user: str) -> None:
+    from selenium.webdriver.common.by import By  # noqa: PLC0415
+
+    chrome.delete_all_cookies()
+    chrome.get(base(proc) + "/review")
+    assert chrome.current_url.endswith("/review/login")
+    chrome.find_element(By.ID, "username").send_keys(user)
+    chrome.find_element(By.ID, "password").send_keys(f"{user}-password")
+    chrome.find_element(By.CSS_SELECTOR, "button[type=submit].primary").click()
+    wait_for(lambda: "Held for review" in chrome.page_source)
+
+
+def wait_for(check: Callable[[], bool], timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.1)
+    raise AssertionError("condition not met in time")
+
+
+def audit(proc: SendguardProcess) -> list[dict[str, Any]]:
+    status, answer = proc.call("GET", "/v1/audit")
+    assert status == 200
+    return list(answer["entries"])
+
+
+def test_a_reviewer_signs_in_previews_safely_and_approves_the_campaign(
+    sendguard: Start, sink: Sink, counter: Counter, browser: Any
+) -> None:
+    from selenium.webdriver.common.by import By  # noqa: PLC0415
+
+    proc = sendguard(policies=HOLD, review={"users": USERS})
+    first = send_held(proc, "ann@example.org", counter, "Spring sale: 30% off")
+    send_held(proc, "ben@example.org", counter, "Spring sale: 30% off")
+
+    sign_in(browser, proc, "ana")
+    text = browser.find_element(By.TAG_NAME, "main").text
+    assert "spring-sale" in text and "2 held" in text
+    assert "human_hold: campaign spring-sale is not approved" in text
+    assert "expires in" in text and "oldest hold" in text
+    browser.save_screenshot(str(IMG / "review-queue.png"))
+    browser.set_window_size(360, 800)  # a phone: nothing may need sideways scrolling
+    try:
+        width = browser.execute_script("return document.documentElement.scrollWidth")
+        assert width <= 360
+        browser.save_screenshot(str(IMG / "review-queue-360.png"))
+    finally:
+        browser.set_window_size(1280, 900)
+
+    browser.find_element(By.LINK_TEXT, "Spring sale: 30% off").click()
+    wait_for(lambda: "As the recipient sees it" in browser.page_source)
+    assert f"/review/deliveries/{first}" in browser.current_url or "ben@" in browser.page_source
+    page = browser.find_element(By.TAG_NAME, "main").text
+    assert "news@shop.example" in page and "See the offer → https://shop.example/track?u=1" in page
+    assert counter.url("/pixel.png") in page  # the placeholder names the remote image
+    frame = browser.find_element(By.CSS_SELECTOR, "iframe.frame")
+    assert frame.get_attribute("sandbox") == ""
+    browser.switch_to.frame(frame)
+    wait_for(lambda: "garden shop" in browser.find_element(By.TAG_NAME, "body").text)
+    body = browser.find_element(By.TAG_NAME, "body")
+    assert body.get_attribute("data-ran") is None  # the script did not run
+    assert "remote image not loaded" in body.text
+    browser.switch_to.default_content()
+    browser.save_screenshot(str(IMG / "review-preview.png"))
+    assert counter.paths == []  # neither the image nor the script's beacon was requested
+
+    browser.get(base(proc) + "/review")
+    browser.find_element(By.NAME, "note").send_keys("copy checked")
+    browser.find_element(By.XPATH, "//button[text()='Approve campaign']").click()
+    wait_for(lambda: "Campaign spring-sale approved: 2 deliveries" in browser.page_source)
+    sink.wait_for(2)
+    assert sorted(r.rcpt_tos[0] for r in sink.received) == ["ann@example.org", "ben@example.org"]
+    entry = audit(proc)[0]
+    assert (entry["actor"], entry["action"], entry["note"]) == (
+        "ana",
+        "approve-campaign",
+        "copy checked",
+    )
+    assert counter.paths == []
+
+
+def test_rejecting_one_with_a_note_drops_it_and_the_audit_names_the_reviewer(
+    sendguard: Start, sink: Sink, counter: Counter, browser: Any
+) -> None:
+    from selenium.webdriver.common.by import By  # noqa: PLC0415
+
+    proc = sendguard(policies=HOLD, review={"users": USERS})
+    doomed = send_held(proc, "ann@example.org", counter, "Spring sale")
+    send_held(proc, "ben@example.org", counter, "Spring sale")
+    sign_in(browser, proc, "ana")
+    browser.get(base(proc) + f"/review/deliveries/{doomed}")
+    browser.find_element(By.NAME, "note").send_keys("Ann asked for no offers")
+    browser.find_element(By.XPATH, "//button[text()='Reject']").click()
+    wait_for(lambda: "rejected (dropped)" in browser.page_source)
+    proc.wait_states({"ann@example.org": "dropped", "ben@example.org": "held"})
+
+    browser.get(base(proc) + "/review/audit")
+    row = browser.find_element(By.CSS_SELECTOR, "table.audit tbody tr").text
+    assert "ana" in row and "reject" in row and "Ann asked for no offers" in row
+    entry = audit(proc)[0]
+    assert (entry["actor"], entry["target"], entry["note"]) == (
+        "ana",
+        f"delivery:{doomed}",
+        "Ann asked for no offers",
+    )
+    browser.get(base(proc) + "/review/timeline?address=ann%40example.org")
+    assert (
+        "rejected by ana: Ann asked for no offers" in browser.find_element(By.TAG_NAME, "main").text
+    )
+
+
+def test_a_cross_origin_form_and_a_post_without_csrf_token_change_nothing(
+    sendguard: Start, sink: Sink, counter: Counter, browser: Any
+) -> None:
+    from selenium.webdriver.common.by import By  # noqa: PLC0415
+
+    proc = sendguard(policies=HOLD, review={"users": USERS})
+    held = send_held(proc, "ann@example.org", counter, "Spring sale")
+    sign_in(browser, proc, "ana")
+    csrf = browser.find_element(By.NAME, "csrf_token").get_attribute("value")
+    # Another origin (same host, other port: the same site, so the cookie is sent) posts a
+    # form to the page, even knowing the CSRF token: its Origin gives it away.
+    counter.page = (
+        f"<form id=f method=post action='{base(proc)}/review/deliveries/{held}/approve'>"
+        f"<input name=csrf_token value='{csrf}'><input name=note value=evil></form>"
+        "<script>document.getElementById('f').submit()</script>"
+    ).encode()
+    browser.get(counter.url("/evil.html"))
+    wait_for(lambda: "came from elsewhere" in browser.page_source)
+
+    cookie = browser.get_cookie("sendguard_session")["value"]
+    status, _ = post(proc, f"/review/deliveries/{held}/approve", {"note": "x"}, cookie)
+    assert status == 403  # same origin, no CSRF token
+    status, _ = post(
+        proc, f"/review/deliveries/{held}/approve", {"note": "x", "csrf_token": "guess"}, cookie
+    )
+    assert status == 403
+    status, _ = post(
+        proc,
+        f"/review/deliveries/{held}/approve",
+        {"csrf_token": csrf},
+        cookie,
+        origin="http://evil.example",
+    )
+    assert status == 403
+    assert proc.states() == {"ann@example.org": "held"}
+    assert audit(proc) == []
+
+
+def test_a_viewer_sees_the_queue_but_cannot_approve(
+    sendguard: Start, sink: Sink, counter: Counter, browser: Any
+) -> None:
+    from selenium.webdriver.common.by import By  # noqa: PLC0415
+
+    proc = sendguard(policies=HOLD, review={"users": USERS})
+    held = send_held(proc, "ann@example.org", counter, "Spring sale")
+    sign_in(browser, proc, "vic")
+    assert "spring-sale" in browser.find_element(By.TAG_NAME, "main").text
+    assert browser.find_elements(By.XPATH, "//button[text()='Approve campaign']") == []
+    csrf = browser.find_element(By.NAME, "csrf_token").get_attribute("value")
+    cookie = browser.get_cookie("sendguard_session")["value"]
+    status, body = post(proc, "/review/campaigns/spring-sale/approve", {"csrf_token": csrf}, cookie)
+    assert status == 403 and "may look but not decide" in body
+    status, _ = post(proc, f"/review/deliveries/{held}/approve", {"csrf_token": csrf}, cookie)
+    assert status == 403
+    assert proc.states() == {"ann@example.org": "held"}
+
+
+def post(
+    proc: SendguardProcess,
+    path: str,
+    fields: dict[str, str],
+    cookie: str | None,
+    origin: str | None = "",
+) -> tuple[int, str]:
+    """A form POST as a script would send it; Origin is the page's own unless given."""
+    request = urllib.request.Request(
+        base(proc) + path, data=urllib.parse.urlencode(fields).encode(), method="POST"
+    )
+    request.add_header("Content-Type", "application/x-www-form-urlencoded")
+    request.add_header("Origin", origin or base(proc))
+    if cookie is not None:
+        request.add_header("Cookie", f"sendguard_session={cookie}")
+    return _open(request)
+
+
+def _open(request: urllib.request.Request) -> tuple[int, str]:
+    opener = urllib.request.build_opener(NoRedirect)
+    try:
+        with opener.open(request, timeout=10) as resp:
+            return resp.status, resp.read().decode()
+    except urllib.error.HTTPError as err:
+        return err.code, err.read().decode()
+
+
+class NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args: Any) -> None:
+        return None
+
+
+def login_form(proc: SendguardProcess) -> tuple[str, str, dict[str, str]]:
+    """GET the sign-in form: its CSRF field, the cookie that goes with it, the headers."""
+    request = urllib.request.Request(base(proc) + "/review/login")
+    with urllib.request.urlopen(request, timeout=10) as resp:
+        page = resp.read().decode()
+        headers = dict(resp.headers.items())
+        cookie = resp.headers["Set-Cookie"]
+    token = re.search(r'name="csrf_token" value="([^"]+)"', page)
+    assert token is not None
+    return token.group(1), cookie.split(";")[0], headers
+
+
+def sign_in_by_post(proc: SendguardProcess, user: str, password: str) -> tuple[int, dict[str, str]]:
+    token, cookie, _ = login_form(proc)
+    request = urllib.request.Request(
+        base(proc) + "/review/login",
+        data=urllib.parse.urlencode(
+            {"username": user, "password": password, "csrf_token": token}
+        ).encode(),
+        method="POST",
+    )
+    request.add_header("Origin", base(proc))
+    request.add_header("Cookie", cookie)
+    opener = urllib.request.build_opener(NoRedirect)
+    try:
+        with opener.open(request, timeout=10) as resp:
+            status, headers = resp.status, resp.headers
+    except urllib.error.HTTPError as err:
+        status, headers = err.code, err.headers
+    found = dict(headers.items())
+    sessions = [c for c in headers.get_all("Set-Cookie") or [] if "sendguard_session=" in c]
+    if sessions:
+        found["Set-Cookie"] = sessions[0]
+    return status, found
+
+
+def test_session_cookie_headers_logout_and_throttled_sign_in(sendguard: Start, sink: Sink) -> None:
+    proc = sendguard(policies=HOLD, review={"users": USERS, "session_lifetime": "1h"})
+    _, _, headers = login_form(proc)
+    assert headers["X-Frame-Options"] == "DENY"
+    assert "script-src" not in headers["Content-Security-Policy"]  # default-src 'none' rules
+    assert "default-src 'none'" in headers["Content-Security-Policy"]
+    assert headers["Referrer-Policy"] in ("no-referrer", "same-origin")
+
+    status, answer = sign_in_by_post(proc, "ana", "ana-password")
+    assert status == 303 and answer["Location"] == "/review"
+    cookie = answer["Set-Cookie"]
+    session = cookie.split(";")[0].split("=", 1)[1]
+    flags = cookie.lower()
+    assert "httponly" in flags and "samesite=strict" in flags and "secure" not in flags
+    assert "max-age=3600" in flags and session not in answer["Location"]
+
+    # Signed in: the queue; signed out (with the page's CSRF token): back to the sign-in form.
+    request = urllib.request.Request(base(proc) + "/review")
+    request.add_header("Cookie", f"sendguard_session={session}")
+    status, page = _open(request)
+    assert status == 200 and "Held for review" in page
+    csrf = re.search(r'name="csrf_token" value="([^"]+)"', page)
+    assert csrf is not None
+    status, _ = post(proc, "/review/logout", {"csrf_token": csrf.group(1)}, session)
+    assert status == 303
+    status, _ = _open(request)
+    assert status == 303  # the old cookie opens nothing
+
+    # The session cookie of a sign-in is needed for the page, a token is not enough.
+    status, _ = sign_in_by_post(proc, "ana", "wrong")
+    assert status == 401
+    for _ in range(4):
+        sign_in_by_post(proc, "ana", "wrong")
+    status, answer = sign_in_by_post(proc, "ana", "ana-password")
+    assert status == 429 and int(answer["Retry-After"]) > 0
+    status, _ = sign_in_by_post(proc, "vic", "vic-password")
+    assert status == 303  # another user is not locked out by ana's failures
