@@ -560,9 +560,19 @@ class Store(ABC):
 
     @abstractmethod
     async def lift_suppression(
-        self, address: str, actor: str, at: datetime, note: str = ""
+        self,
+        address: str,
+        actor: str,
+        at: datetime,
+        note: str = "",
+        *,
+        made_by: datetime | None = None,
     ) -> Suppression | None:
-        """Remove the suppression of `address` and audit it (`lift`); None if there was none."""
+        """Remove the suppression of `address` and audit it (`lift`); None if there was none.
+
+        With `made_by`, only a suppression created at or before that moment is lifted (a
+        resubscribe that happened before the unsubscribe must not undo it): None otherwise.
+        """
 
     # approvals and the global pause ----------------------------------------------------------
     @abstractmethod

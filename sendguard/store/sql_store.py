@@ -1008,13 +1008,20 @@ class SqlStore(Store):
         return SuppressionPage(page, recipient_key(page[-1].address) if more and page else None)
 
     async def lift_suppression(
-        self, address: str, actor: str, at: datetime, note: str = ""
+        self,
+        address: str,
+        actor: str,
+        at: datetime,
+        note: str = "",
+        *,
+        made_by: datetime | None = None,
     ) -> Suppression | None:
         key = recipient_key(address)
+        newest = to_micros(made_by) if made_by is not None else None
 
         async def job(tx: Tx) -> Sequence[Any] | None:
             row = await _one(tx, f"{self._SUPPRESSION_SELECT} WHERE address_key = ?", (key,))
-            if row is None:
+            if row is None or (newest is not None and row[3] > newest):
                 return None
             await tx.execute("DELETE FROM suppressions WHERE address_key = ?", (key,))
             await tx.execute(
