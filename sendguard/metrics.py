@@ -89,6 +89,24 @@ class Metrics:
             registry=r,
         )
 
+        self.config_info = Gauge(
+            "sendguard_config_info",
+            "The running config: 1 for its sha256 (the config file's bytes)",
+            ["hash"],
+            registry=r,
+        )
+        self.webhook_events = Counter(
+            "sendguard_webhook_events",
+            "Outbound webhook posts, by outcome (sent, retried, abandoned)",
+            ["outcome"],
+            registry=r,
+        )
+
+    def set_config(self, digest: str) -> None:
+        """Show `digest` as the running config's hash (and no other)."""
+        self.config_info.clear()
+        self.config_info.labels(hash=digest).set(1)
+
     def set_states(self, counts: dict[DeliveryState, int]) -> None:
         """Update the `sendguard_deliveries{state}` gauge."""
         for state, count in counts.items():

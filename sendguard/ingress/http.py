@@ -15,7 +15,15 @@ from aiohttp import web
 from sendguard.config import HttpConfig, split_listen
 from sendguard.errors import Conflict, InvalidMessage, StoreUnavailable, UpstreamError
 from sendguard.identity import Identity, Role
-from sendguard.ingress import api_context, api_review, api_send, api_suppressions, openapi
+from sendguard.ingress import (
+    api_admin,
+    api_context,
+    api_review,
+    api_send,
+    api_shadow,
+    api_suppressions,
+    openapi,
+)
 from sendguard.ingress.http_context import API, IDENTITY_KEY, TOKENS, Api, Handler, api
 from sendguard.ingress.payloads import BadRequest
 from sendguard.review import NotFound
@@ -148,6 +156,8 @@ def add_routes(router: web.UrlDispatcher) -> None:
     api_context.add_routes(router)
     api_review.add_routes(router)
     api_suppressions.add_routes(router)
+    api_admin.add_routes(router)
+    api_shadow.add_routes(router)
     openapi.add_routes(router)
 
 
