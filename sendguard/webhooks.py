@@ -143,7 +143,7 @@ class WebhookSender:
                 "webhook no longer configured; event discarded",
                 url=event.target,
                 delivery_id=event.delivery_id,
-                event=event.event.value,
+                lifecycle=event.event.value,
             )
             self._metrics.webhook_events.labels(outcome="abandoned").inc()
             await self._store.webhook_event_done(event.id)
@@ -164,7 +164,7 @@ class WebhookSender:
                 "webhook event given up after max_age",
                 url=config.url,
                 delivery_id=event.delivery_id,
-                event=event.event.value,
+                lifecycle=event.event.value,
                 attempts=event.attempts + 1,
                 error=error,
             )
@@ -176,7 +176,7 @@ class WebhookSender:
             "webhook event deferred",
             url=config.url,
             delivery_id=event.delivery_id,
-            event=event.event.value,
+            lifecycle=event.event.value,
             error=error,
             retry_in=wait.total_seconds(),
         )
