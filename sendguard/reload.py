@@ -136,6 +136,10 @@ class SwitchableUpstream:
             await upstream.close()
 
 
+def _hold_expiry(loaded: Loaded) -> float:
+    return loaded.settings.config.review.hold_expiry.total_seconds()
+
+
 @dataclass(frozen=True)
 class ReloadOutcome:
     """What a reload did."""
@@ -183,7 +187,7 @@ class Reloader:
         self._environ = environ
         self._lock = asyncio.Lock()
         self._signalled: set[asyncio.Task[None]] = set()
-        metrics.set_config(loaded.digest)
+        metrics.set_config(loaded.digest, _hold_expiry(loaded))
 
     @property
     def settings(self) -> Settings:
@@ -205,7 +209,7 @@ class Reloader:
             if "upstream" in applied:
                 await self._upstream.switch(self._apply.upstream(new.settings.config))
             self.current = new
-            self._metrics.set_config(new.digest)
+            self._metrics.set_config(new.digest, _hold_expiry(new))
             note = f"sha256 {new.digest}; applied: {', '.join(applied) or 'nothing changed'}"
             if restart:
                 note += f"; restart needed for: {', '.join(restart)}"

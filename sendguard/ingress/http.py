@@ -12,6 +12,7 @@ from typing import Any
 import structlog
 from aiohttp import web
 
+from sendguard.clock import monotonic
 from sendguard.config import HttpConfig, split_listen
 from sendguard.errors import Conflict, InvalidMessage, StoreUnavailable, UpstreamError
 from sendguard.identity import Identity, Role
@@ -130,10 +131,28 @@ async def metrics(request: web.Request) -> web.Response:
         registry.set_states(await api(request).store.count_by_state())
     except StoreUnavailable as exc:
         log.warning("state gauge not refreshed", error=str(exc))
+    await refresh_queue_ages(api(request))
     return web.Response(
         body=registry.render(),
         headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"},
     )
+
+
+async def refresh_queue_ages(ctx: Api) -> None:
+    """The gauges alerts watch: held queue age, dispatcher lag, store up and its latency."""
+    started = monotonic()
+    try:
+        ages = await ctx.store.queue_ages()
+    except StoreUnavailable:
+        ctx.metrics.store_up.set(0)
+        return
+    ctx.metrics.store_up.set(1)
+    ctx.metrics.store_query.set(monotonic() - started)
+    now = ctx.clock.now()
+    held = ages.oldest_held_since
+    ctx.metrics.held_oldest.set((now - held).total_seconds() if held else 0)
+    due = ages.oldest_due_at
+    ctx.metrics.dispatch_lag.set(max(0.0, (now - due).total_seconds()) if due else 0)
 
 
 def build_app(context: Api, tokens: TokenSet) -> web.Application:

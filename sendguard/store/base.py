@@ -422,6 +422,16 @@ class ShadowTally:
     recipients: Sequence[tuple[str, int]]
 
 
+@dataclass(frozen=True)
+class QueueAges:
+    """How long the oldest work has waited (for alerts): None when there is none."""
+
+    oldest_held_since: datetime | None
+    """When the longest-held delivery (held by a policy, not a pause) was held."""
+    oldest_due_at: datetime | None
+    """The earliest due time among deliveries waiting to be sent or judged again."""
+
+
 class Store(ABC):
     """Everything sendguard keeps. See the module docstring for the rules every backend enforces."""
 
@@ -735,3 +745,7 @@ class Store(ABC):
         """Per policy that gave shadow verdicts since `since` (by name): counts per verdict,
         the latest `examples` deliveries per verdict other than forward, and the `top`
         recipients with the most such verdicts. An aggregate: never on the event loop."""
+
+    @abstractmethod
+    async def queue_ages(self) -> QueueAges:
+        """The oldest held and the earliest due delivery (an aggregate: off the event loop)."""

@@ -45,6 +45,7 @@ from sendguard.store.base import (
     NewDelivery,
     OutboundEvent,
     PruneCutoffs,
+    QueueAges,
     RecordedOutcome,
     ShadowExample,
     ShadowTally,
@@ -1262,3 +1263,22 @@ class SqlStore(Store):
             ShadowTally(name, tallies[name], shown.get(name, []), affected.get(name, []))
             for name in sorted(tallies)
         ]
+
+    async def queue_ages(self) -> QueueAges:
+        async def job(tx: Tx) -> tuple[Sequence[Any] | None, Sequence[Any] | None]:
+            held = await _one(
+                tx,
+                "SELECT MIN(updated_at) FROM deliveries"
+                " WHERE state = 'held' AND (hold_origin IS NULL OR hold_origin <> 'pause')",
+            )
+            due = await _one(
+                tx,
+                "SELECT MIN(due_at) FROM deliveries"
+                " WHERE state IN ('queued', 'delayed', 'deferred')",
+            )
+            return held, due
+
+        held, due = await self._scan(job)
+        return QueueAges(
+            codec.moment(held[0]) if held else None, codec.moment(due[0]) if due else None
+        )

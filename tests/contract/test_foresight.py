@@ -11,6 +11,7 @@ from sendguard.store.base import (
     Event,
     EventType,
     LifecycleEvent,
+    QueueAges,
     Store,
     WebhookTarget,
     lifecycle_event,
@@ -119,3 +120,11 @@ async def test_shadow_tallies_count_every_shadow_verdict_in_the_window(store: St
     later = await store.shadow_tallies(T0 + timedelta(minutes=30))
     assert [t.counts for t in later] == [{"drop": 1}]
     assert old and await store.shadow_tallies(T0 + timedelta(days=1)) == []
+
+
+async def test_queue_ages_name_the_oldest_held_and_the_earliest_due(store: Store) -> None:
+    assert await store.queue_ages() == QueueAges(None, None)
+    await add(store, S.HELD, due=None)
+    await add(store, S.DELAYED, ("b@example.org",), T0 + timedelta(hours=2))
+    await add(store, S.QUEUED, ("c@example.org",), T0 + timedelta(hours=1))
+    assert await store.queue_ages() == QueueAges(T0, T0 + timedelta(hours=1))
