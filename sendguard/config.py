@@ -37,6 +37,7 @@ from sendguard.errors import ConfigError, ConfigProblem
 from sendguard.fields import DEFAULT_SOURCES
 from sendguard.policy import Policy, PolicyLoadError, load_policy_class
 from sendguard.secret import DEFAULT_API_TOKEN, SecretError, is_reference, resolve_secret
+from sendguard.store.base import LifecycleEvent
 from sendguard.verdict import Mode
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -350,6 +351,28 @@ class LogConfig(Strict):
     format: Literal["auto", "json", "console"] = "auto"
 
 
+class WebhookConfig(Strict):
+    """An outbound webhook: one signed JSON POST per delivery state change it subscribes to."""
+
+    url: str = Field(pattern=r"^https?://[^\s/]+")
+    events: list[LifecycleEvent] = Field(default_factory=lambda: list(LifecycleEvent))
+    secret: str = Field(min_length=16)
+    """Signs every event (HMAC-SHA256); `env:NAME` or `file:/path` like every secret."""
+    timeout: Duration = timedelta(seconds=10)
+    min_backoff: Duration = timedelta(seconds=10)
+    max_backoff: Duration = timedelta(hours=1)
+    max_age: Duration = timedelta(hours=24)
+    """How long an event is retried before it is given up (logged, counted)."""
+
+    @model_validator(mode="after")
+    def _order(self) -> WebhookConfig:
+        if self.min_backoff > self.max_backoff:
+            raise ValueError("min_backoff must not be larger than max_backoff")
+        if not self.events:
+            raise ValueError("subscribe to at least one event")
+        return self
+
+
 class Config(Strict):
     """The whole configuration file."""
 
@@ -362,6 +385,17 @@ class Config(Strict):
     policies: list[PolicyConfig] = Field(default_factory=list)
     review: ReviewConfig = ReviewConfig()
     log: LogConfig = LogConfig()
+    webhooks: list[WebhookConfig] = Field(default_factory=list)
+
+    @field_validator("webhooks")
+    @classmethod
+    def _unique_urls(cls, hooks: list[WebhookConfig]) -> list[WebhookConfig]:
+        urls = [h.url for h in hooks]
+        twice = sorted({u for u in urls if urls.count(u) > 1})
+        if twice:
+            # the URL names the webhook's queue in the store
+            raise ValueError(f"each url may be configured once; twice: {', '.join(twice)}")
+        return hooks
 
 
 @dataclass(frozen=True)
@@ -426,6 +460,7 @@ _MODELS_BY_PATH: dict[str, type[BaseModel]] = {
     "log": LogConfig,
     "review": ReviewConfig,
     "http.api_tokens": NamedToken,
+    "webhooks": WebhookConfig,
 }
 
 
@@ -491,6 +526,14 @@ def _resolve_secrets(
             for name, value in smtp["auth_users"].items()
         }
         out["smtp"] = {**smtp, "auth_users": users}
+    hooks = out.get("webhooks")
+    if isinstance(hooks, list):
+        out["webhooks"] = [
+            {**hook, "secret": read(hook["secret"], f"webhooks[{index}].secret")}
+            if isinstance(hook, dict) and "secret" in hook
+            else hook
+            for index, hook in enumerate(hooks)
+        ]
     return out
 
 

@@ -76,6 +76,10 @@ class Intake:
         self._sources = header_sources
         self._on_queued = on_queued
 
+    def reconfigure(self, header_sources: Mapping[str, Sequence[str]]) -> None:
+        """Read the sendguard fields from these headers for every message from now on."""
+        self._sources = header_sources
+
     async def replay(self, key: str, fingerprint: str | None = None) -> bytes | None:
         """The first answer given to a request with Idempotency-Key `key`, if still kept.
 

@@ -90,6 +90,15 @@ class Dispatcher:
         self._stopping = asyncio.Event()
         self._busy = 0
 
+    def reconfigure(self, config: DeliveryConfig, review: ReviewConfig) -> None:
+        """Use these retry, lifetime and review settings from now on (a config reload).
+
+        `workers` is fixed for the process's life (the claim queue is sized by it); a reload
+        that changes it says a restart is needed.
+        """
+        self._config = config.model_copy(update={"workers": self._config.workers})
+        self._review = review
+
     def wake(self) -> None:
         """New work may be due: look now rather than at the next poll."""
         self._wake.set()

@@ -331,6 +331,107 @@ class StoreStats:
     commits: int = 0
 
 
+class LifecycleEvent(StrEnum):
+    """A delivery state change an outbound webhook can subscribe to."""
+
+    FORWARDED = "forwarded"
+    """Queued to be sent now."""
+    DELAYED = "delayed"
+    """Waiting (a cap, a premise, a schedule) until a time or a fact."""
+    HELD = "held"
+    """In the review queue (or held by a kill switch)."""
+    DROPPED = "dropped"
+    """Will never be sent."""
+    RELEASED = "released"
+    """Out of the review queue or a pause: judged again now."""
+    DELIVERED = "delivered"
+    """The upstream accepted it."""
+    FAILED = "failed"
+    """The upstream refused it for good, or it expired."""
+    BOUNCED = "bounced"
+    """A bounce was reported for it (`POST /v1/events`, type `bounce`, with its message id)."""
+
+
+def lifecycle_event(previous: DeliveryState | None, state: DeliveryState) -> LifecycleEvent | None:
+    """The webhook event a move from `previous` (None: a new delivery) to `state` is, if any.
+
+    `sending` and `deferred` are the dispatcher's business, not a change a tool acts on; a
+    delayed delivery judged again and still delayed is no change either.
+    """
+    if state is DeliveryState.DELAYED:
+        if previous is DeliveryState.HELD:
+            return LifecycleEvent.RELEASED
+        return None if previous is DeliveryState.DELAYED else LifecycleEvent.DELAYED
+    if state is previous:
+        return None
+    return _EVENT_OF.get(state)
+
+
+_EVENT_OF = {
+    DeliveryState.QUEUED: LifecycleEvent.FORWARDED,
+    DeliveryState.HELD: LifecycleEvent.HELD,
+    DeliveryState.DROPPED: LifecycleEvent.DROPPED,
+    DeliveryState.SENT: LifecycleEvent.DELIVERED,
+    DeliveryState.FAILED: LifecycleEvent.FAILED,
+}
+
+
+@dataclass(frozen=True)
+class WebhookTarget:
+    """An outbound webhook as the store sees it: its name (the URL) and the events it wants."""
+
+    name: str
+    events: frozenset[LifecycleEvent]
+
+
+@dataclass(frozen=True)
+class OutboundEvent:
+    """A lifecycle event waiting in the outbox to be posted to one webhook target."""
+
+    id: int
+    target: str
+    delivery_id: str
+    event: LifecycleEvent
+    payload: str
+    """The event as JSON, without its `id` (the sender adds it)."""
+    created_at: datetime
+    attempts: int
+
+
+@dataclass(frozen=True)
+class ShadowExample:
+    """One delivery a shadow policy would have treated otherwise than forward."""
+
+    delivery_id: str
+    recipient: str
+    campaign: str | None
+    verdict: str
+    reason: str
+    at: datetime
+    until: datetime | None = None
+
+
+@dataclass(frozen=True)
+class ShadowTally:
+    """What one shadow policy said in a window: verdict counts (forwards included), the
+    latest examples of each other verdict, and the recipients it would have affected most."""
+
+    policy: str
+    counts: dict[str, int]
+    examples: Sequence[ShadowExample]
+    recipients: Sequence[tuple[str, int]]
+
+
+@dataclass(frozen=True)
+class QueueAges:
+    """How long the oldest work has waited (for alerts): None when there is none."""
+
+    oldest_held_since: datetime | None
+    """When the longest-held delivery (held by a policy, not a pause) was held."""
+    oldest_due_at: datetime | None
+    """The earliest due time among deliveries waiting to be sent or judged again."""
+
+
 class Store(ABC):
     """Everything sendguard keeps. See the module docstring for the rules every backend enforces."""
 
@@ -616,3 +717,45 @@ class Store(ABC):
     @abstractmethod
     async def audit(self, limit: int = 100) -> Sequence[AuditEntry]:
         """The latest audit entries, newest first."""
+
+    # outbound webhooks -----------------------------------------------------------------------
+    def set_webhook_targets(self, targets: Sequence[WebhookTarget]) -> None:
+        """From now on, write an outbox row for each target that wants a state change, in the
+        same transaction as the change (so an event is never lost nor sent for a change that
+        was rolled back)."""
+        del targets
+
+    @abstractmethod
+    async def claim_webhook_events(
+        self, now: datetime, owner: str, limit: int, lease: timedelta
+    ) -> Sequence[OutboundEvent]:
+        """Claim up to `limit` due outbox rows for `owner` until `now + lease`, oldest first.
+
+        Only the oldest pending row of each (target, delivery) is ever claimable, so the
+        events of one delivery reach a target in order, each after the one before succeeded.
+        """
+
+    @abstractmethod
+    async def webhook_event_done(self, event_id: int) -> None:
+        """Forget a row: it was delivered (or given up on)."""
+
+    @abstractmethod
+    async def webhook_event_retry(self, event_id: int, next_at: datetime, error: str) -> None:
+        """Count a failed attempt and make the row due again at `next_at`."""
+
+    @abstractmethod
+    async def pending_webhook_events(self) -> int:
+        """How many outbox rows wait to be delivered."""
+
+    # shadow report ---------------------------------------------------------------------------
+    @abstractmethod
+    async def shadow_tallies(
+        self, since: datetime, *, examples: int = 5, top: int = 10
+    ) -> Sequence[ShadowTally]:
+        """Per policy that gave shadow verdicts since `since` (by name): counts per verdict,
+        the latest `examples` deliveries per verdict other than forward, and the `top`
+        recipients with the most such verdicts. An aggregate: never on the event loop."""
+
+    @abstractmethod
+    async def queue_ages(self) -> QueueAges:
+        """The oldest held and the earliest due delivery (an aggregate: off the event loop)."""

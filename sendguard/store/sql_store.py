@@ -41,15 +41,22 @@ from sendguard.store.base import (
     GlobalPause,
     HistoryEntry,
     IdempotencyRecord,
+    LifecycleEvent,
     NewDelivery,
+    OutboundEvent,
     PruneCutoffs,
+    QueueAges,
     RecordedOutcome,
+    ShadowExample,
+    ShadowTally,
     Store,
     Suppression,
     SuppressionPage,
     SuppressionQuery,
     SuppressionReason,
+    WebhookTarget,
     event_type,
+    lifecycle_event,
 )
 from sendguard.verdict import Action, Decision, Mode
 
@@ -91,6 +98,8 @@ class SqlStore(Store):
 
     #: appended to the claim query (PostgreSQL: "FOR UPDATE SKIP LOCKED")
     claim_lock = ""
+    #: outbound webhooks that want state changes (set from the config)
+    _webhook_targets: tuple[WebhookTarget, ...] = ()
 
     @abstractmethod
     async def _write(self, job: Job[T]) -> T:
@@ -187,6 +196,15 @@ class SqlStore(Store):
                     ),
                 )
                 await self._record(tx, new.id, new.state, new.reason, now, new.decision, fresh=True)
+                if self._webhook_targets:
+                    await self._emit(
+                        tx,
+                        new.id,
+                        lifecycle_event(None, new.state),
+                        new.reason,
+                        now,
+                        (message.id, new.recipient, message.fields.campaign),
+                    )
                 if new.state is DeliveryState.QUEUED:
                     await self._reserve(tx, new.id, now)
 
@@ -493,6 +511,8 @@ class SqlStore(Store):
                 (at, at, delivery_id),
             )
             await self._record(tx, delivery_id, DeliveryState.DELAYED, why, at, None)
+            if self._webhook_targets:
+                await self._emit(tx, delivery_id, LifecycleEvent.RELEASED, why, at)
         return len(held)
 
     async def count_by_state(self) -> dict[DeliveryState, int]:
@@ -595,6 +615,9 @@ class SqlStore(Store):
                 ),
             )
             await self._record(tx, delivery_id, change.to, change.reason, at, change.decision)
+            if self._webhook_targets:
+                event = lifecycle_event(DeliveryState(state), change.to)
+                await self._emit(tx, delivery_id, event, change.reason, at)
             if change.to is DeliveryState.QUEUED:
                 await self._reserve(tx, delivery_id, at)
             elif change.to is DeliveryState.SENT:
@@ -710,6 +733,19 @@ class SqlStore(Store):
                     event.offer,
                 ),
             )
+            if self._webhook_targets and event.type == "bounce" and event.message_id:
+                bounced = await tx.fetch(
+                    "SELECT id FROM deliveries WHERE message_id = ? AND recipient_key = ?",
+                    (event.message_id, recipient_key(event.recipient)),
+                )
+                for (delivery_id,) in bounced:
+                    await self._emit(
+                        tx,
+                        delivery_id,
+                        LifecycleEvent.BOUNCED,
+                        "a bounce was reported",
+                        to_micros(event.at),
+                    )
 
         await self._write(job)
 
@@ -1064,3 +1100,192 @@ class SqlStore(Store):
             AuditEntry(from_micros(r[1]), r[2], r[3], r[4], r[5], r[6], r[0])
             for r in await self._read(job)
         ]
+
+    # outbound webhooks -----------------------------------------------------------------------
+    def set_webhook_targets(self, targets: Sequence[WebhookTarget]) -> None:
+        self._webhook_targets = tuple(targets)
+
+    async def _emit(
+        self,
+        tx: Tx,
+        delivery_id: str,
+        event: LifecycleEvent | None,
+        reason: str,
+        at: int,
+        known: tuple[str, str, str | None] | None = None,
+    ) -> None:
+        """Write the outbox rows announcing `event` for a delivery, in the change's transaction.
+
+        `known` is (message id, recipient, campaign) when the caller has them at hand.
+        """
+        targets = [t.name for t in self._webhook_targets if event in t.events]
+        if event is None or not targets:
+            return
+        if known is None:
+            row = await _one(
+                tx,
+                "SELECT message_id, recipient, campaign FROM deliveries WHERE id = ?",
+                (delivery_id,),
+            )
+            if row is None:
+                return
+            known = (row[0], row[1], row[2])
+        message_id, recipient, campaign = known
+        payload = json.dumps(
+            {
+                "type": event.value,
+                "at": from_micros(at).isoformat().replace("+00:00", "Z"),
+                "delivery": {
+                    "id": delivery_id,
+                    "message_id": message_id,
+                    "recipient": recipient,
+                    "campaign": campaign,
+                    "reason": reason,
+                },
+            },
+            ensure_ascii=False,
+            separators=(",", ":"),
+        )
+        for target in targets:
+            await tx.execute(
+                "INSERT INTO webhook_outbox (target, delivery_id, event, payload, created_at,"
+                " next_at) VALUES (?, ?, ?, ?, ?, ?)",
+                (target, delivery_id, event.value, payload, at, at),
+            )
+
+    async def claim_webhook_events(
+        self, now: datetime, owner: str, limit: int, lease: timedelta
+    ) -> Sequence[OutboundEvent]:
+        at, until = to_micros(now), to_micros(now + lease)
+        columns = "id, target, delivery_id, event, payload, created_at, attempts"
+
+        async def job(tx: Tx) -> list[Sequence[Any]]:
+            rows = await tx.fetch(
+                "SELECT o.id FROM webhook_outbox o WHERE o.next_at <= ?"
+                " AND (o.lease_until IS NULL OR o.lease_until < ?)"
+                " AND NOT EXISTS (SELECT 1 FROM webhook_outbox p WHERE p.target = o.target"
+                " AND p.delivery_id = o.delivery_id AND p.id < o.id)"
+                f" ORDER BY o.id LIMIT ? {self.claim_lock}",
+                (at, at, limit),
+            )
+            ids = [r[0] for r in rows]
+            if not ids:
+                return []
+            await tx.execute(
+                "UPDATE webhook_outbox SET owner = ?, lease_until = ?"
+                f" WHERE id IN ({_marks(len(ids))})",
+                (owner, until, *ids),
+            )
+            return await tx.fetch(
+                f"SELECT {columns} FROM webhook_outbox WHERE id IN ({_marks(len(ids))})"
+                " ORDER BY id",
+                ids,
+            )
+
+        return [
+            OutboundEvent(
+                int(r[0]), r[1], r[2], LifecycleEvent(r[3]), r[4], from_micros(r[5]), int(r[6])
+            )
+            for r in await self._write(job)
+        ]
+
+    async def webhook_event_done(self, event_id: int) -> None:
+        async def job(tx: Tx) -> None:
+            await tx.execute("DELETE FROM webhook_outbox WHERE id = ?", (event_id,))
+
+        await self._write(job)
+
+    async def webhook_event_retry(self, event_id: int, next_at: datetime, error: str) -> None:
+        async def job(tx: Tx) -> None:
+            await tx.execute(
+                "UPDATE webhook_outbox SET attempts = attempts + 1, next_at = ?,"
+                " last_error = ?, owner = NULL, lease_until = NULL WHERE id = ?",
+                (to_micros(next_at), error[:500], event_id),
+            )
+
+        await self._write(job)
+
+    async def pending_webhook_events(self) -> int:
+        async def job(tx: Tx) -> Sequence[Any] | None:
+            return await _one(tx, "SELECT COUNT(*) FROM webhook_outbox")
+
+        row = await self._scan(job)
+        return int(row[0]) if row else 0
+
+    # shadow report ---------------------------------------------------------------------------
+    async def shadow_tallies(
+        self, since: datetime, *, examples: int = 5, top: int = 10
+    ) -> Sequence[ShadowTally]:
+        start = to_micros(since)
+        window = "o.mode = 'shadow' AND o.at >= ?"
+
+        async def job(tx: Tx) -> tuple[list[Sequence[Any]], ...]:
+            counts = await tx.fetch(
+                f"SELECT o.policy, o.action, COUNT(*) FROM outcomes o WHERE {window}"
+                " GROUP BY o.policy, o.action",
+                (start,),
+            )
+            samples = await tx.fetch(
+                "SELECT policy, action, delivery_id, recipient, campaign, reason, at, until"
+                " FROM (SELECT o.policy, o.action, o.delivery_id, d.recipient, d.campaign,"
+                " o.reason, o.at, o.until, ROW_NUMBER() OVER (PARTITION BY o.policy, o.action"
+                " ORDER BY o.at DESC, o.delivery_id DESC) AS n"
+                f" FROM outcomes o JOIN deliveries d ON d.id = o.delivery_id WHERE {window}"
+                " AND o.action <> 'forward') AS ranked WHERE n <= ?"
+                " ORDER BY policy, action, at DESC, delivery_id DESC",
+                (start, examples),
+            )
+            people = await tx.fetch(
+                "SELECT policy, recipient_key, hits FROM (SELECT policy, recipient_key, hits,"
+                " ROW_NUMBER() OVER (PARTITION BY policy ORDER BY hits DESC, recipient_key)"
+                " AS n FROM (SELECT o.policy, d.recipient_key, COUNT(*) AS hits"
+                f" FROM outcomes o JOIN deliveries d ON d.id = o.delivery_id WHERE {window}"
+                " AND o.action <> 'forward' GROUP BY o.policy, d.recipient_key) AS per_person)"
+                " AS ranked WHERE n <= ? ORDER BY policy, hits DESC, recipient_key",
+                (start, top),
+            )
+            return counts, samples, people
+
+        counts, samples, people = await self._scan(job)
+        tallies: dict[str, dict[str, int]] = {}
+        for policy, action, n in counts:
+            tallies.setdefault(policy, {})[action] = int(n)
+        shown: dict[str, list[ShadowExample]] = {}
+        for policy, action, delivery_id, recipient, campaign, reason, at, until in samples:
+            shown.setdefault(policy, []).append(
+                ShadowExample(
+                    delivery_id,
+                    recipient,
+                    campaign,
+                    action,
+                    reason,
+                    from_micros(at),
+                    codec.moment(until),
+                )
+            )
+        affected: dict[str, list[tuple[str, int]]] = {}
+        for policy, key, hits in people:
+            affected.setdefault(policy, []).append((key, int(hits)))
+        return [
+            ShadowTally(name, tallies[name], shown.get(name, []), affected.get(name, []))
+            for name in sorted(tallies)
+        ]
+
+    async def queue_ages(self) -> QueueAges:
+        async def job(tx: Tx) -> tuple[Sequence[Any] | None, Sequence[Any] | None]:
+            held = await _one(
+                tx,
+                "SELECT MIN(updated_at) FROM deliveries"
+                " WHERE state = 'held' AND (hold_origin IS NULL OR hold_origin <> 'pause')",
+            )
+            due = await _one(
+                tx,
+                "SELECT MIN(due_at) FROM deliveries"
+                " WHERE state IN ('queued', 'delayed', 'deferred')",
+            )
+            return held, due
+
+        held, due = await self._scan(job)
+        return QueueAges(
+            codec.moment(held[0]) if held else None, codec.moment(due[0]) if due else None
+        )

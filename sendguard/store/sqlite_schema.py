@@ -196,6 +196,26 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE messages ADD COLUMN body_8bit INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE idempotency ADD COLUMN fingerprint TEXT;
     """,
+    # 6: the outbound webhook outbox (rows written in the transaction of the state change they
+    # announce; deleted once delivered), and an index for the shadow report's window.
+    """
+    CREATE TABLE webhook_outbox (
+        id INTEGER PRIMARY KEY,
+        target TEXT NOT NULL,
+        delivery_id TEXT NOT NULL,
+        event TEXT NOT NULL,
+        payload TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        next_at INTEGER NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        last_error TEXT,
+        owner TEXT,
+        lease_until INTEGER
+    );
+    CREATE INDEX webhook_outbox_due ON webhook_outbox(next_at);
+    CREATE INDEX webhook_outbox_order ON webhook_outbox(target, delivery_id, id);
+    CREATE INDEX outcomes_mode_at ON outcomes(mode, at);
+    """,
 )
 
 
