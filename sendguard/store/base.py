@@ -620,9 +620,10 @@ class Store(ABC):
         """Apply a reviewer's edit in one transaction: store `content` as the new message
         `edit.edited_message_id` (the corrected message's envelope and fields, with
         `message`'s headers, size and content fingerprint), move the held deliveries of
-        `edit.message_id` in `edit.campaign` that no worker has claimed to it, record the
-        edit and audit it (`edit`, target `campaign:<name>`, the count). Return the edit with
-        its `count`; raise Conflict, changing nothing, if none of them is held any more."""
+        `edit.message_id` in `edit.campaign` that no worker has claimed to it, and record the
+        edit (the caller audits the reviewer's action, which may edit several messages).
+        Return the edit with its `count`; raise Conflict, changing nothing, if none of them is
+        held any more."""
 
     @abstractmethod
     async def edits(self, campaign: str) -> Sequence[Edit]:

@@ -1198,18 +1198,6 @@ class SqlStore(Store):
                     moved,
                 ),
             )
-            summary = f"edit {edit.id}: {changed.replace(',', ', ')} changed"
-            await tx.execute(
-                "INSERT INTO audit (at, actor, action, target, note, count)"
-                " VALUES (?, ?, 'edit', ?, ?, ?)",
-                (
-                    at,
-                    edit.actor,
-                    f"campaign:{edit.campaign}",
-                    f"{summary}; {edit.note}" if edit.note else summary,
-                    moved,
-                ),
-            )
             return moved
 
         moved = await self._write(job)

@@ -137,14 +137,7 @@ async def test_an_edit_moves_the_held_deliveries_to_a_copy_and_keeps_the_origina
     assert await store.edits("spring") == [done]
     assert await store.edit_making(copy.id) == done
     assert await store.edit_making(message.id) is None
-    entry = (await store.audit(1))[0]
-    assert (entry.actor, entry.action, entry.target, entry.count) == (
-        "ana",
-        "edit",
-        "campaign:spring",
-        2,
-    )
-    assert "subject changed" in entry.note and "typo" in entry.note
+    assert await store.audit(10) == []  # the caller audits the whole action
 
     # Nothing held any more: the edit is refused and nothing is written.
     again = replace(edit, id=new_id(), edited_message_id=new_id())

@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 
 from sendguard.identity import Identity, Role
+from sendguard.review_page.editing import Editable, changed_parts, editable, rewrite, unified_diff
 from sendguard.review_page.guard import safe_next
 from sendguard.review_page.preview import preview, rewrite_html
 from sendguard.review_page.sessions import (
@@ -15,6 +16,7 @@ from sendguard.review_page.sessions import (
     Sessions,
     throttle_keys,
 )
+from sendguard.store.base import EditedPart
 
 T0 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
 
@@ -81,3 +83,44 @@ def test_only_paths_of_the_page_are_followed_after_a_form() -> None:
     assert safe_next("https://evil.example/review") == "/review"
     assert safe_next("/review//evil.example") == "/review"
     assert safe_next(None) == "/review"
+
+
+def _alternative(subject: str, text: str, html: str) -> bytes:
+    message = EmailMessage()
+    message["From"] = "news@shop.example"
+    message["To"] = "ann@example.org"
+    message["Subject"] = subject
+    message.set_content(text)
+    message.add_alternative(html, subtype="html")
+    message.add_attachment(b"%PDF-1.4", maintype="application", subtype="pdf", filename="a.pdf")
+    return message.as_bytes()
+
+
+def test_an_edit_replaces_only_the_changed_parts_and_keeps_the_rest() -> None:
+    original = _alternative("Sprng sale", "Dear Ann,\nall 30% off.\n", "<p>Dear Ann</p>")
+    before = editable(original)
+    assert before == Editable("Sprng sale", "Dear Ann,\nall 30% off.\n", "<p>Dear Ann</p>\n")
+    after = Editable("Spring sale ☀", "Dear Ann,\r\nall 30% off.\r\n", "<p>Dear Ann ✓ 30%</p>")
+    parts = changed_parts(before, after)
+    assert parts == (EditedPart.SUBJECT, EditedPart.HTML)  # CRLF from a form is no change
+    edited = rewrite(original, after, parts)
+    assert editable(edited) == Editable(
+        "Spring sale ☀", "Dear Ann,\nall 30% off.\n", "<p>Dear Ann ✓ 30%</p>\n"
+    )
+    assert edited.isascii()  # encoded words and quoted-printable: still 7-bit
+    assert b'filename="a.pdf"' in edited and b"From: news@shop.example" in edited
+    diff = unified_diff(before, after, parts)
+    assert "-Sprng sale\n+Spring sale ☀" in diff and "+<p>Dear Ann ✓ 30%</p>" in diff
+    assert "subject (original)" in diff and "text (original)" not in diff
+
+
+def test_an_edit_of_nothing_changes_no_part() -> None:
+    original = _alternative("Hi", "Body\n", "<p>Body</p>")
+    assert changed_parts(editable(original), editable(original)) == ()
+    # A part the message does not have cannot be added by an edit.
+    plain = EmailMessage()
+    plain["Subject"] = "Hi"
+    plain.set_content("Body\n")
+    before = editable(plain.as_bytes())
+    assert before.html is None
+    assert changed_parts(before, Editable("Hi", "Body\n", "<p>new</p>")) == ()
