@@ -32,6 +32,7 @@ from sendguard.metrics import Metrics
 from sendguard.retention import Horizons, accepted_event_types
 from sendguard.review import Review
 from sendguard.review_page import install as install_review_page
+from sendguard.review_page.notify import Notifier, public_url
 from sendguard.store import open_store
 from sendguard.store.base import Store
 from sendguard.tokens import TOKEN_FILE_NAME, TokenSet, read_or_create_token
@@ -189,6 +190,19 @@ class App:
             )
             web_app = build_app(context, self.tokens(config))
             install_review_page(web_app, config.review, self.clock)
+            notify = config.review.notify
+            if notify.enabled:
+                notifier = Notifier(
+                    store,
+                    upstream,
+                    self.clock,
+                    self.metrics,
+                    notify,
+                    public_url(config.review.public_url, config.http.listen),
+                    notify.webhook_url,
+                )
+                notifying = asyncio.create_task(notifier.run(), name="review-notify")
+                stack.push_async_callback(_cancel, notifying)
             self.http = HttpIngress(web_app, config.http)
             await self.http.start()
             stack.push_async_callback(self.http.stop)

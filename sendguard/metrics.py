@@ -88,6 +88,13 @@ class Metrics:
             ["upstream", "kind"],
             registry=r,
         )
+        self.review_notifications = Counter(
+            "sendguard_review_notifications",
+            "Reviewer notifications, by channel (webhook, email) and outcome (sent, retried,"
+            " failed: given up)",
+            ["channel", "outcome"],
+            registry=r,
+        )
 
     def set_states(self, counts: dict[DeliveryState, int]) -> None:
         """Update the `sendguard_deliveries{state}` gauge."""

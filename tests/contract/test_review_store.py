@@ -131,9 +131,7 @@ async def test_an_edit_moves_the_held_deliveries_to_a_copy_and_keeps_the_origina
     dropped = await store.get_delivery(sent)
     assert dropped is not None and dropped.message.id == message.id
     # The sender's view of its message still lists every delivery.
-    assert sorted(d.id for d in await store.deliveries_of(message.id)) == sorted(
-        n.id for n in news
-    )
+    assert sorted(d.id for d in await store.deliveries_of(message.id)) == sorted(n.id for n in news)
     assert await store.edits("spring") == [done]
     assert await store.edit_making(copy.id) == done
     assert await store.edit_making(message.id) is None
