@@ -301,7 +301,7 @@ async def queue(request: web.Request) -> web.StreamResponse:
         g.campaign or NO_CAMPAIGN: Group(g.campaign or "", g.count, g.oldest, g.expires)
         for g in found.groups
     }
-    summaries = {s.campaign.name: s.campaign for s in await store.campaigns()}
+    summaries = {c.name: c for c in found.reviewed}
     for name, group in groups.items():
         known = summaries.get(name)
         if known is not None:

@@ -689,6 +689,8 @@ class HeldQueue:
     groups: Sequence[HeldGroup]
     deliveries: Sequence[Delivery]
     total: int
+    reviewed: Sequence[Campaign] = ()
+    """Every campaign reviewers decided something about (approved, rejected, paused)."""
 
 
 class EditedPart(StrEnum):

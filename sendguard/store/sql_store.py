@@ -1100,7 +1100,9 @@ class SqlStore(Store):
         # fall in the groups in the order the groups are listed.
         order = "d.campaign IS NULL, d.campaign"
 
-        async def job(tx: Tx) -> tuple[list[Sequence[Any]], list[Sequence[Any]]]:
+        async def job(
+            tx: Tx,
+        ) -> tuple[list[Sequence[Any]], list[Sequence[Any]], list[Sequence[Any]]]:
             groups = await tx.fetch(
                 "SELECT d.campaign, COUNT(*), MIN(d.updated_at), MIN(d.due_at)"
                 f" FROM deliveries d WHERE {where} GROUP BY d.campaign ORDER BY {order}",
@@ -1108,20 +1110,28 @@ class SqlStore(Store):
             )
             rows: list[Sequence[Any]] = []
             if query.limit > 0:
+                # The page's ids first (a sort of narrow rows), then those rows in full.
                 rows = await tx.fetch(
-                    f"{codec.DELIVERY_SELECT} WHERE {where} ORDER BY {order}, d.id DESC"
-                    " LIMIT ? OFFSET ?",
+                    f"{codec.DELIVERY_SELECT} WHERE d.id IN (SELECT d.id FROM deliveries d"
+                    f" WHERE {where} ORDER BY {order}, d.id DESC LIMIT ? OFFSET ?)"
+                    f" ORDER BY {order}, d.id DESC",
                     [*args, query.limit, max(0, query.offset)],
                 )
-            return groups, rows
+            reviewed = await tx.fetch(
+                "SELECT name, approval, paused, updated_at, updated_by FROM campaigns"
+            )
+            return groups, rows, reviewed
 
-        groups, rows = await self._scan(job)
+        groups, rows, reviewed = await self._scan(job)
         found = [
             HeldGroup(name, int(n), from_micros(oldest), codec.moment(expires))
             for name, n, oldest, expires in groups
         ]
         return HeldQueue(
-            found, [codec.delivery_from_row(r) for r in rows], sum(g.count for g in found)
+            found,
+            [codec.delivery_from_row(r) for r in rows],
+            sum(g.count for g in found),
+            [self._campaign(r) for r in reviewed],
         )
 
     _EDIT_SELECT = (

@@ -221,7 +221,8 @@ MIGRATIONS: tuple[str, ...] = (
         held_at INTEGER NOT NULL,
         sent_at INTEGER
     );
-    CREATE INDEX deliveries_held ON deliveries(campaign, id) WHERE state = 'held';
+    CREATE INDEX deliveries_held ON deliveries(campaign, id, updated_at, due_at)
+        WHERE state = 'held';
     """,
 )
 

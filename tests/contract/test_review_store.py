@@ -12,6 +12,7 @@ from sendguard.headers import Headers
 from sendguard.ids import new_id
 from sendguard.message import DeliveryState
 from sendguard.store.base import (
+    Campaign,
     Change,
     Edit,
     EditedPart,
@@ -75,6 +76,8 @@ async def test_the_held_queue_is_grouped_paged_and_filtered_in_the_store(store: 
     by_person = await store.held_queue(HeldQuery(recipient="B@Example.org"))
     assert [d.recipient for d in by_person.deliveries] == ["b@example.org"]
     assert (await store.held_queue(HeldQuery(campaign="b-sale", limit=0))).total == 2
+    await store.set_campaign(Campaign("z-paused", paused=True, updated_at=T0, updated_by="ana"))
+    assert [c.name for c in (await store.held_queue(HeldQuery())).reviewed] == ["z-paused"]
 
     # A later decision that no longer holds for that policy takes it out of the filter.
     await store.change(
