@@ -10,6 +10,7 @@ import pytest
 from tests.e2e import test_review_page
 from tests.e2e.test_review_page import (
     HOLD,
+    IMG,
     USERS,
     Counter,
     Start,
@@ -49,6 +50,8 @@ def test_a_reviewer_edits_the_subject_and_the_edited_message_leaves(
     subject.clear()
     subject.send_keys("Spring sale: 30% off")
     browser.find_element(By.ID, "note").send_keys("typo in the subject")
+    browser.execute_script("window.scrollTo(0, 0)")
+    browser.save_screenshot(str(IMG / "review-edit.png"))
     browser.find_element(By.XPATH, "//button[text()='Save the edit']").click()
     wait_for(lambda: "2 held deliveries now carry the edited message" in browser.page_source)
 
@@ -67,6 +70,7 @@ def test_a_reviewer_edits_the_subject_and_the_edited_message_leaves(
     browser.find_element(By.LINK_TEXT, "diff").click()
     wait_for(lambda: "Edits of campaign spring-sale" in browser.page_source)
     diff = browser.find_element(By.CSS_SELECTOR, "pre.diff").text
+    browser.save_screenshot(str(IMG / "review-edit-diff.png"))
     assert "-Sprng sale: 30% off" in diff and "+Spring sale: 30% off" in diff
     browser.get(base(proc) + f"/review/deliveries/{first}")
     page = browser.find_element(By.TAG_NAME, "main").text
