@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint typecheck unit venv clean postgres bench bench-tools
+.PHONY: run test lint typecheck unit venv clean postgres bench bench-tools screenshots
 
 $(STAMP): pyproject.toml tests/plugin_pkg/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -48,3 +48,7 @@ bench: $(STAMP) bench-tools postgres
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
+
+# Refresh the review page's screenshots in docs/img (a normal test run leaves them alone).
+screenshots: $(STAMP) postgres
+	SENDGUARD_SCREENSHOTS=docs/img $(BIN)/pytest -q tests/e2e/test_review_page.py tests/e2e/test_review_page_edit.py -k "not postgres"

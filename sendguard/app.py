@@ -39,7 +39,9 @@ from sendguard.reload import Appliers, Loaded, Reloader, SwitchableUpstream
 from sendguard.retention import Horizons, accepted_event_types
 from sendguard.review import Review
 from sendguard.review_page import install as install_review_page
+from sendguard.review_page.notify import Notifier, public_url
 from sendguard.review_page.pages import PAGE
+from sendguard.secret import redacted
 from sendguard.store import open_store
 from sendguard.store.base import Store
 from sendguard.tokens import TOKEN_FILE_NAME, TokenSet, read_or_create_token
@@ -229,6 +231,7 @@ class App:
             )
             stack.push_async_callback(self.reloader.close)
             web_app[RELOADER] = self.reloader
+            self._start_notifier(stack, store, upstream, config)
             self.http = HttpIngress(web_app, config.http)
             await self.http.start()
             stack.push_async_callback(self.http.stop)
@@ -239,7 +242,7 @@ class App:
                 config=self.settings.source,
                 smtp=config.smtp.listen,
                 http=config.http.listen,
-                store=config.store.url,
+                store=redacted(config.store.url),
                 upstream=config.upstream.kind,
                 policies=[p.name for p in self.settings.policies],
                 config_hash=self.config_digest,
@@ -250,6 +253,26 @@ class App:
             log.info("draining")
             began = monotonic()
         log.info("stopped", seconds=round(monotonic() - began, 3))
+
+    def _start_notifier(
+        self, stack: AsyncExitStack, store: Store, upstream: Upstream, config: Config
+    ) -> None:
+        """Tell reviewers about new holds, when `review.notify` says how; cancelled on the way
+        out (a notice not yet sent is kept in the store and sent by the next run)."""
+        notify = config.review.notify
+        if not notify.enabled:
+            return
+        notifier = Notifier(
+            store,
+            upstream,
+            self.clock,
+            self.metrics,
+            notify,
+            public_url(config.review.public_url, config.http.listen),
+            notify.webhook_url,
+        )
+        notifying = asyncio.create_task(notifier.run(), name="review-notify")
+        stack.push_async_callback(_cancel, notifying)
 
     async def _start_webhooks(
         self, stack: AsyncExitStack, store: Store, config: Config

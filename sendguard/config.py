@@ -326,6 +326,48 @@ class ReviewUser(Strict):
         return value
 
 
+class ReviewNotifyConfig(Strict):
+    """Telling reviewers that work waits: when a campaign is first held, and as a digest.
+
+    Sent by a webhook (`{"text": ...}`, what Slack and Mattermost incoming webhooks accept)
+    and/or an e-mail through the configured upstream, never through sendguard's policies.
+    Failures are retried with backoff and counted; they never hold up sending.
+    """
+
+    webhook_url: str | None = Field(default=None, pattern=r"^(https?://|env:|file:)")
+    """An incoming-webhook URL (a secret: `env:NAME` or `file:/path` work)."""
+    email_to: list[Annotated[str, Field(pattern=r"^[^@\s]+@[^@\s]+$")]] = Field(
+        default_factory=list
+    )
+    email_from: str = Field(default="sendguard@localhost", pattern=r"^[^@\s]+@[^@\s]+$")
+    check_every: Duration = timedelta(seconds=30)
+    digest_every: Duration | None = timedelta(hours=4)
+    """While anything is held, a digest this often; null: no digest."""
+    retry_min: Duration = timedelta(seconds=10)
+    retry_max: Duration = timedelta(minutes=10)
+    give_up_after: Duration = timedelta(days=1)
+    timeout: Duration = timedelta(seconds=10)
+
+    @field_validator("check_every", "retry_min", "timeout")
+    @classmethod
+    def _short(cls, value: timedelta) -> timedelta:
+        if not timedelta(seconds=1) <= value <= timedelta(hours=1):
+            raise ValueError("must be between 1s and 1h")
+        return value
+
+    @field_validator("digest_every")
+    @classmethod
+    def _digest(cls, value: timedelta | None) -> timedelta | None:
+        if value is not None and value < timedelta(seconds=1):
+            raise ValueError("must be at least 1s, or null for no digest")
+        return value
+
+    @property
+    def enabled(self) -> bool:
+        """True if there is anyone to tell."""
+        return self.webhook_url is not None or bool(self.email_to)
+
+
 class ReviewConfig(Strict):
     """The review queue: what happens to a held delivery nobody reviews; who reviews it."""
 
@@ -335,6 +377,10 @@ class ReviewConfig(Strict):
         default_factory=dict
     )
     session_lifetime: Duration = timedelta(hours=8)
+    public_url: str | None = Field(default=None, pattern=r"^https?://[^/\s]+(/[^\s]*)?$")
+    """Where people reach sendguard's HTTP port (links in notifications); default: the
+    `http.listen` address."""
+    notify: ReviewNotifyConfig = ReviewNotifyConfig()
 
     @field_validator("session_lifetime")
     @classmethod
@@ -459,6 +505,7 @@ _MODELS_BY_PATH: dict[str, type[BaseModel]] = {
     "headers": HeadersConfig,
     "log": LogConfig,
     "review": ReviewConfig,
+    "review.notify": ReviewNotifyConfig,
     "http.api_tokens": NamedToken,
     "webhooks": WebhookConfig,
 }
@@ -534,6 +581,11 @@ def _resolve_secrets(
             else hook
             for index, hook in enumerate(hooks)
         ]
+    review = out.get("review")
+    notify = review.get("notify") if isinstance(review, dict) else None
+    if isinstance(review, dict) and isinstance(notify, dict) and "webhook_url" in notify:
+        url = read(notify["webhook_url"], "review.notify.webhook_url")
+        out["review"] = {**review, "notify": {**notify, "webhook_url": url}}
     return out
 
 

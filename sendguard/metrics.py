@@ -88,6 +88,13 @@ class Metrics:
             ["upstream", "kind"],
             registry=r,
         )
+        self.review_notifications = Counter(
+            "sendguard_review_notifications",
+            "Reviewer notifications, by channel (webhook, email) and outcome (sent, retried,"
+            " failed: given up)",
+            ["channel", "outcome"],
+            registry=r,
+        )
 
         self.config_info = Gauge(
             "sendguard_config_info",

@@ -503,7 +503,8 @@ class Store(ABC):
 
     @abstractmethod
     async def deliveries_of(self, message_id: str) -> Sequence[Delivery]:
-        """Every delivery of a message, in recipient order."""
+        """Every delivery of a message, in recipient order, with those a reviewer's edit
+        moved to an edited copy of it (`edits`)."""
 
     @abstractmethod
     async def list_deliveries(self, query: DeliveryQuery) -> DeliveryPage:
@@ -759,3 +760,127 @@ class Store(ABC):
     @abstractmethod
     async def queue_ages(self) -> QueueAges:
         """The oldest held and the earliest due delivery (an aggregate: off the event loop)."""
+
+    # review queue, edits, reviewer notices -------------------------------------------------
+    @abstractmethod
+    async def held_queue(self, query: HeldQuery) -> HeldQueue:
+        """The held deliveries matching `query`, aggregated per campaign in the store, and
+        the page `offset`/`limit` of them. The policy filter is evaluated in the store too,
+        so the cost does not grow with a per-delivery look-up."""
+
+    @abstractmethod
+    async def add_edit(self, edit: Edit, message: Message, content: bytes) -> Edit:
+        """Apply a reviewer's edit in one transaction: store `content` as the new message
+        `edit.edited_message_id` (the corrected message's envelope and fields, with
+        `message`'s headers, size and content fingerprint), move the held deliveries of
+        `edit.message_id` in `edit.campaign` that no worker has claimed to it, and record the
+        edit (the caller audits the reviewer's action, which may edit several messages).
+        Return the edit with its `count`; raise Conflict, changing nothing, if none of them is
+        held any more."""
+
+    @abstractmethod
+    async def edits(self, campaign: str) -> Sequence[Edit]:
+        """The edits of a campaign, newest first."""
+
+    @abstractmethod
+    async def edit_making(self, message_id: str) -> Edit | None:
+        """The edit that made message `message_id`, if an edit did."""
+
+    @abstractmethod
+    async def review_notices(self) -> Sequence[ReviewNotice]:
+        """Every campaign whose holds were noticed and not yet all reviewed."""
+
+    @abstractmethod
+    async def notice_held(
+        self, campaigns: Sequence[str | None], at: datetime
+    ) -> Sequence[str | None]:
+        """Note that these campaigns have held deliveries; return those that had none noted
+        before (first held), at most once across every instance sharing the store."""
+
+    @abstractmethod
+    async def notice_sent(self, campaign: str | None, at: datetime) -> None:
+        """The reviewers were told that `campaign` is held."""
+
+    @abstractmethod
+    async def forget_notices(self, keep: Sequence[str | None]) -> None:
+        """Forget the notices of every campaign but `keep` (nothing of them is held any more):
+        when one is held again, that is a first hold again."""
+
+
+# review: the held queue, edits before approval, reviewer notices -----------------------------
+
+
+@dataclass(frozen=True)
+class HeldQuery:
+    """Filters and the page of the review queue (held deliveries, by campaign)."""
+
+    campaign: str | None = None
+    recipient: str | None = None
+    policy: str | None = None
+    """Only deliveries this policy holds in its latest decision (`pause`: held by a pause)."""
+    offset: int = 0
+    limit: int = 50
+
+
+@dataclass(frozen=True)
+class HeldGroup:
+    """The held deliveries of one campaign (`None`: of no campaign) matching a query."""
+
+    campaign: str | None
+    count: int
+    oldest: datetime
+    """When the longest-waiting of them last changed (was held)."""
+    expires: datetime | None
+    """When the first of them reaches its hold expiry, if any does."""
+
+
+@dataclass(frozen=True)
+class HeldQueue:
+    """The review queue: every matching group, and one page of the matching deliveries in
+    queue order (campaigns by name, no campaign last; newest first within a campaign)."""
+
+    groups: Sequence[HeldGroup]
+    deliveries: Sequence[Delivery]
+    total: int
+    reviewed: Sequence[Campaign] = ()
+    """Every campaign reviewers decided something about (approved, rejected, paused)."""
+
+
+class EditedPart(StrEnum):
+    """What a reviewer may correct before approving."""
+
+    SUBJECT = "subject"
+    TEXT = "text"
+    HTML = "html"
+
+
+@dataclass(frozen=True)
+class Edit:
+    """A reviewer's correction of a held campaign message: the edited copy is a message of its
+    own (`edited_message_id`), the message it corrects stays as it was."""
+
+    id: str
+    campaign: str
+    message_id: str
+    """The message that was corrected (itself an edited copy when edited twice)."""
+    edited_message_id: str
+    origin_message_id: str
+    """The message as it was received: the first of a chain of edits."""
+    actor: str
+    at: datetime
+    changed: tuple[EditedPart, ...]
+    diff: str
+    """A unified diff of what changed (subject, text part, HTML part)."""
+    note: str = ""
+    count: int = 0
+    """How many held deliveries moved to the edited copy."""
+
+
+@dataclass(frozen=True)
+class ReviewNotice:
+    """A campaign (`None`: mail of no campaign) that has held deliveries, since when, and
+    whether the reviewers were told."""
+
+    campaign: str | None
+    held_at: datetime
+    sent_at: datetime | None = None

@@ -216,6 +216,34 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX webhook_outbox_order ON webhook_outbox(target, delivery_id, id);
     CREATE INDEX outcomes_mode_at ON outcomes(mode, at);
     """,
+    # 7: edits before approval (the edited copy is a message of its own, the original stays),
+    # which campaigns' holds the reviewers were told about, and an index for the held queue.
+    """
+    CREATE TABLE edits (
+        id TEXT PRIMARY KEY,
+        campaign TEXT NOT NULL,
+        message_id TEXT NOT NULL,
+        edited_message_id TEXT NOT NULL,
+        origin_message_id TEXT NOT NULL,
+        actor TEXT NOT NULL,
+        at INTEGER NOT NULL,
+        changed TEXT NOT NULL,
+        diff TEXT NOT NULL,
+        note TEXT NOT NULL,
+        count INTEGER NOT NULL
+    );
+    CREATE INDEX edits_campaign ON edits(campaign, at);
+    CREATE INDEX edits_origin ON edits(origin_message_id);
+    CREATE INDEX edits_message ON edits(message_id);
+    CREATE UNIQUE INDEX edits_edited ON edits(edited_message_id);
+    CREATE TABLE review_notices (
+        campaign TEXT PRIMARY KEY,
+        held_at INTEGER NOT NULL,
+        sent_at INTEGER
+    );
+    CREATE INDEX deliveries_held ON deliveries(campaign, id, updated_at, due_at)
+        WHERE state = 'held';
+    """,
 )
 
 
