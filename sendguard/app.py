@@ -24,6 +24,7 @@ from sendguard.delivery.smtp import SmtpUpstream
 from sendguard.delivery.upstream import Upstream
 from sendguard.engine import Engine, OnError, PolicyBinding
 from sendguard.errors import StoreUnavailable
+from sendguard.ingress.esp import install as install_esp
 from sendguard.ingress.http import HttpIngress, build_app
 from sendguard.ingress.http_context import Api
 from sendguard.ingress.smtp import SmtpHandler, SmtpIngress
@@ -189,6 +190,7 @@ class App:
             )
             web_app = build_app(context, self.tokens(config))
             install_review_page(web_app, config.review, self.clock)
+            install_esp(web_app, config.esp)
             self.http = HttpIngress(web_app, config.http)
             await self.http.start()
             stack.push_async_callback(self.http.stop)

@@ -350,6 +350,54 @@ class LogConfig(Strict):
     format: Literal["auto", "json", "console"] = "auto"
 
 
+class SendgridEsp(Strict):
+    """SendGrid's Event Webhook (`/v1/webhooks/sendgrid`)."""
+
+    webhook_public_key: str | None = None
+    """The verification key SendGrid shows for the signed Event Webhook (base64 DER or PEM)."""
+
+
+class PostmarkEsp(Strict):
+    """Postmark's webhooks (`/v1/webhooks/postmark`): basic auth, a secret path, or both."""
+
+    webhook_username: str | None = None
+    webhook_password: str | None = None
+    webhook_secret: str | None = Field(default=None, min_length=16)
+    """Accepted as `/v1/webhooks/postmark/<secret>`."""
+
+    @model_validator(mode="after")
+    def _pair(self) -> PostmarkEsp:
+        if (self.webhook_username is None) != (self.webhook_password is None):
+            raise ValueError("set both webhook_username and webhook_password, or neither")
+        return self
+
+
+class MailgunEsp(Strict):
+    """Mailgun's webhooks (`/v1/webhooks/mailgun`)."""
+
+    webhook_signing_key: str | None = None
+    """The HTTP webhook signing key of the Mailgun account."""
+
+
+class EspConfig(Strict):
+    """The SendGrid-, Postmark- and Mailgun-compatible endpoints and their webhooks."""
+
+    retry_window: Duration = timedelta(minutes=10)
+    """A byte-identical request from the same token within this window is answered again
+    without sending again (the SDKs retry on timeouts)."""
+    sendgrid: SendgridEsp = SendgridEsp()
+    postmark: PostmarkEsp = PostmarkEsp()
+    mailgun: MailgunEsp = MailgunEsp()
+
+
+ESP_SECRETS = (
+    ("sendgrid", "webhook_public_key"),
+    ("postmark", "webhook_password"),
+    ("postmark", "webhook_secret"),
+    ("mailgun", "webhook_signing_key"),
+)
+
+
 class Config(Strict):
     """The whole configuration file."""
 
@@ -362,6 +410,7 @@ class Config(Strict):
     policies: list[PolicyConfig] = Field(default_factory=list)
     review: ReviewConfig = ReviewConfig()
     log: LogConfig = LogConfig()
+    esp: EspConfig = EspConfig()
 
 
 @dataclass(frozen=True)
@@ -426,6 +475,10 @@ _MODELS_BY_PATH: dict[str, type[BaseModel]] = {
     "log": LogConfig,
     "review": ReviewConfig,
     "http.api_tokens": NamedToken,
+    "esp": EspConfig,
+    "esp.sendgrid": SendgridEsp,
+    "esp.postmark": PostmarkEsp,
+    "esp.mailgun": MailgunEsp,
 }
 
 
@@ -491,6 +544,14 @@ def _resolve_secrets(
             for name, value in smtp["auth_users"].items()
         }
         out["smtp"] = {**smtp, "auth_users": users}
+    esp = out.get("esp")
+    if isinstance(esp, dict):
+        esp = dict(esp)
+        for name, key in ESP_SECRETS:
+            part = esp.get(name)
+            if isinstance(part, dict) and key in part:
+                esp[name] = {**part, key: read(part[key], f"esp.{name}.{key}")}
+        out["esp"] = esp
     return out
 
 

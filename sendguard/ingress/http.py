@@ -15,7 +15,7 @@ from aiohttp import web
 from sendguard.config import HttpConfig, split_listen
 from sendguard.errors import Conflict, InvalidMessage, StoreUnavailable, UpstreamError
 from sendguard.identity import Identity, Role
-from sendguard.ingress import api_context, api_review, api_send, api_suppressions, openapi
+from sendguard.ingress import api_context, api_review, api_send, api_suppressions, esp, openapi
 from sendguard.ingress.http_context import API, IDENTITY_KEY, TOKENS, Api, Handler, api
 from sendguard.ingress.payloads import BadRequest
 from sendguard.review import NotFound
@@ -82,7 +82,7 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
 async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Require `Authorization: Bearer <token>` on every route but the public ones, and record
     the token's name as the identity handlers act under."""
-    if not is_public(request):
+    if not is_public(request) and not esp.authenticates_itself(request.path):
         scheme, _, token = request.headers.get("Authorization", "").partition(" ")
         name = request.app[TOKENS].identify(token.strip()) if scheme.lower() == "bearer" else None
         if name is None:
@@ -148,6 +148,7 @@ def add_routes(router: web.UrlDispatcher) -> None:
     api_context.add_routes(router)
     api_review.add_routes(router)
     api_suppressions.add_routes(router)
+    esp.add_routes(router)
     openapi.add_routes(router)
 
 
