@@ -17,11 +17,9 @@ import structlog
 
 from sendguard import __version__
 from sendguard.clock import Clock, SystemClock, monotonic
-from sendguard.config import Config, OutboxUpstream, Settings
+from sendguard.config import Config, Settings
 from sendguard.delivery.dispatcher import Dispatcher
-from sendguard.delivery.outbox import OutboxUpstream as Outbox
-from sendguard.delivery.smtp import SmtpUpstream
-from sendguard.delivery.upstream import Upstream
+from sendguard.delivery.upstream import Upstream, load_upstream_factory
 from sendguard.engine import Engine, OnError, PolicyBinding
 from sendguard.errors import StoreUnavailable
 from sendguard.ingress.esp import install as install_esp
@@ -48,22 +46,8 @@ async def _cancel(task: asyncio.Task[None]) -> None:
 
 
 def build_upstream(config: Config) -> Upstream:
-    """The configured upstream."""
-    up = config.upstream
-    if isinstance(up, OutboxUpstream):
-        return Outbox(up.path)
-    return SmtpUpstream(
-        up.host,
-        up.port,
-        starttls=up.starttls,
-        tls_verify=up.tls_verify,
-        tls_ca=str(up.tls_ca) if up.tls_ca else None,
-        username=up.username,
-        password=up.password,
-        pool_size=up.pool_size,
-        timeout=up.timeout,
-        idle_timeout=up.idle_timeout,
-    )
+    """The configured upstream, built by the factory its kind registers (built-ins too)."""
+    return load_upstream_factory(config.upstream.kind)(config.upstream)
 
 
 def build_policies(settings: Settings) -> list[PolicyBinding]:

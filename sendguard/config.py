@@ -244,7 +244,52 @@ class SmtpUpstream(Strict):
         return self
 
 
-UpstreamConfig = Annotated[OutboxUpstream | SmtpUpstream, Field(discriminator="kind")]
+class EspUpstream(Strict):
+    """Sends through an ESP's HTTP API (sendgrid, postmark or mailgun)."""
+
+    kind: Literal["sendgrid", "postmark", "mailgun"]
+    api_key: str = Field(min_length=1)
+    base_url: str | None = Field(default=None, pattern=r"^https?://")
+    """The API's address; the ESP's public API unless set (a regional or test endpoint)."""
+    domain: str | None = None
+    """mailgun: the sending domain (required there)."""
+    message_stream: str | None = None
+    """postmark: the message stream (Postmark's default outbound stream unless set)."""
+    timeout: Duration = timedelta(seconds=30)
+    pool_size: int = Field(default=10, gt=0, le=256)
+
+    @model_validator(mode="after")
+    def _domain(self) -> EspUpstream:
+        if self.kind == "mailgun" and not self.domain:
+            raise ValueError("mailgun needs domain (the sending domain, e.g. mg.example.com)")
+        return self
+
+
+class PluginUpstream(Strict):
+    """An upstream kind another distribution registers under `sendguard.upstreams`."""
+
+    kind: str
+    options: dict[str, Any] = Field(default_factory=dict)
+    """Validated by the plugin's own model when it is built."""
+
+
+BUILTIN_UPSTREAMS = frozenset({"outbox", "smtp", "sendgrid", "postmark", "mailgun"})
+
+
+def _upstream_tag(value: Any) -> str:
+    kind = value.get("kind") if isinstance(value, dict) else getattr(value, "kind", None)
+    if kind in ("outbox", "smtp"):
+        return str(kind)
+    return "esp" if kind in BUILTIN_UPSTREAMS else "plugin"
+
+
+UpstreamConfig = Annotated[
+    Annotated[OutboxUpstream, Tag("outbox")]
+    | Annotated[SmtpUpstream, Tag("smtp")]
+    | Annotated[EspUpstream, Tag("esp")]
+    | Annotated[PluginUpstream, Tag("plugin")],
+    Discriminator(_upstream_tag),
+]
 
 
 class DeliveryConfig(Strict):
@@ -444,12 +489,15 @@ def _path(loc: Sequence[int | str]) -> str:
     return out
 
 
+_UPSTREAM_TAGS = ("outbox", "smtp", "esp", "plugin")
+
+
 def _problems(exc: ValidationError, prefix: Sequence[int | str] = ()) -> list[ConfigProblem]:
     problems = []
     for err in exc.errors(include_url=False):
         loc = list(err["loc"])
         # A discriminated union puts its tag into the location; readers know the keys only.
-        if loc[:1] == ["upstream"] and len(loc) > 1 and loc[1] in ("outbox", "smtp"):
+        if loc[:1] == ["upstream"] and len(loc) > 1 and loc[1] in _UPSTREAM_TAGS:
             del loc[1]
         if loc[:2] == ["http", "api_tokens"] and len(loc) > 3 and loc[3] in ("plain", "named"):
             del loc[3]
@@ -533,7 +581,7 @@ def _resolve_secrets(
             return value
 
     out = dict(data)
-    for section, key in (("upstream", "password"), ("store", "url")):
+    for section, key in (("upstream", "password"), ("upstream", "api_key"), ("store", "url")):
         part = out.get(section)
         if isinstance(part, dict) and key in part:
             out[section] = {**part, key: read(part[key], f"{section}.{key}")}
@@ -610,6 +658,16 @@ def _resolve_policies(
     return policies
 
 
+def _check_upstream_kind(kind: str, problems: list[ConfigProblem]) -> None:
+    # Imported here: the upstream contract must not import the config at module level.
+    from sendguard.delivery.upstream import UpstreamLoadError, load_upstream_factory  # noqa: PLC0415
+
+    try:
+        load_upstream_factory(kind)
+    except UpstreamLoadError as exc:
+        problems.append(ConfigProblem("upstream.kind", str(exc)))
+
+
 def parse_config(text: str, source: str, environ: Mapping[str, str] | None = None) -> Settings:
     """Validate a YAML text completely; raise ConfigError listing every problem."""
     try:
@@ -637,6 +695,8 @@ def parse_config(text: str, source: str, environ: Mapping[str, str] | None = Non
             problems.extend(_problems_of_policies(raw))
         raise ConfigError(problems) from None
     policies = _resolve_policies(config.policies, problems)
+    if isinstance(config.upstream, PluginUpstream):
+        _check_upstream_kind(config.upstream.kind, problems)
     tokens = resolve_tokens(config.http.api_tokens, environ, problems)
     if problems:
         raise ConfigError(problems)
