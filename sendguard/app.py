@@ -22,14 +22,13 @@ from aiohttp import web
 
 from sendguard import __version__
 from sendguard.clock import Clock, SystemClock, monotonic
-from sendguard.config import Config, OutboxUpstream, Settings
+from sendguard.config import Config, Settings
 from sendguard.delivery.dispatcher import Dispatcher
-from sendguard.delivery.outbox import OutboxUpstream as Outbox
-from sendguard.delivery.smtp import SmtpUpstream
-from sendguard.delivery.upstream import Upstream
+from sendguard.delivery.upstream import Upstream, load_upstream_factory
 from sendguard.engine import Engine, OnError, PolicyBinding
 from sendguard.errors import StoreUnavailable
 from sendguard.ingress.api_admin import RELOADER
+from sendguard.ingress.esp import install as install_esp
 from sendguard.ingress.http import HttpIngress, build_app
 from sendguard.ingress.http_context import Api
 from sendguard.ingress.smtp import SmtpHandler, SmtpIngress
@@ -58,22 +57,8 @@ async def _cancel(task: asyncio.Task[None]) -> None:
 
 
 def build_upstream(config: Config) -> Upstream:
-    """The configured upstream."""
-    up = config.upstream
-    if isinstance(up, OutboxUpstream):
-        return Outbox(up.path)
-    return SmtpUpstream(
-        up.host,
-        up.port,
-        starttls=up.starttls,
-        tls_verify=up.tls_verify,
-        tls_ca=str(up.tls_ca) if up.tls_ca else None,
-        username=up.username,
-        password=up.password,
-        pool_size=up.pool_size,
-        timeout=up.timeout,
-        idle_timeout=up.idle_timeout,
-    )
+    """The configured upstream, built by the factory its kind registers (built-ins too)."""
+    return load_upstream_factory(config.upstream.kind)(config.upstream)
 
 
 def build_policies(settings: Settings) -> list[PolicyBinding]:
@@ -232,6 +217,7 @@ class App:
             stack.push_async_callback(self.reloader.close)
             web_app[RELOADER] = self.reloader
             self._start_notifier(stack, store, upstream, config)
+            install_esp(web_app, config.esp)
             self.http = HttpIngress(web_app, config.http)
             await self.http.start()
             stack.push_async_callback(self.http.stop)

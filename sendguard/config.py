@@ -245,7 +245,52 @@ class SmtpUpstream(Strict):
         return self
 
 
-UpstreamConfig = Annotated[OutboxUpstream | SmtpUpstream, Field(discriminator="kind")]
+class EspUpstream(Strict):
+    """Sends through an ESP's HTTP API (sendgrid, postmark or mailgun)."""
+
+    kind: Literal["sendgrid", "postmark", "mailgun"]
+    api_key: str = Field(min_length=1)
+    base_url: str | None = Field(default=None, pattern=r"^https?://")
+    """The API's address; the ESP's public API unless set (a regional or test endpoint)."""
+    domain: str | None = None
+    """mailgun: the sending domain (required there)."""
+    message_stream: str | None = None
+    """postmark: the message stream (Postmark's default outbound stream unless set)."""
+    timeout: Duration = timedelta(seconds=30)
+    pool_size: int = Field(default=10, gt=0, le=256)
+
+    @model_validator(mode="after")
+    def _domain(self) -> EspUpstream:
+        if self.kind == "mailgun" and not self.domain:
+            raise ValueError("mailgun needs domain (the sending domain, e.g. mg.example.com)")
+        return self
+
+
+class PluginUpstream(Strict):
+    """An upstream kind another distribution registers under `sendguard.upstreams`."""
+
+    kind: str
+    options: dict[str, Any] = Field(default_factory=dict)
+    """Validated by the plugin's own model when it is built."""
+
+
+BUILTIN_UPSTREAMS = frozenset({"outbox", "smtp", "sendgrid", "postmark", "mailgun"})
+
+
+def _upstream_tag(value: Any) -> str:
+    kind = value.get("kind") if isinstance(value, dict) else getattr(value, "kind", None)
+    if kind in ("outbox", "smtp"):
+        return str(kind)
+    return "esp" if kind in BUILTIN_UPSTREAMS else "plugin"
+
+
+UpstreamConfig = Annotated[
+    Annotated[OutboxUpstream, Tag("outbox")]
+    | Annotated[SmtpUpstream, Tag("smtp")]
+    | Annotated[EspUpstream, Tag("esp")]
+    | Annotated[PluginUpstream, Tag("plugin")],
+    Discriminator(_upstream_tag),
+]
 
 
 class DeliveryConfig(Strict):
@@ -419,6 +464,54 @@ class WebhookConfig(Strict):
         return self
 
 
+class SendgridEsp(Strict):
+    """SendGrid's Event Webhook (`/v1/webhooks/sendgrid`)."""
+
+    webhook_public_key: str | None = None
+    """The verification key SendGrid shows for the signed Event Webhook (base64 DER or PEM)."""
+
+
+class PostmarkEsp(Strict):
+    """Postmark's webhooks (`/v1/webhooks/postmark`): basic auth, a secret path, or both."""
+
+    webhook_username: str | None = None
+    webhook_password: str | None = None
+    webhook_secret: str | None = Field(default=None, min_length=16)
+    """Accepted as `/v1/webhooks/postmark/<secret>`."""
+
+    @model_validator(mode="after")
+    def _pair(self) -> PostmarkEsp:
+        if (self.webhook_username is None) != (self.webhook_password is None):
+            raise ValueError("set both webhook_username and webhook_password, or neither")
+        return self
+
+
+class MailgunEsp(Strict):
+    """Mailgun's webhooks (`/v1/webhooks/mailgun`)."""
+
+    webhook_signing_key: str | None = None
+    """The HTTP webhook signing key of the Mailgun account."""
+
+
+class EspConfig(Strict):
+    """The SendGrid-, Postmark- and Mailgun-compatible endpoints and their webhooks."""
+
+    retry_window: Duration = timedelta(minutes=10)
+    """A byte-identical request from the same token within this window is answered again
+    without sending again (the SDKs retry on timeouts)."""
+    sendgrid: SendgridEsp = SendgridEsp()
+    postmark: PostmarkEsp = PostmarkEsp()
+    mailgun: MailgunEsp = MailgunEsp()
+
+
+ESP_SECRETS = (
+    ("sendgrid", "webhook_public_key"),
+    ("postmark", "webhook_password"),
+    ("postmark", "webhook_secret"),
+    ("mailgun", "webhook_signing_key"),
+)
+
+
 class Config(Strict):
     """The whole configuration file."""
 
@@ -432,6 +525,7 @@ class Config(Strict):
     review: ReviewConfig = ReviewConfig()
     log: LogConfig = LogConfig()
     webhooks: list[WebhookConfig] = Field(default_factory=list)
+    esp: EspConfig = EspConfig()
 
     @field_validator("webhooks")
     @classmethod
@@ -475,12 +569,15 @@ def _path(loc: Sequence[int | str]) -> str:
     return out
 
 
+_UPSTREAM_TAGS = ("outbox", "smtp", "esp", "plugin")
+
+
 def _problems(exc: ValidationError, prefix: Sequence[int | str] = ()) -> list[ConfigProblem]:
     problems = []
     for err in exc.errors(include_url=False):
         loc = list(err["loc"])
         # A discriminated union puts its tag into the location; readers know the keys only.
-        if loc[:1] == ["upstream"] and len(loc) > 1 and loc[1] in ("outbox", "smtp"):
+        if loc[:1] == ["upstream"] and len(loc) > 1 and loc[1] in _UPSTREAM_TAGS:
             del loc[1]
         if loc[:2] == ["http", "api_tokens"] and len(loc) > 3 and loc[3] in ("plain", "named"):
             del loc[3]
@@ -508,6 +605,10 @@ _MODELS_BY_PATH: dict[str, type[BaseModel]] = {
     "review.notify": ReviewNotifyConfig,
     "http.api_tokens": NamedToken,
     "webhooks": WebhookConfig,
+    "esp": EspConfig,
+    "esp.sendgrid": SendgridEsp,
+    "esp.postmark": PostmarkEsp,
+    "esp.mailgun": MailgunEsp,
 }
 
 
@@ -562,7 +663,7 @@ def _resolve_secrets(
             return value
 
     out = dict(data)
-    for section, key in (("upstream", "password"), ("store", "url")):
+    for section, key in (("upstream", "password"), ("upstream", "api_key"), ("store", "url")):
         part = out.get(section)
         if isinstance(part, dict) and key in part:
             out[section] = {**part, key: read(part[key], f"{section}.{key}")}
@@ -586,6 +687,14 @@ def _resolve_secrets(
     if isinstance(review, dict) and isinstance(notify, dict) and "webhook_url" in notify:
         url = read(notify["webhook_url"], "review.notify.webhook_url")
         out["review"] = {**review, "notify": {**notify, "webhook_url": url}}
+    esp = out.get("esp")
+    if isinstance(esp, dict):
+        esp = dict(esp)
+        for name, key in ESP_SECRETS:
+            part = esp.get(name)
+            if isinstance(part, dict) and key in part:
+                esp[name] = {**part, key: read(part[key], f"esp.{name}.{key}")}
+        out["esp"] = esp
     return out
 
 
@@ -644,6 +753,16 @@ def _resolve_policies(
     return policies
 
 
+def _check_upstream_kind(kind: str, problems: list[ConfigProblem]) -> None:
+    # Imported here: the upstream contract must not import the config at module level.
+    from sendguard.delivery.upstream import UpstreamLoadError, load_upstream_factory  # noqa: PLC0415
+
+    try:
+        load_upstream_factory(kind)
+    except UpstreamLoadError as exc:
+        problems.append(ConfigProblem("upstream.kind", str(exc)))
+
+
 def parse_config(text: str, source: str, environ: Mapping[str, str] | None = None) -> Settings:
     """Validate a YAML text completely; raise ConfigError listing every problem."""
     try:
@@ -671,6 +790,8 @@ def parse_config(text: str, source: str, environ: Mapping[str, str] | None = Non
             problems.extend(_problems_of_policies(raw))
         raise ConfigError(problems) from None
     policies = _resolve_policies(config.policies, problems)
+    if isinstance(config.upstream, PluginUpstream):
+        _check_upstream_kind(config.upstream.kind, problems)
     tokens = resolve_tokens(config.http.api_tokens, environ, problems)
     if problems:
         raise ConfigError(problems)

@@ -55,6 +55,8 @@ class Idempotency:
     respond: Callable[[Accepted], bytes]
     fingerprint: str | None = None
     """A digest of the request; the key answers only requests with the same one."""
+    retention: timedelta = IDEMPOTENCY_RETENTION
+    """How long the answer is kept for the key (the ESP endpoints' retry window is shorter)."""
 
 
 class Intake:
@@ -167,7 +169,7 @@ class Intake:
                     idempotency.key,
                     message.id,
                     answer,
-                    now - IDEMPOTENCY_RETENTION,
+                    now - idempotency.retention,
                     fingerprint=idempotency.fingerprint,
                 )
             await self._store.add_message(message, content, decided, record)

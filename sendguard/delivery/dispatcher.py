@@ -247,7 +247,7 @@ class Dispatcher:
             )
         except UpstreamTransient as exc:
             self._upstream_error("transient", started)
-            await self._retry_later(delivery, str(exc))
+            await self._retry_later(delivery, str(exc), at_least=exc.retry_after)
         except UpstreamPermanent as exc:
             self._upstream_error("permanent", started)
             await self._finish(
@@ -333,7 +333,9 @@ class Dispatcher:
             self._metrics.deliveries_outcomes.labels(outcome="dropped").inc()
         return changed if changed.state is DeliveryState.QUEUED else None
 
-    async def _retry_later(self, delivery: Delivery, error: str) -> None:
+    async def _retry_later(
+        self, delivery: Delivery, error: str, *, at_least: timedelta | None = None
+    ) -> None:
         now = self._clock.now()
         wait = backoff(
             delivery.attempts,
@@ -341,6 +343,8 @@ class Dispatcher:
             self._config.max_backoff,
             self._random.random(),
         )
+        if at_least is not None:  # the upstream's Retry-After wins over a shorter backoff
+            wait = max(wait, at_least)
         due = now + wait
         first = delivery.first_attempt_at or now
         if due - first > self._config.max_lifetime:

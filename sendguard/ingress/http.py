@@ -23,6 +23,7 @@ from sendguard.ingress import (
     api_send,
     api_shadow,
     api_suppressions,
+    esp,
     openapi,
 )
 from sendguard.ingress.http_context import API, IDENTITY_KEY, TOKENS, Api, Handler, api
@@ -91,7 +92,7 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
 async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Require `Authorization: Bearer <token>` on every route but the public ones, and record
     the token's name as the identity handlers act under."""
-    if not is_public(request):
+    if not is_public(request) and not esp.authenticates_itself(request.path):
         scheme, _, token = request.headers.get("Authorization", "").partition(" ")
         name = request.app[TOKENS].identify(token.strip()) if scheme.lower() == "bearer" else None
         if name is None:
@@ -177,6 +178,7 @@ def add_routes(router: web.UrlDispatcher) -> None:
     api_suppressions.add_routes(router)
     api_admin.add_routes(router)
     api_shadow.add_routes(router)
+    esp.add_routes(router)
     openapi.add_routes(router)
 
 
