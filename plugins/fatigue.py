@@ -16,7 +16,7 @@ Events come from `POST /v1/events`.
 from __future__ import annotations
 
 import re
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import ClassVar
 
 from pydantic import BaseModel, Field, field_validator, model_validator
@@ -124,8 +124,14 @@ class FatiguePolicy:
                         f" {human_duration(options.throttle_window)}"
                     ),
                 )
+        return Verdict.forward(self._engaged_enough(quiet, since, engaged))
+
+    def _engaged_enough(self, quiet: int, since: datetime, engaged: datetime) -> str:
+        """Why a forward: how many mails went unanswered, and when throttling would begin."""
+        options = self._options
         if quiet == 0:
-            return Verdict.forward("engaged since the last message")
-        return Verdict.forward(
-            f"{quiet} messages since the last engagement, throttled from {options.throttle_after}"
-        )
+            if engaged > since:
+                return "engaged since the last message"
+            return f"no marketing mail within the last {human_duration(options.lookback)} yet"
+        unanswered = f"{quiet} message{'s' if quiet > 1 else ''} without engagement"
+        return f"{unanswered}; throttling starts after {options.throttle_after}"

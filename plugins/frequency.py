@@ -145,7 +145,7 @@ class FrequencyPolicy:
                     f"{human_time(after, zone)}"
                 )
         if earliest <= ctx.now:
-            return Verdict.forward(self._room(options))
+            return Verdict.forward(self._room(options, zone))
         if earliest - ctx.now > options.max_delay:
             return Verdict.drop(
                 f"{why}; that is past max_delay {human_duration(options.max_delay)}"
@@ -153,14 +153,16 @@ class FrequencyPolicy:
         return Verdict.delay(earliest, why)
 
     @staticmethod
-    def _room(options: FrequencyOptions) -> str:
+    def _room(options: FrequencyOptions, zone: ZoneInfo | None) -> str:
         caps = ", ".join(
             f"{c.limit} per {human_duration(c.window)}"
             + ("" if c.scope == "recipient" else f" per {c.scope}")
             for c in options.caps
         )
         quiet = options.quiet_hours
-        hours = f"; outside quiet hours {quiet.start:%H:%M}-{quiet.end:%H:%M}" if quiet else ""
+        hours = ""
+        if quiet is not None and zone is not None:
+            hours = f"; outside quiet hours {quiet.start:%H:%M}-{quiet.end:%H:%M} {zone.key}"
         return f"within every cap ({caps}){hours}" if caps else f"no caps configured{hours}"
 
     async def _window_opens(

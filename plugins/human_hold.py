@@ -224,7 +224,7 @@ class HumanHoldPolicy:
                 what = f"campaign {delivery.campaign}"
                 volume = await ctx.campaign_volume(delivery.campaign, since)
             elif key == "fingerprint" and message.content_hash:
-                what = f"content {message.content_hash[:8]}"
+                what = f"the same content (subject {message.subject or '(none)'!r})"
                 volume = await ctx.content_volume(message.content_hash, since=since)
             else:
                 continue

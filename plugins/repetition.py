@@ -58,7 +58,9 @@ class RepetitionPolicy:
         offer = message.fields.offer
         if offer is not None:
             for event in await ctx.events(delivery.recipient):
-                if event.type is EventType.PURCHASE and event.offer == offer:
+                if event.type is EventType.PURCHASE and _offer_key(event.offer) == _offer_key(
+                    offer
+                ):
                     zone = await ctx.recipient_zone(delivery)
                     return Verdict.drop(f"bought {offer} on {human_time(event.at, zone)}")
         history = await ctx.history(delivery.recipient, ctx.now - options.window)
@@ -89,4 +91,9 @@ class RepetitionPolicy:
 def _value(
     key: MatchKey, offer: str | None, content: str | None, campaign: str | None
 ) -> str | None:
-    return {"offer": offer, "content": content, "campaign": campaign}[key]
+    return {"offer": _offer_key(offer), "content": content, "campaign": campaign}[key]
+
+
+def _offer_key(offer: str | None) -> str | None:
+    """Offers are compared as people write them: `Spring-Sale` is `spring-sale`."""
+    return " ".join(offer.split()).casefold() if offer else None

@@ -11,6 +11,7 @@ import shutil
 import signal
 import sys
 from collections.abc import Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ from sendguard.client import (
 )
 from sendguard.errors import ConfigError, StoreError
 from sendguard.password import hash_password
+from sendguard.phrasing import human_time
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -178,7 +180,7 @@ def _review(args: argparse.Namespace) -> int:
         body["release"] = "all"
     if args.campaign:
         answer = client.call("POST", f"/v1/campaigns/{quote(args.campaign)}/{args.action}", body)
-        text = f"campaign {answer['campaign']}: {args.action}d, {answer['deliveries']} deliveries"
+        text = f"campaign {answer['campaign']}: {args.action}d, {_deliveries(answer['deliveries'])}"
     else:
         answer = client.call(
             "POST", f"/v1/deliveries/{quote(args.delivery_id)}/{args.action}", body
@@ -190,6 +192,15 @@ def _review(args: argparse.Namespace) -> int:
 
 _PAGE = 500
 _MAX_LISTED = 100_000  # a queue larger than this is a job for the review page, not a terminal
+
+
+def _moment(text: str | None) -> str:
+    """An API time (RFC 3339) as people read it: `2026-12-01 14:11 UTC`."""
+    return human_time(datetime.fromisoformat(text)) if text else "-"
+
+
+def _deliveries(count: int) -> str:
+    return "1 delivery" if count == 1 else f"{count} deliveries"
 
 
 def _review_list(client: Client, args: argparse.Namespace) -> int:
@@ -219,7 +230,8 @@ def _review_list(client: Client, args: argparse.Namespace) -> int:
         print("nothing is held for review")
         return 0
     rows = [
-        [d["id"], d["recipient"], d["campaign"] or "-", d["updated_at"], held_for(d)] for d in shown
+        [d["id"], d["recipient"], d["campaign"] or "-", _moment(d["updated_at"]), held_for(d)]
+        for d in shown
     ]
     print(table(["ID", "RECIPIENT", "CAMPAIGN", "HELD SINCE", "REASONS"], rows, fit=_width()))
     per_campaign: dict[str, int] = {}
@@ -263,7 +275,7 @@ def _switch(args: argparse.Namespace) -> int:
     else:
         path, what = f"/v1/{verb}", "all sending"
     answer = _client(args).call("POST", path, body)
-    text = f"{what}: {verb}d, {answer['deliveries']} deliveries"
+    text = f"{what}: {verb}d, {_deliveries(answer['deliveries'])}"
     print(json.dumps(answer, indent=2) if args.json else text)
     return 0
 
@@ -303,10 +315,16 @@ def _timeline(args: argparse.Namespace) -> int:
         print(json.dumps(answer, indent=2))
         return 0
     rows = [
-        [d["created_at"], d["state"], d["campaign"] or "-", d["subject"], d["reason"]]
+        [_moment(d["created_at"]), d["state"], d["campaign"] or "-", d["subject"], d["reason"]]
         for d in answer["deliveries"]
     ]
     print(f"timeline of {answer['recipient']} (newest first)")
+    suppressed = answer.get("suppression")
+    if suppressed:
+        print(
+            f"suppressed: {suppressed['reason']} since {_moment(suppressed['created_at'])}"
+            f" (from {suppressed['source']}): marketing mail to this address is dropped"
+        )
     print(
         table(["RECEIVED", "STATE", "CAMPAIGN", "SUBJECT", "WHY"], rows, {3: 40}, fit=_width())
         if rows
@@ -317,7 +335,7 @@ def _timeline(args: argparse.Namespace) -> int:
         print(
             table(
                 ["AT", "EVENT", "MESSAGE"],
-                [[e["at"], e["type"], e["message_id"] or "-"] for e in answer["events"]],
+                [[_moment(e["at"]), e["type"], e["message_id"] or "-"] for e in answer["events"]],
             )
         )
     return 0
@@ -331,7 +349,7 @@ def _suppressions(args: argparse.Namespace) -> int:
         answer = client.call("GET", "/v1/suppressions", query=query)
         if not args.json:
             rows = [
-                [s["address"], s["reason"], s["source"], s["created_at"], s["created_by"]]
+                [s["address"], s["reason"], s["source"], _moment(s["created_at"]), s["created_by"]]
                 for s in answer["suppressions"]
             ]
             print(
@@ -348,26 +366,9 @@ def _suppressions(args: argparse.Namespace) -> int:
         s = answer["suppression"]
         text = "suppressed" if answer["added"] else "already suppressed"
         if not args.json:
-            print(f"{s['address']}: {text} ({s['reason']} since {s['created_at']})")
+            print(f"{s['address']}: {text} ({s['reason']} since {_moment(s['created_at'])})")
     elif args.action == "import":
-        try:
-            content = args.file.read_bytes()
-        except OSError as exc:
-            raise ClientError(f"cannot read {args.file}: {exc.strerror}") from None
-        answer = client.call(
-            "POST",
-            "/v1/suppressions",
-            query={"reviewer": args.reviewer or "", "source": args.file.name},
-            raw=content,
-            content_type="text/csv",
-        )
-        if not args.json:
-            print(
-                f"{answer['added']} added, {answer['already_present']} already present,"
-                f" {len(answer['invalid'])} invalid"
-            )
-            for bad in answer["invalid"]:
-                print(f"  line {bad['line']}: {bad['message']}")
+        return _import_suppressions(client, args)
     else:
         answer = client.call(
             "DELETE",
@@ -379,6 +380,33 @@ def _suppressions(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(answer, indent=2))
     return 0
+
+
+def _import_suppressions(client: Client, args: argparse.Namespace) -> int:
+    """Import a CSV export; exit 1 when any row was not imported (a script must notice)."""
+    try:
+        content = args.file.read_bytes()
+    except OSError as exc:
+        raise ClientError(f"cannot read {args.file}: {exc.strerror}") from None
+    answer = client.call(
+        "POST",
+        "/v1/suppressions",
+        query={"reviewer": args.reviewer or "", "source": args.file.name},
+        raw=content,
+        content_type="text/csv",
+    )
+    if args.json:
+        print(json.dumps(answer, indent=2))
+    else:
+        print(
+            f"{answer['added']} added, {answer['already_present']} already present,"
+            f" {len(answer['invalid'])} invalid"
+        )
+        for bad in answer["invalid"]:
+            print(f"  line {bad['line']}: {bad['message']}")
+        for warning in answer.get("warnings", []):
+            print(f"  line {warning['line']} (imported): {warning['message']}")
+    return 1 if answer["invalid"] else 0
 
 
 def _reload(args: argparse.Namespace) -> int:

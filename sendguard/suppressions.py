@@ -92,6 +92,8 @@ class ParsedCsv:
     invalid: Sequence[Invalid]
     duplicates: int = 0
     """Rows naming an address an earlier row of the file already named."""
+    warnings: Sequence[Invalid] = ()
+    """Rows imported with a correction (an unreadable or future date taken as now)."""
 
 
 def _column(header: Sequence[str], names: Sequence[str]) -> int | None:
@@ -148,6 +150,7 @@ def parse_csv(text: str, *, source: str, actor: str, now: datetime) -> ParsedCsv
     created_at = _column(header, CREATED_COLUMNS)
     rows: list[Suppression] = []
     invalid: list[Invalid] = []
+    warnings: list[Invalid] = []
     seen: set[str] = set()
     duplicates = 0
     for row in reader:
@@ -156,14 +159,29 @@ def parse_csv(text: str, *, source: str, actor: str, now: datetime) -> ParsedCsv
         line = reader.line_num
         try:
             address = validate_address(row[address_at].strip() if address_at < len(row) else "")
-            reason_text = row[reason_at] if reason_at is not None and reason_at < len(row) else ""
-            created_text = (
-                row[created_at] if created_at is not None and created_at < len(row) else ""
-            )
-            created = import_time(created_text) if created_text.strip() else now
-        except (InvalidAddress, ValueError) as exc:
+        except InvalidAddress as exc:
             invalid.append(Invalid(line, str(exc)))
             continue
+        reason_text = row[reason_at] if reason_at is not None and reason_at < len(row) else ""
+        created_text = row[created_at] if created_at is not None and created_at < len(row) else ""
+        # An address that opted out is suppressed even when its date is unreadable or lies in
+        # the future: it is then dated now, and the row is reported as a warning.
+        created = now
+        if created_text.strip():
+            try:
+                created = import_time(created_text)
+            except ValueError as exc:
+                warnings.append(Invalid(line, f"{exc}; suppressed as of now"))
+            else:
+                if created > now:
+                    warnings.append(
+                        Invalid(
+                            line,
+                            f"created_at {created_text.strip()!r} is in the future;"
+                            " suppressed as of now",
+                        )
+                    )
+                    created = now
         if recipient_key(address) in seen:
             duplicates += 1  # a file may list an address once per reason; the first one counts
             continue
@@ -171,4 +189,4 @@ def parse_csv(text: str, *, source: str, actor: str, now: datetime) -> ParsedCsv
         reason = import_reason(reason_text) if reason_text.strip() else SuppressionReason.IMPORT
         note = reason_text.strip() if reason is SuppressionReason.IMPORT else ""
         rows.append(Suppression(address, reason, source, created, actor, note[:200]))
-    return ParsedCsv(rows, invalid, duplicates)
+    return ParsedCsv(rows, invalid, duplicates, warnings)

@@ -127,6 +127,7 @@ async def _import(request: web.Request) -> web.Response:
             "added": count,
             "already_present": len(added) - count + parsed.duplicates,
             "invalid": [{"line": i.line, "message": i.message} for i in parsed.invalid],
+            "warnings": [{"line": w.line, "message": w.message} for w in parsed.warnings],
         }
     )
 

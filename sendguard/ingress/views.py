@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sendguard.message import Delivery, Message, Transition
+from sendguard.message import Delivery, DeliveryState, Message, Transition
 from sendguard.store.base import Approval, AuditEntry, CampaignSummary, Event, RecordedOutcome
 from sendguard.verdict import Decision
 
@@ -87,12 +87,26 @@ def delivery_view(
         "attempts": delivery.attempts,
         "last_error": delivery.last_error,
         "approved_by": delivery.approved_by,
-        "reason": transitions[-1].reason if transitions else "",
+        "reason": _why(delivery, transitions),
         "transitions": [
             {"at": when(t.at), "state": t.state.value, "reason": t.reason} for t in transitions
         ],
         "reasons": recorded_reasons(outcomes),
     }
+
+
+def _why(delivery: Delivery, transitions: Sequence[Transition]) -> str:
+    """The latest step's reason; for a delivery that went (or is going) out, also why the
+    policies let it go, which the `queued` step recorded ("upstream accepted" alone does not
+    answer "why did Ann get this?")."""
+    if not transitions:
+        return ""
+    latest = transitions[-1].reason
+    if delivery.state in (DeliveryState.SENDING, DeliveryState.SENT):
+        queued = [t for t in transitions if t.state is DeliveryState.QUEUED]
+        if queued and queued[-1] is not transitions[-1]:
+            return f"{latest}; let through by {queued[-1].reason}"
+    return latest
 
 
 def campaign_view(summary: CampaignSummary) -> dict[str, Any]:

@@ -116,3 +116,15 @@ def test_send_unless_a_no_show_holds_when_the_meeting_moved(sendguard: Start, si
     # the meeting that never reported anything goes out on timeout, as asked
     proc.wait_states({"quiet@example.org": "sent"}, quiet, timeout=20)
     assert [r.rcpt_tos for r in sink.received] == [["quiet@example.org"]]
+
+
+def test_an_offer_is_the_same_offer_whatever_its_case(sendguard: Start, sink: Sink) -> None:
+    proc = sendguard(policies=[{"plugin": "repetition", "options": {"limit": 1}}])
+    event(proc, type="purchase", recipient="Omar@Example.org", offer="Spring-Sale")
+    bought = send(proc, ["omar@example.org"], message("X-Sendguard-Offer: spring-sale"))
+    proc.wait_states({"omar@example.org": "dropped"}, bought)
+    assert "bought spring-sale" in proc.transitions("omar@example.org")[-1][1]
+    first = send(proc, ["nia@example.org"], message("X-Sendguard-Offer: Boots  10"))
+    proc.wait_states({"nia@example.org": "sent"}, first)
+    again = send(proc, ["nia@example.org"], message("X-Sendguard-Offer: boots 10", subject="Hi"))
+    proc.wait_states({"nia@example.org": "dropped"}, again)

@@ -67,7 +67,7 @@ def test_review_list_show_approve_reject(sendguard: Start, sink: Sink) -> None:
     assert out.returncode == 1 and "409" in out.stderr and "not held" in out.stderr
 
     out = cli(proc, "review", "approve", "--campaign", "winter", "--reviewer", "bob")
-    assert out.stdout.strip() == "campaign winter: approved, 1 deliveries"
+    assert out.stdout.strip() == "campaign winter: approved, 1 delivery"
     sink.wait_for(2)
     assert cli(proc, "review", "list").stdout.strip() == "nothing is held for review"
 

@@ -97,7 +97,7 @@ def test_release_all_from_the_command_line(sendguard: Start, sink: Sink) -> None
     held = send(proc, ["pm@gov.example"], message("X-Campaign: memo"))
     out = cli(proc, "review", "approve", "--campaign", "memo", "--release-all", "--reviewer", "li")
     assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == "campaign memo: approved, 1 deliveries"
+    assert out.stdout.strip() == "campaign memo: approved, 1 delivery"
     proc.wait_states({"pm@gov.example": "sent"}, held)
 
 
