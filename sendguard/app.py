@@ -22,7 +22,7 @@ from sendguard.delivery.dispatcher import Dispatcher
 from sendguard.delivery.outbox import OutboxUpstream as Outbox
 from sendguard.delivery.smtp import SmtpUpstream
 from sendguard.delivery.upstream import Upstream
-from sendguard.engine import Engine, OnError, PolicyBinding
+from sendguard.engine import Engine, PolicyBinding
 from sendguard.errors import StoreUnavailable
 from sendguard.ingress.http import HttpIngress, build_app
 from sendguard.ingress.http_context import Api
@@ -72,7 +72,7 @@ def build_policies(settings: Settings) -> list[PolicyBinding]:
             name=p.name,
             policy=p.cls(p.options),
             mode=p.config.mode,
-            on_error=OnError(p.config.on_error),
+            on_error=p.config.on_error,
             budget=p.config.budget,
         )
         for p in settings.policies

@@ -35,9 +35,10 @@ from pydantic import (
 from sendguard.duration import Duration
 from sendguard.errors import ConfigError, ConfigProblem
 from sendguard.fields import DEFAULT_SOURCES
+from sendguard.message import HoldExpiry
 from sendguard.policy import Policy, PolicyLoadError, load_policy_class
 from sendguard.secret import DEFAULT_API_TOKEN, SecretError, is_reference, resolve_secret
-from sendguard.verdict import Mode
+from sendguard.verdict import Mode, OnError
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -304,7 +305,7 @@ class PolicyConfig(Strict):
 
     plugin: str
     mode: Mode = Mode.ENFORCE
-    on_error: Literal["hold", "forward"] = "hold"
+    on_error: OnError = OnError.HOLD
     budget: Duration = timedelta(milliseconds=500)
     options: dict[str, Any] = Field(default_factory=dict)
 
@@ -329,7 +330,7 @@ class ReviewConfig(Strict):
     """The review queue: what happens to a held delivery nobody reviews; who reviews it."""
 
     hold_expiry: Duration = timedelta(days=7)
-    on_hold_expiry: Literal["drop", "forward"] = "drop"
+    on_hold_expiry: HoldExpiry = HoldExpiry.DROP
     users: dict[Annotated[str, Field(pattern=IDENTITY_NAME)], ReviewUser] = Field(
         default_factory=dict
     )

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -24,6 +26,28 @@ DEFAULT_SOURCES: Mapping[str, Sequence[str]] = {
     "unless": ("X-Sendguard-Unless",),
     "on_timeout": ("X-Sendguard-On-Timeout",),
 }
+
+
+@dataclass(frozen=True)
+class FieldOverrides:
+    """Fields given beside the headers (the HTTP payload's `campaign`, `not_before`, ...):
+    each one named in `given` replaces what the headers say, with its value from `values`."""
+
+    values: SendguardFields = dataclasses.field(default_factory=SendguardFields)
+    given: frozenset[str] = frozenset()
+
+    def __post_init__(self) -> None:
+        unknown = self.given - {f.name for f in dataclasses.fields(SendguardFields)}
+        if unknown:
+            raise ValueError(f"not sendguard fields: {', '.join(sorted(unknown))}")
+
+    def apply(self, fields: SendguardFields) -> SendguardFields:
+        """`fields` with the given ones replaced."""
+        if not self.given:
+            return fields
+        return dataclasses.replace(fields, **{n: getattr(self.values, n) for n in self.given})
+
+
 _LIST_ID = re.compile(r"<([^<>]+)>")
 
 

@@ -21,6 +21,8 @@ from sendguard.headers import Headers
 __all__ = [
     "Delivery",
     "DeliveryState",
+    "HoldExpiry",
+    "HoldOrigin",
     "Match",
     "Message",
     "MessageClass",
@@ -42,6 +44,23 @@ class DeliveryState(StrEnum):
     DEFERRED = "deferred"
     FAILED = "failed"
     DROPPED = "dropped"
+
+
+class HoldOrigin(StrEnum):
+    """Why a held delivery is held: it waits for a review, or for the kill switch's resume."""
+
+    POLICY = "policy"
+    """A policy's verdict: a reviewer approves or rejects it; its review may expire."""
+    PAUSE = "pause"
+    """A campaign pause or the global pause: resuming releases it; it never expires."""
+
+
+class HoldExpiry(StrEnum):
+    """What becomes of a delivery held by a policy that nobody reviews in time
+    (`review.on_hold_expiry`)."""
+
+    DROP = "drop"
+    FORWARD = "forward"
 
 
 class MessageClass(StrEnum):
@@ -167,8 +186,8 @@ class Delivery:
     last_error: str | None = None
     approved_by: str | None = None
     """The reviewer who released this delivery from the review queue, if one did."""
-    hold_origin: str | None = None
-    """Why a held delivery is held: `policy` (a policy's verdict) or `pause` (kill switch)."""
+    hold_origin: HoldOrigin | None = None
+    """Why a held delivery is held (only set while it is held)."""
     override_by: str | None = None
     """The reviewer who approved this delivery although its premises were unmet (the context
     policy held it): the context policy no longer checks them."""

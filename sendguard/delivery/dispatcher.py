@@ -28,7 +28,7 @@ from sendguard.config import DeliveryConfig, ReviewConfig
 from sendguard.delivery.upstream import Envelope, Upstream
 from sendguard.engine import Engine
 from sendguard.errors import Conflict, StoreUnavailable, UpstreamPermanent, UpstreamTransient
-from sendguard.message import Delivery, DeliveryState
+from sendguard.message import Delivery, DeliveryState, HoldExpiry
 from sendguard.metrics import Metrics
 from sendguard.phrasing import human_duration, human_time
 from sendguard.store.base import AuditEntry, Change, Store
@@ -271,6 +271,7 @@ class Dispatcher:
         waited = (
             f"not reviewed within review.hold_expiry ({human_duration(self._review.hold_expiry)})"
         )
+        drop = self._review.on_hold_expiry is HoldExpiry.DROP
         # Nobody decided, so sendguard did: the audit log says so beside the people's decisions.
         await self._store.add_audit(
             AuditEntry(
@@ -278,11 +279,11 @@ class Dispatcher:
                 "sendguard",
                 "expire",
                 f"delivery:{delivery.id}",
-                f"{waited}; {'dropped' if self._review.on_hold_expiry == 'drop' else 'released'}",
+                f"{waited}; {'dropped' if drop else 'released'}",
                 1,
             )
         )
-        if self._review.on_hold_expiry == "drop":
+        if drop:
             await self._finish(delivery, DeliveryState.DROPPED, waited, now)
             return None
         # forward: released as if approved; every policy but the human hold judges it again.

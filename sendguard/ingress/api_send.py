@@ -22,7 +22,7 @@ from sendguard.address import validate_address
 from sendguard.clock import monotonic
 from sendguard.duration import parse_duration
 from sendguard.errors import Conflict, IdempotencyKeyReused, InvalidAddress, InvalidMessage
-from sendguard.fields import check_timezone, parse_requirement, parse_time
+from sendguard.fields import FieldOverrides, check_timezone, parse_requirement, parse_time
 from sendguard.headers import Headers, split_message
 from sendguard.ingress.http_context import api
 from sendguard.ingress.payloads import BadRequest, SendPayload, read_json
@@ -34,7 +34,7 @@ from sendguard.ingress.views import (
     when,
 )
 from sendguard.intake import Accepted, Idempotency
-from sendguard.message import Delivery, DeliveryState, MessageClass, OnTimeout
+from sendguard.message import Delivery, DeliveryState, MessageClass, OnTimeout, SendguardFields
 from sendguard.store.base import DeliveryQuery
 
 MAX_LIMIT = 500
@@ -78,7 +78,7 @@ def _check_addresses(addresses: list[str], field: str) -> None:
             raise BadRequest(f"{field}[{index}]: {exc}", f"{field}[{index}]") from None
 
 
-def _overrides(payload: SendPayload) -> dict[str, Any]:
+def _overrides(payload: SendPayload) -> FieldOverrides:
     """The sendguard fields given in the JSON payload, parsed, naming the JSON field on error."""
     out: dict[str, Any] = {}
     if payload.campaign is not None:
@@ -108,7 +108,7 @@ def _overrides(payload: SendPayload) -> dict[str, Any]:
         out["timezone"] = check_timezone(payload.timezone, field="timezone")
     if payload.offer is not None:
         out["offer"] = payload.offer
-    return out
+    return FieldOverrides(SendguardFields(**out), frozenset(out))
 
 
 _UTF8_QP = email.charset.Charset("utf-8")
@@ -169,9 +169,9 @@ def _envelope_from_headers(raw: bytes) -> tuple[str, list[str]]:
     return (senders[0][1] if senders else ""), recipients
 
 
-async def _read_send(request: web.Request) -> tuple[bytes, str, list[str], dict[str, Any]]:
+async def _read_send(request: web.Request) -> tuple[bytes, str, list[str], FieldOverrides]:
     """The message, sender, recipients and field overrides of a send request."""
-    overrides: dict[str, Any] = {}
+    overrides = FieldOverrides()
     if request.content_type == "message/rfc822":
         raw = await request.read()
         if not raw.strip():

@@ -20,10 +20,10 @@ from sendguard.config import ReviewConfig
 from sendguard.errors import Conflict
 from sendguard.identity import Identity, Role
 from sendguard.ingress.http_context import api
-from sendguard.message import Delivery, DeliveryState
+from sendguard.message import Delivery, DeliveryState, HoldOrigin
 from sendguard.password import hash_password, verify_password
 from sendguard.phrasing import human_duration
-from sendguard.review import NotFound
+from sendguard.review import APPROVE, CAMPAIGN_ACTIONS, CampaignAction, NotFound
 from sendguard.review_page.guard import safe_next, same_origin, secure_frame, secure_page
 from sendguard.review_page.preview import preview
 from sendguard.review_page.sessions import LoginThrottle, Session, Sessions, throttle_keys
@@ -36,7 +36,7 @@ MAX_SCANNED = 20_000  # held deliveries read for one queue page; past this, filt
 _SCAN_PAGE = 500
 NO_CAMPAIGN = ""
 
-_DONE = {"approve": "approved", "reject": "rejected", "pause": "paused", "resume": "resumed"}
+_DONE = {"approve": "approved", "reject": "rejected"}
 
 PageHandler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -78,8 +78,8 @@ def install(app: web.Application, config: ReviewConfig, clock: Clock) -> None:
     for action in ("approve", "reject"):
         router.add_post(f"/review/deliveries/{{id}}/{action}", _delivery_action(action))
         router.add_post(f"/review/selection/{action}", _selection_action(action))
-    for action in ("approve", "reject", "pause", "resume"):
-        router.add_post(f"/review/campaigns/{{name}}/{action}", _campaign_action(action))
+    for verb, campaign_action in CAMPAIGN_ACTIONS.items():
+        router.add_post(f"/review/campaigns/{{name}}/{verb}", _campaign_action(campaign_action))
     router.add_get("/review/timeline", timeline)
     router.add_get("/review/audit", audit)
 
@@ -287,9 +287,9 @@ async def _reasons(request: web.Request, delivery: Delivery) -> tuple[list[str],
         and o.outcome.verdict.action.value == "hold"
         and o.outcome.mode.value == "enforce"
     ]
-    if delivery.hold_origin == "pause" or not holding:
+    if delivery.hold_origin is HoldOrigin.PAUSE or not holding:
         steps = await store.transitions(delivery.id)
-        return ([steps[-1].reason] if steps else []), [delivery.hold_origin or "pause"]
+        return ([steps[-1].reason] if steps else []), [delivery.hold_origin or HoldOrigin.PAUSE]
     return [f"{o.policy}: {o.verdict.reason}" for o in holding], [o.policy for o in holding]
 
 
@@ -515,27 +515,21 @@ def _selection_action(action: str) -> PageHandler:
     return handle
 
 
-def _campaign_action(action: str) -> PageHandler:
-    confirm = action in ("reject", "pause", "resume")
+def _campaign_action(action: CampaignAction) -> PageHandler:
+    confirm = action is not APPROVE  # approving releases held mail only: no second step
 
     async def handle(request: web.Request) -> web.StreamResponse:
         review = api(request).review
         name = request.match_info["name"]
 
         async def act(session: Session, note: str) -> str:
-            run = {
-                "approve": review.approve_campaign,
-                "reject": review.reject_campaign,
-                "pause": review.pause_campaign,
-                "resume": review.resume_campaign,
-            }[action]
-            outcome = await run(name, session.identity.name, note)
-            return f"Campaign {name} {_DONE[action]}: {outcome.count} deliveries."
+            outcome = await review.on_campaign(action, name, session.identity.name, note)
+            return f"Campaign {name} {action.done}: {outcome.count} deliveries."
 
         async def ask(session: Session, form: Mapping[str, Any]) -> web.StreamResponse:
             context = {
                 "session": session,
-                "action": action,
+                "action": action.verb,
                 "campaign": name,
                 "note": str(form.get("note", "")),
                 "next": safe_next(str(form.get("next", "")) or None),

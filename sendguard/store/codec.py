@@ -14,6 +14,7 @@ from sendguard.headers import Headers
 from sendguard.message import (
     Delivery,
     DeliveryState,
+    HoldOrigin,
     Match,
     Message,
     MessageClass,
@@ -165,7 +166,7 @@ def delivery_from_row(row: Sequence[Any]) -> Delivery:
         first_attempt_at=moment(row[7]),
         last_error=row[8],
         approved_by=row[9],
-        hold_origin=row[10],
+        hold_origin=HoldOrigin(row[10]) if row[10] else None,
         override_by=row[11],
     )
 
