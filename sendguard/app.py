@@ -17,9 +17,9 @@ import structlog
 
 from sendguard import __version__
 from sendguard.clock import Clock, SystemClock, monotonic
-from sendguard.config import Config, OutboxUpstream, Settings
+from sendguard.config import Config, OutboxUpstreamOptions, Settings
 from sendguard.delivery.dispatcher import Dispatcher
-from sendguard.delivery.outbox import OutboxUpstream as Outbox
+from sendguard.delivery.outbox import OutboxUpstream
 from sendguard.delivery.smtp import SmtpUpstream
 from sendguard.delivery.upstream import Upstream
 from sendguard.engine import Engine, PolicyBinding
@@ -49,8 +49,8 @@ async def _cancel(task: asyncio.Task[None]) -> None:
 def build_upstream(config: Config) -> Upstream:
     """The configured upstream."""
     up = config.upstream
-    if isinstance(up, OutboxUpstream):
-        return Outbox(up.path)
+    if isinstance(up, OutboxUpstreamOptions):
+        return OutboxUpstream(up.path)
     return SmtpUpstream(
         up.host,
         up.port,

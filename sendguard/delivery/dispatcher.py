@@ -24,7 +24,7 @@ from datetime import datetime, timedelta
 import structlog
 
 from sendguard.clock import Clock, monotonic
-from sendguard.config import DeliveryConfig, ReviewConfig
+from sendguard.config import DeliveryOptions, ReviewOptions
 from sendguard.delivery.upstream import Envelope, Upstream
 from sendguard.engine import Engine
 from sendguard.errors import Conflict, StoreUnavailable, UpstreamPermanent, UpstreamTransient
@@ -69,10 +69,10 @@ class Dispatcher:
         engine: Engine,
         upstream: Upstream,
         clock: Clock,
-        config: DeliveryConfig,
+        config: DeliveryOptions,
         metrics: Metrics,
         owner: str,
-        review: ReviewConfig | None = None,
+        review: ReviewOptions | None = None,
         rng: random.Random | None = None,
     ) -> None:
         self._store = store
@@ -82,7 +82,7 @@ class Dispatcher:
         self._config = config
         self._metrics = metrics
         self._owner = owner
-        self._review = review or ReviewConfig()
+        self._review = review or ReviewOptions()
         # Backoff jitter only; a test passes a seeded one.
         self._random = rng or random.Random()  # noqa: S311 - spreading retries, not secrecy
         self._wake = asyncio.Event()

@@ -12,7 +12,7 @@ from typing import Any
 import structlog
 from aiohttp import web
 
-from sendguard.config import HttpConfig, split_listen
+from sendguard.config import HttpOptions, split_listen
 from sendguard.errors import Conflict, InvalidMessage, StoreUnavailable, UpstreamError
 from sendguard.identity import Identity, Role
 from sendguard.ingress import api_context, api_review, api_send, api_suppressions, openapi
@@ -154,7 +154,7 @@ def add_routes(router: web.UrlDispatcher) -> None:
 class HttpIngress:
     """The listening HTTP server."""
 
-    def __init__(self, app: web.Application, config: HttpConfig) -> None:
+    def __init__(self, app: web.Application, config: HttpOptions) -> None:
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=5.0)
         self._config = config
 

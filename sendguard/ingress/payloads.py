@@ -6,14 +6,9 @@ import json
 from typing import Any, Literal, TypeVar
 
 from aiohttp import web
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    ValidationError,
-    field_validator,
-    model_validator,
-)
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
+
+from sendguard.validation import Strict, allowed_names, field_path, problems
 
 M = TypeVar("M", bound=BaseModel)
 _FORBIDDEN_IN_HEADERS = ("\r", "\n", "\x00")
@@ -28,13 +23,6 @@ class BadRequest(Exception):
         super().__init__(message)
 
 
-def _field_path(loc: tuple[int | str, ...]) -> str:
-    out = ""
-    for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out
-
-
 async def read_json(request: web.Request, model: type[M]) -> M:
     """The request body validated against `model`; BadRequest names the first bad field."""
     try:
@@ -46,24 +34,7 @@ async def read_json(request: web.Request, model: type[M]) -> M:
             "body",
             code="invalid_json",
         ) from None
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        first = exc.errors(include_url=False)[0]
-        field = _field_path(first["loc"]) or None
-        message = first["msg"].removeprefix("Value error, ")
-        if first["type"] == "extra_forbidden":
-            allowed = ", ".join(sorted(f.alias or n for n, f in model.model_fields.items()))
-            message = f"unknown field; allowed: {allowed}"
-        elif first["type"] == "missing":
-            message = "required field is missing"
-        raise BadRequest(f"{field}: {message}" if field else message, field) from None
-
-
-class Strict(BaseModel):
-    """Unknown fields are errors, so typos do not pass silently."""
-
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    return validate_as(model, data)
 
 
 class SendPayload(Strict):
@@ -161,21 +132,12 @@ def validate_as(model: type[M], data: Any, prefix: str = "") -> M:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        first = exc.errors(include_url=False)[0]
-        field = prefix + (_field_path(first["loc"]) if not prefix else _item_path(first["loc"]))
-        message = first["msg"].removeprefix("Value error, ")
+        first = problems(exc, allowed_names(model), noun="field")[0]
+        field = field_path(first.loc, prefix)
+        message = first.message
         if message.startswith("bounce_type: "):
             field, message = f"{prefix}.bounce_type" if prefix else "bounce_type", message[13:]
-        if first["type"] == "extra_forbidden":
-            allowed = ", ".join(sorted(f.alias or n for n, f in model.model_fields.items()))
-            message = f"unknown field; allowed: {allowed}"
-        elif first["type"] == "missing":
-            message = "required field is missing"
         raise BadRequest(f"{field}: {message}" if field else message, field or None) from None
-
-
-def _item_path(loc: tuple[int | str, ...]) -> str:
-    return "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in loc)
 
 
 async def read_events(request: web.Request) -> tuple[list[EventPayload], bool]:

@@ -16,7 +16,7 @@ import jinja2
 from aiohttp import web
 
 from sendguard.clock import Clock
-from sendguard.config import ReviewConfig
+from sendguard.config import ReviewOptions
 from sendguard.errors import Conflict
 from sendguard.identity import Identity, Role
 from sendguard.ingress.http_context import api
@@ -45,7 +45,7 @@ PageHandler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 class ReviewPage:
     """The page's state in this process: accounts, open sessions, the sign-in throttle."""
 
-    config: ReviewConfig
+    config: ReviewOptions
     clock: Clock
     sessions: Sessions
     throttle: LoginThrottle = field(default_factory=LoginThrottle)
@@ -56,7 +56,7 @@ class ReviewPage:
 PAGE: web.AppKey[ReviewPage] = web.AppKey("review_page", ReviewPage)
 
 
-def install(app: web.Application, config: ReviewConfig, clock: Clock) -> None:
+def install(app: web.Application, config: ReviewOptions, clock: Clock) -> None:
     """Add the review page to the API's application."""
     env = aiohttp_jinja2.setup(
         app,
