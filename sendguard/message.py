@@ -12,11 +12,18 @@ below. Every transition is recorded with its time and reason.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from sendguard.headers import Headers
+
+if TYPE_CHECKING:
+    from sendguard.fields import Field as FieldSpec
+
+_T = TypeVar("_T")
 
 __all__ = [
     "Delivery",
@@ -134,6 +141,17 @@ class SendguardFields:
     """Negative premises: the message is not sent while one of them is true."""
     on_timeout: OnTimeout | None = None
     """What the context policy does when the wait ends (else its configured `on_timeout`)."""
+    others: Mapping[str, Any] = field(default_factory=dict, hash=False)
+    """The values of fields added to `sendguard.fields.FIELDS` without an attribute here."""
+
+    def get(self, spec: FieldSpec[_T]) -> _T:
+        """The value of a field of `sendguard.fields.FIELDS`, typed by its record."""
+        # The record's type parameter says what its value is; the mapping cannot.
+        if spec.name in self.others:
+            value: _T = self.others[spec.name]
+            return value
+        found: _T = getattr(self, spec.name, spec.default)
+        return found
 
 
 @dataclass(frozen=True)

@@ -9,8 +9,9 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Mapping, Sequence
 from datetime import timedelta
+from functools import partial
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import (
     BeforeValidator,
@@ -20,12 +21,13 @@ from pydantic import (
     PlainSerializer,
     PlainValidator,
     Tag,
+    create_model,
     field_validator,
     model_validator,
 )
 
 from sendguard.duration import Duration
-from sendguard.fields import DEFAULT_SOURCES
+from sendguard.fields import FIELDS
 from sendguard.message import HoldExpiry
 from sendguard.validation import Strict
 from sendguard.verdict import Mode, OnError
@@ -252,38 +254,34 @@ class DeliveryOptions(Strict):
         return self
 
 
-class HeadersOptions(Strict):
-    """Which headers each sendguard field is read from; the first one present wins."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
-
-    campaign: list[str] = Field(default_factory=lambda: list(DEFAULT_SOURCES["campaign"]))
-    message_class: list[str] = Field(
-        default_factory=lambda: list(DEFAULT_SOURCES["class"]), alias="class"
-    )
-    requires: list[str] = Field(default_factory=lambda: list(DEFAULT_SOURCES["requires"]))
-    wait: list[str] = Field(default_factory=lambda: list(DEFAULT_SOURCES["wait"]))
-    data_as_of: list[str] = Field(default_factory=lambda: list(DEFAULT_SOURCES["data_as_of"]))
-    timezone: list[str] = Field(default_factory=lambda: list(DEFAULT_SOURCES["timezone"]))
-    not_before: list[str] = Field(default_factory=lambda: list(DEFAULT_SOURCES["not_before"]))
-    offer: list[str] = Field(default_factory=lambda: list(DEFAULT_SOURCES["offer"]))
-    unless: list[str] = Field(default_factory=lambda: list(DEFAULT_SOURCES["unless"]))
-    on_timeout: list[str] = Field(default_factory=lambda: list(DEFAULT_SOURCES["on_timeout"]))
+class HeaderSources(Strict):
+    """Which headers each sendguard field is read from; the first one present wins. One key
+    per field of `sendguard.fields.FIELDS` (its JSON name), defaulting to its headers."""
 
     def sources(self) -> Mapping[str, Sequence[str]]:
-        """Field name (as `read_fields` knows it) to header names."""
-        return {
-            "campaign": self.campaign,
-            "class": self.message_class,
-            "requires": self.requires,
-            "wait": self.wait,
-            "data_as_of": self.data_as_of,
-            "timezone": self.timezone,
-            "not_before": self.not_before,
-            "offer": self.offer,
-            "unless": self.unless,
-            "on_timeout": self.on_timeout,
-        }
+        """Field (by JSON name, as `read_fields` knows it) to header names."""
+        return {f.alias or name: getattr(self, name) for name, f in type(self).model_fields.items()}
+
+
+def _header_sources() -> dict[str, Any]:
+    return {
+        spec.name: (
+            list[str],
+            Field(default_factory=partial(list, spec.headers), alias=spec.key or None),
+        )
+        for spec in FIELDS
+    }
+
+
+if TYPE_CHECKING:
+    HeadersOptions = HeaderSources
+else:
+    HeadersOptions = create_model(
+        "HeadersOptions",
+        __base__=HeaderSources,
+        __doc__=HeaderSources.__doc__,
+        **_header_sources(),
+    )
 
 
 class PolicyEntryOptions(Strict):

@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 import json
-from typing import Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from aiohttp import web
-from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    Field,
+    ValidationError,
+    create_model,
+    field_validator,
+    model_validator,
+)
 
+from sendguard.fields import FIELDS, FieldOverrides, overrides_from
 from sendguard.validation import Strict, allowed_names, field_path, problems
 
 M = TypeVar("M", bound=BaseModel)
@@ -37,8 +45,9 @@ async def read_json(request: web.Request, model: type[M]) -> M:
     return validate_as(model, data)
 
 
-class SendPayload(Strict):
-    """`POST /v1/messages` as JSON."""
+class SendEnvelope(Strict):
+    """`POST /v1/messages` as JSON: the message itself. Its sendguard fields (`campaign`,
+    `class`, ...) are added from `sendguard.fields.FIELDS` to make `SendPayload`."""
 
     from_: str = Field(alias="from", min_length=1, max_length=320)
     to: list[str] = Field(default_factory=list, max_length=1000)
@@ -48,21 +57,11 @@ class SendPayload(Strict):
     text: str | None = None
     html: str | None = None
     headers: dict[str, str] = Field(default_factory=dict)
-    campaign: str | None = Field(default=None, min_length=1, max_length=200)
-    message_class: Literal["transactional", "marketing"] | None = Field(default=None, alias="class")
-    requires: list[str] = Field(default_factory=list, max_length=100)
-    unless: list[str] = Field(default_factory=list, max_length=100)
-    on_timeout: Literal["hold", "drop", "forward"] | None = None
-    wait: str | None = None
-    data_as_of: str | None = None
-    not_before: str | None = None
-    timezone: str | None = None
-    offer: str | None = Field(default=None, min_length=1, max_length=200)
 
-    @field_validator("subject", "campaign", "offer")
+    @field_validator("subject")
     @classmethod
-    def _single_line(cls, value: str | None) -> str | None:
-        if value is not None and any(c in value for c in _FORBIDDEN_IN_HEADERS):
+    def _single_line(cls, value: str) -> str:
+        if any(c in value for c in _FORBIDDEN_IN_HEADERS):
             raise ValueError("must be a single line (no CR, LF or NUL)")
         return value
 
@@ -80,6 +79,34 @@ class SendPayload(Strict):
             if any(c in value for c in _FORBIDDEN_IN_HEADERS):
                 raise ValueError(f"the value of {name} must be a single line")
         return headers
+
+
+def _field_definitions() -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for spec in FIELDS:
+        alias = spec.key or None
+        if spec.many:
+            premises: Any = Field(default_factory=list, max_length=100, alias=alias)
+            out[spec.name] = (spec.payload_type, premises)
+        else:
+            out[spec.name] = (spec.payload_type | None, Field(default=None, alias=alias))
+    return out
+
+
+if TYPE_CHECKING:
+    SendPayload = SendEnvelope
+else:
+    SendPayload = create_model(
+        "SendPayload",
+        __base__=SendEnvelope,
+        __doc__="`POST /v1/messages` as JSON: the message and its sendguard fields.",
+        **_field_definitions(),
+    )
+
+
+def field_overrides(payload: SendEnvelope) -> FieldOverrides:
+    """The sendguard fields a send payload gives, parsed (errors name the JSON field)."""
+    return overrides_from({spec.json_name: getattr(payload, spec.name) for spec in FIELDS})
 
 
 class ReviewPayload(Strict):
