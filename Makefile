@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint typecheck unit venv clean postgres bench bench-tools
+.PHONY: run test lint typecheck unit venv clean postgres bench bench-tools screenshots node-sdks
 
 $(STAMP): pyproject.toml tests/plugin_pkg/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -15,6 +15,17 @@ $(STAMP): pyproject.toml tests/plugin_pkg/pyproject.toml
 	touch $(STAMP)
 
 venv: $(STAMP)
+
+# The ESPs' official Node SDKs for tests/e2e/test_esp_node_sdks.py, from the npm registry into a
+# scratch folder inside the venv (nothing global). Without npm the test says it is skipped.
+NODE_SDKS := $(VENV)/node-sdks
+$(NODE_SDKS)/.installed: tests/node/package.json $(STAMP)
+	@if command -v npm >/dev/null; then \
+	  mkdir -p $(NODE_SDKS) && cp tests/node/package.json $(NODE_SDKS)/ && \
+	  npm install --prefix $(NODE_SDKS) --no-audit --no-fund --silent && touch $@; \
+	else echo "warning: npm not found; the Node SDK tests will be skipped" >&2; fi
+
+node-sdks: $(NODE_SDKS)/.installed
 
 run: $(STAMP)
 	$(BIN)/sendguard serve
@@ -35,7 +46,7 @@ postgres:
 	  sleep 2 && pg_isready -h 127.0.0.1 -p 5432; } || { \
 	  echo "PostgreSQL is not running on 127.0.0.1:5432 and could not be started" >&2; exit 1; }
 
-test: lint typecheck postgres
+test: lint typecheck postgres node-sdks
 	$(BIN)/pytest
 
 # The benchmark needs Postfix (smtp-source, smtp-sink, and a relay to compare with) and wrk.
@@ -48,3 +59,7 @@ bench: $(STAMP) bench-tools postgres
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
+
+# Refresh the review page's screenshots in docs/img (a normal test run leaves them alone).
+screenshots: $(STAMP) postgres
+	SENDGUARD_SCREENSHOTS=docs/img $(BIN)/pytest -q tests/e2e/test_review_page.py tests/e2e/test_review_page_edit.py -k "not postgres"

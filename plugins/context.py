@@ -92,6 +92,13 @@ class ContextOptions(PolicyOptions):
     campaigns: dict[str, CampaignPremises] = Field(default_factory=dict)
 
 
+_THEN = {
+    "forward": "it goes out if no fact came",
+    "hold": "a person decides",
+    "drop": "it is dropped",
+}
+
+
 def _act(action: str, reason: str, wakes_on: tuple[str, ...] = ()) -> Verdict:
     if action == "drop":
         return Verdict.drop(reason)
@@ -106,6 +113,10 @@ class Status(Enum):
     MET = "met"
     BROKEN = "broken"
     WAITING = "waiting"
+    """No fact came (or none fresh enough)."""
+    UNSETTLED = "unsettled"
+    """A fact came that is not final: a pending value, or a successor that has none yet.
+    The world moved, so a timeout never forwards on it: it holds for a person instead."""
 
 
 @dataclass(frozen=True)
@@ -115,6 +126,16 @@ class Finding:
     status: Status
     text: str
     keys: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class _Wait:
+    """The premises a delivery still waits on, and whether any of them is unsettled."""
+
+    requires: list[str]
+    unless: list[str]
+    keys: tuple[str, ...]
+    unsettled: bool
 
 
 @dataclass(frozen=True)
@@ -202,17 +223,20 @@ class ContextPolicy:
         )
         waiting: dict[bool, list[str]] = {False: [], True: []}
         keys: list[str] = []
+        unsettled = False
         for negative, premises in ((False, requires), (True, unless)):
             for premise in premises:
                 found = await self._judge(_for(premise, contact), negative, contact, cutoff, ctx)
                 keys.extend(k for k in found.keys if k not in keys)
                 if found.status is Status.BROKEN:
                     return _act(options.on_contradiction, found.text, tuple(keys))
-                if found.status is Status.WAITING:
+                if found.status in (Status.WAITING, Status.UNSETTLED):
                     waiting[negative].append(found.text)
+                    unsettled = unsettled or found.status is Status.UNSETTLED
         if not waiting[False] and not waiting[True]:
             return Verdict.forward(_settled(requires, unless))
-        return await self._wait(delivery, campaign, waiting[False], waiting[True], tuple(keys), ctx)
+        wait = _Wait(waiting[False], waiting[True], tuple(keys), unsettled)
+        return await self._wait(delivery, campaign, wait, ctx)
 
     async def _stale(self, delivery: Delivery, ctx: PolicyContext) -> Verdict | None:
         options = self._options
@@ -232,15 +256,11 @@ class ContextPolicy:
         )
 
     async def _wait(
-        self,
-        delivery: Delivery,
-        campaign: _Campaign | None,
-        waiting_for: list[str],
-        waiting_unless: list[str],
-        keys: tuple[str, ...],
-        ctx: PolicyContext,
+        self, delivery: Delivery, campaign: _Campaign | None, found: _Wait, ctx: PolicyContext
     ) -> Verdict:
-        """Delay until the wait ends, then apply the timeout action."""
+        """Delay until the wait ends, then apply the timeout action (a premise that is still
+        unsettled then is held for a person, never forwarded: the world moved meanwhile)."""
+        waiting_for, waiting_unless, keys = found.requires, found.unless, found.keys
         fields = delivery.message.fields
         # The message's own headers win over its campaign's premises, which win over options.
         wait = fields.wait
@@ -257,16 +277,23 @@ class ContextPolicy:
                 parts.append(
                     f"waited {human_duration(wait)} to hear whether {', '.join(waiting_unless)}"
                 )
+            if found.unsettled and action != "drop":
+                return _act(
+                    "hold",
+                    "; ".join(parts) + "; it is not settled yet, so a person decides"
+                    f" (on_timeout {action} applies only when no fact came)",
+                    keys,
+                )
             return _act(action, "; ".join(parts) + "; no such fact came", keys)
+        zone = await ctx.recipient_zone(delivery)
+        until = human_time(deadline, zone)
         parts = []
         if waiting_for:
             parts.append(f"waiting for {', '.join(waiting_for)}")
         if waiting_unless:
-            zone = await ctx.recipient_zone(delivery)
-            parts.append(
-                f"not sent before {human_time(deadline, zone)} unless {', '.join(waiting_unless)}"
-            )
-        return Verdict.delay(deadline, "; ".join(parts), keys)
+            parts.append(f"waiting to hear whether {', '.join(waiting_unless)}")
+        then = _THEN[action]
+        return Verdict.delay(deadline, f"{'; '.join(parts)} until {until}; then {then}", keys)
 
     async def _lookup(self, key: str, contact: str, ctx: PolicyContext) -> Fact | None:
         # A fact about this person wins over one about nobody in particular.
@@ -297,7 +324,8 @@ class ContextPolicy:
         )
         after = premise.after or cutoff
         if fact is None:
-            return Finding(Status.WAITING, label, tuple(keys))
+            status = Status.WAITING if key == premise.key else Status.UNSETTLED
+            return Finding(status, label, tuple(keys))
         if after is not None and fact.observed_at < after:
             return Finding(
                 Status.WAITING,
@@ -309,7 +337,9 @@ class ContextPolicy:
             )
         if fact.value in self._pending and fact.value not in premise.values:
             return Finding(
-                Status.WAITING, f"{label} ({key} is {fact.value!r}, still pending)", tuple(keys)
+                Status.UNSETTLED,
+                f"{label} ({key} is {fact.value!r}, still pending)",
+                tuple(keys),
             )
         holds = premise.holds(fact.value)
         if negative and holds:

@@ -1,8 +1,10 @@
 """The application: owns every resource and background task, starts them in order and stops
 them in reverse, draining in-flight work on SIGTERM.
 
-Start: store (migrate, recover abandoned claims) → upstream → engine → dispatcher → SMTP → HTTP.
-Stop:  HTTP → SMTP (finish sessions in DATA) → dispatcher (finish sends) → upstream → store.
+Start: store (migrate, recover abandoned claims) → upstream → engine → dispatcher → webhook
+sender → reloader → SMTP → HTTP.
+Stop:  HTTP → SMTP (finish sessions in DATA) → reloader (finish a reload) → webhook sender →
+dispatcher (finish sends) → upstream → store.
 """
 
 from __future__ import annotations
@@ -11,30 +13,38 @@ import asyncio
 import contextlib
 import os
 import socket
+from collections.abc import Callable
 from contextlib import AsyncExitStack
+from pathlib import Path
 
 import structlog
+from aiohttp import web
 
 from sendguard import __version__
 from sendguard.clock import Clock, SystemClock, monotonic
-from sendguard.config import Config, OutboxUpstreamOptions, Settings
+from sendguard.config import Config, Settings
 from sendguard.delivery.dispatcher import Dispatcher
-from sendguard.delivery.outbox import OutboxUpstream
-from sendguard.delivery.smtp import SmtpUpstream
-from sendguard.delivery.upstream import Upstream
+from sendguard.delivery.upstream import Upstream, load_upstream_factory
 from sendguard.engine import Engine, PolicyBinding
 from sendguard.errors import StoreUnavailable
+from sendguard.ingress.api_admin import RELOADER
+from sendguard.ingress.esp import install as install_esp
 from sendguard.ingress.http import HttpIngress, build_app
 from sendguard.ingress.http_context import Api
 from sendguard.ingress.smtp import SmtpHandler, SmtpIngress
 from sendguard.intake import Intake
 from sendguard.metrics import Metrics
+from sendguard.reload import Appliers, Loaded, Reloader, SwitchableUpstream
 from sendguard.retention import Horizons, accepted_event_types
 from sendguard.review import Review
 from sendguard.review_page import install as install_review_page
+from sendguard.review_page.notify import Notifier, public_url
+from sendguard.review_page.pages import PAGE
+from sendguard.secret import redacted
 from sendguard.store import open_store
 from sendguard.store.base import Store
 from sendguard.tokens import TOKEN_FILE_NAME, TokenSet, read_or_create_token
+from sendguard.webhooks import WebhookSender
 
 log = structlog.get_logger("sendguard.app")
 PRUNE_INTERVAL = 3600.0
@@ -47,22 +57,8 @@ async def _cancel(task: asyncio.Task[None]) -> None:
 
 
 def build_upstream(config: Config) -> Upstream:
-    """The configured upstream."""
-    up = config.upstream
-    if isinstance(up, OutboxUpstreamOptions):
-        return OutboxUpstream(up.path)
-    return SmtpUpstream(
-        up.host,
-        up.port,
-        starttls=up.starttls,
-        tls_verify=up.tls_verify,
-        tls_ca=str(up.tls_ca) if up.tls_ca else None,
-        username=up.username,
-        password=up.password,
-        pool_size=up.pool_size,
-        timeout=up.timeout,
-        idle_timeout=up.idle_timeout,
-    )
+    """The configured upstream, built by the factory its kind registers (built-ins too)."""
+    return load_upstream_factory(config.upstream.kind)(config.upstream)
 
 
 def build_policies(settings: Settings) -> list[PolicyBinding]:
@@ -82,21 +78,41 @@ def build_policies(settings: Settings) -> list[PolicyBinding]:
 class App:
     """One sendguard process."""
 
-    def __init__(self, settings: Settings, clock: Clock | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        clock: Clock | None = None,
+        *,
+        config_path: Path | None = None,
+        config_digest: str = "",
+    ) -> None:
+        """`config_path` is what a reload reads again (None: the embedded default);
+        `config_digest` the sha256 of the text `settings` came from."""
         self.settings = settings
         self.clock = clock or SystemClock()
         self.metrics = Metrics()
         self.owner = f"{socket.gethostname()}:{os.getpid()}"
         self.smtp: SmtpIngress | None = None
         self.http: HttpIngress | None = None
+        self.config_path = config_path
+        self.config_digest = config_digest
+        self.reloader: Reloader | None = None
 
-    async def _prune(self, store: Store, horizons: Horizons) -> None:
+    def on_sighup(self) -> None:
+        """Reload the config (a no-op until the app runs)."""
+        if self.reloader is not None:
+            self.reloader.on_signal()
+
+    async def _prune(self, store: Store, horizons: Callable[[], Horizons]) -> None:
         """Forget what no configured policy reads any more, and finished work older than
-        `store.retention`, once an hour (suppressions are never pruned)."""
+        `store.retention`, once an hour (suppressions are never pruned). The horizons are
+        read each time: a reloaded policy that reads further back keeps its records."""
         while True:
             try:
-                gone = await store.prune(horizons.cutoffs(self.clock.now()))
-                log.info("retention: pruned", pruned_deliveries=gone, horizons=horizons.describe())
+                gone = await store.prune(horizons().cutoffs(self.clock.now()))
+                log.info(
+                    "retention: pruned", pruned_deliveries=gone, horizons=horizons().describe()
+                )
             except StoreUnavailable as exc:
                 log.warning("pruning failed; retrying in an hour", error=str(exc))
             await asyncio.sleep(PRUNE_INTERVAL)
@@ -130,7 +146,8 @@ class App:
             if recovered:
                 log.info("recovered deliveries left claimed by a previous run", count=recovered)
 
-            upstream = build_upstream(config)
+            # A reload swaps the upstream behind this one; sends under way finish on theirs.
+            upstream = SwitchableUpstream(build_upstream(config))
             stack.push_async_callback(upstream.close)
 
             engine_policies = build_policies(self.settings)
@@ -152,7 +169,10 @@ class App:
                 review=config.review,
             )
             store.subscribe(dispatcher.wake)
-            horizons = Horizons.of(config.store.retention, (b.policy for b in engine_policies))
+
+            def horizons() -> Horizons:
+                return Horizons.of(config.store.retention, (b.policy for b in engine.policies))
+
             pruning = asyncio.create_task(self._prune(store, horizons), name="prune")
             stack.push_async_callback(_cancel, pruning)
             dispatching = asyncio.create_task(dispatcher.run(), name="dispatcher")
@@ -162,6 +182,8 @@ class App:
                 await dispatching
 
             stack.push_async_callback(stop_dispatcher)
+
+            webhooks = await self._start_webhooks(stack, store, config)
 
             intake = Intake(
                 engine,
@@ -189,6 +211,13 @@ class App:
             )
             web_app = build_app(context, self.tokens(config))
             install_review_page(web_app, config.review, self.clock)
+            self.reloader = self._reloader(
+                upstream, engine, intake, dispatcher, webhooks, web_app, store
+            )
+            stack.push_async_callback(self.reloader.close)
+            web_app[RELOADER] = self.reloader
+            self._start_notifier(stack, store, upstream, config)
+            install_esp(web_app, config.esp)
             self.http = HttpIngress(web_app, config.http)
             await self.http.start()
             stack.push_async_callback(self.http.stop)
@@ -199,9 +228,10 @@ class App:
                 config=self.settings.source,
                 smtp=config.smtp.listen,
                 http=config.http.listen,
-                store=config.store.url,
+                store=redacted(config.store.url),
                 upstream=config.upstream.kind,
                 policies=[p.name for p in self.settings.policies],
+                config_hash=self.config_digest,
             )
             if started is not None:
                 started.set()
@@ -209,3 +239,75 @@ class App:
             log.info("draining")
             began = monotonic()
         log.info("stopped", seconds=round(monotonic() - began, 3))
+
+    def _start_notifier(
+        self, stack: AsyncExitStack, store: Store, upstream: Upstream, config: Config
+    ) -> None:
+        """Tell reviewers about new holds, when `review.notify` says how; cancelled on the way
+        out (a notice not yet sent is kept in the store and sent by the next run)."""
+        notify = config.review.notify
+        if not notify.enabled:
+            return
+        notifier = Notifier(
+            store,
+            upstream,
+            self.clock,
+            self.metrics,
+            notify,
+            public_url(config.review.public_url, config.http.listen),
+            notify.webhook_url,
+        )
+        notifying = asyncio.create_task(notifier.run(), name="review-notify")
+        stack.push_async_callback(_cancel, notifying)
+
+    async def _start_webhooks(
+        self, stack: AsyncExitStack, store: Store, config: Config
+    ) -> WebhookSender:
+        """Start posting lifecycle events; stopped (after the posts under way) on the way out."""
+        webhooks = WebhookSender(
+            store,
+            self.clock,
+            self.metrics,
+            config.webhooks,
+            self.owner,
+            config.delivery.poll_interval,
+        )
+        posting = asyncio.create_task(webhooks.run(), name="webhooks")
+
+        async def stop_webhooks() -> None:
+            await webhooks.stop()
+            await posting
+
+        stack.push_async_callback(stop_webhooks)
+        return webhooks
+
+    def _reloader(
+        self,
+        upstream: SwitchableUpstream,
+        engine: Engine,
+        intake: Intake,
+        dispatcher: Dispatcher,
+        webhooks: WebhookSender,
+        web_app: web.Application,
+        store: Store,
+    ) -> Reloader:
+        """The reloader, with how a new config reaches each running part."""
+
+        def policies(settings: Settings) -> None:
+            engine.reconfigure(build_policies(settings), settings.config.review.hold_expiry)
+
+        def review(config: Config) -> None:
+            web_app[PAGE].config = config.review
+
+        appliers = Appliers(
+            policies=policies,
+            headers=lambda config: intake.reconfigure(config.headers.sources()),
+            delivery=lambda config: dispatcher.reconfigure(config.delivery, config.review),
+            review=review,
+            webhooks=webhooks.reconfigure,
+            upstream=build_upstream,
+        )
+        loaded = Loaded(self.settings, self.config_digest)
+        return Reloader(
+            self.config_path, loaded, upstream, appliers, store, self.clock, self.metrics
+        )

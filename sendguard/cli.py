@@ -95,7 +95,22 @@ def _parser() -> argparse.ArgumentParser:
     timeline.add_argument("address")
     timeline.add_argument("--limit", type=int, default=50)
     _suppressions_parser(commands, api)
+    _foresight_parser(commands, api)
     return parser
+
+
+def _foresight_parser(
+    commands: argparse._SubParsersAction[argparse.ArgumentParser], api: argparse.ArgumentParser
+) -> None:
+    commands.add_parser(
+        "reload", parents=[api], help="make the server read its config again (as SIGHUP)"
+    )
+    shadow = commands.add_parser(
+        "shadow-report", parents=[api], help="what each shadow policy would have done"
+    )
+    shadow.add_argument("--since", default="7d", help="the window, like 7d or 24h (default 7d)")
+    shadow.add_argument("--examples", type=int, default=5, help="example deliveries per verdict")
+    shadow.add_argument("--top", type=int, default=10, help="most affected recipients shown")
 
 
 def _suppressions_parser(
@@ -366,6 +381,52 @@ def _suppressions(args: argparse.Namespace) -> int:
     return 0
 
 
+def _reload(args: argparse.Namespace) -> int:
+    try:
+        answer = _client(args).call("POST", "/v1/admin/reload", {})
+    except ClientError as exc:
+        print(f"sendguard: {exc}", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  {problem}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(answer, indent=2))
+        return 0
+    print(f"reloaded {answer['source']} (sha256 {answer['hash']})")
+    print(f"applied: {', '.join(answer['applied']) or 'nothing changed'}")
+    if answer["restart_required"]:
+        print(f"restart needed for: {', '.join(answer['restart_required'])}")
+    return 0
+
+
+def _shadow_report(args: argparse.Namespace) -> int:
+    answer = _client(args).call(
+        "GET",
+        "/v1/policies/shadow",
+        query={"since": args.since, "examples": str(args.examples), "top": str(args.top)},
+    )
+    if args.json:
+        print(json.dumps(answer, indent=2))
+        return 0
+    print(f"shadow policies from {answer['since']} to {answer['until']}")
+    if not answer["policies"]:
+        print("no policy is in shadow mode, and none gave shadow verdicts in the window")
+    for policy in answer["policies"]:
+        counts = ", ".join(f"{v} {n}" for v, n in policy["counts"].items())
+        now = "" if policy["configured_as_shadow"] else " (no longer in shadow mode)"
+        print(f"\n{policy['policy']}{now}: {policy['total']} verdicts ({counts})")
+        if policy["examples"]:
+            rows = [
+                [e["at"], e["recipient"], e["campaign"] or "-", e["verdict"], e["reason"]]
+                for e in policy["examples"]
+            ]
+            print(table(["AT", "RECIPIENT", "CAMPAIGN", "WOULD", "REASON"], rows, fit=_width()))
+        if policy["recipients"]:
+            people = ", ".join(f"{r['recipient']} ({r['count']})" for r in policy["recipients"])
+            print(f"most affected: {people}")
+    return 0
+
+
 def _print_config_error(error: ConfigError, source: Path | None) -> None:
     where = str(source) if source else "the embedded default config"
     print(f"sendguard: {where} is invalid ({len(error.problems)} problem(s)):", file=sys.stderr)
@@ -375,13 +436,14 @@ def _print_config_error(error: ConfigError, source: Path | None) -> None:
 
 def _serve(config_path: Path | None) -> int:
     from sendguard.app import App  # noqa: PLC0415 - keeps `check-config` and `--version` light
-    from sendguard.config import load_config  # noqa: PLC0415
+    from sendguard.reload import read_config  # noqa: PLC0415
 
     try:
-        settings = load_config(config_path)
+        loaded = read_config(config_path)
     except ConfigError as exc:
         _print_config_error(exc, config_path)
         return 2
+    settings = loaded.settings
     logs.configure(settings.config.log.level, settings.config.log.format)
 
     async def main() -> None:
@@ -389,7 +451,9 @@ def _serve(config_path: Path | None) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        await App(settings).run(stop)
+        app = App(settings, config_path=config_path, config_digest=loaded.digest)
+        loop.add_signal_handler(signal.SIGHUP, app.on_sighup)
+        await app.run(stop)
 
     try:
         asyncio.run(main())
@@ -437,8 +501,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _serve(args.config)
     if args.command == "check-config":
         return _check(args.config)
-    if args.command in ("review", "timeline", "suppressions", "pause", "resume"):
+    if args.command in (
+        "review",
+        "timeline",
+        "suppressions",
+        "pause",
+        "resume",
+        "reload",
+        "shadow-report",
+    ):
         handlers = {
+            "reload": _reload,
+            "shadow-report": _shadow_report,
             "review": _review,
             "timeline": _timeline,
             "suppressions": _suppressions,

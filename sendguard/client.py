@@ -8,7 +8,7 @@ import os
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +18,11 @@ DEFAULT_TOKEN_FILE = Path("var/api-token")
 
 class ClientError(Exception):
     """The API answered with an error, or could not be reached."""
+
+    def __init__(self, message: str, problems: Sequence[str] = ()) -> None:
+        super().__init__(message)
+        self.problems = problems
+        """Each `field: message` of an answer that lists several (an invalid config)."""
 
 
 def resolve_token(token: str | None, environ: Mapping[str, str], token_file: Path) -> str:
@@ -67,12 +72,17 @@ class Client:
             with urllib.request.urlopen(request, timeout=self._timeout) as response:  # noqa: S310
                 return json.loads(response.read())
         except urllib.error.HTTPError as exc:
+            problems: list[str] = []
             try:
                 error = json.loads(exc.read())["error"]
                 message = error["message"]
+                problems = [
+                    f"{p['field']}: {p['message']}" if p["field"] else p["message"]
+                    for p in error.get("problems", [])
+                ]
             except (ValueError, KeyError, TypeError):
                 message = exc.reason
-            raise ClientError(f"{exc.code}: {message}") from None
+            raise ClientError(f"{exc.code}: {message}", problems) from None
         except (urllib.error.URLError, OSError) as exc:
             raise ClientError(f"cannot reach {self._url}: {exc}") from None
 

@@ -171,6 +171,19 @@ class Engine:
         self._errors = {b.name: metrics.policy_errors.labels(policy=b.name) for b in self._bindings}
         self._counters: dict[tuple[str, str, str], Any] = {}
 
+    def reconfigure(self, bindings: Sequence[PolicyBinding], hold_expiry: timedelta | None) -> None:
+        """Judge every decision from now on with these policies (a config reload).
+
+        A decision under way finishes with the policies it started with: `decide` reads the
+        bindings once. Metric children of removed policies stay, so a dashboard keeps them.
+        """
+        metrics = self._metrics
+        for b in bindings:
+            if b.name not in self._durations:
+                self._durations[b.name] = metrics.policy_duration.labels(policy=b.name)
+                self._errors[b.name] = metrics.policy_errors.labels(policy=b.name)
+        self._bindings, self._hold_expiry = tuple(bindings), hold_expiry
+
     def plan(self, decision: Decision, now: datetime) -> Plan:
         """What `decision` means for a delivery's state, with this engine's hold expiry."""
         return plan(decision, now, self._hold_expiry)
@@ -187,7 +200,8 @@ class Engine:
         """
         contents = {delivery.message.id: content} if content is not None else None
         ctx = PolicyContext(self._store, self._clock.now(), contents)
-        outcomes = [await self._run(binding, delivery, ctx) for binding in self._bindings]
+        bindings = self._bindings  # once: a reload during this decision applies to the next
+        outcomes = [await self._run(binding, delivery, ctx) for binding in bindings]
         if delivery.campaign is not None:
             # The kill switch is part of the core, not a policy: it holds whatever the config.
             campaign = await ctx.campaign(delivery.campaign)

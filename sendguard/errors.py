@@ -21,6 +21,7 @@ that policy's outcome and applies its `on_error` (see engine.py)::
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import timedelta
 
 __all__ = [
     "ConfigError",
@@ -111,6 +112,13 @@ class UpstreamError(SendguardError):
 
 class UpstreamTransient(UpstreamError):
     """Worth retrying later: a 4xx reply, a timeout, a refused or dropped connection."""
+
+    def __init__(
+        self, message: str, *, code: int | None = None, retry_after: timedelta | None = None
+    ) -> None:
+        self.retry_after = retry_after
+        """The upstream asked for at least this long before the next try (HTTP Retry-After)."""
+        super().__init__(message, code=code)
 
 
 class UpstreamPermanent(UpstreamError):

@@ -65,6 +65,53 @@ def parse_time(value: str, *, field: str) -> datetime:
     return parsed
 
 
+MAX_CLOCK_SKEW = timedelta(minutes=5)
+"""How far in the future a reported moment may lie (the reporter's clock may run ahead)."""
+
+
+def parse_past_time(value: str, *, field: str, now: datetime) -> datetime:
+    """When something was observed or happened: RFC 3339, and not in the future.
+
+    A fact dated tomorrow would outrank every fact posted until then (the newest observation
+    wins), so a later no-show could never undo a "completed" with a wrong clock. A moment a
+    little ahead (a reporter's clock running fast) is taken as now, for the same reason.
+    """
+    at = parse_time(value, field=field)
+    if at > now + MAX_CLOCK_SKEW:
+        raise InvalidMessage(
+            f"{field}: {value!r} is in the future; report when it was observed or happened"
+            f" (clocks may differ by {MAX_CLOCK_SKEW.seconds // 60} minutes at most)",
+            field=field,
+        )
+    return min(at, now)
+
+
+_FACT_KEY = re.compile(r"[^\s=!,;|]+")
+
+
+def check_fact_key(key: str, *, field: str) -> str:
+    """A fact key as premises name it: no spaces and none of `= ! , ; |`."""
+    if not _FACT_KEY.fullmatch(key):
+        raise InvalidMessage(
+            f"{field}: {key!r} cannot be named by a premise; use no spaces and none of = ! , ; |"
+            " (like meeting:8812:status)",
+            field=field,
+        )
+    return key
+
+
+def check_fact_value(value: str, *, field: str) -> str:
+    """A fact value a premise can match: not empty, none of `, ; |` (they separate premises,
+    parameters and alternatives)."""
+    if not value.strip() or any(c in value for c in ",;|") or value != value.strip():
+        raise InvalidMessage(
+            f"{field}: {value!r} cannot be matched by a premise; use a non-empty value without"
+            " , ; | or surrounding spaces",
+            field=field,
+        )
+    return value
+
+
 _PREMISE = re.compile(
     r"(?P<key>[^\s=!,;|]+)\s*(?:(?P<op>!=|=)|\s(?P<in>in)\s)\s*(?P<values>.*)", re.DOTALL
 )

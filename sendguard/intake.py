@@ -54,6 +54,8 @@ class Idempotency:
     respond: Callable[[Accepted], bytes]
     fingerprint: str | None = None
     """A digest of the request; the key answers only requests with the same one."""
+    retention: timedelta = IDEMPOTENCY_RETENTION
+    """How long the answer is kept for the key (the ESP endpoints' retry window is shorter)."""
 
 
 class Intake:
@@ -74,6 +76,10 @@ class Intake:
         self._metrics = metrics
         self._sources = header_sources
         self._on_queued = on_queued
+
+    def reconfigure(self, header_sources: Mapping[str, Sequence[str]]) -> None:
+        """Read the sendguard fields from these headers for every message from now on."""
+        self._sources = header_sources
 
     async def replay(self, key: str, fingerprint: str | None = None) -> bytes | None:
         """The first answer given to a request with Idempotency-Key `key`, if still kept.
@@ -162,7 +168,7 @@ class Intake:
                     idempotency.key,
                     message.id,
                     answer,
-                    now - IDEMPOTENCY_RETENTION,
+                    now - idempotency.retention,
                     fingerprint=idempotency.fingerprint,
                 )
             await self._store.add_message(message, content, decided, record)

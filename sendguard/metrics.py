@@ -88,6 +88,57 @@ class Metrics:
             ["upstream", "kind"],
             registry=r,
         )
+        self.review_notifications = Counter(
+            "sendguard_review_notifications",
+            "Reviewer notifications, by channel (webhook, email) and outcome (sent, retried,"
+            " failed: given up)",
+            ["channel", "outcome"],
+            registry=r,
+        )
+
+        self.config_info = Gauge(
+            "sendguard_config_info",
+            "The running config: 1 for its sha256 (the config file's bytes)",
+            ["hash"],
+            registry=r,
+        )
+        self.webhook_events = Counter(
+            "sendguard_webhook_events",
+            "Outbound webhook posts, by outcome (sent, retried, abandoned)",
+            ["outcome"],
+            registry=r,
+        )
+
+        self.hold_expiry = Gauge(
+            "sendguard_review_hold_expiry_seconds",
+            "review.hold_expiry of the running config",
+            registry=r,
+        )
+        self.held_oldest = Gauge(
+            "sendguard_held_oldest_seconds",
+            "How long the oldest delivery held by a policy has waited for review",
+            registry=r,
+        )
+        self.dispatch_lag = Gauge(
+            "sendguard_dispatch_lag_seconds",
+            "How far behind its due time the most overdue waiting delivery is",
+            registry=r,
+        )
+        self.store_up = Gauge(
+            "sendguard_store_up", "1 if the store answered the last scrape's queries", registry=r
+        )
+        self.store_query = Gauge(
+            "sendguard_store_query_seconds",
+            "How long the last scrape's store queries took",
+            registry=r,
+        )
+
+    def set_config(self, digest: str, hold_expiry: float | None = None) -> None:
+        """Show `digest` as the running config's hash (and no other)."""
+        self.config_info.clear()
+        self.config_info.labels(hash=digest).set(1)
+        if hold_expiry is not None:
+            self.hold_expiry.set(hold_expiry)
 
     def set_states(self, counts: dict[DeliveryState, int]) -> None:
         """Update the `sendguard_deliveries{state}` gauge."""

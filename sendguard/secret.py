@@ -8,6 +8,7 @@ path, never an empty or generated value. The one exception is the embedded defau
 
 from __future__ import annotations
 
+import urllib.parse
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -47,3 +48,14 @@ def resolve_secret(value: str, environ: Mapping[str, str]) -> str:
             raise SecretError(f"secret file {path} is empty")
         return found
     return value
+
+
+def redacted(url: str) -> str:
+    """`url` fit for a log line: a password in it is replaced by `***`."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.hostname or ""
+    port = f":{parts.port}" if parts.port else ""
+    return urllib.parse.urlunsplit(parts._replace(netloc=f"{user}:***@{host}{port}"))

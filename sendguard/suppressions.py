@@ -37,6 +37,8 @@ class Effect(StrEnum):
     ALREADY = "already_suppressed"
     LIFTED = "lifted"
     NOT_SUPPRESSED = "not_suppressed"
+    OUTDATED = "older_than_suppression"
+    """A resubscribe that happened before the current suppression: it lifts nothing."""
 
 
 async def apply_event(
@@ -51,10 +53,16 @@ async def apply_event(
         )
         return Effect.ADDED if added else Effect.ALREADY
     if event.type == EventType.RESUBSCRIBE:
+        # Webhooks arrive late and are replayed: only a resubscribe newer than the opt-out
+        # lifts it, so an old "yes" can never undo a newer "no".
         lifted = await store.lift_suppression(
-            event.recipient, EVENT_ACTOR, now, "resubscribe event"
+            event.recipient, EVENT_ACTOR, now, "resubscribe event", made_by=event.at
         )
-        return Effect.LIFTED if lifted is not None else Effect.NOT_SUPPRESSED
+        if lifted is not None:
+            return Effect.LIFTED
+        if await store.get_suppression(event.recipient) is not None:
+            return Effect.OUTDATED
+        return Effect.NOT_SUPPRESSED
     return None
 
 

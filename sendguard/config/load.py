@@ -13,15 +13,16 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import yaml
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, Tag, ValidationError
 
 from sendguard.config.models import (
     ApiToken,
     Config,
     NamedTokenOptions,
+    PluginUpstreamOptions,
     PolicyEntryOptions,
     token_names,
 )
@@ -77,11 +78,28 @@ def _models_in(annotation: Any) -> list[type[BaseModel]]:
     return found
 
 
-def _tag_of(model: type[BaseModel]) -> str | None:
-    """The `kind` a model of a discriminated union answers to (the upstreams)."""
+def _kinds_of(model: type[BaseModel]) -> list[str]:
+    """The values of a model's Literal `kind` (what a config writes to choose it)."""
     kind = model.model_fields.get("kind")
-    args = typing.get_args(kind.annotation) if kind is not None else ()
-    return str(args[0]) if args else None
+    return [str(a) for a in typing.get_args(kind.annotation)] if kind is not None else []
+
+
+def _tags_in(annotation: Any) -> dict[str, type[BaseModel]]:
+    """The members of a discriminated union by the tag pydantic puts into error locations:
+    a member's `Tag` (a callable discriminator, like the upstreams'), else its `kind`."""
+    if typing.get_origin(annotation) is Annotated:
+        inner, *metadata = typing.get_args(annotation)
+        tags = [m.tag for m in metadata if isinstance(m, Tag)]
+        models = _models_in(inner)
+        if tags:
+            return {tags[0]: models[0]} if len(models) == 1 else {}
+        return _tags_in(inner)
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return dict.fromkeys(_kinds_of(annotation), annotation)
+    out: dict[str, type[BaseModel]] = {}
+    for arg in typing.get_args(annotation):
+        out.update(_tags_in(arg))
+    return out
 
 
 def model_at(root: type[BaseModel], loc: Sequence[int | str]) -> type[BaseModel] | None:
@@ -89,15 +107,15 @@ def model_at(root: type[BaseModel], loc: Sequence[int | str]) -> type[BaseModel]
     from the annotations: a new section or option needs no registry entry."""
     model: type[BaseModel] | None = root
     pending: list[type[BaseModel]] = []
+    tags: dict[str, type[BaseModel]] = {}
     keyed = False  # the part after a mapping is a key of it, not a field
     for part in loc:
         if isinstance(part, int) or keyed:
             keyed = False
             continue
         if pending:  # a union: the next part names the member (pydantic's tag)
-            tagged = [m for m in pending if _tag_of(m) == part]
-            if tagged:
-                model, pending = tagged[0], []
+            if part in tags:
+                model, pending = tags[part], []
                 continue
             model, pending = (pending[0], []) if len(pending) == 1 else (None, [])
         if model is None:
@@ -109,6 +127,7 @@ def model_at(root: type[BaseModel], loc: Sequence[int | str]) -> type[BaseModel]
             return None
         keyed = typing.get_origin(field.annotation) is dict
         candidates = _models_in(field.annotation)
+        tags = _tags_in(field.annotation)
         model, pending = (candidates[0], []) if len(candidates) == 1 else (None, candidates)
     if pending:
         return pending[0] if len(pending) == 1 else None
@@ -117,13 +136,14 @@ def model_at(root: type[BaseModel], loc: Sequence[int | str]) -> type[BaseModel]
 
 def _upstream_kinds() -> list[str]:
     members = _models_in(Config.model_fields["upstream"].annotation)
-    return [tag for tag in (_tag_of(m) for m in members) if tag is not None]
+    return [kind for m in members for kind in _kinds_of(m)]
 
 
 def _without_tags(loc: Sequence[int | str]) -> list[int | str]:
     """A discriminated union puts its tag into the location; readers know the keys only."""
     out = list(loc)
-    if out[:1] == ["upstream"] and len(out) > 1 and out[1] in _upstream_kinds():
+    upstream_tags = _tags_in(Config.model_fields["upstream"].annotation)
+    if out[:1] == ["upstream"] and len(out) > 1 and out[1] in upstream_tags:
         del out[1]
     if out[:2] == ["http", "api_tokens"] and len(out) > 3 and out[3] in ("plain", "named"):
         del out[3]
@@ -156,7 +176,8 @@ def resolve_tokens(
 def _resolve_secrets(
     data: dict[str, Any], environ: Mapping[str, str], problems: list[ConfigProblem]
 ) -> dict[str, Any]:
-    """`data` with the secret fields read (upstream password, store URL, AUTH users).
+    """`data` with the secret fields read (upstream password or API key, store URL, AUTH
+    users, webhook secrets, the notification webhook, the ESP webhooks' keys).
 
     Resolved before validation, so a validator sees the value (an AUTH user's hash), not the
     reference. API tokens are resolved after validation, by `resolve_tokens`.
@@ -172,7 +193,7 @@ def _resolve_secrets(
             return value
 
     out = dict(data)
-    for section, key in (("upstream", "password"), ("store", "url")):
+    for section, key in (("upstream", "password"), ("upstream", "api_key"), ("store", "url")):
         part = out.get(section)
         if isinstance(part, dict) and key in part:
             out[section] = {**part, key: read(part[key], f"{section}.{key}")}
@@ -183,7 +204,37 @@ def _resolve_secrets(
             for name, value in smtp["auth_users"].items()
         }
         out["smtp"] = {**smtp, "auth_users": users}
+    hooks = out.get("webhooks")
+    if isinstance(hooks, list):
+        out["webhooks"] = [
+            {**hook, "secret": read(hook["secret"], f"webhooks[{index}].secret")}
+            if isinstance(hook, dict) and "secret" in hook
+            else hook
+            for index, hook in enumerate(hooks)
+        ]
+    review = out.get("review")
+    notify = review.get("notify") if isinstance(review, dict) else None
+    if isinstance(review, dict) and isinstance(notify, dict) and "webhook_url" in notify:
+        url = read(notify["webhook_url"], "review.notify.webhook_url")
+        out["review"] = {**review, "notify": {**notify, "webhook_url": url}}
+    esp = out.get("esp")
+    if isinstance(esp, dict):
+        esp = dict(esp)
+        for name, key in ESP_SECRETS:
+            part = esp.get(name)
+            if isinstance(part, dict) and key in part:
+                esp[name] = {**part, key: read(part[key], f"esp.{name}.{key}")}
+        out["esp"] = esp
     return out
+
+
+ESP_SECRETS = (
+    ("sendgrid", "webhook_public_key"),
+    ("postmark", "webhook_password"),
+    ("postmark", "webhook_secret"),
+    ("mailgun", "webhook_signing_key"),
+)
+"""The secret keys under `esp:` (section, key)."""
 
 
 def default_config_text() -> str:
@@ -241,6 +292,16 @@ def _resolve_policies(
     return policies
 
 
+def _check_upstream_kind(kind: str, problems: list[ConfigProblem]) -> None:
+    # Imported here: the upstream contract must not import the config at module level.
+    from sendguard.delivery.upstream import UpstreamLoadError, load_upstream_factory  # noqa: PLC0415
+
+    try:
+        load_upstream_factory(kind)
+    except UpstreamLoadError as exc:
+        problems.append(ConfigProblem("upstream.kind", str(exc)))
+
+
 def parse_config(text: str, source: str, environ: Mapping[str, str] | None = None) -> Settings:
     """Validate a YAML text completely; raise ConfigError listing every problem."""
     try:
@@ -268,6 +329,8 @@ def parse_config(text: str, source: str, environ: Mapping[str, str] | None = Non
             problems.extend(_problems_of_policies(raw))
         raise ConfigError(problems) from None
     policies = _resolve_policies(config.policies, problems)
+    if isinstance(config.upstream, PluginUpstreamOptions):
+        _check_upstream_kind(config.upstream.kind, problems)
     tokens = resolve_tokens(config.http.api_tokens, environ, problems)
     if problems:
         raise ConfigError(problems)

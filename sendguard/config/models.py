@@ -29,6 +29,7 @@ from pydantic import (
 from sendguard.duration import Duration
 from sendguard.fields import FIELDS
 from sendguard.message import HoldExpiry
+from sendguard.store.base import LifecycleEvent
 from sendguard.validation import Strict
 from sendguard.verdict import Mode, OnError
 
@@ -231,8 +232,51 @@ class SmtpUpstreamOptions(Strict):
         return self
 
 
+class EspUpstreamOptions(Strict):
+    """Sends through an ESP's HTTP API (sendgrid, postmark or mailgun)."""
+
+    kind: Literal["sendgrid", "postmark", "mailgun"]
+    api_key: str = Field(min_length=1)
+    base_url: str | None = Field(default=None, pattern=r"^https?://")
+    """The API's address; the ESP's public API unless set (a regional or test endpoint)."""
+    domain: str | None = None
+    """mailgun: the sending domain (required there)."""
+    message_stream: str | None = None
+    """postmark: the message stream (Postmark's default outbound stream unless set)."""
+    timeout: Duration = timedelta(seconds=30)
+    pool_size: int = Field(default=10, gt=0, le=256)
+
+    @model_validator(mode="after")
+    def _domain(self) -> EspUpstreamOptions:
+        if self.kind == "mailgun" and not self.domain:
+            raise ValueError("mailgun needs domain (the sending domain, e.g. mg.example.com)")
+        return self
+
+
+class PluginUpstreamOptions(Strict):
+    """An upstream kind another distribution registers under `sendguard.upstreams`."""
+
+    kind: str
+    options: dict[str, Any] = Field(default_factory=dict)
+    """Validated by the plugin's own model when it is built."""
+
+
+BUILTIN_UPSTREAMS = frozenset({"outbox", "smtp", "sendgrid", "postmark", "mailgun"})
+
+
+def _upstream_tag(value: Any) -> str:
+    kind = value.get("kind") if isinstance(value, dict) else getattr(value, "kind", None)
+    if kind in ("outbox", "smtp"):
+        return str(kind)
+    return "esp" if kind in BUILTIN_UPSTREAMS else "plugin"
+
+
 UpstreamOptions = Annotated[
-    OutboxUpstreamOptions | SmtpUpstreamOptions, Field(discriminator="kind")
+    Annotated[OutboxUpstreamOptions, Tag("outbox")]
+    | Annotated[SmtpUpstreamOptions, Tag("smtp")]
+    | Annotated[EspUpstreamOptions, Tag("esp")]
+    | Annotated[PluginUpstreamOptions, Tag("plugin")],
+    Discriminator(_upstream_tag),
 ]
 
 
@@ -310,6 +354,48 @@ class ReviewUserOptions(Strict):
         return value
 
 
+class ReviewNotifyOptions(Strict):
+    """Telling reviewers that work waits: when a campaign is first held, and as a digest.
+
+    Sent by a webhook (`{"text": ...}`, what Slack and Mattermost incoming webhooks accept)
+    and/or an e-mail through the configured upstream, never through sendguard's policies.
+    Failures are retried with backoff and counted; they never hold up sending.
+    """
+
+    webhook_url: str | None = Field(default=None, pattern=r"^(https?://|env:|file:)")
+    """An incoming-webhook URL (a secret: `env:NAME` or `file:/path` work)."""
+    email_to: list[Annotated[str, Field(pattern=r"^[^@\s]+@[^@\s]+$")]] = Field(
+        default_factory=list
+    )
+    email_from: str = Field(default="sendguard@localhost", pattern=r"^[^@\s]+@[^@\s]+$")
+    check_every: Duration = timedelta(seconds=30)
+    digest_every: Duration | None = timedelta(hours=4)
+    """While anything is held, a digest this often; null: no digest."""
+    retry_min: Duration = timedelta(seconds=10)
+    retry_max: Duration = timedelta(minutes=10)
+    give_up_after: Duration = timedelta(days=1)
+    timeout: Duration = timedelta(seconds=10)
+
+    @field_validator("check_every", "retry_min", "timeout")
+    @classmethod
+    def _short(cls, value: timedelta) -> timedelta:
+        if not timedelta(seconds=1) <= value <= timedelta(hours=1):
+            raise ValueError("must be between 1s and 1h")
+        return value
+
+    @field_validator("digest_every")
+    @classmethod
+    def _digest(cls, value: timedelta | None) -> timedelta | None:
+        if value is not None and value < timedelta(seconds=1):
+            raise ValueError("must be at least 1s, or null for no digest")
+        return value
+
+    @property
+    def enabled(self) -> bool:
+        """True if there is anyone to tell."""
+        return self.webhook_url is not None or bool(self.email_to)
+
+
 class ReviewOptions(Strict):
     """The review queue: what happens to a held delivery nobody reviews; who reviews it."""
 
@@ -319,6 +405,10 @@ class ReviewOptions(Strict):
         default_factory=dict
     )
     session_lifetime: Duration = timedelta(hours=8)
+    public_url: str | None = Field(default=None, pattern=r"^https?://[^/\s]+(/[^\s]*)?$")
+    """Where people reach sendguard's HTTP port (links in notifications); default: the
+    `http.listen` address."""
+    notify: ReviewNotifyOptions = ReviewNotifyOptions()
 
     @field_validator("session_lifetime")
     @classmethod
@@ -335,6 +425,68 @@ class LogOptions(Strict):
     format: Literal["auto", "json", "console"] = "auto"
 
 
+class WebhookOptions(Strict):
+    """An outbound webhook: one signed JSON POST per delivery state change it subscribes to."""
+
+    url: str = Field(pattern=r"^https?://[^\s/]+")
+    events: list[LifecycleEvent] = Field(default_factory=lambda: list(LifecycleEvent))
+    secret: str = Field(min_length=16)
+    """Signs every event (HMAC-SHA256); `env:NAME` or `file:/path` like every secret."""
+    timeout: Duration = timedelta(seconds=10)
+    min_backoff: Duration = timedelta(seconds=10)
+    max_backoff: Duration = timedelta(hours=1)
+    max_age: Duration = timedelta(hours=24)
+    """How long an event is retried before it is given up (logged, counted)."""
+
+    @model_validator(mode="after")
+    def _order(self) -> WebhookOptions:
+        if self.min_backoff > self.max_backoff:
+            raise ValueError("min_backoff must not be larger than max_backoff")
+        if not self.events:
+            raise ValueError("subscribe to at least one event")
+        return self
+
+
+class SendgridEspOptions(Strict):
+    """SendGrid's Event Webhook (`/v1/webhooks/sendgrid`)."""
+
+    webhook_public_key: str | None = None
+    """The verification key SendGrid shows for the signed Event Webhook (base64 DER or PEM)."""
+
+
+class PostmarkEspOptions(Strict):
+    """Postmark's webhooks (`/v1/webhooks/postmark`): basic auth, a secret path, or both."""
+
+    webhook_username: str | None = None
+    webhook_password: str | None = None
+    webhook_secret: str | None = Field(default=None, min_length=16)
+    """Accepted as `/v1/webhooks/postmark/<secret>`."""
+
+    @model_validator(mode="after")
+    def _pair(self) -> PostmarkEspOptions:
+        if (self.webhook_username is None) != (self.webhook_password is None):
+            raise ValueError("set both webhook_username and webhook_password, or neither")
+        return self
+
+
+class MailgunEspOptions(Strict):
+    """Mailgun's webhooks (`/v1/webhooks/mailgun`)."""
+
+    webhook_signing_key: str | None = None
+    """The HTTP webhook signing key of the Mailgun account."""
+
+
+class EspOptions(Strict):
+    """The SendGrid-, Postmark- and Mailgun-compatible endpoints and their webhooks."""
+
+    retry_window: Duration = timedelta(minutes=10)
+    """A byte-identical request from the same token within this window is answered again
+    without sending again (the SDKs retry on timeouts)."""
+    sendgrid: SendgridEspOptions = SendgridEspOptions()
+    postmark: PostmarkEspOptions = PostmarkEspOptions()
+    mailgun: MailgunEspOptions = MailgunEspOptions()
+
+
 class Config(Strict):
     """The whole configuration file."""
 
@@ -347,3 +499,15 @@ class Config(Strict):
     policies: list[PolicyEntryOptions] = Field(default_factory=list)
     review: ReviewOptions = ReviewOptions()
     log: LogOptions = LogOptions()
+    webhooks: list[WebhookOptions] = Field(default_factory=list)
+    esp: EspOptions = EspOptions()
+
+    @field_validator("webhooks")
+    @classmethod
+    def _unique_urls(cls, hooks: list[WebhookOptions]) -> list[WebhookOptions]:
+        urls = [h.url for h in hooks]
+        twice = sorted({u for u in urls if urls.count(u) > 1})
+        if twice:
+            # the URL names the webhook's queue in the store
+            raise ValueError(f"each url may be configured once; twice: {', '.join(twice)}")
+        return hooks

@@ -90,6 +90,15 @@ class Dispatcher:
         self._stopping = asyncio.Event()
         self._busy = 0
 
+    def reconfigure(self, config: DeliveryOptions, review: ReviewOptions) -> None:
+        """Use these retry, lifetime and review settings from now on (a config reload).
+
+        `workers` is fixed for the process's life (the claim queue is sized by it); a reload
+        that changes it says a restart is needed.
+        """
+        self._config = config.model_copy(update={"workers": self._config.workers})
+        self._review = review
+
     def wake(self) -> None:
         """New work may be due: look now rather than at the next poll."""
         self._wake.set()
@@ -238,7 +247,7 @@ class Dispatcher:
             )
         except UpstreamTransient as exc:
             self._upstream_error("transient", started)
-            await self._retry_later(delivery, str(exc))
+            await self._retry_later(delivery, str(exc), at_least=exc.retry_after)
         except UpstreamPermanent as exc:
             self._upstream_error("permanent", started)
             await self._finish(
@@ -325,7 +334,9 @@ class Dispatcher:
             self._metrics.deliveries_outcomes.labels(outcome="dropped").inc()
         return changed if changed.state is DeliveryState.QUEUED else None
 
-    async def _retry_later(self, delivery: Delivery, error: str) -> None:
+    async def _retry_later(
+        self, delivery: Delivery, error: str, *, at_least: timedelta | None = None
+    ) -> None:
         now = self._clock.now()
         wait = backoff(
             delivery.attempts,
@@ -333,6 +344,8 @@ class Dispatcher:
             self._config.max_backoff,
             self._random.random(),
         )
+        if at_least is not None:  # the upstream's Retry-After wins over a shorter backoff
+            wait = max(wait, at_least)
         due = now + wait
         first = delivery.first_attempt_at or now
         if due - first > self._config.max_lifetime:

@@ -9,7 +9,8 @@ them. When it does not, the delivery fails with that reason: RFC 6531 allows no 
 UTF-8 addresses, and re-encoding an 8-bit body (RFC 6152) would break DKIM signatures.
 
 Readiness asks the upstream for its EHLO greeting (with STARTTLS and AUTH when configured),
-and counts any send the upstream accepted within READY_FOR as an answer.
+and counts any send the upstream accepted within READY_FOR as an answer; a send that could not
+reach it (network trouble) forgets that answer, so the next probe asks again.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from sendguard.errors import UpstreamError, UpstreamPermanent, UpstreamTransient
 
 log = structlog.get_logger("sendguard.upstream.smtp")
 
-READY_FOR = 30.0
+READY_FOR = 5.0
 """Seconds an upstream answer (a probe or an accepted send) counts for readiness."""
 PROBE_TIMEOUT = 5.0
 """The longest a readiness probe waits for the upstream (probes themselves time out fast)."""
@@ -160,6 +161,8 @@ class SmtpUpstream:
                 reusable = True  # refused before MAIL FROM: the connection is still good
                 raise
             except (aiosmtplib.SMTPException, OSError, TimeoutError, ValueError) as exc:
+                if isinstance(exc, (OSError, TimeoutError, aiosmtplib.SMTPConnectError)):
+                    self._answered_at = None  # unreachable now: readiness must ask again
                 raise self._translate(exc) from exc
             except BaseException:
                 if client is not None:  # cancelled mid-conversation: no polite QUIT

@@ -7,8 +7,13 @@ peers behind this seam.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from importlib.metadata import entry_points
+from typing import Any, Protocol
+
+UPSTREAM_GROUP = "sendguard.upstreams"
+"""The entry point group upstream kinds register under (the built-ins too)."""
 
 
 @dataclass(frozen=True)
@@ -44,3 +49,28 @@ class Upstream(Protocol):
     async def close(self) -> None:
         """Release connections and files."""
         ...
+
+
+UpstreamFactory = Callable[[Any], Upstream]
+"""What an entry point of `sendguard.upstreams` names: called with the `upstream:` section
+(a built-in's own model, or for another kind an object with `kind` and `options`)."""
+
+
+class UpstreamLoadError(Exception):
+    """No upstream of that kind is installed, or it cannot be imported."""
+
+
+def load_upstream_factory(kind: str) -> UpstreamFactory:
+    """The factory registered as `kind`; UpstreamLoadError says what is installed."""
+    found = {ep.name: ep for ep in entry_points(group=UPSTREAM_GROUP)}
+    if kind not in found:
+        known = ", ".join(sorted(found)) or "none"
+        raise UpstreamLoadError(f"no upstream kind {kind!r} is installed; installed: {known}")
+    try:
+        factory = found[kind].load()
+    except Exception as exc:  # a broken plugin must be reported, whatever it raises
+        raise UpstreamLoadError(f"upstream {kind!r} failed to import: {exc}") from exc
+    if not callable(factory):
+        raise UpstreamLoadError(f"upstream {kind!r} does not name a callable")
+    built: UpstreamFactory = factory
+    return built

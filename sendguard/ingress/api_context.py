@@ -14,7 +14,12 @@ from aiohttp import web
 
 from sendguard.address import recipient_key, validate_address
 from sendguard.errors import InvalidAddress
-from sendguard.fields import parse_time
+from sendguard.fields import (
+    check_fact_key,
+    check_fact_value,
+    check_timezone,
+    parse_past_time,
+)
 from sendguard.ingress.http_context import api
 from sendguard.ingress.payloads import (
     BadRequest,
@@ -46,7 +51,19 @@ async def post_fact(request: web.Request) -> web.Response:
     ctx = api(request)
     payload = await read_json(request, FactPayload)
     now = ctx.clock.now()
-    observed = parse_time(payload.observed_at, field="observed_at") if payload.observed_at else now
+    observed = (
+        parse_past_time(payload.observed_at, field="observed_at", now=now)
+        if payload.observed_at
+        else now
+    )
+    check_fact_key(payload.key, field="key")
+    check_fact_value(payload.value, field="value")
+    if payload.superseded_by is not None:
+        check_fact_key(payload.superseded_by, field="superseded_by")
+        if payload.superseded_by == payload.key:
+            raise BadRequest("superseded_by: a fact cannot supersede itself", "superseded_by")
+    if payload.key == "timezone":  # read by quiet hours and reasons: a wrong one is ignored
+        check_timezone(payload.value, field="value")
     # Kept as recipients are counted (case folded), so a CRM's `Paula@Prospect.Example`
     # is the person behind a delivery to `paula@prospect.example`.
     contact = recipient_key(_address(payload.contact, "contact")) if payload.contact else None
@@ -110,6 +127,6 @@ def _event(payload: EventPayload, prefix: str, now: datetime, accepted: frozense
             + " (a custom type is accepted once a policy reads it, e.g. fatigue's engagement)",
             f"{prefix}type",
         )
-    at = parse_time(payload.at, field=f"{prefix}at") if payload.at else now
+    at = parse_past_time(payload.at, field=f"{prefix}at", now=now) if payload.at else now
     recipient = _address(payload.recipient, f"{prefix}recipient")
     return Event(event_type(payload.type), recipient, at, payload.message_id, payload.offer)

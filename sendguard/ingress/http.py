@@ -12,10 +12,20 @@ from typing import Any
 import structlog
 from aiohttp import web
 
+from sendguard.clock import monotonic
 from sendguard.config import HttpOptions, split_listen
 from sendguard.errors import Conflict, InvalidMessage, StoreUnavailable, UpstreamError
 from sendguard.identity import Identity, Role
-from sendguard.ingress import api_context, api_review, api_send, api_suppressions, openapi
+from sendguard.ingress import (
+    api_admin,
+    api_context,
+    api_review,
+    api_send,
+    api_shadow,
+    api_suppressions,
+    esp,
+    openapi,
+)
 from sendguard.ingress.http_context import API, IDENTITY_KEY, TOKENS, Api, Handler, api
 from sendguard.ingress.payloads import BadRequest
 from sendguard.review import NotFound
@@ -82,7 +92,7 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
 async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Require `Authorization: Bearer <token>` on every route but the public ones, and record
     the token's name as the identity handlers act under."""
-    if not is_public(request):
+    if not is_public(request) and not esp.authenticates_itself(request.path):
         scheme, _, token = request.headers.get("Authorization", "").partition(" ")
         name = request.app[TOKENS].identify(token.strip()) if scheme.lower() == "bearer" else None
         if name is None:
@@ -122,10 +132,28 @@ async def metrics(request: web.Request) -> web.Response:
         registry.set_states(await api(request).store.count_by_state())
     except StoreUnavailable as exc:
         log.warning("state gauge not refreshed", error=str(exc))
+    await refresh_queue_ages(api(request))
     return web.Response(
         body=registry.render(),
         headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"},
     )
+
+
+async def refresh_queue_ages(ctx: Api) -> None:
+    """The gauges alerts watch: held queue age, dispatcher lag, store up and its latency."""
+    started = monotonic()
+    try:
+        ages = await ctx.store.queue_ages()
+    except StoreUnavailable:
+        ctx.metrics.store_up.set(0)
+        return
+    ctx.metrics.store_up.set(1)
+    ctx.metrics.store_query.set(monotonic() - started)
+    now = ctx.clock.now()
+    held = ages.oldest_held_since
+    ctx.metrics.held_oldest.set((now - held).total_seconds() if held else 0)
+    due = ages.oldest_due_at
+    ctx.metrics.dispatch_lag.set(max(0.0, (now - due).total_seconds()) if due else 0)
 
 
 def build_app(context: Api, tokens: TokenSet) -> web.Application:
@@ -148,6 +176,9 @@ def add_routes(router: web.UrlDispatcher) -> None:
     api_context.add_routes(router)
     api_review.add_routes(router)
     api_suppressions.add_routes(router)
+    api_admin.add_routes(router)
+    api_shadow.add_routes(router)
+    esp.add_routes(router)
     openapi.add_routes(router)
 
 

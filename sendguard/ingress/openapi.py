@@ -139,10 +139,110 @@ ROUTES: tuple[tuple[str, str, str, type[BaseModel] | None, int, bool], ...] = (
         False,
     ),
     ("get", "/v1/audit", "Review actions, newest first", None, 200, False),
+    (
+        "post",
+        "/v1/admin/reload",
+        "Reload the config (as SIGHUP); what applied, what needs a restart",
+        None,
+        200,
+        False,
+    ),
+    (
+        "get",
+        "/v1/policies/shadow",
+        "What each shadow policy would have done (since, examples, top)",
+        None,
+        200,
+        False,
+    ),
+    ("post", "/v3/mail/send", "SendGrid v3 mail/send (Bearer: sendguard token)", None, 202, False),
+    ("post", "/email", "Postmark: send one email (X-Postmark-Server-Token)", None, 200, False),
+    ("post", "/email/batch", "Postmark: send up to 500 emails", None, 200, False),
+    (
+        "post",
+        "/email/withTemplate",
+        "Postmark template send: refused with 422 (stored templates are not rendered)",
+        None,
+        200,
+        False,
+    ),
+    (
+        "post",
+        "/email/batchWithTemplates",
+        "Postmark template batch: refused with 422 (stored templates are not rendered)",
+        None,
+        200,
+        False,
+    ),
+    (
+        "post",
+        "/email/withTemplate/",
+        "The same, as postmarker calls it (trailing slash)",
+        None,
+        200,
+        False,
+    ),
+    (
+        "post",
+        "/email/batchWithTemplates/",
+        "The same, as postmarker calls it (trailing slash)",
+        None,
+        200,
+        False,
+    ),
+    (
+        "post",
+        "/v3/{domain}/messages",
+        "Mailgun messages, multipart or urlencoded (basic auth api:<token>)",
+        None,
+        200,
+        False,
+    ),
+    ("post", "/v3/{domain}/messages.mime", "Mailgun messages.mime", None, 200, False),
+    (
+        "post",
+        "/v1/webhooks/sendgrid",
+        "SendGrid signed Event Webhook (ECDSA); events recorded as POST /v1/events",
+        None,
+        200,
+        False,
+    ),
+    (
+        "post",
+        "/v1/webhooks/postmark",
+        "Postmark webhook (basic auth); events recorded as POST /v1/events",
+        None,
+        200,
+        False,
+    ),
+    (
+        "post",
+        "/v1/webhooks/postmark/{secret}",
+        "Postmark webhook (secret path); events recorded as POST /v1/events",
+        None,
+        200,
+        False,
+    ),
+    (
+        "post",
+        "/v1/webhooks/mailgun",
+        "Mailgun signed webhook (HMAC-SHA256, 5-minute replay window)",
+        None,
+        200,
+        False,
+    ),
     ("get", "/metrics", "Prometheus metrics", None, 200, True),
     ("get", "/healthz", "Liveness", None, 200, True),
     ("get", "/readyz", "Readiness: store and upstream reachable", None, 200, True),
     ("get", "/openapi.json", "This document", None, 200, True),
+)
+
+
+# The ESP-compatible routes authenticate in the ESP's scheme; webhooks by their signature.
+_OWN_SECURITY = (
+    ("/email", "postmarkServerToken"),
+    ("/v3/{domain}/", "mailgunBasic"),
+    ("/v1/webhooks/", None),
 )
 
 
@@ -189,11 +289,24 @@ def document() -> dict[str, Any]:
             }
         if public:
             operation["security"] = []
+        for prefix, scheme in _OWN_SECURITY:
+            if path.startswith(prefix):
+                operation["security"] = [{scheme: []}] if scheme else []
         paths.setdefault(path, {})[method] = operation
     return {
         "openapi": "3.1.0",
         "info": {"title": "sendguard", "version": __version__},
-        "components": {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
+        "components": {
+            "securitySchemes": {
+                "bearer": {"type": "http", "scheme": "bearer"},
+                "postmarkServerToken": {
+                    "type": "apiKey",
+                    "in": "header",
+                    "name": "X-Postmark-Server-Token",
+                },
+                "mailgunBasic": {"type": "http", "scheme": "basic"},
+            }
+        },
         "security": [{"bearer": []}],
         "paths": paths,
     }

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from importlib import resources
 from typing import Any
@@ -27,13 +27,11 @@ from sendguard.review import APPROVE, CAMPAIGN_ACTIONS, CampaignAction, NotFound
 from sendguard.review_page.guard import safe_next, same_origin, secure_frame, secure_page
 from sendguard.review_page.preview import preview
 from sendguard.review_page.sessions import LoginThrottle, Session, Sessions, throttle_keys
-from sendguard.store.base import Approval, DeliveryQuery
+from sendguard.store.base import Approval, DeliveryQuery, DeliveryRecord, HeldQuery
 
 SESSION_COOKIE = "sendguard_session"
 LOGIN_CSRF_COOKIE = "sendguard_login_csrf"
 PAGE_SIZE = 50
-MAX_SCANNED = 20_000  # held deliveries read for one queue page; past this, filter first
-_SCAN_PAGE = 500
 NO_CAMPAIGN = ""
 
 _DONE = {"approve": "approved", "reject": "rejected"}
@@ -56,8 +54,8 @@ class ReviewPage:
 PAGE: web.AppKey[ReviewPage] = web.AppKey("review_page", ReviewPage)
 
 
-def install(app: web.Application, config: ReviewOptions, clock: Clock) -> None:
-    """Add the review page to the API's application."""
+def install_pages(app: web.Application, config: ReviewOptions, clock: Clock) -> None:
+    """Add the review page's sign-in, queue, preview, actions, timeline and audit."""
     env = aiohttp_jinja2.setup(
         app,
         loader=jinja2.PackageLoader("sendguard.review_page", "templates"),
@@ -94,31 +92,31 @@ def _left(clock: Clock) -> Callable[[datetime | None], str]:
     return left
 
 
-def _page(request: web.Request) -> ReviewPage:
+def page_state(request: web.Request) -> ReviewPage:
     return request.app[PAGE]
 
 
-def _session(request: web.Request) -> Session | None:
+def current_session(request: web.Request) -> Session | None:
     session_id = request.cookies.get(SESSION_COOKIE, "")
-    page = _page(request)
+    page = page_state(request)
     return page.sessions.get(session_id, page.clock.now()) if session_id else None
 
 
-def _render(
+def render(
     request: web.Request, template: str, context: Mapping[str, Any], status: int = 200
 ) -> web.StreamResponse:
     response = aiohttp_jinja2.render_template(template, request, dict(context), status=status)
     return secure_page(response)
 
 
-def _message(
+def message_page(
     request: web.Request, session: Session | None, status: int, title: str, text: str
 ) -> web.StreamResponse:
     context = {"session": session, "title": title, "text": text, "status": status}
-    return _render(request, "message.html", context, status=status)
+    return render(request, "message.html", context, status=status)
 
 
-def _to_login() -> web.StreamResponse:
+def to_login() -> web.StreamResponse:
     return secure_page(web.HTTPSeeOther("/review/login"))
 
 
@@ -131,7 +129,7 @@ def _see(location: str) -> web.StreamResponse:
 
 def _login_page(request: web.Request, error: str = "", status: int = 200) -> web.StreamResponse:
     token = secrets.token_urlsafe(32)
-    response = _render(
+    response = render(
         request, "login.html", {"csrf": token, "error": error, "session": None}, status
     )
     response.set_cookie(
@@ -147,7 +145,7 @@ def _login_page(request: web.Request, error: str = "", status: int = 200) -> web
 
 async def login_form(request: web.Request) -> web.StreamResponse:
     """The sign-in form (or the queue, for someone signed in)."""
-    if _session(request) is not None:
+    if current_session(request) is not None:
         return _see("/review")
     return _login_page(request)
 
@@ -162,8 +160,8 @@ async def login(request: web.Request) -> web.StreamResponse:
         or not expected
         or not secrets.compare_digest(expected.encode(), token.encode())
     ):
-        return _message(request, None, 403, "Forbidden", "The sign-in form was not ours.")
-    page = _page(request)
+        return message_page(request, None, 403, "Forbidden", "The sign-in form was not ours.")
+    page = page_state(request)
     now = page.clock.now()
     username = str(form.get("username", "")).strip()
     password = str(form.get("password", ""))
@@ -200,16 +198,18 @@ async def login(request: web.Request) -> web.StreamResponse:
     return response
 
 
-async def _checked(request: web.Request) -> tuple[Session, Mapping[str, Any]] | web.StreamResponse:
+async def checked_form(
+    request: web.Request,
+) -> tuple[Session, Mapping[str, Any]] | web.StreamResponse:
     """The session and form of a state change, or the 403 that refuses it."""
-    session = _session(request)
+    session = current_session(request)
     if session is None:
-        return _message(request, None, 403, "Forbidden", "Sign in first.")
+        return message_page(request, None, 403, "Forbidden", "Sign in first.")
     form = await request.post()
     if not same_origin(request):
-        return _message(request, session, 403, "Forbidden", "The request came from elsewhere.")
+        return message_page(request, session, 403, "Forbidden", "The request came from elsewhere.")
     if not session.csrf_matches(str(form.get("csrf_token", ""))):
-        return _message(
+        return message_page(
             request, session, 403, "Forbidden", "The form has expired; reload the page."
         )
     return session, form
@@ -217,11 +217,11 @@ async def _checked(request: web.Request) -> tuple[Session, Mapping[str, Any]] | 
 
 async def logout(request: web.Request) -> web.StreamResponse:
     """End the session."""
-    checked = await _checked(request)
+    checked = await checked_form(request)
     if isinstance(checked, web.StreamResponse):
         return checked
     session, _ = checked
-    _page(request).sessions.end(session.id)
+    page_state(request).sessions.end(session.id)
     response = _see("/review/login")
     response.del_cookie(SESSION_COOKIE, path="/review")
     return response
@@ -252,52 +252,36 @@ class Group:
     rows: list[dict[str, Any]] = field(default_factory=list)
 
 
-async def _held(
-    request: web.Request, campaign: str | None, recipient: str | None
-) -> list[Delivery]:
-    store = api(request).store
-    held: list[Delivery] = []
-    after: str | None = None
-    while len(held) < MAX_SCANNED:
-        page = await store.list_deliveries(
-            DeliveryQuery(
-                state=DeliveryState.HELD,
-                campaign=campaign,
-                recipient=recipient,
-                after=after,
-                limit=_SCAN_PAGE,
-            )
-        )
-        held.extend(page.deliveries)
-        if page.next is None:
-            break
-        after = page.next
-    return held
-
-
-async def _reasons(request: web.Request, delivery: Delivery) -> tuple[list[str], list[str]]:
-    """The reasons it is held (in words) and the policies holding it."""
-    store = api(request).store
-    outcomes = await store.outcomes(delivery.id)
-    latest = max((o.at for o in outcomes), default=None)
+def reasons_of(delivery: Delivery, record: DeliveryRecord) -> tuple[list[str], list[str]]:
+    """The reasons it is held (in words) and the policies holding it, from its record."""
+    latest = max((o.at for o in record.outcomes), default=None)
     holding = [
         o.outcome
-        for o in outcomes
+        for o in record.outcomes
         if o.at == latest
         and o.outcome.verdict.action.value == "hold"
         and o.outcome.mode.value == "enforce"
     ]
     if delivery.hold_origin is HoldOrigin.PAUSE or not holding:
-        steps = await store.transitions(delivery.id)
+        steps = record.transitions
         return ([steps[-1].reason] if steps else []), [delivery.hold_origin or HoldOrigin.PAUSE]
     return [f"{o.policy}: {o.verdict.reason}" for o in holding], [o.policy for o in holding]
 
 
+async def _reasons(request: web.Request, delivery: Delivery) -> tuple[list[str], list[str]]:
+    records = await api(request).store.delivery_records([delivery.id])
+    return reasons_of(delivery, records[delivery.id])
+
+
 async def queue(request: web.Request) -> web.StreamResponse:
-    """Held deliveries grouped by campaign, with counts, reasons, age and time left."""
-    session = _session(request)
+    """Held deliveries grouped by campaign, with counts, reasons, age and time left.
+
+    The store aggregates the groups and picks the page (one scan off the event loop); the
+    reasons of the page's rows come in one batch: the cost does not grow with the queue.
+    """
+    session = current_session(request)
     if session is None:
-        return _to_login()
+        return to_login()
     q = request.query
     campaign = q.get("campaign", "").strip() or None
     recipient = q.get("recipient", "").strip() or None
@@ -306,25 +290,18 @@ async def queue(request: web.Request) -> web.StreamResponse:
         number = max(1, int(q.get("page", "1")))
     except ValueError:
         number = 1
-    held = await _held(request, campaign, recipient)
-    if policy is not None:
-        kept = []
-        for delivery in held:
-            _, policies = await _reasons(request, delivery)
-            if policy in policies:
-                kept.append(delivery)
-        held = kept
-    groups: dict[str, Group] = {}
-    for delivery in held:
-        group = groups.setdefault(delivery.campaign or NO_CAMPAIGN, Group(delivery.campaign or ""))
-        group.count += 1
-        if group.oldest is None or delivery.updated_at < group.oldest:
-            group.oldest = delivery.updated_at
-        if delivery.due_at is not None and (
-            group.expires is None or delivery.due_at < group.expires
-        ):
-            group.expires = delivery.due_at
-    summaries = {s.campaign.name: s.campaign for s in await api(request).store.campaigns()}
+    store = api(request).store
+    query = HeldQuery(campaign, recipient, policy, (number - 1) * PAGE_SIZE, PAGE_SIZE)
+    found = await store.held_queue(query)
+    pages = max(1, -(-found.total // PAGE_SIZE))
+    if number > pages:  # past the end (the queue shrank): show the last page
+        number = pages
+        found = await store.held_queue(replace(query, offset=(number - 1) * PAGE_SIZE))
+    groups = {
+        g.campaign or NO_CAMPAIGN: Group(g.campaign or "", g.count, g.oldest, g.expires)
+        for g in found.groups
+    }
+    summaries = {c.name: c for c in found.reviewed}
     for name, group in groups.items():
         known = summaries.get(name)
         if known is not None:
@@ -336,17 +313,13 @@ async def queue(request: web.Request) -> web.StreamResponse:
                 if known.approval
                 else "pending"
             )
-    # Campaigns in name order, deliveries without one last; newest first within a group.
-    ordered = sorted(held, key=lambda d: (d.campaign is None, d.campaign or ""))
-    pages = max(1, -(-len(ordered) // PAGE_SIZE))
-    number = min(number, pages)
-    shown = ordered[(number - 1) * PAGE_SIZE : number * PAGE_SIZE]
+    records = await store.delivery_records([d.id for d in found.deliveries])
     visible: list[Group] = []
-    for delivery in shown:
+    for delivery in found.deliveries:
         group = groups[delivery.campaign or NO_CAMPAIGN]
         if not visible or visible[-1] is not group:
             visible.append(group)
-        reasons, _ = await _reasons(request, delivery)
+        reasons, _ = reasons_of(delivery, records[delivery.id])
         group.rows.append({"delivery": delivery, "reasons": reasons})
     paused = [
         {"name": name, "state": "paused"}
@@ -356,13 +329,13 @@ async def queue(request: web.Request) -> web.StreamResponse:
     filters = {
         k: v for k, v in (("campaign", campaign), ("recipient", recipient), ("policy", policy)) if v
     }
-    return _render(
+    return render(
         request,
         "queue.html",
         {
             "session": session,
             "groups": visible,
-            "total": len(held),
+            "total": found.total,
             "campaign_count": len(groups),
             "filters": filters,
             "page": number,
@@ -394,19 +367,19 @@ async def _recent(request: web.Request, recipient: str, limit: int = 20) -> list
 
 async def show_delivery(request: web.Request) -> web.StreamResponse:
     """A held message as its recipient would see it, beside the recipient's recent timeline."""
-    session = _session(request)
+    session = current_session(request)
     if session is None:
-        return _to_login()
+        return to_login()
     store = api(request).store
     delivery = await store.get_delivery(request.match_info["id"])
     if delivery is None:
-        return _message(request, session, 404, "Not found", "There is no such delivery.")
+        return message_page(request, session, 404, "Not found", "There is no such delivery.")
     shown = preview(await store.message_content(delivery.message.id))
     reasons, _ = (
         await _reasons(request, delivery) if delivery.state is DeliveryState.HELD else ([], [])
     )
     events = await store.events(delivery.recipient)
-    return _render(
+    return render(
         request,
         "preview.html",
         {
@@ -417,6 +390,7 @@ async def show_delivery(request: web.Request) -> web.StreamResponse:
             "transitions": await store.transitions(delivery.id),
             "timeline": await _recent(request, delivery.recipient),
             "events": list(reversed(events))[:20],
+            "edited": await store.edit_making(delivery.message.id),
             "here": request.path,
         },
     )
@@ -424,7 +398,7 @@ async def show_delivery(request: web.Request) -> web.StreamResponse:
 
 async def delivery_frame(request: web.Request) -> web.StreamResponse:
     """The HTML part alone, for the sandboxed iframe: nothing in it runs or loads."""
-    session = _session(request)
+    session = current_session(request)
     if session is None:
         return secure_frame(web.Response(status=403, text="sign in first"))
     store = api(request).store
@@ -439,10 +413,10 @@ async def delivery_frame(request: web.Request) -> web.StreamResponse:
 # --- decisions ----------------------------------------------------------------------------
 
 
-def _refused(request: web.Request, session: Session) -> web.StreamResponse | None:
+def refuse_viewer(request: web.Request, session: Session) -> web.StreamResponse | None:
     if session.identity.may_decide:
         return None
-    return _message(
+    return message_page(
         request, session, 403, "Forbidden", f"{session.identity.name} may look but not decide."
     )
 
@@ -454,11 +428,11 @@ async def _decide(
 ) -> web.StreamResponse:
     """Check the request, run `act(session, note)`, and go back with what it did; with
     `ask`, a form without `confirm=yes` is first answered with a confirmation."""
-    checked = await _checked(request)
+    checked = await checked_form(request)
     if isinstance(checked, web.StreamResponse):
         return checked
     session, form = checked
-    refused = _refused(request, session)
+    refused = refuse_viewer(request, session)
     if refused is not None:
         return refused
     if ask is not None and form.get("confirm") != "yes":
@@ -467,12 +441,12 @@ async def _decide(
     try:
         done = await act(session, note)
     except NotFound as exc:
-        return _message(request, session, 404, "Not found", str(exc))
+        return message_page(request, session, 404, "Not found", str(exc))
     except Conflict as exc:
-        return _message(request, session, 409, "Not possible", str(exc))
+        return message_page(request, session, 409, "Not possible", str(exc))
     back = safe_next(str(form.get("next", "")) or None)
     context = {"session": session, "title": "Done", "text": done, "status": 200, "back": back}
-    return _render(request, "message.html", context)
+    return render(request, "message.html", context)
 
 
 def _delivery_action(action: str) -> PageHandler:
@@ -534,7 +508,7 @@ def _campaign_action(action: CampaignAction) -> PageHandler:
                 "note": str(form.get("note", "")),
                 "next": safe_next(str(form.get("next", "")) or None),
             }
-            return _render(request, "confirm.html", context)
+            return render(request, "confirm.html", context)
 
         return await _decide(request, act, ask if confirm else None)
 
@@ -546,13 +520,13 @@ def _campaign_action(action: CampaignAction) -> PageHandler:
 
 async def timeline(request: web.Request) -> web.StreamResponse:
     """Everything an address was sent, spared or is waiting for."""
-    session = _session(request)
+    session = current_session(request)
     if session is None:
-        return _to_login()
+        return to_login()
     address = request.query.get("address", "").strip()
     rows = await _recent(request, address, limit=100) if address else []
     events = list(reversed(await api(request).store.events(address))) if address else []
-    return _render(
+    return render(
         request,
         "timeline.html",
         {"session": session, "address": address, "rows": rows, "events": events},
@@ -561,8 +535,8 @@ async def timeline(request: web.Request) -> web.StreamResponse:
 
 async def audit(request: web.Request) -> web.StreamResponse:
     """Who decided what, when, with which note, about how many deliveries."""
-    session = _session(request)
+    session = current_session(request)
     if session is None:
-        return _to_login()
+        return to_login()
     entries = await api(request).store.audit(200)
-    return _render(request, "audit.html", {"session": session, "entries": entries})
+    return render(request, "audit.html", {"session": session, "entries": entries})

@@ -338,6 +338,107 @@ class StoreStats:
     commits: int = 0
 
 
+class LifecycleEvent(StrEnum):
+    """A delivery state change an outbound webhook can subscribe to."""
+
+    FORWARDED = "forwarded"
+    """Queued to be sent now."""
+    DELAYED = "delayed"
+    """Waiting (a cap, a premise, a schedule) until a time or a fact."""
+    HELD = "held"
+    """In the review queue (or held by a kill switch)."""
+    DROPPED = "dropped"
+    """Will never be sent."""
+    RELEASED = "released"
+    """Out of the review queue or a pause: judged again now."""
+    DELIVERED = "delivered"
+    """The upstream accepted it."""
+    FAILED = "failed"
+    """The upstream refused it for good, or it expired."""
+    BOUNCED = "bounced"
+    """A bounce was reported for it (`POST /v1/events`, type `bounce`, with its message id)."""
+
+
+def lifecycle_event(previous: DeliveryState | None, state: DeliveryState) -> LifecycleEvent | None:
+    """The webhook event a move from `previous` (None: a new delivery) to `state` is, if any.
+
+    `sending` and `deferred` are the dispatcher's business, not a change a tool acts on; a
+    delayed delivery judged again and still delayed is no change either.
+    """
+    if state is DeliveryState.DELAYED:
+        if previous is DeliveryState.HELD:
+            return LifecycleEvent.RELEASED
+        return None if previous is DeliveryState.DELAYED else LifecycleEvent.DELAYED
+    if state is previous:
+        return None
+    return _EVENT_OF.get(state)
+
+
+_EVENT_OF = {
+    DeliveryState.QUEUED: LifecycleEvent.FORWARDED,
+    DeliveryState.HELD: LifecycleEvent.HELD,
+    DeliveryState.DROPPED: LifecycleEvent.DROPPED,
+    DeliveryState.SENT: LifecycleEvent.DELIVERED,
+    DeliveryState.FAILED: LifecycleEvent.FAILED,
+}
+
+
+@dataclass(frozen=True)
+class WebhookTarget:
+    """An outbound webhook as the store sees it: its name (the URL) and the events it wants."""
+
+    name: str
+    events: frozenset[LifecycleEvent]
+
+
+@dataclass(frozen=True)
+class OutboundEvent:
+    """A lifecycle event waiting in the outbox to be posted to one webhook target."""
+
+    id: int
+    target: str
+    delivery_id: str
+    event: LifecycleEvent
+    payload: str
+    """The event as JSON, without its `id` (the sender adds it)."""
+    created_at: datetime
+    attempts: int
+
+
+@dataclass(frozen=True)
+class ShadowExample:
+    """One delivery a shadow policy would have treated otherwise than forward."""
+
+    delivery_id: str
+    recipient: str
+    campaign: str | None
+    verdict: str
+    reason: str
+    at: datetime
+    until: datetime | None = None
+
+
+@dataclass(frozen=True)
+class ShadowTally:
+    """What one shadow policy said in a window: verdict counts (forwards included), the
+    latest examples of each other verdict, and the recipients it would have affected most."""
+
+    policy: str
+    counts: dict[str, int]
+    examples: Sequence[ShadowExample]
+    recipients: Sequence[tuple[str, int]]
+
+
+@dataclass(frozen=True)
+class QueueAges:
+    """How long the oldest work has waited (for alerts): None when there is none."""
+
+    oldest_held_since: datetime | None
+    """When the longest-held delivery (held by a policy, not a pause) was held."""
+    oldest_due_at: datetime | None
+    """The earliest due time among deliveries waiting to be sent or judged again."""
+
+
 class Store(ABC):
     """Everything sendguard keeps. See the module docstring for the rules every backend enforces."""
 
@@ -409,7 +510,8 @@ class Store(ABC):
 
     @abstractmethod
     async def deliveries_of(self, message_id: str) -> Sequence[Delivery]:
-        """Every delivery of a message, in recipient order."""
+        """Every delivery of a message, in recipient order, with those a reviewer's edit
+        moved to an edited copy of it (`edits`)."""
 
     @abstractmethod
     async def list_deliveries(self, query: DeliveryQuery) -> DeliveryPage:
@@ -567,9 +669,19 @@ class Store(ABC):
 
     @abstractmethod
     async def lift_suppression(
-        self, address: str, actor: str, at: datetime, note: str = ""
+        self,
+        address: str,
+        actor: str,
+        at: datetime,
+        note: str = "",
+        *,
+        made_by: datetime | None = None,
     ) -> Suppression | None:
-        """Remove the suppression of `address` and audit it (`lift`); None if there was none."""
+        """Remove the suppression of `address` and audit it (`lift`); None if there was none.
+
+        With `made_by`, only a suppression created at or before that moment is lifted (a
+        resubscribe that happened before the unsubscribe must not undo it): None otherwise.
+        """
 
     # approvals and the global pause ----------------------------------------------------------
     @abstractmethod
@@ -613,3 +725,169 @@ class Store(ABC):
     @abstractmethod
     async def audit(self, limit: int = 100) -> Sequence[AuditEntry]:
         """The latest audit entries, newest first."""
+
+    # outbound webhooks -----------------------------------------------------------------------
+    def set_webhook_targets(self, targets: Sequence[WebhookTarget]) -> None:
+        """From now on, write an outbox row for each target that wants a state change, in the
+        same transaction as the change (so an event is never lost nor sent for a change that
+        was rolled back)."""
+        del targets
+
+    @abstractmethod
+    async def claim_webhook_events(
+        self, now: datetime, owner: str, limit: int, lease: timedelta
+    ) -> Sequence[OutboundEvent]:
+        """Claim up to `limit` due outbox rows for `owner` until `now + lease`, oldest first.
+
+        Only the oldest pending row of each (target, delivery) is ever claimable, so the
+        events of one delivery reach a target in order, each after the one before succeeded.
+        """
+
+    @abstractmethod
+    async def webhook_event_done(self, event_id: int) -> None:
+        """Forget a row: it was delivered (or given up on)."""
+
+    @abstractmethod
+    async def webhook_event_retry(self, event_id: int, next_at: datetime, error: str) -> None:
+        """Count a failed attempt and make the row due again at `next_at`."""
+
+    @abstractmethod
+    async def pending_webhook_events(self) -> int:
+        """How many outbox rows wait to be delivered."""
+
+    # shadow report ---------------------------------------------------------------------------
+    @abstractmethod
+    async def shadow_tallies(
+        self, since: datetime, *, examples: int = 5, top: int = 10
+    ) -> Sequence[ShadowTally]:
+        """Per policy that gave shadow verdicts since `since` (by name): counts per verdict,
+        the latest `examples` deliveries per verdict other than forward, and the `top`
+        recipients with the most such verdicts. An aggregate: never on the event loop."""
+
+    @abstractmethod
+    async def queue_ages(self) -> QueueAges:
+        """The oldest held and the earliest due delivery (an aggregate: off the event loop)."""
+
+    # review queue, edits, reviewer notices -------------------------------------------------
+    @abstractmethod
+    async def held_queue(self, query: HeldQuery) -> HeldQueue:
+        """The held deliveries matching `query`, aggregated per campaign in the store, and
+        the page `offset`/`limit` of them. The policy filter is evaluated in the store too,
+        so the cost does not grow with a per-delivery look-up."""
+
+    @abstractmethod
+    async def add_edit(self, edit: Edit, message: Message, content: bytes) -> Edit:
+        """Apply a reviewer's edit in one transaction: store `content` as the new message
+        `edit.edited_message_id` (the corrected message's envelope and fields, with
+        `message`'s headers, size and content fingerprint), move the held deliveries of
+        `edit.message_id` in `edit.campaign` that no worker has claimed to it, and record the
+        edit (the caller audits the reviewer's action, which may edit several messages).
+        Return the edit with its `count`; raise Conflict, changing nothing, if none of them is
+        held any more."""
+
+    @abstractmethod
+    async def edits(self, campaign: str) -> Sequence[Edit]:
+        """The edits of a campaign, newest first."""
+
+    @abstractmethod
+    async def edit_making(self, message_id: str) -> Edit | None:
+        """The edit that made message `message_id`, if an edit did."""
+
+    @abstractmethod
+    async def review_notices(self) -> Sequence[ReviewNotice]:
+        """Every campaign whose holds were noticed and not yet all reviewed."""
+
+    @abstractmethod
+    async def notice_held(
+        self, campaigns: Sequence[str | None], at: datetime
+    ) -> Sequence[str | None]:
+        """Note that these campaigns have held deliveries; return those that had none noted
+        before (first held), at most once across every instance sharing the store."""
+
+    @abstractmethod
+    async def notice_sent(self, campaign: str | None, at: datetime) -> None:
+        """The reviewers were told that `campaign` is held."""
+
+    @abstractmethod
+    async def forget_notices(self, keep: Sequence[str | None]) -> None:
+        """Forget the notices of every campaign but `keep` (nothing of them is held any more):
+        when one is held again, that is a first hold again."""
+
+
+# review: the held queue, edits before approval, reviewer notices -----------------------------
+
+
+@dataclass(frozen=True)
+class HeldQuery:
+    """Filters and the page of the review queue (held deliveries, by campaign)."""
+
+    campaign: str | None = None
+    recipient: str | None = None
+    policy: str | None = None
+    """Only deliveries this policy holds in its latest decision (`pause`: held by a pause)."""
+    offset: int = 0
+    limit: int = 50
+
+
+@dataclass(frozen=True)
+class HeldGroup:
+    """The held deliveries of one campaign (`None`: of no campaign) matching a query."""
+
+    campaign: str | None
+    count: int
+    oldest: datetime
+    """When the longest-waiting of them last changed (was held)."""
+    expires: datetime | None
+    """When the first of them reaches its hold expiry, if any does."""
+
+
+@dataclass(frozen=True)
+class HeldQueue:
+    """The review queue: every matching group, and one page of the matching deliveries in
+    queue order (campaigns by name, no campaign last; newest first within a campaign)."""
+
+    groups: Sequence[HeldGroup]
+    deliveries: Sequence[Delivery]
+    total: int
+    reviewed: Sequence[Campaign] = ()
+    """Every campaign reviewers decided something about (approved, rejected, paused)."""
+
+
+class EditedPart(StrEnum):
+    """What a reviewer may correct before approving."""
+
+    SUBJECT = "subject"
+    TEXT = "text"
+    HTML = "html"
+
+
+@dataclass(frozen=True)
+class Edit:
+    """A reviewer's correction of a held campaign message: the edited copy is a message of its
+    own (`edited_message_id`), the message it corrects stays as it was."""
+
+    id: str
+    campaign: str
+    message_id: str
+    """The message that was corrected (itself an edited copy when edited twice)."""
+    edited_message_id: str
+    origin_message_id: str
+    """The message as it was received: the first of a chain of edits."""
+    actor: str
+    at: datetime
+    changed: tuple[EditedPart, ...]
+    diff: str
+    """A unified diff of what changed (subject, text part, HTML part)."""
+    note: str = ""
+    count: int = 0
+    """How many held deliveries moved to the edited copy."""
+
+
+@dataclass(frozen=True)
+class ReviewNotice:
+    """A campaign (`None`: mail of no campaign) that has held deliveries, since when, and
+    whether the reviewers were told."""
+
+    campaign: str | None
+    held_at: datetime
+    sent_at: datetime | None = None

@@ -43,20 +43,33 @@ from sendguard.store.base import (
     DeliveryPage,
     DeliveryQuery,
     DeliveryRecord,
+    Edit,
+    EditedPart,
     Event,
     Fact,
     GlobalPause,
+    HeldGroup,
+    HeldQuery,
+    HeldQueue,
     HistoryEntry,
     IdempotencyRecord,
+    LifecycleEvent,
     NewDelivery,
+    OutboundEvent,
     PruneCutoffs,
+    QueueAges,
     RecordedOutcome,
+    ReviewNotice,
+    ShadowExample,
+    ShadowTally,
     Store,
     Suppression,
     SuppressionPage,
     SuppressionQuery,
     SuppressionReason,
+    WebhookTarget,
     event_type,
+    lifecycle_event,
 )
 from sendguard.verdict import Action, Decision, Mode
 
@@ -98,6 +111,8 @@ class SqlStore(Store):
 
     #: appended to the claim query (PostgreSQL: "FOR UPDATE SKIP LOCKED")
     claim_lock = ""
+    #: outbound webhooks that want state changes (set from the config)
+    _webhook_targets: tuple[WebhookTarget, ...] = ()
 
     @abstractmethod
     async def _write(self, job: Job[T]) -> T:
@@ -194,6 +209,15 @@ class SqlStore(Store):
                     ),
                 )
                 await self._record(tx, new.id, new.state, new.reason, now, new.decision, fresh=True)
+                if self._webhook_targets:
+                    await self._emit(
+                        tx,
+                        new.id,
+                        lifecycle_event(None, new.state),
+                        new.reason,
+                        now,
+                        (message.id, new.recipient, message.fields.campaign),
+                    )
                 if new.state is DeliveryState.QUEUED:
                     await self._reserve(tx, new.id, now)
 
@@ -338,7 +362,10 @@ class SqlStore(Store):
     async def deliveries_of(self, message_id: str) -> Sequence[Delivery]:
         async def job(tx: Tx) -> list[Sequence[Any]]:
             return await tx.fetch(
-                f"{codec.DELIVERY_SELECT} WHERE d.message_id = ? ORDER BY d.id", (message_id,)
+                f"{codec.DELIVERY_SELECT} WHERE d.message_id = ? OR d.message_id IN"
+                " (SELECT edited_message_id FROM edits WHERE origin_message_id = ?)"
+                " ORDER BY d.id",
+                (message_id, message_id),
             )
 
         return [codec.delivery_from_row(r) for r in await self._scan(job)]
@@ -500,6 +527,8 @@ class SqlStore(Store):
                 (at, at, delivery_id),
             )
             await self._record(tx, delivery_id, DeliveryState.DELAYED, why, at, None)
+            if self._webhook_targets:
+                await self._emit(tx, delivery_id, LifecycleEvent.RELEASED, why, at)
         return len(held)
 
     async def count_by_state(self) -> dict[DeliveryState, int]:
@@ -604,6 +633,9 @@ class SqlStore(Store):
                 ),
             )
             await self._record(tx, delivery_id, change.to, change.reason, at, change.decision)
+            if self._webhook_targets:
+                event = lifecycle_event(DeliveryState(state), change.to)
+                await self._emit(tx, delivery_id, event, change.reason, at)
             if change.to is DeliveryState.QUEUED:
                 await self._reserve(tx, delivery_id, at)
             elif change.to is DeliveryState.SENT:
@@ -719,6 +751,19 @@ class SqlStore(Store):
                     event.offer,
                 ),
             )
+            if self._webhook_targets and event.type == "bounce" and event.message_id:
+                bounced = await tx.fetch(
+                    "SELECT id FROM deliveries WHERE message_id = ? AND recipient_key = ?",
+                    (event.message_id, recipient_key(event.recipient)),
+                )
+                for (delivery_id,) in bounced:
+                    await self._emit(
+                        tx,
+                        delivery_id,
+                        LifecycleEvent.BOUNCED,
+                        "a bounce was reported",
+                        to_micros(event.at),
+                    )
 
         await self._write(job)
 
@@ -927,9 +972,12 @@ class SqlStore(Store):
                 (cutoff,),
             )
         gone = await tx.execute(f"DELETE FROM deliveries WHERE {done}", (cutoff,))
+        # A message a reviewer corrected stays while deliveries of its edited copy exist.
         orphans = (
             "SELECT id FROM messages m WHERE received_at < ? AND NOT EXISTS"
-            " (SELECT 1 FROM deliveries d WHERE d.message_id = m.id)"
+            " (SELECT 1 FROM deliveries d WHERE d.message_id = m.id) AND NOT EXISTS"
+            " (SELECT 1 FROM edits e JOIN deliveries d ON d.message_id = e.edited_message_id"
+            " WHERE e.message_id = m.id OR e.origin_message_id = m.id)"
         )
         await tx.execute(f"DELETE FROM requirements WHERE message_id IN ({orphans})", (cutoff,))
         await tx.execute(f"DELETE FROM messages WHERE id IN ({orphans})", (cutoff,))
@@ -1017,13 +1065,20 @@ class SqlStore(Store):
         return SuppressionPage(page, recipient_key(page[-1].address) if more and page else None)
 
     async def lift_suppression(
-        self, address: str, actor: str, at: datetime, note: str = ""
+        self,
+        address: str,
+        actor: str,
+        at: datetime,
+        note: str = "",
+        *,
+        made_by: datetime | None = None,
     ) -> Suppression | None:
         key = recipient_key(address)
+        newest = to_micros(made_by) if made_by is not None else None
 
         async def job(tx: Tx) -> Sequence[Any] | None:
             row = await _one(tx, f"{self._SUPPRESSION_SELECT} WHERE address_key = ?", (key,))
-            if row is None:
+            if row is None or (newest is not None and row[3] > newest):
                 return None
             await tx.execute("DELETE FROM suppressions WHERE address_key = ?", (key,))
             await tx.execute(
@@ -1066,3 +1121,416 @@ class SqlStore(Store):
             AuditEntry(from_micros(r[1]), r[2], r[3], r[4], r[5], r[6], r[0])
             for r in await self._read(job)
         ]
+
+    # outbound webhooks -----------------------------------------------------------------------
+    def set_webhook_targets(self, targets: Sequence[WebhookTarget]) -> None:
+        self._webhook_targets = tuple(targets)
+
+    async def _emit(
+        self,
+        tx: Tx,
+        delivery_id: str,
+        event: LifecycleEvent | None,
+        reason: str,
+        at: int,
+        known: tuple[str, str, str | None] | None = None,
+    ) -> None:
+        """Write the outbox rows announcing `event` for a delivery, in the change's transaction.
+
+        `known` is (message id, recipient, campaign) when the caller has them at hand.
+        """
+        targets = [t.name for t in self._webhook_targets if event in t.events]
+        if event is None or not targets:
+            return
+        if known is None:
+            row = await _one(
+                tx,
+                "SELECT message_id, recipient, campaign FROM deliveries WHERE id = ?",
+                (delivery_id,),
+            )
+            if row is None:
+                return
+            known = (row[0], row[1], row[2])
+        message_id, recipient, campaign = known
+        payload = json.dumps(
+            {
+                "type": event.value,
+                "at": from_micros(at).isoformat().replace("+00:00", "Z"),
+                "delivery": {
+                    "id": delivery_id,
+                    "message_id": message_id,
+                    "recipient": recipient,
+                    "campaign": campaign,
+                    "reason": reason,
+                },
+            },
+            ensure_ascii=False,
+            separators=(",", ":"),
+        )
+        for target in targets:
+            await tx.execute(
+                "INSERT INTO webhook_outbox (target, delivery_id, event, payload, created_at,"
+                " next_at) VALUES (?, ?, ?, ?, ?, ?)",
+                (target, delivery_id, event.value, payload, at, at),
+            )
+
+    async def claim_webhook_events(
+        self, now: datetime, owner: str, limit: int, lease: timedelta
+    ) -> Sequence[OutboundEvent]:
+        at, until = to_micros(now), to_micros(now + lease)
+        columns = "id, target, delivery_id, event, payload, created_at, attempts"
+
+        async def job(tx: Tx) -> list[Sequence[Any]]:
+            rows = await tx.fetch(
+                "SELECT o.id FROM webhook_outbox o WHERE o.next_at <= ?"
+                " AND (o.lease_until IS NULL OR o.lease_until < ?)"
+                " AND NOT EXISTS (SELECT 1 FROM webhook_outbox p WHERE p.target = o.target"
+                " AND p.delivery_id = o.delivery_id AND p.id < o.id)"
+                f" ORDER BY o.id LIMIT ? {self.claim_lock}",
+                (at, at, limit),
+            )
+            ids = [r[0] for r in rows]
+            if not ids:
+                return []
+            await tx.execute(
+                "UPDATE webhook_outbox SET owner = ?, lease_until = ?"
+                f" WHERE id IN ({_marks(len(ids))})",
+                (owner, until, *ids),
+            )
+            return await tx.fetch(
+                f"SELECT {columns} FROM webhook_outbox WHERE id IN ({_marks(len(ids))})"
+                " ORDER BY id",
+                ids,
+            )
+
+        return [
+            OutboundEvent(
+                int(r[0]), r[1], r[2], LifecycleEvent(r[3]), r[4], from_micros(r[5]), int(r[6])
+            )
+            for r in await self._write(job)
+        ]
+
+    async def webhook_event_done(self, event_id: int) -> None:
+        async def job(tx: Tx) -> None:
+            await tx.execute("DELETE FROM webhook_outbox WHERE id = ?", (event_id,))
+
+        await self._write(job)
+
+    async def webhook_event_retry(self, event_id: int, next_at: datetime, error: str) -> None:
+        async def job(tx: Tx) -> None:
+            await tx.execute(
+                "UPDATE webhook_outbox SET attempts = attempts + 1, next_at = ?,"
+                " last_error = ?, owner = NULL, lease_until = NULL WHERE id = ?",
+                (to_micros(next_at), error[:500], event_id),
+            )
+
+        await self._write(job)
+
+    async def pending_webhook_events(self) -> int:
+        async def job(tx: Tx) -> Sequence[Any] | None:
+            return await _one(tx, "SELECT COUNT(*) FROM webhook_outbox")
+
+        row = await self._scan(job)
+        return int(row[0]) if row else 0
+
+    # shadow report ---------------------------------------------------------------------------
+    async def shadow_tallies(
+        self, since: datetime, *, examples: int = 5, top: int = 10
+    ) -> Sequence[ShadowTally]:
+        start = to_micros(since)
+        window = "o.mode = 'shadow' AND o.at >= ?"
+
+        async def job(tx: Tx) -> tuple[list[Sequence[Any]], ...]:
+            counts = await tx.fetch(
+                f"SELECT o.policy, o.action, COUNT(*) FROM outcomes o WHERE {window}"
+                " GROUP BY o.policy, o.action",
+                (start,),
+            )
+            samples = await tx.fetch(
+                "SELECT policy, action, delivery_id, recipient, campaign, reason, at, until"
+                " FROM (SELECT o.policy, o.action, o.delivery_id, d.recipient, d.campaign,"
+                " o.reason, o.at, o.until, ROW_NUMBER() OVER (PARTITION BY o.policy, o.action"
+                " ORDER BY o.at DESC, o.delivery_id DESC) AS n"
+                f" FROM outcomes o JOIN deliveries d ON d.id = o.delivery_id WHERE {window}"
+                " AND o.action <> 'forward') AS ranked WHERE n <= ?"
+                " ORDER BY policy, action, at DESC, delivery_id DESC",
+                (start, examples),
+            )
+            people = await tx.fetch(
+                "SELECT policy, recipient_key, hits FROM (SELECT policy, recipient_key, hits,"
+                " ROW_NUMBER() OVER (PARTITION BY policy ORDER BY hits DESC, recipient_key)"
+                " AS n FROM (SELECT o.policy, d.recipient_key, COUNT(*) AS hits"
+                f" FROM outcomes o JOIN deliveries d ON d.id = o.delivery_id WHERE {window}"
+                " AND o.action <> 'forward' GROUP BY o.policy, d.recipient_key) AS per_person)"
+                " AS ranked WHERE n <= ? ORDER BY policy, hits DESC, recipient_key",
+                (start, top),
+            )
+            return counts, samples, people
+
+        counts, samples, people = await self._scan(job)
+        tallies: dict[str, dict[str, int]] = {}
+        for policy, action, n in counts:
+            tallies.setdefault(policy, {})[action] = int(n)
+        shown: dict[str, list[ShadowExample]] = {}
+        for policy, action, delivery_id, recipient, campaign, reason, at, until in samples:
+            shown.setdefault(policy, []).append(
+                ShadowExample(
+                    delivery_id,
+                    recipient,
+                    campaign,
+                    action,
+                    reason,
+                    from_micros(at),
+                    codec.moment(until),
+                )
+            )
+        affected: dict[str, list[tuple[str, int]]] = {}
+        for policy, key, hits in people:
+            affected.setdefault(policy, []).append((key, int(hits)))
+        return [
+            ShadowTally(name, tallies[name], shown.get(name, []), affected.get(name, []))
+            for name in sorted(tallies)
+        ]
+
+    async def queue_ages(self) -> QueueAges:
+        async def job(tx: Tx) -> tuple[Sequence[Any] | None, Sequence[Any] | None]:
+            held = await _one(
+                tx,
+                "SELECT MIN(updated_at) FROM deliveries"
+                " WHERE state = 'held' AND (hold_origin IS NULL OR hold_origin <> 'pause')",
+            )
+            due = await _one(
+                tx,
+                "SELECT MIN(due_at) FROM deliveries"
+                " WHERE state IN ('queued', 'delayed', 'deferred')",
+            )
+            return held, due
+
+        held, due = await self._scan(job)
+        return QueueAges(
+            codec.moment(held[0]) if held else None, codec.moment(due[0]) if due else None
+        )
+
+    # review queue, edits, reviewer notices -------------------------------------------------
+    @staticmethod
+    def _held_where(query: HeldQuery) -> tuple[str, list[Any]]:
+        where = ["d.state = 'held'"]
+        args: list[Any] = []
+        if query.campaign is not None:
+            where.append("d.campaign = ?")
+            args.append(query.campaign)
+        if query.recipient is not None:
+            where.append("d.recipient_key = ?")
+            args.append(recipient_key(query.recipient))
+        if query.policy == "pause":
+            where.append("d.hold_origin = 'pause'")
+        elif query.policy is not None:
+            # The policies holding a delivery are those that said hold in its latest decision.
+            where.append(
+                "COALESCE(d.hold_origin, 'policy') <> 'pause' AND EXISTS (SELECT 1 FROM"
+                " outcomes o WHERE o.delivery_id = d.id AND o.policy = ? AND o.action = 'hold'"
+                " AND o.mode = 'enforce' AND o.at ="
+                " (SELECT MAX(l.at) FROM outcomes l WHERE l.delivery_id = d.id))"
+            )
+            args.append(query.policy)
+        return " AND ".join(where), args
+
+    async def held_queue(self, query: HeldQuery) -> HeldQueue:
+        where, args = self._held_where(query)
+        # The same order in both statements (the database's collation), so the page's rows
+        # fall in the groups in the order the groups are listed.
+        order = "d.campaign IS NULL, d.campaign"
+
+        async def job(
+            tx: Tx,
+        ) -> tuple[list[Sequence[Any]], list[Sequence[Any]], list[Sequence[Any]]]:
+            groups = await tx.fetch(
+                "SELECT d.campaign, COUNT(*), MIN(d.updated_at), MIN(d.due_at)"
+                f" FROM deliveries d WHERE {where} GROUP BY d.campaign ORDER BY {order}",
+                args,
+            )
+            rows: list[Sequence[Any]] = []
+            if query.limit > 0:
+                # The page's ids first (a sort of narrow rows), then those rows in full.
+                rows = await tx.fetch(
+                    f"{codec.DELIVERY_SELECT} WHERE d.id IN (SELECT d.id FROM deliveries d"
+                    f" WHERE {where} ORDER BY {order}, d.id DESC LIMIT ? OFFSET ?)"
+                    f" ORDER BY {order}, d.id DESC",
+                    [*args, query.limit, max(0, query.offset)],
+                )
+            reviewed = await tx.fetch(
+                "SELECT name, approval, paused, updated_at, updated_by FROM campaigns"
+            )
+            return groups, rows, reviewed
+
+        groups, rows, reviewed = await self._scan(job)
+        found = [
+            HeldGroup(name, int(n), from_micros(oldest), codec.moment(expires))
+            for name, n, oldest, expires in groups
+        ]
+        return HeldQueue(
+            found,
+            [codec.delivery_from_row(r) for r in rows],
+            sum(g.count for g in found),
+            [self._campaign(r) for r in reviewed],
+        )
+
+    _EDIT_SELECT = (
+        "SELECT id, campaign, message_id, edited_message_id, origin_message_id, actor, at,"
+        " changed, diff, note, count FROM edits"
+    )
+
+    @staticmethod
+    def _edit(row: Sequence[Any]) -> Edit:
+        return Edit(
+            row[0],
+            row[1],
+            row[2],
+            row[3],
+            row[4],
+            row[5],
+            from_micros(row[6]),
+            tuple(EditedPart(p) for p in row[7].split(",") if p),
+            row[8],
+            row[9],
+            int(row[10]),
+        )
+
+    async def add_edit(self, edit: Edit, message: Message, content: bytes) -> Edit:
+        at = to_micros(edit.at)
+        changed = ",".join(p.value for p in edit.changed)
+
+        async def job(tx: Tx) -> int:
+            copied = await tx.execute(
+                "INSERT INTO messages (id, received_at, ingress, mail_from, recipients, headers,"
+                " fields, campaign, class, size, content_hash, content, offer, smtputf8,"
+                " body_8bit) SELECT ?, received_at, ingress, mail_from, recipients, ?, fields,"
+                " campaign, class, ?, ?, ?, offer, smtputf8, body_8bit FROM messages"
+                " WHERE id = ?",
+                (
+                    edit.edited_message_id,
+                    codec.dump_headers(message.headers),
+                    len(content),
+                    message.content_hash,
+                    content,
+                    edit.message_id,
+                ),
+            )
+            if copied == 0:
+                raise Conflict(f"no message {edit.message_id}")
+            await tx.execute(
+                "INSERT INTO requirements (message_id, key)"
+                " SELECT ?, key FROM requirements WHERE message_id = ?",
+                (edit.edited_message_id, edit.message_id),
+            )
+            # A delivery a worker holds a live claim on is being judged now: it is not moved.
+            moved = await tx.execute(
+                "UPDATE deliveries SET message_id = ? WHERE message_id = ? AND campaign = ?"
+                " AND state = 'held' AND (lease_until IS NULL OR lease_until < ?)",
+                (edit.edited_message_id, edit.message_id, edit.campaign, at),
+            )
+            if moved == 0:
+                raise Conflict(f"no delivery of message {edit.message_id} is held any more")
+            await tx.execute(
+                "INSERT INTO edits (id, campaign, message_id, edited_message_id,"
+                " origin_message_id, actor, at, changed, diff, note, count)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    edit.id,
+                    edit.campaign,
+                    edit.message_id,
+                    edit.edited_message_id,
+                    edit.origin_message_id,
+                    edit.actor,
+                    at,
+                    changed,
+                    edit.diff,
+                    edit.note,
+                    moved,
+                ),
+            )
+            return moved
+
+        moved = await self._write(job)
+        return Edit(
+            edit.id,
+            edit.campaign,
+            edit.message_id,
+            edit.edited_message_id,
+            edit.origin_message_id,
+            edit.actor,
+            edit.at,
+            edit.changed,
+            edit.diff,
+            edit.note,
+            moved,
+        )
+
+    async def edits(self, campaign: str) -> Sequence[Edit]:
+        async def job(tx: Tx) -> list[Sequence[Any]]:
+            return await tx.fetch(
+                f"{self._EDIT_SELECT} WHERE campaign = ? ORDER BY at DESC, id DESC", (campaign,)
+            )
+
+        return [self._edit(r) for r in await self._read(job)]
+
+    async def edit_making(self, message_id: str) -> Edit | None:
+        async def job(tx: Tx) -> Sequence[Any] | None:
+            return await _one(tx, f"{self._EDIT_SELECT} WHERE edited_message_id = ?", (message_id,))
+
+        row = await self._read(job)
+        return None if row is None else self._edit(row)
+
+    async def review_notices(self) -> Sequence[ReviewNotice]:
+        async def job(tx: Tx) -> list[Sequence[Any]]:
+            return await tx.fetch(
+                "SELECT campaign, held_at, sent_at FROM review_notices ORDER BY held_at"
+            )
+
+        return [
+            ReviewNotice(r[0] or None, from_micros(r[1]), codec.moment(r[2]))
+            for r in await self._read(job)
+        ]
+
+    async def notice_held(
+        self, campaigns: Sequence[str | None], at: datetime
+    ) -> Sequence[str | None]:
+        if not campaigns:
+            return []
+
+        async def job(tx: Tx) -> list[str | None]:
+            first = []
+            for name in campaigns:
+                # '' stands for "no campaign": a primary key cannot hold NULL usefully.
+                if await tx.execute(
+                    "INSERT INTO review_notices (campaign, held_at) VALUES (?, ?)"
+                    " ON CONFLICT (campaign) DO NOTHING",
+                    (name or "", to_micros(at)),
+                ):
+                    first.append(name)
+            return first
+
+        return await self._write(job)
+
+    async def notice_sent(self, campaign: str | None, at: datetime) -> None:
+        async def job(tx: Tx) -> None:
+            await tx.execute(
+                "UPDATE review_notices SET sent_at = ? WHERE campaign = ?",
+                (to_micros(at), campaign or ""),
+            )
+
+        await self._write(job)
+
+    async def forget_notices(self, keep: Sequence[str | None]) -> None:
+        kept = sorted({name or "" for name in keep})
+
+        async def job(tx: Tx) -> None:
+            if kept:
+                await tx.execute(
+                    f"DELETE FROM review_notices WHERE campaign NOT IN ({_marks(len(kept))})",
+                    kept,
+                )
+            else:
+                await tx.execute("DELETE FROM review_notices")
+
+        await self._write(job)

@@ -196,6 +196,54 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE messages ADD COLUMN body_8bit INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE idempotency ADD COLUMN fingerprint TEXT;
     """,
+    # 6: the outbound webhook outbox (rows written in the transaction of the state change they
+    # announce; deleted once delivered), and an index for the shadow report's window.
+    """
+    CREATE TABLE webhook_outbox (
+        id INTEGER PRIMARY KEY,
+        target TEXT NOT NULL,
+        delivery_id TEXT NOT NULL,
+        event TEXT NOT NULL,
+        payload TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        next_at INTEGER NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        last_error TEXT,
+        owner TEXT,
+        lease_until INTEGER
+    );
+    CREATE INDEX webhook_outbox_due ON webhook_outbox(next_at);
+    CREATE INDEX webhook_outbox_order ON webhook_outbox(target, delivery_id, id);
+    CREATE INDEX outcomes_mode_at ON outcomes(mode, at);
+    """,
+    # 7: edits before approval (the edited copy is a message of its own, the original stays),
+    # which campaigns' holds the reviewers were told about, and an index for the held queue.
+    """
+    CREATE TABLE edits (
+        id TEXT PRIMARY KEY,
+        campaign TEXT NOT NULL,
+        message_id TEXT NOT NULL,
+        edited_message_id TEXT NOT NULL,
+        origin_message_id TEXT NOT NULL,
+        actor TEXT NOT NULL,
+        at INTEGER NOT NULL,
+        changed TEXT NOT NULL,
+        diff TEXT NOT NULL,
+        note TEXT NOT NULL,
+        count INTEGER NOT NULL
+    );
+    CREATE INDEX edits_campaign ON edits(campaign, at);
+    CREATE INDEX edits_origin ON edits(origin_message_id);
+    CREATE INDEX edits_message ON edits(message_id);
+    CREATE UNIQUE INDEX edits_edited ON edits(edited_message_id);
+    CREATE TABLE review_notices (
+        campaign TEXT PRIMARY KEY,
+        held_at INTEGER NOT NULL,
+        sent_at INTEGER
+    );
+    CREATE INDEX deliveries_held ON deliveries(campaign, id, updated_at, due_at)
+        WHERE state = 'held';
+    """,
 )
 
 

@@ -25,7 +25,14 @@ from tests.support.sink import Sink
 pytestmark = pytest.mark.e2e
 
 Start = Callable[..., SendguardProcess]
-IMG = Path(__file__).resolve().parents[2] / "docs" / "img"
+# Screenshots are test artifacts (build/screenshots, look at them after a run); `make
+# screenshots` writes them into docs/img instead, so a test run never changes tracked files.
+IMG = Path(
+    os.environ.get(
+        "SENDGUARD_SCREENSHOTS", Path(__file__).resolve().parents[2] / "build" / "screenshots"
+    )
+)
+IMG.mkdir(parents=True, exist_ok=True)
 HASHES = {"ana": hash_password("ana-password"), "vic": hash_password("vic-password")}
 USERS = {
     "ana": {"password_hash": HASHES["ana"], "role": "reviewer"},

@@ -109,7 +109,12 @@ def test_healthz_and_readyz(sendguard: Start, sink: Sink) -> None:
     assert proc.http_get("/healthz")[0] == 200
     assert proc.http_get("/readyz")[0] == 200
     sink.stop()
+    # A recent answer counts for a few seconds (probes stay cheap); then the upstream is asked.
+    deadline = time.monotonic() + 15
     status, body = proc.http_get("/readyz")
+    while status != 503 and time.monotonic() < deadline:
+        time.sleep(0.2)
+        status, body = proc.http_get("/readyz")
     assert status == 503
     assert b"upstream" in body
     sink.start()

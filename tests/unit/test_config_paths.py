@@ -8,12 +8,17 @@ from pydantic import Field
 
 from sendguard.config import (
     Config,
+    EspUpstreamOptions,
     HttpOptions,
     NamedTokenOptions,
+    PluginUpstreamOptions,
     PolicyEntryOptions,
+    PostmarkEspOptions,
+    ReviewNotifyOptions,
     ReviewUserOptions,
     SmtpUpstreamOptions,
     TlsOptions,
+    WebhookOptions,
     model_at,
     parse_config,
 )
@@ -30,6 +35,11 @@ from sendguard.validation import Strict
         (["smtp", "tls"], TlsOptions),
         (["policies", 3], PolicyEntryOptions),
         (["upstream", "smtp"], SmtpUpstreamOptions),
+        (["upstream", "esp"], EspUpstreamOptions),
+        (["upstream", "plugin"], PluginUpstreamOptions),
+        (["esp", "postmark"], PostmarkEspOptions),
+        (["review", "notify"], ReviewNotifyOptions),
+        (["webhooks", 1], WebhookOptions),
         (["http", "api_tokens", 0, "named"], NamedTokenOptions),
         (["review", "users", "ana"], ReviewUserOptions),
         (["policies", 0, "options"], None),
@@ -49,6 +59,15 @@ def test_a_new_section_needs_no_registry_entry() -> None:
         audit: AuditOptions = Field(default_factory=AuditOptions)
 
     assert model_at(Extended, ["audit"]) is AuditOptions
+
+
+def test_errors_in_a_tagged_upstream_name_its_keys_without_the_tag() -> None:
+    text = "upstream: {kind: postmark, api_key: k, domian: x}\n"
+    with pytest.raises(ConfigError) as raised:
+        parse_config(text, "test")
+    [problem] = raised.value.problems
+    assert problem.path == "upstream.domian"
+    assert problem.message.startswith("unknown key; allowed: api_key, base_url, domain")
 
 
 def test_unknown_keys_name_what_is_allowed_everywhere() -> None:

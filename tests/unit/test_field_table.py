@@ -1,7 +1,8 @@
 """Adding a message field is adding one record to `sendguard.fields.FIELDS`: the header reader,
-the config's `headers:` sources, the JSON payload, the store's codec and the API's views all
-follow. The record is added before the rest of sendguard is imported, as a built-in field is
-(in a fresh interpreter, since the derived models are built at import)."""
+the config's `headers:` sources, the JSON payload, the ESP endpoints' `sendguard_*` keys, the
+store's codec and the API's views all follow. The record is added before the rest of sendguard
+is imported, as a built-in field is (in a fresh interpreter, since the derived models are built
+at import)."""
 
 from __future__ import annotations
 
@@ -63,6 +64,11 @@ SCRIPT = textwrap.dedent(
                       ("b@example.org",), Headers(()), overridden)
     view = message_view(message)
     assert view["priority"] == 7 and view["campaign"] == "spring", view
+
+    # Accepted by the ESP endpoints as sendguard_priority (custom_args, Metadata, v:).
+    from sendguard.ingress.esp.mapping import sendguard_fields
+    [(header, value, _)] = sendguard_fields({"sendguard_priority": "2"}, "custom_args")
+    assert (header, value) == ("X-Sendguard-Priority", "2"), header
     print("ok")
     """
 )

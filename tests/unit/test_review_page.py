@@ -5,8 +5,14 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 
+import pytest
+
+from sendguard.config import ReviewNotifyOptions, parse_config
+from sendguard.errors import ConfigError
 from sendguard.identity import Identity, Role
+from sendguard.review_page.editing import Editable, changed_parts, editable, rewrite, unified_diff
 from sendguard.review_page.guard import safe_next
+from sendguard.review_page.notify import public_url, retry_delay
 from sendguard.review_page.preview import preview, rewrite_html
 from sendguard.review_page.sessions import (
     FAILURE_WINDOW,
@@ -15,6 +21,7 @@ from sendguard.review_page.sessions import (
     Sessions,
     throttle_keys,
 )
+from sendguard.store.base import EditedPart
 
 T0 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
 
@@ -81,3 +88,74 @@ def test_only_paths_of_the_page_are_followed_after_a_form() -> None:
     assert safe_next("https://evil.example/review") == "/review"
     assert safe_next("/review//evil.example") == "/review"
     assert safe_next(None) == "/review"
+
+
+def _alternative(subject: str, text: str, html: str) -> bytes:
+    message = EmailMessage()
+    message["From"] = "news@shop.example"
+    message["To"] = "ann@example.org"
+    message["Subject"] = subject
+    message.set_content(text)
+    message.add_alternative(html, subtype="html")
+    message.add_attachment(b"%PDF-1.4", maintype="application", subtype="pdf", filename="a.pdf")
+    return message.as_bytes()
+
+
+def test_an_edit_replaces_only_the_changed_parts_and_keeps_the_rest() -> None:
+    original = _alternative("Sprng sale", "Dear Ann,\nall 30% off.\n", "<p>Dear Ann</p>")
+    before = editable(original)
+    assert before == Editable("Sprng sale", "Dear Ann,\nall 30% off.\n", "<p>Dear Ann</p>\n")
+    after = Editable("Spring sale ☀", "Dear Ann,\r\nall 30% off.\r\n", "<p>Dear Ann ✓ 30%</p>")
+    parts = changed_parts(before, after)
+    assert parts == (EditedPart.SUBJECT, EditedPart.HTML)  # CRLF from a form is no change
+    edited = rewrite(original, after, parts)
+    assert editable(edited) == Editable(
+        "Spring sale ☀", "Dear Ann,\nall 30% off.\n", "<p>Dear Ann ✓ 30%</p>\n"
+    )
+    assert edited.isascii()  # encoded words and quoted-printable: still 7-bit
+    assert b'filename="a.pdf"' in edited and b"From: news@shop.example" in edited
+    diff = unified_diff(before, after, parts)
+    assert "-Sprng sale\n+Spring sale ☀" in diff and "+<p>Dear Ann ✓ 30%</p>" in diff
+    assert "subject (original)" in diff and "text (original)" not in diff
+
+
+def test_an_edit_of_nothing_changes_no_part() -> None:
+    original = _alternative("Hi", "Body\n", "<p>Body</p>")
+    assert changed_parts(editable(original), editable(original)) == ()
+    # A part the message does not have cannot be added by an edit.
+    plain = EmailMessage()
+    plain["Subject"] = "Hi"
+    plain.set_content("Body\n")
+    before = editable(plain.as_bytes())
+    assert before.html is None
+    assert changed_parts(before, Editable("Hi", "Body\n", "<p>new</p>")) == ()
+
+
+def test_notify_config_reads_the_webhook_secret_and_names_bad_keys() -> None:
+    text = (
+        "review:\n  public_url: https://sg.example\n"
+        "  notify: {webhook_url: 'env:HOOK', email_to: [rev@shop.example], digest_every: null}\n"
+    )
+    settings = parse_config(text, "t", {"HOOK": "https://hooks.example/T1"})
+    notify = settings.config.review.notify
+    assert notify.webhook_url == "https://hooks.example/T1" and notify.digest_every is None
+    assert notify.enabled and public_url(settings.config.review.public_url, "x:1") == (
+        "https://sg.example"
+    )
+    assert public_url(None, "127.0.0.1:8025") == "http://127.0.0.1:8025"
+    with pytest.raises(ConfigError) as caught:
+        parse_config("review:\n  notify: {webhook_url: 'env:HOOK'}\n", "t", {})
+    assert "environment variable HOOK is not set" in str(caught.value)
+    assert "review.notify.webhook_url" in str(caught.value)
+    with pytest.raises(ConfigError) as caught:
+        parse_config("review:\n  notify: {every: 1s, check_every: 0s}\n", "t", {})
+    fields = {p.path: p.message for p in caught.value.problems}
+    assert "allowed: check_every" in fields["review.notify.every"]
+    assert "between 1s and 1h" in fields["review.notify.check_every"]
+
+
+def test_notification_retries_double_up_to_the_cap() -> None:
+    notify = ReviewNotifyOptions(retry_min=timedelta(seconds=10), retry_max=timedelta(minutes=1))
+    waits = [retry_delay(notify, n).total_seconds() for n in range(1, 6)]
+    assert waits == [10, 20, 40, 60, 60]
+    assert not ReviewNotifyOptions().enabled

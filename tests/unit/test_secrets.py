@@ -9,6 +9,7 @@ import pytest
 from sendguard.config import SmtpUpstreamOptions, parse_config
 from sendguard.errors import ConfigError
 from sendguard.password import hash_password
+from sendguard.secret import redacted
 
 UPSTREAM = "upstream: {kind: smtp, host: relay.example.com, username: u, password: '%s'}\n"
 
@@ -68,3 +69,11 @@ def test_the_default_token_variable_may_be_unset() -> None:
     assert parse_config("", "empty.yaml", {"SENDGUARD_API_TOKEN": "t"}).api_tokens == (
         ("token-1", "t"),
     )
+
+
+def test_a_store_url_is_logged_without_its_password() -> None:
+    assert redacted("postgresql://sg:s3cret@db.example:5432/x") == (
+        "postgresql://sg:***@db.example:5432/x"
+    )
+    assert redacted("sqlite:///var/sendguard.db") == "sqlite:///var/sendguard.db"
+    assert redacted("postgresql://sg@h/x") == "postgresql://sg@h/x"

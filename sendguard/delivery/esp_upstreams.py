@@ -1,0 +1,224 @@
+"""The `sendgrid`, `postmark` and `mailgun` upstreams: each delivery leaves as one API call
+carrying the rendered message for its one recipient.
+
+Mailgun takes the MIME as it is (`messages.mime`). SendGrid and Postmark take JSON, so the
+message is read back into subject, text, HTML, attachments and its other headers; headers the
+ESPs set themselves (From, To, Subject, Content-Type, ...) are not repeated. Each call carries
+`sendguard_delivery_id` (a SendGrid custom arg, Postmark Metadata, Mailgun variable), so the
+ESP's webhooks can be tied back to the delivery.
+"""
+
+from __future__ import annotations
+
+import base64
+import email.policy
+import email.utils
+from datetime import timedelta
+from email.message import EmailMessage
+from email.parser import BytesParser
+from typing import Any
+
+import aiohttp
+
+from sendguard.delivery.http_upstream import HttpUpstream
+from sendguard.delivery.upstream import Envelope
+from sendguard.errors import UpstreamPermanent
+
+_OWN_HEADERS = frozenset(
+    {
+        "from",
+        "to",
+        "cc",
+        "bcc",
+        "subject",
+        "reply-to",
+        "date",
+        "message-id",
+        "mime-version",
+        "content-type",
+        "content-transfer-encoding",
+        "received",
+        "dkim-signature",
+        "x-sg-id",
+        "x-sg-eid",
+        "return-path",
+        "delivered-to",
+    }
+)
+
+
+class Parsed:
+    """The parts of a rendered message an ESP's JSON API asks for."""
+
+    def __init__(self, content: bytes) -> None:
+        msg = BytesParser(policy=email.policy.default).parsebytes(content)
+        assert isinstance(msg, EmailMessage)
+        self.sender = str(msg.get("From", ""))
+        self.subject = str(msg.get("Subject", ""))
+        self.reply_to = str(msg.get("Reply-To", "")) or None
+        self.headers = [(k, str(v)) for k, v in msg.items() if k.lower() not in _OWN_HEADERS]
+        text = msg.get_body(("plain",))
+        html = msg.get_body(("html",))
+        self.text = text.get_content() if text is not None else None
+        self.html = html.get_content() if html is not None else None
+        self.attachments: list[tuple[str, str, bytes, str | None]] = []
+        for part in msg.iter_attachments():
+            payload = part.get_payload(decode=True)
+            cid = part.get("Content-ID")
+            self.attachments.append(
+                (
+                    part.get_filename() or "attachment",
+                    part.get_content_type(),
+                    payload if isinstance(payload, bytes) else b"",
+                    str(cid).strip("<>") if cid else None,
+                )
+            )
+        if self.text is None and self.html is None:
+            raise UpstreamPermanent("the message has no text or HTML part an ESP API can carry")
+
+
+def _address(header: str) -> dict[str, str]:
+    name, address = email.utils.parseaddr(header)
+    return {"email": address, "name": name} if name else {"email": address}
+
+
+class SendgridUpstream(HttpUpstream):
+    """SendGrid v3 mail/send."""
+
+    name = "sendgrid"
+
+    def __init__(
+        self,
+        api_key: str,
+        *,
+        base_url: str = "https://api.sendgrid.com",
+        timeout: timedelta = timedelta(seconds=30),
+        pool_size: int = 10,
+    ) -> None:
+        super().__init__(base_url, timeout=timeout, pool_size=pool_size)
+        self._key = api_key
+
+    def body(self, envelope: Envelope, content: bytes) -> dict[str, Any]:
+        """The mail/send request for one delivery."""
+        msg = Parsed(content)
+        body: dict[str, Any] = {
+            "personalizations": [{"to": [{"email": envelope.recipient}]}],
+            "from": _address(msg.sender) if msg.sender else {"email": envelope.mail_from},
+            "subject": msg.subject,
+            "content": [
+                {"type": kind, "value": value}
+                for kind, value in (("text/plain", msg.text), ("text/html", msg.html))
+                if value is not None
+            ],
+            "custom_args": {"sendguard_delivery_id": envelope.delivery_id},
+        }
+        if msg.reply_to:
+            body["reply_to"] = _address(msg.reply_to)
+        if msg.headers:
+            body["headers"] = dict(msg.headers)
+        if msg.attachments:
+            body["attachments"] = [
+                {
+                    "content": base64.b64encode(data).decode(),
+                    "filename": name,
+                    "type": kind,
+                    "disposition": "inline" if cid else "attachment",
+                    **({"content_id": cid} if cid else {}),
+                }
+                for name, kind, data, cid in msg.attachments
+            ]
+        return body
+
+    async def send(self, envelope: Envelope, content: bytes) -> None:
+        await self.request(
+            "/v3/mail/send",
+            headers={"Authorization": f"Bearer {self._key}"},
+            json_body=self.body(envelope, content),
+        )
+
+
+class PostmarkUpstream(HttpUpstream):
+    """Postmark /email."""
+
+    name = "postmark"
+
+    def __init__(
+        self,
+        api_key: str,
+        *,
+        base_url: str = "https://api.postmarkapp.com",
+        message_stream: str | None = None,
+        timeout: timedelta = timedelta(seconds=30),
+        pool_size: int = 10,
+    ) -> None:
+        super().__init__(base_url, timeout=timeout, pool_size=pool_size)
+        self._key = api_key
+        self._stream = message_stream
+
+    def body(self, envelope: Envelope, content: bytes) -> dict[str, Any]:
+        """The /email request for one delivery."""
+        msg = Parsed(content)
+        body: dict[str, Any] = {
+            "From": msg.sender or envelope.mail_from,
+            "To": envelope.recipient,
+            "Subject": msg.subject,
+            "Metadata": {"sendguard_delivery_id": envelope.delivery_id},
+        }
+        if msg.text is not None:
+            body["TextBody"] = msg.text
+        if msg.html is not None:
+            body["HtmlBody"] = msg.html
+        if msg.reply_to:
+            body["ReplyTo"] = msg.reply_to
+        if msg.headers:
+            body["Headers"] = [{"Name": k, "Value": v} for k, v in msg.headers]
+        if self._stream:
+            body["MessageStream"] = self._stream
+        if msg.attachments:
+            body["Attachments"] = [
+                {
+                    "Name": name,
+                    "Content": base64.b64encode(data).decode(),
+                    "ContentType": kind,
+                    **({"ContentID": f"cid:{cid}"} if cid else {}),
+                }
+                for name, kind, data, cid in msg.attachments
+            ]
+        return body
+
+    async def send(self, envelope: Envelope, content: bytes) -> None:
+        answer = await self.request(
+            "/email",
+            headers={"X-Postmark-Server-Token": self._key, "Accept": "application/json"},
+            json_body=self.body(envelope, content),
+        )
+        if isinstance(answer, dict) and answer.get("ErrorCode", 0) != 0:
+            raise UpstreamPermanent(f"postmark: [{answer['ErrorCode']}] {answer.get('Message')}")
+
+
+class MailgunUpstream(HttpUpstream):
+    """Mailgun messages.mime: the rendered message leaves byte for byte."""
+
+    name = "mailgun"
+
+    def __init__(
+        self,
+        api_key: str,
+        domain: str,
+        *,
+        base_url: str = "https://api.mailgun.net",
+        timeout: timedelta = timedelta(seconds=30),
+        pool_size: int = 10,
+    ) -> None:
+        super().__init__(base_url, timeout=timeout, pool_size=pool_size)
+        self._auth = aiohttp.BasicAuth("api", api_key)
+        self._domain = domain
+
+    async def send(self, envelope: Envelope, content: bytes) -> None:
+        form = aiohttp.FormData()
+        form.add_field("to", envelope.recipient)
+        form.add_field("v:sendguard_delivery_id", envelope.delivery_id)
+        form.add_field("message", content, filename="message.mime", content_type="message/rfc822")
+        await self.request(
+            f"/v3/{self._domain}/messages.mime", headers={}, data=form, auth=self._auth
+        )

@@ -1,0 +1,49 @@
+"""Administration over HTTP: `POST /v1/admin/reload` reads the config again, as SIGHUP does.
+
+The answer names what was applied and what needs a restart; an invalid config is refused with
+400 and every problem with its field path (as `check-config` prints them), and the running
+config stays. The reload is audited under the API token's name.
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from sendguard.errors import ConfigError
+from sendguard.ingress.http_context import identity
+from sendguard.reload import Reloader
+
+RELOADER: web.AppKey[Reloader] = web.AppKey("reloader", Reloader)
+
+
+def add_routes(router: web.UrlDispatcher) -> None:
+    """Register this module's routes."""
+    router.add_post("/v1/admin/reload", reload_config)
+
+
+async def reload_config(request: web.Request) -> web.Response:
+    """Reload the config file the server was started with."""
+    reloader = request.app[RELOADER]
+    try:
+        outcome = await reloader.reload(identity(request).name)
+    except ConfigError as exc:
+        first = exc.problems[0].path if exc.problems else ""
+        error = {
+            "code": "invalid_config",
+            "message": f"the config was not reloaded ({len(exc.problems)} problem(s)); "
+            "the running config stays",
+            "problems": [{"field": p.path, "message": p.message} for p in exc.problems],
+        }
+        if first:
+            error["field"] = first
+        return web.json_response({"error": error}, status=400)
+    return web.json_response(
+        {
+            "reloaded": True,
+            "hash": outcome.digest,
+            "previous_hash": outcome.previous,
+            "source": outcome.source,
+            "applied": list(outcome.applied),
+            "restart_required": list(outcome.restart_required),
+        }
+    )

@@ -1,0 +1,335 @@
+"""What the SendGrid, Postmark and Mailgun send endpoints share: one request becomes one or more
+rendered messages, each judged and committed through the same intake as `POST /v1/messages`.
+
+The ESP's sendguard fields (campaign, class, not-before, ...) become `X-Sendguard-*` headers of
+the rendered message, so they are read, validated and stripped before forwarding exactly as for
+SMTP; an invalid value is reported under the ESP's own field name (`custom_args.sendguard_wait`).
+
+Retries: the SDKs retry on timeouts. An `Idempotency-Key` header works as on `/v1/messages`; a
+request byte-identical to one accepted from the same token within `esp.retry_window` (default
+10 minutes) is answered with the first answer and sends nothing again.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import email.policy
+import email.utils
+import hashlib
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from email.message import EmailMessage
+
+from aiohttp import web
+
+from sendguard.address import validate_address
+from sendguard.config import EspOptions
+from sendguard.errors import (
+    Conflict,
+    IdempotencyKeyReused,
+    InvalidAddress,
+    InvalidMessage,
+    StoreUnavailable,
+)
+from sendguard.fields import FIELDS
+from sendguard.identity import Identity, Role
+from sendguard.ingress.http_context import IDENTITY_KEY, TOKENS, api
+from sendguard.intake import IDEMPOTENCY_RETENTION, Accepted, Idempotency
+
+ESP_CONFIG: web.AppKey[EspOptions] = web.AppKey("esp", EspOptions)
+MAX_KEY = 200
+
+SENDGUARD_KEYS: Mapping[str, str] = {f.json_name: f.headers[0] for f in FIELDS}
+"""`sendguard_<key>` in custom_args / Metadata / `v:` variables → the header it stands for:
+every field of `sendguard.fields.FIELDS`, by its JSON name, to its X-Sendguard-* header."""
+
+
+class EspError(Exception):
+    """An answer other than success, rendered in the ESP's own error shape."""
+
+    def __init__(self, status: int, message: str, field: str | None = None, code: int = 0):
+        self.status = status
+        self.field = field
+        self.code = code
+        """Postmark's ErrorCode (300 invalid request, 10 bad token, ...)."""
+        super().__init__(message)
+
+
+@dataclass(frozen=True)
+class Attachment:
+    """A file to attach (or to show inline when `content_id` is set)."""
+
+    filename: str
+    content_type: str
+    content: bytes
+    content_id: str | None = None
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    """One message to render: what one personalization / email / recipient asks for."""
+
+    sender: str
+    to: tuple[str, ...]
+    cc: tuple[str, ...] = ()
+    bcc: tuple[str, ...] = ()
+    subject: str = ""
+    text: str | None = None
+    html: str | None = None
+    reply_to: tuple[str, ...] = ()
+    headers: tuple[tuple[str, str], ...] = ()
+    attachments: tuple[Attachment, ...] = ()
+    fields: tuple[tuple[str, str, str], ...] = ()
+    """(X-Sendguard header, value, the ESP field it came from)."""
+    raw: bytes | None = field(default=None, repr=False)
+    """A complete MIME message (Mailgun's messages.mime) instead of the parts above."""
+
+    @property
+    def mail_from(self) -> str:
+        """The bare sender address."""
+        return email.utils.parseaddr(self.sender)[1]
+
+    @property
+    def recipients(self) -> list[str]:
+        """Every envelope recipient, bare (To, Cc, then Bcc)."""
+        return [a for _, a in email.utils.getaddresses([*self.to, *self.cc, *self.bcc]) if a]
+
+
+def sendguard_fields(values: Mapping[str, object], where: str) -> list[tuple[str, str, str]]:
+    """The fields named `sendguard_<key>` in an ESP's free-form key/value map (`where`)."""
+    out = []
+    for key, value in values.items():
+        name = key.removeprefix("sendguard_") if key.startswith("sendguard_") else None
+        if name is None:
+            continue
+        header = SENDGUARD_KEYS.get(name)
+        if header is None:
+            allowed = ", ".join(f"sendguard_{k}" for k in SENDGUARD_KEYS)
+            raise EspError(400, f"{where}.{key}: unknown sendguard field; use {allowed}", key)
+        out.append((header, str(value), f"{where}.{key}"))
+    return out
+
+
+def check_addresses(values: Sequence[str], where: str) -> None:
+    """Every address in `values` (header entries like `Ana <ana@example.org>`) is valid."""
+    for index, (_, address) in enumerate(email.utils.getaddresses(list(values))):
+        try:
+            validate_address(address)
+        except InvalidAddress as exc:
+            raise EspError(400, f"{where}[{index}]: {exc}", f"{where}[{index}]") from None
+
+
+def decode_base64(value: str, where: str) -> bytes:
+    """Attachment content as the ESPs send it."""
+    try:
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise EspError(400, f"{where}: not valid base64", where) from None
+
+
+def substitute(text: str | None, values: Mapping[str, str]) -> str | None:
+    """`text` with every key of `values` replaced literally (SendGrid's legacy substitutions,
+    Mailgun's `%recipient.name%`)."""
+    if text is None:
+        return None
+    for key, value in values.items():
+        text = text.replace(key, value)
+    return text
+
+
+_SMTP_BYTES = email.policy.SMTP.clone(max_line_length=998)
+_RESERVED = frozenset({"from", "to", "cc", "bcc", "subject", "date", "message-id", "reply-to"})
+
+
+def _fill(msg: EmailMessage, out: Outgoing) -> None:
+    """The text and HTML parts, then attachments (inline ones in multipart/related)."""
+    if out.text is not None or out.html is None:
+        msg.set_content(out.text or "", cte="quoted-printable")
+    if out.html is not None:
+        if out.text is not None:
+            msg.add_alternative(out.html, subtype="html", cte="quoted-printable")
+        else:
+            msg.set_content(out.html, subtype="html", cte="quoted-printable")
+    for item in out.attachments:
+        maintype, _, subtype = item.content_type.partition("/")
+        if item.content_id is not None:
+            if not msg.is_multipart() or msg.get_content_subtype() != "related":
+                msg.make_related()
+            msg.add_related(
+                item.content,
+                maintype=maintype or "application",
+                subtype=subtype or "octet-stream",
+                cid=f"<{item.content_id.strip('<>')}>",
+                filename=item.filename,
+            )
+        else:
+            msg.add_attachment(
+                item.content,
+                maintype=maintype or "application",
+                subtype=subtype or "octet-stream",
+                filename=item.filename,
+            )
+
+
+def render(out: Outgoing, now: datetime) -> bytes:
+    """The MIME message for `out` (Bcc stays in the envelope only)."""
+    fields = "".join(f"{h}: {v}\r\n" for h, v, _ in out.fields)
+    if out.raw is not None:
+        return fields.encode() + out.raw
+    msg = EmailMessage()
+    msg["From"] = out.sender
+    if out.to:
+        msg["To"] = ", ".join(out.to)
+    if out.cc:
+        msg["Cc"] = ", ".join(out.cc)
+    if out.reply_to:
+        msg["Reply-To"] = ", ".join(out.reply_to)
+    msg["Subject"] = out.subject
+    msg["Date"] = email.utils.format_datetime(now)
+    msg["Message-ID"] = email.utils.make_msgid(domain=out.mail_from.rpartition("@")[2] or None)
+    for name, value in out.headers:
+        if name.lower() in _RESERVED:
+            del msg[name]
+        msg[name] = value
+    for header, value, _ in out.fields:
+        msg[header] = value
+    _fill(msg, out)
+    return msg.as_bytes(policy=_SMTP_BYTES)
+
+
+def authenticate(request: web.Request, token: str | None) -> Identity:
+    """The identity of a sendguard API token carried in the ESP's auth scheme; EspError 401."""
+    name = request.app[TOKENS].identify(token) if token else None
+    if name is None:
+        raise EspError(401, "bad or missing API key", code=10)
+    who = Identity(name, Role.API)
+    request[IDENTITY_KEY] = who
+    return who
+
+
+def esp_config(request: web.Request) -> EspOptions:
+    """The `esp:` section (its defaults when the app was built without one)."""
+    return request.app.get(ESP_CONFIG) or EspOptions()
+
+
+async def _digest(request: web.Request) -> str:
+    digest = hashlib.sha256()
+    parts = (request.path, request.content_type, request.query_string)
+    for part in (p.encode() for p in parts):
+        digest.update(len(part).to_bytes(8, "big") + part)
+    digest.update(await request.read())
+    return "sha256:" + digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class Submission:
+    """The messages of one ESP request and how its answer is written."""
+
+    esp: str
+    messages: Sequence[Outgoing]
+    answer: Callable[[Sequence[Accepted | EspError]], bytes]
+    """The body stored and replayed for this request, from each message's outcome."""
+
+
+async def submit(request: web.Request, who: Identity, submission: Submission) -> bytes:
+    """Accept every message of `submission` (each recipient a delivery) and return the answer.
+
+    A request seen before (same Idempotency-Key, or byte-identical within the retry window)
+    is answered from the store. A bad message answers its own error; the others still go
+    (Postmark's batch answers per message); the ESP module decides what a failure means.
+    """
+    ctx = api(request)
+    now = ctx.clock.now()
+    key = request.headers.get("Idempotency-Key")
+    digest = await _digest(request)
+    if key is not None:
+        if not 0 < len(key) <= MAX_KEY:
+            raise EspError(400, f"Idempotency-Key must be 1 to {MAX_KEY} characters", "key")
+        record_key = f"{submission.esp}:key:{key}"
+        since = now - IDEMPOTENCY_RETENTION
+    else:
+        record_key = f"{submission.esp}:retry:{who.name}:{digest}"
+        since = now - esp_config(request).retry_window
+    try:
+        stored = await ctx.store.idempotent_response(record_key, since)
+    except StoreUnavailable:
+        raise EspError(503, "the store is unavailable; try again later", code=500) from None
+    if stored is not None:
+        if key is not None and stored.fingerprint not in (None, digest):
+            reused = IdempotencyKeyReused(key)
+            raise EspError(422, str(reused), "Idempotency-Key", code=300)
+        return stored.response
+
+    outcomes: list[Accepted | EspError] = []
+    pending = list(submission.messages)
+    for index, out in enumerate(pending):
+        last = index == len(pending) - 1
+        idempotency = None
+        if last:
+            # Stored with the last message: a retry after a failure half-way sends the first
+            # messages again, but a retry after success never sends anything twice.
+            def answer(accepted: Accepted) -> bytes:
+                return submission.answer([*outcomes, accepted])
+
+            idempotency = Idempotency(record_key, answer, digest, now - since)
+        try:
+            outcomes.append(
+                await _accept_one(request, submission.esp, out, now, idempotency=idempotency)
+            )
+        except EspError as exc:
+            outcomes.append(exc)
+        except Conflict:
+            if (again := await ctx.store.idempotent_response(record_key, since)) is not None:
+                return again.response
+            raise EspError(409, "the same request is being sent concurrently", code=300) from None
+    return submission.answer(outcomes)
+
+
+async def _accept_one(
+    request: web.Request,
+    esp: str,
+    out: Outgoing,
+    now: datetime,
+    *,
+    idempotency: Idempotency | None,
+) -> Accepted:
+    ctx = api(request)
+    recipients = out.recipients
+    if not recipients:
+        raise EspError(400, "a message needs at least one recipient", "to", code=300)
+    raw = render(out, now)
+    try:
+        return await ctx.intake.accept(raw, out.mail_from, recipients, esp, idempotency=idempotency)
+    except InvalidMessage as exc:
+        origin = {h.lower(): f for h, _, f in out.fields}
+        name = origin.get((exc.field or "").lower(), exc.field)
+        message = str(exc)
+        if exc.field and name != exc.field:
+            message = message.replace(exc.field, name or exc.field, 1)
+        raise EspError(400, message, name, code=300) from None
+    except StoreUnavailable:
+        raise EspError(503, "the store is unavailable; try again later", code=500) from None
+
+
+EspHandler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def guarded(handler: EspHandler, reply: Callable[[EspError], web.Response]) -> EspHandler:
+    """`handler` with every failure answered in the ESP's error shape via `reply`."""
+
+    async def run(request: web.Request) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except EspError as exc:
+            return reply(exc)
+        except StoreUnavailable:
+            return reply(EspError(503, "the store is unavailable; try again later", code=500))
+        except web.HTTPRequestEntityTooLarge:
+            limit = api(request).config.max_body_size
+            message = f"the body is larger than http.max_body_size ({limit} bytes)"
+            return reply(EspError(413, message, code=300))
+
+    run.__doc__ = handler.__doc__
+    return run

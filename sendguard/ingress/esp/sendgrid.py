@@ -1,0 +1,230 @@
+"""SendGrid v3 `POST /v3/mail/send`: the API key is a sendguard API token (`Bearer`).
+
+Each personalization is its own message (its subject, headers, substitutions and custom_args
+are its own), and each of its recipients its own delivery. Answers as SendGrid does: 202 with
+an empty body and `X-Message-Id`; errors `{"errors": [{"message", "field", "help"}]}`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from aiohttp import web
+
+from sendguard.ingress.esp.mapping import (
+    Attachment,
+    EspError,
+    Outgoing,
+    Submission,
+    authenticate,
+    check_addresses,
+    decode_base64,
+    guarded,
+    sendguard_fields,
+    submit,
+    substitute,
+)
+from sendguard.intake import Accepted
+
+TEMPLATE_REFUSED = (
+    "template_id: sendguard renders each message itself and cannot render a SendGrid"
+    " stored template; send the content (content[]) instead"
+)
+
+
+def reply_error(exc: EspError) -> web.Response:
+    """SendGrid's error shape."""
+    body = {"errors": [{"message": str(exc), "field": exc.field, "help": None}]}
+    return web.json_response(body, status=exc.status)
+
+
+def _object(value: Any, where: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise EspError(400, f"{where} must be an object", where)
+    return value
+
+
+def _list(value: Any, where: str) -> list[Any]:
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise EspError(400, f"{where} must be an array", where)
+    return value
+
+
+def _strings(value: Any, where: str) -> dict[str, str]:
+    if value is None:
+        return {}
+    items = _object(value, where)
+    for key, item in items.items():
+        if not isinstance(item, str):
+            raise EspError(400, f"{where}.{key} must be a string", f"{where}.{key}")
+    return items
+
+
+def _address(value: Any, where: str) -> str:
+    item = _object(value, where)
+    address = item.get("email")
+    if not isinstance(address, str) or not address:
+        raise EspError(400, f"{where}.email is required", f"{where}.email")
+    check_addresses([address], f"{where}.email")
+    name = item.get("name")
+    if isinstance(name, str) and name:
+        return f'"{name.replace(chr(34), "")}" <{address}>'
+    return address
+
+
+def _send_at(value: Any, where: str) -> str:
+    if not isinstance(value, int) or value < 0:
+        raise EspError(400, f"{where} must be a UNIX timestamp", where)
+    return datetime.fromtimestamp(value, UTC).isoformat()
+
+
+def _content(data: Mapping[str, Any]) -> tuple[str | None, str | None]:
+    text = html = None
+    for index, item in enumerate(_list(data.get("content"), "content")):
+        part = _object(item, f"content[{index}]")
+        kind, value = part.get("type"), part.get("value")
+        if not isinstance(value, str):
+            raise EspError(400, "content.value is required", f"content[{index}].value")
+        if kind == "text/plain":
+            text = value
+        elif kind == "text/html":
+            html = value
+        else:
+            raise EspError(
+                400, "content.type must be text/plain or text/html", f"content[{index}].type"
+            )
+    return text, html
+
+
+def _attachments(data: Mapping[str, Any]) -> tuple[Attachment, ...]:
+    out = []
+    for index, item in enumerate(_list(data.get("attachments"), "attachments")):
+        where = f"attachments[{index}]"
+        part = _object(item, where)
+        if not isinstance(part.get("content"), str) or not isinstance(part.get("filename"), str):
+            raise EspError(400, f"{where} needs content and filename", where)
+        inline = part.get("disposition") == "inline" and part.get("content_id")
+        out.append(
+            Attachment(
+                part["filename"],
+                str(part.get("type") or "application/octet-stream"),
+                decode_base64(part["content"], f"{where}.content"),
+                str(part["content_id"]) if inline else None,
+            )
+        )
+    return tuple(out)
+
+
+def parse(data: Any) -> list[Outgoing]:
+    """One Outgoing per personalization of a mail/send body."""
+    body = _object(data, "body")
+    if body.get("template_id"):
+        raise EspError(400, TEMPLATE_REFUSED, "template_id")
+    if "from" not in body:
+        raise EspError(400, "The from object must be provided for every email send.", "from")
+    sender = _address(body["from"], "from")
+    personalizations = _list(body.get("personalizations"), "personalizations")
+    if not 1 <= len(personalizations) <= 1000:
+        raise EspError(
+            400,
+            "The personalizations field is required and must have 1 to 1000 items.",
+            "personalizations",
+        )
+    text, html = _content(body)
+    if text is None and html is None:
+        raise EspError(
+            400, "Unless a valid template_id is provided, content is required.", "content"
+        )
+    reply_to = tuple(
+        _address(r, f"reply_to_list[{i}]")
+        for i, r in enumerate(_list(body.get("reply_to_list"), "reply_to_list"))
+    )
+    if body.get("reply_to") is not None:
+        reply_to = (_address(body["reply_to"], "reply_to"),)
+    headers = _strings(body.get("headers"), "headers")
+    custom = _strings(body.get("custom_args"), "custom_args")
+    categories = [str(c) for c in _list(body.get("categories"), "categories")]
+    attachments = _attachments(body)
+    out = []
+    for index, item in enumerate(personalizations):
+        where = f"personalizations[{index}]"
+        p = _object(item, where)
+        to = tuple(_address(a, f"{where}.to[{i}]") for i, a in enumerate(_list(p.get("to"), "to")))
+        if not to:
+            raise EspError(
+                400, "The to array is required for all personalization objects.", f"{where}.to"
+            )
+        cc = tuple(_address(a, f"{where}.cc[{i}]") for i, a in enumerate(_list(p.get("cc"), "cc")))
+        bcc = tuple(
+            _address(a, f"{where}.bcc[{i}]") for i, a in enumerate(_list(p.get("bcc"), "bcc"))
+        )
+        subject = p.get("subject", body.get("subject"))
+        if not isinstance(subject, str) or not subject:
+            raise EspError(400, "The subject is required.", "subject")
+        subs = _strings(p.get("substitutions"), f"{where}.substitutions")
+        args = {**custom, **_strings(p.get("custom_args"), f"{where}.custom_args")}
+        fields = sendguard_fields(args, "custom_args")
+        named = {h for h, _, _ in fields}
+        if "X-Sendguard-Campaign" not in named:
+            if args.get("campaign"):
+                fields.append(("X-Sendguard-Campaign", args["campaign"], "custom_args.campaign"))
+            elif categories:
+                fields.append(("X-Sendguard-Campaign", categories[0], "categories[0]"))
+        send_at = p.get("send_at", body.get("send_at"))
+        if send_at is not None and "X-Sendguard-Not-Before" not in named:
+            fields.append(("X-Sendguard-Not-Before", _send_at(send_at, "send_at"), "send_at"))
+        merged = {**headers, **_strings(p.get("headers"), f"{where}.headers")}
+        out.append(
+            Outgoing(
+                sender=sender,
+                to=to,
+                cc=cc,
+                bcc=bcc,
+                subject=substitute(subject, subs) or "",
+                text=substitute(text, subs),
+                html=substitute(html, subs),
+                reply_to=reply_to,
+                headers=tuple((k, substitute(v, subs) or "") for k, v in merged.items()),
+                attachments=attachments,
+                fields=tuple(fields),
+            )
+        )
+    return out
+
+
+def _answer(outcomes: Sequence[Accepted | EspError]) -> bytes:
+    for outcome in outcomes:
+        if isinstance(outcome, EspError):
+            # SendGrid takes a request whole or not at all: report the first bad one.
+            raise outcome
+    first = outcomes[0]
+    assert isinstance(first, Accepted)
+    return first.message.id.encode()
+
+
+async def mail_send(request: web.Request) -> web.Response:
+    """SendGrid v3 mail/send."""
+    scheme, _, key = request.headers.get("Authorization", "").partition(" ")
+    who = authenticate(request, key.strip() if scheme.lower() == "bearer" else None)
+    raw = await request.read()
+    try:
+        data = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise EspError(400, "Bad Request: the body is not valid JSON", None) from None
+    messages = parse(data)
+    settings = data.get("mail_settings") if isinstance(data, dict) else None
+    sandbox = isinstance(settings, dict) and (settings.get("sandbox_mode") or {}).get("enable")
+    if sandbox:  # validated, never sent: what SendGrid's sandbox mode does
+        return web.Response(status=200)
+    message_id = await submit(request, who, Submission("sendgrid", messages, _answer))
+    return web.Response(status=202, headers={"X-Message-Id": message_id.decode()})
+
+
+def add_routes(router: web.UrlDispatcher) -> None:
+    """Register this module's routes."""
+    router.add_post("/v3/mail/send", guarded(mail_send, reply_error))

@@ -1,0 +1,259 @@
+"""Live reload: read the config again (SIGHUP or `POST /v1/admin/reload`) without a restart.
+
+What a reload changes applies to every decision taken after it: policies and their options,
+`headers`, `review`, `upstream`, `delivery` (but `workers`) and `webhooks`. A decision, an SMTP
+transaction or an HTTP request under way finishes with what it started with, so none fails
+across a reload. Listeners (`smtp`, `http`), the store and logging are bound at start: a changed
+value there is named in the answer as needing a restart, and the running one stays.
+
+An invalid config is refused with the same field-path problems as `check-config`; the running
+config stays. Every reload, accepted or refused, is audited with who asked and the new config's
+sha256 (of the file's bytes, as `sha256sum` prints it), which `sendguard_config_info{hash}`
+shows for the running one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import structlog
+from pydantic import BaseModel
+
+from sendguard.clock import Clock
+from sendguard.config import (
+    Config,
+    Settings,
+    WebhookOptions,
+    default_config_text,
+    parse_config,
+)
+from sendguard.delivery.upstream import Envelope, Upstream
+from sendguard.errors import ConfigError, ConfigProblem
+from sendguard.metrics import Metrics
+from sendguard.store.base import AuditEntry, Store
+
+log = structlog.get_logger("sendguard.reload")
+
+LIVE_SECTIONS = ("policies", "headers", "review", "upstream", "delivery", "webhooks")
+"""What a reload applies at once."""
+RESTART_SECTIONS = ("smtp", "http", "store", "log")
+"""What is bound at start: a change here needs a restart."""
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """A validated config and the sha256 of the text it was read from."""
+
+    settings: Settings
+    digest: str
+
+
+def read_config(path: Path | None, environ: Mapping[str, str] | None = None) -> Loaded:
+    """Read and validate `path` (the embedded default when None); raise ConfigError."""
+    if path is None:
+        text, source = default_config_text(), "the embedded default config"
+    else:
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError([ConfigProblem("", f"cannot read {path}: {exc.strerror}")]) from None
+        source = str(path)
+    settings = parse_config(text, source, environ)
+    return Loaded(settings, hashlib.sha256(text.encode("utf-8")).hexdigest())
+
+
+def _differences(old: BaseModel, new: BaseModel, prefix: str) -> list[str]:
+    return [
+        f"{prefix}.{name}"
+        for name in type(old).model_fields
+        if getattr(old, name) != getattr(new, name)
+    ]
+
+
+def changed_sections(old: Config, new: Config) -> tuple[list[str], list[str]]:
+    """(what a reload applies now, what needs a restart) of the differences, as field paths."""
+    applied = [s for s in LIVE_SECTIONS if getattr(old, s) != getattr(new, s)]
+    restart = [
+        path
+        for section in RESTART_SECTIONS
+        for path in _differences(getattr(old, section), getattr(new, section), section)
+    ]
+    if old.delivery.workers != new.delivery.workers:
+        restart.append("delivery.workers")
+    return applied, restart
+
+
+class SwitchableUpstream:
+    """The upstream the dispatcher and readiness see; a reload swaps what is behind it.
+
+    A send in flight finishes on the upstream it started on; a replaced upstream is closed
+    when its last send returns (at once if none is in flight).
+    """
+
+    def __init__(self, upstream: Upstream) -> None:
+        self._current = upstream
+        self.name = upstream.name
+        self._in_flight: dict[int, int] = {}
+        self._retired: list[Upstream] = []
+
+    async def send(self, envelope: Envelope, content: bytes) -> None:
+        """Send through the current upstream."""
+        upstream = self._current
+        key = id(upstream)
+        self._in_flight[key] = self._in_flight.get(key, 0) + 1
+        try:
+            await upstream.send(envelope, content)
+        finally:
+            self._in_flight[key] -= 1
+            if not self._in_flight[key]:
+                del self._in_flight[key]
+                if upstream in self._retired:
+                    self._retired.remove(upstream)
+                    await upstream.close()
+
+    async def check(self) -> None:
+        """Readiness of the current upstream."""
+        await self._current.check()
+
+    async def switch(self, upstream: Upstream) -> None:
+        """Send through `upstream` from now on; close the old one once it is idle."""
+        old, self._current = self._current, upstream
+        self.name = upstream.name
+        if id(old) in self._in_flight:
+            self._retired.append(old)
+        else:
+            await old.close()
+
+    async def close(self) -> None:
+        """Close the current upstream and any replaced one still open."""
+        retired, self._retired = self._retired, []
+        for upstream in (*retired, self._current):
+            await upstream.close()
+
+
+def _hold_expiry(loaded: Loaded) -> float:
+    return loaded.settings.config.review.hold_expiry.total_seconds()
+
+
+@dataclass(frozen=True)
+class ReloadOutcome:
+    """What a reload did."""
+
+    digest: str
+    previous: str
+    applied: Sequence[str]
+    restart_required: Sequence[str]
+    source: str
+
+
+@dataclass(frozen=True)
+class Appliers:
+    """How a new config reaches each running part (app.py wires them)."""
+
+    policies: Callable[[Settings], None]
+    headers: Callable[[Config], None]
+    delivery: Callable[[Config], None]
+    review: Callable[[Config], None]
+    webhooks: Callable[[Sequence[WebhookOptions]], None]
+    upstream: Callable[[Config], Upstream]
+
+
+class Reloader:
+    """Reads the config again and applies what can change while running."""
+
+    def __init__(
+        self,
+        path: Path | None,
+        loaded: Loaded,
+        upstream: SwitchableUpstream,
+        appliers: Appliers,
+        store: Store,
+        clock: Clock,
+        metrics: Metrics,
+        environ: Mapping[str, str] | None = None,
+    ) -> None:
+        self._path = path
+        self.current = loaded
+        self._upstream = upstream
+        self._apply = appliers
+        self._store = store
+        self._clock = clock
+        self._metrics = metrics
+        self._environ = environ
+        self._lock = asyncio.Lock()
+        self._signalled: set[asyncio.Task[None]] = set()
+        metrics.set_config(loaded.digest, _hold_expiry(loaded))
+
+    @property
+    def settings(self) -> Settings:
+        """The running settings."""
+        return self.current.settings
+
+    async def reload(self, actor: str) -> ReloadOutcome:
+        """Read the config file again and apply it; raise ConfigError (nothing changes then)."""
+        async with self._lock:
+            try:
+                new = read_config(self._path, self._environ)
+            except ConfigError as exc:
+                await self._audit(actor, "reload-refused", f"{len(exc.problems)} problem(s): {exc}")
+                log.warning("reload refused", actor=actor, problems=[str(p) for p in exc.problems])
+                raise
+            old = self.current
+            applied, restart = changed_sections(old.settings.config, new.settings.config)
+            self._apply_all(old.settings, new.settings, applied)
+            if "upstream" in applied:
+                await self._upstream.switch(self._apply.upstream(new.settings.config))
+            self.current = new
+            self._metrics.set_config(new.digest, _hold_expiry(new))
+            note = f"sha256 {new.digest}; applied: {', '.join(applied) or 'nothing changed'}"
+            if restart:
+                note += f"; restart needed for: {', '.join(restart)}"
+            await self._audit(actor, "reload", note)
+            log.info(
+                "config reloaded",
+                actor=actor,
+                hash=new.digest,
+                previous=old.digest,
+                applied=applied,
+                restart_required=restart,
+            )
+            return ReloadOutcome(new.digest, old.digest, applied, restart, new.settings.source)
+
+    def _apply_all(self, old: Settings, new: Settings, applied: Sequence[str]) -> None:
+        config = new.config
+        if "policies" in applied or "review" in applied:
+            self._apply.policies(new)
+        if "headers" in applied:
+            self._apply.headers(config)
+        if "delivery" in applied or "review" in applied:
+            self._apply.delivery(config)
+        if "review" in applied:
+            self._apply.review(config)
+        if "webhooks" in applied:
+            self._apply.webhooks(config.webhooks)
+        del old
+
+    def on_signal(self) -> None:
+        """SIGHUP: reload in a task this reloader owns (awaited by `close`)."""
+        task = asyncio.get_running_loop().create_task(self._signal_reload(), name="reload")
+        self._signalled.add(task)
+        task.add_done_callback(self._signalled.discard)
+
+    async def _signal_reload(self) -> None:
+        with contextlib.suppress(ConfigError):  # logged and audited; the running config stays
+            await self.reload("signal:SIGHUP")
+
+    async def close(self) -> None:
+        """Let a reload under way finish."""
+        if self._signalled:
+            await asyncio.gather(*self._signalled, return_exceptions=True)
+
+    async def _audit(self, actor: str, action: str, note: str) -> None:
+        await self._store.add_audit(
+            AuditEntry(self._clock.now(), actor, action, "config", note[:2000], 1)
+        )
