@@ -25,7 +25,7 @@ from sendguard.clock import Clock, SystemClock, monotonic
 from sendguard.config import Config, Settings
 from sendguard.delivery.dispatcher import Dispatcher
 from sendguard.delivery.upstream import Upstream, load_upstream_factory
-from sendguard.engine import Engine, OnError, PolicyBinding
+from sendguard.engine import Engine, PolicyBinding
 from sendguard.errors import StoreUnavailable
 from sendguard.ingress.api_admin import RELOADER
 from sendguard.ingress.esp import install as install_esp
@@ -68,7 +68,7 @@ def build_policies(settings: Settings) -> list[PolicyBinding]:
             name=p.name,
             policy=p.cls(p.options),
             mode=p.config.mode,
-            on_error=OnError(p.config.on_error),
+            on_error=p.config.on_error,
             budget=p.config.budget,
         )
         for p in settings.policies

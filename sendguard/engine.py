@@ -13,27 +13,19 @@ import asyncio
 from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from enum import StrEnum
 from typing import Any
 
 import structlog
 
 from sendguard.clock import Clock, monotonic
 from sendguard.errors import StoreUnavailable
-from sendguard.message import Delivery, DeliveryState
+from sendguard.message import Delivery, DeliveryState, HoldOrigin
 from sendguard.metrics import Metrics
 from sendguard.policy import Policy, PolicyContext
 from sendguard.store.base import Store
-from sendguard.verdict import Action, Decision, Mode, PolicyOutcome, Verdict
+from sendguard.verdict import Action, Decision, Mode, OnError, PolicyOutcome, Verdict
 
 log = structlog.get_logger("sendguard.engine")
-
-
-class OnError(StrEnum):
-    """What a policy that fails or times out counts as."""
-
-    FORWARD = "forward"
-    HOLD = "hold"
 
 
 @dataclass(frozen=True)
@@ -68,7 +60,7 @@ class Plan:
     state: DeliveryState
     reason: str
     due_at: datetime | None
-    hold_origin: str | None = None
+    hold_origin: HoldOrigin | None = None
 
 
 _STATE_OF = {
@@ -95,7 +87,7 @@ def plan(decision: Decision, now: datetime, hold_expiry: timedelta | None = None
         paused = any(
             o.policy in _PAUSES and o.verdict.action is Action.HOLD for o in decision.outcomes
         )
-        origin = "pause" if paused else "policy"
+        origin = HoldOrigin.PAUSE if paused else HoldOrigin.POLICY
         due = now + hold_expiry if hold_expiry is not None and not paused else None
     return Plan(state, explain(decision), due, origin)
 

@@ -1,30 +1,55 @@
-"""Reading sendguard's fields from the headers a tool already sets (first match wins)."""
+"""Sendguard's message fields, each described once: `FIELDS`.
+
+A field (`campaign`, `class`, `requires`, ...) is one `Field` record: the headers it is read
+from by default (a config's `headers:` section can name others, first match wins), how one
+value is parsed, its JSON name in `POST /v1/messages`, how it is stored and how it is shown.
+Everything else is derived from the table: the header reader (`read_fields`), the config's
+header sources (`sendguard.config.models.HeadersOptions`), the JSON payload's fields and their
+overrides (`sendguard.ingress.payloads.SendPayload`, `overrides_from`), the store's codec
+(`dump_fields`/`load_fields`) and the JSON views (`show_fields`). Adding a field is adding a
+record here; policies read it with `delivery.message.fields.get(FIELD)`.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Annotated, Any, Generic, Literal, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from sendguard.duration import parse_duration
+from pydantic import AfterValidator, StringConstraints
+
+from sendguard.duration import format_duration, parse_duration
 from sendguard.errors import InvalidMessage
 from sendguard.headers import Headers
 from sendguard.message import Match, MessageClass, OnTimeout, Requirement, SendguardFields
 
-DEFAULT_SOURCES: Mapping[str, Sequence[str]] = {
-    "campaign": ("X-Sendguard-Campaign", "X-Campaign", "X-Mailgun-Tag", "List-Id"),
-    "class": ("X-Sendguard-Class",),
-    "requires": ("X-Sendguard-Requires",),
-    "wait": ("X-Sendguard-Wait",),
-    "data_as_of": ("X-Sendguard-Data-As-Of",),
-    "timezone": ("X-Sendguard-Timezone",),
-    "not_before": ("X-Sendguard-Not-Before",),
-    "offer": ("X-Sendguard-Offer",),
-    "unless": ("X-Sendguard-Unless",),
-    "on_timeout": ("X-Sendguard-On-Timeout",),
-}
 _LIST_ID = re.compile(r"<([^<>]+)>")
+
+
+@dataclass(frozen=True)
+class FieldOverrides:
+    """Fields given beside the headers (the HTTP payload's `campaign`, `not_before`, ...):
+    each one named in `given` replaces what the headers say, with its value from `values`."""
+
+    values: SendguardFields = dataclasses.field(default_factory=SendguardFields)
+    given: frozenset[str] = frozenset()
+
+    def __post_init__(self) -> None:
+        unknown = self.given - {f.name for f in FIELDS}
+        if unknown:
+            raise ValueError(f"not sendguard fields: {', '.join(sorted(unknown))}")
+
+    def apply(self, fields: SendguardFields) -> SendguardFields:
+        """`fields` with the given ones replaced."""
+        if not self.given:
+            return fields
+        typed = {n: getattr(self.values, n) for n in self.given if n in _TYPED}
+        others = {n: self.values.others[n] for n in self.given if n not in _TYPED}
+        return dataclasses.replace(fields, **typed, others={**fields.others, **others})
 
 
 def parse_time(value: str, *, field: str) -> datetime:
@@ -150,77 +175,312 @@ def check_timezone(name: str, *, field: str) -> str:
     return name
 
 
+def _parse_campaign(value: str, field: str) -> str:
+    # List-Id says `Name <list.example.org>`: the id in brackets is what stays the same.
+    match = _LIST_ID.search(value) if field.lower() == "list-id" else None
+    return match.group(1).strip() if match else value
+
+
+def _parse_class(value: str, field: str) -> MessageClass:
+    try:
+        return MessageClass(value.strip().lower())
+    except ValueError:
+        raise InvalidMessage(
+            f"{field}: {value!r} is not a class; use transactional or marketing", field=field
+        ) from None
+
+
+def _parse_wait(value: str, field: str) -> timedelta:
+    try:
+        return parse_duration(value)
+    except ValueError as exc:
+        raise InvalidMessage(f"{field}: {exc}", field=field) from None
+
+
+def _dump_time(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def _load_time(value: Any) -> datetime | None:
+    return datetime.fromisoformat(value) if value else None
+
+
+def _show_time(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat().replace("+00:00", "Z")
+
+
+def _dump_requirements(value: tuple[Requirement, ...]) -> list[list[str | None]]:
+    return [
+        [r.key, r.value, r.match.value, r.after.isoformat() if r.after else None] for r in value
+    ]
+
+
+def _load_requirements(value: Any) -> tuple[Requirement, ...]:
+    out = []
+    for item in value or ():
+        # Rows written before premises had operators hold only [key, value].
+        key, text = str(item[0]), str(item[1])
+        match = Match(item[2]) if len(item) > 2 and item[2] else Match.EQUAL
+        after = datetime.fromisoformat(item[3]) if len(item) > 3 and item[3] else None
+        out.append(Requirement(key, text, match, after))
+    return tuple(out)
+
+
+def _parse_premise(text: str, field: str) -> Requirement:
+    return parse_requirement(text, field=field)
+
+
+def _single_line(value: str) -> str:
+    if any(c in value for c in "\r\n\x00"):
+        raise ValueError("must be a single line (no CR, LF or NUL)")
+    return value
+
+
+Name = Annotated[str, StringConstraints(min_length=1, max_length=200), AfterValidator(_single_line)]
+"""A name given in JSON (a campaign, an offer): short, one line."""
+
+
+def _same(value: Any) -> Any:
+    return value
+
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Field(Generic[T]):
+    """One message field, described once.
+
+    `parse(text, field)` turns one header or JSON value into the field's value (or, for a
+    `many` field, into one item of it), raising InvalidMessage that names `field` (the header
+    or the JSON path). `dump`/`load` give its JSON-able stored form and back; `show` its form
+    in API answers (`dump` unless given).
+    """
+
+    name: str
+    """The attribute of SendguardFields (or the key of its `others`)."""
+    headers: tuple[str, ...]
+    """Where it is read from by default, first match wins; the first is X-Sendguard-*."""
+    parse: Callable[[str, str], Any]
+    default: T
+    key: str = ""
+    """Its name in JSON, in stored rows and under `headers:` in the config (`name` if empty)."""
+    many: bool = False
+    """Repeatable: every value of the header, comma-separated; a JSON list of strings."""
+    dump: Callable[[T], Any] = _same
+    load: Callable[[Any], T] = _same
+    show: Callable[[T], Any] | None = None
+    json_type: Any = None
+    """The JSON payload's type for it (`str`, or `list[str]` when `many`, if None)."""
+    description: str = ""
+
+    @property
+    def json_name(self) -> str:
+        """Its name in JSON payloads, answers and stored rows, and in the config."""
+        return self.key or self.name
+
+    @property
+    def payload_type(self) -> Any:
+        """What the JSON payload accepts for it."""
+        return self.json_type if self.json_type is not None else (list[str] if self.many else str)
+
+    def shown(self, value: T) -> Any:
+        """Its value as API answers show it."""
+        return (self.show or self.dump)(value)
+
+
+def _enum_values(enum: type[MessageClass] | type[OnTimeout]) -> Any:
+    return Literal[tuple(e.value for e in enum)]
+
+
+CAMPAIGN: Field[str | None] = Field(
+    "campaign",
+    ("X-Sendguard-Campaign", "X-Campaign", "X-Mailgun-Tag", "List-Id"),
+    _parse_campaign,
+    None,
+    json_type=Name,
+    description="The campaign (a series, like a newsletter) the message belongs to.",
+)
+MESSAGE_CLASS: Field[MessageClass] = Field(
+    "message_class",
+    ("X-Sendguard-Class",),
+    _parse_class,
+    MessageClass.MARKETING,
+    key="class",
+    dump=lambda c: c.value,
+    load=lambda v: MessageClass(v or MessageClass.MARKETING),
+    json_type=_enum_values(MessageClass),
+    description="transactional or marketing (the default).",
+)
+REQUIRES: Field[tuple[Requirement, ...]] = Field(
+    "requires",
+    ("X-Sendguard-Requires",),
+    _parse_premise,
+    (),
+    many=True,
+    dump=_dump_requirements,
+    load=_load_requirements,
+    show=lambda rs: [str(r) for r in rs],
+    description="Premises: facts that must hold (key=value, key!=value, key in a|b).",
+)
+WAIT: Field[timedelta | None] = Field(
+    "wait",
+    ("X-Sendguard-Wait",),
+    _parse_wait,
+    None,
+    dump=lambda w: format_duration(w) if w is not None else None,
+    load=lambda v: parse_duration(v) if v else None,
+    description="How long to wait for unsettled premises (like 24h).",
+)
+DATA_AS_OF: Field[datetime | None] = Field(
+    "data_as_of",
+    ("X-Sendguard-Data-As-Of",),
+    lambda text, field: parse_time(text, field=field),
+    None,
+    dump=_dump_time,
+    load=_load_time,
+    show=_show_time,
+    description="When the data the message was built from was read (RFC 3339).",
+)
+TIMEZONE: Field[str | None] = Field(
+    "timezone",
+    ("X-Sendguard-Timezone",),
+    lambda text, field: check_timezone(text, field=field),
+    None,
+    description="The recipient's IANA time zone (quiet hours).",
+)
+NOT_BEFORE: Field[datetime | None] = Field(
+    "not_before",
+    ("X-Sendguard-Not-Before",),
+    lambda text, field: parse_time(text, field=field),
+    None,
+    dump=_dump_time,
+    load=_load_time,
+    show=_show_time,
+    description="Send no earlier than this (RFC 3339).",
+)
+OFFER: Field[str | None] = Field(
+    "offer",
+    ("X-Sendguard-Offer",),
+    lambda text, field: text,
+    None,
+    json_type=Name,
+    description="What the message offers: repetition counts it, a purchase ends it.",
+)
+UNLESS: Field[tuple[Requirement, ...]] = Field(
+    "unless",
+    ("X-Sendguard-Unless",),
+    _parse_premise,
+    (),
+    many=True,
+    dump=_dump_requirements,
+    load=_load_requirements,
+    show=lambda rs: [str(r) for r in rs],
+    description="Negative premises: not sent while one of them is true.",
+)
+ON_TIMEOUT: Field[OnTimeout | None] = Field(
+    "on_timeout",
+    ("X-Sendguard-On-Timeout",),
+    lambda text, field: parse_on_timeout(text, field=field),
+    None,
+    dump=lambda o: o.value if o is not None else None,
+    load=lambda v: OnTimeout(v) if v else None,
+    json_type=_enum_values(OnTimeout),
+    description="What the context policy does when the wait ends: hold, drop or forward.",
+)
+
+FIELDS: list[Field[Any]] = [
+    CAMPAIGN,
+    MESSAGE_CLASS,
+    REQUIRES,
+    WAIT,
+    DATA_AS_OF,
+    TIMEZONE,
+    NOT_BEFORE,
+    OFFER,
+    UNLESS,
+    ON_TIMEOUT,
+]
+"""Every message field, in the order they are shown. Append to add one."""
+
+_TYPED = frozenset(f.name for f in dataclasses.fields(SendguardFields)) - {"others"}
+
+
+def default_sources() -> dict[str, tuple[str, ...]]:
+    """Each field's JSON name to the headers it is read from by default."""
+    return {f.json_name: f.headers for f in FIELDS}
+
+
+DEFAULT_SOURCES: Mapping[str, Sequence[str]] = default_sources()
+"""The built-in fields' default header sources (`default_sources()` sees added ones too)."""
+
+
+def _build(values: Mapping[str, Any]) -> SendguardFields:
+    typed = {k: v for k, v in values.items() if k in _TYPED}
+    others = {k: v for k, v in values.items() if k not in _TYPED}
+    return SendguardFields(**typed, others=others)
+
+
 def read_fields(headers: Headers, sources: Mapping[str, Sequence[str]]) -> SendguardFields:
-    """Build SendguardFields from `headers`; malformed values raise InvalidMessage."""
+    """Build SendguardFields from `headers`; malformed values raise InvalidMessage.
 
-    def first(name: str) -> tuple[str, str] | None:
-        for header in sources.get(name, DEFAULT_SOURCES[name]):
-            value = headers.get(header)
-            if value is not None and value.strip():
-                return header, value.strip()
-        return None
+    `sources` maps a field's JSON name to the headers to read it from (first match wins);
+    a field it does not name is read from its default headers.
+    """
+    values: dict[str, Any] = {}
+    for spec in FIELDS:
+        for header in sources.get(spec.json_name, spec.headers):
+            if spec.many:
+                found = [v for v in headers.get_all(header) if v.strip()]
+                if found:
+                    values[spec.name] = tuple(
+                        spec.parse(part, header)
+                        for value in found
+                        for part in value.split(",")
+                        if part.strip()
+                    )
+                    break
+            else:
+                value = headers.get(header)
+                if value is not None and value.strip():
+                    values[spec.name] = spec.parse(value.strip(), header)
+                    break
+    return _build(values)
 
-    def every(name: str) -> tuple[str, list[str]] | None:
-        for header in sources.get(name, DEFAULT_SOURCES[name]):
-            values = [v for v in headers.get_all(header) if v.strip()]
-            if values:
-                return header, values
-        return None
 
-    campaign = None
-    if found := first("campaign"):
-        header, value = found
-        match = _LIST_ID.search(value) if header.lower() == "list-id" else None
-        campaign = match.group(1).strip() if match else value
+def overrides_from(given: Mapping[str, Any]) -> FieldOverrides:
+    """The fields given in a JSON payload (by JSON name; None or [] means not given),
+    parsed, errors naming the JSON field (`requires[1]`)."""
+    values: dict[str, Any] = {}
+    for spec in FIELDS:
+        raw = given.get(spec.json_name)
+        if raw is None or (spec.many and not raw):
+            continue
+        if spec.many:
+            values[spec.name] = tuple(
+                spec.parse(item, f"{spec.json_name}[{i}]") for i, item in enumerate(raw)
+            )
+        else:
+            values[spec.name] = spec.parse(raw, spec.json_name)
+    return FieldOverrides(_build(values), frozenset(values))
 
-    message_class = MessageClass.MARKETING
-    if found := first("class"):
-        header, value = found
-        try:
-            message_class = MessageClass(value.lower())
-        except ValueError:
-            raise InvalidMessage(
-                f"{header}: {value!r} is not a class; use transactional or marketing", field=header
-            ) from None
 
-    def premises(name: str) -> tuple[Requirement, ...]:
-        out: list[Requirement] = []
-        if found_all := every(name):
-            header, values = found_all
-            for value in values:
-                out.extend(
-                    parse_requirement(part, field=header)
-                    for part in value.split(",")
-                    if part.strip()
-                )
-        return tuple(out)
+def dump_fields(fields: SendguardFields) -> dict[str, Any]:
+    """Every field in its stored, JSON-able form, by JSON name."""
+    return {spec.json_name: spec.dump(fields.get(spec)) for spec in FIELDS}
 
-    requires = premises("requires")
 
-    wait = None
-    if found := first("wait"):
-        header, value = found
-        try:
-            wait = parse_duration(value)
-        except ValueError as exc:
-            raise InvalidMessage(f"{header}: {exc}", field=header) from None
-
-    data_as_of = parse_time(found[1], field=found[0]) if (found := first("data_as_of")) else None
-    not_before = parse_time(found[1], field=found[0]) if (found := first("not_before")) else None
-    timezone = check_timezone(found[1], field=found[0]) if (found := first("timezone")) else None
-    offer = found[1] if (found := first("offer")) else None
-    on_timeout = (
-        parse_on_timeout(found[1], field=found[0]) if (found := first("on_timeout")) else None
+def load_fields(data: Mapping[str, Any]) -> SendguardFields:
+    """The inverse of `dump_fields`; a field missing from `data` (stored before it was
+    added) takes its default."""
+    return _build(
+        {
+            spec.name: spec.load(data[spec.json_name]) if spec.json_name in data else spec.default
+            for spec in FIELDS
+        }
     )
-    return SendguardFields(
-        campaign=campaign,
-        message_class=message_class,
-        requires=requires,
-        wait=wait,
-        data_as_of=data_as_of,
-        timezone=timezone,
-        not_before=not_before,
-        offer=offer,
-        unless=premises("unless"),
-        on_timeout=on_timeout,
-    )
+
+
+def show_fields(fields: SendguardFields) -> dict[str, Any]:
+    """Every field as API answers show it, by JSON name."""
+    return {spec.json_name: spec.shown(fields.get(spec)) for spec in FIELDS}

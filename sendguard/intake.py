@@ -9,9 +9,8 @@ concurrent messages to one person are judged one after the other and caps hold.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
 
 import structlog
 
@@ -20,7 +19,7 @@ from sendguard.clock import Clock
 from sendguard.content import content_hash
 from sendguard.engine import Engine
 from sendguard.errors import IdempotencyKeyReused, InvalidAddress, InvalidMessage
-from sendguard.fields import read_fields
+from sendguard.fields import FieldOverrides, read_fields
 from sendguard.headers import Headers, split_message, strip_unforwarded_headers
 from sendguard.ids import new_id
 from sendguard.message import Delivery, DeliveryState, Message
@@ -104,7 +103,7 @@ class Intake:
         recipients: Sequence[str],
         ingress: str,
         *,
-        overrides: Mapping[str, Any] | None = None,
+        overrides: FieldOverrides | None = None,
         idempotency: Idempotency | None = None,
         smtputf8: bool = False,
         body_8bit: bool = False,
@@ -138,7 +137,7 @@ class Intake:
             mail_from=mail_from,
             recipients=tuple(unique.values()),
             headers=headers,
-            fields=replace(read_fields(headers, self._sources), **(overrides or {})),
+            fields=(overrides or FieldOverrides()).apply(read_fields(headers, self._sources)),
             size=len(content),
             content_hash=content_hash(content),
             smtputf8=smtputf8,

@@ -12,15 +12,24 @@ below. Every transition is recorded with its time and reason.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from sendguard.headers import Headers
+
+if TYPE_CHECKING:
+    from sendguard.fields import Field as FieldSpec
+
+_T = TypeVar("_T")
 
 __all__ = [
     "Delivery",
     "DeliveryState",
+    "HoldExpiry",
+    "HoldOrigin",
     "Match",
     "Message",
     "MessageClass",
@@ -42,6 +51,23 @@ class DeliveryState(StrEnum):
     DEFERRED = "deferred"
     FAILED = "failed"
     DROPPED = "dropped"
+
+
+class HoldOrigin(StrEnum):
+    """Why a held delivery is held: it waits for a review, or for the kill switch's resume."""
+
+    POLICY = "policy"
+    """A policy's verdict: a reviewer approves or rejects it; its review may expire."""
+    PAUSE = "pause"
+    """A campaign pause or the global pause: resuming releases it; it never expires."""
+
+
+class HoldExpiry(StrEnum):
+    """What becomes of a delivery held by a policy that nobody reviews in time
+    (`review.on_hold_expiry`)."""
+
+    DROP = "drop"
+    FORWARD = "forward"
 
 
 class MessageClass(StrEnum):
@@ -115,6 +141,17 @@ class SendguardFields:
     """Negative premises: the message is not sent while one of them is true."""
     on_timeout: OnTimeout | None = None
     """What the context policy does when the wait ends (else its configured `on_timeout`)."""
+    others: Mapping[str, Any] = field(default_factory=dict, hash=False)
+    """The values of fields added to `sendguard.fields.FIELDS` without an attribute here."""
+
+    def get(self, spec: FieldSpec[_T]) -> _T:
+        """The value of a field of `sendguard.fields.FIELDS`, typed by its record."""
+        # The record's type parameter says what its value is; the mapping cannot.
+        if spec.name in self.others:
+            value: _T = self.others[spec.name]
+            return value
+        found: _T = getattr(self, spec.name, spec.default)
+        return found
 
 
 @dataclass(frozen=True)
@@ -167,8 +204,8 @@ class Delivery:
     last_error: str | None = None
     approved_by: str | None = None
     """The reviewer who released this delivery from the review queue, if one did."""
-    hold_origin: str | None = None
-    """Why a held delivery is held: `policy` (a policy's verdict) or `pause` (kill switch)."""
+    hold_origin: HoldOrigin | None = None
+    """Why a held delivery is held (only set while it is held)."""
     override_by: str | None = None
     """The reviewer who approved this delivery although its premises were unmet (the context
     policy held it): the context policy no longer checks them."""

@@ -28,7 +28,7 @@ from sendguard.clock import Clock
 from sendguard.config import (
     Config,
     Settings,
-    WebhookConfig,
+    WebhookOptions,
     default_config_text,
     parse_config,
 )
@@ -159,7 +159,7 @@ class Appliers:
     headers: Callable[[Config], None]
     delivery: Callable[[Config], None]
     review: Callable[[Config], None]
-    webhooks: Callable[[Sequence[WebhookConfig]], None]
+    webhooks: Callable[[Sequence[WebhookOptions]], None]
     upstream: Callable[[Config], Upstream]
 
 

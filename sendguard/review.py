@@ -17,11 +17,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 from sendguard.clock import Clock
 from sendguard.errors import Conflict
-from sendguard.message import Delivery, DeliveryState
+from sendguard.message import Delivery, DeliveryState, HoldOrigin
 from sendguard.store.base import (
     Approval,
     AuditEntry,
@@ -38,6 +37,80 @@ _HELD = frozenset({S.HELD})
 _UNSENT = frozenset({S.QUEUED, S.DELAYED, S.DEFERRED, S.HELD})
 _WAITING = frozenset({S.QUEUED, S.DELAYED, S.DEFERRED})
 _PAGE = 500
+
+
+def _every(delivery: Delivery) -> bool:
+    return True
+
+
+def _held_by_policy(delivery: Delivery) -> bool:
+    return delivery.hold_origin is not HoldOrigin.PAUSE
+
+
+def _held_by_pause(delivery: Delivery) -> bool:
+    return delivery.hold_origin is HoldOrigin.PAUSE
+
+
+@dataclass(frozen=True)
+class CampaignAction:
+    """One campaign-wide review action: what it records on the campaign, and which of its
+    deliveries it moves to which state."""
+
+    verb: str
+    """How the API and the review page name it (`POST /v1/campaigns/{name}/<verb>`)."""
+    done: str
+    """The verb in the past tense, for people."""
+    audit: str
+    """The action as the audit log records it."""
+    what: str
+    """The reason recorded with each delivery it moves."""
+    states: frozenset[DeliveryState]
+    select: Callable[[Delivery], bool]
+    to: DeliveryState
+    approval: Approval | None = None
+    """The campaign's new approval, if the action changes it."""
+    paused: bool | None = None
+    """The campaign's new pause state, if the action changes it."""
+    records_content: bool = False
+    """Record the content fingerprints of its held deliveries as approved."""
+
+
+APPROVE = CampaignAction(
+    "approve",
+    "approved",
+    "approve-campaign",
+    "campaign approved",
+    _HELD,
+    _held_by_policy,
+    S.DELAYED,
+    approval=Approval.APPROVED,
+    records_content=True,
+)
+REJECT = CampaignAction(
+    "reject",
+    "rejected",
+    "reject-campaign",
+    "campaign rejected",
+    _UNSENT,
+    _every,
+    S.DROPPED,
+    approval=Approval.REJECTED,
+)
+PAUSE = CampaignAction(
+    "pause", "paused", "pause", "campaign paused", _WAITING, _every, S.HELD, paused=True
+)
+RESUME = CampaignAction(
+    "resume",
+    "resumed",
+    "resume",
+    "campaign resumed",
+    _HELD,
+    _held_by_pause,
+    S.DELAYED,
+    paused=False,
+)
+CAMPAIGN_ACTIONS: dict[str, CampaignAction] = {a.verb: a for a in (APPROVE, REJECT, PAUSE, RESUME)}
+"""Every campaign action by its verb."""
 
 
 class NotFound(Conflict):
@@ -125,72 +198,65 @@ class Review:
         With `release_all` the released deliveries count as approved one by one, so no hold
         reason of the human hold (a pattern, a sensitive recipient) holds them again.
         """
-        now = self._clock.now()
-        seen: set[str] = set()
-        await self._each(
-            name,
-            _HELD,
-            lambda d: _note_content(d, seen),
-            None,
-        )
-        await self._store.add_approvals(
-            [ContentApproval(name, content, reviewer, now) for content in sorted(seen)]
-        )
-        return await self._campaign_step(
-            name,
-            reviewer,
-            note,
-            "approve-campaign",
-            "campaign approved" + (", every hold reason released" if release_all else ""),
-            {"approval": Approval.APPROVED},
-            _HELD,
-            lambda d: d.hold_origin != "pause",
-            S.DELAYED,
-            approved_by=reviewer if release_all else None,
-            audit_note=f"release all; {note}" if release_all and note else note,
-        )
+        return await self.on_campaign(APPROVE, name, reviewer, note, release_all=release_all)
 
     async def reject_campaign(self, name: str, reviewer: str, note: str = "") -> Outcome:
         """Reject a campaign: drop everything of it not yet sent."""
-        return await self._campaign_step(
-            name,
-            reviewer,
-            note,
-            "reject-campaign",
-            "campaign rejected",
-            {"approval": Approval.REJECTED},
-            _UNSENT,
-            lambda d: True,
-            S.DROPPED,
-        )
+        return await self.on_campaign(REJECT, name, reviewer, note)
 
     async def pause_campaign(self, name: str, reviewer: str, note: str = "") -> Outcome:
         """The kill switch: hold every unsent delivery of the campaign, and every new one."""
-        return await self._campaign_step(
-            name,
-            reviewer,
-            note,
-            "pause",
-            "campaign paused",
-            {"paused": True},
-            _WAITING,
-            lambda d: True,
-            S.HELD,
-        )
+        return await self.on_campaign(PAUSE, name, reviewer, note)
 
     async def resume_campaign(self, name: str, reviewer: str, note: str = "") -> Outcome:
         """Lift the kill switch: what the pause held is judged again now."""
-        return await self._campaign_step(
+        return await self.on_campaign(RESUME, name, reviewer, note)
+
+    async def on_campaign(
+        self,
+        action: CampaignAction,
+        name: str,
+        reviewer: str,
+        note: str = "",
+        *,
+        release_all: bool = False,
+    ) -> Outcome:
+        """Do `action` to campaign `name`: record its new state, move its matching
+        deliveries, audit it. `release_all` applies to an approval only."""
+        release_all = release_all and action is APPROVE
+        now = self._clock.now()
+        if action.records_content:
+            seen: set[str] = set()
+            await self._each(name, _HELD, lambda d: _note_content(d, seen), None)
+            await self._store.add_approvals(
+                [ContentApproval(name, content, reviewer, now) for content in sorted(seen)]
+            )
+        current = await self._store.get_campaign(name) or Campaign(name)
+        campaign = Campaign(
             name,
+            action.approval if action.approval is not None else current.approval,
+            action.paused if action.paused is not None else current.paused,
+            now,
             reviewer,
-            note,
-            "resume",
-            "campaign resumed",
-            {"paused": False},
-            _HELD,
-            lambda d: d.hold_origin == "pause",
-            S.DELAYED,
         )
+        await self._store.set_campaign(campaign)
+        released = action.to is S.DELAYED  # due now: every policy judges it again at once
+        what = action.what + (", every hold reason released" if release_all else "")
+        change = Change(
+            action.to,
+            _why(what, reviewer, note),
+            now,
+            expect=action.states,
+            due_at=now if released else None,
+            hold_origin=HoldOrigin.PAUSE if action.to is S.HELD else None,
+            approved_by=reviewer if release_all else None,
+        )
+        count = await self._each(name, action.states, action.select, change)
+        audit_note = f"release all; {note}" if release_all and note else note
+        await self._audit(reviewer, action.audit, f"campaign:{name}", audit_note, count)
+        if released:
+            self._on_release()
+        return Outcome(campaign, count)
 
     async def pause_all(self, reviewer: str, note: str = "") -> PauseOutcome:
         """The global kill switch: hold every unsent delivery, and every new one."""
@@ -216,72 +282,15 @@ class Review:
             now,
             expect=_WAITING if paused else _HELD,
             due_at=None if paused else now,
-            hold_origin="pause" if paused else None,
+            hold_origin=HoldOrigin.PAUSE if paused else None,
         )
         states = _WAITING if paused else _HELD
-        select: Callable[[Delivery], bool] = (
-            (lambda d: True) if paused else (lambda d: d.hold_origin == "pause")
-        )
+        select: Callable[[Delivery], bool] = _every if paused else _held_by_pause
         count = await self._each(None, states, select, change)
         await self._audit(reviewer, "pause" if paused else "resume", "all", note, count)
         if not paused:
             self._on_release()
         return PauseOutcome(pause, count)
-
-    async def _campaign_step(
-        self,
-        name: str,
-        reviewer: str,
-        note: str,
-        action: str,
-        what: str,
-        update: dict[str, Any],
-        states: frozenset[DeliveryState],
-        select: Callable[[Delivery], bool],
-        to: DeliveryState,
-        *,
-        approved_by: str | None = None,
-        audit_note: str | None = None,
-    ) -> Outcome:
-        """Record the campaign's new state, move its matching deliveries, audit it."""
-        campaign = await self._set(name, reviewer, **update)
-        now = self._clock.now()
-        released = to is S.DELAYED  # due now: every policy judges it again at once
-        change = Change(
-            to,
-            _why(what, reviewer, note),
-            now,
-            expect=states,
-            due_at=now if released else None,
-            hold_origin="pause" if to is S.HELD else None,
-            approved_by=approved_by,
-        )
-        count = await self._each(name, states, select, change)
-        await self._audit(
-            reviewer, action, f"campaign:{name}", note if audit_note is None else audit_note, count
-        )
-        if released:
-            self._on_release()
-        return Outcome(campaign, count)
-
-    async def _set(
-        self,
-        name: str,
-        reviewer: str,
-        *,
-        approval: Approval | None = None,
-        paused: bool | None = None,
-    ) -> Campaign:
-        current = await self._store.get_campaign(name) or Campaign(name)
-        updated = Campaign(
-            name,
-            approval if approval is not None else current.approval,
-            paused if paused is not None else current.paused,
-            self._clock.now(),
-            reviewer,
-        )
-        await self._store.set_campaign(updated)
-        return updated
 
     async def _each(
         self,
@@ -320,7 +329,7 @@ class Review:
 
 def _note_content(delivery: Delivery, seen: set[str]) -> bool:
     """Collect the content a campaign approval covers: what its policy holds showed."""
-    if delivery.hold_origin != "pause" and delivery.message.content_hash is not None:
+    if delivery.hold_origin is not HoldOrigin.PAUSE and delivery.message.content_hash is not None:
         seen.add(delivery.message.content_hash)
     return False
 

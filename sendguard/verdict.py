@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 
-__all__ = ["Action", "Decision", "Mode", "PolicyOutcome", "Verdict", "combine"]
+__all__ = ["Action", "Decision", "Mode", "OnError", "PolicyOutcome", "Verdict", "combine"]
 
 
 class Action(StrEnum):
@@ -26,6 +26,13 @@ class Action(StrEnum):
     def rank(self) -> int:
         """Precedence when policies disagree: the highest rank wins."""
         return _RANK[self]
+
+
+class OnError(StrEnum):
+    """What a policy that fails or times out counts as (`on_error` in its config)."""
+
+    FORWARD = "forward"
+    HOLD = "hold"
 
 
 _RANK = {Action.FORWARD: 0, Action.DELAY: 1, Action.HOLD: 2, Action.DROP: 3}

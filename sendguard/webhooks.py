@@ -29,7 +29,7 @@ import structlog
 
 from sendguard import __version__
 from sendguard.clock import Clock
-from sendguard.config import WebhookConfig
+from sendguard.config import WebhookOptions
 from sendguard.delivery.dispatcher import backoff
 from sendguard.errors import StoreUnavailable
 from sendguard.metrics import Metrics
@@ -65,7 +65,7 @@ def verify_signature(
     return hmac.compare_digest(expected, parts.get("v1", ""))
 
 
-def targets_of(configs: Sequence[WebhookConfig]) -> list[WebhookTarget]:
+def targets_of(configs: Sequence[WebhookOptions]) -> list[WebhookTarget]:
     """What the store needs to know of the configured webhooks."""
     return [WebhookTarget(c.url, frozenset(c.events)) for c in configs]
 
@@ -86,7 +86,7 @@ class WebhookSender:
         store: Store,
         clock: Clock,
         metrics: Metrics,
-        configs: Sequence[WebhookConfig],
+        configs: Sequence[WebhookOptions],
         owner: str,
         poll_interval: timedelta,
         rng: random.Random | None = None,
@@ -101,7 +101,7 @@ class WebhookSender:
         self._session: aiohttp.ClientSession | None = None
         self.reconfigure(configs)
 
-    def reconfigure(self, configs: Sequence[WebhookConfig]) -> None:
+    def reconfigure(self, configs: Sequence[WebhookOptions]) -> None:
         """Post to these webhooks from now on; the store writes events for them."""
         self._configs = {c.url: c for c in configs}
         self._store.set_webhook_targets(targets_of(configs))
@@ -183,7 +183,7 @@ class WebhookSender:
         await self._store.webhook_event_retry(event.id, now + wait, error)
 
     async def _send(
-        self, config: WebhookConfig, body: bytes, signature: str, event: OutboundEvent
+        self, config: WebhookOptions, body: bytes, signature: str, event: OutboundEvent
     ) -> str | None:
         """Post; None on a 2xx answer, else what went wrong."""
         assert self._session is not None

@@ -3,19 +3,19 @@ pyproject.toml exactly as a third-party upstream registers its own."""
 
 from __future__ import annotations
 
-from sendguard.config import EspUpstream, OutboxUpstream, SmtpUpstream
+from sendguard.config import EspUpstreamOptions, OutboxUpstreamOptions, SmtpUpstreamOptions
 from sendguard.delivery.esp_upstreams import MailgunUpstream, PostmarkUpstream, SendgridUpstream
 from sendguard.delivery.outbox import OutboxUpstream as Outbox
 from sendguard.delivery.smtp import SmtpUpstream as Smtp
 from sendguard.delivery.upstream import Upstream
 
 
-def outbox(config: OutboxUpstream) -> Upstream:
+def outbox(config: OutboxUpstreamOptions) -> Upstream:
     """`kind: outbox`."""
     return Outbox(config.path)
 
 
-def smtp(config: SmtpUpstream) -> Upstream:
+def smtp(config: SmtpUpstreamOptions) -> Upstream:
     """`kind: smtp`."""
     return Smtp(
         config.host,
@@ -31,7 +31,7 @@ def smtp(config: SmtpUpstream) -> Upstream:
     )
 
 
-def sendgrid(config: EspUpstream) -> Upstream:
+def sendgrid(config: EspUpstreamOptions) -> Upstream:
     """`kind: sendgrid`."""
     return SendgridUpstream(
         config.api_key,
@@ -41,7 +41,7 @@ def sendgrid(config: EspUpstream) -> Upstream:
     )
 
 
-def postmark(config: EspUpstream) -> Upstream:
+def postmark(config: EspUpstreamOptions) -> Upstream:
     """`kind: postmark`."""
     return PostmarkUpstream(
         config.api_key,
@@ -52,7 +52,7 @@ def postmark(config: EspUpstream) -> Upstream:
     )
 
 
-def mailgun(config: EspUpstream) -> Upstream:
+def mailgun(config: EspUpstreamOptions) -> Upstream:
     """`kind: mailgun`."""
     assert config.domain is not None  # the config model requires it for mailgun
     return MailgunUpstream(

@@ -24,11 +24,11 @@ from datetime import datetime, timedelta
 import structlog
 
 from sendguard.clock import Clock, monotonic
-from sendguard.config import DeliveryConfig, ReviewConfig
+from sendguard.config import DeliveryOptions, ReviewOptions
 from sendguard.delivery.upstream import Envelope, Upstream
 from sendguard.engine import Engine
 from sendguard.errors import Conflict, StoreUnavailable, UpstreamPermanent, UpstreamTransient
-from sendguard.message import Delivery, DeliveryState
+from sendguard.message import Delivery, DeliveryState, HoldExpiry
 from sendguard.metrics import Metrics
 from sendguard.phrasing import human_duration, human_time
 from sendguard.store.base import AuditEntry, Change, Store
@@ -69,10 +69,10 @@ class Dispatcher:
         engine: Engine,
         upstream: Upstream,
         clock: Clock,
-        config: DeliveryConfig,
+        config: DeliveryOptions,
         metrics: Metrics,
         owner: str,
-        review: ReviewConfig | None = None,
+        review: ReviewOptions | None = None,
         rng: random.Random | None = None,
     ) -> None:
         self._store = store
@@ -82,7 +82,7 @@ class Dispatcher:
         self._config = config
         self._metrics = metrics
         self._owner = owner
-        self._review = review or ReviewConfig()
+        self._review = review or ReviewOptions()
         # Backoff jitter only; a test passes a seeded one.
         self._random = rng or random.Random()  # noqa: S311 - spreading retries, not secrecy
         self._wake = asyncio.Event()
@@ -90,7 +90,7 @@ class Dispatcher:
         self._stopping = asyncio.Event()
         self._busy = 0
 
-    def reconfigure(self, config: DeliveryConfig, review: ReviewConfig) -> None:
+    def reconfigure(self, config: DeliveryOptions, review: ReviewOptions) -> None:
         """Use these retry, lifetime and review settings from now on (a config reload).
 
         `workers` is fixed for the process's life (the claim queue is sized by it); a reload
@@ -280,6 +280,7 @@ class Dispatcher:
         waited = (
             f"not reviewed within review.hold_expiry ({human_duration(self._review.hold_expiry)})"
         )
+        drop = self._review.on_hold_expiry is HoldExpiry.DROP
         # Nobody decided, so sendguard did: the audit log says so beside the people's decisions.
         await self._store.add_audit(
             AuditEntry(
@@ -287,11 +288,11 @@ class Dispatcher:
                 "sendguard",
                 "expire",
                 f"delivery:{delivery.id}",
-                f"{waited}; {'dropped' if self._review.on_hold_expiry == 'drop' else 'released'}",
+                f"{waited}; {'dropped' if drop else 'released'}",
                 1,
             )
         )
-        if self._review.on_hold_expiry == "drop":
+        if drop:
             await self._finish(delivery, DeliveryState.DROPPED, waited, now)
             return None
         # forward: released as if approved; every policy but the human hold judges it again.

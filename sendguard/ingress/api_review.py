@@ -18,7 +18,7 @@ from sendguard.ingress.payloads import (
     read_json,
 )
 from sendguard.ingress.views import audit_view, campaign_view, when
-from sendguard.review import PauseOutcome
+from sendguard.review import APPROVE, CAMPAIGN_ACTIONS, CampaignAction, PauseOutcome
 from sendguard.store.base import GlobalPause
 
 MAX_AUDIT = 1000
@@ -28,8 +28,8 @@ def add_routes(router: web.UrlDispatcher) -> None:
     """Register this module's routes."""
     for action in ("approve", "reject"):
         router.add_post(f"/v1/deliveries/{{id}}/{action}", _delivery_action(action))
-    for action in ("approve", "reject", "pause", "resume"):
-        router.add_post(f"/v1/campaigns/{{name}}/{action}", _campaign_action(action))
+    for verb, campaign_action in CAMPAIGN_ACTIONS.items():
+        router.add_post(f"/v1/campaigns/{{name}}/{verb}", _campaign_action(campaign_action))
     router.add_get("/v1/campaigns", list_campaigns)
     router.add_post("/v1/pause", pause_all)
     router.add_post("/v1/resume", resume_all)
@@ -56,30 +56,25 @@ def _delivery_action(action: str) -> Handler:
     return handle
 
 
-def _campaign_action(action: str) -> Handler:
+def _campaign_action(action: CampaignAction) -> Handler:
     """approve (release what it held), reject (drop what is unsent), pause (the kill switch:
     hold every unsent and new delivery) or resume a campaign."""
 
     async def handle(request: web.Request) -> web.Response:
         name = request.match_info["name"]
         review = api(request).review
-        if action == "approve":
+        if action is APPROVE:
             approval = await read_json(request, CampaignApprovalPayload)
-            outcome = await review.approve_campaign(
-                name, *_actor(request, approval), release_all=approval.release == "all"
+            outcome = await review.on_campaign(
+                action, name, *_actor(request, approval), release_all=approval.release == "all"
             )
         else:
             payload = await read_json(request, ReviewPayload)
-            act = {
-                "reject": review.reject_campaign,
-                "pause": review.pause_campaign,
-                "resume": review.resume_campaign,
-            }[action]
-            outcome = await act(name, *_actor(request, payload))
+            outcome = await review.on_campaign(action, name, *_actor(request, payload))
         return web.json_response(
             {
                 "campaign": outcome.campaign.name,
-                "action": action,
+                "action": action.verb,
                 "deliveries": outcome.count,
                 "approval": outcome.campaign.approval.value if outcome.campaign.approval else None,
                 "paused": outcome.campaign.paused,

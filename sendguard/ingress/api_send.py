@@ -20,12 +20,11 @@ from aiohttp import web
 
 from sendguard.address import validate_address
 from sendguard.clock import monotonic
-from sendguard.duration import parse_duration
 from sendguard.errors import Conflict, IdempotencyKeyReused, InvalidAddress, InvalidMessage
-from sendguard.fields import check_timezone, parse_requirement, parse_time
+from sendguard.fields import FieldOverrides, parse_time
 from sendguard.headers import Headers, split_message
 from sendguard.ingress.http_context import api
-from sendguard.ingress.payloads import BadRequest, SendPayload, read_json
+from sendguard.ingress.payloads import BadRequest, SendPayload, field_overrides, read_json
 from sendguard.ingress.views import (
     decision_reasons,
     delivery_view,
@@ -34,7 +33,7 @@ from sendguard.ingress.views import (
     when,
 )
 from sendguard.intake import Accepted, Idempotency
-from sendguard.message import Delivery, DeliveryState, MessageClass, OnTimeout
+from sendguard.message import Delivery, DeliveryState
 from sendguard.store.base import DeliveryQuery
 
 MAX_LIMIT = 500
@@ -76,39 +75,6 @@ def _check_addresses(addresses: list[str], field: str) -> None:
             validate_address(address)
         except InvalidAddress as exc:
             raise BadRequest(f"{field}[{index}]: {exc}", f"{field}[{index}]") from None
-
-
-def _overrides(payload: SendPayload) -> dict[str, Any]:
-    """The sendguard fields given in the JSON payload, parsed, naming the JSON field on error."""
-    out: dict[str, Any] = {}
-    if payload.campaign is not None:
-        out["campaign"] = payload.campaign
-    if payload.message_class is not None:
-        out["message_class"] = MessageClass(payload.message_class)
-    if payload.requires:
-        out["requires"] = tuple(
-            parse_requirement(r, field=f"requires[{i}]") for i, r in enumerate(payload.requires)
-        )
-    if payload.unless:
-        out["unless"] = tuple(
-            parse_requirement(r, field=f"unless[{i}]") for i, r in enumerate(payload.unless)
-        )
-    if payload.on_timeout is not None:
-        out["on_timeout"] = OnTimeout(payload.on_timeout)
-    if payload.wait is not None:
-        try:
-            out["wait"] = parse_duration(payload.wait)
-        except ValueError as exc:
-            raise BadRequest(f"wait: {exc}", "wait") from None
-    for name in ("data_as_of", "not_before"):
-        value = getattr(payload, name)
-        if value is not None:
-            out[name] = parse_time(value, field=name)
-    if payload.timezone is not None:
-        out["timezone"] = check_timezone(payload.timezone, field="timezone")
-    if payload.offer is not None:
-        out["offer"] = payload.offer
-    return out
 
 
 _UTF8_QP = email.charset.Charset("utf-8")
@@ -169,9 +135,9 @@ def _envelope_from_headers(raw: bytes) -> tuple[str, list[str]]:
     return (senders[0][1] if senders else ""), recipients
 
 
-async def _read_send(request: web.Request) -> tuple[bytes, str, list[str], dict[str, Any]]:
+async def _read_send(request: web.Request) -> tuple[bytes, str, list[str], FieldOverrides]:
     """The message, sender, recipients and field overrides of a send request."""
-    overrides: dict[str, Any] = {}
+    overrides = FieldOverrides()
     if request.content_type == "message/rfc822":
         raw = await request.read()
         if not raw.strip():
@@ -190,7 +156,7 @@ async def _read_send(request: web.Request) -> tuple[bytes, str, list[str], dict[
             _check_addresses(getattr(payload, field), field)
         mail_from = payload.from_
         recipients = [*payload.to, *payload.cc, *payload.bcc]
-        overrides = _overrides(payload)
+        overrides = field_overrides(payload)
         raw = build_mime(payload, api(request).clock.now())
     if not recipients:
         raise BadRequest("a message needs at least one recipient", "to")

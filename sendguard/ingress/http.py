@@ -13,7 +13,7 @@ import structlog
 from aiohttp import web
 
 from sendguard.clock import monotonic
-from sendguard.config import HttpConfig, split_listen
+from sendguard.config import HttpOptions, split_listen
 from sendguard.errors import Conflict, InvalidMessage, StoreUnavailable, UpstreamError
 from sendguard.identity import Identity, Role
 from sendguard.ingress import (
@@ -185,7 +185,7 @@ def add_routes(router: web.UrlDispatcher) -> None:
 class HttpIngress:
     """The listening HTTP server."""
 
-    def __init__(self, app: web.Application, config: HttpConfig) -> None:
+    def __init__(self, app: web.Application, config: HttpOptions) -> None:
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=5.0)
         self._config = config
 

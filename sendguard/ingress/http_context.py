@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from sendguard.clock import Clock
-from sendguard.config import HttpConfig
+from sendguard.config import HttpOptions
 from sendguard.delivery.upstream import Upstream
 from sendguard.identity import Identity
 from sendguard.intake import Intake
@@ -31,7 +31,7 @@ class Api:
     metrics: Metrics
     clock: Clock
     wake: Callable[[], None]
-    config: HttpConfig
+    config: HttpOptions
     event_types: frozenset[str] = frozenset(t.value for t in EventType)
     """What `POST /v1/events` accepts: built-in types and custom ones the policies read."""
 

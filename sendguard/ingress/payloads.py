@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import json
-from typing import Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from aiohttp import web
 from pydantic import (
     BaseModel,
-    ConfigDict,
     Field,
     ValidationError,
+    create_model,
     field_validator,
     model_validator,
 )
+
+from sendguard.fields import FIELDS, FieldOverrides, overrides_from
+from sendguard.validation import Strict, allowed_names, field_path, problems
 
 M = TypeVar("M", bound=BaseModel)
 _FORBIDDEN_IN_HEADERS = ("\r", "\n", "\x00")
@@ -28,13 +31,6 @@ class BadRequest(Exception):
         super().__init__(message)
 
 
-def _field_path(loc: tuple[int | str, ...]) -> str:
-    out = ""
-    for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out
-
-
 async def read_json(request: web.Request, model: type[M]) -> M:
     """The request body validated against `model`; BadRequest names the first bad field."""
     try:
@@ -46,28 +42,12 @@ async def read_json(request: web.Request, model: type[M]) -> M:
             "body",
             code="invalid_json",
         ) from None
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        first = exc.errors(include_url=False)[0]
-        field = _field_path(first["loc"]) or None
-        message = first["msg"].removeprefix("Value error, ")
-        if first["type"] == "extra_forbidden":
-            allowed = ", ".join(sorted(f.alias or n for n, f in model.model_fields.items()))
-            message = f"unknown field; allowed: {allowed}"
-        elif first["type"] == "missing":
-            message = "required field is missing"
-        raise BadRequest(f"{field}: {message}" if field else message, field) from None
+    return validate_as(model, data)
 
 
-class Strict(BaseModel):
-    """Unknown fields are errors, so typos do not pass silently."""
-
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
-
-
-class SendPayload(Strict):
-    """`POST /v1/messages` as JSON."""
+class SendEnvelope(Strict):
+    """`POST /v1/messages` as JSON: the message itself. Its sendguard fields (`campaign`,
+    `class`, ...) are added from `sendguard.fields.FIELDS` to make `SendPayload`."""
 
     from_: str = Field(alias="from", min_length=1, max_length=320)
     to: list[str] = Field(default_factory=list, max_length=1000)
@@ -77,21 +57,11 @@ class SendPayload(Strict):
     text: str | None = None
     html: str | None = None
     headers: dict[str, str] = Field(default_factory=dict)
-    campaign: str | None = Field(default=None, min_length=1, max_length=200)
-    message_class: Literal["transactional", "marketing"] | None = Field(default=None, alias="class")
-    requires: list[str] = Field(default_factory=list, max_length=100)
-    unless: list[str] = Field(default_factory=list, max_length=100)
-    on_timeout: Literal["hold", "drop", "forward"] | None = None
-    wait: str | None = None
-    data_as_of: str | None = None
-    not_before: str | None = None
-    timezone: str | None = None
-    offer: str | None = Field(default=None, min_length=1, max_length=200)
 
-    @field_validator("subject", "campaign", "offer")
+    @field_validator("subject")
     @classmethod
-    def _single_line(cls, value: str | None) -> str | None:
-        if value is not None and any(c in value for c in _FORBIDDEN_IN_HEADERS):
+    def _single_line(cls, value: str) -> str:
+        if any(c in value for c in _FORBIDDEN_IN_HEADERS):
             raise ValueError("must be a single line (no CR, LF or NUL)")
         return value
 
@@ -109,6 +79,34 @@ class SendPayload(Strict):
             if any(c in value for c in _FORBIDDEN_IN_HEADERS):
                 raise ValueError(f"the value of {name} must be a single line")
         return headers
+
+
+def _field_definitions() -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for spec in FIELDS:
+        alias = spec.key or None
+        if spec.many:
+            premises: Any = Field(default_factory=list, max_length=100, alias=alias)
+            out[spec.name] = (spec.payload_type, premises)
+        else:
+            out[spec.name] = (spec.payload_type | None, Field(default=None, alias=alias))
+    return out
+
+
+if TYPE_CHECKING:
+    SendPayload = SendEnvelope
+else:
+    SendPayload = create_model(
+        "SendPayload",
+        __base__=SendEnvelope,
+        __doc__="`POST /v1/messages` as JSON: the message and its sendguard fields.",
+        **_field_definitions(),
+    )
+
+
+def field_overrides(payload: SendEnvelope) -> FieldOverrides:
+    """The sendguard fields a send payload gives, parsed (errors name the JSON field)."""
+    return overrides_from({spec.json_name: getattr(payload, spec.name) for spec in FIELDS})
 
 
 class ReviewPayload(Strict):
@@ -161,21 +159,12 @@ def validate_as(model: type[M], data: Any, prefix: str = "") -> M:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        first = exc.errors(include_url=False)[0]
-        field = prefix + (_field_path(first["loc"]) if not prefix else _item_path(first["loc"]))
-        message = first["msg"].removeprefix("Value error, ")
+        first = problems(exc, allowed_names(model), noun="field")[0]
+        field = field_path(first.loc, prefix)
+        message = first.message
         if message.startswith("bounce_type: "):
             field, message = f"{prefix}.bounce_type" if prefix else "bounce_type", message[13:]
-        if first["type"] == "extra_forbidden":
-            allowed = ", ".join(sorted(f.alias or n for n, f in model.model_fields.items()))
-            message = f"unknown field; allowed: {allowed}"
-        elif first["type"] == "missing":
-            message = "required field is missing"
         raise BadRequest(f"{field}: {message}" if field else message, field or None) from None
-
-
-def _item_path(loc: tuple[int | str, ...]) -> str:
-    return "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in loc)
 
 
 async def read_events(request: web.Request) -> tuple[list[EventPayload], bool]:

@@ -21,7 +21,7 @@ from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
 from sendguard.address import validate_address
 from sendguard.clock import monotonic
-from sendguard.config import IPNetwork, SmtpConfig, split_listen
+from sendguard.config import IPNetwork, SmtpOptions, split_listen
 from sendguard.errors import InvalidAddress, InvalidMessage, StoreUnavailable
 from sendguard.ingress.smtp_auth import CONNECTION_LIMIT_REPLY, REFUSAL_PAUSE, AuthGuard
 from sendguard.intake import Intake
@@ -63,7 +63,7 @@ class SmtpHandler:
     def __dir__(self) -> list[str]:
         return _HANDLER_NAMES
 
-    def __init__(self, intake: Intake, config: SmtpConfig, metrics: Metrics) -> None:
+    def __init__(self, intake: Intake, config: SmtpOptions, metrics: Metrics) -> None:
         self._intake = intake
         self._config = config
         self._metrics = metrics
@@ -277,7 +277,7 @@ _CHECK_LATER = AuthResult(success=False, handled=True)
 class SmtpIngress:
     """The listening SMTP server; owns its connections and drains them on stop."""
 
-    def __init__(self, handler: SmtpHandler, config: SmtpConfig) -> None:
+    def __init__(self, handler: SmtpHandler, config: SmtpOptions) -> None:
         self._handler = handler
         self._config = config
         self._server: asyncio.Server | None = None

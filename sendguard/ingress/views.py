@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
+from sendguard.fields import show_fields
 from sendguard.message import Delivery, DeliveryState, Message, Transition
 from sendguard.store.base import Approval, AuditEntry, CampaignSummary, Event, RecordedOutcome
 from sendguard.verdict import Decision
@@ -57,13 +58,7 @@ def message_view(message: Message) -> dict[str, Any]:
         "from": message.mail_from,
         "recipients": list(message.recipients),
         "subject": message.subject,
-        "campaign": fields.campaign,
-        "class": fields.message_class.value,
-        "requires": [str(r) for r in fields.requires],
-        "not_before": when(fields.not_before),
-        "data_as_of": when(fields.data_as_of),
-        "timezone": fields.timezone,
-        "offer": fields.offer,
+        **show_fields(fields),
         "size": message.size,
     }
 

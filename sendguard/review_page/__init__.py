@@ -9,14 +9,14 @@ from __future__ import annotations
 from aiohttp import web
 
 from sendguard.clock import Clock
-from sendguard.config import ReviewConfig
+from sendguard.config import ReviewOptions
 from sendguard.review_page import edit_pages
 from sendguard.review_page.pages import install_pages
 
 __all__ = ["install"]
 
 
-def install(app: web.Application, config: ReviewConfig, clock: Clock) -> None:
+def install(app: web.Application, config: ReviewOptions, clock: Clock) -> None:
     """Add the review page to the API's application."""
     install_pages(app, config, clock)
     edit_pages.add_routes(app.router)

@@ -31,7 +31,7 @@ import aiohttp
 import structlog
 
 from sendguard.clock import Clock
-from sendguard.config import ReviewNotifyConfig
+from sendguard.config import ReviewNotifyOptions
 from sendguard.delivery.upstream import Envelope, Upstream
 from sendguard.errors import StoreUnavailable, UpstreamPermanent, UpstreamTransient
 from sendguard.ids import new_id
@@ -91,7 +91,7 @@ class Notifier:
         upstream: Upstream,
         clock: Clock,
         metrics: Metrics,
-        config: ReviewNotifyConfig,
+        config: ReviewNotifyOptions,
         public_url: str,
         webhook_url: str | None,
     ) -> None:
@@ -315,7 +315,7 @@ def public_url(configured: str | None, listen: str) -> str:
     return configured.rstrip("/") if configured else f"http://{listen}"
 
 
-def retry_delay(config: ReviewNotifyConfig, attempts: int) -> timedelta:
+def retry_delay(config: ReviewNotifyOptions, attempts: int) -> timedelta:
     """The wait before retry number `attempts` (1-based): doubling, capped."""
     wait: timedelta = config.retry_min * 2 ** min(max(0, attempts - 1), 32)
     return min(config.retry_max, wait)

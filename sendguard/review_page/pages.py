@@ -16,14 +16,14 @@ import jinja2
 from aiohttp import web
 
 from sendguard.clock import Clock
-from sendguard.config import ReviewConfig
+from sendguard.config import ReviewOptions
 from sendguard.errors import Conflict
 from sendguard.identity import Identity, Role
 from sendguard.ingress.http_context import api
-from sendguard.message import Delivery, DeliveryState
+from sendguard.message import Delivery, DeliveryState, HoldOrigin
 from sendguard.password import hash_password, verify_password
 from sendguard.phrasing import human_duration
-from sendguard.review import NotFound
+from sendguard.review import APPROVE, CAMPAIGN_ACTIONS, CampaignAction, NotFound
 from sendguard.review_page.guard import safe_next, same_origin, secure_frame, secure_page
 from sendguard.review_page.preview import preview
 from sendguard.review_page.sessions import LoginThrottle, Session, Sessions, throttle_keys
@@ -34,7 +34,7 @@ LOGIN_CSRF_COOKIE = "sendguard_login_csrf"
 PAGE_SIZE = 50
 NO_CAMPAIGN = ""
 
-_DONE = {"approve": "approved", "reject": "rejected", "pause": "paused", "resume": "resumed"}
+_DONE = {"approve": "approved", "reject": "rejected"}
 
 PageHandler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -43,7 +43,7 @@ PageHandler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 class ReviewPage:
     """The page's state in this process: accounts, open sessions, the sign-in throttle."""
 
-    config: ReviewConfig
+    config: ReviewOptions
     clock: Clock
     sessions: Sessions
     throttle: LoginThrottle = field(default_factory=LoginThrottle)
@@ -54,7 +54,7 @@ class ReviewPage:
 PAGE: web.AppKey[ReviewPage] = web.AppKey("review_page", ReviewPage)
 
 
-def install_pages(app: web.Application, config: ReviewConfig, clock: Clock) -> None:
+def install_pages(app: web.Application, config: ReviewOptions, clock: Clock) -> None:
     """Add the review page's sign-in, queue, preview, actions, timeline and audit."""
     env = aiohttp_jinja2.setup(
         app,
@@ -76,8 +76,8 @@ def install_pages(app: web.Application, config: ReviewConfig, clock: Clock) -> N
     for action in ("approve", "reject"):
         router.add_post(f"/review/deliveries/{{id}}/{action}", _delivery_action(action))
         router.add_post(f"/review/selection/{action}", _selection_action(action))
-    for action in ("approve", "reject", "pause", "resume"):
-        router.add_post(f"/review/campaigns/{{name}}/{action}", _campaign_action(action))
+    for verb, campaign_action in CAMPAIGN_ACTIONS.items():
+        router.add_post(f"/review/campaigns/{{name}}/{verb}", _campaign_action(campaign_action))
     router.add_get("/review/timeline", timeline)
     router.add_get("/review/audit", audit)
 
@@ -262,9 +262,9 @@ def reasons_of(delivery: Delivery, record: DeliveryRecord) -> tuple[list[str], l
         and o.outcome.verdict.action.value == "hold"
         and o.outcome.mode.value == "enforce"
     ]
-    if delivery.hold_origin == "pause" or not holding:
+    if delivery.hold_origin is HoldOrigin.PAUSE or not holding:
         steps = record.transitions
-        return ([steps[-1].reason] if steps else []), [delivery.hold_origin or "pause"]
+        return ([steps[-1].reason] if steps else []), [delivery.hold_origin or HoldOrigin.PAUSE]
     return [f"{o.policy}: {o.verdict.reason}" for o in holding], [o.policy for o in holding]
 
 
@@ -489,27 +489,21 @@ def _selection_action(action: str) -> PageHandler:
     return handle
 
 
-def _campaign_action(action: str) -> PageHandler:
-    confirm = action in ("reject", "pause", "resume")
+def _campaign_action(action: CampaignAction) -> PageHandler:
+    confirm = action is not APPROVE  # approving releases held mail only: no second step
 
     async def handle(request: web.Request) -> web.StreamResponse:
         review = api(request).review
         name = request.match_info["name"]
 
         async def act(session: Session, note: str) -> str:
-            run = {
-                "approve": review.approve_campaign,
-                "reject": review.reject_campaign,
-                "pause": review.pause_campaign,
-                "resume": review.resume_campaign,
-            }[action]
-            outcome = await run(name, session.identity.name, note)
-            return f"Campaign {name} {_DONE[action]}: {outcome.count} deliveries."
+            outcome = await review.on_campaign(action, name, session.identity.name, note)
+            return f"Campaign {name} {action.done}: {outcome.count} deliveries."
 
         async def ask(session: Session, form: Mapping[str, Any]) -> web.StreamResponse:
             context = {
                 "session": session,
-                "action": action,
+                "action": action.verb,
                 "campaign": name,
                 "note": str(form.get("note", "")),
                 "next": safe_next(str(form.get("next", "")) or None),

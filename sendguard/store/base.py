@@ -26,7 +26,14 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 
-from sendguard.message import Delivery, DeliveryState, Message, MessageClass, Transition
+from sendguard.message import (
+    Delivery,
+    DeliveryState,
+    HoldOrigin,
+    Message,
+    MessageClass,
+    Transition,
+)
 from sendguard.verdict import Decision, PolicyOutcome
 
 
@@ -40,7 +47,7 @@ class NewDelivery:
     reason: str
     decision: Decision
     due_at: datetime | None = None
-    hold_origin: str | None = None
+    hold_origin: HoldOrigin | None = None
 
 
 @dataclass(frozen=True)
@@ -78,8 +85,8 @@ class Change:
     """Keep the owner's claim (entering `sending` always keeps it)."""
     approved_by: str | None = None
     """A reviewer released the delivery; kept from then on."""
-    hold_origin: str | None = None
-    """With `to=held`: `policy` or `pause`."""
+    hold_origin: HoldOrigin | None = None
+    """With `to=held`: why (a policy's verdict by default)."""
     override_by: str | None = None
     """A reviewer approved a delivery the context policy held: an override of its premises,
     kept from then on."""

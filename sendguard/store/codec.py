@@ -7,18 +7,15 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
+from sendguard import fields as fields_table
 from sendguard.address import recipient_key
 from sendguard.clock import from_micros, to_micros
-from sendguard.duration import format_duration, parse_duration
 from sendguard.headers import Headers
 from sendguard.message import (
     Delivery,
     DeliveryState,
-    Match,
+    HoldOrigin,
     Message,
-    MessageClass,
-    OnTimeout,
-    Requirement,
     SendguardFields,
 )
 from sendguard.verdict import Action, Mode, PolicyOutcome, Verdict
@@ -35,55 +32,13 @@ def load_headers(text: str) -> Headers:
 
 
 def dump_fields(fields: SendguardFields) -> str:
-    """SendguardFields as a JSON object."""
-    data: dict[str, Any] = {
-        "campaign": fields.campaign,
-        "class": fields.message_class.value,
-        "requires": [_dump_requirement(r) for r in fields.requires],
-        "wait": format_duration(fields.wait) if fields.wait is not None else None,
-        "data_as_of": fields.data_as_of.isoformat() if fields.data_as_of else None,
-        "timezone": fields.timezone,
-        "not_before": fields.not_before.isoformat() if fields.not_before else None,
-        "offer": fields.offer,
-        "unless": [_dump_requirement(r) for r in fields.unless],
-        "on_timeout": fields.on_timeout.value if fields.on_timeout else None,
-    }
-    return json.dumps(data, ensure_ascii=False)
+    """SendguardFields as a JSON object (each field as `sendguard.fields.FIELDS` stores it)."""
+    return json.dumps(fields_table.dump_fields(fields), ensure_ascii=False)
 
 
 def load_fields(text: str) -> SendguardFields:
     """The inverse of `dump_fields`."""
-    data = json.loads(text)
-
-    def when(key: str) -> datetime | None:
-        value = data.get(key)
-        return datetime.fromisoformat(value) if value else None
-
-    return SendguardFields(
-        campaign=data.get("campaign"),
-        message_class=MessageClass(data.get("class", "marketing")),
-        requires=tuple(_load_requirement(r) for r in data.get("requires", [])),
-        wait=parse_duration(data["wait"]) if data.get("wait") else None,
-        data_as_of=when("data_as_of"),
-        timezone=data.get("timezone"),
-        not_before=when("not_before"),
-        offer=data.get("offer"),
-        unless=tuple(_load_requirement(r) for r in data.get("unless", [])),
-        on_timeout=OnTimeout(data["on_timeout"]) if data.get("on_timeout") else None,
-    )
-
-
-def _dump_requirement(requirement: Requirement) -> list[str | None]:
-    after = requirement.after.isoformat() if requirement.after else None
-    return [requirement.key, requirement.value, requirement.match.value, after]
-
-
-def _load_requirement(item: Sequence[str | None]) -> Requirement:
-    # Rows written before premises had operators hold only [key, value].
-    key, value = str(item[0]), str(item[1])
-    match = Match(item[2]) if len(item) > 2 and item[2] else Match.EQUAL
-    after = datetime.fromisoformat(item[3]) if len(item) > 3 and item[3] else None
-    return Requirement(key, value, match, after)
+    return fields_table.load_fields(json.loads(text))
 
 
 def outcome_columns(outcome: PolicyOutcome) -> tuple[str, str, str, str, str | None]:
@@ -165,7 +120,7 @@ def delivery_from_row(row: Sequence[Any]) -> Delivery:
         first_attempt_at=moment(row[7]),
         last_error=row[8],
         approved_by=row[9],
-        hold_origin=row[10],
+        hold_origin=HoldOrigin(row[10]) if row[10] else None,
         override_by=row[11],
     )
 

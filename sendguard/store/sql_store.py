@@ -24,7 +24,14 @@ from typing import Any, Protocol, TypeVar
 from sendguard.address import domain_of, recipient_key
 from sendguard.clock import from_micros, to_micros
 from sendguard.errors import Conflict
-from sendguard.message import Delivery, DeliveryState, Message, MessageClass, Transition
+from sendguard.message import (
+    Delivery,
+    DeliveryState,
+    HoldOrigin,
+    Message,
+    MessageClass,
+    Transition,
+)
 from sendguard.store import codec
 from sendguard.store.base import (
     Approval,
@@ -617,7 +624,9 @@ class SqlStore(Store):
                     change.error,
                     change.approved_by,
                     change.override_by,
-                    (change.hold_origin or "policy") if change.to is DeliveryState.HELD else None,
+                    (change.hold_origin or HoldOrigin.POLICY)
+                    if change.to is DeliveryState.HELD
+                    else None,
                     keep_claim,
                     keep_claim,
                     delivery_id,

@@ -14,7 +14,7 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from sendguard.clock import SystemClock
-from sendguard.config import HttpConfig
+from sendguard.config import HttpOptions
 from sendguard.delivery.outbox import OutboxUpstream
 from sendguard.engine import Engine
 from sendguard.ingress.http import build_app
@@ -114,7 +114,7 @@ async def client(store: CountingStore, tmp_path: Path) -> AsyncIterator[TestClie
         metrics,
         clock,
         lambda: None,
-        HttpConfig(api_tokens=[TOKEN]),
+        HttpOptions(api_tokens=[TOKEN]),
     )
     async with TestClient(TestServer(build_app(context, TokenSet([("token-1", TOKEN)])))) as client:
         yield client

@@ -4,7 +4,13 @@ from datetime import timedelta
 
 import pytest
 
-from sendguard.config import OutboxUpstream, SmtpUpstream, load_config, parse_config, resolve_tokens
+from sendguard.config import (
+    OutboxUpstreamOptions,
+    SmtpUpstreamOptions,
+    load_config,
+    parse_config,
+    resolve_tokens,
+)
 from sendguard.errors import ConfigError, ConfigProblem
 from sendguard.password import hash_password, verify_password
 
@@ -21,7 +27,7 @@ def test_embedded_default_is_valid() -> None:
     assert config.smtp.listen == "127.0.0.1:2525"
     assert config.http.listen == "127.0.0.1:8025"
     assert config.store.url == "sqlite:///var/sendguard.db"
-    assert isinstance(config.upstream, OutboxUpstream)
+    assert isinstance(config.upstream, OutboxUpstreamOptions)
     assert [p.name for p in settings.policies] == [
         "schedule",
         "context",
@@ -43,7 +49,7 @@ def test_smtp_upstream_and_durations() -> None:
         " username: u, password: p}\ndelivery: {max_lifetime: 2d, min_backoff: 30s}\n",
         "t.yaml",
     )
-    assert isinstance(settings.config.upstream, SmtpUpstream)
+    assert isinstance(settings.config.upstream, SmtpUpstreamOptions)
     assert settings.config.upstream.port == 587
     assert settings.config.delivery.max_lifetime == timedelta(days=2)
 

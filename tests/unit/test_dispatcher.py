@@ -13,7 +13,7 @@ import pytest
 from pydantic import BaseModel
 from sendguard_plugins.schedule import ScheduleOptions, SchedulePolicy
 
-from sendguard.config import DeliveryConfig
+from sendguard.config import DeliveryOptions
 from sendguard.delivery.dispatcher import Dispatcher, backoff
 from sendguard.delivery.upstream import Envelope
 from sendguard.engine import Engine, PolicyBinding
@@ -112,7 +112,7 @@ class Rig:
         rng: random.Random | None = None,
     ) -> None:
         self.store, self.clock, self.upstream = store, clock, upstream
-        config = DeliveryConfig(
+        config = DeliveryOptions(
             workers=2,
             min_backoff=timedelta(minutes=1),
             max_backoff=timedelta(minutes=4),

@@ -7,7 +7,7 @@ from email.message import EmailMessage
 
 import pytest
 
-from sendguard.config import ReviewNotifyConfig, parse_config
+from sendguard.config import ReviewNotifyOptions, parse_config
 from sendguard.errors import ConfigError
 from sendguard.identity import Identity, Role
 from sendguard.review_page.editing import Editable, changed_parts, editable, rewrite, unified_diff
@@ -155,7 +155,7 @@ def test_notify_config_reads_the_webhook_secret_and_names_bad_keys() -> None:
 
 
 def test_notification_retries_double_up_to_the_cap() -> None:
-    notify = ReviewNotifyConfig(retry_min=timedelta(seconds=10), retry_max=timedelta(minutes=1))
+    notify = ReviewNotifyOptions(retry_min=timedelta(seconds=10), retry_max=timedelta(minutes=1))
     waits = [retry_delay(notify, n).total_seconds() for n in range(1, 6)]
     assert waits == [10, 20, 40, 60, 60]
-    assert not ReviewNotifyConfig().enabled
+    assert not ReviewNotifyOptions().enabled

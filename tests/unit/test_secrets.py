@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from sendguard.config import SmtpUpstream, parse_config
+from sendguard.config import SmtpUpstreamOptions, parse_config
 from sendguard.errors import ConfigError
 from sendguard.password import hash_password
 from sendguard.secret import redacted
@@ -22,7 +22,7 @@ def problems(text: str, environ: dict[str, str]) -> list[str]:
 
 def test_upstream_password_from_the_environment() -> None:
     settings = parse_config(UPSTREAM % "env:RELAY_PW", "t", {"RELAY_PW": "s3cret"})
-    assert isinstance(settings.config.upstream, SmtpUpstream)
+    assert isinstance(settings.config.upstream, SmtpUpstreamOptions)
     assert settings.config.upstream.password == "s3cret"
 
 
@@ -38,7 +38,7 @@ def test_secret_files_lose_their_trailing_newline(tmp_path: Path) -> None:
         + f"smtp: {{auth_users: {{crm: 'file:{tmp_path / 'crm'}'}}}}\n"
     )
     settings = parse_config(text, "t", {})
-    assert isinstance(settings.config.upstream, SmtpUpstream)
+    assert isinstance(settings.config.upstream, SmtpUpstreamOptions)
     assert settings.config.upstream.password == "from-file"
     assert settings.api_tokens == (("token-1", "tok"),)
     assert settings.config.store.url == "sqlite:////data/sg.db"

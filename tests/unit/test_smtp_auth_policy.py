@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from sendguard.config import SmtpConfig
+from sendguard.config import SmtpOptions
 from sendguard.ingress.smtp import SmtpHandler, SmtpIngress
 from sendguard.password import hash_password
 
@@ -22,7 +22,7 @@ from sendguard.password import hash_password
 async def non_loopback_client(
     tmp_path: Path,
 ) -> AsyncIterator[tuple[asyncio.StreamReader, asyncio.StreamWriter]]:
-    config = SmtpConfig(auth_users={"crm": hash_password("pw")}, allowed_networks=[])
+    config = SmtpOptions(auth_users={"crm": hash_password("pw")}, allowed_networks=[])
     handler = SmtpHandler(intake=None, config=config, metrics=None)  # type: ignore[arg-type]
     ingress = SmtpIngress(handler, config)
     server_end, client_end = socket.socketpair()

@@ -7,7 +7,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from sendguard.clock import SystemClock
-from sendguard.config import WebhookConfig
+from sendguard.config import WebhookOptions
 from sendguard.metrics import Metrics
 from sendguard.store.sqlite import SQLiteStore
 from sendguard.webhooks import WebhookSender
@@ -37,7 +37,7 @@ async def test_an_event_older_than_max_age_is_given_up(tmp_path: Path) -> None:
     store = SQLiteStore(tmp_path / "s.db", busy_timeout=timedelta(seconds=1))
     await store.open()
     metrics = Metrics()
-    down = WebhookConfig(
+    down = WebhookOptions(
         url=f"http://127.0.0.1:{free_port()}/h",  # nothing listens there
         secret="s" * 16,
         min_backoff=timedelta(milliseconds=50),
@@ -55,7 +55,7 @@ async def test_events_of_a_webhook_removed_by_a_reload_are_discarded(tmp_path: P
     store = SQLiteStore(tmp_path / "s.db", busy_timeout=timedelta(seconds=1))
     await store.open()
     metrics = Metrics()
-    hook = WebhookConfig(url="http://127.0.0.1:9/h", secret="s" * 16)
+    hook = WebhookOptions(url="http://127.0.0.1:9/h", secret="s" * 16)
     sender = WebhookSender(store, SystemClock(), metrics, [hook], "me", timedelta(milliseconds=20))
     await add(store)
     other = hook.model_copy(update={"url": "http://127.0.0.1:9/other"})

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from sendguard.config import EspConfig
+from sendguard.config import EspOptions
 from sendguard.ingress.esp import mailgun, postmark, sendgrid, webhooks
 from sendguard.ingress.esp.mapping import ESP_CONFIG
 
@@ -30,6 +30,6 @@ def add_routes(router: web.UrlDispatcher) -> None:
     webhooks.add_routes(router)
 
 
-def install(app: web.Application, config: EspConfig) -> None:
+def install(app: web.Application, config: EspOptions) -> None:
     """Give the ESP routes the `esp:` section of the config."""
     app[ESP_CONFIG] = config

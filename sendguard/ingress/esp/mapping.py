@@ -25,7 +25,7 @@ from email.message import EmailMessage
 from aiohttp import web
 
 from sendguard.address import validate_address
-from sendguard.config import EspConfig
+from sendguard.config import EspOptions
 from sendguard.errors import (
     Conflict,
     IdempotencyKeyReused,
@@ -33,26 +33,17 @@ from sendguard.errors import (
     InvalidMessage,
     StoreUnavailable,
 )
+from sendguard.fields import FIELDS
 from sendguard.identity import Identity, Role
 from sendguard.ingress.http_context import IDENTITY_KEY, TOKENS, api
 from sendguard.intake import IDEMPOTENCY_RETENTION, Accepted, Idempotency
 
-ESP_CONFIG: web.AppKey[EspConfig] = web.AppKey("esp", EspConfig)
+ESP_CONFIG: web.AppKey[EspOptions] = web.AppKey("esp", EspOptions)
 MAX_KEY = 200
 
-SENDGUARD_KEYS: Mapping[str, str] = {
-    "campaign": "X-Sendguard-Campaign",
-    "class": "X-Sendguard-Class",
-    "requires": "X-Sendguard-Requires",
-    "unless": "X-Sendguard-Unless",
-    "wait": "X-Sendguard-Wait",
-    "data_as_of": "X-Sendguard-Data-As-Of",
-    "not_before": "X-Sendguard-Not-Before",
-    "timezone": "X-Sendguard-Timezone",
-    "offer": "X-Sendguard-Offer",
-    "on_timeout": "X-Sendguard-On-Timeout",
-}
-"""`sendguard_<key>` in custom_args / Metadata / `v:` variables → the header it stands for."""
+SENDGUARD_KEYS: Mapping[str, str] = {f.json_name: f.headers[0] for f in FIELDS}
+"""`sendguard_<key>` in custom_args / Metadata / `v:` variables → the header it stands for:
+every field of `sendguard.fields.FIELDS`, by its JSON name, to its X-Sendguard-* header."""
 
 
 class EspError(Exception):
@@ -218,9 +209,9 @@ def authenticate(request: web.Request, token: str | None) -> Identity:
     return who
 
 
-def esp_config(request: web.Request) -> EspConfig:
+def esp_config(request: web.Request) -> EspOptions:
     """The `esp:` section (its defaults when the app was built without one)."""
-    return request.app.get(ESP_CONFIG) or EspConfig()
+    return request.app.get(ESP_CONFIG) or EspOptions()
 
 
 async def _digest(request: web.Request) -> str:

@@ -1,0 +1,513 @@
+"""The configuration's pydantic models: one `*Options` class per section of the YAML.
+
+Loading, secrets and error reporting live in `sendguard.config.load`; these models only say
+what is valid.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Mapping, Sequence
+from datetime import timedelta
+from functools import partial
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, Literal
+
+from pydantic import (
+    BeforeValidator,
+    ConfigDict,
+    Discriminator,
+    Field,
+    PlainSerializer,
+    PlainValidator,
+    Tag,
+    create_model,
+    field_validator,
+    model_validator,
+)
+
+from sendguard.duration import Duration
+from sendguard.fields import FIELDS
+from sendguard.message import HoldExpiry
+from sendguard.store.base import LifecycleEvent
+from sendguard.validation import Strict
+from sendguard.verdict import Mode, OnError
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def _network(value: Any) -> IPNetwork:
+    if isinstance(value, ipaddress.IPv4Network | ipaddress.IPv6Network):
+        return value
+    try:
+        return ipaddress.ip_network(str(value))
+    except ValueError:
+        raise ValueError(
+            f"{value!r} is not a network; write it like 10.0.0.0/8 or 2001:db8::/32"
+        ) from None
+
+
+Network = Annotated[IPNetwork, PlainValidator(_network), PlainSerializer(str)]
+
+
+def _listen(value: Any) -> Any:
+    if not isinstance(value, str):
+        # pydantic turns ValueError (not TypeError) into a validation error with the path
+        raise ValueError("expected 'host:port', like '127.0.0.1:2525' or '[::1]:2525'")  # noqa: TRY004
+    host, sep, port = value.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
+        raise ValueError(f"{value!r} is not 'host:port' (like '127.0.0.1:2525')")
+    return value
+
+
+Listen = Annotated[str, BeforeValidator(_listen)]
+
+
+def split_listen(value: str) -> tuple[str, int]:
+    """('127.0.0.1', 2525) from '127.0.0.1:2525'; IPv6 hosts may be written in brackets."""
+    host, _, port = value.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+class TlsOptions(Strict):
+    """STARTTLS is offered when both files are set."""
+
+    cert: Path | None = None
+    key: Path | None = None
+
+    @model_validator(mode="after")
+    def _both_or_neither(self) -> TlsOptions:
+        if (self.cert is None) != (self.key is None):
+            raise ValueError("set both cert and key for STARTTLS, or neither")
+        return self
+
+    @property
+    def enabled(self) -> bool:
+        """True when STARTTLS is configured."""
+        return self.cert is not None
+
+
+class SmtpOptions(Strict):
+    """The SMTP ingress."""
+
+    listen: Listen = "127.0.0.1:2525"
+    allowed_networks: list[Network] = Field(
+        default_factory=lambda: [
+            ipaddress.ip_network("127.0.0.0/8"),
+            ipaddress.ip_network("::1/128"),
+        ]
+    )
+    auth_users: dict[str, str] = Field(default_factory=dict)
+    tls: TlsOptions = TlsOptions()
+    max_message_size: int = Field(default=26_214_400, gt=0)
+    max_recipients: int = Field(default=100, gt=0, le=1000)
+    reject_dropped: bool = False
+    hostname: str | None = None
+    timeout: Duration = timedelta(minutes=5)
+
+    @field_validator("auth_users")
+    @classmethod
+    def _hashed(cls, users: dict[str, str]) -> dict[str, str]:
+        from sendguard.password import is_hash  # noqa: PLC0415 - avoids a cycle at import
+
+        for name, value in users.items():
+            if not is_hash(value):
+                raise ValueError(
+                    f"the password of {name!r} must be a hash: run `sendguard hash-password` "
+                    "and paste its output"
+                )
+        return users
+
+
+IDENTITY_NAME = r"^[A-Za-z0-9][A-Za-z0-9._@+-]{0,99}$"
+
+
+class NamedTokenOptions(Strict):
+    """An API token with a name: the identity the audit records for what it does."""
+
+    name: str = Field(pattern=IDENTITY_NAME)
+    token: str
+
+
+def _token_kind(value: Any) -> str:
+    return "plain" if isinstance(value, str) else "named"
+
+
+# Tagged, so an error in `{name, token}` is reported for that shape alone.
+ApiToken = Annotated[
+    Annotated[str, Tag("plain")] | Annotated[NamedTokenOptions, Tag("named")],
+    Discriminator(_token_kind),
+]
+
+
+def _default_tokens() -> list[ApiToken]:
+    return ["env:SENDGUARD_API_TOKEN"]
+
+
+class HttpOptions(Strict):
+    """The HTTP API."""
+
+    listen: Listen = "127.0.0.1:8025"
+    # A plain string is a token named `token-N`, N its 1-based position in this list.
+    api_tokens: list[ApiToken] = Field(default_factory=_default_tokens)
+    token_file: Path = Path("var/api-token")
+    metrics_public: bool = True
+    max_body_size: int = Field(default=30 * 1024 * 1024, gt=0)
+
+    @field_validator("api_tokens")
+    @classmethod
+    def _unique_names(cls, tokens: list[ApiToken]) -> list[ApiToken]:
+        names = [name for name, _ in token_names(tokens)]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ValueError(f"token names must be unique; used twice: {', '.join(twice)}")
+        return tokens
+
+
+def token_names(tokens: Sequence[ApiToken]) -> list[tuple[str, str]]:
+    """(name, configured token) of each entry: a plain string is `token-N` (1-based)."""
+    return [
+        (t.name, t.token) if isinstance(t, NamedTokenOptions) else (f"token-{n}", t)
+        for n, t in enumerate(tokens, 1)
+    ]
+
+
+class StoreOptions(Strict):
+    """Where state is kept."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    url: str = "sqlite:///var/sendguard.db"
+    busy_timeout: Duration = timedelta(seconds=5)
+    schema_: str = Field(default="public", alias="schema", pattern=r"^[a-z_][a-z0-9_]{0,62}$")
+    pool_size: int = Field(default=10, gt=1, le=500)
+    retention: Duration = timedelta(days=90)
+
+    @field_validator("retention")
+    @classmethod
+    def _retention(cls, value: timedelta) -> timedelta:
+        if value < timedelta(days=1):
+            # policies that read further back keep their records longer on their own
+            raise ValueError("keep at least 1d")
+        return value
+
+    @field_validator("url")
+    @classmethod
+    def _scheme(cls, url: str) -> str:
+        if not url.startswith(("sqlite:///", "postgresql://", "postgres://")):
+            raise ValueError(
+                "use sqlite:///relative/path.db, sqlite:////absolute/path.db "
+                "or postgresql://user@host:5432/db"
+            )
+        return url
+
+
+class OutboxUpstreamOptions(Strict):
+    """Writes each forwarded delivery as an .eml file (the embedded default)."""
+
+    kind: Literal["outbox"]
+    path: Path = Path("var/outbox")
+
+
+class SmtpUpstreamOptions(Strict):
+    """Relays to a smarthost or ESP over SMTP."""
+
+    kind: Literal["smtp"]
+    host: str
+    port: int = Field(default=25, gt=0, lt=65536)
+    starttls: Literal["auto", "always", "never"] = "auto"
+    tls_verify: bool = True
+    tls_ca: Path | None = None
+    username: str | None = None
+    password: str | None = None
+    pool_size: int = Field(default=4, gt=0, le=256)
+    timeout: Duration = timedelta(seconds=30)
+    idle_timeout: Duration = timedelta(seconds=30)
+
+    @model_validator(mode="after")
+    def _credentials(self) -> SmtpUpstreamOptions:
+        if (self.username is None) != (self.password is None):
+            raise ValueError("set both username and password for AUTH, or neither")
+        return self
+
+
+class EspUpstreamOptions(Strict):
+    """Sends through an ESP's HTTP API (sendgrid, postmark or mailgun)."""
+
+    kind: Literal["sendgrid", "postmark", "mailgun"]
+    api_key: str = Field(min_length=1)
+    base_url: str | None = Field(default=None, pattern=r"^https?://")
+    """The API's address; the ESP's public API unless set (a regional or test endpoint)."""
+    domain: str | None = None
+    """mailgun: the sending domain (required there)."""
+    message_stream: str | None = None
+    """postmark: the message stream (Postmark's default outbound stream unless set)."""
+    timeout: Duration = timedelta(seconds=30)
+    pool_size: int = Field(default=10, gt=0, le=256)
+
+    @model_validator(mode="after")
+    def _domain(self) -> EspUpstreamOptions:
+        if self.kind == "mailgun" and not self.domain:
+            raise ValueError("mailgun needs domain (the sending domain, e.g. mg.example.com)")
+        return self
+
+
+class PluginUpstreamOptions(Strict):
+    """An upstream kind another distribution registers under `sendguard.upstreams`."""
+
+    kind: str
+    options: dict[str, Any] = Field(default_factory=dict)
+    """Validated by the plugin's own model when it is built."""
+
+
+BUILTIN_UPSTREAMS = frozenset({"outbox", "smtp", "sendgrid", "postmark", "mailgun"})
+
+
+def _upstream_tag(value: Any) -> str:
+    kind = value.get("kind") if isinstance(value, dict) else getattr(value, "kind", None)
+    if kind in ("outbox", "smtp"):
+        return str(kind)
+    return "esp" if kind in BUILTIN_UPSTREAMS else "plugin"
+
+
+UpstreamOptions = Annotated[
+    Annotated[OutboxUpstreamOptions, Tag("outbox")]
+    | Annotated[SmtpUpstreamOptions, Tag("smtp")]
+    | Annotated[EspUpstreamOptions, Tag("esp")]
+    | Annotated[PluginUpstreamOptions, Tag("plugin")],
+    Discriminator(_upstream_tag),
+]
+
+
+class DeliveryOptions(Strict):
+    """The dispatcher: workers, retries and leases."""
+
+    workers: int = Field(default=8, gt=0, le=512)
+    min_backoff: Duration = timedelta(minutes=1)
+    max_backoff: Duration = timedelta(hours=1)
+    max_lifetime: Duration = timedelta(days=5)
+    lease: Duration = timedelta(minutes=5)
+    poll_interval: Duration = timedelta(seconds=1)
+    drain_timeout: Duration = timedelta(seconds=8)
+
+    @model_validator(mode="after")
+    def _order(self) -> DeliveryOptions:
+        if self.min_backoff > self.max_backoff:
+            raise ValueError("min_backoff must not be larger than max_backoff")
+        return self
+
+
+class HeaderSources(Strict):
+    """Which headers each sendguard field is read from; the first one present wins. One key
+    per field of `sendguard.fields.FIELDS` (its JSON name), defaulting to its headers."""
+
+    def sources(self) -> Mapping[str, Sequence[str]]:
+        """Field (by JSON name, as `read_fields` knows it) to header names."""
+        return {f.alias or name: getattr(self, name) for name, f in type(self).model_fields.items()}
+
+
+def _header_sources() -> dict[str, Any]:
+    return {
+        spec.name: (
+            list[str],
+            Field(default_factory=partial(list, spec.headers), alias=spec.key or None),
+        )
+        for spec in FIELDS
+    }
+
+
+if TYPE_CHECKING:
+    HeadersOptions = HeaderSources
+else:
+    HeadersOptions = create_model(
+        "HeadersOptions",
+        __base__=HeaderSources,
+        __doc__=HeaderSources.__doc__,
+        **_header_sources(),
+    )
+
+
+class PolicyEntryOptions(Strict):
+    """One entry of `policies:`."""
+
+    plugin: str
+    mode: Mode = Mode.ENFORCE
+    on_error: OnError = OnError.HOLD
+    budget: Duration = timedelta(milliseconds=500)
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class ReviewUserOptions(Strict):
+    """A person who signs in to the review page."""
+
+    password_hash: str
+    role: Literal["reviewer", "viewer"] = "reviewer"
+
+    @field_validator("password_hash")
+    @classmethod
+    def _hashed(cls, value: str) -> str:
+        from sendguard.password import is_hash  # noqa: PLC0415 - avoids a cycle at import
+
+        if not is_hash(value):
+            raise ValueError("must be a hash: run `sendguard hash-password` and paste its output")
+        return value
+
+
+class ReviewNotifyOptions(Strict):
+    """Telling reviewers that work waits: when a campaign is first held, and as a digest.
+
+    Sent by a webhook (`{"text": ...}`, what Slack and Mattermost incoming webhooks accept)
+    and/or an e-mail through the configured upstream, never through sendguard's policies.
+    Failures are retried with backoff and counted; they never hold up sending.
+    """
+
+    webhook_url: str | None = Field(default=None, pattern=r"^(https?://|env:|file:)")
+    """An incoming-webhook URL (a secret: `env:NAME` or `file:/path` work)."""
+    email_to: list[Annotated[str, Field(pattern=r"^[^@\s]+@[^@\s]+$")]] = Field(
+        default_factory=list
+    )
+    email_from: str = Field(default="sendguard@localhost", pattern=r"^[^@\s]+@[^@\s]+$")
+    check_every: Duration = timedelta(seconds=30)
+    digest_every: Duration | None = timedelta(hours=4)
+    """While anything is held, a digest this often; null: no digest."""
+    retry_min: Duration = timedelta(seconds=10)
+    retry_max: Duration = timedelta(minutes=10)
+    give_up_after: Duration = timedelta(days=1)
+    timeout: Duration = timedelta(seconds=10)
+
+    @field_validator("check_every", "retry_min", "timeout")
+    @classmethod
+    def _short(cls, value: timedelta) -> timedelta:
+        if not timedelta(seconds=1) <= value <= timedelta(hours=1):
+            raise ValueError("must be between 1s and 1h")
+        return value
+
+    @field_validator("digest_every")
+    @classmethod
+    def _digest(cls, value: timedelta | None) -> timedelta | None:
+        if value is not None and value < timedelta(seconds=1):
+            raise ValueError("must be at least 1s, or null for no digest")
+        return value
+
+    @property
+    def enabled(self) -> bool:
+        """True if there is anyone to tell."""
+        return self.webhook_url is not None or bool(self.email_to)
+
+
+class ReviewOptions(Strict):
+    """The review queue: what happens to a held delivery nobody reviews; who reviews it."""
+
+    hold_expiry: Duration = timedelta(days=7)
+    on_hold_expiry: HoldExpiry = HoldExpiry.DROP
+    users: dict[Annotated[str, Field(pattern=IDENTITY_NAME)], ReviewUserOptions] = Field(
+        default_factory=dict
+    )
+    session_lifetime: Duration = timedelta(hours=8)
+    public_url: str | None = Field(default=None, pattern=r"^https?://[^/\s]+(/[^\s]*)?$")
+    """Where people reach sendguard's HTTP port (links in notifications); default: the
+    `http.listen` address."""
+    notify: ReviewNotifyOptions = ReviewNotifyOptions()
+
+    @field_validator("session_lifetime")
+    @classmethod
+    def _lifetime(cls, value: timedelta) -> timedelta:
+        if not timedelta(minutes=5) <= value <= timedelta(days=30):
+            raise ValueError("must be between 5m and 30d")
+        return value
+
+
+class LogOptions(Strict):
+    """Logging: JSON lines unless on a terminal (`format: auto`)."""
+
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["auto", "json", "console"] = "auto"
+
+
+class WebhookOptions(Strict):
+    """An outbound webhook: one signed JSON POST per delivery state change it subscribes to."""
+
+    url: str = Field(pattern=r"^https?://[^\s/]+")
+    events: list[LifecycleEvent] = Field(default_factory=lambda: list(LifecycleEvent))
+    secret: str = Field(min_length=16)
+    """Signs every event (HMAC-SHA256); `env:NAME` or `file:/path` like every secret."""
+    timeout: Duration = timedelta(seconds=10)
+    min_backoff: Duration = timedelta(seconds=10)
+    max_backoff: Duration = timedelta(hours=1)
+    max_age: Duration = timedelta(hours=24)
+    """How long an event is retried before it is given up (logged, counted)."""
+
+    @model_validator(mode="after")
+    def _order(self) -> WebhookOptions:
+        if self.min_backoff > self.max_backoff:
+            raise ValueError("min_backoff must not be larger than max_backoff")
+        if not self.events:
+            raise ValueError("subscribe to at least one event")
+        return self
+
+
+class SendgridEspOptions(Strict):
+    """SendGrid's Event Webhook (`/v1/webhooks/sendgrid`)."""
+
+    webhook_public_key: str | None = None
+    """The verification key SendGrid shows for the signed Event Webhook (base64 DER or PEM)."""
+
+
+class PostmarkEspOptions(Strict):
+    """Postmark's webhooks (`/v1/webhooks/postmark`): basic auth, a secret path, or both."""
+
+    webhook_username: str | None = None
+    webhook_password: str | None = None
+    webhook_secret: str | None = Field(default=None, min_length=16)
+    """Accepted as `/v1/webhooks/postmark/<secret>`."""
+
+    @model_validator(mode="after")
+    def _pair(self) -> PostmarkEspOptions:
+        if (self.webhook_username is None) != (self.webhook_password is None):
+            raise ValueError("set both webhook_username and webhook_password, or neither")
+        return self
+
+
+class MailgunEspOptions(Strict):
+    """Mailgun's webhooks (`/v1/webhooks/mailgun`)."""
+
+    webhook_signing_key: str | None = None
+    """The HTTP webhook signing key of the Mailgun account."""
+
+
+class EspOptions(Strict):
+    """The SendGrid-, Postmark- and Mailgun-compatible endpoints and their webhooks."""
+
+    retry_window: Duration = timedelta(minutes=10)
+    """A byte-identical request from the same token within this window is answered again
+    without sending again (the SDKs retry on timeouts)."""
+    sendgrid: SendgridEspOptions = SendgridEspOptions()
+    postmark: PostmarkEspOptions = PostmarkEspOptions()
+    mailgun: MailgunEspOptions = MailgunEspOptions()
+
+
+class Config(Strict):
+    """The whole configuration file."""
+
+    smtp: SmtpOptions = SmtpOptions()
+    http: HttpOptions = HttpOptions()
+    store: StoreOptions = StoreOptions()
+    upstream: UpstreamOptions = OutboxUpstreamOptions(kind="outbox")
+    delivery: DeliveryOptions = DeliveryOptions()
+    headers: HeadersOptions = HeadersOptions()
+    policies: list[PolicyEntryOptions] = Field(default_factory=list)
+    review: ReviewOptions = ReviewOptions()
+    log: LogOptions = LogOptions()
+    webhooks: list[WebhookOptions] = Field(default_factory=list)
+    esp: EspOptions = EspOptions()
+
+    @field_validator("webhooks")
+    @classmethod
+    def _unique_urls(cls, hooks: list[WebhookOptions]) -> list[WebhookOptions]:
+        urls = [h.url for h in hooks]
+        twice = sorted({u for u in urls if urls.count(u) > 1})
+        if twice:
+            # the URL names the webhook's queue in the store
+            raise ValueError(f"each url may be configured once; twice: {', '.join(twice)}")
+        return hooks
