@@ -16,6 +16,7 @@ from collections.abc import Callable
 
 import pytest
 
+from sendguard.password import hash_password
 from tests.e2e.test_send_path import message, send
 from tests.support.process import TOKEN, SendguardProcess
 from tests.support.sink import Sink
@@ -111,7 +112,7 @@ def malformed_addresses() -> list[str]:
     addresses = {f"{local}@{domain}" for local in _BAD_LOCALS for domain in _GOOD_DOMAINS}
     addresses |= {f"{local}@{domain}" for local in _GOOD_LOCALS for domain in _BAD_DOMAINS}
     addresses |= {"", "ann", "@example.org", "ann@", "ann@@example.org", "a@b@example.org"}
-    addresses |= {"ann＠example.org", "ann@example.org>", "<ann@example.org"}
+    addresses |= {"ann\uff20example.org", "ann@example.org>", "<ann@example.org"}
     return sorted(addresses)
 
 
@@ -173,8 +174,10 @@ def test_a_space_in_a_recipient_is_553_not_a_quoted_rewrite(sendguard: Start, si
 def test_swaks_to_a_malformed_recipient_is_refused(sendguard: Start, sink: Sink) -> None:
     proc = sendguard()
     done = subprocess.run(
-        ["swaks", "--server", f"127.0.0.1:{proc.smtp_port}", "-f", "shop@example.com"]
-        + ["--to", "bad address@example.org"],
+        [
+            *("swaks", "--server", f"127.0.0.1:{proc.smtp_port}"),
+            *("-f", "shop@example.com", "--to", "bad address@example.org"),
+        ],
         capture_output=True,
         text=True,
         timeout=30,
@@ -227,9 +230,7 @@ def test_one_person_however_the_idna_domain_is_spelled(sendguard: Start) -> None
 
 
 @pytest.mark.parametrize("content_type", [None, "application/json"])
-def test_action_endpoints_take_an_empty_body(
-    sendguard: Start, content_type: str | None
-) -> None:
+def test_action_endpoints_take_an_empty_body(sendguard: Start, content_type: str | None) -> None:
     proc = sendguard()
     headers = {"Content-Type": content_type} if content_type else {}
     status, answer = proc.call("POST", "/v1/pause", headers=headers, raw=b"")
@@ -253,7 +254,7 @@ def test_action_endpoints_take_an_empty_body(
     assert status == 400 and answer["error"]["code"] == "invalid_json", answer
     status, answer = proc.call("POST", "/v1/facts", headers=headers, raw=b"")
     assert status == 400, answer
-    assert answer["error"]["code"] != "invalid_json", answer
+    assert answer["error"]["field"] == "key", answer
 
 
 # --- Idempotency-Key ----------------------------------------------------------------------
@@ -325,8 +326,6 @@ def test_smtp_relayed_mail_gets_received_date_and_message_id(sendguard: Start, s
 
 
 def test_received_names_esmtpa_after_auth(sendguard: Start, sink: Sink) -> None:
-    from sendguard.password import hash_password
-
     proc = sendguard(smtp={"auth_users": {"tool": hash_password("secret")}})
     with client(proc) as smtp:
         smtp.login("tool", "secret")
