@@ -47,6 +47,13 @@ class Accepted:
         return all(d.state is DeliveryState.DROPPED for d in self.deliveries)
 
 
+def idempotency_scope(identity: str, key: str) -> str:
+    """The key under which a client's Idempotency-Key is kept: each authenticated identity has
+    its own keys (as the IETF draft scopes them per client), so two tokens that happen to pick
+    the same key never get each other's answers. Identity names contain no blank."""
+    return f"{identity} {key}"
+
+
 @dataclass(frozen=True)
 class Idempotency:
     """An Idempotency-Key and how to render the answer that is stored for it."""
