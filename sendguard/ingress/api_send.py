@@ -23,7 +23,7 @@ from sendguard.clock import monotonic
 from sendguard.duration import parse_duration
 from sendguard.errors import Conflict, IdempotencyKeyReused, InvalidAddress, InvalidMessage
 from sendguard.fields import check_timezone, parse_requirement, parse_time
-from sendguard.headers import Headers, split_message
+from sendguard.headers import Headers, Trace, split_message
 from sendguard.ingress.http_context import api, identity
 from sendguard.ingress.payloads import BadRequest, SendPayload, read_json
 from sendguard.ingress.views import (
@@ -259,6 +259,7 @@ async def _send(request: web.Request) -> web.Response:
             "http",
             overrides=overrides,
             idempotency=idempotency,
+            trace=Trace(f"HTTP client ([{request.remote or 'unknown'}])", "HTTP"),
         )
     except InvalidMessage as exc:
         raise BadRequest(str(exc), exc.field or "body") from None

@@ -94,6 +94,12 @@ class SendPayload(Strict):
     timezone: str | None = None
     offer: str | None = Field(default=None, min_length=1, max_length=200)
 
+    @field_validator("message_class", mode="before")
+    @classmethod
+    def _class_any_case(cls, value: Any) -> Any:
+        # X-Sendguard-Class is read in any case over SMTP; the JSON field is the same field.
+        return value.lower() if isinstance(value, str) else value
+
     @field_validator("subject", "campaign", "offer")
     @classmethod
     def _single_line(cls, value: str | None) -> str | None:

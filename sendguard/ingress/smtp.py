@@ -23,6 +23,7 @@ from sendguard.address import needs_smtputf8, validate_address
 from sendguard.clock import monotonic
 from sendguard.config import IPNetwork, SmtpConfig, split_listen
 from sendguard.errors import InvalidAddress, InvalidMessage, StoreUnavailable
+from sendguard.headers import Trace
 from sendguard.ingress.smtp_auth import CONNECTION_LIMIT_REPLY, REFUSAL_PAUSE, AuthGuard
 from sendguard.intake import Intake
 from sendguard.metrics import Metrics
@@ -79,6 +80,26 @@ def raw_path(arg: str | None, keyword: str) -> str | None:
 def _utf8_refusal(kind: str) -> str:
     # RFC 6531 3.5: a non-ASCII address in a transaction that did not declare SMTPUTF8.
     return f"553 5.6.7 Non-ASCII {kind} address needs SMTPUTF8 on MAIL FROM (RFC 6531)"
+
+
+def _trace(session: Session, envelope: Envelope) -> Trace:
+    """The client's EHLO name and address, and the protocol as RFC 3848/6531 name it."""
+    ip = _peer_ip(session)
+    literal = f"[IPv6:{ip}]" if isinstance(ip, ipaddress.IPv6Address) else f"[{ip}]"
+    helo = _TRACE_UNSAFE.sub("?", session.host_name or "unknown")[:100]
+    if envelope.smtp_utf8:
+        protocol = "UTF8SMTP"
+    else:
+        protocol = "ESMTP" if session.extended_smtp else "SMTP"
+    if protocol != "SMTP":
+        protocol += ("S" if session.ssl is not None else "") + (
+            "A" if session.authenticated else ""
+        )
+    return Trace(f"{helo} ({literal})", protocol)
+
+
+_TRACE_UNSAFE = re.compile(r"[^\x21-\x27\x2a-\x7e]")
+"""Not printable ASCII, blanks and parentheses: the EHLO name may not shape the header."""
 
 
 def _hooks(cls: type, prefixes: tuple[str, ...]) -> list[str]:
@@ -192,13 +213,13 @@ class SmtpHandler:
         started = monotonic()
         self.in_flight += 1
         try:
-            return await self._accept(envelope)
+            return await self._accept(envelope, _trace(session, envelope))
         finally:
             self.in_flight -= 1
             self._metrics.ingress_duration.labels(ingress="smtp").observe(monotonic() - started)
             structlog.contextvars.unbind_contextvars("message_id")
 
-    async def _accept(self, envelope: Envelope) -> str:
+    async def _accept(self, envelope: Envelope, trace: Trace) -> str:
         content = envelope.original_content or b""
         try:
             accepted = await self._intake.accept(
@@ -208,6 +229,7 @@ class SmtpHandler:
                 "smtp",
                 smtputf8=envelope.smtp_utf8,
                 body_8bit="BODY=8BITMIME" in envelope.mail_options,
+                trace=trace,
             )
         except InvalidAddress as exc:
             return f"553 5.1.3 {_reply_text(str(exc))}"
@@ -236,6 +258,17 @@ def _sent_path(server: SMTP, parsed: str) -> str:
     return "" if parsed == "<>" else parsed
 
 
+class _Session(Session):
+    """aiosmtpd's session without the deprecated `login_data` warning.
+
+    aiosmtpd itself stores the login there after every successful AUTH, and the property
+    logs a deprecation warning each time. Nothing in sendguard reads it (the identity is
+    `auth_data`), so here it is a plain attribute: no warning on every AUTH.
+    """
+
+    login_data: Any = None
+
+
 class _Connection(SMTP):
     """aiosmtpd's protocol, with our replies and per-connection AUTH and drain bookkeeping."""
 
@@ -258,6 +291,9 @@ class _Connection(SMTP):
     async def smtp_RCPT(self, arg: str | None) -> None:
         self.path_sent = raw_path(arg, "TO:")
         await super().smtp_RCPT(arg)
+
+    def _create_session(self) -> Session:
+        return _Session(self.loop)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         starting = self.transport is None
