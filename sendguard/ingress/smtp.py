@@ -87,10 +87,9 @@ def _trace(session: Session, envelope: Envelope) -> Trace:
     ip = _peer_ip(session)
     literal = f"[IPv6:{ip}]" if isinstance(ip, ipaddress.IPv6Address) else f"[{ip}]"
     helo = _TRACE_UNSAFE.sub("?", session.host_name or "unknown")[:100]
+    protocol = "ESMTP" if session.extended_smtp else "SMTP"
     if envelope.smtp_utf8:
         protocol = "UTF8SMTP"
-    else:
-        protocol = "ESMTP" if session.extended_smtp else "SMTP"
     if protocol != "SMTP":
         protocol += ("S" if session.ssl is not None else "") + (
             "A" if session.authenticated else ""
