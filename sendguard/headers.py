@@ -142,7 +142,8 @@ def stamp(raw: bytes, received: str | None, date: str, message_id: str) -> bytes
     """`raw` with a `Received:` line on top, and `Date` and `Message-ID` added at the end of
     its header block where it has none (RFC 6409 8); every other byte as it came."""
     block, body = split_message(raw)
-    newline = b"\r\n" if b"\r\n" in block or not block else b"\n"
+    # The message's own line ending: bare LF only where it uses bare LF already.
+    newline = b"\n" if b"\n" in block and b"\r\n" not in block else b"\r\n"
     names = {_name(lines[0]) for lines in _header_lines(block)}
     added = b""
     if b"date:" not in names:

@@ -13,7 +13,7 @@ from sendguard.address import domain_of, recipient_key, validate_address
 from sendguard.duration import format_duration, parse_duration
 from sendguard.errors import InvalidAddress, InvalidMessage
 from sendguard.fields import DEFAULT_SOURCES, parse_requirement, read_fields
-from sendguard.headers import Headers, split_message, strip_sendguard_headers
+from sendguard.headers import Headers, split_message, stamp, strip_sendguard_headers
 from sendguard.ids import new_id
 from sendguard.message import Match, MessageClass, OnTimeout, Requirement
 
@@ -282,3 +282,19 @@ def test_ids_made_in_one_millisecond_do_not_give_the_next_one_away() -> None:
     steps = [b - a for a, b in same_millisecond]
     assert all(step > 0 for step in steps)
     assert sum(step < 2**40 for step in steps) < 3
+
+
+def test_stamp_adds_only_what_is_missing_and_keeps_every_other_byte() -> None:
+
+    raw = b"From: a@example.com\r\nDate: Mon, 1 Jan 2024 00:00:00 +0000\r\n\r\nBody\r\n"
+    out = stamp(raw, "from x ([127.0.0.1])\r\n\tby h (sendguard) with ESMTP id 1", "D", "<i@h>")
+    assert out == (
+        b"Received: from x ([127.0.0.1])\r\n\tby h (sendguard) with ESMTP id 1\r\n"
+        b"From: a@example.com\r\nDate: Mon, 1 Jan 2024 00:00:00 +0000\r\n"
+        b"Message-ID: <i@h>\r\n\r\nBody\r\n"
+    )
+    lf = stamp(b"Subject: x\n\nBody\n", None, "D", "<i@h>")
+    assert lf == b"Subject: x\nDate: D\nMessage-ID: <i@h>\n\nBody\n"
+    assert stamp(b"Subject: x", None, "D", "<i@h>") == (
+        b"Subject: x\r\nDate: D\r\nMessage-ID: <i@h>\r\n\r\n"
+    )
