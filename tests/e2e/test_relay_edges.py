@@ -13,12 +13,14 @@ import smtplib
 import subprocess
 import urllib.parse
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
+import yaml
 
 from sendguard.password import hash_password
 from tests.e2e.test_send_path import message, send
-from tests.support.process import TOKEN, SendguardProcess
+from tests.support.process import SENDGUARD, TOKEN, SendguardProcess, base_config
 from tests.support.sink import Sink
 
 pytestmark = [pytest.mark.e2e]
@@ -376,3 +378,31 @@ def test_class_is_accepted_in_any_case_over_http_and_smtp(sendguard: Start, sink
     assert http_message["class"] == "transactional", http_message
     status, smtp_message = proc.call("GET", f"/v1/messages/{message_id}")
     assert smtp_message["class"] == "marketing", smtp_message
+
+
+# --- check-config -------------------------------------------------------------------------
+
+
+def test_check_config_lists_an_unset_token_with_the_other_problems(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("NO_SUCH_SENDGUARD_TOKEN", raising=False)
+    config = base_config(None)
+    config["http"]["api_tokens"] = ["env:NO_SUCH_SENDGUARD_TOKEN"]
+    config["smtp"]["max_recipients"] = "many"
+    config["delivery"]["wokers"] = 4
+    path = tmp_path / "sendguard.yaml"
+    path.write_text(yaml.safe_dump(config))
+    done = subprocess.run(
+        [SENDGUARD, "check-config", "--config", path],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 2
+    output = done.stdout + done.stderr
+    assert "http.api_tokens[0]" in output and "NO_SUCH_SENDGUARD_TOKEN" in output, output
+    assert "smtp.max_recipients" in output, output
+    assert "delivery.wokers" in output, output
