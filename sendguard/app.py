@@ -192,6 +192,7 @@ class App:
                 self.metrics,
                 config.headers.sources(),
                 on_queued=dispatcher.wake,
+                host_name=config.smtp.hostname,
             )
             self.smtp = SmtpIngress(SmtpHandler(intake, config.smtp, self.metrics), config.smtp)
             await self.smtp.start()

@@ -20,7 +20,7 @@ from datetime import datetime, timedelta
 from typing import Annotated, Any, Generic, Literal, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import AfterValidator, StringConstraints
+from pydantic import AfterValidator, BeforeValidator, StringConstraints
 
 from sendguard.duration import format_duration, parse_duration
 from sendguard.errors import InvalidMessage
@@ -289,8 +289,13 @@ class Field(Generic[T]):
         return (self.show or self.dump)(value)
 
 
+def _lower(value: Any) -> Any:
+    return value.lower() if isinstance(value, str) else value
+
+
 def _enum_values(enum: type[MessageClass] | type[OnTimeout]) -> Any:
-    return Literal[tuple(e.value for e in enum)]
+    # Any case, as in the headers (`X-Sendguard-Class: Transactional`): JSON is the same field.
+    return Annotated[Literal[tuple(e.value for e in enum)], BeforeValidator(_lower)]
 
 
 CAMPAIGN: Field[str | None] = Field(

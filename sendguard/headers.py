@@ -114,3 +114,47 @@ def _name(line: bytes) -> bytes:
     """A header line's name and colon, lower-cased, without blanks before the colon."""
     name, colon, _ = line.partition(b":")
     return name.strip().lower() + colon
+
+
+@dataclass(frozen=True)
+class Trace:
+    """How a message reached sendguard, for its `Received:` line (RFC 5321 4.4)."""
+
+    source: str
+    """The `from` clause: the client's EHLO name and address, `client.example ([192.0.2.1])`."""
+    protocol: str
+    """The `with` clause: SMTP, ESMTP, ESMTPS, ESMTPA, ESMTPSA, UTF8SMTP..., or HTTP."""
+
+
+def received_line(
+    trace: Trace, by: str, queue_id: str, recipients: tuple[str, ...], date: str
+) -> str:
+    """A `Received:` header value; `for` names the recipient only when there is one, so a
+    copy never tells who else got the message."""
+    recipient = f"\r\n\tfor <{recipients[0]}>" if len(recipients) == 1 else ""
+    return (
+        f"from {trace.source}\r\n\tby {by} (sendguard) with {trace.protocol} id {queue_id}"
+        f"{recipient};\r\n\t{date}"
+    )
+
+
+def stamp(raw: bytes, received: str | None, date: str, message_id: str) -> bytes:
+    """`raw` with a `Received:` line on top, and `Date` and `Message-ID` added at the end of
+    its header block where it has none (RFC 6409 8); every other byte as it came."""
+    block, body = split_message(raw)
+    # The message's own line ending: bare LF only where it uses bare LF already.
+    newline = b"\n" if b"\n" in block and b"\r\n" not in block else b"\r\n"
+    names = {_name(lines[0]) for lines in _header_lines(block)}
+    added = b""
+    if b"date:" not in names:
+        added += b"Date: " + date.encode() + newline
+    if b"message-id:" not in names:
+        added += b"Message-ID: " + message_id.encode() + newline
+    if block and not block.endswith(b"\n"):
+        block += newline  # a message of headers only, without the final line break
+    top = b""
+    if received is not None:
+        top = b"Received: " + received.encode().replace(b"\r\n", newline) + newline
+    if not body:
+        body = newline  # the blank line that ends the header block
+    return top + block + added + body

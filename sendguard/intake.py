@@ -8,6 +8,8 @@ concurrent messages to one person are judged one after the other and caps hold.
 
 from __future__ import annotations
 
+import email.utils
+import socket
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
@@ -20,7 +22,14 @@ from sendguard.content import content_hash
 from sendguard.engine import Engine
 from sendguard.errors import IdempotencyKeyReused, InvalidAddress, InvalidMessage
 from sendguard.fields import FieldOverrides, read_fields
-from sendguard.headers import Headers, split_message, strip_unforwarded_headers
+from sendguard.headers import (
+    Headers,
+    Trace,
+    received_line,
+    split_message,
+    stamp,
+    strip_unforwarded_headers,
+)
 from sendguard.ids import new_id
 from sendguard.message import Delivery, DeliveryState, Message
 from sendguard.metrics import Metrics
@@ -46,6 +55,13 @@ class Accepted:
         return all(d.state is DeliveryState.DROPPED for d in self.deliveries)
 
 
+def idempotency_scope(identity: str, key: str) -> str:
+    """The key under which a client's Idempotency-Key is kept: each authenticated identity has
+    its own keys (as the IETF draft scopes them per client), so two tokens that happen to pick
+    the same key never get each other's answers. Identity names contain no blank."""
+    return f"{identity} {key}"
+
+
 @dataclass(frozen=True)
 class Idempotency:
     """An Idempotency-Key and how to render the answer that is stored for it."""
@@ -69,8 +85,11 @@ class Intake:
         metrics: Metrics,
         header_sources: Mapping[str, Sequence[str]],
         on_queued: Callable[[], None],
+        host_name: str | None = None,
     ) -> None:
         self._engine = engine
+        # The `by` of Received lines and the domain of the Message-IDs added here.
+        self._host_name = host_name or socket.getfqdn()
         self._store = store
         self._clock = clock
         self._metrics = metrics
@@ -107,6 +126,7 @@ class Intake:
         idempotency: Idempotency | None = None,
         smtputf8: bool = False,
         body_8bit: bool = False,
+        trace: Trace | None = None,
     ) -> Accepted:
         """Judge and commit a message; raise InvalidMessage or StoreUnavailable.
 
@@ -114,6 +134,9 @@ class Intake:
         `not_before`, ...). With `idempotency`, its answer is stored in the same transaction;
         Conflict means the key was used meanwhile (ask `replay`). `smtputf8` and `body_8bit`
         say what the SMTP client declared; content with 8-bit bytes counts as 8-bit anyway.
+        With `trace`, the stored copy gets a `Received:` line; it gets `Date` and `Message-ID`
+        where it has none, so every delivery carries the same ones. The content fingerprint
+        is taken before: neither changes it.
         """
         if mail_from:  # the null reverse-path <> is valid (bounces)
             try:
@@ -129,9 +152,18 @@ class Intake:
         block, _ = split_message(raw)
         headers = Headers.parse(block)
         content = strip_unforwarded_headers(raw)
+        fingerprint = content_hash(content)
         now = self._clock.now()
+        message_id = new_id()
+        date = email.utils.format_datetime(now)
+        received = None
+        if trace is not None:
+            received = received_line(
+                trace, self._host_name, message_id, tuple(unique.values()), date
+            )
+        content = stamp(content, received, date, f"<{message_id}@{self._host_name}>")
         message = Message(
-            id=new_id(),
+            id=message_id,
             received_at=now,
             ingress=ingress,
             mail_from=mail_from,
@@ -139,7 +171,7 @@ class Intake:
             headers=headers,
             fields=(overrides or FieldOverrides()).apply(read_fields(headers, self._sources)),
             size=len(content),
-            content_hash=content_hash(content),
+            content_hash=fingerprint,
             smtputf8=smtputf8,
             body_8bit=body_8bit or not content.isascii(),
         )

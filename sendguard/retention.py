@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from sendguard.duration import format_duration
 from sendguard.policy import ReadsStore
 from sendguard.store.base import EventType, PruneCutoffs
 
@@ -65,7 +66,7 @@ class Horizons:
     def describe(self) -> dict[str, str]:
         """Each kind's horizon for the log (`forever` when never pruned)."""
         return {
-            name: "forever" if value is None else f"{value.total_seconds():.0f}s"
+            name: "forever" if value is None else format_duration(value)
             for name, value in (
                 ("deliveries", self.deliveries),
                 ("history", self.history),

@@ -158,19 +158,47 @@ def resolve_tokens(
     token file is used then)."""
     out = []
     for index, (name, token) in enumerate(token_names(tokens)):
-        if token == DEFAULT_API_TOKEN and not environ.get(token[4:]):
-            continue
-        try:
-            value = resolve_secret(token, environ)
-        except SecretError as exc:
-            field = f"http.api_tokens[{index}]"
-            if isinstance(tokens[index], NamedTokenOptions):
-                field += ".token"
-            problems.append(ConfigProblem(field, str(exc)))
-            continue
+        named = isinstance(tokens[index], NamedTokenOptions)
+        value = _read_token(index, token, named, environ, problems)
         if value:
             out.append((name, value))
     return tuple(out)
+
+
+def _read_token(
+    index: int, token: str, named: bool, environ: Mapping[str, str], problems: list[ConfigProblem]
+) -> str | None:
+    """The token at `http.api_tokens[index]`, read; None (and a problem) if it cannot be."""
+    if token == DEFAULT_API_TOKEN and not environ.get(token[4:]):
+        return None  # the embedded default's own variable: unset means "use the token file"
+    try:
+        return resolve_secret(token, environ)
+    except SecretError as exc:
+        field = f"http.api_tokens[{index}]" + (".token" if named else "")
+        problems.append(ConfigProblem(field, str(exc)))
+        return None
+
+
+def _token_problems_unvalidated(
+    data: Mapping[str, Any], environ: Mapping[str, str]
+) -> list[ConfigProblem]:
+    """Problems reading the API tokens of a config that failed validation elsewhere, so
+    check-config lists them with the rest instead of after the rest is fixed."""
+    http = data.get("http")
+    raw = http.get("api_tokens") if isinstance(http, dict) else None
+    problems: list[ConfigProblem] = []
+    for index, entry in enumerate(raw if isinstance(raw, list) else []):
+        if isinstance(entry, str):
+            _read_token(index, entry, False, environ, problems)
+        elif isinstance(entry, dict) and isinstance(entry.get("token"), str):
+            _read_token(index, entry["token"], True, environ, problems)
+    return problems
+
+
+def _about_unread(path: str, unread: Sequence[str]) -> bool:
+    """Whether a validation problem at `path` is about a secret that could not be read (the
+    field itself, or the section whose check saw the reference instead of the value)."""
+    return any(path.startswith(u) or u.startswith(path + ".") for u in unread)
 
 
 def _resolve_secrets(
@@ -315,18 +343,20 @@ def parse_config(text: str, source: str, environ: Mapping[str, str] | None = Non
     problems: list[ConfigProblem] = []
     environ = os.environ if environ is None else environ
     data = _resolve_secrets(data, environ, problems)
-    if problems:  # a reference that cannot be read hides what it stands for: stop here
-        raise ConfigError(problems)
+    unread = [p.path for p in problems]
     try:
         config = Config.model_validate(data)
     except ValidationError as exc:
         # Report everything at once: policy entries are checked on their own (options
-        # included), so a typo in `smtp` does not hide one in `policies[3].options`.
-        found = _problems(exc)
+        # included), so a typo in `smtp` does not hide one in `policies[3].options`; the
+        # secrets that could not be read come along (their fields' own checks would only
+        # repeat that the reference is not a value).
+        found = [p for p in _problems(exc) if not _about_unread(p.path, unread)]
         problems.extend(p for p in found if not p.path.startswith("policies["))
         raw = data.get("policies", [])
         if isinstance(raw, list) and all(p.path != "policies" for p in found):
             problems.extend(_problems_of_policies(raw))
+        problems.extend(_token_problems_unvalidated(data, environ))
         raise ConfigError(problems) from None
     policies = _resolve_policies(config.policies, problems)
     if isinstance(config.upstream, PluginUpstreamOptions):

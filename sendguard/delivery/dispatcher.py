@@ -253,7 +253,8 @@ class Dispatcher:
             await self._finish(
                 delivery,
                 DeliveryState.FAILED,
-                f"upstream refused: {exc}",
+                # Only a reply is the upstream refusing; without a code sendguard gave up.
+                f"upstream refused: {exc}" if exc.code is not None else str(exc),
                 self._clock.now(),
                 error=str(exc),
             )

@@ -82,16 +82,19 @@ class SmtpUpstream:
         addresses = envelope.mail_from + envelope.recipient
         if envelope.smtputf8 or not addresses.isascii():
             if not client.supports_extension("smtputf8"):
+                # sendguard refuses to relay it: the upstream never saw the message.
                 raise UpstreamPermanent(
-                    f"the message needs SMTPUTF8 (UTF-8 addresses or headers) and"
-                    f" {self._where()} does not offer it; it cannot be downgraded (RFC 6531)"
+                    f"cannot relay: the upstream does not offer SMTPUTF8 ({self._where()}),"
+                    " and the message needs it (UTF-8 addresses or headers); it cannot be"
+                    " downgraded (RFC 6531)"
                 )
             options.append("SMTPUTF8")
         if envelope.body_8bit:
             if not client.supports_extension("8bitmime"):
                 raise UpstreamPermanent(
-                    f"the message has an 8-bit body and {self._where()} does not offer"
-                    " 8BITMIME (RFC 6152); send it quoted-printable or base64 encoded"
+                    f"cannot relay: the upstream does not offer 8BITMIME ({self._where()}),"
+                    " and the message has an 8-bit body (RFC 6152); send it quoted-printable"
+                    " or base64 encoded"
                 )
             options.append("BODY=8BITMIME")
         return options

@@ -22,8 +22,8 @@ from sendguard.address import validate_address
 from sendguard.clock import monotonic
 from sendguard.errors import Conflict, IdempotencyKeyReused, InvalidAddress, InvalidMessage
 from sendguard.fields import FieldOverrides, parse_time
-from sendguard.headers import Headers, split_message
-from sendguard.ingress.http_context import api
+from sendguard.headers import Headers, Trace, split_message
+from sendguard.ingress.http_context import api, identity
 from sendguard.ingress.payloads import BadRequest, SendPayload, field_overrides, read_json
 from sendguard.ingress.views import (
     decision_reasons,
@@ -32,7 +32,7 @@ from sendguard.ingress.views import (
     message_view,
     when,
 )
-from sendguard.intake import Accepted, Idempotency
+from sendguard.intake import Accepted, Idempotency, idempotency_scope
 from sendguard.message import Delivery, DeliveryState
 from sendguard.store.base import DeliveryQuery
 
@@ -164,12 +164,28 @@ async def _read_send(request: web.Request) -> tuple[bytes, str, list[str], Field
 
 
 async def fingerprint(request: web.Request) -> str:
-    """A digest of what a send request asks for: its body, content type and query."""
+    """A digest of what a send request asks for: its kind of body, the body and the query.
+
+    A JSON body counts by its meaning: parsed and written again with sorted keys and no
+    blanks, so a client that re-indents or reorders it on a retry is still retrying.
+    """
+    body = await request.read()
+    kind = b"message/rfc822" if request.content_type == "message/rfc822" else b"json"
+    if kind == b"json":
+        body = _canonical_json(body)
     digest = hashlib.sha256()
-    for part in (request.content_type.encode(), request.query_string.encode()):
+    for part in (kind, request.query_string.encode()):
         digest.update(len(part).to_bytes(8, "big") + part)
-    digest.update(await request.read())
+    digest.update(body)
     return "sha256:" + digest.hexdigest()
+
+
+def _canonical_json(body: bytes) -> bytes:
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        return body  # not JSON: the send is refused anyway; the bytes are its identity
+    return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 def _key_reused(exc: IdempotencyKeyReused) -> web.Response:
@@ -182,8 +198,9 @@ async def send(request: web.Request) -> web.Response:
     """Accept a message as JSON or as a raw `message/rfc822` body; 202 after the commit."""
     try:
         return await _send(request)
-    except IdempotencyKeyReused as exc:
-        return _key_reused(exc)
+    except IdempotencyKeyReused:
+        # Named as the client sent it, not as it is kept (scoped to the identity).
+        return _key_reused(IdempotencyKeyReused(request.headers.get("Idempotency-Key", "")))
 
 
 async def _send(request: web.Request) -> web.Response:
@@ -193,6 +210,8 @@ async def _send(request: web.Request) -> web.Response:
     if key is not None and not 0 < len(key) <= MAX_KEY:
         raise BadRequest(f"Idempotency-Key must be 1 to {MAX_KEY} characters", "Idempotency-Key")
     request_digest = await fingerprint(request) if key is not None else None
+    if key is not None:
+        key = idempotency_scope(identity(request).name, key)
     if key is not None and (replayed := await ctx.intake.replay(key, request_digest)) is not None:
         return web.Response(status=202, body=replayed, content_type="application/json")
 
@@ -206,6 +225,7 @@ async def _send(request: web.Request) -> web.Response:
             "http",
             overrides=overrides,
             idempotency=idempotency,
+            trace=Trace(f"HTTP client ([{request.remote or 'unknown'}])", "HTTP"),
         )
     except InvalidMessage as exc:
         raise BadRequest(str(exc), exc.field or "body") from None

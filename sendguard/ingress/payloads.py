@@ -32,9 +32,15 @@ class BadRequest(Exception):
 
 
 async def read_json(request: web.Request, model: type[M]) -> M:
-    """The request body validated against `model`; BadRequest names the first bad field."""
+    """The request body validated against `model`; BadRequest names the first bad field.
+
+    An empty body means `{}` (`curl -XPOST .../pause` sends none, with or without a
+    Content-Type): it is enough where every field is optional, and otherwise the answer names
+    the first required field. A body that is present must be JSON.
+    """
+    body = await request.read()
     try:
-        data: Any = json.loads(await request.read())
+        data: Any = json.loads(body) if body.strip() else {}
     except (ValueError, UnicodeDecodeError) as exc:
         raise BadRequest(
             f"the body is not valid JSON ({exc}); send a JSON object"

@@ -19,10 +19,11 @@ from typing import Any, AnyStr
 import structlog
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
-from sendguard.address import validate_address
+from sendguard.address import needs_smtputf8, validate_address
 from sendguard.clock import monotonic
 from sendguard.config import IPNetwork, SmtpOptions, split_listen
 from sendguard.errors import InvalidAddress, InvalidMessage, StoreUnavailable
+from sendguard.headers import Trace
 from sendguard.ingress.smtp_auth import CONNECTION_LIMIT_REPLY, REFUSAL_PAUSE, AuthGuard
 from sendguard.intake import Intake
 from sendguard.metrics import Metrics
@@ -48,6 +49,56 @@ def _peer_ip(session: Session) -> ipaddress.IPv4Address | ipaddress.IPv6Address 
             return address.ipv4_mapped
         return address
     return None
+
+
+def raw_path(arg: str | None, keyword: str) -> str | None:
+    """The address text of a MAIL FROM/RCPT TO argument exactly as the client sent it.
+
+    aiosmtpd parses the path with the RFC 5322 header parser, which reads `<bad address@x>`
+    as an obsolete local part and hands on `"bad address"@x`: a rewrite. Validating this text
+    instead refuses what the client actually wrote. None when there is no argument to read
+    (aiosmtpd answers the syntax error itself).
+    """
+    if arg is None or arg[: len(keyword)].upper() != keyword:
+        return None
+    text = arg[len(keyword) :].strip()
+    if not text.startswith("<"):
+        return text.split(None, 1)[0] if text else ""
+    quoted = escaped = False
+    for index, char in enumerate(text[1:], 1):
+        if escaped:
+            escaped = False
+        elif char == "\\":
+            escaped = True
+        elif char == '"':
+            quoted = not quoted
+        elif char == ">" and not quoted:
+            return text[1:index]
+    return text[1:]
+
+
+def _utf8_refusal(kind: str) -> str:
+    # RFC 6531 3.5: a non-ASCII address in a transaction that did not declare SMTPUTF8.
+    return f"553 5.6.7 Non-ASCII {kind} address needs SMTPUTF8 on MAIL FROM (RFC 6531)"
+
+
+def _trace(session: Session, envelope: Envelope) -> Trace:
+    """The client's EHLO name and address, and the protocol as RFC 3848/6531 name it."""
+    ip = _peer_ip(session)
+    literal = f"[IPv6:{ip}]" if isinstance(ip, ipaddress.IPv6Address) else f"[{ip}]"
+    helo = _TRACE_UNSAFE.sub("?", session.host_name or "unknown")[:100]
+    protocol = "ESMTP" if session.extended_smtp else "SMTP"
+    if envelope.smtp_utf8:
+        protocol = "UTF8SMTP"
+    if protocol != "SMTP":
+        protocol += ("S" if session.ssl is not None else "") + (
+            "A" if session.authenticated else ""
+        )
+    return Trace(f"{helo} ({literal})", protocol)
+
+
+_TRACE_UNSAFE = re.compile(r"[^\x21-\x27\x2a-\x7e]")
+"""Not printable ASCII, blanks and parentheses: the EHLO name may not shape the header."""
 
 
 def _hooks(cls: type, prefixes: tuple[str, ...]) -> list[str]:
@@ -97,11 +148,17 @@ class SmtpHandler:
         address: str,
         mail_options: list[str],
     ) -> str:
-        if address != "<>" and address:
+        sent = _sent_path(server, address)
+        if sent:
+            if needs_smtputf8(sent) and "SMTPUTF8" not in mail_options:
+                return _utf8_refusal("sender")
             try:
-                validate_address(address)
+                validate_address(sent)
             except InvalidAddress as exc:
                 return f"553 5.1.7 Bad sender address: {_reply_text(str(exc))}"
+            address = sent
+        else:
+            address = "<>"
         # aiosmtpd reads an empty mail_from as "no MAIL yet" (503 to RCPT): the null
         # reverse-path stays "<>" in the envelope and becomes "" only when handed to Intake.
         envelope.mail_from = address or "<>"
@@ -129,6 +186,10 @@ class SmtpHandler:
         if len(envelope.rcpt_tos) >= self._config.max_recipients:
             self._refused(session, address, "too many recipients")
             return f"452 4.5.3 Too many recipients (at most {self._config.max_recipients})"
+        address = _sent_path(server, address)
+        if needs_smtputf8(address) and not envelope.smtp_utf8:
+            self._refused(session, address, "non-ASCII address without SMTPUTF8")
+            return _utf8_refusal("recipient")
         try:
             validate_address(address)
         except InvalidAddress as exc:
@@ -151,13 +212,13 @@ class SmtpHandler:
         started = monotonic()
         self.in_flight += 1
         try:
-            return await self._accept(envelope)
+            return await self._accept(envelope, _trace(session, envelope))
         finally:
             self.in_flight -= 1
             self._metrics.ingress_duration.labels(ingress="smtp").observe(monotonic() - started)
             structlog.contextvars.unbind_contextvars("message_id")
 
-    async def _accept(self, envelope: Envelope) -> str:
+    async def _accept(self, envelope: Envelope, trace: Trace) -> str:
         content = envelope.original_content or b""
         try:
             accepted = await self._intake.accept(
@@ -167,6 +228,7 @@ class SmtpHandler:
                 "smtp",
                 smtputf8=envelope.smtp_utf8,
                 body_8bit="BODY=8BITMIME" in envelope.mail_options,
+                trace=trace,
             )
         except InvalidAddress as exc:
             return f"553 5.1.3 {_reply_text(str(exc))}"
@@ -188,6 +250,24 @@ class SmtpHandler:
 _HANDLER_NAMES = _hooks(SmtpHandler, ("handle_", "auth_"))
 
 
+def _sent_path(server: SMTP, parsed: str) -> str:
+    """What the client wrote for the address aiosmtpd parsed as `parsed` ("" for `<>`)."""
+    if isinstance(server, _Connection) and server.path_sent is not None:
+        return server.path_sent
+    return "" if parsed == "<>" else parsed
+
+
+class _Session(Session):
+    """aiosmtpd's session without the deprecated `login_data` warning.
+
+    aiosmtpd itself stores the login there after every successful AUTH, and the property
+    logs a deprecation warning each time. Nothing in sendguard reads it (the identity is
+    `auth_data`), so here it is a plain attribute: no warning on every AUTH.
+    """
+
+    login_data: Any = None
+
+
 class _Connection(SMTP):
     """aiosmtpd's protocol, with our replies and per-connection AUTH and drain bookkeeping."""
 
@@ -200,6 +280,19 @@ class _Connection(SMTP):
         self._ip: ipaddress.IPv4Address | ipaddress.IPv6Address | None = None
         self._auth_failures = 0
         self._credentials: LoginPassword | None = None
+        self.path_sent: str | None = None
+        """The address text of the MAIL or RCPT command being handled, as the client sent it."""
+
+    async def smtp_MAIL(self, arg: str | None) -> None:
+        self.path_sent = raw_path(arg, "FROM:")
+        await super().smtp_MAIL(arg)
+
+    async def smtp_RCPT(self, arg: str | None) -> None:
+        self.path_sent = raw_path(arg, "TO:")
+        await super().smtp_RCPT(arg)
+
+    def _create_session(self) -> Session:
+        return _Session(self.loop)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         starting = self.transport is None

@@ -13,7 +13,7 @@ from sendguard.address import domain_of, recipient_key, validate_address
 from sendguard.duration import format_duration, parse_duration
 from sendguard.errors import InvalidAddress, InvalidMessage
 from sendguard.fields import DEFAULT_SOURCES, parse_requirement, read_fields
-from sendguard.headers import Headers, split_message, strip_sendguard_headers
+from sendguard.headers import Headers, split_message, stamp, strip_sendguard_headers
 from sendguard.ids import new_id
 from sendguard.message import Match, MessageClass, OnTimeout, Requirement
 
@@ -53,9 +53,9 @@ def test_format_duration_round_trips(millis: int) -> None:
     [
         "a@example.org",
         "first.last+tag@sub.example.co.uk",
-        '"quoted name"@example.org',
         "üser@exämple.de",
-        "x@localhost",
+        "ÄNN@Bücher.example",
+        "a%b@example.org",
     ],
 )
 def test_valid_addresses_pass_unchanged(address: str) -> None:
@@ -80,6 +80,18 @@ def test_valid_addresses_pass_unchanged(address: str) -> None:
         "a@x-.org",
         "a..b@example.org",
         "a@[10.0.0.1]",
+        # as strict as email-validator: each of these let one person count as several
+        '"quoted name"@example.org',
+        '"ann"@example.org',
+        "x@localhost",
+        "x@example",
+        "x@mail.local",
+        "a@example.org.",
+        "a\u200b@example.org",
+        "a\u00adb@example.org",
+        "a@ex\u00adample.org",
+        "a@exa\u200bmple.org",
+        "\udcff@example.org",  # undecodable bytes from an SMTP client
     ],
 )
 def test_invalid_addresses_are_refused(address: str) -> None:
@@ -90,6 +102,14 @@ def test_invalid_addresses_are_refused(address: str) -> None:
 def test_recipient_key_and_domain() -> None:
     assert recipient_key("Ann@Example.ORG") == "ann@example.org"
     assert domain_of("Ann@Example.ORG") == "example.org"
+
+
+def test_recipient_key_is_one_per_person_for_idna_domains() -> None:
+    spellings = ["ÄNN@Bücher.example", "änn@xn--bcher-kva.example", "A\u0308NN@BÜCHER.example"]
+    assert {recipient_key(a) for a in spellings} == {"änn@bücher.example"}
+    assert domain_of("x@XN--BCHER-KVA.example") == "bücher.example"
+    assert recipient_key("not an address") == "not an address"
+    assert recipient_key("x@xn--zz.example") == "x@xn--zz.example"  # invalid: lower-cased only
 
 
 RAW = (
@@ -262,3 +282,19 @@ def test_ids_made_in_one_millisecond_do_not_give_the_next_one_away() -> None:
     steps = [b - a for a, b in same_millisecond]
     assert all(step > 0 for step in steps)
     assert sum(step < 2**40 for step in steps) < 3
+
+
+def test_stamp_adds_only_what_is_missing_and_keeps_every_other_byte() -> None:
+
+    raw = b"From: a@example.com\r\nDate: Mon, 1 Jan 2024 00:00:00 +0000\r\n\r\nBody\r\n"
+    out = stamp(raw, "from x ([127.0.0.1])\r\n\tby h (sendguard) with ESMTP id 1", "D", "<i@h>")
+    assert out == (
+        b"Received: from x ([127.0.0.1])\r\n\tby h (sendguard) with ESMTP id 1\r\n"
+        b"From: a@example.com\r\nDate: Mon, 1 Jan 2024 00:00:00 +0000\r\n"
+        b"Message-ID: <i@h>\r\n\r\nBody\r\n"
+    )
+    lf = stamp(b"Subject: x\n\nBody\n", None, "D", "<i@h>")
+    assert lf == b"Subject: x\nDate: D\nMessage-ID: <i@h>\n\nBody\n"
+    assert stamp(b"Subject: x", None, "D", "<i@h>") == (
+        b"Subject: x\r\nDate: D\r\nMessage-ID: <i@h>\r\n\r\n"
+    )

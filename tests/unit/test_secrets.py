@@ -77,3 +77,27 @@ def test_a_store_url_is_logged_without_its_password() -> None:
     )
     assert redacted("sqlite:///var/sendguard.db") == "sqlite:///var/sendguard.db"
     assert redacted("postgresql://sg@h/x") == "postgresql://sg@h/x"
+
+
+def test_secret_problems_come_with_every_other_problem() -> None:
+    """check-config lists everything at once: an unset token does not wait for a typo's fix."""
+    found = problems(
+        "http: {api_tokens: ['env:UNSET_TOKEN', {name: crm, token: 'env:UNSET_CRM'}], port: 1}\n"
+        + UPSTREAM % "env:UNSET_PW"
+        + "smtp: {listen: nowhere}\n"
+        + "policies: [{plugin: schedule, options: {x: 1}}]\n",
+        {},
+    )
+    assert "http.api_tokens[0]: environment variable UNSET_TOKEN is not set (or is empty)" in found
+    assert (
+        "http.api_tokens[1].token: environment variable UNSET_CRM is not set (or is empty)" in found
+    )
+    assert "upstream.password: environment variable UNSET_PW is not set (or is empty)" in found
+    assert any(p.startswith("http.port: unknown key") for p in found), found
+    assert any(p.startswith("smtp.listen:") for p in found), found
+    assert any(p.startswith("policies[0].options.x:") for p in found), found
+
+
+def test_an_unset_secret_is_not_reported_twice() -> None:
+    found = problems("smtp: {auth_users: {a: 'env:A'}}\n", {})
+    assert found == ["smtp.auth_users.a: environment variable A is not set (or is empty)"]

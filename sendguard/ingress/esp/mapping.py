@@ -34,9 +34,10 @@ from sendguard.errors import (
     StoreUnavailable,
 )
 from sendguard.fields import FIELDS
+from sendguard.headers import Trace
 from sendguard.identity import Identity, Role
 from sendguard.ingress.http_context import IDENTITY_KEY, TOKENS, api
-from sendguard.intake import IDEMPOTENCY_RETENTION, Accepted, Idempotency
+from sendguard.intake import IDEMPOTENCY_RETENTION, Accepted, Idempotency, idempotency_scope
 
 ESP_CONFIG: web.AppKey[EspOptions] = web.AppKey("esp", EspOptions)
 MAX_KEY = 200
@@ -247,7 +248,7 @@ async def submit(request: web.Request, who: Identity, submission: Submission) ->
     if key is not None:
         if not 0 < len(key) <= MAX_KEY:
             raise EspError(400, f"Idempotency-Key must be 1 to {MAX_KEY} characters", "key")
-        record_key = f"{submission.esp}:key:{key}"
+        record_key = idempotency_scope(who.name, f"{submission.esp}:key:{key}")
         since = now - IDEMPOTENCY_RETENTION
     else:
         record_key = f"{submission.esp}:retry:{who.name}:{digest}"
@@ -301,7 +302,14 @@ async def _accept_one(
         raise EspError(400, "a message needs at least one recipient", "to", code=300)
     raw = render(out, now)
     try:
-        return await ctx.intake.accept(raw, out.mail_from, recipients, esp, idempotency=idempotency)
+        return await ctx.intake.accept(
+            raw,
+            out.mail_from,
+            recipients,
+            esp,
+            idempotency=idempotency,
+            trace=Trace(f"{esp} API client ([{request.remote or 'unknown'}])", "HTTP"),
+        )
     except InvalidMessage as exc:
         origin = {h.lower(): f for h, _, f in out.fields}
         name = origin.get((exc.field or "").lower(), exc.field)
