@@ -1,12 +1,14 @@
 """What every page answer carries, and what every state change must prove.
 
-A state change (any POST) needs the session's CSRF token in the form and a same-origin
-`Origin` (or, when a browser sends none, `Referer`); `SameSite=Strict` on the cookie is a third
-wall. Page answers forbid scripts, framing and referrers; the message preview, the one frame,
-gets its own stricter policy that also forbids every remote load.
+A state change (any POST) needs the session's CSRF token in the form and proof that it comes
+from a page of this origin (`from_here`); `SameSite=Strict` on the cookie is a third wall. Page
+answers forbid scripts, framing and referrers; the message preview, the one frame, gets its own
+stricter policy that also forbids every remote load.
 """
 
 from __future__ import annotations
+
+import enum
 
 from aiohttp import web
 
@@ -19,9 +21,9 @@ FRAME_CSP = (
     "default-src 'none'; style-src 'unsafe-inline'; img-src data:; font-src data:; "
     "form-action 'none'; base-uri 'none'; frame-ancestors 'self'; sandbox"
 )
-# `no-referrer` would also make browsers send `Origin: null` with the page's own forms,
-# which the same-origin check below must refuse; `same-origin` sends nothing to any other site.
-PAGE_REFERRER_POLICY = "same-origin"
+# `no-referrer` also makes browsers send `Origin: null` with the page's own forms; `from_here`
+# then relies on Fetch Metadata (`Sec-Fetch-Site`), which the policy does not hide.
+PAGE_REFERRER_POLICY = "no-referrer"
 
 
 def secure_page(response: web.StreamResponse) -> web.StreamResponse:
@@ -44,14 +46,48 @@ def secure_frame(response: web.StreamResponse) -> web.StreamResponse:
     return response
 
 
-def same_origin(request: web.Request) -> bool:
-    """True if the request says it comes from a page of this very origin."""
-    expected = f"{request.scheme}://{request.host}"
-    origin = request.headers.get("Origin")
-    if origin is not None:
-        return origin == expected
-    referer = request.headers.get("Referer")
-    return referer is not None and (referer == expected or referer.startswith(expected + "/"))
+class Provenance(enum.Enum):
+    """Where a state change says it comes from."""
+
+    HERE = "here"  # a page of this origin
+    ELSEWHERE = "elsewhere"  # another origin, a sandboxed or opaque page, or the address bar
+    UNSAID = "unsaid"  # the browser hid its origin and sent no Fetch Metadata to prove it
+
+
+def from_here(
+    expected: str, origin: str | None, referer: str | None, fetch_site: str | None
+) -> Provenance:
+    """Decide where a request comes from, given this origin (`scheme://host[:port]`).
+
+    `Sec-Fetch-Site` is set by the browser from the request's real initiator, whatever the
+    referrer policy, and no page can set it (a `Sec-` header); a sandboxed or `data:` page is
+    `cross-site`, so when present it decides alone. `Origin: null` is what the page's own forms
+    send under `no-referrer` — but also what any sandboxed, `data:` or other-origin form sends,
+    so without Fetch Metadata it proves nothing. Browsers send Fetch Metadata only to
+    potentially trustworthy origins (HTTPS, localhost); a script sends neither `null` nor it.
+    """
+    if fetch_site is not None and fetch_site != "same-origin":
+        return Provenance.ELSEWHERE
+    if origin is not None and origin != "null":
+        return Provenance.HERE if origin == expected else Provenance.ELSEWHERE
+    # Some browsers leave `Origin` out of a same-origin POST; their `Referer` then tells. Beside
+    # `Origin: null` it proves nothing (a sandboxed frame of this origin sends both).
+    if origin is None and referer is not None:
+        ours = referer == expected or referer.startswith(expected + "/")
+        return Provenance.HERE if ours else Provenance.ELSEWHERE
+    if fetch_site == "same-origin":
+        return Provenance.HERE
+    return Provenance.UNSAID
+
+
+def provenance(request: web.Request) -> Provenance:
+    """`from_here` for an incoming request."""
+    return from_here(
+        f"{request.scheme}://{request.host}",
+        request.headers.get("Origin"),
+        request.headers.get("Referer"),
+        request.headers.get("Sec-Fetch-Site"),
+    )
 
 
 def safe_next(value: str | None, default: str = "/review") -> str:

@@ -24,13 +24,26 @@ from sendguard.message import Delivery, DeliveryState, HoldOrigin
 from sendguard.password import hash_password, verify_password
 from sendguard.phrasing import human_duration
 from sendguard.review import APPROVE, CAMPAIGN_ACTIONS, CampaignAction, NotFound
-from sendguard.review_page.guard import safe_next, same_origin, secure_frame, secure_page
+from sendguard.review_page.guard import (
+    PAGE_REFERRER_POLICY,
+    Provenance,
+    provenance,
+    safe_next,
+    secure_frame,
+    secure_page,
+)
 from sendguard.review_page.preview import preview
 from sendguard.review_page.sessions import LoginThrottle, Session, Sessions, throttle_keys
 from sendguard.store.base import Approval, DeliveryQuery, DeliveryRecord, HeldQuery
 
 SESSION_COOKIE = "sendguard_session"
 LOGIN_CSRF_COOKIE = "sendguard_login_csrf"
+# Browsers send the Fetch Metadata that proves a form is the page's own only to HTTPS and
+# localhost; over plain HTTP elsewhere, `no-referrer` leaves nothing to tell it from another site.
+UNSAID_MESSAGE = (
+    "Your browser did not say where this form came from. Open the review page over HTTPS "
+    "(or on localhost)."
+)
 PAGE_SIZE = 50
 NO_CAMPAIGN = ""
 
@@ -155,8 +168,10 @@ async def login(request: web.Request) -> web.StreamResponse:
     form = await request.post()
     expected = request.cookies.get(LOGIN_CSRF_COOKIE, "")
     token = str(form.get("csrf_token", ""))
+    if provenance(request) is Provenance.UNSAID:
+        return message_page(request, None, 403, "Forbidden", UNSAID_MESSAGE)
     if (
-        not same_origin(request)
+        provenance(request) is not Provenance.HERE
         or not expected
         or not secrets.compare_digest(expected.encode(), token.encode())
     ):
@@ -206,7 +221,10 @@ async def checked_form(
     if session is None:
         return message_page(request, None, 403, "Forbidden", "Sign in first.")
     form = await request.post()
-    if not same_origin(request):
+    came = provenance(request)
+    if came is Provenance.UNSAID:
+        return message_page(request, session, 403, "Forbidden", UNSAID_MESSAGE)
+    if came is not Provenance.HERE:
         return message_page(request, session, 403, "Forbidden", "The request came from elsewhere.")
     if not session.csrf_matches(str(form.get("csrf_token", ""))):
         return message_page(
@@ -233,6 +251,7 @@ async def stylesheet(request: web.Request) -> web.StreamResponse:
     response = web.Response(body=css, content_type="text/css", charset="utf-8")
     response.headers["Cache-Control"] = "max-age=3600"
     response.headers["X-Content-Type-Options"] = "nosniff"
+    response.headers["Referrer-Policy"] = PAGE_REFERRER_POLICY
     return response
 
 

@@ -48,6 +48,7 @@ class Counter:
     def __init__(self) -> None:
         self.paths: list[str] = []
         self.page = b""
+        self.referrer_policy = ""  # sent with the hostile page when set
         counter = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -59,6 +60,8 @@ class Counter:
                     body = b""
                 self.send_response(200)
                 self.send_header("Content-Type", "text/html")
+                if counter.referrer_policy:
+                    self.send_header("Referrer-Policy", counter.referrer_policy)
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 self.wfile.write(body)
@@ -266,6 +269,11 @@ def test_a_cross_origin_form_and_a_post_without_csrf_token_change_nothing(
     ).encode()
     browser.get(counter.url("/evil.html"))
     wait_for(lambda: "came from elsewhere" in browser.page_source)
+    # Hiding its origin as the page itself does (`no-referrer`: `Origin: null`) does not help
+    # it: Chromium still says `Sec-Fetch-Site: same-site`.
+    counter.referrer_policy = "no-referrer"
+    browser.get(counter.url("/evil.html"))
+    wait_for(lambda: "came from elsewhere" in browser.page_source)
 
     cookie = browser.get_cookie("sendguard_session")["value"]
     status, _ = post(proc, f"/review/deliveries/{held}/approve", {"note": "x"}, cookie)
@@ -311,13 +319,18 @@ def post(
     fields: dict[str, str],
     cookie: str | None,
     origin: str | None = "",
+    headers: dict[str, str] | None = None,
 ) -> tuple[int, str]:
-    """A form POST as a script would send it; Origin is the page's own unless given."""
+    """A form POST as a script would send it; Origin is the page's own unless given (None:
+    no Origin at all); `headers` are added as they are (a browser's Fetch Metadata)."""
     request = urllib.request.Request(
         base(proc) + path, data=urllib.parse.urlencode(fields).encode(), method="POST"
     )
     request.add_header("Content-Type", "application/x-www-form-urlencoded")
-    request.add_header("Origin", origin or base(proc))
+    if origin is not None:
+        request.add_header("Origin", origin or base(proc))
+    for name, value in (headers or {}).items():
+        request.add_header(name, value)
     if cookie is not None:
         request.add_header("Cookie", f"sendguard_session={cookie}")
     return _open(request)
@@ -379,7 +392,7 @@ def test_session_cookie_headers_logout_and_throttled_sign_in(sendguard: Start, s
     assert headers["X-Frame-Options"] == "DENY"
     assert "script-src" not in headers["Content-Security-Policy"]  # default-src 'none' rules
     assert "default-src 'none'" in headers["Content-Security-Policy"]
-    assert headers["Referrer-Policy"] in ("no-referrer", "same-origin")
+    assert headers["Referrer-Policy"] == "no-referrer"
 
     status, answer = sign_in_by_post(proc, "ana", "ana-password")
     assert status == 303 and answer["Location"] == "/review"
@@ -410,3 +423,133 @@ def test_session_cookie_headers_logout_and_throttled_sign_in(sendguard: Start, s
     assert status == 429 and int(answer["Retry-After"]) > 0
     status, _ = sign_in_by_post(proc, "vic", "vic-password")
     assert status == 303  # another user is not locked out by ana's failures
+
+
+def get(proc: SendguardProcess, path: str, cookie: str | None) -> tuple[int, dict[str, str]]:
+    """GET a page (redirects not followed): its status and headers."""
+    request = urllib.request.Request(base(proc) + path)
+    if cookie is not None:
+        request.add_header("Cookie", f"sendguard_session={cookie}")
+    opener = urllib.request.build_opener(NoRedirect)
+    try:
+        with opener.open(request, timeout=10) as resp:
+            return resp.status, dict(resp.headers.items())
+    except urllib.error.HTTPError as err:
+        return err.code, dict(err.headers.items())
+
+
+def signed_in(proc: SendguardProcess) -> tuple[str, str]:
+    """Sign ana in by HTTP: her session id and the CSRF token of her pages."""
+    status, answer = sign_in_by_post(proc, "ana", "ana-password")
+    assert status == 303
+    session = answer["Set-Cookie"].split(";")[0].split("=", 1)[1]
+    request = urllib.request.Request(base(proc) + "/review")
+    request.add_header("Cookie", f"sendguard_session={session}")
+    _, page = _open(request)
+    csrf = re.search(r'name="csrf_token" value="([^"]+)"', page)
+    assert csrf is not None
+    return session, csrf.group(1)
+
+
+def test_every_review_page_answer_sends_no_referrer(
+    sendguard: Start, sink: Sink, counter: Counter
+) -> None:
+    proc = sendguard(policies=HOLD, review={"users": USERS})
+    held = send_held(proc, "ann@example.org", counter, "Spring sale")
+    _, delivery = proc.call("GET", f"/v1/deliveries/{held}")
+    message_id = delivery["message_id"]
+    policies: dict[str, tuple[int, str | None]] = {}
+    for path in ("/review", "/review/login", f"/review/deliveries/{held}"):
+        status, headers = get(proc, path, None)
+        policies[f"GET {path} signed out"] = (status, headers.get("Referrer-Policy"))
+    session, csrf = signed_in(proc)
+    for path in (
+        "/review",
+        "/review/login",
+        f"/review/deliveries/{held}",
+        f"/review/deliveries/{held}/frame",
+        "/review/timeline?address=ann%40example.org",
+        "/review/audit",
+        f"/review/campaigns/spring-sale/edit?message={message_id}",
+        "/review/campaigns/spring-sale/edits",
+        "/review/static/review.css",
+    ):
+        status, headers = get(proc, path, session)
+        policies[f"GET {path}"] = (status, headers.get("Referrer-Policy"))
+    for path, fields, origin in (
+        ("/review/campaigns/spring-sale/pause", {"csrf_token": csrf}, ""),  # confirmation page
+        (f"/review/deliveries/{held}/approve", {"csrf_token": csrf}, "http://evil.example"),
+        (f"/review/deliveries/{held}/approve", {"csrf_token": csrf}, ""),  # 303 to the page
+    ):
+        request = urllib.request.Request(
+            base(proc) + path, data=urllib.parse.urlencode(fields).encode(), method="POST"
+        )
+        request.add_header("Origin", origin or base(proc))
+        request.add_header("Cookie", f"sendguard_session={session}")
+        try:
+            with urllib.request.build_opener(NoRedirect).open(request, timeout=10) as resp:
+                status, headers = resp.status, dict(resp.headers.items())
+        except urllib.error.HTTPError as err:
+            status, headers = err.code, dict(err.headers.items())
+        policies[f"POST {path} from {origin or 'here'}"] = (status, headers.get("Referrer-Policy"))
+    statuses = {status for status, _ in policies.values()}
+    assert {200, 303, 403} <= statuses, policies  # pages, redirects and refusals alike
+    assert {policy for _, policy in policies.values()} == {"no-referrer"}, policies
+
+
+def test_a_hidden_origin_counts_only_with_fetch_metadata_saying_same_origin(
+    sendguard: Start, sink: Sink, counter: Counter
+) -> None:
+    proc = sendguard(policies=HOLD, review={"users": USERS})
+    held = send_held(proc, "ann@example.org", counter, "Spring sale")
+    session, csrf = signed_in(proc)
+    path = f"/review/deliveries/{held}/approve"
+    # What a browser sends under `no-referrer`: `Origin: null`, no Referer, and its own word
+    # on the initiator. Only `same-origin` counts; a hostile page cannot set Sec- headers.
+    for site in ("cross-site", "same-site", "none"):
+        for origin in ("null", None, ""):  # "" is this very origin
+            status, body = post(
+                proc, path, {"csrf_token": csrf}, session, origin, {"Sec-Fetch-Site": site}
+            )
+            assert status == 403 and "came from elsewhere" in body, (site, origin)
+    # A browser that hides the origin and sends no Fetch Metadata (plain HTTP off localhost)
+    # cannot be told from another site's form.
+    for origin in ("null", None):
+        status, body = post(proc, path, {"csrf_token": csrf}, session, origin)
+        assert status == 403 and "did not say where this form came from" in body
+    status, _ = post(
+        proc, path, {"csrf_token": csrf}, session, "null", {"Referer": base(proc) + "/review"}
+    )
+    assert status == 403  # beside `Origin: null` a Referer proves nothing
+    # Fetch Metadata says same-origin, but the token or the session is missing.
+    same = {"Sec-Fetch-Site": "same-origin"}
+    for fields, cookie in (
+        ({}, session),
+        ({"csrf_token": "guess"}, session),
+        ({"csrf_token": csrf}, None),
+    ):
+        status, _ = post(proc, path, fields, cookie, "null", same)
+        assert status == 403
+    status, _ = post(proc, path, {"csrf_token": csrf}, session, "http://evil.example", same)
+    assert status == 403  # a real Origin of another site is never overruled
+    assert proc.states() == {"ann@example.org": "held"}
+    assert audit(proc) == []
+
+    # The sign-in form too: a hidden origin from another site is refused.
+    token, login_cookie, _ = login_form(proc)
+    request = urllib.request.Request(
+        base(proc) + "/review/login",
+        data=urllib.parse.urlencode(
+            {"username": "ana", "password": "ana-password", "csrf_token": token}
+        ).encode(),
+        method="POST",
+    )
+    request.add_header("Origin", "null")
+    request.add_header("Sec-Fetch-Site", "same-site")
+    request.add_header("Cookie", login_cookie)
+    assert _open(request)[0] == 403
+
+    status, _ = post(proc, path, {"csrf_token": csrf, "note": "fine"}, session, "null", same)
+    assert status == 200
+    proc.wait_states({"ann@example.org": "sent"})
+    assert [(e["actor"], e["note"]) for e in audit(proc)] == [("ana", "fine")]

@@ -11,7 +11,7 @@ from sendguard.config import ReviewNotifyOptions, parse_config
 from sendguard.errors import ConfigError
 from sendguard.identity import Identity, Role
 from sendguard.review_page.editing import Editable, changed_parts, editable, rewrite, unified_diff
-from sendguard.review_page.guard import safe_next
+from sendguard.review_page.guard import Provenance, from_here, safe_next
 from sendguard.review_page.notify import public_url, retry_delay
 from sendguard.review_page.preview import preview, rewrite_html
 from sendguard.review_page.sessions import (
@@ -159,3 +159,46 @@ def test_notification_retries_double_up_to_the_cap() -> None:
     waits = [retry_delay(notify, n).total_seconds() for n in range(1, 6)]
     assert waits == [10, 20, 40, 60, 60]
     assert not ReviewNotifyOptions().enabled
+
+
+HERE = "https://review.example:8443"
+# (Origin, Referer, Sec-Fetch-Site) -> where the request comes from. None: header absent.
+ORIGIN_TABLE = [
+    # A browser's Fetch Metadata decides first; no page can set it.
+    ("null", None, "same-origin", Provenance.HERE),  # the page's own form under no-referrer
+    (None, None, "same-origin", Provenance.HERE),
+    (HERE, f"{HERE}/review", "same-origin", Provenance.HERE),
+    ("null", None, "same-site", Provenance.ELSEWHERE),  # another port, no-referrer
+    ("null", None, "cross-site", Provenance.ELSEWHERE),  # a sandboxed or data: page
+    ("null", None, "none", Provenance.ELSEWHERE),  # typed, bookmarked
+    (HERE, None, "cross-site", Provenance.ELSEWHERE),  # contradicts itself: refused
+    (None, f"{HERE}/review", "none", Provenance.ELSEWHERE),
+    # A real Origin is never overruled.
+    ("https://evil.example", None, "same-origin", Provenance.ELSEWHERE),
+    ("http://review.example:8443", None, None, Provenance.ELSEWHERE),  # other scheme
+    ("https://review.example", None, None, Provenance.ELSEWHERE),  # other port
+    (HERE, None, None, Provenance.HERE),  # a script, or a browser without Fetch Metadata
+    (HERE, "https://evil.example/", None, Provenance.HERE),  # Origin rules over Referer
+    # No Origin at all (older browsers): the Referer tells.
+    (None, f"{HERE}/review", None, Provenance.HERE),
+    (None, HERE, None, Provenance.HERE),
+    (None, f"{HERE}.evil.example/review", None, Provenance.ELSEWHERE),
+    (None, "https://evil.example/review", None, Provenance.ELSEWHERE),
+    # Hidden and unproven: a plain-HTTP browser's own form looks exactly like another site's.
+    ("null", None, None, Provenance.UNSAID),
+    ("null", f"{HERE}/review", None, Provenance.UNSAID),  # a sandboxed frame of this origin
+    (None, None, None, Provenance.UNSAID),
+    (
+        "null",
+        "https://evil.example/",
+        "same-origin",
+        Provenance.HERE,
+    ),  # Referer ignored beside null
+]
+
+
+@pytest.mark.parametrize(("origin", "referer", "fetch_site", "expected"), ORIGIN_TABLE)
+def test_where_a_state_change_comes_from(
+    origin: str | None, referer: str | None, fetch_site: str | None, expected: Provenance
+) -> None:
+    assert from_here(HERE, origin, referer, fetch_site) is expected
