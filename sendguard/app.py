@@ -22,8 +22,9 @@ from aiohttp import web
 
 from sendguard import __version__
 from sendguard.clock import Clock, SystemClock, monotonic
-from sendguard.config import Config, Settings
+from sendguard.config import Config, Settings, UpstreamOptions
 from sendguard.delivery.dispatcher import Dispatcher
+from sendguard.delivery.routing import Routing, build_routing
 from sendguard.delivery.upstream import Upstream, load_upstream_factory
 from sendguard.engine import Engine, PolicyBinding
 from sendguard.errors import StoreUnavailable
@@ -56,9 +57,14 @@ async def _cancel(task: asyncio.Task[None]) -> None:
         await task
 
 
-def build_upstream(config: Config) -> Upstream:
-    """The configured upstream, built by the factory its kind registers (built-ins too)."""
-    return load_upstream_factory(config.upstream.kind)(config.upstream)
+def build_one_upstream(options: UpstreamOptions) -> Upstream:
+    """One upstream, built by the factory its kind registers (built-ins too)."""
+    return load_upstream_factory(options.kind)(options)
+
+
+def build_upstream(config: Config) -> Routing:
+    """The configured upstreams: `upstream:`, and the named ones `routes:` send through."""
+    return build_routing(config, build_one_upstream)
 
 
 def build_policies(settings: Settings) -> list[PolicyBinding]:
@@ -231,6 +237,7 @@ class App:
                 http=config.http.listen,
                 store=redacted(config.store.url),
                 upstream=config.upstream.kind,
+                upstreams=[m.label for m in upstream.routing.members()],
                 policies=[p.name for p in self.settings.policies],
                 config_hash=self.config_digest,
             )

@@ -1,10 +1,11 @@
 """Live reload: read the config again (SIGHUP or `POST /v1/admin/reload`) without a restart.
 
 What a reload changes applies to every decision taken after it: policies and their options,
-`headers`, `review`, `upstream`, `delivery` (but `workers`) and `webhooks`. A decision, an SMTP
-transaction or an HTTP request under way finishes with what it started with, so none fails
-across a reload. Listeners (`smtp`, `http`), the store and logging are bound at start: a changed
-value there is named in the answer as needing a restart, and the running one stays.
+`headers`, `review`, `upstream`, `upstreams`, `routes`, `delivery` (but `workers`) and
+`webhooks`. A decision, an SMTP transaction, an HTTP request or a send under way finishes
+with what it started with, so none fails across a reload. Listeners (`smtp`, `http`), the
+store and logging are bound at start: a changed value there is named in the answer as
+needing a restart, and the running one stays.
 
 An invalid config is refused with the same field-path problems as `check-config`; the running
 config stays. Every reload, accepted or refused, is audited with who asked and the new config's
@@ -17,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,6 +33,7 @@ from sendguard.config import (
     default_config_text,
     parse_config,
 )
+from sendguard.delivery.routing import Chosen, RouteKey, Routing
 from sendguard.delivery.upstream import Envelope, Upstream
 from sendguard.errors import ConfigError, ConfigProblem
 from sendguard.metrics import Metrics
@@ -39,7 +41,16 @@ from sendguard.store.base import AuditEntry, Store
 
 log = structlog.get_logger("sendguard.reload")
 
-LIVE_SECTIONS = ("policies", "headers", "review", "upstream", "delivery", "webhooks")
+LIVE_SECTIONS = (
+    "policies",
+    "headers",
+    "review",
+    "upstream",
+    "upstreams",
+    "routes",
+    "delivery",
+    "webhooks",
+)
 """What a reload applies at once."""
 RESTART_SECTIONS = ("smtp", "http", "store", "log")
 """What is bound at start: a change here needs a restart."""
@@ -89,50 +100,68 @@ def changed_sections(old: Config, new: Config) -> tuple[list[str], list[str]]:
 
 
 class SwitchableUpstream:
-    """The upstream the dispatcher and readiness see; a reload swaps what is behind it.
+    """The upstreams the dispatcher and readiness see (a `Routing`); a reload swaps the
+    whole set behind it.
 
     A send in flight finishes on the upstream it started on; a replaced upstream is closed
     when its last send returns (at once if none is in flight).
     """
 
-    def __init__(self, upstream: Upstream) -> None:
-        self._current = upstream
-        self.name = upstream.name
+    def __init__(self, routing: Routing | Upstream) -> None:
+        self._current = routing if isinstance(routing, Routing) else Routing.single(routing)
+        self.name = self._current.choose(None).label
+        """The default upstream's label (what a notice or an unrouted send goes through)."""
         self._in_flight: dict[int, int] = {}
         self._retired: list[Upstream] = []
 
-    async def send(self, envelope: Envelope, content: bytes) -> None:
-        """Send through the current upstream."""
-        upstream = self._current
-        key = id(upstream)
-        self._in_flight[key] = self._in_flight.get(key, 0) + 1
+    @property
+    def routing(self) -> Routing:
+        """The set in use now."""
+        return self._current
+
+    @contextlib.asynccontextmanager
+    async def chosen(self, key: RouteKey | None) -> AsyncIterator[Chosen]:
+        """The upstream for `key` (None: the default), kept open while the block runs."""
+        choice = self._current.choose(key)
+        upstream = choice.upstream
+        count = id(upstream)
+        self._in_flight[count] = self._in_flight.get(count, 0) + 1
         try:
-            await upstream.send(envelope, content)
+            yield choice
         finally:
-            self._in_flight[key] -= 1
-            if not self._in_flight[key]:
-                del self._in_flight[key]
+            self._in_flight[count] -= 1
+            if not self._in_flight[count]:
+                del self._in_flight[count]
                 if upstream in self._retired:
                     self._retired.remove(upstream)
                     await upstream.close()
 
+    async def send(self, envelope: Envelope, content: bytes) -> None:
+        """Send through the default upstream (review notices: no message to route by)."""
+        async with self.chosen(None) as choice:
+            await choice.upstream.send(envelope, content)
+
     async def check(self) -> None:
-        """Readiness of the current upstream."""
+        """Readiness of every upstream in use."""
         await self._current.check()
 
-    async def switch(self, upstream: Upstream) -> None:
-        """Send through `upstream` from now on; close the old one once it is idle."""
-        old, self._current = self._current, upstream
-        self.name = upstream.name
-        if id(old) in self._in_flight:
-            self._retired.append(old)
-        else:
-            await old.close()
+    async def switch(self, routing: Routing | Upstream) -> None:
+        """Send through `routing` from now on; close the old upstreams once each is idle."""
+        old, self._current = (
+            self._current,
+            routing if isinstance(routing, Routing) else Routing.single(routing),
+        )
+        self.name = self._current.choose(None).label
+        for member in old.members():
+            if id(member.upstream) in self._in_flight:
+                self._retired.append(member.upstream)
+            else:
+                await member.upstream.close()
 
     async def close(self) -> None:
-        """Close the current upstream and any replaced one still open."""
+        """Close the current upstreams and any replaced one still open."""
         retired, self._retired = self._retired, []
-        for upstream in (*retired, self._current):
+        for upstream in (*retired, *(m.upstream for m in self._current.members())):
             await upstream.close()
 
 
@@ -160,7 +189,7 @@ class Appliers:
     delivery: Callable[[Config], None]
     review: Callable[[Config], None]
     webhooks: Callable[[Sequence[WebhookOptions]], None]
-    upstream: Callable[[Config], Upstream]
+    upstream: Callable[[Config], Routing | Upstream]
 
 
 class Reloader:
@@ -206,7 +235,7 @@ class Reloader:
             old = self.current
             applied, restart = changed_sections(old.settings.config, new.settings.config)
             self._apply_all(old.settings, new.settings, applied)
-            if "upstream" in applied:
+            if {"upstream", "upstreams", "routes"} & set(applied):
                 await self._upstream.switch(self._apply.upstream(new.settings.config))
             self.current = new
             self._metrics.set_config(new.digest, _hold_expiry(new))

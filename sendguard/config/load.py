@@ -26,6 +26,7 @@ from sendguard.config.models import (
     PolicyEntryOptions,
     token_names,
 )
+from sendguard.config.routes import route_problems, route_problems_unvalidated
 from sendguard.errors import ConfigError, ConfigProblem
 from sendguard.policy import Policy, PolicyLoadError, load_policy_class
 from sendguard.secret import DEFAULT_API_TOKEN, SecretError, is_reference, resolve_secret
@@ -145,6 +146,8 @@ def _without_tags(loc: Sequence[int | str]) -> list[int | str]:
     upstream_tags = _tags_in(Config.model_fields["upstream"].annotation)
     if out[:1] == ["upstream"] and len(out) > 1 and out[1] in upstream_tags:
         del out[1]
+    if out[:1] == ["upstreams"] and len(out) > 2 and out[2] in upstream_tags:
+        del out[2]
     if out[:2] == ["http", "api_tokens"] and len(out) > 3 and out[3] in ("plain", "named"):
         del out[3]
     return out
@@ -225,6 +228,21 @@ def _resolve_secrets(
         part = out.get(section)
         if isinstance(part, dict) and key in part:
             out[section] = {**part, key: read(part[key], f"{section}.{key}")}
+    named = out.get("upstreams")
+    if isinstance(named, dict):
+        out["upstreams"] = {
+            name: {
+                **part,
+                **{
+                    key: read(part[key], f"upstreams.{name}.{key}")
+                    for key in ("password", "api_key")
+                    if key in part
+                },
+            }
+            if isinstance(part, dict)
+            else part
+            for name, part in named.items()
+        }
     smtp = out.get("smtp")
     if isinstance(smtp, dict) and isinstance(smtp.get("auth_users"), dict):
         users = {
@@ -320,14 +338,16 @@ def _resolve_policies(
     return policies
 
 
-def _check_upstream_kind(kind: str, problems: list[ConfigProblem]) -> None:
+def _check_upstream_kind(
+    kind: str, problems: list[ConfigProblem], path: str = "upstream.kind"
+) -> None:
     # Imported here: the upstream contract must not import the config at module level.
     from sendguard.delivery.upstream import UpstreamLoadError, load_upstream_factory  # noqa: PLC0415
 
     try:
         load_upstream_factory(kind)
     except UpstreamLoadError as exc:
-        problems.append(ConfigProblem("upstream.kind", str(exc)))
+        problems.append(ConfigProblem(path, str(exc)))
 
 
 def parse_config(text: str, source: str, environ: Mapping[str, str] | None = None) -> Settings:
@@ -357,10 +377,15 @@ def parse_config(text: str, source: str, environ: Mapping[str, str] | None = Non
         if isinstance(raw, list) and all(p.path != "policies" for p in found):
             problems.extend(_problems_of_policies(raw))
         problems.extend(_token_problems_unvalidated(data, environ))
+        problems.extend(route_problems_unvalidated(data))
         raise ConfigError(problems) from None
     policies = _resolve_policies(config.policies, problems)
     if isinstance(config.upstream, PluginUpstreamOptions):
         _check_upstream_kind(config.upstream.kind, problems)
+    for name, named in config.upstreams.items():
+        if isinstance(named, PluginUpstreamOptions):
+            _check_upstream_kind(named.kind, problems, f"upstreams.{name}.kind")
+    problems.extend(route_problems(config))
     tokens = resolve_tokens(config.http.api_tokens, environ, problems)
     if problems:
         raise ConfigError(problems)

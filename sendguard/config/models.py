@@ -28,7 +28,7 @@ from pydantic import (
 
 from sendguard.duration import Duration
 from sendguard.fields import FIELDS
-from sendguard.message import HoldExpiry
+from sendguard.message import HoldExpiry, MessageClass
 from sendguard.store.base import LifecycleEvent
 from sendguard.validation import Strict
 from sendguard.verdict import Mode, OnError
@@ -280,6 +280,37 @@ UpstreamOptions = Annotated[
 ]
 
 
+class RouteOptions(Strict):
+    """One entry of `routes:`: deliveries whose message matches every condition given go
+    through the named upstream. No condition at all makes it the default."""
+
+    campaign: str | None = Field(default=None, min_length=1)
+    class_: MessageClass | None = Field(default=None, alias="class")
+    sender_domain: str | None = Field(default=None, min_length=1)
+    """The envelope sender's domain, exactly (a subdomain is another domain)."""
+    upstream: str = Field(min_length=1)
+    """A name under `upstreams:`."""
+
+    @field_validator("sender_domain")
+    @classmethod
+    def _domain(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if "@" in value or not value.strip() or value != value.strip():
+            # compared with the part after the @ of the sender, it could never match
+            raise ValueError(f"{value!r} is not a domain; write it like example.com")
+        return value.lower().rstrip(".")
+
+    def conditions(self) -> dict[str, str]:
+        """The conditions given, by the key a config writes."""
+        given = {
+            "campaign": self.campaign,
+            "class": self.class_.value if self.class_ is not None else None,
+            "sender_domain": self.sender_domain,
+        }
+        return {key: value for key, value in given.items() if value is not None}
+
+
 class DeliveryOptions(Strict):
     """The dispatcher: workers, retries and leases."""
 
@@ -494,6 +525,11 @@ class Config(Strict):
     http: HttpOptions = HttpOptions()
     store: StoreOptions = StoreOptions()
     upstream: UpstreamOptions = OutboxUpstreamOptions(kind="outbox")
+    upstreams: dict[str, UpstreamOptions] = Field(default_factory=dict)
+    """Named upstreams for `routes` (each as `upstream:` is written)."""
+    routes: list[RouteOptions] = Field(default_factory=list)
+    """The first route whose conditions a delivery matches chooses its upstream; with none,
+    `upstream` sends it."""
     delivery: DeliveryOptions = DeliveryOptions()
     headers: HeadersOptions = HeadersOptions()
     policies: list[PolicyEntryOptions] = Field(default_factory=list)

@@ -25,12 +25,14 @@ import structlog
 
 from sendguard.clock import Clock, monotonic
 from sendguard.config import DeliveryOptions, ReviewOptions
+from sendguard.delivery.routing import RouteKey
 from sendguard.delivery.upstream import Envelope, Upstream
 from sendguard.engine import Engine
 from sendguard.errors import Conflict, StoreUnavailable, UpstreamPermanent, UpstreamTransient
 from sendguard.message import Delivery, DeliveryState, HoldExpiry
 from sendguard.metrics import Metrics
 from sendguard.phrasing import human_duration, human_time
+from sendguard.reload import SwitchableUpstream
 from sendguard.store.base import AuditEntry, Change, Store
 
 log = structlog.get_logger("sendguard.dispatcher")
@@ -61,13 +63,13 @@ def backoff(attempts: int, minimum: timedelta, maximum: timedelta, draw: float) 
 
 
 class Dispatcher:
-    """Claims due deliveries and sends them through the upstream."""
+    """Claims due deliveries and sends each through the upstream its route chooses."""
 
     def __init__(
         self,
         store: Store,
         engine: Engine,
-        upstream: Upstream,
+        upstream: SwitchableUpstream | Upstream,
         clock: Clock,
         config: DeliveryOptions,
         metrics: Metrics,
@@ -77,7 +79,9 @@ class Dispatcher:
     ) -> None:
         self._store = store
         self._engine = engine
-        self._upstream = upstream
+        self._upstream = (
+            upstream if isinstance(upstream, SwitchableUpstream) else SwitchableUpstream(upstream)
+        )
         self._clock = clock
         self._config = config
         self._metrics = metrics
@@ -233,9 +237,15 @@ class Dispatcher:
             ),
         )
         content = await self._store.message_content(delivery.message.id)
+        async with self._upstream.chosen(RouteKey.of(delivery.message)) as chosen:
+            await self._send(delivery, content, chosen.upstream, chosen.label)
+
+    async def _send(
+        self, delivery: Delivery, content: bytes, upstream: Upstream, label: str
+    ) -> None:
         started = monotonic()
         try:
-            await self._upstream.send(
+            await upstream.send(
                 Envelope(
                     delivery.message.mail_from,
                     delivery.recipient,
@@ -246,10 +256,10 @@ class Dispatcher:
                 content,
             )
         except UpstreamTransient as exc:
-            self._upstream_error("transient", started)
+            self._upstream_error(label, "transient", started)
             await self._retry_later(delivery, str(exc), at_least=exc.retry_after)
         except UpstreamPermanent as exc:
-            self._upstream_error("permanent", started)
+            self._upstream_error(label, "permanent", started)
             await self._finish(
                 delivery,
                 DeliveryState.FAILED,
@@ -261,17 +271,14 @@ class Dispatcher:
         except Exception as exc:
             # A bug in an upstream (or a case it does not map) must not leave the delivery
             # `sending` with no reason until its lease ends: retry with backoff, recorded.
-            log.exception("upstream raised unexpectedly; deferred", upstream=self._upstream.name)
-            self._upstream_error("unexpected", started)
+            log.exception("upstream raised unexpectedly; deferred", upstream=label)
+            self._upstream_error(label, "unexpected", started)
             await self._retry_later(delivery, f"unexpected {type(exc).__name__}: {exc}")
         else:
-            self._metrics.upstream_duration.labels(upstream=self._upstream.name).observe(
-                monotonic() - started
-            )
+            self._metrics.upstream_duration.labels(upstream=label).observe(monotonic() - started)
             await self._finish(delivery, DeliveryState.SENT, "upstream accepted", self._clock.now())
 
-    def _upstream_error(self, kind: str, started: float) -> None:
-        name = self._upstream.name
+    def _upstream_error(self, name: str, kind: str, started: float) -> None:
         self._metrics.upstream_duration.labels(upstream=name).observe(monotonic() - started)
         self._metrics.upstream_errors.labels(upstream=name, kind=kind).inc()
 
