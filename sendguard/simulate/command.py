@@ -5,13 +5,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import sqlite3
 import sys
+import tempfile
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from sendguard.config import Settings, load_config
 from sendguard.duration import parse_duration
-from sendguard.errors import ConfigError
+from sendguard.errors import ConfigError, StoreUnavailable
+from sendguard.logs import configure
 from sendguard.simulate.source import (
     Recorded,
     SourceError,
@@ -19,7 +23,7 @@ from sendguard.simulate.source import (
     read_mbox,
     read_store,
 )
-from sendguard.store import open_store
+from sendguard.store import open_store, sqlite_path
 
 DEFAULT_WINDOW = timedelta(days=30)
 
@@ -74,14 +78,36 @@ async def _read(
         return read_jsonl(Path(source))
     if source is not None and source.endswith(".mbox"):
         return read_mbox(Path(source))
-    url = source or settings.config.store.url
-    store = open_store(url, busy_timeout=settings.config.store.busy_timeout)
-    await store.open()
-    try:
-        assert since is not None and until is not None  # a store always has a window
-        return await read_store(store, since, until)
-    finally:
-        await store.close()
+    options = settings.config.store
+    url = source or options.url
+    assert since is not None and until is not None  # a store always has a window
+    if urlsplit(url).scheme != "sqlite":
+        store = open_store(url, busy_timeout=options.busy_timeout, schema=options.schema_)
+        await store.open()
+        try:
+            return await read_store(store, since, until)
+        finally:
+            await store.close()
+    # A running server holds its SQLite file for itself: read a consistent copy instead,
+    # which also keeps the recorded history untouched (no migration, no recovery).
+    original = sqlite_path(url)
+    if not original.is_file():
+        raise SourceError(f"no store at {original}")
+    with tempfile.TemporaryDirectory(prefix="sendguard-simulate-") as scratch:
+        copy = Path(scratch) / "recorded.db"
+        source_db = sqlite3.connect(f"file:{original.absolute()}?mode=ro", uri=True)
+        target_db = sqlite3.connect(copy)
+        try:
+            source_db.backup(target_db)
+        finally:
+            target_db.close()
+            source_db.close()
+        store = open_store(f"sqlite:///{copy}", busy_timeout=options.busy_timeout)
+        await store.open()
+        try:
+            return await read_store(store, since, until)
+        finally:
+            await store.close()
 
 
 def run(args: argparse.Namespace) -> int:
@@ -93,6 +119,9 @@ def run(args: argparse.Namespace) -> int:
         for problem in exc.problems:
             print(f"  {problem}", file=sys.stderr)
         return 2
+    # Every replayed decision would log a line: only problems go out, on stderr, so stdout
+    # is the report alone (`--json | jq`).
+    configure(level="warning")
     # The engine, policies and renderers load only when a replay runs, not for `--help`.
     from sendguard.simulate import simulate  # noqa: PLC0415
     from sendguard.simulate.render import html, text  # noqa: PLC0415
@@ -112,7 +141,7 @@ def run(args: argparse.Namespace) -> int:
             return text(report)
 
         print(asyncio.run(main()))
-    except (SourceError, ConfigError) as exc:
+    except (SourceError, ConfigError, StoreUnavailable, sqlite3.Error) as exc:
         print(f"sendguard: {exc}", file=sys.stderr)
         return 2
     return 0
