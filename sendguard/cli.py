@@ -45,6 +45,10 @@ def _parser() -> argparse.ArgumentParser:
     check = commands.add_parser("check-config", help="validate a config and print every error")
     check.add_argument("--config", type=Path, help="YAML config (default: the embedded default)")
 
+    from sendguard.simulate.command import add_parser as add_simulate  # noqa: PLC0415
+
+    add_simulate(commands)
+
     commands.add_parser(
         "hash-password", help="hash a password for smtp.auth_users or review.users (stdin)"
     )
@@ -529,6 +533,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _serve(args.config)
     if args.command == "check-config":
         return _check(args.config)
+    if args.command == "simulate":
+        from sendguard.simulate.command import run  # noqa: PLC0415 - loads the engine and store
+
+        return run(args)
     if args.command in (
         "review",
         "timeline",

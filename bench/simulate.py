@@ -1,0 +1,60 @@
+"""How long `sendguard simulate` takes to replay recorded traffic. Usage:
+    python bench/simulate.py [COUNT]      (default 100000)
+
+Generates COUNT one-recipient messages over 30 days to 1,000 people in 20 campaigns and
+replays them through the default caps, repetition and fatigue, as `sendguard simulate` would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+
+from sendguard.config import parse_config
+from sendguard.logs import configure
+from sendguard.simulate import simulate
+from sendguard.simulate.source import Recorded, RecordedMessage
+
+START = datetime(2026, 11, 1, tzinfo=UTC)
+# The typical what-if: the default caps, repetition and fatigue (no review hold, which would
+# only hold every unapproved campaign).
+CANDIDATE = """
+policies:
+  - plugin: schedule
+  - plugin: context
+  - plugin: frequency
+  - plugin: repetition
+  - plugin: fatigue
+"""
+
+
+def traffic(count: int) -> list[Recorded]:
+    step = timedelta(days=30) / count
+    items: list[Recorded] = []
+    for n in range(count):
+        to = f"person{n % 1000}@example.org"
+        content = (
+            f"From: shop@example.com\r\nTo: {to}\r\nSubject: Offer {n}\r\n"
+            f"X-Sendguard-Campaign: c{n % 20}\r\n\r\nHello {n}\r\n"
+        ).encode()
+        items.append(RecordedMessage(START + step * n, "shop@example.com", (to,), content))
+    return items
+
+
+async def main(count: int) -> None:
+    configure(level="warning")
+    settings = parse_config(CANDIDATE, "bench candidate")
+    items = traffic(count)
+    started = time.perf_counter()
+    report = await simulate(settings, items)
+    seconds = time.perf_counter() - started
+    print(
+        f"replayed {count} messages in {seconds:.1f} s ({count / seconds:.0f}/s);"
+        f" {len(report.changed)} decided differently"
+    )
+
+
+if __name__ == "__main__":
+    asyncio.run(main(int(sys.argv[1]) if len(sys.argv) > 1 else 100_000))

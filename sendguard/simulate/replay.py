@@ -1,0 +1,213 @@
+"""The replay: recorded traffic, in time order, through a candidate config's policies.
+
+The real Intake and Engine judge each message in a scratch SQLite store, with a simulated
+clock set to the time each item arrived. Between arrivals, what came due is handled as the
+dispatcher would: a delayed delivery is judged again, a forwarded one counts as sent. Nothing
+is sent anywhere and no review happens: a held delivery stays held.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from pathlib import Path
+
+from sendguard.config import Settings
+from sendguard.engine import Engine, PolicyBinding
+from sendguard.intake import Intake
+from sendguard.message import DeliveryState
+from sendguard.metrics import Metrics
+from sendguard.simulate.source import Recorded, RecordedEvent, RecordedFact, RecordedMessage, at_of
+from sendguard.store.base import Change, Event, Store
+from sendguard.store.sqlite import SQLiteStore
+from sendguard.testing import FakeClock
+from sendguard.verdict import Action, Decision, Mode
+
+_OWNER = "simulate"
+_LEASE = timedelta(hours=1)
+_SENDABLE = frozenset({DeliveryState.QUEUED})
+
+
+@dataclass(frozen=True)
+class Replayed:
+    """One recipient of one recorded message: what was decided then and what would be now."""
+
+    recipient: str
+    subject: str
+    campaign: str | None
+    at: datetime
+    then: Action
+    would: Action
+    until: datetime | None
+    policy: str | None
+    """The enforcing policy behind the candidate's verdict (None for a forward)."""
+    reason: str
+    final: DeliveryState
+    """Where the delivery ended in the replay (a delay may have been forwarded later)."""
+    source_id: str | None
+    engaged: bool = False
+    """The recipient opened or clicked this message (or, when the source names no message,
+    anything) after it arrived."""
+
+
+def _deciding_policy(decision: Decision) -> str | None:
+    verdict = decision.verdict
+    if verdict.action is Action.FORWARD:
+        return None
+    for outcome in decision.outcomes:
+        if outcome.mode is Mode.ENFORCE and outcome.verdict is verdict:
+            return outcome.policy
+    return None
+
+
+class Replay:
+    """Replays recorded items through `bindings` in a scratch store under `directory`."""
+
+    def __init__(self, settings: Settings, bindings: Sequence[PolicyBinding]) -> None:
+        self._settings = settings
+        self._bindings = bindings
+
+    async def run(self, items: Sequence[Recorded], until: datetime | None = None) -> list[Replayed]:
+        """Replay `items` (sorted here by arrival) and what comes due up to `until`."""
+        ordered = sorted(items, key=at_of)
+        with tempfile.TemporaryDirectory(prefix="sendguard-simulate-") as scratch:
+            store = SQLiteStore(Path(scratch) / "replay.db", busy_timeout=timedelta(seconds=5))
+            await store.open()
+            try:
+                return await self._replay(store, ordered, until)
+            finally:
+                await store.close()
+
+    async def _replay(
+        self, store: Store, items: Sequence[Recorded], until: datetime | None
+    ) -> list[Replayed]:
+        start = at_of(items[0]) if items else None
+        clock = FakeClock(start) if start else FakeClock()
+        metrics = Metrics()
+        # No hold expiry: nobody reviews in a replay, so a held delivery stays held.
+        engine = Engine(self._bindings, store, clock, metrics, hold_expiry=None)
+        config = self._settings.config
+        intake = Intake(
+            engine,
+            store,
+            clock,
+            metrics,
+            config.headers.sources(),
+            on_queued=lambda: None,
+            host_name=config.smtp.hostname or "simulate.invalid",
+        )
+        replayed: dict[str, Replayed] = {}  # by scratch delivery id
+        scratch_ids: dict[str, str] = {}  # source message id -> scratch message id
+        for item in items:
+            at = at_of(item)
+            await self._due(store, engine, clock, at)
+            clock.set(max(at, clock.now()))
+            if isinstance(item, RecordedMessage):
+                accepted = await intake.accept(
+                    item.content, item.mail_from, item.recipients, "simulate"
+                )
+                if item.source_id is not None:
+                    scratch_ids[item.source_id] = accepted.message.id
+                for new in accepted.deliveries:
+                    replayed[new.id] = Replayed(
+                        recipient=new.recipient,
+                        subject=accepted.message.subject,
+                        campaign=accepted.message.fields.campaign,
+                        at=accepted.message.received_at,
+                        then=item.then.get(new.recipient, Action.FORWARD),
+                        would=new.decision.verdict.action,
+                        until=new.due_at if new.state is DeliveryState.DELAYED else None,
+                        policy=_deciding_policy(new.decision),
+                        reason=new.reason,
+                        final=new.state,
+                        source_id=item.source_id,
+                    )
+            elif isinstance(item, RecordedEvent):
+                event = item.event
+                mapped = scratch_ids.get(event.message_id) if event.message_id else None
+                await store.add_event(
+                    Event(event.type, event.recipient, event.at, mapped, event.offer)
+                )
+            elif isinstance(item, RecordedFact):
+                await store.put_fact(item.fact)
+                await store.wake_waiting(
+                    clock.now(), fact_key=item.fact.key, contact=item.fact.contact
+                )
+        if until is not None:
+            await self._due(store, engine, clock, until)
+        return await self._finish(store, replayed, items)
+
+    async def _due(self, store: Store, engine: Engine, clock: FakeClock, upto: datetime) -> None:
+        """Handle, in time order, what comes due up to `upto`, as the dispatcher would."""
+        while (due := await store.next_due_at()) is not None and due <= upto:
+            clock.set(max(due, clock.now()))
+            now = clock.now()
+            for claimed in await store.claim_due(now, _OWNER, 500, _LEASE):
+                delivery = claimed
+                if delivery.state is DeliveryState.DELAYED:
+                    async with store.lock_recipients([delivery.recipient]):
+                        decision = await engine.decide(delivery)
+                        step = engine.plan(decision, now)
+                        delivery = await store.change(
+                            delivery.id,
+                            Change(
+                                step.state,
+                                step.reason,
+                                now,
+                                expect=frozenset({DeliveryState.DELAYED}),
+                                owner=_OWNER,
+                                due_at=step.due_at,
+                                decision=decision,
+                                keep_claim=step.state is DeliveryState.QUEUED,
+                                hold_origin=step.hold_origin,
+                            ),
+                        )
+                if delivery.state in _SENDABLE:
+                    sending = await store.change(
+                        delivery.id,
+                        Change(
+                            DeliveryState.SENDING,
+                            "simulated",
+                            now,
+                            expect=_SENDABLE,
+                            owner=_OWNER,
+                            attempt=True,
+                        ),
+                    )
+                    await store.change(
+                        sending.id,
+                        Change(DeliveryState.SENT, "simulated send", now, owner=_OWNER),
+                    )
+                elif delivery.state not in (
+                    DeliveryState.DELAYED,
+                    DeliveryState.HELD,
+                    DeliveryState.DROPPED,
+                ):
+                    await store.release([delivery.id], _OWNER)
+
+    async def _finish(
+        self, store: Store, replayed: dict[str, Replayed], items: Sequence[Recorded]
+    ) -> list[Replayed]:
+        """Each delivery with its final replay state and whether it was engaged with."""
+        engaged_any: dict[str, list[datetime]] = {}
+        engaged_msg: set[tuple[str, str]] = set()
+        for item in items:
+            if isinstance(item, RecordedEvent) and item.event.type in ("open", "click"):
+                event = item.event
+                key = event.recipient.lower()
+                if event.message_id is None:
+                    engaged_any.setdefault(key, []).append(event.at)
+                else:
+                    engaged_msg.add((key, event.message_id))
+        out = []
+        for delivery_id, row in replayed.items():
+            current = await store.get_delivery(delivery_id)
+            key = row.recipient.lower()
+            engaged = (row.source_id is not None and (key, row.source_id) in engaged_msg) or any(
+                at >= row.at for at in engaged_any.get(key, ())
+            )
+            final = current.state if current else row.final
+            out.append(replace(row, final=final, engaged=engaged))
+        return sorted(out, key=lambda r: (r.at, r.recipient))
