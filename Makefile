@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+RUNTIME := $(VENV)/.runtime
 
 .PHONY: run test lint typecheck unit venv clean postgres bench bench-tools screenshots node-sdks
 
@@ -16,6 +17,13 @@ $(STAMP): pyproject.toml tests/plugin_pkg/pyproject.toml
 
 venv: $(STAMP)
 
+# `make run` needs sendguard and its runtime dependencies only (no test tools, SDKs or linters).
+$(RUNTIME): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e .
+	touch $(RUNTIME)
+
 # The ESPs' official Node SDKs for tests/e2e/test_esp_node_sdks.py, from the npm registry into a
 # scratch folder inside the venv (nothing global). Without npm the test says it is skipped.
 NODE_SDKS := $(VENV)/node-sdks
@@ -27,7 +35,7 @@ $(NODE_SDKS)/.installed: tests/node/package.json $(STAMP)
 
 node-sdks: $(NODE_SDKS)/.installed
 
-run: $(STAMP)
+run: $(RUNTIME)
 	$(BIN)/sendguard serve
 
 lint: $(STAMP)
