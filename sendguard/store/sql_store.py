@@ -102,6 +102,14 @@ async def _one(tx: Tx, sql: str, args: Sequence[Any] = ()) -> Sequence[Any] | No
     return rows[0] if rows else None
 
 
+def _where(*filters: tuple[str, Any]) -> tuple[str, list[Any]]:
+    """` WHERE a = ? AND b = ?` and its arguments, for the filters whose value is given."""
+    given = [(clause, value) for clause, value in filters if value is not None]
+    if not given:
+        return "", []
+    return " WHERE " + " AND ".join(c for c, _ in given), [v for _, v in given]
+
+
 def _marks(count: int) -> str:
     return ",".join("?" * count)
 
@@ -371,19 +379,14 @@ class SqlStore(Store):
         return [codec.delivery_from_row(r) for r in await self._scan(job)]
 
     async def list_deliveries(self, query: DeliveryQuery) -> DeliveryPage:
-        where: list[str] = []
-        args: list[Any] = []
-        for clause, value in (
+        where, args = _where(
             ("d.state = ?", query.state.value if query.state else None),
             ("d.campaign = ?", query.campaign),
             ("d.recipient_key = ?", recipient_key(query.recipient) if query.recipient else None),
             ("d.created_at >= ?", codec.micros(query.since)),
             ("d.id < ?", query.after),
-        ):
-            if value is not None:
-                where.append(clause)
-                args.append(value)
-        sql = codec.DELIVERY_SELECT + (" WHERE " + " AND ".join(where) if where else "")
+        )
+        sql = codec.DELIVERY_SELECT + where
 
         async def job(tx: Tx) -> list[Sequence[Any]]:
             return await tx.fetch(sql + " ORDER BY d.id DESC LIMIT ?", [*args, query.limit + 1])
@@ -917,21 +920,14 @@ class SqlStore(Store):
         before: str | None = None,
         exclude_message: str | None = None,
     ) -> int:
-        where = ["m.content_hash = ?"]
-        args: list[Any] = [content_hash]
-        for clause, value in (
+        where, args = _where(
+            ("m.content_hash = ?", content_hash),
             ("d.created_at >= ?", codec.micros(since)),
             ("d.campaign = ?", campaign),
             ("d.id < ?", before),
             ("d.message_id <> ?", exclude_message),
-        ):
-            if value is not None:
-                where.append(clause)
-                args.append(value)
-        sql = (
-            "SELECT COUNT(*) FROM deliveries d JOIN messages m ON m.id = d.message_id WHERE "
-            + " AND ".join(where)
         )
+        sql = "SELECT COUNT(*) FROM deliveries d JOIN messages m ON m.id = d.message_id" + where
 
         async def job(tx: Tx) -> Sequence[Any] | None:
             return await _one(tx, sql, args)
@@ -1044,17 +1040,12 @@ class SqlStore(Store):
         return None if row is None else self._suppression(row)
 
     async def list_suppressions(self, query: SuppressionQuery) -> SuppressionPage:
-        where: list[str] = []
-        args: list[Any] = []
-        for clause, value in (
+        where, args = _where(
             ("address_key = ?", recipient_key(query.address) if query.address else None),
             ("reason = ?", query.reason.value if query.reason else None),
             ("address_key > ?", query.after),
-        ):
-            if value is not None:
-                where.append(clause)
-                args.append(value)
-        sql = self._SUPPRESSION_SELECT + (" WHERE " + " AND ".join(where) if where else "")
+        )
+        sql = self._SUPPRESSION_SELECT + where
 
         async def job(tx: Tx) -> list[Sequence[Any]]:
             return await tx.fetch(sql + " ORDER BY address_key LIMIT ?", [*args, query.limit + 1])
