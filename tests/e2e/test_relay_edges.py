@@ -16,11 +16,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-import yaml
 
 from sendguard.password import hash_password
 from tests.e2e.test_send_path import message, send
-from tests.support.process import SENDGUARD, TOKEN, SendguardProcess, base_config
+from tests.support.process import TOKEN, SendguardProcess, base_config, run_with_config
 from tests.support.sink import Sink
 
 pytestmark = [pytest.mark.e2e]
@@ -391,18 +390,8 @@ def test_check_config_lists_an_unset_token_with_the_other_problems(
     config["http"]["api_tokens"] = ["env:NO_SUCH_SENDGUARD_TOKEN"]
     config["smtp"]["max_recipients"] = "many"
     config["delivery"]["wokers"] = 4
-    path = tmp_path / "sendguard.yaml"
-    path.write_text(yaml.safe_dump(config))
-    done = subprocess.run(
-        [SENDGUARD, "check-config", "--config", path],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-        cwd=tmp_path,
-    )
-    assert done.returncode == 2
-    output = done.stdout + done.stderr
+    code, output = run_with_config("check-config", config, tmp_path)
+    assert code == 2
     assert "http.api_tokens[0]" in output and "NO_SUCH_SENDGUARD_TOKEN" in output, output
     assert "smtp.max_recipients" in output, output
     assert "delivery.wokers" in output, output

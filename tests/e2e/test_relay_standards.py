@@ -23,7 +23,14 @@ import yaml
 
 from sendguard.password import hash_password
 from tests.e2e.test_send_path import message, send
-from tests.support.process import SENDGUARD, TOKEN, SendguardProcess, base_config, free_port
+from tests.support.process import (
+    SENDGUARD,
+    TOKEN,
+    SendguardProcess,
+    base_config,
+    free_port,
+    run_with_config,
+)
 from tests.support.sink import Sink
 
 pytestmark = [pytest.mark.e2e]
@@ -516,18 +523,8 @@ def test_unset_secret_is_a_config_error_naming_field_and_variable(
     monkeypatch.delenv("NO_SUCH_SENDGUARD_SECRET", raising=False)
     config = base_config(None)
     config["http"]["api_tokens"] = ["env:NO_SUCH_SENDGUARD_SECRET"]
-    path = tmp_path / "sendguard.yaml"
-    path.write_text(yaml.safe_dump(config))
-    done = subprocess.run(
-        [SENDGUARD, "serve", "--config", path],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-        cwd=tmp_path,
-    )
-    assert done.returncode != 0
-    output = done.stdout + done.stderr
+    code, output = run_with_config("serve", config, tmp_path)
+    assert code != 0
     assert "http.api_tokens[0]" in output
     assert "NO_SUCH_SENDGUARD_SECRET" in output
     assert not (tmp_path / "var" / "api-token").exists()

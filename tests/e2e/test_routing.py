@@ -4,7 +4,6 @@ every upstream in use, a reload that changes the routes, and check-config's prob
 from __future__ import annotations
 
 import json
-import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -13,7 +12,12 @@ import pytest
 import yaml
 
 from tests.e2e.test_send_path import message, send
-from tests.support.process import SENDGUARD, SendguardProcess, base_config, free_port
+from tests.support.process import (
+    SendguardProcess,
+    base_config,
+    free_port,
+    run_with_config,
+)
 from tests.support.sink import Sink
 
 pytestmark = [pytest.mark.e2e]
@@ -116,18 +120,8 @@ def test_check_config_names_the_bad_routes(tmp_path: Path) -> None:
         {"campaign": "spring", "class": "marketing", "upstream": "bulk"},
         {"sender_domain": "news@example.com", "upstream": "bulk"},
     ]
-    path = tmp_path / "sendguard.yaml"
-    path.write_text(yaml.safe_dump(config))
-    done = subprocess.run(
-        [SENDGUARD, "check-config", "--config", path],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-        cwd=tmp_path,
-    )
-    assert done.returncode == 2
-    output = done.stdout + done.stderr
+    code, output = run_with_config("check-config", config, tmp_path)
+    assert code == 2
     assert "routes[1].upstream" in output and "'newsletter'" in output, output
     assert "routes[2]" in output and "never match" in output, output
     assert "routes[3].sender_domain" in output, output

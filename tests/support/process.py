@@ -227,3 +227,18 @@ class SendguardProcess:
             except ValueError:
                 continue
         return events
+
+
+def run_with_config(command: str, config: dict[str, Any], workdir: Path) -> tuple[int, str]:
+    """`sendguard COMMAND --config FILE` with `config` written to `workdir`: (exit, output)."""
+    path = workdir / "sendguard.yaml"
+    path.write_text(yaml.safe_dump(config))
+    done = subprocess.run(
+        [SENDGUARD, command, "--config", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+        cwd=workdir,
+    )
+    return done.returncode, done.stdout + done.stderr
