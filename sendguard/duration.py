@@ -8,11 +8,21 @@ from typing import Annotated, Any
 
 from pydantic import BeforeValidator, PlainSerializer
 
-__all__ = ["HINT", "MAX_DURATION", "Duration", "format_duration", "parse_duration"]
+__all__ = [
+    "HINT",
+    "MAX_DURATION",
+    "PATTERN",
+    "Duration",
+    "format_duration",
+    "parse_duration",
+    "parse_window",
+]
 
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 _PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
 _WHOLE = re.compile(r"(?:\d+(?:\.\d+)?(?:ms|s|m|h|d|w))+")
+PATTERN = f"^{_WHOLE.pattern}$"
+"""A duration as a JSON-schema pattern (lower case, no spaces: the form documented)."""
 HINT = "a number with a unit, like 90s, 15m, 24h or 7d (units: ms, s, m, h, d, w)"
 MAX_DURATION = timedelta(days=3650)
 """The longest duration accepted anywhere (about ten years): longer ones are typing mistakes,
@@ -24,13 +34,24 @@ def parse_duration(text: str) -> timedelta:
 
     Durations are bounded by MAX_DURATION, so adding one to a time never overflows.
     """
-    compact = text.strip().lower().replace(" ", "")
-    if not compact or not _WHOLE.fullmatch(compact):
-        raise ValueError(f"{text!r} is not a duration: use {HINT}")
-    seconds = sum(float(n) * _UNITS[unit] for n, unit in _PART.findall(compact))
+    seconds = _seconds(text)
     if not seconds <= MAX_DURATION.total_seconds():  # also catches inf and nan
         raise ValueError(f"{text!r} is longer than the maximum of 3650d (about ten years)")
     return timedelta(seconds=seconds)
+
+
+def parse_window(text: str) -> timedelta:
+    """A look-back window (`since=30d`): a duration as `parse_duration` reads it, where one
+    longer than MAX_DURATION means all of history, that is MAX_DURATION."""
+    seconds = _seconds(text)
+    return timedelta(seconds=seconds) if seconds < MAX_DURATION.total_seconds() else MAX_DURATION
+
+
+def _seconds(text: str) -> float:
+    compact = text.strip().lower().replace(" ", "")
+    if not compact or not _WHOLE.fullmatch(compact):
+        raise ValueError(f"{text!r} is not a duration: use {HINT}")
+    return sum(float(n) * _UNITS[unit] for n, unit in _PART.findall(compact))
 
 
 def format_duration(value: timedelta) -> str:

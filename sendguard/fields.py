@@ -87,6 +87,11 @@ def parse_past_time(value: str, *, field: str, now: datetime) -> datetime:
 
 
 _FACT_KEY = re.compile(r"[^\s=!,;|]+")
+FACT_KEY_PATTERN = f"^{_FACT_KEY.pattern}$"
+"""A fact key as a JSON-schema pattern (what `check_fact_key` accepts)."""
+_FACT_VALUE = re.compile(r"[^\s,;|](?:[^,;|]*[^\s,;|])?")
+FACT_VALUE_PATTERN = f"^{_FACT_VALUE.pattern}$"
+"""A fact value as a JSON-schema pattern (what `check_fact_value` accepts)."""
 
 
 def check_fact_key(key: str, *, field: str) -> str:
@@ -103,7 +108,7 @@ def check_fact_key(key: str, *, field: str) -> str:
 def check_fact_value(value: str, *, field: str) -> str:
     """A fact value a premise can match: not empty, none of `, ; |` (they separate premises,
     parameters and alternatives)."""
-    if not value.strip() or any(c in value for c in ",;|") or value != value.strip():
+    if not _FACT_VALUE.fullmatch(value):
         raise InvalidMessage(
             f"{field}: {value!r} cannot be matched by a premise; use a non-empty value without"
             " , ; | or surrounding spaces",

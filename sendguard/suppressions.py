@@ -11,14 +11,16 @@ from __future__ import annotations
 import csv
 import email.utils
 import io
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
+from typing import Any
 
 from sendguard.address import recipient_key, validate_address
 from sendguard.errors import InvalidAddress
 from sendguard.store.base import Event, EventType, Store, Suppression, SuppressionReason
+from sendguard.validation import any_case
 
 EVENT_ACTOR = "events"
 """The audit actor of suppressions added or lifted by `POST /v1/events`."""
@@ -68,6 +70,12 @@ async def apply_event(
 
 # CSV import ----------------------------------------------------------------------------------
 ADDRESS_COLUMNS = ("email", "email_address", "address", "recipient")
+_ADDRESS_NAMES = "|".join(any_case(name).replace("_", "[ _-]") for name in ADDRESS_COLUMNS)
+CSV_PATTERN = (
+    f'^(?:[^\\r\\n]*,)?[ \\t]*(?:"(?:{_ADDRESS_NAMES})"|(?:{_ADDRESS_NAMES}))'
+    "[ \\t]*(?:,|\\r\\n?|\\n|$)"
+)
+"""A CSV with an address column in its header row, as a JSON-schema pattern."""
 REASON_COLUMNS = ("reason", "type", "suppression_reason")
 CREATED_COLUMNS = ("created_at", "created", "date")
 
@@ -133,10 +141,19 @@ def import_time(text: str) -> datetime:
     return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
 
 
+def _rows(reader: Any) -> Iterator[list[str]]:
+    """The rows of `reader`; a file the csv module cannot read is a CsvError naming the line."""
+    try:
+        yield from reader
+    except csv.Error as exc:
+        raise CsvError(f"line {reader.line_num}: {exc}; send the export as CSV (UTF-8)") from None
+
+
 def parse_csv(text: str, *, source: str, actor: str, now: datetime) -> ParsedCsv:
     """Suppressions from a CSV export with a header row; CsvError if it has no address column."""
-    reader = csv.reader(io.StringIO(text.removeprefix("\ufeff")))
-    header = next(reader, None)
+    reader = csv.reader(io.StringIO(text.removeprefix("\ufeff"), newline=""))
+    lines = _rows(reader)
+    header = next(lines, None)
     if header is None:
         raise CsvError("the CSV is empty; it needs a header row with an email column")
     address_at = _column(header, ADDRESS_COLUMNS)
@@ -153,7 +170,7 @@ def parse_csv(text: str, *, source: str, actor: str, now: datetime) -> ParsedCsv
     warnings: list[Invalid] = []
     seen: set[str] = set()
     duplicates = 0
-    for row in reader:
+    for row in lines:
         if not any(cell.strip() for cell in row):
             continue
         line = reader.line_num

@@ -4,11 +4,18 @@ turn a ValidationError into problems that name the field (`policies[2].options.w
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError
+
+
+def any_case(word: str) -> str:
+    """`word` as a regular expression matching it in any case (JSON-schema patterns, ECMA
+    regexes, have no case-insensitive flag)."""
+    return "".join(f"[{c.lower()}{c.upper()}]" if c.isalpha() else re.escape(c) for c in word)
 
 
 class Strict(BaseModel):

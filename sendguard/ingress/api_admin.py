@@ -16,11 +16,6 @@ from sendguard.reload import Reloader
 RELOADER: web.AppKey[Reloader] = web.AppKey("reloader", Reloader)
 
 
-def add_routes(router: web.UrlDispatcher) -> None:
-    """Register this module's routes."""
-    router.add_post("/v1/admin/reload", reload_config)
-
-
 async def reload_config(request: web.Request) -> web.Response:
     """Reload the config file the server was started with."""
     reloader = request.app[RELOADER]

@@ -12,8 +12,7 @@ from datetime import datetime
 
 from aiohttp import web
 
-from sendguard.address import recipient_key, validate_address
-from sendguard.errors import InvalidAddress
+from sendguard.address import recipient_key
 from sendguard.fields import (
     check_fact_key,
     check_fact_value,
@@ -25,25 +24,13 @@ from sendguard.ingress.payloads import (
     BadRequest,
     EventPayload,
     FactPayload,
+    address_in,
     read_events,
     read_json,
 )
 from sendguard.ingress.views import when
 from sendguard.store.base import Event, Fact, event_type
 from sendguard.suppressions import Effect, apply_event
-
-
-def add_routes(router: web.UrlDispatcher) -> None:
-    """Register this module's routes."""
-    router.add_post("/v1/facts", post_fact)
-    router.add_post("/v1/events", post_event)
-
-
-def _address(value: str, field: str) -> str:
-    try:
-        return validate_address(value)
-    except InvalidAddress as exc:
-        raise BadRequest(f"{field}: {exc}", field) from None
 
 
 async def post_fact(request: web.Request) -> web.Response:
@@ -53,7 +40,7 @@ async def post_fact(request: web.Request) -> web.Response:
     now = ctx.clock.now()
     observed = (
         parse_past_time(payload.observed_at, field="observed_at", now=now)
-        if payload.observed_at
+        if payload.observed_at is not None
         else now
     )
     check_fact_key(payload.key, field="key")
@@ -66,7 +53,7 @@ async def post_fact(request: web.Request) -> web.Response:
         check_timezone(payload.value, field="value")
     # Kept as recipients are counted (case folded), so a CRM's `Paula@Prospect.Example`
     # is the person behind a delivery to `paula@prospect.example`.
-    contact = recipient_key(_address(payload.contact, "contact")) if payload.contact else None
+    contact = recipient_key(address_in(payload.contact, "contact")) if payload.contact else None
     fact = Fact(payload.key, payload.value, observed, contact, payload.superseded_by)
     await ctx.store.put_fact(fact)
     woken = await ctx.store.wake_waiting(now, fact_key=payload.key, contact=contact)
@@ -127,6 +114,8 @@ def _event(payload: EventPayload, prefix: str, now: datetime, accepted: frozense
             + " (a custom type is accepted once a policy reads it, e.g. fatigue's engagement)",
             f"{prefix}type",
         )
-    at = parse_past_time(payload.at, field=f"{prefix}at", now=now) if payload.at else now
-    recipient = _address(payload.recipient, f"{prefix}recipient")
+    at = (
+        parse_past_time(payload.at, field=f"{prefix}at", now=now) if payload.at is not None else now
+    )
+    recipient = address_in(payload.recipient, f"{prefix}recipient")
     return Event(event_type(payload.type), recipient, at, payload.message_id, payload.offer)

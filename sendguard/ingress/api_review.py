@@ -17,24 +17,10 @@ from sendguard.ingress.payloads import (
     ReviewPayload,
     read_json,
 )
+from sendguard.ingress.queries import MAX_AUDIT
 from sendguard.ingress.views import audit_view, campaign_view, when
-from sendguard.review import APPROVE, CAMPAIGN_ACTIONS, CampaignAction, PauseOutcome
+from sendguard.review import APPROVE, CampaignAction, PauseOutcome
 from sendguard.store.base import GlobalPause
-
-MAX_AUDIT = 1000
-
-
-def add_routes(router: web.UrlDispatcher) -> None:
-    """Register this module's routes."""
-    for action in ("approve", "reject"):
-        router.add_post(f"/v1/deliveries/{{id}}/{action}", _delivery_action(action))
-    for verb, campaign_action in CAMPAIGN_ACTIONS.items():
-        router.add_post(f"/v1/campaigns/{{name}}/{verb}", _campaign_action(campaign_action))
-    router.add_get("/v1/campaigns", list_campaigns)
-    router.add_post("/v1/pause", pause_all)
-    router.add_post("/v1/resume", resume_all)
-    router.add_get("/v1/pause", pause_state)
-    router.add_get("/v1/audit", audit)
 
 
 def _actor(request: web.Request, payload: ReviewPayload) -> tuple[str, str]:
@@ -43,7 +29,7 @@ def _actor(request: web.Request, payload: ReviewPayload) -> tuple[str, str]:
     return who.name, note_with_claimed_reviewer(payload.note, payload.reviewer, who)
 
 
-def _delivery_action(action: str) -> Handler:
+def delivery_action(action: str) -> Handler:
     """approve: release a held delivery; reject: drop it (409 unless it is held)."""
 
     async def handle(request: web.Request) -> web.Response:
@@ -56,7 +42,7 @@ def _delivery_action(action: str) -> Handler:
     return handle
 
 
-def _campaign_action(action: CampaignAction) -> Handler:
+def campaign_action(action: CampaignAction) -> Handler:
     """approve (release what it held), reject (drop what is unsent), pause (the kill switch:
     hold every unsent and new delivery) or resume a campaign."""
 

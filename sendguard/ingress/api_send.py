@@ -18,13 +18,19 @@ from typing import Any
 
 from aiohttp import web
 
-from sendguard.address import validate_address
 from sendguard.clock import monotonic
-from sendguard.errors import Conflict, IdempotencyKeyReused, InvalidAddress, InvalidMessage
+from sendguard.errors import Conflict, IdempotencyKeyReused, InvalidMessage
 from sendguard.fields import FieldOverrides, parse_time
 from sendguard.headers import Headers, Trace, split_message
 from sendguard.ingress.http_context import api, identity
-from sendguard.ingress.payloads import BadRequest, SendPayload, field_overrides, read_json
+from sendguard.ingress.payloads import (
+    BadRequest,
+    SendPayload,
+    address_in,
+    field_overrides,
+    read_json,
+)
+from sendguard.ingress.queries import MAX_DELIVERIES
 from sendguard.ingress.views import (
     decision_reasons,
     delivery_view,
@@ -36,17 +42,7 @@ from sendguard.intake import Accepted, Idempotency, idempotency_scope
 from sendguard.message import Delivery, DeliveryState
 from sendguard.store.base import DeliveryQuery
 
-MAX_LIMIT = 500
 MAX_KEY = 200
-
-
-def add_routes(router: web.UrlDispatcher) -> None:
-    """Register this module's routes."""
-    router.add_post("/v1/messages", send)
-    router.add_get("/v1/messages/{id}", get_message)
-    router.add_get("/v1/deliveries", list_deliveries)
-    router.add_get("/v1/deliveries/{id}", get_delivery)
-    router.add_get("/v1/recipients/{address}/timeline", timeline)
 
 
 def accepted_body(accepted: Accepted) -> bytes:
@@ -71,10 +67,7 @@ def accepted_body(accepted: Accepted) -> bytes:
 
 def _check_addresses(addresses: list[str], field: str) -> None:
     for index, address in enumerate(addresses):
-        try:
-            validate_address(address)
-        except InvalidAddress as exc:
-            raise BadRequest(f"{field}[{index}]: {exc}", f"{field}[{index}]") from None
+        address_in(address, f"{field}[{index}]")
 
 
 _UTF8_QP = email.charset.Charset("utf-8")
@@ -143,12 +136,6 @@ async def _read_send(request: web.Request) -> tuple[bytes, str, list[str], Field
         if not raw.strip():
             raise BadRequest("the message is empty", "body")
         mail_from, recipients = _envelope_from_headers(raw)
-        mail_from = request.query.get("from", mail_from)
-        recipients = request.query.getall("to", recipients)
-        if not mail_from:
-            raise BadRequest("no sender: give a From header or ?from=", "from")
-        _check_addresses([mail_from], "from")
-        _check_addresses(list(recipients), "to")
     else:  # JSON, whatever the client called it (curl -d says form-urlencoded)
         payload = await read_json(request, SendPayload)
         _check_addresses([payload.from_], "from")
@@ -158,6 +145,13 @@ async def _read_send(request: web.Request) -> tuple[bytes, str, list[str], Field
         recipients = [*payload.to, *payload.cc, *payload.bcc]
         overrides = field_overrides(payload)
         raw = build_mime(payload, api(request).clock.now())
+    # ?from= and ?to= give the envelope, whatever the body: by default it is the message's.
+    mail_from = request.query.get("from", mail_from)
+    recipients = request.query.getall("to", recipients)
+    if not mail_from:
+        raise BadRequest("no sender: give a From header or ?from=", "from")
+    _check_addresses([mail_from], "from")
+    _check_addresses(list(recipients), "to")
     if not recipients:
         raise BadRequest("a message needs at least one recipient", "to")
     return raw, mail_from, list(recipients), overrides
@@ -283,12 +277,14 @@ def _query(request: web.Request, **fixed: Any) -> DeliveryQuery:
         limit = int(q.get("limit", "50"))
     except ValueError:
         raise BadRequest("limit: must be a whole number", "limit") from None
-    if not 0 < limit <= MAX_LIMIT:
-        raise BadRequest(f"limit: must be between 1 and {MAX_LIMIT}", "limit")
+    if not 0 < limit <= MAX_DELIVERIES:
+        raise BadRequest(f"limit: must be between 1 and {MAX_DELIVERIES}", "limit")
+    # An empty filter is no filter, as in the other lists; a given one must be an address.
+    recipient = address_in(q["recipient"], "recipient") if q.get("recipient") else None
     query = DeliveryQuery(
         state=state,
         campaign=q.get("campaign"),
-        recipient=q.get("recipient"),
+        recipient=recipient,
         since=since,
         after=q.get("cursor"),
         limit=limit,
@@ -311,7 +307,7 @@ async def list_deliveries(request: web.Request) -> web.Response:
 
 async def timeline(request: web.Request) -> web.Response:
     """Everything a person was sent, spared or is waiting for, and why; newest first."""
-    address = request.match_info["address"]
+    address = address_in(request.match_info["address"], "address")
     store = api(request).store
     body = await _page(request, _query(request, recipient=address))
     events = await store.events(address)

@@ -8,26 +8,18 @@ those of `sendguard_decisions_total{mode="shadow"}` over the same window.
 
 from __future__ import annotations
 
-from datetime import timedelta
 from typing import Any
 
 from aiohttp import web
 
-from sendguard.duration import parse_duration
+from sendguard.duration import parse_window
 from sendguard.ingress.api_admin import RELOADER
 from sendguard.ingress.http_context import api
 from sendguard.ingress.payloads import BadRequest
+from sendguard.ingress.queries import MAX_EXAMPLES, MAX_TOP
 from sendguard.ingress.views import when
 from sendguard.store.base import ShadowTally
 from sendguard.verdict import Action, Mode
-
-MAX_EXAMPLES = 50
-MAX_TOP = 100
-
-
-def add_routes(router: web.UrlDispatcher) -> None:
-    """Register this module's routes."""
-    router.add_get("/v1/policies/shadow", shadow_report)
 
 
 def _bounded(request: web.Request, name: str, default: int, most: int) -> int:
@@ -66,14 +58,14 @@ def tally_view(tally: ShadowTally) -> dict[str, Any]:
 async def shadow_report(request: web.Request) -> web.Response:
     """What each shadow policy would have done since `since` (default 7d)."""
     try:
-        since = parse_duration(request.query.get("since", "7d"))
+        since = parse_window(request.query.get("since", "7d"))
     except ValueError as exc:
         raise BadRequest(f"since: {exc}", "since") from None
     examples = _bounded(request, "examples", 5, MAX_EXAMPLES)
     top = _bounded(request, "top", 10, MAX_TOP)
     ctx = api(request)
     now = ctx.clock.now()
-    start = now - min(since, timedelta(days=3650))
+    start = now - since
     found = await ctx.store.shadow_tallies(start, examples=examples, top=top)
     tallies = {t.policy: t for t in found}
     configured = [

@@ -13,30 +13,23 @@ from typing import Any
 
 from aiohttp import web
 
-from sendguard.address import recipient_key, validate_address
-from sendguard.errors import InvalidAddress
+from sendguard.address import recipient_key
 from sendguard.identity import note_with_claimed_reviewer
 from sendguard.ingress.http_context import api, identity
 from sendguard.ingress.payloads import (
     BadRequest,
     ReviewPayload,
     SuppressionPayload,
+    address_in,
     read_json,
 )
+from sendguard.ingress.queries import MAX_SUPPRESSIONS
 from sendguard.ingress.views import when
 from sendguard.review import NotFound
 from sendguard.store.base import Suppression, SuppressionQuery, SuppressionReason
 from sendguard.suppressions import CsvError, parse_csv
 
-MAX_LIMIT = 1000
 MAX_SOURCE = 200
-
-
-def add_routes(router: web.UrlDispatcher) -> None:
-    """Register this module's routes."""
-    router.add_get("/v1/suppressions", list_suppressions)
-    router.add_post("/v1/suppressions", add_suppression)
-    router.add_delete("/v1/suppressions/{address}", lift_suppression)
 
 
 def suppression_view(suppression: Suppression) -> dict[str, Any]:
@@ -51,13 +44,6 @@ def suppression_view(suppression: Suppression) -> dict[str, Any]:
     }
 
 
-def _address(value: str, field: str) -> str:
-    try:
-        return validate_address(value)
-    except InvalidAddress as exc:
-        raise BadRequest(f"{field}: {exc}", field) from None
-
-
 async def list_suppressions(request: web.Request) -> web.Response:
     """Suppressions by address, paginated (`address`, `reason`, `after`, `limit`)."""
     query = request.query
@@ -65,8 +51,8 @@ async def list_suppressions(request: web.Request) -> web.Response:
         limit = int(query.get("limit", "100"))
     except ValueError:
         raise BadRequest("limit: must be a whole number", "limit") from None
-    if not 0 < limit <= MAX_LIMIT:
-        raise BadRequest(f"limit: must be between 1 and {MAX_LIMIT}", "limit")
+    if not 0 < limit <= MAX_SUPPRESSIONS:
+        raise BadRequest(f"limit: must be between 1 and {MAX_SUPPRESSIONS}", "limit")
     reason = None
     if query.get("reason"):
         try:
@@ -74,7 +60,7 @@ async def list_suppressions(request: web.Request) -> web.Response:
         except ValueError:
             allowed = ", ".join(r.value for r in SuppressionReason)
             raise BadRequest(f"reason: must be one of {allowed}", "reason") from None
-    address = _address(query["address"], "address") if query.get("address") else None
+    address = address_in(query["address"], "address") if query.get("address") else None
     page = await api(request).store.list_suppressions(
         SuppressionQuery(address, reason, query.get("after") or None, limit)
     )
@@ -89,7 +75,7 @@ async def add_suppression(request: web.Request) -> web.Response:
         return await _import(request)
     ctx = api(request)
     payload = await read_json(request, SuppressionPayload)
-    address = _address(payload.address, "address")
+    address = address_in(payload.address, "address")
     now = ctx.clock.now()
     who = identity(request)
     note = note_with_claimed_reviewer(payload.note, payload.reviewer, who)
@@ -136,7 +122,7 @@ async def lift_suppression(request: web.Request) -> web.Response:
     """Lift one suppression (audited); waiting deliveries to the address wake."""
     ctx = api(request)
     payload = await read_json(request, ReviewPayload)
-    address = _address(request.match_info["address"], "address")
+    address = address_in(request.match_info["address"], "address")
     now = ctx.clock.now()
     who = identity(request)
     note = note_with_claimed_reviewer(payload.note, payload.reviewer, who)

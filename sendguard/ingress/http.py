@@ -1,8 +1,10 @@
 """The HTTP ingress (aiohttp): the JSON API of DESIGN.md, health, readiness and metrics.
 
-Every route needs a bearer token except the few in PUBLIC (and `/metrics` while
-`http.metrics_public` is true). Every error leaves as `{"error": {"code", "message", "field"?}}`:
-400 for bad input (naming the field), 401, 404, 405, 409, 413, 503 — never a 500 for bad input.
+Which routes there are, who may call each (its `auth`) and what each answers is declared once,
+in the route table (`sendguard.ingress.routes`): the router, the `authenticate` middleware and
+`/openapi.json` are derived from it. Every error leaves as `{"error": {"code", "message",
+"field"?}}`: 400 for bad input (naming the field), 401, 404, 405, 409, 413, 503 — never a 500
+for bad input.
 """
 
 from __future__ import annotations
@@ -12,30 +14,18 @@ from typing import Any
 import structlog
 from aiohttp import web
 
-from sendguard.clock import monotonic
 from sendguard.config import HttpOptions, split_listen
-from sendguard.errors import Conflict, InvalidMessage, StoreUnavailable, UpstreamError
+from sendguard.errors import Conflict, InvalidMessage, StoreUnavailable
 from sendguard.identity import Identity, Role
-from sendguard.ingress import (
-    api_admin,
-    api_context,
-    api_review,
-    api_send,
-    api_shadow,
-    api_suppressions,
-    esp,
-    openapi,
-)
-from sendguard.ingress.http_context import API, IDENTITY_KEY, TOKENS, Api, Handler, api
+from sendguard.ingress import openapi
+from sendguard.ingress.http_context import API, IDENTITY_KEY, TOKENS, Api, Handler
 from sendguard.ingress.payloads import BadRequest
+from sendguard.ingress.route import Auth, register, route_of
+from sendguard.ingress.routes import ROUTES
 from sendguard.review import NotFound
 from sendguard.tokens import TokenSet
 
 log = structlog.get_logger("sendguard.http")
-
-PUBLIC = frozenset({"/healthz", "/readyz", "/openapi.json"})
-# The review page signs people in with its own session cookie (sendguard/review_page/).
-SESSION_PREFIXES = ("/review/",)
 
 
 def error_body(status: int, code: str, message: str, field: str | None = None) -> web.Response:
@@ -46,13 +36,14 @@ def error_body(status: int, code: str, message: str, field: str | None = None) -
     return web.json_response({"error": error}, status=status)
 
 
-def is_public(request: web.Request) -> bool:
-    """True for the routes that need no token."""
-    if request.path in PUBLIC or request.path == "/review":
-        return True
-    if request.path.startswith(SESSION_PREFIXES):
-        return True
-    return request.path == "/metrics" and request.app[API].config.metrics_public
+def needs_token(request: web.Request) -> bool:
+    """Whether the middleware must see a bearer token: as the matched route's `auth` says,
+    and when no path matched (an unknown path tells a stranger nothing)."""
+    if isinstance(request.match_info.http_exception, web.HTTPMethodNotAllowed):
+        return False  # which methods a path allows is no secret: /openapi.json lists them
+    route = route_of(request)
+    auth = route.auth if route is not None else Auth.TOKEN
+    return auth.needs_token(request.app[API].config.metrics_public)
 
 
 @web.middleware
@@ -92,7 +83,7 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
 async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Require `Authorization: Bearer <token>` on every route but the public ones, and record
     the token's name as the identity handlers act under."""
-    if not is_public(request) and not esp.authenticates_itself(request.path):
+    if needs_token(request):
         scheme, _, token = request.headers.get("Authorization", "").partition(" ")
         name = request.app[TOKENS].identify(token.strip()) if scheme.lower() == "bearer" else None
         if name is None:
@@ -103,59 +94,6 @@ async def authenticate(request: web.Request, handler: Handler) -> web.StreamResp
     return await handler(request)
 
 
-async def healthz(request: web.Request) -> web.Response:
-    """Liveness: the process answers."""
-    return web.json_response({"status": "ok"})
-
-
-async def readyz(request: web.Request) -> web.Response:
-    """Readiness: the store and the upstream are reachable."""
-    checks: dict[str, str] = {}
-    try:
-        await api(request).store.check()
-        checks["store"] = "ok"
-    except StoreUnavailable as exc:
-        checks["store"] = str(exc)
-    try:
-        await api(request).upstream.check()
-        checks["upstream"] = "ok"
-    except UpstreamError as exc:
-        checks["upstream"] = str(exc)
-    ready = all(v == "ok" for v in checks.values())
-    return web.json_response({"ready": ready, "checks": checks}, status=200 if ready else 503)
-
-
-async def metrics(request: web.Request) -> web.Response:
-    """Prometheus text format; the state gauge is read from the store at scrape time."""
-    registry = api(request).metrics
-    try:
-        registry.set_states(await api(request).store.count_by_state())
-    except StoreUnavailable as exc:
-        log.warning("state gauge not refreshed", error=str(exc))
-    await refresh_queue_ages(api(request))
-    return web.Response(
-        body=registry.render(),
-        headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"},
-    )
-
-
-async def refresh_queue_ages(ctx: Api) -> None:
-    """The gauges alerts watch: held queue age, dispatcher lag, store up and its latency."""
-    started = monotonic()
-    try:
-        ages = await ctx.store.queue_ages()
-    except StoreUnavailable:
-        ctx.metrics.store_up.set(0)
-        return
-    ctx.metrics.store_up.set(1)
-    ctx.metrics.store_query.set(monotonic() - started)
-    now = ctx.clock.now()
-    held = ages.oldest_held_since
-    ctx.metrics.held_oldest.set((now - held).total_seconds() if held else 0)
-    due = ages.oldest_due_at
-    ctx.metrics.dispatch_lag.set(max(0.0, (now - due).total_seconds()) if due else 0)
-
-
 def build_app(context: Api, tokens: TokenSet) -> web.Application:
     """The aiohttp application with every route."""
     app = web.Application(
@@ -163,23 +101,9 @@ def build_app(context: Api, tokens: TokenSet) -> web.Application:
     )
     app[API] = context
     app[TOKENS] = tokens
-    add_routes(app.router)
+    register(app, ROUTES)
+    app[openapi.DOCUMENT] = openapi.document(ROUTES)
     return app
-
-
-def add_routes(router: web.UrlDispatcher) -> None:
-    """Every route of the API."""
-    router.add_get("/healthz", healthz)
-    router.add_get("/readyz", readyz)
-    router.add_get("/metrics", metrics)
-    api_send.add_routes(router)
-    api_context.add_routes(router)
-    api_review.add_routes(router)
-    api_suppressions.add_routes(router)
-    api_admin.add_routes(router)
-    api_shadow.add_routes(router)
-    esp.add_routes(router)
-    openapi.add_routes(router)
 
 
 class HttpIngress:

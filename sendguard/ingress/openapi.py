@@ -1,302 +1,219 @@
-"""The OpenAPI 3.1 document served at `/openapi.json` (request schemas come from the models)."""
+"""The OpenAPI 3.1 document served at `/openapi.json`, derived from the route table.
+
+Request bodies, query parameters and answers come from the routes' pydantic models (one
+`components.schemas` entry each); error answers are derived from what a route takes and who
+may call it (`Route.error_statuses`).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from aiohttp import web
 from pydantic import BaseModel
+from pydantic.json_schema import models_json_schema
 
 from sendguard import __version__
-from sendguard.ingress.payloads import (
-    CampaignApprovalPayload,
-    EventPayload,
-    FactPayload,
-    ReviewPayload,
-    SendPayload,
-    SuppressionPayload,
-)
+from sendguard.ingress.answers import ErrorAnswer
+from sendguard.ingress.payloads import MAX_EVENTS
+from sendguard.ingress.route import Answer, Auth, Route
 
-_ERROR = {
-    "type": "object",
-    "properties": {
-        "error": {
-            "type": "object",
-            "properties": {
-                "code": {"type": "string"},
-                "message": {"type": "string"},
-                "field": {"type": "string"},
-            },
-            "required": ["code", "message"],
-        }
-    },
+DOCUMENT: web.AppKey[dict[str, Any]] = web.AppKey("openapi", dict)
+
+_REF = "#/components/schemas/{model}"
+_ERRORS = {
+    400: "bad input; `field` names it",
+    401: "no or bad credentials",
+    404: "not found",
+    409: "state conflict (like approving a delivery that is not held)",
+    413: "body larger than http.max_body_size",
+    422: "refused (see the message)",
+    503: "the store is unavailable; retry later",
+}
+# Who may call: the bearer token (the document's default) unless the route says otherwise.
+_SECURITY: Mapping[Auth, list[dict[str, list[str]]] | None] = {
+    Auth.TOKEN: None,
+    Auth.PUBLIC: [],
+    Auth.METRICS: [{}, {"bearer": []}],
+    Auth.SENDGRID: [{"bearer": []}],
+    Auth.POSTMARK: [{"postmarkServerToken": []}],
+    Auth.MAILGUN: [{"mailgunBasic": []}],
+    Auth.SIGNED: [],
 }
 
-# (method, path, summary, request model, success status, public)
-ROUTES: tuple[tuple[str, str, str, type[BaseModel] | None, int, bool], ...] = (
-    ("post", "/v1/messages", "Send a message (JSON or message/rfc822)", SendPayload, 202, False),
-    (
-        "get",
-        "/v1/messages/{id}",
-        "A message and each delivery's state and reasons",
-        None,
-        200,
-        False,
-    ),
-    (
-        "get",
-        "/v1/deliveries",
-        "Deliveries, newest first (state, campaign, recipient, since, cursor, limit)",
-        None,
-        200,
-        False,
-    ),
-    (
-        "get",
-        "/v1/deliveries/{id}",
-        "One delivery with its transitions and reasons",
-        None,
-        200,
-        False,
-    ),
-    ("post", "/v1/deliveries/{id}/approve", "Release a held delivery", ReviewPayload, 200, False),
-    ("post", "/v1/deliveries/{id}/reject", "Drop a held delivery", ReviewPayload, 200, False),
-    (
-        "post",
-        "/v1/campaigns/{name}/approve",
-        "Approve a campaign and the content it held (release: all lifts every hold reason)",
-        CampaignApprovalPayload,
-        200,
-        False,
-    ),
-    ("post", "/v1/campaigns/{name}/reject", "Reject a campaign", ReviewPayload, 200, False),
-    (
-        "post",
-        "/v1/campaigns/{name}/pause",
-        "Kill switch: hold a campaign",
-        ReviewPayload,
-        200,
-        False,
-    ),
-    ("post", "/v1/campaigns/{name}/resume", "Lift the kill switch", ReviewPayload, 200, False),
-    ("get", "/v1/campaigns", "Campaigns with counts per delivery state", None, 200, False),
-    (
-        "post",
-        "/v1/pause",
-        "Global kill switch: hold every unsent delivery",
-        ReviewPayload,
-        200,
-        False,
-    ),
-    ("post", "/v1/resume", "Lift the global kill switch", ReviewPayload, 200, False),
-    ("get", "/v1/pause", "Whether sending is paused, since when, by whom", None, 200, False),
-    (
-        "post",
-        "/v1/facts",
-        "Record a context fact; wakes the deliveries waiting on it",
-        FactPayload,
-        202,
-        False,
-    ),
-    (
-        "post",
-        "/v1/events",
-        "Record an engagement or suppression event, or an array of them",
-        EventPayload,
-        202,
-        False,
-    ),
-    (
-        "get",
-        "/v1/suppressions",
-        "Durable suppressions by address (address, reason, after, limit)",
-        None,
-        200,
-        False,
-    ),
-    (
-        "post",
-        "/v1/suppressions",
-        "Suppress an address (JSON), or import an ESP's CSV export (text/csv, ?reviewer=)",
-        SuppressionPayload,
-        201,
-        False,
-    ),
-    (
-        "delete",
-        "/v1/suppressions/{address}",
-        "Lift a suppression (audited)",
-        ReviewPayload,
-        200,
-        False,
-    ),
-    (
-        "get",
-        "/v1/recipients/{address}/timeline",
-        "Everything a person was sent, spared or is waiting for, and why",
-        None,
-        200,
-        False,
-    ),
-    ("get", "/v1/audit", "Review actions, newest first", None, 200, False),
-    (
-        "post",
-        "/v1/admin/reload",
-        "Reload the config (as SIGHUP); what applied, what needs a restart",
-        None,
-        200,
-        False,
-    ),
-    (
-        "get",
-        "/v1/policies/shadow",
-        "What each shadow policy would have done (since, examples, top)",
-        None,
-        200,
-        False,
-    ),
-    ("post", "/v3/mail/send", "SendGrid v3 mail/send (Bearer: sendguard token)", None, 202, False),
-    ("post", "/email", "Postmark: send one email (X-Postmark-Server-Token)", None, 200, False),
-    ("post", "/email/batch", "Postmark: send up to 500 emails", None, 200, False),
-    (
-        "post",
-        "/email/withTemplate",
-        "Postmark template send: refused with 422 (stored templates are not rendered)",
-        None,
-        200,
-        False,
-    ),
-    (
-        "post",
-        "/email/batchWithTemplates",
-        "Postmark template batch: refused with 422 (stored templates are not rendered)",
-        None,
-        200,
-        False,
-    ),
-    (
-        "post",
-        "/email/withTemplate/",
-        "The same, as postmarker calls it (trailing slash)",
-        None,
-        200,
-        False,
-    ),
-    (
-        "post",
-        "/email/batchWithTemplates/",
-        "The same, as postmarker calls it (trailing slash)",
-        None,
-        200,
-        False,
-    ),
-    (
-        "post",
-        "/v3/{domain}/messages",
-        "Mailgun messages, multipart or urlencoded (basic auth api:<token>)",
-        None,
-        200,
-        False,
-    ),
-    ("post", "/v3/{domain}/messages.mime", "Mailgun messages.mime", None, 200, False),
-    (
-        "post",
-        "/v1/webhooks/sendgrid",
-        "SendGrid signed Event Webhook (ECDSA); events recorded as POST /v1/events",
-        None,
-        200,
-        False,
-    ),
-    (
-        "post",
-        "/v1/webhooks/postmark",
-        "Postmark webhook (basic auth); events recorded as POST /v1/events",
-        None,
-        200,
-        False,
-    ),
-    (
-        "post",
-        "/v1/webhooks/postmark/{secret}",
-        "Postmark webhook (secret path); events recorded as POST /v1/events",
-        None,
-        200,
-        False,
-    ),
-    (
-        "post",
-        "/v1/webhooks/mailgun",
-        "Mailgun signed webhook (HMAC-SHA256, 5-minute replay window)",
-        None,
-        200,
-        False,
-    ),
-    ("get", "/metrics", "Prometheus metrics", None, 200, True),
-    ("get", "/healthz", "Liveness", None, 200, True),
-    ("get", "/readyz", "Readiness: store and upstream reachable", None, 200, True),
-    ("get", "/openapi.json", "This document", None, 200, True),
-)
+
+def _models(routes: Sequence[Route]) -> Iterator[type[BaseModel]]:
+    yield ErrorAnswer
+    for route in routes:
+        for body in route.bodies:
+            if body.model is not None:
+                yield body.model
+        if route.query is not None:
+            yield route.query
+        if route.error is not None:
+            yield route.error
+        for answer in route.answers.values():
+            if isinstance(answer.model, tuple):
+                yield from answer.model
+            elif answer.model is not None:
+                yield answer.model
 
 
-# The ESP-compatible routes authenticate in the ESP's scheme; webhooks by their signature.
-_OWN_SECURITY = (
-    ("/email", "postmarkServerToken"),
-    ("/v3/{domain}/", "mailgunBasic"),
-    ("/v1/webhooks/", None),
-)
+class _Schemas:
+    """Every model's JSON schema under `components.schemas`, by reference."""
+
+    def __init__(self, routes: Sequence[Route]) -> None:
+        models = list(dict.fromkeys(_models(routes)))
+        refs, defs = models_json_schema(
+            [(m, "validation") for m in models], by_alias=True, ref_template=_REF
+        )
+        self.refs = {model: refs[(model, "validation")] for model in models}
+        self.components: dict[str, Any] = defs.get("$defs", {})
+
+    def of(self, model: type[BaseModel]) -> dict[str, Any]:
+        return dict(self.refs[model])
+
+    def resolved(self, model: type[BaseModel]) -> dict[str, Any]:
+        name = str(self.refs[model]["$ref"]).rsplit("/", 1)[1]
+        schema: dict[str, Any] = self.components[name]
+        return schema
 
 
-def document() -> dict[str, Any]:
-    """The OpenAPI document."""
-    paths: dict[str, dict[str, Any]] = {}
-    for method, path, summary, model, status, public in ROUTES:
-        operation: dict[str, Any] = {
-            "summary": summary,
-            "responses": {
-                str(status): {"description": "success"},
-                **{
-                    str(code): {
-                        "description": text,
-                        "content": {"application/json": {"schema": _ERROR}},
-                    }
-                    for code, text in (
-                        (400, "bad input; `field` names it"),
-                        (401, "no or bad token"),
-                        (404, "not found"),
-                        (409, "state conflict"),
-                        (413, "body too large"),
-                        (503, "store unavailable"),
-                    )
-                },
-            },
+def _without_null(schema: dict[str, Any]) -> dict[str, Any]:
+    """An optional query parameter is absent, never null: drop the `null` branch."""
+    kept = {k: v for k, v in schema.items() if (k, v) != ("default", None)}
+    if "anyOf" not in schema:
+        return kept
+    branches = [s for s in schema["anyOf"] if s.get("type") != "null"]
+    if len(branches) != 1:
+        return {**kept, "anyOf": branches}
+    del kept["anyOf"]
+    return {**kept, **branches[0]}
+
+
+def _query_parameters(route: Route, schemas: _Schemas) -> list[dict[str, Any]]:
+    if route.query is None:
+        return []
+    model = schemas.resolved(route.query)
+    required = set(model.get("required", ()))
+    out = []
+    for name, prop in model.get("properties", {}).items():
+        schema = _without_null(dict(prop))
+        description = schema.pop("description", "")
+        schema.pop("title", None)
+        parameter: dict[str, Any] = {
+            "name": name,
+            "in": "query",
+            "required": name in required,
+            "description": description,
+            "schema": schema,
         }
-        parameters = [
-            {"name": name.strip("{}"), "in": "path", "required": True, "schema": {"type": "string"}}
-            for name in path.split("/")
-            if name.startswith("{")
-        ]
-        if parameters:
-            operation["parameters"] = parameters
-        if (method, path) == ("post", "/v1/messages"):
-            operation["responses"]["422"] = {
-                "description": "Idempotency-Key already used with another request",
-                "content": {"application/json": {"schema": _ERROR}},
-            }
-        if model is not None:
-            operation["requestBody"] = {
-                "required": True,
-                "content": {"application/json": {"schema": model.model_json_schema(by_alias=True)}},
-            }
-        if public:
-            operation["security"] = []
-        for prefix, scheme in _OWN_SECURITY:
-            if path.startswith(prefix):
-                operation["security"] = [{scheme: []}] if scheme else []
-        paths.setdefault(path, {})[method] = operation
+        if schema.get("type") == "array":
+            parameter["explode"] = True
+        out.append(parameter)
+    return out
+
+
+def _parameters(route: Route, schemas: _Schemas) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    for name in route.path_params:
+        schema = dict(route.path_schemas.get(name, {"type": "string", "minLength": 1}))
+        out.append({"name": name, "in": "path", "required": True, "schema": schema})
+    out.extend(_query_parameters(route, schemas))
+    out.extend(
+        {
+            "name": header.name,
+            "in": "header",
+            "required": False,
+            "description": header.description,
+            "schema": {"type": "string", "minLength": 1, "maxLength": header.max_length},
+        }
+        for header in route.headers
+    )
+    return out
+
+
+def _request_body(route: Route, schemas: _Schemas) -> dict[str, Any]:
+    content: dict[str, Any] = {}
+    for body in route.bodies:
+        schema = schemas.of(body.model) if body.model is not None else dict(body.schema or {})
+        if body.many:
+            batch = {"type": "array", "items": schema, "minItems": 1, "maxItems": MAX_EVENTS}
+            schema = {"oneOf": [schema, batch]}
+        content[body.media_type] = {"schema": schema}
+    return {"required": route.body_required, "content": content}
+
+
+def _answer(answer: Answer, schemas: _Schemas) -> dict[str, Any]:
+    out: dict[str, Any] = {"description": answer.description}
+    if answer.headers:
+        out["headers"] = {
+            name: {"description": text, "schema": {"type": "string"}}
+            for name, text in answer.headers.items()
+        }
+    if answer.links:
+        out["links"] = {
+            name: {"operationId": link.operation, "parameters": dict(link.parameters)}
+            for name, link in answer.links.items()
+        }
+    if not answer.media_type:
+        return out
+    if isinstance(answer.model, tuple):
+        schema: dict[str, Any] = {"oneOf": [schemas.of(m) for m in answer.model]}
+    elif answer.model is not None:
+        schema = schemas.of(answer.model)
+    else:
+        schema = dict(answer.schema or {"type": "string"})
+    if answer.many:
+        schema = {"type": "array", "items": schema}
+    out["content"] = {answer.media_type: {"schema": schema}}
+    return out
+
+
+def _operation(route: Route, schemas: _Schemas) -> dict[str, Any]:
+    responses = {str(status): _answer(a, schemas) for status, a in sorted(route.answers.items())}
+    error = schemas.of(route.error or ErrorAnswer)
+    for status in route.error_statuses():
+        responses.setdefault(
+            str(status),
+            {"description": _ERRORS[status], "content": {"application/json": {"schema": error}}},
+        )
+    operation: dict[str, Any] = {
+        "operationId": route.name,
+        "summary": route.summary,
+        "tags": list(route.tags),
+        "responses": responses,
+    }
+    if route.handler.__doc__:
+        operation["description"] = " ".join(route.handler.__doc__.split())
+    if parameters := _parameters(route, schemas):
+        operation["parameters"] = parameters
+    if route.bodies:
+        operation["requestBody"] = _request_body(route, schemas)
+    security = _SECURITY.get(route.auth)
+    if security is not None:
+        operation["security"] = security
+    return operation
+
+
+def document(routes: Sequence[Route]) -> dict[str, Any]:
+    """The OpenAPI document of `routes` (those marked `documented`)."""
+    documented = [r for r in routes if r.documented]
+    schemas = _Schemas(documented)
+    paths: dict[str, dict[str, Any]] = {}
+    for route in documented:
+        paths.setdefault(route.path, {})[route.method.lower()] = _operation(route, schemas)
     return {
         "openapi": "3.1.0",
-        "info": {"title": "sendguard", "version": __version__},
+        "info": {
+            "title": "sendguard",
+            "version": __version__,
+            "description": "Checks every outbound message per recipient with policies before"
+            ' it reaches the ESP. Errors answer `{"error": {"code", "message", "field"}}`.',
+        },
         "components": {
+            "schemas": schemas.components,
             "securitySchemes": {
                 "bearer": {"type": "http", "scheme": "bearer"},
                 "postmarkServerToken": {
@@ -305,18 +222,13 @@ def document() -> dict[str, Any]:
                     "name": "X-Postmark-Server-Token",
                 },
                 "mailgunBasic": {"type": "http", "scheme": "basic"},
-            }
+            },
         },
         "security": [{"bearer": []}],
         "paths": paths,
     }
 
 
-async def openapi(request: web.Request) -> web.Response:
-    """Serve the document."""
-    return web.json_response(document())
-
-
-def add_routes(router: web.UrlDispatcher) -> None:
-    """Register this module's routes."""
-    router.add_get("/openapi.json", openapi)
+async def serve(request: web.Request) -> web.Response:
+    """The OpenAPI document of this server's routes."""
+    return web.json_response(request.app[DOCUMENT])

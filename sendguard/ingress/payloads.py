@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+import re
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
 
 from aiohttp import web
 from pydantic import (
     BaseModel,
+    ConfigDict,
     Field,
     ValidationError,
     create_model,
@@ -15,11 +17,30 @@ from pydantic import (
     model_validator,
 )
 
-from sendguard.fields import FIELDS, FieldOverrides, overrides_from
+from sendguard.address import ADDRESS_PATTERN, validate_address
+from sendguard.errors import InvalidAddress
+from sendguard.fields import (
+    FACT_KEY_PATTERN,
+    FACT_VALUE_PATTERN,
+    FIELDS,
+    FieldOverrides,
+    overrides_from,
+)
+from sendguard.store.base import EventType
 from sendguard.validation import Strict, allowed_names, field_path, problems
 
 M = TypeVar("M", bound=BaseModel)
-_FORBIDDEN_IN_HEADERS = ("\r", "\n", "\x00")
+ADDRESS_SCHEMA = {"type": "string", "format": "email", "pattern": ADDRESS_PATTERN}
+Address = Annotated[str, Field(json_schema_extra={"format": "email", "pattern": ADDRESS_PATTERN})]
+"""An address (`format: email` in the OpenAPI document; the handler checks it and names the
+field, internationalised addresses included)."""
+FORBIDDEN_IN_HEADERS = tuple("\r\n\x00\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029")
+"""What no header value may contain: NUL, and every line break (`str.splitlines`'s, which the
+email package refuses in a header)."""
+SINGLE_LINE_PATTERN = "^[^" + "".join(f"\\u{ord(c):04x}" for c in FORBIDDEN_IN_HEADERS) + "]*$"
+"""A header value's text as a JSON-schema pattern."""
+HEADER_NAME_PATTERN = "^[!-9;-~]+$"
+"""A header name: printable ASCII without colon or space (RFC 5322 field-name)."""
 
 
 class BadRequest(Exception):
@@ -29,6 +50,15 @@ class BadRequest(Exception):
         self.field = field
         self.code = code
         super().__init__(message)
+
+
+def address_in(value: str, field: str) -> str:
+    """`value` as a valid address; BadRequest names `field` (a JSON path, query parameter or
+    path segment) and what is wrong."""
+    try:
+        return validate_address(value)
+    except InvalidAddress as exc:
+        raise BadRequest(f"{field}: {exc}", field) from None
 
 
 async def read_json(request: web.Request, model: type[M]) -> M:
@@ -55,19 +85,36 @@ class SendEnvelope(Strict):
     """`POST /v1/messages` as JSON: the message itself. Its sendguard fields (`campaign`,
     `class`, ...) are added from `sendguard.fields.FIELDS` to make `SendPayload`."""
 
-    from_: str = Field(alias="from", min_length=1, max_length=320)
-    to: list[str] = Field(default_factory=list, max_length=1000)
-    cc: list[str] = Field(default_factory=list, max_length=1000)
-    bcc: list[str] = Field(default_factory=list, max_length=1000)
-    subject: str = Field(default="", max_length=998)
+    model_config = ConfigDict(
+        json_schema_extra={
+            "anyOf": [
+                {"required": [name], "properties": {name: {"minItems": 1}}}
+                for name in ("to", "cc", "bcc")
+            ]
+        }
+    )
+
+    from_: Address = Field(alias="from", min_length=1, max_length=320)
+    to: list[Address] = Field(default_factory=list, max_length=1000)
+    cc: list[Address] = Field(default_factory=list, max_length=1000)
+    bcc: list[Address] = Field(default_factory=list, max_length=1000)
+    subject: str = Field(
+        default="", max_length=998, json_schema_extra={"pattern": SINGLE_LINE_PATTERN}
+    )
     text: str | None = None
     html: str | None = None
-    headers: dict[str, str] = Field(default_factory=dict)
+    headers: dict[str, str] = Field(
+        default_factory=dict,
+        json_schema_extra={
+            "propertyNames": {"pattern": HEADER_NAME_PATTERN},
+            "additionalProperties": {"type": "string", "pattern": SINGLE_LINE_PATTERN},
+        },
+    )
 
     @field_validator("subject")
     @classmethod
     def _single_line(cls, value: str) -> str:
-        if any(c in value for c in _FORBIDDEN_IN_HEADERS):
+        if any(c in value for c in FORBIDDEN_IN_HEADERS):
             raise ValueError("must be a single line (no CR, LF or NUL)")
         return value
 
@@ -75,14 +122,9 @@ class SendEnvelope(Strict):
     @classmethod
     def _header_safe(cls, headers: dict[str, str]) -> dict[str, str]:
         for name, value in headers.items():
-            if (
-                not name
-                or any(c in name for c in ": \t")
-                or not name.isascii()
-                or any(c in name for c in _FORBIDDEN_IN_HEADERS)
-            ):
+            if not re.fullmatch(HEADER_NAME_PATTERN, name):
                 raise ValueError(f"{name!r} is not a header name")
-            if any(c in value for c in _FORBIDDEN_IN_HEADERS):
+            if any(c in value for c in FORBIDDEN_IN_HEADERS):
                 raise ValueError(f"the value of {name} must be a single line")
         return headers
 
@@ -132,22 +174,36 @@ class CampaignApprovalPayload(ReviewPayload):
 class FactPayload(Strict):
     """`POST /v1/facts`."""
 
-    key: str = Field(min_length=1, max_length=500)
-    value: str = Field(max_length=2000)
-    contact: str | None = Field(default=None, min_length=1, max_length=320)
-    observed_at: str | None = None
-    superseded_by: str | None = Field(default=None, min_length=1, max_length=500)
+    key: str = Field(min_length=1, max_length=500, json_schema_extra={"pattern": FACT_KEY_PATTERN})
+    value: str = Field(max_length=2000, json_schema_extra={"pattern": FACT_VALUE_PATTERN})
+    contact: Address | None = Field(default=None, min_length=1, max_length=320)
+    observed_at: str | None = Field(default=None, json_schema_extra={"format": "date-time"})
+    superseded_by: str | None = Field(
+        default=None, min_length=1, max_length=500, json_schema_extra={"pattern": FACT_KEY_PATTERN}
+    )
 
 
 class EventPayload(Strict):
     """`POST /v1/events` (one item of a batch). `type` is checked against the built-in types
     and the custom ones configured policies read, at the handler."""
 
-    type: str = Field(min_length=1, max_length=64)
-    recipient: str = Field(min_length=1, max_length=320)
+    model_config = ConfigDict(
+        json_schema_extra={
+            "if": {"properties": {"bounce_type": {"type": "string"}}, "required": ["bounce_type"]},
+            "then": {"properties": {"type": {"const": "bounce"}}},
+        }
+    )
+
+    type: str = Field(
+        min_length=1,
+        max_length=64,
+        description="A built-in type, or a custom one a configured policy reads.",
+        json_schema_extra={"enum": [t.value for t in EventType]},
+    )
+    recipient: Address = Field(min_length=1, max_length=320)
     message_id: str | None = Field(default=None, max_length=200)
     offer: str | None = Field(default=None, min_length=1, max_length=200)
-    at: str | None = None
+    at: str | None = Field(default=None, json_schema_extra={"format": "date-time"})
     bounce_type: Literal["hard", "soft"] | None = None
 
     @model_validator(mode="after")
@@ -193,7 +249,7 @@ async def read_events(request: web.Request) -> tuple[list[EventPayload], bool]:
 class SuppressionPayload(Strict):
     """`POST /v1/suppressions` as JSON: suppress one address."""
 
-    address: str = Field(min_length=1, max_length=320)
+    address: Address = Field(min_length=1, max_length=320)
     reason: Literal["unsubscribe", "complaint", "bounce", "manual"] = "manual"
     reviewer: str | None = Field(default=None, min_length=1, max_length=200)
     """For whom the caller acts; kept in the note (the actor is the authenticated identity)."""

@@ -10,8 +10,9 @@ from aiohttp import web
 
 from sendguard.clock import Clock
 from sendguard.config import ReviewOptions
+from sendguard.ingress.route import register
 from sendguard.review_page import edit_pages
-from sendguard.review_page.pages import install_pages
+from sendguard.review_page.pages import install_pages, page_routes
 
 __all__ = ["install"]
 
@@ -19,4 +20,4 @@ __all__ = ["install"]
 def install(app: web.Application, config: ReviewOptions, clock: Clock) -> None:
     """Add the review page to the API's application."""
     install_pages(app, config, clock)
-    edit_pages.add_routes(app.router)
+    register(app, [*page_routes(), *edit_pages.edit_routes()])

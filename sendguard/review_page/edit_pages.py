@@ -6,16 +6,19 @@ from aiohttp import web
 
 from sendguard.errors import Conflict
 from sendguard.ingress.http_context import api
+from sendguard.ingress.route import Route
 from sendguard.review_page import pages
 from sendguard.review_page.editing import Editable, EditRefused, edit_campaign, editable
 from sendguard.review_page.guard import safe_next
 
 
-def add_routes(router: web.UrlDispatcher) -> None:
+def edit_routes() -> list[Route]:
     """The edit form, its POST, and the list of a campaign's edits with their diffs."""
-    router.add_get("/review/campaigns/{name}/edit", edit_form)
-    router.add_post("/review/campaigns/{name}/edit", edit)
-    router.add_get("/review/campaigns/{name}/edits", edits)
+    return [
+        pages.session_page("GET", "/review/campaigns/{name}/edit", edit_form),
+        pages.session_page("POST", "/review/campaigns/{name}/edit", edit),
+        pages.session_page("GET", "/review/campaigns/{name}/edits", edits),
+    ]
 
 
 async def edit_form(request: web.Request) -> web.StreamResponse:

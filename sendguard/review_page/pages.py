@@ -19,7 +19,8 @@ from sendguard.clock import Clock
 from sendguard.config import ReviewOptions
 from sendguard.errors import Conflict
 from sendguard.identity import Identity, Role
-from sendguard.ingress.http_context import api
+from sendguard.ingress.http_context import Handler, api
+from sendguard.ingress.route import Auth, Route
 from sendguard.message import Delivery, DeliveryState, HoldOrigin
 from sendguard.password import hash_password, verify_password
 from sendguard.phrasing import human_duration
@@ -78,21 +79,37 @@ def install_pages(app: web.Application, config: ReviewOptions, clock: Clock) -> 
     env.filters["left"] = _left(clock)
     env.filters["utc"] = lambda at: at.strftime("%Y-%m-%d %H:%M UTC") if at else ""
     app[PAGE] = ReviewPage(config, clock, Sessions(config.session_lifetime))
-    router = app.router
-    router.add_get("/review", queue)
-    router.add_get("/review/login", login_form)
-    router.add_post("/review/login", login)
-    router.add_post("/review/logout", logout)
-    router.add_get("/review/static/review.css", stylesheet)
-    router.add_get("/review/deliveries/{id}", show_delivery)
-    router.add_get("/review/deliveries/{id}/frame", delivery_frame)
+
+
+def page_routes() -> list[Route]:
+    """The page's sign-in, queue, preview, actions, timeline and audit (HTML, not in the
+    OpenAPI document; each page checks the sign-in cookie itself)."""
+    pages: list[tuple[str, str, Handler]] = [
+        ("GET", "/review", queue),
+        ("GET", "/review/login", login_form),
+        ("POST", "/review/login", login),
+        ("POST", "/review/logout", logout),
+        ("GET", "/review/static/review.css", stylesheet),
+        ("GET", "/review/deliveries/{id}", show_delivery),
+        ("GET", "/review/deliveries/{id}/frame", delivery_frame),
+    ]
     for action in ("approve", "reject"):
-        router.add_post(f"/review/deliveries/{{id}}/{action}", _delivery_action(action))
-        router.add_post(f"/review/selection/{action}", _selection_action(action))
+        pages.append(("POST", f"/review/deliveries/{{id}}/{action}", _delivery_action(action)))
+        pages.append(("POST", f"/review/selection/{action}", _selection_action(action)))
     for verb, campaign_action in CAMPAIGN_ACTIONS.items():
-        router.add_post(f"/review/campaigns/{{name}}/{verb}", _campaign_action(campaign_action))
-    router.add_get("/review/timeline", timeline)
-    router.add_get("/review/audit", audit)
+        pages.append(
+            ("POST", f"/review/campaigns/{{name}}/{verb}", _campaign_action(campaign_action))
+        )
+    pages += [("GET", "/review/timeline", timeline), ("GET", "/review/audit", audit)]
+    return [session_page(method, path, handler) for method, path, handler in pages]
+
+
+def session_page(method: str, path: str, handler: Handler) -> Route:
+    """A review page route: behind the page's own sign-in, not documented as API."""
+    name = f"page {method} {path}"
+    return Route(
+        method, path, handler, name, name, ("review page",), {}, Auth.SESSION, documented=False
+    )
 
 
 def _left(clock: Clock) -> Callable[[datetime | None], str]:

@@ -29,7 +29,6 @@ from sendguard.ingress.esp.mapping import (
     Submission,
     authenticate,
     check_addresses,
-    guarded,
     sendguard_fields,
     submit,
     substitute,
@@ -263,9 +262,3 @@ async def messages(request: web.Request) -> web.Response:
 async def messages_mime(request: web.Request) -> web.Response:
     """Mailgun messages.mime."""
     return await _send(request, mime=True)
-
-
-def add_routes(router: web.UrlDispatcher) -> None:
-    """Register this module's routes."""
-    router.add_post("/v3/{domain}/messages", guarded(messages, reply_error))
-    router.add_post("/v3/{domain}/messages.mime", guarded(messages_mime, reply_error))

@@ -37,6 +37,7 @@ from sendguard.fields import FIELDS
 from sendguard.headers import Trace
 from sendguard.identity import Identity, Role
 from sendguard.ingress.http_context import IDENTITY_KEY, TOKENS, api
+from sendguard.ingress.payloads import FORBIDDEN_IN_HEADERS
 from sendguard.intake import IDEMPOTENCY_RETENTION, Accepted, Idempotency, idempotency_scope
 
 ESP_CONFIG: web.AppKey[EspOptions] = web.AppKey("esp", EspOptions)
@@ -174,8 +175,28 @@ def _fill(msg: EmailMessage, out: Outgoing) -> None:
             )
 
 
+def _single_lines(out: Outgoing) -> None:
+    """EspError 400 naming the input whose value would break its header (CR, LF or NUL)."""
+    given = [
+        ("from", out.sender),
+        *(("to", a) for a in out.to),
+        *(("cc", a) for a in out.cc),
+        *(("reply_to", a) for a in out.reply_to),
+        ("subject", out.subject),
+        *out.headers,
+        *((where, value) for _, value, where in out.fields),
+    ]
+    for where, value in given:
+        if any(c in value for c in FORBIDDEN_IN_HEADERS):
+            raise EspError(400, f"{where}: must be a single line (no CR, LF or NUL)", where)
+    for name, _ in out.headers:
+        if not name or any(c in name for c in (*FORBIDDEN_IN_HEADERS, ":", " ", "\t")):
+            raise EspError(400, f"{name!r} is not a header name", "headers")
+
+
 def render(out: Outgoing, now: datetime) -> bytes:
     """The MIME message for `out` (Bcc stays in the envelope only)."""
+    _single_lines(out)
     fields = "".join(f"{h}: {v}\r\n" for h, v, _ in out.fields)
     if out.raw is not None:
         return fields.encode() + out.raw

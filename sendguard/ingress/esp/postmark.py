@@ -22,7 +22,6 @@ from sendguard.ingress.esp.mapping import (
     authenticate,
     check_addresses,
     decode_base64,
-    guarded,
     sendguard_fields,
     submit,
 )
@@ -112,9 +111,12 @@ def parse(email: Any, where: str = "") -> Outgoing:
             400, "Provide either email TextBody or HtmlBody or both.", "TextBody", code=300
         )
     headers, attachments = _headers(email), _attachments(email)
-    metadata = email.get("Metadata") or {}
+    metadata = email.get("Metadata")
+    metadata = {} if metadata is None else metadata
     if not isinstance(metadata, dict):
         raise EspError(400, "Metadata must be an object", "Metadata", code=300)
+    if not isinstance(metadata.get("campaign", ""), str):
+        raise EspError(400, "Metadata.campaign must be a string", "Metadata.campaign", code=300)
     fields = sendguard_fields(metadata, "Metadata")
     named = {h for h, _, _ in fields}
     if "X-Sendguard-Campaign" not in named:
@@ -212,14 +214,3 @@ async def with_template(request: web.Request) -> web.Response:
     """Stored templates cannot be rendered here: refused, naming the field."""
     await _who(request)
     raise EspError(400, f"TemplateId: {TEMPLATE_REFUSED}", "TemplateId", code=300)
-
-
-def add_routes(router: web.UrlDispatcher) -> None:
-    """Register this module's routes."""
-    router.add_post("/email", guarded(send_email, reply_error))
-    router.add_post("/email/batch", guarded(send_batch, reply_error))
-    refuse = guarded(with_template, reply_error)
-    # postmarker (the Python SDK) calls the template endpoints with a trailing slash.
-    for path in ("/email/withTemplate", "/email/batchWithTemplates"):
-        router.add_post(path, refuse)
-        router.add_post(path + "/", refuse)

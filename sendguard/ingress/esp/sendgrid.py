@@ -22,7 +22,6 @@ from sendguard.ingress.esp.mapping import (
     authenticate,
     check_addresses,
     decode_base64,
-    guarded,
     sendguard_fields,
     submit,
     substitute,
@@ -75,6 +74,14 @@ def _address(value: Any, where: str) -> str:
     if isinstance(name, str) and name:
         return f'"{name.replace(chr(34), "")}" <{address}>'
     return address
+
+
+def _categories(body: Mapping[str, Any]) -> list[str]:
+    categories = _list(body.get("categories"), "categories")
+    for index, category in enumerate(categories):
+        if not isinstance(category, str):  # else `{}` would become the campaign "{}"
+            raise EspError(400, f"categories[{index}] must be a string", f"categories[{index}]")
+    return categories
 
 
 def _send_at(value: Any, where: str) -> str:
@@ -148,7 +155,7 @@ def parse(data: Any) -> list[Outgoing]:
         reply_to = (_address(body["reply_to"], "reply_to"),)
     headers = _strings(body.get("headers"), "headers")
     custom = _strings(body.get("custom_args"), "custom_args")
-    categories = [str(c) for c in _list(body.get("categories"), "categories")]
+    categories = _categories(body)
     attachments = _attachments(body)
     out = []
     for index, item in enumerate(personalizations):
@@ -223,8 +230,3 @@ async def mail_send(request: web.Request) -> web.Response:
         return web.Response(status=200)
     message_id = await submit(request, who, Submission("sendgrid", messages, _answer))
     return web.Response(status=202, headers={"X-Message-Id": message_id.decode()})
-
-
-def add_routes(router: web.UrlDispatcher) -> None:
-    """Register this module's routes."""
-    router.add_post("/v3/mail/send", guarded(mail_send, reply_error))

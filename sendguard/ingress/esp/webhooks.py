@@ -317,11 +317,3 @@ async def postmark_webhook(request: web.Request) -> web.Response:
         return _refused(str(exc))
     data = _json(await request.read())
     return await record(request, "postmark", postmark_events(data, api(request).clock.now()))
-
-
-def add_routes(router: web.UrlDispatcher) -> None:
-    """Register this module's routes."""
-    router.add_post("/v1/webhooks/sendgrid", sendgrid_webhook)
-    router.add_post("/v1/webhooks/mailgun", mailgun_webhook)
-    router.add_post("/v1/webhooks/postmark", postmark_webhook)
-    router.add_post("/v1/webhooks/postmark/{secret}", postmark_webhook)
