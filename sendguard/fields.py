@@ -18,10 +18,12 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Annotated, Any, Generic, Literal, TypeVar
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
+import pydantic
 from pydantic import AfterValidator, BeforeValidator, StringConstraints
 
+from sendguard.duration import PATTERN as DURATION_PATTERN
 from sendguard.duration import format_duration, parse_duration
 from sendguard.errors import InvalidMessage
 from sendguard.headers import Headers
@@ -241,8 +243,32 @@ def _single_line(value: str) -> str:
     return value
 
 
-Name = Annotated[str, StringConstraints(min_length=1, max_length=200), AfterValidator(_single_line)]
+Name = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=200),
+    AfterValidator(_single_line),
+    pydantic.Field(json_schema_extra={"pattern": "^[^\\r\\n\\u0000]*$"}),
+]
 """A name given in JSON (a campaign, an offer): short, one line."""
+
+# What the OpenAPI document says of the JSON form of the fields parsed from text (the parse
+# functions check the same, and name the field when it is wrong).
+_TIME_JSON = Annotated[str, pydantic.Field(json_schema_extra={"format": "date-time"})]
+_WAIT_JSON = Annotated[str, pydantic.Field(json_schema_extra={"pattern": DURATION_PATTERN})]
+_PREMISES_JSON = list[
+    Annotated[
+        str,
+        pydantic.Field(
+            json_schema_extra={"pattern": "^" + re.sub(r"\?P<\w+>", "", _PREMISE.pattern)}
+        ),
+    ]
+]
+
+
+def _timezone_json() -> Any:
+    zones: list[pydantic.JsonValue] = []
+    zones.extend(sorted(available_timezones()))
+    return Annotated[str, pydantic.Field(json_schema_extra={"enum": zones})]
 
 
 def _same(value: Any) -> Any:
@@ -332,6 +358,7 @@ REQUIRES: Field[tuple[Requirement, ...]] = Field(
     load=_load_requirements,
     show=lambda rs: [str(r) for r in rs],
     description="Premises: facts that must hold (key=value, key!=value, key in a|b).",
+    json_type=_PREMISES_JSON,
 )
 WAIT: Field[timedelta | None] = Field(
     "wait",
@@ -341,6 +368,7 @@ WAIT: Field[timedelta | None] = Field(
     dump=lambda w: format_duration(w) if w is not None else None,
     load=lambda v: parse_duration(v) if v else None,
     description="How long to wait for unsettled premises (like 24h).",
+    json_type=_WAIT_JSON,
 )
 DATA_AS_OF: Field[datetime | None] = Field(
     "data_as_of",
@@ -351,6 +379,7 @@ DATA_AS_OF: Field[datetime | None] = Field(
     load=_load_time,
     show=_show_time,
     description="When the data the message was built from was read (RFC 3339).",
+    json_type=_TIME_JSON,
 )
 TIMEZONE: Field[str | None] = Field(
     "timezone",
@@ -358,6 +387,7 @@ TIMEZONE: Field[str | None] = Field(
     lambda text, field: check_timezone(text, field=field),
     None,
     description="The recipient's IANA time zone (quiet hours).",
+    json_type=_timezone_json(),
 )
 NOT_BEFORE: Field[datetime | None] = Field(
     "not_before",
@@ -368,6 +398,7 @@ NOT_BEFORE: Field[datetime | None] = Field(
     load=_load_time,
     show=_show_time,
     description="Send no earlier than this (RFC 3339).",
+    json_type=_TIME_JSON,
 )
 OFFER: Field[str | None] = Field(
     "offer",
@@ -387,6 +418,7 @@ UNLESS: Field[tuple[Requirement, ...]] = Field(
     load=_load_requirements,
     show=lambda rs: [str(r) for r in rs],
     description="Negative premises: not sent while one of them is true.",
+    json_type=_PREMISES_JSON,
 )
 ON_TIMEOUT: Field[OnTimeout | None] = Field(
     "on_timeout",
