@@ -88,10 +88,12 @@ def parse_past_time(value: str, *, field: str, now: datetime) -> datetime:
     return min(at, now)
 
 
-_FACT_KEY = re.compile(r"[^\s=!,;|]+")
+# Python's \s, spelled out: JSON-schema (ECMA) patterns read \s as a smaller set.
+_WS = r"\t\n\x0b\x0c\r\x1c-\x1f \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+_FACT_KEY = re.compile(rf"[^{_WS}=!,;|]+")
 FACT_KEY_PATTERN = f"^{_FACT_KEY.pattern}$"
 """A fact key as a JSON-schema pattern (what `check_fact_key` accepts)."""
-_FACT_VALUE = re.compile(r"[^\s,;|](?:[^,;|]*[^\s,;|])?")
+_FACT_VALUE = re.compile(rf"[^{_WS},;|](?:[^,;|]*[^{_WS},;|])?")
 FACT_VALUE_PATTERN = f"^{_FACT_VALUE.pattern}$"
 """A fact value as a JSON-schema pattern (what `check_fact_value` accepts)."""
 
@@ -120,7 +122,9 @@ def check_fact_value(value: str, *, field: str) -> str:
 
 
 _PREMISE = re.compile(
-    r"(?P<key>[^\s=!,;|]+)\s*(?:(?P<op>!=|=)|\s(?P<in>in)\s)\s*(?P<values>.*)", re.DOTALL
+    rf"(?P<key>[^{_WS}=!,;|]+)[{_WS}]*(?:(?P<op>!=|=)|[{_WS}](?P<in>in)[{_WS}])[{_WS}]*"
+    r"(?P<values>.*)",
+    re.DOTALL,
 )
 _PREMISE_FORM = (
     "must have the form key=value, key!=value or key in a|b,"

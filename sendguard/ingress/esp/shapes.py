@@ -17,6 +17,8 @@ _EMAIL = ADDRESS_SCHEMA
 _EMAIL_OR_NONE = {"anyOf": [ADDRESS_SCHEMA, {"const": ""}]}
 _TEXT = {"type": "string"}
 _LINE = {"type": "string", "pattern": SINGLE_LINE_PATTERN}
+_LINE_OR_NULL = {"type": ["string", "null"], "pattern": SINGLE_LINE_PATTERN}
+_TEXT_OR_NULL = {"type": ["string", "null"]}
 _SENDGUARD_NOTE = (
     " `sendguard_<field>` keys (like sendguard_campaign) set sendguard's fields; no other"
     " key may start with sendguard_."
@@ -38,6 +40,11 @@ _SENDGRID_ADDRESS = {
     "properties": {"email": _EMAIL, "name": _LINE},
     "required": ["email"],
 }
+_SENDGRID_BCC = {  # envelope only: the name goes nowhere
+    "type": "object",
+    "properties": {"email": _EMAIL, "name": _TEXT},
+    "required": ["email"],
+}
 SENDGRID_MAIL: dict[str, Any] = {
     "type": "object",
     "description": "SendGrid v3 mail/send." + _SENDGUARD_NOTE,
@@ -53,7 +60,7 @@ SENDGRID_MAIL: dict[str, Any] = {
                 "properties": {
                     "to": {"type": "array", "minItems": 1, "items": _SENDGRID_ADDRESS},
                     "cc": {"type": "array", "items": _SENDGRID_ADDRESS},
-                    "bcc": {"type": "array", "items": _SENDGRID_ADDRESS},
+                    "bcc": {"type": "array", "items": _SENDGRID_BCC},
                     "custom_args": _ARGS,
                 },
                 "required": ["to"],
@@ -82,19 +89,21 @@ POSTMARK_EMAIL: dict[str, Any] = {
     "properties": {
         "From": _EMAIL,
         "To": _EMAIL,
-        "Cc": _EMAIL,
-        "Bcc": _EMAIL,
-        "Subject": _LINE,
-        "TextBody": _TEXT,
-        "HtmlBody": _TEXT,
-        "Tag": _LINE,
+        "Cc": {"anyOf": [_EMAIL, {"type": "null"}]},
+        "Bcc": {"anyOf": [_EMAIL, {"type": "null"}]},
+        "Subject": _LINE_OR_NULL,
+        "TextBody": _TEXT_OR_NULL,
+        "HtmlBody": _TEXT_OR_NULL,
+        "Tag": _LINE_OR_NULL,
         "Metadata": _METADATA,
         "TemplateId": False,
         "TemplateAlias": False,
         "TemplateModel": False,
     },
     "required": ["From", "To"],
-    "anyOf": [{"required": ["TextBody"]}, {"required": ["HtmlBody"]}],
+    "anyOf": [
+        {"required": [body], "properties": {body: _TEXT}} for body in ("TextBody", "HtmlBody")
+    ],
 }
 POSTMARK_BATCH: dict[str, Any] = {
     "type": "array",
@@ -126,7 +135,7 @@ MAILGUN_MIME: dict[str, Any] = {
         "message": {
             "type": "string",
             "description": "The whole MIME message, with a From header.",
-            "pattern": "^From: [A-Za-z0-9._-]+@[A-Za-z0-9-]+\\.[A-Za-z]{2,}\r\n\r\n[ -~]*$",
+            "pattern": "^From: [A-Za-z0-9]+@[A-Za-z0-9]+\\.[A-Za-z]{2,}\r\n\r\n[ -~]*$",
         },
     },
     "required": ["to", "message"],
