@@ -259,13 +259,17 @@ Name = Annotated[
 # functions check the same, and name the field when it is wrong).
 _TIME_JSON = Annotated[str, pydantic.Field(json_schema_extra={"format": "date-time"})]
 _WAIT_JSON = Annotated[str, pydantic.Field(json_schema_extra={"pattern": DURATION_PATTERN})]
+_VALUE_TEXT = rf"[^|;]*[^{_WS}|;()][^|;]*"
+PREMISE_PATTERN = (
+    rf"^[{_WS}]*[^{_WS}=!,;|]+[{_WS}]*(?:!=|=|[{_WS}]in[{_WS}])[{_WS}]*"
+    rf"{_VALUE_TEXT}(?:\|{_VALUE_TEXT})*"
+    rf"(?:;[{_WS}]*[aA][fF][tT][eE][rR][{_WS}]*=[{_WS}]*"
+    rf"[0-9]{{4}}-[0-9]{{2}}-[0-9]{{2}}T[0-9]{{2}}:[0-9]{{2}}:[0-9]{{2}}(?:\.[0-9]+)?"
+    rf"(?:Z|[+-][0-9]{{2}}:[0-9]{{2}})[{_WS}]*)?$"
+)
+"""A premise as `parse_requirement` reads it, as a JSON-schema pattern."""
 _PREMISES_JSON = list[
-    Annotated[
-        str,
-        pydantic.Field(
-            json_schema_extra={"pattern": "^" + re.sub(r"\?P<\w+>", "", _PREMISE.pattern)}
-        ),
-    ]
+    Annotated[str, pydantic.Field(json_schema_extra={"pattern": PREMISE_PATTERN})]
 ]
 
 

@@ -42,7 +42,7 @@ _SENDGRID_ADDRESS = {
 }
 _SENDGRID_BCC = {  # envelope only: the name goes nowhere
     "type": "object",
-    "properties": {"email": _EMAIL, "name": _TEXT},
+    "properties": {"email": _EMAIL},
     "required": ["email"],
 }
 SENDGRID_MAIL: dict[str, Any] = {
@@ -89,8 +89,8 @@ POSTMARK_EMAIL: dict[str, Any] = {
     "properties": {
         "From": _EMAIL,
         "To": _EMAIL,
-        "Cc": {"anyOf": [_EMAIL, {"type": "null"}]},
-        "Bcc": {"anyOf": [_EMAIL, {"type": "null"}]},
+        "Cc": {"anyOf": [_EMAIL, {"type": "null"}, {"const": ""}]},
+        "Bcc": {"anyOf": [_EMAIL, {"type": "null"}, {"const": ""}]},
         "Subject": _LINE_OR_NULL,
         "TextBody": _TEXT_OR_NULL,
         "HtmlBody": _TEXT_OR_NULL,
