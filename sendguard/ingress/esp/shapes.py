@@ -59,8 +59,8 @@ SENDGRID_MAIL: dict[str, Any] = {
                 "type": "object",
                 "properties": {
                     "to": {"type": "array", "minItems": 1, "items": _SENDGRID_ADDRESS},
-                    "cc": {"type": "array", "items": _SENDGRID_ADDRESS},
-                    "bcc": {"type": "array", "items": _SENDGRID_BCC},
+                    "cc": {"type": ["array", "null"], "items": _SENDGRID_ADDRESS},
+                    "bcc": {"type": ["array", "null"], "items": _SENDGRID_BCC},
                     "custom_args": _ARGS,
                 },
                 "required": ["to"],
