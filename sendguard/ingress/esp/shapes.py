@@ -37,7 +37,8 @@ _METADATA = {
 
 _SENDGRID_ADDRESS = {
     "type": "object",
-    "properties": {"email": _EMAIL, "name": _LINE},
+    # A name that is not a string is ignored; a string one goes into the header: one line.
+    "properties": {"email": _EMAIL, "name": {"anyOf": [_LINE, {"not": {"type": "string"}}]}},
     "required": ["email"],
 }
 _SENDGRID_BCC = {  # envelope only: the name goes nowhere
