@@ -21,20 +21,16 @@ from typing import Any, Generic, Self, TypeVar
 
 from pydantic import BaseModel
 
+from sendguard.approvals import Approval, Campaign
 from sendguard.content import content_hash
+from sendguard.deliveries import NewDelivery
+from sendguard.events import Event, EventType
+from sendguard.facts import Fact
 from sendguard.headers import Headers
 from sendguard.ids import new_id
 from sendguard.message import Delivery, DeliveryState, Message, MessageClass, SendguardFields
 from sendguard.policy import Policy, PolicyContext
-from sendguard.store.base import (
-    Approval,
-    Campaign,
-    Event,
-    EventType,
-    Fact,
-    NewDelivery,
-    Store,
-)
+from sendguard.store.base import Store
 from sendguard.store.sqlite import SQLiteStore
 from sendguard.verdict import Decision, Verdict
 

@@ -28,8 +28,8 @@ from pydantic import (
 
 from sendguard.duration import Duration
 from sendguard.fields import FIELDS
+from sendguard.lifecycle import LifecycleEvent
 from sendguard.message import HoldExpiry, MessageClass
-from sendguard.store.base import LifecycleEvent
 from sendguard.validation import Strict
 from sendguard.verdict import Mode, OnError
 

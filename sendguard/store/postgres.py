@@ -31,7 +31,6 @@ import structlog
 
 from sendguard.address import recipient_key
 from sendguard.errors import Conflict, StoreUnavailable
-from sendguard.store.base import StoreStats
 from sendguard.store.keyed_lock import KeyedLock
 from sendguard.store.postgres_schema import MIGRATIONS, SCHEMA_LOCK
 from sendguard.store.sql_store import Job, SqlStore
@@ -100,8 +99,6 @@ class PostgresStore(SqlStore):
         self._listeners: list[Callable[[], None]] = []
         self._listener: asyncpg.Connection | None = None
         self._watch: asyncio.Task[None] | None = None
-        self._writes = 0
-        self._commits = 0
 
     # lifecycle -------------------------------------------------------------------------------
     async def open(self) -> None:
@@ -164,10 +161,6 @@ class PostgresStore(SqlStore):
         # Other instances may be alive: abandoned claims are taken over when their lease ends.
         del now
         return 0
-
-    @property
-    def stats(self) -> StoreStats:
-        return StoreStats(writes=self._writes, commits=self._commits)
 
     def subscribe(self, callback: Callable[[], None]) -> None:
         self._listeners.append(callback)
@@ -245,8 +238,6 @@ class PostgresStore(SqlStore):
             raise StoreUnavailable(f"PostgreSQL write failed: {exc}") from exc
         except asyncpg.UniqueViolationError as exc:
             raise Conflict(str(exc)) from exc
-        self._writes += 1
-        self._commits += 1
         return result
 
     async def _read(self, job: Job[T]) -> T:

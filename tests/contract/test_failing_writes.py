@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import asyncio
 
-from sendguard.store.base import Fact, Store
+from sendguard.facts import Fact
+from sendguard.store.base import Store
 from sendguard.store.sql_store import SqlStore, Tx
 from tests.contract.test_store import T0
 

@@ -21,7 +21,11 @@ from sendguard_plugins.frequency import (
 from sendguard_plugins.human_hold import HumanHoldOptions, HumanHoldPolicy
 from sendguard_plugins.repetition import RepetitionOptions, RepetitionPolicy
 
+from sendguard.approvals import Approval, Campaign
 from sendguard.content import content_hash
+from sendguard.deliveries import NewDelivery
+from sendguard.events import Event, EventType
+from sendguard.facts import Fact
 from sendguard.headers import Headers
 from sendguard.ids import new_id
 from sendguard.message import (
@@ -35,7 +39,6 @@ from sendguard.message import (
     SendguardFields,
 )
 from sendguard.policy import PolicyContext
-from sendguard.store.base import Approval, Campaign, Event, EventType, Fact, NewDelivery
 from sendguard.store.sqlite import SQLiteStore
 from sendguard.suppressions import Effect, apply_event
 from sendguard.testing import FakeClock, make_delivery
