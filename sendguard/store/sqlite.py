@@ -17,14 +17,15 @@ Where each kind of work runs (sqlite3 blocks the thread that calls it):
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Coroutine, Sequence
-from contextlib import AbstractAsyncContextManager
+from collections.abc import AsyncIterator, Coroutine, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
 from sendguard.address import recipient_key
+from sendguard.store import StoreSettings
 from sendguard.store.keyed_lock import KeyedLock
 from sendguard.store.sql_store import Job, SqlStore, Tx
 from sendguard.store.sqlite_db import SQLiteDatabase
@@ -113,3 +114,36 @@ class SQLiteStore(SqlStore):
 
     def lock_recipients(self, recipients: Sequence[str]) -> AbstractAsyncContextManager[None]:
         return self._locks.hold(recipient_key(r) for r in recipients)
+
+
+def sqlite_path(url: str) -> Path:
+    """The database file of a `sqlite:///relative` or `sqlite:////absolute` URL."""
+    rest = url.removeprefix("sqlite://")
+    if rest == url or not rest.startswith("/") or rest == "/":
+        raise ValueError(
+            f"{url!r} must look like sqlite:///var/sendguard.db (relative to the working "
+            "directory) or sqlite:////abs/path.db"
+        )
+    # sqlite:///var/x.db -> "var/x.db" (relative to the working directory);
+    # sqlite:////abs/x.db -> "/abs/x.db".
+    return Path(rest[1:])
+
+
+class SQLiteBackend:
+    """`sqlite:///relative/path.db` or `sqlite:////absolute/path.db` (scheme `sqlite`)."""
+
+    def from_url(self, url: str, settings: StoreSettings) -> SQLiteStore:
+        """The store in the file the URL names (created with its directory on open)."""
+        return SQLiteStore(sqlite_path(url), busy_timeout=settings.busy_timeout)
+
+    @asynccontextmanager
+    async def scratch(
+        self, directory: Path, environ: Mapping[str, str]
+    ) -> AsyncIterator[SQLiteStore]:
+        """A new file in `directory` (which the caller removes)."""
+        del environ
+        yield self.from_url(f"sqlite:///{directory / 'store.db'}", StoreSettings())
+
+
+BACKEND = SQLiteBackend()
+"""Registered under `sendguard.stores` as `sqlite`."""
