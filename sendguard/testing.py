@@ -204,10 +204,16 @@ class PolicyHarness(Generic[_P]):
         *,
         contact: str | None = None,
         observed_at: datetime | None = None,
+        superseded_by: str | None = None,
     ) -> Fact:
-        """Record a fact, observed at `observed_at` (default: now)."""
+        """Record a fact, observed at `observed_at` (default: now); `superseded_by` names the
+        fact that replaces it (a rescheduled meeting's new one), as `POST /v1/facts` takes it."""
         fact = Fact(
-            key=key, value=value, observed_at=observed_at or self.clock.now(), contact=contact
+            key=key,
+            value=value,
+            observed_at=observed_at or self.clock.now(),
+            contact=contact,
+            superseded_by=superseded_by,
         )
         await self.store.put_fact(fact)
         return fact
