@@ -32,11 +32,11 @@ from typing import ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from sendguard.approvals import Approval, Campaign
 from sendguard.duration import Duration
 from sendguard.message import Delivery, MessageClass
 from sendguard.phrasing import human_duration, human_time
 from sendguard.policy import Lookback, PolicyContext, PolicyOptions
-from sendguard.store.base import Approval, Campaign
 from sendguard.verdict import Verdict
 
 _TEXT_CACHE = 64

@@ -140,12 +140,7 @@ class App:
         config = self.settings.config
         drain = config.delivery.drain_timeout.total_seconds()
         async with AsyncExitStack() as stack:
-            store = open_store(
-                config.store.url,
-                busy_timeout=config.store.busy_timeout,
-                schema=config.store.schema_,
-                pool_size=config.store.pool_size,
-            )
+            store = open_store(config.store.url, config.store.settings())
             await store.open()
             stack.push_async_callback(store.close)
             recovered = await store.recover(self.clock.now())

@@ -19,6 +19,7 @@ import structlog
 from sendguard.address import recipient_key, validate_address
 from sendguard.clock import Clock
 from sendguard.content import content_hash
+from sendguard.deliveries import IdempotencyRecord, NewDelivery
 from sendguard.engine import Engine
 from sendguard.errors import IdempotencyKeyReused, InvalidAddress, InvalidMessage
 from sendguard.fields import FieldOverrides, read_fields
@@ -33,7 +34,7 @@ from sendguard.headers import (
 from sendguard.ids import new_id
 from sendguard.message import Delivery, DeliveryState, Message
 from sendguard.metrics import Metrics
-from sendguard.store.base import IdempotencyRecord, NewDelivery, Store
+from sendguard.store.base import IntakeWrites
 
 log = structlog.get_logger("sendguard.intake")
 
@@ -80,7 +81,7 @@ class Intake:
     def __init__(
         self,
         engine: Engine,
-        store: Store,
+        store: IntakeWrites,
         clock: Clock,
         metrics: Metrics,
         header_sources: Mapping[str, Sequence[str]],

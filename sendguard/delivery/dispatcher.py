@@ -23,8 +23,10 @@ from datetime import datetime, timedelta
 
 import structlog
 
+from sendguard.audit import AuditEntry
 from sendguard.clock import Clock, monotonic
 from sendguard.config import DeliveryOptions, ReviewOptions
+from sendguard.deliveries import Change
 from sendguard.delivery.routing import RouteKey
 from sendguard.delivery.upstream import Envelope, Upstream
 from sendguard.engine import Engine
@@ -33,7 +35,7 @@ from sendguard.message import Delivery, DeliveryState, HoldExpiry
 from sendguard.metrics import Metrics
 from sendguard.phrasing import human_duration, human_time
 from sendguard.reload import SwitchableUpstream
-from sendguard.store.base import AuditEntry, Change, Store
+from sendguard.store.base import Store
 
 log = structlog.get_logger("sendguard.dispatcher")
 

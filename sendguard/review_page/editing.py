@@ -22,13 +22,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from email.message import EmailMessage
 
+from sendguard.audit import AuditEntry
 from sendguard.clock import Clock
 from sendguard.content import content_hash
+from sendguard.deliveries import DeliveryQuery
 from sendguard.errors import Conflict
 from sendguard.headers import Headers, split_message
 from sendguard.ids import new_id
 from sendguard.message import DeliveryState, Message
-from sendguard.store.base import AuditEntry, DeliveryQuery, Edit, EditedPart, Store
+from sendguard.review_queue import Edit, EditedPart
+from sendguard.store.base import Store
 
 _PAGE = 500
 MAX_PART = 1024 * 1024  # a corrected part larger than this is refused (a form, not an upload)

@@ -22,8 +22,23 @@ from datetime import datetime, timedelta
 from typing import Any, Protocol, TypeVar
 
 from sendguard.address import domain_of, recipient_key
+from sendguard.approvals import Approval, Campaign, CampaignSummary, ContentApproval, GlobalPause
+from sendguard.audit import AuditEntry
 from sendguard.clock import from_micros, to_micros
+from sendguard.deliveries import (
+    Change,
+    DeliveryPage,
+    DeliveryQuery,
+    DeliveryRecord,
+    HistoryEntry,
+    IdempotencyRecord,
+    NewDelivery,
+    RecordedOutcome,
+)
 from sendguard.errors import Conflict
+from sendguard.events import Event, event_type
+from sendguard.facts import Fact
+from sendguard.lifecycle import LifecycleEvent, OutboundEvent, WebhookTarget, lifecycle_event
 from sendguard.message import (
     Delivery,
     DeliveryState,
@@ -32,45 +47,12 @@ from sendguard.message import (
     MessageClass,
     Transition,
 )
+from sendguard.pruning import PruneCutoffs
+from sendguard.reports import QueueAges, ShadowExample, ShadowTally
+from sendguard.review_queue import Edit, EditedPart, HeldGroup, HeldQuery, HeldQueue, ReviewNotice
 from sendguard.store import codec
-from sendguard.store.base import (
-    Approval,
-    AuditEntry,
-    Campaign,
-    CampaignSummary,
-    Change,
-    ContentApproval,
-    DeliveryPage,
-    DeliveryQuery,
-    DeliveryRecord,
-    Edit,
-    EditedPart,
-    Event,
-    Fact,
-    GlobalPause,
-    HeldGroup,
-    HeldQuery,
-    HeldQueue,
-    HistoryEntry,
-    IdempotencyRecord,
-    LifecycleEvent,
-    NewDelivery,
-    OutboundEvent,
-    PruneCutoffs,
-    QueueAges,
-    RecordedOutcome,
-    ReviewNotice,
-    ShadowExample,
-    ShadowTally,
-    Store,
-    Suppression,
-    SuppressionPage,
-    SuppressionQuery,
-    SuppressionReason,
-    WebhookTarget,
-    event_type,
-    lifecycle_event,
-)
+from sendguard.store.base import Store
+from sendguard.suppressions import Suppression, SuppressionPage, SuppressionQuery, SuppressionReason
 from sendguard.verdict import Action, Decision, Mode
 
 T = TypeVar("T")
