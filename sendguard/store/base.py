@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 
+from sendguard.esp_request import EspRequest
 from sendguard.message import (
     Delivery,
     DeliveryState,
@@ -485,10 +486,12 @@ class Store(ABC):
         content: bytes,
         deliveries: Sequence[NewDelivery],
         idempotency: IdempotencyRecord | None = None,
+        esp_request: EspRequest | None = None,
     ) -> None:
         """Commit a message, its content and its deliveries in one transaction.
 
-        With `idempotency`, raise Conflict if that key was already used.
+        With `idempotency`, raise Conflict if that key was already used. With `esp_request`,
+        the ESP request the message came in as is kept with it (see `esp_request`).
         """
 
     @abstractmethod
@@ -498,6 +501,10 @@ class Store(ABC):
     @abstractmethod
     async def message_content(self, message_id: str) -> bytes:
         """The stored content of a message (raises Conflict if there is none)."""
+
+    @abstractmethod
+    async def esp_request(self, message_id: str) -> EspRequest | None:
+        """The ESP request a message came in as (for pass-through), or None."""
 
     @abstractmethod
     async def idempotent_response(self, key: str, since: datetime) -> IdempotencyRecord | None:
