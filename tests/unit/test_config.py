@@ -65,7 +65,7 @@ def test_smtp_upstream_and_durations() -> None:
             "smtp.auth_users: the password of 'crm' must be a hash",
         ),
         ("store: {url: 'mysql://x'}", "store.url: use sqlite:///"),
-        ("upstream: {kind: pigeon}", "upstream.kind: no upstream kind 'pigeon' is installed"),
+        ("upstream: {kind: owl}", "upstream.kind: no upstream kind 'owl' is installed"),
         (
             "upstream: {kind: smtp, host: h, username: u}",
             "upstream: set both username and password",
