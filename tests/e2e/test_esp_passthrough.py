@@ -295,9 +295,7 @@ def test_templates_to_another_kind_are_refused_and_plain_sends_leave_rendered(
     assert fake.problems == []
 
 
-def test_a_route_decides_whether_a_template_may_be_sent(
-    sendguard: Start, fake: FakeEsp
-) -> None:
+def test_a_route_decides_whether_a_template_may_be_sent(sendguard: Start, fake: FakeEsp) -> None:
     config = base_config(None)
     config["policies"] = [{"plugin": "schedule"}]
     config["upstream"] = {"kind": "outbox", "path": "var/outbox"}
@@ -332,3 +330,29 @@ def test_a_route_decides_whether_a_template_may_be_sent(
     assert "'outbox'" in json.loads(refused.value.body)["errors"][0]["message"]
     time.sleep(0.2)
     assert len(fake.calls) == 1
+
+
+def test_a_passed_through_request_is_retried_and_failed_by_the_esps_answers(
+    sendguard: Start, fake: FakeEsp
+) -> None:
+    proc = _server(sendguard, fake, "sendgrid")
+    fake.script(
+        (500, {}, {"errors": [{"message": "try later"}]}),
+        (400, {}, {"errors": [{"message": "The template_id is not a valid template ID."}]}),
+    )
+    client = SendGridAPIClient(TOKEN, host=f"http://127.0.0.1:{proc.http_port}")
+    answer = client.send(
+        {
+            "from": {"email": "news@shop.example"},
+            "template_id": "d-missing",
+            "personalizations": [{"to": [{"email": "ana@example.org"}]}],
+        }
+    )
+    assert answer.status_code == 202
+    proc.wait_states({"ana@example.org": "failed"}, timeout=30)
+    calls = fake.wait_for(2)
+    assert [c.body["template_id"] for c in calls] == ["d-missing", "d-missing"]
+    states = [state for state, _ in proc.transitions("ana@example.org")]
+    assert "deferred" in states
+    reason = proc.transitions("ana@example.org")[-1][1]
+    assert "not a valid template ID" in reason
