@@ -57,4 +57,3 @@ def test_a_message_leaves_through_the_pigeon(sendguard: Start, tmp_path: Path) -
     _, answer = proc.call("GET", f"/v1/messages/{heavy['id']}")
     assert "too heavy for a pigeon" in str(answer), answer
     assert refused["recipient"] == "ben@example.org"
-
