@@ -26,7 +26,7 @@ import structlog
 from sendguard.clock import Clock, monotonic
 from sendguard.config import DeliveryOptions, ReviewOptions
 from sendguard.delivery.routing import RouteKey
-from sendguard.delivery.upstream import Envelope, PassThrough, Upstream
+from sendguard.delivery.upstream import Envelope, Upstream, passing_through
 from sendguard.engine import Engine
 from sendguard.errors import Conflict, StoreUnavailable, UpstreamPermanent, UpstreamTransient
 from sendguard.esp_request import ESPS, EspRequest
@@ -262,15 +262,10 @@ class Dispatcher:
         )
         # Pass-through: a message that came in through an ESP's endpoint leaves as its
         # client's request when its upstream is that ESP; otherwise it leaves rendered.
-        passes = (
-            request is not None
-            and isinstance(upstream, PassThrough)
-            and upstream.passes_through == request.esp
-        )
+        passing = None if request is None else passing_through(upstream, request.esp)
         try:
-            if request is not None and passes:
-                assert isinstance(upstream, PassThrough)
-                await upstream.send_request(envelope, request)
+            if request is not None and passing is not None:
+                await passing.send_request(envelope, request)
             elif request is not None and request.template is not None:
                 # Accepted while a route led to that ESP; a reload has since changed it.
                 raise UpstreamPermanent(
@@ -302,7 +297,7 @@ class Dispatcher:
             self._metrics.upstream_duration.labels(upstream=label).observe(monotonic() - started)
             reason = (
                 f"upstream accepted ({label}: the {request.esp} request passed through)"
-                if passes and request is not None
+                if passing is not None and request is not None
                 else "upstream accepted"
             )
             await self._finish(delivery, DeliveryState.SENT, reason, self._clock.now())

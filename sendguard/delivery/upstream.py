@@ -69,6 +69,13 @@ class PassThrough(Protocol):
         ...
 
 
+def passing_through(upstream: Upstream, esp: str) -> PassThrough | None:
+    """`upstream` if it can send requests that came in through `esp`'s endpoint as they came."""
+    if isinstance(upstream, PassThrough) and upstream.passes_through == esp:
+        return upstream
+    return None
+
+
 UpstreamFactory = Callable[[Any], Upstream]
 """What an entry point of `sendguard.upstreams` names: called with the `upstream:` section
 (a built-in's own model, or for another kind an object with `kind` and `options`)."""

@@ -31,7 +31,7 @@ from aiohttp import web
 from sendguard.address import validate_address
 from sendguard.config import EspOptions
 from sendguard.delivery.routing import RouteKey, Routing
-from sendguard.delivery.upstream import PassThrough, Upstream
+from sendguard.delivery.upstream import Upstream, passing_through
 from sendguard.errors import (
     Conflict,
     IdempotencyKeyReused,
@@ -168,7 +168,7 @@ def passes_through(upstream: Upstream, message: Message, esp: str) -> tuple[bool
         upstream, label = chosen.upstream, chosen.label
     else:
         label = upstream.name
-    return isinstance(upstream, PassThrough) and upstream.passes_through == esp, label
+    return passing_through(upstream, esp) is not None, label
 
 
 def substitute(text: str | None, values: Mapping[str, str]) -> str | None:
