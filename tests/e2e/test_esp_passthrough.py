@@ -68,6 +68,7 @@ def _wait_calls(fake: FakeEsp, count: int) -> None:
     fake.wait_for(count, timeout=30)
 
 
+@pytest.mark.both_backends
 def test_sendgrid_template_passes_through(sendguard: Start, fake: FakeEsp) -> None:
     proc = _server(sendguard, fake, "sendgrid")
     client = SendGridAPIClient(TOKEN, host=f"http://127.0.0.1:{proc.http_port}")
