@@ -22,6 +22,7 @@ from sendguard.content import content_hash
 from sendguard.deliveries import IdempotencyRecord, NewDelivery
 from sendguard.engine import Engine
 from sendguard.errors import IdempotencyKeyReused, InvalidAddress, InvalidMessage
+from sendguard.esp_request import EspRequest
 from sendguard.fields import FieldOverrides, read_fields
 from sendguard.headers import (
     Headers,
@@ -128,6 +129,8 @@ class Intake:
         smtputf8: bool = False,
         body_8bit: bool = False,
         trace: Trace | None = None,
+        esp_request: EspRequest | None = None,
+        vet: Callable[[Message], None] | None = None,
     ) -> Accepted:
         """Judge and commit a message; raise InvalidMessage or StoreUnavailable.
 
@@ -137,7 +140,9 @@ class Intake:
         say what the SMTP client declared; content with 8-bit bytes counts as 8-bit anyway.
         With `trace`, the stored copy gets a `Received:` line; it gets `Date` and `Message-ID`
         where it has none, so every delivery carries the same ones. The content fingerprint
-        is taken before: neither changes it.
+        is taken before: neither changes it. `esp_request` (the ESP request the message came
+        in as) is committed with it. `vet` sees the message before it is judged and may refuse
+        it by raising InvalidMessage (an ESP template with no upstream that can send it).
         """
         if mail_from:  # the null reverse-path <> is valid (bounces)
             try:
@@ -176,6 +181,8 @@ class Intake:
             smtputf8=smtputf8,
             body_8bit=body_8bit or not content.isascii(),
         )
+        if vet is not None:
+            vet(message)
         structlog.contextvars.bind_contextvars(message_id=message.id)
         decided = []
         async with self._store.lock_recipients(message.recipients):
@@ -204,7 +211,7 @@ class Intake:
                     now - idempotency.retention,
                     fingerprint=idempotency.fingerprint,
                 )
-            await self._store.add_message(message, content, decided, record)
+            await self._store.add_message(message, content, decided, record, esp_request)
         self._metrics.messages_received.labels(ingress=ingress).inc()
         if any(d.state is DeliveryState.QUEUED for d in decided):
             self._on_queued()

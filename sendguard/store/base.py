@@ -43,6 +43,7 @@ from sendguard.deliveries import (
     NewDelivery,
     RecordedOutcome,
 )
+from sendguard.esp_request import EspRequest
 from sendguard.events import Event
 from sendguard.facts import Fact
 from sendguard.lifecycle import OutboundEvent, WebhookTarget
@@ -188,10 +189,12 @@ class IntakeWrites(Protocol):
         content: bytes,
         deliveries: Sequence[NewDelivery],
         idempotency: IdempotencyRecord | None = None,
+        esp_request: EspRequest | None = None,
     ) -> None:
         """Commit a message, its content and its deliveries in one transaction.
 
-        With `idempotency`, raise Conflict if that key was already used.
+        With `idempotency`, raise Conflict if that key was already used. With `esp_request`,
+        the ESP request the message came in as is kept with it (see `esp_request`).
         """
 
     @abstractmethod
@@ -218,6 +221,10 @@ class DeliveryReads(Protocol):
     @abstractmethod
     async def list_deliveries(self, query: DeliveryQuery) -> DeliveryPage:
         """Deliveries matching `query`, newest first, paginated."""
+
+    @abstractmethod
+    async def esp_request(self, message_id: str) -> EspRequest | None:
+        """The ESP request a message came in as (for pass-through), or None."""
 
     @abstractmethod
     async def transitions(self, delivery_id: str) -> Sequence[Transition]:

@@ -36,6 +36,7 @@ from sendguard.deliveries import (
     RecordedOutcome,
 )
 from sendguard.errors import Conflict
+from sendguard.esp_request import EspRequest
 from sendguard.events import Event, event_type
 from sendguard.facts import Fact
 from sendguard.lifecycle import LifecycleEvent, OutboundEvent, WebhookTarget, lifecycle_event
@@ -130,6 +131,7 @@ class SqlStore(Store):
         content: bytes,
         deliveries: Sequence[NewDelivery],
         idempotency: IdempotencyRecord | None = None,
+        esp_request: EspRequest | None = None,
     ) -> None:
         now = to_micros(message.received_at)
 
@@ -174,6 +176,12 @@ class SqlStore(Store):
                     int(message.body_8bit),
                 ),
             )
+            if esp_request is not None:
+                await tx.execute(
+                    "INSERT INTO esp_requests (message_id, esp, template, body)"
+                    " VALUES (?, ?, ?, ?)",
+                    (message.id, esp_request.esp, esp_request.template, esp_request.body),
+                )
             premises = (*message.fields.requires, *message.fields.unless)
             for key in sorted({r.key for r in premises}):
                 await tx.execute(
@@ -326,6 +334,17 @@ class SqlStore(Store):
         if row is None:
             raise Conflict(f"message {message_id} has no stored content")
         return bytes(row[0])
+
+    async def esp_request(self, message_id: str) -> EspRequest | None:
+        async def job(tx: Tx) -> Sequence[Any] | None:
+            return await _one(
+                tx,
+                "SELECT esp, template, body FROM esp_requests WHERE message_id = ?",
+                (message_id,),
+            )
+
+        row = await self._read(job)
+        return None if row is None else EspRequest(row[0], bytes(row[2]), row[1])
 
     async def idempotent_response(self, key: str, since: datetime) -> IdempotencyRecord | None:
         async def job(tx: Tx) -> Sequence[Any] | None:
@@ -958,6 +977,7 @@ class SqlStore(Store):
             " WHERE e.message_id = m.id OR e.origin_message_id = m.id)"
         )
         await tx.execute(f"DELETE FROM requirements WHERE message_id IN ({orphans})", (cutoff,))
+        await tx.execute(f"DELETE FROM esp_requests WHERE message_id IN ({orphans})", (cutoff,))
         await tx.execute(f"DELETE FROM messages WHERE id IN ({orphans})", (cutoff,))
         return gone
 

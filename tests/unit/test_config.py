@@ -70,7 +70,7 @@ def test_smtp_upstream_and_durations() -> None:
         ),
         ("store: {url: 'var/x.db'}", "store.url: no store backend for a URL without a scheme"),
         ("store: {url: 'sqlite://x.db'}", "store.url: 'sqlite://x.db' must look like sqlite:///"),
-        ("upstream: {kind: pigeon}", "upstream.kind: no upstream kind 'pigeon' is installed"),
+        ("upstream: {kind: owl}", "upstream.kind: no upstream kind 'owl' is installed"),
         (
             "upstream: {kind: smtp, host: h, username: u}",
             "upstream: set both username and password",
