@@ -235,6 +235,9 @@ class App:
                 upstreams=[m.label for m in upstream.routing.members()],
                 policies=[p.name for p in self.settings.policies],
                 config_hash=self.config_digest,
+                loop=type(asyncio.get_running_loop()).__module__.partition(".")[
+                    0
+                ],  # uvloop, asyncio
             )
             if started is not None:
                 started.set()

@@ -35,6 +35,7 @@ from sendguard.headers import (
 from sendguard.ids import new_id
 from sendguard.message import Delivery, DeliveryState, Message
 from sendguard.metrics import Metrics
+from sendguard.offload import over_content
 from sendguard.store.base import IntakeWrites
 
 log = structlog.get_logger("sendguard.intake")
@@ -158,7 +159,7 @@ class Intake:
         block, _ = split_message(raw)
         headers = Headers.parse(block)
         content = strip_unforwarded_headers(raw)
-        fingerprint = content_hash(content)
+        fingerprint = await over_content(content_hash, content)
         now = self._clock.now()
         message_id = new_id()
         date = email.utils.format_datetime(now)
