@@ -18,6 +18,7 @@ from typing import Annotated, Any
 import yaml
 from pydantic import BaseModel, Tag, ValidationError
 
+from sendguard.config.listeners import listener_problems
 from sendguard.config.models import (
     ApiToken,
     Config,
@@ -386,6 +387,7 @@ def parse_config(text: str, source: str, environ: Mapping[str, str] | None = Non
         if isinstance(named, PluginUpstreamOptions):
             _check_upstream_kind(named.kind, problems, f"upstreams.{name}.kind")
     problems.extend(route_problems(config))
+    problems.extend(listener_problems(config))
     tokens = resolve_tokens(config.http.api_tokens, environ, problems)
     if problems:
         raise ConfigError(problems)
