@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 import trustme
+import yaml
 
 from sendguard.password import hash_password
 from tests.e2e.test_send_path import message, send
@@ -292,6 +293,17 @@ def test_reload_replaces_the_certificate_for_new_connections(
         assert time.monotonic() < deadline, proc.log()[-3000:]
         time.sleep(0.1)
     assert seen_fingerprint(implicit, context, implicit=True) == third
+
+    # New paths under smtp.tls apply at once too; nothing needs a restart.
+    fourth_ca = trustme.CA()
+    config["smtp"]["tls"] = issue(fourth_ca, tmp_path / "renewed")
+    proc.config_path.write_text(yaml.safe_dump(config))
+    status, answer = proc.call("POST", "/v1/admin/reload", {})
+    assert status == 200, answer
+    assert (answer["applied"], answer["restart_required"]) == (["smtp.tls"], [])
+    fourth = der_fingerprint(config["smtp"]["tls"])
+    assert answer["tls_certificate"] == {"sha256": fourth, "reloaded": True}
+    assert seen_fingerprint(implicit, trusting(fourth_ca), implicit=True) == fourth
 
 
 @pytest.fixture
