@@ -21,6 +21,7 @@ import trustme
 import yaml
 
 from sendguard.password import hash_password
+from tests.e2e.test_cli_review import cli
 from tests.e2e.test_send_path import message, send
 from tests.support.process import SendguardProcess, base_config, free_port, run_with_config
 from tests.support.sink import Sink
@@ -304,6 +305,11 @@ def test_reload_replaces_the_certificate_for_new_connections(
     fourth = der_fingerprint(config["smtp"]["tls"])
     assert answer["tls_certificate"] == {"sha256": fourth, "reloaded": True}
     assert seen_fingerprint(implicit, trusting(fourth_ca), implicit=True) == fourth
+
+    # `sendguard reload` prints the fingerprint new connections see.
+    done = cli(proc, "reload")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"smtp tls certificate: sha256 {fourth}" in done.stdout
 
 
 @pytest.fixture
