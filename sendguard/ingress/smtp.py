@@ -461,12 +461,21 @@ class SmtpIngress:
         for listener in self.listeners:
             host, port = split_listen(listener.listen)
             implicit = listener.tls == "implicit" and self.certificates is not None
-            server = await loop.create_server(
-                functools.partial(self._connection, listener),
-                host,
-                port,
-                ssl=self.certificates.context if implicit and self.certificates else None,
-            )
+            try:
+                server = await loop.create_server(
+                    functools.partial(self._connection, listener),
+                    host,
+                    port,
+                    ssl=self.certificates.context if implicit and self.certificates else None,
+                )
+            except OSError as exc:
+                for started in self._servers:  # nothing is left listening half-started
+                    started.close()
+                self._servers.clear()
+                where = listener.field("listen")
+                raise OSError(
+                    exc.errno, f"cannot listen on {listener.listen} ({where}): {exc.strerror}"
+                ) from exc
             self._servers.append(server)
 
     async def stop(self, grace: float) -> None:

@@ -9,6 +9,7 @@ import os
 import shutil
 import signal
 import smtplib
+import socket
 import ssl
 import subprocess
 import time
@@ -401,3 +402,21 @@ def test_listener_mistakes_are_config_errors_not_surprises_at_serve(
     assert f"http.listen: {taken} is also where smtp.listeners[0].listen" in output
     if command == "serve":
         assert "sendguard started" not in output
+
+
+def test_serve_names_the_listener_whose_port_is_taken(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        config = base_config(None)
+        config["smtp"] = {
+            "listeners": [
+                {"listen": f"127.0.0.1:{free_port()}"},
+                {"listen": f"127.0.0.1:{port}"},
+            ]
+        }
+        code, output = run_with_config("serve", config, tmp_path)
+    assert code == 1, output
+    assert f"cannot listen on 127.0.0.1:{port} (smtp.listeners[1].listen)" in output
+    assert "sendguard started" not in output
