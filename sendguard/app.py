@@ -228,7 +228,7 @@ class App:
                 "sendguard started",
                 version=__version__,
                 config=self.settings.source,
-                smtp=config.smtp.listen,
+                smtp=[f"{x.listen} ({x.tls})" for x in config.smtp.listeners_in_use()],
                 http=config.http.listen,
                 store=redacted(config.store.url),
                 upstream=config.upstream.kind,
@@ -287,6 +287,12 @@ class App:
         stack.push_async_callback(stop_webhooks)
         return webhooks
 
+    def _certificates(self, config: Config) -> str | None:
+        """Load the SMTP listeners' certificate again (a reload); its fingerprint."""
+        if self.smtp is None:
+            return None
+        return self.smtp.reload_certificates(config.smtp.tls)
+
     def _reloader(
         self,
         upstream: SwitchableUpstream,
@@ -312,6 +318,7 @@ class App:
             review=review,
             webhooks=webhooks.reconfigure,
             upstream=build_upstream,
+            certificates=self._certificates,
         )
         loaded = Loaded(self.settings, self.config_digest)
         return Reloader(

@@ -434,6 +434,14 @@ def _reload(args: argparse.Namespace) -> int:
     print(f"applied: {', '.join(answer['applied']) or 'nothing changed'}")
     if answer["restart_required"]:
         print(f"restart needed for: {', '.join(answer['restart_required'])}")
+    certificate = answer.get("tls_certificate")
+    if certificate and certificate["reloaded"]:
+        print(f"smtp tls certificate: sha256 {certificate['sha256']}")
+    elif certificate:
+        problem = certificate["problem"]
+        print(f"smtp tls certificate kept (sha256 {certificate['sha256']}):", file=sys.stderr)
+        print(f"  {problem['field']}: {problem['message']}", file=sys.stderr)
+        return 1
     return 0
 
 

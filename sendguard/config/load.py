@@ -18,6 +18,7 @@ from typing import Annotated, Any
 import yaml
 from pydantic import BaseModel, Tag, ValidationError
 
+from sendguard.config.listeners import listener_problems
 from sendguard.config.models import (
     ApiToken,
     Config,
@@ -398,6 +399,7 @@ def parse_config(text: str, source: str, environ: Mapping[str, str] | None = Non
             _check_upstream_kind(named.kind, problems, f"upstreams.{name}.kind")
     problems.extend(route_problems(config))
     problems.extend(_store_problems(config.store))
+    problems.extend(listener_problems(config))
     tokens = resolve_tokens(config.http.api_tokens, environ, problems)
     if problems:
         raise ConfigError(problems)
