@@ -237,6 +237,7 @@ class Reloader:
             self._apply_all(old.settings, new.settings, applied)
             if {"upstream", "upstreams", "routes"} & set(applied):
                 await self._upstream.switch(self._apply.upstream(new.settings.config))
+                self._metrics.expect_upstreams(m.label for m in self._upstream.routing.members())
             self.current = new
             self._metrics.set_config(new.digest, _hold_expiry(new))
             note = f"sha256 {new.digest}; applied: {', '.join(applied) or 'nothing changed'}"
