@@ -140,12 +140,7 @@ class App:
         config = self.settings.config
         drain = config.delivery.drain_timeout.total_seconds()
         async with AsyncExitStack() as stack:
-            store = open_store(
-                config.store.url,
-                busy_timeout=config.store.busy_timeout,
-                schema=config.store.schema_,
-                pool_size=config.store.pool_size,
-            )
+            store = open_store(config.store.url, config.store.settings())
             await store.open()
             stack.push_async_callback(store.close)
             recovered = await store.recover(self.clock.now())
@@ -241,6 +236,9 @@ class App:
                 upstreams=[m.label for m in upstream.routing.members()],
                 policies=[p.name for p in self.settings.policies],
                 config_hash=self.config_digest,
+                loop=type(asyncio.get_running_loop()).__module__.partition(".")[
+                    0
+                ],  # uvloop, asyncio
             )
             if started is not None:
                 started.set()

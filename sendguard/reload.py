@@ -25,6 +25,7 @@ from pathlib import Path
 import structlog
 from pydantic import BaseModel
 
+from sendguard.audit import AuditEntry
 from sendguard.clock import Clock
 from sendguard.config import (
     Config,
@@ -37,7 +38,7 @@ from sendguard.delivery.routing import Chosen, RouteKey, Routing
 from sendguard.delivery.upstream import Envelope, Upstream
 from sendguard.errors import ConfigError, ConfigProblem
 from sendguard.metrics import Metrics
-from sendguard.store.base import AuditEntry, Store
+from sendguard.store.base import AuditLog
 
 log = structlog.get_logger("sendguard.reload")
 
@@ -201,7 +202,7 @@ class Reloader:
         loaded: Loaded,
         upstream: SwitchableUpstream,
         appliers: Appliers,
-        store: Store,
+        store: AuditLog,
         clock: Clock,
         metrics: Metrics,
         environ: Mapping[str, str] | None = None,

@@ -28,8 +28,9 @@ from pydantic import (
 
 from sendguard.duration import Duration
 from sendguard.fields import FIELDS
+from sendguard.lifecycle import LifecycleEvent
 from sendguard.message import HoldExpiry, MessageClass
-from sendguard.store.base import LifecycleEvent
+from sendguard.store import StoreSettings
 from sendguard.validation import Strict
 from sendguard.verdict import Mode, OnError
 
@@ -179,10 +180,15 @@ class StoreOptions(Strict):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
     url: str = "sqlite:///var/sendguard.db"
+    """Its scheme picks the backend (`sendguard.stores` entry points); parse_config checks it."""
     busy_timeout: Duration = timedelta(seconds=5)
     schema_: str = Field(default="public", alias="schema", pattern=r"^[a-z_][a-z0-9_]{0,62}$")
     pool_size: int = Field(default=10, gt=1, le=500)
     retention: Duration = timedelta(days=90)
+
+    def settings(self) -> StoreSettings:
+        """What the backend is given besides the URL."""
+        return StoreSettings(self.busy_timeout, self.schema_, self.pool_size)
 
     @field_validator("retention")
     @classmethod
@@ -191,16 +197,6 @@ class StoreOptions(Strict):
             # policies that read further back keep their records longer on their own
             raise ValueError("keep at least 1d")
         return value
-
-    @field_validator("url")
-    @classmethod
-    def _scheme(cls, url: str) -> str:
-        if not url.startswith(("sqlite:///", "postgresql://", "postgres://")):
-            raise ValueError(
-                "use sqlite:///relative/path.db, sqlite:////absolute/path.db "
-                "or postgresql://user@host:5432/db"
-            )
-        return url
 
 
 class OutboxUpstreamOptions(Strict):

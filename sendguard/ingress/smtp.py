@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from typing import Any, AnyStr
 
 import structlog
-from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
+from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Envelope, LoginPassword, Session
 
 from sendguard.address import needs_smtputf8, validate_address
 from sendguard.clock import monotonic
@@ -25,6 +25,7 @@ from sendguard.config import IPNetwork, SmtpOptions, split_listen
 from sendguard.errors import InvalidAddress, InvalidMessage, StoreUnavailable
 from sendguard.headers import Trace
 from sendguard.ingress.smtp_auth import CONNECTION_LIMIT_REPLY, REFUSAL_PAUSE, AuthGuard
+from sendguard.ingress.smtp_data import READ_LIMIT, DataRefused, read_data
 from sendguard.intake import Intake
 from sendguard.metrics import Metrics
 
@@ -271,6 +272,11 @@ class _Session(Session):
 class _Connection(SMTP):
     """aiosmtpd's protocol, with our replies and per-connection AUTH and drain bookkeeping."""
 
+    # aiosmtpd sizes the stream buffer by this; its own DATA reader, which also took it for the
+    # longest line, is replaced below (smtp_DATA) by one that checks RFC 5321's line length
+    # itself and reads in pieces as large as the buffer. Command lines keep their own limits.
+    line_length_limit = READ_LIMIT
+
     def __dir__(self) -> list[str]:
         return _CONNECTION_NAMES  # see SmtpHandler.__dir__
 
@@ -290,6 +296,36 @@ class _Connection(SMTP):
     async def smtp_RCPT(self, arg: str | None) -> None:
         self.path_sent = raw_path(arg, "TO:")
         await super().smtp_RCPT(arg)
+
+    async def smtp_DATA(self, arg: str) -> None:
+        # aiosmtpd's smtp_DATA, with the data read in pieces (sendguard/ingress/smtp_data.py).
+        if await self.check_helo_needed() or await self.check_auth_needed("DATA"):
+            return
+        assert self.envelope is not None
+        if not self.envelope.rcpt_tos:
+            await self.push("503 Error: need RCPT command")
+            return
+        if arg:
+            await self.push("501 Syntax: DATA")
+            return
+        await self.push("354 End data with <CR><LF>.<CR><LF>")
+        try:
+            content = await read_data(self._reader, self.data_size_limit)
+        except (asyncio.CancelledError, asyncio.IncompleteReadError):
+            # The connection closed in the middle of the data: nothing to answer.
+            self._writer.close()
+            raise
+        if isinstance(content, DataRefused):
+            await self.push(content.reply)
+            self._end_transaction()
+            return
+        self.envelope.content = self.envelope.original_content = content
+        status = await self._call_handler_hook("DATA")
+        self._end_transaction()
+        await self.push("250 OK" if status is MISSING else status)
+
+    def _end_transaction(self) -> None:
+        self._set_post_data_state()  # type: ignore[no-untyped-call]  # aiosmtpd is untyped here
 
     def _create_session(self) -> Session:
         return _Session(self.loop)
