@@ -150,6 +150,7 @@ class App:
             # A reload swaps the upstream behind this one; sends under way finish on theirs.
             upstream = SwitchableUpstream(build_upstream(config))
             stack.push_async_callback(upstream.close)
+            self.metrics.expect_upstreams(m.label for m in upstream.routing.members())
 
             engine_policies = build_policies(self.settings)
             engine = Engine(

@@ -251,6 +251,7 @@ class Reloader:
             self._apply_all(old.settings, new.settings, applied)
             if {"upstream", "upstreams", "routes"} & set(applied):
                 await self._upstream.switch(self._apply.upstream(new.settings.config))
+                self._metrics.expect_upstreams(m.label for m in self._upstream.routing.members())
             certificate, problem = self._reload_certificates(new.settings.config)
             if certificate is not None and "smtp.tls" in restart:
                 restart.remove("smtp.tls")

@@ -22,6 +22,7 @@ from sendguard.config.listeners import listener_problems
 from sendguard.config.models import (
     ApiToken,
     Config,
+    HttpOptions,
     NamedTokenOptions,
     PluginUpstreamOptions,
     PolicyEntryOptions,
@@ -415,3 +416,26 @@ def load_config(path: Path | None, environ: Mapping[str, str] | None = None) -> 
     except OSError as exc:
         raise ConfigError([ConfigProblem("", f"cannot read {path}: {exc.strerror}")]) from None
     return parse_config(text, str(path), environ)
+
+
+def load_http_options(path: Path) -> HttpOptions:
+    """The `http` section of the config file at `path`, validated (its tokens not read yet:
+    `resolve_tokens` reads them).
+
+    The command line needs nothing else, so the rest of the file is not validated here and its
+    secrets are not read (a store password need not be set where an operator runs `review`).
+    Raise ConfigError naming the field (`http.listen: ...`) when it is invalid.
+    """
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError([ConfigProblem("", f"cannot read {path}: {exc.strerror}")]) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError([ConfigProblem("", f"{path} is not valid YAML: {exc}")]) from None
+    section = data.get("http") if isinstance(data, dict) else None
+    try:
+        return HttpOptions.model_validate(section or {})
+    except ValidationError as exc:
+        raise ConfigError(_problems(exc, ("http",))) from None
