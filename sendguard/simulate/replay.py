@@ -73,7 +73,7 @@ class Replay:
         """Replay `items` (sorted here by arrival) and what comes due up to `until`."""
         ordered = sorted(items, key=at_of)
         with tempfile.TemporaryDirectory(prefix="sendguard-simulate-") as scratch:
-            store = SQLiteStore(Path(scratch) / "replay.db", busy_timeout=timedelta(seconds=5))
+            store = SQLiteStore(Path(scratch) / "replay.db", scratch=True)
             await store.open()
             try:
                 return await self._replay(store, ordered, until)

@@ -13,7 +13,9 @@ from sendguard.store.postgres import PostgresStore
 from sendguard.store.sqlite import SQLiteStore
 from tests.support.postgres import DSN, drop_schema, new_schema, reachable
 
-BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+# sqlite-scratch: the throwaway store of `sendguard simulate` keeps the same contract, only
+# not durably.
+BACKENDS = ["sqlite", "sqlite-scratch", pytest.param("postgres", marks=pytest.mark.postgres)]
 
 
 @pytest.fixture(params=BACKENDS)
@@ -22,6 +24,8 @@ async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
     schema = None
     if request.param == "sqlite":
         backend = SQLiteStore(tmp_path / "store.db", busy_timeout=timedelta(seconds=1))
+    elif request.param == "sqlite-scratch":
+        backend = SQLiteStore(tmp_path / "scratch.db", scratch=True)
     else:
         problem = await reachable()
         if problem is not None:
