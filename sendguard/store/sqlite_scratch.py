@@ -8,9 +8,10 @@ thread hops. A scratch store is deleted when the replay ends, so it needs none o
 - `synchronous=OFF` and the rollback journal in memory: no fsync at all;
 - one transaction spans many writes (committed every `COMMIT_EVERY` writes and on close),
   each write in its own savepoint, so a failing write still fails alone.
-- the planner's statistics are refreshed (ANALYZE) as the tables double in size: without them
-  SQLite reads the due deliveries through the index on state, so that each look for due work
-  scans every delayed delivery and a replay slows down as its backlog grows.
+- the planner is told the shape of a replay's tables (`_SHAPE`): without statistics SQLite
+  looks for due work through the index on state, reading every delayed delivery each time, so
+  a replay slowed down as its backlog grew; statistics measured early in a replay (all sent,
+  nothing due yet) are worse still. The shape given: most deliveries are finished, few are due.
 Reads on the same connection see every write that has returned, as with the durable store.
 """
 
@@ -26,6 +27,14 @@ from sendguard.store.sqlite_schema import migrate
 
 T = TypeVar("T")
 
+# sqlite_stat1 rows (table, index, "rows rows-per-key"): a large table in a few states, few
+# deliveries due or being sent, so due work is found through the partial indexes.
+_SHAPE = (
+    ("deliveries", "deliveries_state", "1000000 200000 1"),
+    ("deliveries", "deliveries_due", "10000 1"),
+    ("deliveries", "deliveries_sending", "100 1"),
+)
+
 # Large enough that commits cost nothing next to the writes, small enough that the journal
 # held in memory stays small.
 COMMIT_EVERY = 2000
@@ -38,7 +47,6 @@ class ScratchDatabase:
         self.path = path
         self._conn: sqlite3.Connection | None = None
         self._uncommitted = 0
-        self._analyse_at = COMMIT_EVERY
         self.writes = 0
         self.commits = 0
 
@@ -52,6 +60,9 @@ class ScratchDatabase:
             conn.execute("PRAGMA foreign_keys=ON")
             conn.execute("PRAGMA cache_size=-65536")  # 64 MiB: a replay rereads what it wrote
             migrate(conn)
+            conn.execute("ANALYZE")  # creates sqlite_stat1 (the tables are empty)
+            conn.executemany("INSERT INTO sqlite_stat1 VALUES (?, ?, ?)", _SHAPE)
+            conn.execute("ANALYZE sqlite_schema")  # the planner reads sqlite_stat1 again
             conn.execute("BEGIN")
         except (sqlite3.Error, RuntimeError) as exc:
             raise StoreUnavailable(f"cannot open scratch database {self.path}: {exc}") from exc
@@ -103,8 +114,5 @@ class ScratchDatabase:
             conn.execute("COMMIT")
             self.commits += 1
             self._uncommitted = 0
-            if self.writes >= self._analyse_at:
-                conn.execute("ANALYZE")  # a full pass, done log(n) times: a few ms each
-                self._analyse_at *= 2
             conn.execute("BEGIN")
         return result
