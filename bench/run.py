@@ -654,7 +654,9 @@ def bench_simulate(report: Report) -> None:
         report.notes.append(f"simulate not measured: {exc}")
         report.target(f"simulate {SIMULATE_MESSAGES:,} messages", "not measured", None)
         return
-    found = re.search(r"replayed (\d+) messages in ([\d.]+) s \((\d+)/s\)", out.stdout)
+    found = re.search(
+        r"replayed (\d+) messages in ([\d.]+) s \((\d+)/s, CPU ([\d.]+) s\)", out.stdout
+    )
     if found is None:
         report.notes.append(f"simulate printed no timing: {out.stdout[-300:]}")
         report.target(f"simulate {SIMULATE_MESSAGES:,} messages", "not measured", None)
@@ -664,6 +666,7 @@ def bench_simulate(report: Report) -> None:
         "messages": int(found.group(1)),
         "seconds": seconds,
         "per_second": int(found.group(3)),
+        "cpu_seconds": float(found.group(4)),
         "output": out.stdout.strip(),
     }
     print(f"  {out.stdout.strip()}", flush=True)
@@ -806,7 +809,7 @@ def write_report(report: Report, commit: str, machine: dict[str, Any]) -> None:
         lines += [
             "",
             f"`sendguard simulate` (bench/simulate.py): {sim['messages']:,} messages replayed in"
-            f" {sim['seconds']:.1f} s ({sim['per_second']:,}/s).",
+            f" {sim['seconds']:.1f} s ({sim['per_second']:,}/s, CPU {sim['cpu_seconds']:.1f} s).",
         ]
     if report.notes:
         lines += ["", "## Notes", ""] + [f"- {n}" for n in report.notes]
