@@ -29,6 +29,7 @@ from sendguard.delivery.upstream import Upstream, load_upstream_factory
 from sendguard.engine import Engine, PolicyBinding
 from sendguard.errors import StoreUnavailable
 from sendguard.ingress.api_admin import RELOADER
+from sendguard.ingress.api_simulations import SIMULATIONS, Simulations
 from sendguard.ingress.esp import install as install_esp
 from sendguard.ingress.http import HttpIngress, build_app
 from sendguard.ingress.http_context import Api
@@ -219,6 +220,7 @@ class App:
             )
             stack.push_async_callback(self.reloader.close)
             web_app[RELOADER] = self.reloader
+            web_app[SIMULATIONS] = await stack.enter_async_context(Simulations(config.store))
             self._start_notifier(stack, store, upstream, config)
             install_esp(web_app, config.esp)
             self.http = HttpIngress(web_app, config.http)

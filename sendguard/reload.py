@@ -57,6 +57,7 @@ LIVE_SECTIONS = (
     "routes",
     "delivery",
     "webhooks",
+    "simulate",
 )
 """What a reload applies at once."""
 RESTART_SECTIONS = ("smtp", "http", "store", "log")

@@ -535,6 +535,24 @@ class ReviewOptions(Strict):
         return value
 
 
+class SimulateOptions(Strict):
+    """Bounds of the simulations the server runs (`POST /v1/simulations`), one at a time."""
+
+    max_messages: int = Field(default=100_000, gt=0, le=10_000_000)
+    """A window with more recorded messages is refused: choose a shorter one."""
+    timeout: Duration = timedelta(minutes=10)
+    """A simulation still running after this is stopped and reported as failed."""
+    keep: int = Field(default=20, gt=0, le=1000)
+    """How many finished simulations (and their reports) are kept, newest first."""
+
+    @field_validator("timeout")
+    @classmethod
+    def _timeout(cls, value: timedelta) -> timedelta:
+        if not timedelta(seconds=1) <= value <= timedelta(hours=24):
+            raise ValueError("must be between 1s and 24h")
+        return value
+
+
 class LogOptions(Strict):
     """Logging: JSON lines unless on a terminal (`format: auto`)."""
 
@@ -623,6 +641,7 @@ class Config(Strict):
     log: LogOptions = LogOptions()
     webhooks: list[WebhookOptions] = Field(default_factory=list)
     esp: EspOptions = EspOptions()
+    simulate: SimulateOptions = SimulateOptions()
 
     @field_validator("webhooks")
     @classmethod

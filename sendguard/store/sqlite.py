@@ -29,6 +29,7 @@ from sendguard.store import StoreSettings
 from sendguard.store.keyed_lock import KeyedLock
 from sendguard.store.sql_store import Job, SqlStore, Tx
 from sendguard.store.sqlite_db import SQLiteDatabase
+from sendguard.store.sqlite_scratch import ScratchDatabase
 
 T = TypeVar("T")
 
@@ -73,10 +74,22 @@ def drive(job: Job[T], conn: sqlite3.Connection) -> T:
 
 
 class SQLiteStore(SqlStore):
-    """The embedded store. `path` is the database file; its directory is created if missing."""
+    """The embedded store. `path` is the database file; its directory is created if missing.
 
-    def __init__(self, path: Path, *, busy_timeout: timedelta = timedelta(seconds=5)) -> None:
-        self._db = SQLiteDatabase(path, busy_timeout)
+    `scratch=True` gives up durability for speed, for a database thrown away after use (the
+    replay of `sendguard simulate`): see `sqlite_scratch.py`. Never for a store that keeps mail.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        busy_timeout: timedelta = timedelta(seconds=5),
+        scratch: bool = False,
+    ) -> None:
+        self._db: SQLiteDatabase | ScratchDatabase = (
+            ScratchDatabase(path) if scratch else SQLiteDatabase(path, busy_timeout)
+        )
         self._locks = KeyedLock()
 
     async def _write(self, job: Job[T]) -> T:
