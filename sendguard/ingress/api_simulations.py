@@ -26,6 +26,7 @@ import yaml
 from aiohttp import web
 from pydantic import Field
 
+from sendguard.audit import AuditEntry
 from sendguard.config import SimulateOptions, StoreOptions, parse_config
 from sendguard.duration import parse_duration
 from sendguard.errors import ConfigError, ConfigProblem, StoreUnavailable
@@ -37,7 +38,6 @@ from sendguard.ingress.views import when
 from sendguard.phrasing import human_duration
 from sendguard.review import NotFound
 from sendguard.secret import is_reference
-from sendguard.store.base import AuditEntry
 from sendguard.validation import Strict
 
 log = structlog.get_logger("sendguard.simulations")

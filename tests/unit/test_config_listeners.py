@@ -144,9 +144,7 @@ def test_an_open_relay_on_one_listener_names_that_listener() -> None:
         (["[::1]:2525", "[0:0:0:0:0:0:0:1]:2525"], "127.0.0.1:8025", "smtp.listeners[1].listen"),
     ],
 )
-def test_two_listeners_on_one_address_and_port(
-    listeners: list[str], http: str, field: str
-) -> None:
+def test_two_listeners_on_one_address_and_port(listeners: list[str], http: str, field: str) -> None:
     config = {
         "smtp": {"listeners": [{"listen": listen} for listen in listeners]},
         "http": {"listen": http},
