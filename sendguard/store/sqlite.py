@@ -27,7 +27,7 @@ from sendguard.address import recipient_key
 from sendguard.store.base import StoreStats
 from sendguard.store.keyed_lock import KeyedLock
 from sendguard.store.sql_store import Job, SqlStore, Tx
-from sendguard.store.sqlite_db import SQLiteDatabase
+from sendguard.store.sqlite_db import SQLiteDatabase, Trace
 
 T = TypeVar("T")
 
@@ -64,10 +64,19 @@ def drive(job: Job[T], conn: sqlite3.Connection) -> T:
 
 
 class SQLiteStore(SqlStore):
-    """The embedded store. `path` is the database file; its directory is created if missing."""
+    """The embedded store. `path` is the database file; its directory is created if missing.
 
-    def __init__(self, path: Path, *, busy_timeout: timedelta = timedelta(seconds=5)) -> None:
-        self._db = SQLiteDatabase(path, busy_timeout)
+    `trace` (tests): called with every SQL statement any of the store's connections runs.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        busy_timeout: timedelta = timedelta(seconds=5),
+        trace: Trace | None = None,
+    ) -> None:
+        self._db = SQLiteDatabase(path, busy_timeout, trace)
         self._locks = KeyedLock()
 
     async def _write(self, job: Job[T]) -> T:
