@@ -24,8 +24,9 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from sendguard.address import recipient_key
-from sendguard.store.base import StoreStats
+from sendguard.store.base import GlobalPause, StoreStats
 from sendguard.store.keyed_lock import KeyedLock
+from sendguard.store.message_cache import MessageCache
 from sendguard.store.sql_store import Job, SqlStore, Tx
 from sendguard.store.sqlite_db import SQLiteDatabase, Trace
 
@@ -78,6 +79,8 @@ class SQLiteStore(SqlStore):
     ) -> None:
         self._db = SQLiteDatabase(path, busy_timeout, trace)
         self._locks = KeyedLock()
+        self._cache = MessageCache()
+        self._pause: GlobalPause | None = None
 
     async def _write(self, job: Job[T]) -> T:
         return await self._db.write(lambda conn: drive(job, conn))
@@ -106,6 +109,20 @@ class SQLiteStore(SqlStore):
             ).rowcount
 
         return await self._db.write(job)
+
+    async def get_pause(self) -> GlobalPause:
+        # Read for every decision; only this process writes it (the file lock), so the row
+        # read once stays true until `set_pause`.
+        if self._pause is None:
+            self._pause = await super().get_pause()
+        return self._pause
+
+    async def set_pause(self, pause: GlobalPause) -> None:
+        self._pause = None
+        try:
+            await super().set_pause(pause)
+        finally:
+            self._pause = None  # read again: the committed row, or the old one on failure
 
     @property
     def stats(self) -> StoreStats:
