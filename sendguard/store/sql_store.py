@@ -499,8 +499,7 @@ class SqlStore(Store):
                 chunk = ids[start : start + _IDS_PER_STATEMENT]
                 where = f"WHERE delivery_id IN ({_marks(len(chunk))}) ORDER BY delivery_id, seq"
                 transitions += await tx.fetch(
-                    f"SELECT delivery_id, {_TRANSITION_COLUMNS}, outcomes FROM transitions"
-                    f" {where}",
+                    f"SELECT delivery_id, {_TRANSITION_COLUMNS}, outcomes FROM transitions {where}",
                     chunk,
                 )
                 outcomes += await tx.fetch(
@@ -722,6 +721,7 @@ class SqlStore(Store):
         if change.owner is not None:
             where += " AND owner = ?"
             expected.append(change.owner)
+
         async def job(tx: Tx) -> tuple[Sequence[Any], list[Sequence[Any]]]:
             before = None
             if self._webhook_targets:  # the event depends on the state it leaves
