@@ -7,10 +7,15 @@ loopback and marks it `sent`. Every statement any connection of the SQLite store
 writer, the point reader, the scanners, transaction control included) is counted with
 `sqlite3`'s trace callback. No clock is involved: the count is the guard.
 
-Issue 11 asks for at most 12. Today's count is 12.1 to 13.2 (it depends on how many writes
-share a commit, so on timing); the guard below fails when the count grows back (35 before:
-savepoints per write, one outcome row per policy, a read around every change) and is to be
-lowered to TARGET once the per-recipient reads are one statement (docs/performance.md).
+Two kinds of statements are counted apart. A message's own (its inserts, the reads of its
+decision, its `sent`) do not depend on timing: at most OWN_BUDGET each. Those shared by a
+batch of messages (BEGIN and COMMIT of a group commit, a claim and its transitions, the
+dispatcher's look at the next due time) depend on how many messages share one, so on timing:
+with 20 sessions they add 2 to 4 per message here. Issue 11 asks for at most 12 in all
+(TARGET): that holds only when enough messages share a batch, not yet in every run
+(docs/performance.md says what is left). Before this test: 35 in all, most of them a
+message's own (savepoints per write, one outcome row per policy, a read around every change,
+a history read per cap).
 """
 
 from __future__ import annotations
@@ -42,9 +47,21 @@ from tests.support.sink import Sink
 pytestmark = pytest.mark.e2e
 
 TARGET = 12
-"""Issue 11's budget per message (not reached yet, see the module docstring)."""
-BUDGET = 14
-"""What this test enforces: today's count, with room for how writes happen to batch."""
+"""Issue 11's budget per message in all (not reached in every run, see the module docstring)."""
+OWN_BUDGET = 10
+"""A message's own statements: 4 inserts, 4 reads for the decision, 2 for `sent`."""
+SHARED_BUDGET = 6
+"""Statements shared by a batch, per message: 2 to 4 here; more means batching broke."""
+# What a batch of messages shares (matched on the statement's start).
+SHARED = (
+    "BEGIN",
+    "COMMIT",
+    "ROLLBACK",
+    "UPDATE deliveries SET owner",  # a claim
+    "INSERT INTO transitions (delivery_id, seq, at, state, reason) SELECT",  # its `sending`s
+    "SELECT id, received_at",  # messages a claim had not in memory
+    "SELECT MIN(due_at)",  # the dispatcher's next wake-up
+)
 CLIENTS = 20
 PER_CLIENT = 10
 
@@ -61,6 +78,9 @@ class Statements:
         if self.counting:
             with self.lock:
                 self.seen.append(sql)
+
+    def shared(self) -> list[str]:
+        return [sql for sql in self.seen if " ".join(sql.split()).startswith(SHARED)]
 
     def summary(self) -> str:
         kinds = Counter(" ".join(sql.split()[:4])[:60] for sql in self.seen)
@@ -141,7 +161,7 @@ async def wait_sent(db: Path, count: int) -> None:
     raise AssertionError(f"{sent_count(db)} of {count} deliveries were sent")
 
 
-async def test_a_single_recipient_message_stays_within_the_statement_budget(
+async def test_a_single_recipient_message_runs_at_most_10_statements_of_its_own(
     relay: Relay, sink: Sink
 ) -> None:
     # A first message warms up what is read once per process.
@@ -160,8 +180,12 @@ async def test_a_single_recipient_message_stays_within_the_statement_budget(
     relay.statements.counting = False
 
     assert len(sink.received) == CLIENTS * PER_CLIENT + 1
-    per_message = len(relay.statements.seen) / (CLIENTS * PER_CLIENT)
-    assert per_message <= BUDGET, (
-        f"{per_message:.2f} statements per message (budget {BUDGET}, target {TARGET}):\n"
-        + relay.statements.summary()
+    messages = CLIENTS * PER_CLIENT
+    shared = len(relay.statements.shared()) / messages
+    own = len(relay.statements.seen) / messages - shared
+    counts = (
+        f"{own:.2f} own + {shared:.2f} shared statements per message (target {TARGET} in"
+        f" all):\n{relay.statements.summary()}"
     )
+    assert own <= OWN_BUDGET, counts
+    assert shared <= SHARED_BUDGET, counts
