@@ -7,12 +7,17 @@ RUNTIME := $(VENV)/.runtime
 
 .PHONY: run test lint typecheck unit venv clean postgres bench bench-tools screenshots node-sdks
 
-$(STAMP): pyproject.toml tests/plugin_pkg/pyproject.toml
+$(STAMP): pyproject.toml tests/plugin_pkg/pyproject.toml tests/store_pkg/pyproject.toml \
+		tests/upstream_pkg/pyproject.toml tests/upstream_pkg/pigeon_upstream/__init__.py
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[test]'
 	# A third-party policy, installed as its own distribution, proves the plugin contract.
 	$(BIN)/pip install --quiet ./tests/plugin_pkg
+	# So does a third-party store backend for the store contract (tests/contract runs on it).
+	$(BIN)/pip install --quiet ./tests/store_pkg
+	# So does docs/upstreams.md's third-party upstream, the very code the doc shows.
+	$(BIN)/pip install --quiet ./tests/upstream_pkg
 	touch $(STAMP)
 
 venv: $(STAMP)

@@ -10,7 +10,7 @@ import os
 import shutil
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -41,6 +41,12 @@ def _parser() -> argparse.ArgumentParser:
 
     serve = commands.add_parser("serve", help="run the SMTP and HTTP ingresses and the dispatcher")
     serve.add_argument("--config", type=Path, help="YAML config (default: the embedded default)")
+    serve.add_argument(
+        "--loop",
+        choices=("auto", "uvloop", "asyncio"),
+        default="auto",
+        help="event loop: uvloop where installed (auto, the default), or the standard asyncio one",
+    )
 
     check = commands.add_parser("check-config", help="validate a config and print every error")
     check.add_argument("--config", type=Path, help="YAML config (default: the embedded default)")
@@ -428,6 +434,14 @@ def _reload(args: argparse.Namespace) -> int:
     print(f"applied: {', '.join(answer['applied']) or 'nothing changed'}")
     if answer["restart_required"]:
         print(f"restart needed for: {', '.join(answer['restart_required'])}")
+    certificate = answer.get("tls_certificate")
+    if certificate and certificate["reloaded"]:
+        print(f"smtp tls certificate: sha256 {certificate['sha256']}")
+    elif certificate:
+        problem = certificate["problem"]
+        print(f"smtp tls certificate kept (sha256 {certificate['sha256']}):", file=sys.stderr)
+        print(f"  {problem['field']}: {problem['message']}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -466,7 +480,21 @@ def _print_config_error(error: ConfigError, source: Path | None) -> None:
         print(f"  {problem}", file=sys.stderr)
 
 
-def _serve(config_path: Path | None) -> int:
+def loop_factory(choice: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """The event loop `serve --loop` asks for; None is asyncio's own."""
+    if choice == "asyncio":
+        return None
+    try:
+        import uvloop  # noqa: PLC0415 - optional: not every platform has it
+    except ImportError:
+        if choice == "uvloop":
+            raise SystemExit("sendguard: --loop uvloop, but uvloop is not installed") from None
+        return None
+    factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
+    return factory
+
+
+def _serve(config_path: Path | None, loop: str = "auto") -> int:
     from sendguard.app import App  # noqa: PLC0415 - keeps `check-config` and `--version` light
     from sendguard.reload import read_config  # noqa: PLC0415
 
@@ -488,7 +516,8 @@ def _serve(config_path: Path | None) -> int:
         await app.run(stop)
 
     try:
-        asyncio.run(main())
+        with asyncio.Runner(loop_factory=loop_factory(loop)) as runner:
+            runner.run(main())
     except ConfigError as exc:
         _print_config_error(exc, config_path)
         return 2
@@ -530,7 +559,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `sendguard` console script."""
     args = _parser().parse_args(argv)
     if args.command == "serve":
-        return _serve(args.config)
+        return _serve(args.config, args.loop)
     if args.command == "check-config":
         return _check(args.config)
     if args.command == "simulate":

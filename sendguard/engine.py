@@ -22,7 +22,7 @@ from sendguard.errors import StoreUnavailable
 from sendguard.message import Delivery, DeliveryState, HoldOrigin
 from sendguard.metrics import Metrics
 from sendguard.policy import Policy, PolicyContext, ReadsStore
-from sendguard.store.base import Store
+from sendguard.store.base import PolicyReads
 from sendguard.verdict import Action, Decision, Mode, OnError, PolicyOutcome, Verdict
 
 log = structlog.get_logger("sendguard.engine")
@@ -170,7 +170,7 @@ class Engine:
     def __init__(
         self,
         bindings: Sequence[PolicyBinding],
-        store: Store,
+        store: PolicyReads,
         clock: Clock,
         metrics: Metrics,
         hold_expiry: timedelta | None = None,

@@ -30,16 +30,13 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import BaseModel, ConfigDict
 
 from sendguard.address import recipient_key
+from sendguard.approvals import Campaign, ContentApproval
+from sendguard.deliveries import HistoryEntry
+from sendguard.events import Event
+from sendguard.facts import Fact
 from sendguard.message import Delivery, MessageClass
-from sendguard.store.base import (
-    Campaign,
-    ContentApproval,
-    Event,
-    Fact,
-    HistoryEntry,
-    Store,
-    Suppression,
-)
+from sendguard.store.base import PolicyReads
+from sendguard.suppressions import Suppression
 from sendguard.verdict import Verdict
 
 __all__ = [
@@ -120,7 +117,7 @@ class PolicyContext:
 
     def __init__(
         self,
-        store: Store,
+        store: PolicyReads,
         now: datetime,
         contents: Mapping[str, bytes] | None = None,
         *,

@@ -244,7 +244,17 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX deliveries_held ON deliveries(campaign, id, updated_at, due_at)
         WHERE state = 'held';
     """,
-    # 8: fewer statements per message. A decision's outcomes are kept as JSON on the
+    # 8: the ESP request a message came in as (SendGrid, Postmark, Mailgun), for pass-through
+    # to the same ESP; pruned with its message.
+    """
+    CREATE TABLE esp_requests (
+        message_id TEXT PRIMARY KEY REFERENCES messages(id),
+        esp TEXT NOT NULL,
+        template TEXT,
+        body BLOB NOT NULL
+    );
+    """,
+    # 9: fewer statements per message. A decision's outcomes are kept as JSON on the
     # transition it caused; `outcomes` keeps only shadow outcomes and verdicts other than
     # forward (what the shadow report and the review queue query), plus every outcome of
     # decisions recorded before. `history.sent` is no longer written (read from the
