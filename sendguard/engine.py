@@ -21,7 +21,7 @@ from sendguard.clock import Clock, monotonic
 from sendguard.errors import StoreUnavailable
 from sendguard.message import Delivery, DeliveryState, HoldOrigin
 from sendguard.metrics import Metrics
-from sendguard.policy import Policy, PolicyContext
+from sendguard.policy import Policy, PolicyContext, ReadsStore
 from sendguard.store.base import PolicyReads
 from sendguard.verdict import Action, Decision, Mode, OnError, PolicyOutcome, Verdict
 
@@ -147,6 +147,23 @@ async def _resume(coroutine: Coroutine[Any, Any, Verdict], pending: object) -> V
             return result
 
 
+def history_span(bindings: Sequence[PolicyBinding]) -> timedelta | None:
+    """How far back the policies read a recipient's sends: the longest `Lookback.history`.
+
+    A decision reads that span once and every policy counts in it. None (a policy reads at
+    any age, or does not say what it reads) reads as each policy asks.
+    """
+    longest = timedelta(0)
+    for binding in bindings:
+        if not isinstance(binding.policy, ReadsStore):
+            continue
+        span = binding.policy.lookback().history
+        if span is None:
+            return None
+        longest = max(longest, span)
+    return longest
+
+
 class Engine:
     """Runs the configured policies for deliveries."""
 
@@ -159,6 +176,7 @@ class Engine:
         hold_expiry: timedelta | None = None,
     ) -> None:
         self._bindings = tuple(bindings)
+        self._history_span = history_span(self._bindings)
         self._hold_expiry = hold_expiry
         self._store = store
         self._clock = clock
@@ -187,6 +205,7 @@ class Engine:
         """
         self._expect(bindings)
         self._bindings, self._hold_expiry = tuple(bindings), hold_expiry
+        self._history_span = history_span(self._bindings)
 
     def plan(self, decision: Decision, now: datetime) -> Plan:
         """What `decision` means for a delivery's state, with this engine's hold expiry."""
@@ -203,8 +222,10 @@ class Engine:
         `content` is the message's content when it is not committed yet (at intake).
         """
         contents = {delivery.message.id: content} if content is not None else None
-        ctx = PolicyContext(self._store, self._clock.now(), contents)
         bindings = self._bindings  # once: a reload during this decision applies to the next
+        ctx = PolicyContext(
+            self._store, self._clock.now(), contents, history_span=self._history_span
+        )
         outcomes = [await self._run(binding, delivery, ctx) for binding in bindings]
         if delivery.campaign is not None:
             # The kill switch is part of the core, not a policy: it holds whatever the config.
