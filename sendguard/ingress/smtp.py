@@ -9,6 +9,7 @@ refused (501/553), never rewritten; `452 4.5.3` past `max_recipients`.
 from __future__ import annotations
 
 import asyncio
+import collections
 import ipaddress
 import re
 import socket
@@ -39,7 +40,10 @@ def _reply_text(text: str, limit: int = 300) -> str:
 
 
 def _peer_ip(session: Session) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
-    peer = session.peer
+    return _ip_of(session.peer)
+
+
+def _ip_of(peer: object) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     if isinstance(peer, tuple) and peer:
         try:
             address = ipaddress.ip_address(peer[0])
@@ -279,6 +283,7 @@ class _Connection(SMTP):
         self._owner = server
         self._ip: ipaddress.IPv4Address | ipaddress.IPv6Address | None = None
         self._auth_failures = 0
+        self._admitted = False
         self._credentials: LoginPassword | None = None
         self.path_sent: str | None = None
         """The address text of the MAIL or RCPT command being handled, as the client sent it."""
@@ -296,6 +301,16 @@ class _Connection(SMTP):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         starting = self.transport is None
+        if starting:
+            self._ip = ip = _ip_of(transport.get_extra_info("peername"))
+            if not self._owner.admit(ip):
+                # Refused before aiosmtpd sees the connection: no session, no greeting task.
+                log.warning("smtp connection refused: too many connections", ip=str(ip))
+                if isinstance(transport, asyncio.WriteTransport):
+                    transport.write(TOO_MANY_CONNECTIONS)
+                transport.close()
+                return
+            self._admitted = True
         super().connection_made(transport)
         if starting:
             self._owner.connections.add(self)
@@ -303,6 +318,23 @@ class _Connection(SMTP):
             self._ip = ip = _peer_ip(self.session)
             # AUTH is offered over TLS, or in the clear only to loopback clients.
             self._auth_require_tls = not (ip is not None and ip.is_loopback)
+
+    async def smtp_DATA(self, arg: str) -> None:
+        # aiosmtpd restarts its idle timer per command only, not per line of DATA: from
+        # here to the final dot, `smtp.data_timeout` bounds the whole message.
+        self._reset_timeout(self._owner.data_timeout)
+        await super().smtp_DATA(arg)
+        if self.transport is not None:
+            self._reset_timeout()
+
+    def _timeout_cb(self) -> None:
+        if self.transport is None:
+            return  # the connection ended as the timer fired
+        # aiosmtpd closes silently; RFC 5321 4.2.2 lets the server say why first.
+        if isinstance(self.transport, asyncio.WriteTransport):
+            self.transport.write(b"421 4.4.2 Timeout exceeded, closing connection\r\n")
+        log.info("smtp session timed out", ip=str(self._ip))
+        self.transport.close()
 
     async def smtp_AUTH(self, arg: str) -> None:
         refusal = self._owner.auth.refusal(self._ip, self._auth_failures)
@@ -351,6 +383,10 @@ class _Connection(SMTP):
         return AuthResult(success=False, handled=False)
 
     def connection_lost(self, error: Exception | None) -> None:
+        if not self._admitted:
+            return  # refused in connection_made: aiosmtpd never started on it
+        self._admitted = False
+        self._owner.release(self._ip)
         self._owner.connections.discard(self)
         super().connection_lost(error)
 
@@ -363,6 +399,7 @@ class _Connection(SMTP):
 
 
 _CONNECTION_NAMES = _hooks(_Connection, ("smtp_", "auth_"))
+TOO_MANY_CONNECTIONS = b"421 4.7.0 Too many connections, try again later\r\n"
 _CHECK_LATER = AuthResult(success=False, handled=True)
 """What _authenticate answers: the credentials are checked by the auth_ method, off the loop."""
 
@@ -375,6 +412,9 @@ class SmtpIngress:
         self._config = config
         self._server: asyncio.Server | None = None
         self.connections: set[_Connection] = set()
+        self._per_ip: collections.Counter[ipaddress.IPv4Address | ipaddress.IPv6Address | None]
+        self._per_ip = collections.Counter()
+        self.data_timeout = config.data_timeout.total_seconds()
         self.auth = AuthGuard(config.auth_users)
         # aiosmtpd would look the host name up (a reverse DNS query) for every connection.
         self._hostname = config.hostname or socket.getfqdn()
@@ -383,6 +423,23 @@ class SmtpIngress:
             assert config.tls.cert is not None and config.tls.key is not None
             self._tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
             self._tls.load_cert_chain(config.tls.cert, config.tls.key)
+
+    def admit(self, ip: ipaddress.IPv4Address | ipaddress.IPv6Address | None) -> bool:
+        """Count a new connection from `ip` in, unless that passes `smtp.max_connections` or
+        `smtp.max_connections_per_ip`."""
+        if (
+            self._per_ip.total() >= self._config.max_connections
+            or self._per_ip[ip] >= self._config.max_connections_per_ip
+        ):
+            return False
+        self._per_ip[ip] += 1
+        return True
+
+    def release(self, ip: ipaddress.IPv4Address | ipaddress.IPv6Address | None) -> None:
+        """Count a connection `admit` let in out again."""
+        self._per_ip[ip] -= 1
+        if self._per_ip[ip] <= 0:
+            del self._per_ip[ip]
 
     @staticmethod
     def _authenticate(
