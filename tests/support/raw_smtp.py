@@ -59,6 +59,10 @@ class RawSmtp:
     def starttls(self) -> None:
         """STARTTLS, then the TLS handshake (the test's certificates are not checked)."""
         assert self.command("STARTTLS").startswith("220")
+        self.starttls_handshake()
+
+    def starttls_handshake(self) -> None:
+        """The TLS handshake after a 220 to STARTTLS; anything still unread is dropped."""
         context = ssl.create_default_context()
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
