@@ -34,6 +34,7 @@ from sendguard.ingress.esp.mapping import (
     submit,
     substitute,
 )
+from sendguard.ingress.payloads import parse_json
 from sendguard.intake import Accepted
 
 TEMPLATE_REFUSED = (
@@ -176,7 +177,7 @@ def parse(form: Form) -> list[Outgoing]:
     if variables_text is None:
         return [message]
     try:
-        variables = json.loads(variables_text)
+        variables = parse_json(variables_text)
     except ValueError:
         raise EspError(400, "recipient-variables: not valid JSON", "recipient-variables") from None
     if not isinstance(variables, dict):

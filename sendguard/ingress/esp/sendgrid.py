@@ -7,7 +7,6 @@ an empty body and `X-Message-Id`; errors `{"errors": [{"message", "field", "help
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -27,6 +26,7 @@ from sendguard.ingress.esp.mapping import (
     submit,
     substitute,
 )
+from sendguard.ingress.payloads import parse_json
 from sendguard.intake import Accepted
 
 TEMPLATE_REFUSED = (
@@ -213,7 +213,7 @@ async def mail_send(request: web.Request) -> web.Response:
     who = authenticate(request, key.strip() if scheme.lower() == "bearer" else None)
     raw = await request.read()
     try:
-        data = json.loads(raw)
+        data = parse_json(raw)
     except (ValueError, UnicodeDecodeError):
         raise EspError(400, "Bad Request: the body is not valid JSON", None) from None
     messages = parse(data)
