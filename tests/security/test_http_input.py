@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from sendguard.ingress.payloads import SendPayload
 from tests.support.process import TOKEN, SendguardProcess
 from tests.support.sink import Sink
 
@@ -55,15 +56,11 @@ def injected(value: Any, line_break: str) -> Any:
 
 
 def test_the_field_list_covers_the_payload() -> None:
-    from sendguard.ingress.payloads import SendPayload  # noqa: PLC0415
-
     names = {f.alias or n for n, f in SendPayload.model_fields.items()}
     assert names - {"text", "html", "headers"} == set(HEADER_FIELDS)
 
 
-def test_crlf_in_every_header_bearing_field_is_400_naming_it(
-    sendguard: Start, sink: Sink
-) -> None:
+def test_crlf_in_every_header_bearing_field_is_400_naming_it(sendguard: Start, sink: Sink) -> None:
     proc = sendguard()
     wrong = []
     cases: list[tuple[str, dict[str, Any]]] = []
@@ -172,7 +169,7 @@ def test_invalid_utf8_is_400(sendguard: Start) -> None:
     proc = sendguard()
     wrong = []
     bodies = {
-        "/v1/messages": b'{"from": "shop@example.com", "to": ["ann@example.org"], "subject": "\xff\xfe"}',
+        "/v1/messages": b'{"from": "shop@example.com", "to": ["a@example.org"], "subject": "\xff"}',
         "/v1/events": b'{"type": "open", "recipient": "a\xc3@example.org"}',
         "/v1/facts": b'{"key": "k\xed\xa0\x80", "value": "v"}',
         "/v1/suppressions": b'{"address": "\x80@example.org"}',
