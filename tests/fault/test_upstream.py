@@ -180,4 +180,3 @@ def test_dropping_mid_data_is_retried_not_lost(sendguard: Start) -> None:
         )
     finally:
         controller.stop()
-
