@@ -134,3 +134,11 @@ def test_slowloris_data_is_cut_off_and_nothing_is_stored(sendguard: Start, sink:
     assert b"421 4.4.2" in said, said
     assert proc.states() == {}
     assert sink.received == []
+
+
+def test_an_idle_session_is_told_why_it_is_closed(sendguard: Start, sink: Sink) -> None:
+    proc = sendguard(smtp={"timeout": "1s"})
+    with RawSmtp(proc.smtp_port) as client:
+        client.greet()
+        said = client.closed(20)
+    assert said.startswith(b"421 4.4.2"), said
