@@ -162,6 +162,12 @@ def sendguard_config(work: Path, sink: Sink, store: dict[str, Any] | None = None
         "starttls": "never",
         "pool_size": 20,
     }
+    # smtp-source sends one text to every recipient: far past the example's blast threshold
+    # (1,000 in an hour), which would hold the measured messages for review. The check still
+    # runs on every delivery; only its threshold is lifted above what a run sends.
+    for entry in config["policies"]:
+        if entry["plugin"] == "human_hold":
+            entry["options"]["max_blast"] = 10_000_000
     if store is not None:
         config["store"] = store
     (work / "sendguard.yaml").write_text(yaml.safe_dump(config))

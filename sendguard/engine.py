@@ -22,7 +22,7 @@ from sendguard.errors import StoreUnavailable
 from sendguard.message import Delivery, DeliveryState, HoldOrigin
 from sendguard.metrics import Metrics
 from sendguard.policy import Policy, PolicyContext
-from sendguard.store.base import Store
+from sendguard.store.base import PolicyReads
 from sendguard.verdict import Action, Decision, Mode, OnError, PolicyOutcome, Verdict
 
 log = structlog.get_logger("sendguard.engine")
@@ -153,7 +153,7 @@ class Engine:
     def __init__(
         self,
         bindings: Sequence[PolicyBinding],
-        store: Store,
+        store: PolicyReads,
         clock: Clock,
         metrics: Metrics,
         hold_expiry: timedelta | None = None,
@@ -164,12 +164,20 @@ class Engine:
         self._clock = clock
         self._metrics = metrics
         # Metric children looked up once: labels() costs more than the observation itself.
-        self._durations = {
-            b.name: metrics.policy_duration.labels(policy=b.name) for b in self._bindings
-        }
-        # Pre-initialised, so a dashboard shows 0 (not "no data") for a policy that never failed.
-        self._errors = {b.name: metrics.policy_errors.labels(policy=b.name) for b in self._bindings}
+        self._durations: dict[str, Any] = {}
+        self._errors: dict[str, Any] = {}
         self._counters: dict[tuple[str, str, str], Any] = {}
+        self._expect(self._bindings)
+
+    def _expect(self, bindings: Sequence[PolicyBinding]) -> None:
+        """Create the metric series of these policies up front, so a dashboard shows 0 (not
+        "no data") for a verdict never given, and rate() counts the first one."""
+        metrics = self._metrics
+        metrics.expect_policies((b.name, b.mode.value) for b in bindings)
+        for b in bindings:
+            if b.name not in self._durations:
+                self._durations[b.name] = metrics.policy_duration.labels(policy=b.name)
+                self._errors[b.name] = metrics.policy_errors.labels(policy=b.name)
 
     def reconfigure(self, bindings: Sequence[PolicyBinding], hold_expiry: timedelta | None) -> None:
         """Judge every decision from now on with these policies (a config reload).
@@ -177,11 +185,7 @@ class Engine:
         A decision under way finishes with the policies it started with: `decide` reads the
         bindings once. Metric children of removed policies stay, so a dashboard keeps them.
         """
-        metrics = self._metrics
-        for b in bindings:
-            if b.name not in self._durations:
-                self._durations[b.name] = metrics.policy_duration.labels(policy=b.name)
-                self._errors[b.name] = metrics.policy_errors.labels(policy=b.name)
+        self._expect(bindings)
         self._bindings, self._hold_expiry = tuple(bindings), hold_expiry
 
     def plan(self, decision: Decision, now: datetime) -> Plan:

@@ -30,16 +30,13 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import BaseModel, ConfigDict
 
 from sendguard.address import recipient_key
+from sendguard.approvals import Campaign, ContentApproval
+from sendguard.deliveries import HistoryEntry
+from sendguard.events import Event
+from sendguard.facts import Fact
 from sendguard.message import Delivery, MessageClass
-from sendguard.store.base import (
-    Campaign,
-    ContentApproval,
-    Event,
-    Fact,
-    HistoryEntry,
-    Store,
-    Suppression,
-)
+from sendguard.store.base import PolicyReads
+from sendguard.suppressions import Suppression
 from sendguard.verdict import Verdict
 
 __all__ = [
@@ -119,7 +116,7 @@ class PolicyContext:
     """A read-only view of the store for policies, at one moment in time."""
 
     def __init__(
-        self, store: Store, now: datetime, contents: Mapping[str, bytes] | None = None
+        self, store: PolicyReads, now: datetime, contents: Mapping[str, bytes] | None = None
     ) -> None:
         self._store = store
         self.now = now

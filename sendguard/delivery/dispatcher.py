@@ -24,17 +24,20 @@ from datetime import datetime, timedelta
 
 import structlog
 
+from sendguard.audit import AuditEntry
 from sendguard.clock import Clock, monotonic
 from sendguard.config import DeliveryOptions, ReviewOptions
+from sendguard.deliveries import Change
 from sendguard.delivery.routing import RouteKey
-from sendguard.delivery.upstream import Envelope, Upstream
+from sendguard.delivery.upstream import Envelope, Upstream, passing_through
 from sendguard.engine import Engine
 from sendguard.errors import Conflict, StoreUnavailable, UpstreamPermanent, UpstreamTransient
+from sendguard.esp_request import ESPS, EspRequest
 from sendguard.message import Delivery, DeliveryState, HoldExpiry
 from sendguard.metrics import Metrics
 from sendguard.phrasing import human_duration, human_time
 from sendguard.reload import SwitchableUpstream
-from sendguard.store.base import AuditEntry, Change, Store
+from sendguard.store.base import Store
 
 log = structlog.get_logger("sendguard.dispatcher")
 
@@ -238,24 +241,42 @@ class Dispatcher:
             ),
         )
         content = await self._store.message_content(delivery.message.id)
+        request = None
+        if delivery.message.ingress in ESPS:
+            request = await self._store.esp_request(delivery.message.id)
         async with self._upstream.chosen(RouteKey.of(delivery.message)) as chosen:
-            await self._send(delivery, content, chosen.upstream, chosen.label)
+            await self._send(delivery, content, chosen.upstream, chosen.label, request)
 
     async def _send(
-        self, delivery: Delivery, content: bytes, upstream: Upstream, label: str
+        self,
+        delivery: Delivery,
+        content: bytes,
+        upstream: Upstream,
+        label: str,
+        request: EspRequest | None = None,
     ) -> None:
         started = monotonic()
+        envelope = Envelope(
+            delivery.message.mail_from,
+            delivery.recipient,
+            delivery.id,
+            smtputf8=delivery.message.smtputf8,
+            body_8bit=delivery.message.body_8bit,
+        )
+        # Pass-through: a message that came in through an ESP's endpoint leaves as its
+        # client's request when its upstream is that ESP; otherwise it leaves rendered.
+        passing = None if request is None else passing_through(upstream, request.esp)
         try:
-            await upstream.send(
-                Envelope(
-                    delivery.message.mail_from,
-                    delivery.recipient,
-                    delivery.id,
-                    smtputf8=delivery.message.smtputf8,
-                    body_8bit=delivery.message.body_8bit,
-                ),
-                content,
-            )
+            if request is not None and passing is not None:
+                await passing.send_request(envelope, request)
+            elif request is not None and request.template is not None:
+                # Accepted while a route led to that ESP; a reload has since changed it.
+                raise UpstreamPermanent(
+                    f"the message names {request.esp} template {request.template!r}, which only"
+                    f" a {request.esp} upstream can send; its route now chooses {label!r}"
+                )
+            else:
+                await upstream.send(envelope, content)
         except UpstreamTransient as exc:
             self._upstream_error(label, "transient", started)
             reason, after = str(exc), exc.retry_after
@@ -280,11 +301,14 @@ class Dispatcher:
             await self._record(started, lambda: self._retry_later(delivery, reason))
         else:
             self._metrics.upstream_duration.labels(upstream=label).observe(monotonic() - started)
+            accepted = (
+                f"upstream accepted ({label}: the {request.esp} request passed through)"
+                if passing is not None and request is not None
+                else "upstream accepted"
+            )
             await self._record(
                 started,
-                lambda: self._finish(
-                    delivery, DeliveryState.SENT, "upstream accepted", self._clock.now()
-                ),
+                lambda: self._finish(delivery, DeliveryState.SENT, accepted, self._clock.now()),
             )
 
     async def _record(self, started: float, outcome: Callable[[], Awaitable[object]]) -> None:

@@ -11,7 +11,7 @@ from aiohttp import web
 
 from sendguard.errors import ConfigError
 from sendguard.ingress.http_context import identity
-from sendguard.reload import Reloader
+from sendguard.reload import Reloader, ReloadOutcome
 
 RELOADER: web.AppKey[Reloader] = web.AppKey("reloader", Reloader)
 
@@ -45,5 +45,18 @@ async def reload_config(request: web.Request) -> web.Response:
             "source": outcome.source,
             "applied": list(outcome.applied),
             "restart_required": list(outcome.restart_required),
+            "tls_certificate": _certificate(outcome),
         }
     )
+
+
+def _certificate(outcome: ReloadOutcome) -> dict[str, object] | None:
+    """The SMTP certificate new connections get, and why a new one was not taken."""
+    if outcome.certificate is None and outcome.certificate_problem is None:
+        return None
+    answer: dict[str, object] = {"sha256": outcome.certificate, "reloaded": True}
+    if outcome.certificate_problem is not None:
+        problem = outcome.certificate_problem
+        answer["reloaded"] = False
+        answer["problem"] = {"field": problem.path, "message": problem.message}
+    return answer

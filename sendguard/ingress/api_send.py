@@ -20,6 +20,7 @@ from aiohttp import web
 
 from sendguard.address import validate_address
 from sendguard.clock import monotonic
+from sendguard.deliveries import DeliveryQuery
 from sendguard.errors import Conflict, IdempotencyKeyReused, InvalidAddress, InvalidMessage
 from sendguard.fields import FieldOverrides, parse_time
 from sendguard.headers import Headers, Trace, split_message
@@ -40,7 +41,6 @@ from sendguard.ingress.views import (
 )
 from sendguard.intake import Accepted, Idempotency, idempotency_scope
 from sendguard.message import Delivery, DeliveryState
-from sendguard.store.base import DeliveryQuery
 
 MAX_LIMIT = 500
 MAX_KEY = 200

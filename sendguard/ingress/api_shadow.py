@@ -18,7 +18,7 @@ from sendguard.ingress.api_admin import RELOADER
 from sendguard.ingress.http_context import api
 from sendguard.ingress.payloads import BadRequest
 from sendguard.ingress.views import when
-from sendguard.store.base import ShadowTally
+from sendguard.reports import ShadowTally
 from sendguard.verdict import Action, Mode
 
 MAX_EXAMPLES = 50

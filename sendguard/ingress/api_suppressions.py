@@ -25,8 +25,13 @@ from sendguard.ingress.payloads import (
 )
 from sendguard.ingress.views import when
 from sendguard.review import NotFound
-from sendguard.store.base import Suppression, SuppressionQuery, SuppressionReason
-from sendguard.suppressions import CsvError, parse_csv
+from sendguard.suppressions import (
+    CsvError,
+    Suppression,
+    SuppressionQuery,
+    SuppressionReason,
+    parse_csv,
+)
 
 MAX_LIMIT = 1000
 MAX_SOURCE = 200

@@ -10,11 +10,12 @@ from aiohttp import web
 from sendguard.clock import Clock
 from sendguard.config import HttpOptions
 from sendguard.delivery.upstream import Upstream
+from sendguard.events import EventType
 from sendguard.identity import Identity
 from sendguard.intake import Intake
 from sendguard.metrics import Metrics
 from sendguard.review import Review
-from sendguard.store.base import EventType, Store
+from sendguard.store.base import Store
 from sendguard.tokens import TokenSet
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]

@@ -23,7 +23,8 @@ from sendguard.simulate.source import (
     read_mbox,
     read_store,
 )
-from sendguard.store import open_store, sqlite_path
+from sendguard.store import open_store
+from sendguard.store.sqlite import sqlite_path
 
 DEFAULT_WINDOW = timedelta(days=30)
 
@@ -82,7 +83,7 @@ async def _read(
     url = source or options.url
     assert since is not None and until is not None  # a store always has a window
     if urlsplit(url).scheme != "sqlite":
-        store = open_store(url, busy_timeout=options.busy_timeout, schema=options.schema_)
+        store = open_store(url, options.settings())
         await store.open()
         try:
             return await read_store(store, since, until)
@@ -90,7 +91,10 @@ async def _read(
             await store.close()
     # A running server holds its SQLite file for itself: read a consistent copy instead,
     # which also keeps the recorded history untouched (no migration, no recovery).
-    original = sqlite_path(url)
+    try:
+        original = sqlite_path(url)
+    except ValueError as exc:
+        raise SourceError(str(exc)) from None
     if not original.is_file():
         raise SourceError(f"no store at {original}")
     with tempfile.TemporaryDirectory(prefix="sendguard-simulate-") as scratch:
@@ -102,7 +106,7 @@ async def _read(
         finally:
             target_db.close()
             source_db.close()
-        store = open_store(f"sqlite:///{copy}", busy_timeout=options.busy_timeout)
+        store = open_store(f"sqlite:///{copy}", options.settings())
         await store.open()
         try:
             return await read_store(store, since, until)

@@ -15,12 +15,14 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from sendguard.config import Settings
+from sendguard.deliveries import Change
 from sendguard.engine import Engine, PolicyBinding
+from sendguard.events import Event
 from sendguard.intake import Intake
 from sendguard.message import DeliveryState
 from sendguard.metrics import Metrics
 from sendguard.simulate.source import Recorded, RecordedEvent, RecordedFact, RecordedMessage, at_of
-from sendguard.store.base import Change, Event, Store
+from sendguard.store.base import Store
 from sendguard.store.sqlite import SQLiteStore
 from sendguard.testing import FakeClock
 from sendguard.verdict import Action, Decision, Mode

@@ -22,8 +22,24 @@ from datetime import datetime, timedelta
 from typing import Any, Protocol, TypeVar
 
 from sendguard.address import domain_of, recipient_key
+from sendguard.approvals import Approval, Campaign, CampaignSummary, ContentApproval, GlobalPause
+from sendguard.audit import AuditEntry
 from sendguard.clock import from_micros, to_micros
+from sendguard.deliveries import (
+    Change,
+    DeliveryPage,
+    DeliveryQuery,
+    DeliveryRecord,
+    HistoryEntry,
+    IdempotencyRecord,
+    NewDelivery,
+    RecordedOutcome,
+)
 from sendguard.errors import Conflict
+from sendguard.esp_request import EspRequest
+from sendguard.events import Event, event_type
+from sendguard.facts import Fact
+from sendguard.lifecycle import LifecycleEvent, OutboundEvent, WebhookTarget, lifecycle_event
 from sendguard.message import (
     Delivery,
     DeliveryState,
@@ -32,45 +48,12 @@ from sendguard.message import (
     MessageClass,
     Transition,
 )
+from sendguard.pruning import PruneCutoffs
+from sendguard.reports import QueueAges, ShadowExample, ShadowTally
+from sendguard.review_queue import Edit, EditedPart, HeldGroup, HeldQuery, HeldQueue, ReviewNotice
 from sendguard.store import codec
-from sendguard.store.base import (
-    Approval,
-    AuditEntry,
-    Campaign,
-    CampaignSummary,
-    Change,
-    ContentApproval,
-    DeliveryPage,
-    DeliveryQuery,
-    DeliveryRecord,
-    Edit,
-    EditedPart,
-    Event,
-    Fact,
-    GlobalPause,
-    HeldGroup,
-    HeldQuery,
-    HeldQueue,
-    HistoryEntry,
-    IdempotencyRecord,
-    LifecycleEvent,
-    NewDelivery,
-    OutboundEvent,
-    PruneCutoffs,
-    QueueAges,
-    RecordedOutcome,
-    ReviewNotice,
-    ShadowExample,
-    ShadowTally,
-    Store,
-    Suppression,
-    SuppressionPage,
-    SuppressionQuery,
-    SuppressionReason,
-    WebhookTarget,
-    event_type,
-    lifecycle_event,
-)
+from sendguard.store.base import Store
+from sendguard.suppressions import Suppression, SuppressionPage, SuppressionQuery, SuppressionReason
 from sendguard.verdict import Action, Decision, Mode
 
 T = TypeVar("T")
@@ -148,6 +131,7 @@ class SqlStore(Store):
         content: bytes,
         deliveries: Sequence[NewDelivery],
         idempotency: IdempotencyRecord | None = None,
+        esp_request: EspRequest | None = None,
     ) -> None:
         now = to_micros(message.received_at)
 
@@ -192,6 +176,12 @@ class SqlStore(Store):
                     int(message.body_8bit),
                 ),
             )
+            if esp_request is not None:
+                await tx.execute(
+                    "INSERT INTO esp_requests (message_id, esp, template, body)"
+                    " VALUES (?, ?, ?, ?)",
+                    (message.id, esp_request.esp, esp_request.template, esp_request.body),
+                )
             premises = (*message.fields.requires, *message.fields.unless)
             for key in sorted({r.key for r in premises}):
                 await tx.execute(
@@ -344,6 +334,17 @@ class SqlStore(Store):
         if row is None:
             raise Conflict(f"message {message_id} has no stored content")
         return bytes(row[0])
+
+    async def esp_request(self, message_id: str) -> EspRequest | None:
+        async def job(tx: Tx) -> Sequence[Any] | None:
+            return await _one(
+                tx,
+                "SELECT esp, template, body FROM esp_requests WHERE message_id = ?",
+                (message_id,),
+            )
+
+        row = await self._read(job)
+        return None if row is None else EspRequest(row[0], bytes(row[2]), row[1])
 
     async def idempotent_response(self, key: str, since: datetime) -> IdempotencyRecord | None:
         async def job(tx: Tx) -> Sequence[Any] | None:
@@ -976,6 +977,7 @@ class SqlStore(Store):
             " WHERE e.message_id = m.id OR e.origin_message_id = m.id)"
         )
         await tx.execute(f"DELETE FROM requirements WHERE message_id IN ({orphans})", (cutoff,))
+        await tx.execute(f"DELETE FROM esp_requests WHERE message_id IN ({orphans})", (cutoff,))
         await tx.execute(f"DELETE FROM messages WHERE id IN ({orphans})", (cutoff,))
         return gone
 

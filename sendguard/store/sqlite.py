@@ -17,19 +17,28 @@ Where each kind of work runs (sqlite3 blocks the thread that calls it):
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Coroutine, Sequence
-from contextlib import AbstractAsyncContextManager
+from collections.abc import AsyncIterator, Coroutine, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
 from sendguard.address import recipient_key
-from sendguard.store.base import StoreStats
+from sendguard.store import StoreSettings
 from sendguard.store.keyed_lock import KeyedLock
 from sendguard.store.sql_store import Job, SqlStore, Tx
 from sendguard.store.sqlite_db import SQLiteDatabase
 
 T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class CommitStats:
+    """How many writes the store committed in how many transactions (group commit at work)."""
+
+    writes: int = 0
+    commits: int = 0
 
 
 class _Tx:
@@ -99,8 +108,42 @@ class SQLiteStore(SqlStore):
         return await self._db.write(job)
 
     @property
-    def stats(self) -> StoreStats:
-        return StoreStats(writes=self._db.writes, commits=self._db.commits)
+    def stats(self) -> CommitStats:
+        """Writes and commits so far (for tests and the benchmark; not part of the contract)."""
+        return CommitStats(writes=self._db.writes, commits=self._db.commits)
 
     def lock_recipients(self, recipients: Sequence[str]) -> AbstractAsyncContextManager[None]:
         return self._locks.hold(recipient_key(r) for r in recipients)
+
+
+def sqlite_path(url: str) -> Path:
+    """The database file of a `sqlite:///relative` or `sqlite:////absolute` URL."""
+    rest = url.removeprefix("sqlite://")
+    if rest == url or not rest.startswith("/") or rest == "/":
+        raise ValueError(
+            f"{url!r} must look like sqlite:///var/sendguard.db (relative to the working "
+            "directory) or sqlite:////abs/path.db"
+        )
+    # sqlite:///var/x.db -> "var/x.db" (relative to the working directory);
+    # sqlite:////abs/x.db -> "/abs/x.db".
+    return Path(rest[1:])
+
+
+class SQLiteBackend:
+    """`sqlite:///relative/path.db` or `sqlite:////absolute/path.db` (scheme `sqlite`)."""
+
+    def from_url(self, url: str, settings: StoreSettings) -> SQLiteStore:
+        """The store in the file the URL names (created with its directory on open)."""
+        return SQLiteStore(sqlite_path(url), busy_timeout=settings.busy_timeout)
+
+    @asynccontextmanager
+    async def scratch(
+        self, directory: Path, environ: Mapping[str, str]
+    ) -> AsyncIterator[SQLiteStore]:
+        """A new file in `directory` (which the caller removes)."""
+        del environ
+        yield self.from_url(f"sqlite:///{directory / 'store.db'}", StoreSettings())
+
+
+BACKEND = SQLiteBackend()
+"""Registered under `sendguard.stores` as `sqlite`."""

@@ -244,6 +244,16 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX deliveries_held ON deliveries(campaign, id, updated_at, due_at)
         WHERE state = 'held';
     """,
+    # 8: the ESP request a message came in as (SendGrid, Postmark, Mailgun), for pass-through
+    # to the same ESP; pruned with its message.
+    """
+    CREATE TABLE esp_requests (
+        message_id TEXT PRIMARY KEY REFERENCES messages(id),
+        esp TEXT NOT NULL,
+        template TEXT,
+        body BLOB NOT NULL
+    );
+    """,
 )
 
 

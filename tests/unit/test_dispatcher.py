@@ -14,6 +14,7 @@ from pydantic import BaseModel
 from sendguard_plugins.schedule import ScheduleOptions, SchedulePolicy
 
 from sendguard.config import DeliveryOptions
+from sendguard.deliveries import DeliveryQuery
 from sendguard.delivery.dispatcher import Dispatcher, backoff
 from sendguard.delivery.upstream import Envelope
 from sendguard.engine import Engine, PolicyBinding
@@ -22,7 +23,6 @@ from sendguard.intake import Intake
 from sendguard.message import Delivery, DeliveryState
 from sendguard.metrics import Metrics
 from sendguard.policy import PolicyContext
-from sendguard.store.base import DeliveryQuery
 from sendguard.store.sqlite import SQLiteStore
 from sendguard.testing import FakeClock
 from sendguard.verdict import Verdict

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from sendguard.errors import StoreLocked, StoreUnavailable
-from sendguard.store.base import Fact
+from sendguard.facts import Fact
 from sendguard.store.sql_store import Tx
 from sendguard.store.sqlite import SQLiteStore
 from tests.contract.test_store import T0, add

@@ -32,11 +32,11 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from sendguard.address import validate_address
 from sendguard.errors import InvalidAddress
+from sendguard.events import Event, EventType
 from sendguard.identity import Identity, Role
 from sendguard.ingress.esp.mapping import esp_config
 from sendguard.ingress.http_context import IDENTITY_KEY, api
 from sendguard.ingress.payloads import parse_json
-from sendguard.store.base import Event, EventType
 from sendguard.suppressions import Effect, apply_event
 
 log = structlog.get_logger("sendguard.webhooks")
