@@ -366,8 +366,7 @@ class _Connection(SMTP):
             if not self._owner.admit(ip):
                 # Refused before aiosmtpd sees the connection: no session, no greeting task.
                 log.warning("smtp connection refused: too many connections", ip=str(ip))
-                if isinstance(transport, asyncio.WriteTransport):
-                    transport.write(TOO_MANY_CONNECTIONS)
+                _say(transport, TOO_MANY_CONNECTIONS)
                 transport.close()
                 return
             self._admitted = True
@@ -394,8 +393,7 @@ class _Connection(SMTP):
         if self.transport is None:
             return  # the connection ended as the timer fired
         # aiosmtpd closes silently; RFC 5321 4.2.2 lets the server say why first.
-        if isinstance(self.transport, asyncio.WriteTransport):
-            self.transport.write(b"421 4.4.2 Timeout exceeded, closing connection\r\n")
+        _say(self.transport, b"421 4.4.2 Timeout exceeded, closing connection\r\n")
         log.info("smtp session timed out", ip=str(self._ip))
         self.transport.close()
 
@@ -459,6 +457,14 @@ class _Connection(SMTP):
             await super().push("552 5.3.4 Message too big: over smtp.max_message_size")
             return
         await super().push(status)
+
+
+def _say(transport: asyncio.BaseTransport, line: bytes) -> None:
+    """Write a last reply before closing. uvloop's transports are not asyncio.WriteTransport
+    instances, so an isinstance check would silently skip the reply under `serve`'s uvloop."""
+    write = getattr(transport, "write", None)
+    if callable(write):
+        write(line)
 
 
 _CONNECTION_NAMES = _hooks(_Connection, ("smtp_", "auth_"))
@@ -583,8 +589,8 @@ class SmtpIngress:
             await asyncio.sleep(0.02)
         for connection in list(self.connections):
             transport = connection.transport
-            if isinstance(transport, asyncio.WriteTransport):
-                transport.write(b"421 4.3.2 Service shutting down\r\n")
+            if transport is not None:
+                _say(transport, b"421 4.3.2 Service shutting down\r\n")
             if transport is not None:
                 transport.close()
         for server in self._servers:

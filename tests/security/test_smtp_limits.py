@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import select
+import smtplib
 import socket
 import time
 from collections.abc import Callable, Iterator
@@ -91,7 +92,7 @@ def test_idle_connections_in_total_are_capped(sendguard: Start, sink: Sink) -> N
         try:
             send(proc, ["ann@example.org"], message())
             break
-        except AssertionError:
+        except (AssertionError, smtplib.SMTPException, OSError):
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.1)
