@@ -150,6 +150,10 @@ class SmtpOptions(Strict):
     reject_dropped: bool = False
     hostname: str | None = None
     timeout: Duration = timedelta(minutes=5)
+    data_timeout: Duration = timedelta(minutes=10)
+    """From DATA to the final dot: a client trickling its message is cut off past it."""
+    max_connections: int = Field(default=1000, gt=0, le=100_000)
+    max_connections_per_ip: int = Field(default=100, gt=0, le=100_000)
 
     @field_validator("auth_users")
     @classmethod

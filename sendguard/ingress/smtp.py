@@ -13,6 +13,7 @@ connection knows its `Listener`. The certificate is shared and replaced on a rel
 from __future__ import annotations
 
 import asyncio
+import collections
 import functools
 import ipaddress
 import re
@@ -45,7 +46,10 @@ def _reply_text(text: str, limit: int = 300) -> str:
 
 
 def _peer_ip(session: Session) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
-    peer = session.peer
+    return _ip_of(session.peer)
+
+
+def _ip_of(peer: object) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     if isinstance(peer, tuple) and peer:
         try:
             address = ipaddress.ip_address(peer[0])
@@ -296,6 +300,7 @@ class _Connection(SMTP):
         self.listener = listener
         self._ip: ipaddress.IPv4Address | ipaddress.IPv6Address | None = None
         self._auth_failures = 0
+        self._admitted = False
         self._credentials: LoginPassword | None = None
         self.path_sent: str | None = None
         """The address text of the MAIL or RCPT command being handled, as the client sent it."""
@@ -329,12 +334,16 @@ class _Connection(SMTP):
             await self.push("501 Syntax: DATA")
             return
         await self.push("354 End data with <CR><LF>.<CR><LF>")
+        # aiosmtpd restarts its idle timer per command, not per piece of data: from here to
+        # the final dot, `smtp.data_timeout` bounds the whole message (a trickling client).
+        self._reset_timeout(self._owner.data_timeout)
         try:
             content = await read_data(self._reader, self.data_size_limit)
         except (asyncio.CancelledError, asyncio.IncompleteReadError):
             # The connection closed in the middle of the data: nothing to answer.
             self._writer.close()
             raise
+        self._reset_timeout()
         if isinstance(content, DataRefused):
             await self.push(content.reply)
             self._end_transaction()
@@ -352,6 +361,15 @@ class _Connection(SMTP):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         starting = self.transport is None
+        if starting:
+            self._ip = ip = _ip_of(transport.get_extra_info("peername"))
+            if not self._owner.admit(ip):
+                # Refused before aiosmtpd sees the connection: no session, no greeting task.
+                log.warning("smtp connection refused: too many connections", ip=str(ip))
+                _say(transport, TOO_MANY_CONNECTIONS)
+                transport.close()
+                return
+            self._admitted = True
         super().connection_made(transport)
         if starting:
             self._owner.connections.add(self)
@@ -370,6 +388,14 @@ class _Connection(SMTP):
                 # in the clear where the listener requires TLS).
                 loopback = ip is not None and ip.is_loopback
                 self._auth_require_tls = self.listener.require_tls or not loopback
+
+    def _timeout_cb(self) -> None:
+        if self.transport is None:
+            return  # the connection ended as the timer fired
+        # aiosmtpd closes silently; RFC 5321 4.2.2 lets the server say why first.
+        _say(self.transport, b"421 4.4.2 Timeout exceeded, closing connection\r\n")
+        log.info("smtp session timed out", ip=str(self._ip))
+        self.transport.close()
 
     async def smtp_AUTH(self, arg: str) -> None:
         refusal = self._owner.auth.refusal(self._ip, self._auth_failures)
@@ -418,6 +444,10 @@ class _Connection(SMTP):
         return AuthResult(success=False, handled=False)
 
     def connection_lost(self, error: Exception | None) -> None:
+        if not self._admitted:
+            return  # refused in connection_made: aiosmtpd never started on it
+        self._admitted = False
+        self._owner.release(self._ip)
         self._owner.connections.discard(self)
         super().connection_lost(error)
 
@@ -429,7 +459,16 @@ class _Connection(SMTP):
         await super().push(status)
 
 
+def _say(transport: asyncio.BaseTransport, line: bytes) -> None:
+    """Write a last reply before closing. uvloop's transports are not asyncio.WriteTransport
+    instances, so an isinstance check would silently skip the reply under `serve`'s uvloop."""
+    write = getattr(transport, "write", None)
+    if callable(write):
+        write(line)
+
+
 _CONNECTION_NAMES = _hooks(_Connection, ("smtp_", "auth_"))
+TOO_MANY_CONNECTIONS = b"421 4.7.0 Too many connections, try again later\r\n"
 _CHECK_LATER = AuthResult(success=False, handled=True)
 """What _authenticate answers: the credentials are checked by the auth_ method, off the loop."""
 
@@ -443,6 +482,9 @@ class SmtpIngress:
         self.listeners = config.listeners_in_use()
         self._servers: list[asyncio.Server] = []
         self.connections: set[_Connection] = set()
+        self._per_ip: collections.Counter[ipaddress.IPv4Address | ipaddress.IPv6Address | None]
+        self._per_ip = collections.Counter()
+        self.data_timeout = config.data_timeout.total_seconds()
         self.auth = AuthGuard(config.auth_users)
         # aiosmtpd would look the host name up (a reverse DNS query) for every connection.
         self._hostname = config.hostname or socket.getfqdn()
@@ -459,6 +501,23 @@ class SmtpIngress:
         if self.certificates is None or tls.cert is None or tls.key is None:
             return None
         return self.certificates.reload(Path(tls.cert), Path(tls.key))
+
+    def admit(self, ip: ipaddress.IPv4Address | ipaddress.IPv6Address | None) -> bool:
+        """Count a new connection from `ip` in, unless that passes `smtp.max_connections` or
+        `smtp.max_connections_per_ip`."""
+        if (
+            self._per_ip.total() >= self._config.max_connections
+            or self._per_ip[ip] >= self._config.max_connections_per_ip
+        ):
+            return False
+        self._per_ip[ip] += 1
+        return True
+
+    def release(self, ip: ipaddress.IPv4Address | ipaddress.IPv6Address | None) -> None:
+        """Count a connection `admit` let in out again."""
+        self._per_ip[ip] -= 1
+        if self._per_ip[ip] <= 0:
+            del self._per_ip[ip]
 
     @staticmethod
     def _authenticate(
@@ -530,8 +589,8 @@ class SmtpIngress:
             await asyncio.sleep(0.02)
         for connection in list(self.connections):
             transport = connection.transport
-            if isinstance(transport, asyncio.WriteTransport):
-                transport.write(b"421 4.3.2 Service shutting down\r\n")
+            if transport is not None:
+                _say(transport, b"421 4.3.2 Service shutting down\r\n")
             if transport is not None:
                 transport.close()
         for server in self._servers:
