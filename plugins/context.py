@@ -31,11 +31,11 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sendguard.address import recipient_key
 from sendguard.duration import Duration
 from sendguard.errors import InvalidMessage
+from sendguard.facts import Fact
 from sendguard.fields import parse_requirement
 from sendguard.message import Delivery, Match, OnTimeout, Requirement
 from sendguard.phrasing import human_duration, human_time
 from sendguard.policy import Lookback, PolicyContext, PolicyOptions
-from sendguard.store.base import Fact
 from sendguard.verdict import Verdict
 
 MAX_SUCCESSORS = 16

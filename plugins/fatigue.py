@@ -22,10 +22,10 @@ from typing import ClassVar
 from pydantic import BaseModel, Field, field_validator, model_validator
 
 from sendguard.duration import Duration
+from sendguard.events import EventType
 from sendguard.message import Delivery, MessageClass
 from sendguard.phrasing import human_duration, human_time
 from sendguard.policy import Lookback, PolicyContext, PolicyOptions
-from sendguard.store.base import EventType
 from sendguard.verdict import Verdict
 
 # Types that say something other than "this person is still interested".

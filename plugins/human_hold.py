@@ -32,11 +32,12 @@ from typing import ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from sendguard.approvals import Approval, Campaign
 from sendguard.duration import Duration
 from sendguard.message import Delivery, MessageClass
+from sendguard.offload import over_content
 from sendguard.phrasing import human_duration, human_time
 from sendguard.policy import Lookback, PolicyContext, PolicyOptions
-from sendguard.store.base import Approval, Campaign
 from sendguard.verdict import Verdict
 
 _TEXT_CACHE = 64
@@ -130,7 +131,7 @@ class HumanHoldPolicy:
         if message_id in self._texts:
             self._texts.move_to_end(message_id)
             return self._texts[message_id]
-        text = message_text(await ctx.content(message_id))
+        text = await over_content(message_text, await ctx.content(message_id))
         self._texts[message_id] = text
         if len(self._texts) > _TEXT_CACHE:
             self._texts.popitem(last=False)

@@ -18,11 +18,12 @@ from typing import ClassVar, Literal
 
 from pydantic import BaseModel, Field
 
+from sendguard.deliveries import HistoryEntry
 from sendguard.duration import Duration
+from sendguard.events import EventType
 from sendguard.message import Delivery, MessageClass
 from sendguard.phrasing import human_duration, human_time
 from sendguard.policy import Lookback, PolicyContext, PolicyOptions
-from sendguard.store.base import EventType, HistoryEntry
 from sendguard.verdict import Verdict
 
 MatchKey = Literal["offer", "content", "campaign"]

@@ -279,6 +279,10 @@ def _timezone_json() -> Any:
     return Annotated[str, pydantic.Field(json_schema_extra={"enum": zones})]
 
 
+Line = Annotated[str, AfterValidator(_single_line)]
+"""Any other field's JSON value: it ends up in a header, so one line (no header injection)."""
+
+
 def _same(value: Any) -> Any:
     return value
 
@@ -321,7 +325,7 @@ class Field(Generic[T]):
     @property
     def payload_type(self) -> Any:
         """What the JSON payload accepts for it."""
-        return self.json_type if self.json_type is not None else (list[str] if self.many else str)
+        return self.json_type if self.json_type is not None else (list[Line] if self.many else Line)
 
     def shown(self, value: T) -> Any:
         """Its value as API answers show it."""

@@ -19,8 +19,10 @@ import structlog
 from sendguard.address import recipient_key, validate_address
 from sendguard.clock import Clock
 from sendguard.content import content_hash
+from sendguard.deliveries import IdempotencyRecord, NewDelivery
 from sendguard.engine import Engine
 from sendguard.errors import IdempotencyKeyReused, InvalidAddress, InvalidMessage
+from sendguard.esp_request import EspRequest
 from sendguard.fields import FieldOverrides, read_fields
 from sendguard.headers import (
     Headers,
@@ -33,7 +35,8 @@ from sendguard.headers import (
 from sendguard.ids import new_id
 from sendguard.message import Delivery, DeliveryState, Message
 from sendguard.metrics import Metrics
-from sendguard.store.base import IdempotencyRecord, NewDelivery, Store
+from sendguard.offload import over_content
+from sendguard.store.base import IntakeWrites
 
 log = structlog.get_logger("sendguard.intake")
 
@@ -80,7 +83,7 @@ class Intake:
     def __init__(
         self,
         engine: Engine,
-        store: Store,
+        store: IntakeWrites,
         clock: Clock,
         metrics: Metrics,
         header_sources: Mapping[str, Sequence[str]],
@@ -127,6 +130,8 @@ class Intake:
         smtputf8: bool = False,
         body_8bit: bool = False,
         trace: Trace | None = None,
+        esp_request: EspRequest | None = None,
+        vet: Callable[[Message], None] | None = None,
     ) -> Accepted:
         """Judge and commit a message; raise InvalidMessage or StoreUnavailable.
 
@@ -136,7 +141,9 @@ class Intake:
         say what the SMTP client declared; content with 8-bit bytes counts as 8-bit anyway.
         With `trace`, the stored copy gets a `Received:` line; it gets `Date` and `Message-ID`
         where it has none, so every delivery carries the same ones. The content fingerprint
-        is taken before: neither changes it.
+        is taken before: neither changes it. `esp_request` (the ESP request the message came
+        in as) is committed with it. `vet` sees the message before it is judged and may refuse
+        it by raising InvalidMessage (an ESP template with no upstream that can send it).
         """
         if mail_from:  # the null reverse-path <> is valid (bounces)
             try:
@@ -152,7 +159,7 @@ class Intake:
         block, _ = split_message(raw)
         headers = Headers.parse(block)
         content = strip_unforwarded_headers(raw)
-        fingerprint = content_hash(content)
+        fingerprint = await over_content(content_hash, content)
         now = self._clock.now()
         message_id = new_id()
         date = email.utils.format_datetime(now)
@@ -175,6 +182,8 @@ class Intake:
             smtputf8=smtputf8,
             body_8bit=body_8bit or not content.isascii(),
         )
+        if vet is not None:
+            vet(message)
         structlog.contextvars.bind_contextvars(message_id=message.id)
         decided = []
         async with self._store.lock_recipients(message.recipients):
@@ -203,7 +212,7 @@ class Intake:
                     now - idempotency.retention,
                     fingerprint=idempotency.fingerprint,
                 )
-            await self._store.add_message(message, content, decided, record)
+            await self._store.add_message(message, content, decided, record, esp_request)
         self._metrics.messages_received.labels(ingress=ingress).inc()
         if any(d.state is DeliveryState.QUEUED for d in decided):
             self._on_queued()

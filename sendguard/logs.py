@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import Literal
+from typing import Any, Literal
 
+import orjson
 import structlog
 from structlog.typing import EventDict, Processor, WrappedLogger
 
@@ -46,6 +47,12 @@ def _printable(_logger: WrappedLogger, _name: str, event_dict: EventDict) -> Eve
     return event_dict
 
 
+def _json(event: Any, **options: Any) -> str:
+    """orjson for every log line: several times faster than json.dumps on these dicts."""
+    default = options.get("default")
+    return orjson.dumps(event, default=default).decode()
+
+
 def configure(level: str = "info", fmt: Literal["auto", "json", "console"] = "auto") -> None:
     """Set up structlog and the standard library's logging for the process (once, by the CLI)."""
     console = fmt == "console" or (fmt == "auto" and sys.stderr.isatty())
@@ -65,7 +72,10 @@ def configure(level: str = "info", fmt: Literal["auto", "json", "console"] = "au
         # The console renderer prints the traceback itself, readably, after the line.
         [structlog.dev.ConsoleRenderer()]
         if console
-        else [structlog.processors.format_exc_info, structlog.processors.JSONRenderer()]
+        else [
+            structlog.processors.format_exc_info,
+            structlog.processors.JSONRenderer(serializer=_json),
+        ]
     )
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(

@@ -14,8 +14,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sendguard.duration import format_duration
+from sendguard.events import EventType
 from sendguard.policy import ReadsStore
-from sendguard.store.base import EventType, PruneCutoffs
+from sendguard.pruning import PruneCutoffs
 
 
 def _longest(floor: timedelta, needs: Iterable[timedelta | None]) -> timedelta | None:

@@ -18,19 +18,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from sendguard.approvals import Approval, Campaign, ContentApproval, GlobalPause
+from sendguard.audit import AuditEntry
 from sendguard.clock import Clock
+from sendguard.deliveries import Change, DeliveryQuery
 from sendguard.errors import Conflict
 from sendguard.message import Delivery, DeliveryState, HoldOrigin
-from sendguard.store.base import (
-    Approval,
-    AuditEntry,
-    Campaign,
-    Change,
-    ContentApproval,
-    DeliveryQuery,
-    GlobalPause,
-    Store,
-)
+from sendguard.store.base import Store
 
 S = DeliveryState
 _HELD = frozenset({S.HELD})

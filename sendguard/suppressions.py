@@ -15,12 +15,57 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sendguard.address import recipient_key, validate_address
 from sendguard.errors import InvalidAddress
-from sendguard.store.base import Event, EventType, Store, Suppression, SuppressionReason
+from sendguard.events import Event, EventType
 from sendguard.validation import any_case
+
+if TYPE_CHECKING:
+    from sendguard.store.base import Store
+
+
+class SuppressionReason(StrEnum):
+    """Why an address must not get marketing mail any more."""
+
+    UNSUBSCRIBE = "unsubscribe"
+    COMPLAINT = "complaint"
+    BOUNCE = "bounce"
+    MANUAL = "manual"
+    IMPORT = "import"
+
+
+@dataclass(frozen=True)
+class Suppression:
+    """A durable "do not send": kept until lifted (never pruned), keyed by `recipient_key`."""
+
+    address: str
+    reason: SuppressionReason
+    source: str
+    """Where it came from: `event`, `api`, `import:<file name>`, ..."""
+    created_at: datetime
+    created_by: str
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class SuppressionQuery:
+    """Filters for listing suppressions, by address key; `after` is the cursor."""
+
+    address: str | None = None
+    reason: SuppressionReason | None = None
+    after: str | None = None
+    limit: int = 100
+
+
+@dataclass(frozen=True)
+class SuppressionPage:
+    """One page of suppressions; `next` is the cursor for the following page."""
+
+    suppressions: Sequence[Suppression]
+    next: str | None = None
+
 
 EVENT_ACTOR = "events"
 """The audit actor of suppressions added or lifted by `POST /v1/events`."""

@@ -21,20 +21,16 @@ from typing import Any, Generic, Self, TypeVar
 
 from pydantic import BaseModel
 
+from sendguard.approvals import Approval, Campaign
 from sendguard.content import content_hash
+from sendguard.deliveries import NewDelivery
+from sendguard.events import Event, EventType
+from sendguard.facts import Fact
 from sendguard.headers import Headers
 from sendguard.ids import new_id
 from sendguard.message import Delivery, DeliveryState, Message, MessageClass, SendguardFields
 from sendguard.policy import Policy, PolicyContext
-from sendguard.store.base import (
-    Approval,
-    Campaign,
-    Event,
-    EventType,
-    Fact,
-    NewDelivery,
-    Store,
-)
+from sendguard.store.base import Store
 from sendguard.store.sqlite import SQLiteStore
 from sendguard.verdict import Decision, Verdict
 
@@ -208,10 +204,16 @@ class PolicyHarness(Generic[_P]):
         *,
         contact: str | None = None,
         observed_at: datetime | None = None,
+        superseded_by: str | None = None,
     ) -> Fact:
-        """Record a fact, observed at `observed_at` (default: now)."""
+        """Record a fact, observed at `observed_at` (default: now); `superseded_by` names the
+        fact that replaces it (a rescheduled meeting's new one), as `POST /v1/facts` takes it."""
         fact = Fact(
-            key=key, value=value, observed_at=observed_at or self.clock.now(), contact=contact
+            key=key,
+            value=value,
+            observed_at=observed_at or self.clock.now(),
+            contact=contact,
+            superseded_by=superseded_by,
         )
         await self.store.put_fact(fact)
         return fact

@@ -32,8 +32,9 @@ from sendguard.clock import Clock
 from sendguard.config import WebhookOptions
 from sendguard.delivery.dispatcher import backoff
 from sendguard.errors import StoreUnavailable
+from sendguard.lifecycle import OutboundEvent, WebhookTarget
 from sendguard.metrics import Metrics
-from sendguard.store.base import OutboundEvent, Store, WebhookTarget
+from sendguard.store.base import WebhookOutbox
 
 log = structlog.get_logger("sendguard.webhooks")
 
@@ -83,7 +84,7 @@ class WebhookSender:
 
     def __init__(
         self,
-        store: Store,
+        store: WebhookOutbox,
         clock: Clock,
         metrics: Metrics,
         configs: Sequence[WebhookOptions],

@@ -18,18 +18,22 @@ from typing import Annotated, Any
 import yaml
 from pydantic import BaseModel, Tag, ValidationError
 
+from sendguard.config.listeners import listener_problems
 from sendguard.config.models import (
     ApiToken,
     Config,
+    HttpOptions,
     NamedTokenOptions,
     PluginUpstreamOptions,
     PolicyEntryOptions,
+    StoreOptions,
     token_names,
 )
 from sendguard.config.routes import route_problems, route_problems_unvalidated
 from sendguard.errors import ConfigError, ConfigProblem
 from sendguard.policy import Policy, PolicyLoadError, load_policy_class
 from sendguard.secret import DEFAULT_API_TOKEN, SecretError, is_reference, resolve_secret
+from sendguard.store import open_store
 from sendguard.validation import allowed_names, field_path, problems
 
 
@@ -350,6 +354,15 @@ def _check_upstream_kind(
         problems.append(ConfigProblem(path, str(exc)))
 
 
+def _store_problems(options: StoreOptions) -> list[ConfigProblem]:
+    # Building a store does no I/O: this finds the backend by scheme and lets it check the URL.
+    try:
+        open_store(options.url, options.settings())
+    except ConfigError as exc:
+        return exc.problems
+    return []
+
+
 def parse_config(text: str, source: str, environ: Mapping[str, str] | None = None) -> Settings:
     """Validate a YAML text completely; raise ConfigError listing every problem."""
     try:
@@ -386,6 +399,8 @@ def parse_config(text: str, source: str, environ: Mapping[str, str] | None = Non
         if isinstance(named, PluginUpstreamOptions):
             _check_upstream_kind(named.kind, problems, f"upstreams.{name}.kind")
     problems.extend(route_problems(config))
+    problems.extend(_store_problems(config.store))
+    problems.extend(listener_problems(config))
     tokens = resolve_tokens(config.http.api_tokens, environ, problems)
     if problems:
         raise ConfigError(problems)
@@ -401,3 +416,26 @@ def load_config(path: Path | None, environ: Mapping[str, str] | None = None) -> 
     except OSError as exc:
         raise ConfigError([ConfigProblem("", f"cannot read {path}: {exc.strerror}")]) from None
     return parse_config(text, str(path), environ)
+
+
+def load_http_options(path: Path) -> HttpOptions:
+    """The `http` section of the config file at `path`, validated (its tokens not read yet:
+    `resolve_tokens` reads them).
+
+    The command line needs nothing else, so the rest of the file is not validated here and its
+    secrets are not read (a store password need not be set where an operator runs `review`).
+    Raise ConfigError naming the field (`http.listen: ...`) when it is invalid.
+    """
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError([ConfigProblem("", f"cannot read {path}: {exc.strerror}")]) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError([ConfigProblem("", f"{path} is not valid YAML: {exc}")]) from None
+    section = data.get("http") if isinstance(data, dict) else None
+    try:
+        return HttpOptions.model_validate(section or {})
+    except ValidationError as exc:
+        raise ConfigError(_problems(exc, ("http",))) from None

@@ -1,5 +1,7 @@
 """The `sendgrid`, `postmark` and `mailgun` upstreams: each delivery leaves as one API call
-carrying the rendered message for its one recipient.
+for its one recipient, carrying the rendered message, or — when the message came in through
+the same ESP's endpoint — the client's own request narrowed to that recipient
+(`send_request`, see `sendguard.delivery.passthrough`).
 
 Mailgun takes the MIME as it is (`messages.mime`). SendGrid and Postmark take JSON, so the
 message is read back into subject, text, HTML, attachments and its other headers; headers the
@@ -20,9 +22,11 @@ from typing import Any
 
 import aiohttp
 
+from sendguard.delivery import passthrough
 from sendguard.delivery.http_upstream import HttpUpstream
 from sendguard.delivery.upstream import Envelope
 from sendguard.errors import UpstreamPermanent
+from sendguard.esp_request import EspRequest
 
 _OWN_HEADERS = frozenset(
     {
@@ -86,6 +90,7 @@ class SendgridUpstream(HttpUpstream):
     """SendGrid v3 mail/send."""
 
     name = "sendgrid"
+    passes_through = "sendgrid"
 
     def __init__(
         self,
@@ -136,11 +141,20 @@ class SendgridUpstream(HttpUpstream):
             json_body=self.body(envelope, content),
         )
 
+    async def send_request(self, envelope: Envelope, request: EspRequest) -> None:
+        """The client's mail/send request, narrowed to this delivery (pass-through)."""
+        await self.request(
+            "/v3/mail/send",
+            headers={"Authorization": f"Bearer {self._key}"},
+            json_body=passthrough.sendgrid(request.body, envelope),
+        )
+
 
 class PostmarkUpstream(HttpUpstream):
     """Postmark /email."""
 
     name = "postmark"
+    passes_through = "postmark"
 
     def __init__(
         self,
@@ -187,10 +201,18 @@ class PostmarkUpstream(HttpUpstream):
         return body
 
     async def send(self, envelope: Envelope, content: bytes) -> None:
+        await self._post("/email", self.body(envelope, content))
+
+    async def send_request(self, envelope: Envelope, request: EspRequest) -> None:
+        """The client's email (templated or not), narrowed to this delivery (pass-through)."""
+        path, body = passthrough.postmark(request.body, envelope, self._stream)
+        await self._post(path, body)
+
+    async def _post(self, path: str, body: dict[str, Any]) -> None:
         answer = await self.request(
-            "/email",
+            path,
             headers={"X-Postmark-Server-Token": self._key, "Accept": "application/json"},
-            json_body=self.body(envelope, content),
+            json_body=body,
         )
         if isinstance(answer, dict) and answer.get("ErrorCode", 0) != 0:
             raise UpstreamPermanent(f"postmark: [{answer['ErrorCode']}] {answer.get('Message')}")
@@ -200,6 +222,7 @@ class MailgunUpstream(HttpUpstream):
     """Mailgun messages.mime: the rendered message leaves byte for byte."""
 
     name = "mailgun"
+    passes_through = "mailgun"
 
     def __init__(
         self,
@@ -222,3 +245,17 @@ class MailgunUpstream(HttpUpstream):
         await self.request(
             f"/v3/{self._domain}/messages.mime", headers={}, data=form, auth=self._auth
         )
+
+    async def send_request(self, envelope: Envelope, request: EspRequest) -> None:
+        """The client's messages (or messages.mime) form, narrowed to this delivery
+        (pass-through), to this upstream's domain."""
+        narrowed = passthrough.mailgun(request.body, envelope)
+        form = aiohttp.FormData()
+        for name, value in narrowed.fields:
+            form.add_field(name, value)
+        for item in narrowed.files:
+            form.add_field(
+                item.name, item.content, filename=item.filename, content_type=item.content_type
+            )
+        path = "messages.mime" if narrowed.mime else "messages"
+        await self.request(f"/v3/{self._domain}/{path}", headers={}, data=form, auth=self._auth)

@@ -10,7 +10,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from importlib.metadata import entry_points
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
+
+from sendguard.esp_request import EspRequest
 
 UPSTREAM_GROUP = "sendguard.upstreams"
 """The entry point group upstream kinds register under (the built-ins too)."""
@@ -49,6 +51,29 @@ class Upstream(Protocol):
     async def close(self) -> None:
         """Release connections and files."""
         ...
+
+
+@runtime_checkable
+class PassThrough(Protocol):
+    """An upstream that can send an ESP's request as it came, narrowed to one recipient.
+
+    The dispatcher uses `send_request` instead of `send` when the message came in through the
+    endpoint of the ESP this upstream talks to (`passes_through`, an ingress name such as
+    `sendgrid`), so templates, tracking settings and categories apply at that ESP.
+    """
+
+    passes_through: str
+
+    async def send_request(self, envelope: Envelope, request: EspRequest) -> None:
+        """Send `request` to `envelope.recipient` only; raise as `Upstream.send` does."""
+        ...
+
+
+def passing_through(upstream: Upstream, esp: str) -> PassThrough | None:
+    """`upstream` if it can send requests that came in through `esp`'s endpoint as they came."""
+    if isinstance(upstream, PassThrough) and upstream.passes_through == esp:
+        return upstream
+    return None
 
 
 UpstreamFactory = Callable[[Any], Upstream]

@@ -14,8 +14,7 @@ from pydantic import BaseModel, ConfigDict, EmailStr, Field, create_model
 
 from sendguard.fields import FIELDS
 from sendguard.message import DeliveryState
-from sendguard.store.base import SuppressionReason
-from sendguard.suppressions import Effect
+from sendguard.suppressions import Effect, SuppressionReason
 from sendguard.verdict import Action, Mode
 
 Email = EmailStr
@@ -36,6 +35,9 @@ class ErrorDetail(Shape):
     message: str = Field(description="What went wrong and how to fix it.")
     field: str | None = Field(default=None, description="The input at fault.")
     problems: list[dict[str, str]] | None = Field(default=None)
+    id: str | None = Field(
+        default=None, description="With a 409 of POST /v1/simulations: the running one's id."
+    )
 
 
 class ErrorAnswer(Shape):
@@ -308,6 +310,21 @@ class SuppressionLifted(Shape):
     lifted: SuppressionView
 
 
+class CertificateProblem(Shape):
+    """Why a new SMTP certificate was not taken."""
+
+    field: str
+    message: str
+
+
+class CertificateAnswer(Shape):
+    """The SMTP certificate new connections get after a reload."""
+
+    sha256: str | None
+    reloaded: bool
+    problem: CertificateProblem | None = None
+
+
 class ReloadAnswer(Shape):
     """What a config reload applied and what needs a restart."""
 
@@ -317,6 +334,24 @@ class ReloadAnswer(Shape):
     source: str
     applied: list[str]
     restart_required: list[str]
+    tls_certificate: CertificateAnswer | None
+
+
+class SimulationAnswer(Shape):
+    """A what-if replay on the server: running, done (with its report) or failed."""
+
+    id: str
+    status: Literal["running", "done", "failed"]
+    actor: str
+    config_hash: str
+    since: datetime | None
+    until: datetime | None
+    started_at: datetime | None
+    finished_at: datetime | None
+    report: dict[str, Any] | None = Field(
+        default=None, description="Once done: the JSON of `sendguard simulate --json`."
+    )
+    error: str | None = Field(default=None, description="Once failed: why.")
 
 
 class ShadowExample(Shape):

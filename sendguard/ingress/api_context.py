@@ -13,6 +13,8 @@ from datetime import datetime
 from aiohttp import web
 
 from sendguard.address import recipient_key
+from sendguard.events import Event, event_type
+from sendguard.facts import Fact
 from sendguard.fields import (
     check_fact_key,
     check_fact_value,
@@ -29,7 +31,6 @@ from sendguard.ingress.payloads import (
     read_json,
 )
 from sendguard.ingress.views import when
-from sendguard.store.base import Event, Fact, event_type
 from sendguard.suppressions import Effect, apply_event
 
 

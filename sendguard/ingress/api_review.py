@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from sendguard.approvals import GlobalPause
 from sendguard.identity import note_with_claimed_reviewer
 from sendguard.ingress.api_send import view_of
 from sendguard.ingress.http_context import Handler, api, identity
@@ -20,7 +21,6 @@ from sendguard.ingress.payloads import (
 from sendguard.ingress.queries import MAX_AUDIT
 from sendguard.ingress.views import audit_view, campaign_view, when
 from sendguard.review import APPROVE, CampaignAction, PauseOutcome
-from sendguard.store.base import GlobalPause
 
 
 def _actor(request: web.Request, payload: ReviewPayload) -> tuple[str, str]:

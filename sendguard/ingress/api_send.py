@@ -19,6 +19,7 @@ from typing import Any
 from aiohttp import web
 
 from sendguard.clock import monotonic
+from sendguard.deliveries import DeliveryQuery
 from sendguard.errors import Conflict, IdempotencyKeyReused, InvalidMessage
 from sendguard.fields import FieldOverrides, parse_time
 from sendguard.headers import Headers, Trace, split_message
@@ -28,6 +29,7 @@ from sendguard.ingress.payloads import (
     SendPayload,
     address_in,
     field_overrides,
+    parse_json,
     read_json,
 )
 from sendguard.ingress.queries import MAX_DELIVERIES
@@ -40,7 +42,6 @@ from sendguard.ingress.views import (
 )
 from sendguard.intake import Accepted, Idempotency, idempotency_scope
 from sendguard.message import Delivery, DeliveryState
-from sendguard.store.base import DeliveryQuery
 
 MAX_KEY = 200
 
@@ -176,7 +177,7 @@ async def fingerprint(request: web.Request) -> str:
 
 def _canonical_json(body: bytes) -> bytes:
     try:
-        data = json.loads(body)
+        data = parse_json(body)
     except (ValueError, UnicodeDecodeError):
         return body  # not JSON: the send is refused anyway; the bytes are its identity
     return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()

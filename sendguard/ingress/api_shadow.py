@@ -18,7 +18,7 @@ from sendguard.ingress.http_context import api
 from sendguard.ingress.payloads import BadRequest
 from sendguard.ingress.queries import MAX_EXAMPLES, MAX_TOP
 from sendguard.ingress.views import when
-from sendguard.store.base import ShadowTally
+from sendguard.reports import ShadowTally
 from sendguard.verdict import Action, Mode
 
 

@@ -26,8 +26,13 @@ from sendguard.ingress.payloads import (
 from sendguard.ingress.queries import MAX_SUPPRESSIONS
 from sendguard.ingress.views import when
 from sendguard.review import NotFound
-from sendguard.store.base import Suppression, SuppressionQuery, SuppressionReason
-from sendguard.suppressions import CsvError, parse_csv
+from sendguard.suppressions import (
+    CsvError,
+    Suppression,
+    SuppressionQuery,
+    SuppressionReason,
+    parse_csv,
+)
 
 MAX_SOURCE = 200
 

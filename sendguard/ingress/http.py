@@ -18,7 +18,15 @@ from sendguard.config import HttpOptions, split_listen
 from sendguard.errors import Conflict, InvalidMessage, StoreUnavailable
 from sendguard.identity import Identity, Role
 from sendguard.ingress import openapi
-from sendguard.ingress.http_context import API, IDENTITY_KEY, TOKENS, Api, Handler
+from sendguard.ingress.esp.mapping import ANSWERS_IN_ESP_SHAPE
+from sendguard.ingress.http_context import (
+    API,
+    IDENTITY_KEY,
+    TOKENS,
+    Api,
+    Handler,
+    refuse_announced_oversize,
+)
 from sendguard.ingress.payloads import BadRequest
 from sendguard.ingress.route import Auth, register, route_of
 from sendguard.ingress.routes import ROUTES
@@ -94,10 +102,19 @@ async def authenticate(request: web.Request, handler: Handler) -> web.StreamResp
     return await handler(request)
 
 
+@web.middleware
+async def limit_body(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """413 for a body announced over `http.max_body_size`, before it is read (the ESP routes
+    answer it themselves, in the ESP's error shape)."""
+    if request.match_info.handler not in ANSWERS_IN_ESP_SHAPE:
+        refuse_announced_oversize(request)
+    return await handler(request)
+
+
 def build_app(context: Api, tokens: TokenSet) -> web.Application:
     """The aiohttp application with every route."""
     app = web.Application(
-        middlewares=[errors, authenticate], client_max_size=context.config.max_body_size
+        middlewares=[errors, authenticate, limit_body], client_max_size=context.config.max_body_size
     )
     app[API] = context
     app[TOKENS] = tokens

@@ -10,11 +10,12 @@ from aiohttp import web
 from sendguard.clock import Clock
 from sendguard.config import HttpOptions
 from sendguard.delivery.upstream import Upstream
+from sendguard.events import EventType
 from sendguard.identity import Identity
 from sendguard.intake import Intake
 from sendguard.metrics import Metrics
 from sendguard.review import Review
-from sendguard.store.base import EventType, Store
+from sendguard.store.base import Store
 from sendguard.tokens import TokenSet
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -43,6 +44,18 @@ TOKENS: web.AppKey[TokenSet] = web.AppKey("tokens", TokenSet)
 def api(request: web.Request) -> Api:
     """The Api of the application serving `request`."""
     return request.app[API]
+
+
+def refuse_announced_oversize(request: web.Request) -> None:
+    """Raise 413 when the request announces a body over `http.max_body_size`.
+
+    aiohttp enforces the limit only while reading, so a 50 MB upload would be read up to the
+    limit first; what Content-Length announces is refused before a byte of it is read.
+    """
+    limit = api(request).config.max_body_size
+    length = request.content_length
+    if length is not None and length > limit:
+        raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=length)
 
 
 IDENTITY_KEY: web.RequestKey[Identity] = web.RequestKey("identity", Identity)

@@ -19,6 +19,7 @@ from pydantic import (
 
 from sendguard.address import ADDRESS_PATTERN, validate_address
 from sendguard.errors import InvalidAddress
+from sendguard.events import EventType
 from sendguard.fields import (
     FACT_KEY_PATTERN,
     FACT_VALUE_PATTERN,
@@ -26,7 +27,6 @@ from sendguard.fields import (
     FieldOverrides,
     overrides_from,
 )
-from sendguard.store.base import EventType
 from sendguard.validation import Strict, allowed_names, field_path, problems
 
 M = TypeVar("M", bound=BaseModel)
@@ -41,6 +41,23 @@ SINGLE_LINE_PATTERN = "^[^" + "".join(f"\\u{ord(c):04x}" for c in FORBIDDEN_IN_H
 """A header value's text as a JSON-schema pattern."""
 HEADER_NAME_PATTERN = "^[!-9;-~]+$"
 """A header name: printable ASCII without colon or space (RFC 5322 field-name)."""
+
+
+def parse_json(text: bytes | str) -> Any:
+    """`json.loads`, where nesting too deep to parse is a ValueError like any other bad JSON.
+
+    Every JSON body is read through here: `[[[[…]]]]` a hundred thousand deep makes the
+    parser raise RecursionError, which no handler expects from bad input.
+    """
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None
+
+
+def is_single_line(value: str) -> bool:
+    """False for text that would break out of the header it is put in."""
+    return not any(c in value for c in FORBIDDEN_IN_HEADERS)
 
 
 class BadRequest(Exception):
@@ -70,7 +87,7 @@ async def read_json(request: web.Request, model: type[M]) -> M:
     """
     body = await request.read()
     try:
-        data: Any = json.loads(body) if body.strip() else {}
+        data: Any = parse_json(body) if body.strip() else {}
     except (ValueError, UnicodeDecodeError) as exc:
         raise BadRequest(
             f"the body is not valid JSON ({exc}); send a JSON object"
@@ -114,7 +131,7 @@ class SendEnvelope(Strict):
     @field_validator("subject")
     @classmethod
     def _single_line(cls, value: str) -> str:
-        if any(c in value for c in FORBIDDEN_IN_HEADERS):
+        if not is_single_line(value):
             raise ValueError("must be a single line (no CR, LF or NUL)")
         return value
 
@@ -124,7 +141,7 @@ class SendEnvelope(Strict):
         for name, value in headers.items():
             if not re.fullmatch(HEADER_NAME_PATTERN, name):
                 raise ValueError(f"{name!r} is not a header name")
-            if any(c in value for c in FORBIDDEN_IN_HEADERS):
+            if not is_single_line(value):
                 raise ValueError(f"the value of {name} must be a single line")
         return headers
 
@@ -232,7 +249,7 @@ def validate_as(model: type[M], data: Any, prefix: str = "") -> M:
 async def read_events(request: web.Request) -> tuple[list[EventPayload], bool]:
     """The events of `POST /v1/events` and whether they came as a batch (a JSON array)."""
     try:
-        data: Any = json.loads(await request.read())
+        data: Any = parse_json(await request.read())
     except (ValueError, UnicodeDecodeError) as exc:
         raise BadRequest(
             f"the body is not valid JSON ({exc}); send an event object or an array of them",

@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from sendguard import duration
 from sendguard.ingress.payloads import Address
 from sendguard.message import DeliveryState
-from sendguard.store.base import SuppressionReason
+from sendguard.suppressions import SuppressionReason
 
 MAX_DELIVERIES = 500
 MAX_AUDIT = 1000
@@ -83,6 +83,14 @@ class RawSendQuery(Query):
     to: list[Address] | None = Field(
         default=None,
         description="The recipients, repeatable (default: the To, Cc and Bcc headers).",
+    )
+
+
+class SimulationQuery(Query):
+    """`GET /v1/simulations/{id}`."""
+
+    format: Literal["json", "html"] = Field(
+        default="json", description="json: status and report; html: the report's page."
     )
 
 

@@ -19,6 +19,7 @@ from sendguard.ingress import (
     api_review,
     api_send,
     api_shadow,
+    api_simulations,
     api_suppressions,
     openapi,
     queries,
@@ -349,6 +350,38 @@ ROUTES: tuple[Route, ...] = (
     ),
     Route(
         "POST",
+        "/v1/simulations",
+        api_simulations.start_simulation,
+        "startSimulation",
+        "Start a what-if replay of recorded traffic through a candidate config (one at a time)",
+        ("policies",),
+        {
+            202: Answer(
+                "started",
+                answers.SimulationAnswer,
+                headers={"Location": "where to ask for its status and report"},
+                links={"GetSimulation": Link("getSimulation", {"id": "$response.body#/id"})},
+            )
+        },
+        bodies=(Body(_JSON, api_simulations.SimulationPayload),),
+        errors=(409,),
+    ),
+    Route(
+        "GET",
+        "/v1/simulations/{id}",
+        api_simulations.get_simulation,
+        "getSimulation",
+        "A simulation's status and, once done, its report (format=json or html)",
+        ("policies",),
+        {
+            200: Answer("its status (and report)", answers.SimulationAnswer),
+        },
+        query=queries.SimulationQuery,
+        errors=(409,),
+        stores=False,
+    ),
+    Route(
+        "POST",
         "/v3/mail/send",
         guarded(sendgrid.mail_send, sendgrid.reply_error),
         "sendgridMailSend",
@@ -393,21 +426,36 @@ ROUTES: tuple[Route, ...] = (
         Route(
             "POST",
             path + slash,
-            guarded(postmark.with_template, postmark.reply_error),
+            guarded(handler, postmark.reply_error),
             f"postmark{name}{'Slash' if slash else ''}",
-            "Postmark template send: refused with 422 (stored templates are not rendered)"
+            f"Postmark: {what} (sent on as it came when the route leads to a Postmark upstream)"
             + (" (as postmarker calls it, with a trailing slash)" if slash else ""),
             ("esp",),
-            {},
+            answer,
             auth=Auth.POSTMARK,
+            bodies=(Body(_JSON, schema=body),),
             errors=(401, 422),
             error=answers.PostmarkError,
-            # Refusals only (a clear 422 for SDK users), not an operation to document.
-            documented=False,
+            # postmarker's trailing-slash spelling of the same operation: served, not documented.
+            documented=not slash,
         )
-        for path, name in (
-            ("/email/withTemplate", "WithTemplate"),
-            ("/email/batchWithTemplates", "BatchWithTemplates"),
+        for path, name, handler, what, answer, body in (
+            (
+                "/email/withTemplate",
+                "WithTemplate",
+                postmark.send_with_template,
+                "send one email from a stored template",
+                _ok(answers.PostmarkResult, "accepted"),
+                _ANY_OBJECT,
+            ),
+            (
+                "/email/batchWithTemplates",
+                "BatchWithTemplates",
+                postmark.send_batch_with_templates,
+                "send emails from stored templates",
+                {200: Answer("one result per email", answers.PostmarkResult, many=True)},
+                _ANY_OBJECT,
+            ),
         )
         for slash in ("", "/")
     ),

@@ -6,9 +6,12 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
+from sendguard.approvals import Approval, CampaignSummary
+from sendguard.audit import AuditEntry
+from sendguard.deliveries import RecordedOutcome
+from sendguard.events import Event
 from sendguard.fields import show_fields
 from sendguard.message import Delivery, DeliveryState, Message, Transition
-from sendguard.store.base import Approval, AuditEntry, CampaignSummary, Event, RecordedOutcome
 from sendguard.verdict import Decision
 
 

@@ -22,13 +22,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from email.message import EmailMessage
 
+from sendguard.audit import AuditEntry
 from sendguard.clock import Clock
 from sendguard.content import content_hash
+from sendguard.deliveries import DeliveryQuery
 from sendguard.errors import Conflict
 from sendguard.headers import Headers, split_message
 from sendguard.ids import new_id
 from sendguard.message import DeliveryState, Message
-from sendguard.store.base import AuditEntry, DeliveryQuery, Edit, EditedPart, Store
+from sendguard.review_queue import Edit, EditedPart
+from sendguard.store.base import Store
 
 _PAGE = 500
 MAX_PART = 1024 * 1024  # a corrected part larger than this is refused (a form, not an upload)
@@ -186,6 +189,11 @@ async def _held_messages(
         after_id = page.next
 
 
+async def _templated(store: Store, message_id: str) -> bool:
+    original = await store.esp_request(message_id)
+    return original is not None and original.template is not None
+
+
 async def edit_campaign(
     store: Store,
     clock: Clock,
@@ -204,6 +212,14 @@ async def edit_campaign(
     source = await store.get_message(message_id)
     if source is None or source.fields.campaign != campaign:
         raise EditRefused(f"message {message_id} is not a message of campaign {campaign}")
+    original = await store.esp_request(message_id)
+    if original is not None and original.template is not None:
+        # Its content is the ESP's template: an edited copy would leave without it.
+        raise EditRefused(
+            f"message {message_id} is {original.esp} stored template {original.template!r},"
+            f" rendered by {original.esp}, not here: approve or reject it (change the template"
+            f" at {original.esp})"
+        )
     before = editable(await store.message_content(message_id))
     parts = changed_parts(before, after)
     if not parts:
@@ -217,7 +233,8 @@ async def edit_campaign(
     # The message the reviewer looked at first; then the others in a stable order.
     for ident in sorted(held, key=lambda i: (i != message_id, i)):
         content = await store.message_content(ident)
-        if ident != message_id and not _matches(editable(content), before, parts):
+        templated = ident != message_id and await _templated(store, ident)
+        if templated or (ident != message_id and not _matches(editable(content), before, parts)):
             unmatched += len(held[ident])
             continue
         edited = rewrite(content, after, parts)

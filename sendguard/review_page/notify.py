@@ -38,7 +38,8 @@ from sendguard.ids import new_id
 from sendguard.metrics import Metrics
 from sendguard.phrasing import human_duration
 from sendguard.review_page.pages import reasons_of
-from sendguard.store.base import HeldGroup, HeldQuery, Store
+from sendguard.review_queue import HeldGroup, HeldQuery
+from sendguard.store.base import Store
 
 log = structlog.get_logger("sendguard.review.notify")
 

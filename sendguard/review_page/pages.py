@@ -15,8 +15,10 @@ import aiohttp_jinja2
 import jinja2
 from aiohttp import web
 
+from sendguard.approvals import Approval
 from sendguard.clock import Clock
 from sendguard.config import ReviewOptions
+from sendguard.deliveries import DeliveryQuery, DeliveryRecord
 from sendguard.errors import Conflict
 from sendguard.identity import Identity, Role
 from sendguard.ingress.http_context import Handler, api
@@ -35,7 +37,7 @@ from sendguard.review_page.guard import (
 )
 from sendguard.review_page.preview import preview
 from sendguard.review_page.sessions import LoginThrottle, Session, Sessions, throttle_keys
-from sendguard.store.base import Approval, DeliveryQuery, DeliveryRecord, HeldQuery
+from sendguard.review_queue import HeldQuery
 
 SESSION_COOKIE = "sendguard_session"
 LOGIN_CSRF_COOKIE = "sendguard_login_csrf"

@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from sendguard.config import Settings, load_config
+from sendguard.config import StoreOptions, load_config
 from sendguard.duration import parse_duration
 from sendguard.errors import ConfigError, StoreUnavailable
 from sendguard.logs import configure
@@ -23,7 +23,8 @@ from sendguard.simulate.source import (
     read_mbox,
     read_store,
 )
-from sendguard.store import open_store, sqlite_path
+from sendguard.store import open_store
+from sendguard.store.sqlite import sqlite_path
 
 DEFAULT_WINDOW = timedelta(days=30)
 
@@ -71,18 +72,19 @@ def _window(args: argparse.Namespace, store: bool) -> tuple[datetime | None, dat
     return (now - DEFAULT_WINDOW, now) if store else (None, None)
 
 
-async def _read(
-    settings: Settings, source: str | None, since: datetime | None, until: datetime | None
+async def read_source(
+    options: StoreOptions, source: str | None, since: datetime | None, until: datetime | None
 ) -> list[Recorded]:
+    """The recorded items of `source` (a .jsonl, an .mbox, a store URL; None: `options.url`),
+    those of a store within [since, until)."""
     if source is not None and source.endswith(".jsonl"):
         return read_jsonl(Path(source))
     if source is not None and source.endswith(".mbox"):
         return read_mbox(Path(source))
-    options = settings.config.store
     url = source or options.url
     assert since is not None and until is not None  # a store always has a window
     if urlsplit(url).scheme != "sqlite":
-        store = open_store(url, busy_timeout=options.busy_timeout, schema=options.schema_)
+        store = open_store(url, options.settings())
         await store.open()
         try:
             return await read_store(store, since, until)
@@ -90,7 +92,10 @@ async def _read(
             await store.close()
     # A running server holds its SQLite file for itself: read a consistent copy instead,
     # which also keeps the recorded history untouched (no migration, no recovery).
-    original = sqlite_path(url)
+    try:
+        original = sqlite_path(url)
+    except ValueError as exc:
+        raise SourceError(str(exc)) from None
     if not original.is_file():
         raise SourceError(f"no store at {original}")
     with tempfile.TemporaryDirectory(prefix="sendguard-simulate-") as scratch:
@@ -102,7 +107,7 @@ async def _read(
         finally:
             target_db.close()
             source_db.close()
-        store = open_store(f"sqlite:///{copy}", busy_timeout=options.busy_timeout)
+        store = open_store(f"sqlite:///{copy}", options.settings())
         await store.open()
         try:
             return await read_store(store, since, until)
@@ -131,7 +136,7 @@ def run(args: argparse.Namespace) -> int:
         since, until = _window(args, store=not is_file)
 
         async def main() -> str:
-            items = await _read(settings, args.store, since, until)
+            items = await read_source(settings.config.store, args.store, since, until)
             report = await simulate(settings, items, since, until)
             if args.json:
                 return json.dumps(report.to_json(), indent=2)

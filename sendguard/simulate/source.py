@@ -18,8 +18,11 @@ from email.parser import BytesParser
 from pathlib import Path
 
 from sendguard.address import recipient_key
+from sendguard.deliveries import DeliveryQuery
+from sendguard.events import Event, event_type
+from sendguard.facts import Fact
 from sendguard.message import Delivery, DeliveryState, Message
-from sendguard.store.base import DeliveryQuery, Event, Fact, Store, event_type
+from sendguard.store.base import Store
 from sendguard.verdict import Action
 
 _ACTION_OF = {

@@ -19,11 +19,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-from collections.abc import AsyncIterator, Callable, Sequence
+import uuid
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from contextvars import ContextVar
 from datetime import datetime
 from functools import lru_cache
+from pathlib import Path
 from typing import Any, TypeVar
 
 import asyncpg
@@ -31,8 +33,9 @@ import structlog
 
 from sendguard.address import recipient_key
 from sendguard.errors import Conflict, StoreUnavailable
-from sendguard.store.base import StoreStats
+from sendguard.store import StoreSettings
 from sendguard.store.keyed_lock import KeyedLock
+from sendguard.store.message_cache import MessageCache
 from sendguard.store.postgres_schema import MIGRATIONS, SCHEMA_LOCK
 from sendguard.store.sql_store import Job, SqlStore
 
@@ -97,11 +100,10 @@ class PostgresStore(SqlStore):
         self._timeout = timeout
         self._pool: asyncpg.Pool | None = None
         self._locks = KeyedLock()
+        self._cache = MessageCache()
         self._listeners: list[Callable[[], None]] = []
         self._listener: asyncpg.Connection | None = None
         self._watch: asyncio.Task[None] | None = None
-        self._writes = 0
-        self._commits = 0
 
     # lifecycle -------------------------------------------------------------------------------
     async def open(self) -> None:
@@ -164,10 +166,6 @@ class PostgresStore(SqlStore):
         # Other instances may be alive: abandoned claims are taken over when their lease ends.
         del now
         return 0
-
-    @property
-    def stats(self) -> StoreStats:
-        return StoreStats(writes=self._writes, commits=self._commits)
 
     def subscribe(self, callback: Callable[[], None]) -> None:
         self._listeners.append(callback)
@@ -245,8 +243,6 @@ class PostgresStore(SqlStore):
             raise StoreUnavailable(f"PostgreSQL write failed: {exc}") from exc
         except asyncpg.UniqueViolationError as exc:
             raise Conflict(str(exc)) from exc
-        self._writes += 1
-        self._commits += 1
         return result
 
     async def _read(self, job: Job[T]) -> T:
@@ -281,3 +277,49 @@ class PostgresStore(SqlStore):
                 _HELD.reset(token)
                 with contextlib.suppress(*_UNAVAILABLE):
                     await conn.execute("SELECT pg_advisory_unlock_all()")
+
+
+SCRATCH_SERVER = "SENDGUARD_TEST_PG"
+"""The variable naming the server `scratch` stores live on (a DSN; default: the local one)."""
+_DEFAULT_SCRATCH_SERVER = "postgresql://postgres@127.0.0.1:5432/test"
+
+
+def scratch_dsn(environ: Mapping[str, str]) -> str:
+    """The server scratch stores (tests) use: `SENDGUARD_TEST_PG`, else the local one."""
+    return environ.get(SCRATCH_SERVER, _DEFAULT_SCRATCH_SERVER)
+
+
+class PostgresBackend:
+    """`postgresql://user@host:5432/db` (schemes `postgresql` and `postgres`)."""
+
+    def from_url(self, url: str, settings: StoreSettings) -> PostgresStore:
+        """The store on the server and database the URL names, in `settings.schema`."""
+        return PostgresStore(
+            url,
+            schema=settings.schema,
+            pool_size=settings.pool_size,
+            timeout=settings.busy_timeout.total_seconds(),
+        )
+
+    @asynccontextmanager
+    async def scratch(
+        self, directory: Path, environ: Mapping[str, str]
+    ) -> AsyncIterator[PostgresStore]:
+        """A new schema on the server `SENDGUARD_TEST_PG` names, dropped on exit."""
+        del directory
+        dsn = scratch_dsn(environ)
+        schema = f"t_{uuid.uuid4().hex[:16]}"
+        try:
+            yield self.from_url(dsn, StoreSettings(schema=schema, pool_size=4))
+        finally:
+            # Nothing to drop if the server could not be reached in the first place.
+            with contextlib.suppress(*_UNAVAILABLE):
+                conn = await asyncpg.connect(dsn, timeout=5)
+                try:
+                    await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+                finally:
+                    await conn.close()
+
+
+BACKEND = PostgresBackend()
+"""Registered under `sendguard.stores` as `postgresql` and `postgres`."""

@@ -17,19 +17,31 @@ Where each kind of work runs (sqlite3 blocks the thread that calls it):
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Coroutine, Sequence
-from contextlib import AbstractAsyncContextManager
+from collections.abc import AsyncIterator, Coroutine, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
 from sendguard.address import recipient_key
-from sendguard.store.base import StoreStats
+from sendguard.approvals import GlobalPause
+from sendguard.store import StoreSettings
 from sendguard.store.keyed_lock import KeyedLock
+from sendguard.store.message_cache import MessageCache
 from sendguard.store.sql_store import Job, SqlStore, Tx
-from sendguard.store.sqlite_db import SQLiteDatabase
+from sendguard.store.sqlite_db import SQLiteDatabase, Trace
+from sendguard.store.sqlite_scratch import ScratchDatabase
 
 T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class CommitStats:
+    """How many writes the store committed in how many transactions (group commit at work)."""
+
+    writes: int = 0
+    commits: int = 0
 
 
 class _Tx:
@@ -64,11 +76,27 @@ def drive(job: Job[T], conn: sqlite3.Connection) -> T:
 
 
 class SQLiteStore(SqlStore):
-    """The embedded store. `path` is the database file; its directory is created if missing."""
+    """The embedded store. `path` is the database file; its directory is created if missing.
 
-    def __init__(self, path: Path, *, busy_timeout: timedelta = timedelta(seconds=5)) -> None:
-        self._db = SQLiteDatabase(path, busy_timeout)
+    `scratch=True` gives up durability for speed, for a database thrown away after use (the
+    replay of `sendguard simulate`): see `sqlite_scratch.py`. Never for a store that keeps mail.
+    `trace` (tests): called with every SQL statement any of the store's connections runs.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        busy_timeout: timedelta = timedelta(seconds=5),
+        scratch: bool = False,
+        trace: Trace | None = None,
+    ) -> None:
+        self._db: SQLiteDatabase | ScratchDatabase = (
+            ScratchDatabase(path) if scratch else SQLiteDatabase(path, busy_timeout, trace)
+        )
         self._locks = KeyedLock()
+        self._cache = MessageCache()
+        self._pause: GlobalPause | None = None
 
     async def _write(self, job: Job[T]) -> T:
         return await self._db.write(lambda conn: drive(job, conn))
@@ -98,9 +126,57 @@ class SQLiteStore(SqlStore):
 
         return await self._db.write(job)
 
+    async def get_pause(self) -> GlobalPause:
+        # Read for every decision; only this process writes it (the file lock), so the row
+        # read once stays true until `set_pause`.
+        if self._pause is None:
+            self._pause = await super().get_pause()
+        return self._pause
+
+    async def set_pause(self, pause: GlobalPause) -> None:
+        self._pause = None
+        try:
+            await super().set_pause(pause)
+        finally:
+            self._pause = None  # read again: the committed row, or the old one on failure
+
     @property
-    def stats(self) -> StoreStats:
-        return StoreStats(writes=self._db.writes, commits=self._db.commits)
+    def stats(self) -> CommitStats:
+        """Writes and commits so far (for tests and the benchmark; not part of the contract)."""
+        return CommitStats(writes=self._db.writes, commits=self._db.commits)
 
     def lock_recipients(self, recipients: Sequence[str]) -> AbstractAsyncContextManager[None]:
         return self._locks.hold(recipient_key(r) for r in recipients)
+
+
+def sqlite_path(url: str) -> Path:
+    """The database file of a `sqlite:///relative` or `sqlite:////absolute` URL."""
+    rest = url.removeprefix("sqlite://")
+    if rest == url or not rest.startswith("/") or rest == "/":
+        raise ValueError(
+            f"{url!r} must look like sqlite:///var/sendguard.db (relative to the working "
+            "directory) or sqlite:////abs/path.db"
+        )
+    # sqlite:///var/x.db -> "var/x.db" (relative to the working directory);
+    # sqlite:////abs/x.db -> "/abs/x.db".
+    return Path(rest[1:])
+
+
+class SQLiteBackend:
+    """`sqlite:///relative/path.db` or `sqlite:////absolute/path.db` (scheme `sqlite`)."""
+
+    def from_url(self, url: str, settings: StoreSettings) -> SQLiteStore:
+        """The store in the file the URL names (created with its directory on open)."""
+        return SQLiteStore(sqlite_path(url), busy_timeout=settings.busy_timeout)
+
+    @asynccontextmanager
+    async def scratch(
+        self, directory: Path, environ: Mapping[str, str]
+    ) -> AsyncIterator[SQLiteStore]:
+        """A new file in `directory` (which the caller removes)."""
+        del environ
+        yield self.from_url(f"sqlite:///{directory / 'store.db'}", StoreSettings())
+
+
+BACKEND = SQLiteBackend()
+"""Registered under `sendguard.stores` as `sqlite`."""

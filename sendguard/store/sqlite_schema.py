@@ -244,6 +244,26 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX deliveries_held ON deliveries(campaign, id, updated_at, due_at)
         WHERE state = 'held';
     """,
+    # 8: the ESP request a message came in as (SendGrid, Postmark, Mailgun), for pass-through
+    # to the same ESP; pruned with its message.
+    """
+    CREATE TABLE esp_requests (
+        message_id TEXT PRIMARY KEY REFERENCES messages(id),
+        esp TEXT NOT NULL,
+        template TEXT,
+        body BLOB NOT NULL
+    );
+    """,
+    # 9: fewer statements per message. A decision's outcomes are kept as JSON on the
+    # transition it caused; `outcomes` keeps only shadow outcomes and verdicts other than
+    # forward (what the shadow report and the review queue query), plus every outcome of
+    # decisions recorded before. `history.sent` is no longer written (read from the
+    # delivery's state). history_campaign served no query history_recipient does not (a
+    # person's sends in a window are few): one index less to write per send.
+    """
+    ALTER TABLE transitions ADD COLUMN outcomes TEXT;
+    DROP INDEX history_campaign;
+    """,
 )
 
 

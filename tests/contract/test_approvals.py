@@ -5,16 +5,12 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import timedelta
 
+from sendguard.approvals import ContentApproval, GlobalPause
+from sendguard.deliveries import NewDelivery
+from sendguard.events import Event, EventType
 from sendguard.ids import new_id
 from sendguard.message import DeliveryState
-from sendguard.store.base import (
-    ContentApproval,
-    Event,
-    EventType,
-    GlobalPause,
-    NewDelivery,
-    Store,
-)
+from sendguard.store.base import Store
 from sendguard.verdict import Verdict
 from tests.contract.test_store import T0, decision, make_message
 

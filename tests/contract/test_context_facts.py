@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+from sendguard.deliveries import Change, NewDelivery
+from sendguard.facts import Fact
 from sendguard.headers import Headers
 from sendguard.ids import new_id
 from sendguard.message import (
@@ -14,7 +16,7 @@ from sendguard.message import (
     Requirement,
     SendguardFields,
 )
-from sendguard.store.base import Change, Fact, NewDelivery, Store
+from sendguard.store.base import Store
 from sendguard.verdict import Decision, Mode, PolicyOutcome, Verdict
 
 T0 = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from sendguard.deliveries import Change, DeliveryQuery, DeliveryRecord
 from sendguard.message import DeliveryState
-from sendguard.store.base import Change, DeliveryQuery, DeliveryRecord, Store
+from sendguard.store.base import Store
 from sendguard.verdict import Verdict
 from tests.contract.test_store import T0, add, decision
 

@@ -5,13 +5,17 @@ from __future__ import annotations
 
 import asyncio
 
-from sendguard.store.base import Fact, Store
+import pytest
+
+from sendguard.facts import Fact
+from sendguard.store.base import Store
 from sendguard.store.sql_store import SqlStore, Tx
 from tests.contract.test_store import T0
 
 
 async def test_a_write_that_raises_fails_alone_and_leaves_nothing_behind(store: Store) -> None:
-    assert isinstance(store, SqlStore)
+    if not isinstance(store, SqlStore):
+        pytest.skip("injects a raw SQL job: applies to backends built on SqlStore")
 
     async def broken(tx: Tx) -> None:
         await tx.execute(

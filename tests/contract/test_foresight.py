@@ -5,17 +5,12 @@ from __future__ import annotations
 import json
 from datetime import timedelta
 
+from sendguard.deliveries import Change
+from sendguard.events import Event, EventType
+from sendguard.lifecycle import LifecycleEvent, WebhookTarget, lifecycle_event
 from sendguard.message import DeliveryState
-from sendguard.store.base import (
-    Change,
-    Event,
-    EventType,
-    LifecycleEvent,
-    QueueAges,
-    Store,
-    WebhookTarget,
-    lifecycle_event,
-)
+from sendguard.reports import QueueAges
+from sendguard.store.base import Store
 from sendguard.verdict import Verdict
 from tests.contract.test_store import T0, add, decision
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 
+from sendguard.deliveries import IdempotencyRecord, NewDelivery
 from sendguard.ids import new_id
 from sendguard.message import DeliveryState
-from sendguard.store.base import IdempotencyRecord, NewDelivery, Store
+from sendguard.store.base import Store
 from sendguard.verdict import Verdict
 from tests.contract.test_store import T0, decision, make_message
 

@@ -16,12 +16,15 @@ from sendguard_plugins.human_hold import HumanHoldOptions, HumanHoldPolicy
 from sendguard_plugins.repetition import RepetitionOptions, RepetitionPolicy
 from sendguard_plugins.schedule import ScheduleOptions, SchedulePolicy
 
+from sendguard.deliveries import Change, NewDelivery
+from sendguard.events import Event, EventType
+from sendguard.facts import Fact
 from sendguard.headers import Headers
 from sendguard.ids import new_id
 from sendguard.message import DeliveryState, Message, MessageClass, Requirement, SendguardFields
 from sendguard.policy import PolicyContext
 from sendguard.retention import Horizons
-from sendguard.store.base import Change, Event, EventType, Fact, NewDelivery, Store
+from sendguard.store.base import Store
 from sendguard.suppressions import apply_event
 from sendguard.testing import make_delivery
 from sendguard.verdict import Decision, Verdict

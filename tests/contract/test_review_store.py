@@ -7,20 +7,15 @@ from datetime import timedelta
 
 import pytest
 
+from sendguard.approvals import Campaign
+from sendguard.deliveries import Change, NewDelivery
 from sendguard.errors import Conflict
 from sendguard.headers import Headers
 from sendguard.ids import new_id
 from sendguard.message import DeliveryState
-from sendguard.store.base import (
-    Campaign,
-    Change,
-    Edit,
-    EditedPart,
-    HeldQuery,
-    NewDelivery,
-    PruneCutoffs,
-    Store,
-)
+from sendguard.pruning import PruneCutoffs
+from sendguard.review_queue import Edit, EditedPart, HeldQuery
+from sendguard.store.base import Store
 from sendguard.verdict import Decision, PolicyOutcome, Verdict
 from tests.contract.test_store import LEASE, T0, add, make_message
 

@@ -7,23 +7,16 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from sendguard.approvals import Approval, Campaign
+from sendguard.audit import AuditEntry
+from sendguard.deliveries import Change, DeliveryQuery, IdempotencyRecord, NewDelivery
 from sendguard.errors import Conflict
+from sendguard.events import Event, EventType
+from sendguard.facts import Fact
 from sendguard.headers import Headers
 from sendguard.ids import new_id
 from sendguard.message import DeliveryState, Message, MessageClass, Requirement, SendguardFields
-from sendguard.store.base import (
-    Approval,
-    AuditEntry,
-    Campaign,
-    Change,
-    DeliveryQuery,
-    Event,
-    EventType,
-    Fact,
-    IdempotencyRecord,
-    NewDelivery,
-    Store,
-)
+from sendguard.store.base import Store
 from sendguard.verdict import Decision, Mode, PolicyOutcome, Verdict
 
 T0 = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)

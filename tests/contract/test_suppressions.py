@@ -4,18 +4,13 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+from sendguard.deliveries import Change
+from sendguard.events import Event, EventType
+from sendguard.facts import Fact
 from sendguard.message import DeliveryState
-from sendguard.store.base import (
-    Change,
-    Event,
-    EventType,
-    Fact,
-    PruneCutoffs,
-    Store,
-    Suppression,
-    SuppressionQuery,
-    SuppressionReason,
-)
+from sendguard.pruning import PruneCutoffs
+from sendguard.store.base import Store
+from sendguard.suppressions import Suppression, SuppressionQuery, SuppressionReason
 from tests.contract.test_store import add
 
 T0 = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)

@@ -24,10 +24,12 @@ class Call:
     recipient: str
     body: Any
     at: float = field(default_factory=time.monotonic)
+    path: str = ""
 
 
 class FakeEsp:
-    """Serves /v3/mail/send, /email and /v3/{domain}/messages.mime on a loopback port."""
+    """Serves /v3/mail/send, /email(/withTemplate) and /v3/{domain}/messages(.mime) on a
+    loopback port."""
 
     def __init__(self, port: int) -> None:
         self.port = port
@@ -58,23 +60,32 @@ class FakeEsp:
         body = await request.json()
         if request.headers.get("Authorization") != f"Bearer {KEY}":
             self.problems.append("sendgrid: bad Authorization")
-        for key in ("personalizations", "from", "subject", "content"):
+        # A dynamic template brings its own subject and content.
+        required = (
+            "personalizations",
+            "from",
+            *(() if body.get("template_id") else ("subject", "content")),
+        )
+        for key in required:
             if key not in body:
                 self.problems.append(f"sendgrid: {key} missing")
         recipient = body["personalizations"][0]["to"][0]["email"]
-        self.calls.append(Call("sendgrid", recipient, body))
+        self.calls.append(Call("sendgrid", recipient, body, path=request.path))
         return self._answer(self._next((202, {"X-Message-Id": "sg-1"}, None)))
 
     async def _postmark(self, request: web.Request) -> web.Response:
         body = await request.json()
         if request.headers.get("X-Postmark-Server-Token") != KEY:
             self.problems.append("postmark: bad token")
-        for key in ("From", "To", "Subject"):
+        templated = request.path == "/email/withTemplate"
+        for key in ("From", "To") if templated else ("From", "To", "Subject"):
             if key not in body:
                 self.problems.append(f"postmark: {key} missing")
-        if "TextBody" not in body and "HtmlBody" not in body:
+        if templated and "TemplateId" not in body and "TemplateAlias" not in body:
+            self.problems.append("postmark: withTemplate without TemplateId or TemplateAlias")
+        if not templated and "TextBody" not in body and "HtmlBody" not in body:
             self.problems.append("postmark: no body")
-        self.calls.append(Call("postmark", body["To"], body))
+        self.calls.append(Call("postmark", body["To"], body, path=request.path))
         ok = {
             "To": body["To"],
             "SubmittedAt": "now",
@@ -97,6 +108,26 @@ class FakeEsp:
         ok = {"id": "<mg-1@mg.example>", "message": "Queued. Thank you."}
         return self._answer(self._next((200, {}, ok)))
 
+    async def _mailgun_form(self, request: web.Request) -> web.Response:
+        """messages (not .mime): the form as sent, fields in order and files by name."""
+        auth = aiohttp.BasicAuth.decode(request.headers.get("Authorization", ""))
+        if (auth.login, auth.password) != ("api", KEY):
+            self.problems.append("mailgun: bad basic auth")
+        form = await request.post()
+        fields: list[tuple[str, str]] = []
+        files: dict[str, bytes] = {}
+        for name, value in form.items():
+            if isinstance(value, web.FileField):
+                files[value.filename] = value.file.read()
+            else:
+                fields.append((name, str(value)))
+        if not any(k == "from" for k, _ in fields):
+            self.problems.append("mailgun: from missing")
+        body = {"fields": fields, "files": files}
+        self.calls.append(Call("mailgun", str(form.get("to")), body, path=request.path))
+        ok = {"id": "<mg-1@mg.example>", "message": "Queued. Thank you."}
+        return self._answer(self._next((200, {}, ok)))
+
     async def _root(self, request: web.Request) -> web.Response:
         return self._answer((200, {}, {"ok": True}))
 
@@ -105,7 +136,9 @@ class FakeEsp:
         app = web.Application()
         app.router.add_post("/v3/mail/send", self._sendgrid)
         app.router.add_post("/email", self._postmark)
+        app.router.add_post("/email/withTemplate", self._postmark)
         app.router.add_post("/v3/{domain}/messages.mime", self._mailgun)
+        app.router.add_post("/v3/{domain}/messages", self._mailgun_form)
         app.router.add_get("/", self._root)
         self._runner = web.AppRunner(app)
         self._loop.run_until_complete(self._runner.setup())

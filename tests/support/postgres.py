@@ -8,7 +8,10 @@ import uuid
 
 import asyncpg
 
-DSN = os.environ.get("SENDGUARD_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
+from sendguard.store.postgres import scratch_dsn
+
+# The same server the PostgreSQL backend's scratch stores use (the contract suite).
+DSN = scratch_dsn(os.environ)
 
 
 def new_schema() -> str:

@@ -61,6 +61,8 @@ class SendguardProcess:
         self.proc: subprocess.Popen[bytes] | None = None
         self.config_path = workdir / "sendguard.yaml"
         self.log_path = workdir / "sendguard.log"
+        self.serve_args: list[str] = []
+        """Extra `serve` arguments (e.g. `--loop asyncio`)."""
 
     @property
     def smtp_port(self) -> int:
@@ -78,7 +80,7 @@ class SendguardProcess:
         self.config_path.write_text(yaml.safe_dump(self.config))
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
-            [SENDGUARD, "serve", "--config", str(self.config_path)],
+            [SENDGUARD, "serve", "--config", str(self.config_path), *self.serve_args],
             cwd=self.workdir,
             stdout=log,
             stderr=subprocess.STDOUT,

@@ -9,13 +9,10 @@ from datetime import timedelta
 from sendguard_plugins.human_hold import HumanHoldOptions, HumanHoldPolicy, ReviewSample
 from sendguard_plugins.repetition import RepetitionOptions, RepetitionPolicy
 
+from sendguard.approvals import Approval, ContentApproval
 from sendguard.content import content_hash
+from sendguard.events import EventType
 from sendguard.message import Delivery, MessageClass, SendguardFields
-from sendguard.store.base import (
-    Approval,
-    ContentApproval,
-    EventType,
-)
 from sendguard.testing import make_delivery
 from sendguard.verdict import Action
 from tests.unit.conftest import T0, Harness

@@ -64,8 +64,13 @@ def test_smtp_upstream_and_durations() -> None:
             "smtp: {auth_users: {crm: plaintext}}",
             "smtp.auth_users: the password of 'crm' must be a hash",
         ),
-        ("store: {url: 'mysql://x'}", "store.url: use sqlite:///"),
-        ("upstream: {kind: pigeon}", "upstream.kind: no upstream kind 'pigeon' is installed"),
+        (
+            "store: {url: 'mysql://x'}",
+            "store.url: no store backend for the scheme 'mysql' is installed; installed schemes: ",
+        ),
+        ("store: {url: 'var/x.db'}", "store.url: no store backend for a URL without a scheme"),
+        ("store: {url: 'sqlite://x.db'}", "store.url: 'sqlite://x.db' must look like sqlite:///"),
+        ("upstream: {kind: owl}", "upstream.kind: no upstream kind 'owl' is installed"),
         (
             "upstream: {kind: smtp, host: h, username: u}",
             "upstream: set both username and password",

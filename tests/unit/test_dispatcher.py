@@ -14,6 +14,7 @@ from pydantic import BaseModel
 from sendguard_plugins.schedule import ScheduleOptions, SchedulePolicy
 
 from sendguard.config import DeliveryOptions
+from sendguard.deliveries import DeliveryQuery
 from sendguard.delivery.dispatcher import Dispatcher, backoff
 from sendguard.delivery.upstream import Envelope
 from sendguard.engine import Engine, PolicyBinding
@@ -22,7 +23,6 @@ from sendguard.intake import Intake
 from sendguard.message import Delivery, DeliveryState
 from sendguard.metrics import Metrics
 from sendguard.policy import PolicyContext
-from sendguard.store.base import DeliveryQuery
 from sendguard.store.sqlite import SQLiteStore
 from sendguard.testing import FakeClock
 from sendguard.verdict import Verdict
@@ -220,10 +220,16 @@ class CountingClaims(SQLiteStore):
     claims = 0
 
     async def claim_due(
-        self, now: datetime, owner: str, limit: int, lease: timedelta
+        self,
+        now: datetime,
+        owner: str,
+        limit: int,
+        lease: timedelta,
+        *,
+        send_within: timedelta | None = None,
     ) -> Sequence[Delivery]:
         self.claims += 1
-        return await super().claim_due(now, owner, limit, lease)
+        return await super().claim_due(now, owner, limit, lease, send_within=send_within)
 
 
 async def test_a_store_that_refuses_at_once_is_retried_each_poll_not_in_a_spin(

@@ -10,13 +10,13 @@ import pytest
 from pydantic import BaseModel
 from sendguard_plugins.schedule import ScheduleOptions, SchedulePolicy
 
+from sendguard.approvals import GlobalPause
 from sendguard.engine import Engine, OnError, PolicyBinding, explain, plan
 from sendguard.errors import StoreUnavailable
 from sendguard.message import DeliveryState
 from sendguard.metrics import Metrics
 from sendguard.phrasing import human_time
 from sendguard.policy import PolicyContext
-from sendguard.store.base import GlobalPause
 from sendguard.store.sqlite import SQLiteStore
 from sendguard.testing import FakeClock, make_delivery
 from sendguard.verdict import Action, Mode, Verdict

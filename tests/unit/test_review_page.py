@@ -21,7 +21,7 @@ from sendguard.review_page.sessions import (
     Sessions,
     throttle_keys,
 )
-from sendguard.store.base import EditedPart
+from sendguard.review_queue import EditedPart
 
 T0 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
 

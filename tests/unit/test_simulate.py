@@ -10,12 +10,12 @@ from pathlib import Path
 from sendguard.app import build_policies
 from sendguard.config import parse_config
 from sendguard.engine import Engine
+from sendguard.events import Event, EventType
 from sendguard.intake import Intake
 from sendguard.metrics import Metrics
 from sendguard.simulate import Report, simulate
 from sendguard.simulate.render import html, text
 from sendguard.simulate.source import read_jsonl, read_mbox, read_store
-from sendguard.store.base import Event, EventType
 from sendguard.store.sqlite import SQLiteStore
 from sendguard.testing import FakeClock
 from sendguard.verdict import Action

@@ -6,8 +6,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from sendguard.store.base import SuppressionReason as R
 from sendguard.suppressions import CsvError, import_reason, import_time, parse_csv
+from sendguard.suppressions import SuppressionReason as R
 
 NOW = datetime(2026, 5, 1, tzinfo=UTC)
 

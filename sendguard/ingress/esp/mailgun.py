@@ -22,6 +22,8 @@ from urllib.parse import parse_qsl
 
 from aiohttp import web
 
+from sendguard.delivery.passthrough import MailgunFile, dump_mailgun
+from sendguard.esp_request import EspRequest
 from sendguard.ingress.esp.mapping import (
     Attachment,
     EspError,
@@ -32,13 +34,10 @@ from sendguard.ingress.esp.mapping import (
     sendguard_fields,
     submit,
     substitute,
+    template_text,
 )
+from sendguard.ingress.payloads import parse_json
 from sendguard.intake import Accepted
-
-TEMPLATE_REFUSED = (
-    "template: sendguard renders each message itself and cannot render a Mailgun stored"
-    " template; send text or html instead"
-)
 
 
 def reply_error(exc: EspError) -> web.Response:
@@ -145,10 +144,36 @@ def _headers(form: Form) -> list[tuple[str, str]]:
     return headers
 
 
+def _original(
+    form: Form,
+    template: str | None,
+    *,
+    mime: bool = False,
+    to: str | None = None,
+    variables: dict[str, Any] | None = None,
+) -> EspRequest:
+    """The request kept for pass-through; for one batch recipient (`to`), only their own
+    address and `recipient-variables`."""
+    fields = list(form.fields)
+    if to is not None:
+        own = email.utils.parseaddr(to)[1]
+        fields = [(k, v) for k, v in fields if k not in ("to", "cc", "bcc", "recipient-variables")]
+        fields += [("to", to), ("recipient-variables", json.dumps({own: variables or {}}))]
+    files = [MailgunFile(n, a.filename, a.content_type, a.content) for n, a in form.files]
+    return EspRequest("mailgun", dump_mailgun(fields, files, mime=mime), template)
+
+
+def _template_variables(form: Form) -> Any:
+    text = form.one("t:variables") or form.one("h:X-Mailgun-Variables") or "{}"
+    try:
+        return parse_json(text)
+    except ValueError:
+        raise EspError(400, "t:variables: not valid JSON", "t:variables") from None
+
+
 def parse(form: Form) -> list[Outgoing]:
     """The messages of a messages request."""
-    if form.one("template"):
-        raise EspError(400, TEMPLATE_REFUSED, "template")
+    template = form.one("template") or None
     sender = form.one("from")
     if not sender:
         raise EspError(400, "from parameter is missing", "from")
@@ -157,6 +182,8 @@ def parse(form: Form) -> list[Outgoing]:
     if not to:
         raise EspError(400, "to parameter is missing", "to")
     text, html = form.one("text"), form.one("html")
+    if template is not None and text is None and html is None:
+        text = template_text("Mailgun", template, _template_variables(form))
     if text is None and html is None:
         raise EspError(400, "Need at least one of 'text' or 'html' parameters specified", "text")
     message = Outgoing(
@@ -170,12 +197,13 @@ def parse(form: Form) -> list[Outgoing]:
         headers=tuple(_headers(form)),
         attachments=tuple(a for name, a in form.files if name in ("attachment", "inline")),
         fields=tuple(_fields(form)),
+        original=_original(form, template),
     )
     variables_text = form.one("recipient-variables")
     if variables_text is None:
         return [message]
     try:
-        variables = json.loads(variables_text)
+        variables = parse_json(variables_text)
     except ValueError:
         raise EspError(400, "recipient-variables: not valid JSON", "recipient-variables") from None
     if not isinstance(variables, dict):
@@ -195,6 +223,7 @@ def parse(form: Form) -> list[Outgoing]:
                 subject=substitute(message.subject, values) or "",
                 text=substitute(message.text, values),
                 html=substitute(message.html, values),
+                original=_original(form, template, to=entry, variables=own),
             )
         )
     return out
@@ -213,7 +242,16 @@ def parse_mime(form: Form) -> list[Outgoing]:
     sender = str(head.get("From", ""))
     if not email.utils.parseaddr(sender)[1]:
         raise EspError(400, "the MIME message has no From header", "message")
-    return [Outgoing(sender=sender, to=(), bcc=to, raw=raw, fields=tuple(_fields(form)))]
+    return [
+        Outgoing(
+            sender=sender,
+            to=(),
+            bcc=to,
+            raw=raw,
+            fields=tuple(_fields(form)),
+            original=_original(form, None, mime=True),
+        )
+    ]
 
 
 def _credentials(request: web.Request) -> str | None:

@@ -1,5 +1,8 @@
 """What the SendGrid, Postmark and Mailgun send endpoints share: one request becomes one or more
-rendered messages, each judged and committed through the same intake as `POST /v1/messages`.
+rendered messages, each judged and committed through the same intake as `POST /v1/messages`,
+each with its part of the request as the client wrote it (`Outgoing.original`), kept for
+pass-through to the same ESP. A stored-template send is accepted only when its route leads
+to an upstream of that ESP (nothing else could render it).
 
 The ESP's sendguard fields (campaign, class, not-before, ...) become `X-Sendguard-*` headers of
 the rendered message, so they are read, validated and stripped before forwarding exactly as for
@@ -17,6 +20,7 @@ import binascii
 import email.policy
 import email.utils
 import hashlib
+import json
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -26,6 +30,8 @@ from aiohttp import web
 
 from sendguard.address import validate_address
 from sendguard.config import EspOptions
+from sendguard.delivery.routing import RouteKey, Routing
+from sendguard.delivery.upstream import Upstream, passing_through
 from sendguard.errors import (
     Conflict,
     IdempotencyKeyReused,
@@ -33,12 +39,14 @@ from sendguard.errors import (
     InvalidMessage,
     StoreUnavailable,
 )
+from sendguard.esp_request import EspRequest
 from sendguard.fields import FIELDS
 from sendguard.headers import Trace
 from sendguard.identity import Identity, Role
-from sendguard.ingress.http_context import IDENTITY_KEY, TOKENS, api
-from sendguard.ingress.payloads import FORBIDDEN_IN_HEADERS
+from sendguard.ingress.http_context import IDENTITY_KEY, TOKENS, api, refuse_announced_oversize
+from sendguard.ingress.payloads import is_single_line
 from sendguard.intake import IDEMPOTENCY_RETENTION, Accepted, Idempotency, idempotency_scope
+from sendguard.message import Message
 
 ESP_CONFIG: web.AppKey[EspOptions] = web.AppKey("esp", EspOptions)
 MAX_KEY = 200
@@ -87,6 +95,10 @@ class Outgoing:
     """(X-Sendguard header, value, the ESP field it came from)."""
     raw: bytes | None = field(default=None, repr=False)
     """A complete MIME message (Mailgun's messages.mime) instead of the parts above."""
+    original: EspRequest | None = field(default=None, repr=False)
+    """The message's part of the request as the client wrote it, for pass-through."""
+    template_field: str = "template"
+    """Where the request names its stored template (for the error when it cannot leave)."""
 
     @property
     def mail_from(self) -> str:
@@ -129,6 +141,35 @@ def decode_base64(value: str, where: str) -> bytes:
         return base64.b64decode(value, validate=True)
     except (binascii.Error, ValueError):
         raise EspError(400, f"{where}: not valid base64", where) from None
+
+
+def template_text(esp: str, template: str, data: object) -> str:
+    """The stored copy's text for a stored-template send: the template and its data, so the
+    review queue, content patterns and repetition see what varies (the ESP renders it)."""
+    shown = json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False, default=str)
+    return f"{esp} stored template {template}, with:\n{shown}\n"
+
+
+def refuse_template(esp: str, field: str, label: str) -> str:
+    """Why a stored-template send is refused: no upstream of that ESP would send it."""
+    return (
+        f"{field}: the message names a {esp} stored template, which only {esp} can render;"
+        f" sendguard passes the request through only when the message's upstream is of kind"
+        f" {esp}, and its route chooses {label!r}. Route it to a {esp} upstream (`routes:`),"
+        f" or send the content itself"
+    )
+
+
+def passes_through(upstream: Upstream, message: Message, esp: str) -> tuple[bool, str]:
+    """Whether `message` would leave through an upstream of `esp` (pass-through), and the
+    label of the upstream its route chooses."""
+    routing = getattr(upstream, "routing", None)
+    if isinstance(routing, Routing):
+        chosen = routing.choose(RouteKey.of(message))
+        upstream, label = chosen.upstream, chosen.label
+    else:
+        label = upstream.name
+    return passing_through(upstream, esp) is not None, label
 
 
 def substitute(text: str | None, values: Mapping[str, str]) -> str | None:
@@ -187,11 +228,13 @@ def _single_lines(out: Outgoing) -> None:
         *((where, value) for _, value, where in out.fields),
     ]
     for where, value in given:
-        if any(c in value for c in FORBIDDEN_IN_HEADERS):
-            raise EspError(400, f"{where}: must be a single line (no CR, LF or NUL)", where)
+        if not is_single_line(value):
+            raise EspError(
+                400, f"{where}: must be a single line (no CR, LF or NUL)", where, code=300
+            )
     for name, _ in out.headers:
-        if not name or any(c in name for c in (*FORBIDDEN_IN_HEADERS, ":", " ", "\t")):
-            raise EspError(400, f"{name!r} is not a header name", "headers")
+        if not name or not is_single_line(name) or any(c in name for c in ": \t"):
+            raise EspError(400, f"{name!r} is not a header name", "headers", code=300)
 
 
 def render(out: Outgoing, now: datetime) -> bytes:
@@ -322,6 +365,17 @@ async def _accept_one(
     if not recipients:
         raise EspError(400, "a message needs at least one recipient", "to", code=300)
     raw = render(out, now)
+    original = out.original
+
+    def vet(message: Message) -> None:
+        if original is None or original.template is None:
+            return
+        ok, label = passes_through(ctx.upstream, message, esp)
+        if not ok:
+            raise InvalidMessage(
+                refuse_template(esp, out.template_field, label), field=out.template_field
+            )
+
     try:
         return await ctx.intake.accept(
             raw,
@@ -330,6 +384,8 @@ async def _accept_one(
             esp,
             idempotency=idempotency,
             trace=Trace(f"{esp} API client ([{request.remote or 'unknown'}])", "HTTP"),
+            esp_request=original,
+            vet=vet,
         )
     except InvalidMessage as exc:
         origin = {h.lower(): f for h, _, f in out.fields}
@@ -350,6 +406,7 @@ def guarded(handler: EspHandler, reply: Callable[[EspError], web.Response]) -> E
 
     async def run(request: web.Request) -> web.StreamResponse:
         try:
+            refuse_announced_oversize(request)
             return await handler(request)
         except EspError as exc:
             return reply(exc)
@@ -361,4 +418,9 @@ def guarded(handler: EspHandler, reply: Callable[[EspError], web.Response]) -> E
             return reply(EspError(413, message, code=300))
 
     run.__doc__ = handler.__doc__
+    ANSWERS_IN_ESP_SHAPE.add(run)
     return run
+
+
+ANSWERS_IN_ESP_SHAPE: set[EspHandler] = set()
+"""The handlers `guarded` made: they refuse an oversized body themselves, in the ESP's shape."""

@@ -14,6 +14,7 @@ from typing import Any
 
 from aiohttp import web
 
+from sendguard.esp_request import EspRequest
 from sendguard.ingress.esp.mapping import (
     Attachment,
     EspError,
@@ -24,15 +25,14 @@ from sendguard.ingress.esp.mapping import (
     decode_base64,
     sendguard_fields,
     submit,
+    template_text,
 )
 from sendguard.ingress.http_context import api
+from sendguard.ingress.payloads import parse_json
 from sendguard.intake import Accepted
 
 MAX_BATCH = 500
-TEMPLATE_REFUSED = (
-    "sendguard renders each message itself and cannot render a Postmark stored template;"
-    " send HtmlBody/TextBody to /email instead"
-)
+TEMPLATE_KEYS = ("TemplateId", "TemplateAlias", "TemplateModel")
 
 
 def reply_error(exc: EspError) -> web.Response:
@@ -88,13 +88,31 @@ def _attachments(email: dict[str, Any]) -> tuple[Attachment, ...]:
     return tuple(attachments)
 
 
-def parse(email: Any, where: str = "") -> Outgoing:
-    """The message of one Postmark email object."""
+def _template(email: dict[str, Any], templated: bool) -> str | None:
+    """The stored template a with-template email names (None for a plain /email one)."""
+    if not templated:
+        for key in TEMPLATE_KEYS:
+            if email.get(key) is not None:
+                raise EspError(
+                    400, f"{key}: send templated email to /email/withTemplate", key, code=300
+                )
+        return None
+    # The SDKs send both keys, the one not used as null.
+    template = email.get("TemplateId")
+    if template is None:
+        template = email.get("TemplateAlias")
+    if not isinstance(template, int | str) or isinstance(template, bool) or template == "":
+        raise EspError(400, "TemplateId or TemplateAlias is required", "TemplateId", code=1101)
+    if not isinstance(email.get("TemplateModel") or {}, dict):
+        raise EspError(400, "TemplateModel must be an object", "TemplateModel", code=300)
+    return str(template)
+
+
+def parse(email: Any, where: str = "", *, templated: bool = False) -> Outgoing:
+    """The message of one Postmark email object (of /email/withTemplate when `templated`)."""
     if not isinstance(email, dict):
         raise EspError(400, f"{where}the email must be a JSON object", where or None, code=402)
-    for key in ("TemplateId", "TemplateAlias", "TemplateModel"):
-        if key in email:
-            raise EspError(400, f"{key}: {TEMPLATE_REFUSED}", key, code=300)
+    template = _template(email, templated)
     sender = _text(email, "From")
     if not sender:
         raise EspError(400, "Invalid 'From' address: it is required", "From", code=300)
@@ -106,6 +124,9 @@ def parse(email: Any, where: str = "") -> Outgoing:
     if not (to or cc or bcc):
         raise EspError(400, "Zero recipients specified", "To", code=300)
     text, html = _text(email, "TextBody"), _text(email, "HtmlBody")
+    if template is not None:
+        text = template_text("Postmark", template, email.get("TemplateModel") or {})
+        html = None
     if text is None and html is None:
         raise EspError(
             400, "Provide either email TextBody or HtmlBody or both.", "TextBody", code=300
@@ -137,6 +158,8 @@ def parse(email: Any, where: str = "") -> Outgoing:
         headers=headers,
         attachments=attachments,
         fields=tuple(fields),
+        original=EspRequest("postmark", json.dumps(email, ensure_ascii=False).encode(), template),
+        template_field="TemplateAlias" if email.get("TemplateId") is None else "TemplateId",
     )
 
 
@@ -158,15 +181,24 @@ async def _who(request: web.Request) -> Any:
 
 async def _body(request: web.Request) -> Any:
     try:
-        return json.loads(await request.read())
+        return parse_json(await request.read())
     except (ValueError, UnicodeDecodeError):
         raise EspError(400, "Invalid JSON", None, code=402) from None
 
 
 async def send_email(request: web.Request) -> web.Response:
     """One email."""
+    return await _one(request, templated=False)
+
+
+async def send_with_template(request: web.Request) -> web.Response:
+    """One email rendered by Postmark from a stored template (passed through to Postmark)."""
+    return await _one(request, templated=True)
+
+
+async def _one(request: web.Request, *, templated: bool) -> web.Response:
     who = await _who(request)
-    email = parse(await _body(request))
+    email = parse(await _body(request), templated=templated)
     now = api(request).clock.now().isoformat()
 
     def answer(outcomes: Sequence[Accepted | EspError]) -> bytes:
@@ -181,8 +213,21 @@ async def send_email(request: web.Request) -> web.Response:
 
 async def send_batch(request: web.Request) -> web.Response:
     """Up to 500 emails, answered one result each, in order."""
+    return await _batch(request, templated=False)
+
+
+async def send_batch_with_templates(request: web.Request) -> web.Response:
+    """Up to 500 templated emails (`{"Messages": [...]}`), answered one result each."""
+    return await _batch(request, templated=True)
+
+
+async def _batch(request: web.Request, *, templated: bool) -> web.Response:
     who = await _who(request)
     data = await _body(request)
+    if templated:
+        if not isinstance(data, dict) or not isinstance(data.get("Messages"), list):
+            raise EspError(400, 'The body must be {"Messages": [...]}', "Messages", code=402)
+        data = data["Messages"]
     if not isinstance(data, list):
         raise EspError(400, "The batch must be a JSON array of emails", None, code=402)
     if len(data) > MAX_BATCH:
@@ -190,7 +235,7 @@ async def send_batch(request: web.Request) -> web.Response:
     parsed: list[Outgoing | EspError] = []
     for index, item in enumerate(data):
         try:
-            parsed.append(parse(item, f"[{index}]."))
+            parsed.append(parse(item, f"[{index}].", templated=templated))
         except EspError as exc:
             parsed.append(exc)
     valid = [p for p in parsed if isinstance(p, Outgoing)]
@@ -208,9 +253,3 @@ async def send_batch(request: web.Request) -> web.Response:
 
     body = await submit(request, who, Submission("postmark", valid, answer))
     return web.Response(body=body, content_type="application/json")
-
-
-async def with_template(request: web.Request) -> web.Response:
-    """Stored templates cannot be rendered here: refused, naming the field."""
-    await _who(request)
-    raise EspError(400, f"TemplateId: {TEMPLATE_REFUSED}", "TemplateId", code=300)

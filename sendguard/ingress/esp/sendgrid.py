@@ -1,8 +1,10 @@
 """SendGrid v3 `POST /v3/mail/send`: the API key is a sendguard API token (`Bearer`).
 
 Each personalization is its own message (its subject, headers, substitutions and custom_args
-are its own), and each of its recipients its own delivery. Answers as SendGrid does: 202 with
-an empty body and `X-Message-Id`; errors `{"errors": [{"message", "field", "help"}]}`.
+are its own), and each of its recipients its own delivery; the body with that one
+personalization is kept for pass-through (a `template_id` send can only leave that way).
+Answers as SendGrid does: 202 with an empty body and `X-Message-Id`; errors
+`{"errors": [{"message", "field", "help"}]}`.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import Any
 
 from aiohttp import web
 
+from sendguard.esp_request import EspRequest
 from sendguard.ingress.esp.mapping import (
     Attachment,
     EspError,
@@ -25,13 +28,10 @@ from sendguard.ingress.esp.mapping import (
     sendguard_fields,
     submit,
     substitute,
+    template_text,
 )
+from sendguard.ingress.payloads import parse_json
 from sendguard.intake import Accepted
-
-TEMPLATE_REFUSED = (
-    "template_id: sendguard renders each message itself and cannot render a SendGrid"
-    " stored template; send the content (content[]) instead"
-)
 
 
 def reply_error(exc: EspError) -> web.Response:
@@ -127,11 +127,34 @@ def _attachments(data: Mapping[str, Any]) -> tuple[Attachment, ...]:
     return tuple(out)
 
 
+def _subject_and_text(
+    p: Mapping[str, Any],
+    body: Mapping[str, Any],
+    template: str | None,
+    text: str | None,
+    html: str | None,
+) -> tuple[str, str | None]:
+    """A personalization's subject and text; a dynamic template carries its own subject, and
+    its stored copy shows the template and its data instead of content."""
+    subject = p.get("subject", body.get("subject"))
+    if template is None:
+        if not isinstance(subject, str) or not subject:
+            raise EspError(400, "The subject is required.", "subject")
+        return subject, text
+    if subject is not None and not isinstance(subject, str):
+        raise EspError(400, "subject must be a string", "subject")
+    if text is None and html is None:
+        data = p.get("dynamic_template_data", p.get("substitutions")) or {}
+        text = template_text("SendGrid", template, data)
+    return subject or "", text
+
+
 def parse(data: Any) -> list[Outgoing]:
     """One Outgoing per personalization of a mail/send body."""
     body = _object(data, "body")
-    if body.get("template_id"):
-        raise EspError(400, TEMPLATE_REFUSED, "template_id")
+    template = body.get("template_id")
+    if template is not None and (not isinstance(template, str) or not template):
+        raise EspError(400, "template_id must be a non-empty string", "template_id")
     if "from" not in body:
         raise EspError(400, "The from object must be provided for every email send.", "from")
     sender = _address(body["from"], "from")
@@ -143,7 +166,7 @@ def parse(data: Any) -> list[Outgoing]:
             "personalizations",
         )
     text, html = _content(body)
-    if text is None and html is None:
+    if text is None and html is None and template is None:
         raise EspError(
             400, "Unless a valid template_id is provided, content is required.", "content"
         )
@@ -170,9 +193,7 @@ def parse(data: Any) -> list[Outgoing]:
         bcc = tuple(
             _address(a, f"{where}.bcc[{i}]") for i, a in enumerate(_list(p.get("bcc"), "bcc"))
         )
-        subject = p.get("subject", body.get("subject"))
-        if not isinstance(subject, str) or not subject:
-            raise EspError(400, "The subject is required.", "subject")
+        subject, own_text = _subject_and_text(p, body, template, text, html)
         subs = _strings(p.get("substitutions"), f"{where}.substitutions")
         args = {**custom, **_strings(p.get("custom_args"), f"{where}.custom_args")}
         fields = sendguard_fields(args, "custom_args")
@@ -193,12 +214,18 @@ def parse(data: Any) -> list[Outgoing]:
                 cc=cc,
                 bcc=bcc,
                 subject=substitute(subject, subs) or "",
-                text=substitute(text, subs),
+                text=substitute(own_text, subs),
                 html=substitute(html, subs),
                 reply_to=reply_to,
                 headers=tuple((k, substitute(v, subs) or "") for k, v in merged.items()),
                 attachments=attachments,
                 fields=tuple(fields),
+                original=EspRequest(
+                    "sendgrid",
+                    json.dumps({**body, "personalizations": [p]}, ensure_ascii=False).encode(),
+                    template,
+                ),
+                template_field="template_id",
             )
         )
     return out
@@ -220,7 +247,7 @@ async def mail_send(request: web.Request) -> web.Response:
     who = authenticate(request, key.strip() if scheme.lower() == "bearer" else None)
     raw = await request.read()
     try:
-        data = json.loads(raw)
+        data = parse_json(raw)
     except (ValueError, UnicodeDecodeError):
         raise EspError(400, "Bad Request: the body is not valid JSON", None) from None
     messages = parse(data)
