@@ -16,6 +16,7 @@ import aiosmtplib
 import pytest
 
 from sendguard.delivery.smtp import SmtpUpstream
+from sendguard.delivery.smtp_data import PIECE
 from sendguard.delivery.upstream import Envelope
 from sendguard.errors import UpstreamPermanent, UpstreamTransient
 from sendguard.offload import LARGE
@@ -37,13 +38,12 @@ class Recorder:
     data_reply: bytes = b"250 2.0.0 Ok\r\n"
     hang_up_after: int | None = None
     slow: bool = False
-    sessions: list[bytes] = field(default_factory=list)
+    sessions: list[bytearray] = field(default_factory=list)
     port: int = 0
 
     async def session(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        seen = bytearray()
-        self.sessions.append(b"")
-        index = len(self.sessions) - 1
+        seen = bytearray()  # recorded as it arrives, so a test can watch a session
+        self.sessions.append(seen)
         writer.write(b"220 recorder.example ESMTP\r\n")
         try:
             while line := await reader.readline():
@@ -64,7 +64,6 @@ class Recorder:
                     writer.write(b"250 Ok\r\n")
                 await writer.drain()
         finally:
-            self.sessions[index] = bytes(seen)
             writer.close()
 
     async def _data(
@@ -84,7 +83,7 @@ class Recorder:
 
     def transaction(self, session: int) -> bytes:
         """Session `session`'s octets from MAIL FROM to the end of data."""
-        octets = self.sessions[session]
+        octets = bytes(self.sessions[session])
         return octets[octets.index(b"MAIL FROM") :]
 
 
@@ -175,3 +174,27 @@ async def test_an_upstream_that_hangs_up_mid_data_defers_the_delivery() -> None:
         await upstream.send(Envelope("a@example.com", "b@example.org", "d2"), awkward(LARGE * 2))
         await upstream.close()
     assert len(recorder.sessions) == 2
+
+
+async def test_other_tasks_run_between_the_pieces_of_a_large_message() -> None:
+    # Interleaving, not a figure: every piece is followed by a turn of the loop, so a
+    # concurrent task runs at least once per piece before the upstream sees MAIL FROM
+    # (aiosmtplib's sendmail computes SIZE over the whole message in one step first).
+    content = awkward(20 << 20)
+    turns: list[int] = []
+    async with recording(Recorder()) as recorder:
+        upstream = SmtpUpstream("127.0.0.1", recorder.port, starttls="never")
+        await upstream.check()  # connected and greeted: what remains is the send itself
+        sending = asyncio.create_task(
+            upstream.send(Envelope("a@example.com", "b@example.org", "d1"), content)
+        )
+        count = 0
+        while not sending.done():
+            if not turns and any(b"MAIL FROM" in s for s in recorder.sessions[1:]):
+                turns.append(count)
+            count += 1
+            await asyncio.sleep(0)
+        await sending
+        await upstream.close()
+    assert turns
+    assert turns[0] >= len(content) // PIECE
