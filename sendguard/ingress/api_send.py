@@ -23,7 +23,7 @@ from sendguard.clock import monotonic
 from sendguard.deliveries import DeliveryQuery
 from sendguard.errors import Conflict, IdempotencyKeyReused, InvalidAddress, InvalidMessage
 from sendguard.fields import FieldOverrides, parse_time
-from sendguard.headers import Headers, Trace, split_message
+from sendguard.headers import Headers, Trace, header_end
 from sendguard.ingress.http_context import api, identity
 from sendguard.ingress.payloads import BadRequest, SendPayload, field_overrides, read_json
 from sendguard.ingress.views import (
@@ -123,7 +123,7 @@ def build_mime(payload: SendPayload, now: datetime) -> bytes:
 
 
 def _envelope_from_headers(raw: bytes) -> tuple[str, list[str]]:
-    headers = Headers.parse(split_message(raw)[0])
+    headers = Headers.parse(raw[: header_end(raw)])
     senders = email.utils.getaddresses(headers.get_all("From"))
     recipients = [
         address
