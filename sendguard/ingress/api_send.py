@@ -35,6 +35,7 @@ from sendguard.ingress.views import (
 )
 from sendguard.intake import Accepted, Idempotency, idempotency_scope
 from sendguard.message import Delivery, DeliveryState
+from sendguard.offload import over_size
 
 MAX_LIMIT = 500
 MAX_KEY = 200
@@ -157,7 +158,10 @@ async def _read_send(request: web.Request) -> tuple[bytes, str, list[str], Field
         mail_from = payload.from_
         recipients = [*payload.to, *payload.cc, *payload.bcc]
         overrides = field_overrides(payload)
-        raw = build_mime(payload, api(request).clock.now())
+        now = api(request).clock.now()
+        # Quoted-printable encoding is pure Python: seconds for a few MB of text.
+        size = len(payload.text or "") + len(payload.html or "")
+        raw = await over_size(size, lambda p: build_mime(p, now), payload)
     if not recipients:
         raise BadRequest("a message needs at least one recipient", "to")
     return raw, mail_from, list(recipients), overrides
