@@ -5,9 +5,10 @@
 Starts Postfix's smtp-sink and one sendguard (SMTP upstream: the sink), sends a 20 MB message
 while a prober sends 2 KB messages one after another on another connection, and prints p50,
 p99 and max of the prober's latencies while the big message is received and while it is
-forwarded. A second sendguard runs with PYTHONASYNCIODEBUG=1 (asyncio's debug mode, which
-slows everything, so its latencies are not the figures) and the script prints the callbacks
-its event loop reported as slow (over 100 ms): what still runs in one piece on the loop.
+forwarded; then the same while a JSON message with 5 MB of text is posted over HTTP. A second
+sendguard runs with PYTHONASYNCIODEBUG=1 (asyncio's debug mode, which slows everything, so its
+latencies are not the figures) and the script prints the callbacks its event loop reported as
+slow (over 100 ms): what still runs in one piece on the loop.
 """
 
 from __future__ import annotations
@@ -20,7 +21,14 @@ import sys
 import tempfile
 from pathlib import Path
 
-from bench.run import Sink, percentile, running, small_during_big, start_sendguard
+from bench.run import (
+    Sink,
+    percentile,
+    running,
+    small_during_big,
+    small_during_big_post,
+    start_sendguard,
+)
 
 SLOW = re.compile(r"Executing (.*?) took ([\d.]+) seconds")
 
@@ -60,9 +68,12 @@ def main() -> int:
                 for phase, times in phases.items():
                     print(f"  while the 20 MB message is {phase}: {summary(times)}", flush=True)
                 print(f"  both: {summary(every)}", flush=True)
+                posting = small_during_big_post(sendguard)
+                print(f"  while a 5 MB JSON message is posted: {summary(posting)}", flush=True)
         debug_env = {**os.environ, "PYTHONASYNCIODEBUG": "1"}
         with running(start_sendguard(work / "sg-debug", sink, env=debug_env)) as sendguard:
             small_during_big(sendguard)
+            small_during_big_post(sendguard)
         print("slow callbacks on the event loop (asyncio debug mode, over 100 ms):", flush=True)
         slow = slow_callbacks(work / "sg-debug" / "sendguard.log")
         for seconds, handle in slow:

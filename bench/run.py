@@ -491,6 +491,39 @@ def small_during_big(contestant: Contestant) -> dict[str, list[float]]:
     return phases
 
 
+BIG_TEXT = "Grüße, a line of text that quoted-printable must encode = \n" * 80_000  # ~5 MB
+
+
+def small_during_big_post(contestant: Contestant) -> list[float]:
+    """Probe latencies (ms) while `POST /v1/messages` takes a JSON message with 5 MB of text."""
+    assert contestant.http is not None
+    done = threading.Event()
+    outcome: list[int] = []
+    body = json.dumps(
+        {"from": "big@example.com", "to": [f"big-{time.time_ns()}@example.org"], "text": BIG_TEXT}
+    ).encode()
+
+    def post() -> None:
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{contestant.http}/v1/messages",
+            data=body,
+            headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"},
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=300) as answer:  # noqa: S310
+                outcome.append(answer.status)
+        finally:
+            done.set()
+
+    poster = threading.Thread(target=post)
+    poster.start()
+    times = probe(contestant.port, 100_000, stop=done)
+    poster.join()
+    if outcome != [202]:
+        raise RuntimeError(f"the 5 MB JSON message was not accepted: {outcome}")
+    return times
+
+
 def small_p99_during_big(contestant: Contestant) -> float:
     times = [t for phase in small_during_big(contestant).values() for t in phase]
     return percentile(times, 99) if times else float("nan")
