@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from datetime import timedelta
 
 import aiosmtplib
 import pytest
@@ -38,6 +39,8 @@ class Recorder:
     data_reply: bytes = b"250 2.0.0 Ok\r\n"
     hang_up_after: int | None = None
     slow: bool = False
+    stall: asyncio.Event | None = None
+    """When set, the server reads no data after its 354 until the event is set."""
     sessions: list[bytearray] = field(default_factory=list)
     port: int = 0
 
@@ -57,6 +60,9 @@ class Recorder:
                 elif verb == b"DATA":
                     writer.write(b"354 go ahead\r\n")
                     await writer.drain()
+                    if self.stall is not None:
+                        await self.stall.wait()
+                        break
                     if not await self._data(reader, writer, seen):
                         break
                     writer.write(self.data_reply)
@@ -198,3 +204,22 @@ async def test_other_tasks_run_between_the_pieces_of_a_large_message() -> None:
         await upstream.close()
     assert turns
     assert turns[0] >= len(content) // PIECE
+
+
+async def test_an_upstream_that_stops_reading_times_out_rather_than_hang() -> None:
+    stall = asyncio.Event()
+    async with recording(Recorder(stall=stall)) as recorder:
+        upstream = SmtpUpstream(
+            "127.0.0.1", recorder.port, starttls="never", timeout=timedelta(seconds=1)
+        )
+        try:
+            with pytest.raises(UpstreamTransient, match="took none of the message"):
+                await asyncio.wait_for(
+                    upstream.send(
+                        Envelope("a@example.com", "b@example.org", "d1"), awkward(32 << 20)
+                    ),
+                    timeout=60,
+                )
+        finally:
+            stall.set()
+            await upstream.close()
