@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 RUNTIME := $(VENV)/.runtime
 
-.PHONY: run test lint typecheck unit venv clean postgres bench bench-tools screenshots node-sdks
+.PHONY: run test lint typecheck unit venv clean postgres bench bench-tools screenshots node-sdks lock soak audit
 
 $(STAMP): pyproject.toml tests/plugin_pkg/pyproject.toml tests/store_pkg/pyproject.toml \
 		tests/upstream_pkg/pyproject.toml tests/upstream_pkg/pigeon_upstream/__init__.py
@@ -59,8 +59,29 @@ postgres:
 	  sleep 2 && pg_isready -h 127.0.0.1 -p 5432; } || { \
 	  echo "PostgreSQL is not running on 127.0.0.1:5432 and could not be started" >&2; exit 1; }
 
-test: lint typecheck postgres node-sdks
-	$(BIN)/pytest
+# Everything, tests/security and tests/fault in their short forms included, measured by coverage
+# in the test process and in every `sendguard` process the tests start (pyproject.toml's
+# [tool.coverage.run] patch = subprocess); one summary line at the end.
+test: lint typecheck postgres node-sdks audit
+	@rm -f .coverage .coverage.*
+	@status=0; $(BIN)/coverage run -m pytest || status=$$?; \
+	$(BIN)/coverage combine -q && \
+	echo "coverage: $$($(BIN)/coverage report --format=total)% of sendguard (tests and served processes); coverage report for detail"; \
+	exit $$status
+
+# The long forms of tests/fault and tests/security (10 kill -9 restarts, a minute of upstream
+# outage, ...), bounded to about 10 minutes; what they measured is in var/soak-figures.jsonl
+# (docs/reliability.md keeps the last run's figures).
+SOAK_FIGURES := $(CURDIR)/var/soak-figures.jsonl
+soak: $(STAMP) postgres
+	@mkdir -p var && rm -f $(SOAK_FIGURES)
+	SENDGUARD_SOAK=1 SENDGUARD_FIGURES=$(SOAK_FIGURES) timeout 1200 $(BIN)/pytest -q tests/fault tests/security
+	@cat $(SOAK_FIGURES)
+
+# Known vulnerabilities in the locked runtime dependencies (pip-audit, PyPI's advisory data);
+# fails on a finding, warns when the database cannot be reached.
+audit: $(STAMP)
+	$(BIN)/python .ci/audit.py requirements.lock
 
 # The benchmark needs Postfix (smtp-source, smtp-sink, and a relay to compare with) and wrk.
 bench-tools:
@@ -76,3 +97,19 @@ clean:
 # Refresh the review page's screenshots in docs/img (a normal test run leaves them alone).
 screenshots: $(STAMP) postgres
 	SENDGUARD_SCREENSHOTS=docs/img $(BIN)/pytest -q tests/e2e/test_review_page.py tests/e2e/test_review_page_edit.py -k "not postgres"
+
+# requirements.lock pins the runtime dependencies the Docker image installs (and pip-audit reads).
+# `make lock` resolves them afresh: a clean venv of the image's Python (3.11), `pip install .`
+# (no test tools), a smoke test of the installed package, then `pip freeze`. Commit the result.
+LOCK_VENV := build/lock-venv
+lock:
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11) and "make lock: the image runs Python 3.11; use PYTHON=python3.11")'
+	rm -rf $(LOCK_VENV)
+	$(PYTHON) -m venv $(LOCK_VENV)
+	$(LOCK_VENV)/bin/pip install --quiet --upgrade pip
+	$(LOCK_VENV)/bin/pip install --quiet .
+	cd $(LOCK_VENV) && bin/sendguard check-config >/dev/null
+	{ echo "# Runtime dependencies of sendguard, pinned for the Docker image; regenerate with make lock."; \
+	  echo "# Resolved by pip for Python 3.11 on Linux from pyproject.toml's [project.dependencies]."; \
+	  $(LOCK_VENV)/bin/pip freeze --exclude sendguard; } > requirements.lock
+	rm -rf $(LOCK_VENV)

@@ -239,6 +239,9 @@ def _single_line(value: str) -> str:
 Name = Annotated[str, StringConstraints(min_length=1, max_length=200), AfterValidator(_single_line)]
 """A name given in JSON (a campaign, an offer): short, one line."""
 
+Line = Annotated[str, AfterValidator(_single_line)]
+"""Any other field's JSON value: it ends up in a header, so one line (no header injection)."""
+
 
 def _same(value: Any) -> Any:
     return value
@@ -282,7 +285,7 @@ class Field(Generic[T]):
     @property
     def payload_type(self) -> Any:
         """What the JSON payload accepts for it."""
-        return self.json_type if self.json_type is not None else (list[str] if self.many else str)
+        return self.json_type if self.json_type is not None else (list[Line] if self.many else Line)
 
     def shown(self, value: T) -> Any:
         """Its value as API answers show it."""

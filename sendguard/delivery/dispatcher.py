@@ -5,7 +5,8 @@ instances take the same one) and hands them to `workers` worker tasks. A worker
 
 1. re-runs the policies for a delivery that was delayed (the world may have changed while it
    waited) and stops there unless the new verdict is forward;
-2. marks the delivery `sending` durably before talking to the upstream;
+2. marks the delivery `sending` durably before talking to the upstream (the claim does it for
+   deliveries that were due to be sent; one judged again first is marked after);
 3. sends, then marks it `sent`, `deferred` (4xx or network: exponential backoff with jitter
    between `min_backoff` and `max_backoff`, see `backoff`) or `failed` (5xx, or retrying past
    `max_lifetime`).
@@ -19,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 
 import structlog
@@ -135,7 +137,11 @@ class Dispatcher:
                 try:
                     claimed = list(
                         await self._store.claim_due(
-                            self._clock.now(), self._owner, room, self._config.lease
+                            self._clock.now(),
+                            self._owner,
+                            room,
+                            self._config.lease,
+                            send_within=self._config.max_lifetime,
                         )
                     )
                 except StoreUnavailable as exc:
@@ -228,7 +234,17 @@ class Dispatcher:
                 now,
             )
             return
-        delivery = await self._store.change(
+        if delivery.state is not DeliveryState.SENDING:  # the claim marks what was due to send
+            delivery = await self._change_to_sending(delivery, now)
+        content = await self._store.message_content(delivery.message.id)
+        request = None
+        if delivery.message.ingress in ESPS:
+            request = await self._store.esp_request(delivery.message.id)
+        async with self._upstream.chosen(RouteKey.of(delivery.message)) as chosen:
+            await self._send(delivery, content, chosen.upstream, chosen.label, request)
+
+    async def _change_to_sending(self, delivery: Delivery, now: datetime) -> Delivery:
+        return await self._store.change(
             delivery.id,
             Change(
                 DeliveryState.SENDING,
@@ -239,12 +255,6 @@ class Dispatcher:
                 attempt=True,
             ),
         )
-        content = await self._store.message_content(delivery.message.id)
-        request = None
-        if delivery.message.ingress in ESPS:
-            request = await self._store.esp_request(delivery.message.id)
-        async with self._upstream.chosen(RouteKey.of(delivery.message)) as chosen:
-            await self._send(delivery, content, chosen.upstream, chosen.label, request)
 
     async def _send(
         self,
@@ -278,31 +288,59 @@ class Dispatcher:
                 await upstream.send(envelope, content)
         except UpstreamTransient as exc:
             self._upstream_error(label, "transient", started)
-            await self._retry_later(delivery, str(exc), at_least=exc.retry_after)
+            reason, after = str(exc), exc.retry_after
+            await self._record(started, lambda: self._retry_later(delivery, reason, at_least=after))
         except UpstreamPermanent as exc:
             self._upstream_error(label, "permanent", started)
-            await self._finish(
-                delivery,
-                DeliveryState.FAILED,
-                # Only a reply is the upstream refusing; without a code sendguard gave up.
-                f"upstream refused: {exc}" if exc.code is not None else str(exc),
-                self._clock.now(),
-                error=str(exc),
+            error = str(exc)
+            # Only a reply is the upstream refusing; without a code sendguard gave up.
+            refused = f"upstream refused: {exc}" if exc.code is not None else error
+            await self._record(
+                started,
+                lambda: self._finish(
+                    delivery, DeliveryState.FAILED, refused, self._clock.now(), error=error
+                ),
             )
         except Exception as exc:
             # A bug in an upstream (or a case it does not map) must not leave the delivery
             # `sending` with no reason until its lease ends: retry with backoff, recorded.
             log.exception("upstream raised unexpectedly; deferred", upstream=label)
             self._upstream_error(label, "unexpected", started)
-            await self._retry_later(delivery, f"unexpected {type(exc).__name__}: {exc}")
+            reason = f"unexpected {type(exc).__name__}: {exc}"
+            await self._record(started, lambda: self._retry_later(delivery, reason))
         else:
             self._metrics.upstream_duration.labels(upstream=label).observe(monotonic() - started)
-            reason = (
+            accepted = (
                 f"upstream accepted ({label}: the {request.esp} request passed through)"
                 if passing is not None and request is not None
                 else "upstream accepted"
             )
-            await self._finish(delivery, DeliveryState.SENT, reason, self._clock.now())
+            await self._record(
+                started,
+                lambda: self._finish(delivery, DeliveryState.SENT, accepted, self._clock.now()),
+            )
+
+    async def _record(self, started: float, outcome: Callable[[], Awaitable[object]]) -> None:
+        """Record what the upstream answered, trying again while the store refuses.
+
+        The send has happened. Giving up at the first StoreUnavailable (a full disk, a
+        database restarting) would leave the delivery `sending` until its lease ends and then
+        send it again; retrying here, well within the lease, records it once the store is back.
+        """
+        deadline = started + self._config.lease.total_seconds() * 0.8
+        pause = 0.05
+        while True:
+            try:
+                await outcome()
+            except StoreUnavailable as exc:
+                if monotonic() + pause >= deadline:
+                    raise
+                if pause == 0.05:
+                    log.warning("store unavailable; recording the outcome again", error=str(exc))
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, 2.0)
+            else:
+                return
 
     def _upstream_error(self, name: str, kind: str, started: float) -> None:
         self._metrics.upstream_duration.labels(upstream=name).observe(monotonic() - started)

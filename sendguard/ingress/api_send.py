@@ -25,7 +25,13 @@ from sendguard.errors import Conflict, IdempotencyKeyReused, InvalidAddress, Inv
 from sendguard.fields import FieldOverrides, parse_time
 from sendguard.headers import Headers, Trace, header_end
 from sendguard.ingress.http_context import api, identity
-from sendguard.ingress.payloads import BadRequest, SendPayload, field_overrides, read_json
+from sendguard.ingress.payloads import (
+    BadRequest,
+    SendPayload,
+    field_overrides,
+    parse_json,
+    read_json,
+)
 from sendguard.ingress.views import (
     decision_reasons,
     delivery_view,
@@ -186,7 +192,7 @@ async def fingerprint(request: web.Request) -> str:
 
 def _canonical_json(body: bytes) -> bytes:
     try:
-        data = json.loads(body)
+        data = parse_json(body)
     except (ValueError, UnicodeDecodeError):
         return body  # not JSON: the send is refused anyway; the bytes are its identity
     return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()

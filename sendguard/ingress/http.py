@@ -22,11 +22,21 @@ from sendguard.ingress import (
     api_review,
     api_send,
     api_shadow,
+    api_simulations,
     api_suppressions,
     esp,
     openapi,
 )
-from sendguard.ingress.http_context import API, IDENTITY_KEY, TOKENS, Api, Handler, api
+from sendguard.ingress.esp.mapping import ANSWERS_IN_ESP_SHAPE
+from sendguard.ingress.http_context import (
+    API,
+    IDENTITY_KEY,
+    TOKENS,
+    Api,
+    Handler,
+    api,
+    refuse_announced_oversize,
+)
 from sendguard.ingress.payloads import BadRequest
 from sendguard.review import NotFound
 from sendguard.tokens import TokenSet
@@ -103,6 +113,15 @@ async def authenticate(request: web.Request, handler: Handler) -> web.StreamResp
     return await handler(request)
 
 
+@web.middleware
+async def limit_body(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """413 for a body announced over `http.max_body_size`, before it is read (the ESP routes
+    answer it themselves, in the ESP's error shape)."""
+    if request.match_info.handler not in ANSWERS_IN_ESP_SHAPE:
+        refuse_announced_oversize(request)
+    return await handler(request)
+
+
 async def healthz(request: web.Request) -> web.Response:
     """Liveness: the process answers."""
     return web.json_response({"status": "ok"})
@@ -159,7 +178,7 @@ async def refresh_queue_ages(ctx: Api) -> None:
 def build_app(context: Api, tokens: TokenSet) -> web.Application:
     """The aiohttp application with every route."""
     app = web.Application(
-        middlewares=[errors, authenticate], client_max_size=context.config.max_body_size
+        middlewares=[errors, authenticate, limit_body], client_max_size=context.config.max_body_size
     )
     app[API] = context
     app[TOKENS] = tokens
@@ -178,6 +197,7 @@ def add_routes(router: web.UrlDispatcher) -> None:
     api_suppressions.add_routes(router)
     api_admin.add_routes(router)
     api_shadow.add_routes(router)
+    api_simulations.add_routes(router)
     esp.add_routes(router)
     openapi.add_routes(router)
 

@@ -46,6 +46,18 @@ def api(request: web.Request) -> Api:
     return request.app[API]
 
 
+def refuse_announced_oversize(request: web.Request) -> None:
+    """Raise 413 when the request announces a body over `http.max_body_size`.
+
+    aiohttp enforces the limit only while reading, so a 50 MB upload would be read up to the
+    limit first; what Content-Length announces is refused before a byte of it is read.
+    """
+    limit = api(request).config.max_body_size
+    length = request.content_length
+    if length is not None and length > limit:
+        raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=length)
+
+
 IDENTITY_KEY: web.RequestKey[Identity] = web.RequestKey("identity", Identity)
 
 

@@ -22,6 +22,23 @@ M = TypeVar("M", bound=BaseModel)
 _FORBIDDEN_IN_HEADERS = ("\r", "\n", "\x00")
 
 
+def parse_json(text: bytes | str) -> Any:
+    """`json.loads`, where nesting too deep to parse is a ValueError like any other bad JSON.
+
+    Every JSON body is read through here: `[[[[…]]]]` a hundred thousand deep makes the
+    parser raise RecursionError, which no handler expects from bad input.
+    """
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None
+
+
+def is_single_line(value: str) -> bool:
+    """False for text that would break out of the header it is put in."""
+    return not any(c in value for c in _FORBIDDEN_IN_HEADERS)
+
+
 class BadRequest(Exception):
     """A 400 answer naming the field at fault."""
 
@@ -40,7 +57,7 @@ async def read_json(request: web.Request, model: type[M]) -> M:
     """
     body = await request.read()
     try:
-        data: Any = json.loads(body) if body.strip() else {}
+        data: Any = parse_json(body) if body.strip() else {}
     except (ValueError, UnicodeDecodeError) as exc:
         raise BadRequest(
             f"the body is not valid JSON ({exc}); send a JSON object"
@@ -176,7 +193,7 @@ def validate_as(model: type[M], data: Any, prefix: str = "") -> M:
 async def read_events(request: web.Request) -> tuple[list[EventPayload], bool]:
     """The events of `POST /v1/events` and whether they came as a batch (a JSON array)."""
     try:
-        data: Any = json.loads(await request.read())
+        data: Any = parse_json(await request.read())
     except (ValueError, UnicodeDecodeError) as exc:
         raise BadRequest(
             f"the body is not valid JSON ({exc}); send an event object or an array of them",

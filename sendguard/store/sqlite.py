@@ -25,10 +25,13 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from sendguard.address import recipient_key
+from sendguard.approvals import GlobalPause
 from sendguard.store import StoreSettings
 from sendguard.store.keyed_lock import KeyedLock
+from sendguard.store.message_cache import MessageCache
 from sendguard.store.sql_store import Job, SqlStore, Tx
-from sendguard.store.sqlite_db import SQLiteDatabase
+from sendguard.store.sqlite_db import SQLiteDatabase, Trace
+from sendguard.store.sqlite_scratch import ScratchDatabase
 
 T = TypeVar("T")
 
@@ -73,11 +76,27 @@ def drive(job: Job[T], conn: sqlite3.Connection) -> T:
 
 
 class SQLiteStore(SqlStore):
-    """The embedded store. `path` is the database file; its directory is created if missing."""
+    """The embedded store. `path` is the database file; its directory is created if missing.
 
-    def __init__(self, path: Path, *, busy_timeout: timedelta = timedelta(seconds=5)) -> None:
-        self._db = SQLiteDatabase(path, busy_timeout)
+    `scratch=True` gives up durability for speed, for a database thrown away after use (the
+    replay of `sendguard simulate`): see `sqlite_scratch.py`. Never for a store that keeps mail.
+    `trace` (tests): called with every SQL statement any of the store's connections runs.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        busy_timeout: timedelta = timedelta(seconds=5),
+        scratch: bool = False,
+        trace: Trace | None = None,
+    ) -> None:
+        self._db: SQLiteDatabase | ScratchDatabase = (
+            ScratchDatabase(path) if scratch else SQLiteDatabase(path, busy_timeout, trace)
+        )
         self._locks = KeyedLock()
+        self._cache = MessageCache()
+        self._pause: GlobalPause | None = None
 
     async def _write(self, job: Job[T]) -> T:
         return await self._db.write(lambda conn: drive(job, conn))
@@ -106,6 +125,20 @@ class SQLiteStore(SqlStore):
             ).rowcount
 
         return await self._db.write(job)
+
+    async def get_pause(self) -> GlobalPause:
+        # Read for every decision; only this process writes it (the file lock), so the row
+        # read once stays true until `set_pause`.
+        if self._pause is None:
+            self._pause = await super().get_pause()
+        return self._pause
+
+    async def set_pause(self, pause: GlobalPause) -> None:
+        self._pause = None
+        try:
+            await super().set_pause(pause)
+        finally:
+            self._pause = None  # read again: the committed row, or the old one on failure
 
     @property
     def stats(self) -> CommitStats:

@@ -21,6 +21,8 @@ class Received:
     rcpt_tos: list[str]
     content: bytes
     mail_options: list[str] = field(default_factory=list)
+    at: float = field(default_factory=time.monotonic)
+    """When it arrived (time.monotonic)."""
 
     @property
     def message(self) -> Message:
@@ -49,6 +51,7 @@ class _Handler:
         return responses
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        arrived = time.monotonic()
         if self.delay:
             await asyncio.sleep(self.delay)
         with self.lock:
@@ -60,6 +63,7 @@ class _Handler:
                         list(envelope.rcpt_tos),
                         envelope.original_content or b"",
                         list(envelope.mail_options),
+                        arrived,
                     )
                 )
         return reply

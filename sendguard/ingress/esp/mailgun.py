@@ -37,6 +37,7 @@ from sendguard.ingress.esp.mapping import (
     substitute,
     template_text,
 )
+from sendguard.ingress.payloads import parse_json
 from sendguard.intake import Accepted
 
 
@@ -166,7 +167,7 @@ def _original(
 def _template_variables(form: Form) -> Any:
     text = form.one("t:variables") or form.one("h:X-Mailgun-Variables") or "{}"
     try:
-        return json.loads(text)
+        return parse_json(text)
     except ValueError:
         raise EspError(400, "t:variables: not valid JSON", "t:variables") from None
 
@@ -203,7 +204,7 @@ def parse(form: Form) -> list[Outgoing]:
     if variables_text is None:
         return [message]
     try:
-        variables = json.loads(variables_text)
+        variables = parse_json(variables_text)
     except ValueError:
         raise EspError(400, "recipient-variables: not valid JSON", "recipient-variables") from None
     if not isinstance(variables, dict):

@@ -43,7 +43,8 @@ from sendguard.esp_request import EspRequest
 from sendguard.fields import FIELDS
 from sendguard.headers import Trace
 from sendguard.identity import Identity, Role
-from sendguard.ingress.http_context import IDENTITY_KEY, TOKENS, api
+from sendguard.ingress.http_context import IDENTITY_KEY, TOKENS, api, refuse_announced_oversize
+from sendguard.ingress.payloads import is_single_line
 from sendguard.intake import IDEMPOTENCY_RETENTION, Accepted, Idempotency, idempotency_scope
 from sendguard.message import Message
 
@@ -215,8 +216,21 @@ def _fill(msg: EmailMessage, out: Outgoing) -> None:
             )
 
 
+def _refuse_line_breaks(out: Outgoing) -> None:
+    """Every value that becomes a header is one line: a CR or LF in it would add headers."""
+    values = [("from", out.sender), ("subject", out.subject)]
+    values += [("to", a) for a in out.to] + [("cc", a) for a in out.cc]
+    values += [("reply_to", a) for a in out.reply_to]
+    values += [("headers", f"{name}: {value}") for name, value in out.headers]
+    values += [(key, value) for _, value, key in out.fields]
+    for key, value in values:
+        if not is_single_line(value):
+            raise EspError(400, f"{key}: must be a single line (no CR, LF or NUL)", key, code=300)
+
+
 def render(out: Outgoing, now: datetime) -> bytes:
     """The MIME message for `out` (Bcc stays in the envelope only)."""
+    _refuse_line_breaks(out)
     fields = "".join(f"{h}: {v}\r\n" for h, v, _ in out.fields)
     if out.raw is not None:
         return fields.encode() + out.raw
@@ -383,6 +397,7 @@ def guarded(handler: EspHandler, reply: Callable[[EspError], web.Response]) -> E
 
     async def run(request: web.Request) -> web.StreamResponse:
         try:
+            refuse_announced_oversize(request)
             return await handler(request)
         except EspError as exc:
             return reply(exc)
@@ -394,4 +409,9 @@ def guarded(handler: EspHandler, reply: Callable[[EspError], web.Response]) -> E
             return reply(EspError(413, message, code=300))
 
     run.__doc__ = handler.__doc__
+    ANSWERS_IN_ESP_SHAPE.add(run)
     return run
+
+
+ANSWERS_IN_ESP_SHAPE: set[EspHandler] = set()
+"""The handlers `guarded` made: they refuse an oversized body themselves, in the ESP's shape."""

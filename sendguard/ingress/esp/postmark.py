@@ -29,6 +29,7 @@ from sendguard.ingress.esp.mapping import (
     template_text,
 )
 from sendguard.ingress.http_context import api
+from sendguard.ingress.payloads import parse_json
 from sendguard.intake import Accepted
 
 MAX_BATCH = 500
@@ -178,7 +179,7 @@ async def _who(request: web.Request) -> Any:
 
 async def _body(request: web.Request) -> Any:
     try:
-        return json.loads(await request.read())
+        return parse_json(await request.read())
     except (ValueError, UnicodeDecodeError):
         raise EspError(400, "Invalid JSON", None, code=402) from None
 

@@ -31,6 +31,7 @@ from sendguard.ingress.esp.mapping import (
     substitute,
     template_text,
 )
+from sendguard.ingress.payloads import parse_json
 from sendguard.intake import Accepted
 
 
@@ -239,7 +240,7 @@ async def mail_send(request: web.Request) -> web.Response:
     who = authenticate(request, key.strip() if scheme.lower() == "bearer" else None)
     raw = await request.read()
     try:
-        data = json.loads(raw)
+        data = parse_json(raw)
     except (ValueError, UnicodeDecodeError):
         raise EspError(400, "Bad Request: the body is not valid JSON", None) from None
     messages = parse(data)

@@ -19,7 +19,6 @@ import base64
 import binascii
 import hashlib
 import hmac
-import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -37,6 +36,7 @@ from sendguard.events import Event, EventType
 from sendguard.identity import Identity, Role
 from sendguard.ingress.esp.mapping import esp_config
 from sendguard.ingress.http_context import IDENTITY_KEY, api
+from sendguard.ingress.payloads import parse_json
 from sendguard.suppressions import Effect, apply_event
 
 log = structlog.get_logger("sendguard.webhooks")
@@ -283,7 +283,7 @@ async def record(request: web.Request, esp: str, incoming: Iterable[Incoming]) -
 
 def _json(body: bytes) -> Any:
     try:
-        return json.loads(body)
+        return parse_json(body)
     except (ValueError, UnicodeDecodeError):
         return None
 
