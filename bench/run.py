@@ -23,6 +23,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -175,7 +176,11 @@ def sendguard_config(work: Path, sink: Sink, store: dict[str, Any] | None = None
 
 
 def start_sendguard(
-    work: Path, sink: Sink, store: dict[str, Any] | None = None, name: str = "sendguard"
+    work: Path,
+    sink: Sink,
+    store: dict[str, Any] | None = None,
+    name: str = "sendguard",
+    env: dict[str, str] | None = None,
 ) -> Contestant:
     work.mkdir(parents=True, exist_ok=True)
     config = sendguard_config(work, sink, store)
@@ -185,6 +190,7 @@ def start_sendguard(
         cwd=work,
         stdout=log,
         stderr=subprocess.STDOUT,
+        env=env,
     )
     port = int(config["smtp"]["listen"].rsplit(":", 1)[1])
     wait_port(int(config["http"]["listen"].rsplit(":", 1)[1]))
@@ -428,19 +434,98 @@ def policy_cost(work: Path, sizes: list[int]) -> dict[int, float]:
     return costs
 
 
-def small_p99_during_big(port: int) -> float:
-    big = b"Subject: big\r\n\r\n" + (b"y" * 998 + b"\r\n") * 20_000  # about 20 MB
-    done = threading.Event()
+BIG = b"Subject: big\r\n\r\n" + (b"0123456789" * 7 + b"\r\n") * 280_000  # about 20 MB
+
+
+def message_state(http_port: int, message_id: str) -> str:
+    """The state of the first delivery of a message, asked over the HTTP API."""
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{http_port}/v1/messages/{message_id}",
+        headers={"Authorization": f"Bearer {TOKEN}"},
+    )
+    with urllib.request.urlopen(request, timeout=60) as answer:  # noqa: S310
+        state: str = json.load(answer)["deliveries"][0]["state"]
+        return state
+
+
+def small_during_big(contestant: Contestant) -> dict[str, list[float]]:
+    """Probe latencies (ms) while a 20 MB message is received, then while it is forwarded.
+
+    `received`: from the big message's DATA until its 250; `forwarded`: from that 250 until
+    its delivery is `sent` (the dispatcher loads it, sends it upstream, records the outcome).
+    """
+    assert contestant.http is not None
+    http = contestant.http
+    received, forwarded = threading.Event(), threading.Event()
+    outcome: list[str] = []
 
     def send_big() -> None:
-        with smtplib.SMTP("127.0.0.1", port, timeout=300) as client:
-            client.sendmail("big@example.com", ["big@example.org"], big)
-        done.set()
+        try:
+            with smtplib.SMTP("127.0.0.1", contestant.port, timeout=300) as client:
+                client.ehlo("big")
+                client.mail("big@example.com")
+                client.rcpt(f"big-{time.time_ns()}@example.org")
+                code, reply = client.data(BIG)
+            received.set()
+            if code != 250:
+                outcome.append(f"DATA answered {code} {reply!r}")
+                return
+            message_id = reply.decode().rsplit(" ", 1)[-1]
+            deadline = time.monotonic() + 300
+            while (state := message_state(http, message_id)) not in {"sent", "failed"}:
+                if time.monotonic() > deadline:
+                    break
+                time.sleep(0.05)
+            outcome.append(state)
+        finally:
+            received.set()
+            forwarded.set()
 
     sender = threading.Thread(target=send_big)
     sender.start()
-    times = probe(port, 2000, stop=done)
+    phases = {"received": probe(contestant.port, 100_000, stop=received)}
+    phases["forwarded"] = probe(contestant.port, 100_000, stop=forwarded)
     sender.join()
+    if outcome != ["sent"]:
+        raise RuntimeError(f"the 20 MB message was not forwarded: {outcome}")
+    return phases
+
+
+BIG_TEXT = "Grüße, a line of text that quoted-printable must encode = \n" * 80_000  # ~5 MB
+
+
+def small_during_big_post(contestant: Contestant) -> list[float]:
+    """Probe latencies (ms) while `POST /v1/messages` takes a JSON message with 5 MB of text."""
+    assert contestant.http is not None
+    done = threading.Event()
+    outcome: list[int] = []
+    body = json.dumps(
+        {"from": "big@example.com", "to": [f"big-{time.time_ns()}@example.org"], "text": BIG_TEXT}
+    ).encode()
+
+    def post() -> None:
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{contestant.http}/v1/messages",
+            data=body,
+            headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"},
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=300) as answer:  # noqa: S310
+                outcome.append(answer.status)
+        finally:
+            done.set()
+
+    poster = threading.Thread(target=post)
+    poster.start()
+    times = probe(contestant.port, 100_000, stop=done)
+    poster.join()
+    if outcome != [202]:
+        raise RuntimeError(f"the 5 MB JSON message was not accepted: {outcome}")
+    return times
+
+
+def small_p99_during_big(contestant: Contestant) -> float:
+    times = [t for phase in small_during_big(contestant).values() for t in phase]
     return percentile(times, 99) if times else float("nan")
 
 
@@ -615,9 +700,12 @@ def bench_http_and_size(report: Report, sink: Sink, work: Path) -> None:
             f"{large['rate']:.0f} msg/s (want >= 200)",
             large["ok"] and large["rate"] >= 200,
         )
-        p99 = small_p99_during_big(c.port)
+        p99 = small_p99_during_big(c)
         report.results["small_p99_during_20mb_ms"] = p99
-        print(f"  small-message p99 while a 20 MB message arrives: {p99:.1f} ms", flush=True)
+        print(
+            f"  small-message p99 while a 20 MB message is received and forwarded: {p99:.1f} ms",
+            flush=True,
+        )
         report.target(
             "small p99 during a 20 MB message", f"{p99:.1f} ms (want <= 50 ms)", p99 <= 50
         )

@@ -16,16 +16,23 @@ BLIND_HEADERS = (b"bcc:", b"resent-bcc:")
 _HEADER_END = re.compile(rb"\r?\n\r?\n")
 
 
+def header_end(raw: bytes) -> int:
+    """Where the header block of `raw` ends: after the line break of its last header, before
+    the blank line that separates headers from body (`len(raw)` if there is none)."""
+    match = _HEADER_END.search(raw)
+    if match is None:
+        return len(raw)
+    return match.start() + (2 if raw[match.start() : match.start() + 2] == b"\r\n" else 1)
+
+
 def split_message(raw: bytes) -> tuple[bytes, bytes]:
     """Split `raw` into its header block and the rest.
 
     The header block keeps the line break of its last header; the rest starts with the blank
-    line that separates headers from body, so `block + rest == raw`.
+    line that separates headers from body, so `block + rest == raw`. The rest is a copy: code
+    that only needs the header block slices `raw[:header_end(raw)]`, since a body may be 20 MB.
     """
-    match = _HEADER_END.search(raw)
-    if match is None:
-        return raw, b""
-    end = match.start() + (2 if raw[match.start() : match.start() + 2] == b"\r\n" else 1)
+    end = header_end(raw)
     return raw[:end], raw[end:]
 
 
@@ -81,7 +88,8 @@ def _decode_words(value: str) -> str:
 
 def strip_sendguard_headers(raw: bytes) -> bytes:
     """`raw` without any `X-Sendguard-*` header; everything else byte for byte as it came."""
-    block, body = split_message(raw)
+    end = header_end(raw)
+    block = raw[:end]
     if SENDGUARD_PREFIX not in block.lower():
         return raw
     kept = [
@@ -89,8 +97,8 @@ def strip_sendguard_headers(raw: bytes) -> bytes:
         for lines in _header_lines(block)
         if not lines[0].lower().startswith(SENDGUARD_PREFIX)
     ]
-    # `body` starts with the blank line that ends the header block, so joining restores it.
-    return b"".join(kept) + body
+    # The rest starts with the blank line that ends the header block, so joining restores it.
+    return b"".join([*kept, memoryview(raw)[end:]])  # one copy of the body, not two
 
 
 def strip_unforwarded_headers(raw: bytes) -> bytes:
@@ -99,7 +107,8 @@ def strip_unforwarded_headers(raw: bytes) -> bytes:
     Every copy goes out with its recipient in the envelope only, so a Bcc header would tell
     each recipient who else was blind-copied.
     """
-    block, body = split_message(raw)
+    end = header_end(raw)
+    block = raw[:end]
     lowered = block.lower()
     if SENDGUARD_PREFIX not in lowered and b"bcc:" not in lowered:
         return raw
@@ -107,7 +116,7 @@ def strip_unforwarded_headers(raw: bytes) -> bytes:
     kept = [
         b"".join(lines) for lines in _header_lines(block) if not _name(lines[0]).startswith(dropped)
     ]
-    return b"".join(kept) + body
+    return b"".join([*kept, memoryview(raw)[end:]])  # one copy of the body, not two
 
 
 def _name(line: bytes) -> bytes:
@@ -141,7 +150,8 @@ def received_line(
 def stamp(raw: bytes, received: str | None, date: str, message_id: str) -> bytes:
     """`raw` with a `Received:` line on top, and `Date` and `Message-ID` added at the end of
     its header block where it has none (RFC 6409 8); every other byte as it came."""
-    block, body = split_message(raw)
+    end = header_end(raw)
+    block = raw[:end]
     # The message's own line ending: bare LF only where it uses bare LF already.
     newline = b"\n" if b"\n" in block and b"\r\n" not in block else b"\r\n"
     names = {_name(lines[0]) for lines in _header_lines(block)}
@@ -155,6 +165,6 @@ def stamp(raw: bytes, received: str | None, date: str, message_id: str) -> bytes
     top = b""
     if received is not None:
         top = b"Received: " + received.encode().replace(b"\r\n", newline) + newline
-    if not body:
-        body = newline  # the blank line that ends the header block
-    return top + block + added + body
+    # The body is copied once, into the result (it may be 20 MB, and a copy holds the loop).
+    body = memoryview(raw)[end:] if end < len(raw) else newline  # newline: ends the headers
+    return b"".join((top, block, added, body))

@@ -27,8 +27,8 @@ from sendguard.fields import FieldOverrides, read_fields
 from sendguard.headers import (
     Headers,
     Trace,
+    header_end,
     received_line,
-    split_message,
     stamp,
     strip_unforwarded_headers,
 )
@@ -156,8 +156,7 @@ class Intake:
             unique.setdefault(recipient_key(address), address)
         if not unique:
             raise InvalidMessage("a message needs at least one recipient", field="to")
-        block, _ = split_message(raw)
-        headers = Headers.parse(block)
+        headers = Headers.parse(raw[: header_end(raw)])
         content = strip_unforwarded_headers(raw)
         fingerprint = await over_content(content_hash, content)
         now = self._clock.now()

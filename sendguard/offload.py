@@ -12,9 +12,10 @@ import asyncio
 from collections.abc import Callable
 from typing import TypeVar
 
-__all__ = ["LARGE", "over_content"]
+__all__ = ["LARGE", "over_content", "over_size"]
 
 T = TypeVar("T")
+A = TypeVar("A")
 
 LARGE = 256 * 1024
 """Content above this many octets is worked on in a thread."""
@@ -22,6 +23,11 @@ LARGE = 256 * 1024
 
 async def over_content(work: Callable[[bytes], T], content: bytes) -> T:
     """`work(content)`, in a thread when `content` is LARGE."""
-    if len(content) <= LARGE:
-        return work(content)
-    return await asyncio.to_thread(work, content)
+    return await over_size(len(content), work, content)
+
+
+async def over_size(size: int, work: Callable[[A], T], argument: A) -> T:
+    """`work(argument)`, in a thread when `size` (the length of what it works over) is LARGE."""
+    if size <= LARGE:
+        return work(argument)
+    return await asyncio.to_thread(work, argument)

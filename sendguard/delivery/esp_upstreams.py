@@ -27,6 +27,7 @@ from sendguard.delivery.http_upstream import HttpUpstream
 from sendguard.delivery.upstream import Envelope
 from sendguard.errors import UpstreamPermanent
 from sendguard.esp_request import EspRequest
+from sendguard.offload import over_content
 
 _OWN_HEADERS = frozenset(
     {
@@ -135,10 +136,9 @@ class SendgridUpstream(HttpUpstream):
         return body
 
     async def send(self, envelope: Envelope, content: bytes) -> None:
+        body = await over_content(lambda c: self.body(envelope, c), content)  # parses it all
         await self.request(
-            "/v3/mail/send",
-            headers={"Authorization": f"Bearer {self._key}"},
-            json_body=self.body(envelope, content),
+            "/v3/mail/send", headers={"Authorization": f"Bearer {self._key}"}, json_body=body
         )
 
     async def send_request(self, envelope: Envelope, request: EspRequest) -> None:
@@ -201,7 +201,7 @@ class PostmarkUpstream(HttpUpstream):
         return body
 
     async def send(self, envelope: Envelope, content: bytes) -> None:
-        await self._post("/email", self.body(envelope, content))
+        await self._post("/email", await over_content(lambda c: self.body(envelope, c), content))
 
     async def send_request(self, envelope: Envelope, request: EspRequest) -> None:
         """The client's email (templated or not), narrowed to this delivery (pass-through)."""

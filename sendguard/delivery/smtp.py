@@ -24,8 +24,10 @@ from datetime import timedelta
 import aiosmtplib
 import structlog
 
+from sendguard.delivery.smtp_data import send_in_pieces
 from sendguard.delivery.upstream import Envelope
 from sendguard.errors import UpstreamError, UpstreamPermanent, UpstreamTransient
+from sendguard.offload import LARGE
 
 log = structlog.get_logger("sendguard.upstream.smtp")
 
@@ -165,9 +167,19 @@ class SmtpUpstream:
             try:
                 client = await self._take()
                 options = self._mail_options(client, envelope)
-                await client.sendmail(
-                    envelope.mail_from, [envelope.recipient], content, mail_options=options
-                )
+                if len(content) > LARGE:  # see smtp_data: never a whole-message step on the loop
+                    await send_in_pieces(
+                        client,
+                        envelope.mail_from,
+                        envelope.recipient,
+                        content,
+                        options,
+                        seconds=self._timeout,
+                    )
+                else:
+                    await client.sendmail(
+                        envelope.mail_from, [envelope.recipient], content, mail_options=options
+                    )
             except UpstreamError:
                 reusable = True  # refused before MAIL FROM: the connection is still good
                 raise

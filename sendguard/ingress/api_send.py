@@ -22,7 +22,7 @@ from sendguard.clock import monotonic
 from sendguard.deliveries import DeliveryQuery
 from sendguard.errors import Conflict, IdempotencyKeyReused, InvalidMessage
 from sendguard.fields import FieldOverrides, parse_time
-from sendguard.headers import Headers, Trace, split_message
+from sendguard.headers import Headers, Trace, header_end
 from sendguard.ingress.http_context import api, identity
 from sendguard.ingress.payloads import (
     BadRequest,
@@ -42,6 +42,7 @@ from sendguard.ingress.views import (
 )
 from sendguard.intake import Accepted, Idempotency, idempotency_scope
 from sendguard.message import Delivery, DeliveryState
+from sendguard.offload import over_size
 
 MAX_KEY = 200
 
@@ -117,7 +118,7 @@ def build_mime(payload: SendPayload, now: datetime) -> bytes:
 
 
 def _envelope_from_headers(raw: bytes) -> tuple[str, list[str]]:
-    headers = Headers.parse(split_message(raw)[0])
+    headers = Headers.parse(raw[: header_end(raw)])
     senders = email.utils.getaddresses(headers.get_all("From"))
     recipients = [
         address
@@ -145,7 +146,10 @@ async def _read_send(request: web.Request) -> tuple[bytes, str, list[str], Field
         mail_from = payload.from_
         recipients = [*payload.to, *payload.cc, *payload.bcc]
         overrides = field_overrides(payload)
-        raw = build_mime(payload, api(request).clock.now())
+        now = api(request).clock.now()
+        # Quoted-printable encoding is pure Python: seconds for a few MB of text.
+        size = len(payload.text or "") + len(payload.html or "")
+        raw = await over_size(size, lambda p: build_mime(p, now), payload)
     # ?from= and ?to= give the envelope, whatever the body: by default it is the message's.
     mail_from = request.query.get("from", mail_from)
     recipients = request.query.getall("to", recipients)

@@ -48,6 +48,7 @@ from sendguard.message import (
     MessageClass,
     Transition,
 )
+from sendguard.offload import LARGE
 from sendguard.pruning import PruneCutoffs
 from sendguard.reports import QueueAges, ShadowExample, ShadowTally
 from sendguard.review_queue import Edit, EditedPart, HeldGroup, HeldQuery, HeldQueue, ReviewNotice
@@ -357,11 +358,24 @@ class SqlStore(Store):
         if kept is not None:
             return kept
 
+        # A point read returns the content only when it is small (SQLite reads inline on the
+        # loop's thread, and loading 20 MB there stalls everything); a larger one is read
+        # again as a scan. length() of a blob does not load it.
         async def job(tx: Tx) -> Sequence[Any] | None:
+            return await _one(
+                tx,
+                "SELECT CASE WHEN length(content) <= ? THEN content END, length(content)"
+                " FROM messages WHERE id = ?",
+                (LARGE, message_id),
+            )
+
+        async def whole(tx: Tx) -> Sequence[Any] | None:
             return await _one(tx, "SELECT content FROM messages WHERE id = ?", (message_id,))
 
         row = await self._read(job)
-        if row is None:
+        if row is not None and row[0] is None and row[1] is not None:
+            row = await self._scan(whole)
+        if row is None or row[0] is None:
             raise Conflict(f"message {message_id} has no stored content")
         content = bytes(row[0])
         self._cache.keep_content(message_id, content)

@@ -122,3 +122,32 @@ def test_small_messages_are_answered_while_a_20_mb_message_is_received(
     assert big_code == [250]
     # Interleaving, not a figure: the big message never holds the loop for its whole length.
     assert answered_meanwhile >= 3
+
+
+def test_small_messages_are_answered_and_forwarded_while_a_20_mb_message_is_sent_upstream(
+    sendguard: Start, sink: Sink
+) -> None:
+    proc = sendguard()
+    big = message(subject="Big") + (b".0123456789" * 7 + b"\r\n") * 250_000  # ~20 MB
+    with smtplib.SMTP("127.0.0.1", proc.smtp_port, timeout=300) as smtp:
+        assert smtp.sendmail("shop@example.com", ["big@example.org"], big) == {}
+
+    def big_arrived() -> bool:
+        return any(r.rcpt_tos == ["big@example.org"] for r in sink.received)
+
+    answered_meanwhile = 0
+    with smtplib.SMTP("127.0.0.1", proc.smtp_port, timeout=60) as smtp:
+        for number in range(2000):
+            if big_arrived():
+                break
+            smtp.sendmail("shop@example.com", [f"small{number}@example.org"], message())
+            answered_meanwhile += not big_arrived()
+    got = sink.wait_for(answered_meanwhile + 1, timeout=300)
+    order = [r.rcpt_tos[0] for r in got]
+    # Interleaving, not a figure: while the big message is loaded, encoded and sent upstream,
+    # small ones are answered, and forwarded ahead of it on other upstream connections.
+    assert answered_meanwhile >= 3
+    assert order.index("big@example.org") >= 3
+    (arrived,) = (r for r in got if r.rcpt_tos == ["big@example.org"])
+    # Every leading dot was stuffed on the way out and unstuffed by the upstream.
+    assert arrived.content.endswith(big.split(b"\r\n\r\n", 1)[1])

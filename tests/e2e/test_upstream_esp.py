@@ -97,3 +97,18 @@ def test_400_fails_with_the_esps_message(
     reason = proc.transitions("cy@example.org")[-1][1]
     assert "does not match a verified Sender" in reason
     assert len(fake.calls) == 1
+
+
+@pytest.mark.parametrize("esp", ["sendgrid", "postmark"])
+def test_a_large_message_is_rendered_whole(
+    sendguard: Start, sink: Sink, fake: FakeEsp, esp: str
+) -> None:
+    # Above offload.LARGE the message is parsed into the ESP's JSON in a thread.
+    proc = _server(sendguard, fake, esp)
+    text = "Grüße, line of a large text body\n" * 20_000  # ~700 KB
+    send_json(proc, to=["Ana@Example.org"], subject="Large", text=text)
+    proc.wait_states({"Ana@Example.org": "sent"}, timeout=60)
+    (call,) = fake.wait_for(1)
+    assert fake.problems == []
+    got = call.body["content"][0]["value"] if esp == "sendgrid" else call.body["TextBody"]
+    assert got.replace("\r\n", "\n") == text

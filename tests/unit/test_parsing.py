@@ -13,7 +13,14 @@ from sendguard.address import domain_of, recipient_key, validate_address
 from sendguard.duration import format_duration, parse_duration
 from sendguard.errors import InvalidAddress, InvalidMessage
 from sendguard.fields import DEFAULT_SOURCES, parse_requirement, read_fields
-from sendguard.headers import Headers, split_message, stamp, strip_sendguard_headers
+from sendguard.headers import (
+    Headers,
+    header_end,
+    split_message,
+    stamp,
+    strip_sendguard_headers,
+    strip_unforwarded_headers,
+)
 from sendguard.ids import new_id
 from sendguard.message import Match, MessageClass, OnTimeout, Requirement
 
@@ -297,4 +304,15 @@ def test_stamp_adds_only_what_is_missing_and_keeps_every_other_byte() -> None:
     assert lf == b"Subject: x\nDate: D\nMessage-ID: <i@h>\n\nBody\n"
     assert stamp(b"Subject: x", None, "D", "<i@h>") == (
         b"Subject: x\r\nDate: D\r\nMessage-ID: <i@h>\r\n\r\n"
+    )
+
+
+def test_a_large_body_is_kept_byte_for_byte_by_strip_and_stamp() -> None:
+    body = b"\r\n" + bytes(range(256)) * 4096 + b"\n.\r"
+    raw = b"X-Sendguard-Campaign: c\r\nBcc: x@example.org\r\nSubject: s\r\n" + body
+    assert header_end(raw) == len(raw) - len(body)
+    stripped = strip_unforwarded_headers(raw)
+    assert stripped == b"Subject: s\r\n" + body
+    assert stamp(stripped, None, "D", "<i@h>") == (
+        b"Subject: s\r\nDate: D\r\nMessage-ID: <i@h>\r\n" + body
     )
