@@ -29,7 +29,8 @@ from pydantic import Field
 from sendguard.audit import AuditEntry
 from sendguard.config import SimulateOptions, StoreOptions, parse_config
 from sendguard.duration import parse_duration
-from sendguard.errors import ConfigError, ConfigProblem, StoreUnavailable
+from sendguard.errors import ConfigError, ConfigProblem, InvalidMessage, StoreUnavailable
+from sendguard.fields import parse_time
 from sendguard.ids import new_id
 from sendguard.ingress.api_admin import RELOADER, invalid_config
 from sendguard.ingress.http_context import api, identity
@@ -46,6 +47,9 @@ DEFAULT_WINDOW = timedelta(days=30)
 MAX_WINDOW = timedelta(days=3650)
 
 
+_TIME: dict[str, Any] = {"format": "date-time"}
+
+
 class SimulationPayload(Strict):
     """`POST /v1/simulations`: the candidate config and the window of recorded traffic."""
 
@@ -53,8 +57,13 @@ class SimulationPayload(Strict):
         description="the candidate config: YAML or JSON text, or a JSON object"
     )
     since: str | None = Field(default=None, description="the window up to now, like 7d")
-    from_: datetime | None = Field(default=None, alias="from", description="window start")
-    to: datetime | None = Field(default=None, description="window end (with from; default now)")
+    # RFC 3339 text, read by `parse_time` (pydantic would also take a number as epoch seconds).
+    from_: str | None = Field(
+        default=None, alias="from", description="window start", json_schema_extra=_TIME
+    )
+    to: str | None = Field(
+        default=None, description="window end (with from; default now)", json_schema_extra=_TIME
+    )
 
 
 @dataclass
@@ -237,10 +246,11 @@ def _window(payload: SimulationPayload, now: datetime) -> tuple[datetime, dateti
     if payload.from_ is not None:
         if payload.since is not None:
             raise BadRequest("since: give either since or from (and to), not both", "since")
-        start, end = payload.from_, payload.to or now
-        for name, at in (("from", start), ("to", end)):
-            if at.tzinfo is None:
-                raise BadRequest(f"{name}: needs a UTC offset, like 2026-11-01T00:00:00Z", name)
+        try:
+            start = parse_time(payload.from_, field="from")
+            end = now if payload.to is None else parse_time(payload.to, field="to")
+        except InvalidMessage as exc:
+            raise BadRequest(str(exc), exc.field or "from") from None
         if end <= start:
             raise BadRequest("to: must be after from", "to")
         return start, end

@@ -168,6 +168,8 @@ def _answer(answer: Answer, schemas: _Schemas) -> dict[str, Any]:
     if answer.many:
         schema = {"type": "array", "items": schema}
     out["content"] = {answer.media_type: {"schema": schema}}
+    for media_type, what in answer.also.items():
+        out["content"][media_type] = {"schema": {"type": "string", "description": what}}
     return out
 
 

@@ -80,6 +80,9 @@ class Answer:
     links: Mapping[str, Link] = field(default_factory=dict)
     headers: Mapping[str, str] = field(default_factory=dict)
     """Response header name to its description."""
+    also: Mapping[str, str] = field(default_factory=dict)
+    """Other media types the same status may answer in (a query asks for them), each with
+    what it holds; their body is text."""
 
 
 @dataclass(frozen=True)

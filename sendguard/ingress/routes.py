@@ -374,7 +374,11 @@ ROUTES: tuple[Route, ...] = (
         "A simulation's status and, once done, its report (format=json or html)",
         ("policies",),
         {
-            200: Answer("its status (and report)", answers.SimulationAnswer),
+            200: Answer(
+                "its status (and report)",
+                answers.SimulationAnswer,
+                also={"text/html": "with format=html: the report as a self-contained page"},
+            ),
         },
         query=queries.SimulationQuery,
         errors=(409,),
@@ -446,7 +450,7 @@ ROUTES: tuple[Route, ...] = (
                 postmark.send_with_template,
                 "send one email from a stored template",
                 _ok(answers.PostmarkResult, "accepted"),
-                _ANY_OBJECT,
+                shapes.POSTMARK_TEMPLATE_EMAIL,
             ),
             (
                 "/email/batchWithTemplates",
@@ -454,7 +458,7 @@ ROUTES: tuple[Route, ...] = (
                 postmark.send_batch_with_templates,
                 "send emails from stored templates",
                 {200: Answer("one result per email", answers.PostmarkResult, many=True)},
-                _ANY_OBJECT,
+                shapes.POSTMARK_TEMPLATE_BATCH,
             ),
         )
         for slash in ("", "/")

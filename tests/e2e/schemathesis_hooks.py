@@ -1,10 +1,11 @@
 """Schemathesis hooks for tests/e2e/test_openapi_schemathesis.py (loaded by its config).
 
-Two rules of the API are stated in the document's words but cannot be said in JSON Schema:
-a time something was observed or happened (`at`, `observed_at`) may not lie in the future,
-and a fact cannot supersede itself. Requests are kept inside those rules just before they are
-sent, by moving such a time into the past and dropping such a `superseded_by`: the request
-stays valid per the schema, and every other part of it is tested as generated.
+Three rules of the API are stated in the document's words but cannot be said in JSON Schema:
+a time something was observed or happened (`at`, `observed_at`) may not lie in the future, a
+fact cannot supersede itself, and a duration (`wait`) is at most 3650d. Requests are kept inside
+those rules just before they are sent, by moving such a time into the past, dropping such a
+`superseded_by` and shortening such a duration: the request stays valid per the schema, and
+every other part of it is tested as generated.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 import schemathesis
+
+from sendguard.duration import parse_duration
 
 PAST_TIMES = frozenset({"at", "observed_at"})
 A_PAST_TIME = "2020-01-01T00:00:00Z"
@@ -36,6 +39,21 @@ def _in_future(value: Any) -> bool:
         return True
 
 
+DURATIONS = frozenset({"wait"})
+A_DURATION = "1d"
+
+
+def _too_long(value: Any) -> bool:
+    """A duration the schema's pattern allows but the server refuses as over 3650d."""
+    if not isinstance(value, str):
+        return False
+    try:
+        parse_duration(value)
+    except ValueError as exc:
+        return "longer than the maximum" in str(exc)
+    return False
+
+
 def into_the_rules(body: Any) -> Any:
     """`body` with future past-times moved back and self-supersession dropped."""
     if isinstance(body, list):
@@ -46,6 +64,9 @@ def into_the_rules(body: Any) -> Any:
         key: A_PAST_TIME if key in PAST_TIMES and _in_future(value) else value
         for key, value in body.items()
     }
+    for key in DURATIONS & out.keys():
+        if _too_long(out[key]):
+            out[key] = A_DURATION
     if "key" in out and out.get("superseded_by") == out["key"]:
         del out["superseded_by"]
     return out

@@ -106,6 +106,38 @@ POSTMARK_EMAIL: dict[str, Any] = {
         {"required": [body], "properties": {body: _TEXT}} for body in ("TextBody", "HtmlBody")
     ],
 }
+POSTMARK_TEMPLATE_EMAIL: dict[str, Any] = {
+    "type": "object",
+    "description": "A Postmark email from a stored template (TemplateId or TemplateAlias, with"
+    " TemplateModel): sent on as it came through a Postmark upstream; refused (422) where the"
+    " route leads elsewhere, since sendguard cannot render Postmark's templates." + _SENDGUARD_NOTE,
+    "properties": {
+        "From": _EMAIL,
+        "To": _EMAIL,
+        "Cc": {"anyOf": [_EMAIL, {"type": "null"}, {"const": ""}]},
+        "Bcc": {"anyOf": [_EMAIL, {"type": "null"}, {"const": ""}]},
+        "TemplateId": {"type": "integer", "minimum": 1},
+        "TemplateAlias": _LINE,
+        "TemplateModel": {"type": "object"},
+        "Tag": _LINE_OR_NULL,
+        "Metadata": _METADATA,
+    },
+    "required": ["From", "To"],
+    "anyOf": [{"required": ["TemplateId"]}, {"required": ["TemplateAlias"]}],
+}
+POSTMARK_TEMPLATE_BATCH: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "Messages": {
+            "type": "array",
+            "maxItems": MAX_BATCH,
+            "description": "Each like /email/withTemplate's body; each is answered on its own"
+            " (a bad one with its ErrorCode, the others sent).",
+            "items": {},
+        }
+    },
+    "required": ["Messages"],
+}
 POSTMARK_BATCH: dict[str, Any] = {
     "type": "array",
     "maxItems": MAX_BATCH,
