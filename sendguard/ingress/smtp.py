@@ -447,10 +447,14 @@ class SmtpIngress:
             auth_require_tls=True,
         )
 
-    async def start(self) -> None:
-        """Listen on `smtp.listen`."""
+    async def start(self, sock: socket.socket | None = None) -> None:
+        """Listen on `smtp.listen`, or accept on `sock` (bound by sendguard.listeners)."""
+        loop = asyncio.get_running_loop()
+        if sock is not None:
+            self._server = await loop.create_server(self._connection, sock=sock)
+            return
         host, port = split_listen(self._config.listen)
-        self._server = await asyncio.get_running_loop().create_server(self._connection, host, port)
+        self._server = await loop.create_server(self._connection, host, port)
 
     async def stop(self, grace: float) -> None:
         """Stop accepting; let sessions finish for up to `grace` seconds, then close them."""
