@@ -16,7 +16,9 @@ Where reads run:
   while a statement steps, so the event loop keeps serving SMTP and HTTP meanwhile, and the
   writer thread is not held up either. In WAL mode no reader waits for the writer.
 
-A lock file keeps a second process from opening the same database.
+A lock file keeps a second, unrelated process from opening the same database. The workers of
+one `serve --workers N` share it: their supervisor takes the lock (`take_file_lock`) and every
+worker inherits that descriptor (`held_lock`), so the lock stays held while any of them runs.
 """
 
 from __future__ import annotations
@@ -69,11 +71,32 @@ def _fails_the_batch(exc: sqlite3.Error) -> bool:
     )
 
 
+def take_file_lock(path: Path) -> int:
+    """Lock the database at `path` for this process (and children that inherit the
+    descriptor); return the descriptor. Raise StoreLocked if another process holds it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock_path = path.with_name(path.name + ".lock")
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise StoreLocked(
+            f"{path} is in use by another sendguard process; SQLite serves the workers of one "
+            "`sendguard serve` (stop the other one, run one serve with --workers N, or use a "
+            "PostgreSQL store.url for several instances)"
+        ) from None
+    return fd
+
+
 class SQLiteDatabase:
     """The connection, its thread and the group-commit writer; the readers."""
 
-    def __init__(self, path: Path, busy_timeout: timedelta) -> None:
+    def __init__(self, path: Path, busy_timeout: timedelta, held_lock: int | None = None) -> None:
+        """`held_lock`: the lock file's descriptor, locked by a supervisor this process
+        serves as a worker of (None: take the lock here)."""
         self.path = path
+        self._held_lock = held_lock
         self._busy_timeout = busy_timeout
         self._executor: ThreadPoolExecutor | None = None
         self._conn: sqlite3.Connection | None = None
@@ -128,17 +151,18 @@ class SQLiteDatabase:
         return reader
 
     def _take_file_lock(self) -> None:
-        lock_path = self.path.with_name(self.path.name + ".lock")
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        if self._held_lock is None:
+            self._lock_fd = take_file_lock(self.path)
+            return
+        # Inherited from the supervisor: the same open file, so this succeeds only if the
+        # descriptor really carries the lock (a stray descriptor would not).
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
+            fcntl.flock(self._held_lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
             raise StoreLocked(
-                f"{self.path} is in use by another sendguard process; SQLite serves one "
-                "instance (stop the other one, or use a PostgreSQL store.url for several)"
+                f"{self.path}: the lock handed over by the supervisor is not held ({exc})"
             ) from None
-        self._lock_fd = fd
+        self._lock_fd, self._held_lock = self._held_lock, None
 
     def _release_file_lock(self) -> None:
         if self._lock_fd is not None:
