@@ -1,6 +1,19 @@
-"""The Prometheus metrics of one sendguard process (prefix `sendguard_`), registered once."""
+"""The Prometheus metrics of one sendguard process (prefix `sendguard_`), registered once.
+
+Under `serve --workers N` each worker runs with prometheus-client's multiprocess mode
+(PROMETHEUS_MULTIPROC_DIR, a private directory of the supervisor): counters and histograms
+are written to per-worker files, and a scrape — whichever worker answers it — sums every
+worker's files, a dead worker's too (its counts happened). Gauges are not summed: each one
+is either computed by the answering worker at scrape time from the shared store (queue
+ages, states, store health) or the same in every worker (the config), so that worker's own
+value is the answer.
+"""
 
 from __future__ import annotations
+
+import warnings
+from collections.abc import Iterable
+from pathlib import Path
 
 from prometheus_client import (
     CollectorRegistry,
@@ -10,6 +23,9 @@ from prometheus_client import (
     disable_created_metrics,
     generate_latest,
 )
+from prometheus_client.metrics_core import Metric
+from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.registry import Collector
 
 from sendguard.message import DeliveryState
 
@@ -21,10 +37,41 @@ _FAST = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 
 _NETWORK = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 
+class _Summed(Collector):
+    """Every worker's counters and histograms, summed from their multiprocess files."""
+
+    def __init__(self, directory: Path) -> None:
+        self._directory = directory
+
+    def collect(self) -> Iterable[Metric]:
+        files = [
+            str(path)
+            for kind in ("counter", "histogram")
+            for path in sorted(self._directory.glob(f"{kind}_*.db"))
+        ]
+        merged: Iterable[Metric] = MultiProcessCollector.merge(  # type: ignore[no-untyped-call]
+            files, accumulate=True
+        )
+        return merged
+
+
+class _Gauges(Collector):
+    """The gauges of one registry (its counters and histograms are summed elsewhere)."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self._registry = registry
+
+    def collect(self) -> Iterable[Metric]:
+        return [family for family in self._registry.collect() if family.type == "gauge"]
+
+
 class Metrics:
     """Every metric family, in a registry of its own (so tests can run several apps at once)."""
 
-    def __init__(self) -> None:
+    def __init__(self, summed: Path | None = None) -> None:
+        """`summed`: the multiprocess directory shared by the workers of one supervisor
+        (PROMETHEUS_MULTIPROC_DIR, which prometheus-client read when imported); None for
+        one process."""
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.messages_received = Counter(
@@ -133,9 +180,20 @@ class Metrics:
             registry=r,
         )
 
+        self._exposed = self.registry
+        if summed is not None:
+            self._exposed = CollectorRegistry(auto_describe=False)
+            self._exposed.register(_Summed(summed))
+            self._exposed.register(_Gauges(self.registry))
+
     def set_config(self, digest: str, hold_expiry: float | None = None) -> None:
         """Show `digest` as the running config's hash (and no other)."""
-        self.config_info.clear()
+        with warnings.catch_warnings():
+            # Under workers prometheus-client warns that the multiprocess files keep the old
+            # series; gauges are rendered from this process's registry (see the module
+            # docstring), where clearing works.
+            warnings.filterwarnings("ignore", "Clearing labels", UserWarning)
+            self.config_info.clear()
         self.config_info.labels(hash=digest).set(1)
         if hold_expiry is not None:
             self.hold_expiry.set(hold_expiry)
@@ -146,5 +204,5 @@ class Metrics:
             self.deliveries_by_state.labels(state=state.value).set(count)
 
     def render(self) -> bytes:
-        """The Prometheus text exposition of every metric."""
-        return generate_latest(self.registry) + generate_latest(self.state_registry)
+        """The Prometheus text exposition of every metric (every worker's, summed)."""
+        return generate_latest(self._exposed) + generate_latest(self.state_registry)
