@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 RUNTIME := $(VENV)/.runtime
 
-.PHONY: run test lint typecheck unit venv clean postgres bench bench-tools screenshots node-sdks
+.PHONY: run test lint typecheck unit venv clean postgres bench bench-tools screenshots node-sdks lock
 
 $(STAMP): pyproject.toml tests/plugin_pkg/pyproject.toml tests/store_pkg/pyproject.toml \
 		tests/upstream_pkg/pyproject.toml tests/upstream_pkg/pigeon_upstream/__init__.py
@@ -76,3 +76,19 @@ clean:
 # Refresh the review page's screenshots in docs/img (a normal test run leaves them alone).
 screenshots: $(STAMP) postgres
 	SENDGUARD_SCREENSHOTS=docs/img $(BIN)/pytest -q tests/e2e/test_review_page.py tests/e2e/test_review_page_edit.py -k "not postgres"
+
+# requirements.lock pins the runtime dependencies the Docker image installs (and pip-audit reads).
+# `make lock` resolves them afresh: a clean venv of the image's Python (3.11), `pip install .`
+# (no test tools), a smoke test of the installed package, then `pip freeze`. Commit the result.
+LOCK_VENV := build/lock-venv
+lock:
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11) and "make lock: the image runs Python 3.11; use PYTHON=python3.11")'
+	rm -rf $(LOCK_VENV)
+	$(PYTHON) -m venv $(LOCK_VENV)
+	$(LOCK_VENV)/bin/pip install --quiet --upgrade pip
+	$(LOCK_VENV)/bin/pip install --quiet .
+	cd $(LOCK_VENV) && bin/sendguard check-config >/dev/null
+	{ echo "# Runtime dependencies of sendguard, pinned for the Docker image; regenerate with make lock."; \
+	  echo "# Resolved by pip for Python 3.11 on Linux from pyproject.toml's [project.dependencies]."; \
+	  $(LOCK_VENV)/bin/pip freeze --exclude sendguard; } > requirements.lock
+	rm -rf $(LOCK_VENV)

@@ -642,6 +642,45 @@ def bench_policy_cost(report: Report, work: Path) -> None:
     report.target("policy cost flat 10^3 -> 10^6", f"{flat:.2f}x (want <= 1.5x)", flat <= 1.5)
 
 
+SIMULATE_MESSAGES = int(os.environ.get("BENCH_SIMULATE_MESSAGES", "100000"))
+
+
+def bench_simulate(report: Report) -> None:
+    """`sendguard simulate` over 100,000 recorded messages (bench/simulate.py): under a minute."""
+    print(f"simulate: replaying {SIMULATE_MESSAGES:,} messages:", flush=True)
+    try:
+        out = subprocess.run(
+            [sys.executable, str(ROOT / "bench" / "simulate.py"), str(SIMULATE_MESSAGES)],
+            capture_output=True,
+            text=True,
+            timeout=1800,
+            check=True,
+        )
+    except (subprocess.SubprocessError, OSError) as exc:
+        report.notes.append(f"simulate not measured: {exc}")
+        report.target(f"simulate {SIMULATE_MESSAGES:,} messages", "not measured", None)
+        return
+    found = re.search(
+        r"replayed (\d+) messages in ([\d.]+) s \((\d+)/s, CPU ([\d.]+) s\)", out.stdout
+    )
+    if found is None:
+        report.notes.append(f"simulate printed no timing: {out.stdout[-300:]}")
+        report.target(f"simulate {SIMULATE_MESSAGES:,} messages", "not measured", None)
+        return
+    seconds = float(found.group(2))
+    report.results["simulate"] = {
+        "messages": int(found.group(1)),
+        "seconds": seconds,
+        "per_second": int(found.group(3)),
+        "cpu_seconds": float(found.group(4)),
+        "output": out.stdout.strip(),
+    }
+    print(f"  {out.stdout.strip()}", flush=True)
+    report.target(
+        f"simulate {SIMULATE_MESSAGES:,} messages", f"{seconds:.1f} s (want < 60 s)", seconds < 60
+    )
+
+
 def bench_postgres(report: Report, sink: Sink, work: Path) -> None:
     """sendguard on PostgreSQL beside SQLite."""
     pg = os.environ.get("BENCH_PG", "postgresql://postgres@127.0.0.1:5432/test")
@@ -680,6 +719,7 @@ def main() -> int:
         bench_latency(report, sink, work, rate)
         bench_http_and_size(report, sink, work)
         bench_policy_cost(report, work)
+        bench_simulate(report)
         bench_postgres(report, sink, work)
     finally:
         sink.stop()
@@ -769,6 +809,13 @@ def write_report(report: Report, commit: str, machine: dict[str, Any]) -> None:
             + ", ".join(
                 f"{int(k):,} prior: {v:.1f}" for k, v in report.results["policy_cost_us"].items()
             ),
+        ]
+    if "simulate" in report.results:
+        sim = report.results["simulate"]
+        lines += [
+            "",
+            f"`sendguard simulate` (bench/simulate.py): {sim['messages']:,} messages replayed in"
+            f" {sim['seconds']:.1f} s ({sim['per_second']:,}/s, CPU {sim['cpu_seconds']:.1f} s).",
         ]
     if report.notes:
         lines += ["", "## Notes", ""] + [f"- {n}" for n in report.notes]

@@ -120,14 +120,18 @@ class FrequencyPolicy:
         fields = delivery.message.fields
         if fields.message_class in options.exempt_classes:
             return Verdict.forward(f"{fields.message_class.value} mail is exempt")
-        zone = await ctx.recipient_zone(delivery)
-        if zone is None and options.quiet_hours is not None:
-            zone = ZoneInfo(options.quiet_hours.default_timezone)
         earliest, full = ctx.now, None
         for cap in options.caps:
             opens = await self._window_opens(cap, delivery, ctx)
             if opens is not None and opens > earliest:
                 earliest, full = opens, cap
+        # The recipient's zone (a fact read) matters only for quiet hours and for saying
+        # when a full window opens: most deliveries need neither.
+        zone = None
+        if full is not None or options.quiet_hours is not None:
+            zone = await ctx.recipient_zone(delivery)
+        if zone is None and options.quiet_hours is not None:
+            zone = ZoneInfo(options.quiet_hours.default_timezone)
         why = ""
         if full is not None:
             why = (

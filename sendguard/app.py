@@ -30,6 +30,7 @@ from sendguard.delivery.upstream import Upstream, load_upstream_factory
 from sendguard.engine import Engine, PolicyBinding
 from sendguard.errors import StoreUnavailable
 from sendguard.ingress.api_admin import RELOADER
+from sendguard.ingress.api_simulations import SIMULATIONS, Simulations
 from sendguard.ingress.esp import install as install_esp
 from sendguard.ingress.http import HttpIngress, build_app
 from sendguard.ingress.http_context import Api
@@ -163,6 +164,7 @@ class App:
             # A reload swaps the upstream behind this one; sends under way finish on theirs.
             upstream = SwitchableUpstream(build_upstream(config))
             stack.push_async_callback(upstream.close)
+            self.metrics.expect_upstreams(m.label for m in upstream.routing.members())
 
             engine_policies = build_policies(self.settings)
             engine = Engine(
@@ -209,7 +211,7 @@ class App:
                 host_name=config.smtp.hostname,
             )
             self.smtp = SmtpIngress(SmtpHandler(intake, config.smtp, self.metrics), config.smtp)
-            await self.smtp.start(self.handoff.smtp_socket() if self.handoff else None)
+            await self.smtp.start(self.handoff.smtp_sockets() if self.handoff else ())
             stack.push_async_callback(self.smtp.stop, drain / 2)
 
             review = Review(store, self.clock, on_release=dispatcher.wake)
@@ -231,6 +233,7 @@ class App:
             )
             stack.push_async_callback(self.reloader.close)
             web_app[RELOADER] = self.reloader
+            web_app[SIMULATIONS] = await stack.enter_async_context(Simulations(config.store))
             self._start_notifier(stack, store, upstream, config)
             install_esp(web_app, config.esp)
             self.http = HttpIngress(web_app, config.http)
@@ -241,7 +244,7 @@ class App:
                 "sendguard started",
                 version=__version__,
                 config=self.settings.source,
-                smtp=config.smtp.listen,
+                smtp=[f"{x.listen} ({x.tls})" for x in config.smtp.listeners_in_use()],
                 http=config.http.listen,
                 store=redacted(config.store.url),
                 upstream=config.upstream.kind,
@@ -300,6 +303,12 @@ class App:
         stack.push_async_callback(stop_webhooks)
         return webhooks
 
+    def _certificates(self, config: Config) -> str | None:
+        """Load the SMTP listeners' certificate again (a reload); its fingerprint."""
+        if self.smtp is None:
+            return None
+        return self.smtp.reload_certificates(config.smtp.tls)
+
     def _reloader(
         self,
         upstream: SwitchableUpstream,
@@ -325,6 +334,7 @@ class App:
             review=review,
             webhooks=webhooks.reconfigure,
             upstream=build_upstream,
+            certificates=self._certificates,
         )
         loaded = Loaded(self.settings, self.config_digest)
         handoff = self.handoff

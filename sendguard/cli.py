@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import difflib
 import getpass
 import json
 import os
@@ -17,15 +18,16 @@ from typing import Any
 
 from sendguard import __version__, logs
 from sendguard.client import (
-    DEFAULT_TOKEN_FILE,
     DEFAULT_URL,
     Client,
     ClientError,
+    api_url,
     environ,
     quote,
     resolve_token,
     table,
 )
+from sendguard.config.load import load_http_options
 from sendguard.errors import ConfigError, StoreError
 from sendguard.password import hash_password
 from sendguard.phrasing import human_time
@@ -77,12 +79,21 @@ def _parser() -> argparse.ArgumentParser:
         "hash-password", help="hash a password for smtp.auth_users or review.users (stdin)"
     )
 
-    api = argparse.ArgumentParser(add_help=False)
-    api.add_argument(
-        "--url", default=DEFAULT_URL, help=f"sendguard's HTTP API (default {DEFAULT_URL})"
+    health = commands.add_parser(
+        "healthcheck",
+        help="exit 0 if the server answers /healthz (the HTTP address from --config)",
     )
+    _address_options(health)
+    health.add_argument(
+        "--timeout", type=float, default=3.0, help="seconds to wait for the answer (default 3)"
+    )
+
+    api = argparse.ArgumentParser(add_help=False)
+    _address_options(api)
     api.add_argument(
-        "--token", help="API token (default: $SENDGUARD_API_TOKEN, else var/api-token)"
+        "--token",
+        help="API token (default: $SENDGUARD_API_TOKEN, else the first http.api_tokens of"
+        " --config, else the server's token file, var/api-token)",
     )
     api.add_argument("--json", action="store_true", help="print the API's JSON answer")
 
@@ -109,6 +120,11 @@ def _parser() -> argparse.ArgumentParser:
                 action="store_true",
                 help="with --campaign: lift every hold reason (patterns, sensitive recipients)",
             )
+            act.add_argument(
+                "--quiet",
+                action="store_true",
+                help="with --campaign: no warning when the server has no message of it yet",
+            )
     for verb, what in (("pause", "hold every unsent delivery"), ("resume", "lift a pause")):
         for group in (actions, commands):  # `sendguard review pause` = `sendguard pause`
             switch = group.add_parser(
@@ -127,6 +143,20 @@ def _parser() -> argparse.ArgumentParser:
     _suppressions_parser(commands, api)
     _foresight_parser(commands, api)
     return parser
+
+
+def _address_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config",
+        type=Path,
+        help="the server's YAML config: the API address is its http.listen (0.0.0.0 and :: are"
+        " reached on 127.0.0.1), the token its first http.api_tokens entry",
+    )
+    parser.add_argument(
+        "--url",
+        help="sendguard's HTTP API (default: $SENDGUARD_URL, else http.listen of --config,"
+        f" else {DEFAULT_URL})",
+    )
 
 
 def _foresight_parser(
@@ -187,7 +217,53 @@ def _review_body(args: argparse.Namespace) -> dict[str, str]:
 
 
 def _client(args: argparse.Namespace) -> Client:
-    return Client(args.url, resolve_token(args.token, environ(), DEFAULT_TOKEN_FILE))
+    """A client of the API that --url/--token, the environment or --config name."""
+    http = load_http_options(args.config) if args.config else None
+    env = environ()
+    return Client(api_url(args.url, http, env), resolve_token(args.token, env, http, args.config))
+
+
+def _healthcheck(args: argparse.Namespace) -> int:
+    """Exit 0 when /healthz answers 200 (what a container's HEALTHCHECK runs), else 1."""
+    http = load_http_options(args.config) if args.config else None
+    url = api_url(args.url, http, environ())
+    try:
+        Client(url, token=None, timeout=args.timeout).call("GET", "/healthz")
+    except ClientError as exc:
+        print(f"sendguard: unhealthy: {exc}", file=sys.stderr)
+        return 1
+    print(f"{url}/healthz: ok")
+    return 0
+
+
+def _warn_unseen_campaign(client: Client, name: str) -> None:
+    """Approving a campaign ahead of its mail is legitimate, but a typo approves nothing that
+    is waiting: say so on stderr, with the known campaigns whose names are closest."""
+    try:
+        listed = client.call("GET", "/v1/campaigns")["campaigns"]
+    except ClientError as exc:
+        print(
+            f"sendguard: warning: could not list campaigns to check {name!r}: {exc}",
+            file=sys.stderr,
+        )
+        return
+    seen = [c["name"] for c in listed if any(c["counts"].values())]
+    if name in seen:
+        return
+    lowered = {n.lower(): n for n in seen}
+    close = difflib.get_close_matches(name.lower(), list(lowered), n=3, cutoff=0.6)
+    hint = (
+        f"; did you mean {' or '.join(lowered[c] for c in close)}?"
+        if close
+        else f"; known campaigns: {', '.join(seen[:10])}" + (" …" if len(seen) > 10 else "")
+        if seen
+        else "; the server has no campaign mail at all yet"
+    )
+    print(
+        f"sendguard: warning: the server has no message of campaign {name!r}{hint}"
+        " (approving it anyway: it applies to mail yet to come; --quiet hides this)",
+        file=sys.stderr,
+    )
 
 
 def _review(args: argparse.Namespace) -> int:
@@ -207,6 +283,8 @@ def _review(args: argparse.Namespace) -> int:
             return 2
         body["release"] = "all"
     if args.campaign:
+        if args.action == "approve" and not args.quiet:
+            _warn_unseen_campaign(client, args.campaign)
         answer = client.call("POST", f"/v1/campaigns/{quote(args.campaign)}/{args.action}", body)
         text = f"campaign {answer['campaign']}: {args.action}d, {_deliveries(answer['deliveries'])}"
     else:
@@ -452,6 +530,14 @@ def _reload(args: argparse.Namespace) -> int:
     print(f"applied: {', '.join(answer['applied']) or 'nothing changed'}")
     if answer["restart_required"]:
         print(f"restart needed for: {', '.join(answer['restart_required'])}")
+    certificate = answer.get("tls_certificate")
+    if certificate and certificate["reloaded"]:
+        print(f"smtp tls certificate: sha256 {certificate['sha256']}")
+    elif certificate:
+        problem = certificate["problem"]
+        print(f"smtp tls certificate kept (sha256 {certificate['sha256']}):", file=sys.stderr)
+        print(f"  {problem['field']}: {problem['message']}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -593,6 +679,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _serve(args.config, args.loop, args.workers, args.worker_handoff)
     if args.command == "check-config":
         return _check(args.config)
+    if args.command == "healthcheck":
+        try:
+            return _healthcheck(args)
+        except ConfigError as exc:
+            _print_config_error(exc, args.config)
+            return 2
     if args.command == "simulate":
         from sendguard.simulate.command import run  # noqa: PLC0415 - loads the engine and store
 
@@ -620,6 +712,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         except ClientError as exc:
             print(f"sendguard: {exc}", file=sys.stderr)
             return 1
+        except ConfigError as exc:
+            _print_config_error(exc, args.config)
+            return 2
         except BrokenPipeError:
             # `sendguard review list | head`: the reader left; say nothing more, as cat does.
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

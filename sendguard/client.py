@@ -12,6 +12,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from sendguard.config import HttpOptions, resolve_tokens, split_listen
+from sendguard.errors import ConfigProblem
+
 DEFAULT_URL = "http://127.0.0.1:8025"
 DEFAULT_TOKEN_FILE = Path("var/api-token")
 
@@ -25,25 +28,59 @@ class ClientError(Exception):
         """Each `field: message` of an answer that lists several (an invalid config)."""
 
 
-def resolve_token(token: str | None, environ: Mapping[str, str], token_file: Path) -> str:
-    """--token, else $SENDGUARD_API_TOKEN, else the token file the local server wrote."""
+def api_url(url: str | None, http: HttpOptions | None, environ: Mapping[str, str]) -> str:
+    """--url, else $SENDGUARD_URL, else the `http.listen` of --config, else the default's."""
+    if url:
+        return url
+    if environ.get("SENDGUARD_URL"):
+        return environ["SENDGUARD_URL"]
+    return local_url(http.listen) if http is not None else DEFAULT_URL
+
+
+def local_url(listen: str) -> str:
+    """The URL a client on this host reaches a listener at: a listener on every interface
+    (`0.0.0.0`, `::`) is reached on loopback."""
+    host, port = split_listen(listen)
+    if host in ("", "0.0.0.0", "::"):  # noqa: S104 - the address listened on, not bound here
+        host = "127.0.0.1"
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+def resolve_token(
+    token: str | None,
+    environ: Mapping[str, str],
+    http: HttpOptions | None = None,
+    source: Path | None = None,
+) -> str:
+    """--token, else $SENDGUARD_API_TOKEN, else the first `http.api_tokens` entry of the
+    config (`env:`/`file:` read), else the token file the server writes (`http.token_file`,
+    or var/api-token without a config)."""
     if token:
         return token
     if environ.get("SENDGUARD_API_TOKEN"):
         return environ["SENDGUARD_API_TOKEN"]
+    token_file = DEFAULT_TOKEN_FILE
+    if http is not None:
+        problems: list[ConfigProblem] = []
+        found = resolve_tokens(http.api_tokens[:1], environ, problems)
+        if problems:
+            raise ClientError(f"no API token: {source} has {problems[0]}; set it, or pass --token")
+        if found:
+            return found[0][1]
+        token_file = http.token_file
     try:
         return token_file.read_text(encoding="utf-8").strip()
     except OSError:
         raise ClientError(
-            f"no API token: pass --token, set SENDGUARD_API_TOKEN, or run where {token_file} "
-            "exists (the server writes it when no http.api_tokens are configured)"
+            f"no API token: pass --token or --config, set SENDGUARD_API_TOKEN, or run where "
+            f"{token_file} exists (the server writes it when no http.api_tokens are configured)"
         ) from None
 
 
 class Client:
     """Calls the API with a bearer token; answers are parsed JSON."""
 
-    def __init__(self, url: str, token: str, timeout: float = 15.0) -> None:
+    def __init__(self, url: str, token: str | None, timeout: float = 15.0) -> None:
         self._url = url.rstrip("/")
         self._token = token
         self._timeout = timeout
@@ -65,7 +102,8 @@ class Client:
             url += "?" + urllib.parse.urlencode({k: v for k, v in query.items() if v})
         data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
         request = urllib.request.Request(url, data=data, method=method)  # noqa: S310
-        request.add_header("Authorization", f"Bearer {self._token}")
+        if self._token is not None:  # None: a public route (/healthz)
+            request.add_header("Authorization", f"Bearer {self._token}")
         if data is not None:
             request.add_header("Content-Type", content_type)
         try:

@@ -2,6 +2,10 @@
 
 Two sends of the same offer hash alike even when the tool personalised the greeting, added
 tracking parameters to the links or reflowed the text. The repetition policy counts by it.
+
+It is also blind to how the text was encoded: a subject as RFC 2047 encoded words or as raw
+UTF-8, a body as quoted-printable, base64 or 8bit, in any charset, HTML entities (`&eacute;`,
+`&#233;`) or the characters themselves, composed or decomposed accents (Unicode NFC).
 """
 
 from __future__ import annotations
@@ -9,8 +13,12 @@ from __future__ import annotations
 import email
 import email.policy
 import hashlib
+import html
 import re
+import unicodedata
 from email.message import Message
+
+from sendguard.headers import Headers, split_message
 
 MAX_TEXT = 256 * 1024  # fingerprint the first 256 KiB of text: enough to tell offers apart
 
@@ -43,11 +51,13 @@ def normalise(subject: str, text: str) -> str:
     body = _GREETING.sub("", text)
     body = _URL.sub(_strip_tracking, body)
     body = _TAGS.sub(" ", body)
-    return _SPACE.sub(" ", f"{subject}\n{body}").strip().lower()
+    text = unicodedata.normalize("NFC", f"{subject}\n{body}")
+    return _SPACE.sub(" ", text).strip().lower()
 
 
 def text_of(message: Message) -> str:
-    """Every text part of a parsed message, decoded, up to MAX_TEXT characters."""
+    """Every text part of a parsed message, decoded (transfer encoding, charset, and in HTML
+    the markup and its entities), up to MAX_TEXT characters."""
     parts: list[str] = []
     size = 0
     for part in message.walk():
@@ -61,6 +71,9 @@ def text_of(message: Message) -> str:
             decoded = payload.decode(charset, errors="replace")
         except LookupError:
             decoded = payload.decode("utf-8", errors="replace")
+        if part.get_content_subtype() == "html":
+            # Entities stand for characters in HTML only (in plain text `&eacute;` is just that).
+            decoded = html.unescape(_TAGS.sub(" ", decoded))
         parts.append(decoded)
         size += len(decoded)
         if size >= MAX_TEXT:
@@ -71,5 +84,6 @@ def text_of(message: Message) -> str:
 def content_hash(raw: bytes) -> str:
     """The fingerprint of a raw message (subject and text parts)."""
     parsed = email.message_from_bytes(raw, policy=email.policy.compat32)
-    subject = str(parsed.get("Subject", ""))
+    # Read as every other header is (RFC 2047 words decoded, raw UTF-8 read as UTF-8).
+    subject = Headers.parse(split_message(raw)[0]).get("Subject") or ""
     return hashlib.sha256(normalise(subject, text_of(parsed)).encode()).hexdigest()[:32]

@@ -21,7 +21,7 @@ from sendguard.clock import Clock, monotonic
 from sendguard.errors import StoreUnavailable
 from sendguard.message import Delivery, DeliveryState, HoldOrigin
 from sendguard.metrics import Metrics
-from sendguard.policy import Policy, PolicyContext
+from sendguard.policy import Policy, PolicyContext, ReadsStore
 from sendguard.store.base import PolicyReads
 from sendguard.verdict import Action, Decision, Mode, OnError, PolicyOutcome, Verdict
 
@@ -147,6 +147,23 @@ async def _resume(coroutine: Coroutine[Any, Any, Verdict], pending: object) -> V
             return result
 
 
+def history_span(bindings: Sequence[PolicyBinding]) -> timedelta | None:
+    """How far back the policies read a recipient's sends: the longest `Lookback.history`.
+
+    A decision reads that span once and every policy counts in it. None (a policy reads at
+    any age, or does not say what it reads) reads as each policy asks.
+    """
+    longest = timedelta(0)
+    for binding in bindings:
+        if not isinstance(binding.policy, ReadsStore):
+            continue
+        span = binding.policy.lookback().history
+        if span is None:
+            return None
+        longest = max(longest, span)
+    return longest
+
+
 class Engine:
     """Runs the configured policies for deliveries."""
 
@@ -159,17 +176,26 @@ class Engine:
         hold_expiry: timedelta | None = None,
     ) -> None:
         self._bindings = tuple(bindings)
+        self._history_span = history_span(self._bindings)
         self._hold_expiry = hold_expiry
         self._store = store
         self._clock = clock
         self._metrics = metrics
         # Metric children looked up once: labels() costs more than the observation itself.
-        self._durations = {
-            b.name: metrics.policy_duration.labels(policy=b.name) for b in self._bindings
-        }
-        # Pre-initialised, so a dashboard shows 0 (not "no data") for a policy that never failed.
-        self._errors = {b.name: metrics.policy_errors.labels(policy=b.name) for b in self._bindings}
+        self._durations: dict[str, Any] = {}
+        self._errors: dict[str, Any] = {}
         self._counters: dict[tuple[str, str, str], Any] = {}
+        self._expect(self._bindings)
+
+    def _expect(self, bindings: Sequence[PolicyBinding]) -> None:
+        """Create the metric series of these policies up front, so a dashboard shows 0 (not
+        "no data") for a verdict never given, and rate() counts the first one."""
+        metrics = self._metrics
+        metrics.expect_policies((b.name, b.mode.value) for b in bindings)
+        for b in bindings:
+            if b.name not in self._durations:
+                self._durations[b.name] = metrics.policy_duration.labels(policy=b.name)
+                self._errors[b.name] = metrics.policy_errors.labels(policy=b.name)
 
     def reconfigure(self, bindings: Sequence[PolicyBinding], hold_expiry: timedelta | None) -> None:
         """Judge every decision from now on with these policies (a config reload).
@@ -177,12 +203,9 @@ class Engine:
         A decision under way finishes with the policies it started with: `decide` reads the
         bindings once. Metric children of removed policies stay, so a dashboard keeps them.
         """
-        metrics = self._metrics
-        for b in bindings:
-            if b.name not in self._durations:
-                self._durations[b.name] = metrics.policy_duration.labels(policy=b.name)
-                self._errors[b.name] = metrics.policy_errors.labels(policy=b.name)
+        self._expect(bindings)
         self._bindings, self._hold_expiry = tuple(bindings), hold_expiry
+        self._history_span = history_span(self._bindings)
 
     def plan(self, decision: Decision, now: datetime) -> Plan:
         """What `decision` means for a delivery's state, with this engine's hold expiry."""
@@ -199,8 +222,10 @@ class Engine:
         `content` is the message's content when it is not committed yet (at intake).
         """
         contents = {delivery.message.id: content} if content is not None else None
-        ctx = PolicyContext(self._store, self._clock.now(), contents)
         bindings = self._bindings  # once: a reload during this decision applies to the next
+        ctx = PolicyContext(
+            self._store, self._clock.now(), contents, history_span=self._history_span
+        )
         outcomes = [await self._run(binding, delivery, ctx) for binding in bindings]
         if delivery.campaign is not None:
             # The kill switch is part of the core, not a policy: it holds whatever the config.

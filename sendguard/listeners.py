@@ -14,10 +14,11 @@ from sendguard.config import split_listen
 BACKLOG = 1024
 
 
-def bind(listen: str) -> socket.socket:
+def bind(listen: str, field: str) -> socket.socket:
     """A TCP socket listening on `listen` ('host:port'; IPv6 hosts may be in brackets).
 
-    Raises OSError (address in use, not an address of this host, ...) naming the address.
+    Raises OSError (address in use, not an address of this host, ...) naming the address and
+    the config `field` it comes from.
     """
     host, port = split_listen(listen)
     infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
@@ -29,6 +30,6 @@ def bind(listen: str) -> socket.socket:
         sock.listen(BACKLOG)
     except OSError as exc:
         sock.close()
-        raise OSError(exc.errno, f"cannot listen on {listen}: {exc.strerror}") from exc
+        raise OSError(exc.errno, f"cannot listen on {listen} ({field}): {exc.strerror}") from exc
     sock.setblocking(False)
     return sock

@@ -1,16 +1,22 @@
 """The Prometheus metrics of one sendguard process (prefix `sendguard_`), registered once.
 
+Every family lives in one registry, with the process's own (`process_*`, `python_*`) and
+`sendguard_build_info`. Counters are pre-initialised for the label values known up front
+(ingresses, outcomes, states, configured policies and upstreams), so `rate()` and `increase()`
+see a 0 from the first scrape instead of no series until the first event.
+
 Under `serve --workers N` each worker runs with prometheus-client's multiprocess mode
-(PROMETHEUS_MULTIPROC_DIR, a private directory of the supervisor): counters and histograms
-are written to per-worker files, and a scrape — whichever worker answers it — sums every
-worker's files, a dead worker's too (its counts happened). Gauges are not summed: each one
-is either computed by the answering worker at scrape time from the shared store (queue
-ages, states, store health) or the same in every worker (the config), so that worker's own
-value is the answer.
+(PROMETHEUS_MULTIPROC_DIR, a private directory of the supervisor): sendguard's counters and
+histograms are written to per-worker files, and a scrape — whichever worker answers it — sums
+every worker's files, a dead worker's too (its counts happened). Gauges are not summed: each
+is either computed by the answering worker at scrape time from the shared store (queue ages,
+states, store health) or the same in every worker (the config, the build), so that worker's
+own value is the answer; so are the `process_*` and `python_*` families.
 """
 
 from __future__ import annotations
 
+import platform
 import warnings
 from collections.abc import Iterable
 from pathlib import Path
@@ -23,15 +29,29 @@ from prometheus_client import (
     disable_created_metrics,
     generate_latest,
 )
+from prometheus_client.gc_collector import GCCollector
 from prometheus_client.metrics_core import Metric
 from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.platform_collector import PlatformCollector
+from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
+from sendguard import __version__
 from sendguard.message import DeliveryState
+from sendguard.verdict import Action
 
-# `*_created` series double the exposition for no use here (and read as a second
-# `sendguard_deliveries` family to some parsers).
+# `*_created` series double the exposition for no use here.
 disable_created_metrics()  # type: ignore[no-untyped-call]
+
+INGRESSES = ("smtp", "http", "sendgrid", "postmark", "mailgun")
+"""The `ingress` label of each way in: the SMTP listener, the JSON API, the ESP-compatible APIs."""
+OUTCOMES = (DeliveryState.SENT, DeliveryState.DEFERRED, DeliveryState.FAILED, DeliveryState.DROPPED)
+"""The `outcome` of `sendguard_deliveries_total`."""
+UPSTREAM_ERRORS = ("transient", "permanent", "unexpected")
+"""The `kind` of `sendguard_upstream_errors_total`."""
+WEBHOOK_OUTCOMES = ("sent", "retried", "abandoned")
+NOTIFY_CHANNELS = ("webhook", "email")
+NOTIFY_OUTCOMES = ("sent", "retried", "failed")
 
 _FAST = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
 _NETWORK = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -55,14 +75,21 @@ class _Summed(Collector):
         return merged
 
 
-class _Gauges(Collector):
-    """The gauges of one registry (its counters and histograms are summed elsewhere)."""
+class _Local(Collector):
+    """What one registry has besides sendguard's counters and histograms (summed elsewhere)."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self._registry = registry
 
     def collect(self) -> Iterable[Metric]:
-        return [family for family in self._registry.collect() if family.type == "gauge"]
+        return [
+            family
+            for family in self._registry.collect()
+            if not (family.name.startswith("sendguard_") and family.type in _SUMMED)
+        ]
+
+
+_SUMMED = ("counter", "histogram")
 
 
 class Metrics:
@@ -98,15 +125,13 @@ class Metrics:
             ["outcome"],
             registry=r,
         )
-        # The gauge shares its base name with the `sendguard_deliveries_total` counter, which
-        # one prometheus_client registry refuses; in the text format the two names differ, so
-        # the gauge lives in a registry of its own and both are rendered together.
-        self.state_registry = CollectorRegistry(auto_describe=True)
+        # Not `sendguard_deliveries`: that is the counter's family (`sendguard_deliveries_total`),
+        # and one registry (or a parser) cannot hold a gauge and a counter of one name.
         self.deliveries_by_state = Gauge(
-            "sendguard_deliveries",
+            "sendguard_deliveries_in_state",
             "Deliveries currently in each state",
             ["state"],
-            registry=self.state_registry,
+            registry=r,
         )
         self.policy_duration = Histogram(
             "sendguard_policy_duration_seconds",
@@ -180,11 +205,60 @@ class Metrics:
             registry=r,
         )
 
+        self.build_info = Gauge(
+            "sendguard_build_info",
+            "1, labelled with the running sendguard's version and Python",
+            ["version", "python", "implementation"],
+            registry=r,
+        )
+        self.build_info.labels(
+            version=__version__,
+            python=platform.python_version(),
+            implementation=platform.python_implementation(),
+        ).set(1)
+        # The process's CPU, memory, file descriptors and start time; the interpreter's version
+        # and garbage collections: what an operator's standard dashboards expect.
+        ProcessCollector(registry=r)
+        PlatformCollector(registry=r)
+        GCCollector(registry=r)
+        self._preset()
         self._exposed = self.registry
         if summed is not None:
             self._exposed = CollectorRegistry(auto_describe=False)
             self._exposed.register(_Summed(summed))
-            self._exposed.register(_Gauges(self.registry))
+            self._exposed.register(_Local(self.registry))
+
+    def _preset(self) -> None:
+        """Create the series whose label values are known without any config."""
+        for ingress in INGRESSES:
+            self.messages_received.labels(ingress=ingress)
+        for outcome in OUTCOMES:
+            self.deliveries_outcomes.labels(outcome=outcome.value)
+        for state in DeliveryState:
+            self.deliveries_by_state.labels(state=state.value)
+        for event in WEBHOOK_OUTCOMES:
+            self.webhook_events.labels(outcome=event)
+        for channel in NOTIFY_CHANNELS:
+            for outcome_ in NOTIFY_OUTCOMES:
+                self.review_notifications.labels(channel, outcome_)
+        for ingress in ("smtp", "http"):  # the two ingresses that time their replies
+            self.ingress_duration.labels(ingress=ingress)
+
+    def expect_policies(self, policies: Iterable[tuple[str, str]]) -> None:
+        """Create every series of these (policy name, mode) pairs: a verdict of each kind,
+        errors and durations (kept after a reload removes a policy, as counters must be)."""
+        for name, mode in policies:
+            for action in Action:
+                self.decisions.labels(name, action.value, mode)
+            self.policy_errors.labels(policy=name)
+            self.policy_duration.labels(policy=name)
+
+    def expect_upstreams(self, labels: Iterable[str]) -> None:
+        """Create the series of these upstreams (the configured ones, after start or reload)."""
+        for label in labels:
+            self.upstream_duration.labels(upstream=label)
+            for kind in UPSTREAM_ERRORS:
+                self.upstream_errors.labels(upstream=label, kind=kind)
 
     def set_config(self, digest: str, hold_expiry: float | None = None) -> None:
         """Show `digest` as the running config's hash (and no other)."""
@@ -199,10 +273,10 @@ class Metrics:
             self.hold_expiry.set(hold_expiry)
 
     def set_states(self, counts: dict[DeliveryState, int]) -> None:
-        """Update the `sendguard_deliveries{state}` gauge."""
+        """Update the `sendguard_deliveries_in_state{state}` gauge."""
         for state, count in counts.items():
             self.deliveries_by_state.labels(state=state.value).set(count)
 
     def render(self) -> bytes:
         """The Prometheus text exposition of every metric (every worker's, summed)."""
-        return generate_latest(self._exposed) + generate_latest(self.state_registry)
+        return generate_latest(self._exposed)

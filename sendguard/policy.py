@@ -116,7 +116,12 @@ class PolicyContext:
     """A read-only view of the store for policies, at one moment in time."""
 
     def __init__(
-        self, store: PolicyReads, now: datetime, contents: Mapping[str, bytes] | None = None
+        self,
+        store: PolicyReads,
+        now: datetime,
+        contents: Mapping[str, bytes] | None = None,
+        *,
+        history_span: timedelta | None = None,
     ) -> None:
         self._store = store
         self.now = now
@@ -126,6 +131,22 @@ class PolicyContext:
         # Several policies (and the kill switch) ask about the same campaign in one decision.
         self._campaigns: dict[str, Campaign | None] = {}
         self._zones: dict[str, ZoneInfo | None] = {}
+        # The recipient's sends over `history_span` (the longest any configured policy reads),
+        # read once and shared: caps, repetition and fatigue all count the same sends.
+        self._history_from = None if history_span is None else now - history_span
+        self._recent: dict[str, Sequence[HistoryEntry]] = {}
+
+    async def _history_since(
+        self, recipient: str, since: datetime
+    ) -> Sequence[HistoryEntry] | None:
+        """The recipient's sends since `history_span` ago, if that covers `since`."""
+        if self._history_from is None or since < self._history_from:
+            return None
+        key = recipient_key(recipient)
+        recent = self._recent.get(key)
+        if recent is None:
+            recent = self._recent[key] = await self._store.history(recipient, self._history_from)
+        return recent
 
     async def fact(self, key: str, contact: str | None = None) -> Fact | None:
         """The latest fact for `key` about `contact` (or without a contact)."""
@@ -135,7 +156,10 @@ class PolicyContext:
         self, recipient: str, since: datetime, *, campaign: str | None = None
     ) -> Sequence[HistoryEntry]:
         """Sends reserved or made to `recipient` since `since` (optionally of one campaign)."""
-        return await self._store.history(recipient, since, campaign=campaign)
+        recent = await self._history_since(recipient, since)
+        if recent is None:
+            return await self._store.history(recipient, since, campaign=campaign)
+        return [h for h in recent if h.at >= since and (campaign is None or h.campaign == campaign)]
 
     async def send_times(
         self,
@@ -148,6 +172,21 @@ class PolicyContext:
         limit: int = 100,
     ) -> Sequence[datetime]:
         """When sends were reserved since `since` (newest first, at most `limit`)."""
+        recent = (
+            None
+            if recipient is None or domain is not None
+            else (await self._history_since(recipient, since))
+        )
+        if recent is not None:
+            times: list[datetime] = []
+            for h in reversed(recent):  # oldest first, as read
+                if h.at < since or len(times) == limit:
+                    break
+                if (campaign is None or h.campaign == campaign) and (
+                    h.message_class not in exclude_classes
+                ):
+                    times.append(h.at)
+            return times
         return await self._store.send_times(
             since,
             recipient=recipient,

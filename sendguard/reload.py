@@ -2,10 +2,15 @@
 
 What a reload changes applies to every decision taken after it: policies and their options,
 `headers`, `review`, `upstream`, `upstreams`, `routes`, `delivery` (but `workers`) and
-`webhooks`. A decision, an SMTP transaction, an HTTP request or a send under way finishes
-with what it started with, so none fails across a reload. Listeners (`smtp`, `http`), the
-store and logging are bound at start: a changed value there is named in the answer as
-needing a restart, and the running one stays.
+`webhooks`; and the SMTP listeners' TLS certificate, read again from its files on every
+reload (a renewed certificate in place) or from new `smtp.tls` paths. A decision, an SMTP
+transaction, an HTTP request or a send under way finishes with what it started with, so none
+fails across a reload. Listeners (`smtp`, `http`), the store and logging are bound at start: a
+changed value there is named in the answer as needing a restart, and the running one stays.
+
+A certificate that cannot be used is a config problem like any other (the reload is refused);
+should the files change between the check and the load, the certificate in use stays and the
+answer names the problem.
 
 An invalid config is refused with the same field-path problems as `check-config`; the running
 config stays. Every reload, accepted or refused, is audited with who asked and the new config's
@@ -39,6 +44,7 @@ from sendguard.delivery.upstream import Envelope, Upstream
 from sendguard.errors import ConfigError, ConfigProblem
 from sendguard.metrics import Metrics
 from sendguard.store.base import AuditLog
+from sendguard.tls import CertificateError
 
 log = structlog.get_logger("sendguard.reload")
 
@@ -51,6 +57,7 @@ LIVE_SECTIONS = (
     "routes",
     "delivery",
     "webhooks",
+    "simulate",
 )
 """What a reload applies at once."""
 RESTART_SECTIONS = ("smtp", "http", "store", "log")
@@ -179,6 +186,10 @@ class ReloadOutcome:
     applied: Sequence[str]
     restart_required: Sequence[str]
     source: str
+    certificate: str | None = None
+    """The SHA-256 fingerprint of the TLS certificate new SMTP connections get (None: no TLS)."""
+    certificate_problem: ConfigProblem | None = None
+    """Why the new certificate could not be used (the one before stays), or None."""
 
 
 @dataclass(frozen=True)
@@ -191,6 +202,9 @@ class Appliers:
     review: Callable[[Config], None]
     webhooks: Callable[[Sequence[WebhookOptions]], None]
     upstream: Callable[[Config], Routing | Upstream]
+    certificates: Callable[[Config], str | None] = lambda _: None
+    """Load the SMTP certificate again; its fingerprint, or None when no listener has TLS.
+    Raises CertificateError (the certificate in use stays)."""
 
 
 class Reloader:
@@ -248,11 +262,20 @@ class Reloader:
             self._apply_all(old.settings, new.settings, applied)
             if {"upstream", "upstreams", "routes"} & set(applied):
                 await self._upstream.switch(self._apply.upstream(new.settings.config))
+                self._metrics.expect_upstreams(m.label for m in self._upstream.routing.members())
+            certificate, problem = self._reload_certificates(new.settings.config)
+            if certificate is not None and "smtp.tls" in restart:
+                restart.remove("smtp.tls")
+                applied.append("smtp.tls")
             self.current = new
             self._metrics.set_config(new.digest, _hold_expiry(new))
             note = f"sha256 {new.digest}; applied: {', '.join(applied) or 'nothing changed'}"
             if restart:
                 note += f"; restart needed for: {', '.join(restart)}"
+            if problem is not None:
+                note += f"; TLS certificate kept: {problem}"
+            elif certificate is not None:
+                note += f"; TLS certificate sha256 {certificate}"
             await self._audit(actor, "reload", note)
             log.info(
                 "config reloaded",
@@ -261,8 +284,25 @@ class Reloader:
                 previous=old.digest,
                 applied=applied,
                 restart_required=restart,
+                certificate=certificate,
             )
-            return ReloadOutcome(new.digest, old.digest, applied, restart, new.settings.source)
+            return ReloadOutcome(
+                new.digest,
+                old.digest,
+                applied,
+                restart,
+                new.settings.source,
+                certificate,
+                problem,
+            )
+
+    def _reload_certificates(self, config: Config) -> tuple[str | None, ConfigProblem | None]:
+        """(fingerprint in use, why the new files were not taken or None)."""
+        try:
+            return self._apply.certificates(config), None
+        except CertificateError as exc:
+            log.warning("tls certificate not reloaded; the one in use stays", problem=str(exc))
+            return exc.kept, exc.problem
 
     def _apply_all(self, old: Settings, new: Settings, applied: Sequence[str]) -> None:
         config = new.config

@@ -69,7 +69,8 @@ def default_workers() -> int:
 class Handoff:
     """What a worker inherits from its supervisor (passed as `serve --worker-handoff`)."""
 
-    smtp_fd: int
+    smtp_fds: list[int]
+    """One per SMTP listener, in the order of `smtp.listeners` (or `smtp.listen`)."""
     http_fd: int
     lock_fd: int | None
     metrics_dir: str
@@ -84,9 +85,9 @@ class Handoff:
         """From the command-line form."""
         return cls(**json.loads(text))
 
-    def smtp_socket(self) -> socket.socket:
-        """The inherited SMTP listener."""
-        return socket.socket(fileno=self.smtp_fd)
+    def smtp_sockets(self) -> list[socket.socket]:
+        """The inherited SMTP listeners."""
+        return [socket.socket(fileno=fd) for fd in self.smtp_fds]
 
     def http_socket(self) -> socket.socket:
         """The inherited HTTP listener."""
@@ -132,12 +133,15 @@ class Supervisor:
         metrics_dir = tempfile.mkdtemp(prefix="sendguard-metrics-")
         try:
             with contextlib.ExitStack() as held:
-                smtp = held.enter_context(bind(self._config.smtp.listen))
-                http = held.enter_context(bind(self._config.http.listen))
+                smtp = [
+                    held.enter_context(bind(listener.listen, listener.field("listen")))
+                    for listener in self._config.smtp.listeners_in_use()
+                ]
+                http = held.enter_context(bind(self._config.http.listen, "http.listen"))
                 self._handoff = Handoff(
-                    smtp.fileno(), http.fileno(), lock_fd, metrics_dir, os.getpid()
+                    [s.fileno() for s in smtp], http.fileno(), lock_fd, metrics_dir, os.getpid()
                 )
-                self._fds = (smtp.fileno(), http.fileno()) + (
+                self._fds = (*self._handoff.smtp_fds, http.fileno()) + (
                     (lock_fd,) if lock_fd is not None else ()
                 )
                 return self._supervise()
@@ -155,7 +159,7 @@ class Supervisor:
                 "workers started",
                 workers=len(self._slots),
                 pids=[s.process.pid for s in self._slots if s.process is not None],
-                smtp=self._config.smtp.listen,
+                smtp=[x.listen for x in self._config.smtp.listeners_in_use()],
                 http=self._config.http.listen,
             )
             deadline: float | None = None

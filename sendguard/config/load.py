@@ -18,9 +18,11 @@ from typing import Annotated, Any
 import yaml
 from pydantic import BaseModel, Tag, ValidationError
 
+from sendguard.config.listeners import listener_problems
 from sendguard.config.models import (
     ApiToken,
     Config,
+    HttpOptions,
     NamedTokenOptions,
     PluginUpstreamOptions,
     PolicyEntryOptions,
@@ -398,6 +400,7 @@ def parse_config(text: str, source: str, environ: Mapping[str, str] | None = Non
             _check_upstream_kind(named.kind, problems, f"upstreams.{name}.kind")
     problems.extend(route_problems(config))
     problems.extend(_store_problems(config.store))
+    problems.extend(listener_problems(config))
     tokens = resolve_tokens(config.http.api_tokens, environ, problems)
     if problems:
         raise ConfigError(problems)
@@ -413,3 +416,26 @@ def load_config(path: Path | None, environ: Mapping[str, str] | None = None) -> 
     except OSError as exc:
         raise ConfigError([ConfigProblem("", f"cannot read {path}: {exc.strerror}")]) from None
     return parse_config(text, str(path), environ)
+
+
+def load_http_options(path: Path) -> HttpOptions:
+    """The `http` section of the config file at `path`, validated (its tokens not read yet:
+    `resolve_tokens` reads them).
+
+    The command line needs nothing else, so the rest of the file is not validated here and its
+    secrets are not read (a store password need not be set where an operator runs `review`).
+    Raise ConfigError naming the field (`http.listen: ...`) when it is invalid.
+    """
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError([ConfigProblem("", f"cannot read {path}: {exc.strerror}")]) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError([ConfigProblem("", f"{path} is not valid YAML: {exc}")]) from None
+    section = data.get("http") if isinstance(data, dict) else None
+    try:
+        return HttpOptions.model_validate(section or {})
+    except ValidationError as exc:
+        raise ConfigError(_problems(exc, ("http",))) from None

@@ -72,7 +72,7 @@ def split_listen(value: str) -> tuple[str, int]:
 
 
 class TlsOptions(Strict):
-    """STARTTLS is offered when both files are set."""
+    """The certificate of the SMTP listeners: STARTTLS is offered when both files are set."""
 
     cert: Path | None = None
     key: Path | None = None
@@ -85,22 +85,66 @@ class TlsOptions(Strict):
 
     @property
     def enabled(self) -> bool:
-        """True when STARTTLS is configured."""
+        """True when a certificate is configured."""
         return self.cert is not None
 
 
+TlsMode = Literal["none", "starttls", "implicit"]
+"""How a listener speaks TLS: not at all, after STARTTLS, or from the first byte (465)."""
+
+
+class ListenerOptions(Strict):
+    """One entry of `smtp.listeners`. A key left out takes its value under `smtp:`.
+
+    A new per-listener option is a field here (None: inherit), the same name with its default
+    under `SmtpOptions`, and its type on `Listener`; `SmtpOptions.listeners_in_use` fills it.
+    """
+
+    listen: Listen
+    tls: TlsMode | None = None
+    """Default: `starttls` when `smtp.tls` has a certificate, else `none`."""
+    require_auth: bool | None = None
+    require_tls: bool | None = None
+    allowed_networks: list[Network] | None = None
+
+
+class Listener(Strict):
+    """A listener with every option decided: what the SMTP ingress binds and enforces."""
+
+    listen: Listen
+    tls: TlsMode
+    require_auth: bool
+    require_tls: bool
+    allowed_networks: list[Network]
+    source: str = "smtp"
+    """Where it is configured: `smtp` (the one-listener form) or `smtp.listeners[N]`."""
+    inherited: frozenset[str] = frozenset()
+    """The options taken from `smtp:` rather than set on the listener."""
+
+    def field(self, name: str) -> str:
+        """The config path where option `name` of this listener is set."""
+        return f"smtp.{name}" if name in self.inherited else f"{self.source}.{name}"
+
+
+def _default_networks() -> list[IPNetwork]:
+    return [ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128")]
+
+
 class SmtpOptions(Strict):
-    """The SMTP ingress."""
+    """The SMTP ingress: one listener (`listen`) or several (`listeners`)."""
 
     listen: Listen = "127.0.0.1:2525"
-    allowed_networks: list[Network] = Field(
-        default_factory=lambda: [
-            ipaddress.ip_network("127.0.0.0/8"),
-            ipaddress.ip_network("::1/128"),
-        ]
-    )
+    listeners: list[ListenerOptions] = Field(default_factory=list)
+    """Several listeners in one process; instead of `listen`. Each inherits the options
+    below that it does not set itself (`tls`, `require_auth`, `require_tls`,
+    `allowed_networks`)."""
+    allowed_networks: list[Network] = Field(default_factory=_default_networks)
     auth_users: dict[str, str] = Field(default_factory=dict)
     tls: TlsOptions = TlsOptions()
+    require_auth: bool = False
+    """Relay only for clients that authenticated, whatever their address."""
+    require_tls: bool = False
+    """Every client, from `allowed_networks` too, must use TLS before MAIL."""
     max_message_size: int = Field(default=26_214_400, gt=0)
     max_recipients: int = Field(default=100, gt=0, le=1000)
     reject_dropped: bool = False
@@ -119,6 +163,36 @@ class SmtpOptions(Strict):
                     "and paste its output"
                 )
         return users
+
+    @model_validator(mode="after")
+    def _listen_or_listeners(self) -> SmtpOptions:
+        if self.listeners and "listen" in self.model_fields_set:
+            raise ValueError(
+                "set either listen (one listener) or listeners (several), not both; "
+                "move listen into listeners as `- listen: ...`"
+            )
+        return self
+
+    def listeners_in_use(self) -> list[Listener]:
+        """Every listener with its options decided (`listen` alone is the one-listener case)."""
+        entries = self.listeners or [ListenerOptions(listen=self.listen)]
+        out = []
+        for index, entry in enumerate(entries):
+            values: dict[str, Any] = {}
+            inherited = set()
+            for name in ListenerOptions.model_fields:
+                value = getattr(entry, name)
+                if value is None:
+                    inherited.add(name)
+                    value = (
+                        ("starttls" if self.tls.enabled else "none")
+                        if name == "tls"
+                        else getattr(self, name)
+                    )
+                values[name] = value
+            source = f"smtp.listeners[{index}]" if self.listeners else "smtp"
+            out.append(Listener(**values, source=source, inherited=frozenset(inherited)))
+        return out
 
 
 IDENTITY_NAME = r"^[A-Za-z0-9][A-Za-z0-9._@+-]{0,99}$"
@@ -212,6 +286,10 @@ class SmtpUpstreamOptions(Strict):
     kind: Literal["smtp"]
     host: str
     port: int = Field(default=25, gt=0, lt=65536)
+    """Default: 25, or 465 with `tls: implicit`."""
+    tls: Literal["starttls", "implicit"] = "starttls"
+    """`starttls`: plain connection, upgraded as `starttls` says; `implicit`: TLS from the
+    first byte (port 465 style, RFC 8314), verified as `tls_verify` and `tls_ca` say."""
     starttls: Literal["auto", "always", "never"] = "auto"
     tls_verify: bool = True
     tls_ca: Path | None = None
@@ -221,8 +299,20 @@ class SmtpUpstreamOptions(Strict):
     timeout: Duration = timedelta(seconds=30)
     idle_timeout: Duration = timedelta(seconds=30)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _implicit_port(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("tls") == "implicit" and "port" not in data:
+            return {**data, "port": 465}
+        return data
+
     @model_validator(mode="after")
     def _credentials(self) -> SmtpUpstreamOptions:
+        if self.tls == "implicit" and "starttls" in self.model_fields_set:
+            raise ValueError(
+                "tls: implicit encrypts from the first byte, so starttls does not apply; "
+                "remove starttls (or use tls: starttls)"
+            )
         if (self.username is None) != (self.password is None):
             raise ValueError("set both username and password for AUTH, or neither")
         return self
@@ -445,6 +535,24 @@ class ReviewOptions(Strict):
         return value
 
 
+class SimulateOptions(Strict):
+    """Bounds of the simulations the server runs (`POST /v1/simulations`), one at a time."""
+
+    max_messages: int = Field(default=100_000, gt=0, le=10_000_000)
+    """A window with more recorded messages is refused: choose a shorter one."""
+    timeout: Duration = timedelta(minutes=10)
+    """A simulation still running after this is stopped and reported as failed."""
+    keep: int = Field(default=20, gt=0, le=1000)
+    """How many finished simulations (and their reports) are kept, newest first."""
+
+    @field_validator("timeout")
+    @classmethod
+    def _timeout(cls, value: timedelta) -> timedelta:
+        if not timedelta(seconds=1) <= value <= timedelta(hours=24):
+            raise ValueError("must be between 1s and 24h")
+        return value
+
+
 class LogOptions(Strict):
     """Logging: JSON lines unless on a terminal (`format: auto`)."""
 
@@ -533,6 +641,7 @@ class Config(Strict):
     log: LogOptions = LogOptions()
     webhooks: list[WebhookOptions] = Field(default_factory=list)
     esp: EspOptions = EspOptions()
+    simulate: SimulateOptions = SimulateOptions()
 
     @field_validator("webhooks")
     @classmethod

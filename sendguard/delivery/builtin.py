@@ -21,6 +21,7 @@ def smtp(config: SmtpUpstreamOptions) -> Upstream:
         config.host,
         config.port,
         starttls=config.starttls,
+        implicit_tls=config.tls == "implicit",
         tls_verify=config.tls_verify,
         tls_ca=str(config.tls_ca) if config.tls_ca else None,
         username=config.username,

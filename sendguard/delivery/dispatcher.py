@@ -5,7 +5,8 @@ instances take the same one) and hands them to `workers` worker tasks. A worker
 
 1. re-runs the policies for a delivery that was delayed (the world may have changed while it
    waited) and stops there unless the new verdict is forward;
-2. marks the delivery `sending` durably before talking to the upstream;
+2. marks the delivery `sending` durably before talking to the upstream (the claim does it for
+   deliveries that were due to be sent; one judged again first is marked after);
 3. sends, then marks it `sent`, `deferred` (4xx or network: exponential backoff with jitter
    between `min_backoff` and `max_backoff`, see `backoff`) or `failed` (5xx, or retrying past
    `max_lifetime`).
@@ -135,7 +136,11 @@ class Dispatcher:
                 try:
                     claimed = list(
                         await self._store.claim_due(
-                            self._clock.now(), self._owner, room, self._config.lease
+                            self._clock.now(),
+                            self._owner,
+                            room,
+                            self._config.lease,
+                            send_within=self._config.max_lifetime,
                         )
                     )
                 except StoreUnavailable as exc:
@@ -228,7 +233,17 @@ class Dispatcher:
                 now,
             )
             return
-        delivery = await self._store.change(
+        if delivery.state is not DeliveryState.SENDING:  # the claim marks what was due to send
+            delivery = await self._change_to_sending(delivery, now)
+        content = await self._store.message_content(delivery.message.id)
+        request = None
+        if delivery.message.ingress in ESPS:
+            request = await self._store.esp_request(delivery.message.id)
+        async with self._upstream.chosen(RouteKey.of(delivery.message)) as chosen:
+            await self._send(delivery, content, chosen.upstream, chosen.label, request)
+
+    async def _change_to_sending(self, delivery: Delivery, now: datetime) -> Delivery:
+        return await self._store.change(
             delivery.id,
             Change(
                 DeliveryState.SENDING,
@@ -239,12 +254,6 @@ class Dispatcher:
                 attempt=True,
             ),
         )
-        content = await self._store.message_content(delivery.message.id)
-        request = None
-        if delivery.message.ingress in ESPS:
-            request = await self._store.esp_request(delivery.message.id)
-        async with self._upstream.chosen(RouteKey.of(delivery.message)) as chosen:
-            await self._send(delivery, content, chosen.upstream, chosen.label, request)
 
     async def _send(
         self,

@@ -8,7 +8,9 @@ SMTPUTF8 and BODY=8BITMIME are passed on when the client used them and the upstr
 them. When it does not, the delivery fails with that reason: RFC 6531 allows no downgrade of
 UTF-8 addresses, and re-encoding an 8-bit body (RFC 6152) would break DKIM signatures.
 
-Readiness asks the upstream for its EHLO greeting (with STARTTLS and AUTH when configured),
+`tls: implicit` speaks TLS from the first byte (port 465, RFC 8314), verified like STARTTLS.
+
+Readiness asks the upstream for its EHLO greeting (with TLS and AUTH when configured),
 and counts any send the upstream accepted within READY_FOR as an answer; a send that could not
 reach it (network trouble) forgets that answer, so the next probe asks again.
 """
@@ -51,6 +53,7 @@ class SmtpUpstream:
         port: int,
         *,
         starttls: str = "auto",
+        implicit_tls: bool = False,
         tls_verify: bool = True,
         tls_ca: str | None = None,
         username: str | None = None,
@@ -61,7 +64,11 @@ class SmtpUpstream:
     ) -> None:
         self._host = host
         self._port = port
-        self._start_tls = {"auto": None, "always": True, "never": False}[starttls]
+        # TLS from the first byte (port 465) leaves nothing for STARTTLS to upgrade.
+        self._implicit_tls = implicit_tls
+        self._start_tls = (
+            False if implicit_tls else {"auto": None, "always": True, "never": False}[starttls]
+        )
         self._tls_verify = tls_verify
         self._tls_ca = tls_ca
         self._username = username
@@ -122,6 +129,7 @@ class SmtpUpstream:
         client = aiosmtplib.SMTP(
             hostname=self._host,
             port=self._port,
+            use_tls=self._implicit_tls,
             start_tls=self._start_tls,
             validate_certs=self._tls_verify,
             cert_bundle=self._tls_ca,

@@ -23,6 +23,7 @@ from sendguard.ingress import (
     api_review,
     api_send,
     api_shadow,
+    api_simulations,
     api_suppressions,
     esp,
     openapi,
@@ -179,6 +180,7 @@ def add_routes(router: web.UrlDispatcher) -> None:
     api_suppressions.add_routes(router)
     api_admin.add_routes(router)
     api_shadow.add_routes(router)
+    api_simulations.add_routes(router)
     esp.add_routes(router)
     openapi.add_routes(router)
 

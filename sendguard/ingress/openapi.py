@@ -8,6 +8,7 @@ from aiohttp import web
 from pydantic import BaseModel
 
 from sendguard import __version__
+from sendguard.ingress.api_simulations import SimulationPayload
 from sendguard.ingress.payloads import (
     CampaignApprovalPayload,
     EventPayload,
@@ -151,6 +152,22 @@ ROUTES: tuple[tuple[str, str, str, type[BaseModel] | None, int, bool], ...] = (
         "get",
         "/v1/policies/shadow",
         "What each shadow policy would have done (since, examples, top)",
+        None,
+        200,
+        False,
+    ),
+    (
+        "post",
+        "/v1/simulations",
+        "Start a what-if replay of recorded traffic through a candidate config (one at a time)",
+        SimulationPayload,
+        202,
+        False,
+    ),
+    (
+        "get",
+        "/v1/simulations/{id}",
+        "A simulation's status and, once done, its report (format=json or html)",
         None,
         200,
         False,

@@ -4,16 +4,21 @@ Replies (DESIGN.md "SMTP replies"): `250 2.0.0 Ok: queued as <id>` after the com
 `451 4.3.0` when the store fails; `552 5.3.4` over `max_message_size`; relaying only from
 `allowed_networks` or after AUTH, and AUTH only over TLS or from loopback; malformed addresses
 refused (501/553), never rewritten; `452 4.5.3` past `max_recipients`.
+
+One process may listen on several addresses (`smtp.listeners`), each with its own TLS mode
+(none, STARTTLS, implicit from the first byte), AUTH and TLS requirements and networks; every
+connection knows its `Listener`. The certificate is shared and replaced on a reload.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import re
 import socket
-import ssl
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, AnyStr
 
 import structlog
@@ -21,13 +26,14 @@ from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Envelope, LoginPassword, Se
 
 from sendguard.address import needs_smtputf8, validate_address
 from sendguard.clock import monotonic
-from sendguard.config import IPNetwork, SmtpOptions, split_listen
-from sendguard.errors import InvalidAddress, InvalidMessage, StoreUnavailable
+from sendguard.config import Listener, SmtpOptions, TlsOptions, split_listen
+from sendguard.errors import ConfigError, InvalidAddress, InvalidMessage, StoreUnavailable
 from sendguard.headers import Trace
 from sendguard.ingress.smtp_auth import CONNECTION_LIMIT_REPLY, REFUSAL_PAUSE, AuthGuard
 from sendguard.ingress.smtp_data import READ_LIMIT, DataRefused, read_data
 from sendguard.intake import Intake
 from sendguard.metrics import Metrics
+from sendguard.tls import CertificateError, Certificates
 
 log = structlog.get_logger("sendguard.smtp")
 
@@ -119,7 +125,7 @@ class SmtpHandler:
         self._intake = intake
         self._config = config
         self._metrics = metrics
-        self._networks: Sequence[IPNetwork] = config.allowed_networks
+        self._listener = config.listeners_in_use()[0]
         self.in_flight = 0
 
     async def handle_EHLO(
@@ -135,11 +141,14 @@ class SmtpHandler:
             responses = [r for r in responses if not r.startswith("250-AUTH")]
         return responses
 
-    def _may_relay(self, session: Session) -> bool:
+    def _may_relay(self, server: SMTP, session: Session) -> bool:
         if session.authenticated:
             return True
+        listener = server.listener if isinstance(server, _Connection) else self._listener
+        if listener.require_auth:
+            return False
         ip = _peer_ip(session)
-        return ip is not None and any(ip in net for net in self._networks)
+        return ip is not None and any(ip in net for net in listener.allowed_networks)
 
     async def handle_MAIL(
         self,
@@ -174,7 +183,7 @@ class SmtpHandler:
         address: str,
         rcpt_options: list[str],
     ) -> str:
-        if not self._may_relay(session):
+        if not self._may_relay(server, session):
             log.warning(
                 "smtp relay refused",
                 ip=str(_peer_ip(session)),
@@ -280,16 +289,28 @@ class _Connection(SMTP):
     def __dir__(self) -> list[str]:
         return _CONNECTION_NAMES  # see SmtpHandler.__dir__
 
-    def __init__(self, server: SmtpIngress, handler: SmtpHandler, **kwargs: Any) -> None:
+    def __init__(
+        self, server: SmtpIngress, handler: SmtpHandler, listener: Listener, **kwargs: Any
+    ) -> None:
         super().__init__(handler, **kwargs)
         self._owner = server
+        self.listener = listener
         self._ip: ipaddress.IPv4Address | ipaddress.IPv6Address | None = None
         self._auth_failures = 0
         self._credentials: LoginPassword | None = None
         self.path_sent: str | None = None
         """The address text of the MAIL or RCPT command being handled, as the client sent it."""
 
+    @property
+    def encrypted(self) -> bool:
+        """True once the session runs over TLS (after STARTTLS, or from the first byte)."""
+        return self._tls_protocol is not None or self.listener.tls == "implicit"
+
     async def smtp_MAIL(self, arg: str | None) -> None:
+        if self.listener.require_tls and not self.encrypted:
+            log.info("smtp mail refused: tls required", ip=str(self._ip))
+            await self.push("530 5.7.0 Must issue a STARTTLS command first")
+            return
         self.path_sent = raw_path(arg, "FROM:")
         await super().smtp_MAIL(arg)
 
@@ -337,8 +358,19 @@ class _Connection(SMTP):
             self._owner.connections.add(self)
             assert self.session is not None
             self._ip = ip = _peer_ip(self.session)
-            # AUTH is offered over TLS, or in the clear only to loopback clients.
-            self._auth_require_tls = not (ip is not None and ip.is_loopback)
+            if self.listener.tls == "implicit":
+                # aiosmtpd knows TLS only from its own STARTTLS; tell it (and the Received:
+                # header) that this session is encrypted from the first byte.
+                self.session.ssl = {
+                    name: transport.get_extra_info(name)
+                    for name in ("ssl_object", "peercert", "cipher", "compression")
+                }
+                self._auth_require_tls = False
+            else:
+                # AUTH is offered over TLS, or in the clear only to loopback clients (never
+                # in the clear where the listener requires TLS).
+                loopback = ip is not None and ip.is_loopback
+                self._auth_require_tls = self.listener.require_tls or not loopback
 
     async def smtp_AUTH(self, arg: str) -> None:
         refusal = self._owner.auth.refusal(self._ip, self._auth_failures)
@@ -404,21 +436,30 @@ _CHECK_LATER = AuthResult(success=False, handled=True)
 
 
 class SmtpIngress:
-    """The listening SMTP server; owns its connections and drains them on stop."""
+    """The listening SMTP servers; owns their connections and drains them on stop."""
 
     def __init__(self, handler: SmtpHandler, config: SmtpOptions) -> None:
         self._handler = handler
         self._config = config
-        self._server: asyncio.Server | None = None
+        self.listeners = config.listeners_in_use()
+        self._servers: list[asyncio.Server] = []
         self.connections: set[_Connection] = set()
         self.auth = AuthGuard(config.auth_users)
         # aiosmtpd would look the host name up (a reverse DNS query) for every connection.
         self._hostname = config.hostname or socket.getfqdn()
-        self._tls: ssl.SSLContext | None = None
-        if config.tls.enabled:
-            assert config.tls.cert is not None and config.tls.key is not None
-            self._tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-            self._tls.load_cert_chain(config.tls.cert, config.tls.key)
+        self.certificates: Certificates | None = None
+        if config.tls.cert is not None and config.tls.key is not None:
+            try:
+                self.certificates = Certificates(config.tls.cert, config.tls.key)
+            except CertificateError as exc:  # the files changed since the config was checked
+                raise ConfigError([exc.problem]) from None
+
+    def reload_certificates(self, tls: TlsOptions) -> str | None:
+        """Present `tls`'s certificate to new connections; return its fingerprint (None
+        without TLS). Raises CertificateError (the certificate in use stays)."""
+        if self.certificates is None or tls.cert is None or tls.key is None:
+            return None
+        return self.certificates.reload(Path(tls.cert), Path(tls.key))
 
     @staticmethod
     def _authenticate(
@@ -432,35 +473,57 @@ class SmtpIngress:
         # only needs an authenticator to exist to offer AUTH.
         raise NotImplementedError
 
-    def _connection(self) -> _Connection:
+    def _connection(self, listener: Listener | None = None) -> _Connection:
+        listener = listener or self.listeners[0]
+        starttls = listener.tls == "starttls" and self.certificates is not None
         return _Connection(
             self,
             self._handler,
+            listener,
             data_size_limit=self._config.max_message_size,
             enable_SMTPUTF8=True,
             decode_data=False,
             hostname=self._hostname,
             ident="sendguard",
-            tls_context=self._tls,
+            tls_context=self.certificates.context if starttls and self.certificates else None,
             timeout=self._config.timeout.total_seconds(),
             authenticator=self._authenticate if self._config.auth_users else None,
             auth_require_tls=True,
+            auth_required=listener.require_auth,
         )
 
-    async def start(self, sock: socket.socket | None = None) -> None:
-        """Listen on `smtp.listen`, or accept on `sock` (bound by sendguard.listeners)."""
+    async def start(self, socks: Sequence[socket.socket] = ()) -> None:
+        """Listen on every listener's address (`smtp.listen` or `smtp.listeners`), or accept on
+        `socks`, one per listener in that order (bound by sendguard.listeners)."""
         loop = asyncio.get_running_loop()
-        if sock is not None:
-            self._server = await loop.create_server(self._connection, sock=sock)
-            return
-        host, port = split_listen(self._config.listen)
-        self._server = await loop.create_server(self._connection, host, port)
+        for index, listener in enumerate(self.listeners):
+            host, port = split_listen(listener.listen)
+            implicit = listener.tls == "implicit" and self.certificates is not None
+            where: dict[str, Any] = (
+                {"sock": socks[index]} if socks else {"host": host, "port": port}
+            )
+            try:
+                server = await loop.create_server(
+                    functools.partial(self._connection, listener),
+                    ssl=self.certificates.context if implicit and self.certificates else None,
+                    **where,
+                )
+            except OSError as exc:
+                for started in self._servers:  # nothing is left listening half-started
+                    started.close()
+                self._servers.clear()
+                field = listener.field("listen")
+                raise OSError(
+                    exc.errno, f"cannot listen on {listener.listen} ({field}): {exc.strerror}"
+                ) from exc
+            self._servers.append(server)
 
     async def stop(self, grace: float) -> None:
         """Stop accepting; let sessions finish for up to `grace` seconds, then close them."""
-        if self._server is None:
+        if not self._servers:
             return
-        self._server.close()
+        for server in self._servers:
+            server.close()
         deadline = monotonic() + grace
         # Messages in DATA are committed and answered before anything else happens.
         while (self.connections or self._handler.in_flight) and monotonic() < deadline:
@@ -475,4 +538,5 @@ class SmtpIngress:
                 transport.write(b"421 4.3.2 Service shutting down\r\n")
             if transport is not None:
                 transport.close()
-        await self._server.wait_closed()
+        for server in self._servers:
+            await server.wait_closed()

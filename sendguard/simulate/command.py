@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from sendguard.config import Settings, load_config
+from sendguard.config import StoreOptions, load_config
 from sendguard.duration import parse_duration
 from sendguard.errors import ConfigError, StoreUnavailable
 from sendguard.logs import configure
@@ -72,14 +72,15 @@ def _window(args: argparse.Namespace, store: bool) -> tuple[datetime | None, dat
     return (now - DEFAULT_WINDOW, now) if store else (None, None)
 
 
-async def _read(
-    settings: Settings, source: str | None, since: datetime | None, until: datetime | None
+async def read_source(
+    options: StoreOptions, source: str | None, since: datetime | None, until: datetime | None
 ) -> list[Recorded]:
+    """The recorded items of `source` (a .jsonl, an .mbox, a store URL; None: `options.url`),
+    those of a store within [since, until)."""
     if source is not None and source.endswith(".jsonl"):
         return read_jsonl(Path(source))
     if source is not None and source.endswith(".mbox"):
         return read_mbox(Path(source))
-    options = settings.config.store
     url = source or options.url
     assert since is not None and until is not None  # a store always has a window
     if urlsplit(url).scheme != "sqlite":
@@ -135,7 +136,7 @@ def run(args: argparse.Namespace) -> int:
         since, until = _window(args, store=not is_file)
 
         async def main() -> str:
-            items = await _read(settings, args.store, since, until)
+            items = await read_source(settings.config.store, args.store, since, until)
             report = await simulate(settings, items, since, until)
             if args.json:
                 return json.dumps(report.to_json(), indent=2)

@@ -249,13 +249,24 @@ class WorkQueue(Protocol):
 
     @abstractmethod
     async def claim_due(
-        self, now: datetime, owner: str, limit: int, lease: timedelta
+        self,
+        now: datetime,
+        owner: str,
+        limit: int,
+        lease: timedelta,
+        *,
+        send_within: timedelta | None = None,
     ) -> Sequence[Delivery]:
         """Claim up to `limit` deliveries that are due, for `owner`, until `now + lease`.
 
         Due: queued, delayed, deferred or held with `due_at <= now` (a held delivery has a due
         time only while its review may expire), or sending with an expired lease.
         A delivery is never claimed by two owners at once.
+
+        With `send_within`, each claimed delivery that may be sent now (queued, deferred or
+        left sending, first attempted no longer than `send_within` ago) is also marked
+        `sending` in the same write: its attempt counted and recorded as a transition
+        ("attempt N"), as `change` to `sending` would.
         """
 
     @abstractmethod

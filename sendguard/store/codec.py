@@ -64,6 +64,28 @@ def make_outcome(
     )
 
 
+def dump_outcomes(outcomes: Sequence[PolicyOutcome]) -> str:
+    """A decision's outcomes as one JSON list of [policy, action, mode, reason, until, error]."""
+    return json.dumps(
+        [[*outcome_columns(o)[:4], micros(o.verdict.until), o.error] for o in outcomes],
+        ensure_ascii=False,
+        separators=(",", ":"),
+    )
+
+
+def load_outcomes(text: str) -> list[PolicyOutcome]:
+    """The inverse of `dump_outcomes`."""
+    return [
+        make_outcome(policy, action, mode, reason, moment(until), error)
+        for policy, action, mode, reason, until, error in json.loads(text)
+    ]
+
+
+DELIVERY_ROW_COLUMNS = (
+    "id, recipient, state, created_at, updated_at, due_at, attempts, first_attempt_at,"
+    " last_error, approved_by, hold_origin, override_by"
+)
+"""The columns of a delivery's own row that `delivery_from_columns` reads, unqualified."""
 DELIVERY_COLUMNS = """
     d.id, d.recipient, d.state, d.created_at, d.updated_at, d.due_at, d.attempts,
     d.first_attempt_at, d.last_error, d.approved_by, d.hold_origin, d.override_by,
@@ -108,9 +130,14 @@ def message_from_row(row: Sequence[Any]) -> Message:
 
 def delivery_from_row(row: Sequence[Any]) -> Delivery:
     """A Delivery from the columns of DELIVERY_SELECT."""
+    return delivery_from_columns(row[:12], message_from_row(row[12:]))
+
+
+def delivery_from_columns(row: Sequence[Any], message: Message) -> Delivery:
+    """A Delivery of `message` from DELIVERY_ROW_COLUMNS."""
     return Delivery(
         id=row[0],
-        message=message_from_row(row[12:]),
+        message=message,
         recipient=row[1],
         state=DeliveryState(row[2]),
         created_at=from_micros(row[3]),

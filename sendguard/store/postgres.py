@@ -35,6 +35,7 @@ from sendguard.address import recipient_key
 from sendguard.errors import Conflict, StoreUnavailable
 from sendguard.store import StoreSettings
 from sendguard.store.keyed_lock import KeyedLock
+from sendguard.store.message_cache import MessageCache
 from sendguard.store.postgres_schema import MIGRATIONS, SCHEMA_LOCK
 from sendguard.store.sql_store import Job, SqlStore
 
@@ -99,6 +100,7 @@ class PostgresStore(SqlStore):
         self._timeout = timeout
         self._pool: asyncpg.Pool | None = None
         self._locks = KeyedLock()
+        self._cache = MessageCache()
         self._listeners: list[Callable[[], None]] = []
         self._listener: asyncpg.Connection | None = None
         self._watch: asyncio.Task[None] | None = None

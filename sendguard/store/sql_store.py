@@ -53,6 +53,7 @@ from sendguard.reports import QueueAges, ShadowExample, ShadowTally
 from sendguard.review_queue import Edit, EditedPart, HeldGroup, HeldQuery, HeldQueue, ReviewNotice
 from sendguard.store import codec
 from sendguard.store.base import Store
+from sendguard.store.message_cache import MessageCache
 from sendguard.suppressions import Suppression, SuppressionPage, SuppressionQuery, SuppressionReason
 from sendguard.verdict import Action, Decision, Mode
 
@@ -61,6 +62,8 @@ _DUE_STATES = "('queued', 'delayed', 'deferred', 'held')"
 # Ids per `IN (...)` list: a whole page (500) in one statement, and far below the bound
 # parameters SQLite (32766) and PostgreSQL (32767) allow in one.
 _IDS_PER_STATEMENT = 1000
+# Rows per multi-row INSERT: 11 values each, far below the bound parameters either allows.
+_ROWS_PER_INSERT = 500
 _TRANSITION_COLUMNS = "at, state, reason"
 _OUTCOME_COLUMNS = "at, policy, action, mode, reason, until, error"
 
@@ -104,6 +107,8 @@ class SqlStore(Store):
     claim_lock = ""
     #: outbound webhooks that want state changes (set from the config)
     _webhook_targets: tuple[WebhookTarget, ...] = ()
+    #: messages and content as committed (a backend's __init__ makes one)
+    _cache: MessageCache
 
     @abstractmethod
     async def _write(self, job: Job[T]) -> T:
@@ -187,25 +192,32 @@ class SqlStore(Store):
                 await tx.execute(
                     "INSERT INTO requirements (message_id, key) VALUES (?, ?)", (message.id, key)
                 )
-            for new in deliveries:
+            # Each table's rows of the message in one statement (per chunk of rows).
+            for start in range(0, len(deliveries), _ROWS_PER_INSERT):
+                chunk = deliveries[start : start + _ROWS_PER_INSERT]
                 await tx.execute(
                     "INSERT INTO deliveries (id, message_id, recipient, recipient_key, domain,"
-                    " campaign, state, created_at, updated_at, due_at, hold_origin)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (
-                        new.id,
-                        message.id,
-                        new.recipient,
-                        recipient_key(new.recipient),
-                        domain_of(new.recipient),
-                        message.fields.campaign,
-                        new.state.value,
-                        now,
-                        now,
-                        codec.micros(new.due_at),
-                        new.hold_origin if new.state is DeliveryState.HELD else None,
-                    ),
+                    " campaign, state, created_at, updated_at, due_at, hold_origin) VALUES "
+                    + ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"] * len(chunk)),
+                    [
+                        value
+                        for new in chunk
+                        for value in (
+                            new.id,
+                            message.id,
+                            new.recipient,
+                            recipient_key(new.recipient),
+                            domain_of(new.recipient),
+                            message.fields.campaign,
+                            new.state.value,
+                            now,
+                            now,
+                            codec.micros(new.due_at),
+                            new.hold_origin if new.state is DeliveryState.HELD else None,
+                        )
+                    ],
                 )
+            for new in deliveries:
                 await self._record(tx, new.id, new.state, new.reason, now, new.decision, fresh=True)
                 if self._webhook_targets:
                     await self._emit(
@@ -216,10 +228,14 @@ class SqlStore(Store):
                         now,
                         (message.id, new.recipient, message.fields.campaign),
                     )
-                if new.state is DeliveryState.QUEUED:
-                    await self._reserve(tx, new.id, now)
+            queued = [new.id for new in deliveries if new.state is DeliveryState.QUEUED]
+            for start in range(0, len(queued), _ROWS_PER_INSERT):
+                await self._reserve(tx, queued[start : start + _ROWS_PER_INSERT], now)
 
         await self._write(job)
+        self._cache.keep_message(message)
+        if any(new.state is DeliveryState.QUEUED for new in deliveries):
+            self._cache.keep_content(message.id, content)  # the dispatcher sends it next
 
     @staticmethod
     async def _record(
@@ -232,27 +248,37 @@ class SqlStore(Store):
         *,
         fresh: bool = False,
     ) -> None:
-        """Append a transition and the decision's outcomes (`fresh`: the delivery is new, so
-        both sequences start at 1 and need no look-up)."""
+        """Append a transition with the decision's outcomes (`fresh`: the delivery is new,
+        so both sequences start at 1 and need no look-up).
+
+        Every outcome is kept as JSON on the transition the decision caused: one row per
+        decision, not one per policy. The `outcomes` table gets only those that queries look
+        for (the shadow report: shadow outcomes; the review queue: holds): every verdict but
+        an enforced forward. Most decisions write no row there.
+        """
+        outcomes = decision.outcomes if decision is not None else ()
+        kept = codec.dump_outcomes(outcomes) if decision is not None else None
         if fresh:
             await tx.execute(
-                "INSERT INTO transitions (delivery_id, seq, at, state, reason)"
-                " VALUES (?, 1, ?, ?, ?)",
-                (delivery_id, at, state.value, reason),
+                "INSERT INTO transitions (delivery_id, seq, at, state, reason, outcomes)"
+                " VALUES (?, 1, ?, ?, ?, ?)",
+                (delivery_id, at, state.value, reason, kept),
             )
             base = 0
         else:
             await tx.execute(
-                "INSERT INTO transitions (delivery_id, seq, at, state, reason) VALUES (?,"
-                " (SELECT COALESCE(MAX(seq), 0) + 1 FROM transitions WHERE delivery_id = ?),"
-                " ?, ?, ?)",
-                (delivery_id, delivery_id, at, state.value, reason),
+                "INSERT INTO transitions (delivery_id, seq, at, state, reason, outcomes)"
+                " VALUES (?, (SELECT COALESCE(MAX(seq), 0) + 1 FROM transitions"
+                " WHERE delivery_id = ?), ?, ?, ?, ?)",
+                (delivery_id, delivery_id, at, state.value, reason, kept),
             )
             base = -1
         if decision is not None:
             await SqlStore._record_waits(tx, delivery_id, state, decision, fresh=fresh)
-        outcomes = decision.outcomes if decision is not None else ()
-        if not outcomes:
+        notable = [
+            o for o in outcomes if o.mode is Mode.SHADOW or o.verdict.action is not Action.FORWARD
+        ]
+        if not notable:
             return
         if base < 0:
             row = await _one(
@@ -261,9 +287,8 @@ class SqlStore(Store):
                 (delivery_id,),
             )
             base = int(row[0]) if row else 0
-        # One statement for all of a decision's outcomes: this runs for every delivery.
         args: list[Any] = []
-        for seq, outcome in enumerate(outcomes, base + 1):
+        for seq, outcome in enumerate(notable, base + 1):
             policy, action, mode, why, error = codec.outcome_columns(outcome)
             args += [
                 delivery_id,
@@ -278,7 +303,7 @@ class SqlStore(Store):
             ]
         await tx.execute(
             "INSERT INTO outcomes (delivery_id, seq, at, policy, action, mode, reason, until,"
-            " error) VALUES " + ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?)"] * len(outcomes)),
+            " error) VALUES " + ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?)"] * len(notable)),
             args,
         )
 
@@ -309,14 +334,15 @@ class SqlStore(Store):
             )
 
     @staticmethod
-    async def _reserve(tx: Tx, delivery_id: str, at: int) -> None:
+    async def _reserve(tx: Tx, delivery_ids: Sequence[str], at: int) -> None:
+        """Count these deliveries in their recipients' send history from `at`."""
         await tx.execute(
             "INSERT INTO history (delivery_id, recipient_key, domain, campaign, class,"
             " content_hash, at, offer) SELECT d.id, d.recipient_key, d.domain, d.campaign,"
             " m.class, m.content_hash, ?, m.offer"
             " FROM deliveries d JOIN messages m ON m.id = d.message_id"
-            " WHERE d.id = ? ON CONFLICT (delivery_id) DO NOTHING",
-            (at, delivery_id),
+            f" WHERE d.id IN ({_marks(len(delivery_ids))}) ON CONFLICT (delivery_id) DO NOTHING",
+            (at, *delivery_ids),
         )
 
     async def get_message(self, message_id: str) -> Message | None:
@@ -327,13 +353,19 @@ class SqlStore(Store):
         return None if row is None else codec.message_from_row(row)
 
     async def message_content(self, message_id: str) -> bytes:
+        kept = self._cache.content(message_id)
+        if kept is not None:
+            return kept
+
         async def job(tx: Tx) -> Sequence[Any] | None:
             return await _one(tx, "SELECT content FROM messages WHERE id = ?", (message_id,))
 
         row = await self._read(job)
         if row is None:
             raise Conflict(f"message {message_id} has no stored content")
-        return bytes(row[0])
+        content = bytes(row[0])
+        self._cache.keep_content(message_id, content)
+        return content
 
     async def esp_request(self, message_id: str) -> EspRequest | None:
         async def job(tx: Tx) -> Sequence[Any] | None:
@@ -410,20 +442,38 @@ class SqlStore(Store):
         ]
 
     async def outcomes(self, delivery_id: str) -> Sequence[RecordedOutcome]:
-        async def job(tx: Tx) -> list[Sequence[Any]]:
-            return await tx.fetch(
-                "SELECT at, policy, action, mode, reason, until, error FROM outcomes"
-                " WHERE delivery_id = ? ORDER BY seq",
+        async def job(tx: Tx) -> tuple[list[Sequence[Any]], list[Sequence[Any]]]:
+            decided = await tx.fetch(
+                "SELECT at, outcomes FROM transitions WHERE delivery_id = ?"
+                " AND outcomes IS NOT NULL ORDER BY seq",
                 (delivery_id,),
             )
-
-        return [
-            RecordedOutcome(
-                from_micros(r[0]),
-                codec.make_outcome(r[1], r[2], r[3], r[4], codec.moment(r[5]), r[6]),
+            rows = await tx.fetch(
+                f"SELECT {_OUTCOME_COLUMNS} FROM outcomes WHERE delivery_id = ? ORDER BY seq",
+                (delivery_id,),
             )
-            for r in await self._read(job)
+            return decided, rows
+
+        decided, rows = await self._read(job)
+        return self._merge_outcomes(decided, rows)
+
+    @classmethod
+    def _merge_outcomes(
+        cls, decided: Sequence[Sequence[Any]], rows: Sequence[Sequence[Any]]
+    ) -> list[RecordedOutcome]:
+        """A delivery's outcomes, oldest decision first: those kept on its transitions
+        ((at, JSON) in `decided`), and rows of the outcomes table (`_OUTCOME_COLUMNS`) of
+        decisions recorded before schema 8, which kept no JSON (rows of later decisions
+        repeat part of their JSON and are skipped)."""
+        found = [
+            RecordedOutcome(from_micros(at), outcome)
+            for at, text in decided
+            for outcome in codec.load_outcomes(text)
         ]
+        covered = {at for at, _ in decided}
+        found += [cls._outcome(r) for r in rows if r[0] not in covered]
+        found.sort(key=lambda o: o.at)  # stable: a decision's outcomes stay in policy order
+        return found
 
     @staticmethod
     def _transition(row: Sequence[Any]) -> Transition:
@@ -450,7 +500,8 @@ class SqlStore(Store):
                 chunk = ids[start : start + _IDS_PER_STATEMENT]
                 where = f"WHERE delivery_id IN ({_marks(len(chunk))}) ORDER BY delivery_id, seq"
                 transitions += await tx.fetch(
-                    f"SELECT delivery_id, {_TRANSITION_COLUMNS} FROM transitions {where}", chunk
+                    f"SELECT delivery_id, {_TRANSITION_COLUMNS}, outcomes FROM transitions {where}",
+                    chunk,
                 )
                 outcomes += await tx.fetch(
                     f"SELECT delivery_id, {_OUTCOME_COLUMNS} FROM outcomes {where}", chunk
@@ -459,12 +510,20 @@ class SqlStore(Store):
 
         transition_rows, outcome_rows = await self._scan(job)
         transitions: dict[str, list[Transition]] = {i: [] for i in ids}
+        decided: dict[str, list[Sequence[Any]]] = {i: [] for i in ids}
         for row in transition_rows:
             transitions[row[0]].append(self._transition(row[1:]))
-        outcomes: dict[str, list[RecordedOutcome]] = {i: [] for i in ids}
+            if row[4] is not None:
+                decided[row[0]].append((row[1], row[4]))
+        legacy: dict[str, list[Sequence[Any]]] = {i: [] for i in ids}
         for row in outcome_rows:
-            outcomes[row[0]].append(self._outcome(row[1:]))
-        return {i: DeliveryRecord(tuple(transitions[i]), tuple(outcomes[i])) for i in ids}
+            legacy[row[0]].append(row[1:])
+        return {
+            i: DeliveryRecord(
+                tuple(transitions[i]), tuple(self._merge_outcomes(decided[i], legacy[i]))
+            )
+            for i in ids
+        }
 
     async def wake_waiting(
         self,
@@ -544,32 +603,90 @@ class SqlStore(Store):
         return counts
 
     # work ------------------------------------------------------------------------------------
+    async def _lease(
+        self,
+        tx: Tx,
+        table: str,
+        due: str,
+        args: Sequence[Any],
+        limit: int,
+        owner: str,
+        until: int,
+        also: tuple[str, Sequence[Any]] = ("", ()),
+        returning: str = "id",
+    ) -> list[Sequence[Any]]:
+        """Lease up to `limit` rows of `table` to `owner` until `until`, in one statement.
+
+        `due` selects the ids of the rows that are due, in the order they are taken (with
+        `args`); `also` sets more columns in the same UPDATE. Returns `returning` of the rows
+        taken (new values). Deliveries and outbound webhook events are claimed alike.
+        """
+        return await tx.fetch(
+            f"UPDATE {table} SET owner = ?, lease_until = ?{also[0]}"
+            f" WHERE id IN ({due} LIMIT ? {self.claim_lock}) RETURNING {returning}",
+            (owner, until, *also[1], *args, limit),
+        )
+
     async def claim_due(
-        self, now: datetime, owner: str, limit: int, lease: timedelta
+        self,
+        now: datetime,
+        owner: str,
+        limit: int,
+        lease: timedelta,
+        *,
+        send_within: timedelta | None = None,
     ) -> Sequence[Delivery]:
         at, until = to_micros(now), to_micros(now + lease)
+        also: tuple[str, Sequence[Any]] = ("", ())
+        if send_within is not None:
+            # Claimed and marked `sending` in one statement (the old values on the right).
+            fresh = to_micros(now - send_within)
+            sendable = (
+                "state IN ('queued', 'deferred', 'sending')"
+                " AND (first_attempt_at IS NULL OR first_attempt_at >= ?)"
+            )
+            also = (
+                f", state = CASE WHEN {sendable} THEN 'sending' ELSE state END,"
+                f" attempts = attempts + CASE WHEN {sendable} THEN 1 ELSE 0 END,"
+                f" first_attempt_at = CASE WHEN {sendable}"
+                " THEN COALESCE(first_attempt_at, ?) ELSE first_attempt_at END,"
+                f" updated_at = CASE WHEN {sendable} THEN ? ELSE updated_at END",
+                (fresh, fresh, fresh, at, fresh, at),
+            )
 
-        async def job(tx: Tx) -> list[Sequence[Any]]:
-            rows = await tx.fetch(
+        async def job(tx: Tx) -> tuple[list[Sequence[Any]], list[Sequence[Any]]]:
+            taken = await self._lease(
+                tx,
+                "deliveries",
                 f"SELECT id FROM deliveries WHERE ((state IN {_DUE_STATES} AND due_at <= ?)"
                 " OR state = 'sending') AND (lease_until IS NULL OR lease_until < ?)"
-                f" ORDER BY due_at LIMIT ? {self.claim_lock}",
-                (at, at, limit),
+                " ORDER BY due_at",
+                (at, at),
+                limit,
+                owner,
+                until,
+                also,
+                f"{codec.DELIVERY_ROW_COLUMNS}, message_id",
             )
-            ids = [r[0] for r in rows]
-            if not ids:
-                return []
-            await tx.execute(
-                "UPDATE deliveries SET owner = ?, lease_until = ?"
-                f" WHERE id IN ({_marks(len(ids))})",
-                (owner, until, *ids),
-            )
-            return await tx.fetch(
-                f"{codec.DELIVERY_SELECT} WHERE d.id IN ({_marks(len(ids))}) ORDER BY d.due_at",
-                ids,
-            )
+            if not taken:
+                return [], []
+            # Marked by this claim: `sending` and updated now (one left `sending` past its
+            # lifetime is not, and fails).
+            marked = [r[0] for r in taken if r[2] == "sending" and r[4] == at]
+            if send_within is not None and marked:
+                await tx.execute(
+                    "INSERT INTO transitions (delivery_id, seq, at, state, reason)"
+                    " SELECT id, (SELECT COALESCE(MAX(seq), 0) + 1 FROM transitions t"
+                    " WHERE t.delivery_id = d.id), ?, 'sending', 'attempt ' || attempts"
+                    f" FROM deliveries d WHERE id IN ({_marks(len(marked))})",
+                    (at, *marked),
+                )
+            return taken, await self._uncached_messages(tx, taken)
 
-        return [codec.delivery_from_row(r) for r in await self._write(job)]
+        taken, messages = await self._write(job)
+        # In due order, as claimed.
+        taken.sort(key=lambda r: (r[5] is not None, r[5] or 0, r[0]))
+        return await self._deliveries(taken, messages)
 
     async def release(self, delivery_ids: Sequence[str], owner: str) -> None:
         if not delivery_ids:
@@ -594,19 +711,23 @@ class SqlStore(Store):
         return codec.moment(row[0]) if row else None
 
     async def change(self, delivery_id: str, change: Change) -> Delivery:
-        async def job(tx: Tx) -> Sequence[Any]:
-            row = await _one(tx, "SELECT state, owner FROM deliveries WHERE id = ?", (delivery_id,))
-            if row is None:
-                raise Conflict(f"no delivery {delivery_id}")
-            state, owner = row[0], row[1]
-            if change.expect is not None and DeliveryState(state) not in change.expect:
-                allowed = ", ".join(sorted(s.value for s in change.expect))
-                raise Conflict(f"delivery {delivery_id} is {state}, not {allowed}")
-            if change.owner is not None and owner != change.owner:
-                raise Conflict(f"delivery {delivery_id} is no longer claimed by {change.owner}")
-            at = to_micros(change.at)
-            keep_claim = change.keep_claim or change.to is DeliveryState.SENDING
-            await tx.execute(
+        at = to_micros(change.at)
+        keep_claim = change.keep_claim or change.to is DeliveryState.SENDING
+        # What the change expects is part of the UPDATE: one statement, no read before it.
+        where = "id = ?"
+        expected: list[Any] = []
+        if change.expect is not None:
+            expected += sorted(s.value for s in change.expect)
+            where += f" AND state IN ({_marks(len(expected))})"
+        if change.owner is not None:
+            where += " AND owner = ?"
+            expected.append(change.owner)
+
+        async def job(tx: Tx) -> tuple[Sequence[Any], list[Sequence[Any]]]:
+            before = None
+            if self._webhook_targets:  # the event depends on the state it leaves
+                before = await _one(tx, "SELECT state FROM deliveries WHERE id = ?", (delivery_id,))
+            rows = await tx.fetch(
                 "UPDATE deliveries SET state = ?, updated_at = ?, due_at = ?,"
                 " attempts = attempts + ?,"
                 " first_attempt_at = CASE WHEN ? THEN COALESCE(first_attempt_at, ?)"
@@ -617,7 +738,7 @@ class SqlStore(Store):
                 " hold_origin = ?,"
                 " owner = CASE WHEN ? THEN owner ELSE NULL END,"
                 " lease_until = CASE WHEN ? THEN lease_until ELSE NULL END"
-                " WHERE id = ?",
+                f" WHERE {where} RETURNING {codec.DELIVERY_ROW_COLUMNS}, message_id",
                 (
                     change.to.value,
                     at,
@@ -634,43 +755,87 @@ class SqlStore(Store):
                     keep_claim,
                     keep_claim,
                     delivery_id,
+                    *expected,
                 ),
             )
+            if not rows:
+                raise await self._refused(tx, delivery_id, change)
+            row = rows[0]
             await self._record(tx, delivery_id, change.to, change.reason, at, change.decision)
-            if self._webhook_targets:
-                event = lifecycle_event(DeliveryState(state), change.to)
+            if self._webhook_targets and before is not None:
+                event = lifecycle_event(DeliveryState(before[0]), change.to)
                 await self._emit(tx, delivery_id, event, change.reason, at)
             if change.to is DeliveryState.QUEUED:
-                await self._reserve(tx, delivery_id, at)
-            elif change.to is DeliveryState.SENT:
-                await tx.execute(
-                    "UPDATE history SET sent = 1 WHERE delivery_id = ?", (delivery_id,)
-                )
+                await self._reserve(tx, [delivery_id], at)
             elif change.to in (DeliveryState.DROPPED, DeliveryState.FAILED):
                 await tx.execute("DELETE FROM history WHERE delivery_id = ?", (delivery_id,))
             if change.due_at is not None and change.due_at <= change.at and not keep_claim:
                 await self._notify(tx)
-            row = await _one(tx, f"{codec.DELIVERY_SELECT} WHERE d.id = ?", (delivery_id,))
-            assert row is not None
-            return row
+            return row, await self._uncached_messages(tx, [row])
 
-        return codec.delivery_from_row(await self._write(job))
+        row, messages = await self._write(job)
+        (delivery,) = await self._deliveries([row], messages)
+        return delivery
+
+    async def _uncached_messages(
+        self, tx: Tx, rows: Sequence[Sequence[Any]]
+    ) -> list[Sequence[Any]]:
+        """MESSAGE_SELECT rows of the messages of `rows` (message id last) not kept in memory."""
+        missing = sorted({r[-1] for r in rows if not self._cache.has_message(r[-1])})
+        if not missing:
+            return []
+        return await tx.fetch(
+            f"{codec.MESSAGE_SELECT} WHERE id IN ({_marks(len(missing))})", missing
+        )
+
+    async def _deliveries(
+        self, rows: Sequence[Sequence[Any]], messages: Sequence[Sequence[Any]]
+    ) -> list[Delivery]:
+        """Deliveries from DELIVERY_ROW_COLUMNS rows (message id last), their messages from
+        `messages` or memory."""
+        for message_row in messages:
+            self._cache.keep_message(codec.message_from_row(message_row))
+        found = []
+        for row in rows:
+            message = self._cache.message(row[-1])
+            if message is None:  # dropped from memory since the job looked
+                message = await self.get_message(row[-1])
+                assert message is not None
+            found.append(codec.delivery_from_columns(row[:-1], message))
+        return found
+
+    @staticmethod
+    async def _refused(tx: Tx, delivery_id: str, change: Change) -> Conflict:
+        """Why `change` matched no row: the delivery is missing, in another state or claimed
+        by another owner."""
+        row = await _one(tx, "SELECT state FROM deliveries WHERE id = ?", (delivery_id,))
+        if row is None:
+            return Conflict(f"no delivery {delivery_id}")
+        state = row[0]
+        if change.expect is not None and DeliveryState(state) not in change.expect:
+            allowed = ", ".join(sorted(s.value for s in change.expect))
+            return Conflict(f"delivery {delivery_id} is {state}, not {allowed}")
+        return Conflict(f"delivery {delivery_id} is no longer claimed by {change.owner}")
 
     # what policies read ----------------------------------------------------------------------
     async def history(
         self, recipient: str, since: datetime, *, campaign: str | None = None
     ) -> Sequence[HistoryEntry]:
+        # Sent: the delivery is `sent`, or gone (pruned when done; a failed or dropped one
+        # took its history row with it). `history.sent` is no longer written (schema 8).
         sql = (
-            "SELECT delivery_id, recipient_key, campaign, class, content_hash, at, sent, offer"
-            " FROM history WHERE recipient_key = ? AND at >= ?"
+            "SELECT h.delivery_id, h.recipient_key, h.campaign, h.class, h.content_hash, h.at,"
+            " CASE WHEN h.sent = 1 OR d.state IS NULL OR d.state = 'sent' THEN 1 ELSE 0 END,"
+            " h.offer FROM history h LEFT JOIN deliveries d ON d.id = h.delivery_id"
+            " WHERE h.recipient_key = ? AND h.at >= ?"
         )
         args: list[Any] = [recipient_key(recipient), to_micros(since)]
         if campaign is not None:
-            sql += " AND campaign = ?"
+            sql += " AND h.campaign = ?"
             args.append(campaign)
 
         async def job(tx: Tx) -> list[Sequence[Any]]:
-            return await tx.fetch(sql + " ORDER BY at", args)
+            return await tx.fetch(sql + " ORDER BY h.at", args)
 
         return [
             HistoryEntry(
@@ -862,6 +1027,7 @@ class SqlStore(Store):
             gone = 0
             if cut.deliveries is not None:
                 gone = await self._prune_deliveries(tx, to_micros(cut.deliveries))
+                self._cache.clear()  # messages may be gone
             # Send history outlives its deliveries when a policy counts further back than the
             # timeline is kept, so it goes by its own time only. Suppressions never go.
             for table, column, cutoff in (
@@ -1174,22 +1340,21 @@ class SqlStore(Store):
         columns = "id, target, delivery_id, event, payload, created_at, attempts"
 
         async def job(tx: Tx) -> list[Sequence[Any]]:
-            rows = await tx.fetch(
+            taken = await self._lease(
+                tx,
+                "webhook_outbox",
                 "SELECT o.id FROM webhook_outbox o WHERE o.next_at <= ?"
                 " AND (o.lease_until IS NULL OR o.lease_until < ?)"
                 " AND NOT EXISTS (SELECT 1 FROM webhook_outbox p WHERE p.target = o.target"
-                " AND p.delivery_id = o.delivery_id AND p.id < o.id)"
-                f" ORDER BY o.id LIMIT ? {self.claim_lock}",
-                (at, at, limit),
+                " AND p.delivery_id = o.delivery_id AND p.id < o.id) ORDER BY o.id",
+                (at, at),
+                limit,
+                owner,
+                until,
             )
-            ids = [r[0] for r in rows]
+            ids = [r[0] for r in taken]
             if not ids:
                 return []
-            await tx.execute(
-                "UPDATE webhook_outbox SET owner = ?, lease_until = ?"
-                f" WHERE id IN ({_marks(len(ids))})",
-                (owner, until, *ids),
-            )
             return await tx.fetch(
                 f"SELECT {columns} FROM webhook_outbox WHERE id IN ({_marks(len(ids))})"
                 " ORDER BY id",

@@ -36,12 +36,15 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from sendguard.address import recipient_key
+from sendguard.approvals import GlobalPause
 from sendguard.owner import owner_gone
 from sendguard.store import StoreSettings
 from sendguard.store.host_keyed_lock import HostKeyedLock
 from sendguard.store.keyed_lock import KeyedLock
+from sendguard.store.message_cache import MessageCache
 from sendguard.store.sql_store import Job, SqlStore, Tx
-from sendguard.store.sqlite_db import SQLiteDatabase, take_file_lock
+from sendguard.store.sqlite_db import SQLiteDatabase, Trace, take_file_lock
+from sendguard.store.sqlite_scratch import ScratchDatabase
 
 T = TypeVar("T")
 
@@ -86,18 +89,31 @@ def drive(job: Job[T], conn: sqlite3.Connection) -> T:
 
 
 class SQLiteStore(SqlStore):
-    """The embedded store. `path` is the database file; its directory is created if missing."""
+    """The embedded store. `path` is the database file; its directory is created if missing.
+
+    `scratch=True` gives up durability for speed, for a database thrown away after use (the
+    replay of `sendguard simulate`): see `sqlite_scratch.py`. Never for a store that keeps mail.
+    `trace` (tests): called with every SQL statement any of the store's connections runs.
+    `held_lock`: see `StoreSettings.held_lock`; set, the store is shared by workers.
+    """
 
     def __init__(
         self,
         path: Path,
         *,
         busy_timeout: timedelta = timedelta(seconds=5),
+        scratch: bool = False,
+        trace: Trace | None = None,
         held_lock: int | None = None,
     ) -> None:
-        """`held_lock`: see `StoreSettings.held_lock`; set, the store is shared by workers."""
-        self._db = SQLiteDatabase(path, busy_timeout, held_lock)
+        self._db: SQLiteDatabase | ScratchDatabase = (
+            ScratchDatabase(path)
+            if scratch
+            else SQLiteDatabase(path, busy_timeout, trace, held_lock)
+        )
         self._locks = KeyedLock()
+        self._cache = MessageCache()
+        self._pause: GlobalPause | None = None
         self._shared: HostKeyedLock | None = None
         if held_lock is not None:
             self._shared = HostKeyedLock(path.with_name(path.name + ".recipients"))
@@ -148,6 +164,22 @@ class SQLiteStore(SqlStore):
             return released
 
         return await self._db.write(job)
+
+    async def get_pause(self) -> GlobalPause:
+        # Read for every decision. Alone, only this process writes it (the file lock), so the
+        # row read once stays true until `set_pause`; shared, a sibling worker may pause.
+        if self._shared is not None:
+            return await super().get_pause()
+        if self._pause is None:
+            self._pause = await super().get_pause()
+        return self._pause
+
+    async def set_pause(self, pause: GlobalPause) -> None:
+        self._pause = None
+        try:
+            await super().set_pause(pause)
+        finally:
+            self._pause = None  # read again: the committed row, or the old one on failure
 
     @property
     def stats(self) -> CommitStats:

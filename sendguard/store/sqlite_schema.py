@@ -254,6 +254,16 @@ MIGRATIONS: tuple[str, ...] = (
         body BLOB NOT NULL
     );
     """,
+    # 9: fewer statements per message. A decision's outcomes are kept as JSON on the
+    # transition it caused; `outcomes` keeps only shadow outcomes and verdicts other than
+    # forward (what the shadow report and the review queue query), plus every outcome of
+    # decisions recorded before. `history.sent` is no longer written (read from the
+    # delivery's state). history_campaign served no query history_recipient does not (a
+    # person's sends in a window are few): one index less to write per send.
+    """
+    ALTER TABLE transitions ADD COLUMN outcomes TEXT;
+    DROP INDEX history_campaign;
+    """,
 )
 
 

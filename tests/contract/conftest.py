@@ -15,6 +15,7 @@ import pytest
 
 from sendguard.store import installed_backends, load_backend
 from sendguard.store.base import Store
+from sendguard.store.sqlite import SQLiteStore
 
 
 def _backends() -> list[object]:
@@ -28,15 +29,26 @@ def _backends() -> list[object]:
     ]
 
 
-BACKENDS = _backends()
+# The throwaway store of `sendguard simulate` (SQLiteStore(scratch=True)) keeps the same
+# contract, only not durably.
+SIMULATE_SCRATCH = "sqlite (simulate's scratch)"
+BACKENDS = [*_backends(), SIMULATE_SCRATCH]
 
 
 @pytest.fixture(params=BACKENDS)
 async def store(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[Store]:
-    backend = load_backend(request.param)
     directory = tmp_path_factory.mktemp("store")
+    if request.param == SIMULATE_SCRATCH:
+        scratch = SQLiteStore(directory / "scratch.db", scratch=True)
+        await scratch.open()
+        try:
+            yield scratch
+        finally:
+            await scratch.close()
+        return
+    backend = load_backend(request.param)
     async with backend.scratch(directory, os.environ) as fresh:
         await fresh.open()
         try:

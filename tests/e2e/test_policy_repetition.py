@@ -41,3 +41,33 @@ def test_same_offer_is_dropped_after_the_limit(sendguard: Start, sink: Sink) -> 
     sink.wait_for(3)
     time.sleep(0.3)
     assert len(sink.received) == 3
+
+
+def test_two_encodings_of_one_offer_are_the_same_content(sendguard: Start, sink: Sink) -> None:
+    """One tool sends over SMTP in 7 bits (RFC 2047 subject, quoted-printable HTML with
+    entities); another posts the same offer as JSON with the characters themselves."""
+    proc = sendguard(policies=[{"plugin": "repetition", "options": {"limit": 1, "window": "30d"}}])
+    seven_bit = (
+        b"From: shop@example.com\r\nTo: ann@example.org\r\n"
+        b"Subject: =?utf-8?q?Caf=C3=A9_cr=C3=A8me_=E2=80=93_20=25_off?=\r\n"
+        b"MIME-Version: 1.0\r\nContent-Type: text/html; charset=us-ascii\r\n"
+        b"Content-Transfer-Encoding: quoted-printable\r\n\r\n"
+        b"<p>Our caf&eacute; cr&#232;me &ndash; 20% off this week=\r\n"
+        b" only.</p>\r\n"
+    )
+    send(proc, ["ann@example.org"], seven_bit)
+    sink.wait_for(1)
+    status, answer = proc.call(
+        "POST",
+        "/v1/messages",
+        {
+            "from": "shop@example.com",
+            "to": ["ann@example.org"],
+            "subject": "Café crème \u2013 20% off",
+            "html": "<p>Our café crème \u2013 20% off this week only.</p>",
+        },
+    )
+    assert status == 202, answer
+    proc.wait_states({"ann@example.org": "dropped"}, answer["id"])
+    assert "already sent this content 1 time" in proc.transitions("ann@example.org")[-1][1]
+    assert len(sink.received) == 1

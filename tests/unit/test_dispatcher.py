@@ -220,10 +220,16 @@ class CountingClaims(SQLiteStore):
     claims = 0
 
     async def claim_due(
-        self, now: datetime, owner: str, limit: int, lease: timedelta
+        self,
+        now: datetime,
+        owner: str,
+        limit: int,
+        lease: timedelta,
+        *,
+        send_within: timedelta | None = None,
     ) -> Sequence[Delivery]:
         self.claims += 1
-        return await super().claim_due(now, owner, limit, lease)
+        return await super().claim_due(now, owner, limit, lease, send_within=send_within)
 
 
 async def test_a_store_that_refuses_at_once_is_retried_each_poll_not_in_a_spin(

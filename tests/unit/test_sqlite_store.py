@@ -100,3 +100,43 @@ async def test_a_writer_that_dies_makes_the_store_unavailable(tmp_path: Path) ->
                 await store.check()
     finally:
         await store.close()
+
+
+async def test_only_a_scratch_store_gives_up_durability(tmp_path: Path) -> None:
+    durable = SQLiteStore(tmp_path / "durable.db")
+    scratch = SQLiteStore(tmp_path / "scratch.db", scratch=True)
+    await durable.open()
+    await scratch.open()
+    try:
+        for store in (durable, scratch):
+            await add(store, recipients=("pragma@example.org",))
+        durable_conn = sqlite3.connect(tmp_path / "durable.db")
+        try:
+            assert durable_conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+        finally:
+            durable_conn.close()
+
+        async def pragmas(tx: Tx) -> list[object]:
+            rows = [
+                *await tx.fetch("PRAGMA synchronous"),
+                *await tx.fetch("PRAGMA journal_mode"),
+            ]
+            return [r[0] for r in rows]
+
+        assert await scratch._read(pragmas) == [0, "memory"]  # OFF, in memory
+        assert await durable._write(pragmas) == [2, "wal"]  # FULL, write-ahead log
+
+        # A failing write is undone alone; what was written before stays, and is read.
+        async def half_done(tx: Tx) -> None:
+            await tx.execute("UPDATE deliveries SET campaign = 'changed'")
+            raise ValueError("half done")
+
+        async def campaigns(tx: Tx) -> list[object]:
+            return [r[0] for r in await tx.fetch("SELECT DISTINCT campaign FROM deliveries")]
+
+        with pytest.raises(ValueError, match="half done"):
+            await scratch._write(half_done)
+        assert await scratch._read(campaigns) == ["spring"]
+    finally:
+        await durable.close()
+        await scratch.close()

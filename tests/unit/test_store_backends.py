@@ -16,7 +16,7 @@ from sendguard.facts import Fact
 from sendguard.store import StoreSettings, base, installed_backends, load_backend, open_store
 from sendguard.store.postgres import PostgresStore
 from sendguard.store.sqlite import SQLiteStore, sqlite_path
-from tests.contract.conftest import BACKENDS
+from tests.contract.conftest import BACKENDS, SIMULATE_SCRATCH
 
 ROOT = Path(__file__).resolve().parents[2]
 T0 = datetime(2026, 3, 10, 12, tzinfo=UTC)
@@ -80,7 +80,7 @@ def test_sqlite_urls_are_relative_or_absolute() -> None:
 
 def test_the_contract_suite_runs_on_every_installed_backend_once() -> None:
     ids = [p if isinstance(p, str) else p.values[0] for p in BACKENDS]
-    assert ids == ["postgres", "sqlite", "sqlite-dir"]
+    assert ids == ["postgres", "sqlite", "sqlite-dir", SIMULATE_SCRATCH]
 
 
 def test_every_member_of_the_contract_belongs_to_exactly_one_role() -> None:

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
+from sendguard.deliveries import NewDelivery
 from sendguard.esp_request import EspRequest
 from sendguard.ids import new_id
 from sendguard.message import DeliveryState
 from sendguard.review_page.editing import Editable, EditRefused, edit_campaign
-from sendguard.store.base import NewDelivery
 from sendguard.store.sqlite import SQLiteStore
 from sendguard.testing import FakeClock
 from sendguard.verdict import Verdict
