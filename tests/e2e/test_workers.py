@@ -62,13 +62,16 @@ def test_two_workers_each_serve_the_send_path_and_one_scrape_sums_both(
     proc = sendguard(serve_args=TWO, delivery=QUIET)
     first, second = wait_workers(proc, 2)
     # Each worker alone (the other stopped) takes mail and answers the API.
+    # Each phase ends settled (the sends recorded), so no worker is stopped mid-write.
     with stopped(second):
         send(proc, ["one@example.org"], message(subject="via first"))
         sink.wait_for(1, timeout=20)
+        proc.wait_settled()
     with stopped(first):
         send(proc, ["two@example.org"], message(subject="via second"))
         send(proc, ["three@example.org"], message(subject="via second again"))
         sink.wait_for(3, timeout=20)
+        proc.wait_settled()
         # Answered by the second worker: the first one's count is in it.
         assert received_total(proc) == 3
     with stopped(second):
@@ -241,3 +244,23 @@ def test_workers_must_be_a_positive_number(tmp_path: Path) -> None:
     )
     assert out.returncode == 2
     assert "--workers: '0' is not a number of workers from 1 to 256" in out.stderr
+
+
+def test_a_pause_set_through_one_worker_holds_what_every_worker_accepts(
+    sendguard: Start, sink: Sink
+) -> None:
+    proc = sendguard(serve_args=TWO)
+    wait_workers(proc, 2)
+    # Each worker reads the pause (not paused) before it is set: a cached answer would stay.
+    for n, client in enumerate(proc.smtp_clients(2)):
+        with client:
+            client.sendmail("shop@example.com", [f"before{n}@example.org"], message())
+    sink.wait_for(2, timeout=20)
+    status, answer = proc.call("POST", "/v1/pause", {"note": "incident"})
+    assert status == 200 and answer["paused"] is True
+    for n, client in enumerate(proc.smtp_clients(2)):  # one connection to each worker
+        with client:
+            client.sendmail("shop@example.com", [f"after{n}@example.org"], message())
+    states = proc.wait_states({"after0@example.org": "held", "after1@example.org": "held"})
+    assert states["before0@example.org"] == states["before1@example.org"] == "sent"
+    assert len(sink.received) == 2
