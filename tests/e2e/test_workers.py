@@ -8,17 +8,22 @@ import smtplib
 import subprocess
 import threading
 import time
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
+from sendguard.password import hash_password
 from tests.e2e.test_send_path import message, send
 from tests.support.process import (
     SENDGUARD,
     SendguardProcess,
     alive,
+    base_config,
+    children,
     free_port,
     stopped,
     wait_gone,
@@ -264,3 +269,36 @@ def test_a_pause_set_through_one_worker_holds_what_every_worker_accepts(
     states = proc.wait_states({"after0@example.org": "held", "after1@example.org": "held"})
     assert states["before0@example.org"] == states["before1@example.org"] == "sent"
     assert len(sink.received) == 2
+
+
+def test_with_review_users_the_default_is_one_process(sink: Sink, tmp_path: Path) -> None:
+    # Review sign-ins live in one process: without --workers, no supervisor and no workers.
+    users = {"ann": {"password_hash": hash_password("ann-password")}}
+    config = {**base_config(sink.port), "review": {"users": users}}
+    path = tmp_path / "sendguard.yaml"
+    path.write_text(yaml.safe_dump(config))
+    http = int(config["http"]["listen"].rsplit(":", 1)[1])
+    with (tmp_path / "serve.log").open("wb") as log:
+        server = subprocess.Popen(
+            [SENDGUARD, "serve", "--config", str(path)],
+            cwd=tmp_path,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        deadline = time.monotonic() + 20
+        while not _healthy(http):
+            assert time.monotonic() < deadline, (tmp_path / "serve.log").read_text()
+            time.sleep(0.05)
+        assert children(server.pid) == []
+    finally:
+        server.terminate()
+        assert server.wait(30) == 0
+
+
+def _healthy(port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1) as answer:
+            return bool(answer.status == 200)
+    except OSError:
+        return False
