@@ -186,7 +186,9 @@ def start_sendguard(
     config = sendguard_config(work, sink, store)
     log = (work / "sendguard.log").open("wb")
     proc = subprocess.Popen(
-        [str(BIN / "sendguard"), "serve", "--config", "sendguard.yaml"],
+        # One process, as the figures so far were measured and as the RSS probe reads `pid`
+        # (`serve --workers N` is measured in docs/operations.md#workers).
+        [str(BIN / "sendguard"), "serve", "--config", "sendguard.yaml", "--workers", "1"],
         cwd=work,
         stdout=log,
         stderr=subprocess.STDOUT,

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import os
-import socket
+import signal
 from collections.abc import Callable
 from contextlib import AsyncExitStack
 from pathlib import Path
@@ -36,6 +37,7 @@ from sendguard.ingress.http_context import Api
 from sendguard.ingress.smtp import SmtpHandler, SmtpIngress
 from sendguard.intake import Intake
 from sendguard.metrics import Metrics
+from sendguard.owner import process_owner
 from sendguard.reload import Appliers, Loaded, Reloader, SwitchableUpstream
 from sendguard.retention import Horizons, accepted_event_types
 from sendguard.review import Review
@@ -47,6 +49,7 @@ from sendguard.store import open_store
 from sendguard.store.base import Store
 from sendguard.tokens import TOKEN_FILE_NAME, TokenSet, read_or_create_token
 from sendguard.webhooks import WebhookSender
+from sendguard.workers import Handoff
 
 log = structlog.get_logger("sendguard.app")
 PRUNE_INTERVAL = 3600.0
@@ -92,13 +95,16 @@ class App:
         *,
         config_path: Path | None = None,
         config_digest: str = "",
+        handoff: Handoff | None = None,
     ) -> None:
         """`config_path` is what a reload reads again (None: the embedded default);
-        `config_digest` the sha256 of the text `settings` came from."""
+        `config_digest` the sha256 of the text `settings` came from; `handoff` what this
+        process inherits as a worker of `serve --workers N` (None: it runs alone)."""
         self.settings = settings
         self.clock = clock or SystemClock()
-        self.metrics = Metrics()
-        self.owner = f"{socket.gethostname()}:{os.getpid()}"
+        self.handoff = handoff
+        self.metrics = Metrics(Path(handoff.metrics_dir) if handoff is not None else None)
+        self.owner = process_owner()
         self.smtp: SmtpIngress | None = None
         self.http: HttpIngress | None = None
         self.config_path = config_path
@@ -136,12 +142,19 @@ class App:
         )
         return TokenSet([(TOKEN_FILE_NAME, token)])
 
+    def _store(self, config: Config) -> Store:
+        """The configured store, not yet open (a worker's with the supervisor's lock)."""
+        settings = config.store.settings()
+        if self.handoff is not None:
+            settings = dataclasses.replace(settings, held_lock=self.handoff.lock_fd)
+        return open_store(config.store.url, settings)
+
     async def run(self, stop: asyncio.Event, started: asyncio.Event | None = None) -> None:
         """Serve until `stop` is set, then drain and release everything."""
         config = self.settings.config
         drain = config.delivery.drain_timeout.total_seconds()
         async with AsyncExitStack() as stack:
-            store = open_store(config.store.url, config.store.settings())
+            store = self._store(config)
             await store.open()
             stack.push_async_callback(store.close)
             recovered = await store.recover(self.clock.now())
@@ -198,7 +211,7 @@ class App:
                 host_name=config.smtp.hostname,
             )
             self.smtp = SmtpIngress(SmtpHandler(intake, config.smtp, self.metrics), config.smtp)
-            await self.smtp.start()
+            await self.smtp.start(self.handoff.smtp_sockets() if self.handoff else ())
             stack.push_async_callback(self.smtp.stop, drain / 2)
 
             review = Review(store, self.clock, on_release=dispatcher.wake)
@@ -224,7 +237,7 @@ class App:
             self._start_notifier(stack, store, upstream, config)
             install_esp(web_app, config.esp)
             self.http = HttpIngress(web_app, config.http)
-            await self.http.start()
+            await self.http.start(self.handoff.http_socket() if self.handoff else None)
             stack.push_async_callback(self.http.stop)
 
             log.info(
@@ -324,6 +337,20 @@ class App:
             certificates=self._certificates,
         )
         loaded = Loaded(self.settings, self.config_digest)
+        handoff = self.handoff
+
+        def announce() -> None:
+            # The supervisor forwards it to the other workers, so all run the new config.
+            if handoff is not None:
+                os.kill(handoff.supervisor, signal.SIGHUP)
+
         return Reloader(
-            self.config_path, loaded, upstream, appliers, store, self.clock, self.metrics
+            self.config_path,
+            loaded,
+            upstream,
+            appliers,
+            store,
+            self.clock,
+            self.metrics,
+            announce=announce,
         )

@@ -33,6 +33,14 @@ from sendguard.password import hash_password
 from sendguard.phrasing import human_time
 
 
+def _worker_count(text: str) -> int:
+    if not text.isdigit() or not 1 <= int(text) <= 256:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a number of workers from 1 to 256 (e.g. --workers 2)"
+        )
+    return int(text)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="sendguard",
@@ -49,6 +57,16 @@ def _parser() -> argparse.ArgumentParser:
         default="auto",
         help="event loop: uvloop where installed (auto, the default), or the standard asyncio one",
     )
+    serve.add_argument(
+        "--workers",
+        type=_worker_count,
+        default=None,
+        metavar="N",
+        help="worker processes sharing the listeners and the store (default: one per CPU, or"
+        " 1 when review.users are set; 1: everything in this one process)",
+    )
+    # Set by the supervisor of `--workers N` for each worker it starts; not for people.
+    serve.add_argument("--worker-handoff", help=argparse.SUPPRESS)
 
     check = commands.add_parser("check-config", help="validate a config and print every error")
     check.add_argument("--config", type=Path, help="YAML config (default: the embedded default)")
@@ -572,9 +590,15 @@ def loop_factory(choice: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
     return factory
 
 
-def _serve(config_path: Path | None, loop: str = "auto") -> int:
+def _serve(
+    config_path: Path | None,
+    loop: str = "auto",
+    workers: int | None = None,
+    handoff: str | None = None,
+) -> int:
     from sendguard.app import App  # noqa: PLC0415 - keeps `check-config` and `--version` light
     from sendguard.reload import read_config  # noqa: PLC0415
+    from sendguard.workers import Handoff, Supervisor, default_workers  # noqa: PLC0415
 
     try:
         loaded = read_config(config_path)
@@ -583,13 +607,37 @@ def _serve(config_path: Path | None, loop: str = "auto") -> int:
         return 2
     settings = loaded.settings
     logs.configure(settings.config.log.level, settings.config.log.format)
+    if workers is None:
+        # The review page's sign-ins live in the process that made them: with several workers
+        # a reviewer's next request could land on one that does not know them.
+        workers = 1 if settings.config.review.users else default_workers()
+    elif workers > 1 and settings.config.review.users:
+        print(
+            "sendguard: warning: review page sign-ins are kept per worker; with --workers "
+            f"{workers} a reviewer may be asked to sign in again (use --workers 1)",
+            file=sys.stderr,
+        )
+    if handoff is None and workers > 1:
+        try:
+            return Supervisor(settings.config, config_path, loop, workers).run()
+        except StoreError as exc:
+            print(f"sendguard: {exc}", file=sys.stderr)
+            return 1
+        except OSError as exc:
+            print(f"sendguard: cannot start: {exc}", file=sys.stderr)
+            return 1
 
     async def main() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        app = App(settings, config_path=config_path, config_digest=loaded.digest)
+        app = App(
+            settings,
+            config_path=config_path,
+            config_digest=loaded.digest,
+            handoff=Handoff.decode(handoff) if handoff is not None else None,
+        )
         loop.add_signal_handler(signal.SIGHUP, app.on_sighup)
         await app.run(stop)
 
@@ -637,7 +685,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `sendguard` console script."""
     args = _parser().parse_args(argv)
     if args.command == "serve":
-        return _serve(args.config, args.loop)
+        return _serve(args.config, args.loop, args.workers, args.worker_handoff)
     if args.command == "check-config":
         return _check(args.config)
     if args.command == "healthcheck":

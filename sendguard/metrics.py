@@ -4,12 +4,22 @@ Every family lives in one registry, with the process's own (`process_*`, `python
 `sendguard_build_info`. Counters are pre-initialised for the label values known up front
 (ingresses, outcomes, states, configured policies and upstreams), so `rate()` and `increase()`
 see a 0 from the first scrape instead of no series until the first event.
+
+Under `serve --workers N` each worker runs with prometheus-client's multiprocess mode
+(PROMETHEUS_MULTIPROC_DIR, a private directory of the supervisor): sendguard's counters and
+histograms are written to per-worker files, and a scrape — whichever worker answers it — sums
+every worker's files, a dead worker's too (its counts happened). Gauges are not summed: each
+is either computed by the answering worker at scrape time from the shared store (queue ages,
+states, store health) or the same in every worker (the config, the build), so that worker's
+own value is the answer; so are the `process_*` and `python_*` families.
 """
 
 from __future__ import annotations
 
 import platform
+import warnings
 from collections.abc import Iterable
+from pathlib import Path
 
 from prometheus_client import (
     CollectorRegistry,
@@ -20,8 +30,11 @@ from prometheus_client import (
     generate_latest,
 )
 from prometheus_client.gc_collector import GCCollector
+from prometheus_client.metrics_core import Metric
+from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
+from prometheus_client.registry import Collector
 
 from sendguard import __version__
 from sendguard.message import DeliveryState
@@ -44,10 +57,48 @@ _FAST = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 
 _NETWORK = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 
+class _Summed(Collector):
+    """Every worker's counters and histograms, summed from their multiprocess files."""
+
+    def __init__(self, directory: Path) -> None:
+        self._directory = directory
+
+    def collect(self) -> Iterable[Metric]:
+        files = [
+            str(path)
+            for kind in ("counter", "histogram")
+            for path in sorted(self._directory.glob(f"{kind}_*.db"))
+        ]
+        merged: Iterable[Metric] = MultiProcessCollector.merge(  # type: ignore[no-untyped-call]
+            files, accumulate=True
+        )
+        return merged
+
+
+class _Local(Collector):
+    """What one registry has besides sendguard's counters and histograms (summed elsewhere)."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self._registry = registry
+
+    def collect(self) -> Iterable[Metric]:
+        return [
+            family
+            for family in self._registry.collect()
+            if not (family.name.startswith("sendguard_") and family.type in _SUMMED)
+        ]
+
+
+_SUMMED = ("counter", "histogram")
+
+
 class Metrics:
     """Every metric family, in a registry of its own (so tests can run several apps at once)."""
 
-    def __init__(self) -> None:
+    def __init__(self, summed: Path | None = None) -> None:
+        """`summed`: the multiprocess directory shared by the workers of one supervisor
+        (PROMETHEUS_MULTIPROC_DIR, which prometheus-client read when imported); None for
+        one process."""
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.messages_received = Counter(
@@ -171,6 +222,11 @@ class Metrics:
         PlatformCollector(registry=r)
         GCCollector(registry=r)
         self._preset()
+        self._exposed = self.registry
+        if summed is not None:
+            self._exposed = CollectorRegistry(auto_describe=False)
+            self._exposed.register(_Summed(summed))
+            self._exposed.register(_Local(self.registry))
 
     def _preset(self) -> None:
         """Create the series whose label values are known without any config."""
@@ -206,7 +262,12 @@ class Metrics:
 
     def set_config(self, digest: str, hold_expiry: float | None = None) -> None:
         """Show `digest` as the running config's hash (and no other)."""
-        self.config_info.clear()
+        with warnings.catch_warnings():
+            # Under workers prometheus-client warns that the multiprocess files keep the old
+            # series; gauges are rendered from this process's registry (see the module
+            # docstring), where clearing works.
+            warnings.filterwarnings("ignore", "Clearing labels", UserWarning)
+            self.config_info.clear()
         self.config_info.labels(hash=digest).set(1)
         if hold_expiry is not None:
             self.hold_expiry.set(hold_expiry)
@@ -217,5 +278,5 @@ class Metrics:
             self.deliveries_by_state.labels(state=state.value).set(count)
 
     def render(self) -> bytes:
-        """The Prometheus text exposition of every metric."""
-        return generate_latest(self.registry)
+        """The Prometheus text exposition of every metric (every worker's, summed)."""
+        return generate_latest(self._exposed)

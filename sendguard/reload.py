@@ -220,8 +220,12 @@ class Reloader:
         clock: Clock,
         metrics: Metrics,
         environ: Mapping[str, str] | None = None,
+        announce: Callable[[], None] | None = None,
     ) -> None:
+        """`announce` is called after a reload asked for by a caller (not by SIGHUP)
+        succeeds: a worker of `serve --workers N` tells its siblings through it."""
         self._path = path
+        self._announce = announce
         self.current = loaded
         self._upstream = upstream
         self._apply = appliers
@@ -240,6 +244,12 @@ class Reloader:
 
     async def reload(self, actor: str) -> ReloadOutcome:
         """Read the config file again and apply it; raise ConfigError (nothing changes then)."""
+        outcome = await self._reload(actor)
+        if self._announce is not None:
+            self._announce()
+        return outcome
+
+    async def _reload(self, actor: str) -> ReloadOutcome:
         async with self._lock:
             try:
                 new = read_config(self._path, self._environ)
@@ -316,7 +326,7 @@ class Reloader:
 
     async def _signal_reload(self) -> None:
         with contextlib.suppress(ConfigError):  # logged and audited; the running config stays
-            await self.reload("signal:SIGHUP")
+            await self._reload("signal:SIGHUP")
 
     async def close(self) -> None:
         """Let a reload under way finish."""

@@ -53,8 +53,20 @@ def read_or_create_token(path: Path) -> tuple[str, bool]:
         return existing, False
     path.parent.mkdir(parents=True, exist_ok=True)
     token = secrets.token_urlsafe(32)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    # Written aside, then linked into place (which fails if the file exists): the workers of
+    # one `serve --workers N` start together, and all must end up with the one token.
+    aside = path.with_name(f".{path.name}.{os.getpid()}")
+    fd = os.open(aside, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as handle:
         handle.write(token + "\n")
-    path.chmod(0o600)  # an existing empty file may have had looser permissions
+    try:
+        path.hardlink_to(aside)
+    except FileExistsError:
+        theirs = path.read_text(encoding="utf-8").strip()
+        if theirs:  # another worker was first
+            aside.unlink()
+            return theirs, False
+        aside.replace(path)  # an existing empty file (its permissions go with it)
+        return token, True
+    aside.unlink()
     return token, True

@@ -46,7 +46,11 @@ def sendguard(
     started: list[SendguardProcess] = []
     schemas: list[str] = []
 
-    def start(config: dict[str, Any] | None = None, **sections: Any) -> SendguardProcess:
+    def start(
+        config: dict[str, Any] | None = None,
+        serve_args: list[str] | None = None,
+        **sections: Any,
+    ) -> SendguardProcess:
         cfg = config or base_config(sink.port)
         if backend == "postgres":
             schemas.append(new_schema())
@@ -57,6 +61,7 @@ def sendguard(
             else:
                 cfg[section] = values
         proc = SendguardProcess(tmp_path, cfg)
+        proc.serve_args += serve_args or []
         proc.start()
         started.append(proc)
         return proc

@@ -9,6 +9,7 @@ for bad input.
 
 from __future__ import annotations
 
+import socket
 from typing import Any
 
 import structlog
@@ -130,9 +131,12 @@ class HttpIngress:
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=5.0)
         self._config = config
 
-    async def start(self) -> None:
-        """Listen on `http.listen`."""
+    async def start(self, sock: socket.socket | None = None) -> None:
+        """Listen on `http.listen`, or accept on `sock` (bound by sendguard.listeners)."""
         await self._runner.setup()
+        if sock is not None:
+            await web.SockSite(self._runner, sock).start()
+            return
         host, port = split_listen(self._config.listen)
         await web.TCPSite(self._runner, host, port).start()
 

@@ -18,6 +18,7 @@ import functools
 import ipaddress
 import re
 import socket
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, AnyStr
 
@@ -550,26 +551,29 @@ class SmtpIngress:
             auth_required=listener.require_auth,
         )
 
-    async def start(self) -> None:
-        """Listen on every listener's address (`smtp.listen` or `smtp.listeners`)."""
+    async def start(self, socks: Sequence[socket.socket] = ()) -> None:
+        """Listen on every listener's address (`smtp.listen` or `smtp.listeners`), or accept on
+        `socks`, one per listener in that order (bound by sendguard.listeners)."""
         loop = asyncio.get_running_loop()
-        for listener in self.listeners:
+        for index, listener in enumerate(self.listeners):
             host, port = split_listen(listener.listen)
             implicit = listener.tls == "implicit" and self.certificates is not None
+            where: dict[str, Any] = (
+                {"sock": socks[index]} if socks else {"host": host, "port": port}
+            )
             try:
                 server = await loop.create_server(
                     functools.partial(self._connection, listener),
-                    host,
-                    port,
                     ssl=self.certificates.context if implicit and self.certificates else None,
+                    **where,
                 )
             except OSError as exc:
                 for started in self._servers:  # nothing is left listening half-started
                     started.close()
                 self._servers.clear()
-                where = listener.field("listen")
+                field = listener.field("listen")
                 raise OSError(
-                    exc.errno, f"cannot listen on {listener.listen} ({where}): {exc.strerror}"
+                    exc.errno, f"cannot listen on {listener.listen} ({field}): {exc.strerror}"
                 ) from exc
             self._servers.append(server)
 

@@ -1,8 +1,19 @@
 """The embedded store: one SQLite file in WAL mode, `synchronous=FULL`, group commit.
 
 `sql_store.py` holds the contract in SQL, `sqlite_db.py` runs the database (thread, group
-commit, file lock), `sqlite_schema.py` holds the schema. SQLite is single-instance: several
-instances share PostgreSQL instead.
+commit, file lock), `sqlite_schema.py` holds the schema. SQLite serves one instance — one
+process, or the workers of one `serve --workers N` on one host; several instances share
+PostgreSQL instead.
+
+Workers sharing the file (`StoreSettings.held_lock` set) keep the guarantees of one process:
+- a decision and its commit: `lock_recipients` holds a lock per recipient across the workers
+  (sendguard/store/host_keyed_lock.py) from the history read to the durable commit, so caps
+  stay exact;
+- claims: `claim_due` selects and marks in one job, which runs inside the writer's
+  `BEGIN IMMEDIATE` transaction — the database's write lock — so no two workers claim a
+  delivery; a claim is a lease, as with PostgreSQL;
+- at start a worker releases only the claims of processes that are gone (`owner_gone`), not
+  those of its running siblings.
 
 Where each kind of work runs (sqlite3 blocks the thread that calls it):
 - writes (`_write`): on the database thread, group-committed;
@@ -26,11 +37,13 @@ from typing import Any, TypeVar
 
 from sendguard.address import recipient_key
 from sendguard.approvals import GlobalPause
+from sendguard.owner import owner_gone
 from sendguard.store import StoreSettings
+from sendguard.store.host_keyed_lock import HostKeyedLock
 from sendguard.store.keyed_lock import KeyedLock
 from sendguard.store.message_cache import MessageCache
 from sendguard.store.sql_store import Job, SqlStore, Tx
-from sendguard.store.sqlite_db import SQLiteDatabase, Trace
+from sendguard.store.sqlite_db import SQLiteDatabase, Trace, take_file_lock
 from sendguard.store.sqlite_scratch import ScratchDatabase
 
 T = TypeVar("T")
@@ -81,6 +94,7 @@ class SQLiteStore(SqlStore):
     `scratch=True` gives up durability for speed, for a database thrown away after use (the
     replay of `sendguard simulate`): see `sqlite_scratch.py`. Never for a store that keeps mail.
     `trace` (tests): called with every SQL statement any of the store's connections runs.
+    `held_lock`: see `StoreSettings.held_lock`; set, the store is shared by workers.
     """
 
     def __init__(
@@ -90,13 +104,19 @@ class SQLiteStore(SqlStore):
         busy_timeout: timedelta = timedelta(seconds=5),
         scratch: bool = False,
         trace: Trace | None = None,
+        held_lock: int | None = None,
     ) -> None:
         self._db: SQLiteDatabase | ScratchDatabase = (
-            ScratchDatabase(path) if scratch else SQLiteDatabase(path, busy_timeout, trace)
+            ScratchDatabase(path)
+            if scratch
+            else SQLiteDatabase(path, busy_timeout, trace, held_lock)
         )
         self._locks = KeyedLock()
         self._cache = MessageCache()
         self._pause: GlobalPause | None = None
+        self._shared: HostKeyedLock | None = None
+        if held_lock is not None:
+            self._shared = HostKeyedLock(path.with_name(path.name + ".recipients"))
 
     async def _write(self, job: Job[T]) -> T:
         return await self._db.write(lambda conn: drive(job, conn))
@@ -109,26 +129,47 @@ class SQLiteStore(SqlStore):
 
     async def open(self) -> None:
         await self._db.open()
+        if self._shared is not None:
+            self._shared.open()
 
     async def close(self) -> None:
         await self._db.close()
+        if self._shared is not None:
+            self._shared.close()
 
     async def check(self) -> None:
         self._db.check()
 
     async def recover(self, now: datetime) -> int:
-        # The file lock guarantees no other process works on this database, so every claim
-        # left behind belongs to a process that is gone.
+        shared = self._shared is not None
+
+        # Alone, the file lock guarantees no other process works on this database, so every
+        # claim left behind belongs to a process that is gone. Shared, sibling workers are
+        # running: only the claims of owners that are gone are released (the rest, of an
+        # owner this cannot judge, are taken over when their lease ends).
         def job(conn: sqlite3.Connection) -> int:
-            return conn.execute(
-                "UPDATE deliveries SET owner = NULL, lease_until = NULL WHERE owner IS NOT NULL"
-            ).rowcount
+            owners = [
+                row[0]
+                for row in conn.execute(
+                    "SELECT DISTINCT owner FROM deliveries WHERE owner IS NOT NULL"
+                )
+            ]
+            released = 0
+            for owner in owners:
+                if not shared or owner_gone(owner):
+                    released += conn.execute(
+                        "UPDATE deliveries SET owner = NULL, lease_until = NULL WHERE owner = ?",
+                        (owner,),
+                    ).rowcount
+            return released
 
         return await self._db.write(job)
 
     async def get_pause(self) -> GlobalPause:
-        # Read for every decision; only this process writes it (the file lock), so the row
-        # read once stays true until `set_pause`.
+        # Read for every decision. Alone, only this process writes it (the file lock), so the
+        # row read once stays true until `set_pause`; shared, a sibling worker may pause.
+        if self._shared is not None:
+            return await super().get_pause()
         if self._pause is None:
             self._pause = await super().get_pause()
         return self._pause
@@ -146,6 +187,8 @@ class SQLiteStore(SqlStore):
         return CommitStats(writes=self._db.writes, commits=self._db.commits)
 
     def lock_recipients(self, recipients: Sequence[str]) -> AbstractAsyncContextManager[None]:
+        if self._shared is not None:
+            return self._shared.hold(recipient_key(r) for r in recipients)
         return self._locks.hold(recipient_key(r) for r in recipients)
 
 
@@ -167,7 +210,9 @@ class SQLiteBackend:
 
     def from_url(self, url: str, settings: StoreSettings) -> SQLiteStore:
         """The store in the file the URL names (created with its directory on open)."""
-        return SQLiteStore(sqlite_path(url), busy_timeout=settings.busy_timeout)
+        return SQLiteStore(
+            sqlite_path(url), busy_timeout=settings.busy_timeout, held_lock=settings.held_lock
+        )
 
     @asynccontextmanager
     async def scratch(
@@ -176,6 +221,15 @@ class SQLiteBackend:
         """A new file in `directory` (which the caller removes)."""
         del environ
         yield self.from_url(f"sqlite:///{directory / 'store.db'}", StoreSettings())
+
+
+def lock_for_workers(url: str) -> int | None:
+    """For a `serve --workers N` supervisor: lock the database a `sqlite:` URL names and
+    return the descriptor its workers inherit (None for other stores, which need no lock).
+    Raise StoreLocked if another instance holds it."""
+    if not url.startswith("sqlite:"):
+        return None
+    return take_file_lock(sqlite_path(url))
 
 
 BACKEND = SQLiteBackend()

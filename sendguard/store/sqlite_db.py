@@ -16,7 +16,9 @@ Where reads run:
   while a statement steps, so the event loop keeps serving SMTP and HTTP meanwhile, and the
   writer thread is not held up either. In WAL mode no reader waits for the writer.
 
-A lock file keeps a second process from opening the same database.
+A lock file keeps a second, unrelated process from opening the same database. The workers of
+one `serve --workers N` share it: their supervisor takes the lock (`take_file_lock`) and every
+worker inherits that descriptor (`held_lock`), so the lock stays held while any of them runs.
 
 `trace`, when given, is installed with `set_trace_callback` on every connection (the writer, the
 point reader, each scanner): it sees every statement as SQLite runs it, from whichever thread
@@ -31,6 +33,7 @@ import functools
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -74,11 +77,38 @@ def _fails_the_batch(exc: sqlite3.Error) -> bool:
     )
 
 
+def take_file_lock(path: Path) -> int:
+    """Lock the database at `path` for this process (and children that inherit the
+    descriptor); return the descriptor. Raise StoreLocked if another process holds it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock_path = path.with_name(path.name + ".lock")
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise StoreLocked(
+            f"{path} is in use by another sendguard process; SQLite serves the workers of one "
+            "`sendguard serve` (stop the other one, run one serve with --workers N, or use a "
+            "PostgreSQL store.url for several instances)"
+        ) from None
+    return fd
+
+
 class SQLiteDatabase:
     """The connection, its thread and the group-commit writer; the readers."""
 
-    def __init__(self, path: Path, busy_timeout: timedelta, trace: Trace | None = None) -> None:
+    def __init__(
+        self,
+        path: Path,
+        busy_timeout: timedelta,
+        trace: Trace | None = None,
+        held_lock: int | None = None,
+    ) -> None:
+        """`held_lock`: the lock file's descriptor, locked by a supervisor this process
+        serves as a worker of (None: take the lock here)."""
         self.path = path
+        self._held_lock = held_lock
         self._busy_timeout = busy_timeout
         self._trace = trace
         self._executor: ThreadPoolExecutor | None = None
@@ -89,6 +119,7 @@ class SQLiteDatabase:
         self._scanner_conns: list[sqlite3.Connection] = []
         self._scanner_lock = threading.Lock()
         self._lock_fd: int | None = None
+        self._shared = False
         self._pending: list[tuple[Job, asyncio.Future[Any]]] = []
         self._in_flight: list[tuple[Job, asyncio.Future[Any]]] = []
         self._has_work = asyncio.Event()
@@ -135,17 +166,19 @@ class SQLiteDatabase:
         return reader
 
     def _take_file_lock(self) -> None:
-        lock_path = self.path.with_name(self.path.name + ".lock")
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        if self._held_lock is None:
+            self._lock_fd = take_file_lock(self.path)
+            return
+        # Inherited from the supervisor: the same open file, so this succeeds only if the
+        # descriptor really carries the lock (a stray descriptor would not).
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
+            fcntl.flock(self._held_lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
             raise StoreLocked(
-                f"{self.path} is in use by another sendguard process; SQLite serves one "
-                "instance (stop the other one, or use a PostgreSQL store.url for several)"
+                f"{self.path}: the lock handed over by the supervisor is not held ({exc})"
             ) from None
-        self._lock_fd = fd
+        self._lock_fd, self._held_lock = self._held_lock, None
+        self._shared = True
 
     def _release_file_lock(self) -> None:
         if self._lock_fd is not None:
@@ -300,6 +333,34 @@ class SQLiteDatabase:
                 future.set_exception(failed)
 
     def _commit_batch(
+        self, conn: sqlite3.Connection | None, batch: list[tuple[Job, asyncio.Future[Any]]]
+    ) -> list[Any]:
+        if not self._shared or self._lock_fd is None:
+            return self._commit_batch_now(conn, batch)
+        # Workers sharing the file take turns at writing through a record lock, tried every
+        # 50-500 µs: SQLite's own busy handler would sleep 1, 2, 5 ... 100 ms between tries
+        # of BEGIN IMMEDIATE, and a worker would wait far longer than the other one writes.
+        fd = self._lock_fd
+        deadline = time.monotonic() + self._busy_timeout.total_seconds()
+        pause = 0.00005
+        while True:
+            try:
+                fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, 0)
+                break
+            except (BlockingIOError, PermissionError):
+                if time.monotonic() > deadline:
+                    raise StoreUnavailable(
+                        f"SQLite database {self.path} stayed locked by another worker for"
+                        f" {self._busy_timeout.total_seconds():g}s (store.busy_timeout)"
+                    ) from None
+                time.sleep(pause)
+                pause = min(pause * 2, 0.0005)
+        try:
+            return self._commit_batch_now(conn, batch)
+        finally:
+            fcntl.lockf(fd, fcntl.LOCK_UN, 1, 0)
+
+    def _commit_batch_now(
         self, conn: sqlite3.Connection | None, batch: list[tuple[Job, asyncio.Future[Any]]]
     ) -> list[Any]:
         if conn is None:

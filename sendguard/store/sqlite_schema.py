@@ -277,6 +277,10 @@ def migrate(conn: sqlite3.Connection) -> None:
         )
     for version in range(current, len(MIGRATIONS)):
         conn.execute("BEGIN IMMEDIATE")
+        # Workers of one serve start together: another may have applied it meanwhile.
+        if conn.execute("PRAGMA user_version").fetchone()[0] > version:
+            conn.execute("COMMIT")
+            continue
         try:
             for statement in MIGRATIONS[version].split(";"):
                 if statement.strip():

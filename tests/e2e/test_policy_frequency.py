@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import smtplib
 import threading
 from collections.abc import Callable
 
@@ -26,15 +25,19 @@ ONE_A_DAY = [
 ]
 
 
+@pytest.mark.parametrize("workers", ["1", "2"])
 def test_fifty_at_once_over_several_connections_forward_exactly_one(
-    sendguard: Start, sink: Sink
+    sendguard: Start, sink: Sink, workers: str
 ) -> None:
-    proc = sendguard(policies=ONE_A_DAY)
+    # With two workers the connections are spread over two processes sharing the store.
+    proc = sendguard(policies=ONE_A_DAY, serve_args=["--workers", workers])
     replies: list[int] = []
     lock = threading.Lock()
 
+    clients = proc.smtp_clients(5)
+
     def connection(n: int) -> None:
-        with smtplib.SMTP("127.0.0.1", proc.smtp_port, timeout=30) as client:
+        with clients[n] as client:
             for i in range(10):
                 client.sendmail(
                     "shop@example.com", ["busy@example.org"], message(subject=f"offer {n}-{i}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import smtplib
 import socket
 import subprocess
 import sys
@@ -12,6 +13,8 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +22,10 @@ import yaml
 
 SENDGUARD = str(Path(sys.executable).with_name("sendguard"))
 TOKEN = "test-token-0123456789"
+# `serve --workers` of every server a test starts unless its serve_args say otherwise: one by
+# default (what most tests assume of per-process state); SENDGUARD_TEST_WORKERS=2 runs the
+# suite against two workers sharing the store.
+WORKERS = os.environ.get("SENDGUARD_TEST_WORKERS", "1")
 
 
 def free_port() -> int:
@@ -61,8 +68,9 @@ class SendguardProcess:
         self.proc: subprocess.Popen[bytes] | None = None
         self.config_path = workdir / "sendguard.yaml"
         self.log_path = workdir / "sendguard.log"
+        self._log_start = 0
         self.serve_args: list[str] = []
-        """Extra `serve` arguments (e.g. `--loop asyncio`)."""
+        """Extra `serve` arguments (e.g. `--loop asyncio`, `--workers 2`)."""
 
     @property
     def smtp_port(self) -> int:
@@ -79,8 +87,11 @@ class SendguardProcess:
     def start(self, timeout: float = 15.0) -> None:
         self.config_path.write_text(yaml.safe_dump(self.config))
         log = self.log_path.open("ab")
+        workers = [] if "--workers" in self.serve_args else ["--workers", WORKERS]
+        args = [*workers, *self.serve_args]
+        self._log_start = self.log_path.stat().st_size if self.log_path.exists() else 0
         self.proc = subprocess.Popen(
-            [SENDGUARD, "serve", "--config", str(self.config_path), *self.serve_args],
+            [SENDGUARD, "serve", "--config", str(self.config_path), *args],
             cwd=self.workdir,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -96,18 +107,59 @@ class SendguardProcess:
                     f"http://127.0.0.1:{self.http_port}/healthz", timeout=1
                 ) as resp:
                     if resp.status == 200:
+                        self._wait_started(int(args[args.index("--workers") + 1]), deadline)
                         return
             except OSError:
                 time.sleep(0.05)
         raise AssertionError(f"sendguard did not start:\n{self.log()}")
 
+    def _wait_started(self, workers: int, deadline: float) -> None:
+        """With several workers, healthz answers once the first is up: wait for them all (by
+        their "sendguard started" lines, when the log is JSON)."""
+        if workers == 1 or self.config.get("log", {}).get("format") != "json":
+            return
+        while time.monotonic() < deadline:
+            with self.log_path.open("rb") as log:
+                log.seek(self._log_start)
+                started = log.read().count(b'"event":"sendguard started"')
+            if started >= workers:
+                return
+            time.sleep(0.05)
+        raise AssertionError(f"not every worker started:\n{self.log()}")
+
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
-    def kill9(self) -> None:
+    def worker_pids(self) -> list[int]:
+        """The worker processes of a `--workers N` server (none when it runs alone)."""
         assert self.proc is not None
+        return children(self.proc.pid)
+
+    def smtp_clients(self, count: int) -> list[smtplib.SMTP]:
+        """`count` connected SMTP clients, spread evenly over the workers (round robin) when
+        there are several: each batch connects while every other worker is stopped, so the
+        kernel cannot give them all to the worker that happens to wake first."""
+        workers = self.worker_pids() or [0]
+        clients: list[smtplib.SMTP] = []
+        for index, worker in enumerate(workers):
+            share = len(range(index, count, len(workers)))
+            with ExitStack() as paused:
+                for other in workers:
+                    if other not in (0, worker):
+                        paused.enter_context(stopped(other))
+                clients += [
+                    smtplib.SMTP("127.0.0.1", self.smtp_port, timeout=30) for _ in range(share)
+                ]
+        return clients
+
+    def kill9(self) -> None:
+        """Kill the server with -9; its workers die with it (wait for them too, so that a
+        restart finds the ports and the store free)."""
+        assert self.proc is not None
+        workers = self.worker_pids()
         self.proc.send_signal(signal.SIGKILL)
         self.proc.wait(10)
+        wait_gone(workers)
 
     def terminate(self, timeout: float = 15.0) -> int:
         assert self.proc is not None
@@ -229,6 +281,48 @@ class SendguardProcess:
             except ValueError:
                 continue
         return events
+
+
+@contextmanager
+def stopped(pid: int) -> Iterator[None]:
+    """`pid` stopped (SIGSTOP) meanwhile: a stopped worker accepts no connection, its
+    siblings take them all."""
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.kill(pid, signal.SIGCONT)
+
+
+def children(pid: int) -> list[int]:
+    """The processes whose parent is `pid`."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # gone meanwhile
+        if int(fields[1]) == pid and fields[0] != "Z":
+            found.append(int(stat.parent.name))
+    return sorted(found)
+
+
+def alive(pid: int) -> bool:
+    """Whether `pid` is a process that has not exited (a zombie has)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def wait_gone(pids: list[int], timeout: float = 20.0) -> None:
+    """Wait until none of `pids` runs."""
+    deadline = time.monotonic() + timeout
+    while any(alive(pid) for pid in pids):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"still running: {[p for p in pids if alive(p)]}")
+        time.sleep(0.02)
 
 
 def run_with_config(command: str, config: dict[str, Any], workdir: Path) -> tuple[int, str]:
