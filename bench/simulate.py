@@ -13,6 +13,7 @@ import time
 from datetime import UTC, datetime, timedelta
 
 from sendguard.config import parse_config
+from sendguard.content import content_hash
 from sendguard.logs import configure
 from sendguard.simulate import simulate
 from sendguard.simulate.source import Recorded, RecordedMessage
@@ -31,6 +32,7 @@ policies:
 
 
 def traffic(count: int, people: int = 1000) -> list[Recorded]:
+    """Messages as `--store` reads them: with the fingerprint the store took at intake."""
     step = timedelta(days=30) / count
     items: list[Recorded] = []
     for n in range(count):
@@ -39,7 +41,15 @@ def traffic(count: int, people: int = 1000) -> list[Recorded]:
             f"From: shop@example.com\r\nTo: {to}\r\nSubject: Offer {n}\r\n"
             f"X-Sendguard-Campaign: c{n % 20}\r\n\r\nHello {n}\r\n"
         ).encode()
-        items.append(RecordedMessage(START + step * n, "shop@example.com", (to,), content))
+        items.append(
+            RecordedMessage(
+                START + step * n,
+                "shop@example.com",
+                (to,),
+                content,
+                fingerprint=content_hash(content),
+            )
+        )
     return items
 
 
