@@ -123,7 +123,11 @@ class MessageCache:
 def as_stored(message: Message) -> Message:
     """`message` as a backend reads it back: its time at the microsecond the column keeps
     (everything else round-trips unchanged), so it may be put in a MessageCache."""
-    return replace(message, received_at=from_micros(to_micros(message.received_at)))
+    at = message.received_at
+    stored = from_micros(to_micros(at))
+    if stored == at and at.tzinfo is stored.tzinfo:  # the common case: no copy to make
+        return message
+    return replace(message, received_at=stored)
 
 
 _message_cache: ContextVar[MessageCache | None] = ContextVar("message_cache", default=None)

@@ -4,7 +4,7 @@ a claim) give exactly what the long way gives, on a generated history that reach
 from __future__ import annotations
 
 import random
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -218,3 +218,13 @@ async def test_a_store_source_carries_the_fingerprints_it_recorded(tmp_path: Pat
     assert len(messages) == 1
     assert messages[0].fingerprint is not None
     assert messages[0].fingerprint == content_hash(messages[0].content)
+
+
+def test_as_stored_gives_the_time_in_utc_as_a_read_would() -> None:
+    berlin = timezone(timedelta(hours=1))
+    message = Message("m", START.astimezone(berlin), "http", "", ("x@example.org",), Headers(()))
+    stored = codec.as_stored(message)
+    assert stored.received_at == message.received_at
+    assert stored.received_at.tzinfo is UTC
+    in_utc = Message("m", START, "http", "", ("x@example.org",), Headers(()))
+    assert codec.as_stored(in_utc) is in_utc
