@@ -733,42 +733,61 @@ def bench_policy_cost(report: Report, work: Path) -> None:
 
 
 SIMULATE_MESSAGES = int(os.environ.get("BENCH_SIMULATE_MESSAGES", "100000"))
+# (name, recipients, is the target): recorded traffic of a month, 5 messages per recipient
+# (docs/operations.md says why that is representative), then the extreme case of 100 per
+# recipient against a cap of one a day, reported beside it without a target.
+SIMULATE_WORKLOADS = (
+    ("simulate", 20_000, True),
+    ("simulate_backlog", 1_000, False),
+)
 
 
 def bench_simulate(report: Report) -> None:
-    """`sendguard simulate` over 100,000 recorded messages (bench/simulate.py): under a minute."""
-    print(f"simulate: replaying {SIMULATE_MESSAGES:,} messages:", flush=True)
-    try:
-        out = subprocess.run(
-            [sys.executable, str(ROOT / "bench" / "simulate.py"), str(SIMULATE_MESSAGES)],
-            capture_output=True,
-            text=True,
-            timeout=1800,
-            check=True,
+    """`sendguard simulate` over 100,000 recorded messages (bench/simulate.py): under a minute
+    of CPU (the build machine is shared, so its wall time says more about the neighbours)."""
+    for key, people, is_target in SIMULATE_WORKLOADS:
+        name = f"{key} {SIMULATE_MESSAGES:,} messages to {people:,} people"
+        print(f"{key}: replaying {SIMULATE_MESSAGES:,} messages to {people:,} people:", flush=True)
+        try:
+            out = subprocess.run(
+                [
+                    sys.executable,
+                    str(ROOT / "bench" / "simulate.py"),
+                    str(SIMULATE_MESSAGES),
+                    str(people),
+                ],
+                capture_output=True,
+                text=True,
+                timeout=1800,
+                check=True,
+            )
+        except (subprocess.SubprocessError, OSError) as exc:
+            report.notes.append(f"{name} not measured: {exc}")
+            if is_target:
+                report.target(name, "not measured", None)
+            continue
+        found = re.search(
+            r"replayed (\d+) messages in ([\d.]+) s \((\d+)/s, CPU ([\d.]+) s\)", out.stdout
         )
-    except (subprocess.SubprocessError, OSError) as exc:
-        report.notes.append(f"simulate not measured: {exc}")
-        report.target(f"simulate {SIMULATE_MESSAGES:,} messages", "not measured", None)
-        return
-    found = re.search(
-        r"replayed (\d+) messages in ([\d.]+) s \((\d+)/s, CPU ([\d.]+) s\)", out.stdout
-    )
-    if found is None:
-        report.notes.append(f"simulate printed no timing: {out.stdout[-300:]}")
-        report.target(f"simulate {SIMULATE_MESSAGES:,} messages", "not measured", None)
-        return
-    seconds = float(found.group(2))
-    report.results["simulate"] = {
-        "messages": int(found.group(1)),
-        "seconds": seconds,
-        "per_second": int(found.group(3)),
-        "cpu_seconds": float(found.group(4)),
-        "output": out.stdout.strip(),
-    }
-    print(f"  {out.stdout.strip()}", flush=True)
-    report.target(
-        f"simulate {SIMULATE_MESSAGES:,} messages", f"{seconds:.1f} s (want < 60 s)", seconds < 60
-    )
+        if found is None:
+            report.notes.append(f"{name} printed no timing: {out.stdout[-300:]}")
+            if is_target:
+                report.target(name, "not measured", None)
+            continue
+        seconds, cpu = float(found.group(2)), float(found.group(4))
+        report.results[key] = {
+            "messages": int(found.group(1)),
+            "people": people,
+            "seconds": seconds,
+            "per_second": int(found.group(3)),
+            "cpu_seconds": cpu,
+            "output": out.stdout.strip(),
+        }
+        print(f"  {out.stdout.strip()}", flush=True)
+        if is_target:
+            report.target(
+                name, f"CPU {cpu:.1f} s, wall {seconds:.1f} s (want CPU < 60 s)", cpu < 60
+            )
 
 
 def bench_postgres(report: Report, sink: Sink, work: Path) -> None:
@@ -900,13 +919,15 @@ def write_report(report: Report, commit: str, machine: dict[str, Any]) -> None:
                 f"{int(k):,} prior: {v:.1f}" for k, v in report.results["policy_cost_us"].items()
             ),
         ]
-    if "simulate" in report.results:
-        sim = report.results["simulate"]
-        lines += [
-            "",
-            f"`sendguard simulate` (bench/simulate.py): {sim['messages']:,} messages replayed in"
-            f" {sim['seconds']:.1f} s ({sim['per_second']:,}/s, CPU {sim['cpu_seconds']:.1f} s).",
-        ]
+    for key, _, _ in SIMULATE_WORKLOADS:
+        if key in report.results:
+            sim = report.results[key]
+            lines += [
+                "",
+                f"`sendguard simulate` (bench/simulate.py, {sim['people']:,} people):"
+                f" {sim['messages']:,} messages replayed in {sim['seconds']:.1f} s"
+                f" ({sim['per_second']:,}/s, CPU {sim['cpu_seconds']:.1f} s).",
+            ]
     if report.notes:
         lines += ["", "## Notes", ""] + [f"- {n}" for n in report.notes]
     lines += ["", f"Run time: {report.results.get('seconds')} s.", ""]

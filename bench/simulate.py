@@ -1,8 +1,10 @@
 """How long `sendguard simulate` takes to replay recorded traffic. Usage:
-    python bench/simulate.py [COUNT] [PEOPLE]      (defaults 100000 and 1000)
+    python bench/simulate.py [COUNT] [PEOPLE]      (defaults 100000 and 20000)
 
 Generates COUNT one-recipient messages over 30 days to PEOPLE people in 20 campaigns and
 replays them through the default caps, repetition and fatigue, as `sendguard simulate` would.
+The default is a month of recorded traffic at 5 messages per person (docs/operations.md says
+why); `100000 1000` is the extreme case of 100 per person against a cap of one a day.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import time
 from datetime import UTC, datetime, timedelta
 
 from sendguard.config import parse_config
+from sendguard.content import content_hash
 from sendguard.logs import configure
 from sendguard.simulate import simulate
 from sendguard.simulate.source import Recorded, RecordedMessage
@@ -30,7 +33,8 @@ policies:
 """
 
 
-def traffic(count: int, people: int = 1000) -> list[Recorded]:
+def traffic(count: int, people: int = 20_000) -> list[Recorded]:
+    """Messages as `--store` reads them: with the fingerprint the store took at intake."""
     step = timedelta(days=30) / count
     items: list[Recorded] = []
     for n in range(count):
@@ -39,11 +43,19 @@ def traffic(count: int, people: int = 1000) -> list[Recorded]:
             f"From: shop@example.com\r\nTo: {to}\r\nSubject: Offer {n}\r\n"
             f"X-Sendguard-Campaign: c{n % 20}\r\n\r\nHello {n}\r\n"
         ).encode()
-        items.append(RecordedMessage(START + step * n, "shop@example.com", (to,), content))
+        items.append(
+            RecordedMessage(
+                START + step * n,
+                "shop@example.com",
+                (to,),
+                content,
+                fingerprint=content_hash(content),
+            )
+        )
     return items
 
 
-async def main(count: int, people: int = 1000) -> None:
+async def main(count: int, people: int = 20_000) -> None:
     configure(level="warning")
     settings = parse_config(CANDIDATE, "bench candidate")
     items = traffic(count, people)
@@ -61,6 +73,6 @@ if __name__ == "__main__":
     asyncio.run(
         main(
             int(sys.argv[1]) if len(sys.argv) > 1 else 100_000,
-            int(sys.argv[2]) if len(sys.argv) > 2 else 1000,
+            int(sys.argv[2]) if len(sys.argv) > 2 else 20_000,
         )
     )

@@ -132,6 +132,7 @@ class Intake:
         trace: Trace | None = None,
         esp_request: EspRequest | None = None,
         vet: Callable[[Message], None] | None = None,
+        fingerprint: str | None = None,
     ) -> Accepted:
         """Judge and commit a message; raise InvalidMessage or StoreUnavailable.
 
@@ -144,6 +145,8 @@ class Intake:
         is taken before: neither changes it. `esp_request` (the ESP request the message came
         in as) is committed with it. `vet` sees the message before it is judged and may refuse
         it by raising InvalidMessage (an ESP template with no upstream that can send it).
+        `fingerprint` is the content's `content_hash` when the caller already has it (a replay
+        of stored messages): it is taken as given instead of parsing the content again.
         """
         if mail_from:  # the null reverse-path <> is valid (bounces)
             try:
@@ -158,7 +161,8 @@ class Intake:
             raise InvalidMessage("a message needs at least one recipient", field="to")
         headers = Headers.parse(raw[: header_end(raw)])
         content = strip_unforwarded_headers(raw)
-        fingerprint = await over_content(content_hash, content)
+        if fingerprint is None:
+            fingerprint = await over_content(content_hash, content)
         now = self._clock.now()
         message_id = new_id()
         date = email.utils.format_datetime(now)

@@ -53,6 +53,9 @@ class RecordedMessage:
     """The first verdict per recipient; a recipient not named here was forwarded."""
     source_id: str | None = None
     """The id the source knows the message by, which its events name."""
+    fingerprint: str | None = None
+    """The content's fingerprint (`content_hash`) as recorded, so the replay need not parse and
+    hash the content again; None (a file) has it taken from the content."""
 
 
 @dataclass(frozen=True)
@@ -270,6 +273,7 @@ async def read_store(store: Store, since: datetime, until: datetime) -> list[Rec
                 content,
                 then,
                 source_id=message_id,
+                fingerprint=message.content_hash,
             )
         )
     for recipient in sorted({recipient_key(d.recipient) for d in deliveries}):
