@@ -62,9 +62,12 @@ postgres:
 # Everything, tests/security and tests/fault in their short forms included, measured by coverage
 # in the test process and in every `sendguard` process the tests start (pyproject.toml's
 # [tool.coverage.run] patch = subprocess); one summary line at the end.
+# Two pytest workers, one module each at a time (PYTEST_PARALLEL= runs them one by one).
+PYTEST_PARALLEL ?= -n 2 --dist loadfile
+
 test: lint typecheck postgres node-sdks audit
 	@rm -f .coverage .coverage.*
-	@status=0; $(BIN)/coverage run -m pytest || status=$$?; \
+	@status=0; $(BIN)/coverage run -m pytest $(PYTEST_PARALLEL) || status=$$?; \
 	$(BIN)/coverage combine -q && \
 	echo "coverage: $$($(BIN)/coverage report --format=total)% of sendguard (tests and served processes); coverage report for detail"; \
 	exit $$status

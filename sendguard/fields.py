@@ -257,8 +257,17 @@ Name = Annotated[
 
 # What the OpenAPI document says of the JSON form of the fields parsed from text (the parse
 # functions check the same, and name the field when it is wrong).
-_TIME_JSON = Annotated[str, pydantic.Field(json_schema_extra={"format": "date-time"})]
-_WAIT_JSON = Annotated[str, pydantic.Field(json_schema_extra={"pattern": DURATION_PATTERN})]
+# Each is one line too (AfterValidator): the value ends up in a header.
+_TIME_JSON = Annotated[
+    str,
+    AfterValidator(_single_line),
+    pydantic.Field(json_schema_extra={"format": "date-time"}),
+]
+_WAIT_JSON = Annotated[
+    str,
+    AfterValidator(_single_line),
+    pydantic.Field(json_schema_extra={"pattern": DURATION_PATTERN}),
+]
 _VALUE_TEXT = rf"[^|;]*[^{_WS}|;()][^|;]*"
 PREMISE_PATTERN = (
     rf"^[{_WS}]*[^{_WS}=!,;|]+[{_WS}]*(?:!=|=|[{_WS}]in[{_WS}])[{_WS}]*"
@@ -269,14 +278,20 @@ PREMISE_PATTERN = (
 )
 """A premise as `parse_requirement` reads it, as a JSON-schema pattern."""
 _PREMISES_JSON = list[
-    Annotated[str, pydantic.Field(json_schema_extra={"pattern": PREMISE_PATTERN})]
+    Annotated[
+        str,
+        AfterValidator(_single_line),
+        pydantic.Field(json_schema_extra={"pattern": PREMISE_PATTERN}),
+    ]
 ]
 
 
 def _timezone_json() -> Any:
     zones: list[pydantic.JsonValue] = []
     zones.extend(sorted(available_timezones()))
-    return Annotated[str, pydantic.Field(json_schema_extra={"enum": zones})]
+    return Annotated[
+        str, AfterValidator(_single_line), pydantic.Field(json_schema_extra={"enum": zones})
+    ]
 
 
 Line = Annotated[str, AfterValidator(_single_line)]

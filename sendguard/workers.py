@@ -237,7 +237,9 @@ class Supervisor:
             status = process.returncode
             lived = time.monotonic() - slot.started
             if self._stopping:
-                if status != 0:
+                # A worker still starting when the SIGTERM came dies of it before its own
+                # handler is installed: stopped as asked, not a failure.
+                if status not in (0, -signal.SIGTERM):
                     log.warning("worker exited", pid=process.pid, status=status)
                     self._status = self._status or 1
                 continue

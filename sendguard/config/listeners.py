@@ -108,9 +108,11 @@ def _overlap(one: str, other: str) -> bool:
 
 
 def _clashes(config: Config, listeners: list[Listener]) -> list[ConfigProblem]:
-    """Two listeners (SMTP or HTTP) on one port of one address (a wildcard is every address)."""
+    """Two listeners (SMTP or HTTP) on one port of one address (a wildcard is every address).
+    Port 0 asks the system for a free port of its own, so it clashes with nothing."""
     bound = [(listener.field("listen"), listener.listen) for listener in listeners]
     bound.append(("http.listen", config.http.listen))
+    bound = [(field, listen) for field, listen in bound if split_listen(listen)[1] != 0]
     problems = []
     for index, (field, listen) in enumerate(bound):
         for earlier, other in bound[:index]:
