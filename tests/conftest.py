@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 
+from tests.support.fake_esp import FakeEsp
 from tests.support.postgres import DSN, drop_schema_sync, new_schema
 from tests.support.process import SendguardProcess, base_config, free_port
 from tests.support.sink import Sink
@@ -71,3 +72,12 @@ def sendguard(
         proc.stop()
     for schema in schemas:
         drop_schema_sync(schema)
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeEsp]:
+    """A fake ESP API (SendGrid, Postmark, Mailgun) on loopback that records every call."""
+    server = FakeEsp(free_port())
+    server.start()
+    yield server
+    server.stop()

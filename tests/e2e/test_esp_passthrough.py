@@ -14,7 +14,7 @@ import base64
 import email.utils
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -24,8 +24,8 @@ from postmarker.core import PostmarkClient
 from python_http_client.exceptions import HTTPError
 from sendgrid import SendGridAPIClient
 
-from tests.support.fake_esp import KEY, Call, FakeEsp
-from tests.support.process import TOKEN, SendguardProcess, base_config, free_port
+from tests.support.fake_esp import KEY, Call, FakeEsp, upstream_config
+from tests.support.process import TOKEN, SendguardProcess, base_config
 
 pytestmark = [pytest.mark.e2e]
 Start = Callable[..., SendguardProcess]
@@ -37,20 +37,9 @@ POLICIES = [
 ATTACHMENT = base64.b64encode(b"the terms").decode()
 
 
-@pytest.fixture
-def fake() -> Iterator[FakeEsp]:
-    server = FakeEsp(free_port())
-    server.start()
-    yield server
-    server.stop()
-
-
 def _server(sendguard: Start, fake: FakeEsp, esp: str) -> SendguardProcess:
-    upstream = {"kind": esp, "api_key": KEY, "base_url": f"http://127.0.0.1:{fake.port}"}
-    if esp == "mailgun":
-        upstream["domain"] = "mg.example"
     config = base_config(None)
-    config["upstream"] = upstream
+    config["upstream"] = upstream_config(fake, esp)
     config["policies"] = POLICIES
     return sendguard(config)
 

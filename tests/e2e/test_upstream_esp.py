@@ -4,13 +4,13 @@ ESP's own message kept."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 
 from tests.e2e.test_http_api import send_json
-from tests.support.fake_esp import KEY, FakeEsp
-from tests.support.process import SendguardProcess, base_config, free_port
+from tests.support.fake_esp import FakeEsp, upstream_config
+from tests.support.process import SendguardProcess, base_config
 from tests.support.sink import Sink
 
 pytestmark = [pytest.mark.e2e]
@@ -18,20 +18,10 @@ Start = Callable[..., SendguardProcess]
 ESPS = ["sendgrid", "postmark", "mailgun"]
 
 
-@pytest.fixture
-def fake() -> Iterator[FakeEsp]:
-    server = FakeEsp(free_port())
-    server.start()
-    yield server
-    server.stop()
-
-
 def _server(sendguard: Start, fake: FakeEsp, esp: str) -> SendguardProcess:
-    upstream = {"kind": esp, "api_key": KEY, "base_url": f"http://127.0.0.1:{fake.port}"}
-    if esp == "mailgun":
-        upstream["domain"] = "mg.example"
     config = base_config(None)
-    config["upstream"] = upstream  # replaced whole: the fixture would merge it into smtp's
+    # Replaced whole: the fixture would merge it into smtp's.
+    config["upstream"] = upstream_config(fake, esp)
     return sendguard(config)
 
 

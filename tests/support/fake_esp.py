@@ -171,3 +171,15 @@ class FakeEsp:
 
 def as_json(body: Any) -> str:
     return json.dumps(body)
+
+
+def upstream_config(fake: FakeEsp, esp: str) -> dict[str, Any]:
+    """An upstream of kind `esp` (sendgrid, postmark, mailgun) that sends to `fake`."""
+    upstream: dict[str, Any] = {
+        "kind": esp,
+        "api_key": KEY,
+        "base_url": f"http://127.0.0.1:{fake.port}",
+    }
+    if esp == "mailgun":
+        upstream["domain"] = "mg.example"
+    return upstream
