@@ -227,9 +227,12 @@ class PolicyContext:
             self._zones[delivery.id] = zone
         return self._zones[delivery.id]
 
-    async def campaign_volume(self, name: str, since: datetime) -> int:
-        """How many deliveries of campaign `name` were accepted since `since`."""
-        return await self._store.count_campaign(name, since)
+    async def campaign_volume(
+        self, name: str, since: datetime, *, at_most: int | None = None
+    ) -> int:
+        """How many deliveries of campaign `name` were accepted since `since` (counting stops
+        at `at_most` when given: ask for no more than a threshold needs)."""
+        return await self._store.count_campaign(name, since, at_most=at_most)
 
     async def approvals(self, campaign: str) -> Sequence[ContentApproval]:
         """The contents reviewers approved for `campaign`, newest approval first."""
@@ -243,15 +246,18 @@ class PolicyContext:
         campaign: str | None = None,
         before: str | None = None,
         exclude_message: str | None = None,
+        at_most: int | None = None,
     ) -> int:
         """How many deliveries of messages with this content fingerprint exist (created since
-        `since`, of `campaign`, created before delivery `before`, not of `exclude_message`)."""
+        `since`, of `campaign`, created before delivery `before`, not of `exclude_message`;
+        counting stops at `at_most` when given)."""
         return await self._store.count_content(
             content_hash,
             since=since,
             campaign=campaign,
             before=before,
             exclude_message=exclude_message,
+            at_most=at_most,
         )
 
     async def content(self, message_id: str) -> bytes:

@@ -138,8 +138,14 @@ class PolicyReads(Protocol):
         """What reviewers decided about a campaign, if anything."""
 
     @abstractmethod
-    async def count_campaign(self, name: str, since: datetime) -> int:
-        """How many deliveries of campaign `name` were created since `since`."""
+    async def count_campaign(
+        self, name: str, since: datetime, *, at_most: int | None = None
+    ) -> int:
+        """How many deliveries of campaign `name` were created since `since`.
+
+        With `at_most`, counting stops there: the answer is min(count, at_most), and the cost
+        is bounded by it rather than by the campaign's size (a threshold check needs no more).
+        """
 
     @abstractmethod
     async def approvals(self, campaign: str) -> Sequence[ContentApproval]:
@@ -154,11 +160,13 @@ class PolicyReads(Protocol):
         campaign: str | None = None,
         before: str | None = None,
         exclude_message: str | None = None,
+        at_most: int | None = None,
     ) -> int:
         """How many deliveries of messages with this content fingerprint exist.
 
         Filtered by creation time (`since`), campaign, deliveries created before the delivery
-        id `before`, and leaving out the deliveries of message `exclude_message`.
+        id `before`, and leaving out the deliveries of message `exclude_message`. With
+        `at_most`, counting stops there (min(count, at_most)), as in `count_campaign`.
         """
 
     @abstractmethod

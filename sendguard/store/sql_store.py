@@ -97,6 +97,14 @@ def _where(*filters: tuple[str, Any]) -> tuple[str, list[Any]]:
     return " WHERE " + " AND ".join(c for c, _ in given), [v for _, v in given]
 
 
+def _bounded_count(rows: str, args: list[Any], at_most: int | None) -> tuple[str, list[Any]]:
+    """COUNT(*) of the rows a `SELECT 1 ...` yields, stopping at `at_most` when given: a
+    threshold check then reads at most that many rows, however many match."""
+    if at_most is None:
+        return f"SELECT COUNT(*) FROM ({rows}) AS counted", args
+    return f"SELECT COUNT(*) FROM ({rows} LIMIT ?) AS counted", [*args, max(at_most, 0)]
+
+
 def _marks(count: int) -> str:
     return ",".join("?" * count)
 
@@ -999,13 +1007,17 @@ class SqlStore(Store):
 
         await self._write(job)
 
-    async def count_campaign(self, name: str, since: datetime) -> int:
+    async def count_campaign(
+        self, name: str, since: datetime, *, at_most: int | None = None
+    ) -> int:
+        sql, args = _bounded_count(
+            "SELECT 1 FROM deliveries WHERE campaign = ? AND created_at >= ?",
+            [name, to_micros(since)],
+            at_most,
+        )
+
         async def job(tx: Tx) -> Sequence[Any] | None:
-            return await _one(
-                tx,
-                "SELECT COUNT(*) FROM deliveries WHERE campaign = ? AND created_at >= ?",
-                (name, to_micros(since)),
-            )
+            return await _one(tx, sql, args)
 
         row = await self._read(job)
         return int(row[0]) if row else 0
@@ -1100,6 +1112,7 @@ class SqlStore(Store):
         campaign: str | None = None,
         before: str | None = None,
         exclude_message: str | None = None,
+        at_most: int | None = None,
     ) -> int:
         where, args = _where(
             ("m.content_hash = ?", content_hash),
@@ -1108,7 +1121,11 @@ class SqlStore(Store):
             ("d.id < ?", before),
             ("d.message_id <> ?", exclude_message),
         )
-        sql = "SELECT COUNT(*) FROM deliveries d JOIN messages m ON m.id = d.message_id" + where
+        sql, args = _bounded_count(
+            "SELECT 1 FROM deliveries d JOIN messages m ON m.id = d.message_id" + where,
+            args,
+            at_most,
+        )
 
         async def job(tx: Tx) -> Sequence[Any] | None:
             return await _one(tx, sql, args)

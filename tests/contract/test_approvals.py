@@ -56,7 +56,25 @@ async def test_offers_reach_history_and_events(store: Store) -> None:
     assert await store.count_content("h1", before=news[1].id) == 1
     assert await store.count_content("h1", exclude_message=message.id) == 0
     assert await store.count_content("h1", campaign="spring") == 0
+    # A threshold check stops counting at what it needs.
+    assert await store.count_content("h1", at_most=1) == 1
+    assert await store.count_content("h1", at_most=5) == 2
+    assert await store.count_content("h1", at_most=0) == 0
 
     await store.add_event(Event(EventType.PURCHASE, "a@example.org", T0, offer="spring-sale"))
     events = await store.events("a@example.org")
     assert [(e.type, e.offer) for e in events] == [(EventType.PURCHASE, "spring-sale")]
+
+
+async def test_campaign_volume_counts_since_and_stops_at_at_most(store: Store) -> None:
+    message = make_message(("a@example.org", "b@example.org", "c@example.org"), "spring")
+    news = [
+        NewDelivery(new_id(), r, DeliveryState.QUEUED, "ok", decision(Verdict.forward()), T0)
+        for r in message.recipients
+    ]
+    await store.add_message(message, b"Subject: x\r\n\r\nx", news)
+    assert await store.count_campaign("spring", T0 - timedelta(hours=1)) == 3
+    assert await store.count_campaign("spring", T0 + timedelta(seconds=1)) == 0
+    assert await store.count_campaign("autumn", T0 - timedelta(hours=1)) == 0
+    assert await store.count_campaign("spring", T0 - timedelta(hours=1), at_most=2) == 2
+    assert await store.count_campaign("spring", T0 - timedelta(hours=1), at_most=9) == 3
