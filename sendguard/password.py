@@ -9,6 +9,14 @@ import os
 
 _N, _R, _P = 2**14, 8, 1
 
+DECOY_HASH = (
+    "scrypt$16384$8$1$B/xMW6N+2/RjZRHrf6eyEg==$8WCksXRpA6efzkXuh2Tot/+urqDa9Ld9pQZijtecxNA="
+)
+"""Checked when a user name is unknown, so a wrong name costs as long as a wrong password: the
+hash of a random password nobody kept, with the parameters `hash_password` uses (a test keeps
+them equal). A constant, not hashed at import: each scrypt is ~70 ms of CPU that every
+`sendguard serve` (and every test server) paid twice at startup."""
+
 
 def hash_password(password: str) -> str:
     """A self-describing hash: `scrypt$N$r$p$salt$hash` (base64)."""

@@ -24,7 +24,7 @@ Email = EmailStr
 class Shape(BaseModel):
     """Base of every answer: exactly these keys, each always present."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
 
 class ErrorDetail(Shape):

@@ -120,7 +120,7 @@ def build_app(context: Api, tokens: TokenSet) -> web.Application:
     app[API] = context
     app[TOKENS] = tokens
     register(app, ROUTES)
-    app[openapi.DOCUMENT] = openapi.document(ROUTES)
+    app[openapi.DOCUMENT] = openapi.LazyDocument(ROUTES)
     return app
 
 

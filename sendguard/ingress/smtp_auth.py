@@ -15,7 +15,7 @@ from collections import OrderedDict, deque
 from collections.abc import Mapping
 
 from sendguard.clock import monotonic
-from sendguard.password import hash_password, verify_password
+from sendguard.password import DECOY_HASH, verify_password
 
 MAX_FAILURES_PER_CONNECTION = 3
 MAX_FAILURES_PER_ADDRESS = 10
@@ -34,9 +34,6 @@ ADDRESS_LIMIT_REPLY = (
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
-# Unknown user names are checked against this, so a reply takes as long as for a known name.
-_DECOY = hash_password("sendguard decoy password")
-
 
 class AuthGuard:
     """Checks credentials in a thread and counts failures per client address."""
@@ -48,7 +45,7 @@ class AuthGuard:
     async def verify(self, name: str, password: str) -> bool:
         """True if `password` is `name`'s; the hash check runs off the event loop."""
         stored = self._users.get(name)
-        ok = await asyncio.to_thread(verify_password, password, stored or _DECOY)
+        ok = await asyncio.to_thread(verify_password, password, stored or DECOY_HASH)
         return ok and stored is not None
 
     def _recent(self, address: IPAddress | None) -> deque[float]:

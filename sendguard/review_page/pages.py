@@ -24,7 +24,7 @@ from sendguard.identity import Identity, Role
 from sendguard.ingress.http_context import Handler, api
 from sendguard.ingress.route import Auth, Route
 from sendguard.message import Delivery, DeliveryState, HoldOrigin
-from sendguard.password import hash_password, verify_password
+from sendguard.password import DECOY_HASH, verify_password
 from sendguard.phrasing import human_duration
 from sendguard.review import APPROVE, CAMPAIGN_ACTIONS, CampaignAction, NotFound
 from sendguard.review_page.guard import (
@@ -63,8 +63,6 @@ class ReviewPage:
     clock: Clock
     sessions: Sessions
     throttle: LoginThrottle = field(default_factory=LoginThrottle)
-    # Checked when a user name is unknown, so a wrong name costs as long as a wrong password.
-    decoy_hash: str = field(default_factory=lambda: hash_password(secrets.token_hex(16)))
 
 
 PAGE: web.AppKey[ReviewPage] = web.AppKey("review_page", ReviewPage)
@@ -210,7 +208,7 @@ async def login(request: web.Request) -> web.StreamResponse:
         response.headers["Retry-After"] = str(max(1, int(wait.total_seconds())))
         return response
     user = page.config.users.get(username)
-    stored = user.password_hash if user is not None else page.decoy_hash
+    stored = user.password_hash if user is not None else DECOY_HASH
     # scrypt takes tens of milliseconds: not on the event loop
     matches = await asyncio.to_thread(verify_password, password, stored)
     if user is None or not matches:

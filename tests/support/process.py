@@ -110,7 +110,7 @@ class SendguardProcess:
                         self._wait_started(int(args[args.index("--workers") + 1]), deadline)
                         return
             except OSError:
-                time.sleep(0.05)
+                time.sleep(0.01)
         raise AssertionError(f"sendguard did not start:\n{self.log()}")
 
     def _wait_started(self, workers: int, deadline: float) -> None:

@@ -8,7 +8,7 @@ from aiohttp import web
 from openapi_spec_validator import validate
 
 from sendguard.ingress.answers import Health
-from sendguard.ingress.openapi import document
+from sendguard.ingress.openapi import LazyDocument, document
 from sendguard.ingress.route import TABLE, Answer, Auth, Route, register
 from sendguard.ingress.routes import ROUTES
 
@@ -101,3 +101,13 @@ def test_adding_a_route_is_one_entry() -> None:
     app = web.Application()
     register(app, routes)
     assert app[TABLE][("GET", "/v1/example")] is extra
+
+
+def test_the_served_document_is_built_on_its_first_request_only() -> None:
+    """A server builds no schema before it accepts traffic; the first `/openapi.json` builds
+    the document of its routes, later ones answer that same document."""
+    lazy = LazyDocument(ROUTES)
+    assert lazy._document is None  # nothing built with the app
+    first = lazy.get()
+    assert first == document(ROUTES)
+    assert lazy.get() is first
