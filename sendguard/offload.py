@@ -6,8 +6,8 @@ stall every SMTP session and HTTP request meanwhile. In a thread it is little be
 running Python holds the GIL for a whole switch interval (5 ms) each time the loop's thread
 lets go of it for a system call, and a small message makes dozens of those, so it waits
 hundreds of milliseconds all the same. Such work therefore runs in a worker process
-(`in_process`): the loop's thread only pickles the argument (a copy) and is otherwise free.
-Work that releases the GIL (hashing, file writes) may stay in a thread (`over_size`).
+(`in_process`): this process only pickles the argument (a copy) and is otherwise free.
+Work that releases the GIL (file writes, SQLite) may stay in a thread (`asyncio.to_thread`).
 
 Small inputs stay on the loop, where any hop would cost more than the work. The worker
 processes are started on first use (spawned, not forked: the server runs threads), at most
@@ -27,7 +27,7 @@ from typing import TypeVar
 
 import structlog
 
-__all__ = ["LARGE", "PROCESSES", "close", "in_process", "over_content", "over_size"]
+__all__ = ["LARGE", "PROCESSES", "close", "in_process"]
 
 log = structlog.get_logger("sendguard.offload")
 
@@ -59,18 +59,6 @@ def close() -> None:
     pool, _pool = _pool, None
     if pool is not None and _pool_pid == os.getpid():
         pool.shutdown(wait=False)
-
-
-async def over_content(work: Callable[[bytes], T], content: bytes) -> T:
-    """`work(content)`, in a thread when `content` is LARGE."""
-    return await over_size(len(content), work, content)
-
-
-async def over_size(size: int, work: Callable[[A], T], argument: A) -> T:
-    """`work(argument)`, in a thread when `size` (the length of what it works over) is LARGE."""
-    if size <= LARGE:
-        return work(argument)
-    return await asyncio.to_thread(work, argument)
 
 
 async def in_process(size: int, work: Callable[[A], T], argument: A) -> T:

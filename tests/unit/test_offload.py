@@ -11,6 +11,8 @@ import pytest
 
 from sendguard import offload
 from sendguard.content import content_hash
+from sendguard.delivery.esp_upstreams import parse
+from sendguard.errors import UpstreamPermanent
 from sendguard.offload import LARGE, in_process
 from tests.support.offload_work import die_outside, pid
 
@@ -50,3 +52,15 @@ async def test_large_work_gives_the_same_result_at_a_fraction_of_this_process_cp
 async def test_a_worker_that_dies_leaves_the_work_done_here_and_a_new_pool_next() -> None:
     assert await in_process(LARGE + 1, die_outside, os.getpid()) == os.getpid()
     assert await in_process(LARGE + 1, pid, None) != os.getpid()
+
+
+async def test_what_the_work_raises_is_raised_here() -> None:
+    # An ESP upstream refuses a message without a text part, however large it is.
+    attachment = (
+        b"Subject: Files\r\nMIME-Version: 1.0\r\n"
+        b"Content-Type: application/octet-stream\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+        + b"QUJD\r\n"
+        * (LARGE // 6 + 1)
+    )
+    with pytest.raises(UpstreamPermanent, match="no text or HTML part"):
+        await parse(attachment)
