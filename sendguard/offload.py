@@ -11,15 +11,18 @@ Work that releases the GIL (file writes, SQLite) may stay in a thread (`asyncio.
 
 Small inputs stay on the loop, where any hop would cost more than the work. The worker
 processes are started on first use (spawned, not forked: the server runs threads), at most
-`PROCESSES` of them, and stopped by `close` (the app does it when it stops). Should a worker
-die, its work is done again in a thread and the next large input starts a new pool.
+`PROCESSES` of them, stopped by `close` (`serve` does it when it stops) and killed when the
+process that started them dies, even by SIGKILL. Should a worker die, its work is done again
+in a thread and the next large input starts a new pool.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import multiprocessing
 import os
+import signal
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -40,6 +43,7 @@ LARGE = 256 * 1024
 PROCESSES = 2
 """Worker processes at most (each holds one message while it works on it)."""
 
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
 _pool: ProcessPoolExecutor | None = None
 _pool_pid = 0  # the process that made `_pool`: a forked child must not use its parent's
 
@@ -47,9 +51,25 @@ _pool_pid = 0  # the process that made `_pool`: a forked child must not use its 
 def _executor() -> ProcessPoolExecutor:
     global _pool, _pool_pid  # noqa: PLW0603 - one pool per process, started on first use
     if _pool is None or _pool_pid != os.getpid():
-        _pool = ProcessPoolExecutor(PROCESSES, mp_context=multiprocessing.get_context("spawn"))
+        _pool = ProcessPoolExecutor(
+            PROCESSES,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=_worker_start,
+            initargs=(os.getpid(),),
+        )
         _pool_pid = os.getpid()
     return _pool
+
+
+def _worker_start(parent: int) -> None:
+    """In a new worker: end with the process that started it, even one killed with -9 (an
+    orphan would wait for work forever); leave Ctrl-C to it (it stops its workers)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # Sent when the thread that started this worker ends: the event loop's, which lives as
+    # long as the server does.
+    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:  # it died before prctl took effect
+        os._exit(1)
 
 
 def close() -> None:

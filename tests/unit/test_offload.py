@@ -4,8 +4,12 @@ process's interpreter (the event loop's GIL) doing the work."""
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -64,3 +68,40 @@ async def test_what_the_work_raises_is_raised_here() -> None:
     )
     with pytest.raises(UpstreamPermanent, match="no text or HTML part"):
         await parse(attachment)
+
+
+STARTS_A_WORKER = """
+import asyncio, time
+from sendguard.offload import LARGE, in_process
+from tests.support.offload_work import pid
+print(asyncio.run(in_process(LARGE + 1, pid, None)), flush=True)
+time.sleep(120)
+"""
+
+
+def gone(process: int) -> bool:
+    try:
+        stat = Path(f"/proc/{process}/stat").read_text()
+    except FileNotFoundError:
+        return True
+    return stat.rpartition(")")[2].split()[0] == "Z"  # ended, not yet reaped
+
+
+def test_workers_end_with_a_server_killed_with_sigkill() -> None:
+    root = Path(__file__).resolve().parents[2]
+    with subprocess.Popen(
+        [sys.executable, "-c", STARTS_A_WORKER],
+        cwd=root,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,  # multiprocessing's note on what the kill left behind
+        text=True,
+    ) as server:
+        assert server.stdout is not None
+        worker = int(server.stdout.readline())
+        assert not gone(worker)
+        server.send_signal(signal.SIGKILL)
+        server.wait(10)
+    deadline = time.monotonic() + 10
+    while not gone(worker):
+        assert time.monotonic() < deadline, f"worker {worker} outlived its server"
+        time.sleep(0.05)
