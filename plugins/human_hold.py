@@ -35,7 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sendguard.approvals import Approval, Campaign
 from sendguard.duration import Duration
 from sendguard.message import Delivery, MessageClass
-from sendguard.offload import over_content
+from sendguard.offload import in_process
 from sendguard.phrasing import human_duration, human_time
 from sendguard.policy import Lookback, PolicyContext, PolicyOptions
 from sendguard.verdict import Verdict
@@ -131,7 +131,8 @@ class HumanHoldPolicy:
         if message_id in self._texts:
             self._texts.move_to_end(message_id)
             return self._texts[message_id]
-        text = await over_content(message_text, await ctx.content(message_id))
+        content = await ctx.content(message_id)
+        text = await in_process(len(content), message_text, content)
         self._texts[message_id] = text
         if len(self._texts) > _TEXT_CACHE:
             self._texts.popitem(last=False)

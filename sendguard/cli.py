@@ -596,6 +596,7 @@ def _serve(
     workers: int | None = None,
     handoff: str | None = None,
 ) -> int:
+    from sendguard import offload  # noqa: PLC0415
     from sendguard.app import App  # noqa: PLC0415 - keeps `check-config` and `--version` light
     from sendguard.reload import read_config  # noqa: PLC0415
     from sendguard.workers import Handoff, Supervisor, default_workers  # noqa: PLC0415
@@ -639,7 +640,10 @@ def _serve(
             handoff=Handoff.decode(handoff) if handoff is not None else None,
         )
         loop.add_signal_handler(signal.SIGHUP, app.on_sighup)
-        await app.run(stop)
+        try:
+            await app.run(stop)
+        finally:
+            offload.close()  # the processes that worked on large messages, if any started
 
     try:
         with asyncio.Runner(loop_factory=loop_factory(loop)) as runner:

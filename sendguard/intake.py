@@ -35,7 +35,7 @@ from sendguard.headers import (
 from sendguard.ids import new_id
 from sendguard.message import Delivery, DeliveryState, Message
 from sendguard.metrics import Metrics
-from sendguard.offload import over_content
+from sendguard.offload import in_process
 from sendguard.store.base import IntakeWrites
 
 log = structlog.get_logger("sendguard.intake")
@@ -162,7 +162,7 @@ class Intake:
         headers = Headers.parse(raw[: header_end(raw)])
         content = strip_unforwarded_headers(raw)
         if fingerprint is None:
-            fingerprint = await over_content(content_hash, content)
+            fingerprint = await in_process(len(content), content_hash, content)
         now = self._clock.now()
         message_id = new_id()
         date = email.utils.format_datetime(now)

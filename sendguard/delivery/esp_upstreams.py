@@ -27,7 +27,7 @@ from sendguard.delivery.http_upstream import HttpUpstream
 from sendguard.delivery.upstream import Envelope
 from sendguard.errors import UpstreamPermanent
 from sendguard.esp_request import EspRequest
-from sendguard.offload import over_content
+from sendguard.offload import in_process
 
 _OWN_HEADERS = frozenset(
     {
@@ -53,7 +53,11 @@ _OWN_HEADERS = frozenset(
 
 
 class Parsed:
-    """The parts of a rendered message an ESP's JSON API asks for."""
+    """The parts of a rendered message an ESP's JSON API asks for.
+
+    Parsing is pure Python over the whole message: above offload.LARGE it runs in a worker
+    process (`parse`), so the parts must pickle (plain strings, bytes and tuples).
+    """
 
     def __init__(self, content: bytes) -> None:
         msg = BytesParser(policy=email.policy.default).parsebytes(content)
@@ -82,6 +86,11 @@ class Parsed:
             raise UpstreamPermanent("the message has no text or HTML part an ESP API can carry")
 
 
+async def parse(content: bytes) -> Parsed:
+    """The parts of `content`, parsed off the event loop when it is large."""
+    return await in_process(len(content), Parsed, content)
+
+
 def _address(header: str) -> dict[str, str]:
     name, address = email.utils.parseaddr(header)
     return {"email": address, "name": name} if name else {"email": address}
@@ -104,9 +113,8 @@ class SendgridUpstream(HttpUpstream):
         super().__init__(base_url, timeout=timeout, pool_size=pool_size)
         self._key = api_key
 
-    def body(self, envelope: Envelope, content: bytes) -> dict[str, Any]:
+    def body(self, envelope: Envelope, msg: Parsed) -> dict[str, Any]:
         """The mail/send request for one delivery."""
-        msg = Parsed(content)
         body: dict[str, Any] = {
             "personalizations": [{"to": [{"email": envelope.recipient}]}],
             "from": _address(msg.sender) if msg.sender else {"email": envelope.mail_from},
@@ -136,7 +144,7 @@ class SendgridUpstream(HttpUpstream):
         return body
 
     async def send(self, envelope: Envelope, content: bytes) -> None:
-        body = await over_content(lambda c: self.body(envelope, c), content)  # parses it all
+        body = self.body(envelope, await parse(content))
         await self.request(
             "/v3/mail/send", headers={"Authorization": f"Bearer {self._key}"}, json_body=body
         )
@@ -169,9 +177,8 @@ class PostmarkUpstream(HttpUpstream):
         self._key = api_key
         self._stream = message_stream
 
-    def body(self, envelope: Envelope, content: bytes) -> dict[str, Any]:
+    def body(self, envelope: Envelope, msg: Parsed) -> dict[str, Any]:
         """The /email request for one delivery."""
-        msg = Parsed(content)
         body: dict[str, Any] = {
             "From": msg.sender or envelope.mail_from,
             "To": envelope.recipient,
@@ -201,7 +208,7 @@ class PostmarkUpstream(HttpUpstream):
         return body
 
     async def send(self, envelope: Envelope, content: bytes) -> None:
-        await self._post("/email", await over_content(lambda c: self.body(envelope, c), content))
+        await self._post("/email", self.body(envelope, await parse(content)))
 
     async def send_request(self, envelope: Envelope, request: EspRequest) -> None:
         """The client's email (templated or not), narrowed to this delivery (pass-through)."""

@@ -6,6 +6,7 @@ import email.charset
 import email.header
 import email.policy
 import email.utils
+import functools
 import hashlib
 import json
 from collections.abc import Sequence
@@ -42,7 +43,7 @@ from sendguard.ingress.views import (
 )
 from sendguard.intake import Accepted, Idempotency, idempotency_scope
 from sendguard.message import Delivery, DeliveryState
-from sendguard.offload import over_size
+from sendguard.offload import in_process
 
 MAX_KEY = 200
 
@@ -149,7 +150,7 @@ async def _read_send(request: web.Request) -> tuple[bytes, str, list[str], Field
         now = api(request).clock.now()
         # Quoted-printable encoding is pure Python: seconds for a few MB of text.
         size = len(payload.text or "") + len(payload.html or "")
-        raw = await over_size(size, lambda p: build_mime(p, now), payload)
+        raw = await in_process(size, functools.partial(build_mime, now=now), payload)
     # ?from= and ?to= give the envelope, whatever the body: by default it is the message's.
     mail_from = request.query.get("from", mail_from)
     recipients = request.query.getall("to", recipients)

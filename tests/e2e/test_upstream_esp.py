@@ -93,7 +93,7 @@ def test_400_fails_with_the_esps_message(
 def test_a_large_message_is_rendered_whole(
     sendguard: Start, sink: Sink, fake: FakeEsp, esp: str
 ) -> None:
-    # Above offload.LARGE the message is parsed into the ESP's JSON in a thread.
+    # Above offload.LARGE the message is parsed for the ESP's JSON in a worker process.
     proc = _server(sendguard, fake, esp)
     text = "Grüße, line of a large text body\n" * 20_000  # ~700 KB
     send_json(proc, to=["Ana@Example.org"], subject="Large", text=text)

@@ -22,10 +22,12 @@ from sendguard_plugins.frequency import (
 from sendguard_plugins.human_hold import HumanHoldOptions, HumanHoldPolicy
 from sendguard_plugins.repetition import RepetitionOptions, RepetitionPolicy
 
+from sendguard import offload
 from sendguard.approvals import Approval
 from sendguard.content import content_hash
 from sendguard.events import Event, EventType
 from sendguard.message import Match, MessageClass, OnTimeout, Requirement
+from sendguard.offload import LARGE
 from sendguard.policy import Policy
 from sendguard.suppressions import Effect, apply_event
 from sendguard.testing import FakeClock, PolicyHarness, make_delivery
@@ -428,6 +430,21 @@ async def test_human_hold_patterns_and_blast() -> None:
         assert (
             await blast.evaluate(make_delivery(ANN, campaign="blast"), later)
         ).action is Action.FORWARD
+
+
+async def test_human_hold_patterns_in_a_large_message() -> None:
+    # Above offload.LARGE the text is extracted in a worker process: the same verdicts.
+    options = HumanHoldOptions(hold_unapproved_campaigns=False, patterns=[r"free\s+money"])
+    filler = b"Nothing to see here, only a line of text.\r\n" * (2 * LARGE // 40)
+    try:
+        async with harness(HumanHoldPolicy, options) as h:
+            hit = b"Subject: Hello\r\n\r\n" + filler + b"Get FREE   money now\r\n"
+            v = await h.evaluate(h.delivery(ANN, content=hit))
+            assert v.action is Action.HOLD and "free" in v.reason
+            miss = b"Subject: Hello\r\n\r\n" + filler
+            assert (await h.evaluate(h.delivery(ANN, content=miss))).action is Action.FORWARD
+    finally:
+        offload.close()
 
 
 def test_clock_is_injectable() -> None:
