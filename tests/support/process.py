@@ -89,7 +89,7 @@ class SendguardProcess:
     def start(self, timeout: float = 60.0) -> None:
         self.config_path.write_text(yaml.safe_dump(self.config))
         log = self.log_path.open("ab")
-        workers = [] if "--workers" in self.serve_args else ["--workers", WORKERS]
+        workers = [] if "--workers" in self.serve_args else ["--workers", self._workers()]
         args = [*workers, *self.serve_args]
         self._log_start = self.log_path.stat().st_size if self.log_path.exists() else 0
         self.proc = subprocess.Popen(
@@ -122,6 +122,16 @@ class SendguardProcess:
                 self.proc.kill()
                 self.proc.wait(10)
             raise
+
+    def _workers(self) -> str:
+        """`--workers` when the test's serve_args do not say: WORKERS, but 1 when review
+        users are set. Review page sign-ins live in the worker that made them, which is why
+        sendguard's own default is then one process (docs/operations.md, "Workers": "Choose
+        `--workers 1` where those must be exact"); every review page test signs in and
+        follows its session from request to request."""
+        if self.config.get("review", {}).get("users"):
+            return "1"
+        return WORKERS
 
     def _wait_started(self, workers: int, deadline: float) -> None:
         """With several workers, healthz answers once the first is up: wait for them all (by
