@@ -521,7 +521,11 @@ class ControlLine:
     async def _follow(
         self, number: int, actor: str, follow: Callable[[str], Awaitable[WorkerReload]]
     ) -> None:
-        result = await follow(actor)
+        try:
+            result = await follow(actor)
+        except Exception as exc:  # whatever failed, the asking worker hears it
+            log.exception("reload failed", actor=actor)
+            result = WorkerReload(os.getpid(), False, None, f"failed: {exc!r}")
         if self._writer is not None and not self._writer.is_closing():
             self._writer.write(_line({"op": "reloaded", "id": number, "result": result.as_dict()}))
             with contextlib.suppress(OSError):
