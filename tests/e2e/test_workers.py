@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import signal
 import smtplib
 import subprocess
@@ -109,10 +110,6 @@ def test_the_scrape_of_two_workers_passes_promtool(sendguard: Start, sink: Sink)
     sink.wait_for(4, timeout=20)
     status, body = proc.http_get("/metrics")
     assert status == 200
-    checked = subprocess.run(
-        ["promtool", "check", "metrics"], input=body, capture_output=True, check=False
-    )
-    assert checked.returncode == 0, checked.stdout + checked.stderr
     families = {f.name: f for f in text_string_to_metric_families(body.decode())}
     # One series per label set: summed, not one per worker.
     received = [
@@ -124,6 +121,13 @@ def test_the_scrape_of_two_workers_passes_promtool(sendguard: Start, sink: Sink)
     assert dict(received)["smtp"] == 4
     states = {s.labels["state"]: s.value for s in families["sendguard_deliveries_in_state"].samples}
     assert states["sent"] == 4
+    promtool = shutil.which("promtool")
+    if promtool is None:  # the sums above were checked
+        pytest.skip("promtool is not installed (Debian package prometheus); .ci/run installs it")
+    checked = subprocess.run(
+        [promtool, "check", "metrics"], input=body, capture_output=True, check=False
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr
 
 
 def test_kill9_of_a_worker_under_load_loses_nothing_answered_250(
