@@ -12,8 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import os
-import signal
 from collections.abc import Callable
 from contextlib import AsyncExitStack
 from pathlib import Path
@@ -49,7 +47,7 @@ from sendguard.store import open_store
 from sendguard.store.base import Store
 from sendguard.tokens import TOKEN_FILE_NAME, TokenSet, read_or_create_token
 from sendguard.webhooks import WebhookSender
-from sendguard.workers import Handoff
+from sendguard.workers import ControlLine, Handoff
 
 log = structlog.get_logger("sendguard.app")
 PRUNE_INTERVAL = 3600.0
@@ -228,10 +226,9 @@ class App:
             )
             web_app = build_app(context, self.tokens(config))
             install_review_page(web_app, config.review, self.clock)
-            self.reloader = self._reloader(
-                upstream, engine, intake, dispatcher, webhooks, web_app, store
+            self.reloader = await self._reloader(
+                stack, upstream, engine, intake, dispatcher, webhooks, web_app, store
             )
-            stack.push_async_callback(self.reloader.close)
             web_app[RELOADER] = self.reloader
             web_app[SIMULATIONS] = await stack.enter_async_context(Simulations(config.store))
             self._start_notifier(stack, store, upstream, config)
@@ -309,8 +306,9 @@ class App:
             return None
         return self.smtp.reload_certificates(config.smtp.tls)
 
-    def _reloader(
+    async def _reloader(
         self,
+        stack: AsyncExitStack,
         upstream: SwitchableUpstream,
         engine: Engine,
         intake: Intake,
@@ -319,7 +317,15 @@ class App:
         web_app: web.Application,
         store: Store,
     ) -> Reloader:
-        """The reloader, with how a new config reaches each running part."""
+        """The reloader, with how a new config reaches each running part and, in a worker of
+        `serve --workers N`, every other worker (through the control line to the supervisor);
+        closed with `stack`."""
+        handoff = self.handoff
+        control = (
+            ControlLine(handoff.control_fd)
+            if handoff is not None and handoff.control_fd is not None
+            else None
+        )
 
         def policies(settings: Settings) -> None:
             engine.reconfigure(build_policies(settings), settings.config.review.hold_expiry)
@@ -337,14 +343,7 @@ class App:
             certificates=self._certificates,
         )
         loaded = Loaded(self.settings, self.config_digest)
-        handoff = self.handoff
-
-        def announce() -> None:
-            # The supervisor forwards it to the other workers, so all run the new config.
-            if handoff is not None:
-                os.kill(handoff.supervisor, signal.SIGHUP)
-
-        return Reloader(
+        reloader = Reloader(
             self.config_path,
             loaded,
             upstream,
@@ -352,5 +351,11 @@ class App:
             store,
             self.clock,
             self.metrics,
-            announce=announce,
+            siblings=control.reload_others if control is not None else None,
         )
+        stack.push_async_callback(reloader.close)
+        if control is not None:
+            # A reload another worker did reaches this one through the supervisor.
+            await control.start(reloader.follow)
+            stack.push_async_callback(control.close)
+        return reloader

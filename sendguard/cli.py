@@ -523,10 +523,19 @@ def _reload(args: argparse.Namespace) -> int:
         for problem in exc.problems:
             print(f"  {problem}", file=sys.stderr)
         return 1
+    # A worker of `serve --workers N` that did not reload (or read another file) fails it.
+    lagging = [
+        w for w in answer.get("workers", []) if not w["reloaded"] or w["hash"] != answer["hash"]
+    ]
     if args.json:
         print(json.dumps(answer, indent=2))
-        return 0
+        return 1 if lagging else 0
     print(f"reloaded {answer['source']} (sha256 {answer['hash']})")
+    if lagging:
+        print("not reloaded by every worker:", file=sys.stderr)
+        for worker in lagging:
+            why = worker["error"] or f"read sha256 {worker['hash']}"
+            print(f"  worker {worker['pid']}: {why}", file=sys.stderr)
     print(f"applied: {', '.join(answer['applied']) or 'nothing changed'}")
     if answer["restart_required"]:
         print(f"restart needed for: {', '.join(answer['restart_required'])}")
@@ -538,7 +547,7 @@ def _reload(args: argparse.Namespace) -> int:
         print(f"smtp tls certificate kept (sha256 {certificate['sha256']}):", file=sys.stderr)
         print(f"  {problem['field']}: {problem['message']}", file=sys.stderr)
         return 1
-    return 0
+    return 1 if lagging else 0
 
 
 def _shadow_report(args: argparse.Namespace) -> int:

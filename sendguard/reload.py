@@ -16,6 +16,10 @@ An invalid config is refused with the same field-path problems as `check-config`
 config stays. Every reload, accepted or refused, is audited with who asked and the new config's
 sha256 (of the file's bytes, as `sha256sum` prints it), which `sendguard_config_info{hash}`
 shows for the running one.
+
+In a worker of `serve --workers N`, a reload (asked over the API, or SIGHUP passed on by the
+supervisor) is followed by every other worker before it is answered and audited, once; the
+outcome lists each worker's result (`sendguard.workers` carries the asks and answers).
 """
 
 from __future__ import annotations
@@ -23,8 +27,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from dataclasses import dataclass
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import structlog
@@ -178,6 +183,39 @@ def _hold_expiry(loaded: Loaded) -> float:
 
 
 @dataclass(frozen=True)
+class WorkerReload:
+    """What one worker process made of a reload."""
+
+    pid: int
+    reloaded: bool
+    """Whether it runs the config it read now (False: refused, or no answer)."""
+    hash: str | None
+    """The sha256 of the config it read (None: none read)."""
+    error: str | None = None
+    """Why it did not reload, or what it kept (a TLS certificate it could not use)."""
+
+    def as_dict(self) -> dict[str, object]:
+        """The JSON form (the control channel and the API answer)."""
+        return {"pid": self.pid, "reloaded": self.reloaded, "hash": self.hash, "error": self.error}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, object]) -> WorkerReload:
+        """From the JSON form."""
+        pid, reloaded, digest, error = (data.get(k) for k in ("pid", "reloaded", "hash", "error"))
+        return cls(
+            int(pid) if isinstance(pid, int) else 0,
+            reloaded is True,
+            digest if isinstance(digest, str) else None,
+            error if isinstance(error, str) else None,
+        )
+
+
+Siblings = Callable[[str], Awaitable[Sequence[WorkerReload]]]
+"""How a worker of `serve --workers N` has every other worker reload (as `actor`) and
+learns what each made of it."""
+
+
+@dataclass(frozen=True)
 class ReloadOutcome:
     """What a reload did."""
 
@@ -190,6 +228,13 @@ class ReloadOutcome:
     """The SHA-256 fingerprint of the TLS certificate new SMTP connections get (None: no TLS)."""
     certificate_problem: ConfigProblem | None = None
     """Why the new certificate could not be used (the one before stays), or None."""
+    workers: Sequence[WorkerReload] = ()
+    """Every process's result, this one's first (one entry when sendguard runs alone)."""
+
+    @property
+    def everywhere(self) -> bool:
+        """Whether every worker reloaded, and to this config."""
+        return all(w.reloaded and w.hash == self.digest for w in self.workers)
 
 
 @dataclass(frozen=True)
@@ -220,12 +265,12 @@ class Reloader:
         clock: Clock,
         metrics: Metrics,
         environ: Mapping[str, str] | None = None,
-        announce: Callable[[], None] | None = None,
+        siblings: Siblings | None = None,
     ) -> None:
-        """`announce` is called after a reload asked for by a caller (not by SIGHUP)
-        succeeds: a worker of `serve --workers N` tells its siblings through it."""
+        """`siblings`: in a worker of `serve --workers N`, how the other workers are made to
+        reload once this one has (None: this process runs alone)."""
         self._path = path
-        self._announce = announce
+        self._siblings = siblings
         self.current = loaded
         self._upstream = upstream
         self._apply = appliers
@@ -243,18 +288,54 @@ class Reloader:
         return self.current.settings
 
     async def reload(self, actor: str) -> ReloadOutcome:
-        """Read the config file again and apply it; raise ConfigError (nothing changes then)."""
-        outcome = await self._reload(actor)
-        if self._announce is not None:
-            self._announce()
+        """Read the config file again and apply it; raise ConfigError (nothing changes then).
+
+        In a worker of `serve --workers N`, every other worker then reloads too, and this
+        returns once each has answered (or could not): the outcome lists every worker's
+        result, and the one audit entry of this reload names any worker that did not."""
+        outcome, note = await self._reload(actor)
+        if self._siblings is not None:
+            others = await self._siblings(actor)
+            outcome = replace(outcome, workers=(*outcome.workers, *others))
+            failed = [
+                f"worker {w.pid}: {w.error or 'not reloaded'}"
+                if not w.reloaded
+                else f"worker {w.pid}: read sha256 {w.hash}"
+                for w in others
+                if not w.reloaded or w.hash != outcome.digest
+            ]
+            note += f"; {len(outcome.workers)} workers"
+            if failed:
+                note += f"; NOT reloaded everywhere: {'; '.join(failed)}"
+                log.error("reload incomplete", actor=actor, workers=failed)
+        await self._audit(actor, "reload", note)
         return outcome
 
-    async def _reload(self, actor: str) -> ReloadOutcome:
+    async def follow(self, actor: str) -> WorkerReload:
+        """Reload because a sibling worker did (asked by `actor`); that worker audits it."""
+        try:
+            outcome, _ = await self._reload(actor, audit_refusal=False)
+        except ConfigError as exc:
+            return WorkerReload(os.getpid(), False, None, f"refused: {exc}")
+        problem = outcome.certificate_problem
+        return WorkerReload(
+            os.getpid(),
+            True,
+            outcome.digest,
+            f"TLS certificate kept: {problem}" if problem is not None else None,
+        )
+
+    async def _reload(self, actor: str, audit_refusal: bool = True) -> tuple[ReloadOutcome, str]:
+        """Read and apply the file: the outcome and the audit note it is worth (the caller
+        audits it); a refusal is audited here (unless `audit_refusal` is False) and raised."""
         async with self._lock:
             try:
                 new = read_config(self._path, self._environ)
             except ConfigError as exc:
-                await self._audit(actor, "reload-refused", f"{len(exc.problems)} problem(s): {exc}")
+                if audit_refusal:
+                    await self._audit(
+                        actor, "reload-refused", f"{len(exc.problems)} problem(s): {exc}"
+                    )
                 log.warning("reload refused", actor=actor, problems=[str(p) for p in exc.problems])
                 raise
             old = self.current
@@ -276,7 +357,6 @@ class Reloader:
                 note += f"; TLS certificate kept: {problem}"
             elif certificate is not None:
                 note += f"; TLS certificate sha256 {certificate}"
-            await self._audit(actor, "reload", note)
             log.info(
                 "config reloaded",
                 actor=actor,
@@ -286,7 +366,7 @@ class Reloader:
                 restart_required=restart,
                 certificate=certificate,
             )
-            return ReloadOutcome(
+            outcome = ReloadOutcome(
                 new.digest,
                 old.digest,
                 applied,
@@ -294,7 +374,16 @@ class Reloader:
                 new.settings.source,
                 certificate,
                 problem,
+                (
+                    WorkerReload(
+                        os.getpid(),
+                        True,
+                        new.digest,
+                        f"TLS certificate kept: {problem}" if problem is not None else None,
+                    ),
+                ),
             )
+            return outcome, note
 
     def _reload_certificates(self, config: Config) -> tuple[str | None, ConfigProblem | None]:
         """(fingerprint in use, why the new files were not taken or None)."""
@@ -326,7 +415,7 @@ class Reloader:
 
     async def _signal_reload(self) -> None:
         with contextlib.suppress(ConfigError):  # logged and audited; the running config stays
-            await self._reload("signal:SIGHUP")
+            await self.reload("signal:SIGHUP")
 
     async def close(self) -> None:
         """Let a reload under way finish."""

@@ -325,16 +325,34 @@ class CertificateAnswer(Shape):
     problem: CertificateProblem | None = None
 
 
+class WorkerReloadAnswer(Shape):
+    """What one process of the server made of a reload."""
+
+    pid: int
+    reloaded: bool = Field(description="Whether it runs the config it read now.")
+    hash: str | None = Field(description="The sha256 of the config it read (null: none).")
+    error: str | None = Field(
+        description="Why it did not reload (refused, no answer, exited), or what it kept."
+    )
+
+
 class ReloadAnswer(Shape):
     """What a config reload applied and what needs a restart."""
 
-    reloaded: bool
+    reloaded: bool = Field(
+        description="True once every worker process runs the new config; false when one did "
+        "not (see `workers`)."
+    )
     hash: str
     previous_hash: str | None
     source: str
     applied: list[str]
     restart_required: list[str]
     tls_certificate: CertificateAnswer | None
+    workers: list[WorkerReloadAnswer] = Field(
+        description="Every process's result, the answering one first (one entry without "
+        "`serve --workers`)."
+    )
 
 
 class SimulationAnswer(Shape):

@@ -1,6 +1,7 @@
 """Administration over HTTP: `POST /v1/admin/reload` reads the config again, as SIGHUP does.
 
-The answer names what was applied and what needs a restart; an invalid config is refused with
+The answer comes once every worker process has reloaded (or could not) and names what was
+applied, what needs a restart and each worker's result; an invalid config is refused with
 400 and every problem with its field path (as `check-config` prints them), and the running
 config stays. The reload is audited under the API token's name.
 """
@@ -48,13 +49,14 @@ async def reload_config(request: web.Request) -> web.Response:
         )
     return web.json_response(
         {
-            "reloaded": True,
+            "reloaded": outcome.everywhere,
             "hash": outcome.digest,
             "previous_hash": outcome.previous,
             "source": outcome.source,
             "applied": list(outcome.applied),
             "restart_required": list(outcome.restart_required),
             "tls_certificate": _certificate(outcome),
+            "workers": [worker.as_dict() for worker in outcome.workers],
         }
     )
 
