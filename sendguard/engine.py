@@ -92,6 +92,10 @@ def plan(decision: Decision, now: datetime, hold_expiry: timedelta | None = None
     return Plan(state, explain(decision), due, origin)
 
 
+NO_POLICY = "no policy is configured"
+"""Why a delivery was let through when the config has no enforcing policy."""
+
+
 def explain(decision: Decision) -> str:
     """One line naming the policy behind the combined verdict and its reason.
 
@@ -105,7 +109,7 @@ def explain(decision: Decision) -> str:
             for o in decision.outcomes
             if o.mode is Mode.ENFORCE
         ]
-        return "; ".join(passed) if passed else "no policy is configured"
+        return "; ".join(passed) if passed else NO_POLICY
     for outcome in decision.outcomes:
         if outcome.mode is Mode.ENFORCE and outcome.verdict is verdict:
             return f"{outcome.policy}: {verdict.reason}" if verdict.reason else outcome.policy

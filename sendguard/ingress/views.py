@@ -9,6 +9,7 @@ from typing import Any
 from sendguard.approvals import Approval, CampaignSummary
 from sendguard.audit import AuditEntry
 from sendguard.deliveries import RecordedOutcome
+from sendguard.engine import NO_POLICY
 from sendguard.events import Event
 from sendguard.fields import show_fields
 from sendguard.message import Delivery, DeliveryState, Message, Transition
@@ -103,6 +104,8 @@ def _why(delivery: Delivery, transitions: Sequence[Transition]) -> str:
     if delivery.state in (DeliveryState.SENDING, DeliveryState.SENT):
         queued = [t for t in transitions if t.state is DeliveryState.QUEUED]
         if queued and queued[-1] is not transitions[-1]:
+            if queued[-1].reason == NO_POLICY:  # "let through by no policy ..." reads wrong
+                return f"{latest}; {NO_POLICY}"
             return f"{latest}; let through by {queued[-1].reason}"
     return latest
 

@@ -192,3 +192,14 @@ def test_sigterm_finishes_an_in_flight_send_and_exits_0(sendguard: Start, sink: 
     assert len(sink.received) == 1
     proc.start()  # the state is read through the API of the next run
     assert proc.states(msg_id) == {"slow@example.org": "sent"}
+
+
+def test_without_policies_the_reason_says_so_in_plain_words(sendguard: Start, sink: Sink) -> None:
+    # A config file without `policies:` runs none (docs/configuration.md#policies).
+    proc = sendguard(policies=[])
+    msg_id = send(proc, ["nopolicy@example.org"], message())
+    proc.wait_states({"nopolicy@example.org": "sent"}, msg_id)
+    (delivery,) = proc.deliveries(msg_id)
+    assert delivery["reason"] == "upstream accepted; no policy is configured"
+    _status, line = proc.call("GET", "/v1/recipients/nopolicy@example.org/timeline")
+    assert line["deliveries"][0]["reason"] == "upstream accepted; no policy is configured"
