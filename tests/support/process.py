@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import smtplib
 import socket
@@ -26,6 +27,11 @@ TOKEN = "test-token-0123456789"
 # default (what most tests assume of per-process state); SENDGUARD_TEST_WORKERS=2 runs the
 # suite against two workers sharing the store.
 WORKERS = os.environ.get("SENDGUARD_TEST_WORKERS", "1")
+# A server a test starts gets SIGTERM when the test process dies (a pytest run stopped by
+# `timeout`, a killed xdist worker): without it such servers lived on, dozens at a time,
+# taking the CPU of every later run. setpriv (util-linux) sets it and execs sendguard, so the
+# pid stays sendguard's; servers must be started from the test's main thread.
+DIE_WITH_TEST = ["setpriv", "--pdeathsig", "TERM", "--"] if shutil.which("setpriv") else []
 
 
 def free_port() -> int:
@@ -93,7 +99,7 @@ class SendguardProcess:
         args = [*workers, *self.serve_args]
         self._log_start = self.log_path.stat().st_size if self.log_path.exists() else 0
         self.proc = subprocess.Popen(
-            [SENDGUARD, "serve", "--config", str(self.config_path), *args],
+            [*DIE_WITH_TEST, SENDGUARD, "serve", "--config", str(self.config_path), *args],
             cwd=self.workdir,
             stdout=log,
             stderr=subprocess.STDOUT,
