@@ -2,16 +2,15 @@
 
 Usage: python bench/cpu_per_message.py [MESSAGES] — prints `ms CPU per message` (user + system
 time of the sendguard process over the run, divided by the messages the sink received) and
-msg/s. The config is `make bench`'s (`bench/run.py`: the six policies, SQLite, SMTP upstream,
-human_hold's `max_blast` lifted above what a run sends). Run it alone: it measures CPU time,
-which other load on the machine barely changes, but its msg/s is only indicative.
+msg/s. The config and the traffic are `make bench`'s (`bench/run.py`: the six policies as
+shipped, SQLite, SMTP upstream; the 2 KB newsletter of a campaign approved before the run).
+Run it alone: it measures CPU time, which other load on the machine barely changes, but its
+msg/s is only indicative.
 """
 
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -32,26 +31,15 @@ def main(messages: int) -> None:
     with tempfile.TemporaryDirectory(prefix="sendguard-cpu-") as tmp:
         work = Path(tmp)
         sink = run.Sink(work)
-        config = run.sendguard_config(work, sink)  # writes sendguard.yaml
-        log = (work / "sendguard.log").open("wb")
-        proc = subprocess.Popen(
-            # One process: its own CPU time is the whole cost (a supervisor's would not be).
-            [str(run.BIN / "sendguard"), "serve", "--config", "sendguard.yaml", "--workers", "1"],
-            cwd=work,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
         try:
-            port = int(config["smtp"]["listen"].rsplit(":", 1)[1])
-            run.wait_port(int(config["http"]["listen"].rsplit(":", 1)[1]))
-            run.throughput(sink, port, 200, 2048, reuse=False)  # warm up
-            before = cpu_seconds(proc.pid)
-            result = run.throughput(sink, port, messages, 2048, reuse=False)
-            spent = cpu_seconds(proc.pid) - before
+            # One process (`--workers 1`): its own CPU time is the whole cost.
+            with run.running(run.start_sendguard(work / "sg", sink)) as sendguard:
+                assert sendguard.pid is not None
+                run.throughput(sink, sendguard.port, 200, run.SMALL, reuse=False)  # warm up
+                before = cpu_seconds(sendguard.pid)
+                result = run.throughput(sink, sendguard.port, messages, run.SMALL, reuse=False)
+                spent = cpu_seconds(sendguard.pid) - before
         finally:
-            proc.send_signal(signal.SIGTERM)
-            proc.wait(30)
-            log.close()
             sink.stop()
         got = int(result["received"])
         print(f"{result['rate']} msg/s, ok={result['ok']}")

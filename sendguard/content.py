@@ -66,14 +66,9 @@ def text_of(message: Message) -> str:
         payload = part.get_payload(decode=True)
         if not isinstance(payload, bytes):
             continue
-        charset = part.get_content_charset() or "utf-8"
-        try:
-            decoded = payload.decode(charset, errors="replace")
-        except LookupError:
-            decoded = payload.decode("utf-8", errors="replace")
-        if part.get_content_subtype() == "html":
-            # Entities stand for characters in HTML only (in plain text `&eacute;` is just that).
-            decoded = html.unescape(_TAGS.sub(" ", decoded))
+        decoded = part_text(
+            payload, part.get_content_charset() or "utf-8", part.get_content_subtype()
+        )
         parts.append(decoded)
         size += len(decoded)
         if size >= MAX_TEXT:
@@ -81,9 +76,27 @@ def text_of(message: Message) -> str:
     return "\n".join(parts)[:MAX_TEXT]
 
 
+def part_text(payload: bytes, charset: str, subtype: str) -> str:
+    """The text of one decoded text part (`payload` without its transfer encoding)."""
+    try:
+        decoded = payload.decode(charset, errors="replace")
+    except LookupError:
+        decoded = payload.decode("utf-8", errors="replace")
+    if subtype == "html":
+        # Entities stand for characters in HTML only (in plain text `&eacute;` is just that).
+        decoded = html.unescape(_TAGS.sub(" ", decoded))
+    return decoded
+
+
 def content_hash(raw: bytes) -> str:
     """The fingerprint of a raw message (subject and text parts)."""
     parsed = email.message_from_bytes(raw, policy=email.policy.compat32)
     # Read as every other header is (RFC 2047 words decoded, raw UTF-8 read as UTF-8).
     subject = Headers.parse(split_message(raw)[0]).get("Subject") or ""
-    return hashlib.sha256(normalise(subject, text_of(parsed)).encode()).hexdigest()[:32]
+    return text_hash(subject, text_of(parsed))
+
+
+def text_hash(subject: str, text: str) -> str:
+    """The fingerprint of a message whose subject and text (as `text_of` reads it) are known:
+    `content_hash` without parsing the message again."""
+    return hashlib.sha256(normalise(subject, text).encode()).hexdigest()[:32]

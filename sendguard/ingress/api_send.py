@@ -9,17 +9,21 @@ import email.utils
 import functools
 import hashlib
 import json
+import quopri
+import re
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import datetime
 from email.message import Message
 from email.mime.multipart import MIMEMultipart
 from email.mime.text import MIMEText
 from typing import Any
 
+import orjson
 from aiohttp import web
 
 from sendguard.clock import monotonic
+from sendguard.content import MAX_TEXT, part_text, text_hash
 from sendguard.deliveries import DeliveryQuery
 from sendguard.errors import Conflict, IdempotencyKeyReused, InvalidMessage
 from sendguard.fields import FieldOverrides, parse_time
@@ -49,8 +53,9 @@ MAX_KEY = 200
 
 
 def accepted_body(accepted: Accepted) -> bytes:
-    """The 202 answer to a send (also what an Idempotency-Key replays)."""
-    return json.dumps(
+    """The 202 answer to a send (also what an Idempotency-Key replays); orjson writes it
+    several times faster than the json module."""
+    return orjson.dumps(
         {
             "id": accepted.message.id,
             "deliveries": [
@@ -65,7 +70,7 @@ def accepted_body(accepted: Accepted) -> bytes:
                 for d in accepted.deliveries
             ],
         }
-    ).encode()
+    )
 
 
 def _check_addresses(addresses: list[str], field: str) -> None:
@@ -88,12 +93,81 @@ def _text_part(text: str, subtype: str) -> MIMEText:
     return MIMEText(text, subtype, _UTF8_QP)  # type: ignore[arg-type]
 
 
+_PLAIN_VALUE = re.compile(r"(?:[\x21-\x7e]+(?: [\x21-\x7e]+)*)?")
+"""A header value the email package writes as it is: printable ASCII words, single spaces."""
+_LINE_BREAKS = re.compile(r"\r\n|\r|\n")
+_FOLD_AT = 78
+"""compat32 folds a header line longer than this."""
+
+
+@dataclass(frozen=True)
+class Built:
+    """A message built from a JSON payload, and its fingerprint where building gave it."""
+
+    raw: bytes
+    fingerprint: str | None = None
+
+
+def _single_part(payload: SendPayload, now: datetime) -> Built | None:
+    """`build_mime`'s bytes for the common message, written directly; None if it is not one.
+
+    The common message: one part (text or HTML), every header short printable ASCII (so none
+    is RFC 2047-encoded or folded), no payload header that replaces a generated one. For it,
+    the email package's objects and generator only add cost: a third of a send's CPU time in
+    the profile. The body is encoded by the same quoted-printable codec; the bytes are the
+    same (tests/unit/test_build_mime.py compares both ways).
+    """
+    if payload.text is not None and payload.html is not None:
+        return None
+    if any(name.lower() in _RESERVED for name in payload.headers):
+        return None
+    subtype, body = ("html", payload.html) if payload.html is not None else ("plain", payload.text)
+    headers = [
+        ("Content-Type", f'text/{subtype}; charset="utf-8"'),
+        ("MIME-Version", "1.0"),
+        ("Content-Transfer-Encoding", "quoted-printable"),
+        ("From", payload.from_),
+    ]
+    if payload.to:
+        headers.append(("To", ", ".join(payload.to)))
+    if payload.cc:
+        headers.append(("Cc", ", ".join(payload.cc)))
+    headers += [
+        ("Subject", payload.subject),
+        ("Date", email.utils.format_datetime(now)),
+        ("Message-ID", email.utils.make_msgid(domain=payload.from_.rpartition("@")[2] or None)),
+        *payload.headers.items(),
+    ]
+    lines = []
+    for name, value in headers:
+        if len(name) + 2 + len(value) > _FOLD_AT or not _PLAIN_VALUE.fullmatch(value):
+            return None
+        lines.append(f"{name}: {value}\r\n")
+    lines.append("\r\n")
+    encoded = _LINE_BREAKS.sub("\r\n", _UTF8_QP.body_encode(body)).encode() if body else b""
+    # content_hash's reading of this message, without parsing it: the subject as written
+    # and the one text part decoded as text_of decodes it.
+    text = part_text(quopri.decodestring(encoded), "utf-8", subtype)[:MAX_TEXT]
+    return Built("".join(lines).encode("ascii") + encoded, text_hash(payload.subject, text))
+
+
 def build_mime(payload: SendPayload, now: datetime) -> bytes:
     """A MIME message from the JSON payload (Bcc stays in the envelope only).
 
     Built with the compat32 classes: five times cheaper than EmailMessage, and this runs for
-    every HTTP send. Text parts are UTF-8, quoted-printable; non-ASCII headers RFC 2047.
+    every HTTP send. Text parts are UTF-8, quoted-printable; non-ASCII headers RFC 2047. The
+    common message (one part, short ASCII headers) is written directly (`_single_part`).
     """
+    return build_message(payload, now).raw
+
+
+def build_message(payload: SendPayload, now: datetime) -> Built:
+    """`build_mime`, with the fingerprint when the message was written directly."""
+    return _single_part(payload, now) or Built(build_mime_objects(payload, now))
+
+
+def build_mime_objects(payload: SendPayload, now: datetime) -> bytes:
+    """`build_mime` with the email package's objects and generator, whatever the message."""
     msg: Message
     if payload.text is not None and payload.html is not None:
         msg = MIMEMultipart("alternative")
@@ -131,9 +205,13 @@ def _envelope_from_headers(raw: bytes) -> tuple[str, list[str]]:
     return (senders[0][1] if senders else ""), recipients
 
 
-async def _read_send(request: web.Request) -> tuple[bytes, str, list[str], FieldOverrides]:
-    """The message, sender, recipients and field overrides of a send request."""
+async def _read_send(
+    request: web.Request,
+) -> tuple[bytes, str, list[str], FieldOverrides, str | None]:
+    """The message, sender, recipients and field overrides of a send request, and the
+    message's fingerprint when building it gave it."""
     overrides = FieldOverrides()
+    fingerprint = None
     if request.content_type == "message/rfc822":
         raw = await request.read()
         if not raw.strip():
@@ -150,7 +228,8 @@ async def _read_send(request: web.Request) -> tuple[bytes, str, list[str], Field
         now = api(request).clock.now()
         # Quoted-printable encoding is pure Python: seconds for a few MB of text.
         size = len(payload.text or "") + len(payload.html or "")
-        raw = await in_process(size, functools.partial(build_mime, now=now), payload)
+        built = await in_process(size, functools.partial(build_message, now=now), payload)
+        raw, fingerprint = built.raw, built.fingerprint
     # ?from= and ?to= give the envelope, whatever the body: by default it is the message's.
     mail_from = request.query.get("from", mail_from)
     recipients = request.query.getall("to", recipients)
@@ -160,7 +239,7 @@ async def _read_send(request: web.Request) -> tuple[bytes, str, list[str], Field
     _check_addresses(list(recipients), "to")
     if not recipients:
         raise BadRequest("a message needs at least one recipient", "to")
-    return raw, mail_from, list(recipients), overrides
+    return raw, mail_from, list(recipients), overrides, fingerprint
 
 
 async def fingerprint(request: web.Request) -> str:
@@ -215,7 +294,7 @@ async def _send(request: web.Request) -> web.Response:
     if key is not None and (replayed := await ctx.intake.replay(key, request_digest)) is not None:
         return web.Response(status=202, body=replayed, content_type="application/json")
 
-    raw, mail_from, recipients, overrides = await _read_send(request)
+    raw, mail_from, recipients, overrides, content_hash = await _read_send(request)
     idempotency = Idempotency(key, accepted_body, request_digest) if key is not None else None
     try:
         accepted = await ctx.intake.accept(
@@ -226,6 +305,7 @@ async def _send(request: web.Request) -> web.Response:
             overrides=overrides,
             idempotency=idempotency,
             trace=Trace(f"HTTP client ([{request.remote or 'unknown'}])", "HTTP"),
+            fingerprint=content_hash,
         )
     except InvalidMessage as exc:
         raise BadRequest(str(exc), exc.field or "body") from None

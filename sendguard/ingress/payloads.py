@@ -6,6 +6,7 @@ import json
 import re
 from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
 
+import orjson
 from aiohttp import web
 from pydantic import (
     BaseModel,
@@ -43,12 +44,26 @@ HEADER_NAME_PATTERN = "^[!-9;-~]+$"
 """A header name: printable ASCII without colon or space (RFC 5322 field-name)."""
 
 
+_ORJSON_DIFFERS = re.compile(rb"\d{19}")
+"""Where orjson reads JSON otherwise than the json module: an integer outside 64 bits (a
+float for orjson). Bodies with a run of 19 digits or more are read by the json module alone."""
+
+
 def parse_json(text: bytes | str) -> Any:
     """`json.loads`, where nesting too deep to parse is a ValueError like any other bad JSON.
 
     Every JSON body is read through here: `[[[[…]]]]` a hundred thousand deep makes the
     parser raise RecursionError, which no handler expects from bad input.
+
+    orjson reads it first (several times faster); what orjson refuses, the json module reads
+    as before: the same values (NaN, integers past 64 bits, lone surrogates, UTF-16 bodies)
+    and the same error messages for bad JSON (tests/unit/test_parse_json.py).
     """
+    if not _ORJSON_DIFFERS.search(text if isinstance(text, bytes) else text.encode()):
+        try:
+            return orjson.loads(text)
+        except orjson.JSONDecodeError:
+            pass
     try:
         return json.loads(text)
     except RecursionError:

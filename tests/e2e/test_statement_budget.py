@@ -20,28 +20,12 @@ a history read per cap).
 
 from __future__ import annotations
 
-import asyncio
-import smtplib
-import sqlite3
-import threading
-from collections import Counter
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
-from sendguard.app import build_one_upstream, build_policies
-from sendguard.clock import SystemClock
-from sendguard.config import UpstreamOptions, load_config, parse_config
-from sendguard.delivery.dispatcher import Dispatcher
-from sendguard.engine import Engine
-from sendguard.ingress.smtp import SmtpHandler, SmtpIngress
-from sendguard.intake import Intake
-from sendguard.metrics import Metrics
-from sendguard.store.sqlite import SQLiteStore
-from tests.e2e.test_send_path import message
-from tests.support.process import free_port
+from bench.statements import Relay, count, relay
 from tests.support.sink import Sink
 
 pytestmark = pytest.mark.e2e
@@ -52,140 +36,25 @@ OWN_BUDGET = 10
 """A message's own statements: 4 inserts, 4 reads for the decision, 2 for `sent`."""
 SHARED_BUDGET = 6
 """Statements shared by a batch, per message: 2 to 4 here; more means batching broke."""
-# What a batch of messages shares (matched on the statement's start).
-SHARED = (
-    "BEGIN",
-    "COMMIT",
-    "ROLLBACK",
-    "UPDATE deliveries SET owner",  # a claim
-    "INSERT INTO transitions (delivery_id, seq, at, state, reason) SELECT",  # its `sending`s
-    "SELECT id, received_at",  # messages a claim had not in memory
-    "SELECT MIN(due_at)",  # the dispatcher's next wake-up
-)
 CLIENTS = 20
 PER_CLIENT = 10
 
 
-@dataclass
-class Statements:
-    """What the store's connections ran while `counting` was on (called from any thread)."""
-
-    counting: bool = False
-    seen: list[str] = field(default_factory=list)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def __call__(self, sql: str) -> None:
-        if self.counting:
-            with self.lock:
-                self.seen.append(sql)
-
-    def shared(self) -> list[str]:
-        return [sql for sql in self.seen if " ".join(sql.split()).startswith(SHARED)]
-
-    def summary(self) -> str:
-        kinds = Counter(" ".join(sql.split()[:4])[:60] for sql in self.seen)
-        return "\n".join(f"{n:5} {kind}" for kind, n in kinds.most_common())
-
-
-@dataclass
-class Relay:
-    smtp_port: int
-    db: Path
-    statements: Statements
-
-
 @pytest.fixture
-async def relay(tmp_path: Path, sink: Sink) -> AsyncIterator[Relay]:
+async def traced(tmp_path: Path, sink: Sink) -> AsyncIterator[Relay]:
     """sendguard's SMTP ingress, engine, store and dispatcher, wired as `serve` wires them,
-    with the embedded default config (all six built-in policies)."""
-    settings = load_config(None)
-    port = free_port()
-    config = settings.config.model_copy(
-        update={
-            "smtp": settings.config.smtp.model_copy(update={"listen": f"127.0.0.1:{port}"}),
-            # Idle polls are no message's cost: only the wake-ups a message causes claim.
-            "delivery": settings.config.delivery.model_copy(
-                update={"poll_interval": settings.config.delivery.lease}
-            ),
-        }
-    )
-    statements = Statements()
-    clock, metrics = SystemClock(), Metrics()
-    store = SQLiteStore(tmp_path / "sendguard.db", trace=statements)
-    await store.open()
-    upstream = build_one_upstream(sink_upstream(sink.port))
-    engine = Engine(build_policies(settings), store, clock, metrics)
-    dispatcher = Dispatcher(
-        store, engine, upstream, clock, config.delivery, metrics, "budget", review=config.review
-    )
-    store.subscribe(dispatcher.wake)
-    dispatching = asyncio.create_task(dispatcher.run())
-    intake = Intake(
-        engine, store, clock, metrics, config.headers.sources(), dispatcher.wake, "budget.test"
-    )
-    smtp = SmtpIngress(SmtpHandler(intake, config.smtp, metrics), config.smtp)
-    await smtp.start()
-    try:
-        yield Relay(port, tmp_path / "sendguard.db", statements)
-    finally:
-        await smtp.stop(5)
-        await dispatcher.stop()
-        await dispatching
-        await upstream.close()
-        await store.close()
-
-
-def sink_upstream(sink_port: int) -> UpstreamOptions:
-    """The upstream options of a config that relays to the sink."""
-    text = f"upstream: {{kind: smtp, host: 127.0.0.1, port: {sink_port}, starttls: never}}\n"
-    return parse_config(text, "budget.yaml").config.upstream
-
-
-def sent_count(db: Path) -> int:
-    """Deliveries marked sent, read on a connection of its own (not counted)."""
-    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
-        (n,) = conn.execute("SELECT COUNT(*) FROM deliveries WHERE state = 'sent'").fetchone()
-        return int(n)
-
-
-def smtp_send(port: int, rcpt: str, subject: str) -> None:
-    with smtplib.SMTP("127.0.0.1", port, timeout=20) as client:
-        client.sendmail("shop@example.com", [rcpt], message(subject=subject))
-
-
-async def wait_sent(db: Path, count: int) -> None:
-    for _ in range(2000):
-        if sent_count(db) >= count:
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError(f"{sent_count(db)} of {count} deliveries were sent")
+    with the embedded default config (all six built-in policies); bench/statements.py counts
+    what its store runs (as `make bench` does)."""
+    async with relay(tmp_path, sink.port) as running:
+        yield running
 
 
 async def test_a_single_recipient_message_runs_at_most_10_statements_of_its_own(
-    relay: Relay, sink: Sink
+    traced: Relay, sink: Sink
 ) -> None:
-    # A first message warms up what is read once per process.
-    await asyncio.to_thread(smtp_send, relay.smtp_port, "first@example.org", "warm-up")
-    await wait_sent(relay.db, 1)
-
-    def client(n: int) -> None:
-        # One message per connection, as `smtp-source` sends them; each to another person
-        # (mixed case: the store folds it), so no cap delays any.
-        for i in range(PER_CLIENT):
-            smtp_send(relay.smtp_port, f"Person.{n}.{i}@Example.ORG", f"n{n}-{i}")
-
-    relay.statements.counting = True
-    await asyncio.gather(*(asyncio.to_thread(client, n) for n in range(CLIENTS)))
-    await wait_sent(relay.db, CLIENTS * PER_CLIENT + 1)
-    relay.statements.counting = False
+    counted = await count(traced, CLIENTS, PER_CLIENT)
 
     assert len(sink.received) == CLIENTS * PER_CLIENT + 1
-    messages = CLIENTS * PER_CLIENT
-    shared = len(relay.statements.shared()) / messages
-    own = len(relay.statements.seen) / messages - shared
-    counts = (
-        f"{own:.2f} own + {shared:.2f} shared statements per message (target {TARGET} in"
-        f" all):\n{relay.statements.summary()}"
-    )
-    assert own <= OWN_BUDGET, counts
-    assert shared <= SHARED_BUDGET, counts
+    report = f"{counted}:\n{counted.summary}"
+    assert counted.own <= OWN_BUDGET, report
+    assert counted.shared <= SHARED_BUDGET, report

@@ -1,10 +1,18 @@
 from __future__ import annotations
 
 import email
+import email.generator
 import email.policy
+import email.utils
 from datetime import UTC, datetime
+from unittest.mock import patch
 
-from sendguard.ingress.api_send import build_mime
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
+
+from sendguard.content import content_hash
+from sendguard.headers import strip_unforwarded_headers
+from sendguard.ingress.api_send import _single_part, build_mime, build_mime_objects
 from sendguard.ingress.payloads import SendPayload
 
 NOW = datetime(2026, 11, 22, 9, tzinfo=UTC)
@@ -58,3 +66,97 @@ def test_html_only_and_empty_body() -> None:
     )
     assert parse(empty).get_content_type() == "text/plain"
     assert parse(empty)["Subject"] == "plain"
+
+
+# The common message is written directly (`_single_part`); its bytes must be the email
+# package's, byte for byte, and every other message must still take the package's path.
+_HEADER_TEXT = st.lists(
+    st.characters(min_codepoint=0x20, max_codepoint=0x7E) | st.sampled_from(["é", "\t", "  "]),
+    max_size=90,
+).map("".join)
+_BODY = st.lists(
+    st.characters(blacklist_categories=("Cs",))
+    | st.sampled_from(
+        [
+            "\r\n",
+            "\n",
+            "\r",
+            " \n",
+            "=",
+            ".",
+            "\u2028",
+            "\x85",
+            "From ",
+            "<b>",
+            "&eacute;",
+            "Hi Ann\n",
+        ]
+    ),
+    max_size=300,
+).map("".join)
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    subject=_HEADER_TEXT,
+    text=st.none() | _BODY,
+    html=st.none() | _BODY,
+    to=st.lists(st.sampled_from(["a@example.org", "bob.b@example.com"]), max_size=3),
+    cc=st.lists(st.just("c@example.org"), max_size=2),
+    extra=st.dictionaries(
+        st.sampled_from(
+            ["X-Note", "X-Long-Header-Name", "Reply-To", "subject", "Message-ID", "X-Sendguard-Tag"]
+        ),
+        _HEADER_TEXT,
+        max_size=2,
+    ),
+    sender=st.sampled_from(["s@example.com", "someone.with.a.long.name@sub.example.co.uk"]),
+)
+def test_the_direct_path_writes_what_the_email_package_writes(
+    subject: str,
+    text: str | None,
+    html: str | None,
+    to: list[str],
+    cc: list[str],
+    extra: dict[str, str],
+    sender: str,
+) -> None:
+    payload = SendPayload.model_construct(
+        from_=sender,
+        to=to or ["a@example.org"],
+        cc=cc,
+        bcc=[],
+        subject=subject,
+        text=text,
+        html=html,
+        headers=extra,
+    )
+    with (
+        patch.object(email.utils, "make_msgid", lambda domain=None: f"<fixed@{domain}>"),
+        patch.object(email.generator.random, "randrange", lambda _: 7),  # MIME boundaries
+    ):
+        direct = _single_part(payload, NOW)
+        objects = build_mime_objects(payload, NOW)
+        assert build_mime(payload, NOW) == objects
+    event("written directly" if direct is not None else "by the email package")
+    if direct is not None:
+        assert direct.raw == objects
+        # The fingerprint it gives is the one the intake would take from the bytes.
+        assert direct.fingerprint == content_hash(strip_unforwarded_headers(objects))
+
+
+def test_the_direct_path_takes_the_common_message() -> None:
+    payload = SendPayload.model_validate(
+        {
+            "from": "news@example.com",
+            "to": ["a@example.org"],
+            "subject": "This week",
+            "text": "Hello = there,\nnew arrivals.  \n" + "x" * 100,
+            "headers": {"X-Campaign-Note": "spring"},
+        }
+    )
+    with patch.object(email.utils, "make_msgid", lambda domain=None: f"<fixed@{domain}>"):
+        direct = _single_part(payload, NOW)
+        assert direct is not None
+        assert direct.raw == build_mime_objects(payload, NOW)
+        assert direct.fingerprint == content_hash(direct.raw)

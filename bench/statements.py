@@ -1,0 +1,231 @@
+"""SQL statements per single-recipient message, end to end, counted with SQLite's trace callback.
+
+    .venv/bin/python -m bench.statements SINK_PORT [CLIENTS] [PER_CLIENT]
+
+sendguard's SMTP ingress, the intake with the six built-in policies of the embedded default
+config, the SQLite store and the dispatcher run in this process, wired as `serve` wires them,
+and forward to an SMTP sink on `SINK_PORT`. `CLIENTS` concurrent SMTP clients send `PER_CLIENT`
+messages each, one per connection (as `smtp-source` sends them), each to another person; every
+statement any connection of the store runs meanwhile (reads, writes, BEGIN/COMMIT) is counted.
+No clock is involved: the count is the measure. `make bench` (bench/run.py) and
+tests/e2e/test_statement_budget.py both count this way.
+
+A message's own statements (its inserts, the reads of its decision, its `sent`) do not depend
+on timing; those shared by a batch of messages (BEGIN and COMMIT of a group commit, a claim and
+its transitions, the dispatcher's look at the next due time) depend on how many messages share
+one. Both are reported.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import smtplib
+import sqlite3
+import sys
+import tempfile
+import threading
+from collections import Counter
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sendguard.app import build_one_upstream, build_policies
+from sendguard.clock import SystemClock
+from sendguard.config import UpstreamOptions, load_config, parse_config
+from sendguard.delivery.dispatcher import Dispatcher
+from sendguard.engine import Engine
+from sendguard.ingress.smtp import SmtpHandler, SmtpIngress
+from sendguard.intake import Intake
+from sendguard.metrics import Metrics
+from sendguard.store.sqlite import SQLiteStore
+
+TARGET = 12
+"""Issue 11's budget of statements per single-recipient message, in all."""
+# What a batch of messages shares (matched on the statement's start).
+SHARED = (
+    "BEGIN",
+    "COMMIT",
+    "ROLLBACK",
+    "UPDATE deliveries SET owner",  # a claim
+    "INSERT INTO transitions (delivery_id, seq, at, state, reason) SELECT",  # its `sending`s
+    "SELECT id, received_at",  # messages a claim had not in memory
+    "SELECT MIN(due_at)",  # the dispatcher's next wake-up
+)
+
+
+@dataclass
+class Statements:
+    """What the store's connections ran while `counting` was on (called from any thread)."""
+
+    counting: bool = False
+    seen: list[str] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def __call__(self, sql: str) -> None:
+        if self.counting:
+            with self.lock:
+                self.seen.append(sql)
+
+    def shared(self) -> list[str]:
+        return [sql for sql in self.seen if " ".join(sql.split()).startswith(SHARED)]
+
+    def summary(self) -> str:
+        kinds = Counter(" ".join(sql.split()[:4])[:60] for sql in self.seen)
+        return "\n".join(f"{n:5} {kind}" for kind, n in kinds.most_common())
+
+
+@dataclass
+class Relay:
+    smtp_port: int
+    db: Path
+    statements: Statements
+
+
+def free_port() -> int:
+    import socket  # noqa: PLC0415
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def sink_upstream(sink_port: int) -> UpstreamOptions:
+    """The upstream options of a config that relays to the sink."""
+    text = f"upstream: {{kind: smtp, host: 127.0.0.1, port: {sink_port}, starttls: never}}\n"
+    return parse_config(text, "budget.yaml").config.upstream
+
+
+@asynccontextmanager
+async def relay(folder: Path, sink_port: int) -> AsyncIterator[Relay]:
+    """sendguard's SMTP ingress, engine, store and dispatcher, wired as `serve` wires them,
+    with the embedded default config (all six built-in policies), its store traced."""
+    settings = load_config(None)
+    port = free_port()
+    config = settings.config.model_copy(
+        update={
+            "smtp": settings.config.smtp.model_copy(update={"listen": f"127.0.0.1:{port}"}),
+            # Idle polls are no message's cost: only the wake-ups a message causes claim.
+            "delivery": settings.config.delivery.model_copy(
+                update={"poll_interval": settings.config.delivery.lease}
+            ),
+        }
+    )
+    statements = Statements()
+    clock, metrics = SystemClock(), Metrics()
+    store = SQLiteStore(folder / "sendguard.db", trace=statements)
+    await store.open()
+    upstream = build_one_upstream(sink_upstream(sink_port))
+    engine = Engine(build_policies(settings), store, clock, metrics)
+    dispatcher = Dispatcher(
+        store, engine, upstream, clock, config.delivery, metrics, "budget", review=config.review
+    )
+    store.subscribe(dispatcher.wake)
+    dispatching = asyncio.create_task(dispatcher.run())
+    intake = Intake(
+        engine, store, clock, metrics, config.headers.sources(), dispatcher.wake, "budget.test"
+    )
+    smtp = SmtpIngress(SmtpHandler(intake, config.smtp, metrics), config.smtp)
+    await smtp.start()
+    try:
+        yield Relay(port, folder / "sendguard.db", statements)
+    finally:
+        await smtp.stop(5)
+        await dispatcher.stop()
+        await dispatching
+        await upstream.close()
+        await store.close()
+
+
+def message(subject: str) -> bytes:
+    """A small message (as tests/e2e/test_send_path.py's); each subject is other content."""
+    headers = [
+        "From: shop@example.com",
+        "To: list@example.net",
+        f"Subject: {subject}",
+        "Message-ID: <m1@example.com>",
+    ]
+    return ("\r\n".join(headers) + "\r\n\r\nHi there,\r\nthe body.\r\n").encode()
+
+
+def sent_count(db: Path) -> int:
+    """Deliveries marked sent, read on a connection of its own (not counted)."""
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+        (n,) = conn.execute("SELECT COUNT(*) FROM deliveries WHERE state = 'sent'").fetchone()
+        return int(n)
+
+
+def smtp_send(port: int, rcpt: str, subject: str) -> None:
+    with smtplib.SMTP("127.0.0.1", port, timeout=20) as client:
+        client.sendmail("shop@example.com", [rcpt], message(subject))
+
+
+async def wait_sent(db: Path, count: int) -> None:
+    for _ in range(2000):
+        if sent_count(db) >= count:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"{sent_count(db)} of {count} deliveries were sent")
+
+
+@dataclass(frozen=True)
+class Counted:
+    messages: int
+    own: float
+    """A message's own statements, per message."""
+    shared: float
+    """Statements a batch shares, per message."""
+    summary: str
+
+    @property
+    def total(self) -> float:
+        return self.own + self.shared
+
+    def __str__(self) -> str:
+        return (
+            f"{self.own:.2f} own + {self.shared:.2f} shared = {self.total:.2f} statements per"
+            f" message (target {TARGET} in all)"
+        )
+
+
+async def count(relay: Relay, clients: int, per_client: int) -> Counted:
+    """Send `clients` x `per_client` messages through `relay` and count their statements."""
+    # A first message warms up what is read once per process.
+    await asyncio.to_thread(smtp_send, relay.smtp_port, "first@example.org", "warm-up")
+    await wait_sent(relay.db, 1)
+
+    def client(n: int) -> None:
+        # One message per connection, as `smtp-source` sends them; each to another person
+        # (mixed case: the store folds it), so no cap delays any.
+        for i in range(per_client):
+            smtp_send(relay.smtp_port, f"Person.{n}.{i}@Example.ORG", f"n{n}-{i}")
+
+    relay.statements.counting = True
+    await asyncio.gather(*(asyncio.to_thread(client, n) for n in range(clients)))
+    await wait_sent(relay.db, clients * per_client + 1)
+    relay.statements.counting = False
+    messages = clients * per_client
+    shared = len(relay.statements.shared()) / messages
+    own = len(relay.statements.seen) / messages - shared
+    return Counted(messages, own, shared, relay.statements.summary())
+
+
+async def measure(sink_port: int, clients: int = 20, per_client: int = 10) -> Counted:
+    with tempfile.TemporaryDirectory(prefix="sendguard-statements-") as folder:
+        async with relay(Path(folder), sink_port) as running:
+            return await count(running, clients, per_client)
+
+
+def main() -> int:
+    sink_port = int(sys.argv[1])
+    clients = int(sys.argv[2]) if len(sys.argv) > 2 else 20
+    per_client = int(sys.argv[3]) if len(sys.argv) > 3 else 10
+    counted = asyncio.run(measure(sink_port, clients, per_client))
+    print(counted.summary)
+    print(counted)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
