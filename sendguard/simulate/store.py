@@ -9,6 +9,9 @@ of those records as it writes them and answers those reads from it, exactly as t
   time of the read, as the SQL's join does;
 - events: each one added, oldest first (ties in the order added, as the SQL's index gives);
 - suppressions and campaigns: a replay writes none, so none exists.
+It keeps no timelines: a replay reads where each delivery ended, never the transitions and
+policy outcomes that led there, so they are not written (what a decision waits on still is:
+`wake_waiting` reads it); reading a timeline from this store raises.
 Whatever this copy does not follow (a prune, a reviewer's edit, a suppression or campaign
 written) makes the store forget the copy and read SQL again from then on; so does opening a
 database that already holds records. `tests/unit/test_simulate_store.py` checks every answer
@@ -29,19 +32,30 @@ from sendguard.approvals import Campaign
 from sendguard.clock import from_micros, to_micros
 from sendguard.deliveries import (
     Change,
+    DeliveryRecord,
     HistoryEntry,
     IdempotencyRecord,
     NewDelivery,
+    RecordedOutcome,
 )
 from sendguard.esp_request import EspRequest
 from sendguard.events import Event, event_type
-from sendguard.message import Delivery, DeliveryState, Message, MessageClass
+from sendguard.message import Delivery, DeliveryState, Message, MessageClass, Transition
 from sendguard.pruning import PruneCutoffs
-from sendguard.review_queue import Edit
+from sendguard.reports import ShadowTally
+from sendguard.review_queue import Edit, HeldQuery, HeldQueue
+from sendguard.store.sql_store import SqlStore, Tx
 from sendguard.store.sqlite import SQLiteStore
 from sendguard.suppressions import Suppression
+from sendguard.verdict import Decision
 
 _EPOCH = from_micros(0)
+
+
+def _no_timelines() -> NotImplementedError:
+    return NotImplementedError("a replay's scratch store keeps no timelines")
+
+
 _RELEASED = frozenset({DeliveryState.DROPPED, DeliveryState.FAILED})
 
 
@@ -163,6 +177,39 @@ class ReplayStore(SQLiteStore):
             event_type(str(event.type)), key, _stored(event.at), event.message_id, event.offer
         )
         insort_right(self._events.setdefault(key, []), stored, key=lambda e: e.at)
+
+    @staticmethod
+    async def _record(
+        tx: Tx,
+        delivery_id: str,
+        state: DeliveryState,
+        reason: str,
+        at: int,
+        decision: Decision | None,
+        *,
+        fresh: bool = False,
+    ) -> None:
+        """No transition, no outcome row (see the module docstring); the waits, as written."""
+        del reason, at
+        if decision is not None:
+            await SqlStore._record_waits(tx, delivery_id, state, decision, fresh=fresh)
+
+    async def transitions(self, delivery_id: str) -> Sequence[Transition]:
+        raise _no_timelines()
+
+    async def outcomes(self, delivery_id: str) -> Sequence[RecordedOutcome]:
+        raise _no_timelines()
+
+    async def delivery_records(self, delivery_ids: Sequence[str]) -> dict[str, DeliveryRecord]:
+        raise _no_timelines()
+
+    async def shadow_tallies(
+        self, since: datetime, *, examples: int = 5, top: int = 10
+    ) -> Sequence[ShadowTally]:
+        raise _no_timelines()
+
+    async def held_queue(self, query: HeldQuery) -> HeldQueue:
+        raise _no_timelines()
 
     # writes the copy does not follow: SQL from then on ----------------------------------------
     async def prune(self, before: datetime | PruneCutoffs) -> int:

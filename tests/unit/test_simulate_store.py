@@ -247,3 +247,19 @@ async def test_a_dropped_delivery_leaves_the_history_and_a_sent_one_counts_as_se
         assert [(h.delivery_id, h.sent) for h in memory] == [(one, True)]
     finally:
         await store.close()
+
+
+async def test_the_replay_store_keeps_no_timelines_and_says_so(tmp_path: Path) -> None:
+    clock = FakeClock(START)
+    store = ReplayStore(tmp_path / "r.db")
+    await store.open()
+    try:
+        delivery_id = await accept(store, clock, "ann@example.org", "one")
+        with pytest.raises(NotImplementedError, match="keeps no timelines"):
+            await store.transitions(delivery_id)
+        with pytest.raises(NotImplementedError, match="keeps no timelines"):
+            await store.delivery_records([delivery_id])
+        delivery = await store.get_delivery(delivery_id)
+        assert delivery is not None and delivery.state is DeliveryState.QUEUED
+    finally:
+        await store.close()
