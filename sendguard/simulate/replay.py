@@ -182,20 +182,25 @@ class Replay:
         What the dispatcher would claim first: it is due at its arrival, and whatever was due
         before was handled before that arrival. So it is sent here without the claim (a query
         and a decoded row per delivery), in the same order and at the same time as `_due`
-        would send it; the same report, as tests/unit/test_simulate.py checks.
+        would send it; the same report, as tests/unit/test_simulate.py checks. The replay's
+        own store does it in one statement (`ReplayStore.send_queued`).
         """
         forwarded, self._forwarded = self._forwarded, []
+        if isinstance(store, ReplayStore):
+            await store.send_queued(forwarded, now)
+        else:
+            for delivery_id in forwarded:
+                await store.change(
+                    delivery_id,
+                    Change(
+                        DeliveryState.SENT,
+                        "simulated send",
+                        now,
+                        expect=_SENDABLE,
+                        attempt=True,
+                    ),
+                )
         for delivery_id in forwarded:
-            await store.change(
-                delivery_id,
-                Change(
-                    DeliveryState.SENT,
-                    "simulated send",
-                    now,
-                    expect=_SENDABLE,
-                    attempt=True,
-                ),
-            )
             self._ended[delivery_id] = DeliveryState.SENT
 
     async def _due(self, store: Store, engine: Engine, clock: FakeClock, upto: datetime) -> None:

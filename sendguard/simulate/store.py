@@ -38,6 +38,7 @@ from sendguard.deliveries import (
     NewDelivery,
     RecordedOutcome,
 )
+from sendguard.errors import Conflict
 from sendguard.esp_request import EspRequest
 from sendguard.events import Event, event_type
 from sendguard.message import Delivery, DeliveryState, Message, MessageClass, Transition
@@ -50,6 +51,14 @@ from sendguard.suppressions import Suppression
 from sendguard.verdict import Decision
 
 _EPOCH = from_micros(0)
+
+
+_SEND_QUEUED = (
+    "UPDATE deliveries SET state = 'sent', updated_at = ?, due_at = NULL,"
+    " attempts = attempts + 1, first_attempt_at = COALESCE(first_attempt_at, ?),"
+    " hold_origin = NULL, owner = NULL, lease_until = NULL"
+    " WHERE state = 'queued' AND id IN ({marks})"
+)
 
 
 def _no_timelines() -> NotImplementedError:
@@ -167,6 +176,27 @@ class ReplayStore(SQLiteStore):
         elif change.to in _RELEASED:
             self._forget_reserved(delivery_id)
         return delivery
+
+    async def send_queued(self, delivery_ids: Sequence[str], at: datetime) -> None:
+        """Each of these queued deliveries is sent at `at`: what `change` to `sent` with
+        `expect={queued}, attempt=True` does to each (no timeline is kept, so that is its row
+        and the copy's `sent`), in one statement, without reading the deliveries back. Raise
+        Conflict, changing none, if one of them is not queued."""
+        if not delivery_ids:
+            return
+        micros = to_micros(at)
+        marks = ",".join("?" * len(delivery_ids))  # placeholders only
+        sql = _SEND_QUEUED.format(marks=marks)
+
+        def guarded(conn: sqlite3.Connection) -> int:
+            changed: int = conn.execute(sql, (micros, micros, *delivery_ids)).rowcount
+            if changed != len(set(delivery_ids)):
+                raise Conflict(f"not every one of {', '.join(delivery_ids)} is queued")
+            return changed
+
+        await self._db.write(guarded)
+        if self._kept:
+            self._sent.update(delivery_ids)
 
     async def add_event(self, event: Event) -> None:
         await super().add_event(event)

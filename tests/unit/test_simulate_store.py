@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -263,3 +264,55 @@ async def test_the_replay_store_keeps_no_timelines_and_says_so(tmp_path: Path) -
         assert delivery is not None and delivery.state is DeliveryState.QUEUED
     finally:
         await store.close()
+
+
+async def test_send_queued_leaves_each_delivery_as_a_change_to_sent_does(tmp_path: Path) -> None:
+    from sendguard.deliveries import Change  # noqa: PLC0415
+    from sendguard.errors import Conflict  # noqa: PLC0415
+
+    rows = []
+    for name, batch in (("change", False), ("batch", True)):
+        clock = FakeClock(START)
+        store = ReplayStore(tmp_path / f"{name}.db")
+        await store.open()
+        try:
+            made = [await accept(store, clock, f"p{n}@example.org", "one") for n in range(3)]
+            clock.advance(timedelta(minutes=5))
+            if batch:
+                await store.send_queued(made, clock.now())
+                with pytest.raises(Conflict):  # none changes when one is not queued
+                    await store.send_queued(made[:1], clock.now())
+            else:
+                for delivery_id in made:
+                    await store.change(
+                        delivery_id,
+                        Change(
+                            DeliveryState.SENT,
+                            "simulated send",
+                            clock.now(),
+                            expect=frozenset({DeliveryState.QUEUED}),
+                            attempt=True,
+                        ),
+                    )
+            history = [
+                (h.delivery_id, h.sent)
+                for n in range(3)
+                for h in await store.history(f"p{n}@example.org", START)
+            ]
+            assert history == [(d, True) for d in made]
+
+            def dump(conn: sqlite3.Connection) -> list[tuple[Any, ...]]:
+                return [
+                    tuple(r)
+                    for r in conn.execute(
+                        "SELECT state, updated_at, due_at, attempts, first_attempt_at,"
+                        " last_error, approved_by, override_by, hold_origin, owner, lease_until"
+                        " FROM deliveries ORDER BY id"
+                    )
+                ]
+
+            rows.append(await store._db.read(dump))
+        finally:
+            await store.close()
+    assert rows[0] == rows[1]
+    assert {r[0] for r in rows[0]} == {"sent"}
