@@ -178,7 +178,11 @@ class Engine:
         clock: Clock,
         metrics: Metrics,
         hold_expiry: timedelta | None = None,
+        *,
+        record: bool = True,
     ) -> None:
+        """`record=False` (a what-if replay): no decision logged, no metric counted."""
+        self._record = record
         self._bindings = tuple(bindings)
         self._history_span = history_span(self._bindings)
         self._hold_expiry = hold_expiry
@@ -245,6 +249,8 @@ class Engine:
             )
             outcomes.append(PolicyOutcome(GLOBAL_PAUSE, Verdict.hold(reason)))
         decision = Decision.of(outcomes)
+        if not self._record:
+            return decision
         log.info(
             "decision",
             message_id=delivery.message.id,
@@ -279,6 +285,8 @@ class Engine:
             log.exception("policy failed", policy=binding.name, delivery_id=delivery.id)
             verdict = binding.fallback(error)
         seconds = monotonic() - started
+        if not self._record:
+            return PolicyOutcome(binding.name, verdict, binding.mode, error, seconds)
         self._durations[binding.name].observe(seconds)
         if error is not None:
             self._errors[binding.name].inc()

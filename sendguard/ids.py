@@ -9,6 +9,10 @@ import time
 
 _ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"  # Crockford base32, lower case
 _STEP_BITS = 64
+# Two digits at a time (10 bits), most significant first: 13 look-ups instead of 26 divisions
+# (ids are made twice per accepted message; the division loop was most of their cost).
+_PAIRS = tuple(a + b for a in _ALPHABET for b in _ALPHABET)
+_SHIFTS = tuple(range(120, -1, -10))
 _lock = threading.Lock()
 _last = 0
 
@@ -29,8 +33,4 @@ def new_id() -> str:
         if value <= _last:
             value = _last + 1 + int.from_bytes(os.urandom(_STEP_BITS // 8), "big")
         _last = value
-    chars = []
-    for _ in range(26):
-        value, rest = divmod(value, 32)
-        chars.append(_ALPHABET[rest])
-    return "".join(reversed(chars))
+    return "".join([_PAIRS[value >> shift & 1023] for shift in _SHIFTS])

@@ -22,6 +22,7 @@ from sendguard.intake import Intake
 from sendguard.message import DeliveryState
 from sendguard.metrics import Metrics
 from sendguard.simulate.source import Recorded, RecordedEvent, RecordedFact, RecordedMessage, at_of
+from sendguard.simulate.store import ReplayStore
 from sendguard.store.base import Store
 from sendguard.store.codec import MessageCache, as_stored, caching_messages
 from sendguard.store.sqlite import SQLiteStore
@@ -74,8 +75,9 @@ class Replay:
         self, settings: Settings, bindings: Sequence[PolicyBinding], *, shortcuts: bool = True
     ) -> None:
         """`shortcuts=False` replays the long way: every message parsed and hashed, every
-        stored message decoded at each read, every forward claimed as the dispatcher would.
-        Same result, slower; tests compare the two."""
+        stored message decoded at each read, every forward claimed as the dispatcher would,
+        every policy read from SQL (not `ReplayStore`'s memory). Same result, slower; tests
+        compare the two."""
         self._settings = settings
         self._bindings = bindings
         self._shortcuts = shortcuts
@@ -87,7 +89,8 @@ class Replay:
         """Replay `items` (sorted here by arrival) and what comes due up to `until`."""
         ordered = sorted(items, key=at_of)
         with tempfile.TemporaryDirectory(prefix="sendguard-simulate-") as scratch:
-            store = SQLiteStore(Path(scratch) / "replay.db", scratch=True)
+            path = Path(scratch) / "replay.db"
+            store = ReplayStore(path) if self._shortcuts else SQLiteStore(path, scratch=True)
             await store.open()
             try:
                 if not self._shortcuts:
@@ -110,7 +113,8 @@ class Replay:
         clock = FakeClock(start) if start else FakeClock()
         metrics = Metrics()
         # No hold expiry: nobody reviews in a replay, so a held delivery stays held.
-        engine = Engine(self._bindings, store, clock, metrics, hold_expiry=None)
+        # A replay is no traffic: nothing of it is logged or counted in the metrics.
+        engine = Engine(self._bindings, store, clock, metrics, hold_expiry=None, record=False)
         config = self._settings.config
         intake = Intake(
             engine,
@@ -178,20 +182,25 @@ class Replay:
         What the dispatcher would claim first: it is due at its arrival, and whatever was due
         before was handled before that arrival. So it is sent here without the claim (a query
         and a decoded row per delivery), in the same order and at the same time as `_due`
-        would send it; the same report, as tests/unit/test_simulate.py checks.
+        would send it; the same report, as tests/unit/test_simulate.py checks. The replay's
+        own store does it in one statement (`ReplayStore.send_queued`).
         """
         forwarded, self._forwarded = self._forwarded, []
+        if isinstance(store, ReplayStore):
+            await store.send_queued(forwarded, now)
+        else:
+            for delivery_id in forwarded:
+                await store.change(
+                    delivery_id,
+                    Change(
+                        DeliveryState.SENT,
+                        "simulated send",
+                        now,
+                        expect=_SENDABLE,
+                        attempt=True,
+                    ),
+                )
         for delivery_id in forwarded:
-            await store.change(
-                delivery_id,
-                Change(
-                    DeliveryState.SENT,
-                    "simulated send",
-                    now,
-                    expect=_SENDABLE,
-                    attempt=True,
-                ),
-            )
             self._ended[delivery_id] = DeliveryState.SENT
 
     async def _due(self, store: Store, engine: Engine, clock: FakeClock, upto: datetime) -> None:

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
+import structlog.testing
 from pydantic import BaseModel
 from sendguard_plugins.schedule import ScheduleOptions, SchedulePolicy
 
@@ -154,3 +155,33 @@ async def test_global_pause_holds_every_delivery_without_expiry(store: SQLiteSto
     step = run.plan(decision, now)
     # held by a policy too, but the pause keeps it from expiring while nobody can review
     assert (step.state, step.hold_origin, step.due_at) == (DeliveryState.HELD, "pause", None)
+
+
+async def test_an_engine_that_does_not_record_judges_alike_and_counts_nothing(
+    store: SQLiteStore,
+) -> None:
+    """`record=False` (the what-if replay): the same decision, no log line, no metric."""
+    bindings = (
+        PolicyBinding("strict", Scripted(Verdict.drop("nope")), mode=Mode.SHADOW),
+        PolicyBinding("boom", Scripted(RuntimeError("bug")), on_error=OnError.FORWARD),
+        PolicyBinding(
+            "late", Scripted(Verdict.delay(FakeClock().now() + timedelta(hours=1), "full"))
+        ),
+    )
+    quiet = Engine(bindings, store, FakeClock(), Metrics(), record=False)
+    loud = engine(store, *bindings)
+    delivery = make_delivery()
+    with structlog.testing.capture_logs() as logs:
+        judged = await quiet.decide(delivery)
+    assert [e["event"] for e in logs] == ["policy failed"]  # a plugin's bug is still logged
+    expected = await loud.decide(delivery)
+    assert [(o.policy, o.verdict, o.mode, o.error) for o in judged.outcomes] == [
+        (o.policy, o.verdict, o.mode, o.error) for o in expected.outcomes
+    ]
+    assert judged.verdict == expected.verdict
+    text = quiet._metrics.render().decode()
+    assert 'sendguard_decisions_total{mode="shadow",policy="strict",verdict="drop"} 0.0' in text
+    assert 'sendguard_policy_errors_total{policy="boom"} 0.0' in text
+    assert 'sendguard_policy_duration_seconds_count{policy="late"} 0.0' in text
+    loud_text = loud._metrics.render().decode()
+    assert 'sendguard_policy_errors_total{policy="boom"} 1.0' in loud_text

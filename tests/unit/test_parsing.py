@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -316,3 +317,15 @@ def test_a_large_body_is_kept_byte_for_byte_by_strip_and_stamp() -> None:
     assert stamp(stripped, None, "D", "<i@h>") == (
         b"Subject: s\r\nDate: D\r\nMessage-ID: <i@h>\r\n" + body
     )
+
+
+def test_an_id_is_its_millisecond_and_random_part_in_base32() -> None:
+    alphabet = "0123456789abcdefghjkmnpqrstvwxyz"
+    before = time.time_ns() // 1_000_000
+    made = new_id()
+    after = time.time_ns() // 1_000_000
+    number = 0
+    for char in made:
+        number = number * 32 + alphabet.index(char)
+    assert number < 2**128
+    assert before <= number >> 80 <= after + 1  # +1: a step within the same millisecond

@@ -1,0 +1,340 @@
+"""The replay's scratch store: SQLite for everything, and in memory what policies read most.
+
+Every decision reads the recipient's send history, their events, whether they are suppressed
+and the campaign's review state: four SQL reads per delivery, of what the replay itself wrote
+a moment before. A replay is one process writing through this store alone, so it keeps a copy
+of those records as it writes them and answers those reads from it, exactly as the SQL would:
+- history: each reservation (a delivery entering `queued`, at that time, once per delivery),
+  gone when the delivery is dropped or failed; `sent` is read from the delivery's state at the
+  time of the read, as the SQL's join does;
+- events: each one added, oldest first (ties in the order added, as the SQL's index gives);
+- suppressions and campaigns: a replay writes none, so none exists.
+It keeps no timelines: a replay reads where each delivery ended, never the transitions and
+policy outcomes that led there, so they are not written (what a decision waits on still is:
+`wake_waiting` reads it); reading a timeline from this store raises.
+Whatever this copy does not follow (a prune, a reviewer's edit, a suppression or campaign
+written) makes the store forget the copy and read SQL again from then on; so does opening a
+database that already holds records. `tests/unit/test_simulate_store.py` checks every answer
+from memory against the SQL's, on replays of generated histories.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from bisect import bisect_left, insort_right
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from sendguard.address import recipient_key
+from sendguard.approvals import Campaign
+from sendguard.clock import from_micros, to_micros
+from sendguard.deliveries import (
+    Change,
+    DeliveryRecord,
+    HistoryEntry,
+    IdempotencyRecord,
+    NewDelivery,
+    RecordedOutcome,
+)
+from sendguard.errors import Conflict
+from sendguard.esp_request import EspRequest
+from sendguard.events import Event, event_type
+from sendguard.message import Delivery, DeliveryState, Message, MessageClass, Transition
+from sendguard.pruning import PruneCutoffs
+from sendguard.reports import ShadowTally
+from sendguard.review_queue import Edit, HeldQuery, HeldQueue
+from sendguard.store.sql_store import SqlStore, Tx
+from sendguard.store.sqlite import SQLiteStore
+from sendguard.suppressions import Suppression
+from sendguard.verdict import Decision
+
+_EPOCH = from_micros(0)
+
+
+_SEND_QUEUED = (
+    "UPDATE deliveries SET state = 'sent', updated_at = ?, due_at = NULL,"
+    " attempts = attempts + 1, first_attempt_at = COALESCE(first_attempt_at, ?),"
+    " hold_origin = NULL, owner = NULL, lease_until = NULL"
+    " WHERE state = 'queued' AND id IN ({marks})"
+)
+
+
+def _no_timelines() -> NotImplementedError:
+    return NotImplementedError("a replay's scratch store keeps no timelines")
+
+
+_RELEASED = frozenset({DeliveryState.DROPPED, DeliveryState.FAILED})
+
+
+@dataclass(frozen=True)
+class _Reserved:
+    """One row of the history table, as `_reserve` writes it."""
+
+    delivery_id: str
+    recipient: str  # the recipient key
+    campaign: str | None
+    message_class: MessageClass
+    content_hash: str | None
+    at: datetime  # as read back: UTC, to the microsecond
+    offer: str | None
+
+
+def _stored(at: datetime) -> datetime:
+    """A time as the store reads it back."""
+    return from_micros(to_micros(at))
+
+
+class ReplayStore(SQLiteStore):
+    """A scratch SQLite store (`scratch=True`) that answers policies' hot reads from memory."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path, scratch=True)
+        self._kept = True
+        """False once something the copy does not follow happened: read SQL."""
+        self._history: dict[str, list[_Reserved]] = {}  # by recipient key, oldest first
+        self._reservation: dict[str, _Reserved] = {}  # by delivery id
+        self._sent: set[str] = set()  # delivery ids in state `sent`
+        self._events: dict[str, list[Event]] = {}  # by recipient key, oldest first
+        self.memory_reads = 0
+        """Reads answered from memory (for tests)."""
+
+    @property
+    def kept(self) -> bool:
+        """Whether reads are still answered from memory."""
+        return self._kept
+
+    def _forget(self) -> None:
+        self._kept = False
+        self._history, self._reservation, self._events = {}, {}, {}
+        self._sent = set()
+
+    async def open(self) -> None:
+        await super().open()
+
+        def job(conn: sqlite3.Connection) -> bool:
+            return any(
+                conn.execute(f"SELECT EXISTS (SELECT 1 FROM {table})").fetchone()[0]  # noqa: S608
+                for table in ("deliveries", "history", "events", "suppressions", "campaigns")
+            )
+
+        if await self._db.read(job):  # not a fresh database: the copy would miss its records
+            self._forget()
+
+    # writes the copy follows -------------------------------------------------------------
+    def _keep_reserved(
+        self, delivery_id: str, recipient: str, message: Message, at: datetime
+    ) -> None:
+        if delivery_id in self._reservation:  # ON CONFLICT (delivery_id) DO NOTHING
+            return
+        fields = message.fields
+        row = _Reserved(
+            delivery_id,
+            recipient_key(recipient),
+            fields.campaign,
+            fields.message_class,
+            message.content_hash,
+            _stored(at),
+            fields.offer,
+        )
+        self._reservation[delivery_id] = row
+        insort_right(self._history.setdefault(row.recipient, []), row, key=lambda r: r.at)
+
+    def _forget_reserved(self, delivery_id: str) -> None:
+        row = self._reservation.pop(delivery_id, None)
+        if row is not None:
+            self._history[row.recipient].remove(row)
+
+    async def add_message(
+        self,
+        message: Message,
+        content: bytes,
+        deliveries: Sequence[NewDelivery],
+        idempotency: IdempotencyRecord | None = None,
+        esp_request: EspRequest | None = None,
+    ) -> None:
+        await super().add_message(message, content, deliveries, idempotency, esp_request)
+        if not self._kept:
+            return
+        for new in deliveries:
+            if new.state is DeliveryState.QUEUED:
+                self._keep_reserved(new.id, new.recipient, message, message.received_at)
+            elif new.state is DeliveryState.SENT:
+                self._sent.add(new.id)
+
+    async def change(self, delivery_id: str, change: Change) -> Delivery:
+        delivery = await super().change(delivery_id, change)
+        if not self._kept:
+            return delivery
+        if change.to is DeliveryState.SENT:
+            self._sent.add(delivery_id)
+        else:
+            self._sent.discard(delivery_id)
+        if change.to is DeliveryState.QUEUED:
+            self._keep_reserved(delivery_id, delivery.recipient, delivery.message, change.at)
+        elif change.to in _RELEASED:
+            self._forget_reserved(delivery_id)
+        return delivery
+
+    async def send_queued(self, delivery_ids: Sequence[str], at: datetime) -> None:
+        """Each of these queued deliveries is sent at `at`: what `change` to `sent` with
+        `expect={queued}, attempt=True` does to each (no timeline is kept, so that is its row
+        and the copy's `sent`), in one statement, without reading the deliveries back. Raise
+        Conflict, changing none, if one of them is not queued."""
+        if not delivery_ids:
+            return
+        micros = to_micros(at)
+        marks = ",".join("?" * len(delivery_ids))  # placeholders only
+        sql = _SEND_QUEUED.format(marks=marks)
+
+        def guarded(conn: sqlite3.Connection) -> int:
+            changed: int = conn.execute(sql, (micros, micros, *delivery_ids)).rowcount
+            if changed != len(set(delivery_ids)):
+                raise Conflict(f"not every one of {', '.join(delivery_ids)} is queued")
+            return changed
+
+        await self._db.write(guarded)
+        if self._kept:
+            self._sent.update(delivery_ids)
+
+    async def add_event(self, event: Event) -> None:
+        await super().add_event(event)
+        if not self._kept:
+            return
+        key = recipient_key(event.recipient)
+        stored = Event(
+            event_type(str(event.type)), key, _stored(event.at), event.message_id, event.offer
+        )
+        insort_right(self._events.setdefault(key, []), stored, key=lambda e: e.at)
+
+    @staticmethod
+    async def _record(
+        tx: Tx,
+        delivery_id: str,
+        state: DeliveryState,
+        reason: str,
+        at: int,
+        decision: Decision | None,
+        *,
+        fresh: bool = False,
+    ) -> None:
+        """No transition, no outcome row (see the module docstring); the waits, as written."""
+        del reason, at
+        if decision is not None:
+            await SqlStore._record_waits(tx, delivery_id, state, decision, fresh=fresh)
+
+    async def transitions(self, delivery_id: str) -> Sequence[Transition]:
+        raise _no_timelines()
+
+    async def outcomes(self, delivery_id: str) -> Sequence[RecordedOutcome]:
+        raise _no_timelines()
+
+    async def delivery_records(self, delivery_ids: Sequence[str]) -> dict[str, DeliveryRecord]:
+        raise _no_timelines()
+
+    async def shadow_tallies(
+        self, since: datetime, *, examples: int = 5, top: int = 10
+    ) -> Sequence[ShadowTally]:
+        raise _no_timelines()
+
+    async def held_queue(self, query: HeldQuery) -> HeldQueue:
+        raise _no_timelines()
+
+    # writes the copy does not follow: SQL from then on ----------------------------------------
+    async def prune(self, before: datetime | PruneCutoffs) -> int:
+        self._forget()
+        return await super().prune(before)
+
+    async def add_edit(self, edit: Edit, message: Message, content: bytes) -> Edit:
+        self._forget()
+        return await super().add_edit(edit, message, content)
+
+    async def add_suppressions(
+        self, suppressions: Sequence[Suppression], at: datetime
+    ) -> Sequence[bool]:
+        self._forget()
+        return await super().add_suppressions(suppressions, at)
+
+    async def set_campaign(self, campaign: Campaign) -> None:
+        self._forget()
+        await super().set_campaign(campaign)
+
+    # reads ------------------------------------------------------------------------------------
+    def _since(self, rows: Sequence[_Reserved], since: datetime) -> int:
+        return bisect_left(rows, _stored(since), key=lambda r: r.at)
+
+    async def history(
+        self, recipient: str, since: datetime, *, campaign: str | None = None
+    ) -> Sequence[HistoryEntry]:
+        if not self._kept:
+            return await super().history(recipient, since, campaign=campaign)
+        self.memory_reads += 1
+        rows = self._history.get(recipient_key(recipient), [])
+        sent = self._sent
+        return [
+            HistoryEntry(
+                r.delivery_id,
+                r.recipient,
+                r.campaign,
+                r.message_class,
+                r.content_hash,
+                r.at,
+                r.delivery_id in sent,
+                r.offer,
+            )
+            for r in rows[self._since(rows, since) :]
+            if campaign is None or r.campaign == campaign
+        ]
+
+    async def send_times(
+        self,
+        since: datetime,
+        *,
+        recipient: str | None = None,
+        domain: str | None = None,
+        campaign: str | None = None,
+        exclude_classes: Sequence[MessageClass] = (),
+        limit: int = 100,
+    ) -> Sequence[datetime]:
+        if not self._kept or recipient is None or domain is not None:
+            return await super().send_times(
+                since,
+                recipient=recipient,
+                domain=domain,
+                campaign=campaign,
+                exclude_classes=exclude_classes,
+                limit=limit,
+            )
+        self.memory_reads += 1
+        rows = self._history.get(recipient_key(recipient), [])
+        times: list[datetime] = []
+        start = self._since(rows, since)
+        for r in reversed(rows[start:]):  # newest first
+            if 0 <= limit <= len(times):  # SQLite reads a negative LIMIT as none
+                break
+            if (campaign is None or r.campaign == campaign) and (
+                r.message_class not in exclude_classes
+            ):
+                times.append(r.at)
+        return times
+
+    async def events(self, recipient: str, since: datetime | None = None) -> Sequence[Event]:
+        if not self._kept:
+            return await super().events(recipient, since)
+        self.memory_reads += 1
+        rows = self._events.get(recipient_key(recipient), [])
+        start = bisect_left(rows, _stored(since) if since else _EPOCH, key=lambda e: e.at)
+        return rows[start:]
+
+    async def get_suppression(self, address: str) -> Suppression | None:
+        if not self._kept:
+            return await super().get_suppression(address)
+        self.memory_reads += 1
+        return None
+
+    async def get_campaign(self, name: str) -> Campaign | None:
+        if not self._kept:
+            return await super().get_campaign(name)
+        self.memory_reads += 1
+        return None
