@@ -479,7 +479,9 @@ def test_readyz_is_not_ready_when_the_upstream_accepts_but_never_answers(
 def test_readyz_asks_the_upstream_ehlo_and_reuses_a_recent_success(
     sendguard: Start, sink: Sink
 ) -> None:
-    proc = sendguard()
+    # The recent upstream answer /readyz reuses is kept per worker process (docs/operations.md,
+    # "Workers": each worker asks the upstream once per window): exactly one EHLO with one.
+    proc = sendguard(serve_args=["--workers", "1"])
     status, _ = proc.http_get("/readyz")
     assert status == 200
     assert sink.handler.ehlos == 1
