@@ -10,6 +10,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
+from functools import cached_property
 
 __all__ = ["Action", "Decision", "Mode", "OnError", "PolicyOutcome", "Verdict", "combine"]
 
@@ -130,3 +131,24 @@ class Decision:
         """Combine outcomes: shadow outcomes are recorded but never acted on."""
         kept = tuple(outcomes)
         return cls(combine(o.verdict for o in kept if o.mode is Mode.ENFORCE), kept)
+
+    @cached_property
+    def explanation(self) -> str:
+        """One line naming the policy behind the combined verdict and its reason.
+
+        A forward names every enforcing policy with why it let the delivery go: a person asking
+        "why did this reach Ann?" gets the whole answer, not only the first policy's. Worked
+        out once, when first asked (the decision's log line and its recorded reason share it).
+        """
+        verdict = self.verdict
+        if verdict.action is Action.FORWARD:
+            passed = [
+                f"{o.policy}: {o.verdict.reason}" if o.verdict.reason else o.policy
+                for o in self.outcomes
+                if o.mode is Mode.ENFORCE
+            ]
+            return "; ".join(passed) if passed else "no policy is configured"
+        for outcome in self.outcomes:
+            if outcome.mode is Mode.ENFORCE and outcome.verdict is verdict:
+                return f"{outcome.policy}: {verdict.reason}" if verdict.reason else outcome.policy
+        return verdict.reason
