@@ -10,7 +10,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
-from functools import cached_property
 
 __all__ = ["Action", "Decision", "Mode", "OnError", "PolicyOutcome", "Verdict", "combine"]
 
@@ -85,10 +84,11 @@ def combine(verdicts: Iterable[Verdict]) -> Verdict:
     where the one with the latest `until` wins. No verdicts at all means forward.
     """
     best: Verdict | None = None
+    rank = _RANK
     for verdict in verdicts:
         if (
             best is None
-            or verdict.action.rank > best.action.rank
+            or rank[verdict.action] > rank[best.action]
             or (
                 verdict.action is Action.DELAY
                 and best.action is Action.DELAY
@@ -132,14 +132,22 @@ class Decision:
         kept = tuple(outcomes)
         return cls(combine(o.verdict for o in kept if o.mode is Mode.ENFORCE), kept)
 
-    @cached_property
+    @property
     def explanation(self) -> str:
         """One line naming the policy behind the combined verdict and its reason.
 
         A forward names every enforcing policy with why it let the delivery go: a person asking
         "why did this reach Ann?" gets the whole answer, not only the first policy's. Worked
-        out once, when first asked (the decision's log line and its recorded reason share it).
+        out once, when first asked (the decision's log line and its recorded reason share it;
+        not `functools.cached_property`, which takes a lock on every access before 3.12).
         """
+        known: str | None = self.__dict__.get("_explanation")
+        if known is None:
+            known = self._explain()
+            object.__setattr__(self, "_explanation", known)
+        return known
+
+    def _explain(self) -> str:
         verdict = self.verdict
         if verdict.action is Action.FORWARD:
             passed = [

@@ -73,7 +73,7 @@ async def main() -> None:
     decision = await engine.decide(delivery)
     await store.close()
     print(json.dumps({
-        "explained": "explanation" in vars(decision),
+        "explained": "_explanation" in vars(decision),
         "reason": decision.explanation,
         "delivery_id": delivery.id,
     }))
