@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from datetime import UTC, datetime
 from typing import Any, Literal, TextIO
 
 import orjson
@@ -58,6 +59,32 @@ def _json(event: Any, **options: Any) -> str:
     return orjson.dumps(event, default=default).decode()
 
 
+# The level a structlog method name stands for (as structlog's `add_log_level` maps them).
+_LEVEL_OF = {"warn": "warning", "exception": "error", "fatal": "critical", "msg": "info"}
+
+
+def _fallback(value: Any) -> Any:
+    """What orjson cannot serialise: its `__structlog__()` if it has one, else its repr (as
+    structlog's JSONRenderer does)."""
+    try:
+        return value.__structlog__()
+    except AttributeError:
+        return repr(value)
+
+
+def _json_line(logger: Any, method_name: str, event_dict: EventDict) -> str:
+    """One processor for sendguard's own JSON lines: `logger`, `level`, `timestamp` (ISO, UTC),
+    the traceback as `exception`, rendered by orjson. The same as structlog's add_logger_name,
+    add_log_level, TimeStamper(fmt="iso", utc=True), format_exc_info and JSONRenderer in a row,
+    in one call instead of five: this runs for every decision."""
+    event_dict["logger"] = logger.name
+    event_dict["level"] = _LEVEL_OF.get(method_name, method_name)
+    event_dict["timestamp"] = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+    if "exc_info" in event_dict:
+        event_dict = structlog.processors.format_exc_info(logger, method_name, event_dict)
+    return orjson.dumps(event_dict, default=_fallback).decode()
+
+
 class _Lines:
     """A structlog logger writing each rendered line to the stream of `handler`, under its lock
     (as the handler writes the libraries' lines): every level method is the same write, since
@@ -71,8 +98,10 @@ class _Lines:
         handler = self._handler
         handler.acquire()
         try:
-            handler.stream.write(line + "\n")
-            handler.stream.flush()
+            stream = handler.stream
+            stream.write(line + "\n")
+            if not getattr(stream, "line_buffering", False):  # else the newline flushed it
+                stream.flush()
         except (OSError, ValueError):  # stderr closed or gone: a log line must not fail a send
             pass
         finally:
@@ -110,8 +139,13 @@ def configure(level: str = "info", fmt: Literal["auto", "json", "console"] = "au
         ]
     )
     handler = logging.StreamHandler(sys.stderr)
+    own: list[Processor] = (
+        [*shared, *renderer]
+        if console
+        else [structlog.contextvars.merge_contextvars, _json_line]  # the same, in one call
+    )
     structlog.configure(
-        processors=[*shared, *renderer],
+        processors=own,
         wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[level]),
         logger_factory=_LinesFactory(handler),
         cache_logger_on_first_use=True,

@@ -116,3 +116,34 @@ def test_nothing_of_the_decision_line_is_built_above_info(tmp_path: Path) -> Non
     assert lines == []
     # The explanation is worked out when first asked for: here only after the decision.
     assert decided["explained"] is False
+
+
+LINES = """
+import structlog
+from sendguard import logs
+
+logs.configure("info", "json")
+log = structlog.get_logger("sendguard.test")
+log.warn("warned", value=object.__new__(type("Odd", (), {"__repr__": lambda self: "<odd>"})))
+try:
+    raise ZeroDivisionError("no")
+except ZeroDivisionError:
+    log.exception("failed")
+log.debug("not shown")
+"""
+
+
+def test_levels_tracebacks_and_odd_values_render_as_before() -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", LINES], capture_output=True, text=True, timeout=60, check=True
+    )
+    warned, failed = (json.loads(line) for line in done.stderr.splitlines())
+    assert (warned["event"], warned["level"], warned["value"]) == ("warned", "warning", "<odd>")
+    assert (failed["event"], failed["level"], failed["logger"]) == (
+        "failed",
+        "error",
+        "sendguard.test",
+    )
+    assert failed["exception"].startswith("Traceback (most recent call last)")
+    assert failed["exception"].endswith("ZeroDivisionError: no")
+    assert "exc_info" not in failed
