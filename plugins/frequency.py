@@ -108,6 +108,10 @@ class FrequencyPolicy:
 
     def __init__(self, options: FrequencyOptions) -> None:
         self._options = options
+        quiet = options.quiet_hours
+        self._default_zone = ZoneInfo(quiet.default_timezone) if quiet else None
+        # A forward's reason depends on the options and the zone only: phrased once per zone.
+        self._rooms: dict[ZoneInfo | None, str] = {}
 
     def lookback(self) -> Lookback:
         """Sends within the longest cap window; a `timezone` fact (quiet hours) at any age."""
@@ -130,8 +134,8 @@ class FrequencyPolicy:
         zone = None
         if full is not None or options.quiet_hours is not None:
             zone = await ctx.recipient_zone(delivery)
-        if zone is None and options.quiet_hours is not None:
-            zone = ZoneInfo(options.quiet_hours.default_timezone)
+        if zone is None:
+            zone = self._default_zone
         why = ""
         if full is not None:
             why = (
@@ -149,7 +153,10 @@ class FrequencyPolicy:
                     f"{human_time(after, zone)}"
                 )
         if earliest <= ctx.now:
-            return Verdict.forward(self._room(options, zone))
+            room = self._rooms.get(zone)
+            if room is None:
+                room = self._rooms[zone] = self._room(options, zone)
+            return Verdict.forward(room)
         if earliest - ctx.now > options.max_delay:
             return Verdict.drop(
                 f"{why}; that is past max_delay {human_duration(options.max_delay)}"

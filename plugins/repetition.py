@@ -78,21 +78,18 @@ class RepetitionPolicy:
         self, key: MatchKey, delivery: Delivery, history: Sequence[HistoryEntry]
     ) -> tuple[str, int] | None:
         """(what, how often) if the recipient had this offer, content or campaign `limit` times."""
-        mine = _value(
-            key, delivery.message.fields.offer, delivery.message.content_hash, delivery.campaign
-        )
-        if mine is None:
-            return None
-        count = sum(1 for h in history if _value(key, h.offer, h.content_hash, h.campaign) == mine)
-        if count < self._options.limit:
+        if key == "offer":
+            mine = _offer_key(delivery.message.fields.offer)
+            count = 0 if mine is None else sum(1 for h in history if _offer_key(h.offer) == mine)
+        elif key == "content":
+            mine = delivery.message.content_hash
+            count = 0 if mine is None else sum(1 for h in history if h.content_hash == mine)
+        else:
+            mine = delivery.campaign
+            count = 0 if mine is None else sum(1 for h in history if h.campaign == mine)
+        if mine is None or count < self._options.limit:
             return None
         return ("this content" if key == "content" else f"{key} {mine}"), count
-
-
-def _value(
-    key: MatchKey, offer: str | None, content: str | None, campaign: str | None
-) -> str | None:
-    return {"offer": _offer_key(offer), "content": content, "campaign": campaign}[key]
 
 
 def _offer_key(offer: str | None) -> str | None:

@@ -10,6 +10,7 @@ timeline and the review queue show.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -23,7 +24,14 @@ from sendguard.message import Delivery, DeliveryState, HoldOrigin
 from sendguard.metrics import Metrics
 from sendguard.policy import Policy, PolicyContext, ReadsStore
 from sendguard.store.base import PolicyReads
-from sendguard.verdict import Action, Decision, Mode, OnError, PolicyOutcome, Verdict
+from sendguard.verdict import (
+    Action,
+    Decision,
+    Mode,
+    OnError,
+    PolicyOutcome,
+    Verdict,
+)
 
 log = structlog.get_logger("sendguard.engine")
 
@@ -92,42 +100,22 @@ def plan(decision: Decision, now: datetime, hold_expiry: timedelta | None = None
     return Plan(state, explain(decision), due, origin)
 
 
-NO_POLICY = "no policy is configured"
-"""Why a delivery was let through when the config has no enforcing policy."""
-
-
 def explain(decision: Decision) -> str:
-    """One line naming the policy behind the combined verdict and its reason.
-
-    A forward names every enforcing policy with why it let the delivery go: a person asking
-    "why did this reach Ann?" gets the whole answer, not only the first policy's.
-    """
-    verdict = decision.verdict
-    if verdict.action is Action.FORWARD:
-        passed = [
-            f"{o.policy}: {o.verdict.reason}" if o.verdict.reason else o.policy
-            for o in decision.outcomes
-            if o.mode is Mode.ENFORCE
-        ]
-        return "; ".join(passed) if passed else NO_POLICY
-    for outcome in decision.outcomes:
-        if outcome.mode is Mode.ENFORCE and outcome.verdict is verdict:
-            return f"{outcome.policy}: {verdict.reason}" if verdict.reason else outcome.policy
-    return verdict.reason
+    """One line naming the policy behind the combined verdict and its reason (see
+    `Decision.explanation`)."""
+    return decision.explanation
 
 
-async def _within(coroutine: Coroutine[Any, Any, Verdict], budget: timedelta) -> Verdict:
-    """Await a policy's verdict, raising TimeoutError past `budget`.
+async def _finish(
+    coroutine: Coroutine[Any, Any, Verdict], pending: object, budget: timedelta
+) -> Verdict:
+    """Drive a policy's coroutine that suspended (`pending`: what it awaits) to its verdict,
+    raising TimeoutError past `budget`.
 
     Most policies answer without waiting at all (the embedded store reads synchronously), and
-    a timer per policy and delivery would cost more than the policy itself. So the coroutine
-    is first run directly; only if it suspends is the rest driven under the time budget.
+    a timer per policy and delivery would cost more than the policy itself. So `decide` runs
+    each coroutine directly first; only one that suspends gets here, under the time budget.
     """
-    try:
-        pending = coroutine.send(None)
-    except StopIteration as done:
-        result: Verdict = done.value
-        return result
     async with asyncio.timeout(budget.total_seconds()):
         return await _resume(coroutine, pending)
 
@@ -168,6 +156,18 @@ def history_span(bindings: Sequence[PolicyBinding]) -> timedelta | None:
     return longest
 
 
+class _Meter:
+    """The metric children of one configured policy, looked up once: `labels()` costs more
+    than the observation itself."""
+
+    __slots__ = ("duration", "errors", "verdicts")
+
+    def __init__(self, metrics: Metrics, name: str, mode: Mode) -> None:
+        self.duration = metrics.policy_duration.labels(policy=name)
+        self.errors = metrics.policy_errors.labels(policy=name)
+        self.verdicts = {a: metrics.decisions.labels(name, a.value, mode.value) for a in Action}
+
+
 class Engine:
     """Runs the configured policies for deliveries."""
 
@@ -189,21 +189,24 @@ class Engine:
         self._store = store
         self._clock = clock
         self._metrics = metrics
-        # Metric children looked up once: labels() costs more than the observation itself.
-        self._durations: dict[str, Any] = {}
-        self._errors: dict[str, Any] = {}
-        self._counters: dict[tuple[str, str, str], Any] = {}
-        self._expect(self._bindings)
+        self._meters: dict[tuple[str, Mode], _Meter] = {}
+        self._runs = self._expect(self._bindings)
 
-    def _expect(self, bindings: Sequence[PolicyBinding]) -> None:
+    def _expect(
+        self, bindings: Sequence[PolicyBinding]
+    ) -> tuple[tuple[PolicyBinding, _Meter], ...]:
         """Create the metric series of these policies up front, so a dashboard shows 0 (not
-        "no data") for a verdict never given, and rate() counts the first one."""
+        "no data") for a verdict never given, and rate() counts the first one; each binding
+        with its metric children."""
         metrics = self._metrics
         metrics.expect_policies((b.name, b.mode.value) for b in bindings)
+        runs = []
         for b in bindings:
-            if b.name not in self._durations:
-                self._durations[b.name] = metrics.policy_duration.labels(policy=b.name)
-                self._errors[b.name] = metrics.policy_errors.labels(policy=b.name)
+            meter = self._meters.get((b.name, b.mode))
+            if meter is None:
+                meter = self._meters[b.name, b.mode] = _Meter(metrics, b.name, b.mode)
+            runs.append((b, meter))
+        return tuple(runs)
 
     def reconfigure(self, bindings: Sequence[PolicyBinding], hold_expiry: timedelta | None) -> None:
         """Judge every decision from now on with these policies (a config reload).
@@ -211,8 +214,8 @@ class Engine:
         A decision under way finishes with the policies it started with: `decide` reads the
         bindings once. Metric children of removed policies stay, so a dashboard keeps them.
         """
-        self._expect(bindings)
-        self._bindings, self._hold_expiry = tuple(bindings), hold_expiry
+        runs = self._expect(bindings)
+        self._bindings, self._runs, self._hold_expiry = tuple(bindings), runs, hold_expiry
         self._history_span = history_span(self._bindings)
 
     def plan(self, decision: Decision, now: datetime) -> Plan:
@@ -230,11 +233,26 @@ class Engine:
         `content` is the message's content when it is not committed yet (at intake).
         """
         contents = {delivery.message.id: content} if content is not None else None
-        bindings = self._bindings  # once: a reload during this decision applies to the next
+        runs = self._runs  # once: a reload during this decision applies to the next
         ctx = PolicyContext(
             self._store, self._clock.now(), contents, history_span=self._history_span
         )
-        outcomes = [await self._run(binding, delivery, ctx) for binding in bindings]
+        outcomes: list[PolicyOutcome] = []
+        # One clock read between two policies: the end of one is the start of the next.
+        started = monotonic()
+        for binding, _ in runs:
+            verdict, error = await self._judge(binding, delivery, ctx)
+            ended = monotonic()
+            outcomes.append(
+                PolicyOutcome(binding.name, verdict, binding.mode, error, ended - started)
+            )
+            started = ended
+        if self._record:
+            for (_, meter), outcome in zip(runs, outcomes, strict=True):
+                meter.duration.observe(outcome.seconds)
+                meter.verdicts[outcome.verdict.action].inc()
+                if outcome.error is not None:
+                    meter.errors.inc()
         if delivery.campaign is not None:
             # The kill switch is part of the core, not a policy: it holds whatever the config.
             campaign = await ctx.campaign(delivery.campaign)
@@ -249,50 +267,47 @@ class Engine:
             )
             outcomes.append(PolicyOutcome(GLOBAL_PAUSE, Verdict.hold(reason)))
         decision = Decision.of(outcomes)
-        if not self._record:
-            return decision
-        log.info(
-            "decision",
-            message_id=delivery.message.id,
-            delivery_id=delivery.id,
-            recipient=delivery.recipient,
-            verdict=decision.verdict.action.value,
-            reason=explain(decision),
-            until=decision.verdict.until.isoformat() if decision.verdict.until else None,
-            shadow=[
-                f"{o.policy}={o.verdict.action.value}" for o in outcomes if o.mode is Mode.SHADOW
-            ]
-            or None,
-        )
+        if self._record and log.is_enabled_for(logging.INFO):  # nothing built when off
+            verdict = decision.verdict
+            log.info(
+                "decision",
+                message_id=delivery.message.id,
+                delivery_id=delivery.id,
+                recipient=delivery.recipient,
+                verdict=verdict.action.value,
+                reason=decision.explanation,
+                until=verdict.until.isoformat() if verdict.until else None,
+                shadow=[
+                    f"{o.policy}={o.verdict.action.value}"
+                    for o in outcomes
+                    if o.mode is Mode.SHADOW
+                ]
+                or None,
+            )
         return decision
 
-    async def _run(
-        self, binding: PolicyBinding, delivery: Delivery, ctx: PolicyContext
-    ) -> PolicyOutcome:
-        started = monotonic()
-        error: str | None = None
+    @staticmethod
+    async def _judge(
+        binding: PolicyBinding, delivery: Delivery, ctx: PolicyContext
+    ) -> tuple[Verdict, str | None]:
+        """One policy's verdict and, if it failed, why (it then counts as its `on_error`)."""
         try:
-            verdict = await _within(binding.policy.evaluate(delivery, ctx), binding.budget)
+            coroutine = binding.policy.evaluate(delivery, ctx)
+            try:  # run it directly: most policies answer without suspending (see `_finish`)
+                pending = coroutine.send(None)
+            except StopIteration as done:
+                verdict = done.value
+            else:
+                verdict = await _finish(coroutine, pending, binding.budget)
             if not isinstance(verdict, Verdict):
                 raise TypeError(f"evaluate returned {type(verdict).__name__}, not a Verdict")
         except StoreUnavailable:
             raise  # nothing can be committed either: the ingress answers "try again later"
         except TimeoutError:
             error = f"timed out after {binding.budget.total_seconds():g}s"
-            verdict = binding.fallback(error)
+            return binding.fallback(error), error
         except Exception as exc:  # a plugin's bug must not take the ingress down
             error = f"{type(exc).__name__}: {exc}"
             log.exception("policy failed", policy=binding.name, delivery_id=delivery.id)
-            verdict = binding.fallback(error)
-        seconds = monotonic() - started
-        if not self._record:
-            return PolicyOutcome(binding.name, verdict, binding.mode, error, seconds)
-        self._durations[binding.name].observe(seconds)
-        if error is not None:
-            self._errors[binding.name].inc()
-        key = (binding.name, verdict.action.value, binding.mode.value)
-        counter = self._counters.get(key)
-        if counter is None:
-            counter = self._counters[key] = self._metrics.decisions.labels(*key)
-        counter.inc()
-        return PolicyOutcome(binding.name, verdict, binding.mode, error, seconds)
+            return binding.fallback(error), error
+        return verdict, None

@@ -9,6 +9,7 @@ is read by a marketer in the timeline or the review queue, so it says "3 days", 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta, tzinfo
+from functools import lru_cache
 from zoneinfo import ZoneInfo
 
 __all__ = ["human_duration", "human_time"]
@@ -20,8 +21,13 @@ def _count(n: int, unit: str) -> str:
     return f"{n} {unit}" if n == 1 else f"{n} {unit}s"
 
 
+@lru_cache(maxsize=256)
 def human_duration(value: timedelta) -> str:
-    """`value` rounded to its two largest units: "3 days", "1 hour 30 minutes", "2 seconds"."""
+    """`value` rounded to its two largest units: "3 days", "1 hour 30 minutes", "2 seconds".
+
+    Remembered: most reasons name the same few configured windows ("1 day", "7 days") for
+    every delivery.
+    """
     seconds = value.total_seconds()
     if seconds < 0:
         return human_duration(-value)

@@ -84,10 +84,11 @@ def combine(verdicts: Iterable[Verdict]) -> Verdict:
     where the one with the latest `until` wins. No verdicts at all means forward.
     """
     best: Verdict | None = None
+    rank = _RANK
     for verdict in verdicts:
         if (
             best is None
-            or verdict.action.rank > best.action.rank
+            or rank[verdict.action] > rank[best.action]
             or (
                 verdict.action is Action.DELAY
                 and best.action is Action.DELAY
@@ -105,6 +106,10 @@ class Mode(StrEnum):
 
     ENFORCE = "enforce"
     SHADOW = "shadow"
+
+
+NO_POLICY = "no policy is configured"
+"""Why a delivery was let through when the config has no enforcing policy."""
 
 
 @dataclass(frozen=True)
@@ -130,3 +135,32 @@ class Decision:
         """Combine outcomes: shadow outcomes are recorded but never acted on."""
         kept = tuple(outcomes)
         return cls(combine(o.verdict for o in kept if o.mode is Mode.ENFORCE), kept)
+
+    @property
+    def explanation(self) -> str:
+        """One line naming the policy behind the combined verdict and its reason.
+
+        A forward names every enforcing policy with why it let the delivery go: a person asking
+        "why did this reach Ann?" gets the whole answer, not only the first policy's. Worked
+        out once, when first asked (the decision's log line and its recorded reason share it;
+        not `functools.cached_property`, which takes a lock on every access before 3.12).
+        """
+        known: str | None = self.__dict__.get("_explanation")
+        if known is None:
+            known = self._explain()
+            object.__setattr__(self, "_explanation", known)
+        return known
+
+    def _explain(self) -> str:
+        verdict = self.verdict
+        if verdict.action is Action.FORWARD:
+            passed = [
+                f"{o.policy}: {o.verdict.reason}" if o.verdict.reason else o.policy
+                for o in self.outcomes
+                if o.mode is Mode.ENFORCE
+            ]
+            return "; ".join(passed) if passed else NO_POLICY
+        for outcome in self.outcomes:
+            if outcome.mode is Mode.ENFORCE and outcome.verdict is verdict:
+                return f"{outcome.policy}: {verdict.reason}" if verdict.reason else outcome.policy
+        return verdict.reason

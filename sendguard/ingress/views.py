@@ -9,11 +9,10 @@ from typing import Any
 from sendguard.approvals import Approval, CampaignSummary
 from sendguard.audit import AuditEntry
 from sendguard.deliveries import RecordedOutcome
-from sendguard.engine import NO_POLICY
 from sendguard.events import Event
 from sendguard.fields import show_fields
 from sendguard.message import Delivery, DeliveryState, Message, Transition
-from sendguard.verdict import Decision
+from sendguard.verdict import NO_POLICY, Decision
 
 
 def when(at: datetime | None) -> str | None:

@@ -185,3 +185,54 @@ async def test_an_engine_that_does_not_record_judges_alike_and_counts_nothing(
     assert 'sendguard_policy_duration_seconds_count{policy="late"} 0.0' in text
     loud_text = loud._metrics.render().decode()
     assert 'sendguard_policy_errors_total{policy="boom"} 1.0' in loud_text
+
+
+class Sleepy:
+    """A policy that takes `seconds` (awaiting, as one reading a remote store would)."""
+
+    Options: ClassVar[type[BaseModel]] = BaseModel
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+
+    async def evaluate(self, delivery: Any, ctx: PolicyContext) -> Verdict:
+        await asyncio.sleep(self.seconds)
+        return Verdict.forward("rested")
+
+
+async def test_each_policy_is_timed_and_observed_as_its_own(store: SQLiteStore) -> None:
+    eng = engine(
+        store,
+        PolicyBinding("quick", Scripted(Verdict.forward("ok"))),
+        PolicyBinding("sleepy", Sleepy(0.05)),
+        PolicyBinding("after", Scripted(Verdict.forward("ok"))),
+    )
+    decision = await eng.decide(make_delivery())
+    quick, sleepy, after = decision.outcomes
+    assert sleepy.seconds >= 0.05
+    assert quick.seconds < 0.05 and after.seconds < 0.05
+    text = eng._metrics.render().decode()
+    for name in ("quick", "sleepy", "after"):
+        assert f'sendguard_policy_duration_seconds_count{{policy="{name}"}} 1.0' in text
+    assert 'sendguard_policy_duration_seconds_bucket{le="0.025",policy="sleepy"} 0.0' in text
+    assert 'sendguard_policy_duration_seconds_bucket{le="0.025",policy="quick"} 1.0' in text
+
+
+async def test_a_reload_counts_verdicts_under_the_new_mode(store: SQLiteStore) -> None:
+    eng = engine(store, PolicyBinding("strict", Scripted(Verdict.drop("nope"))))
+    await eng.decide(make_delivery())
+    eng.reconfigure(
+        [PolicyBinding("strict", Scripted(Verdict.drop("nope")), mode=Mode.SHADOW)], None
+    )
+    decision = await eng.decide(make_delivery())
+    assert decision.verdict.action is Action.FORWARD
+    text = eng._metrics.render().decode()
+    assert 'sendguard_decisions_total{mode="enforce",policy="strict",verdict="drop"} 1.0' in text
+    assert 'sendguard_decisions_total{mode="shadow",policy="strict",verdict="drop"} 1.0' in text
+
+
+async def test_the_explanation_is_worked_out_once(store: SQLiteStore) -> None:
+    eng = engine(store, PolicyBinding("ok", Scripted(Verdict.forward("fine"))))
+    decision = await eng.decide(make_delivery())
+    assert explain(decision) == "ok: fine"
+    assert plan(decision, FakeClock().now()).reason is explain(decision)

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import ast
+import json
+import subprocess
+import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -43,3 +47,103 @@ def test_event_name_is_a_constant_phrase(where: str, call: ast.Call) -> None:
     assert len(call.args) == 1, f"{where}: values go in keyword fields, not %-arguments"
     assert not set("{}%") & set(name.value), f"{where}: {name.value!r} looks interpolated"
     assert len(name.value) <= 80, f"{where}: {name.value!r} is a sentence, not an event name"
+
+
+DECIDE = """
+import asyncio, json, sys
+from pathlib import Path
+from sendguard import logs
+from sendguard.engine import Engine, PolicyBinding
+from sendguard.metrics import Metrics
+from sendguard.store.sqlite import SQLiteStore
+from sendguard.testing import FakeClock, make_delivery
+from sendguard_plugins.schedule import ScheduleOptions, SchedulePolicy
+import structlog
+
+async def main() -> None:
+    logs.configure(sys.argv[1], "json")
+    store = SQLiteStore(Path(sys.argv[2]))
+    await store.open()
+    engine = Engine(
+        [PolicyBinding("schedule", SchedulePolicy(ScheduleOptions()))],
+        store, FakeClock(), Metrics(),
+    )
+    delivery = make_delivery()
+    structlog.contextvars.bind_contextvars(message_id=delivery.message.id)
+    decision = await engine.decide(delivery)
+    await store.close()
+    print(json.dumps({
+        "explained": "_explanation" in vars(decision),
+        "reason": decision.explanation,
+        "delivery_id": delivery.id,
+    }))
+
+asyncio.run(main())
+"""
+
+
+def decide_with_logs(level: str, tmp_path: Path) -> tuple[dict[str, Any], list[str]]:
+    """One decision in a fresh process whose logs are configured at `level`: what the
+    decision was, and the lines written to stderr."""
+    done = subprocess.run(
+        [sys.executable, "-c", DECIDE, level, str(tmp_path / "s.db")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+        cwd=ROOT,
+    )
+    return json.loads(done.stdout), done.stderr.splitlines()
+
+
+def test_the_decision_line_is_one_json_object_with_the_documented_fields(
+    tmp_path: Path,
+) -> None:
+    decided, lines = decide_with_logs("info", tmp_path)
+    assert len(lines) == 1, lines
+    line = json.loads(lines[0])
+    assert line["event"] == "decision"
+    assert (line["logger"], line["level"]) == ("sendguard.engine", "info")
+    assert line["timestamp"].endswith("Z")
+    assert line["delivery_id"] == decided["delivery_id"]
+    assert line["message_id"]  # bound with structlog's contextvars
+    assert (line["verdict"], line["reason"]) == ("forward", decided["reason"])
+    assert line["reason"] == "schedule: no Not-Before"
+
+
+def test_nothing_of_the_decision_line_is_built_above_info(tmp_path: Path) -> None:
+    decided, lines = decide_with_logs("warning", tmp_path)
+    assert lines == []
+    # The explanation is worked out when first asked for: here only after the decision.
+    assert decided["explained"] is False
+
+
+LINES = """
+import structlog
+from sendguard import logs
+
+logs.configure("info", "json")
+log = structlog.get_logger("sendguard.test")
+log.warn("warned", value=object.__new__(type("Odd", (), {"__repr__": lambda self: "<odd>"})))
+try:
+    raise ZeroDivisionError("no")
+except ZeroDivisionError:
+    log.exception("failed")
+log.debug("not shown")
+"""
+
+
+def test_levels_tracebacks_and_odd_values_render_as_before() -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", LINES], capture_output=True, text=True, timeout=60, check=True
+    )
+    warned, failed = (json.loads(line) for line in done.stderr.splitlines())
+    assert (warned["event"], warned["level"], warned["value"]) == ("warned", "warning", "<odd>")
+    assert (failed["event"], failed["level"], failed["logger"]) == (
+        "failed",
+        "error",
+        "sendguard.test",
+    )
+    assert failed["exception"].startswith("Traceback (most recent call last)")
+    assert failed["exception"].endswith("ZeroDivisionError: no")
+    assert "exc_info" not in failed

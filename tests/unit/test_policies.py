@@ -149,6 +149,21 @@ async def test_quiet_hours_use_header_then_fact_then_default() -> None:
         assert v.action is Action.FORWARD
 
 
+async def test_a_forward_names_the_caps_and_the_recipients_own_quiet_hours() -> None:
+    now = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)  # 14:00 Berlin, 08:00 New York
+    options = FrequencyOptions(quiet_hours=QUIET)
+    async with harness(FrequencyPolicy, options) as h:
+        for zone in ("America/New_York", "Europe/Berlin", "America/New_York"):
+            v = await h.evaluate(make_delivery(ANN, timezone=zone), at=now)
+            assert v.reason == (
+                "within every cap (1 per 1 day, 3 per 7 days); outside quiet hours"
+                f" {QUIET.start:%H:%M}-{QUIET.end:%H:%M} {zone}"
+            )
+        assert (await h.evaluate(make_delivery(ANN), at=now)).reason.endswith(
+            f" {QUIET.default_timezone}"
+        )
+
+
 # repetition ------------------------------------------------------------------------------------
 async def test_repetition_by_campaign_and_by_normalised_content() -> None:
     options = RepetitionOptions(limit=2, window=timedelta(days=30), match=("campaign", "content"))
