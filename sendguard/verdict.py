@@ -11,7 +11,16 @@ from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 
-__all__ = ["Action", "Decision", "Mode", "OnError", "PolicyOutcome", "Verdict", "combine"]
+__all__ = [
+    "NO_POLICY",
+    "Action",
+    "Decision",
+    "Mode",
+    "OnError",
+    "PolicyOutcome",
+    "Verdict",
+    "combine",
+]
 
 
 class Action(StrEnum):
