@@ -13,7 +13,7 @@ import asyncio
 from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
 import structlog
 
@@ -147,8 +147,11 @@ async def _resume(coroutine: Coroutine[Any, Any, Verdict], pending: object) -> V
             return result
 
 
-def history_span(bindings: Sequence[PolicyBinding]) -> timedelta | None:
-    """How far back the policies read a recipient's sends: the longest `Lookback.history`.
+def history_span(
+    bindings: Sequence[PolicyBinding], kind: Literal["history", "events"] = "history"
+) -> timedelta | None:
+    """How far back the policies read a recipient's sends (or events, `kind`): the longest
+    `Lookback.history` (`Lookback.events`).
 
     A decision reads that span once and every policy counts in it. None (a policy reads at
     any age, or does not say what it reads) reads as each policy asks.
@@ -157,7 +160,7 @@ def history_span(bindings: Sequence[PolicyBinding]) -> timedelta | None:
     for binding in bindings:
         if not isinstance(binding.policy, ReadsStore):
             continue
-        span = binding.policy.lookback().history
+        span = getattr(binding.policy.lookback(), kind)
         if span is None:
             return None
         longest = max(longest, span)
@@ -177,6 +180,7 @@ class Engine:
     ) -> None:
         self._bindings = tuple(bindings)
         self._history_span = history_span(self._bindings)
+        self._events_span = history_span(self._bindings, "events")
         self._hold_expiry = hold_expiry
         self._store = store
         self._clock = clock
@@ -206,6 +210,7 @@ class Engine:
         self._expect(bindings)
         self._bindings, self._hold_expiry = tuple(bindings), hold_expiry
         self._history_span = history_span(self._bindings)
+        self._events_span = history_span(self._bindings, "events")
 
     def plan(self, decision: Decision, now: datetime) -> Plan:
         """What `decision` means for a delivery's state, with this engine's hold expiry."""
@@ -224,7 +229,11 @@ class Engine:
         contents = {delivery.message.id: content} if content is not None else None
         bindings = self._bindings  # once: a reload during this decision applies to the next
         ctx = PolicyContext(
-            self._store, self._clock.now(), contents, history_span=self._history_span
+            self._store,
+            self._clock.now(),
+            contents,
+            history_span=self._history_span,
+            events_span=self._events_span,
         )
         outcomes = [await self._run(binding, delivery, ctx) for binding in bindings]
         if delivery.campaign is not None:

@@ -7,15 +7,15 @@ loopback and marks it `sent`. Every statement any connection of the SQLite store
 writer, the point reader, the scanners, transaction control included) is counted with
 `sqlite3`'s trace callback. No clock is involved: the count is the guard.
 
-Two kinds of statements are counted apart. A message's own (its inserts, the reads of its
-decision, its `sent`) do not depend on timing: at most OWN_BUDGET each. Those shared by a
-batch of messages (BEGIN and COMMIT of a group commit, a claim and its transitions, the
-dispatcher's look at the next due time) depend on how many messages share one, so on timing:
-with 20 sessions they add 2 to 4 per message here. Issue 11 asks for at most 12 in all
-(TARGET): that holds only when enough messages share a batch, not yet in every run
-(docs/performance.md says what is left). Before this test: 35 in all, most of them a
-message's own (savepoints per write, one outcome row per policy, a read around every change,
-a history read per cap).
+Issue 11's budget: at most 12 statements per message in all (TARGET), with 20 sessions
+sending at once (as `make bench` does) and with 5. Two kinds are also counted apart, as a
+diagnosis of a failure. A message's own (its inserts, the reads of its decision, its `sent`)
+do not depend on timing: OWN_BUDGET each. Those shared by a batch of messages (BEGIN and
+COMMIT of a group commit, a claim and its transitions, the dispatcher's look at the next due
+time) depend on how many messages share one, so on timing: about 3 to 4 per message here
+(more means batching broke). Before this test: 35 in all, most of them a message's own
+(savepoints per write, one outcome row per policy, a read around every change, a history
+read per cap); docs/performance.md says what each cut gave.
 """
 
 from __future__ import annotations
@@ -47,11 +47,12 @@ from tests.support.sink import Sink
 pytestmark = pytest.mark.e2e
 
 TARGET = 12
-"""Issue 11's budget per message in all (not reached in every run, see the module docstring)."""
-OWN_BUDGET = 10
-"""A message's own statements: 4 inserts, 4 reads for the decision, 2 for `sent`."""
+"""Issue 11's budget per message in all."""
+OWN_BUDGET = 6
+"""A message's own statements: 3 inserts (message, delivery, history), 2 reads for the
+decision (what policies read about the recipient, human_hold's blast count), 1 for `sent`."""
 SHARED_BUDGET = 6
-"""Statements shared by a batch, per message: 2 to 4 here; more means batching broke."""
+"""Statements shared by a batch, per message: 3 to 4 here; more means batching broke."""
 # What a batch of messages shares (matched on the statement's start).
 SHARED = (
     "BEGIN",
@@ -62,8 +63,7 @@ SHARED = (
     "SELECT id, received_at",  # messages a claim had not in memory
     "SELECT MIN(due_at)",  # the dispatcher's next wake-up
 )
-CLIENTS = 20
-PER_CLIENT = 10
+MESSAGES = 200
 
 
 @dataclass
@@ -161,8 +161,9 @@ async def wait_sent(db: Path, count: int) -> None:
     raise AssertionError(f"{sent_count(db)} of {count} deliveries were sent")
 
 
-async def test_a_single_recipient_message_runs_at_most_10_statements_of_its_own(
-    relay: Relay, sink: Sink
+@pytest.mark.parametrize("sessions", [20, 5])
+async def test_a_single_recipient_message_runs_at_most_12_statements(
+    relay: Relay, sink: Sink, sessions: int
 ) -> None:
     # A first message warms up what is read once per process.
     await asyncio.to_thread(smtp_send, relay.smtp_port, "first@example.org", "warm-up")
@@ -171,21 +172,22 @@ async def test_a_single_recipient_message_runs_at_most_10_statements_of_its_own(
     def client(n: int) -> None:
         # One message per connection, as `smtp-source` sends them; each to another person
         # (mixed case: the store folds it), so no cap delays any.
-        for i in range(PER_CLIENT):
+        for i in range(MESSAGES // sessions):
             smtp_send(relay.smtp_port, f"Person.{n}.{i}@Example.ORG", f"n{n}-{i}")
 
     relay.statements.counting = True
-    await asyncio.gather(*(asyncio.to_thread(client, n) for n in range(CLIENTS)))
-    await wait_sent(relay.db, CLIENTS * PER_CLIENT + 1)
+    await asyncio.gather(*(asyncio.to_thread(client, n) for n in range(sessions)))
+    await wait_sent(relay.db, MESSAGES + 1)
     relay.statements.counting = False
 
-    assert len(sink.received) == CLIENTS * PER_CLIENT + 1
-    messages = CLIENTS * PER_CLIENT
-    shared = len(relay.statements.shared()) / messages
-    own = len(relay.statements.seen) / messages - shared
+    assert len(sink.received) == MESSAGES + 1
+    seen, shared = len(relay.statements.seen), len(relay.statements.shared())
     counts = (
-        f"{own:.2f} own + {shared:.2f} shared statements per message (target {TARGET} in"
-        f" all):\n{relay.statements.summary()}"
+        f"{seen / MESSAGES:.2f} statements per message with {sessions} sessions"
+        f" ({(seen - shared) / MESSAGES:.2f} own + {shared / MESSAGES:.2f} shared;"
+        f" target {TARGET}):\n{relay.statements.summary()}"
     )
-    assert own <= OWN_BUDGET, counts
-    assert shared <= SHARED_BUDGET, counts
+    print(counts)  # shown with -s: what docs/performance.md reports
+    assert seen <= TARGET * MESSAGES, counts
+    assert seen - shared <= OWN_BUDGET * MESSAGES, counts
+    assert shared <= SHARED_BUDGET * MESSAGES, counts
