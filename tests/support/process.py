@@ -84,7 +84,7 @@ class SendguardProcess:
     def db_path(self) -> Path:
         return self.workdir / "var" / "sendguard.db"
 
-    def start(self, timeout: float = 15.0) -> None:
+    def start(self, timeout: float = 60.0) -> None:
         self.config_path.write_text(yaml.safe_dump(self.config))
         log = self.log_path.open("ab")
         workers = [] if "--workers" in self.serve_args else ["--workers", WORKERS]
@@ -99,19 +99,25 @@ class SendguardProcess:
         )
         log.close()
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"sendguard exited at start:\n{self.log()}")
-            try:
-                with urllib.request.urlopen(
-                    f"http://127.0.0.1:{self.http_port}/healthz", timeout=1
-                ) as resp:
-                    if resp.status == 200:
-                        self._wait_started(int(args[args.index("--workers") + 1]), deadline)
-                        return
-            except OSError:
-                time.sleep(0.05)
-        raise AssertionError(f"sendguard did not start:\n{self.log()}")
+        try:
+            while time.monotonic() < deadline:
+                if self.proc.poll() is not None:
+                    raise AssertionError(f"sendguard exited at start:\n{self.log()}")
+                try:
+                    with urllib.request.urlopen(
+                        f"http://127.0.0.1:{self.http_port}/healthz", timeout=1
+                    ) as resp:
+                        if resp.status == 200:
+                            self._wait_started(int(args[args.index("--workers") + 1]), deadline)
+                            return
+                except OSError:
+                    time.sleep(0.05)
+            raise AssertionError(f"sendguard did not start:\n{self.log()}")
+        except AssertionError:
+            # A fixture that fails here never reaches its teardown: without this the server
+            # (and its workers) would run on after the test, loading the machine further.
+            self.kill9()
+            raise
 
     def _wait_started(self, workers: int, deadline: float) -> None:
         """With several workers, healthz answers once the first is up: wait for them all (by
