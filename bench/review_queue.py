@@ -120,7 +120,10 @@ def fill(db: Path) -> None:
         " state, created_at, updated_at, due_at, hold_origin) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
         deliveries,
     )
-    conn.executemany("INSERT INTO transitions VALUES (?,?,?,?,?)", transitions)
+    conn.executemany(
+        "INSERT INTO transitions (delivery_id, seq, at, state, reason) VALUES (?,?,?,?,?)",
+        transitions,
+    )
     conn.executemany(
         "INSERT INTO outcomes (delivery_id, seq, at, policy, action, mode, reason)"
         " VALUES (?,?,?,?,?,?,?)",

@@ -14,7 +14,7 @@ import logging
 from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
 import structlog
 
@@ -139,8 +139,11 @@ async def _resume(coroutine: Coroutine[Any, Any, Verdict], pending: object) -> V
             return result
 
 
-def history_span(bindings: Sequence[PolicyBinding]) -> timedelta | None:
-    """How far back the policies read a recipient's sends: the longest `Lookback.history`.
+def history_span(
+    bindings: Sequence[PolicyBinding], kind: Literal["history", "events"] = "history"
+) -> timedelta | None:
+    """How far back the policies read a recipient's sends (or events, `kind`): the longest
+    `Lookback.history` (`Lookback.events`).
 
     A decision reads that span once and every policy counts in it. None (a policy reads at
     any age, or does not say what it reads) reads as each policy asks.
@@ -149,7 +152,7 @@ def history_span(bindings: Sequence[PolicyBinding]) -> timedelta | None:
     for binding in bindings:
         if not isinstance(binding.policy, ReadsStore):
             continue
-        span = binding.policy.lookback().history
+        span = getattr(binding.policy.lookback(), kind)
         if span is None:
             return None
         longest = max(longest, span)
@@ -185,6 +188,7 @@ class Engine:
         self._record = record
         self._bindings = tuple(bindings)
         self._history_span = history_span(self._bindings)
+        self._events_span = history_span(self._bindings, "events")
         self._hold_expiry = hold_expiry
         self._store = store
         self._clock = clock
@@ -217,6 +221,7 @@ class Engine:
         runs = self._expect(bindings)
         self._bindings, self._runs, self._hold_expiry = tuple(bindings), runs, hold_expiry
         self._history_span = history_span(self._bindings)
+        self._events_span = history_span(self._bindings, "events")
 
     def plan(self, decision: Decision, now: datetime) -> Plan:
         """What `decision` means for a delivery's state, with this engine's hold expiry."""
@@ -235,7 +240,11 @@ class Engine:
         contents = {delivery.message.id: content} if content is not None else None
         runs = self._runs  # once: a reload during this decision applies to the next
         ctx = PolicyContext(
-            self._store, self._clock.now(), contents, history_span=self._history_span
+            self._store,
+            self._clock.now(),
+            contents,
+            history_span=self._history_span,
+            events_span=self._events_span,
         )
         outcomes: list[PolicyOutcome] = []
         # One clock read between two policies: the end of one is the start of the next.

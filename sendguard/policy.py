@@ -35,6 +35,7 @@ from sendguard.deliveries import HistoryEntry
 from sendguard.events import Event
 from sendguard.facts import Fact
 from sendguard.message import Delivery, MessageClass
+from sendguard.recipient import RecipientReads
 from sendguard.store.base import PolicyReads
 from sendguard.suppressions import Suppression
 from sendguard.verdict import Verdict
@@ -122,6 +123,7 @@ class PolicyContext:
         contents: Mapping[str, bytes] | None = None,
         *,
         history_span: timedelta | None = None,
+        events_span: timedelta | None = None,
     ) -> None:
         self._store = store
         self.now = now
@@ -131,10 +133,23 @@ class PolicyContext:
         # Several policies (and the kill switch) ask about the same campaign in one decision.
         self._campaigns: dict[str, Campaign | None] = {}
         self._zones: dict[str, ZoneInfo | None] = {}
-        # The recipient's sends over `history_span` (the longest any configured policy reads),
-        # read once and shared: caps, repetition and fatigue all count the same sends.
+        # What the policies read about a recipient, read at once (one statement in the SQL
+        # stores) when the first of them asks, and shared: the sends over `history_span` and
+        # the events over `events_span` (the longest any configured policy reads of each),
+        # the suppression and the time zone fact. Caps, repetition and fatigue all count the
+        # same sends. Read inside the recipient's lock, as each read was before.
         self._history_from = None if history_span is None else now - history_span
-        self._recent: dict[str, Sequence[HistoryEntry]] = {}
+        self._events_from = None if events_span is None else now - events_span
+        self._reads: dict[str, RecipientReads] = {}
+
+    async def _recipient(self, recipient: str) -> RecipientReads:
+        key = recipient_key(recipient)
+        found = self._reads.get(key)
+        if found is None:
+            found = self._reads[key] = await self._store.recipient_reads(
+                key, history_since=self._history_from, events_since=self._events_from
+            )
+        return found
 
     async def _history_since(
         self, recipient: str, since: datetime
@@ -142,11 +157,7 @@ class PolicyContext:
         """The recipient's sends since `history_span` ago, if that covers `since`."""
         if self._history_from is None or since < self._history_from:
             return None
-        key = recipient_key(recipient)
-        recent = self._recent.get(key)
-        if recent is None:
-            recent = self._recent[key] = await self._store.history(recipient, self._history_from)
-        return recent
+        return (await self._recipient(recipient)).history
 
     async def fact(self, key: str, contact: str | None = None) -> Fact | None:
         """The latest fact for `key` about `contact` (or without a contact)."""
@@ -198,11 +209,13 @@ class PolicyContext:
 
     async def events(self, recipient: str, since: datetime | None = None) -> Sequence[Event]:
         """Engagement and suppression events about `recipient`."""
-        return await self._store.events(recipient, since)
+        if self._events_from is None or since is None or since < self._events_from:
+            return await self._store.events(recipient, since)
+        return [e for e in (await self._recipient(recipient)).events if e.at >= since]
 
     async def suppression(self, recipient: str) -> Suppression | None:
         """The durable suppression of `recipient` (unsubscribe, complaint, bounce, ...)."""
-        return await self._store.get_suppression(recipient)
+        return (await self._recipient(recipient)).suppression
 
     async def campaign(self, name: str) -> Campaign | None:
         """What reviewers decided about campaign `name`."""
@@ -216,7 +229,7 @@ class PolicyContext:
         if delivery.id not in self._zones:
             name = delivery.message.fields.timezone
             if name is None:
-                fact = await self.fact("timezone", recipient_key(delivery.recipient))
+                fact = (await self._recipient(delivery.recipient)).timezone
                 name = fact.value if fact is not None else None
             zone = None
             if name:

@@ -31,6 +31,7 @@ from contextlib import AbstractAsyncContextManager
 from datetime import datetime, timedelta
 from typing import Protocol
 
+from sendguard.address import recipient_key
 from sendguard.approvals import Campaign, CampaignSummary, ContentApproval, GlobalPause
 from sendguard.audit import AuditEntry
 from sendguard.deliveries import (
@@ -49,6 +50,7 @@ from sendguard.facts import Fact
 from sendguard.lifecycle import OutboundEvent, WebhookTarget
 from sendguard.message import Delivery, DeliveryState, Message, MessageClass, Transition
 from sendguard.pruning import PruneCutoffs
+from sendguard.recipient import TIMEZONE_FACT, RecipientReads
 from sendguard.reports import QueueAges, ShadowTally
 from sendguard.review_queue import Edit, HeldQuery, HeldQueue, ReviewNotice
 from sendguard.suppressions import Suppression, SuppressionPage, SuppressionQuery
@@ -132,6 +134,29 @@ class PolicyReads(Protocol):
     @abstractmethod
     async def get_suppression(self, address: str) -> Suppression | None:
         """The suppression of `address` (compared as a recipient key), if any."""
+
+    async def recipient_reads(
+        self,
+        recipient: str,
+        *,
+        history_since: datetime | None,
+        events_since: datetime | None,
+    ) -> RecipientReads:
+        """What a decision reads about `recipient` (a recipient key), at once: its sends since
+        `history_since` (as `history`), its events since `events_since` (as `events`), its
+        suppression and its `timezone` fact. A `None` leaves that kind out (empty).
+
+        The SQL backends answer in one statement; this default asks each read in turn, so a
+        backend that does not override it stays correct.
+        """
+        history = () if history_since is None else await self.history(recipient, history_since)
+        events = () if events_since is None else await self.events(recipient, events_since)
+        return RecipientReads(
+            history,
+            events,
+            await self.get_suppression(recipient),
+            await self.get_fact(TIMEZONE_FACT, recipient_key(recipient)),
+        )
 
     @abstractmethod
     async def get_campaign(self, name: str) -> Campaign | None:

@@ -61,6 +61,13 @@ class MessageCache:
             _, dropped = self._contents.popitem(last=False)
             self._bytes -= len(dropped)
 
+    def forget(self, message_id: str) -> None:
+        """Forget one message and its content (it was not committed after all)."""
+        self._messages.pop(message_id, None)
+        content = self._contents.pop(message_id, None)
+        if content is not None:
+            self._bytes -= len(content)
+
     def clear(self) -> None:
         """Forget everything (messages were deleted)."""
         self._messages.clear()

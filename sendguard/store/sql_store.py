@@ -50,6 +50,7 @@ from sendguard.message import (
 )
 from sendguard.offload import LARGE
 from sendguard.pruning import PruneCutoffs
+from sendguard.recipient import TIMEZONE_FACT, RecipientReads
 from sendguard.reports import QueueAges, ShadowExample, ShadowTally
 from sendguard.review_queue import Edit, EditedPart, HeldGroup, HeldQuery, HeldQueue, ReviewNotice
 from sendguard.store import codec
@@ -61,12 +62,39 @@ from sendguard.verdict import Action, Decision, Mode
 T = TypeVar("T")
 _DUE_STATES = "('queued', 'delayed', 'deferred', 'held')"
 # Ids per `IN (...)` list: a whole page (500) in one statement, and far below the bound
-# parameters SQLite (32766) and PostgreSQL (32767) allow in one.
+# parameters SQLite (32766) and PostgreSQL (32767) allow in one (even listed three times).
 _IDS_PER_STATEMENT = 1000
 # Rows per multi-row INSERT: 11 values each, far below the bound parameters either allows.
 _ROWS_PER_INSERT = 500
 _TRANSITION_COLUMNS = "at, state, reason"
 _OUTCOME_COLUMNS = "at, policy, action, mode, reason, until, error"
+# States a delivery never leaves in sendguard's own use: the transition into one is kept on
+# the delivery's row (`final_reason`), not as a transitions row.
+_FINAL = frozenset({DeliveryState.SENT, DeliveryState.FAILED, DeliveryState.DROPPED})
+# The next transitions row of delivery `d.id`: its first transition is on its row (seq 1),
+# or, for a delivery created before schema 10, the transitions row with seq 1.
+_NEXT_SEQ = "(SELECT COALESCE(MAX(seq), 1) + 1 FROM transitions t WHERE t.delivery_id = d.id)"
+# A final transition sorts after every transitions row.
+_FINAL_SEQ = 2_000_000_000
+# Whether a history row (h, its delivery d LEFT JOINed) counts as sent: the delivery is `sent`,
+# or gone (pruned when done; a failed or dropped one took its history row with it).
+# `history.sent` is no longer written (schema 9) but is true in rows written before.
+_SENT = "CASE WHEN h.sent = 1 OR d.state IS NULL OR d.state = 'sent' THEN 1 ELSE 0 END"
+
+
+def _timeline(ids: str) -> str:
+    """(delivery_id, seq, at, state, reason, outcomes) of every transition of the deliveries
+    whose id matches `ids` (a condition with its own placeholders, used three times): the
+    first from the row, those between from `transitions`, the final one from the row."""
+    return (
+        "SELECT id AS delivery_id, 1 AS seq, created_at AS at, first_state AS state,"
+        " first_reason AS reason, first_outcomes AS outcomes FROM deliveries"
+        f" WHERE id {ids} AND first_state IS NOT NULL"
+        " UNION ALL SELECT delivery_id, seq, at, state, reason, outcomes FROM transitions"
+        f" WHERE delivery_id {ids}"
+        f" UNION ALL SELECT id, {_FINAL_SEQ}, updated_at, state, final_reason, final_outcomes"
+        f" FROM deliveries WHERE id {ids} AND final_reason IS NOT NULL"
+    )
 
 
 class Tx(Protocol):
@@ -204,10 +232,12 @@ class SqlStore(Store):
             # Each table's rows of the message in one statement (per chunk of rows).
             for start in range(0, len(deliveries), _ROWS_PER_INSERT):
                 chunk = deliveries[start : start + _ROWS_PER_INSERT]
+                # The first transition is kept on the row (no transitions row).
                 await tx.execute(
                     "INSERT INTO deliveries (id, message_id, recipient, recipient_key, domain,"
-                    " campaign, state, created_at, updated_at, due_at, hold_origin) VALUES "
-                    + ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"] * len(chunk)),
+                    " campaign, state, created_at, updated_at, due_at, hold_origin,"
+                    " first_state, first_reason, first_outcomes) VALUES "
+                    + ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"] * len(chunk)),
                     [
                         value
                         for new in chunk
@@ -223,11 +253,14 @@ class SqlStore(Store):
                             now,
                             codec.micros(new.due_at),
                             new.hold_origin if new.state is DeliveryState.HELD else None,
+                            new.state.value,
+                            new.reason,
+                            codec.dump_outcomes(new.decision.outcomes),
                         )
                     ],
                 )
             for new in deliveries:
-                await self._record(tx, new.id, new.state, new.reason, now, new.decision, fresh=True)
+                await self._record_decision(tx, new.id, new.state, now, new.decision, fresh=True)
                 if self._webhook_targets:
                     await self._emit(
                         tx,
@@ -241,10 +274,16 @@ class SqlStore(Store):
             for start in range(0, len(queued), _ROWS_PER_INSERT):
                 await self._reserve(tx, queued[start : start + _ROWS_PER_INSERT], now)
 
-        await self._write(job)
+        # Kept before the commit: a claim may take its deliveries in the very batch that
+        # commits them, before this coroutine runs again. Forgotten if the commit fails.
         self._cache.keep_message(message)
         if any(new.state is DeliveryState.QUEUED for new in deliveries):
             self._cache.keep_content(message.id, content)  # the dispatcher sends it next
+        try:
+            await self._write(job)
+        except BaseException:
+            self._cache.forget(message.id)
+            raise
 
     @staticmethod
     async def _record(
@@ -254,42 +293,47 @@ class SqlStore(Store):
         reason: str,
         at: int,
         decision: Decision | None,
-        *,
-        fresh: bool = False,
     ) -> None:
-        """Append a transition with the decision's outcomes (`fresh`: the delivery is new,
-        so both sequences start at 1 and need no look-up).
+        """Append a transitions row with the decision's outcomes (a delivery's first and
+        final transitions are kept on its row instead: `add_message`, `change`)."""
+        kept = codec.dump_outcomes(decision.outcomes) if decision is not None else None
+        await tx.execute(
+            "INSERT INTO transitions (delivery_id, seq, at, state, reason, outcomes)"
+            " VALUES (?, (SELECT COALESCE(MAX(seq), 1) + 1 FROM transitions"
+            " WHERE delivery_id = ?), ?, ?, ?, ?)",
+            (delivery_id, delivery_id, at, state.value, reason, kept),
+        )
+        if decision is not None:
+            await SqlStore._record_decision(tx, delivery_id, state, at, decision, fresh=False)
+
+    @staticmethod
+    async def _record_decision(
+        tx: Tx,
+        delivery_id: str,
+        state: DeliveryState,
+        at: int,
+        decision: Decision,
+        *,
+        fresh: bool,
+    ) -> None:
+        """What a decision leaves besides its transition (`fresh`: the delivery is new, so
+        nothing of it is kept yet and no sequence needs a look-up).
 
         Every outcome is kept as JSON on the transition the decision caused: one row per
         decision, not one per policy. The `outcomes` table gets only those that queries look
         for (the shadow report: shadow outcomes; the review queue: holds): every verdict but
         an enforced forward. Most decisions write no row there.
         """
-        outcomes = decision.outcomes if decision is not None else ()
-        kept = codec.dump_outcomes(outcomes) if decision is not None else None
-        if fresh:
-            await tx.execute(
-                "INSERT INTO transitions (delivery_id, seq, at, state, reason, outcomes)"
-                " VALUES (?, 1, ?, ?, ?, ?)",
-                (delivery_id, at, state.value, reason, kept),
-            )
-            base = 0
-        else:
-            await tx.execute(
-                "INSERT INTO transitions (delivery_id, seq, at, state, reason, outcomes)"
-                " VALUES (?, (SELECT COALESCE(MAX(seq), 0) + 1 FROM transitions"
-                " WHERE delivery_id = ?), ?, ?, ?, ?)",
-                (delivery_id, delivery_id, at, state.value, reason, kept),
-            )
-            base = -1
-        if decision is not None:
-            await SqlStore._record_waits(tx, delivery_id, state, decision, fresh=fresh)
+        await SqlStore._record_waits(tx, delivery_id, state, decision, fresh=fresh)
         notable = [
-            o for o in outcomes if o.mode is Mode.SHADOW or o.verdict.action is not Action.FORWARD
+            o
+            for o in decision.outcomes
+            if o.mode is Mode.SHADOW or o.verdict.action is not Action.FORWARD
         ]
         if not notable:
             return
-        if base < 0:
+        base = 0
+        if not fresh:
             row = await _one(
                 tx,
                 "SELECT COALESCE(MAX(seq), 0) FROM outcomes WHERE delivery_id = ?",
@@ -454,8 +498,8 @@ class SqlStore(Store):
     async def transitions(self, delivery_id: str) -> Sequence[Transition]:
         async def job(tx: Tx) -> list[Sequence[Any]]:
             return await tx.fetch(
-                "SELECT at, state, reason FROM transitions WHERE delivery_id = ? ORDER BY seq",
-                (delivery_id,),
+                f"SELECT {_TRANSITION_COLUMNS} FROM ({_timeline('= ?')}) AS t ORDER BY seq",
+                (delivery_id,) * 3,
             )
 
         return [
@@ -466,9 +510,9 @@ class SqlStore(Store):
     async def outcomes(self, delivery_id: str) -> Sequence[RecordedOutcome]:
         async def job(tx: Tx) -> tuple[list[Sequence[Any]], list[Sequence[Any]]]:
             decided = await tx.fetch(
-                "SELECT at, outcomes FROM transitions WHERE delivery_id = ?"
-                " AND outcomes IS NOT NULL ORDER BY seq",
-                (delivery_id,),
+                f"SELECT at, outcomes FROM ({_timeline('= ?')}) AS t"
+                " WHERE outcomes IS NOT NULL ORDER BY seq",
+                (delivery_id,) * 3,
             )
             rows = await tx.fetch(
                 f"SELECT {_OUTCOME_COLUMNS} FROM outcomes WHERE delivery_id = ? ORDER BY seq",
@@ -520,13 +564,16 @@ class SqlStore(Store):
             outcomes: list[Sequence[Any]] = []
             for start in range(0, len(ids), _IDS_PER_STATEMENT):
                 chunk = ids[start : start + _IDS_PER_STATEMENT]
-                where = f"WHERE delivery_id IN ({_marks(len(chunk))}) ORDER BY delivery_id, seq"
+                among = f"IN ({_marks(len(chunk))})"
                 transitions += await tx.fetch(
-                    f"SELECT delivery_id, {_TRANSITION_COLUMNS}, outcomes FROM transitions {where}",
-                    chunk,
+                    f"SELECT delivery_id, {_TRANSITION_COLUMNS}, outcomes"
+                    f" FROM ({_timeline(among)}) AS t ORDER BY delivery_id, seq",
+                    chunk * 3,
                 )
                 outcomes += await tx.fetch(
-                    f"SELECT delivery_id, {_OUTCOME_COLUMNS} FROM outcomes {where}", chunk
+                    f"SELECT delivery_id, {_OUTCOME_COLUMNS} FROM outcomes"
+                    f" WHERE delivery_id {among} ORDER BY delivery_id, seq",
+                    chunk,
                 )
             return transitions, outcomes
 
@@ -698,9 +745,8 @@ class SqlStore(Store):
             if send_within is not None and marked:
                 await tx.execute(
                     "INSERT INTO transitions (delivery_id, seq, at, state, reason)"
-                    " SELECT id, (SELECT COALESCE(MAX(seq), 0) + 1 FROM transitions t"
-                    " WHERE t.delivery_id = d.id), ?, 'sending', 'attempt ' || attempts"
-                    f" FROM deliveries d WHERE id IN ({_marks(len(marked))})",
+                    f" SELECT d.id, {_NEXT_SEQ}, ?, 'sending', 'attempt ' || d.attempts"
+                    f" FROM deliveries d WHERE d.id IN ({_marks(len(marked))})",
                     (at, *marked),
                 )
             return taken, await self._uncached_messages(tx, taken)
@@ -734,7 +780,19 @@ class SqlStore(Store):
 
     async def change(self, delivery_id: str, change: Change) -> Delivery:
         at = to_micros(change.at)
-        keep_claim = change.keep_claim or change.to is DeliveryState.SENDING
+        final = change.to in _FINAL
+        # Nobody works on a delivery in a final state: its claim ends with it.
+        keep_claim = (change.keep_claim or change.to is DeliveryState.SENDING) and not final
+        # The transition into a final state is kept on the row. A delivery may be in one only
+        # if the change does not exclude it (sendguard's own changes all do: by the states
+        # they expect, or by the owner's claim, which a final state does not keep); then its
+        # final transition moves to `transitions` first.
+        may_be_final = change.owner is None and (
+            change.expect is None or bool(change.expect & _FINAL)
+        )
+        kept = (
+            codec.dump_outcomes(change.decision.outcomes) if change.decision is not None else None
+        )
         # What the change expects is part of the UPDATE: one statement, no read before it.
         where = "id = ?"
         expected: list[Any] = []
@@ -749,8 +807,17 @@ class SqlStore(Store):
             before = None
             if self._webhook_targets:  # the event depends on the state it leaves
                 before = await _one(tx, "SELECT state FROM deliveries WHERE id = ?", (delivery_id,))
+            if may_be_final:
+                await tx.execute(
+                    "INSERT INTO transitions (delivery_id, seq, at, state, reason, outcomes)"
+                    f" SELECT d.id, {_NEXT_SEQ}, d.updated_at, d.state, d.final_reason,"
+                    f" d.final_outcomes FROM deliveries d WHERE d.id = ?"
+                    " AND d.final_reason IS NOT NULL",
+                    (delivery_id,),
+                )
             rows = await tx.fetch(
                 "UPDATE deliveries SET state = ?, updated_at = ?, due_at = ?,"
+                " final_reason = ?, final_outcomes = ?,"
                 " attempts = attempts + ?,"
                 " first_attempt_at = CASE WHEN ? THEN COALESCE(first_attempt_at, ?)"
                 "   ELSE first_attempt_at END,"
@@ -765,6 +832,8 @@ class SqlStore(Store):
                     change.to.value,
                     at,
                     codec.micros(change.due_at),
+                    change.reason if final else None,
+                    kept if final else None,
                     int(change.attempt),
                     change.attempt,
                     at,
@@ -783,7 +852,12 @@ class SqlStore(Store):
             if not rows:
                 raise await self._refused(tx, delivery_id, change)
             row = rows[0]
-            await self._record(tx, delivery_id, change.to, change.reason, at, change.decision)
+            if not final:
+                await self._record(tx, delivery_id, change.to, change.reason, at, change.decision)
+            elif change.decision is not None:
+                await self._record_decision(
+                    tx, delivery_id, change.to, at, change.decision, fresh=False
+                )
             if self._webhook_targets and before is not None:
                 event = lifecycle_event(DeliveryState(before[0]), change.to)
                 await self._emit(tx, delivery_id, event, change.reason, at)
@@ -843,12 +917,9 @@ class SqlStore(Store):
     async def history(
         self, recipient: str, since: datetime, *, campaign: str | None = None
     ) -> Sequence[HistoryEntry]:
-        # Sent: the delivery is `sent`, or gone (pruned when done; a failed or dropped one
-        # took its history row with it). `history.sent` is no longer written (schema 8).
         sql = (
             "SELECT h.delivery_id, h.recipient_key, h.campaign, h.class, h.content_hash, h.at,"
-            " CASE WHEN h.sent = 1 OR d.state IS NULL OR d.state = 'sent' THEN 1 ELSE 0 END,"
-            " h.offer FROM history h LEFT JOIN deliveries d ON d.id = h.delivery_id"
+            f" {_SENT}, h.offer FROM history h LEFT JOIN deliveries d ON d.id = h.delivery_id"
             " WHERE h.recipient_key = ? AND h.at >= ?"
         )
         args: list[Any] = [recipient_key(recipient), to_micros(since)]
@@ -859,12 +930,80 @@ class SqlStore(Store):
         async def job(tx: Tx) -> list[Sequence[Any]]:
             return await tx.fetch(sql + " ORDER BY h.at", args)
 
-        return [
-            HistoryEntry(
-                r[0], r[1], r[2], MessageClass(r[3]), r[4], from_micros(r[5]), bool(r[6]), r[7]
+        return [self._history_entry(r) for r in await self._read(job)]
+
+    @staticmethod
+    def _history_entry(row: Sequence[Any]) -> HistoryEntry:
+        """A HistoryEntry from (delivery_id, recipient_key, campaign, class, content_hash, at,
+        sent, offer)."""
+        return HistoryEntry(
+            row[0],
+            row[1],
+            row[2],
+            MessageClass(row[3]),
+            row[4],
+            from_micros(row[5]),
+            bool(row[6]),
+            row[7],
+        )
+
+    async def recipient_reads(
+        self,
+        recipient: str,
+        *,
+        history_since: datetime | None,
+        events_since: datetime | None,
+    ) -> RecipientReads:
+        # One statement, one tagged row per record: (kind, six text columns, two integers).
+        # Each kind's columns sit where their types match the other kinds' (PostgreSQL's
+        # UNION wants one type per column).
+        key = recipient_key(recipient)
+        parts: list[str] = []
+        args: list[Any] = []
+        if history_since is not None:
+            parts.append(
+                "SELECT 0 AS kind, h.delivery_id AS t1, h.recipient_key AS t2, h.campaign AS t3,"
+                " h.class AS t4, h.content_hash AS t5, h.offer AS t6, h.at AS i1,"
+                f" {_SENT} AS i2 FROM history h LEFT JOIN deliveries d ON d.id = h.delivery_id"
+                " WHERE h.recipient_key = ? AND h.at >= ?"
             )
-            for r in await self._read(job)
-        ]
+            args += [key, to_micros(history_since)]
+        if events_since is not None:
+            parts.append(
+                "SELECT 1, type, recipient_key, message_id, offer, NULL, NULL, at, NULL"
+                " FROM events WHERE recipient_key = ? AND at >= ?"
+            )
+            args += [key, to_micros(events_since)]
+        parts.append(
+            "SELECT 2, address, reason, source, created_by, note, NULL, created_at, NULL"
+            " FROM suppressions WHERE address_key = ?"
+        )
+        parts.append(
+            "SELECT 3, value, superseded_by, contact, NULL, NULL, NULL, observed_at, NULL"
+            " FROM facts WHERE key = ? AND contact = ?"
+        )
+        args += [key, TIMEZONE_FACT, codec.contact_key(key)]
+        sql = " UNION ALL ".join(parts) + " ORDER BY 1, 8"
+
+        async def job(tx: Tx) -> list[Sequence[Any]]:
+            return await tx.fetch(sql, args)
+
+        history: list[HistoryEntry] = []
+        events: list[Event] = []
+        suppression = timezone = None
+        for kind, *row in await self._read(job):
+            if kind == 0:
+                history.append(self._history_entry(row[:5] + row[6:] + row[5:6]))
+            elif kind == 1:
+                at = from_micros(row[6])
+                events.append(Event(event_type(row[0]), row[1], at, row[2], row[3]))
+            elif kind == 2:
+                suppression = Suppression(
+                    row[0], SuppressionReason(row[1]), row[2], from_micros(row[6]), row[3], row[4]
+                )
+            else:
+                timezone = Fact(TIMEZONE_FACT, row[0], from_micros(row[6]), row[2] or None, row[1])
+        return RecipientReads(history, events, suppression, timezone)
 
     async def send_times(
         self,

@@ -264,6 +264,19 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE transitions ADD COLUMN outcomes TEXT;
     DROP INDEX history_campaign;
     """,
+    # 10: a delivery's first and final transitions kept on its own row, so creating it and
+    # ending it (`sent`, `failed`, `dropped`) write no transitions row: its first transition
+    # is (created_at, first_state, first_reason, first_outcomes), its final one (updated_at,
+    # state, final_reason, final_outcomes) while it is in a final state; `transitions` holds
+    # those between. Deliveries created before keep their first transition in `transitions`
+    # (first_state NULL).
+    """
+    ALTER TABLE deliveries ADD COLUMN first_state TEXT;
+    ALTER TABLE deliveries ADD COLUMN first_reason TEXT;
+    ALTER TABLE deliveries ADD COLUMN first_outcomes TEXT;
+    ALTER TABLE deliveries ADD COLUMN final_reason TEXT;
+    ALTER TABLE deliveries ADD COLUMN final_outcomes TEXT;
+    """,
 )
 
 

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import pytest
+
 from sendguard.deliveries import Change, DeliveryQuery, DeliveryRecord
+from sendguard.errors import Conflict
 from sendguard.message import DeliveryState
 from sendguard.store.base import Store
 from sendguard.verdict import Verdict
@@ -45,3 +48,48 @@ async def test_records_of_a_page_larger_than_one_statement(store: Store) -> None
         [t.state for t in r.transitions] == [S.HELD] and len(r.outcomes) == 2
         for r in records.values()
     )
+
+
+async def test_a_timeline_from_creation_to_a_final_state_and_beyond(store: Store) -> None:
+    # The first and the final transition may be kept apart from the others (SQL backends keep
+    # them on the delivery's row): every read shows one timeline in order all the same.
+    _, (new,) = await add(store, S.QUEUED, ("a@example.org",), T0)
+    (claimed,) = await store.claim_due(
+        T0, "worker", 10, timedelta(minutes=5), send_within=timedelta(days=1)
+    )
+    assert claimed.state is S.SENDING
+    sent_at = T0 + timedelta(seconds=1)
+    await store.change(new.id, Change(S.SENT, "upstream accepted", sent_at, owner="worker"))
+    steps = [(t.at, t.state, t.reason) for t in await store.transitions(new.id)]
+    assert steps == [
+        (T0, S.QUEUED, f"decided {S.QUEUED}"),
+        (T0, S.SENDING, "attempt 1"),
+        (sent_at, S.SENT, "upstream accepted"),
+    ]
+    # A final state ends the claim: its owner cannot change it any more.
+    with pytest.raises(Conflict):
+        await store.change(new.id, Change(S.FAILED, "late", sent_at, owner="worker"))
+
+    # sendguard never leaves a final state, but the contract does not forbid it: what was
+    # final stays in the timeline, in order, and a decision that ends it is shown.
+    later = sent_at + timedelta(hours=1)
+    await store.change(new.id, Change(S.QUEUED, "sent again by hand", later))
+    dropped = decision(Verdict.drop("unsubscribed"))
+    await store.change(new.id, Change(S.DROPPED, "judged again", later, decision=dropped))
+    records = await store.delivery_records([new.id])
+    assert [(t.state, t.reason) for t in records[new.id].transitions] == [
+        (S.QUEUED, f"decided {S.QUEUED}"),
+        (S.SENDING, "attempt 1"),
+        (S.SENT, "upstream accepted"),
+        (S.QUEUED, "sent again by hand"),
+        (S.DROPPED, "judged again"),
+    ]
+    assert records[new.id] == DeliveryRecord(
+        tuple(await store.transitions(new.id)), tuple(await store.outcomes(new.id))
+    )
+    assert [(o.at, o.outcome.verdict.action.value) for o in records[new.id].outcomes] == [
+        (T0, "forward"),
+        (T0, "drop"),
+        (later, "drop"),
+        (later, "drop"),
+    ]

@@ -1,0 +1,28 @@
+"""What a decision reads about its recipient, read at once: sends, events, suppression and
+time zone."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from sendguard.deliveries import HistoryEntry
+from sendguard.events import Event
+from sendguard.facts import Fact
+from sendguard.suppressions import Suppression
+
+TIMEZONE_FACT = "timezone"
+"""The fact key that holds a contact's time zone (an IANA name such as `Europe/Berlin`)."""
+
+
+@dataclass(frozen=True)
+class RecipientReads:
+    """The store's records about one recipient key at one moment, as one decision needs them."""
+
+    history: Sequence[HistoryEntry]
+    """Sends reserved or made since the `history_since` asked for, oldest first."""
+    events: Sequence[Event]
+    """Events since the `events_since` asked for, oldest first."""
+    suppression: Suppression | None
+    timezone: Fact | None
+    """The recipient's `timezone` fact, if any."""
