@@ -43,8 +43,10 @@ from sendguard.esp_request import EspRequest
 from sendguard.events import Event, event_type
 from sendguard.message import Delivery, DeliveryState, Message, MessageClass, Transition
 from sendguard.pruning import PruneCutoffs
+from sendguard.recipient import RecipientReads
 from sendguard.reports import ShadowTally
 from sendguard.review_queue import Edit, HeldQuery, HeldQueue
+from sendguard.store.base import Store
 from sendguard.store.sql_store import SqlStore, Tx
 from sendguard.store.sqlite import SQLiteStore
 from sendguard.suppressions import Suppression
@@ -326,6 +328,23 @@ class ReplayStore(SQLiteStore):
         rows = self._events.get(recipient_key(recipient), [])
         start = bisect_left(rows, _stored(since) if since else _EPOCH, key=lambda e: e.at)
         return rows[start:]
+
+    async def recipient_reads(
+        self,
+        recipient: str,
+        *,
+        history_since: datetime | None,
+        events_since: datetime | None,
+    ) -> RecipientReads:
+        if not self._kept:
+            return await super().recipient_reads(
+                recipient, history_since=history_since, events_since=events_since
+            )
+        # The contract's way, one read at a time: here each is a look-up in memory (the
+        # timezone fact alone is read from SQL), cheaper than the SQL backends' one statement.
+        return await Store.recipient_reads(
+            self, recipient, history_since=history_since, events_since=events_since
+        )
 
     async def get_suppression(self, address: str) -> Suppression | None:
         if not self._kept:
