@@ -27,16 +27,6 @@ def pytest_configure(config: pytest.Config) -> None:
         os.environ.setdefault("PYTHONPYCACHEPREFIX", str(cache))
 
 
-# Modules that run for minutes in one piece: collected first, so that under pytest-xdist
-# (`--dist loadfile`, one module per worker at a time) one worker starts them while the other
-# works through the rest, instead of one of them starting last and the run waiting on it.
-LONG_MODULES = ("test_openapi_schemathesis.py",)
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    items.sort(key=lambda item: item.path.name not in LONG_MODULES)  # stable: order kept
-
-
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     """Tests marked `both_backends` that start a server run once per store backend."""
     if metafunc.definition.get_closest_marker("both_backends") and (
