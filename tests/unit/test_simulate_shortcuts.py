@@ -126,13 +126,18 @@ async def test_a_wrong_recorded_fingerprint_is_what_the_replay_judges_by() -> No
     assert not any(r.policy == "repetition" for r in relabelled_rows)
 
 
-async def accept_rich_message(store: SQLiteStore, clock: FakeClock) -> tuple[str, str]:
+def policyless_intake(store: SQLiteStore, clock: FakeClock) -> Intake:
+    """An intake with no policies: it stores what it accepts, as `serve` would."""
     settings = parse_config("policies: []\n", "test")
     metrics = Metrics()
     engine = Engine(build_policies(settings), store, clock, metrics)
-    intake = Intake(
+    return Intake(
         engine, store, clock, metrics, settings.config.headers.sources(), lambda: None, "test"
     )
+
+
+async def accept_rich_message(store: SQLiteStore, clock: FakeClock) -> tuple[str, str]:
+    intake = policyless_intake(store, clock)
     content = (
         "From: Shop <shop@example.com>\r\nTo: Zoë <zoe@example.org>\r\n"
         "Subject: =?utf-8?q?Gr=C3=BC=C3=9Fe?=\r\nX-Sendguard-Campaign: Spring\r\n"

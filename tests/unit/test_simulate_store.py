@@ -10,16 +10,14 @@ from typing import Any, ClassVar
 
 import pytest
 
+from bench.simulate import CANDIDATE as DEFAULTS  # the default caps, repetition and fatigue
 from sendguard.app import build_policies
 from sendguard.approvals import Approval, Campaign
 from sendguard.config import parse_config
 from sendguard.content import content_hash
 from sendguard.deliveries import HistoryEntry
-from sendguard.engine import Engine
 from sendguard.events import Event, EventType
-from sendguard.intake import Intake
 from sendguard.message import DeliveryState, MessageClass
-from sendguard.metrics import Metrics
 from sendguard.simulate import replay as replay_module
 from sendguard.simulate.replay import Replay, Replayed
 from sendguard.simulate.source import Recorded, RecordedEvent, RecordedMessage
@@ -28,18 +26,9 @@ from sendguard.store.sqlite import SQLiteStore
 from sendguard.suppressions import Suppression, SuppressionReason
 from sendguard.testing import FakeClock
 from sendguard.verdict import Action
-from tests.unit.test_simulate_shortcuts import CANDIDATE, history
+from tests.unit.test_simulate_shortcuts import CANDIDATE, history, policyless_intake
 
 START = datetime(2026, 11, 1, tzinfo=UTC)
-# bench/simulate.py's candidate: the default caps, repetition and fatigue.
-DEFAULTS = """
-policies:
-  - plugin: schedule
-  - plugin: context
-  - plugin: frequency
-  - plugin: repetition
-  - plugin: fatigue
-"""
 
 
 class CheckedStore(ReplayStore):
@@ -164,12 +153,7 @@ async def test_the_backlog_replays_as_the_long_way() -> None:
 
 
 async def accept(store: SQLiteStore, clock: FakeClock, to: str, subject: str) -> str:
-    settings = parse_config("policies: []\n", "test")
-    metrics = Metrics()
-    engine = Engine(build_policies(settings), store, clock, metrics)
-    intake = Intake(
-        engine, store, clock, metrics, settings.config.headers.sources(), lambda: None, "t"
-    )
+    intake = policyless_intake(store, clock)
     content = (
         f"From: shop@example.com\r\nTo: {to}\r\nSubject: {subject}\r\n"
         "X-Sendguard-Campaign: c0\r\n\r\nHi\r\n"
