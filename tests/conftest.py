@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,19 @@ def pytest_configure(config: pytest.Config) -> None:
     if os.environ.pop("PYTHONDONTWRITEBYTECODE", None):
         cache = Path(tempfile.gettempdir()) / f"sendguard-test-pycache-{os.getuid()}"
         os.environ.setdefault("PYTHONPYCACHEPREFIX", str(cache))
+
+
+# Modules that run for minutes in one piece. Under pytest-xdist (`make test`: `--dist loadfile
+# --no-loadscope-reorder`, one module per worker at a time, in collection order) they are handed
+# out first, so one worker runs them while the other works through the rest, instead of one of
+# them starting last and the whole run waiting on it. The rest follow by number of tests, most
+# first (what xdist's own reordering would do).
+LONG_MODULES = ("test_openapi_schemathesis.py",)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    tests_in = Counter(item.path for item in items)
+    items.sort(key=lambda item: (item.path.name not in LONG_MODULES, -tests_in[item.path]))
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
