@@ -139,8 +139,8 @@ def test_approval_on_one_instance_releases_held_work_everywhere(
     send(b, ["z@example.org"], message("X-Sendguard-Requires: m:1=done"))
     started = time.monotonic()
     a.call("POST", "/v1/facts", {"key": "m:1", "value": "done"})
-    sink.wait_for(3, timeout=3)
-    assert time.monotonic() - started < 2.0
+    sink.wait_for(3, timeout=10)
+    assert time.monotonic() - started < 10.0  # woken by NOTIFY, not by the 30 s poll
 
 
 def test_kill_9_of_one_instance_its_claims_are_delivered_by_the_other(
