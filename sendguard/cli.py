@@ -14,9 +14,9 @@ import sys
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sendguard import __version__, logs
+from sendguard import __version__
 from sendguard.client import (
     DEFAULT_URL,
     Client,
@@ -27,10 +27,12 @@ from sendguard.client import (
     resolve_token,
     table,
 )
-from sendguard.config.load import load_http_options
 from sendguard.errors import ConfigError, StoreError
 from sendguard.password import hash_password
 from sendguard.phrasing import human_time
+
+if TYPE_CHECKING:
+    from sendguard.config import HttpOptions
 
 
 def _worker_count(text: str) -> int:
@@ -71,9 +73,7 @@ def _parser() -> argparse.ArgumentParser:
     check = commands.add_parser("check-config", help="validate a config and print every error")
     check.add_argument("--config", type=Path, help="YAML config (default: the embedded default)")
 
-    from sendguard.simulate.command import add_parser as add_simulate  # noqa: PLC0415
-
-    add_simulate(commands)
+    _simulate_parser(commands)
 
     commands.add_parser(
         "hash-password", help="hash a password for smtp.auth_users or review.users (stdin)"
@@ -143,6 +143,26 @@ def _parser() -> argparse.ArgumentParser:
     _suppressions_parser(commands, api)
     _foresight_parser(commands, api)
     return parser
+
+
+def _simulate_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Declare `sendguard simulate` and its options (simulate/command.py runs it; declared
+    here so that `--help` and `--version` do not load the engine)."""
+    sim = commands.add_parser(
+        "simulate", help="replay recorded traffic through a candidate config: what would differ"
+    )
+    sim.add_argument("--config", type=Path, required=True, help="the candidate YAML config")
+    window = sim.add_mutually_exclusive_group()
+    window.add_argument("--since", help="the window up to now, like 30d (default for a store)")
+    window.add_argument("--from", dest="start", help="window start, RFC 3339")
+    sim.add_argument("--to", dest="end", help="window end, RFC 3339 (with --from; default now)")
+    sim.add_argument(
+        "--store",
+        help="a store URL (default: the config's store.url, read only), a .jsonl or an .mbox file",
+    )
+    out = sim.add_mutually_exclusive_group()
+    out.add_argument("--json", action="store_true", help="print the report as JSON")
+    out.add_argument("--html", type=Path, metavar="FILE", help="write a self-contained HTML page")
 
 
 def _address_options(parser: argparse.ArgumentParser) -> None:
@@ -216,16 +236,26 @@ def _review_body(args: argparse.Namespace) -> dict[str, str]:
     return body
 
 
+def _http_options(config: Path | None) -> HttpOptions | None:
+    """The `http` section of --config, if given (the config models load only then: a client
+    command with --url/--token or the environment starts without them)."""
+    if config is None:
+        return None
+    from sendguard.config.load import load_http_options  # noqa: PLC0415
+
+    return load_http_options(config)
+
+
 def _client(args: argparse.Namespace) -> Client:
     """A client of the API that --url/--token, the environment or --config name."""
-    http = load_http_options(args.config) if args.config else None
+    http = _http_options(args.config)
     env = environ()
     return Client(api_url(args.url, http, env), resolve_token(args.token, env, http, args.config))
 
 
 def _healthcheck(args: argparse.Namespace) -> int:
     """Exit 0 when /healthz answers 200 (what a container's HEALTHCHECK runs), else 1."""
-    http = load_http_options(args.config) if args.config else None
+    http = _http_options(args.config)
     url = api_url(args.url, http, environ())
     try:
         Client(url, token=None, timeout=args.timeout).call("GET", "/healthz")
@@ -605,7 +635,7 @@ def _serve(
     workers: int | None = None,
     handoff: str | None = None,
 ) -> int:
-    from sendguard import offload  # noqa: PLC0415
+    from sendguard import logs, offload  # noqa: PLC0415
     from sendguard.app import App  # noqa: PLC0415 - keeps `check-config` and `--version` light
     from sendguard.reload import read_config  # noqa: PLC0415
     from sendguard.workers import Handoff, Supervisor, default_workers  # noqa: PLC0415

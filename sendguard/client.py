@@ -10,10 +10,12 @@ import urllib.parse
 import urllib.request
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sendguard.config import HttpOptions, resolve_tokens, split_listen
 from sendguard.errors import ConfigProblem
+
+if TYPE_CHECKING:
+    from sendguard.config import HttpOptions
 
 DEFAULT_URL = "http://127.0.0.1:8025"
 DEFAULT_TOKEN_FILE = Path("var/api-token")
@@ -40,6 +42,8 @@ def api_url(url: str | None, http: HttpOptions | None, environ: Mapping[str, str
 def local_url(listen: str) -> str:
     """The URL a client on this host reaches a listener at: a listener on every interface
     (`0.0.0.0`, `::`) is reached on loopback."""
+    from sendguard.config import split_listen  # noqa: PLC0415 - the models load only for a --config
+
     host, port = split_listen(listen)
     if host in ("", "0.0.0.0", "::"):  # noqa: S104 - the address listened on, not bound here
         host = "127.0.0.1"
@@ -61,6 +65,8 @@ def resolve_token(
         return environ["SENDGUARD_API_TOKEN"]
     token_file = DEFAULT_TOKEN_FILE
     if http is not None:
+        from sendguard.config import resolve_tokens  # noqa: PLC0415 - as above
+
         problems: list[ConfigProblem] = []
         found = resolve_tokens(http.api_tokens[:1], environ, problems)
         if problems:

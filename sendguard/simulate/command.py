@@ -29,25 +29,6 @@ from sendguard.store.sqlite import sqlite_path
 DEFAULT_WINDOW = timedelta(days=30)
 
 
-def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Declare `sendguard simulate` and its options."""
-    sim = commands.add_parser(
-        "simulate", help="replay recorded traffic through a candidate config: what would differ"
-    )
-    sim.add_argument("--config", type=Path, required=True, help="the candidate YAML config")
-    window = sim.add_mutually_exclusive_group()
-    window.add_argument("--since", help="the window up to now, like 30d (default for a store)")
-    window.add_argument("--from", dest="start", help="window start, RFC 3339")
-    sim.add_argument("--to", dest="end", help="window end, RFC 3339 (with --from; default now)")
-    sim.add_argument(
-        "--store",
-        help="a store URL (default: the config's store.url, read only), a .jsonl or an .mbox file",
-    )
-    out = sim.add_mutually_exclusive_group()
-    out.add_argument("--json", action="store_true", help="print the report as JSON")
-    out.add_argument("--html", type=Path, metavar="FILE", help="write a self-contained HTML page")
-
-
 def _time(text: str, option: str) -> datetime:
     try:
         at = datetime.fromisoformat(text)
