@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import signal
 from collections.abc import Callable
 from contextlib import AsyncExitStack
 from pathlib import Path
@@ -230,6 +231,9 @@ class App:
                 stack, upstream, engine, intake, dispatcher, webhooks, web_app, store
             )
             web_app[RELOADER] = self.reloader
+            # `serve` (and a worker, from its start) keeps SIGHUP blocked until a reload can
+            # run: one sent meanwhile waits, pending, instead of ending or missing the process.
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGHUP})
             web_app[SIMULATIONS] = await stack.enter_async_context(Simulations(config.store))
             self._start_notifier(stack, store, upstream, config)
             install_esp(web_app, config.esp)

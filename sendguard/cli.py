@@ -635,6 +635,9 @@ def _serve(
     workers: int | None = None,
     handoff: str | None = None,
 ) -> int:
+    # A SIGHUP before the app can reload waits (pending) rather than ending the server; the
+    # app unblocks it once its reloader runs.
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGHUP})
     from sendguard import logs, offload  # noqa: PLC0415
     from sendguard.app import App  # noqa: PLC0415 - keeps `check-config` and `--version` light
     from sendguard.reload import read_config  # noqa: PLC0415

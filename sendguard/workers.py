@@ -113,9 +113,11 @@ class Handoff:
 
 
 def _die_with_parent(parent: int) -> None:
-    """In a new worker, before it runs sendguard: signals as by default, SIGKILL when the
-    supervisor dies. Runs between fork and exec, so it only calls async-signal-safe things."""
-    signal.pthread_sigmask(signal.SIG_SETMASK, set())
+    """In a new worker, before it runs sendguard: signals as by default but SIGHUP, which stays
+    blocked until the worker can reload (the app unblocks it; one the supervisor passes on
+    while the worker starts waits for it instead of ending it); SIGKILL when the supervisor
+    dies. Runs between fork and exec, so it only calls async-signal-safe things."""
+    signal.pthread_sigmask(signal.SIG_SETMASK, {signal.SIGHUP})
     _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
     if os.getppid() != parent:  # the supervisor died before prctl took effect
         os._exit(1)

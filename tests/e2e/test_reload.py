@@ -4,19 +4,21 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import os
 import signal
 import smtplib
 import subprocess
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
 from tests.e2e.test_send_path import message, send
-from tests.support.process import SENDGUARD, SendguardProcess
+from tests.support.process import SENDGUARD, SendguardProcess, alive
 
 pytestmark = [pytest.mark.e2e, pytest.mark.both_backends]
 Start = Callable[..., SendguardProcess]
@@ -204,3 +206,64 @@ def test_reload_needs_a_token(sendguard: Start) -> None:
     proc = sendguard()
     status, answer = proc.call("POST", "/v1/admin/reload", {}, token=None)
     assert status == 401, answer
+
+
+def _blocking_sighup(workdir: Path, *, worker: bool) -> int:
+    """The pid of a server process started in `workdir` (a worker of it, if `worker`) once it
+    has SIGHUP blocked, as `serve` has from its first steps until it can reload."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        for status in Path("/proc").glob("[0-9]*/status"):
+            try:
+                if Path(status.parent, "cwd").resolve() != workdir.resolve():
+                    continue
+                lines = status.read_text().splitlines()
+                fields = dict(line.split(":\t", 1) for line in lines if ":\t" in line)
+            except OSError:
+                continue  # gone meanwhile, or not ours to read
+            is_worker = "--worker-handoff" in Path(status.parent, "cmdline").read_bytes().decode()
+            if is_worker == worker and int(fields["SigBlk"], 16) & (1 << (signal.SIGHUP - 1)):
+                return int(status.parent.name)
+        time.sleep(0.005)
+    raise AssertionError("no starting sendguard process blocked SIGHUP")
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_sighup_while_the_server_starts_waits_and_is_carried_out(
+    sendguard: Start, tmp_path: Path, workers: int
+) -> None:
+    """A reload asked while the server (or one of its workers) is still starting — a deploy
+    script's `kill -HUP` right after the start, a SIGHUP the supervisor passes on to a worker it
+    has just restarted — waits until the server can reload, then is carried out; it neither ends
+    the process (SIGHUP's default) nor is lost."""
+    started: list[SendguardProcess] = []
+    done = threading.Event()
+
+    def start() -> None:
+        started.append(sendguard(serve_args=["--workers", str(workers)]))
+        # The server dies with the thread that started it (the tests' parent-death signal
+        # follows the thread, not the process): this one lives until the test is over.
+        done.wait(120)
+
+    starting = threading.Thread(target=start, daemon=True)
+    starting.start()
+    try:
+        pid = _blocking_sighup(tmp_path, worker=workers > 1)
+        os.kill(pid, signal.SIGHUP)
+        deadline = time.monotonic() + 90
+        while not started:
+            assert starting.is_alive() and time.monotonic() < deadline, "the server did not start"
+            time.sleep(0.02)
+        _carried_out(started[0], pid)
+    finally:
+        done.set()
+
+
+def _carried_out(proc: SendguardProcess, pid: int) -> None:
+    deadline = time.monotonic() + 30
+    while not [e for e in audit(proc) if e["action"] == "reload"]:
+        assert time.monotonic() < deadline, proc.log()[-2000:]
+        time.sleep(0.05)
+    assert [e["actor"] for e in audit(proc) if e["action"] == "reload"] == ["signal:SIGHUP"]
+    assert alive(pid), "the SIGHUP ended the process it was sent to"
+    assert proc.proc is not None and proc.proc.poll() is None
