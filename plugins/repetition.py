@@ -48,8 +48,12 @@ class RepetitionPolicy:
         self._options = options
 
     def lookback(self) -> Lookback:
-        """Sends within `window`."""
-        return Lookback(history=self._options.window)
+        """Sends within `window`; purchases at any age (a purchase ends its offer for good, so
+        retention must not forget one)."""
+        return Lookback(
+            history=self._options.window,
+            events_at_any_age=frozenset({EventType.PURCHASE.value}),
+        )
 
     async def evaluate(self, delivery: Delivery, ctx: PolicyContext) -> Verdict:
         options = self._options

@@ -98,6 +98,9 @@ class Lookback:
     event_types: frozenset[str] = frozenset()
     """Custom event types (beyond the built-in ones) this policy reads; `POST /v1/events`
     accepts exactly the built-in types and these."""
+    events_at_any_age: frozenset[str] = frozenset()
+    """Event types this policy reads at any age, whatever `events` says (repetition: a
+    purchase ends an offer for good): retention never prunes events of these types."""
 
 
 @runtime_checkable

@@ -20,6 +20,8 @@ class PruneCutoffs:
     events: datetime | None
     facts: datetime | None
     idempotency: datetime | None
+    events_kept: frozenset[str] = frozenset()
+    """Event types kept at any age, whatever `events` says (a policy reads them at any age)."""
 
     @classmethod
     def uniform(cls, before: datetime) -> PruneCutoffs:

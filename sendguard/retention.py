@@ -37,6 +37,8 @@ class Horizons:
     events: timedelta | None
     facts: timedelta | None
     idempotency: timedelta
+    events_kept: frozenset[str] = frozenset()
+    """Event types kept for ever whatever `events` says: some policy reads them at any age."""
 
     @classmethod
     def of(cls, retention: timedelta, policies: Iterable[object]) -> Horizons:
@@ -48,6 +50,7 @@ class Horizons:
             events=_longest(retention, (r.events for r in reads)),
             facts=_longest(retention, (r.facts for r in reads)),
             idempotency=retention,
+            events_kept=frozenset().union(*(r.events_at_any_age for r in reads)),
         )
 
     def cutoffs(self, now: datetime) -> PruneCutoffs:
@@ -62,11 +65,12 @@ class Horizons:
             events=before(self.events),
             facts=before(self.facts),
             idempotency=now - self.idempotency,
+            events_kept=self.events_kept,
         )
 
     def describe(self) -> dict[str, str]:
         """Each kind's horizon for the log (`forever` when never pruned)."""
-        return {
+        described = {
             name: "forever" if value is None else format_duration(value)
             for name, value in (
                 ("deliveries", self.deliveries),
@@ -76,6 +80,9 @@ class Horizons:
                 ("idempotency", self.idempotency),
             )
         }
+        if self.events_kept and self.events is not None:
+            described["events"] += f" ({', '.join(sorted(self.events_kept))}: forever)"
+        return described
 
 
 def accepted_event_types(policies: Iterable[object]) -> frozenset[str]:

@@ -1195,16 +1195,19 @@ class SqlStore(Store):
                 self._cache.clear()  # messages may be gone
             # Send history outlives its deliveries when a policy counts further back than the
             # timeline is kept, so it goes by its own time only. Suppressions never go.
-            for table, column, cutoff in (
-                ("history", "at", cut.history),
-                ("events", "at", cut.events),
-                ("facts", "observed_at", cut.facts),
-                ("idempotency", "created_at", cut.idempotency),
+            # Event types some policy reads at any age (a purchase) outlive the events' cutoff.
+            kept = sorted(cut.events_kept)
+            spare = f" AND type NOT IN ({', '.join('?' * len(kept))})" if kept else ""
+            for table, column, cutoff, extra in (
+                ("history", "at", cut.history, ""),
+                ("events", "at", cut.events, spare),
+                ("facts", "observed_at", cut.facts, ""),
+                ("idempotency", "created_at", cut.idempotency, ""),
             ):
                 if cutoff is not None:
                     await tx.execute(
-                        f"DELETE FROM {table} WHERE {column} < ?",
-                        (to_micros(cutoff),),
+                        f"DELETE FROM {table} WHERE {column} < ?{extra}",
+                        (to_micros(cutoff), *(kept if extra else ())),
                     )
             return gone
 

@@ -39,6 +39,7 @@ PEOPLE = (
     "gone@example.org",
     "tokyo@example.org",
     "new@example.org",
+    "bought@example.org",
 )
 POLICIES: list[tuple[str, Any]] = [
     ("schedule", SchedulePolicy(ScheduleOptions())),
@@ -100,6 +101,10 @@ async def fill(store: Store) -> None:
     await apply_event(store, Event(EventType.UNSUBSCRIBE, "gone@example.org", NOW - 400 * DAY), NOW)
     await store.put_fact(Fact("timezone", "Asia/Tokyo", NOW - 300 * DAY, "tokyo@example.org"))
     await store.put_fact(Fact("deal:7", "won", NOW - 200 * DAY))
+    # bought the offer 300 days ago: repetition drops it for good (purchases at any age)
+    await store.add_event(
+        Event(EventType.PURCHASE, "bought@example.org", NOW - 300 * DAY, offer="Spring-Sale")
+    )
     for days in (50, 40, 35):  # a fourth send in 60 days would break the cap
         await sent(store, "new@example.org", timedelta(days=days), campaign=f"n{days}")
     await sent(store, "new@example.org", timedelta(hours=2), campaign="blast")
@@ -113,6 +118,7 @@ async def decisions(store: Store) -> list[tuple[str, str, str, datetime | None]]
             {"campaign": "spring"},
             {"campaign": "blast"},
             {"campaign": "other", "requires": (Requirement("deal:7", "won"),)},
+            {"campaign": "offers", "offer": "spring-sale"},
         ):
             delivery = make_delivery(person, at=NOW - DAY, **fields)
             ctx = PolicyContext(store, NOW, {delivery.message.id: b"Subject: x\r\n\r\nx\r\n"})
@@ -140,6 +146,7 @@ def test_horizons_take_the_longest_read_and_keep_what_is_read_at_any_age() -> No
     assert horizons.history == timedelta(days=180)
     assert horizons.events == timedelta(days=120)
     assert horizons.facts is None  # context reads the latest fact at any age
+    assert horizons.events_kept == {"purchase"}  # repetition: a purchase ends an offer for good
     assert horizons.deliveries == RETENTION and horizons.idempotency == RETENTION
     only_floor = Horizons.of(RETENTION, [object()])
     assert only_floor.history == only_floor.facts == RETENTION

@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
 from tests.e2e.test_cli_review import cli
 from tests.e2e.test_send_path import message, send
+from tests.e2e.test_suppressions import wait_for_prune
 from tests.support.process import SendguardProcess
 from tests.support.sink import Sink
 
@@ -237,6 +239,37 @@ def test_a_purchase_ends_the_offer_at_once(sendguard: Start, sink: Sink) -> None
     sink.wait_for(1)
     status, view = proc.call("GET", f"/v1/messages/{sent['id']}")
     assert view["offer"] == "boots"
+
+
+def test_a_purchase_long_ago_still_ends_the_offer_after_retention_prunes(
+    sendguard: Start, sink: Sink
+) -> None:
+    """Retention (90 days by default) prunes the event log, but not the purchases repetition
+    reads at any age: the boots bought 400 days ago are not offered again after a restart."""
+    proc = sendguard(policies=[*REPETITION, {"plugin": "fatigue", "options": {"lookback": "30d"}}])
+    long_ago = (datetime.now(UTC) - timedelta(days=400)).isoformat()
+    for kind, extra in (("purchase", {"offer": "Boots"}), ("open", {})):
+        event = {"type": kind, "recipient": "bo@example.org", "at": long_ago, **extra}
+        assert proc.call("POST", "/v1/events", event)[0] == 202
+    proc.stop()
+    proc.start()  # retention prunes at start
+    wait_for_prune(proc)
+    events = proc.call("GET", "/v1/recipients/bo@example.org/timeline")[1]["events"]
+    assert [e["type"] for e in events] == ["purchase"]  # the old open went, the purchase stays
+    status, sent = proc.call(
+        "POST",
+        "/v1/messages",
+        {
+            "from": "shop@example.com",
+            "to": ["bo@example.org"],
+            "subject": "Boots, 10% off",
+            "text": "Still thinking about those boots?",
+            "offer": "boots",
+        },
+    )
+    assert status == 202
+    (delivery,) = sent["deliveries"]
+    assert delivery["state"] == "dropped" and "repetition: bought boots on" in delivery["reason"]
 
 
 def test_generated_copy_is_reviewed_by_a_sample_of_each_variant(
