@@ -38,6 +38,7 @@ from sendguard.store.keyed_lock import KeyedLock
 from sendguard.store.message_cache import MessageCache
 from sendguard.store.postgres_schema import MIGRATIONS, SCHEMA_LOCK
 from sendguard.store.sql_store import Job, SqlStore
+from sendguard.store.sqlite_db import Trace
 
 log = structlog.get_logger("sendguard.store.postgres")
 T = TypeVar("T")
@@ -92,12 +93,21 @@ class PostgresStore(SqlStore):
     claim_lock = "FOR UPDATE SKIP LOCKED"
 
     def __init__(
-        self, dsn: str, *, schema: str = "public", pool_size: int = 10, timeout: float = 5.0
+        self,
+        dsn: str,
+        *,
+        schema: str = "public",
+        pool_size: int = 10,
+        timeout: float = 5.0,
+        trace: Trace | None = None,
     ) -> None:
+        """`trace` (tests, bench/statements.py): called with every statement the pool's
+        connections send (transaction control included; the LISTEN connection's not)."""
         self._dsn = dsn
         self._schema = schema
         self._pool_size = pool_size
         self._timeout = timeout
+        self._trace = trace
         self._pool: asyncpg.Pool | None = None
         self._locks = KeyedLock()
         self._cache = MessageCache()
@@ -115,6 +125,7 @@ class PostgresStore(SqlStore):
                 timeout=self._timeout,
                 command_timeout=self._timeout * 6,
                 server_settings={"search_path": self._schema, "application_name": "sendguard"},
+                init=self._init_connection if self._trace is not None else None,
             )
             async with self._pool.acquire() as conn:
                 await self._migrate(conn)
@@ -122,6 +133,11 @@ class PostgresStore(SqlStore):
             await self.close()
             raise StoreUnavailable(f"cannot reach PostgreSQL: {exc}") from exc
         self._watch = asyncio.create_task(self._keep_listening(), name="pg-listen")
+
+    async def _init_connection(self, conn: asyncpg.Connection) -> None:
+        trace = self._trace
+        assert trace is not None
+        conn.add_query_logger(lambda record: trace(record.query))
 
     async def _migrate(self, conn: asyncpg.Connection) -> None:
         await conn.execute("SELECT pg_advisory_lock($1)", SCHEMA_LOCK)
