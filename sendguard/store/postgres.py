@@ -108,6 +108,8 @@ class PostgresStore(SqlStore):
         self._pool_size = pool_size
         self._timeout = timeout
         self._trace = trace
+        # Server pids of pooled connections that may hold advisory locks (see `_reset`).
+        self._may_hold_locks: set[int] = set()
         self._pool: asyncpg.Pool | None = None
         self._locks = KeyedLock()
         self._cache = MessageCache()
@@ -126,6 +128,7 @@ class PostgresStore(SqlStore):
                 command_timeout=self._timeout * 6,
                 server_settings={"search_path": self._schema, "application_name": "sendguard"},
                 init=self._init_connection if self._trace is not None else None,
+                reset=self._reset,
             )
             async with self._pool.acquire() as conn:
                 await self._migrate(conn)
@@ -139,7 +142,22 @@ class PostgresStore(SqlStore):
         assert trace is not None
         conn.add_query_logger(lambda record: trace(record.query))
 
+    async def _reset(self, conn: asyncpg.Connection) -> None:
+        """Make a connection going back to the pool like a fresh one.
+
+        asyncpg rolls back an open transaction first. Its default reset then sends
+        `pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL` on every release: a round
+        trip and four statements per store call. The store opens no cursors, LISTENs on a
+        connection of its own and changes no setting, so only advisory locks can be left over:
+        those of a `lock_recipients` or a migration whose unlock did not complete.
+        """
+        pid = conn.get_server_pid()
+        if pid in self._may_hold_locks:
+            await conn.execute("SELECT pg_advisory_unlock_all()")
+            self._may_hold_locks.discard(pid)
+
     async def _migrate(self, conn: asyncpg.Connection) -> None:
+        self._may_hold_locks.add(conn.get_server_pid())
         await conn.execute("SELECT pg_advisory_lock($1)", SCHEMA_LOCK)
         try:
             await conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{self._schema}"')
@@ -159,6 +177,7 @@ class PostgresStore(SqlStore):
                 log.info("migrated", schema=self._schema, version=version + 1)
         finally:
             await conn.execute("SELECT pg_advisory_unlock($1)", SCHEMA_LOCK)
+            self._may_hold_locks.discard(conn.get_server_pid())
 
     async def close(self) -> None:
         if self._watch is not None:
@@ -281,6 +300,8 @@ class PostgresStore(SqlStore):
             raise RuntimeError("lock_recipients does not nest")
         # In-process first, so waiting tasks of this instance do not each hold a connection.
         async with self._locks.hold(keys), self._connection() as conn:
+            pid = conn.get_server_pid()
+            self._may_hold_locks.add(pid)  # until the unlock completes
             try:
                 for key in keys:
                     await conn.execute("SELECT pg_advisory_lock($1)", lock_key(key))
@@ -293,6 +314,7 @@ class PostgresStore(SqlStore):
                 _HELD.reset(token)
                 with contextlib.suppress(*_UNAVAILABLE):
                     await conn.execute("SELECT pg_advisory_unlock_all()")
+                    self._may_hold_locks.discard(pid)
 
 
 SCRATCH_SERVER = "SENDGUARD_TEST_PG"
