@@ -110,6 +110,23 @@ class Tx(Protocol):
 
 
 Job = Callable[[Tx], Awaitable[T]]
+Write = tuple[str, Sequence[Any]]
+"""A statement and its arguments."""
+
+
+class _Writes:
+    """A Tx that keeps the statements it is given instead of running them, for writes whose
+    results nobody reads (`execute` answers 0); `SqlStore._run_all` runs them later."""
+
+    def __init__(self) -> None:
+        self.statements: list[Write] = []
+
+    async def execute(self, sql: str, args: Sequence[Any] = ()) -> int:
+        self.statements.append((sql, args))
+        return 0
+
+    async def fetch(self, sql: str, args: Sequence[Any] = ()) -> list[Sequence[Any]]:
+        raise TypeError(f"a batch of writes reads nothing: {sql}")
 
 
 async def _one(tx: Tx, sql: str, args: Sequence[Any] = ()) -> Sequence[Any] | None:
@@ -150,6 +167,21 @@ class SqlStore(Store):
     @abstractmethod
     async def _write(self, job: Job[T]) -> T:
         """Run `job` in a read-write transaction and commit it durably."""
+
+    async def _write_one(self, job: Job[T]) -> T:
+        """Run `job`, which writes with one statement at most, and commit it durably.
+
+        Its reads, before or after that statement, need not see one snapshot with it. A
+        backend whose statements commit on their own (PostgreSQL outside a transaction) runs
+        it without BEGIN and COMMIT; the others as `_write`.
+        """
+        return await self._write(job)
+
+    async def _run_all(self, tx: Tx, writes: Sequence[Write]) -> None:
+        """Run statements whose results nobody reads and none of which reads what another
+        writes. A backend may send them as one statement (PostgreSQL: a WITH of them)."""
+        for sql, args in writes:
+            await tx.execute(sql, args)
 
     @abstractmethod
     async def _read(self, job: Job[T]) -> T:
@@ -196,7 +228,9 @@ class SqlStore(Store):
                 )
                 if changed == 0:
                     raise Conflict(f"idempotency key {idempotency.key!r} was used before")
-            await tx.execute(
+            # The rest reads nothing and none reads what another writes: run together.
+            writes = _Writes()
+            await writes.execute(
                 "INSERT INTO messages (id, received_at, ingress, mail_from, recipients, headers,"
                 " fields, campaign, class, size, content_hash, content, offer, smtputf8,"
                 " body_8bit) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -219,21 +253,21 @@ class SqlStore(Store):
                 ),
             )
             if esp_request is not None:
-                await tx.execute(
+                await writes.execute(
                     "INSERT INTO esp_requests (message_id, esp, template, body)"
                     " VALUES (?, ?, ?, ?)",
                     (message.id, esp_request.esp, esp_request.template, esp_request.body),
                 )
             premises = (*message.fields.requires, *message.fields.unless)
             for key in sorted({r.key for r in premises}):
-                await tx.execute(
+                await writes.execute(
                     "INSERT INTO requirements (message_id, key) VALUES (?, ?)", (message.id, key)
                 )
             # Each table's rows of the message in one statement (per chunk of rows).
             for start in range(0, len(deliveries), _ROWS_PER_INSERT):
                 chunk = deliveries[start : start + _ROWS_PER_INSERT]
                 # The first transition is kept on the row (no transitions row).
-                await tx.execute(
+                await writes.execute(
                     "INSERT INTO deliveries (id, message_id, recipient, recipient_key, domain,"
                     " campaign, state, created_at, updated_at, due_at, hold_origin,"
                     " first_state, first_reason, first_outcomes) VALUES "
@@ -260,19 +294,44 @@ class SqlStore(Store):
                     ],
                 )
             for new in deliveries:
-                await self._record_decision(tx, new.id, new.state, now, new.decision, fresh=True)
+                await self._record_decision(
+                    writes, new.id, new.state, now, new.decision, fresh=True
+                )
                 if self._webhook_targets:
                     await self._emit(
-                        tx,
+                        writes,
                         new.id,
                         lifecycle_event(None, new.state),
                         new.reason,
                         now,
                         (message.id, new.recipient, message.fields.campaign),
                     )
-            queued = [new.id for new in deliveries if new.state is DeliveryState.QUEUED]
+            # The send history from what is at hand (not from the rows written beside it).
+            queued = [new for new in deliveries if new.state is DeliveryState.QUEUED]
+            fields = message.fields
             for start in range(0, len(queued), _ROWS_PER_INSERT):
-                await self._reserve(tx, queued[start : start + _ROWS_PER_INSERT], now)
+                chunk = queued[start : start + _ROWS_PER_INSERT]
+                await writes.execute(
+                    "INSERT INTO history (delivery_id, recipient_key, domain, campaign, class,"
+                    " content_hash, at, offer) VALUES "
+                    + ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?)"] * len(chunk))
+                    + " ON CONFLICT (delivery_id) DO NOTHING",
+                    [
+                        value
+                        for new in chunk
+                        for value in (
+                            new.id,
+                            recipient_key(new.recipient),
+                            domain_of(new.recipient),
+                            fields.campaign,
+                            fields.message_class.value,
+                            message.content_hash,
+                            now,
+                            fields.offer,
+                        )
+                    ],
+                )
+            await self._run_all(tx, writes.statements)
 
         # Kept before the commit: a claim may take its deliveries in the very batch that
         # commits them, before this coroutine runs again. Forgotten if the commit fails.
@@ -280,7 +339,9 @@ class SqlStore(Store):
         if any(new.state is DeliveryState.QUEUED for new in deliveries):
             self._cache.keep_content(message.id, content)  # the dispatcher sends it next
         try:
-            await self._write(job)
+            # Without an idempotency key to check first, the writes are one statement
+            # where the backend can send them as one.
+            await (self._write_one if idempotency is None else self._write)(job)
         except BaseException:
             self._cache.forget(message.id)
             raise
