@@ -863,6 +863,15 @@ class SqlStore(Store):
         if change.owner is not None:
             where += " AND owner = ?"
             expected.append(change.owner)
+        wake = change.due_at is not None and change.due_at <= change.at and not keep_claim
+        # `sent` after a send (no decision, no webhook event): the UPDATE is the only write.
+        alone = (
+            change.to is DeliveryState.SENT
+            and change.decision is None
+            and not may_be_final
+            and not self._webhook_targets
+            and not wake
+        )
 
         async def job(tx: Tx) -> tuple[Sequence[Any], list[Sequence[Any]]]:
             before = None
@@ -926,11 +935,11 @@ class SqlStore(Store):
                 await self._reserve(tx, [delivery_id], at)
             elif change.to in (DeliveryState.DROPPED, DeliveryState.FAILED):
                 await tx.execute("DELETE FROM history WHERE delivery_id = ?", (delivery_id,))
-            if change.due_at is not None and change.due_at <= change.at and not keep_claim:
+            if wake:
                 await self._notify(tx)
             return row, await self._uncached_messages(tx, [row])
 
-        row, messages = await self._write(job)
+        row, messages = await (self._write_one if alone else self._write)(job)
         (delivery,) = await self._deliveries([row], messages)
         return delivery
 
