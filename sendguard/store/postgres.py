@@ -37,7 +37,7 @@ from sendguard.store import StoreSettings
 from sendguard.store.keyed_lock import KeyedLock
 from sendguard.store.message_cache import MessageCache
 from sendguard.store.postgres_schema import MIGRATIONS, SCHEMA_LOCK
-from sendguard.store.sql_store import Job, SqlStore, Tx, Write
+from sendguard.store.sql_store import SENDING_TRANSITIONS, Job, SqlStore, Tx, Write
 from sendguard.store.sqlite_db import Trace
 
 log = structlog.get_logger("sendguard.store.postgres")
@@ -107,6 +107,7 @@ class PostgresStore(SqlStore):
     """The shared store for several instances."""
 
     claim_lock = "FOR UPDATE SKIP LOCKED"
+    marks_in_one_statement = True
 
     def __init__(
         self,
@@ -328,6 +329,16 @@ class PostgresStore(SqlStore):
         async with tx.transaction():
             for group in groups:
                 await tx.execute(*_together(group))
+
+    async def _lease_and_mark(self, tx: Tx, lease: Write, at: int) -> list[Sequence[Any]]:
+        # The transitions from the claim's own rows, as data-modifying WITH queries see them.
+        sql, args = lease
+        marked = SENDING_TRANSITIONS.format(
+            "taken d WHERE d.state = 'sending' AND d.updated_at = ?"
+        )
+        return await tx.fetch(
+            f"WITH taken AS ({sql}), marked AS ({marked}) SELECT * FROM taken", (*args, at, at)
+        )
 
     async def _read(self, job: Job[T]) -> T:
         try:

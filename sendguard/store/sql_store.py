@@ -74,6 +74,12 @@ _FINAL = frozenset({DeliveryState.SENT, DeliveryState.FAILED, DeliveryState.DROP
 # The next transitions row of delivery `d.id`: its first transition is on its row (seq 1),
 # or, for a delivery created before schema 10, the transitions row with seq 1.
 _NEXT_SEQ = "(SELECT COALESCE(MAX(seq), 1) + 1 FROM transitions t WHERE t.delivery_id = d.id)"
+# The `attempt N` transitions of the deliveries a claim marked `sending`, from a source of
+# their rows as the claim left them (`{}`: a FROM clause naming them `d`, with its WHERE).
+SENDING_TRANSITIONS = (
+    "INSERT INTO transitions (delivery_id, seq, at, state, reason)"
+    f" SELECT d.id, {_NEXT_SEQ}, ?, 'sending', 'attempt ' || d.attempts FROM {{}}"
+)
 # A final transition sorts after every transitions row.
 _FINAL_SEQ = 2_000_000_000
 # Whether a history row (h, its delivery d LEFT JOINed) counts as sent: the delivery is `sent`,
@@ -159,6 +165,8 @@ class SqlStore(Store):
 
     #: appended to the claim query (PostgreSQL: "FOR UPDATE SKIP LOCKED")
     claim_lock = ""
+    #: whether `_lease_and_mark` writes with one statement (then a claim runs as `_write_one`)
+    marks_in_one_statement = False
     #: outbound webhooks that want state changes (set from the config)
     _webhook_targets: tuple[WebhookTarget, ...] = ()
     #: messages and content as committed (a backend's __init__ makes one)
@@ -733,9 +741,8 @@ class SqlStore(Store):
         return counts
 
     # work ------------------------------------------------------------------------------------
-    async def _lease(
+    def _lease(
         self,
-        tx: Tx,
         table: str,
         due: str,
         args: Sequence[Any],
@@ -744,18 +751,31 @@ class SqlStore(Store):
         until: int,
         also: tuple[str, Sequence[Any]] = ("", ()),
         returning: str = "id",
-    ) -> list[Sequence[Any]]:
-        """Lease up to `limit` rows of `table` to `owner` until `until`, in one statement.
+    ) -> Write:
+        """The statement leasing up to `limit` rows of `table` to `owner` until `until`.
 
         `due` selects the ids of the rows that are due, in the order they are taken (with
-        `args`); `also` sets more columns in the same UPDATE. Returns `returning` of the rows
-        taken (new values). Deliveries and outbound webhook events are claimed alike.
+        `args`); `also` sets more columns in the same UPDATE. It returns `returning` of the
+        rows taken (new values). Deliveries and outbound webhook events are claimed alike.
         """
-        return await tx.fetch(
+        return (
             f"UPDATE {table} SET owner = ?, lease_until = ?{also[0]}"
             f" WHERE id IN ({due} LIMIT ? {self.claim_lock}) RETURNING {returning}",
             (owner, until, *also[1], *args, limit),
         )
+
+    async def _lease_and_mark(self, tx: Tx, lease: Write, at: int) -> list[Sequence[Any]]:
+        """Run `lease` (a claim of deliveries returning DELIVERY_ROW_COLUMNS) and write the
+        `attempt N` transition of each delivery it marked `sending`: `sending` and updated at
+        `at` (one left `sending` past its lifetime is not, and fails). Returns its rows."""
+        taken = await tx.fetch(*lease)
+        marked = [r[0] for r in taken if r[2] == "sending" and r[4] == at]
+        if marked:
+            await tx.execute(
+                SENDING_TRANSITIONS.format(f"deliveries d WHERE d.id IN ({_marks(len(marked))})"),
+                (at, *marked),
+            )
+        return taken
 
     async def claim_due(
         self,
@@ -784,35 +804,30 @@ class SqlStore(Store):
                 (fresh, fresh, fresh, at, fresh, at),
             )
 
+        claim = self._lease(
+            "deliveries",
+            f"SELECT id FROM deliveries WHERE ((state IN {_DUE_STATES} AND due_at <= ?)"
+            " OR state = 'sending') AND (lease_until IS NULL OR lease_until < ?)"
+            " ORDER BY due_at",
+            (at, at),
+            limit,
+            owner,
+            until,
+            also,
+            f"{codec.DELIVERY_ROW_COLUMNS}, message_id",
+        )
+
         async def job(tx: Tx) -> tuple[list[Sequence[Any]], list[Sequence[Any]]]:
-            taken = await self._lease(
-                tx,
-                "deliveries",
-                f"SELECT id FROM deliveries WHERE ((state IN {_DUE_STATES} AND due_at <= ?)"
-                " OR state = 'sending') AND (lease_until IS NULL OR lease_until < ?)"
-                " ORDER BY due_at",
-                (at, at),
-                limit,
-                owner,
-                until,
-                also,
-                f"{codec.DELIVERY_ROW_COLUMNS}, message_id",
-            )
+            if send_within is None:
+                taken = await tx.fetch(*claim)
+            else:
+                taken = await self._lease_and_mark(tx, claim, at)
             if not taken:
                 return [], []
-            # Marked by this claim: `sending` and updated now (one left `sending` past its
-            # lifetime is not, and fails).
-            marked = [r[0] for r in taken if r[2] == "sending" and r[4] == at]
-            if send_within is not None and marked:
-                await tx.execute(
-                    "INSERT INTO transitions (delivery_id, seq, at, state, reason)"
-                    f" SELECT d.id, {_NEXT_SEQ}, ?, 'sending', 'attempt ' || d.attempts"
-                    f" FROM deliveries d WHERE d.id IN ({_marks(len(marked))})",
-                    (at, *marked),
-                )
             return taken, await self._uncached_messages(tx, taken)
 
-        taken, messages = await self._write(job)
+        one = send_within is None or self.marks_in_one_statement
+        taken, messages = await (self._write_one if one else self._write)(job)
         # In due order, as claimed.
         taken.sort(key=lambda r: (r[5] is not None, r[5] or 0, r[0]))
         return await self._deliveries(taken, messages)
@@ -1580,17 +1595,18 @@ class SqlStore(Store):
         columns = "id, target, delivery_id, event, payload, created_at, attempts"
 
         async def job(tx: Tx) -> list[Sequence[Any]]:
-            taken = await self._lease(
-                tx,
-                "webhook_outbox",
-                "SELECT o.id FROM webhook_outbox o WHERE o.next_at <= ?"
-                " AND (o.lease_until IS NULL OR o.lease_until < ?)"
-                " AND NOT EXISTS (SELECT 1 FROM webhook_outbox p WHERE p.target = o.target"
-                " AND p.delivery_id = o.delivery_id AND p.id < o.id) ORDER BY o.id",
-                (at, at),
-                limit,
-                owner,
-                until,
+            taken = await tx.fetch(
+                *self._lease(
+                    "webhook_outbox",
+                    "SELECT o.id FROM webhook_outbox o WHERE o.next_at <= ?"
+                    " AND (o.lease_until IS NULL OR o.lease_until < ?)"
+                    " AND NOT EXISTS (SELECT 1 FROM webhook_outbox p WHERE p.target = o.target"
+                    " AND p.delivery_id = o.delivery_id AND p.id < o.id) ORDER BY o.id",
+                    (at, at),
+                    limit,
+                    owner,
+                    until,
+                )
             )
             ids = [r[0] for r in taken]
             if not ids:
