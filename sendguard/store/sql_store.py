@@ -1,7 +1,9 @@
 """The store contract in SQL, written once for every SQL backend.
 
 Each operation is an `async def job(tx)` run in one transaction by the backend: SQLite drives it
-on its database thread inside a group-committed batch, PostgreSQL on a pooled connection.
+on its database thread inside a group-committed batch, PostgreSQL on a pooled connection (a
+job that writes with one statement, `_write_one`, there without BEGIN and COMMIT: the
+statement commits on its own).
 Statements use `?` placeholders; a backend rewrites them if its driver wants others. Times are
 integer microseconds since the epoch in every backend, so comparisons are exact and alike.
 
