@@ -1,6 +1,6 @@
 """SQL statements per single-recipient message, end to end, counted with SQLite's trace callback.
 
-    .venv/bin/python -m bench.statements SINK_PORT [CLIENTS] [PER_CLIENT]
+    .venv/bin/python -m bench.statements SINK_PORT [CLIENTS] [PER_CLIENT] [--postgres]
 
 sendguard's SMTP ingress, the intake with the six built-in policies of the embedded default
 config, the SQLite store and the dispatcher run in this process, wired as `serve` wires them,
@@ -9,6 +9,12 @@ messages each, one per connection (as `smtp-source` sends them), each to another
 statement any connection of the store runs meanwhile (reads, writes, BEGIN/COMMIT) is counted.
 No clock is involved: the count is the measure. `make bench` (bench/run.py) and
 tests/e2e/test_statement_budget.py both count this way.
+
+With `--postgres` the store is PostgreSQL instead (a fresh schema on the server
+`SENDGUARD_TEST_PG` names, dropped after): every statement its pooled connections send is
+counted (asyncpg's query logger), transaction control, advisory locks and asyncpg's reset of a
+connection going back to the pool included. Each is a round trip to the server, and one more
+when a connection prepares a statement it has not seen yet.
 
 A message's own statements (its inserts, the reads of its decision, its `sent`) do not depend
 on timing; those shared by a batch of messages (BEGIN and COMMIT of a group commit, a claim and
@@ -19,16 +25,20 @@ one. Both are reported.
 from __future__ import annotations
 
 import asyncio
+import os
 import smtplib
 import sqlite3
 import sys
 import tempfile
 import threading
+import uuid
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import asyncpg
 
 from sendguard.app import build_one_upstream, build_policies
 from sendguard.clock import SystemClock
@@ -38,6 +48,8 @@ from sendguard.engine import Engine
 from sendguard.ingress.smtp import SmtpHandler, SmtpIngress
 from sendguard.intake import Intake
 from sendguard.metrics import Metrics
+from sendguard.store.base import Store
+from sendguard.store.postgres import PostgresStore, scratch_dsn
 from sendguard.store.sqlite import SQLiteStore
 
 TARGET = 12
@@ -48,6 +60,7 @@ SHARED = (
     "COMMIT",
     "ROLLBACK",
     "UPDATE deliveries SET owner",  # a claim
+    "WITH taken AS (UPDATE deliveries SET owner",  # a claim with its `sending`s (PostgreSQL)
     "INSERT INTO transitions (delivery_id, seq, at, state, reason) SELECT",  # its `sending`s
     "SELECT id, received_at",  # messages a claim had not in memory
     "SELECT MIN(due_at)",  # the dispatcher's next wake-up
@@ -78,8 +91,9 @@ class Statements:
 @dataclass
 class Relay:
     smtp_port: int
-    db: Path
     statements: Statements
+    sent: Callable[[], Awaitable[int]]
+    """How many deliveries are `sent`, read on a connection of its own (not counted)."""
 
 
 def free_port() -> int:
@@ -98,9 +112,56 @@ def sink_upstream(sink_port: int) -> UpstreamOptions:
 
 
 @asynccontextmanager
-async def relay(folder: Path, sink_port: int) -> AsyncIterator[Relay]:
+async def relay(folder: Path, sink_port: int, *, postgres: bool = False) -> AsyncIterator[Relay]:
     """sendguard's SMTP ingress, engine, store and dispatcher, wired as `serve` wires them,
-    with the embedded default config (all six built-in policies), its store traced."""
+    with the embedded default config (all six built-in policies), its store traced: SQLite
+    in `folder`, or with `postgres` a fresh schema of the scratch PostgreSQL server."""
+    if postgres:
+        dsn, schema = scratch_dsn(os.environ), f"t_stmts_{uuid.uuid4().hex[:12]}"
+        statements = Statements()
+        try:
+            async with _relay(
+                PostgresStore(dsn, schema=schema, trace=statements),
+                statements,
+                lambda: _pg_sent(dsn, schema),
+                sink_port,
+            ) as running:
+                yield running
+        finally:
+            conn = await asyncpg.connect(dsn)
+            try:
+                await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+            finally:
+                await conn.close()
+        return
+    statements = Statements()
+    db = folder / "sendguard.db"
+
+    async def sent() -> int:
+        return sent_count(db)
+
+    async with _relay(SQLiteStore(db, trace=statements), statements, sent, sink_port) as running:
+        yield running
+
+
+async def _pg_sent(dsn: str, schema: str) -> int:
+    conn = await asyncpg.connect(dsn)
+    try:
+        found = await conn.fetchval(
+            f"SELECT COUNT(*) FROM \"{schema}\".deliveries WHERE state = 'sent'"  # noqa: S608
+        )
+        return int(found)
+    finally:
+        await conn.close()
+
+
+@asynccontextmanager
+async def _relay(
+    store: Store,
+    statements: Statements,
+    sent: Callable[[], Awaitable[int]],
+    sink_port: int,
+) -> AsyncIterator[Relay]:
     settings = load_config(None)
     port = free_port()
     config = settings.config.model_copy(
@@ -112,9 +173,7 @@ async def relay(folder: Path, sink_port: int) -> AsyncIterator[Relay]:
             ),
         }
     )
-    statements = Statements()
     clock, metrics = SystemClock(), Metrics()
-    store = SQLiteStore(folder / "sendguard.db", trace=statements)
     await store.open()
     upstream = build_one_upstream(sink_upstream(sink_port))
     engine = Engine(build_policies(settings), store, clock, metrics)
@@ -129,7 +188,7 @@ async def relay(folder: Path, sink_port: int) -> AsyncIterator[Relay]:
     smtp = SmtpIngress(SmtpHandler(intake, config.smtp, metrics), config.smtp)
     await smtp.start()
     try:
-        yield Relay(port, folder / "sendguard.db", statements)
+        yield Relay(port, statements, sent)
     finally:
         await smtp.stop(5)
         await dispatcher.stop()
@@ -161,12 +220,12 @@ def smtp_send(port: int, rcpt: str, subject: str) -> None:
         client.sendmail("shop@example.com", [rcpt], message(subject))
 
 
-async def wait_sent(db: Path, count: int) -> None:
+async def wait_sent(relay: Relay, count: int) -> None:
     for _ in range(2000):
-        if sent_count(db) >= count:
+        if await relay.sent() >= count:
             return
         await asyncio.sleep(0.01)
-    raise AssertionError(f"{sent_count(db)} of {count} deliveries were sent")
+    raise AssertionError(f"{await relay.sent()} of {count} deliveries were sent")
 
 
 @dataclass(frozen=True)
@@ -193,7 +252,7 @@ async def count(relay: Relay, clients: int, per_client: int) -> Counted:
     """Send `clients` x `per_client` messages through `relay` and count their statements."""
     # A first message warms up what is read once per process.
     await asyncio.to_thread(smtp_send, relay.smtp_port, "first@example.org", "warm-up")
-    await wait_sent(relay.db, 1)
+    await wait_sent(relay, 1)
 
     def client(n: int) -> None:
         # One message per connection, as `smtp-source` sends them; each to another person
@@ -203,7 +262,7 @@ async def count(relay: Relay, clients: int, per_client: int) -> Counted:
 
     relay.statements.counting = True
     await asyncio.gather(*(asyncio.to_thread(client, n) for n in range(clients)))
-    await wait_sent(relay.db, clients * per_client + 1)
+    await wait_sent(relay, clients * per_client + 1)
     relay.statements.counting = False
     messages = clients * per_client
     shared = len(relay.statements.shared()) / messages
@@ -211,17 +270,21 @@ async def count(relay: Relay, clients: int, per_client: int) -> Counted:
     return Counted(messages, own, shared, relay.statements.summary())
 
 
-async def measure(sink_port: int, clients: int = 20, per_client: int = 10) -> Counted:
+async def measure(
+    sink_port: int, clients: int = 20, per_client: int = 10, *, postgres: bool = False
+) -> Counted:
     with tempfile.TemporaryDirectory(prefix="sendguard-statements-") as folder:
-        async with relay(Path(folder), sink_port) as running:
+        async with relay(Path(folder), sink_port, postgres=postgres) as running:
             return await count(running, clients, per_client)
 
 
 def main() -> int:
-    sink_port = int(sys.argv[1])
-    clients = int(sys.argv[2]) if len(sys.argv) > 2 else 20
-    per_client = int(sys.argv[3]) if len(sys.argv) > 3 else 10
-    counted = asyncio.run(measure(sink_port, clients, per_client))
+    postgres = "--postgres" in sys.argv
+    argv = [a for a in sys.argv if a != "--postgres"]
+    sink_port = int(argv[1])
+    clients = int(argv[2]) if len(argv) > 2 else 20
+    per_client = int(argv[3]) if len(argv) > 3 else 10
+    counted = asyncio.run(measure(sink_port, clients, per_client, postgres=postgres))
     print(counted.summary)
     print(counted)
     return 0

@@ -37,7 +37,8 @@ from sendguard.store import StoreSettings
 from sendguard.store.keyed_lock import KeyedLock
 from sendguard.store.message_cache import MessageCache
 from sendguard.store.postgres_schema import MIGRATIONS, SCHEMA_LOCK
-from sendguard.store.sql_store import Job, SqlStore
+from sendguard.store.sql_store import SENDING_TRANSITIONS, Job, SqlStore, Tx, Write
+from sendguard.store.sqlite_db import Trace
 
 log = structlog.get_logger("sendguard.store.postgres")
 T = TypeVar("T")
@@ -72,9 +73,25 @@ def lock_key(key: str) -> int:
     return int.from_bytes(digest[:8], "big", signed=True)
 
 
+_MAX_ARGUMENTS = 32767
+"""Bound parameters PostgreSQL's protocol carries in one statement."""
+
+
+def _together(writes: Sequence[Write]) -> Write:
+    """One statement running `writes`: the others as data-modifying WITH queries of the last."""
+    if len(writes) == 1:
+        return writes[0]
+    ctes = ", ".join(f"w{i} AS ({sql})" for i, (sql, _) in enumerate(writes[:-1]))
+    return f"WITH {ctes} {writes[-1][0]}", [value for _, args in writes for value in args]
+
+
 class _Tx:
     def __init__(self, conn: asyncpg.Connection) -> None:
         self._conn = conn
+
+    def transaction(self) -> Any:
+        """A transaction, or a savepoint inside the open one."""
+        return self._conn.transaction()
 
     async def execute(self, sql: str, args: Sequence[Any] = ()) -> int:
         status: str = await self._conn.execute(numbered(sql), *args)
@@ -90,14 +107,26 @@ class PostgresStore(SqlStore):
     """The shared store for several instances."""
 
     claim_lock = "FOR UPDATE SKIP LOCKED"
+    marks_in_one_statement = True
 
     def __init__(
-        self, dsn: str, *, schema: str = "public", pool_size: int = 10, timeout: float = 5.0
+        self,
+        dsn: str,
+        *,
+        schema: str = "public",
+        pool_size: int = 10,
+        timeout: float = 5.0,
+        trace: Trace | None = None,
     ) -> None:
+        """`trace` (tests, bench/statements.py): called with every statement the pool's
+        connections send (transaction control included; the LISTEN connection's not)."""
         self._dsn = dsn
         self._schema = schema
         self._pool_size = pool_size
         self._timeout = timeout
+        self._trace = trace
+        # Server pids of pooled connections that may hold advisory locks (see `_reset`).
+        self._may_hold_locks: set[int] = set()
         self._pool: asyncpg.Pool | None = None
         self._locks = KeyedLock()
         self._cache = MessageCache()
@@ -115,6 +144,8 @@ class PostgresStore(SqlStore):
                 timeout=self._timeout,
                 command_timeout=self._timeout * 6,
                 server_settings={"search_path": self._schema, "application_name": "sendguard"},
+                init=self._init_connection if self._trace is not None else None,
+                reset=self._reset,
             )
             async with self._pool.acquire() as conn:
                 await self._migrate(conn)
@@ -123,7 +154,27 @@ class PostgresStore(SqlStore):
             raise StoreUnavailable(f"cannot reach PostgreSQL: {exc}") from exc
         self._watch = asyncio.create_task(self._keep_listening(), name="pg-listen")
 
+    async def _init_connection(self, conn: asyncpg.Connection) -> None:
+        trace = self._trace
+        assert trace is not None
+        conn.add_query_logger(lambda record: trace(record.query))
+
+    async def _reset(self, conn: asyncpg.Connection) -> None:
+        """Make a connection going back to the pool like a fresh one.
+
+        asyncpg rolls back an open transaction first. Its default reset then sends
+        `pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL` on every release: a round
+        trip and four statements per store call. The store opens no cursors, LISTENs on a
+        connection of its own and changes no setting, so only advisory locks can be left over:
+        those of a `lock_recipients` or a migration whose unlock did not complete.
+        """
+        pid = conn.get_server_pid()
+        if pid in self._may_hold_locks:
+            await conn.execute("SELECT pg_advisory_unlock_all()")
+            self._may_hold_locks.discard(pid)
+
     async def _migrate(self, conn: asyncpg.Connection) -> None:
+        self._may_hold_locks.add(conn.get_server_pid())
         await conn.execute("SELECT pg_advisory_lock($1)", SCHEMA_LOCK)
         try:
             await conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{self._schema}"')
@@ -143,6 +194,7 @@ class PostgresStore(SqlStore):
                 log.info("migrated", schema=self._schema, version=version + 1)
         finally:
             await conn.execute("SELECT pg_advisory_unlock($1)", SCHEMA_LOCK)
+            self._may_hold_locks.discard(conn.get_server_pid())
 
     async def close(self) -> None:
         if self._watch is not None:
@@ -245,6 +297,49 @@ class PostgresStore(SqlStore):
             raise Conflict(str(exc)) from exc
         return result
 
+    async def _write_one(self, job: Job[T]) -> T:
+        # Outside a transaction each statement commits on its own, durably before its answer
+        # (synchronous_commit as the server has it): no BEGIN and COMMIT round trips.
+        try:
+            async with self._connection() as conn:
+                return await job(_Tx(conn))
+        except _UNAVAILABLE as exc:
+            raise StoreUnavailable(f"PostgreSQL write failed: {exc}") from exc
+        except asyncpg.UniqueViolationError as exc:
+            raise Conflict(str(exc)) from exc
+
+    async def _run_all(self, tx: Tx, writes: Sequence[Write]) -> None:
+        # As few statements as the bound parameters allow (one, unless a message has hundreds
+        # of recipients): the others as data-modifying WITH queries of the last. They run on
+        # one snapshot and see none of each other's rows, which `_run_all`'s callers promise
+        # not to need; foreign keys are checked at the end of the statement.
+        groups: list[list[Write]] = [[]]
+        bound = 0
+        for write in writes:
+            if groups[-1] and bound + len(write[1]) > _MAX_ARGUMENTS:
+                groups.append([])
+                bound = 0
+            groups[-1].append(write)
+            bound += len(write[1])
+        if len(groups) == 1:
+            await tx.execute(*_together(groups[0]))
+            return
+        # Several statements: atomic together (a savepoint inside `_write`'s transaction).
+        assert isinstance(tx, _Tx)
+        async with tx.transaction():
+            for group in groups:
+                await tx.execute(*_together(group))
+
+    async def _lease_and_mark(self, tx: Tx, lease: Write, at: int) -> list[Sequence[Any]]:
+        # The transitions from the claim's own rows, as data-modifying WITH queries see them.
+        sql, args = lease
+        marked = SENDING_TRANSITIONS.format(
+            "taken d WHERE d.state = 'sending' AND d.updated_at = ?"
+        )
+        return await tx.fetch(
+            f"WITH taken AS ({sql}), marked AS ({marked}) SELECT * FROM taken", (*args, at, at)
+        )
+
     async def _read(self, job: Job[T]) -> T:
         try:
             async with self._connection() as conn:
@@ -265,6 +360,8 @@ class PostgresStore(SqlStore):
             raise RuntimeError("lock_recipients does not nest")
         # In-process first, so waiting tasks of this instance do not each hold a connection.
         async with self._locks.hold(keys), self._connection() as conn:
+            pid = conn.get_server_pid()
+            self._may_hold_locks.add(pid)  # until the unlock completes
             try:
                 for key in keys:
                     await conn.execute("SELECT pg_advisory_lock($1)", lock_key(key))
@@ -277,6 +374,7 @@ class PostgresStore(SqlStore):
                 _HELD.reset(token)
                 with contextlib.suppress(*_UNAVAILABLE):
                     await conn.execute("SELECT pg_advisory_unlock_all()")
+                    self._may_hold_locks.discard(pid)
 
 
 SCRATCH_SERVER = "SENDGUARD_TEST_PG"

@@ -1,7 +1,9 @@
 """The store contract in SQL, written once for every SQL backend.
 
 Each operation is an `async def job(tx)` run in one transaction by the backend: SQLite drives it
-on its database thread inside a group-committed batch, PostgreSQL on a pooled connection.
+on its database thread inside a group-committed batch, PostgreSQL on a pooled connection (a
+job that writes with one statement, `_write_one`, there without BEGIN and COMMIT: the
+statement commits on its own).
 Statements use `?` placeholders; a backend rewrites them if its driver wants others. Times are
 integer microseconds since the epoch in every backend, so comparisons are exact and alike.
 
@@ -74,6 +76,12 @@ _FINAL = frozenset({DeliveryState.SENT, DeliveryState.FAILED, DeliveryState.DROP
 # The next transitions row of delivery `d.id`: its first transition is on its row (seq 1),
 # or, for a delivery created before schema 10, the transitions row with seq 1.
 _NEXT_SEQ = "(SELECT COALESCE(MAX(seq), 1) + 1 FROM transitions t WHERE t.delivery_id = d.id)"
+# The `attempt N` transitions of the deliveries a claim marked `sending`, from a source of
+# their rows as the claim left them (`{}`: a FROM clause naming them `d`, with its WHERE).
+SENDING_TRANSITIONS = (
+    "INSERT INTO transitions (delivery_id, seq, at, state, reason)"
+    f" SELECT d.id, {_NEXT_SEQ}, ?, 'sending', 'attempt ' || d.attempts FROM {{}}"
+)
 # A final transition sorts after every transitions row.
 _FINAL_SEQ = 2_000_000_000
 # Whether a history row (h, its delivery d LEFT JOINed) counts as sent: the delivery is `sent`,
@@ -110,6 +118,23 @@ class Tx(Protocol):
 
 
 Job = Callable[[Tx], Awaitable[T]]
+Write = tuple[str, Sequence[Any]]
+"""A statement and its arguments."""
+
+
+class _Writes:
+    """A Tx that keeps the statements it is given instead of running them, for writes whose
+    results nobody reads (`execute` answers 0); `SqlStore._run_all` runs them later."""
+
+    def __init__(self) -> None:
+        self.statements: list[Write] = []
+
+    async def execute(self, sql: str, args: Sequence[Any] = ()) -> int:
+        self.statements.append((sql, args))
+        return 0
+
+    async def fetch(self, sql: str, args: Sequence[Any] = ()) -> list[Sequence[Any]]:
+        raise TypeError(f"a batch of writes reads nothing: {sql}")
 
 
 async def _one(tx: Tx, sql: str, args: Sequence[Any] = ()) -> Sequence[Any] | None:
@@ -142,6 +167,8 @@ class SqlStore(Store):
 
     #: appended to the claim query (PostgreSQL: "FOR UPDATE SKIP LOCKED")
     claim_lock = ""
+    #: whether `_lease_and_mark` writes with one statement (then a claim runs as `_write_one`)
+    marks_in_one_statement = False
     #: outbound webhooks that want state changes (set from the config)
     _webhook_targets: tuple[WebhookTarget, ...] = ()
     #: messages and content as committed (a backend's __init__ makes one)
@@ -150,6 +177,21 @@ class SqlStore(Store):
     @abstractmethod
     async def _write(self, job: Job[T]) -> T:
         """Run `job` in a read-write transaction and commit it durably."""
+
+    async def _write_one(self, job: Job[T]) -> T:
+        """Run `job`, which writes with one statement at most, and commit it durably.
+
+        Its reads, before or after that statement, need not see one snapshot with it. A
+        backend whose statements commit on their own (PostgreSQL outside a transaction) runs
+        it without BEGIN and COMMIT; the others as `_write`.
+        """
+        return await self._write(job)
+
+    async def _run_all(self, tx: Tx, writes: Sequence[Write]) -> None:
+        """Run statements whose results nobody reads and none of which reads what another
+        writes. A backend may send them as one statement (PostgreSQL: a WITH of them)."""
+        for sql, args in writes:
+            await tx.execute(sql, args)
 
     @abstractmethod
     async def _read(self, job: Job[T]) -> T:
@@ -196,7 +238,9 @@ class SqlStore(Store):
                 )
                 if changed == 0:
                     raise Conflict(f"idempotency key {idempotency.key!r} was used before")
-            await tx.execute(
+            # The rest reads nothing and none reads what another writes: run together.
+            writes = _Writes()
+            await writes.execute(
                 "INSERT INTO messages (id, received_at, ingress, mail_from, recipients, headers,"
                 " fields, campaign, class, size, content_hash, content, offer, smtputf8,"
                 " body_8bit) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -219,21 +263,21 @@ class SqlStore(Store):
                 ),
             )
             if esp_request is not None:
-                await tx.execute(
+                await writes.execute(
                     "INSERT INTO esp_requests (message_id, esp, template, body)"
                     " VALUES (?, ?, ?, ?)",
                     (message.id, esp_request.esp, esp_request.template, esp_request.body),
                 )
             premises = (*message.fields.requires, *message.fields.unless)
             for key in sorted({r.key for r in premises}):
-                await tx.execute(
+                await writes.execute(
                     "INSERT INTO requirements (message_id, key) VALUES (?, ?)", (message.id, key)
                 )
             # Each table's rows of the message in one statement (per chunk of rows).
             for start in range(0, len(deliveries), _ROWS_PER_INSERT):
                 chunk = deliveries[start : start + _ROWS_PER_INSERT]
                 # The first transition is kept on the row (no transitions row).
-                await tx.execute(
+                await writes.execute(
                     "INSERT INTO deliveries (id, message_id, recipient, recipient_key, domain,"
                     " campaign, state, created_at, updated_at, due_at, hold_origin,"
                     " first_state, first_reason, first_outcomes) VALUES "
@@ -260,19 +304,44 @@ class SqlStore(Store):
                     ],
                 )
             for new in deliveries:
-                await self._record_decision(tx, new.id, new.state, now, new.decision, fresh=True)
+                await self._record_decision(
+                    writes, new.id, new.state, now, new.decision, fresh=True
+                )
                 if self._webhook_targets:
                     await self._emit(
-                        tx,
+                        writes,
                         new.id,
                         lifecycle_event(None, new.state),
                         new.reason,
                         now,
                         (message.id, new.recipient, message.fields.campaign),
                     )
-            queued = [new.id for new in deliveries if new.state is DeliveryState.QUEUED]
+            # The send history from what is at hand (not from the rows written beside it).
+            queued = [new for new in deliveries if new.state is DeliveryState.QUEUED]
+            fields = message.fields
             for start in range(0, len(queued), _ROWS_PER_INSERT):
-                await self._reserve(tx, queued[start : start + _ROWS_PER_INSERT], now)
+                chunk = queued[start : start + _ROWS_PER_INSERT]
+                await writes.execute(
+                    "INSERT INTO history (delivery_id, recipient_key, domain, campaign, class,"
+                    " content_hash, at, offer) VALUES "
+                    + ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?)"] * len(chunk))
+                    + " ON CONFLICT (delivery_id) DO NOTHING",
+                    [
+                        value
+                        for new in chunk
+                        for value in (
+                            new.id,
+                            recipient_key(new.recipient),
+                            domain_of(new.recipient),
+                            fields.campaign,
+                            fields.message_class.value,
+                            message.content_hash,
+                            now,
+                            fields.offer,
+                        )
+                    ],
+                )
+            await self._run_all(tx, writes.statements)
 
         # Kept before the commit: a claim may take its deliveries in the very batch that
         # commits them, before this coroutine runs again. Forgotten if the commit fails.
@@ -280,7 +349,9 @@ class SqlStore(Store):
         if any(new.state is DeliveryState.QUEUED for new in deliveries):
             self._cache.keep_content(message.id, content)  # the dispatcher sends it next
         try:
-            await self._write(job)
+            # Without an idempotency key to check first, the writes are one statement
+            # where the backend can send them as one.
+            await (self._write_one if idempotency is None else self._write)(job)
         except BaseException:
             self._cache.forget(message.id)
             raise
@@ -672,9 +743,8 @@ class SqlStore(Store):
         return counts
 
     # work ------------------------------------------------------------------------------------
-    async def _lease(
+    def _lease(
         self,
-        tx: Tx,
         table: str,
         due: str,
         args: Sequence[Any],
@@ -683,18 +753,31 @@ class SqlStore(Store):
         until: int,
         also: tuple[str, Sequence[Any]] = ("", ()),
         returning: str = "id",
-    ) -> list[Sequence[Any]]:
-        """Lease up to `limit` rows of `table` to `owner` until `until`, in one statement.
+    ) -> Write:
+        """The statement leasing up to `limit` rows of `table` to `owner` until `until`.
 
         `due` selects the ids of the rows that are due, in the order they are taken (with
-        `args`); `also` sets more columns in the same UPDATE. Returns `returning` of the rows
-        taken (new values). Deliveries and outbound webhook events are claimed alike.
+        `args`); `also` sets more columns in the same UPDATE. It returns `returning` of the
+        rows taken (new values). Deliveries and outbound webhook events are claimed alike.
         """
-        return await tx.fetch(
+        return (
             f"UPDATE {table} SET owner = ?, lease_until = ?{also[0]}"
             f" WHERE id IN ({due} LIMIT ? {self.claim_lock}) RETURNING {returning}",
             (owner, until, *also[1], *args, limit),
         )
+
+    async def _lease_and_mark(self, tx: Tx, lease: Write, at: int) -> list[Sequence[Any]]:
+        """Run `lease` (a claim of deliveries returning DELIVERY_ROW_COLUMNS) and write the
+        `attempt N` transition of each delivery it marked `sending`: `sending` and updated at
+        `at` (one left `sending` past its lifetime is not, and fails). Returns its rows."""
+        taken = await tx.fetch(*lease)
+        marked = [r[0] for r in taken if r[2] == "sending" and r[4] == at]
+        if marked:
+            await tx.execute(
+                SENDING_TRANSITIONS.format(f"deliveries d WHERE d.id IN ({_marks(len(marked))})"),
+                (at, *marked),
+            )
+        return taken
 
     async def claim_due(
         self,
@@ -723,35 +806,30 @@ class SqlStore(Store):
                 (fresh, fresh, fresh, at, fresh, at),
             )
 
+        claim = self._lease(
+            "deliveries",
+            f"SELECT id FROM deliveries WHERE ((state IN {_DUE_STATES} AND due_at <= ?)"
+            " OR state = 'sending') AND (lease_until IS NULL OR lease_until < ?)"
+            " ORDER BY due_at",
+            (at, at),
+            limit,
+            owner,
+            until,
+            also,
+            f"{codec.DELIVERY_ROW_COLUMNS}, message_id",
+        )
+
         async def job(tx: Tx) -> tuple[list[Sequence[Any]], list[Sequence[Any]]]:
-            taken = await self._lease(
-                tx,
-                "deliveries",
-                f"SELECT id FROM deliveries WHERE ((state IN {_DUE_STATES} AND due_at <= ?)"
-                " OR state = 'sending') AND (lease_until IS NULL OR lease_until < ?)"
-                " ORDER BY due_at",
-                (at, at),
-                limit,
-                owner,
-                until,
-                also,
-                f"{codec.DELIVERY_ROW_COLUMNS}, message_id",
-            )
+            if send_within is None:
+                taken = await tx.fetch(*claim)
+            else:
+                taken = await self._lease_and_mark(tx, claim, at)
             if not taken:
                 return [], []
-            # Marked by this claim: `sending` and updated now (one left `sending` past its
-            # lifetime is not, and fails).
-            marked = [r[0] for r in taken if r[2] == "sending" and r[4] == at]
-            if send_within is not None and marked:
-                await tx.execute(
-                    "INSERT INTO transitions (delivery_id, seq, at, state, reason)"
-                    f" SELECT d.id, {_NEXT_SEQ}, ?, 'sending', 'attempt ' || d.attempts"
-                    f" FROM deliveries d WHERE d.id IN ({_marks(len(marked))})",
-                    (at, *marked),
-                )
             return taken, await self._uncached_messages(tx, taken)
 
-        taken, messages = await self._write(job)
+        one = send_within is None or self.marks_in_one_statement
+        taken, messages = await (self._write_one if one else self._write)(job)
         # In due order, as claimed.
         taken.sort(key=lambda r: (r[5] is not None, r[5] or 0, r[0]))
         return await self._deliveries(taken, messages)
@@ -802,6 +880,15 @@ class SqlStore(Store):
         if change.owner is not None:
             where += " AND owner = ?"
             expected.append(change.owner)
+        wake = change.due_at is not None and change.due_at <= change.at and not keep_claim
+        # `sent` after a send (no decision, no webhook event): the UPDATE is the only write.
+        alone = (
+            change.to is DeliveryState.SENT
+            and change.decision is None
+            and not may_be_final
+            and not self._webhook_targets
+            and not wake
+        )
 
         async def job(tx: Tx) -> tuple[Sequence[Any], list[Sequence[Any]]]:
             before = None
@@ -865,11 +952,11 @@ class SqlStore(Store):
                 await self._reserve(tx, [delivery_id], at)
             elif change.to in (DeliveryState.DROPPED, DeliveryState.FAILED):
                 await tx.execute("DELETE FROM history WHERE delivery_id = ?", (delivery_id,))
-            if change.due_at is not None and change.due_at <= change.at and not keep_claim:
+            if wake:
                 await self._notify(tx)
             return row, await self._uncached_messages(tx, [row])
 
-        row, messages = await self._write(job)
+        row, messages = await (self._write_one if alone else self._write)(job)
         (delivery,) = await self._deliveries([row], messages)
         return delivery
 
@@ -1513,17 +1600,18 @@ class SqlStore(Store):
         columns = "id, target, delivery_id, event, payload, created_at, attempts"
 
         async def job(tx: Tx) -> list[Sequence[Any]]:
-            taken = await self._lease(
-                tx,
-                "webhook_outbox",
-                "SELECT o.id FROM webhook_outbox o WHERE o.next_at <= ?"
-                " AND (o.lease_until IS NULL OR o.lease_until < ?)"
-                " AND NOT EXISTS (SELECT 1 FROM webhook_outbox p WHERE p.target = o.target"
-                " AND p.delivery_id = o.delivery_id AND p.id < o.id) ORDER BY o.id",
-                (at, at),
-                limit,
-                owner,
-                until,
+            taken = await tx.fetch(
+                *self._lease(
+                    "webhook_outbox",
+                    "SELECT o.id FROM webhook_outbox o WHERE o.next_at <= ?"
+                    " AND (o.lease_until IS NULL OR o.lease_until < ?)"
+                    " AND NOT EXISTS (SELECT 1 FROM webhook_outbox p WHERE p.target = o.target"
+                    " AND p.delivery_id = o.delivery_id AND p.id < o.id) ORDER BY o.id",
+                    (at, at),
+                    limit,
+                    owner,
+                    until,
+                )
             )
             ids = [r[0] for r in taken]
             if not ids:

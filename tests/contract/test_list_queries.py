@@ -72,6 +72,9 @@ class Counting(SqlStore):
     async def _write(self, job: Job[T]) -> T:
         return await super()._write(self._counted(job))
 
+    async def _write_one(self, job: Job[T]) -> T:
+        return await super()._write_one(self._counted(job))
+
 
 class CountingSQLite(Counting, SQLiteStore):
     pass

@@ -60,3 +60,28 @@ async def test_a_single_recipient_message_runs_at_most_12_statements(
     assert counted.total <= TARGET, report
     assert counted.own <= OWN_BUDGET, report
     assert counted.shared <= SHARED_BUDGET, report
+
+
+PG_OWN_BUDGET = 7.5
+"""A message's own round trips on PostgreSQL: its recipient's advisory lock, 3 reads for the
+decision (what policies read about the recipient, human_hold's blast count, the global pause,
+which another instance may change), its writes as one statement, the unlock, its `sent` — 7."""
+PG_TARGET = 10
+"""In all on PostgreSQL, claims and the next due time included (16.3 before the cuts of
+docs/performance.md's PostgreSQL section: a reset per pool release, BEGIN/COMMIT per write)."""
+
+
+@pytest.mark.postgres
+async def test_a_single_recipient_message_on_postgresql_takes_at_most_10_round_trips(
+    tmp_path: Path, sink: Sink
+) -> None:
+    # Every statement the pool's connections send is one round trip (and one more the first
+    # time a connection prepares it): transaction control and asyncpg's reset included.
+    async with relay(tmp_path, sink.port, postgres=True) as traced:
+        counted = await count(traced, 20, MESSAGES // 20)
+
+    assert len(sink.received) == MESSAGES + 1
+    report = f"{counted} on PostgreSQL:\n{counted.summary}"
+    print(report)
+    assert counted.own <= PG_OWN_BUDGET, report
+    assert counted.total <= PG_TARGET, report
