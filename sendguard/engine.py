@@ -130,13 +130,41 @@ async def _resume(coroutine: Coroutine[Any, Any, Verdict], pending: object) -> V
             else:
                 await asyncio.sleep(0)  # a bare yield
         except BaseException:
-            coroutine.close()  # cancelled (time budget or shutdown): let it clean up
+            await _cancel(coroutine, pending)  # the time budget ran out, or shutdown
             raise
         try:
             pending = coroutine.send(None)
         except StopIteration as done:
             result: Verdict = done.value
             return result
+
+
+async def _cancel(coroutine: Coroutine[Any, Any, Verdict], pending: object) -> None:
+    """Cancel a suspended policy as a Task would: what it awaits cancelled and waited for,
+    CancelledError raised where it waits, what it awaits while cleaning up waited for.
+    Closing it instead skipped that: a PostgreSQL read stopped so was never cancelled, it
+    left the recipient's connection mid-query, and the intake's next statement on it failed
+    with "another operation is in progress" (451 to the client)."""
+    if isinstance(pending, asyncio.Future):
+        pending.cancel()
+        # A Task (a read shared by several policies) ends its coroutine only at its next step:
+        # until then its query holds the connection, so wait for it as an awaiting Task would.
+        await asyncio.wait((pending,))
+    error: BaseException | None = asyncio.CancelledError()
+    while True:
+        try:
+            pending = coroutine.throw(error) if error is not None else coroutine.send(None)
+        except BaseException:  # noqa: BLE001 - ended, as it should, with CancelledError (or else)
+            return
+        try:
+            if isinstance(pending, asyncio.Future):
+                await asyncio.wait((pending,))
+            else:
+                await asyncio.sleep(0)
+            error = None
+        except BaseException:
+            coroutine.close()  # cancelled again while cleaning up (shutdown): stop here
+            raise
 
 
 def history_span(

@@ -238,3 +238,22 @@ def test_losing_the_database_answers_451_and_503_then_resumes(
     send(a, ["after@example.org"], message())
     got = sink.wait_for(2, timeout=20)
     assert {r.rcpt_tos[0] for r in got} == {"before@example.org", "after@example.org"}
+
+
+def test_a_policy_out_of_time_mid_read_leaves_the_connection_usable(
+    cluster: Callable[..., list[SendguardProcess]], sink: Sink
+) -> None:
+    """A policy whose budget runs out while its PostgreSQL read is under way is held with
+    "timed out", and the message is still accepted (250) and recorded: the read was cancelled
+    as asyncpg expects, so the intake's next statements on the recipient's connection run.
+    (Closing the policy's coroutine instead left the connection mid-query: 451.)"""
+    (proc,) = cluster(1, policies=[{"plugin": "frequency", "budget": "0.001ms"}])
+    with smtplib.SMTP("127.0.0.1", proc.smtp_port, timeout=30) as client:
+        for n in range(10):
+            client.sendmail("shop@example.com", [f"p{n}@example.org"], message())
+    states = proc.wait_settled()
+    assert states == {f"p{n}@example.org": "held" for n in range(10)}
+    reasons = {d["reason"] for d in proc.deliveries()}
+    assert reasons == {
+        "frequency: policy frequency failed (timed out after 1e-06s); on_error=hold"
+    }, reasons

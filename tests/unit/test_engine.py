@@ -14,7 +14,7 @@ from sendguard_plugins.schedule import ScheduleOptions, SchedulePolicy
 from sendguard.approvals import GlobalPause
 from sendguard.engine import Engine, OnError, PolicyBinding, explain, plan
 from sendguard.errors import StoreUnavailable
-from sendguard.message import DeliveryState
+from sendguard.message import Delivery, DeliveryState
 from sendguard.metrics import Metrics
 from sendguard.phrasing import human_time
 from sendguard.policy import PolicyContext
@@ -236,3 +236,35 @@ async def test_the_explanation_is_worked_out_once(store: SQLiteStore) -> None:
     decision = await eng.decide(make_delivery())
     assert explain(decision) == "ok: fine"
     assert plan(decision, FakeClock().now()).reason is explain(decision)
+
+
+class AwaitsForever:
+    """A policy stuck on something it awaits (a slow store read); says how it was stopped."""
+
+    def __init__(self) -> None:
+        self.awaited: asyncio.Future[None] | None = None
+        self.stopped_by = ""
+
+    async def evaluate(self, delivery: Delivery, ctx: PolicyContext) -> Verdict:
+        self.awaited = asyncio.get_running_loop().create_future()
+        try:
+            await self.awaited
+        except asyncio.CancelledError:
+            self.stopped_by = "cancelled"
+            await asyncio.sleep(0)  # cleaning up may await, as asyncpg does
+            raise
+        except GeneratorExit:
+            self.stopped_by = "closed"
+            raise
+        return Verdict.forward()
+
+
+async def test_a_policy_over_budget_is_cancelled_as_a_task_would_be(store: SQLiteStore) -> None:
+    """What the policy awaits is cancelled and it sees CancelledError, so a store read under
+    it can clean up (asyncpg cancels the query on the server and keeps the connection usable)."""
+    stuck = AwaitsForever()
+    slow = PolicyBinding("stuck", stuck, budget=timedelta(milliseconds=20))
+    decision = await engine(store, slow).decide(make_delivery())
+    assert decision.outcomes[0].error == "timed out after 0.02s"
+    assert stuck.awaited is not None and stuck.awaited.cancelled()
+    assert stuck.stopped_by == "cancelled"
