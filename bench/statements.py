@@ -35,7 +35,8 @@ import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from datetime import timedelta
 from pathlib import Path
 
 import asyncpg
@@ -176,7 +177,10 @@ async def _relay(
     clock, metrics = SystemClock(), Metrics()
     await store.open()
     upstream = build_one_upstream(sink_upstream(sink_port))
-    engine = Engine(build_policies(settings), store, clock, metrics)
+    # The count does not depend on time, but a policy over its budget (0.5 s, which a loaded
+    # machine running the test suite can take) holds its message and the run never finishes.
+    policies = [replace(p, budget=timedelta(seconds=60)) for p in build_policies(settings)]
+    engine = Engine(policies, store, clock, metrics)
     dispatcher = Dispatcher(
         store, engine, upstream, clock, config.delivery, metrics, "budget", review=config.review
     )
