@@ -11,12 +11,14 @@ import email.policy
 import html
 import html.entities
 import quopri
+import re
 import unicodedata
 
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from sendguard.content import _single_part_text, content_hash, text_of
+from sendguard import content
+from sendguard.content import _single_part_text, content_hash, normalise, text_of
 from sendguard.headers import Headers, header_end
 
 # Printable text of any script; no control characters (a header cannot hold them) and no
@@ -227,3 +229,21 @@ def test_the_common_message_is_read_directly() -> None:
     assert content_hash(raw) == content_hash(raw, Headers.parse(raw[: header_end(raw)]))
     encoded = raw.replace(b"MIME-Version", b"Content-Transfer-Encoding: base64\nMIME-Version")
     assert _single_part_text(encoded, header_end(encoded)) is None
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    subject=st.text(max_size=30),
+    text=st.lists(
+        st.sampled_from([" ", "\t", "\n", "\x1c", "\x85", "\xa0", "\u2028", "\u3000", "<b>", "://"])
+        | st.characters(),
+        max_size=80,
+    ).map("".join),
+)
+def test_normalise_spaces_as_the_regular_expression_did(subject: str, text: str) -> None:
+    # Before: the whitespace runs of the NFC text were replaced by `\s+`, then stripped.
+    body = content._TAGS.sub(
+        " ", content._URL.sub(content._strip_tracking, content._GREETING.sub("", text))
+    )
+    joined = unicodedata.normalize("NFC", f"{subject}\n{body}")
+    assert normalise(subject, text) == re.sub(r"\s+", " ", joined).strip().lower()
