@@ -7,6 +7,7 @@ never parsed on the hot path.
 from __future__ import annotations
 
 import email.header
+import functools
 import re
 from dataclasses import dataclass
 
@@ -14,6 +15,7 @@ SENDGUARD_PREFIX = b"x-sendguard-"
 BLIND_HEADERS = (b"bcc:", b"resent-bcc:")
 """Headers naming blind recipients: envelope recipients, never forwarded (RFC 5322 3.6.3)."""
 _HEADER_END = re.compile(rb"\r?\n\r?\n")
+_FOLD = re.compile(r"\r?\n[ \t]+")
 
 
 def header_end(raw: bytes) -> int:
@@ -62,19 +64,28 @@ class Headers:
             name, colon, value = text.partition(":")
             if not colon or not name.strip() or " " in name.strip():
                 continue  # not a header line; a lenient reader skips it like MUAs do
-            unfolded = re.sub(r"\r?\n[ \t]+", " ", value).strip()
+            # One line has no fold to undo (its own line break is stripped).
+            unfolded = _FOLD.sub(" ", value).strip() if len(lines) > 1 else value.strip()
             items.append((name.strip(), _decode_words(unfolded)))
         return cls(tuple(items))
 
+    @functools.cached_property
+    def _by_name(self) -> dict[str, list[str]]:
+        # Built on the first look-up: the intake looks up some 25 names (every field's
+        # headers), each of which was a walk over every header.
+        found: dict[str, list[str]] = {}
+        for name, value in self.items:
+            found.setdefault(name.lower(), []).append(value)
+        return found
+
     def get(self, name: str) -> str | None:
         """The first value of header `name`, or None."""
-        wanted = name.lower()
-        return next((v for k, v in self.items if k.lower() == wanted), None)
+        values = self._by_name.get(name.lower())
+        return values[0] if values else None
 
     def get_all(self, name: str) -> list[str]:
         """Every value of header `name`, in order."""
-        wanted = name.lower()
-        return [v for k, v in self.items if k.lower() == wanted]
+        return list(self._by_name.get(name.lower(), ()))
 
 
 def _decode_words(value: str) -> str:

@@ -9,6 +9,7 @@ concurrent messages to one person are judged one after the other and caps hold.
 from __future__ import annotations
 
 import email.utils
+import functools
 import socket
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -162,7 +163,10 @@ class Intake:
         headers = Headers.parse(raw[: header_end(raw)])
         content = strip_unforwarded_headers(raw)
         if fingerprint is None:
-            fingerprint = await in_process(len(content), content_hash, content)
+            # The Subject is read from `headers`: stripping removed no Subject.
+            fingerprint = await in_process(
+                len(content), functools.partial(content_hash, headers=headers), content
+            )
         now = self._clock.now()
         message_id = new_id()
         date = email.utils.format_datetime(now)

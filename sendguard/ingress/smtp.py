@@ -19,11 +19,13 @@ import ipaddress
 import re
 import socket
 from collections.abc import Sequence
+from email._header_value_parser import get_addr_spec, get_angle_addr
+from email.errors import HeaderParseError
 from pathlib import Path
 from typing import Any, AnyStr
 
 import structlog
-from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Envelope, LoginPassword, Session
+from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Envelope, LoginPassword, Session, syntax
 
 from sendguard.address import needs_smtputf8, validate_address
 from sendguard.clock import monotonic
@@ -131,19 +133,6 @@ class SmtpHandler:
         self._metrics = metrics
         self._listener = config.listeners_in_use()[0]
         self.in_flight = 0
-
-    async def handle_EHLO(
-        self,
-        server: SMTP,
-        session: Session,
-        envelope: Envelope,
-        hostname: str,
-        responses: list[str],
-    ) -> list[str]:
-        session.host_name = hostname
-        if not self._config.auth_users:
-            responses = [r for r in responses if not r.startswith("250-AUTH")]
-        return responses
 
     def _may_relay(self, server: SMTP, session: Session) -> bool:
         if session.authenticated:
@@ -305,11 +294,44 @@ class _Connection(SMTP):
         self._credentials: LoginPassword | None = None
         self.path_sent: str | None = None
         """The address text of the MAIL or RCPT command being handled, as the client sent it."""
+        self._collecting: list[str] | None = None
 
     @property
     def encrypted(self) -> bool:
         """True once the session runs over TLS (after STARTTLS, or from the first byte)."""
         return self._tls_protocol is not None or self.listener.tls == "implicit"
+
+    @syntax("EHLO hostname")
+    async def smtp_EHLO(self, hostname: str) -> None:
+        # aiosmtpd writes each line of its EHLO reply with a write (a system call) and a drain
+        # of its own: the reply is collected here and written at once, the same octets. And no
+        # handle_EHLO hook: aiosmtpd inspects a hook's signature on every connection.
+        lines: list[str] = []
+        self._collecting = lines
+        try:
+            await super().smtp_EHLO(hostname)
+        finally:
+            self._collecting = None
+        if not self._owner.offers_auth:
+            lines = [line for line in lines if not line.startswith("250-AUTH")]
+        if lines:
+            await super().push("\r\n".join(lines))
+
+    def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
+        # aiosmtpd's own, without the typing.Protocol class it defines on every call (a class
+        # per MAIL and RCPT command cost more than parsing the address).
+        if not arg:
+            return "", ""
+        try:
+            parsed = get_angle_addr(arg) if arg.lstrip().startswith("<") else get_addr_spec(arg)
+        except HeaderParseError:
+            return None, None
+        address, rest = parsed
+        addr: str = address.addr_spec
+        localpart, _, _ = addr.rpartition("@")
+        if self.local_part_limit and len(localpart) > self.local_part_limit:
+            return None, None
+        return addr, rest
 
     async def smtp_MAIL(self, arg: str | None) -> None:
         if self.listener.require_tls and not self.encrypted:
@@ -453,6 +475,9 @@ class _Connection(SMTP):
         super().connection_lost(error)
 
     async def push(self, status: AnyStr) -> None:
+        if self._collecting is not None and isinstance(status, str):
+            self._collecting.append(status)  # a line of the EHLO reply (smtp_EHLO writes it)
+            return
         if isinstance(status, str) and status.startswith("552 Error"):
             # aiosmtpd's own size replies lack the enhanced status code DESIGN.md promises.
             await super().push("552 5.3.4 Message too big: over smtp.max_message_size")
@@ -487,6 +512,8 @@ class SmtpIngress:
         self._per_ip = collections.Counter()
         self.data_timeout = config.data_timeout.total_seconds()
         self.auth = AuthGuard(config.auth_users)
+        self.offers_auth = bool(config.auth_users)
+        """Whether EHLO offers AUTH (when the connection allows it: TLS, or loopback)."""
         # aiosmtpd would look the host name up (a reverse DNS query) for every connection.
         self._hostname = config.hostname or socket.getfqdn()
         self.certificates: Certificates | None = None

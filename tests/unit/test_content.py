@@ -5,16 +5,21 @@ composed or decomposed accents; and a plain ASCII message keeps the fingerprint 
 from __future__ import annotations
 
 import base64
+import email
 import email.header
+import email.policy
 import html
 import html.entities
 import quopri
+import re
 import unicodedata
 
-from hypothesis import given
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from sendguard.content import content_hash
+from sendguard import content
+from sendguard.content import _single_part_text, content_hash, normalise, text_of
+from sendguard.headers import Headers, header_end
 
 # Printable text of any script; no control characters (a header cannot hold them) and no
 # `=?`, which would make a raw subject read as an encoded word.
@@ -139,3 +144,106 @@ def test_a_plain_ascii_message_keeps_its_earlier_fingerprint() -> None:
         b" https://shop.example/boots?utm_source=mail&size=42\r\n"
     )
     assert content_hash(raw) == "de62f1874cac3b850a10f9ec878e3403"
+
+
+# The common message (one text part, nothing to decode) is read without the `email` parser
+# (`_single_part_text`); what it reads must be what the parser reads, and every other message
+# must still go to the parser.
+_NAMES = st.sampled_from(
+    ["Subject", "From", "To", "X-Note", "content-type", "Content-Type", "CONTENT-TRANSFER-ENCODING"]
+)
+_VALUES = st.sampled_from(
+    [
+        "text/plain",
+        "text/html",
+        "TEXT/Plain; charset=UTF-8",
+        "text/plain; charset=iso-8859-1",
+        'text/html; charset="windows-1252"',
+        "text/plain;charset=us-ascii  ",
+        "text/plain; charset=no-such-charset",
+        "text/plain; format=flowed",
+        "text/plain; charset=utf-8; format=flowed",
+        "text/plain; charset=",
+        'text/plain; charset="utf-8',
+        "multipart/alternative; boundary=b",
+        "message/rfc822",
+        "text",
+        "image/png",
+        "7bit",
+        "8BIT",
+        "binary",
+        "base64",
+        "quoted-printable",
+        "7bit ",
+        "x-uuencode",
+        "Spring sale",
+        "",
+        "tëxt/plain",
+    ]
+)
+_LINE_END = st.sampled_from(["\r\n", "\n"])
+_HEADER = st.tuples(_NAMES, st.sampled_from([": ", ":", ":\t", " : "]), _VALUES).map("".join)
+_ODD_LINE = st.sampled_from(
+    [" folded on", "\tfolded", "From sender@example.com Tue Dec 1", ": no name", "no colon", "a\rb"]
+)
+_TEXT_BODY = st.lists(
+    st.sampled_from(
+        ["Hello Ann,", "Grüße", "\r\n", "\n", "\r", "&eacute;", "<p>x</p>", "=C3=A9", "Zm9v", " "]
+    )
+    | st.characters(blacklist_categories=("Cs",)),
+    max_size=40,
+).map("".join)
+
+
+@settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    headers=st.lists(st.tuples(_HEADER, _LINE_END), max_size=6),
+    odd=st.none() | st.tuples(st.integers(0, 6), _ODD_LINE),
+    separator=_LINE_END,
+    body=_TEXT_BODY,
+    body_charset=st.sampled_from(["utf-8", "latin-1"]),
+)
+def test_the_common_message_is_read_as_the_email_parser_reads_it(
+    headers: list[tuple[str, str]],
+    odd: tuple[int, str] | None,
+    separator: str,
+    body: str,
+    body_charset: str,
+) -> None:
+    if odd is not None:  # a line the parser does not read as a header, or reads otherwise
+        headers.insert(odd[0], (odd[1], "\r\n"))
+    block = "".join(line + end for line, end in headers).encode("utf-8")
+    raw = block + separator.encode() + body.encode(body_charset, errors="replace")
+    direct = _single_part_text(raw, header_end(raw))
+    event("read directly" if direct is not None else "by the email package")
+    if direct is not None:
+        assert direct == text_of(email.message_from_bytes(raw, policy=email.policy.compat32))
+
+
+def test_the_common_message_is_read_directly() -> None:
+    raw = (
+        b"From: Bench Shop <news@example.com>\nSubject: News\nMIME-Version: 1.0\n"
+        b"Content-Type: text/plain; charset=utf-8\nX-Note: a\n  folded value\n\nHello Ann,\n"
+    )
+    assert _single_part_text(raw, header_end(raw)) == "Hello Ann,\n"
+    assert content_hash(raw) == content_hash(raw, Headers.parse(raw[: header_end(raw)]))
+    encoded = raw.replace(b"MIME-Version", b"Content-Transfer-Encoding: base64\nMIME-Version")
+    assert _single_part_text(encoded, header_end(encoded)) is None
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    subject=st.text(max_size=30),
+    text=st.lists(
+        st.sampled_from([" ", "\t", "\n", "\x1c", "\x85", "\xa0", "\u2028", "\u3000", "<b>", "://"])
+        | st.characters(),
+        max_size=80,
+    ).map("".join),
+)
+def test_normalise_spaces_as_the_regular_expression_did(subject: str, text: str) -> None:
+    # Before: the whitespace runs of the NFC text were replaced by `\s+`, then stripped.
+    body = content._TAGS.sub(
+        " ", content._URL.sub(content._strip_tracking, content._GREETING.sub("", text))
+    )
+    joined = unicodedata.normalize("NFC", f"{subject}\n{body}")
+    assert normalise(subject, text) == re.sub(r"\s+", " ", joined).strip().lower()

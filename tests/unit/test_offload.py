@@ -28,8 +28,13 @@ def _stop_workers() -> Iterator[None]:
 
 
 def offer(size: int) -> bytes:
+    # Quoted-printable: a message the `email` parser reads (a plain one without a transfer
+    # encoding is fingerprinted without it, cheaply, wherever it runs).
     line = b"Get your free offer at https://shop.example/x?utm_source=mail now \r\n"
-    return b"Subject: Offer\r\nContent-Type: text/plain\r\n\r\n" + line * (size // len(line))
+    head = b"Subject: Offer\r\nContent-Type: text/plain\r\n"
+    return (
+        head + b"Content-Transfer-Encoding: quoted-printable\r\n\r\n" + line * (size // len(line))
+    )
 
 
 async def test_small_work_stays_here_and_large_work_goes_to_a_worker() -> None:

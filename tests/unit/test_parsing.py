@@ -159,6 +159,12 @@ def test_headers_parse_unfolds_and_decodes() -> None:
     assert headers.get("X-SENDGUARD-REQUIRES") == "meeting:1:status=completed, deal:9:stage=won"
     assert headers.get_all("to") == ["b@example.org"]
     assert headers.get("missing") is None
+    repeated = Headers.parse(b"Received: one\r\nreceived: two\r\n\tfolded\r\nX: y\r\n")
+    assert repeated.get("RECEIVED") == "one"
+    assert repeated.get_all("Received") == ["one", "two folded"]
+    repeated.get_all("received").clear()  # a copy: the headers stay as they are
+    assert repeated.get_all("received") == ["one", "two folded"]
+    assert repeated == Headers((("Received", "one"), ("received", "two folded"), ("X", "y")))
 
 
 def test_read_fields_from_headers() -> None:
