@@ -8,7 +8,6 @@ concurrent messages to one person are judged one after the other and caps hold.
 
 from __future__ import annotations
 
-import email.utils
 import socket
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -27,6 +26,7 @@ from sendguard.fields import FieldOverrides, read_fields
 from sendguard.headers import (
     Headers,
     Trace,
+    format_date,
     header_end,
     received_line,
     stamp,
@@ -165,7 +165,7 @@ class Intake:
             fingerprint = await in_process(len(content), content_hash, content)
         now = self._clock.now()
         message_id = new_id()
-        date = email.utils.format_datetime(now)
+        date = format_date(now)
         received = None
         if trace is not None:
             received = received_line(
