@@ -100,6 +100,8 @@ class Metrics:
         (PROMETHEUS_MULTIPROC_DIR, which prometheus-client read when imported); None for
         one process."""
         self.registry = CollectorRegistry(auto_describe=True)
+        self._received: dict[str, Counter] = {}
+        self._timers: dict[str, Histogram] = {}
         r = self.registry
         self.messages_received = Counter(
             "sendguard_messages_received",
@@ -243,6 +245,21 @@ class Metrics:
                 self.review_notifications.labels(channel, outcome_)
         for ingress in ("smtp", "http"):  # the two ingresses that time their replies
             self.ingress_duration.labels(ingress=ingress)
+
+    def received(self, ingress: str) -> Counter:
+        """`messages_received{ingress}`, the child kept: `labels()` validates and looks up the
+        labels under a lock (~10 µs here), and this counts every accepted message."""
+        child = self._received.get(ingress)
+        if child is None:
+            child = self._received[ingress] = self.messages_received.labels(ingress=ingress)
+        return child
+
+    def ingress_timer(self, ingress: str) -> Histogram:
+        """`ingress_duration_seconds{ingress}`, the child kept (as `received`)."""
+        child = self._timers.get(ingress)
+        if child is None:
+            child = self._timers[ingress] = self.ingress_duration.labels(ingress=ingress)
+        return child
 
     def expect_policies(self, policies: Iterable[tuple[str, str]]) -> None:
         """Create every series of these (policy name, mode) pairs: a verdict of each kind,

@@ -220,9 +220,9 @@ async def _read_send(
 ) -> tuple[bytes, str, list[str], FieldOverrides, str | None]:
     """The message, sender, recipients and field overrides of a send request, and the
     message's fingerprint when building it gave it."""
-    overrides = FieldOverrides()
     fingerprint = None
     if request.content_type == "message/rfc822":
+        overrides = FieldOverrides()
         raw = await request.read()
         if not raw.strip():
             raise BadRequest("the message is empty", "body")
@@ -325,7 +325,7 @@ async def _send(request: web.Request) -> web.Response:
             return web.Response(status=202, body=replayed, content_type="application/json")
         raise
     finally:
-        ctx.metrics.ingress_duration.labels(ingress="http").observe(monotonic() - started)
+        ctx.metrics.ingress_timer("http").observe(monotonic() - started)
     return web.Response(status=202, body=accepted_body(accepted), content_type="application/json")
 
 
