@@ -216,7 +216,7 @@ class Intake:
                     fingerprint=idempotency.fingerprint,
                 )
             await self._store.add_message(message, content, decided, record, esp_request)
-        self._metrics.received(ingress).inc()
+        self._metrics.kept(self._metrics.messages_received, ingress).inc()
         if any(d.state is DeliveryState.QUEUED for d in decided):
             self._on_queued()
         log.info("accepted", ingress=ingress, recipients=len(decided), size=message.size)

@@ -20,6 +20,7 @@ import platform
 import warnings
 from collections.abc import Iterable
 from pathlib import Path
+from typing import TypeVar, cast
 
 from prometheus_client import (
     CollectorRegistry,
@@ -30,6 +31,7 @@ from prometheus_client import (
     generate_latest,
 )
 from prometheus_client.gc_collector import GCCollector
+from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.metrics_core import Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.platform_collector import PlatformCollector
@@ -39,6 +41,8 @@ from prometheus_client.registry import Collector
 from sendguard import __version__
 from sendguard.message import DeliveryState
 from sendguard.verdict import Action
+
+M = TypeVar("M", bound=MetricWrapperBase)
 
 # `*_created` series double the exposition for no use here.
 disable_created_metrics()  # type: ignore[no-untyped-call]
@@ -100,8 +104,7 @@ class Metrics:
         (PROMETHEUS_MULTIPROC_DIR, which prometheus-client read when imported); None for
         one process."""
         self.registry = CollectorRegistry(auto_describe=True)
-        self._received: dict[str, Counter] = {}
-        self._timers: dict[str, Histogram] = {}
+        self._children: dict[tuple[int, tuple[str, ...]], MetricWrapperBase] = {}
         r = self.registry
         self.messages_received = Counter(
             "sendguard_messages_received",
@@ -246,20 +249,15 @@ class Metrics:
         for ingress in ("smtp", "http"):  # the two ingresses that time their replies
             self.ingress_duration.labels(ingress=ingress)
 
-    def received(self, ingress: str) -> Counter:
-        """`messages_received{ingress}`, the child kept: `labels()` validates and looks up the
-        labels under a lock (~10 µs here), and this counts every accepted message."""
-        child = self._received.get(ingress)
+    def kept(self, family: M, *values: str) -> M:
+        """`family.labels(*values)`, the child kept after the first call: `labels()` checks
+        and looks up the values under a lock (~10 µs on the build machine), and the ingresses
+        and the dispatcher count or time every message."""
+        key = (id(family), values)
+        child = self._children.get(key)
         if child is None:
-            child = self._received[ingress] = self.messages_received.labels(ingress=ingress)
-        return child
-
-    def ingress_timer(self, ingress: str) -> Histogram:
-        """`ingress_duration_seconds{ingress}`, the child kept (as `received`)."""
-        child = self._timers.get(ingress)
-        if child is None:
-            child = self._timers[ingress] = self.ingress_duration.labels(ingress=ingress)
-        return child
+            child = self._children[key] = family.labels(*values)
+        return cast(M, child)
 
     def expect_policies(self, policies: Iterable[tuple[str, str]]) -> None:
         """Create every series of these (policy name, mode) pairs: a verdict of each kind,

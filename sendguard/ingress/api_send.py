@@ -325,7 +325,7 @@ async def _send(request: web.Request) -> web.Response:
             return web.Response(status=202, body=replayed, content_type="application/json")
         raise
     finally:
-        ctx.metrics.ingress_timer("http").observe(monotonic() - started)
+        ctx.metrics.kept(ctx.metrics.ingress_duration, "http").observe(monotonic() - started)
     return web.Response(status=202, body=accepted_body(accepted), content_type="application/json")
 
 
