@@ -7,9 +7,11 @@ never parsed on the hot path.
 from __future__ import annotations
 
 import email.header
+import email.utils
 import functools
 import re
 from dataclasses import dataclass
+from datetime import datetime
 
 SENDGUARD_PREFIX = b"x-sendguard-"
 BLIND_HEADERS = (b"bcc:", b"resent-bcc:")
@@ -60,13 +62,14 @@ class Headers:
         """Read the headers of a header block; values are unfolded, RFC 2047 words decoded."""
         items: list[tuple[str, str]] = []
         for lines in _header_lines(block):
-            text = b"".join(lines).decode("utf-8", errors="replace")
+            text = (lines[0] if len(lines) == 1 else b"".join(lines)).decode("utf-8", "replace")
             name, colon, value = text.partition(":")
-            if not colon or not name.strip() or " " in name.strip():
+            name = name.strip()
+            if not colon or not name or " " in name:
                 continue  # not a header line; a lenient reader skips it like MUAs do
-            # One line has no fold to undo (its own line break is stripped).
-            unfolded = _FOLD.sub(" ", value).strip() if len(lines) > 1 else value.strip()
-            items.append((name.strip(), _decode_words(unfolded)))
+            if len(lines) > 1:  # one line has no line break inside to unfold
+                value = _FOLD.sub(" ", value)
+            items.append((name, _decode_words(value.strip())))
         return cls(tuple(items))
 
     @functools.cached_property
@@ -134,6 +137,25 @@ def _name(line: bytes) -> bytes:
     """A header line's name and colon, lower-cased, without blanks before the colon."""
     name, colon, _ = line.partition(b":")
     return name.strip().lower() + colon
+
+
+_DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+_DATE = "%s, %02d %s %04d %02d:%02d:%02d %s%02d%02d"
+
+
+def format_date(at: datetime) -> str:
+    """`at` as a `Date:` header value (RFC 5322 3.3), as `email.utils.format_datetime` writes
+    it, in half its time (it calls `strftime`): every message gets one or two."""
+    offset = at.utcoffset()
+    if offset is None or offset.microseconds or offset.seconds % 60:
+        return email.utils.format_datetime(at)  # naive, or an offset of odd seconds
+    minutes = offset.days * 1440 + offset.seconds // 60
+    sign = "-" if minutes < 0 else "+"
+    hours, minutes = divmod(abs(minutes), 60)
+    day, month = _DAYS[at.weekday()], _MONTHS[at.month - 1]
+    fields = (day, at.day, month, at.year, at.hour, at.minute, at.second, sign, hours, minutes)
+    return _DATE % fields  # %-formatting: quicker than an f-string with ten format specs
 
 
 @dataclass(frozen=True)

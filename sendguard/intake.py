@@ -8,7 +8,6 @@ concurrent messages to one person are judged one after the other and caps hold.
 
 from __future__ import annotations
 
-import email.utils
 import functools
 import socket
 from collections.abc import Callable, Mapping, Sequence
@@ -28,6 +27,7 @@ from sendguard.fields import FieldOverrides, read_fields
 from sendguard.headers import (
     Headers,
     Trace,
+    format_date,
     header_end,
     received_line,
     stamp,
@@ -169,7 +169,7 @@ class Intake:
             )
         now = self._clock.now()
         message_id = new_id()
-        date = email.utils.format_datetime(now)
+        date = format_date(now)
         received = None
         if trace is not None:
             received = received_line(
@@ -220,7 +220,7 @@ class Intake:
                     fingerprint=idempotency.fingerprint,
                 )
             await self._store.add_message(message, content, decided, record, esp_request)
-        self._metrics.messages_received.labels(ingress=ingress).inc()
+        self._metrics.kept(self._metrics.messages_received, ingress).inc()
         if any(d.state is DeliveryState.QUEUED for d in decided):
             self._on_queued()
         log.info("accepted", ingress=ingress, recipients=len(decided), size=message.size)

@@ -309,7 +309,8 @@ class Dispatcher:
             reason = f"unexpected {type(exc).__name__}: {exc}"
             await self._record(started, lambda: self._retry_later(delivery, reason))
         else:
-            self._metrics.upstream_duration.labels(upstream=label).observe(monotonic() - started)
+            timer = self._metrics.kept(self._metrics.upstream_duration, label)
+            timer.observe(monotonic() - started)
             accepted = (
                 f"upstream accepted ({label}: the {request.esp} request passed through)"
                 if passing is not None and request is not None
@@ -462,5 +463,5 @@ class Dispatcher:
                 error=error,
             ),
         )
-        self._metrics.deliveries_outcomes.labels(outcome=state.value).inc()
+        self._metrics.kept(self._metrics.deliveries_outcomes, state.value).inc()
         log.info("finished", state=state.value, recipient=delivery.recipient, reason=reason)

@@ -27,7 +27,7 @@ from sendguard.content import MAX_TEXT, part_text, text_hash
 from sendguard.deliveries import DeliveryQuery
 from sendguard.errors import Conflict, IdempotencyKeyReused, InvalidMessage
 from sendguard.fields import FieldOverrides, parse_time
-from sendguard.headers import Headers, Trace, header_end
+from sendguard.headers import Headers, Trace, format_date, header_end
 from sendguard.ingress.http_context import api, identity
 from sendguard.ingress.payloads import (
     BadRequest,
@@ -93,8 +93,18 @@ def _text_part(text: str, subtype: str) -> MIMEText:
     return MIMEText(text, subtype, _UTF8_QP)  # type: ignore[arg-type]
 
 
-_PLAIN_VALUE = re.compile(r"(?:[\x21-\x7e]+(?: [\x21-\x7e]+)*)?")
-"""A header value the email package writes as it is: printable ASCII words, single spaces."""
+def _plain_value(value: str) -> bool:
+    """A header value the email package writes as it is: printable ASCII words, single spaces
+    (what `[!-~]+( [!-~]+)*` matches, or empty), checked without a regular expression."""
+    return (
+        value.isascii()
+        and value.isprintable()
+        and "  " not in value
+        and not value.startswith(" ")
+        and not value.endswith(" ")
+    )
+
+
 _LINE_BREAKS = re.compile(r"\r\n|\r|\n")
 _FOLD_AT = 78
 """compat32 folds a header line longer than this."""
@@ -134,13 +144,13 @@ def _single_part(payload: SendPayload, now: datetime) -> Built | None:
         headers.append(("Cc", ", ".join(payload.cc)))
     headers += [
         ("Subject", payload.subject),
-        ("Date", email.utils.format_datetime(now)),
+        ("Date", format_date(now)),
         ("Message-ID", email.utils.make_msgid(domain=payload.from_.rpartition("@")[2] or None)),
         *payload.headers.items(),
     ]
     lines = []
     for name, value in headers:
-        if len(name) + 2 + len(value) > _FOLD_AT or not _PLAIN_VALUE.fullmatch(value):
+        if len(name) + 2 + len(value) > _FOLD_AT or not _plain_value(value):
             return None
         lines.append(f"{name}: {value}\r\n")
     lines.append("\r\n")
@@ -183,7 +193,7 @@ def build_mime_objects(payload: SendPayload, now: datetime) -> bytes:
     if payload.cc:
         msg["Cc"] = ", ".join(payload.cc)
     msg["Subject"] = _header_value(payload.subject)
-    msg["Date"] = email.utils.format_datetime(now)
+    msg["Date"] = format_date(now)
     msg["Message-ID"] = email.utils.make_msgid(domain=payload.from_.rpartition("@")[2] or None)
     for name, value in payload.headers.items():
         if name.lower() in _RESERVED:
@@ -210,9 +220,9 @@ async def _read_send(
 ) -> tuple[bytes, str, list[str], FieldOverrides, str | None]:
     """The message, sender, recipients and field overrides of a send request, and the
     message's fingerprint when building it gave it."""
-    overrides = FieldOverrides()
     fingerprint = None
     if request.content_type == "message/rfc822":
+        overrides = FieldOverrides()
         raw = await request.read()
         if not raw.strip():
             raise BadRequest("the message is empty", "body")
@@ -315,7 +325,7 @@ async def _send(request: web.Request) -> web.Response:
             return web.Response(status=202, body=replayed, content_type="application/json")
         raise
     finally:
-        ctx.metrics.ingress_duration.labels(ingress="http").observe(monotonic() - started)
+        ctx.metrics.kept(ctx.metrics.ingress_duration, "http").observe(monotonic() - started)
     return web.Response(status=202, body=accepted_body(accepted), content_type="application/json")
 
 

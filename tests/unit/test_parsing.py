@@ -2,20 +2,23 @@
 
 from __future__ import annotations
 
+import email.utils
 import itertools
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
+from sendguard import address as address_module
 from sendguard.address import domain_of, recipient_key, validate_address
 from sendguard.duration import format_duration, parse_duration
 from sendguard.errors import InvalidAddress, InvalidMessage
 from sendguard.fields import DEFAULT_SOURCES, parse_requirement, read_fields
 from sendguard.headers import (
     Headers,
+    format_date,
     header_end,
     split_message,
     stamp,
@@ -107,6 +110,78 @@ def test_invalid_addresses_are_refused(address: str) -> None:
         validate_address(address)
 
 
+_ATEXT = "abcXYZ019!#$%&'*+/=?^_`{|}~-"
+_LOCALS = st.lists(
+    st.text(_ATEXT + ' ."@\\<>()[],;:äß\u200b\x00', min_size=0, max_size=6)
+    | st.sampled_from(["a" * 64, "b" * 65, "info", "x"]),
+    min_size=1,
+    max_size=4,
+).map(".".join)
+_SPECIAL_LABELS = [
+    "xn--bcher-kva",
+    "XN--zz",
+    "ab--c",
+    "a--b",
+    "abc--d",
+    "arpa",
+    "local",
+    "Test",
+    "invalid",
+    "localhost",
+    "onion",
+    "home",
+    "example",
+    "com",
+    "org",
+    "c0m",
+    "1",
+    "_",
+    "[1.2.3.4]",
+    "ä",
+    "ex\u00adample",
+    "b\u200bc",
+    " ",
+    "d" * 63,
+    "e" * 64,
+]
+_LABELS = st.text("aZ09-", min_size=0, max_size=5) | st.sampled_from(_SPECIAL_LABELS)
+_DOMAINS = st.lists(_LABELS, min_size=1, max_size=5).map(".".join)
+
+
+def _accepted_in_full(address: str) -> bool:
+    try:
+        address_module._validate_in_full(address)
+    except InvalidAddress:
+        return False
+    return True
+
+
+@settings(max_examples=3000)
+@given(_LOCALS, _DOMAINS)
+@example("a" * 64, "example.org")
+@example("a" * 65, "example.org")
+@example("a", ".".join(["d" * 63] * 3) + ".org")
+@example("a", ".".join(["d" * 63] * 4))
+@example("a", "e" * 64 + ".org")
+@example("a", "sub.home.arpa")
+@example("a", "x.test")
+@example("a", "x.Onion")
+def test_the_plain_address_shortcut_judges_as_email_validator(local: str, domain: str) -> None:
+    """validate_address takes plain ASCII addresses without email-validator: every address it
+    takes so must be one email-validator accepts with the same options."""
+    address = f"{local}@{domain}"
+    if address_module._plainly_valid(address):
+        assert _accepted_in_full(address), address
+
+
+@pytest.mark.parametrize(
+    "address", ["news@example.com", "h1-22@example.org", "First.Last+x@Sub-1.Example.CO.uk"]
+)
+def test_common_addresses_take_the_shortcut(address: str) -> None:
+    assert address_module._plainly_valid(address)
+    assert _accepted_in_full(address)
+
+
 def test_recipient_key_and_domain() -> None:
     assert recipient_key("Ann@Example.ORG") == "ann@example.org"
     assert domain_of("Ann@Example.ORG") == "example.org"
@@ -165,6 +240,39 @@ def test_headers_parse_unfolds_and_decodes() -> None:
     repeated.get_all("received").clear()  # a copy: the headers stay as they are
     assert repeated.get_all("received") == ["one", "two folded"]
     assert repeated == Headers((("Received", "one"), ("received", "two folded"), ("X", "y")))
+
+
+@pytest.mark.parametrize(
+    ("block", "items"),
+    [
+        (b"Subject: plain\r\n", [("Subject", "plain")]),
+        (b"Subject:  padded \t\r\n", [("Subject", "padded")]),
+        (b"Subject: bare lf\nTo: x@e.org\n", [("Subject", "bare lf"), ("To", "x@e.org")]),
+        (b"Subject: cr only\rTo: y@e.org\r", [("Subject", "cr only"), ("To", "y@e.org")]),
+        (b"Subject: folded\r\n\tonce\r\n  twice\r\n", [("Subject", "folded once twice")]),
+        (b"Subject: a\r\n \r\nTo: b\r\n", [("Subject", "a"), ("To", "b")]),
+        (b"Bad Name: x\r\n: no name\r\nno colon\r\nX-Ok: \xff\r\n", [("X-Ok", "\ufffd")]),
+        (b" leading continuation\r\nSubject: x\r\n", [("Subject", "x")]),
+    ],
+)
+def test_headers_parse_reads_each_kind_of_line(block: bytes, items: list[tuple[str, str]]) -> None:
+    """Single lines are read without the unfolding pass; folded ones with it: both as before."""
+    assert list(Headers.parse(block).items) == items
+
+
+@given(
+    st.datetimes(timezones=st.none() | st.timezones()),
+    st.integers(min_value=-86399, max_value=86399).map(lambda s: timezone(timedelta(seconds=s))),
+    st.booleans(),
+)
+@example(datetime(1, 1, 1), UTC, True)
+@example(datetime(9999, 12, 31, 23, 59, 59), timezone(timedelta(hours=-23, minutes=-59)), True)
+def test_format_date_writes_what_the_email_package_writes(
+    at: datetime, zone: timezone, fixed: bool
+) -> None:
+    if fixed and at.tzinfo is None:
+        at = at.replace(tzinfo=zone)
+    assert format_date(at) == email.utils.format_datetime(at)
 
 
 def test_read_fields_from_headers() -> None:
