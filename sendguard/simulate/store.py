@@ -29,6 +29,7 @@ from __future__ import annotations
 import sqlite3
 from bisect import bisect_left, insort_right
 from collections.abc import Coroutine, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -51,11 +52,10 @@ from sendguard.events import Event, event_type
 from sendguard.facts import Fact
 from sendguard.message import Delivery, DeliveryState, Message, MessageClass, Transition
 from sendguard.pruning import PruneCutoffs
-from sendguard.recipient import RecipientReads
+from sendguard.recipient import TIMEZONE_FACT, RecipientReads
 from sendguard.reports import ShadowTally
 from sendguard.review_queue import Edit, HeldQuery, HeldQueue
 from sendguard.store import codec
-from sendguard.store.base import Store
 from sendguard.store.sql_store import (
     DELIVERY_INSERT_COLUMNS,
     DUE_STATES,
@@ -105,6 +105,19 @@ _STATE, _UPDATED_AT, _DUE_AT, _HOLD_ORIGIN, _ATTEMPTS, _FIRST_ATTEMPT_AT = (
     _HELD_COLUMNS.index(name)
     for name in ("state", "updated_at", "due_at", "hold_origin", "attempts", "first_attempt_at")
 )
+
+
+class _Unlocked:
+    """A lock nobody else takes."""
+
+    async def __aenter__(self) -> None:
+        return None
+
+    async def __aexit__(self, *exc: object) -> None:
+        return None
+
+
+_UNLOCKED = _Unlocked()
 
 
 class _Statements:
@@ -183,6 +196,7 @@ class ReplayStore(SQLiteStore):
         self._batch = batch
         self._held: _Held | None = None
         self._holding = False  # `_write` keeps the job's statements in `_held.later`
+        self._stored_due: tuple[int, datetime | None] | None = None  # (at writes, SQL's answer)
         self._kept = True
         """False once something the copy does not follow happened: read SQL."""
         self._history: dict[str, list[_Reserved]] = {}  # by recipient key, oldest first
@@ -215,6 +229,12 @@ class ReplayStore(SQLiteStore):
 
         if await self._db.read(job):  # not a fresh database: the copy would miss its records
             self._forget()
+
+    def lock_recipients(self, recipients: Sequence[str]) -> AbstractAsyncContextManager[None]:
+        # A replay is one caller that finishes each message and each due delivery before it
+        # starts the next: there is nobody to exclude.
+        del recipients
+        return _UNLOCKED
 
     # writes held back -------------------------------------------------------------------------
     def _may_hold(self) -> bool:
@@ -453,9 +473,12 @@ class ReplayStore(SQLiteStore):
 
     async def next_due_at(self) -> datetime | None:
         # Held-back rows are not in SQLite yet, and change no row that is: the earliest due
-        # time is the earlier of SQL's and theirs.
-        with self._scratch.past_deferred():
-            stored = await super().next_due_at()
+        # time is the earlier of SQL's and theirs. SQL's changes only with a write.
+        writes = self._scratch.writes
+        if self._stored_due is None or self._stored_due[0] != writes:
+            with self._scratch.past_deferred():
+                self._stored_due = (writes, await super().next_due_at())
+        stored = self._stored_due[1]
         held = self._held
         if held is None or not held.due:
             return stored
@@ -474,8 +497,13 @@ class ReplayStore(SQLiteStore):
     ) -> Sequence[HistoryEntry]:
         if not self._kept:
             return await super().history(recipient, since, campaign=campaign)
+        return self._kept_history(recipient_key(recipient), since, campaign)
+
+    def _kept_history(
+        self, key: str, since: datetime, campaign: str | None = None
+    ) -> list[HistoryEntry]:
         self.memory_reads += 1
-        rows = self._history.get(recipient_key(recipient), [])
+        rows = self._history.get(key, [])
         sent = self._sent
         return [
             HistoryEntry(
@@ -527,8 +555,11 @@ class ReplayStore(SQLiteStore):
     async def events(self, recipient: str, since: datetime | None = None) -> Sequence[Event]:
         if not self._kept:
             return await super().events(recipient, since)
+        return self._kept_events(recipient_key(recipient), since)
+
+    def _kept_events(self, key: str, since: datetime | None) -> list[Event]:
         self.memory_reads += 1
-        rows = self._events.get(recipient_key(recipient), [])
+        rows = self._events.get(key, [])
         start = bisect_left(rows, _stored(since) if since else _EPOCH, key=lambda e: e.at)
         return rows[start:]
 
@@ -543,10 +574,15 @@ class ReplayStore(SQLiteStore):
             return await super().recipient_reads(
                 recipient, history_since=history_since, events_since=events_since
             )
-        # The contract's way, one read at a time: here each is a look-up in memory, cheaper
-        # than the SQL backends' one statement.
-        return await Store.recipient_reads(
-            self, recipient, history_since=history_since, events_since=events_since
+        # What `history`, `events`, `get_suppression` and `get_fact` answer, from memory.
+        key = recipient_key(recipient)
+        self.memory_reads += 2  # no suppression; the time zone fact
+        zone = self._facts.get((TIMEZONE_FACT, codec.contact_key(key)))
+        return RecipientReads(
+            () if history_since is None else self._kept_history(key, history_since),
+            () if events_since is None else self._kept_events(key, events_since),
+            None,
+            None if zone is None else zone[1],
         )
 
     async def get_suppression(self, address: str) -> Suppression | None:

@@ -22,6 +22,7 @@ from sendguard.errors import Conflict
 from sendguard.events import Event, EventType
 from sendguard.facts import Fact
 from sendguard.message import DeliveryState, MessageClass
+from sendguard.recipient import RecipientReads
 from sendguard.simulate import replay as replay_module
 from sendguard.simulate.replay import Replay, Replayed
 from sendguard.simulate.source import Recorded, RecordedEvent, RecordedFact, RecordedMessage
@@ -45,7 +46,13 @@ class CheckedStore(ReplayStore):
     async def _both(self, name: str, *args: Any, **kwargs: Any) -> Any:
         memory = await getattr(ReplayStore, name)(self, *args, **kwargs)
         sql = await getattr(SQLiteStore, name)(self, *args, **kwargs)
-        same = list(memory) == list(sql) if isinstance(sql, list) else memory == sql
+        if isinstance(sql, RecipientReads):  # each kind as a list
+            mine, theirs = (
+                (list(r.history), list(r.events), r.suppression, r.timezone) for r in (memory, sql)
+            )
+            same = mine == theirs
+        else:
+            same = list(memory) == list(sql) if isinstance(sql, list) else memory == sql
         if not same:
             CheckedStore.mismatches.append((name, memory, sql))
         CheckedStore.checked += 1
@@ -84,6 +91,18 @@ class CheckedStore(ReplayStore):
 
     async def get_suppression(self, address: str) -> Suppression | None:
         result: Suppression | None = await self._both("get_suppression", address)
+        return result
+
+    async def recipient_reads(
+        self, recipient: str, *, history_since: datetime | None, events_since: datetime | None
+    ) -> RecipientReads:
+        result: RecipientReads = await self._both(
+            "recipient_reads", recipient, history_since=history_since, events_since=events_since
+        )
+        for history_from, events_from in ((None, None), (START, None), (None, START)):
+            await self._both(
+                "recipient_reads", recipient, history_since=history_from, events_since=events_from
+            )
         return result
 
     async def get_campaign(self, name: str) -> Campaign | None:
