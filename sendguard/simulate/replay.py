@@ -14,6 +14,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 
+from sendguard.address import remembering_valid_addresses
 from sendguard.config import Settings
 from sendguard.deliveries import Change
 from sendguard.engine import Engine, PolicyBinding
@@ -95,7 +96,7 @@ class Replay:
             try:
                 if not self._shortcuts:
                     return await self._replay(store, ordered, until, None)
-                with caching_messages() as cache:
+                with caching_messages() as cache, remembering_valid_addresses():
                     return await self._replay(store, ordered, until, cache)
             finally:
                 await store.close()

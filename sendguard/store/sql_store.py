@@ -62,6 +62,11 @@ from sendguard.suppressions import Suppression, SuppressionPage, SuppressionQuer
 from sendguard.verdict import Action, Decision, Mode
 
 T = TypeVar("T")
+DUE_STATES = frozenset(
+    {DeliveryState.QUEUED, DeliveryState.DELAYED, DeliveryState.DEFERRED, DeliveryState.HELD}
+)
+"""States in which a delivery is due at its `due_at`: `_DUE_STATES`, as Python sees them."""
+# As the partial index `deliveries_due` spells it (SQLite uses the index only for that text).
 _DUE_STATES = "('queued', 'delayed', 'deferred', 'held')"
 # Ids per `IN (...)` list: a whole page (500) in one statement, and far below the bound
 # parameters SQLite (32766) and PostgreSQL (32767) allow in one (even listed three times).
@@ -162,6 +167,90 @@ def _marks(count: int) -> str:
     return ",".join("?" * count)
 
 
+MESSAGE_INSERT = (
+    "INSERT INTO messages (id, received_at, ingress, mail_from, recipients, headers, fields,"
+    " campaign, class, size, content_hash, content, offer, smtputf8, body_8bit)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+"""A message's row, with `message_values` (`add_message`)."""
+
+
+def message_values(message: Message, content: bytes, now: int) -> tuple[Any, ...]:
+    """The values of MESSAGE_INSERT for `message`, received at `now` (microseconds)."""
+    fields = message.fields
+    return (
+        message.id,
+        now,
+        message.ingress,
+        message.mail_from,
+        json.dumps(message.recipients, ensure_ascii=False),
+        codec.dump_headers(message.headers),
+        codec.dump_fields(fields),
+        fields.campaign,
+        fields.message_class.value,
+        message.size,
+        message.content_hash,
+        content,
+        fields.offer,
+        int(message.smtputf8),
+        int(message.body_8bit),
+    )
+
+
+REQUIREMENT_INSERT = "INSERT INTO requirements (message_id, key) VALUES (?, ?)"
+"""One fact key a message's premises name (`premise_keys`), so the fact wakes it."""
+
+
+def premise_keys(message: Message) -> list[str]:
+    """The fact keys `message`'s premises name, each once, sorted."""
+    fields = message.fields
+    return sorted({r.key for r in (*fields.requires, *fields.unless)})
+
+
+DELIVERY_INSERT_COLUMNS = (
+    "id",
+    "message_id",
+    "recipient",
+    "recipient_key",
+    "domain",
+    "campaign",
+    "state",
+    "created_at",
+    "updated_at",
+    "due_at",
+    "hold_origin",
+    "first_state",
+    "first_reason",
+    "first_outcomes",
+)
+"""The columns a new delivery's row is written with (`delivery_values`); the rest take
+their defaults."""
+_DELIVERY_INSERT = f"INSERT INTO deliveries ({', '.join(DELIVERY_INSERT_COLUMNS)}) VALUES "
+_DELIVERY_MARKS = f"({', '.join('?' * len(DELIVERY_INSERT_COLUMNS))})"
+
+
+def delivery_values(message: Message, new: NewDelivery, now: int) -> tuple[Any, ...]:
+    """The values of DELIVERY_INSERT_COLUMNS for `new`, a delivery of `message` decided at
+    intake at `now` (microseconds); its first transition is kept on the row."""
+    state = new.state.value
+    return (
+        new.id,
+        message.id,
+        new.recipient,
+        recipient_key(new.recipient),
+        domain_of(new.recipient),
+        message.fields.campaign,
+        state,
+        now,
+        now,
+        codec.micros(new.due_at),
+        new.hold_origin if new.state is DeliveryState.HELD else None,
+        state,
+        new.reason,
+        codec.dump_outcomes(new.decision.outcomes),
+    )
+
+
 class SqlStore(Store):
     """Every contract operation; a backend supplies transactions, locks and lifecycle."""
 
@@ -240,68 +329,22 @@ class SqlStore(Store):
                     raise Conflict(f"idempotency key {idempotency.key!r} was used before")
             # The rest reads nothing and none reads what another writes: run together.
             writes = _Writes()
-            await writes.execute(
-                "INSERT INTO messages (id, received_at, ingress, mail_from, recipients, headers,"
-                " fields, campaign, class, size, content_hash, content, offer, smtputf8,"
-                " body_8bit) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    message.id,
-                    now,
-                    message.ingress,
-                    message.mail_from,
-                    json.dumps(message.recipients, ensure_ascii=False),
-                    codec.dump_headers(message.headers),
-                    codec.dump_fields(message.fields),
-                    message.fields.campaign,
-                    message.fields.message_class.value,
-                    message.size,
-                    message.content_hash,
-                    content,
-                    message.fields.offer,
-                    int(message.smtputf8),
-                    int(message.body_8bit),
-                ),
-            )
+            await writes.execute(MESSAGE_INSERT, message_values(message, content, now))
             if esp_request is not None:
                 await writes.execute(
                     "INSERT INTO esp_requests (message_id, esp, template, body)"
                     " VALUES (?, ?, ?, ?)",
                     (message.id, esp_request.esp, esp_request.template, esp_request.body),
                 )
-            premises = (*message.fields.requires, *message.fields.unless)
-            for key in sorted({r.key for r in premises}):
-                await writes.execute(
-                    "INSERT INTO requirements (message_id, key) VALUES (?, ?)", (message.id, key)
-                )
+            for key in premise_keys(message):
+                await writes.execute(REQUIREMENT_INSERT, (message.id, key))
             # Each table's rows of the message in one statement (per chunk of rows).
             for start in range(0, len(deliveries), _ROWS_PER_INSERT):
                 chunk = deliveries[start : start + _ROWS_PER_INSERT]
                 # The first transition is kept on the row (no transitions row).
                 await writes.execute(
-                    "INSERT INTO deliveries (id, message_id, recipient, recipient_key, domain,"
-                    " campaign, state, created_at, updated_at, due_at, hold_origin,"
-                    " first_state, first_reason, first_outcomes) VALUES "
-                    + ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"] * len(chunk)),
-                    [
-                        value
-                        for new in chunk
-                        for value in (
-                            new.id,
-                            message.id,
-                            new.recipient,
-                            recipient_key(new.recipient),
-                            domain_of(new.recipient),
-                            message.fields.campaign,
-                            new.state.value,
-                            now,
-                            now,
-                            codec.micros(new.due_at),
-                            new.hold_origin if new.state is DeliveryState.HELD else None,
-                            new.state.value,
-                            new.reason,
-                            codec.dump_outcomes(new.decision.outcomes),
-                        )
-                    ],
+                    _DELIVERY_INSERT + ", ".join([_DELIVERY_MARKS] * len(chunk)),
+                    [value for new in chunk for value in delivery_values(message, new, now)],
                 )
             for new in deliveries:
                 await self._record_decision(

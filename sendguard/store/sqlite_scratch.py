@@ -13,12 +13,17 @@ thread hops. A scratch store is deleted when the replay ends, so it needs none o
   a replay slowed down as its backlog grew; statistics measured early in a replay (all sent,
   nothing due yet) are worse still. The shape given: most deliveries are finished, few are due.
 Reads on the same connection see every write that has returned, as with the durable store.
+A store above may also hand it a write to run later (`defer`): the replay's store gathers the
+rows of many messages and writes them in one go. That write runs, in its own savepoint, before
+anything else uses the connection, so every read still sees it; only reads the caller knows it
+cannot change may pass before it (`past_deferred`).
 """
 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TypeVar
 
@@ -47,6 +52,8 @@ class ScratchDatabase:
         self.path = path
         self._conn: sqlite3.Connection | None = None
         self._uncommitted = 0
+        self._deferred: Callable[[sqlite3.Connection], int] | None = None
+        self._passing = 0  # > 0: reads pass the deferred write (`past_deferred`)
         self.writes = 0
         self.commits = 0
 
@@ -70,9 +77,15 @@ class ScratchDatabase:
 
     async def close(self) -> None:
         """Commit (so the file is whole for whoever looks at it before it goes) and close."""
-        conn, self._conn = self._conn, None
-        if conn is None:
+        if self._conn is None:
             return
+        try:
+            self._run_deferred(self._conn)
+        finally:
+            conn, self._conn = self._conn, None
+            self._commit_and_close(conn)
+
+    def _commit_and_close(self, conn: sqlite3.Connection) -> None:
         try:
             if conn.in_transaction:
                 conn.execute("COMMIT")
@@ -81,9 +94,39 @@ class ScratchDatabase:
             conn.close()
 
     def _open_conn(self) -> sqlite3.Connection:
-        if self._conn is None:
+        conn = self._conn
+        if conn is None:
             raise StoreUnavailable("store is closed")
-        return self._conn
+        if self._deferred is not None and not self._passing:
+            self._run_deferred(conn)
+        return conn
+
+    def defer(self, write: Callable[[sqlite3.Connection], int]) -> None:
+        """Run `write` before the connection is next used (or closed), in its own savepoint,
+        as one write job; it returns how many writes it stands for (the commit cadence counts
+        them). One deferred write at a time: gather into it until it runs."""
+        if self._deferred is not None:
+            raise RuntimeError("a deferred write is already waiting")
+        self._deferred = write
+
+    def settle(self) -> None:
+        """Run the deferred write now, if one waits."""
+        self._open_conn()
+
+    @contextmanager
+    def past_deferred(self) -> Iterator[None]:
+        """Within this block, use the connection without running the deferred write first:
+        only for reads the caller knows that write cannot change."""
+        self._passing += 1
+        try:
+            yield
+        finally:
+            self._passing -= 1
+
+    def _run_deferred(self, conn: sqlite3.Connection) -> None:
+        write, self._deferred = self._deferred, None
+        if write is not None:
+            self._wrote(conn, self._savepoint(conn, write))
 
     async def read(self, job: Callable[[sqlite3.Connection], T]) -> T:
         """Run a point read on the one connection."""
@@ -100,6 +143,12 @@ class ScratchDatabase:
     async def write(self, job: Callable[[sqlite3.Connection], T]) -> T:
         """Run a write job in its own savepoint; whatever it raises undoes it alone."""
         conn = self._open_conn()
+        result = self._savepoint(conn, job)
+        self._wrote(conn, 1)
+        return result
+
+    @staticmethod
+    def _savepoint(conn: sqlite3.Connection, job: Callable[[sqlite3.Connection], T]) -> T:
         conn.execute("SAVEPOINT job")
         try:
             result = job(conn)
@@ -108,11 +157,14 @@ class ScratchDatabase:
             conn.execute("RELEASE job")
             raise
         conn.execute("RELEASE job")
-        self.writes += 1
-        self._uncommitted += 1
+        return result
+
+    def _wrote(self, conn: sqlite3.Connection, writes: int) -> None:
+        """Count `writes` more; commit once there are COMMIT_EVERY uncommitted."""
+        self.writes += writes
+        self._uncommitted += writes
         if self._uncommitted >= COMMIT_EVERY:
             conn.execute("COMMIT")
             self.commits += 1
             self._uncommitted = 0
             conn.execute("BEGIN")
-        return result

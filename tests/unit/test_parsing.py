@@ -12,7 +12,12 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from sendguard import address as address_module
-from sendguard.address import domain_of, recipient_key, validate_address
+from sendguard.address import (
+    domain_of,
+    recipient_key,
+    remembering_valid_addresses,
+    validate_address,
+)
 from sendguard.duration import format_duration, parse_duration
 from sendguard.errors import InvalidAddress, InvalidMessage
 from sendguard.fields import DEFAULT_SOURCES, parse_requirement, read_fields
@@ -180,6 +185,28 @@ def test_the_plain_address_shortcut_judges_as_email_validator(local: str, domain
 def test_common_addresses_take_the_shortcut(address: str) -> None:
     assert address_module._plainly_valid(address)
     assert _accepted_in_full(address)
+
+
+def test_remembered_addresses_are_checked_once_and_invalid_ones_every_time(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    checked: list[str] = []
+    check = address_module._validate
+
+    def counting(address: str) -> str:
+        checked.append(address)
+        return check(address)
+
+    monkeypatch.setattr(address_module, "_validate", counting)
+    many = [f"person{n}@example.org" for n in range(3)]
+    with remembering_valid_addresses():
+        for _ in range(3):
+            assert [validate_address(a) for a in many] == many
+            with pytest.raises(InvalidAddress):
+                validate_address("ann@localhost")
+    assert checked == [*many, "ann@localhost", "ann@localhost", "ann@localhost"]
+    validate_address(many[0])  # outside the block: checked (its own cache aside)
+    assert checked[-1] == many[0]
 
 
 def test_recipient_key_and_domain() -> None:
