@@ -92,6 +92,9 @@ class ContextOptions(PolicyOptions):
     campaigns: dict[str, CampaignPremises] = Field(default_factory=dict)
 
 
+_NO_PREMISES = Verdict.forward("no premises")
+"""Verdicts are immutable: the common one is made once, not per delivery."""
+
 _THEN = {
     "forward": "it goes out if no fact came",
     "hold": "a person decides",
@@ -204,15 +207,18 @@ class ContextPolicy:
     async def evaluate(self, delivery: Delivery, ctx: PolicyContext) -> Verdict:
         if delivery.override_by is not None:
             return Verdict.forward(f"override by {delivery.override_by}: premises not checked")
-        stale = await self._stale(delivery, ctx)
-        if stale is not None:
-            return stale
-        campaign = self._campaigns.get(delivery.campaign or "")
         fields = delivery.message.fields
+        if fields.data_as_of is not None:
+            stale = await self._stale(delivery, ctx)
+            if stale is not None:
+                return stale
+        campaign = self._campaigns.get(delivery.campaign or "")
+        if campaign is None and not fields.requires and not fields.unless:
+            return _NO_PREMISES  # most mail
         requires = [*fields.requires, *(campaign.requires if campaign else ())]
         unless = [*fields.unless, *(campaign.unless if campaign else ())]
         if not requires and not unless:
-            return Verdict.forward("no premises")
+            return _NO_PREMISES
 
         options = self._options
         contact = recipient_key(delivery.recipient)

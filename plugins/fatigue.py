@@ -16,7 +16,7 @@ Events come from `POST /v1/events`.
 from __future__ import annotations
 
 import re
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import ClassVar
 
 from pydantic import BaseModel, Field, field_validator, model_validator
@@ -82,6 +82,9 @@ class FatiguePolicy:
     def __init__(self, options: FatigueOptions) -> None:
         self._options = options
         self._engagement = frozenset(options.engagement)
+        # A forward depends on the options, the count of unanswered mails (below
+        # `sunset_after`) and whether the person ever engaged: made once for each.
+        self._forwards: dict[tuple[int, bool], Verdict] = {}
 
     def lookback(self) -> Lookback:
         """Sends and events of the last `lookback`; custom engagement types are accepted."""
@@ -124,13 +127,17 @@ class FatiguePolicy:
                         f" {human_duration(options.throttle_window)}"
                     ),
                 )
-        return Verdict.forward(self._engaged_enough(quiet, since, engaged))
+        forward = self._forwards.get((quiet, engaged > since))
+        if forward is None:
+            forward = Verdict.forward(self._engaged_enough(quiet, engaged > since))
+            self._forwards[quiet, engaged > since] = forward
+        return forward
 
-    def _engaged_enough(self, quiet: int, since: datetime, engaged: datetime) -> str:
+    def _engaged_enough(self, quiet: int, engaged: bool) -> str:
         """Why a forward: how many mails went unanswered, and when throttling would begin."""
         options = self._options
         if quiet == 0:
-            if engaged > since:
+            if engaged:
                 return "engaged since the last message"
             return f"no marketing mail within the last {human_duration(options.lookback)} yet"
         unanswered = f"{quiet} message{'s' if quiet > 1 else ''} without engagement"

@@ -110,8 +110,8 @@ class FrequencyPolicy:
         self._options = options
         quiet = options.quiet_hours
         self._default_zone = ZoneInfo(quiet.default_timezone) if quiet else None
-        # A forward's reason depends on the options and the zone only: phrased once per zone.
-        self._rooms: dict[ZoneInfo | None, str] = {}
+        # A forward depends on the options and the zone only: made once per zone.
+        self._rooms: dict[ZoneInfo | None, Verdict] = {}
 
     def lookback(self) -> Lookback:
         """Sends within the longest cap window; a `timezone` fact (quiet hours) at any age."""
@@ -155,8 +155,8 @@ class FrequencyPolicy:
         if earliest <= ctx.now:
             room = self._rooms.get(zone)
             if room is None:
-                room = self._rooms[zone] = self._room(options, zone)
-            return Verdict.forward(room)
+                room = self._rooms[zone] = Verdict.forward(self._room(options, zone))
+            return room
         if earliest - ctx.now > options.max_delay:
             return Verdict.drop(
                 f"{why}; that is past max_delay {human_duration(options.max_delay)}"

@@ -27,6 +27,8 @@ from sendguard.policy import Lookback, PolicyContext, PolicyOptions
 from sendguard.verdict import Verdict
 
 MatchKey = Literal["offer", "content", "campaign"]
+_NOT_A_REPEAT = Verdict.forward("not a repeat")
+"""Verdicts are immutable: the common one is made once, not per delivery."""
 
 
 class RepetitionOptions(PolicyOptions):
@@ -76,7 +78,7 @@ class RepetitionPolicy:
                     f"already sent {repeat[0]} {repeat[1]} times within "
                     f"{human_duration(options.window)} (limit {options.limit})"
                 )
-        return Verdict.forward("not a repeat")
+        return _NOT_A_REPEAT
 
     def _repeat(
         self, key: MatchKey, delivery: Delivery, history: Sequence[HistoryEntry]

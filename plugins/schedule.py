@@ -11,6 +11,9 @@ from sendguard.phrasing import human_time
 from sendguard.policy import PolicyContext, PolicyOptions
 from sendguard.verdict import Verdict
 
+_NO_NOT_BEFORE = Verdict.forward("no Not-Before")
+"""Verdicts are immutable: the common one is made once, not per delivery."""
+
 
 class ScheduleOptions(PolicyOptions):
     """The schedule policy has no options yet."""
@@ -30,5 +33,5 @@ class SchedulePolicy:
             zone = await ctx.recipient_zone(delivery)
             return Verdict.delay(not_before, f"not before {human_time(not_before, zone)}")
         if not_before is None:
-            return Verdict.forward("no Not-Before")
+            return _NO_NOT_BEFORE
         return Verdict.forward(f"Not-Before {human_time(not_before)} has passed")

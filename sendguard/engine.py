@@ -199,6 +199,15 @@ class _Meter:
         self.verdicts = {a: metrics.decisions.labels(name, a.value, mode.value) for a in Action}
 
 
+def _count(runs: Sequence[tuple[PolicyBinding, _Meter]], outcomes: Sequence[PolicyOutcome]) -> None:
+    """Each policy's duration, verdict and error in its metrics."""
+    for (_, meter), outcome in zip(runs, outcomes, strict=True):
+        meter.duration.observe(outcome.seconds)
+        meter.verdicts[outcome.verdict.action].inc()
+        if outcome.error is not None:
+            meter.errors.inc()
+
+
 class Engine:
     """Runs the configured policies for deliveries."""
 
@@ -278,18 +287,26 @@ class Engine:
         # One clock read between two policies: the end of one is the start of the next.
         started = monotonic()
         for binding, _ in runs:
-            verdict, error = await self._judge(binding, delivery, ctx)
+            # Run the policy's coroutine directly: most answer without suspending (see
+            # `_finish`), and then no coroutine of the engine's own is made for it.
+            try:
+                coroutine = binding.policy.evaluate(delivery, ctx)
+                pending = coroutine.send(None)
+            except StopIteration as done:
+                verdict, error = done.value, None
+                if verdict.__class__ is not Verdict:  # rare: checked again, slowly
+                    verdict, error = self._checked(binding, delivery, verdict)
+            except Exception as exc:  # noqa: BLE001 - a plugin's bug must not take the ingress down (logged by _fault)
+                verdict, error = self._fault(binding, delivery, exc)
+            else:
+                verdict, error = await self._suspended(binding, delivery, coroutine, pending)
             ended = monotonic()
             outcomes.append(
                 PolicyOutcome(binding.name, verdict, binding.mode, error, ended - started)
             )
             started = ended
         if self._record:
-            for (_, meter), outcome in zip(runs, outcomes, strict=True):
-                meter.duration.observe(outcome.seconds)
-                meter.verdicts[outcome.verdict.action].inc()
-                if outcome.error is not None:
-                    meter.errors.inc()
+            _count(runs, outcomes)
         if delivery.campaign is not None:
             # The kill switch is part of the core, not a policy: it holds whatever the config.
             campaign = await ctx.campaign(delivery.campaign)
@@ -304,47 +321,67 @@ class Engine:
             )
             outcomes.append(PolicyOutcome(GLOBAL_PAUSE, Verdict.hold(reason)))
         decision = Decision.of(outcomes)
-        if self._record and log.is_enabled_for(logging.INFO):  # nothing built when off
-            verdict = decision.verdict
-            log.info(
-                "decision",
-                message_id=delivery.message.id,
-                delivery_id=delivery.id,
-                recipient=delivery.recipient,
-                verdict=verdict.action.value,
-                reason=decision.explanation,
-                until=verdict.until.isoformat() if verdict.until else None,
-                shadow=[
-                    f"{o.policy}={o.verdict.action.value}"
-                    for o in outcomes
-                    if o.mode is Mode.SHADOW
-                ]
-                or None,
-            )
+        if self._record:
+            # The bound logger once (the module's lazy proxy assembles or looks it up on every
+            # attribute), and nothing built when `info` is off.
+            logger = log.bind()
+            if logger.is_enabled_for(logging.INFO):
+                verdict = decision.verdict
+                logger.info(
+                    "decision",
+                    message_id=delivery.message.id,
+                    delivery_id=delivery.id,
+                    recipient=delivery.recipient,
+                    verdict=verdict.action.value,
+                    reason=decision.explanation,
+                    until=verdict.until.isoformat() if verdict.until else None,
+                    shadow=[
+                        f"{o.policy}={o.verdict.action.value}"
+                        for o in outcomes
+                        if o.mode is Mode.SHADOW
+                    ]
+                    or None,
+                )
         return decision
 
     @staticmethod
-    async def _judge(
-        binding: PolicyBinding, delivery: Delivery, ctx: PolicyContext
+    async def _suspended(
+        binding: PolicyBinding,
+        delivery: Delivery,
+        coroutine: Coroutine[Any, Any, Verdict],
+        pending: object,
     ) -> tuple[Verdict, str | None]:
-        """One policy's verdict and, if it failed, why (it then counts as its `on_error`)."""
+        """A policy that suspended (awaiting `pending`): its verdict within its time budget."""
         try:
-            coroutine = binding.policy.evaluate(delivery, ctx)
-            try:  # run it directly: most policies answer without suspending (see `_finish`)
-                pending = coroutine.send(None)
-            except StopIteration as done:
-                verdict = done.value
-            else:
-                verdict = await _finish(coroutine, pending, binding.budget)
-            if not isinstance(verdict, Verdict):
-                raise TypeError(f"evaluate returned {type(verdict).__name__}, not a Verdict")
-        except StoreUnavailable:
-            raise  # nothing can be committed either: the ingress answers "try again later"
-        except TimeoutError:
+            verdict = await _finish(coroutine, pending, binding.budget)
+        except Exception as exc:  # noqa: BLE001 - a plugin's bug must not take the ingress down (logged by _fault)
+            return Engine._fault(binding, delivery, exc)
+        if verdict.__class__ is not Verdict:
+            return Engine._checked(binding, delivery, verdict)
+        return verdict, None
+
+    @staticmethod
+    def _checked(
+        binding: PolicyBinding, delivery: Delivery, result: object
+    ) -> tuple[Verdict, str | None]:
+        """What a policy returned, if it is a Verdict; else it failed."""
+        if isinstance(result, Verdict):
+            return result, None
+        try:
+            raise TypeError(f"evaluate returned {type(result).__name__}, not a Verdict")
+        except TypeError as exc:
+            return Engine._fault(binding, delivery, exc)
+
+    @staticmethod
+    def _fault(binding: PolicyBinding, delivery: Delivery, exc: Exception) -> tuple[Verdict, str]:
+        """A policy raised `exc` (called while it is handled): it counts as its `on_error`,
+        with why; a store failure is raised on, since nothing can be committed either (the
+        ingress answers "try again later")."""
+        if isinstance(exc, StoreUnavailable):
+            raise exc
+        if isinstance(exc, TimeoutError):
             error = f"timed out after {binding.budget.total_seconds():g}s"
             return binding.fallback(error), error
-        except Exception as exc:  # a plugin's bug must not take the ingress down
-            error = f"{type(exc).__name__}: {exc}"
-            log.exception("policy failed", policy=binding.name, delivery_id=delivery.id)
-            return binding.fallback(error), error
-        return verdict, None
+        error = f"{type(exc).__name__}: {exc}"
+        log.exception("policy failed", policy=binding.name, delivery_id=delivery.id)
+        return binding.fallback(error), error

@@ -21,12 +21,12 @@ class EventType(StrEnum):
     DELIVERED = "delivered"
 
 
+_BUILT_IN: dict[str, EventType] = {t.value: t for t in EventType}
+
+
 def event_type(name: str) -> EventType | str:
     """A built-in type as its enum member; a configured custom type (`visit`) as it is."""
-    try:
-        return EventType(name)
-    except ValueError:
-        return name
+    return _BUILT_IN.get(name, name)
 
 
 @dataclass(frozen=True)

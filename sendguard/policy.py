@@ -144,14 +144,21 @@ class PolicyContext:
         self._history_from = None if history_span is None else now - history_span
         self._events_from = None if events_span is None else now - events_span
         self._reads: dict[str, RecipientReads] = {}
+        # The address asked about last and its reads: every policy asks about the delivery's
+        # recipient, in the very string the delivery holds (no key worked out each time).
+        self._last: tuple[str, RecipientReads] | None = None
 
     async def _recipient(self, recipient: str) -> RecipientReads:
+        last = self._last
+        if last is not None and last[0] is recipient:
+            return last[1]
         key = recipient_key(recipient)
         found = self._reads.get(key)
         if found is None:
             found = self._reads[key] = await self._store.recipient_reads(
                 key, history_since=self._history_from, events_since=self._events_from
             )
+        self._last = (recipient, found)
         return found
 
     async def _history_since(

@@ -21,6 +21,7 @@ import json
 from abc import abstractmethod
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
+from operator import attrgetter
 from typing import Any, Protocol, TypeVar
 
 from sendguard.address import domain_of, recipient_key
@@ -249,6 +250,54 @@ def delivery_values(message: Message, new: NewDelivery, now: int) -> tuple[Any, 
         new.reason,
         codec.dump_outcomes(new.decision.outcomes),
     )
+
+
+_CLASSES = {c.value: c for c in MessageClass}
+
+
+def _message_class(value: str) -> MessageClass:
+    """`MessageClass(value)`, from a table first (a row of history per send is read)."""
+    return _CLASSES.get(value) or MessageClass(value)
+
+
+_AT = attrgetter("at")
+
+
+def _recipient_reads_sql(history: bool, events: bool) -> str:
+    """What `recipient_reads` asks in one statement: one tagged row per record (kind, six text
+    columns, two integers), the sends and the events only when asked for. Each kind's columns
+    sit where their types match the other kinds' (PostgreSQL's UNION wants one type per
+    column). Its arguments: the key and a time for each of sends and events, then the key,
+    `timezone` and the contact key."""
+    parts = []
+    if history:
+        parts.append(
+            "SELECT 0 AS kind, h.delivery_id AS t1, h.recipient_key AS t2, h.campaign AS t3,"
+            " h.class AS t4, h.content_hash AS t5, h.offer AS t6, h.at AS i1,"
+            f" {_SENT} AS i2 FROM history h LEFT JOIN deliveries d ON d.id = h.delivery_id"
+            " WHERE h.recipient_key = ? AND h.at >= ?"
+        )
+    if events:
+        parts.append(
+            "SELECT 1, type, recipient_key, message_id, offer, NULL, NULL, at, NULL"
+            " FROM events WHERE recipient_key = ? AND at >= ?"
+        )
+    parts.append(
+        "SELECT 2, address, reason, source, created_by, note, NULL, created_at, NULL"
+        " FROM suppressions WHERE address_key = ?"
+    )
+    parts.append(
+        "SELECT 3, value, superseded_by, contact, NULL, NULL, NULL, observed_at, NULL"
+        " FROM facts WHERE key = ? AND contact = ?"
+    )
+    return " UNION ALL ".join(parts)
+
+
+_RECIPIENT_READS = {
+    (history, events): _recipient_reads_sql(history, events)
+    for history in (False, True)
+    for events in (False, True)
+}
 
 
 class SqlStore(Store):
@@ -1070,7 +1119,7 @@ class SqlStore(Store):
             row[0],
             row[1],
             row[2],
-            MessageClass(row[3]),
+            _message_class(row[3]),
             row[4],
             from_micros(row[5]),
             bool(row[6]),
@@ -1084,36 +1133,14 @@ class SqlStore(Store):
         history_since: datetime | None,
         events_since: datetime | None,
     ) -> RecipientReads:
-        # One statement, one tagged row per record: (kind, six text columns, two integers).
-        # Each kind's columns sit where their types match the other kinds' (PostgreSQL's
-        # UNION wants one type per column).
         key = recipient_key(recipient)
-        parts: list[str] = []
         args: list[Any] = []
         if history_since is not None:
-            parts.append(
-                "SELECT 0 AS kind, h.delivery_id AS t1, h.recipient_key AS t2, h.campaign AS t3,"
-                " h.class AS t4, h.content_hash AS t5, h.offer AS t6, h.at AS i1,"
-                f" {_SENT} AS i2 FROM history h LEFT JOIN deliveries d ON d.id = h.delivery_id"
-                " WHERE h.recipient_key = ? AND h.at >= ?"
-            )
             args += [key, to_micros(history_since)]
         if events_since is not None:
-            parts.append(
-                "SELECT 1, type, recipient_key, message_id, offer, NULL, NULL, at, NULL"
-                " FROM events WHERE recipient_key = ? AND at >= ?"
-            )
             args += [key, to_micros(events_since)]
-        parts.append(
-            "SELECT 2, address, reason, source, created_by, note, NULL, created_at, NULL"
-            " FROM suppressions WHERE address_key = ?"
-        )
-        parts.append(
-            "SELECT 3, value, superseded_by, contact, NULL, NULL, NULL, observed_at, NULL"
-            " FROM facts WHERE key = ? AND contact = ?"
-        )
         args += [key, TIMEZONE_FACT, codec.contact_key(key)]
-        sql = " UNION ALL ".join(parts) + " ORDER BY 1, 8"
+        sql = _RECIPIENT_READS[history_since is not None, events_since is not None]
 
         async def job(tx: Tx) -> list[Sequence[Any]]:
             return await tx.fetch(sql, args)
@@ -1121,18 +1148,34 @@ class SqlStore(Store):
         history: list[HistoryEntry] = []
         events: list[Event] = []
         suppression = timezone = None
-        for kind, *row in await self._read(job):
+        for row in await self._read(job):
+            kind = row[0]
             if kind == 0:
-                history.append(self._history_entry(row[:5] + row[6:] + row[5:6]))
+                history.append(
+                    HistoryEntry(
+                        row[1],
+                        row[2],
+                        row[3],
+                        _message_class(row[4]),
+                        row[5],
+                        from_micros(row[7]),
+                        bool(row[8]),
+                        row[6],
+                    )
+                )
             elif kind == 1:
-                at = from_micros(row[6])
-                events.append(Event(event_type(row[0]), row[1], at, row[2], row[3]))
+                at = from_micros(row[7])
+                events.append(Event(event_type(row[1]), row[2], at, row[3], row[4]))
             elif kind == 2:
                 suppression = Suppression(
-                    row[0], SuppressionReason(row[1]), row[2], from_micros(row[6]), row[3], row[4]
+                    row[1], SuppressionReason(row[2]), row[3], from_micros(row[7]), row[4], row[5]
                 )
             else:
-                timezone = Fact(TIMEZONE_FACT, row[0], from_micros(row[6]), row[2] or None, row[1])
+                timezone = Fact(TIMEZONE_FACT, row[1], from_micros(row[7]), row[3] or None, row[2])
+        # Oldest first. The statement leaves the order to this sort of a few rows: an ORDER BY
+        # over the UNION costs the database a temporary B-tree per statement, far more.
+        history.sort(key=_AT)
+        events.sort(key=_AT)
         return RecipientReads(history, events, suppression, timezone)
 
     async def send_times(
