@@ -8,9 +8,6 @@ import threading
 import time
 
 _ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"  # Crockford base32, lower case
-# Two characters (10 bits) at a time: 13 table lookups instead of 26 divisions.
-_PAIRS = tuple(a + b for a in _ALPHABET for b in _ALPHABET)
-_SHIFTS = tuple(range(120, -1, -10))
 _STEP_BITS = 64
 # Two digits at a time (10 bits), most significant first: 13 look-ups instead of 26 divisions
 # (ids are made twice per accepted message; the division loop was most of their cost).
