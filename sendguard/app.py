@@ -209,7 +209,11 @@ class App:
                 on_queued=dispatcher.wake,
                 host_name=config.smtp.hostname,
             )
-            self.smtp = SmtpIngress(SmtpHandler(intake, config.smtp, self.metrics), config.smtp)
+            self.smtp = SmtpIngress(
+                SmtpHandler(intake, config.smtp, self.metrics),
+                config.smtp,
+                self.handoff.connection_counts() if self.handoff else None,
+            )
             await self.smtp.start(self.handoff.smtp_sockets() if self.handoff else ())
             stack.push_async_callback(self.smtp.stop, drain / 2)
 

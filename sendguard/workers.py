@@ -1,11 +1,13 @@
 """`sendguard serve --workers N`: N worker processes, one supervisor, the same guarantees.
 
 The supervisor binds the SMTP and HTTP listeners once, takes the SQLite store's file lock
-(PostgreSQL needs none) and starts N workers — each a whole sendguard (`App`) — that inherit
-those descriptors. It serves nothing itself, starts no thread and no event loop; it waits for
-signals:
-- SIGCHLD: a worker ended. Outside a stop it is started again at once (after a pause if that
-  worker had not lived a second, so a crash loop does not spin). A worker that fails while
+(PostgreSQL needs none), makes the counts of SMTP connections the workers share (so
+`smtp.max_connections` and `max_connections_per_ip` hold for the serve, not per worker) and
+starts N workers — each a whole sendguard (`App`) — that inherit those descriptors. It serves
+nothing itself, starts no thread and no event loop; it waits for signals:
+- SIGCHLD: a worker ended. Its SMTP connections are counted out of the shared counts
+  (sendguard/connection_counts.py). Outside a stop it is started again at once (after a pause
+  if that worker had not lived a second, so a crash loop does not spin). A worker that fails while
   starting with sendguard's own exit status stops the whole serve with that status when it
   is 2 (the config became invalid) or when no other worker is running (1: cannot start, e.g.
   the database is unreadable): starting it again would fail the same way.
@@ -55,6 +57,7 @@ from typing import Any
 import structlog
 
 from sendguard.config import Config
+from sendguard.connection_counts import ConnectionCounts
 from sendguard.listeners import bind
 from sendguard.reload import WorkerReload
 from sendguard.store.sqlite import lock_for_workers
@@ -93,6 +96,10 @@ class Handoff:
     supervisor: int
     control_fd: int | None = None
     """This worker's end of its control line to the supervisor."""
+    connections_fd: int | None = None
+    """The SMTP connections every worker holds (sendguard.connection_counts)."""
+    slot: int = 0
+    """This worker's place among the N (the region of the connection counts it writes)."""
 
     def encode(self) -> str:
         """The command-line form."""
@@ -110,6 +117,12 @@ class Handoff:
     def http_socket(self) -> socket.socket:
         """The inherited HTTP listener."""
         return socket.socket(fileno=self.http_fd)
+
+    def connection_counts(self) -> ConnectionCounts | None:
+        """The SMTP connections of the whole serve, counted in this worker's slot."""
+        if self.connections_fd is None:
+            return None
+        return ConnectionCounts.attach(self.connections_fd, self.slot)
 
 
 def _die_with_parent(parent: int) -> None:
@@ -178,6 +191,7 @@ class Supervisor:
         self._loop = loop
         self._slots = [_Slot() for _ in range(workers)]
         self._handoff: Handoff | None = None
+        self._counts: ConnectionCounts | None = None
         self._fds: tuple[int, ...] = ()
         self._stopping = False
         self._status = 0
@@ -197,10 +211,24 @@ class Supervisor:
                     for listener in self._config.smtp.listeners_in_use()
                 ]
                 http = held.enter_context(bind(self._config.http.listen, "http.listen"))
-                self._handoff = Handoff(
-                    [s.fileno() for s in smtp], http.fileno(), lock_fd, metrics_dir, os.getpid()
+                # Counted for the whole serve, so the caps do not multiply by the workers.
+                smtp_options = self._config.smtp
+                self._counts = counts = ConnectionCounts.make(
+                    smtp_options.max_connections,
+                    smtp_options.max_connections_per_ip,
+                    len(self._slots),
                 )
-                self._fds = (*self._handoff.smtp_fds, http.fileno()) + (
+                held.callback(counts.close)
+                assert counts.fd is not None
+                self._handoff = Handoff(
+                    [s.fileno() for s in smtp],
+                    http.fileno(),
+                    lock_fd,
+                    metrics_dir,
+                    os.getpid(),
+                    connections_fd=counts.fd,
+                )
+                self._fds = (*self._handoff.smtp_fds, http.fileno(), counts.fd) + (
                     (lock_fd,) if lock_fd is not None else ()
                 )
                 return self._supervise()
@@ -388,7 +416,7 @@ class Supervisor:
         self._close_control(slot)
         control, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         with theirs:
-            handoff = replace(self._handoff, control_fd=theirs.fileno())
+            handoff = replace(self._handoff, control_fd=theirs.fileno(), slot=index)
             command = [sys.executable, "-m", "sendguard", "serve", "--loop", self._loop]
             if self._config_path is not None:
                 command += ["--config", str(self._config_path)]
@@ -408,12 +436,16 @@ class Supervisor:
         slot.restart_at = None
 
     def _reap(self) -> None:
-        for slot in self._slots:
+        for index, slot in enumerate(self._slots):
             process = slot.process
             if process is None or process.poll() is None:
                 continue
             slot.process = None
             self._close_control(slot)
+            if self._counts is not None:
+                # Its SMTP connections died with it (even killed with -9, with no chance to
+                # count them out): the worker that replaces it starts from none.
+                self._counts.reset(index)
             self._gone(process.pid)
             status = process.returncode
             lived = time.monotonic() - slot.started

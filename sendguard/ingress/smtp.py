@@ -13,7 +13,6 @@ connection knows its `Listener`. The certificate is shared and replaced on a rel
 from __future__ import annotations
 
 import asyncio
-import collections
 import functools
 import ipaddress
 import re
@@ -30,6 +29,7 @@ from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Envelope, LoginPassword, Se
 from sendguard.address import needs_smtputf8, validate_address
 from sendguard.clock import monotonic
 from sendguard.config import Listener, SmtpOptions, TlsOptions, split_listen
+from sendguard.connection_counts import ConnectionCounts
 from sendguard.errors import ConfigError, InvalidAddress, InvalidMessage, StoreUnavailable
 from sendguard.headers import Trace
 from sendguard.ingress.smtp_auth import CONNECTION_LIMIT_REPLY, REFUSAL_PAUSE, AuthGuard
@@ -386,7 +386,7 @@ class _Connection(SMTP):
         starting = self.transport is None
         if starting:
             self._ip = ip = _ip_of(transport.get_extra_info("peername"))
-            if not self._owner.admit(ip):
+            if not self._owner.counts.admit(ip):
                 # Refused before aiosmtpd sees the connection: no session, no greeting task.
                 log.warning("smtp connection refused: too many connections", ip=str(ip))
                 _say(transport, TOO_MANY_CONNECTIONS)
@@ -470,7 +470,7 @@ class _Connection(SMTP):
         if not self._admitted:
             return  # refused in connection_made: aiosmtpd never started on it
         self._admitted = False
-        self._owner.release(self._ip)
+        self._owner.counts.release(self._ip)
         self._owner.connections.discard(self)
         super().connection_lost(error)
 
@@ -502,14 +502,29 @@ _CHECK_LATER = AuthResult(success=False, handled=True)
 class SmtpIngress:
     """The listening SMTP servers; owns their connections and drains them on stop."""
 
-    def __init__(self, handler: SmtpHandler, config: SmtpOptions) -> None:
+    def __init__(
+        self, handler: SmtpHandler, config: SmtpOptions, counts: ConnectionCounts | None = None
+    ) -> None:
+        """`counts`: the connections of every worker of the serve (None: this process alone
+        counts its own)."""
         self._handler = handler
         self._config = config
         self.listeners = config.listeners_in_use()
         self._servers: list[asyncio.Server] = []
         self.connections: set[_Connection] = set()
-        self._per_ip: collections.Counter[ipaddress.IPv4Address | ipaddress.IPv6Address | None]
-        self._per_ip = collections.Counter()
+        self.counts = counts or ConnectionCounts.alone(
+            config.max_connections, config.max_connections_per_ip
+        )
+        if (self.counts.max_connections, self.counts.max_per_ip) != (
+            config.max_connections,
+            config.max_connections_per_ip,
+        ):
+            log.warning(
+                "smtp connection caps differ from the ones the serve started with, which stay"
+                " until it restarts",
+                max_connections=self.counts.max_connections,
+                max_connections_per_ip=self.counts.max_per_ip,
+            )
         self.data_timeout = config.data_timeout.total_seconds()
         self.auth = AuthGuard(config.auth_users)
         self.offers_auth = bool(config.auth_users)
@@ -529,23 +544,6 @@ class SmtpIngress:
         if self.certificates is None or tls.cert is None or tls.key is None:
             return None
         return self.certificates.reload(Path(tls.cert), Path(tls.key))
-
-    def admit(self, ip: ipaddress.IPv4Address | ipaddress.IPv6Address | None) -> bool:
-        """Count a new connection from `ip` in, unless that passes `smtp.max_connections` or
-        `smtp.max_connections_per_ip`."""
-        if (
-            self._per_ip.total() >= self._config.max_connections
-            or self._per_ip[ip] >= self._config.max_connections_per_ip
-        ):
-            return False
-        self._per_ip[ip] += 1
-        return True
-
-    def release(self, ip: ipaddress.IPv4Address | ipaddress.IPv6Address | None) -> None:
-        """Count a connection `admit` let in out again."""
-        self._per_ip[ip] -= 1
-        if self._per_ip[ip] <= 0:
-            del self._per_ip[ip]
 
     @staticmethod
     def _authenticate(

@@ -99,7 +99,9 @@ def test_untrusted_upstream_certificate_is_not_used(
 def test_connections_to_the_upstream_are_reused(sendguard: Start, sink: Sink) -> None:
     config = base_config(sink.port)
     config["upstream"]["pool_size"] = 2
-    proc = sendguard(config)
+    # The pool is each worker's own (docs/operations.md, "Workers": N workers open up to N
+    # times `upstream.pool_size`): at most 2 EHLOs with one process.
+    proc = sendguard(config, serve_args=["--workers", "1"])
     rcpts = [f"r{i}@example.org" for i in range(20)]
     with smtplib.SMTP("127.0.0.1", proc.smtp_port, timeout=10) as client:
         client.sendmail("shop@example.com", rcpts, message())

@@ -7,7 +7,9 @@ message must not hold a session forever.
 from __future__ import annotations
 
 import contextlib
+import os
 import select
+import signal
 import smtplib
 import socket
 import time
@@ -17,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.test_send_path import message, send
-from tests.support.process import SendguardProcess, base_config, run_with_config
+from tests.support.process import SendguardProcess, base_config, run_with_config, stopped
 from tests.support.raw_smtp import RawSmtp
 from tests.support.sink import Sink
 
@@ -96,6 +98,110 @@ def test_idle_connections_in_total_are_capped(sendguard: Start, sink: Sink) -> N
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.1)
+    sink.wait_for(1, timeout=20)
+
+
+TWO = ["--workers", "2"]
+
+
+def smtp_sessions(port: int, count: int, source: str) -> tuple[list[smtplib.SMTP], int]:
+    """Open `count` sessions from `source` with smtplib: (the greeted ones, how many were
+    refused with 421 4.7.0)."""
+    greeted: list[smtplib.SMTP] = []
+    refusals: list[tuple[int, bytes]] = []
+    for _ in range(count):
+        try:
+            greeted.append(smtplib.SMTP("127.0.0.1", port, timeout=30, source_address=(source, 0)))
+        except smtplib.SMTPConnectError as exc:
+            refusals.append((exc.smtp_code, exc.smtp_error))
+    assert all(
+        code == 421 and text.startswith(b"4.7.0 Too many connections") for code, text in refusals
+    ), refusals
+    refused = len(refusals)
+    return greeted, refused
+
+
+@contextlib.contextmanager
+def only(proc: SendguardProcess, worker: int) -> Iterator[None]:
+    """Every worker of `proc` but `worker` stopped: new connections go to `worker`."""
+    with contextlib.ExitStack() as paused:
+        for other in proc.worker_pids():
+            if other != worker:
+                paused.enter_context(stopped(other))
+        yield
+
+
+def closing(sessions: list[smtplib.SMTP]) -> contextlib.ExitStack:
+    stack = contextlib.ExitStack()
+    for session in sessions:
+        stack.callback(session.close)
+    return stack
+
+
+def test_with_two_workers_the_caps_hold_for_the_serve_and_are_given_back(
+    sendguard: Start, sink: Sink
+) -> None:
+    proc = sendguard(smtp={"max_connections": 7, "max_connections_per_ip": 4}, serve_args=TWO)
+    first, second = proc.worker_pids()
+    with contextlib.ExitStack() as held:
+        with only(proc, first):
+            on_first, refused = smtp_sessions(proc.smtp_port, 3, "127.0.0.1")
+        held.enter_context(closing(on_first))
+        assert (len(on_first), refused) == (3, 0)
+        # The other worker knows the address has 3 already: 4 per address for the serve.
+        with only(proc, second):
+            on_second, refused = smtp_sessions(proc.smtp_port, 3, "127.0.0.1")
+        held.enter_context(closing(on_second))
+        assert (len(on_second), refused) == (1, 2)
+        # Another address is not held by those, but by the 7 in all.
+        with only(proc, second):
+            others, refused = smtp_sessions(proc.smtp_port, 4, "127.0.0.2")
+        held.enter_context(closing(others))
+        assert (len(others), refused) == (3, 1)
+        # A session that ends on one worker gives its place back to the other.
+        on_first.pop().quit()
+        deadline = time.monotonic() + 20
+        with only(proc, second):
+            while True:
+                again, refused = smtp_sessions(proc.smtp_port, 1, "127.0.0.1")
+                if again or time.monotonic() > deadline:
+                    break
+                time.sleep(0.1)
+        held.enter_context(closing(again))
+        assert len(again) == 1
+        # The sessions work: a message goes through on each worker's.
+        for session in (on_first[0], on_second[0]):
+            assert session.sendmail("shop@example.com", ["ann@example.org"], message()) == {}
+    sink.wait_for(2, timeout=20)
+
+
+def test_a_worker_killed_with_open_sessions_gives_their_places_back(
+    sendguard: Start, sink: Sink
+) -> None:
+    proc = sendguard(smtp={"max_connections": 6, "max_connections_per_ip": 100}, serve_args=TWO)
+    first, second = proc.worker_pids()
+    with contextlib.ExitStack() as held:
+        with only(proc, first):
+            on_first, _ = smtp_sessions(proc.smtp_port, 3, "127.0.0.1")
+        held.enter_context(closing(on_first))
+        with only(proc, second):
+            on_second, refused = smtp_sessions(proc.smtp_port, 4, "127.0.0.2")
+        held.enter_context(closing(on_second))
+        assert (len(on_first), len(on_second), refused) == (3, 3, 1)
+        os.kill(first, signal.SIGKILL)
+        deadline = time.monotonic() + 20
+        while not any(
+            e.get("event") == "worker died; starting another" and e.get("pid") == first
+            for e in proc.log_events()
+        ):
+            assert time.monotonic() < deadline, proc.log()[-3000:]
+            time.sleep(0.05)
+        # The killed worker's 3 places are free again, the other's 3 still taken, whichever
+        # worker (the survivor or the one replacing the dead) takes the new sessions.
+        after, refused = smtp_sessions(proc.smtp_port, 4, "127.0.0.3")
+        held.enter_context(closing(after))
+        assert (len(after), refused) == (3, 1)
+        assert on_second[0].sendmail("shop@example.com", ["ann@example.org"], message()) == {}
     sink.wait_for(1, timeout=20)
 
 
