@@ -520,8 +520,8 @@ class SmtpIngress:
             config.max_connections_per_ip,
         ):
             log.warning(
-                "smtp connection caps differ from the ones the serve started with, which stay"
-                " until it restarts",
+                "smtp connection caps kept until restart",
+                why="the config's differ from the ones the serve started with",
                 max_connections=self.counts.max_connections,
                 max_connections_per_ip=self.counts.max_per_ip,
             )
