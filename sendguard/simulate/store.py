@@ -68,7 +68,7 @@ from sendguard.store.sql_store import (
     message_values,
     premise_keys,
 )
-from sendguard.store.sqlite import SQLiteStore
+from sendguard.store.sqlite import SQLiteStore, settle
 from sendguard.store.sqlite_scratch import ScratchDatabase
 from sendguard.suppressions import Suppression
 from sendguard.verdict import Decision
@@ -136,13 +136,7 @@ class _Statements:
 
 def _settled(coroutine: Coroutine[Any, Any, T]) -> T:
     """The result of a store job run against `_Statements`, which never suspends."""
-    try:
-        coroutine.send(None)
-    except StopIteration as done:
-        result: T = done.value
-        return result
-    coroutine.close()
-    raise RuntimeError("a held-back write may await only its transaction")
+    return settle(coroutine, "a held-back write may await only its transaction")
 
 
 class _Held:

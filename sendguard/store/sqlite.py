@@ -78,14 +78,19 @@ def drive(job: Job[T], conn: sqlite3.Connection) -> T:
     coroutine without any event loop (the database thread has none).
     """
     tx: Tx = _Tx(conn)
-    coroutine: Coroutine[Any, Any, T] = job(tx)  # type: ignore[assignment]
+    return settle(job(tx), "a store job may await only its transaction")  # type: ignore[arg-type]
+
+
+def settle(coroutine: Coroutine[Any, Any, T], misuse: str) -> T:
+    """The result of a coroutine whose awaits all complete at once (synchronous sqlite3
+    underneath); RuntimeError(`misuse`) if it suspends after all."""
     try:
         coroutine.send(None)
     except StopIteration as done:
         result: T = done.value
         return result
     coroutine.close()
-    raise RuntimeError("a store job may await only its transaction")
+    raise RuntimeError(misuse)
 
 
 class SQLiteStore(SqlStore):
