@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import shutil
 import signal
 import smtplib
@@ -35,10 +36,17 @@ DIE_WITH_TEST = ["setpriv", "--pdeathsig", "TERM", "--"] if shutil.which("setpri
 
 
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+    """A port free now, below the kernel's ephemeral range (32768 and up): a port the kernel
+    handed out for `bind(0)` could be handed to an outgoing connection before the server a
+    test starts binds it ("address already in use", seen once in a CI run)."""
+    while True:
+        port = random.randrange(20_000, 32_768)
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue  # taken: another
+            return port
 
 
 def base_config(sink_port: int | None) -> dict[str, Any]:
