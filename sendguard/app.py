@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import signal
 from collections.abc import Callable
 from contextlib import AsyncExitStack
@@ -46,6 +45,7 @@ from sendguard.review_page.pages import PAGE
 from sendguard.secret import redacted
 from sendguard.store import open_store
 from sendguard.store.base import Store
+from sendguard.store.sqlite import SQLiteStore
 from sendguard.tokens import TOKEN_FILE_NAME, TokenSet, read_or_create_token
 from sendguard.webhooks import WebhookSender
 from sendguard.workers import ControlLine, Handoff
@@ -143,10 +143,12 @@ class App:
 
     def _store(self, config: Config) -> Store:
         """The configured store, not yet open (a worker's with the supervisor's lock)."""
-        settings = config.store.settings()
-        if self.handoff is not None:
-            settings = dataclasses.replace(settings, held_lock=self.handoff.lock_fd)
-        return open_store(config.store.url, settings)
+        store = open_store(config.store.url, config.store.settings())
+        if self.handoff is not None and self.handoff.lock_fd is not None:
+            # The supervisor locked it because the store is a SQLiteStore (lock_for_workers).
+            assert isinstance(store, SQLiteStore)
+            store.serve_as_worker(self.handoff.lock_fd)
+        return store
 
     async def run(self, stop: asyncio.Event, started: asyncio.Event | None = None) -> None:
         """Serve until `stop` is set, then drain and release everything."""

@@ -60,6 +60,7 @@ from sendguard.config import Config
 from sendguard.connection_counts import ConnectionCounts
 from sendguard.listeners import bind
 from sendguard.reload import WorkerReload
+from sendguard.store import open_store
 from sendguard.store.sqlite import lock_for_workers
 
 log = structlog.get_logger("sendguard.workers")
@@ -202,7 +203,8 @@ class Supervisor:
     def run(self) -> int:
         """Serve until SIGTERM; the exit status of the whole serve. Raises StoreLocked and
         OSError (cannot listen) before any worker starts."""
-        lock_fd = lock_for_workers(self._config.store.url)
+        store = self._config.store
+        lock_fd = lock_for_workers(open_store(store.url, store.settings()))
         metrics_dir = tempfile.mkdtemp(prefix="sendguard-metrics-")
         try:
             with contextlib.ExitStack() as held:

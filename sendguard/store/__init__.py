@@ -51,9 +51,6 @@ class StoreSettings:
     """The schema holding sendguard's tables, where the database has schemas."""
     pool_size: int = 10
     """Connections per instance, where the backend pools them."""
-    held_lock: int | None = None
-    """The embedded store's lock file, locked by the `serve --workers N` supervisor whose
-    worker this process is (None: a single process, which takes the lock itself)."""
 
 
 class StoreBackend(Protocol):

@@ -5,7 +5,8 @@ commit, file lock), `sqlite_schema.py` holds the schema. SQLite serves one insta
 process, or the workers of one `serve --workers N` on one host; several instances share
 PostgreSQL instead.
 
-Workers sharing the file (`StoreSettings.held_lock` set) keep the guarantees of one process:
+Workers sharing the file (`serve_as_worker`: the supervisor's lock handed over) keep the
+guarantees of one process:
 - a decision and its commit: `lock_recipients` holds a lock per recipient across the workers
   (sendguard/store/host_keyed_lock.py) from the history read to the durable commit, so caps
   stay exact;
@@ -99,7 +100,7 @@ class SQLiteStore(SqlStore):
     `scratch=True` gives up durability for speed, for a database thrown away after use (the
     replay of `sendguard simulate`): see `sqlite_scratch.py`. Never for a store that keeps mail.
     `trace` (tests): called with every SQL statement any of the store's connections runs.
-    `held_lock`: see `StoreSettings.held_lock`; set, the store is shared by workers.
+    `held_lock`: see `serve_as_worker`.
     """
 
     def __init__(
@@ -112,16 +113,30 @@ class SQLiteStore(SqlStore):
         held_lock: int | None = None,
     ) -> None:
         self._db: SQLiteDatabase | ScratchDatabase = (
-            ScratchDatabase(path)
-            if scratch
-            else SQLiteDatabase(path, busy_timeout, trace, held_lock)
+            ScratchDatabase(path) if scratch else SQLiteDatabase(path, busy_timeout, trace)
         )
         self._locks = KeyedLock()
         self._cache = MessageCache()
         self._pause: GlobalPause | None = None
         self._shared: HostKeyedLock | None = None
         if held_lock is not None:
-            self._shared = HostKeyedLock(path.with_name(path.name + ".recipients"))
+            self.serve_as_worker(held_lock)
+
+    @property
+    def path(self) -> Path:
+        """The database file."""
+        return self._db.path
+
+    def serve_as_worker(self, held_lock: int) -> None:
+        """Share the file with the other workers of one `serve --workers N` (call before
+        `open`): `held_lock` is the lock file's descriptor, locked by the supervisor
+        (`lock_for_workers`) and inherited by this worker. Also for a backend's subclass of
+        this store: the supervisor and its workers recognise the store by its class, not its
+        URL scheme."""
+        if not isinstance(self._db, SQLiteDatabase):
+            raise TypeError(f"{self.path}: a scratch store is never shared by workers")
+        self._db.hand_over_lock(held_lock)
+        self._shared = HostKeyedLock(self.path.with_name(self.path.name + ".recipients"))
 
     async def _write(self, job: Job[T]) -> T:
         return await self._db.write(lambda conn: drive(job, conn))
@@ -215,9 +230,7 @@ class SQLiteBackend:
 
     def from_url(self, url: str, settings: StoreSettings) -> SQLiteStore:
         """The store in the file the URL names (created with its directory on open)."""
-        return SQLiteStore(
-            sqlite_path(url), busy_timeout=settings.busy_timeout, held_lock=settings.held_lock
-        )
+        return SQLiteStore(sqlite_path(url), busy_timeout=settings.busy_timeout)
 
     @asynccontextmanager
     async def scratch(
@@ -228,13 +241,14 @@ class SQLiteBackend:
         yield self.from_url(f"sqlite:///{directory / 'store.db'}", StoreSettings())
 
 
-def lock_for_workers(url: str) -> int | None:
-    """For a `serve --workers N` supervisor: lock the database a `sqlite:` URL names and
-    return the descriptor its workers inherit (None for other stores, which need no lock).
-    Raise StoreLocked if another instance holds it."""
-    if not url.startswith("sqlite:"):
+def lock_for_workers(store: object) -> int | None:
+    """For a `serve --workers N` supervisor: lock the database of an embedded store (the
+    `sqlite` backend's or a plugged-in backend's subclass of SQLiteStore; `store` not opened)
+    and return the descriptor its workers inherit (None for other stores, which need no
+    lock). Raise StoreLocked if another instance holds it."""
+    if not isinstance(store, SQLiteStore):
         return None
-    return take_file_lock(sqlite_path(url))
+    return take_file_lock(store.path)
 
 
 BACKEND = SQLiteBackend()

@@ -103,12 +103,9 @@ class SQLiteDatabase:
         path: Path,
         busy_timeout: timedelta,
         trace: Trace | None = None,
-        held_lock: int | None = None,
     ) -> None:
-        """`held_lock`: the lock file's descriptor, locked by a supervisor this process
-        serves as a worker of (None: take the lock here)."""
         self.path = path
-        self._held_lock = held_lock
+        self._held_lock: int | None = None
         self._busy_timeout = busy_timeout
         self._trace = trace
         self._executor: ThreadPoolExecutor | None = None
@@ -128,6 +125,11 @@ class SQLiteDatabase:
         self._closing = False
         self.writes = 0
         self.commits = 0
+
+    def hand_over_lock(self, held_lock: int) -> None:
+        """Before `open`: use `held_lock`, the lock file's descriptor locked by the supervisor
+        this process serves as a worker of, instead of taking the lock here."""
+        self._held_lock = held_lock
 
     async def open(self) -> None:
         """Take the file lock, connect, migrate, start the writer."""

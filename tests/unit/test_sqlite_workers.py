@@ -15,6 +15,7 @@ import pytest
 
 from sendguard.errors import StoreLocked
 from sendguard.owner import owner_gone, process_owner
+from sendguard.store import open_store
 from sendguard.store.host_keyed_lock import HostKeyedLock
 from sendguard.store.sqlite import SQLiteStore, lock_for_workers
 from tests.contract.test_store import T0, add
@@ -102,14 +103,14 @@ async def test_keys_that_share_a_byte_wait_for_each_other_in_one_process(
 
 async def test_workers_open_the_file_the_supervisor_locked(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'w.db'}"
-    held = lock_for_workers(url)
+    held = lock_for_workers(open_store(url))
     assert held is not None
     try:
         # Unrelated instances are refused: alone, or as another supervisor.
         with pytest.raises(StoreLocked, match="in use by another sendguard process"):
             await SQLiteStore(tmp_path / "w.db").open()
         with pytest.raises(StoreLocked):
-            lock_for_workers(url)
+            lock_for_workers(open_store(url))
         # Two workers with the inherited descriptor share it.
         first = SQLiteStore(tmp_path / "w.db", held_lock=os.dup(held))
         second = SQLiteStore(tmp_path / "w.db", held_lock=os.dup(held))
@@ -121,11 +122,35 @@ async def test_workers_open_the_file_the_supervisor_locked(tmp_path: Path) -> No
         await second.close()
     finally:
         os.close(held)
-    assert lock_for_workers("postgresql://localhost/db") is None
+    assert lock_for_workers(open_store("postgresql://localhost/db")) is None
+
+
+async def test_a_plugged_in_subclass_of_the_sqlite_store_is_shared_by_workers(
+    tmp_path: Path,
+) -> None:
+    # The supervisor and its workers recognise the embedded store by its class, whatever the
+    # URL scheme of the backend that made it (tests/store_pkg: `sqlite-dir`).
+    url = f"sqlite-dir:///{tmp_path / 'state'}"
+    held = lock_for_workers(open_store(url))
+    assert held is not None
+    try:
+        with pytest.raises(StoreLocked, match="in use by another sendguard process"):
+            await open_store(url).open()
+        workers = [open_store(url), open_store(url)]
+        for worker in workers:
+            assert isinstance(worker, SQLiteStore)
+            worker.serve_as_worker(os.dup(held))
+            await worker.open()
+        await add(workers[0], recipients=("x@example.org",))
+        assert len(await workers[1].claim_due(T0, "two", 10, LEASE)) == 1
+        for worker in workers:
+            await worker.close()
+    finally:
+        os.close(held)
 
 
 async def test_a_descriptor_that_does_not_hold_the_lock_is_refused(tmp_path: Path) -> None:
-    held = lock_for_workers(f"sqlite:///{tmp_path / 'w.db'}")
+    held = lock_for_workers(SQLiteStore(tmp_path / "w.db"))
     assert held is not None
     stray = os.open(tmp_path / "w.db.lock", os.O_RDWR)
     try:
@@ -138,7 +163,7 @@ async def test_a_descriptor_that_does_not_hold_the_lock_is_refused(tmp_path: Pat
 async def test_a_starting_worker_releases_only_the_claims_of_owners_that_are_gone(
     tmp_path: Path,
 ) -> None:
-    held = lock_for_workers(f"sqlite:///{tmp_path / 'w.db'}")
+    held = lock_for_workers(SQLiteStore(tmp_path / "w.db"))
     assert held is not None
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
