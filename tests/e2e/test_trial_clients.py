@@ -1,0 +1,166 @@
+"""What a new user's outside clients found at the edges (trial of 2026-12-02).
+
+- A `Bcc` header written with a blank before its colon (`Bcc : x`, RFC 5322's obsolete syntax,
+  which readers must accept) reached the upstream: the blind recipients were shown to everyone.
+- The JSON send wrote an address header with a non-ASCII display name or address as one RFC
+  2047 encoded word (`To: =?utf-8?b?...?=`), which hides the address (RFC 2047 5: an encoded
+  word is never an addr-spec): a From set through `headers` had no sender address left.
+- `upstream: {kind: smtps, host: ..., port: ...}` (a kind that does not exist) was reported as
+  `upstream.host: unknown key`, not as the unknown kind.
+"""
+
+from __future__ import annotations
+
+import email.header
+import email.utils
+import re
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.test_send_path import send
+from tests.support.process import SendguardProcess, base_config, free_port, run_with_config
+from tests.support.sink import Sink
+
+pytestmark = [pytest.mark.e2e]
+Start = Callable[..., SendguardProcess]
+
+
+@pytest.fixture
+def utf8_sink() -> Iterator[Sink]:
+    """A sink that offers SMTPUTF8, as an upstream must for internationalised addresses."""
+    server = Sink(free_port(), enable_SMTPUTF8=True)
+    server.start()
+    yield server
+    server.stop()
+
+
+BLANK_BEFORE_COLON = (
+    b"From: shop@example.com\r\n"
+    b"Bcc : hidden@example.org\r\n"
+    b"To: list@example.net\r\n"
+    b"Subject: Hello\r\n"
+    b"Message-ID: <bcc@example.com>\r\n"
+    b"\r\n"
+    b"Hi there\r\n"
+)
+
+
+def test_smtp_bcc_with_a_blank_before_the_colon_never_reaches_the_upstream(
+    sendguard: Start, sink: Sink
+) -> None:
+    proc = sendguard()
+    send(proc, ["ann@example.org"], BLANK_BEFORE_COLON)
+    (got,) = sink.wait_for(1)
+    assert b"hidden@example.org" not in got.content, got.content
+    assert b"Hi there\r\n" in got.content
+
+
+def test_rfc822_post_bcc_with_a_blank_before_the_colon_never_reaches_the_upstream(
+    sendguard: Start, sink: Sink
+) -> None:
+    proc = sendguard()
+    status, answer = proc.call(
+        "POST",
+        "/v1/messages",
+        raw=BLANK_BEFORE_COLON,
+        headers={"Content-Type": "message/rfc822"},
+    )
+    assert status == 202, answer
+    got = sink.wait_for(2)
+    proc.wait_settled()
+    assert sorted(r.rcpt_tos[0] for r in got) == ["hidden@example.org", "list@example.net"]
+    for received in got:
+        assert b"hidden@example.org" not in received.content.split(b"\r\n\r\n")[0].replace(
+            b"for <hidden@example.org>", b""
+        ), received.content
+
+
+def _addresses(content: bytes, name: str) -> list[tuple[str, str]]:
+    """The (display name, address) pairs of header `name` as a reader finds them: addresses
+    from the raw value (an encoded word is never one, RFC 2047 5), then names decoded."""
+    block = content.split(b"\r\n\r\n", 1)[0].decode("utf-8")
+    unfolded = re.sub(r"\r\n[ \t]+", " ", block).split("\r\n")
+    prefix = f"{name.lower()}:"
+    raw = [line[len(prefix) :] for line in unfolded if line.lower().startswith(prefix)]
+    return [(_decoded(shown), address) for shown, address in email.utils.getaddresses(raw)]
+
+
+def _decoded(words: str) -> str:
+    if "=?" not in words:
+        return words
+    return "".join(
+        part.decode(charset or "ascii") if isinstance(part, bytes) else part
+        for part, charset in email.header.decode_header(words)
+    )
+
+
+def test_json_send_with_a_non_ascii_display_name_keeps_the_sender_address(
+    sendguard: Start, sink: Sink
+) -> None:
+    proc = sendguard()
+    status, answer = proc.call(
+        "POST",
+        "/v1/messages",
+        {
+            "from": "shop@example.com",
+            "to": ["ann@example.org"],
+            "subject": "Hallo",
+            "text": "Grüße",
+            "headers": {
+                "From": "Jürgen Müller <shop@example.com>",
+                "Reply-To": "Kundenservice Müller <help@example.com>",
+            },
+        },
+    )
+    assert status == 202, answer
+    (got,) = sink.wait_for(1)
+    assert _addresses(got.content, "From") == [("Jürgen Müller", "shop@example.com")], got.content
+    assert _addresses(got.content, "Reply-To") == [("Kundenservice Müller", "help@example.com")], (
+        got.content
+    )
+
+
+def test_json_send_to_an_internationalised_address_writes_it_in_to(
+    tmp_path: Path, utf8_sink: Sink
+) -> None:
+    proc = SendguardProcess(tmp_path, base_config(utf8_sink.port))
+    proc.start()
+    try:
+        status, answer = proc.call(
+            "POST",
+            "/v1/messages",
+            {
+                "from": "shop@example.com",
+                "to": ["zoë@bücher.example"],
+                "cc": ["ann@example.org"],
+                "subject": "Hallo",
+                "text": "Grüße",
+            },
+        )
+        assert status == 202, answer
+        got = utf8_sink.wait_for(2)
+        for received in got:
+            assert _addresses(received.content, "To") == [("", "zoë@bücher.example")], (
+                received.content
+            )
+            assert _addresses(received.content, "Cc") == [("", "ann@example.org")]
+            # The header is UTF-8 now: each copy goes as 8BITMIME (as a raw UTF-8 header
+            # over SMTP or message/rfc822 does), the one to the UTF-8 address with SMTPUTF8.
+            assert "BODY=8BITMIME" in received.mail_options, received.mail_options
+            if received.rcpt_tos == ["zoë@bücher.example"]:
+                assert "SMTPUTF8" in received.mail_options, received.mail_options
+    finally:
+        proc.stop()
+
+
+def test_check_config_names_an_unknown_upstream_kind_given_with_host_and_port(
+    tmp_path: Path,
+) -> None:
+    config = base_config(None)
+    config["upstream"] = {"kind": "smtps", "host": "mail.example.com", "port": 465}
+    code, output = run_with_config("check-config", config, tmp_path)
+    assert code == 2
+    assert "upstream.kind" in output and "'smtps'" in output, output
+    assert "installed:" in output and "smtp" in output, output
