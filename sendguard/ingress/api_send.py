@@ -88,6 +88,39 @@ def _header_value(value: str) -> str:
     return value if value.isascii() else email.header.Header(value, "utf-8").encode()
 
 
+def _address(name: str, address: str) -> str:
+    if not name:
+        return address
+    if name.isascii():
+        quoted = name.replace("\\", "\\\\").replace('"', '\\"')
+        return f'"{quoted}" <{address}>'
+    encoded = email.header.Header(name, "utf-8").encode(linesep="\r\n")
+    return f"{encoded} <{address}>"
+
+
+_ADDRESS_HEADERS = frozenset({"from", "to", "cc", "reply-to", "sender"})
+
+
+def _address_header(value: str) -> str:
+    """An address header's value: display names RFC 2047-encoded, each address as it is.
+
+    Encoding the whole value (`_header_value`) made `Jürgen <shop@example.com>` one encoded
+    word, which is never an address (RFC 2047 5): the message had no sender left. An address
+    that is not ASCII (SMTPUTF8, RFC 6532) is written as UTF-8: it is carried as surrogate
+    escapes, which the compat32 generator writes out as the bytes they stand for.
+    """
+    if value.isascii():
+        return value
+    pairs = email.utils.getaddresses([value])
+    if not pairs or any(not address for _, address in pairs):
+        return _header_value(value)  # not a list of addresses: as any other header
+    written = [_address(name, address) for name, address in pairs]
+    if all(one.isascii() for one in written):
+        return ", ".join(written)  # the generator folds it where it is long
+    raw = ",\r\n ".join(written)  # written as it is: folded here
+    return raw.encode("utf-8").decode("ascii", "surrogateescape")
+
+
 def _text_part(text: str, subtype: str) -> MIMEText:
     # MIMEText takes a Charset object (for quoted-printable); typeshed only lists str.
     return MIMEText(text, subtype, _UTF8_QP)  # type: ignore[arg-type]
@@ -187,18 +220,19 @@ def build_mime_objects(payload: SendPayload, now: datetime) -> bytes:
         msg = _text_part(payload.html, "html")
     else:
         msg = _text_part(payload.text or "", "plain")
-    msg["From"] = payload.from_
+    msg["From"] = _address_header(payload.from_)
     if payload.to:
-        msg["To"] = ", ".join(payload.to)
+        msg["To"] = _address_header(", ".join(payload.to))
     if payload.cc:
-        msg["Cc"] = ", ".join(payload.cc)
+        msg["Cc"] = _address_header(", ".join(payload.cc))
     msg["Subject"] = _header_value(payload.subject)
     msg["Date"] = format_date(now)
     msg["Message-ID"] = email.utils.make_msgid(domain=payload.from_.rpartition("@")[2] or None)
     for name, value in payload.headers.items():
         if name.lower() in _RESERVED:
             del msg[name]
-        msg[name] = _header_value(value)
+        address = name.lower() in _ADDRESS_HEADERS
+        msg[name] = _address_header(value) if address else _header_value(value)
     return msg.as_bytes(policy=_SMTP_BYTES)
 
 
