@@ -14,6 +14,7 @@ from __future__ import annotations
 import email.header
 import email.utils
 import re
+import smtplib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -164,3 +165,36 @@ def test_check_config_names_an_unknown_upstream_kind_given_with_host_and_port(
     assert code == 2
     assert "upstream.kind" in output and "'smtps'" in output, output
     assert "installed:" in output and "smtp" in output, output
+
+
+def test_rfc822_post_with_a_line_over_998_octets_is_refused_as_smtp_refuses_it(
+    sendguard: Start, sink: Sink
+) -> None:
+    """The SMTP intake answers `500 Line too long`; the HTTP intake answered 202 and the
+    delivery then failed at the upstream (`500 Line too long`): a send the client thought done."""
+    proc = sendguard()
+    raw = (
+        b"From: shop@example.com\r\nTo: ann@example.org\r\nSubject: long\r\n"
+        b"X-Long: " + b"a" * 1200 + b"\r\n\r\nbody\r\n"
+    )
+    status, answer = proc.call(
+        "POST", "/v1/messages", raw=raw, headers={"Content-Type": "message/rfc822"}
+    )
+    assert status == 400, answer
+    assert answer["error"]["field"] == "body", answer
+    assert "line 4" in answer["error"]["message"], answer
+    assert proc.states() == {}
+    with smtplib.SMTP("127.0.0.1", proc.smtp_port, timeout=10) as client:
+        client.ehlo("client.example")
+        client.mail("shop@example.com")
+        client.rcpt("ann@example.org")
+        code, _ = client.data(raw)
+    assert code == 500
+    # A line of 998 octets is fine on both ways in.
+    fits = raw.replace(b"a" * 1200, b"a" * (998 - len(b"X-Long: ")))
+    status, answer = proc.call(
+        "POST", "/v1/messages", raw=fits, headers={"Content-Type": "message/rfc822"}
+    )
+    assert status == 202, answer
+    (got,) = sink.wait_for(1)
+    assert b"a" * 990 in got.content
