@@ -7,6 +7,8 @@
   word is never an addr-spec): a From set through `headers` had no sender address left.
 - `upstream: {kind: smtps, host: ..., port: ...}` (a kind that does not exist) was reported as
   `upstream.host: unknown key`, not as the unknown kind.
+- A message/rfc822 send with a line over 998 octets was accepted (202) and then failed at the
+  SMTP upstream (`500 Line too long`), where the SMTP intake refuses it at once.
 """
 
 from __future__ import annotations
