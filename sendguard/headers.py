@@ -124,7 +124,9 @@ def strip_unforwarded_headers(raw: bytes) -> bytes:
     end = header_end(raw)
     block = raw[:end]
     lowered = block.lower()
-    if SENDGUARD_PREFIX not in lowered and b"bcc:" not in lowered:
+    # `bcc`, not `bcc:`: RFC 5322's obsolete syntax allows blanks before the colon (`Bcc :`),
+    # and readers take that for a Bcc header too.
+    if SENDGUARD_PREFIX not in lowered and b"bcc" not in lowered:
         return raw
     dropped = (SENDGUARD_PREFIX, *BLIND_HEADERS)
     kept = [

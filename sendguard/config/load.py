@@ -20,6 +20,7 @@ from pydantic import BaseModel, Tag, ValidationError
 
 from sendguard.config.listeners import listener_problems
 from sendguard.config.models import (
+    BUILTIN_UPSTREAMS,
     ApiToken,
     Config,
     HttpOptions,
@@ -354,6 +355,32 @@ def _check_upstream_kind(
         problems.append(ConfigProblem(path, str(exc)))
 
 
+def _with_unknown_upstream_kinds(
+    data: Mapping[str, Any], found: list[ConfigProblem]
+) -> list[ConfigProblem]:
+    """`found`, where an upstream names a kind nothing installs, with that problem instead of
+    the keys the kind's model does not know: a typo such as `kind: smtps` beside `host` and
+    `port` was reported as `upstream.host: unknown key; allowed: kind, options` only."""
+    entries: list[tuple[str, Any]] = [("upstream", data.get("upstream"))]
+    named = data.get("upstreams")
+    if isinstance(named, dict):
+        entries += [(f"upstreams.{name}", entry) for name, entry in named.items()]
+    for path, entry in entries:
+        kind = entry.get("kind") if isinstance(entry, dict) else None
+        if not isinstance(kind, str) or kind in BUILTIN_UPSTREAMS:
+            continue
+        kind_problems: list[ConfigProblem] = []
+        _check_upstream_kind(kind, kind_problems, f"{path}.kind")
+        if kind_problems:
+            found = [
+                p
+                for p in found
+                if not (p.path.startswith(f"{path}.") and p.message.startswith("unknown key"))
+            ]
+            found += kind_problems
+    return found
+
+
 def _store_problems(options: StoreOptions) -> list[ConfigProblem]:
     # Building a store does no I/O: this finds the backend by scheme and lets it check the URL.
     try:
@@ -385,6 +412,7 @@ def parse_config(text: str, source: str, environ: Mapping[str, str] | None = Non
         # secrets that could not be read come along (their fields' own checks would only
         # repeat that the reference is not a value).
         found = [p for p in _problems(exc) if not _about_unread(p.path, unread)]
+        found = _with_unknown_upstream_kinds(data, found)
         problems.extend(p for p in found if not p.path.startswith("policies["))
         raw = data.get("policies", [])
         if isinstance(raw, list) and all(p.path != "policies" for p in found):
