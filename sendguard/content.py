@@ -28,12 +28,20 @@ _TRACKING = re.compile(
     r"vero_[a-z]+|oly_[a-z_]+|s_cid|cid|sid|uid|token|email|e|subscriber(_id)?)$",
     re.IGNORECASE,
 )
+# A greeting at the start of a line: the word, a name, and the comma, colon or exclamation
+# mark that ends it (`Hi Ann,`), or the line's end. What follows on the line is the message
+# ("Hi Ann, your table is booked for 8pm." keeps "your table is booked for 8pm.").
 _GREETING = re.compile(
     r"^\s*(hi|hello|hey|dear|good (morning|afternoon|evening)|hallo|liebe[rs]?|bonjour|hola)\b"
-    r"[^\n]{0,60}$",
+    r"[^\n,:;!]{0,60}(?:[,:;!]|$)",
     re.IGNORECASE | re.MULTILINE,
 )
 _TAGS = re.compile(r"<[^>]+>")
+# Tags that end a line where HTML is rendered (email builders write paragraphs with no line
+# break between them): a line break, so a greeting paragraph is a line of its own.
+_BREAKS = re.compile(
+    r"<\s*(?:br|/?(?:p|div|tr|td|th|li|h[1-6]|table|ul|ol|blockquote))\b[^>]*>", re.IGNORECASE
+)
 
 
 def _strip_tracking(match: re.Match[str]) -> str:
@@ -87,7 +95,7 @@ def part_text(payload: bytes, charset: str, subtype: str) -> str:
         decoded = payload.decode("utf-8", errors="replace")
     if subtype == "html":
         # Entities stand for characters in HTML only (in plain text `&eacute;` is just that).
-        decoded = html.unescape(_TAGS.sub(" ", decoded))
+        decoded = html.unescape(_TAGS.sub(" ", _BREAKS.sub("\n", decoded)))
     return decoded
 
 

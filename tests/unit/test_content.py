@@ -134,6 +134,35 @@ def test_different_text_still_differs() -> None:
     assert len({content_hash(a), content_hash(b), content_hash(c)}) == 3
 
 
+def text_message(body: str, subtype: str = "plain") -> bytes:
+    return mime(b"News", body.encode(), "8bit", subtype)
+
+
+def test_a_greeting_goes_but_the_rest_of_its_line_stays() -> None:
+    # One line: the greeting (up to its comma) is personal, what follows is the message.
+    ann = content_hash(text_message("Hi Ann, your table is booked for 8pm."))
+    bob = content_hash(text_message("Hi Bob, your table is booked for 8pm."))
+    other = content_hash(text_message("Hi Ann, your order has shipped."))
+    assert ann == bob
+    assert ann != other
+    # A greeting line of its own goes whole, with or without its punctuation.
+    assert content_hash(text_message("Dear Mrs Smith\n\nBoots 40% off.")) == content_hash(
+        text_message("Dear Mr Jones,\n\nBoots 40% off.")
+    )
+
+
+def test_html_paragraphs_are_lines_so_a_greeting_paragraph_goes_alone() -> None:
+    # Email builders write paragraphs with no line break between them: one long line.
+    offer = "<p>Spring sale: 20% off everything in the shop until Sunday, online and in store.</p>"
+    ann = content_hash(text_message(f"<p>Hallo Ann,</p>{offer}", "html"))
+    bob = content_hash(text_message(f"<p>Hallo Bob,</p>{offer}", "html"))
+    short = content_hash(text_message("<p>Hallo Ann,</p><p>Our autumn collection.</p>", "html"))
+    other = content_hash(text_message("<p>Hallo Ann,</p><p>Our winter collection.</p>", "html"))
+    assert ann == bob  # personalised, one content
+    assert short != other  # short messages are not all the empty text
+    assert content_hash(text_message("Hallo Ann,<br>Our autumn collection.", "html")) == short
+
+
 def test_a_plain_ascii_message_keeps_its_earlier_fingerprint() -> None:
     """Stored fingerprints (repetition history, campaign approvals) of plain ASCII messages
     without entities still match: this value was computed before encodings were unified."""
