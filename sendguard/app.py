@@ -28,7 +28,7 @@ from sendguard.delivery.upstream import Upstream, load_upstream_factory
 from sendguard.engine import Engine, PolicyBinding
 from sendguard.errors import StoreUnavailable
 from sendguard.ingress.api_admin import RELOADER
-from sendguard.ingress.api_simulations import SIMULATIONS, Simulations
+from sendguard.ingress.api_simulations import SIMULATIONS
 from sendguard.ingress.esp import install as install_esp
 from sendguard.ingress.http import HttpIngress, build_app
 from sendguard.ingress.http_context import Api
@@ -43,6 +43,7 @@ from sendguard.review_page import install as install_review_page
 from sendguard.review_page.notify import Notifier, public_url
 from sendguard.review_page.pages import PAGE
 from sendguard.secret import redacted
+from sendguard.simulation_runs import Simulations
 from sendguard.store import open_store
 from sendguard.store.base import Store
 from sendguard.store.sqlite import SQLiteStore
@@ -240,7 +241,9 @@ class App:
             # `serve` (and a worker, from its start) keeps SIGHUP blocked until a reload can
             # run: one sent meanwhile waits, pending, instead of ending or missing the process.
             signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGHUP})
-            web_app[SIMULATIONS] = await stack.enter_async_context(Simulations(config.store))
+            web_app[SIMULATIONS] = await stack.enter_async_context(
+                Simulations(config.store, store, self.clock, self.owner)
+            )
             self._start_notifier(stack, store, upstream, config)
             install_esp(web_app, config.esp)
             self.http = HttpIngress(web_app, config.http)

@@ -547,13 +547,23 @@ class SimulateOptions(Strict):
     timeout: Duration = timedelta(minutes=10)
     """A simulation still running after this is stopped and reported as failed."""
     keep: int = Field(default=20, gt=0, le=1000)
-    """How many finished simulations (and their reports) are kept, newest first."""
+    """How many finished simulations (and their reports) are kept in the store, newest first."""
+    lease: Duration = timedelta(minutes=1)
+    """The running simulation's hold, renewed while it runs: one whose process died (a killed
+    worker or instance) blocks the next for at most this long, then is marked failed."""
 
     @field_validator("timeout")
     @classmethod
     def _timeout(cls, value: timedelta) -> timedelta:
         if not timedelta(seconds=1) <= value <= timedelta(hours=24):
             raise ValueError("must be between 1s and 24h")
+        return value
+
+    @field_validator("lease")
+    @classmethod
+    def _lease(cls, value: timedelta) -> timedelta:
+        if not timedelta(seconds=1) <= value <= timedelta(hours=1):
+            raise ValueError("must be between 1s and 1h")
         return value
 
 

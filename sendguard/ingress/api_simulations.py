@@ -2,22 +2,20 @@
 
 The same replay as `sendguard simulate`, over the server's own recorded traffic: the candidate
 config comes inline in the request (YAML or JSON text, or a JSON object; never a path, so an
-API token cannot make the server read its files), the window as `since` or `from`/`to`. One
-simulation runs at a time (a second gets 409 with the running one's id), in a process of its
-own (`sendguard.simulate.worker`) so SMTP and HTTP stay responsive; it is stopped after
-`simulate.timeout`, and a window of more than `simulate.max_messages` messages is refused.
-The last `simulate.keep` finished simulations and their reports are kept in memory (until
-the server restarts). A start is audited under the API token's name.
+API token cannot make the server read its files), the window as `since` or `from`/`to`.
+Simulations are kept in the store, so every worker of `serve --workers N` and every instance
+sharing a PostgreSQL sees the same ones, and they outlive a restart. One runs at a time across
+all of them (a second gets 409 with the running one's id), in a process of its own, run and
+held under a lease by the worker that started it (`sendguard.simulation_runs`); it is stopped
+after `simulate.timeout`, and a window of more than `simulate.max_messages` messages is
+refused. The last `simulate.keep` finished simulations and their reports are kept. A start is
+audited under the API token's name.
 """
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
-import sys
-from collections import OrderedDict
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -27,7 +25,7 @@ from aiohttp import web
 from pydantic import Field
 
 from sendguard.audit import AuditEntry
-from sendguard.config import SimulateOptions, StoreOptions, parse_config
+from sendguard.config import parse_config
 from sendguard.duration import parse_duration
 from sendguard.errors import ConfigError, ConfigProblem, InvalidMessage, StoreUnavailable
 from sendguard.fields import parse_time
@@ -36,9 +34,10 @@ from sendguard.ingress.api_admin import RELOADER, invalid_config
 from sendguard.ingress.http_context import api, identity
 from sendguard.ingress.payloads import BadRequest, read_json
 from sendguard.ingress.views import when
-from sendguard.phrasing import human_duration
 from sendguard.review import NotFound
 from sendguard.secret import is_reference
+from sendguard.simulation_runs import Simulations
+from sendguard.simulations import Simulation
 from sendguard.validation import Strict
 
 log = structlog.get_logger("sendguard.simulations")
@@ -66,134 +65,33 @@ class SimulationPayload(Strict):
     )
 
 
-@dataclass
-class Simulation:
-    """One simulation: running, done (with its report) or failed (with why)."""
-
-    id: str
-    actor: str
-    config_hash: str
-    since: datetime
-    until: datetime
-    started_at: datetime
-    status: str = "running"
-    finished_at: datetime | None = None
-    report: dict[str, Any] | None = None
-    html: str | None = None
-    error: str | None = None
-
-    def view(self) -> dict[str, Any]:
-        """The JSON answer (the report once done)."""
-        out: dict[str, Any] = {
-            "id": self.id,
-            "status": self.status,
-            "actor": self.actor,
-            "config_hash": self.config_hash,
-            "since": when(self.since),
-            "until": when(self.until),
-            "started_at": when(self.started_at),
-            "finished_at": when(self.finished_at),
-        }
-        if self.report is not None:
-            out["report"] = self.report
-        if self.error is not None:
-            out["error"] = self.error
-        return out
+def view(sim: Simulation) -> dict[str, Any]:
+    """The JSON answer, without the report (see `answer`)."""
+    out: dict[str, Any] = {
+        "id": sim.id,
+        "status": sim.status.value,
+        "actor": sim.actor,
+        "config_hash": sim.config_hash,
+        "since": when(sim.since),
+        "until": when(sim.until),
+        "started_at": when(sim.started_at),
+        "finished_at": when(sim.finished_at),
+    }
+    if sim.error is not None:
+        out["error"] = sim.error
+    return out
 
 
-class Simulations:
-    """The server's simulations: at most one running, the last few finished ones kept."""
-
-    def __init__(self, store: StoreOptions) -> None:
-        """`store` is the store the server runs on (its recorded traffic is replayed)."""
-        self._store = store
-        self._all: OrderedDict[str, Simulation] = OrderedDict()
-        self._running: tuple[Simulation, asyncio.Task[None]] | None = None
-
-    @property
-    def running(self) -> Simulation | None:
-        """The simulation under way, if any."""
-        return self._running[0] if self._running else None
-
-    def get(self, simulation_id: str) -> Simulation | None:
-        """A running or kept simulation."""
-        return self._all.get(simulation_id)
-
-    def start(self, simulation: Simulation, job: dict[str, Any], options: SimulateOptions) -> None:
-        """Run `simulation` in the background; the caller has checked none is running."""
-        job = {**job, "store": {"url": self._store.url, "schema": self._store.schema_}}
-        task = asyncio.create_task(self._run(simulation, job, options), name="simulation")
-        self._running = (simulation, task)
-        self._all[simulation.id] = simulation
-        finished = [s for s in self._all.values() if s.status != "running"]
-        for old in finished[: max(0, len(finished) - options.keep)]:
-            del self._all[old.id]
-
-    async def _run(self, sim: Simulation, job: dict[str, Any], options: SimulateOptions) -> None:
-        try:
-            answer = await _in_worker(job, options.timeout)
-            if "error" in answer:
-                sim.status, sim.error = "failed", str(answer["error"])
-            else:
-                sim.status, sim.report, sim.html = "done", answer["report"], answer["html"]
-        except _WorkerFailed as exc:
-            sim.status, sim.error = "failed", str(exc)
-        finally:
-            self._running = None
-        log.info("simulation finished", simulation=sim.id, status=sim.status, error=sim.error)
-
-    async def __aenter__(self) -> Simulations:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.close()
-
-    async def close(self) -> None:
-        """Stop the running simulation (its process is killed)."""
-        if self._running is not None:
-            sim, task = self._running
-            task.cancel()
-            await asyncio.wait([task])
-            sim.status, sim.error = "failed", "the server stopped"
-
-
-class _WorkerFailed(Exception):
-    pass
-
-
-async def _in_worker(job: dict[str, Any], limit: timedelta) -> dict[str, Any]:
-    """Run the job in `python -m sendguard.simulate.worker`; kill it past `limit`."""
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "sendguard.simulate.worker",
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    try:
-        out, err = await asyncio.wait_for(
-            process.communicate(json.dumps(job).encode()), limit.total_seconds()
-        )
-    except TimeoutError:
-        raise _WorkerFailed(
-            f"stopped after simulate.timeout ({human_duration(limit)}); choose a shorter"
-            " window or raise simulate.timeout"
-        ) from None
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
-    try:
-        answer: dict[str, Any] = json.loads(out)
-    except ValueError:
-        answer = {}
-    if not answer:  # a crash: its traceback is on stderr
-        log.error("simulation worker failed", status=process.returncode, stderr=err[-4000:])
-        raise _WorkerFailed(
-            f"the simulation failed (exit status {process.returncode}); see the server log"
-        )
-    return answer
+def answer(
+    sim: Simulation, status: int = 200, headers: dict[str, str] | None = None
+) -> web.Response:
+    """The JSON answer with the report once done. The store keeps the report as the JSON text
+    the worker made: it is put in as it is, not parsed and written again (megabytes over a
+    large window)."""
+    text = json.dumps(view(sim))
+    if sim.report is not None:
+        text = f'{text[:-1]}, "report": {sim.report}}}'
+    return web.Response(text=text, status=status, headers=headers, content_type="application/json")
 
 
 SIMULATIONS: web.AppKey[Simulations] = web.AppKey("simulations", Simulations)
@@ -266,7 +164,7 @@ def _window(payload: SimulationPayload, now: datetime) -> tuple[datetime, dateti
 async def start_simulation(request: web.Request) -> web.Response:
     """Validate the candidate and the window; start the simulation; 202 with its id."""
     simulations = request.app[SIMULATIONS]
-    running = simulations.running
+    running = await simulations.running()
     if running is not None:
         return _conflict(running)
     payload = await read_json(request, SimulationPayload)
@@ -279,18 +177,18 @@ async def start_simulation(request: web.Request) -> web.Response:
         return invalid_config(
             exc, f"the candidate config has {len(exc.problems)} problem(s)", prefix="config"
         )
-    running = simulations.running  # the body was read meanwhile: another may have started
-    if running is not None:
-        return _conflict(running)
     options = request.app[RELOADER].settings.config.simulate
     actor = identity(request).name
+    now = ctx.clock.now()
     sim = Simulation(
         id=new_id(),
         actor=actor,
         config_hash=hashlib.sha256(text.encode("utf-8")).hexdigest(),
         since=since,
         until=until,
-        started_at=ctx.clock.now(),
+        started_at=now,
+        owner=simulations.owner,
+        lease_until=now + options.lease,
     )
     job = {
         "config": text,
@@ -298,7 +196,10 @@ async def start_simulation(request: web.Request) -> web.Response:
         "until": until.isoformat(),
         "max_messages": options.max_messages,
     }
-    simulations.start(sim, job, options)
+    # The store decides: another may have started meanwhile, here or on any other worker.
+    running = await simulations.start(sim, job, options)
+    if running.id != sim.id:
+        return _conflict(running)
     try:
         await ctx.store.add_audit(
             AuditEntry(
@@ -311,9 +212,7 @@ async def start_simulation(request: web.Request) -> web.Response:
         )
     except StoreUnavailable:
         log.warning("simulation not audited: the store is unavailable", simulation=sim.id)
-    return web.json_response(
-        sim.view(), status=202, headers={"Location": f"/v1/simulations/{sim.id}"}
-    )
+    return answer(sim, 202, {"Location": f"/v1/simulations/{sim.id}"})
 
 
 def _conflict(running: Simulation) -> web.Response:
@@ -335,11 +234,12 @@ async def get_simulation(request: web.Request) -> web.StreamResponse:
     fmt = request.query.get("format", "json")
     if fmt not in ("json", "html"):
         raise BadRequest("format: must be json or html", "format")
-    sim = request.app[SIMULATIONS].get(request.match_info["id"])
+    keep = request.app[RELOADER].settings.config.simulate.keep
+    sim = await request.app[SIMULATIONS].get(request.match_info["id"], keep)
     if sim is None:
         raise NotFound(
-            f"no simulation {request.match_info['id']} (only the last simulate.keep are kept,"
-            " until the server restarts)"
+            f"no simulation {request.match_info['id']} (only the last simulate.keep finished"
+            " ones are kept)"
         )
     if fmt == "html":
         if sim.html is None:
@@ -347,11 +247,11 @@ async def get_simulation(request: web.Request) -> web.StreamResponse:
                 {
                     "error": {
                         "code": "conflict",
-                        "message": f"simulation {sim.id} is {sim.status}: no report"
+                        "message": f"simulation {sim.id} is {sim.status.value}: no report"
                         + (f" ({sim.error})" if sim.error else ""),
                     }
                 },
                 status=409,
             )
         return web.Response(text=sim.html, content_type="text/html", charset="utf-8")
-    return web.json_response(sim.view())
+    return answer(sim)

@@ -53,6 +53,7 @@ from sendguard.pruning import PruneCutoffs
 from sendguard.recipient import TIMEZONE_FACT, RecipientReads
 from sendguard.reports import QueueAges, ShadowTally
 from sendguard.review_queue import Edit, HeldQuery, HeldQueue, ReviewNotice
+from sendguard.simulations import Simulation
 from sendguard.suppressions import Suppression, SuppressionPage, SuppressionQuery
 
 __all__ = [
@@ -64,6 +65,7 @@ __all__ = [
     "PolicyReads",
     "Pruning",
     "ReviewState",
+    "SimulationRuns",
     "Store",
     "StoreLifecycle",
     "SuppressionList",
@@ -526,6 +528,48 @@ class Pruning(Protocol):
         deliveries, suppressions and the audit log are kept. Return how many deliveries went."""
 
 
+class SimulationRuns(Protocol):
+    """The server's simulations: at most one running across every process sharing the store,
+    held by its owner under a lease, and the last few finished ones with their reports."""
+
+    @abstractmethod
+    async def start_simulation(
+        self, simulation: Simulation, now: datetime, keep: int
+    ) -> Simulation:
+        """Record `simulation` (running, its `owner` and `lease_until` set) unless another is
+        running; return the running one: `simulation` if it started, else the other.
+
+        In the same write, a running one whose lease ended before `now` is marked failed first
+        (as `expire_simulations`), so a simulation whose process died does not block the next.
+        Of two processes starting at once, exactly one starts.
+        """
+
+    @abstractmethod
+    async def renew_simulation(self, simulation_id: str, owner: str, until: datetime) -> bool:
+        """Extend `owner`'s lease of a running simulation to `until`; False (nothing changed)
+        if it is not running under `owner` any more (finished, or expired and failed)."""
+
+    @abstractmethod
+    async def finish_simulation(self, finished: Simulation, keep: int) -> bool:
+        """Record how `finished` ended (its `status`, `finished_at`, `error`, `report` and
+        `html`; the lease ends) if it is still running under `finished.owner`; False, changing
+        nothing, otherwise. Finished simulations beyond the newest `keep` (by start) are
+        forgotten in the same write."""
+
+    @abstractmethod
+    async def expire_simulations(self, now: datetime, keep: int) -> int:
+        """Mark failed every running simulation whose lease ended before `now`, saying why;
+        forget finished ones beyond the newest `keep` when any was; return how many."""
+
+    @abstractmethod
+    async def running_simulation(self) -> Simulation | None:
+        """The running simulation, if any (its lease may have ended: see `lease_until`)."""
+
+    @abstractmethod
+    async def get_simulation(self, simulation_id: str) -> Simulation | None:
+        """A running or kept simulation, with its report and page once done."""
+
+
 class Store(
     StoreLifecycle,
     PolicyReads,
@@ -539,6 +583,7 @@ class Store(
     WebhookOutbox,
     Aggregates,
     Pruning,
+    SimulationRuns,
     Protocol,
 ):
     """Everything sendguard keeps: every role at once, as a backend implements it. See the

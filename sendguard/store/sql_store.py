@@ -59,6 +59,7 @@ from sendguard.review_queue import Edit, EditedPart, HeldGroup, HeldQuery, HeldQ
 from sendguard.store import codec
 from sendguard.store.base import Store
 from sendguard.store.message_cache import MessageCache
+from sendguard.store.sql_simulations import SqlSimulations
 from sendguard.suppressions import Suppression, SuppressionPage, SuppressionQuery, SuppressionReason
 from sendguard.verdict import Action, Decision, Mode
 
@@ -300,7 +301,7 @@ _RECIPIENT_READS = {
 }
 
 
-class SqlStore(Store):
+class SqlStore(SqlSimulations, Store):
     """Every contract operation; a backend supplies transactions, locks and lifecycle."""
 
     #: appended to the claim query (PostgreSQL: "FOR UPDATE SKIP LOCKED")

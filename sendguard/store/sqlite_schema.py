@@ -277,6 +277,27 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE deliveries ADD COLUMN final_reason TEXT;
     ALTER TABLE deliveries ADD COLUMN final_outcomes TEXT;
     """,
+    # 11: the server's simulations (POST /v1/simulations), shared by every worker and
+    # instance: at most one running (the unique partial index), held by `owner` until
+    # `lease_until`; `report` is JSON text, `html` the report's page (UTF-8).
+    """
+    CREATE TABLE simulations (
+        id TEXT PRIMARY KEY,
+        status TEXT NOT NULL,
+        actor TEXT NOT NULL,
+        config_hash TEXT NOT NULL,
+        since_at INTEGER NOT NULL,
+        until_at INTEGER NOT NULL,
+        started_at INTEGER NOT NULL,
+        finished_at INTEGER,
+        owner TEXT NOT NULL,
+        lease_until INTEGER,
+        error TEXT,
+        report TEXT,
+        html BLOB
+    );
+    CREATE UNIQUE INDEX simulations_running ON simulations(status) WHERE status = 'running';
+    """,
 )
 
 

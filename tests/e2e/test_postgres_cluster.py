@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import smtplib
 import threading
 import time
@@ -15,6 +17,7 @@ import asyncpg
 import pytest
 
 from tests.e2e.test_send_path import message, send
+from tests.e2e.test_simulation_api import simulation_worker, wait_finished
 from tests.support.postgres import DSN, drop_schema_sync, new_schema
 from tests.support.process import SendguardProcess, base_config
 from tests.support.sink import Sink
@@ -257,3 +260,30 @@ def test_a_policy_out_of_time_mid_read_leaves_the_connection_usable(
     assert reasons == {
         "frequency: policy frequency failed (timed out after 1e-06s); on_error=hold"
     }, reasons
+
+
+def test_a_simulation_is_one_at_a_time_and_readable_across_instances(
+    cluster: Callable[..., list[SendguardProcess]],
+) -> None:
+    a, b = cluster(2, policies=[{"plugin": "schedule"}])
+    send(a, ["ann@example.org"], message(subject="one"))
+    a.wait_settled()
+    status, started = a.call("POST", "/v1/simulations", {"config": "policies: []\n"})
+    assert status == 202, started
+    worker = simulation_worker(a)
+    os.kill(worker, signal.SIGSTOP)  # held running while the other instance is asked
+    try:
+        status, refused = b.call("POST", "/v1/simulations", {"config": "policies: []\n"})
+        assert status == 409 and refused["error"]["id"] == started["id"], refused
+        status, running = b.call("GET", f"/v1/simulations/{started['id']}")
+        assert (status, running["status"]) == (200, "running"), running
+    finally:
+        os.kill(worker, signal.SIGCONT)
+    done = wait_finished(b, started["id"])  # written by a, read on b
+    assert done["status"] == "done", done
+    assert done["report"]["deliveries"] == 1
+    status, page = b.call("GET", f"/v1/simulations/{started['id']}?format=html")
+    assert status == 200 and "<!doctype html" in page.lower()
+    status, again = b.call("POST", "/v1/simulations", {"config": "policies: []\n"})
+    assert status == 202, again
+    assert wait_finished(a, again["id"])["status"] == "done"

@@ -1,16 +1,22 @@
 """Simulations over the HTTP API: POST /v1/simulations replays the server's own recorded
-traffic through an inline candidate config, off the event loop; GET returns the report."""
+traffic through an inline candidate config, off the event loop; GET returns the report.
+Simulations are kept in the store: with SENDGUARD_TEST_WORKERS=2 a GET often reaches the
+worker that did not start it, and one at a time holds across the workers."""
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.e2e.test_send_path import message, send
-from tests.support.process import SendguardProcess
+from tests.support.process import SendguardProcess, children, wait_gone
 
 pytestmark = [pytest.mark.e2e]
 Start = Callable[..., SendguardProcess]
@@ -83,6 +89,7 @@ def test_a_simulation_reports_what_a_cap_would_have_delayed(sendguard: Start) ->
     assert wait_finished(proc, again["id"])["report"]["changed"] == 0
 
 
+@pytest.mark.both_backends
 def test_an_invalid_candidate_is_refused_with_field_paths(sendguard: Start) -> None:
     proc = sendguard()
     bad = {"policies": [{"plugin": "frequency", "options": {"caps": [{"limit": 0}]}}]}
@@ -125,6 +132,7 @@ def test_an_invalid_candidate_is_refused_with_field_paths(sendguard: Start) -> N
     assert status == 400 and answer["error"]["field"] == "format", answer
 
 
+@pytest.mark.both_backends
 def test_a_window_over_max_messages_fails_with_the_bound_named(sendguard: Start) -> None:
     proc = sendguard(policies=[{"plugin": "schedule"}], simulate={"max_messages": 1})
     send(proc, ["ann@example.org"], message(subject="one"))
@@ -138,3 +146,96 @@ def test_a_window_over_max_messages_fails_with_the_bound_named(sendguard: Start)
     assert "report" not in failed
     status, answer = proc.call("GET", f"/v1/simulations/{started['id']}?format=html")
     assert status == 409, answer
+
+
+def simulation_worker(proc: SendguardProcess, timeout: float = 30.0) -> int:
+    """The pid of the `sendguard.simulate.worker` process the server (or one of its workers)
+    started."""
+    assert proc.proc is not None
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        servers = [proc.proc.pid, *proc.worker_pids()]
+        for pid in (c for server in servers for c in children(server)):
+            try:
+                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+            except OSError:
+                continue
+            if b"sendguard.simulate.worker" in cmdline:
+                return pid
+        time.sleep(0.02)
+    raise AssertionError("no simulation worker process started")
+
+
+@pytest.mark.both_backends
+def test_a_simulation_whose_server_was_killed_blocks_the_next_only_until_its_lease_ends(
+    sendguard: Start,
+) -> None:
+    lease = 5.0
+    proc = sendguard(policies=[{"plugin": "schedule"}], simulate={"lease": f"{lease:.0f}s"})
+    send(proc, ["ann@example.org"], message(subject="one"))
+    proc.wait_settled()
+    status, started = proc.call("POST", "/v1/simulations", {"config": CAP_2_PER_7D})
+    assert status == 202, started
+    # The replay is held still, so the server that started it is the one keeping it alive.
+    worker = simulation_worker(proc)
+    os.kill(worker, signal.SIGSTOP)
+    try:
+        # Well past its first lease, its server renews it: still running, still blocking.
+        time.sleep(lease * 1.5)
+        status, running = proc.call("GET", f"/v1/simulations/{started['id']}")
+        assert (status, running["status"]) == (200, "running"), running
+        status, refused = proc.call("POST", "/v1/simulations", {"config": "policies: []\n"})
+        assert status == 409 and refused["error"]["id"] == started["id"], refused
+
+        # kill -9 the server (its workers die with it), then the held replay, which would
+        # otherwise report to nobody.
+        assert proc.proc is not None
+        servers = [pid for pid in proc.worker_pids() if pid != worker]
+        proc.proc.send_signal(signal.SIGKILL)
+        proc.proc.wait(10)
+        killed = time.monotonic()
+    finally:
+        os.kill(worker, signal.SIGKILL)
+    wait_gone([*servers, worker])
+
+    proc.start()
+    # Until its lease ends (at most `lease` after the kill) it blocks, on the restarted
+    # server too; then the next one starts, and the killed one reads as failed.
+    while True:
+        status, answer = proc.call("POST", "/v1/simulations", {"config": "policies: []\n"})
+        if status == 202:
+            break
+        assert status == 409 and answer["error"]["id"] == started["id"], answer
+        assert time.monotonic() - killed < lease + 30, "the dead simulation still blocks"
+        time.sleep(0.2)
+    # Renewed every lease/3 until the kill, it was not freed before most of a lease passed.
+    assert time.monotonic() - killed >= lease * 0.6
+    status, dead = proc.call("GET", f"/v1/simulations/{started['id']}")
+    assert status == 200, dead
+    assert dead["status"] == "failed", dead
+    assert "lease" in dead["error"], dead
+    assert "report" not in dead
+    assert wait_finished(proc, answer["id"])["status"] == "done"
+
+
+def test_a_simulation_running_when_its_server_stops_reads_failed_after_the_restart(
+    sendguard: Start,
+) -> None:
+    proc = sendguard(policies=[{"plugin": "schedule"}])
+    status, started = proc.call("POST", "/v1/simulations", {"config": CAP_2_PER_7D})
+    assert status == 202, started
+    worker = simulation_worker(proc)
+    os.kill(worker, signal.SIGSTOP)  # still running when the server is asked to stop
+    try:
+        assert proc.terminate() == 0
+    finally:
+        with contextlib.suppress(ProcessLookupError):  # the server killed it on the way out
+            os.kill(worker, signal.SIGKILL)
+    proc.start()
+    status, stopped = proc.call("GET", f"/v1/simulations/{started['id']}")
+    assert status == 200, stopped
+    assert (stopped["status"], stopped["error"]) == ("failed", "the server stopped"), stopped
+    # Recorded as finished, not left to its lease: the next starts at once.
+    status, again = proc.call("POST", "/v1/simulations", {"config": "policies: []\n"})
+    assert status == 202, again
+    assert wait_finished(proc, again["id"])["status"] == "done"
