@@ -277,6 +277,20 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE deliveries ADD COLUMN final_reason TEXT;
     ALTER TABLE deliveries ADD COLUMN final_outcomes TEXT;
     """,
+    # 11: a large content in pieces (sql_content.py): `content_chunks` holds them, written
+    # before their message's row (so no foreign key), by `owner` (owner.py) at `written_at`;
+    # the message's row then has an empty `content` and `chunks` = how many pieces.
+    """
+    CREATE TABLE content_chunks (
+        message_id TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        data BLOB NOT NULL,
+        owner TEXT NOT NULL,
+        written_at INTEGER NOT NULL,
+        PRIMARY KEY (message_id, seq)
+    );
+    ALTER TABLE messages ADD COLUMN chunks INTEGER NOT NULL DEFAULT 0;
+    """,
 )
 
 
