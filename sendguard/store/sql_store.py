@@ -17,6 +17,7 @@ statement per kind for a whole page, never one per row.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from abc import abstractmethod
 from collections.abc import Awaitable, Callable, Sequence
@@ -456,7 +457,9 @@ class SqlStore(Store):
         except BaseException as exc:
             self._cache.forget(message.id)
             if chunks and isinstance(exc, Conflict):  # refused: its row was not written
-                await sql_content.drop_chunks(self._write_one, message.id)
+                # Else left to the prune; the refusal is what the caller hears either way.
+                with contextlib.suppress(Exception):
+                    await sql_content.drop_chunks(self._write_one, message.id)
             raise
 
     @staticmethod
