@@ -44,6 +44,10 @@ Run = Callable[["Job[T]"], Awaitable[T]]
 
 CHUNK = 1 << 20
 """Octets per piece; a content up to this size stays in its message's row."""
+CONTENT = 0
+"""The `part` of a message's content."""
+ESP_BODY = 1
+"""The `part` of the body of the ESP request a message came in as (`esp_requests`)."""
 
 _UNREFERENCED = "NOT EXISTS (SELECT 1 FROM messages m WHERE m.id = content_chunks.message_id)"
 
@@ -62,9 +66,11 @@ def chunked(content: bytes) -> bool:
     return len(content) > CHUNK
 
 
-async def write_chunks(write: Run[None], message_id: str, content: bytes, now: int) -> int:
-    """Write `content` as pieces of message `message_id`, each in its own durable write job
-    (`write`: the store's `_write_one`), one after another; return how many."""
+async def write_chunks(
+    write: Run[None], message_id: str, content: bytes, now: int, part: int = CONTENT
+) -> int:
+    """Write `content` as pieces of `part` of message `message_id`, each in its own durable
+    write job (`write`: the store's `_write_one`), one after another; return how many."""
     owner = process_owner()
     count = 0
     for start in range(0, len(content), CHUNK):
@@ -74,11 +80,11 @@ async def write_chunks(write: Run[None], message_id: str, content: bytes, now: i
         async def job(tx: Tx, seq: int = seq, piece: bytes = piece) -> None:
             # Written again as it is if a failed batch is retried.
             await tx.execute(
-                "INSERT INTO content_chunks (message_id, seq, data, owner, written_at)"
-                " VALUES (?, ?, ?, ?, ?) ON CONFLICT (message_id, seq) DO UPDATE SET"
+                "INSERT INTO content_chunks (message_id, part, seq, data, owner, written_at)"
+                " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (message_id, part, seq) DO UPDATE SET"
                 " data = excluded.data, owner = excluded.owner,"
                 " written_at = excluded.written_at",
-                (message_id, seq, piece, owner, now),
+                (message_id, part, seq, piece, owner, now),
             )
 
         await write(job)
@@ -97,22 +103,24 @@ async def drop_chunks(write: Run[None], message_id: str) -> None:
     await write(job)
 
 
-async def read_chunks(scan: Run[Sequence[Any] | None], message_id: str, count: int) -> bytes:
-    """The content of message `message_id` from its `count` pieces, one read each
-    (`scan`: the store's `_scan`)."""
+async def read_chunks(
+    scan: Run[Sequence[Any] | None], message_id: str, count: int, part: int = CONTENT
+) -> bytes:
+    """`part` of message `message_id` from its `count` pieces, one read each (`scan`: the
+    store's `_scan`)."""
     pieces: list[bytes] = []
     for seq in range(count):
 
         async def job(tx: Tx, seq: int = seq) -> Sequence[Any] | None:
             rows = await tx.fetch(
-                "SELECT data FROM content_chunks WHERE message_id = ? AND seq = ?",
-                (message_id, seq),
+                "SELECT data FROM content_chunks WHERE message_id = ? AND part = ? AND seq = ?",
+                (message_id, part, seq),
             )
             return rows[0] if rows else None
 
         row = await scan(job)
         if row is None:
-            raise Conflict(f"message {message_id} has lost piece {seq} of its content")
+            raise Conflict(f"message {message_id} has lost piece {seq} of part {part}")
         pieces.append(bytes(row[0]))
     return b"".join(pieces)
 

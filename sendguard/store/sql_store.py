@@ -177,9 +177,7 @@ MESSAGE_INSERT = (
 """A message's row, with `message_values` (`add_message`)."""
 
 
-def message_values(
-    message: Message, content: bytes, now: int, chunks: int = 0
-) -> tuple[Any, ...]:
+def message_values(message: Message, content: bytes, now: int, chunks: int = 0) -> tuple[Any, ...]:
     """The values of MESSAGE_INSERT for `message`, received at `now` (microseconds); with
     `chunks`, its content is in that many pieces (sql_content.py) and `content` is empty."""
     fields = message.fields
@@ -362,9 +360,13 @@ class SqlStore(Store):
     ) -> None:
         now = to_micros(message.received_at)
         # A large content goes first, in pieces, each committed on its own (sql_content.py).
-        chunks = 0
+        chunks = esp_chunks = 0
         if sql_content.chunked(content):
             chunks = await sql_content.write_chunks(self._write_one, message.id, content, now)
+        if esp_request is not None and sql_content.chunked(esp_request.body):
+            esp_chunks = await sql_content.write_chunks(
+                self._write_one, message.id, esp_request.body, now, sql_content.ESP_BODY
+            )
 
         async def job(tx: Tx) -> None:
             if idempotency is not None:
@@ -391,9 +393,15 @@ class SqlStore(Store):
             await writes.execute(MESSAGE_INSERT, row)
             if esp_request is not None:
                 await writes.execute(
-                    "INSERT INTO esp_requests (message_id, esp, template, body)"
-                    " VALUES (?, ?, ?, ?)",
-                    (message.id, esp_request.esp, esp_request.template, esp_request.body),
+                    "INSERT INTO esp_requests (message_id, esp, template, body, chunks)"
+                    " VALUES (?, ?, ?, ?, ?)",
+                    (
+                        message.id,
+                        esp_request.esp,
+                        esp_request.template,
+                        b"" if esp_chunks else esp_request.body,
+                        esp_chunks,
+                    ),
                 )
             for key in premise_keys(message):
                 await writes.execute(REQUIREMENT_INSERT, (message.id, key))
@@ -456,7 +464,7 @@ class SqlStore(Store):
             await (self._write_one if idempotency is None else self._write)(job)
         except BaseException as exc:
             self._cache.forget(message.id)
-            if chunks and isinstance(exc, Conflict):  # refused: its row was not written
+            if (chunks or esp_chunks) and isinstance(exc, Conflict):  # its rows were not written
                 # Else left to the prune; the refusal is what the caller hears either way.
                 with contextlib.suppress(Exception):
                     await sql_content.drop_chunks(self._write_one, message.id)
@@ -616,12 +624,19 @@ class SqlStore(Store):
         async def job(tx: Tx) -> Sequence[Any] | None:
             return await _one(
                 tx,
-                "SELECT esp, template, body FROM esp_requests WHERE message_id = ?",
+                "SELECT esp, template, body, chunks FROM esp_requests WHERE message_id = ?",
                 (message_id,),
             )
 
         row = await self._read(job)
-        return None if row is None else EspRequest(row[0], bytes(row[2]), row[1])
+        if row is None:
+            return None
+        body = bytes(row[2])
+        if row[3]:
+            body = await sql_content.read_chunks(
+                self._scan, message_id, row[3], sql_content.ESP_BODY
+            )
+        return EspRequest(row[0], body, row[1])
 
     async def idempotent_response(self, key: str, since: datetime) -> IdempotencyRecord | None:
         async def job(tx: Tx) -> Sequence[Any] | None:

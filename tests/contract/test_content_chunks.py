@@ -3,6 +3,7 @@ commits, invisible and removed if the message never commits, pruned with its mes
 
 from __future__ import annotations
 
+import dataclasses
 import socket
 import subprocess
 import sys
@@ -14,6 +15,7 @@ import pytest
 
 from sendguard.deliveries import Change, IdempotencyRecord, NewDelivery
 from sendguard.errors import Conflict
+from sendguard.esp_request import EspRequest
 from sendguard.ids import new_id
 from sendguard.store import sql_content
 from sendguard.store.base import Store
@@ -31,13 +33,15 @@ def sql(store: Store) -> SqlStore:
     return store
 
 
-async def pieces(store: SqlStore, message_id: str | None = None) -> list[Sequence[Any]]:
-    """(message_id, seq, length) of the stored pieces, of one message or all."""
+async def pieces(
+    store: SqlStore, message_id: str | None = None, part: int = sql_content.CONTENT
+) -> list[Sequence[Any]]:
+    """(message_id, seq, length) of the stored pieces of `part`, of one message or all."""
 
     async def job(tx: Tx) -> list[Sequence[Any]]:
-        where, args = ("WHERE message_id = ?", (message_id,)) if message_id else ("", ())
+        where, args = (" AND message_id = ?", (part, message_id)) if message_id else ("", (part,))
         return await tx.fetch(
-            f"SELECT message_id, seq, length(data) FROM content_chunks {where}"
+            f"SELECT message_id, seq, length(data) FROM content_chunks WHERE part = ?{where}"
             " ORDER BY message_id, seq",
             args,
         )
@@ -61,8 +65,8 @@ async def unfinished(store: SqlStore, message_id: str, owner: str) -> None:
 
     async def job(tx: Tx) -> None:
         await tx.execute(
-            "INSERT INTO content_chunks (message_id, seq, data, owner, written_at)"
-            " VALUES (?, 0, ?, ?, ?)",
+            "INSERT INTO content_chunks (message_id, part, seq, data, owner, written_at)"
+            " VALUES (?, 0, 0, ?, ?, ?)",
             (message_id, b"x" * 1000, owner, int(T0.timestamp() * 1_000_000)),
         )
 
@@ -131,3 +135,19 @@ async def test_a_refused_message_leaves_no_pieces(store: Store) -> None:
         await store.add_message(again, BIG, [], IdempotencyRecord("key-big", again.id, b"{}"))
     assert await store.get_message(again.id) is None
     assert await pieces(backend, again.id) == []
+
+
+async def test_a_large_esp_request_body_is_kept_in_pieces_too(store: Store) -> None:
+    backend = sql(store)
+    message = dataclasses.replace(make_message(), ingress="sendgrid")
+    request = EspRequest("sendgrid", b'{"content": "' + BIG.hex().encode()[: 3 * CHUNK] + b'"}')
+    new = NewDelivery(new_id(), "a@example.org", S.QUEUED, "ok", decision(Verdict.forward()), T0)
+    await store.add_message(message, BIG, [new], esp_request=request)
+    assert len(await pieces(backend, message.id, sql_content.ESP_BODY)) == 4
+    assert len(await pieces(backend, message.id)) == 3
+    assert await store.esp_request(message.id) == request
+    assert await store.message_content(message.id) == BIG
+    await store.change(new.id, Change(S.SENT, "ok", T0))
+    await store.prune(T0 + timedelta(days=90))
+    assert await store.esp_request(message.id) is None
+    assert await pieces(backend, message.id, sql_content.ESP_BODY) == []
