@@ -6,7 +6,8 @@ commit. A 20 MB content in that row made the batch take hundreds of milliseconds
 20 MB into overflow pages and WAL frames, then the fsync), and every small message committing
 meanwhile waited for it. Now a content over `CHUNK` is written as pieces of `CHUNK` octets,
 each its own write job (its own short batch, between other messages' commits), before the
-message's row; no write job grows with the message.
+message's row; no write job grows with the message. The body of the ESP request a message came
+in as (`esp_requests`, kept for pass-through) is kept the same way, as `part` ESP_BODY.
 
 Visibility and durability: the pieces are keyed by the message's id, which nothing refers to
 until the message's own transaction commits its row (content empty, `chunks` = how many
