@@ -33,7 +33,7 @@ import structlog
 
 from sendguard.address import recipient_key
 from sendguard.errors import Conflict, StoreUnavailable
-from sendguard.store import StoreSettings
+from sendguard.store import StoreSettings, sql_content
 from sendguard.store.keyed_lock import KeyedLock
 from sendguard.store.message_cache import MessageCache
 from sendguard.store.postgres_schema import MIGRATIONS, SCHEMA_LOCK
@@ -216,7 +216,10 @@ class PostgresStore(SqlStore):
 
     async def recover(self, now: datetime) -> int:
         # Other instances may be alive: abandoned claims are taken over when their lease ends.
+        # Pieces of a large content whose message never committed (sql_content.py) are
+        # removed when their writer is gone (a process of this host), otherwise on prune.
         del now
+        await sql_content.forget_unfinished(self._write, shared=True)
         return 0
 
     def subscribe(self, callback: Callable[[], None]) -> None:

@@ -17,6 +17,7 @@ statement per kind for a whole page, never one per row.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from abc import abstractmethod
 from collections.abc import Awaitable, Callable, Sequence
@@ -56,7 +57,7 @@ from sendguard.pruning import PruneCutoffs
 from sendguard.recipient import TIMEZONE_FACT, RecipientReads
 from sendguard.reports import QueueAges, ShadowExample, ShadowTally
 from sendguard.review_queue import Edit, EditedPart, HeldGroup, HeldQuery, HeldQueue, ReviewNotice
-from sendguard.store import codec
+from sendguard.store import codec, sql_content
 from sendguard.store.base import Store
 from sendguard.store.message_cache import MessageCache
 from sendguard.store.sql_simulations import SqlSimulations
@@ -171,14 +172,15 @@ def _marks(count: int) -> str:
 
 MESSAGE_INSERT = (
     "INSERT INTO messages (id, received_at, ingress, mail_from, recipients, headers, fields,"
-    " campaign, class, size, content_hash, content, offer, smtputf8, body_8bit)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " campaign, class, size, content_hash, content, offer, smtputf8, body_8bit, chunks)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 """A message's row, with `message_values` (`add_message`)."""
 
 
-def message_values(message: Message, content: bytes, now: int) -> tuple[Any, ...]:
-    """The values of MESSAGE_INSERT for `message`, received at `now` (microseconds)."""
+def message_values(message: Message, content: bytes, now: int, chunks: int = 0) -> tuple[Any, ...]:
+    """The values of MESSAGE_INSERT for `message`, received at `now` (microseconds); with
+    `chunks`, its content is in that many pieces (sql_content.py) and `content` is empty."""
     fields = message.fields
     return (
         message.id,
@@ -196,6 +198,7 @@ def message_values(message: Message, content: bytes, now: int) -> tuple[Any, ...
         fields.offer,
         int(message.smtputf8),
         int(message.body_8bit),
+        chunks,
     )
 
 
@@ -357,6 +360,14 @@ class SqlStore(SqlSimulations, Store):
         esp_request: EspRequest | None = None,
     ) -> None:
         now = to_micros(message.received_at)
+        # A large content goes first, in pieces, each committed on its own (sql_content.py).
+        chunks = esp_chunks = 0
+        if sql_content.chunked(content):
+            chunks = await sql_content.write_chunks(self._write_one, message.id, content, now)
+        if esp_request is not None and sql_content.chunked(esp_request.body):
+            esp_chunks = await sql_content.write_chunks(
+                self._write_one, message.id, esp_request.body, now, sql_content.ESP_BODY
+            )
 
         async def job(tx: Tx) -> None:
             if idempotency is not None:
@@ -379,12 +390,19 @@ class SqlStore(SqlSimulations, Store):
                     raise Conflict(f"idempotency key {idempotency.key!r} was used before")
             # The rest reads nothing and none reads what another writes: run together.
             writes = _Writes()
-            await writes.execute(MESSAGE_INSERT, message_values(message, content, now))
+            row = message_values(message, b"" if chunks else content, now, chunks)
+            await writes.execute(MESSAGE_INSERT, row)
             if esp_request is not None:
                 await writes.execute(
-                    "INSERT INTO esp_requests (message_id, esp, template, body)"
-                    " VALUES (?, ?, ?, ?)",
-                    (message.id, esp_request.esp, esp_request.template, esp_request.body),
+                    "INSERT INTO esp_requests (message_id, esp, template, body, chunks)"
+                    " VALUES (?, ?, ?, ?, ?)",
+                    (
+                        message.id,
+                        esp_request.esp,
+                        esp_request.template,
+                        b"" if esp_chunks else esp_request.body,
+                        esp_chunks,
+                    ),
                 )
             for key in premise_keys(message):
                 await writes.execute(REQUIREMENT_INSERT, (message.id, key))
@@ -445,8 +463,12 @@ class SqlStore(SqlSimulations, Store):
             # Without an idempotency key to check first, the writes are one statement
             # where the backend can send them as one.
             await (self._write_one if idempotency is None else self._write)(job)
-        except BaseException:
+        except BaseException as exc:
             self._cache.forget(message.id)
+            if (chunks or esp_chunks) and isinstance(exc, Conflict):  # its rows were not written
+                # Else left to the prune; the refusal is what the caller hears either way.
+                with contextlib.suppress(Exception):
+                    await sql_content.drop_chunks(self._write_one, message.id)
             raise
 
     @staticmethod
@@ -580,8 +602,8 @@ class SqlStore(SqlSimulations, Store):
         async def job(tx: Tx) -> Sequence[Any] | None:
             return await _one(
                 tx,
-                "SELECT CASE WHEN length(content) <= ? THEN content END, length(content)"
-                " FROM messages WHERE id = ?",
+                "SELECT CASE WHEN length(content) <= ? THEN content END, length(content),"
+                " chunks FROM messages WHERE id = ?",
                 (LARGE, message_id),
             )
 
@@ -589,7 +611,9 @@ class SqlStore(SqlSimulations, Store):
             return await _one(tx, "SELECT content FROM messages WHERE id = ?", (message_id,))
 
         row = await self._read(job)
-        if row is not None and row[0] is None and row[1] is not None:
+        if row is not None and row[2]:
+            row = (await sql_content.read_chunks(self._scan, message_id, row[2]),)
+        elif row is not None and row[0] is None and row[1] is not None:
             row = await self._scan(whole)
         if row is None or row[0] is None:
             raise Conflict(f"message {message_id} has no stored content")
@@ -601,12 +625,19 @@ class SqlStore(SqlSimulations, Store):
         async def job(tx: Tx) -> Sequence[Any] | None:
             return await _one(
                 tx,
-                "SELECT esp, template, body FROM esp_requests WHERE message_id = ?",
+                "SELECT esp, template, body, chunks FROM esp_requests WHERE message_id = ?",
                 (message_id,),
             )
 
         row = await self._read(job)
-        return None if row is None else EspRequest(row[0], bytes(row[2]), row[1])
+        if row is None:
+            return None
+        body = bytes(row[2])
+        if row[3]:
+            body = await sql_content.read_chunks(
+                self._scan, message_id, row[3], sql_content.ESP_BODY
+            )
+        return EspRequest(row[0], body, row[1])
 
     async def idempotent_response(self, key: str, since: datetime) -> IdempotencyRecord | None:
         async def job(tx: Tx) -> Sequence[Any] | None:
@@ -1491,7 +1522,9 @@ class SqlStore(SqlSimulations, Store):
         )
         await tx.execute(f"DELETE FROM requirements WHERE message_id IN ({orphans})", (cutoff,))
         await tx.execute(f"DELETE FROM esp_requests WHERE message_id IN ({orphans})", (cutoff,))
+        await tx.execute(sql_content.prune_of(orphans), (cutoff,))
         await tx.execute(f"DELETE FROM messages WHERE id IN ({orphans})", (cutoff,))
+        await tx.execute(sql_content.PRUNE_UNREFERENCED, (cutoff,))
         return gone
 
     # suppressions ----------------------------------------------------------------------------

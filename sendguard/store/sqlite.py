@@ -39,7 +39,7 @@ from typing import Any, TypeVar
 from sendguard.address import recipient_key
 from sendguard.approvals import GlobalPause
 from sendguard.owner import owner_gone
-from sendguard.store import StoreSettings
+from sendguard.store import StoreSettings, sql_content
 from sendguard.store.host_keyed_lock import HostKeyedLock
 from sendguard.store.keyed_lock import KeyedLock
 from sendguard.store.message_cache import MessageCache
@@ -183,7 +183,10 @@ class SQLiteStore(SqlStore):
                     ).rowcount
             return released
 
-        return await self._db.write(job)
+        released = await self._db.write(job)
+        # Pieces of a large content whose message never committed (sql_content.py).
+        await sql_content.forget_unfinished(self._write, shared=shared)
+        return released
 
     async def get_pause(self) -> GlobalPause:
         # Read for every decision. Alone, only this process writes it (the file lock), so the

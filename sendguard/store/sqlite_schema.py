@@ -298,6 +298,23 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE UNIQUE INDEX simulations_running ON simulations(status) WHERE status = 'running';
     """,
+    # 12: a large content in pieces (sql_content.py): `content_chunks` holds them, written
+    # before their message's row (so no foreign key), by `owner` (owner.py) at `written_at`;
+    # `part` 0 is the message's content (its row then has an empty `content` and `chunks` =
+    # how many pieces), 1 the body of the ESP request it came in as (likewise in esp_requests).
+    """
+    CREATE TABLE content_chunks (
+        message_id TEXT NOT NULL,
+        part INTEGER NOT NULL,
+        seq INTEGER NOT NULL,
+        data BLOB NOT NULL,
+        owner TEXT NOT NULL,
+        written_at INTEGER NOT NULL,
+        PRIMARY KEY (message_id, part, seq)
+    );
+    ALTER TABLE messages ADD COLUMN chunks INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE esp_requests ADD COLUMN chunks INTEGER NOT NULL DEFAULT 0;
+    """,
 )
 
 
