@@ -187,7 +187,14 @@ async def _relay(
     store.subscribe(dispatcher.wake)
     dispatching = asyncio.create_task(dispatcher.run())
     intake = Intake(
-        engine, store, clock, metrics, config.headers.sources(), dispatcher.wake, "budget.test"
+        engine,
+        store,
+        clock,
+        metrics,
+        config.headers.sources(),
+        dispatcher.wake,
+        "budget.test",
+        claimer=dispatcher,
     )
     smtp = SmtpIngress(SmtpHandler(intake, config.smtp, metrics), config.smtp)
     await smtp.start()

@@ -211,6 +211,7 @@ class App:
                 config.headers.sources(),
                 on_queued=dispatcher.wake,
                 host_name=config.smtp.hostname,
+                claimer=dispatcher,
             )
             self.smtp = SmtpIngress(
                 SmtpHandler(intake, config.smtp, self.metrics),

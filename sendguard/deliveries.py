@@ -25,6 +25,21 @@ class NewDelivery:
     hold_origin: HoldOrigin | None = None
 
 
+def sends_now(new: NewDelivery, at: datetime) -> bool:
+    """Whether `new`, decided at `at`, is to be sent at once (what an `IntakeClaim` takes)."""
+    return new.state is DeliveryState.QUEUED and (new.due_at is None or new.due_at <= at)
+
+
+@dataclass(frozen=True)
+class IntakeClaim:
+    """Deliveries to send now, claimed by the dispatcher of this process as they are committed
+    (`IntakeWrites.add_message`): no separate claim, no wake-up, no look for what is due."""
+
+    owner: str
+    lease_until: datetime
+    """As a claim's lease (`WorkQueue.claim_due`): past it, another may take the delivery."""
+
+
 @dataclass(frozen=True)
 class IdempotencyRecord:
     """The first answer to a request that carried an `Idempotency-Key`."""

@@ -13,13 +13,14 @@ import socket
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Protocol
 
 import structlog
 
 from sendguard.address import recipient_key, validate_address
 from sendguard.clock import Clock
 from sendguard.content import content_hash
-from sendguard.deliveries import IdempotencyRecord, NewDelivery
+from sendguard.deliveries import IdempotencyRecord, IntakeClaim, NewDelivery, sends_now
 from sendguard.engine import Engine
 from sendguard.errors import IdempotencyKeyReused, InvalidAddress, InvalidMessage
 from sendguard.esp_request import EspRequest
@@ -78,8 +79,30 @@ class Idempotency:
     """How long the answer is kept for the key (the ESP endpoints' retry window is shorter)."""
 
 
+class Claimer(Protocol):
+    """Who sends deliveries claimed as they are committed (the dispatcher of this process)."""
+
+    def reserve(self, count: int) -> IntakeClaim | None:
+        """A claim for `count` deliveries, or None if there is no room for them now."""
+        ...
+
+    def hand_over(self, deliveries: Sequence[Delivery]) -> None:
+        """Send these deliveries, committed under the claim `reserve` gave."""
+        ...
+
+    def cancel(self, count: int) -> None:
+        """The commit failed: give back the room `reserve` kept."""
+        ...
+
+
 class Intake:
-    """Accepts messages from any ingress."""
+    """Accepts messages from any ingress.
+
+    With a `claimer`, the deliveries to be sent at once are committed already claimed by it
+    and handed to it in memory: no separate claim transaction, wake-up or look for what is
+    due (`IntakeWrites.add_message`'s `claim`). Without room there, they are committed
+    unclaimed and `on_queued` says work is due.
+    """
 
     def __init__(
         self,
@@ -90,6 +113,7 @@ class Intake:
         header_sources: Mapping[str, Sequence[str]],
         on_queued: Callable[[], None],
         host_name: str | None = None,
+        claimer: Claimer | None = None,
     ) -> None:
         self._engine = engine
         # The `by` of Received lines and the domain of the Message-IDs added here.
@@ -99,6 +123,7 @@ class Intake:
         self._metrics = metrics
         self._sources = header_sources
         self._on_queued = on_queued
+        self._claimer = claimer
 
     def reconfigure(self, header_sources: Mapping[str, Sequence[str]]) -> None:
         """Read the sendguard fields from these headers for every message from now on."""
@@ -118,6 +143,50 @@ class Intake:
         if fingerprint is not None and record.fingerprint not in (None, fingerprint):
             raise IdempotencyKeyReused(key)
         return record.response
+
+    async def _commit(
+        self,
+        message: Message,
+        content: bytes,
+        decided: Sequence[NewDelivery],
+        record: IdempotencyRecord | None,
+        esp_request: EspRequest | None,
+    ) -> None:
+        """Commit the message; hand what is to be sent at once to the claimer if it has room
+        (committed claimed by it), else say that work is due."""
+        now = message.received_at
+        now_due = [new for new in decided if sends_now(new, now)]
+        claimer = self._claimer if now_due else None
+        claim = None if claimer is None else claimer.reserve(len(now_due))
+        try:
+            await self._store.add_message(
+                message, content, decided, record, esp_request, claim=claim
+            )
+        except BaseException:
+            if claimer is not None and claim is not None:
+                claimer.cancel(len(now_due))
+            raise
+        if claimer is not None and claim is not None:
+            # As `claim_due` would have given them back.
+            claimer.hand_over(
+                [
+                    Delivery(
+                        new.id,
+                        message,
+                        new.recipient,
+                        DeliveryState.SENDING,
+                        now,
+                        now,
+                        due_at=new.due_at,
+                        attempts=1,
+                        first_attempt_at=now,
+                    )
+                    for new in now_due
+                ]
+            )
+        queued = sum(new.state is DeliveryState.QUEUED for new in decided)
+        if queued > (len(now_due) if claim is not None else 0):
+            self._on_queued()
 
     async def accept(
         self,
@@ -219,9 +288,7 @@ class Intake:
                     now - idempotency.retention,
                     fingerprint=idempotency.fingerprint,
                 )
-            await self._store.add_message(message, content, decided, record, esp_request)
+            await self._commit(message, content, decided, record, esp_request)
         self._metrics.kept(self._metrics.messages_received, ingress).inc()
-        if any(d.state is DeliveryState.QUEUED for d in decided):
-            self._on_queued()
         log.info("accepted", ingress=ingress, recipients=len(decided), size=message.size)
         return Accepted(message, tuple(decided))

@@ -1,7 +1,9 @@
 """The dispatcher: claims due deliveries and sends them, with retries and backoff.
 
 One claimer task takes due deliveries from the store (with a lease, so no two workers or
-instances take the same one) and hands them to `workers` worker tasks. A worker
+instances take the same one) and hands them to `workers` worker tasks. A delivery to be sent
+at once needs no claim when the queue has room: the intake commits it already leased to this
+dispatcher and `sending` (`reserve`, then `hand_over` after the commit). A worker
 
 1. re-runs the policies for a delivery that was delayed (the world may have changed while it
    waited) and stops there unless the new verdict is forward;
@@ -20,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
 
 import structlog
@@ -28,7 +30,7 @@ import structlog
 from sendguard.audit import AuditEntry
 from sendguard.clock import Clock, monotonic
 from sendguard.config import DeliveryOptions, ReviewOptions
-from sendguard.deliveries import Change
+from sendguard.deliveries import Change, IntakeClaim
 from sendguard.delivery.routing import RouteKey
 from sendguard.delivery.upstream import Envelope, Upstream, passing_through
 from sendguard.engine import Engine
@@ -98,6 +100,10 @@ class Dispatcher:
         self._queue: asyncio.Queue[Delivery] = asyncio.Queue(maxsize=config.workers * 2)
         self._stopping = asyncio.Event()
         self._busy = 0
+        # Places in the queue promised to deliveries the intake is committing claimed.
+        self._reserved = 0
+        # Set when the queue has room for a claim again (half of it free), or on stop.
+        self._freed = asyncio.Event()
 
     def reconfigure(self, config: DeliveryOptions, review: ReviewOptions) -> None:
         """Use these retry, lifetime and review settings from now on (a config reload).
@@ -111,6 +117,34 @@ class Dispatcher:
     def wake(self) -> None:
         """New work may be due: look now rather than at the next poll."""
         self._wake.set()
+
+    def reserve(self, count: int) -> IntakeClaim | None:
+        """A claim for `count` deliveries the intake is about to commit to be sent at once,
+        if the queue has room for them (else None: they are committed unclaimed, and claimed
+        as due). The room is kept for them until `hand_over` or `cancel`."""
+        if self._stopping.is_set() or self._room() < count:
+            return None
+        self._reserved += count
+        return IntakeClaim(self._owner, self._clock.now() + self._config.lease)
+
+    def hand_over(self, deliveries: Sequence[Delivery]) -> None:
+        """Send these deliveries, committed under a claim from `reserve`."""
+        self._reserved -= len(deliveries)
+        for delivery in deliveries:
+            self._queue.put_nowait(delivery)
+
+    def cancel(self, count: int) -> None:
+        """Give back the room of a claim from `reserve` whose commit failed."""
+        self._reserved -= count
+        self._note_room()
+
+    def _note_room(self) -> None:
+        """Let a claim loop waiting for room go on once half the queue is free."""
+        if self._room() >= self._queue.maxsize // 2:
+            self._freed.set()
+
+    def _room(self) -> int:
+        return self._queue.maxsize - self._queue.qsize() - self._reserved
 
     async def run(self) -> None:
         """Claim and send until `stop` is called."""
@@ -127,13 +161,15 @@ class Dispatcher:
         """Stop claiming; `run` returns after in-flight sends finish (or the drain timeout)."""
         self._stopping.set()
         self._wake.set()
+        self._freed.set()
 
     async def _claim_loop(self) -> None:
         while not self._stopping.is_set():
-            room = self._queue.maxsize - self._queue.qsize()
+            room = self._room()
             claimed: list[Delivery] = []
             failed = False
             if room > 0:
+                self._reserved += room  # kept from the intake's claims while this one runs
                 try:
                     claimed = list(
                         await self._store.claim_due(
@@ -150,14 +186,22 @@ class Dispatcher:
                 except Exception:  # the claimer must keep running whatever happens
                     failed = True
                     log.exception("claiming failed unexpectedly; retrying")
+                finally:
+                    self._reserved -= room
             for delivery in claimed:
-                await self._queue.put(delivery)
+                self._queue.put_nowait(delivery)  # within the room kept for them
             if claimed and len(claimed) == room:
                 await asyncio.sleep(0)  # more may be due: come straight back
                 continue
             await self._sleep_until_due(retry=failed)
 
     async def _sleep_until_due(self, *, retry: bool = False) -> None:
+        if not retry and self._room() <= 0:
+            # Nothing could be claimed: wait for the workers to take half the queue rather
+            # than look at what is due (the intake hands over what it can meanwhile).
+            self._freed.clear()
+            await self._freed.wait()
+            return
         timeout = self._config.poll_interval.total_seconds()
         try:
             # After a failed claim, work that is already due would make this loop spin (a
@@ -167,13 +211,14 @@ class Dispatcher:
             due = None
         if due is not None:
             timeout = min(timeout, max(0.0, (due - self._clock.now()).total_seconds()))
-        if self._queue.full():
-            timeout = max(timeout, 0.01)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wake.wait(), timeout)
         self._wake.clear()
 
     async def _drain(self, workers: list[asyncio.Task[None]]) -> None:
+        deadline = monotonic() + self._config.drain_timeout.total_seconds()
+        while self._reserved and monotonic() < deadline:  # commits claimed at intake
+            await asyncio.sleep(0.01)
         # Deliveries claimed but not started go back to the store for the next start.
         unstarted = []
         while not self._queue.empty():
@@ -181,7 +226,6 @@ class Dispatcher:
             self._queue.task_done()
         with contextlib.suppress(StoreUnavailable):
             await self._store.release(unstarted, self._owner)
-        deadline = monotonic() + self._config.drain_timeout.total_seconds()
         while self._busy and monotonic() < deadline:
             await asyncio.sleep(0.02)
         for task in workers:
@@ -192,6 +236,7 @@ class Dispatcher:
         while True:
             delivery = await self._queue.get()
             self._busy += 1
+            self._note_room()
             # Bound around the except clauses too: a failure's log line names its delivery.
             bound = structlog.contextvars.bind_contextvars(
                 message_id=delivery.message.id, delivery_id=delivery.id

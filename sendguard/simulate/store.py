@@ -43,6 +43,7 @@ from sendguard.deliveries import (
     DeliveryRecord,
     HistoryEntry,
     IdempotencyRecord,
+    IntakeClaim,
     NewDelivery,
     RecordedOutcome,
 )
@@ -314,7 +315,11 @@ class ReplayStore(SQLiteStore):
         deliveries: Sequence[NewDelivery],
         idempotency: IdempotencyRecord | None = None,
         esp_request: EspRequest | None = None,
+        *,
+        claim: IntakeClaim | None = None,
     ) -> None:
+        if claim is not None:  # a replay has no dispatcher to hand deliveries to
+            raise ValueError("a replay store takes no claim at intake")
         if idempotency is None and esp_request is None and self._may_hold():
             self._hold_message(message, content, deliveries)
         else:

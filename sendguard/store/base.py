@@ -41,6 +41,7 @@ from sendguard.deliveries import (
     DeliveryRecord,
     HistoryEntry,
     IdempotencyRecord,
+    IntakeClaim,
     NewDelivery,
     RecordedOutcome,
 )
@@ -225,11 +226,16 @@ class IntakeWrites(Protocol):
         deliveries: Sequence[NewDelivery],
         idempotency: IdempotencyRecord | None = None,
         esp_request: EspRequest | None = None,
+        *,
+        claim: IntakeClaim | None = None,
     ) -> None:
         """Commit a message, its content and its deliveries in one transaction.
 
         With `idempotency`, raise Conflict if that key was already used. With `esp_request`,
         the ESP request the message came in as is kept with it (see `esp_request`).
+        With `claim`, every `queued` delivery without a due time is committed as `claim_due`
+        would leave it: leased to `claim.owner` until `claim.lease_until` and `sending`,
+        attempt 1 (its first transition still the decision's `queued`); the caller sends it.
         """
 
     @abstractmethod

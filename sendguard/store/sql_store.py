@@ -36,8 +36,10 @@ from sendguard.deliveries import (
     DeliveryRecord,
     HistoryEntry,
     IdempotencyRecord,
+    IntakeClaim,
     NewDelivery,
     RecordedOutcome,
+    sends_now,
 )
 from sendguard.errors import Conflict
 from sendguard.esp_request import EspRequest
@@ -232,6 +234,17 @@ DELIVERY_INSERT_COLUMNS = (
 their defaults."""
 _DELIVERY_INSERT = f"INSERT INTO deliveries ({', '.join(DELIVERY_INSERT_COLUMNS)}) VALUES "
 _DELIVERY_MARKS = f"({', '.join('?' * len(DELIVERY_INSERT_COLUMNS))})"
+# A delivery claimed as it is committed (`add_message`'s `claim`): as `claim_due` leaves one.
+_CLAIMED_COLUMNS = (
+    *DELIVERY_INSERT_COLUMNS,
+    "owner",
+    "lease_until",
+    "attempts",
+    "first_attempt_at",
+)
+_CLAIMED_INSERT = f"INSERT INTO deliveries ({', '.join(_CLAIMED_COLUMNS)}) VALUES "
+_CLAIMED_MARKS = f"({', '.join('?' * len(_CLAIMED_COLUMNS))})"
+_STATE = DELIVERY_INSERT_COLUMNS.index("state")
 
 
 def delivery_values(message: Message, new: NewDelivery, now: int) -> tuple[Any, ...]:
@@ -358,6 +371,8 @@ class SqlStore(SqlSimulations, Store):
         deliveries: Sequence[NewDelivery],
         idempotency: IdempotencyRecord | None = None,
         esp_request: EspRequest | None = None,
+        *,
+        claim: IntakeClaim | None = None,
     ) -> None:
         now = to_micros(message.received_at)
         # A large content goes first, in pieces, each committed on its own (sql_content.py).
@@ -368,6 +383,11 @@ class SqlStore(SqlSimulations, Store):
             esp_chunks = await sql_content.write_chunks(
                 self._write_one, message.id, esp_request.body, now, sql_content.ESP_BODY
             )
+        claimed = (
+            []
+            if claim is None
+            else [new for new in deliveries if sends_now(new, message.received_at)]
+        )
 
         async def job(tx: Tx) -> None:
             if idempotency is not None:
@@ -407,13 +427,17 @@ class SqlStore(SqlSimulations, Store):
             for key in premise_keys(message):
                 await writes.execute(REQUIREMENT_INSERT, (message.id, key))
             # Each table's rows of the message in one statement (per chunk of rows).
-            for start in range(0, len(deliveries), _ROWS_PER_INSERT):
-                chunk = deliveries[start : start + _ROWS_PER_INSERT]
+            taken = {new.id for new in claimed}
+            unclaimed = [new for new in deliveries if new.id not in taken]
+            for start in range(0, len(unclaimed), _ROWS_PER_INSERT):
+                chunk = unclaimed[start : start + _ROWS_PER_INSERT]
                 # The first transition is kept on the row (no transitions row).
                 await writes.execute(
                     _DELIVERY_INSERT + ", ".join([_DELIVERY_MARKS] * len(chunk)),
                     [value for new in chunk for value in delivery_values(message, new, now)],
                 )
+            if claim is not None and claimed:
+                await self._insert_claimed(writes, message, claimed, claim, now)
             for new in deliveries:
                 await self._record_decision(
                     writes, new.id, new.state, now, new.decision, fresh=True
@@ -470,6 +494,33 @@ class SqlStore(SqlSimulations, Store):
                 with contextlib.suppress(Exception):
                     await sql_content.drop_chunks(self._write_one, message.id)
             raise
+
+    @staticmethod
+    async def _insert_claimed(
+        writes: _Writes,
+        message: Message,
+        claimed: Sequence[NewDelivery],
+        claim: IntakeClaim,
+        now: int,
+    ) -> None:
+        """The rows of deliveries claimed as they are committed, `sending` (attempt 1) under
+        `claim`'s lease, and their `attempt 1` transitions (the first, the decision's
+        `queued`, on the row as for every new delivery)."""
+        until = to_micros(claim.lease_until)
+        for start in range(0, len(claimed), _ROWS_PER_INSERT):
+            chunk = claimed[start : start + _ROWS_PER_INSERT]
+            values: list[Any] = []
+            for new in chunk:
+                row = list(delivery_values(message, new, now))
+                row[_STATE] = DeliveryState.SENDING.value
+                values.extend((*row, claim.owner, until, 1, now))
+            await writes.execute(_CLAIMED_INSERT + ", ".join([_CLAIMED_MARKS] * len(chunk)), values)
+            # seq 2: after the first transition on the row, as _NEXT_SEQ gives a new delivery.
+            await writes.execute(
+                "INSERT INTO transitions (delivery_id, seq, at, state, reason) VALUES "
+                + ", ".join(["(?, 2, ?, 'sending', 'attempt 1')"] * len(chunk)),
+                [value for new in chunk for value in (new.id, now)],
+            )
 
     @staticmethod
     async def _record(

@@ -9,7 +9,13 @@ import pytest
 
 from sendguard.approvals import Approval, Campaign
 from sendguard.audit import AuditEntry
-from sendguard.deliveries import Change, DeliveryQuery, IdempotencyRecord, NewDelivery
+from sendguard.deliveries import (
+    Change,
+    DeliveryQuery,
+    IdempotencyRecord,
+    IntakeClaim,
+    NewDelivery,
+)
 from sendguard.errors import Conflict
 from sendguard.events import Event, EventType
 from sendguard.facts import Fact
@@ -175,6 +181,87 @@ async def test_lease_expiry_hands_work_to_another_owner(store: Store) -> None:
         await store.change(new.id, Change(S.SENT, "late", T0, owner="dead"))
     sent = await store.change(new.id, Change(S.SENT, "ok", T0, owner="alive"))
     assert sent.state is S.SENT
+
+
+async def test_a_claim_at_intake_leaves_what_a_claim_leaves(
+    store: Store, request: pytest.FixtureRequest
+) -> None:
+    if request.node.callspec.params["store"] == SIMULATE_SCRATCH:
+        pytest.skip("a replay store takes no claim at intake: it has no dispatcher")
+    # One message, three recipients: sent now (claimed at intake), one due later and one held
+    # (neither claimed: only what is to be sent at once is).
+    message = make_message(("now@example.org", "later@example.org", "held@example.org"))
+    news = [
+        NewDelivery(new_id(), "now@example.org", S.QUEUED, "go", decision(Verdict.forward()), T0),
+        NewDelivery(
+            new_id(),
+            "later@example.org",
+            S.QUEUED,
+            "go later",
+            decision(Verdict.forward()),
+            T0 + timedelta(hours=1),
+        ),
+        NewDelivery(new_id(), "held@example.org", S.HELD, "hold", decision(Verdict.hold("r"))),
+    ]
+    claim = IntakeClaim("intake", T0 + LEASE)
+    await store.add_message(message, b"Subject: Hi\r\n\r\nbody\r\n", news, claim=claim)
+    now, later, held = news
+
+    # Compared with the same delivery claimed by claim_due.
+    _, (other,) = await add(store, recipients=("other@example.org",))
+    (claimed,) = await store.claim_due(T0, "claimer", 10, LEASE, send_within=timedelta(days=5))
+    assert claimed.id == other.id
+    mine = await store.get_delivery(now.id)
+    assert mine is not None
+    assert (
+        (mine.state, mine.attempts, mine.first_attempt_at, mine.updated_at)
+        == (
+            claimed.state,
+            claimed.attempts,
+            claimed.first_attempt_at,
+            claimed.updated_at,
+        )
+        == (S.SENDING, 1, T0, T0)
+    )
+    assert [(t.state, t.reason) for t in await store.transitions(now.id)] == [
+        (S.QUEUED, "go"),
+        (S.SENDING, "attempt 1"),
+    ]
+    assert [(t.state, t.reason) for t in await store.transitions(now.id)] == [
+        (t.state, t.reason.replace("decided queued", "go"))
+        for t in await store.transitions(other.id)
+    ]
+    # Leased to the intake's owner: no one else takes it before the lease ends, and it is
+    # not due work any more (the delivery due later is).
+    assert await store.claim_due(T0, "else", 10, LEASE) == []
+    assert await store.next_due_at() == T0 + timedelta(hours=1)
+    with pytest.raises(Conflict):
+        await store.change(now.id, Change(S.SENT, "not mine", T0, owner="else"))
+    sent = await store.change(now.id, Change(S.SENT, "upstream accepted", T0, owner="intake"))
+    assert sent.state is S.SENT and sent.attempts == 1
+    assert (await store.get_delivery(later.id)).state is S.QUEUED  # type: ignore[union-attr]
+    assert (await store.get_delivery(held.id)).state is S.HELD  # type: ignore[union-attr]
+    # It counts in the send history like any forwarded delivery.
+    history = await store.history("now@example.org", T0 - timedelta(days=1))
+    assert [h.delivery_id for h in history] == [now.id]
+
+
+async def test_a_claim_at_intake_ends_with_its_lease_or_a_release(
+    store: Store, request: pytest.FixtureRequest
+) -> None:
+    if request.node.callspec.params["store"] == SIMULATE_SCRATCH:
+        pytest.skip("a replay store takes no claim at intake: it has no dispatcher")
+    message = make_message(("a@example.org", "b@example.org"))
+    news = [
+        NewDelivery(new_id(), r, S.QUEUED, "go", decision(Verdict.forward()), None)
+        for r in message.recipients
+    ]
+    await store.add_message(message, b"x", news, claim=IntakeClaim("gone", T0 + LEASE))
+    await store.release([news[0].id], "gone")
+    hour = timedelta(hours=1)
+    assert [d.id for d in await store.claim_due(T0, "next", 10, hour)] == [news[0].id]
+    (taken,) = await store.claim_due(T0 + LEASE + timedelta(seconds=1), "later", 10, LEASE)
+    assert taken.id == news[1].id
 
 
 async def test_release_and_recover_make_claims_available(store: Store) -> None:

@@ -2,19 +2,21 @@
 
 The real path runs in-process: a real SMTP client talks to sendguard's SMTP ingress, the
 intake judges the message with the six built-in policies of the embedded default config and
-commits it, the dispatcher claims it, marks it `sending`, sends it to a real aiosmtpd sink on
-loopback and marks it `sent`. Every statement any connection of the SQLite store runs (the
+commits it, claimed by the dispatcher at once if it has room (else the dispatcher claims it
+and marks it `sending`), the dispatcher sends it to a real aiosmtpd sink on loopback and
+marks it `sent`. Every statement any connection of the SQLite store runs (the
 writer, the point reader, the scanners, transaction control included) is counted with
 `sqlite3`'s trace callback. No clock is involved: the count is the guard.
 
-Issue 11's budget: at most 12 statements per message in all (TARGET), with 20 sessions
-sending at once (as `make bench` does) and with 5. Two kinds are also counted apart, as a
-diagnosis of a failure. A message's own (its inserts, the reads of its decision, its `sent`)
-do not depend on timing: OWN_BUDGET each. Those shared by a batch of messages (BEGIN and
-COMMIT of a group commit, a claim and its transitions, the dispatcher's look at the next due
-time) depend on how many messages share one, so on timing: about 3 to 4 per message here
-(more means batching broke). Before this test: 35 in all, most of them a message's own
-(savepoints per write, one outcome row per policy, a read around every change, a history
+Issue 11's budget: at most 12 statements per message in all (TARGET), with 20 sessions sending
+at once (as `make bench` does), with 5, and with a lone sender (one session, one message after
+another: no batch to share a commit with; 14.5 before claims at intake). Two kinds are also
+counted apart, as a diagnosis of a failure. A message's own (its inserts, the reads of its
+decision, its `sent`) do not depend on timing: OWN_BUDGET each. Those shared by a batch of
+messages (BEGIN and COMMIT of a group commit, a claim and its transitions, the dispatcher's look
+at the next due time) depend on how many messages share one, so on timing: about 3 to 4 per
+message here (more means batching broke). Before this test: 35 in all, most of them a message's
+own (savepoints per write, one outcome row per policy, a read around every change, a history
 read per cap); docs/performance.md says what each cut gave.
 """
 
@@ -30,10 +32,11 @@ from tests.support.sink import Sink
 
 pytestmark = pytest.mark.e2e
 
-OWN_BUDGET = 6.5
+OWN_BUDGET = 7.5
 """A message's own statements: 3 inserts (message, delivery, history), 2 reads for the
 decision (what policies read about the recipient, human_hold's blast count), 1 for `sent` —
-6, and now and then one more in a run (seen: 6.005, a read that timing decides)."""
+6; and its `attempt 1` transition when it is claimed as it is committed (the dispatcher had
+room: no claim of its own, which a batch would have shared) — 7 at most."""
 SHARED_BUDGET = 6
 """Statements shared by a batch, per message: 3 to 4 here; more means batching broke."""
 MESSAGES = 200
@@ -48,7 +51,7 @@ async def traced(tmp_path: Path, sink: Sink) -> AsyncIterator[Relay]:
         yield running
 
 
-@pytest.mark.parametrize("sessions", [20, 5])
+@pytest.mark.parametrize("sessions", [20, 5, 1])
 async def test_a_single_recipient_message_runs_at_most_12_statements(
     traced: Relay, sink: Sink, sessions: int
 ) -> None:

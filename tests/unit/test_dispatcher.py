@@ -18,7 +18,12 @@ from sendguard.deliveries import DeliveryQuery
 from sendguard.delivery.dispatcher import Dispatcher, backoff
 from sendguard.delivery.upstream import Envelope
 from sendguard.engine import Engine, PolicyBinding
-from sendguard.errors import UpstreamError, UpstreamPermanent, UpstreamTransient
+from sendguard.errors import (
+    StoreUnavailable,
+    UpstreamError,
+    UpstreamPermanent,
+    UpstreamTransient,
+)
 from sendguard.intake import Intake
 from sendguard.message import Delivery, DeliveryState
 from sendguard.metrics import Metrics
@@ -110,6 +115,7 @@ class Rig:
         clock: FakeClock,
         upstream: ScriptedUpstream,
         rng: random.Random | None = None,
+        claim_at_intake: bool = True,
     ) -> None:
         self.store, self.clock, self.upstream = store, clock, upstream
         config = DeliveryOptions(
@@ -133,7 +139,16 @@ class Rig:
         self.dispatcher = Dispatcher(
             store, engine, upstream, clock, config, metrics, "test", rng=rng or Draw(1.0)
         )
-        self.intake = Intake(engine, store, clock, metrics, {}, self.dispatcher.wake)
+        # As `serve` wires them: what is sent at once is claimed as it is committed.
+        self.intake = Intake(
+            engine,
+            store,
+            clock,
+            metrics,
+            {},
+            self.dispatcher.wake,
+            claimer=self.dispatcher if claim_at_intake else None,
+        )
 
     async def send(self, *headers: str, recipients: tuple[str, ...] = ("r@example.org",)) -> str:
         raw = ("\r\n".join(["Subject: hi", *headers]) + "\r\n\r\nbody\r\n").encode()
@@ -151,11 +166,11 @@ class Rig:
         return delivery.state
 
 
-@pytest.fixture
-async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
+@pytest.fixture(params=[True, False], ids=["claimed at intake", "claimed when due"])
+async def rig(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[Rig]:
     store = SQLiteStore(tmp_path / "d.db")
     await store.open()
-    rig = Rig(store, FakeClock(), ScriptedUpstream())
+    rig = Rig(store, FakeClock(), ScriptedUpstream(), claim_at_intake=request.param)
     task = asyncio.create_task(rig.dispatcher.run())
     yield rig
     await rig.dispatcher.stop()
@@ -237,7 +252,8 @@ async def test_a_store_that_refuses_at_once_is_retried_each_poll_not_in_a_spin(
 ) -> None:
     store = CountingClaims(tmp_path / "refusing.db")
     await store.open()
-    rig = Rig(store, FakeClock(), ScriptedUpstream())
+    # Committed unclaimed, so it is due work that the claimer would come straight back for.
+    rig = Rig(store, FakeClock(), ScriptedUpstream(), claim_at_intake=False)
     await rig.send()  # due now: the claimer would come straight back for it
     (writer,) = [t for t in asyncio.all_tasks() if t.get_name() == "sqlite-group-commit"]
     writer.cancel()  # from now on every claim fails at once with StoreUnavailable
@@ -246,6 +262,94 @@ async def test_a_store_that_refuses_at_once_is_retried_each_poll_not_in_a_spin(
     try:
         await asyncio.sleep(0.3)  # a rate is measured over time: 30 polls of 10 ms
         assert 1 <= store.claims < 100
+    finally:
+        await rig.dispatcher.stop()
+        await task
+        await store.close()
+
+
+class GatedUpstream(ScriptedUpstream):
+    """Takes nothing until `gate` is set."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = asyncio.Event()
+
+    async def send(self, envelope: Envelope, content: bytes) -> None:
+        await self.gate.wait()
+        await super().send(envelope, content)
+
+
+async def test_more_than_the_queue_holds_is_claimed_when_due_and_sent_once(
+    tmp_path: Path,
+) -> None:
+    store = CountingClaims(tmp_path / "burst.db")
+    await store.open()
+    upstream = GatedUpstream()
+    rig = Rig(store, FakeClock(), upstream)  # 2 workers: a queue of 4
+    task = asyncio.create_task(rig.dispatcher.run())
+    try:
+        await asyncio.sleep(0.05)
+        before = store.claims
+        # The workers are stuck on the upstream: the first ones are claimed at intake until
+        # the queue is full, the rest are committed for the claimer to take when there is room.
+        ids = await asyncio.gather(
+            *(rig.send(recipients=(f"r{i}@example.org",)) for i in range(12))
+        )
+        at_intake = [
+            i
+            for i in ids
+            if (await store.get_delivery(i)).state is S.SENDING  # type: ignore[union-attr]
+        ]
+        assert 4 <= len(at_intake) < 12
+        upstream.gate.set()
+
+        async def all_sent() -> bool:
+            return (await store.count_by_state())[S.SENT] == 12
+
+        await rig.until(all_sent)
+        assert sorted(e.recipient for e in upstream.sent) == sorted(
+            f"r{i}@example.org" for i in range(12)
+        )
+        assert store.claims > before  # the rest were claimed
+        for delivery_id in at_intake:
+            assert [t.state for t in await store.transitions(delivery_id)] == [
+                S.QUEUED,
+                S.SENDING,
+                S.SENT,
+            ]
+    finally:
+        await rig.dispatcher.stop()
+        await task
+        await store.close()
+
+
+class RefusingIntake(SQLiteStore):
+    refuse = False
+
+    async def add_message(self, *args: Any, **kwargs: Any) -> None:
+        if self.refuse:
+            raise StoreUnavailable("disk full")
+        await super().add_message(*args, **kwargs)
+
+
+async def test_a_commit_that_fails_gives_back_the_room_it_was_promised(tmp_path: Path) -> None:
+    store = RefusingIntake(tmp_path / "refusing.db")
+    await store.open()
+    rig = Rig(store, FakeClock(), ScriptedUpstream())
+    task = asyncio.create_task(rig.dispatcher.run())
+    try:
+        store.refuse = True
+        for _ in range(8):  # twice the queue
+            with pytest.raises(StoreUnavailable):
+                await rig.send()
+        store.refuse = False
+        claim = rig.dispatcher.reserve(4)  # the whole queue is free again
+        assert claim is not None
+        rig.dispatcher.cancel(4)
+        delivery_id = await rig.send()
+        await rig.until(lambda: _is(rig, delivery_id, S.SENT))
+        assert await store.claim_due(rig.clock.now(), "x", 10, MINUTE) == []
     finally:
         await rig.dispatcher.stop()
         await task
