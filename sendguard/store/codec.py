@@ -11,6 +11,8 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
+import orjson
+
 from sendguard import fields as fields_table
 from sendguard.address import recipient_key
 from sendguard.clock import from_micros, to_micros
@@ -25,9 +27,22 @@ from sendguard.message import (
 from sendguard.verdict import Action, Mode, PolicyOutcome, Verdict
 
 
+def dump_json(value: Any) -> str:
+    """`value` (strings, integers, None, lists and string-keyed objects of them) as JSON text.
+
+    orjson writes it (about ten times faster than the json module: a message's fields,
+    headers and outcomes are written by the store's writer inside its transaction, holding
+    the GIL); what orjson refuses (a lone surrogate, an integer beyond 64 bits) the json
+    module writes as before. The text may differ in blanks; every reader parses it."""
+    try:
+        return orjson.dumps(value).decode()
+    except TypeError:  # orjson.JSONEncodeError is one
+        return json.dumps(value, ensure_ascii=False)
+
+
 def dump_headers(headers: Headers) -> str:
     """Headers as a JSON list of [name, value] pairs."""
-    return json.dumps(headers.items, ensure_ascii=False)
+    return dump_json(headers.items)
 
 
 def load_headers(text: str) -> Headers:
@@ -37,7 +52,7 @@ def load_headers(text: str) -> Headers:
 
 def dump_fields(fields: SendguardFields) -> str:
     """SendguardFields as a JSON object (each field as `sendguard.fields.FIELDS` stores it)."""
-    return json.dumps(fields_table.dump_fields(fields), ensure_ascii=False)
+    return dump_json(fields_table.dump_fields(fields))
 
 
 def load_fields(text: str) -> SendguardFields:
@@ -70,10 +85,8 @@ def make_outcome(
 
 def dump_outcomes(outcomes: Sequence[PolicyOutcome]) -> str:
     """A decision's outcomes as one JSON list of [policy, action, mode, reason, until, error]."""
-    return json.dumps(
-        [[*outcome_columns(o)[:4], micros(o.verdict.until), o.error] for o in outcomes],
-        ensure_ascii=False,
-        separators=(",", ":"),
+    return dump_json(
+        [[*outcome_columns(o)[:4], micros(o.verdict.until), o.error] for o in outcomes]
     )
 
 

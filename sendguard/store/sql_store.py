@@ -189,7 +189,7 @@ def message_values(message: Message, content: bytes, now: int, chunks: int = 0) 
         now,
         message.ingress,
         message.mail_from,
-        json.dumps(message.recipients, ensure_ascii=False),
+        codec.dump_json(message.recipients),
         codec.dump_headers(message.headers),
         codec.dump_fields(fields),
         fields.campaign,
