@@ -639,6 +639,9 @@ def _serve(
     # app unblocks it once its reloader runs.
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGHUP})
     from sendguard import logs, offload  # noqa: PLC0415
+    from sendguard.malloc_tuning import keep_freed_memory  # noqa: PLC0415
+
+    keep_freed_memory()  # before any thread starts: see sendguard/malloc_tuning.py
     from sendguard.app import App  # noqa: PLC0415 - keeps `check-config` and `--version` light
     from sendguard.reload import read_config  # noqa: PLC0415
     from sendguard.workers import Handoff, Supervisor, default_workers  # noqa: PLC0415
