@@ -414,24 +414,30 @@ def test_many_failed_logins_do_not_stall_the_server(sendguard: Start, sink: Sink
                     except smtplib.SMTPException:
                         break
 
-    threads = [threading.Thread(target=hammer) for _ in range(4)]
-    for thread in threads:
-        thread.start()
-    try:
-        time.sleep(0.3)
+    def slowest_healthz() -> float:
         slowest = 0.0
         for _ in range(20):
             started = time.monotonic()
             status, _ = proc.http_get("/healthz")
             slowest = max(slowest, time.monotonic() - started)
             assert status == 200
+        return slowest
+
+    # What the machine gives /healthz without the logins (a loaded test machine is slow too).
+    quiet = slowest_healthz()
+    threads = [threading.Thread(target=hammer) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    try:
+        time.sleep(0.3)
+        hammered = slowest_healthz()
     finally:
         stop.set()
         for thread in threads:
             thread.join(30)
     # Each scrypt check takes ~40 ms of CPU; on the event loop four hammering clients made
     # /healthz wait hundreds of milliseconds.
-    assert slowest < 0.25, slowest
+    assert hammered < quiet + 0.25, (hammered, quiet)
 
 
 # --- readiness ----------------------------------------------------------------------------
