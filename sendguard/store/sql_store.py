@@ -18,11 +18,10 @@ statement per kind for a whole page, never one per row.
 from __future__ import annotations
 
 import json
-from abc import abstractmethod
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from operator import attrgetter
-from typing import Any, Protocol, TypeVar
+from typing import Any
 
 from sendguard.address import domain_of, recipient_key
 from sendguard.approvals import Approval, Campaign, CampaignSummary, ContentApproval, GlobalPause
@@ -43,14 +42,7 @@ from sendguard.esp_request import EspRequest
 from sendguard.events import Event, event_type
 from sendguard.facts import Fact
 from sendguard.lifecycle import LifecycleEvent, OutboundEvent, WebhookTarget, lifecycle_event
-from sendguard.message import (
-    Delivery,
-    DeliveryState,
-    HoldOrigin,
-    Message,
-    MessageClass,
-    Transition,
-)
+from sendguard.message import Delivery, DeliveryState, HoldOrigin, Message, MessageClass, Transition
 from sendguard.offload import LARGE
 from sendguard.pruning import PruneCutoffs
 from sendguard.recipient import TIMEZONE_FACT, RecipientReads
@@ -58,11 +50,35 @@ from sendguard.reports import QueueAges, ShadowExample, ShadowTally
 from sendguard.review_queue import Edit, EditedPart, HeldGroup, HeldQuery, HeldQueue, ReviewNotice
 from sendguard.store import codec
 from sendguard.store.base import Store
-from sendguard.store.message_cache import MessageCache
+from sendguard.store.sql_jobs import (
+    Job,
+    SqlJobs,
+    Tx,
+    Write,
+    _bounded_count,
+    _marks,
+    _one,
+    _where,
+    _Writes,
+)
 from sendguard.suppressions import Suppression, SuppressionPage, SuppressionQuery, SuppressionReason
 from sendguard.verdict import Action, Decision, Mode
 
-T = TypeVar("T")
+__all__ = [
+    "DELIVERY_INSERT_COLUMNS",
+    "DUE_STATES",
+    "MESSAGE_INSERT",
+    "REQUIREMENT_INSERT",
+    "SENDING_TRANSITIONS",
+    "Job",
+    "SqlStore",
+    "Tx",
+    "Write",
+    "delivery_values",
+    "message_values",
+    "premise_keys",
+]
+
 DUE_STATES = frozenset(
     {DeliveryState.QUEUED, DeliveryState.DELAYED, DeliveryState.DEFERRED, DeliveryState.HELD}
 )
@@ -109,63 +125,6 @@ def _timeline(ids: str) -> str:
         f" UNION ALL SELECT id, {_FINAL_SEQ}, updated_at, state, final_reason, final_outcomes"
         f" FROM deliveries WHERE id {ids} AND final_reason IS NOT NULL"
     )
-
-
-class Tx(Protocol):
-    """One open transaction, as the shared SQL sees it."""
-
-    async def execute(self, sql: str, args: Sequence[Any] = ()) -> int:
-        """Run a statement; return how many rows it changed."""
-        ...
-
-    async def fetch(self, sql: str, args: Sequence[Any] = ()) -> list[Sequence[Any]]:
-        """Run a query; return every row."""
-        ...
-
-
-Job = Callable[[Tx], Awaitable[T]]
-Write = tuple[str, Sequence[Any]]
-"""A statement and its arguments."""
-
-
-class _Writes:
-    """A Tx that keeps the statements it is given instead of running them, for writes whose
-    results nobody reads (`execute` answers 0); `SqlStore._run_all` runs them later."""
-
-    def __init__(self) -> None:
-        self.statements: list[Write] = []
-
-    async def execute(self, sql: str, args: Sequence[Any] = ()) -> int:
-        self.statements.append((sql, args))
-        return 0
-
-    async def fetch(self, sql: str, args: Sequence[Any] = ()) -> list[Sequence[Any]]:
-        raise TypeError(f"a batch of writes reads nothing: {sql}")
-
-
-async def _one(tx: Tx, sql: str, args: Sequence[Any] = ()) -> Sequence[Any] | None:
-    rows = await tx.fetch(sql, args)
-    return rows[0] if rows else None
-
-
-def _where(*filters: tuple[str, Any]) -> tuple[str, list[Any]]:
-    """` WHERE a = ? AND b = ?` and its arguments, for the filters whose value is given."""
-    given = [(clause, value) for clause, value in filters if value is not None]
-    if not given:
-        return "", []
-    return " WHERE " + " AND ".join(c for c, _ in given), [v for _, v in given]
-
-
-def _bounded_count(rows: str, args: list[Any], at_most: int | None) -> tuple[str, list[Any]]:
-    """COUNT(*) of the rows a `SELECT 1 ...` yields, stopping at `at_most` when given: a
-    threshold check then reads at most that many rows, however many match."""
-    if at_most is None:
-        return f"SELECT COUNT(*) FROM ({rows}) AS counted", args
-    return f"SELECT COUNT(*) FROM ({rows} LIMIT ?) AS counted", [*args, max(at_most, 0)]
-
-
-def _marks(count: int) -> str:
-    return ",".join("?" * count)
 
 
 MESSAGE_INSERT = (
@@ -300,53 +259,14 @@ _RECIPIENT_READS = {
 }
 
 
-class SqlStore(Store):
+class SqlStore(SqlJobs, Store):
     """Every contract operation; a backend supplies transactions, locks and lifecycle."""
 
-    #: appended to the claim query (PostgreSQL: "FOR UPDATE SKIP LOCKED")
-    claim_lock = ""
     #: whether `_lease_and_mark` writes with one statement (then a claim runs as `_write_one`)
     marks_in_one_statement = False
     #: outbound webhooks that want state changes (set from the config)
     _webhook_targets: tuple[WebhookTarget, ...] = ()
-    #: messages and content as committed (a backend's __init__ makes one)
-    _cache: MessageCache
 
-    @abstractmethod
-    async def _write(self, job: Job[T]) -> T:
-        """Run `job` in a read-write transaction and commit it durably."""
-
-    async def _write_one(self, job: Job[T]) -> T:
-        """Run `job`, which writes with one statement at most, and commit it durably.
-
-        Its reads, before or after that statement, need not see one snapshot with it. A
-        backend whose statements commit on their own (PostgreSQL outside a transaction) runs
-        it without BEGIN and COMMIT; the others as `_write`.
-        """
-        return await self._write(job)
-
-    async def _run_all(self, tx: Tx, writes: Sequence[Write]) -> None:
-        """Run statements whose results nobody reads and none of which reads what another
-        writes. A backend may send them as one statement (PostgreSQL: a WITH of them)."""
-        for sql, args in writes:
-            await tx.execute(sql, args)
-
-    @abstractmethod
-    async def _read(self, job: Job[T]) -> T:
-        """Run a point read `job` in a read-only transaction."""
-
-    async def _scan(self, job: Job[T]) -> T:
-        """Run a read-only `job` that may touch many rows, off the event loop's thread.
-
-        A backend whose reads already leave the loop free (asyncpg) runs it as `_read`.
-        """
-        return await self._read(job)
-
-    async def _notify(self, tx: Tx) -> None:
-        """Tell other instances that work became due now (PostgreSQL: NOTIFY)."""
-        del tx
-
-    # messages --------------------------------------------------------------------------------
     async def add_message(
         self,
         message: Message,
@@ -621,7 +541,6 @@ class SqlStore(Store):
             return None
         return IdempotencyRecord(key, row[0], bytes(row[1]), fingerprint=row[2])
 
-    # deliveries ------------------------------------------------------------------------------
     async def get_delivery(self, delivery_id: str) -> Delivery | None:
         async def job(tx: Tx) -> Sequence[Any] | None:
             return await _one(tx, f"{codec.DELIVERY_SELECT} WHERE d.id = ?", (delivery_id,))
@@ -833,30 +752,6 @@ class SqlStore(Store):
         counts = dict.fromkeys(DeliveryState, 0)
         counts.update({DeliveryState(state): n for state, n in await self._scan(job)})
         return counts
-
-    # work ------------------------------------------------------------------------------------
-    def _lease(
-        self,
-        table: str,
-        due: str,
-        args: Sequence[Any],
-        limit: int,
-        owner: str,
-        until: int,
-        also: tuple[str, Sequence[Any]] = ("", ()),
-        returning: str = "id",
-    ) -> Write:
-        """The statement leasing up to `limit` rows of `table` to `owner` until `until`.
-
-        `due` selects the ids of the rows that are due, in the order they are taken (with
-        `args`); `also` sets more columns in the same UPDATE. It returns `returning` of the
-        rows taken (new values). Deliveries and outbound webhook events are claimed alike.
-        """
-        return (
-            f"UPDATE {table} SET owner = ?, lease_until = ?{also[0]}"
-            f" WHERE id IN ({due} LIMIT ? {self.claim_lock}) RETURNING {returning}",
-            (owner, until, *also[1], *args, limit),
-        )
 
     async def _lease_and_mark(self, tx: Tx, lease: Write, at: int) -> list[Sequence[Any]]:
         """Run `lease` (a claim of deliveries returning DELIVERY_ROW_COLUMNS) and write the
@@ -1092,7 +987,6 @@ class SqlStore(Store):
             return Conflict(f"delivery {delivery_id} is {state}, not {allowed}")
         return Conflict(f"delivery {delivery_id} is no longer claimed by {change.owner}")
 
-    # what policies read ----------------------------------------------------------------------
     async def history(
         self, recipient: str, since: datetime, *, campaign: str | None = None
     ) -> Sequence[HistoryEntry]:
@@ -1386,7 +1280,6 @@ class SqlStore(Store):
 
         return await self._write(job)
 
-    # approvals and the global pause ----------------------------------------------------------
     async def add_approvals(self, approvals: Sequence[ContentApproval]) -> None:
         if not approvals:
             return
@@ -1493,7 +1386,6 @@ class SqlStore(Store):
         await tx.execute(f"DELETE FROM messages WHERE id IN ({orphans})", (cutoff,))
         return gone
 
-    # suppressions ----------------------------------------------------------------------------
     _SUPPRESSION_SELECT = (
         "SELECT address, reason, source, created_at, created_by, note FROM suppressions"
     )
@@ -1596,7 +1488,6 @@ class SqlStore(Store):
         row = await self._write(job)
         return None if row is None else self._suppression(row)
 
-    # audit -----------------------------------------------------------------------------------
     async def add_audit(self, entry: AuditEntry) -> None:
         async def job(tx: Tx) -> None:
             await tx.execute(
@@ -1627,7 +1518,6 @@ class SqlStore(Store):
             for r in await self._read(job)
         ]
 
-    # outbound webhooks -----------------------------------------------------------------------
     def set_webhook_targets(self, targets: Sequence[WebhookTarget]) -> None:
         self._webhook_targets = tuple(targets)
 
@@ -1738,7 +1628,6 @@ class SqlStore(Store):
         row = await self._scan(job)
         return int(row[0]) if row else 0
 
-    # shadow report ---------------------------------------------------------------------------
     async def shadow_tallies(
         self, since: datetime, *, examples: int = 5, top: int = 10
     ) -> Sequence[ShadowTally]:
@@ -1816,7 +1705,6 @@ class SqlStore(Store):
             codec.moment(held[0]) if held else None, codec.moment(due[0]) if due else None
         )
 
-    # review queue, edits, reviewer notices -------------------------------------------------
     @staticmethod
     def _held_where(query: HeldQuery) -> tuple[str, list[Any]]:
         where = ["d.state = 'held'"]
