@@ -41,7 +41,7 @@ from sendguard.errors import Conflict
 from sendguard.esp_request import EspRequest
 from sendguard.events import Event, event_type
 from sendguard.facts import Fact
-from sendguard.lifecycle import LifecycleEvent, OutboundEvent, WebhookTarget, lifecycle_event
+from sendguard.lifecycle import LifecycleEvent, lifecycle_event
 from sendguard.message import Delivery, DeliveryState, HoldOrigin, Message, MessageClass, Transition
 from sendguard.offload import LARGE
 from sendguard.pruning import PruneCutoffs
@@ -61,6 +61,7 @@ from sendguard.store.sql_jobs import (
     _where,
     _Writes,
 )
+from sendguard.store.sql_outbox import SqlOutbox
 from sendguard.suppressions import Suppression, SuppressionPage, SuppressionQuery, SuppressionReason
 from sendguard.verdict import Action, Decision, Mode
 
@@ -259,13 +260,11 @@ _RECIPIENT_READS = {
 }
 
 
-class SqlStore(SqlJobs, Store):
+class SqlStore(SqlOutbox, SqlJobs, Store):
     """Every contract operation; a backend supplies transactions, locks and lifecycle."""
 
     #: whether `_lease_and_mark` writes with one statement (then a claim runs as `_write_one`)
     marks_in_one_statement = False
-    #: outbound webhooks that want state changes (set from the config)
-    _webhook_targets: tuple[WebhookTarget, ...] = ()
 
     async def add_message(
         self,
@@ -1517,116 +1516,6 @@ class SqlStore(SqlJobs, Store):
             AuditEntry(from_micros(r[1]), r[2], r[3], r[4], r[5], r[6], r[0])
             for r in await self._read(job)
         ]
-
-    def set_webhook_targets(self, targets: Sequence[WebhookTarget]) -> None:
-        self._webhook_targets = tuple(targets)
-
-    async def _emit(
-        self,
-        tx: Tx,
-        delivery_id: str,
-        event: LifecycleEvent | None,
-        reason: str,
-        at: int,
-        known: tuple[str, str, str | None] | None = None,
-    ) -> None:
-        """Write the outbox rows announcing `event` for a delivery, in the change's transaction.
-
-        `known` is (message id, recipient, campaign) when the caller has them at hand.
-        """
-        targets = [t.name for t in self._webhook_targets if event in t.events]
-        if event is None or not targets:
-            return
-        if known is None:
-            row = await _one(
-                tx,
-                "SELECT message_id, recipient, campaign FROM deliveries WHERE id = ?",
-                (delivery_id,),
-            )
-            if row is None:
-                return
-            known = (row[0], row[1], row[2])
-        message_id, recipient, campaign = known
-        payload = json.dumps(
-            {
-                "type": event.value,
-                "at": from_micros(at).isoformat().replace("+00:00", "Z"),
-                "delivery": {
-                    "id": delivery_id,
-                    "message_id": message_id,
-                    "recipient": recipient,
-                    "campaign": campaign,
-                    "reason": reason,
-                },
-            },
-            ensure_ascii=False,
-            separators=(",", ":"),
-        )
-        for target in targets:
-            await tx.execute(
-                "INSERT INTO webhook_outbox (target, delivery_id, event, payload, created_at,"
-                " next_at) VALUES (?, ?, ?, ?, ?, ?)",
-                (target, delivery_id, event.value, payload, at, at),
-            )
-
-    async def claim_webhook_events(
-        self, now: datetime, owner: str, limit: int, lease: timedelta
-    ) -> Sequence[OutboundEvent]:
-        at, until = to_micros(now), to_micros(now + lease)
-        columns = "id, target, delivery_id, event, payload, created_at, attempts"
-
-        async def job(tx: Tx) -> list[Sequence[Any]]:
-            taken = await tx.fetch(
-                *self._lease(
-                    "webhook_outbox",
-                    "SELECT o.id FROM webhook_outbox o WHERE o.next_at <= ?"
-                    " AND (o.lease_until IS NULL OR o.lease_until < ?)"
-                    " AND NOT EXISTS (SELECT 1 FROM webhook_outbox p WHERE p.target = o.target"
-                    " AND p.delivery_id = o.delivery_id AND p.id < o.id) ORDER BY o.id",
-                    (at, at),
-                    limit,
-                    owner,
-                    until,
-                )
-            )
-            ids = [r[0] for r in taken]
-            if not ids:
-                return []
-            return await tx.fetch(
-                f"SELECT {columns} FROM webhook_outbox WHERE id IN ({_marks(len(ids))})"
-                " ORDER BY id",
-                ids,
-            )
-
-        return [
-            OutboundEvent(
-                int(r[0]), r[1], r[2], LifecycleEvent(r[3]), r[4], from_micros(r[5]), int(r[6])
-            )
-            for r in await self._write(job)
-        ]
-
-    async def webhook_event_done(self, event_id: int) -> None:
-        async def job(tx: Tx) -> None:
-            await tx.execute("DELETE FROM webhook_outbox WHERE id = ?", (event_id,))
-
-        await self._write(job)
-
-    async def webhook_event_retry(self, event_id: int, next_at: datetime, error: str) -> None:
-        async def job(tx: Tx) -> None:
-            await tx.execute(
-                "UPDATE webhook_outbox SET attempts = attempts + 1, next_at = ?,"
-                " last_error = ?, owner = NULL, lease_until = NULL WHERE id = ?",
-                (to_micros(next_at), error[:500], event_id),
-            )
-
-        await self._write(job)
-
-    async def pending_webhook_events(self) -> int:
-        async def job(tx: Tx) -> Sequence[Any] | None:
-            return await _one(tx, "SELECT COUNT(*) FROM webhook_outbox")
-
-        row = await self._scan(job)
-        return int(row[0]) if row else 0
 
     async def shadow_tallies(
         self, since: datetime, *, examples: int = 5, top: int = 10
