@@ -22,13 +22,13 @@ from datetime import datetime
 from typing import Any
 
 from sendguard.approvals import Campaign, CampaignSummary
-from sendguard.audit import AuditEntry
 from sendguard.clock import from_micros, to_micros
 from sendguard.message import DeliveryState
 from sendguard.pruning import PruneCutoffs
 from sendguard.reports import QueueAges, ShadowExample, ShadowTally
 from sendguard.store import codec
 from sendguard.store.base import Store
+from sendguard.store.sql_audit import SqlAudit
 from sendguard.store.sql_deliveries import SqlDeliveries
 from sendguard.store.sql_dispatch import DUE_STATES, SENDING_TRANSITIONS, SqlDispatch
 from sendguard.store.sql_facts_events import SqlFactsEvents
@@ -63,6 +63,7 @@ __all__ = [
 
 
 class SqlStore(
+    SqlAudit,
     SqlReview,
     SqlFactsEvents,
     SqlHistory,
@@ -156,36 +157,6 @@ class SqlStore(
         await tx.execute(f"DELETE FROM esp_requests WHERE message_id IN ({orphans})", (cutoff,))
         await tx.execute(f"DELETE FROM messages WHERE id IN ({orphans})", (cutoff,))
         return gone
-
-    async def add_audit(self, entry: AuditEntry) -> None:
-        async def job(tx: Tx) -> None:
-            await tx.execute(
-                "INSERT INTO audit (at, actor, action, target, note, count)"
-                " VALUES (?, ?, ?, ?, ?, ?)",
-                (
-                    to_micros(entry.at),
-                    entry.actor,
-                    entry.action,
-                    entry.target,
-                    entry.note,
-                    entry.count,
-                ),
-            )
-
-        await self._write(job)
-
-    async def audit(self, limit: int = 100) -> Sequence[AuditEntry]:
-        async def job(tx: Tx) -> list[Sequence[Any]]:
-            return await tx.fetch(
-                "SELECT id, at, actor, action, target, note, count FROM audit"
-                " ORDER BY id DESC LIMIT ?",
-                (limit,),
-            )
-
-        return [
-            AuditEntry(from_micros(r[1]), r[2], r[3], r[4], r[5], r[6], r[0])
-            for r in await self._read(job)
-        ]
 
     async def shadow_tallies(
         self, since: datetime, *, examples: int = 5, top: int = 10
