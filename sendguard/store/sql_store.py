@@ -1,26 +1,44 @@
-"""The store contract in SQL, written once for every SQL backend.
+"""The store contract in SQL, written once for every SQL backend: `SqlStore`.
 
-Each operation is an `async def job(tx)` run in one transaction by the backend: SQLite drives it
-on its database thread inside a group-committed batch, PostgreSQL on a pooled connection (a
-job that writes with one statement, `_write_one`, there without BEGIN and COMMIT: the
-statement commits on its own).
-Statements use `?` placeholders; a backend rewrites them if its driver wants others. Times are
-integer microseconds since the epoch in every backend, so comparisons are exact and alike.
+`SqlStore` is composed of one part per concern, each a class in a module of its own, on the
+seam a backend supplies (`SqlJobs`, `sql_jobs.py`: how a job runs in a transaction, and the
+helpers every part's statements share):
 
-Reads come in two kinds. A point read (`_read`: a row by key, an index range of a bounded
-number of rows) may run on the event loop's thread. A read whose cost grows with the tables
-(`_scan`: an aggregate such as `count_by_state` or `campaigns`, a listing, a whole page's
-history) must not: a backend runs it where it cannot stall the event loop (SQLite: on a reader
-thread; PostgreSQL: on a pooled connection, as every query). Lists of rows are fetched in one
-statement per kind for a whole page, never one per row.
+- `SqlIntake` (`sql_intake.py`): intake and decisions: messages, deliveries, idempotency keys,
+  how a decision is recorded, send reservations;
+- `SqlDispatch` (`sql_dispatch.py`): the dispatcher's claims, leases, state changes, wake-ups;
+- `SqlDeliveries` (`sql_deliveries.py`): deliveries and their timelines, read;
+- `SqlHistory` (`sql_history.py`): the send history and the counts policies read;
+- `SqlFactsEvents` (`sql_facts_events.py`): facts, events, suppressions;
+- `SqlReview` (`sql_review.py`): campaign decisions, approvals, the pause, the held queue,
+  edits, reviewer notices;
+- `SqlReports` (`sql_reports.py`): counts by state, campaigns, the shadow report, queue ages;
+- `SqlAudit` (`sql_audit.py`): the audit log;
+- `SqlOutbox` (`sql_outbox.py`): outbound webhook events;
+- `SqlRetention` (`sql_retention.py`): pruning.
+
+The parts are mixins rather than objects `SqlStore` delegates to: each method's text is what
+it was in one class, a backend overrides any of them (`_write`, `get_pause`, `_lease_and_mark`,
+the replay's `_record`) and every part sees the override, and a part's base classes say which
+other concern its transactions reach into. Those are:
+
+- intake (`add_message`) and outbox: a new delivery's webhook event commits with it;
+- dispatch (`change`, `wake_waiting`) with intake and decisions (`_record`,
+  `_record_decision`, `_reserve`) and outbox: a state change commits with its decision, its
+  send reservation and its webhook event;
+- facts and events (`add_event`) and outbox: a bounce's webhook event; suppressions
+  (`add_suppressions`, `lift_suppression`) and the audit log: the entry commits with the change;
+- review (`add_edit`) and intake's tables: the edited copy of a message and the move of its
+  held deliveries commit together;
+- retention (`prune`): every concern's tables, in one job.
+
+Every other transaction stays within its concern. A new concern (the simulations' store) gets
+a module and a part of its own, added to `SqlStore`'s bases. Names other modules import from
+here (`SqlStore`, `Tx`, `Job`, the row builders...) stay importable from here.
 """
 
 from __future__ import annotations
 
-from datetime import datetime
-
-from sendguard.clock import to_micros
-from sendguard.pruning import PruneCutoffs
 from sendguard.store.base import Store
 from sendguard.store.sql_audit import SqlAudit
 from sendguard.store.sql_deliveries import SqlDeliveries
@@ -36,9 +54,10 @@ from sendguard.store.sql_intake import (
     message_values,
     premise_keys,
 )
-from sendguard.store.sql_jobs import Job, SqlJobs, Tx, Write
+from sendguard.store.sql_jobs import Job, Tx, Write
 from sendguard.store.sql_outbox import SqlOutbox
 from sendguard.store.sql_reports import SqlReports
+from sendguard.store.sql_retention import SqlRetention
 from sendguard.store.sql_review import SqlReview
 
 __all__ = [
@@ -58,66 +77,16 @@ __all__ = [
 
 
 class SqlStore(
-    SqlReports,
-    SqlAudit,
-    SqlReview,
-    SqlFactsEvents,
-    SqlHistory,
-    SqlDeliveries,
     SqlDispatch,
     SqlIntake,
+    SqlDeliveries,
+    SqlHistory,
+    SqlFactsEvents,
+    SqlReports,
+    SqlReview,
+    SqlAudit,
     SqlOutbox,
-    SqlJobs,
+    SqlRetention,
     Store,
 ):
     """Every contract operation; a backend supplies transactions, locks and lifecycle."""
-
-    async def prune(self, before: datetime | PruneCutoffs) -> int:
-        cut = before if isinstance(before, PruneCutoffs) else PruneCutoffs.uniform(before)
-
-        async def job(tx: Tx) -> int:
-            gone = 0
-            if cut.deliveries is not None:
-                gone = await self._prune_deliveries(tx, to_micros(cut.deliveries))
-                self._cache.clear()  # messages may be gone
-            # Send history outlives its deliveries when a policy counts further back than the
-            # timeline is kept, so it goes by its own time only. Suppressions never go.
-            # Event types some policy reads at any age (a purchase) outlive the events' cutoff.
-            kept = sorted(cut.events_kept)
-            spare = f" AND type NOT IN ({', '.join('?' * len(kept))})" if kept else ""
-            for table, column, cutoff, extra in (
-                ("history", "at", cut.history, ""),
-                ("events", "at", cut.events, spare),
-                ("facts", "observed_at", cut.facts, ""),
-                ("idempotency", "created_at", cut.idempotency, ""),
-            ):
-                if cutoff is not None:
-                    await tx.execute(
-                        f"DELETE FROM {table} WHERE {column} < ?{extra}",
-                        (to_micros(cutoff), *(kept if extra else ())),
-                    )
-            return gone
-
-        return await self._write(job)
-
-    @staticmethod
-    async def _prune_deliveries(tx: Tx, cutoff: int) -> int:
-        done = "state IN ('sent', 'failed', 'dropped') AND updated_at < ?"
-        for table in ("transitions", "outcomes", "waits"):
-            await tx.execute(
-                f"DELETE FROM {table} WHERE delivery_id IN"
-                f" (SELECT id FROM deliveries WHERE {done})",
-                (cutoff,),
-            )
-        gone = await tx.execute(f"DELETE FROM deliveries WHERE {done}", (cutoff,))
-        # A message a reviewer corrected stays while deliveries of its edited copy exist.
-        orphans = (
-            "SELECT id FROM messages m WHERE received_at < ? AND NOT EXISTS"
-            " (SELECT 1 FROM deliveries d WHERE d.message_id = m.id) AND NOT EXISTS"
-            " (SELECT 1 FROM edits e JOIN deliveries d ON d.message_id = e.edited_message_id"
-            " WHERE e.message_id = m.id OR e.origin_message_id = m.id)"
-        )
-        await tx.execute(f"DELETE FROM requirements WHERE message_id IN ({orphans})", (cutoff,))
-        await tx.execute(f"DELETE FROM esp_requests WHERE message_id IN ({orphans})", (cutoff,))
-        await tx.execute(f"DELETE FROM messages WHERE id IN ({orphans})", (cutoff,))
-        return gone
