@@ -18,7 +18,7 @@ Rules every backend enforces, so the callers need not:
   owner fails with `Conflict` if the claim was lost.
 - An aggregate or scan (`count_by_state`, `campaigns`, listings, `delivery_records`) never
   runs on the event loop's thread, however large the tables: it must not stall every SMTP
-  session and HTTP request. Only point reads may (see `sql_store.py`).
+  session and HTTP request. Only point reads may (see `sql_jobs.py`).
 - A write that fails, whatever it raises, fails alone; a store that can no longer write
   raises StoreUnavailable at once (from writes and `check`), never leaves a caller waiting.
 """

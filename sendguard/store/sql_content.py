@@ -27,8 +27,6 @@ used there too, so both backends store a content alike and no statement's parame
 result is 20 MB.
 """
 
-# ruff: noqa: S608 - statements are put together from this module's constant fragments
-
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence

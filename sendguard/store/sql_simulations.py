@@ -10,19 +10,16 @@ touches the `simulations` table only: no transaction spans another concern.
 
 from __future__ import annotations
 
-from abc import abstractmethod
 from collections.abc import Sequence
 from dataclasses import replace
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 from sendguard.clock import from_micros, to_micros
 from sendguard.simulations import Simulation, SimulationStatus, lease_expired
 from sendguard.store import codec
 from sendguard.store.base import SimulationRuns
-
-if TYPE_CHECKING:
-    from sendguard.store.sql_store import Job, Tx
+from sendguard.store.sql_jobs import SqlJobs, Tx
 
 T = TypeVar("T")
 
@@ -83,20 +80,8 @@ async def _expire(tx: Tx, now: int, keep: int) -> int:
     return failed
 
 
-class SqlSimulations(SimulationRuns):
+class SqlSimulations(SqlJobs, SimulationRuns):
     """The simulations table; the class mixing it in supplies the transactions."""
-
-    @abstractmethod
-    async def _write(self, job: Job[T]) -> T:
-        """Run `job` in a read-write transaction and commit it durably."""
-
-    @abstractmethod
-    async def _read(self, job: Job[T]) -> T:
-        """Run a point read `job` in a read-only transaction."""
-
-    @abstractmethod
-    async def _scan(self, job: Job[T]) -> T:
-        """Run a read-only `job` off the event loop's thread."""
 
     async def start_simulation(
         self, simulation: Simulation, now: datetime, keep: int

@@ -1,0 +1,242 @@
+"""What was sent, as policies count it (part of `PolicyReads`): the send history
+(`history`, `send_times`), deliveries by campaign and by content (`count_campaign`,
+`count_content`), and everything a decision reads about one recipient in one statement
+(`recipient_reads`: history, events, suppression and time zone). Reads only.
+
+The history is written by intake and the dispatcher (`_reserve` in `sql_intake.py`,
+reservations and releases with each change).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from operator import attrgetter
+from typing import Any
+
+from sendguard.address import recipient_key
+from sendguard.clock import from_micros, to_micros
+from sendguard.deliveries import HistoryEntry
+from sendguard.events import Event, event_type
+from sendguard.facts import Fact
+from sendguard.message import MessageClass
+from sendguard.recipient import TIMEZONE_FACT, RecipientReads
+from sendguard.store import codec
+from sendguard.store.sql_jobs import SqlJobs, Tx, _bounded_count, _marks, _one, _where
+from sendguard.suppressions import Suppression, SuppressionReason
+
+# Whether a history row (h, its delivery d LEFT JOINed) counts as sent: the delivery is `sent`,
+# or gone (pruned when done; a failed or dropped one took its history row with it).
+# `history.sent` is no longer written (schema 9) but is true in rows written before.
+_SENT = "CASE WHEN h.sent = 1 OR d.state IS NULL OR d.state = 'sent' THEN 1 ELSE 0 END"
+
+
+_CLASSES = {c.value: c for c in MessageClass}
+
+
+def _message_class(value: str) -> MessageClass:
+    """`MessageClass(value)`, from a table first (a row of history per send is read)."""
+    return _CLASSES.get(value) or MessageClass(value)
+
+
+_AT = attrgetter("at")
+
+
+def _recipient_reads_sql(history: bool, events: bool) -> str:
+    """What `recipient_reads` asks in one statement: one tagged row per record (kind, six text
+    columns, two integers), the sends and the events only when asked for. Each kind's columns
+    sit where their types match the other kinds' (PostgreSQL's UNION wants one type per
+    column). Its arguments: the key and a time for each of sends and events, then the key,
+    `timezone` and the contact key."""
+    parts = []
+    if history:
+        parts.append(
+            "SELECT 0 AS kind, h.delivery_id AS t1, h.recipient_key AS t2, h.campaign AS t3,"
+            " h.class AS t4, h.content_hash AS t5, h.offer AS t6, h.at AS i1,"
+            f" {_SENT} AS i2 FROM history h LEFT JOIN deliveries d ON d.id = h.delivery_id"
+            " WHERE h.recipient_key = ? AND h.at >= ?"
+        )
+    if events:
+        parts.append(
+            "SELECT 1, type, recipient_key, message_id, offer, NULL, NULL, at, NULL"
+            " FROM events WHERE recipient_key = ? AND at >= ?"
+        )
+    parts.append(
+        "SELECT 2, address, reason, source, created_by, note, NULL, created_at, NULL"
+        " FROM suppressions WHERE address_key = ?"
+    )
+    parts.append(
+        "SELECT 3, value, superseded_by, contact, NULL, NULL, NULL, observed_at, NULL"
+        " FROM facts WHERE key = ? AND contact = ?"
+    )
+    return " UNION ALL ".join(parts)
+
+
+_RECIPIENT_READS = {
+    (history, events): _recipient_reads_sql(history, events)
+    for history in (False, True)
+    for events in (False, True)
+}
+
+
+class SqlHistory(SqlJobs):
+    """The send history and the counts policies read."""
+
+    async def history(
+        self, recipient: str, since: datetime, *, campaign: str | None = None
+    ) -> Sequence[HistoryEntry]:
+        sql = (
+            "SELECT h.delivery_id, h.recipient_key, h.campaign, h.class, h.content_hash, h.at,"
+            f" {_SENT}, h.offer FROM history h LEFT JOIN deliveries d ON d.id = h.delivery_id"
+            " WHERE h.recipient_key = ? AND h.at >= ?"
+        )
+        args: list[Any] = [recipient_key(recipient), to_micros(since)]
+        if campaign is not None:
+            sql += " AND h.campaign = ?"
+            args.append(campaign)
+
+        async def job(tx: Tx) -> list[Sequence[Any]]:
+            return await tx.fetch(sql + " ORDER BY h.at", args)
+
+        return [self._history_entry(r) for r in await self._read(job)]
+
+    @staticmethod
+    def _history_entry(row: Sequence[Any]) -> HistoryEntry:
+        """A HistoryEntry from (delivery_id, recipient_key, campaign, class, content_hash, at,
+        sent, offer)."""
+        return HistoryEntry(
+            row[0],
+            row[1],
+            row[2],
+            _message_class(row[3]),
+            row[4],
+            from_micros(row[5]),
+            bool(row[6]),
+            row[7],
+        )
+
+    async def recipient_reads(
+        self,
+        recipient: str,
+        *,
+        history_since: datetime | None,
+        events_since: datetime | None,
+    ) -> RecipientReads:
+        key = recipient_key(recipient)
+        args: list[Any] = []
+        if history_since is not None:
+            args += [key, to_micros(history_since)]
+        if events_since is not None:
+            args += [key, to_micros(events_since)]
+        args += [key, TIMEZONE_FACT, codec.contact_key(key)]
+        sql = _RECIPIENT_READS[history_since is not None, events_since is not None]
+
+        async def job(tx: Tx) -> list[Sequence[Any]]:
+            return await tx.fetch(sql, args)
+
+        history: list[HistoryEntry] = []
+        events: list[Event] = []
+        suppression = timezone = None
+        for row in await self._read(job):
+            kind = row[0]
+            if kind == 0:
+                history.append(
+                    HistoryEntry(
+                        row[1],
+                        row[2],
+                        row[3],
+                        _message_class(row[4]),
+                        row[5],
+                        from_micros(row[7]),
+                        bool(row[8]),
+                        row[6],
+                    )
+                )
+            elif kind == 1:
+                at = from_micros(row[7])
+                events.append(Event(event_type(row[1]), row[2], at, row[3], row[4]))
+            elif kind == 2:
+                suppression = Suppression(
+                    row[1], SuppressionReason(row[2]), row[3], from_micros(row[7]), row[4], row[5]
+                )
+            else:
+                timezone = Fact(TIMEZONE_FACT, row[1], from_micros(row[7]), row[3] or None, row[2])
+        # Oldest first. The statement leaves the order to this sort of a few rows: an ORDER BY
+        # over the UNION costs the database a temporary B-tree per statement, far more.
+        history.sort(key=_AT)
+        events.sort(key=_AT)
+        return RecipientReads(history, events, suppression, timezone)
+
+    async def send_times(
+        self,
+        since: datetime,
+        *,
+        recipient: str | None = None,
+        domain: str | None = None,
+        campaign: str | None = None,
+        exclude_classes: Sequence[MessageClass] = (),
+        limit: int = 100,
+    ) -> Sequence[datetime]:
+        where = ["at >= ?"]
+        args: list[Any] = [to_micros(since)]
+        for clause, value in (
+            ("recipient_key = ?", recipient_key(recipient) if recipient else None),
+            ("domain = ?", domain.lower() if domain else None),
+            ("campaign = ?", campaign),
+        ):
+            if value is not None:
+                where.append(clause)
+                args.append(value)
+        if exclude_classes:
+            where.append(f"class NOT IN ({_marks(len(exclude_classes))})")
+            args.extend(c.value for c in exclude_classes)
+        sql = f"SELECT at FROM history WHERE {' AND '.join(where)} ORDER BY at DESC LIMIT ?"
+
+        async def job(tx: Tx) -> list[Sequence[Any]]:
+            return await tx.fetch(sql, [*args, limit])
+
+        return [from_micros(r[0]) for r in await self._read(job)]
+
+    async def count_campaign(
+        self, name: str, since: datetime, *, at_most: int | None = None
+    ) -> int:
+        sql, args = _bounded_count(
+            "SELECT 1 FROM deliveries WHERE campaign = ? AND created_at >= ?",
+            [name, to_micros(since)],
+            at_most,
+        )
+
+        async def job(tx: Tx) -> Sequence[Any] | None:
+            return await _one(tx, sql, args)
+
+        row = await self._read(job)
+        return int(row[0]) if row else 0
+
+    async def count_content(
+        self,
+        content_hash: str,
+        *,
+        since: datetime | None = None,
+        campaign: str | None = None,
+        before: str | None = None,
+        exclude_message: str | None = None,
+        at_most: int | None = None,
+    ) -> int:
+        where, args = _where(
+            ("m.content_hash = ?", content_hash),
+            ("d.created_at >= ?", codec.micros(since)),
+            ("d.campaign = ?", campaign),
+            ("d.id < ?", before),
+            ("d.message_id <> ?", exclude_message),
+        )
+        sql, args = _bounded_count(
+            "SELECT 1 FROM deliveries d JOIN messages m ON m.id = d.message_id" + where,
+            args,
+            at_most,
+        )
+
+        async def job(tx: Tx) -> Sequence[Any] | None:
+            return await _one(tx, sql, args)
+
+        row = await self._read(job)
+        return int(row[0]) if row else 0
