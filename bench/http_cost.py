@@ -188,7 +188,7 @@ def callgrind_one(checkout: Path, sink: run.Sink, work: Path, requests: int) -> 
     )
     try:
         http_port = int(config["http"]["listen"].rsplit(":", 1)[1])
-        run.wait_port(http_port, timeout=600)
+        run.wait_port(http_port, timeout=1800)
         PORTS[proc.pid] = http_port
         contestant = run.Contestant("sendguard", 0, pid=proc.pid, http=http_port)
         contestant.port = int(config["smtp"]["listen"].rsplit(":", 1)[1])
