@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import difflib
+import gc
 import getpass
 import json
 import os
@@ -629,6 +630,19 @@ def loop_factory(choice: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
     return factory
 
 
+async def _freeze_heap(started: asyncio.Event) -> None:
+    """Once serving, keep what startup made out of the garbage collector's full passes.
+
+    Modules, pydantic schemas, the config and the app's objects live as long as the process;
+    a full collection walked every one of them again (tens of milliseconds each, a few
+    times a minute under load: about 4 % of a request's CPU time). `gc.freeze()` moves them
+    to a generation that is never collected; what is made afterwards is collected as before.
+    """
+    await started.wait()
+    gc.collect()
+    gc.freeze()
+
+
 def _serve(
     config_path: Path | None,
     loop: str = "auto",
@@ -685,9 +699,12 @@ def _serve(
             handoff=Handoff.decode(handoff) if handoff is not None else None,
         )
         loop.add_signal_handler(signal.SIGHUP, app.on_sighup)
+        started = asyncio.Event()
+        settled = asyncio.create_task(_freeze_heap(started), name="freeze-heap")
         try:
-            await app.run(stop)
+            await app.run(stop, started)
         finally:
+            settled.cancel()
             offload.close()  # the processes that worked on large messages, if any started
 
     try:

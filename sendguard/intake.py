@@ -24,7 +24,7 @@ from sendguard.deliveries import IdempotencyRecord, IntakeClaim, NewDelivery, se
 from sendguard.engine import Engine
 from sendguard.errors import IdempotencyKeyReused, InvalidAddress, InvalidMessage
 from sendguard.esp_request import EspRequest
-from sendguard.fields import FieldOverrides, read_fields
+from sendguard.fields import FIELDS, FieldOverrides, read_fields
 from sendguard.headers import (
     Headers,
     Trace,
@@ -35,7 +35,7 @@ from sendguard.headers import (
     strip_unforwarded_headers,
 )
 from sendguard.ids import new_id
-from sendguard.message import Delivery, DeliveryState, Message
+from sendguard.message import Delivery, DeliveryState, Message, SendguardFields
 from sendguard.metrics import Metrics
 from sendguard.offload import in_process
 from sendguard.store.base import IntakeWrites
@@ -121,13 +121,29 @@ class Intake:
         self._store = store
         self._clock = clock
         self._metrics = metrics
-        self._sources = header_sources
         self._on_queued = on_queued
         self._claimer = claimer
+        self.reconfigure(header_sources)
 
     def reconfigure(self, header_sources: Mapping[str, Sequence[str]]) -> None:
         """Read the sendguard fields from these headers for every message from now on."""
+        # A message with none of the headers any field is read from (an HTTP send, whose
+        # fields come from its JSON) has the fields of no headers: they are known up front,
+        # and looking up every source of every field (some 25 names) is skipped for it.
+        self._field_headers = frozenset(
+            name.lower()
+            for spec in FIELDS
+            for name in header_sources.get(spec.json_name, spec.headers)
+        )
+        self._no_fields = read_fields(Headers(()), header_sources)
         self._sources = header_sources
+
+    def _fields(self, headers: Headers) -> SendguardFields:
+        """The sendguard fields `headers` give (`read_fields` with the configured sources)."""
+        sources = self._field_headers
+        if any(name.lower() in sources for name, _ in headers.items):
+            return read_fields(headers, self._sources)
+        return self._no_fields
 
     async def replay(self, key: str, fingerprint: str | None = None) -> bytes | None:
         """The first answer given to a request with Idempotency-Key `key`, if still kept.
@@ -203,6 +219,7 @@ class Intake:
         esp_request: EspRequest | None = None,
         vet: Callable[[Message], None] | None = None,
         fingerprint: str | None = None,
+        headers: Headers | None = None,
     ) -> Accepted:
         """Judge and commit a message; raise InvalidMessage or StoreUnavailable.
 
@@ -217,6 +234,8 @@ class Intake:
         it by raising InvalidMessage (an ESP template with no upstream that can send it).
         `fingerprint` is the content's `content_hash` when the caller already has it (a replay
         of stored messages): it is taken as given instead of parsing the content again.
+        `headers` are `raw`'s headers as `Headers.parse` reads them, when the caller has them
+        (a message it wrote itself): taken as given instead of parsing the header block.
         """
         if mail_from:  # the null reverse-path <> is valid (bounces)
             try:
@@ -229,7 +248,8 @@ class Intake:
             unique.setdefault(recipient_key(address), address)
         if not unique:
             raise InvalidMessage("a message needs at least one recipient", field="to")
-        headers = Headers.parse(raw[: header_end(raw)])
+        if headers is None:
+            headers = Headers.parse(raw[: header_end(raw)])
         content = strip_unforwarded_headers(raw)
         if fingerprint is None:
             # The Subject is read from `headers`: stripping removed no Subject.
@@ -252,7 +272,7 @@ class Intake:
             mail_from=mail_from,
             recipients=tuple(unique.values()),
             headers=headers,
-            fields=(overrides or FieldOverrides()).apply(read_fields(headers, self._sources)),
+            fields=(overrides or FieldOverrides()).apply(self._fields(headers)),
             size=len(content),
             content_hash=fingerprint,
             smtputf8=smtputf8,

@@ -150,6 +150,8 @@ class Built:
 
     raw: bytes
     fingerprint: str | None = None
+    headers: Headers | None = None
+    """Its headers as `Headers.parse` reads them, where building gave them."""
 
 
 def _single_part(payload: SendPayload, now: datetime) -> Built | None:
@@ -183,16 +185,22 @@ def _single_part(payload: SendPayload, now: datetime) -> Built | None:
         *payload.headers.items(),
     ]
     lines = []
+    known = True  # Headers.parse reads each as written: no encoded word to decode
     for name, value in headers:
         if len(name) + 2 + len(value) > _FOLD_AT or not _plain_value(value):
             return None
         lines.append(f"{name}: {value}\r\n")
+        known = known and "=?" not in value and ":" not in name and " " not in name
     lines.append("\r\n")
     encoded = _LINE_BREAKS.sub("\r\n", _UTF8_QP.body_encode(body)).encode() if body else b""
     # content_hash's reading of this message, without parsing it: the subject as written
     # and the one text part decoded as text_of decodes it.
     text = part_text(quopri.decodestring(encoded), "utf-8", subtype)[:MAX_TEXT]
-    return Built("".join(lines).encode("ascii") + encoded, text_hash(payload.subject, text))
+    return Built(
+        "".join(lines).encode("ascii") + encoded,
+        text_hash(payload.subject, text),
+        Headers(tuple(headers)) if known else None,
+    )
 
 
 def build_mime(payload: SendPayload, now: datetime) -> bytes:
@@ -285,10 +293,10 @@ async def _check_line_lengths(raw: bytes) -> None:
 
 async def _read_send(
     request: web.Request,
-) -> tuple[bytes, str, list[str], FieldOverrides, str | None]:
-    """The message, sender, recipients and field overrides of a send request, and the
-    message's fingerprint when building it gave it."""
-    fingerprint = None
+) -> tuple[bytes, str, list[str], FieldOverrides, Built | None]:
+    """The message, sender, recipients and field overrides of a send request, and what
+    building the message gave beside its bytes (its fingerprint, its headers), if built."""
+    built = None
     if request.content_type == "message/rfc822":
         overrides = FieldOverrides()
         raw = await request.read()
@@ -308,7 +316,7 @@ async def _read_send(
         # Quoted-printable encoding is pure Python: seconds for a few MB of text.
         size = len(payload.text or "") + len(payload.html or "")
         built = await in_process(size, functools.partial(build_message, now=now), payload)
-        raw, fingerprint = built.raw, built.fingerprint
+        raw = built.raw
     # ?from= and ?to= give the envelope, whatever the body: by default it is the message's.
     mail_from = request.query.get("from", mail_from)
     recipients = request.query.getall("to", recipients)
@@ -318,7 +326,7 @@ async def _read_send(
     _check_addresses(list(recipients), "to")
     if not recipients:
         raise BadRequest("a message needs at least one recipient", "to")
-    return raw, mail_from, list(recipients), overrides, fingerprint
+    return raw, mail_from, list(recipients), overrides, built
 
 
 async def fingerprint(request: web.Request) -> str:
@@ -373,7 +381,7 @@ async def _send(request: web.Request) -> web.Response:
     if key is not None and (replayed := await ctx.intake.replay(key, request_digest)) is not None:
         return web.Response(status=202, body=replayed, content_type="application/json")
 
-    raw, mail_from, recipients, overrides, content_hash = await _read_send(request)
+    raw, mail_from, recipients, overrides, built = await _read_send(request)
     idempotency = Idempotency(key, accepted_body, request_digest) if key is not None else None
     try:
         accepted = await ctx.intake.accept(
@@ -384,7 +392,8 @@ async def _send(request: web.Request) -> web.Response:
             overrides=overrides,
             idempotency=idempotency,
             trace=Trace(f"HTTP client ([{request.remote or 'unknown'}])", "HTTP"),
-            fingerprint=content_hash,
+            fingerprint=built.fingerprint if built is not None else None,
+            headers=built.headers if built is not None else None,
         )
     except InvalidMessage as exc:
         raise BadRequest(str(exc), exc.field or "body") from None

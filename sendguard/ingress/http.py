@@ -1,10 +1,10 @@
 """The HTTP ingress (aiohttp): the JSON API of DESIGN.md, health, readiness and metrics.
 
 Which routes there are, who may call each (its `auth`) and what each answers is declared once,
-in the route table (`sendguard.ingress.routes`): the router, the `authenticate` middleware and
-`/openapi.json` are derived from it. Every error leaves as `{"error": {"code", "message",
-"field"?}}`: 400 for bad input (naming the field), 401, 404, 405, 409, 413, 503 — never a 500
-for bad input.
+in the route table (`sendguard.ingress.routes`): the router, the `guard` middleware's
+authentication and `/openapi.json` are derived from it. Every error leaves as `{"error":
+{"code", "message", "field"?}}`: 400 for bad input (naming the field), 401, 404, 405, 409, 413,
+503 — never a 500 for bad input.
 """
 
 from __future__ import annotations
@@ -56,23 +56,45 @@ def needs_token(request: web.Request) -> bool:
 
 
 @web.middleware
-async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Turn every failure into the JSON error shape."""
+async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every request's checks, in one middleware (each layer of aiohttp's middleware chain is
+    a coroutine and a call per request): require `Authorization: Bearer <token>` on every
+    route but the public ones and record the token's name as the identity handlers act
+    under; refuse a body announced over `http.max_body_size` before it is read (413; the ESP
+    routes answer that themselves, in the ESP's error shape); and turn every failure, of
+    these checks or of the handler, into the JSON error shape."""
     try:
+        if needs_token(request):
+            scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+            tokens = request.app[TOKENS]
+            name = tokens.identify(token.strip()) if scheme.lower() == "bearer" else None
+            if name is None:
+                response = error_body(401, "unauthorized", "a valid bearer token is required")
+                response.headers["WWW-Authenticate"] = 'Bearer realm="sendguard"'
+                return response
+            request[IDENTITY_KEY] = Identity(name, Role.API)
+        if request.match_info.handler not in ANSWERS_IN_ESP_SHAPE:
+            refuse_announced_oversize(request)
         return await handler(request)
-    except BadRequest as exc:
+    except Exception as exc:  # noqa: BLE001 - every failure answers in the error shape
+        return _error_answer(request, exc)
+
+
+def _error_answer(request: web.Request, exc: Exception) -> web.StreamResponse:
+    """The JSON error answer to `exc` (called while it is handled); a redirect is raised on."""
+    if isinstance(exc, BadRequest):
         return error_body(400, exc.code, str(exc), exc.field)
-    except InvalidMessage as exc:
+    if isinstance(exc, InvalidMessage):
         return error_body(400, "invalid_message", str(exc), exc.field)
-    except NotFound as exc:
+    if isinstance(exc, NotFound):
         return error_body(404, "not_found", str(exc))
-    except Conflict as exc:
+    if isinstance(exc, Conflict):
         return error_body(409, "conflict", str(exc))
-    except StoreUnavailable:
+    if isinstance(exc, StoreUnavailable):
         return error_body(503, "store_unavailable", "the store is unavailable; try again later")
-    except web.HTTPException as exc:
+    if isinstance(exc, web.HTTPException):
         if exc.status < 400:
-            raise
+            raise exc
         code = exc.reason.lower().replace(" ", "_")
         if exc.status == 413:
             limit = request.app[API].config.max_body_size
@@ -83,40 +105,14 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         if exc.status == 405 and "Allow" in exc.headers:
             response.headers["Allow"] = exc.headers["Allow"]
         return response
-    except Exception:  # a bug must still answer in the API's error shape, and be logged
-        log.exception("request failed", method=request.method, path=request.path)
-        return error_body(500, "internal_error", "internal error; see the server log")
-
-
-@web.middleware
-async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Require `Authorization: Bearer <token>` on every route but the public ones, and record
-    the token's name as the identity handlers act under."""
-    if needs_token(request):
-        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-        name = request.app[TOKENS].identify(token.strip()) if scheme.lower() == "bearer" else None
-        if name is None:
-            response = error_body(401, "unauthorized", "a valid bearer token is required")
-            response.headers["WWW-Authenticate"] = 'Bearer realm="sendguard"'
-            return response
-        request[IDENTITY_KEY] = Identity(name, Role.API)
-    return await handler(request)
-
-
-@web.middleware
-async def limit_body(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """413 for a body announced over `http.max_body_size`, before it is read (the ESP routes
-    answer it themselves, in the ESP's error shape)."""
-    if request.match_info.handler not in ANSWERS_IN_ESP_SHAPE:
-        refuse_announced_oversize(request)
-    return await handler(request)
+    # A bug must still answer in the API's error shape, and be logged.
+    log.exception("request failed", method=request.method, path=request.path)
+    return error_body(500, "internal_error", "internal error; see the server log")
 
 
 def build_app(context: Api, tokens: TokenSet) -> web.Application:
     """The aiohttp application with every route."""
-    app = web.Application(
-        middlewares=[errors, authenticate, limit_body], client_max_size=context.config.max_body_size
-    )
+    app = web.Application(middlewares=[guard], client_max_size=context.config.max_body_size)
     app[API] = context
     app[TOKENS] = tokens
     register(app, ROUTES)

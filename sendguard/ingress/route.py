@@ -2,7 +2,7 @@
 middleware and the OpenAPI document are all derived (the table is `sendguard.ingress.routes`).
 
 Adding a route is adding one `Route` to that table (plus its handler and tests): the router
-serves it, `authenticate` applies its `auth`, and `/openapi.json` documents its body, query,
+serves it, the `guard` middleware applies its `auth`, and `/openapi.json` documents its body, query,
 answers and errors.
 """
 

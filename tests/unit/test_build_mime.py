@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from sendguard.content import content_hash
-from sendguard.headers import strip_unforwarded_headers
+from sendguard.headers import Headers, header_end, strip_unforwarded_headers
 from sendguard.ingress.api_send import _single_part, build_mime, build_mime_objects
 from sendguard.ingress.payloads import SendPayload
 
@@ -143,6 +143,12 @@ def test_the_direct_path_writes_what_the_email_package_writes(
         assert direct.raw == objects
         # The fingerprint it gives is the one the intake would take from the bytes.
         assert direct.fingerprint == content_hash(strip_unforwarded_headers(objects))
+        # So are the headers it gives (none where a value holds an encoded word's `=?`).
+        event("headers given" if direct.headers is not None else "headers parsed")
+        if direct.headers is not None:
+            assert direct.headers == Headers.parse(objects[: header_end(objects)])
+        else:
+            assert any("=?" in value for value in [subject, *extra.values()])
 
 
 def test_the_direct_path_takes_the_common_message() -> None:
@@ -160,3 +166,4 @@ def test_the_direct_path_takes_the_common_message() -> None:
         assert direct is not None
         assert direct.raw == build_mime_objects(payload, NOW)
         assert direct.fingerprint == content_hash(direct.raw)
+        assert direct.headers == Headers.parse(direct.raw[: header_end(direct.raw)])
