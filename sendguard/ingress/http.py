@@ -110,9 +110,17 @@ def _error_answer(request: web.Request, exc: Exception) -> web.StreamResponse:
     return error_body(500, "internal_error", "internal error; see the server log")
 
 
+async def _server_header(request: web.Request, response: web.StreamResponse) -> None:
+    """`Server: sendguard` on every answer. aiohttp names itself and Python with their
+    versions ("Python/3.11 aiohttp/3.x"), which tells a scanner which advisories to try."""
+    del request
+    response.headers["Server"] = "sendguard"
+
+
 def build_app(context: Api, tokens: TokenSet) -> web.Application:
     """The aiohttp application with every route."""
     app = web.Application(middlewares=[guard], client_max_size=context.config.max_body_size)
+    app.on_response_prepare.append(_server_header)
     app[API] = context
     app[TOKENS] = tokens
     register(app, ROUTES)

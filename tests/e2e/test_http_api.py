@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
+import urllib.error
+import urllib.request
 from collections.abc import Callable
 from typing import Any
 
@@ -430,3 +432,25 @@ def test_errors_have_one_shape(sendguard: Start, sink: Sink) -> None:
     status, answer = proc.call("POST", "/v1/events", {"type": "sneeze", "recipient": "a@b.org"})
     assert status == 400 and answer["error"]["field"] == "type"
     assert json.dumps(answer)
+
+
+def test_answers_do_not_name_the_server_software_or_its_version(
+    sendguard: Start, sink: Sink
+) -> None:
+    proc = sendguard()
+    base = f"http://127.0.0.1:{proc.http_port}"
+    answers = []
+    for path, headers in (
+        ("/healthz", {}),  # public
+        ("/v1/deliveries", {}),  # refused: no token
+        ("/v1/deliveries", {"Authorization": f"Bearer {TOKEN}"}),
+        ("/no/such/path", {"Authorization": f"Bearer {TOKEN}"}),
+    ):
+        request = urllib.request.Request(base + path, headers=headers)
+        try:
+            with urllib.request.urlopen(request, timeout=30) as answer:
+                answers.append((answer.status, answer.headers.get_all("Server")))
+        except urllib.error.HTTPError as refused:
+            answers.append((refused.code, refused.headers.get_all("Server")))
+    assert [status for status, _ in answers] == [200, 401, 200, 404]
+    assert all(server == ["sendguard"] for _, server in answers), answers
