@@ -64,6 +64,15 @@ def sink() -> Iterator[Sink]:
 
 
 @pytest.fixture
+def utf8_sink() -> Iterator[Sink]:
+    """A sink that offers SMTPUTF8, as an upstream must for internationalised addresses."""
+    server = Sink(free_port(), enable_SMTPUTF8=True)
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
 def sendguard(
     tmp_path: Path, sink: Sink, backend: str
 ) -> Iterator[Callable[..., SendguardProcess]]:

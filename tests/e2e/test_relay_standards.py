@@ -161,14 +161,6 @@ def test_bcc_header_in_smtp_data_is_not_forwarded(sendguard: Start, sink: Sink) 
 
 
 @pytest.fixture
-def utf8_sink() -> Iterator[Sink]:
-    server = Sink(free_port(), enable_SMTPUTF8=True)
-    server.start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
 def ascii_sink() -> Iterator[Sink]:
     """An upstream that offers 8BITMIME but not SMTPUTF8 (aiosmtpd's Controller offers it)."""
     server = Sink(free_port(), enable_SMTPUTF8=False)

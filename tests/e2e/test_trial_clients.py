@@ -20,26 +20,17 @@ import email.header
 import email.utils
 import re
 import smtplib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from tests.e2e.test_send_path import send
-from tests.support.process import SendguardProcess, base_config, free_port, run_with_config
+from tests.support.process import SendguardProcess, base_config, run_with_config
 from tests.support.sink import Sink
 
 pytestmark = [pytest.mark.e2e]
 Start = Callable[..., SendguardProcess]
-
-
-@pytest.fixture
-def utf8_sink() -> Iterator[Sink]:
-    """A sink that offers SMTPUTF8, as an upstream must for internationalised addresses."""
-    server = Sink(free_port(), enable_SMTPUTF8=True)
-    server.start()
-    yield server
-    server.stop()
 
 
 BLANK_BEFORE_COLON = (
