@@ -2,8 +2,9 @@
 
 One claimer task takes due deliveries from the store (with a lease, so no two workers or
 instances take the same one) and hands them to `workers` worker tasks. A delivery to be sent
-at once needs no claim when the queue has room: the intake commits it already leased to this
-dispatcher and `sending` (`reserve`, then `hand_over` after the commit). A worker
+at once needs no claim when the queue has room and nothing due in the store waits before it:
+the intake commits it already leased to this dispatcher and `sending` (`reserve`, then
+`hand_over` after the commit). A worker
 
 1. re-runs the policies for a delivery that was delayed (the world may have changed while it
    waited) and stops there unless the new verdict is forward;
@@ -104,6 +105,13 @@ class Dispatcher:
         self._reserved = 0
         # Set when the queue has room for a claim again (half of it free), or on stop.
         self._freed = asyncio.Event()
+        # Whether deliveries may be due in the store that no claim has taken yet: at start
+        # (a dead process's), after `wake` (committed unclaimed, or changed), after a poll
+        # (come due meanwhile, or a sibling's). The intake claims nothing while they may be,
+        # so new mail queues behind them in due order instead of going first for as long as
+        # it keeps coming. Cleared by a claim that took less than it had room for.
+        self._behind = True
+        self._wakes = 0
 
     def reconfigure(self, config: DeliveryOptions, review: ReviewOptions) -> None:
         """Use these retry, lifetime and review settings from now on (a config reload).
@@ -116,13 +124,16 @@ class Dispatcher:
 
     def wake(self) -> None:
         """New work may be due: look now rather than at the next poll."""
+        self._behind = True
+        self._wakes += 1
         self._wake.set()
 
     def reserve(self, count: int) -> IntakeClaim | None:
         """A claim for `count` deliveries the intake is about to commit to be sent at once,
         if the queue has room for them (else None: they are committed unclaimed, and claimed
-        as due). The room is kept for them until `hand_over` or `cancel`."""
-        if self._stopping.is_set() or self._room() < count:
+        as due, after what is due before them). The room is kept for them until `hand_over`
+        or `cancel`."""
+        if self._behind or self._stopping.is_set() or self._room() < count:
             return None
         self._reserved += count
         return IntakeClaim(self._owner, self._clock.now() + self._config.lease)
@@ -168,6 +179,7 @@ class Dispatcher:
             room = self._room()
             claimed: list[Delivery] = []
             failed = False
+            wakes = self._wakes
             if room > 0:
                 self._reserved += room  # kept from the intake's claims while this one runs
                 try:
@@ -190,6 +202,8 @@ class Dispatcher:
                     self._reserved -= room
             for delivery in claimed:
                 self._queue.put_nowait(delivery)  # within the room kept for them
+            if room > 0 and not failed and len(claimed) < room and wakes == self._wakes:
+                self._behind = False  # everything due was taken, and nothing new since
             if claimed and len(claimed) == room:
                 await asyncio.sleep(0)  # more may be due: come straight back
                 continue
@@ -214,6 +228,7 @@ class Dispatcher:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wake.wait(), timeout)
         self._wake.clear()
+        self._behind = True  # woken, or due, or a poll: look before the intake claims again
 
     async def _drain(self, workers: list[asyncio.Task[None]]) -> None:
         deadline = monotonic() + self._config.drain_timeout.total_seconds()
