@@ -103,7 +103,7 @@ class _Replies(asyncio.Protocol):
         As aiosmtplib's `SMTPProtocol._read_response_from_buffer`."""
         buffer = self._buffer
         offset = 0
-        lines: list[bytes] = []
+        message = bytearray()
         while (end := buffer.find(b"\n", offset)) != -1:
             line = bytes(buffer[offset : end + 1])
             if len(line) > _MAX_LINE:
@@ -116,12 +116,12 @@ class _Replies(asyncio.Protocol):
                     -1, f"Malformed SMTP response line: {text}"
                 ) from None
             offset = end + 1
-            lines.append(line[4:].strip(b" \t\r\n"))
+            if message:  # as aiosmtplib: empty lines before any text leave no line break
+                message += b"\n"
+            message += line[4:].strip(b" \t\r\n")
             if line[3:4] != b"-":
                 del buffer[:offset]
-                return aiosmtplib.SMTPResponse(
-                    code, b"\n".join(lines).decode("utf-8", "surrogateescape")
-                )
+                return aiosmtplib.SMTPResponse(code, message.decode("utf-8", "surrogateescape"))
         return None
 
     def eof_received(self) -> bool:
