@@ -211,7 +211,7 @@ class SmtpUpstream:
             if self._answered_recently():
                 return
             try:
-                client = await asyncio.wait_for(
+                session = await asyncio.wait_for(
                     self._connect(), timeout=min(self._timeout, PROBE_TIMEOUT)
                 )
             except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
@@ -219,7 +219,7 @@ class SmtpUpstream:
                     f"{self._where()} did not answer EHLO: {type(exc).__name__}: {exc}"
                 ) from exc
             self._answered_at = time.monotonic()
-            await self._discard(client)
+            await self._discard(session)
 
     async def close(self) -> None:
         idle, self._idle = self._idle, []
