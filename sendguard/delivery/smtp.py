@@ -10,6 +10,10 @@ UTF-8 addresses, and re-encoding an 8-bit body (RFC 6152) would break DKIM signa
 
 `tls: implicit` speaks TLS from the first byte (port 465, RFC 8314), verified like STARTTLS.
 
+aiosmtplib opens each connection (TLS, AUTH, EHLO); the mail transactions on it are
+`smtp_session`'s: with PIPELINING when the upstream offers it, each message's DATA form built
+by `smtp_data` (a large one in pieces, with the loop free between them).
+
 Readiness asks the upstream for its EHLO greeting (with TLS and AUTH when configured),
 and counts any send the upstream accepted within READY_FOR as an answer; a send that could not
 reach it (network trouble) forgets that answer, so the next probe asks again.
@@ -24,10 +28,10 @@ from datetime import timedelta
 import aiosmtplib
 import structlog
 
-from sendguard.delivery.smtp_data import send_in_pieces
+from sendguard.delivery.smtp_data import encode
+from sendguard.delivery.smtp_session import Session
 from sendguard.delivery.upstream import Envelope
 from sendguard.errors import UpstreamError, UpstreamPermanent, UpstreamTransient
-from sendguard.offload import LARGE
 
 log = structlog.get_logger("sendguard.upstream.smtp")
 
@@ -78,19 +82,19 @@ class SmtpUpstream:
         self._timeout = timeout.total_seconds()
         self._idle_timeout = idle_timeout.total_seconds()
         self._slots = asyncio.Semaphore(pool_size)
-        self._idle: list[tuple[aiosmtplib.SMTP, float]] = []
+        self._idle: list[tuple[Session, float]] = []
         self._answered_at: float | None = None
         self._probing = asyncio.Lock()
 
     def _where(self) -> str:
         return f"upstream {self._host}:{self._port}"
 
-    def _mail_options(self, client: aiosmtplib.SMTP, envelope: Envelope) -> list[str]:
+    def _mail_options(self, session: Session, envelope: Envelope) -> list[str]:
         """MAIL FROM parameters for this message; UpstreamPermanent if the upstream lacks one."""
         options = []
         addresses = envelope.mail_from + envelope.recipient
         if envelope.smtputf8 or not addresses.isascii():
-            if not client.supports_extension("smtputf8"):
+            if not session.supports("smtputf8"):
                 # sendguard refuses to relay it: the upstream never saw the message.
                 raise UpstreamPermanent(
                     f"cannot relay: the upstream does not offer SMTPUTF8 ({self._where()}),"
@@ -99,7 +103,7 @@ class SmtpUpstream:
                 )
             options.append("SMTPUTF8")
         if envelope.body_8bit:
-            if not client.supports_extension("8bitmime"):
+            if not session.supports("8bitmime"):
                 raise UpstreamPermanent(
                     f"cannot relay: the upstream does not offer 8BITMIME ({self._where()}),"
                     " and the message has an 8-bit body (RFC 6152); send it quoted-printable"
@@ -117,9 +121,6 @@ class SmtpUpstream:
                 f"upstream refused our AUTH ({exc.code} {exc.message}); "
                 "check upstream.username and upstream.password"
             )
-        if isinstance(exc, aiosmtplib.SMTPRecipientsRefused):
-            refused = exc.recipients[0]
-            return classify(refused.code, refused.message)
         if isinstance(exc, aiosmtplib.SMTPResponseException):
             return classify(exc.code, exc.message)
         if isinstance(exc, aiosmtplib.SMTPException | OSError):  # TLS errors are ValueErrors too
@@ -127,7 +128,7 @@ class SmtpUpstream:
         # A ValueError or UnicodeError: an address aiosmtplib cannot put on a command line.
         return UpstreamPermanent(f"cannot send to {self._where()}: {type(exc).__name__}: {exc}")
 
-    async def _connect(self) -> aiosmtplib.SMTP:
+    async def _connect(self) -> Session:
         client = aiosmtplib.SMTP(
             hostname=self._host,
             port=self._port,
@@ -140,46 +141,43 @@ class SmtpUpstream:
             timeout=self._timeout,
         )
         await client.connect()
-        if client.is_ehlo_or_helo_needed:  # the extensions decide the MAIL FROM parameters
-            await client.ehlo()
-        return client
+        try:
+            if client.is_ehlo_or_helo_needed:  # the extensions decide the MAIL FROM parameters
+                await client.ehlo()
+            return Session(client)
+        except BaseException:
+            client.close()
+            raise
 
-    async def _take(self) -> aiosmtplib.SMTP:
+    async def _take(self) -> Session:
         while self._idle:
-            client, since = self._idle.pop()
-            if client.is_connected and time.monotonic() - since < self._idle_timeout:
-                return client
-            await self._discard(client)
+            session, since = self._idle.pop()
+            if session.usable and time.monotonic() - since < self._idle_timeout:
+                return session
+            await self._discard(session)
         return await self._connect()
 
     @staticmethod
-    async def _discard(client: aiosmtplib.SMTP) -> None:
-        try:
-            if client.is_connected:
-                await client.quit(timeout=2)
-        except (aiosmtplib.SMTPException, OSError):
-            client.close()
+    async def _discard(session: Session) -> None:
+        await session.quit(2)
 
     async def send(self, envelope: Envelope, content: bytes) -> None:
         async with self._slots:
-            client: aiosmtplib.SMTP | None = None
+            session: Session | None = None
             reusable = False
             try:
-                client = await self._take()
-                options = self._mail_options(client, envelope)
-                if len(content) > LARGE:  # see smtp_data: never a whole-message step on the loop
-                    await send_in_pieces(
-                        client,
-                        envelope.mail_from,
-                        envelope.recipient,
-                        content,
-                        options,
-                        seconds=self._timeout,
-                    )
-                else:
-                    await client.sendmail(
-                        envelope.mail_from, [envelope.recipient], content, mail_options=options
-                    )
+                session = await self._take()
+                options = self._mail_options(session, envelope)
+                pieces, size = await encode(content)
+                if session.supports("size"):
+                    options.insert(0, f"size={size}")
+                await session.send(
+                    envelope.mail_from,
+                    envelope.recipient,
+                    pieces,
+                    options,
+                    seconds=self._timeout,
+                )
             except UpstreamError:
                 reusable = True  # refused before MAIL FROM: the connection is still good
                 raise
@@ -188,20 +186,20 @@ class SmtpUpstream:
                     self._answered_at = None  # unreachable now: readiness must ask again
                 raise self._translate(exc) from exc
             except BaseException:
-                if client is not None:  # cancelled mid-conversation: no polite QUIT
-                    client.close()
-                    client = None
+                if session is not None:  # cancelled mid-conversation: no polite QUIT
+                    session.close()
+                    session = None
                 raise
             else:
                 self._answered_at = time.monotonic()
-                self._idle.append((client, time.monotonic()))
-                client = None
+                self._idle.append((session, time.monotonic()))
+                session = None
             finally:
-                if client is not None:
-                    if reusable and client.is_connected:
-                        self._idle.append((client, time.monotonic()))
+                if session is not None:
+                    if reusable and session.usable:
+                        self._idle.append((session, time.monotonic()))
                     else:
-                        await self._discard(client)
+                        await self._discard(session)
 
     def _answered_recently(self) -> bool:
         return self._answered_at is not None and time.monotonic() - self._answered_at < READY_FOR
@@ -213,7 +211,7 @@ class SmtpUpstream:
             if self._answered_recently():
                 return
             try:
-                client = await asyncio.wait_for(
+                session = await asyncio.wait_for(
                     self._connect(), timeout=min(self._timeout, PROBE_TIMEOUT)
                 )
             except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
@@ -221,8 +219,8 @@ class SmtpUpstream:
                     f"{self._where()} did not answer EHLO: {type(exc).__name__}: {exc}"
                 ) from exc
             self._answered_at = time.monotonic()
-            await self._discard(client)
+            await self._discard(session)
 
     async def close(self) -> None:
         idle, self._idle = self._idle, []
-        await asyncio.gather(*(self._discard(client) for client, _ in idle))
+        await asyncio.gather(*(self._discard(session) for session, _ in idle))
