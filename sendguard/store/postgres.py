@@ -33,6 +33,7 @@ import structlog
 
 from sendguard.address import recipient_key
 from sendguard.errors import Conflict, StoreUnavailable
+from sendguard.owner import owner_gone
 from sendguard.store import StoreSettings, sql_content
 from sendguard.store.keyed_lock import KeyedLock
 from sendguard.store.message_cache import MessageCache
@@ -215,12 +216,26 @@ class PostgresStore(SqlStore):
         await self._read(job)
 
     async def recover(self, now: datetime) -> int:
-        # Other instances may be alive: abandoned claims are taken over when their lease ends.
-        # Pieces of a large content whose message never committed (sql_content.py) are
-        # removed when their writer is gone (a process of this host), otherwise on prune.
+        # Other instances may be alive: only the claims of owners that are certainly gone (a
+        # process of this host, boot and pid namespace that no longer runs: owner.py) are
+        # released, so a restarted instance sends at once what it had claimed before it died;
+        # the others' are taken over when their lease ends. Pieces of a large content whose
+        # message never committed (sql_content.py) likewise, otherwise on prune.
         del now
+
+        async def job(tx: Tx) -> int:
+            owners = await tx.fetch("SELECT DISTINCT owner FROM deliveries WHERE owner IS NOT NULL")
+            gone = [owner for (owner,) in owners if owner_gone(owner)]
+            if not gone:
+                return 0
+            return await tx.execute(
+                "UPDATE deliveries SET owner = NULL, lease_until = NULL WHERE owner = ANY(?)",
+                (gone,),
+            )
+
+        released = await self._write(job)
         await sql_content.forget_unfinished(self._write, shared=True)
-        return 0
+        return released
 
     def subscribe(self, callback: Callable[[], None]) -> None:
         self._listeners.append(callback)
