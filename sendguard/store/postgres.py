@@ -32,8 +32,10 @@ import asyncpg
 import structlog
 
 from sendguard.address import recipient_key
+from sendguard.approvals import GlobalPause
 from sendguard.errors import Conflict, StoreUnavailable
-from sendguard.store import StoreSettings, sql_content
+from sendguard.owner import owner_gone
+from sendguard.store import StoreSettings, codec, sql_content
 from sendguard.store.keyed_lock import KeyedLock
 from sendguard.store.message_cache import MessageCache
 from sendguard.store.postgres_schema import MIGRATIONS, SCHEMA_LOCK
@@ -58,6 +60,14 @@ _UNAVAILABLE: tuple[type[BaseException], ...] = (
 
 # Inside lock_recipients, every store call of the task runs on the connection holding the locks.
 _HELD: ContextVar[asyncpg.Connection | None] = ContextVar("sendguard_pg_conn", default=None)
+# The global pause read by the statement that took the lock, for the block's first `get_pause`.
+_PAUSE: ContextVar[list[GlobalPause] | None] = ContextVar("sendguard_pg_pause", default=None)
+
+_LOCK_AND_PAUSE = (
+    "SELECT pg_try_advisory_lock($1), p.paused, p.updated_at, p.updated_by, p.note"
+    " FROM (SELECT 1) AS one LEFT JOIN global_pause p ON p.id = 1"
+)
+"""A recipient's lock if it is free, and the global pause, in one round trip."""
 
 
 @lru_cache(maxsize=512)
@@ -215,12 +225,26 @@ class PostgresStore(SqlStore):
         await self._read(job)
 
     async def recover(self, now: datetime) -> int:
-        # Other instances may be alive: abandoned claims are taken over when their lease ends.
-        # Pieces of a large content whose message never committed (sql_content.py) are
-        # removed when their writer is gone (a process of this host), otherwise on prune.
+        # Other instances may be alive: only the claims of owners that are certainly gone (a
+        # process of this host, boot and pid namespace that no longer runs: owner.py) are
+        # released, so a restarted instance sends at once what it had claimed before it died;
+        # the others' are taken over when their lease ends. Pieces of a large content whose
+        # message never committed (sql_content.py) likewise, otherwise on prune.
         del now
+
+        async def job(tx: Tx) -> int:
+            owners = await tx.fetch("SELECT DISTINCT owner FROM deliveries WHERE owner IS NOT NULL")
+            gone = [owner for (owner,) in owners if owner_gone(owner)]
+            if not gone:
+                return 0
+            return await tx.execute(
+                "UPDATE deliveries SET owner = NULL, lease_until = NULL WHERE owner = ANY(?)",
+                (gone,),
+            )
+
+        released = await self._write(job)
         await sql_content.forget_unfinished(self._write, shared=True)
-        return 0
+        return released
 
     def subscribe(self, callback: Callable[[], None]) -> None:
         self._listeners.append(callback)
@@ -366,18 +390,48 @@ class PostgresStore(SqlStore):
             pid = conn.get_server_pid()
             self._may_hold_locks.add(pid)  # until the unlock completes
             try:
-                for key in keys:
-                    await conn.execute("SELECT pg_advisory_lock($1)", lock_key(key))
+                pause = await self._lock(conn, keys)
             except _UNAVAILABLE as exc:
                 raise StoreUnavailable(f"PostgreSQL lock failed: {exc}") from exc
             token = _HELD.set(conn)
+            pause_token = _PAUSE.set(pause)
             try:
                 yield
             finally:
+                _PAUSE.reset(pause_token)
                 _HELD.reset(token)
                 with contextlib.suppress(*_UNAVAILABLE):
                     await conn.execute("SELECT pg_advisory_unlock_all()")
                     self._may_hold_locks.discard(pid)
+
+    @staticmethod
+    async def _lock(conn: asyncpg.Connection, keys: list[str]) -> list[GlobalPause] | None:
+        """Take the recipients' locks in order; return the global pause read with the lock.
+
+        A decision reads the pause (which another instance may set) after its policies. A
+        lone recipient whose lock is free (the common case) is locked by a statement that
+        reads the pause too, saving that read's round trip. The recipient's lock does not
+        order pause changes, so this read is as good as one made later in the block, as
+        long as no wait comes between: a lock that is taken (`pg_try_advisory_lock` says
+        false) or several locks are waited for as before, and the pause is read after them.
+        """
+        if len(keys) == 1:
+            row = await conn.fetchrow(_LOCK_AND_PAUSE, lock_key(keys[0]))
+            assert row is not None
+            if row[0]:
+                if row[1] is None:  # never paused: no row
+                    return [GlobalPause()]
+                return [GlobalPause(bool(row[1]), codec.moment(row[2]), row[3], row[4])]
+        for key in keys:
+            await conn.execute("SELECT pg_advisory_lock($1)", lock_key(key))
+        return None
+
+    async def get_pause(self) -> GlobalPause:
+        # Inside lock_recipients: the pause its lock statement read, once (`_lock`).
+        prefetched = _PAUSE.get()
+        if prefetched:
+            return prefetched.pop()
+        return await super().get_pause()
 
 
 SCRATCH_SERVER = "SENDGUARD_TEST_PG"

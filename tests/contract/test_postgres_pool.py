@@ -6,13 +6,16 @@ unlocks only a connection whose recipients' unlock did not complete.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import asyncpg
 import pytest
 
-from sendguard.store.postgres import PostgresStore
+from sendguard.approvals import GlobalPause
+from sendguard.store.postgres import _LOCK_AND_PAUSE, PostgresStore, lock_key
+from tests.contract.test_store import T0
 from tests.support.postgres import DSN, drop_schema, new_schema, reachable
 
 pytestmark = pytest.mark.postgres
@@ -89,3 +92,72 @@ async def test_a_connection_whose_unlock_did_not_complete_is_unlocked_on_release
 
     assert await advisory_locks(pid) == 0
     assert await backend_pid(store) == pid  # the same connection, kept
+
+
+async def test_a_free_recipient_is_locked_with_the_pause_read_in_one_round_trip(
+    traced: tuple[PostgresStore, list[str]],
+) -> None:
+    store, sent = traced
+    pid = await backend_pid(store)
+    await store.set_pause(GlobalPause(True, T0, "ops", "incident"))
+    sent.clear()
+
+    async with store.lock_recipients(["a@example.org"]):
+        assert await advisory_locks(pid) == 1
+        # The decision's read of the pause: the one the lock statement made, once.
+        assert await store.get_pause() == GlobalPause(True, T0, "ops", "incident")
+        assert sent == [_LOCK_AND_PAUSE]
+        assert (await store.get_pause()).paused
+        await asyncio.sleep(0.01)  # asyncpg calls its query loggers soon after
+        assert sent[1:] == [
+            "SELECT paused, updated_at, updated_by, note FROM global_pause WHERE id = 1"
+        ]
+    await asyncio.sleep(0.01)
+    assert sent[2:] == ["SELECT pg_advisory_unlock_all()"]
+    assert await advisory_locks(pid) == 0
+    # Outside the block, the pause is read as always.
+    await store.get_pause()
+    await asyncio.sleep(0.01)
+    assert len(sent) == 4
+
+
+async def test_a_pause_set_while_the_lock_is_waited_for_is_seen(
+    traced: tuple[PostgresStore, list[str]],
+) -> None:
+    store, sent = traced
+    assert not (await store.get_pause()).paused
+    holder = await asyncpg.connect(DSN)
+    try:
+        await holder.execute("SELECT pg_advisory_lock($1)", lock_key("a@example.org"))
+        seen: list[GlobalPause] = []
+
+        async def decide() -> None:
+            async with store.lock_recipients(["A@example.org"]):
+                seen.append(await store.get_pause())
+
+        sent.clear()
+        deciding = asyncio.create_task(decide())
+        for _ in range(200):  # until the store waits for the lock (bounded: 10 s)
+            waiting = await holder.fetchval(
+                "SELECT COUNT(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+                " AND objid = ($1::bigint & x'ffffffff'::bigint)",
+                lock_key("a@example.org"),
+            )
+            if waiting:
+                break
+            await asyncio.sleep(0.05)
+        assert waiting
+        # Another instance pauses while this one waits; the lock is then given up.
+        other = PostgresStore(DSN, schema=store._schema, pool_size=1)
+        await other.open()
+        try:
+            await other.set_pause(GlobalPause(True, T0, "ops", "now"))
+        finally:
+            await other.close()
+        await holder.execute("SELECT pg_advisory_unlock_all()")
+        await asyncio.wait_for(deciding, 10)
+    finally:
+        await holder.close()
+    assert seen == [GlobalPause(True, T0, "ops", "now")]
+    await asyncio.sleep(0.01)
+    assert sent[:2] == [_LOCK_AND_PAUSE, "SELECT pg_advisory_lock($1)"]

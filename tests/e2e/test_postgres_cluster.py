@@ -169,6 +169,45 @@ def test_kill_9_of_one_instance_its_claims_are_delivered_by_the_other(
     assert delivered == {f"k{i}@example.org" for i in range(6)}
 
 
+def claims(proc: SendguardProcess) -> dict[str, str | None]:
+    """The owner of each delivery's claim, by recipient, read from the database."""
+    (rows,) = admin(f'SELECT recipient, owner FROM "{proc.config["store"]["schema"]}".deliveries')
+    return {row["recipient"]: row["owner"] for row in rows}
+
+
+def test_a_restarted_instance_sends_what_it_had_claimed_at_once_and_spares_a_live_ones(
+    cluster: Callable[..., list[SendguardProcess]], sink: Sink
+) -> None:
+    # The lease is the default's 5 minutes: what is sent within seconds of the restart was
+    # released at start, not taken over when its lease ran out.
+    a, b = cluster(2, delivery={"lease": "5m"})
+    sink.handler.delay = 30.0  # every send now stays in flight until long after the restart
+    send(b, ["live@example.org"], message())
+    mine = [f"k{i}@example.org" for i in range(4)]
+    for recipient in mine:
+        send(a, [recipient], message())
+    owners = claims(a)
+    assert all(owners[r] is not None and owners[r] != owners["live@example.org"] for r in mine)
+    a.kill9()
+    sink.handler.delay = 0.0
+    restarted = time.monotonic()
+    a.start()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and db_states(a)["sent"] < len(mine):
+        time.sleep(0.1)
+    assert db_states(a)["sent"] == len(mine), "not sent again within 30 s of the restart"
+    again = [r.rcpt_tos[0] for r in sink.received if r.at >= restarted]
+    assert sorted(again) == mine
+    # B's send is still in flight at the sink, and B still holds its claim: not taken.
+    assert claims(a)["live@example.org"] == owners["live@example.org"]
+    assert db_states(a)["sending"] == 1
+    deadline = time.monotonic() + 60  # B's send ends when the sink's delay does
+    while time.monotonic() < deadline and db_states(a)["sent"] < len(mine) + 1:
+        time.sleep(0.1)
+    assert db_states(a)["sent"] == len(mine) + 1
+    assert [r.rcpt_tos[0] for r in sink.received].count("live@example.org") == 1
+
+
 def test_terminated_connections_lose_no_accepted_message(
     cluster: Callable[..., list[SendguardProcess]], sink: Sink
 ) -> None:
