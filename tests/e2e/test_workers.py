@@ -108,6 +108,8 @@ def test_the_scrape_of_two_workers_passes_promtool(sendguard: Start, sink: Sink)
     for n in range(4):
         send(proc, [f"r{n}@example.org"], message(subject=f"m{n}"))
     sink.wait_for(4, timeout=20)
+    # The sink has a message before its `sent` is recorded: read the metrics after that.
+    assert set(proc.wait_settled().values()) == {"sent"}
     status, body = proc.http_get("/metrics")
     assert status == 200
     families = {f.name: f for f in text_string_to_metric_families(body.decode())}
