@@ -50,7 +50,7 @@ import structlog
 
 from sendguard.errors import StoreLocked, StoreUnavailable
 from sendguard.store.sqlite_checkpoint import Checkpointer, WalLimits
-from sendguard.store.sqlite_schema import migrate
+from sendguard.store.sqlite_schema import migrate, tell_the_planner
 
 log = structlog.get_logger("sendguard.store.sqlite")
 T = TypeVar("T")
@@ -209,6 +209,7 @@ class SQLiteDatabase:
             conn.execute("PRAGMA synchronous=FULL")
             conn.execute("PRAGMA foreign_keys=ON")
             migrate(conn)
+            tell_the_planner(conn)
             # Checkpoints off the commits: the checkpointer's (sqlite_checkpoint.py).
             conn.execute("PRAGMA wal_autocheckpoint=0")
             self.checkpoints.start()
