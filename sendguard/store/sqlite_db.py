@@ -20,13 +20,9 @@ A lock file keeps a second, unrelated process from opening the same database. Th
 one `serve --workers N` share it: their supervisor takes the lock (`take_file_lock`) and every
 worker inherits that descriptor (`held_lock`), so the lock stays held while any of them runs.
 
-Checkpoints of the WAL run on a thread and connection of their own (`sqlite_checkpoint.py`),
-not inside the writer's commits: the writer's connection has `wal_autocheckpoint=0` and tells
-the checkpointer after each commit, which looks at how full the WAL is.
-
 `trace`, when given, is installed with `set_trace_callback` on every connection (the writer, the
-point reader, each scanner, the checkpointer): it sees every statement as SQLite runs it, from
-whichever thread runs it. Tests count statements per message with it; it is off in production.
+point reader, each scanner): it sees every statement as SQLite runs it, from whichever thread
+runs it. Tests count statements per message with it; it is off in production.
 """
 
 from __future__ import annotations
@@ -38,9 +34,8 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -49,7 +44,6 @@ from typing import Any, TypeVar
 import structlog
 
 from sendguard.errors import StoreLocked, StoreUnavailable
-from sendguard.store.sqlite_checkpoint import Checkpointer, WalLimits
 from sendguard.store.sqlite_schema import migrate, tell_the_planner
 
 log = structlog.get_logger("sendguard.store.sqlite")
@@ -109,7 +103,6 @@ class SQLiteDatabase:
         path: Path,
         busy_timeout: timedelta,
         trace: Trace | None = None,
-        wal: WalLimits | None = None,
     ) -> None:
         self.path = path
         self._held_lock: int | None = None
@@ -130,8 +123,6 @@ class SQLiteDatabase:
         self._writer: asyncio.Task[None] | None = None
         self._writer_gone: str | None = None
         self._closing = False
-        self._turn = threading.Lock()  # see `write_turn`
-        self.checkpoints = Checkpointer(path, wal or WalLimits(), self.write_turn, trace)
         self.writes = 0
         self.commits = 0
 
@@ -210,11 +201,7 @@ class SQLiteDatabase:
             conn.execute("PRAGMA foreign_keys=ON")
             migrate(conn)
             tell_the_planner(conn)
-            # Checkpoints off the commits: the checkpointer's (sqlite_checkpoint.py).
-            conn.execute("PRAGMA wal_autocheckpoint=0")
-            self.checkpoints.start()
         except (sqlite3.Error, RuntimeError) as exc:
-            self.checkpoints.close()
             raise StoreUnavailable(f"cannot open SQLite database {self.path}: {exc}") from exc
         self._conn = conn
 
@@ -236,9 +223,6 @@ class SQLiteDatabase:
             for conn in self._scanner_conns:
                 conn.close()
             self._scanner_conns.clear()
-        # Before the writer's connection, so that one is the last to close: it checkpoints
-        # the WAL and removes it, as it always did.
-        await loop.run_in_executor(None, self.checkpoints.close)
         if self._executor is not None:
             if self._conn is not None:
                 conn, self._conn = self._conn, None
@@ -354,43 +338,30 @@ class SQLiteDatabase:
     def _commit_batch(
         self, conn: sqlite3.Connection | None, batch: list[tuple[Job, asyncio.Future[Any]]]
     ) -> list[Any]:
-        with self.write_turn():
-            results = self._commit_batch_now(conn, batch)
-        self.checkpoints.after_commit()
-        return results
-
-    @contextmanager
-    def write_turn(self) -> Iterator[None]:
-        """Hold off every other writer of the database: this process's writer thread and its
-        checkpointer (`sqlite_checkpoint.py`) take turns through a lock, and, sharing the
-        file, the workers of one serve through a record lock of the lock file.
-        StoreUnavailable if another worker held it for `busy_timeout`."""
-        with self._turn:
-            if not self._shared or self._lock_fd is None:
-                yield
-                return
-            # Tried every 50-500 µs: SQLite's own busy handler would sleep 1, 2, 5 ... 100 ms
-            # between tries of BEGIN IMMEDIATE, and a worker would wait far longer than the
-            # other one writes.
-            fd = self._lock_fd
-            deadline = time.monotonic() + self._busy_timeout.total_seconds()
-            pause = 0.00005
-            while True:
-                try:
-                    fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, 0)
-                    break
-                except (BlockingIOError, PermissionError):
-                    if time.monotonic() > deadline:
-                        raise StoreUnavailable(
-                            f"SQLite database {self.path} stayed locked by another worker for"
-                            f" {self._busy_timeout.total_seconds():g}s (store.busy_timeout)"
-                        ) from None
-                    time.sleep(pause)
-                    pause = min(pause * 2, 0.0005)
+        if not self._shared or self._lock_fd is None:
+            return self._commit_batch_now(conn, batch)
+        # Workers sharing the file take turns at writing through a record lock, tried every
+        # 50-500 µs: SQLite's own busy handler would sleep 1, 2, 5 ... 100 ms between tries
+        # of BEGIN IMMEDIATE, and a worker would wait far longer than the other one writes.
+        fd = self._lock_fd
+        deadline = time.monotonic() + self._busy_timeout.total_seconds()
+        pause = 0.00005
+        while True:
             try:
-                yield
-            finally:
-                fcntl.lockf(fd, fcntl.LOCK_UN, 1, 0)
+                fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, 0)
+                break
+            except (BlockingIOError, PermissionError):
+                if time.monotonic() > deadline:
+                    raise StoreUnavailable(
+                        f"SQLite database {self.path} stayed locked by another worker for"
+                        f" {self._busy_timeout.total_seconds():g}s (store.busy_timeout)"
+                    ) from None
+                time.sleep(pause)
+                pause = min(pause * 2, 0.0005)
+        try:
+            return self._commit_batch_now(conn, batch)
+        finally:
+            fcntl.lockf(fd, fcntl.LOCK_UN, 1, 0)
 
     def _commit_batch_now(
         self, conn: sqlite3.Connection | None, batch: list[tuple[Job, asyncio.Future[Any]]]
