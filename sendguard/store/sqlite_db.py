@@ -44,7 +44,7 @@ from typing import Any, TypeVar
 import structlog
 
 from sendguard.errors import StoreLocked, StoreUnavailable
-from sendguard.store.sqlite_schema import migrate
+from sendguard.store.sqlite_schema import migrate, tell_the_planner
 
 log = structlog.get_logger("sendguard.store.sqlite")
 T = TypeVar("T")
@@ -200,6 +200,7 @@ class SQLiteDatabase:
             conn.execute("PRAGMA synchronous=FULL")
             conn.execute("PRAGMA foreign_keys=ON")
             migrate(conn)
+            tell_the_planner(conn)
         except (sqlite3.Error, RuntimeError) as exc:
             raise StoreUnavailable(f"cannot open SQLite database {self.path}: {exc}") from exc
         self._conn = conn

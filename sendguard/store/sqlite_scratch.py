@@ -28,17 +28,12 @@ from pathlib import Path
 from typing import TypeVar
 
 from sendguard.errors import StoreUnavailable
-from sendguard.store.sqlite_schema import migrate
+from sendguard.store.sqlite_schema import PLANNER_SHAPE, migrate
 
 T = TypeVar("T")
 
-# sqlite_stat1 rows (table, index, "rows rows-per-key"): a large table in a few states, few
-# deliveries due or being sent, so due work is found through the partial indexes.
-_SHAPE = (
-    ("deliveries", "deliveries_state", "1000000 200000 1"),
-    ("deliveries", "deliveries_due", "10000 1"),
-    ("deliveries", "deliveries_sending", "100 1"),
-)
+# The shape of the tables the planner is told (sqlite_schema.py, as for the durable store).
+_SHAPE = PLANNER_SHAPE
 
 # Large enough that commits cost nothing next to the writes, small enough that the journal
 # held in memory stays small.

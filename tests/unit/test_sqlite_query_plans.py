@@ -1,0 +1,86 @@
+"""The statements of the hot path find deliveries through an index: none scans the table.
+
+Every message runs these (intake, a decision's reads, the claim, `sent`, the dispatcher's next
+due time, waking deliveries that wait): each is run as the store runs it, captured with the
+trace callback, and `EXPLAIN QUERY PLAN` of each must not SCAN `deliveries` (a full pass over
+the table or over one of its indexes, which grows with every delivery ever kept). An index
+dropped, or a query rewritten so that SQLite's planner no longer finds one, fails here.
+docs/stores.md lists which index serves which query.
+"""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+from datetime import timedelta
+from pathlib import Path
+
+from sendguard.deliveries import Change
+from sendguard.message import DeliveryState
+from sendguard.store.sqlite import SQLiteStore
+from tests.contract.test_store import LEASE, T0, add
+
+# A SCAN of the table, under its name or an alias (`d`), with or without an index.
+_SCAN = re.compile(r"^SCAN (deliveries|d)\b")
+
+
+async def test_no_statement_of_the_hot_path_scans_deliveries(tmp_path: Path) -> None:
+    statements: list[str] = []
+    store = SQLiteStore(tmp_path / "plans.db", trace=statements.append)
+    await store.open()
+    try:
+        # Something of each kind, so that every statement has rows to look at.
+        for state in (DeliveryState.QUEUED, DeliveryState.DELAYED, DeliveryState.HELD):
+            await add(store, state, recipients=("a@example.org", "b@example.org"))
+        message, _ = await add(store)
+        statements.clear()
+
+        # A decision's reads: the recipient's records, human_hold's blast count,
+        # repetition's content count.
+        await store.recipient_reads(
+            "a@example.org", history_since=T0 - timedelta(days=30), events_since=T0
+        )
+        await store.count_campaign("spring", T0 - timedelta(hours=1), at_most=1000)
+        await store.count_content(
+            message.content_hash or "", since=T0 - timedelta(days=30), at_most=3
+        )
+        await store.count_content(
+            message.content_hash or "", campaign="spring", before=message.id, at_most=3
+        )
+        # The dispatcher: its next due time, a claim, `sent`.
+        await store.next_due_at()
+        claimed = await store.claim_due(T0, "w", 10, LEASE, send_within=timedelta(days=5))
+        assert claimed
+        await store.change(
+            claimed[0].id,
+            Change(
+                DeliveryState.SENT,
+                "250 ok",
+                T0,
+                expect=frozenset({DeliveryState.SENDING}),
+                owner="w",
+            ),
+        )
+        # Facts and events wake what waits on them.
+        await store.wake_waiting(T0, fact_key="meeting:1:status", contact="a@example.org")
+        await store.wake_waiting(T0, recipient="a@example.org", held=True)
+    finally:
+        await store.close()
+
+    ran = [s for s in statements if "deliveries" in s and not s.lstrip().startswith("INSERT")]
+    ran += [s for s in statements if re.match(r"\s*INSERT .* SELECT ", s, re.S)]
+    assert len(ran) >= 9
+    conn = sqlite3.connect(tmp_path / "plans.db")
+    try:
+        plans = {sql: [row[3] for row in conn.execute(f"EXPLAIN QUERY PLAN {sql}")] for sql in ran}
+    finally:
+        conn.close()
+    scans = {sql[:120]: [s for s in plan if _SCAN.match(s)] for sql, plan in plans.items()}
+    assert {sql: found for sql, found in scans.items() if found} == {}
+    # Due work through the partial index made for it (due_at order), not every delivery in a
+    # due state: the dispatcher's next due time (on the event loop) and its claims.
+    due = [plan for sql, plan in plans.items() if "due_at" in sql and "deliveries_due" in str(plan)]
+    assert len(due) >= 2, plans
+    # human_hold's blast count, once per decision, reads only the campaign's window.
+    (blast,) = [plan for sql, plan in plans.items() if "WHERE campaign = " in sql]
+    assert any("(campaign=? AND created_at>?)" in step for step in blast), blast
