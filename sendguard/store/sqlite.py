@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from sendguard.address import recipient_key
-from sendguard.approvals import GlobalPause
+from sendguard.approvals import Campaign, GlobalPause
 from sendguard.owner import owner_gone
 from sendguard.store import StoreSettings, sql_content
 from sendguard.store.host_keyed_lock import HostKeyedLock
@@ -48,6 +48,9 @@ from sendguard.store.sqlite_db import SQLiteDatabase, Trace, take_file_lock
 from sendguard.store.sqlite_scratch import ScratchDatabase
 
 T = TypeVar("T")
+
+CAMPAIGNS_KEPT = 1024
+"""Campaign rows kept in memory at most (all forgotten when more are read)."""
 
 
 @dataclass(frozen=True)
@@ -118,6 +121,7 @@ class SQLiteStore(SqlStore):
         self._locks = KeyedLock()
         self._cache = MessageCache()
         self._pause: GlobalPause | None = None
+        self._campaigns: dict[str, Campaign | None] = {}
         self._shared: HostKeyedLock | None = None
         if held_lock is not None:
             self.serve_as_worker(held_lock)
@@ -203,6 +207,26 @@ class SQLiteStore(SqlStore):
             await super().set_pause(pause)
         finally:
             self._pause = None  # read again: the committed row, or the old one on failure
+
+    async def get_campaign(self, name: str) -> Campaign | None:
+        # Read for every decision of a campaign, and written only by `set_campaign`: alone,
+        # as the pause, the row read once (or its absence) stays true until then.
+        if self._shared is not None:
+            return await super().get_campaign(name)
+        if name in self._campaigns:
+            return self._campaigns[name]
+        campaign = await super().get_campaign(name)
+        if len(self._campaigns) >= CAMPAIGNS_KEPT:
+            self._campaigns.clear()
+        self._campaigns[name] = campaign
+        return campaign
+
+    async def set_campaign(self, campaign: Campaign) -> None:
+        self._campaigns.clear()
+        try:
+            await super().set_campaign(campaign)
+        finally:
+            self._campaigns.clear()  # read again: the committed row, or the old one on failure
 
     @property
     def stats(self) -> CommitStats:
