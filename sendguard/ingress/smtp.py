@@ -344,6 +344,9 @@ class _Connection(SMTP):
         """The address text of the MAIL or RCPT command being handled, as the client sent it."""
         self._collecting: list[str] | None = None
         self._deadline = self._timer_at = 0.0  # see _reset_timeout
+        self._may_hold = False  # see _reply
+        self._held: list[bytes] = []
+        self._encoding = "utf-8" if self.enable_SMTPUTF8 else "ascii"  # as aiosmtpd's push
 
     @property
     def encrypted(self) -> bool:
@@ -363,8 +366,10 @@ class _Connection(SMTP):
             self._collecting = None
         if not self._owner.offers_auth:
             lines = [line for line in lines if not line.startswith("250-AUTH")]
+        if len(lines) > 1:  # a greeting, not a refusal: RFC 2920 command pipelining (see push)
+            lines.insert(-1, "250-PIPELINING")
         if lines:
-            await super().push("\r\n".join(lines))
+            await self._reply("\r\n".join(lines))
 
     def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
         # aiosmtpd's own (`arg` is the path after FROM:/TO:), without the typing.Protocol class
@@ -391,16 +396,32 @@ class _Connection(SMTP):
         return addr, rest
 
     async def smtp_MAIL(self, arg: str | None) -> None:
-        if self.listener.require_tls and not self.encrypted:
-            log.info("smtp mail refused: tls required", ip=str(self.ip))
-            await self.push("530 5.7.0 Must issue a STARTTLS command first")
-            return
-        self.path_sent = None  # set by _getaddr, which reads the path
-        await super().smtp_MAIL(arg)
+        self._may_hold = True
+        try:
+            if self.listener.require_tls and not self.encrypted:
+                log.info("smtp mail refused: tls required", ip=str(self.ip))
+                await self.push("530 5.7.0 Must issue a STARTTLS command first")
+                return
+            self.path_sent = None  # set by _getaddr, which reads the path
+            await super().smtp_MAIL(arg)
+        finally:
+            self._may_hold = False
 
     async def smtp_RCPT(self, arg: str | None) -> None:
-        self.path_sent = None
-        await super().smtp_RCPT(arg)
+        self._may_hold = True
+        try:
+            self.path_sent = None
+            await super().smtp_RCPT(arg)
+        finally:
+            self._may_hold = False
+
+    @syntax("RSET")
+    async def smtp_RSET(self, arg: str) -> None:
+        self._may_hold = True
+        try:
+            await super().smtp_RSET(arg)
+        finally:
+            self._may_hold = False
 
     async def smtp_DATA(self, arg: str) -> None:
         # aiosmtpd's smtp_DATA, with the data read in pieces (sendguard/ingress/smtp_data.py).
@@ -425,13 +446,18 @@ class _Connection(SMTP):
             raise
         self._reset_timeout()
         if isinstance(content, DataRefused):
-            await self.push(content.reply)
-            self._end_transaction()
-            return
-        self.envelope.content = self.envelope.original_content = content
-        status = await self._call_handler_hook("DATA")
+            reply = content.reply
+        else:
+            self.envelope.content = self.envelope.original_content = content
+            status = await self._call_handler_hook("DATA")
+            reply = "250 OK" if status is MISSING else status
         self._end_transaction()
-        await self.push("250 OK" if status is MISSING else status)
+        # The end of data may come with the next commands (RFC 2920 lets it start a group).
+        self._may_hold = True
+        try:
+            await self.push(reply)
+        finally:
+            self._may_hold = False
 
     def _end_transaction(self) -> None:
         self._set_post_data_state()  # type: ignore[no-untyped-call]  # aiosmtpd is untyped here
@@ -492,7 +518,7 @@ class _Connection(SMTP):
         if self.transport is None:
             return  # the connection ended as the timer fired
         # aiosmtpd closes silently; RFC 5321 4.2.2 lets the server say why first.
-        _say(self.transport, b"421 4.4.2 Timeout exceeded, closing connection\r\n")
+        _say(self.transport, self._unsent() + b"421 4.4.2 Timeout exceeded, closing connection\r\n")
         log.info("smtp session timed out", ip=str(self.ip))
         self.transport.close()
 
@@ -556,9 +582,38 @@ class _Connection(SMTP):
             return
         if isinstance(status, str) and status.startswith("552 Error"):
             # aiosmtpd's own size replies lack the enhanced status code DESIGN.md promises.
-            await super().push("552 5.3.4 Message too big: over smtp.max_message_size")
+            status = "552 5.3.4 Message too big: over smtp.max_message_size"
+        await self._reply(status)
+
+    async def _reply(self, status: str | bytes) -> None:
+        """Send a reply (aiosmtpd's push), or hold it to send with the next one.
+
+        RFC 2920: a client that pipelines sends a group of commands (any number of RSET, MAIL
+        and RCPT, then DATA, or the end of a message's data and the next commands) and reads
+        the replies when it has sent the group. A reply to MAIL, RCPT, RSET or to the end of
+        data is held while the next command line has arrived already: the loop goes on to it
+        at once, without waiting for the client, and its reply carries the held ones in the
+        same write (one system call, one wake-up of the client, instead of one per command).
+        Every other reply (EHLO, DATA's 354, AUTH, STARTTLS, QUIT, errors of the loop) and any
+        reply with nothing more to read sends what is held, so a client never waits for a
+        reply the server holds.
+        """
+        data = status if isinstance(status, bytes) else bytes(status, self._encoding)
+        # The stream's own buffer: aiosmtpd reads it the same way (connection_made).
+        if self._may_hold and b"\n" in self._reader._buffer:  # type: ignore[attr-defined]
+            self._held.append(data + b"\r\n")
             return
-        await super().push(status)
+        if self._held:
+            data = b"".join(self._held) + data
+            self._held.clear()
+        self._writer.write(data + b"\r\n")
+        await self._writer.drain()
+
+    def _unsent(self) -> bytes:
+        """The replies held (see _reply), taken to be written before a last word."""
+        held = b"".join(self._held)
+        self._held.clear()
+        return held
 
 
 def _say(transport: asyncio.BaseTransport, line: bytes) -> None:
@@ -732,7 +787,7 @@ class SmtpIngress:
         for connection in list(self.connections):
             transport = connection.transport
             if transport is not None:
-                _say(transport, b"421 4.3.2 Service shutting down\r\n")
+                _say(transport, connection._unsent() + b"421 4.3.2 Service shutting down\r\n")
             if transport is not None:
                 transport.close()
         for server in self._servers:
