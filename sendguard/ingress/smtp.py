@@ -21,10 +21,20 @@ from collections.abc import Sequence
 from email._header_value_parser import get_addr_spec, get_angle_addr
 from email.errors import HeaderParseError
 from pathlib import Path
+from types import MethodType
 from typing import Any, AnyStr
 
 import structlog
-from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Envelope, LoginPassword, Session, syntax
+from aiosmtpd.smtp import (
+    MISSING,
+    SMTP,
+    AuthResult,
+    Envelope,
+    LoginPassword,
+    Session,
+    _AuthMechAttr,
+    syntax,
+)
 
 from sendguard.address import needs_smtputf8, validate_address
 from sendguard.clock import monotonic
@@ -74,7 +84,11 @@ def raw_path(arg: str | None, keyword: str) -> str | None:
     """
     if arg is None or arg[: len(keyword)].upper() != keyword:
         return None
-    text = arg[len(keyword) :].strip()
+    return _path_text(arg[len(keyword) :].strip())
+
+
+def _path_text(text: str) -> str:
+    """The address text of a path argument after its keyword (stripped), as sent."""
     if not text.startswith("<"):
         return text.split(None, 1)[0] if text else ""
     quoted = escaped = False
@@ -90,14 +104,24 @@ def raw_path(arg: str | None, keyword: str) -> str | None:
     return text[1:]
 
 
+_ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]"
+_PLAIN_PATH = re.compile(
+    rf"<({_ATEXT}+(?:\.{_ATEXT}+)*@{_ATEXT}+(?:\.{_ATEXT}+)*)>(?:[ \t]+([^( \t].*))?"
+)
+"""A path as nearly every client writes it: `<dot-atom@dot-atom>` in ASCII atext, then
+nothing or blanks and parameters. The `email` header parser reads it as exactly this address
+and these parameters (and the address text as sent is the same); tests/unit/test_smtp_paths.py
+compares both over generated arguments. Anything else goes through the parser."""
+
+
 def _utf8_refusal(kind: str) -> str:
     # RFC 6531 3.5: a non-ASCII address in a transaction that did not declare SMTPUTF8.
     return f"553 5.6.7 Non-ASCII {kind} address needs SMTPUTF8 on MAIL FROM (RFC 6531)"
 
 
-def _trace(session: Session, envelope: Envelope) -> Trace:
+def _trace(session: Session, envelope: Envelope, server: SMTP) -> Trace:
     """The client's EHLO name and address, and the protocol as RFC 3848/6531 name it."""
-    ip = _peer_ip(session)
+    ip = _client_ip(server, session)
     literal = f"[IPv6:{ip}]" if isinstance(ip, ipaddress.IPv6Address) else f"[{ip}]"
     helo = _TRACE_UNSAFE.sub("?", session.host_name or "unknown")[:100]
     protocol = "ESMTP" if session.extended_smtp else "SMTP"
@@ -140,7 +164,7 @@ class SmtpHandler:
         listener = server.listener if isinstance(server, _Connection) else self._listener
         if listener.require_auth:
             return False
-        ip = _peer_ip(session)
+        ip = _client_ip(server, session)
         return ip is not None and any(ip in net for net in listener.allowed_networks)
 
     async def handle_MAIL(
@@ -215,7 +239,7 @@ class SmtpHandler:
         started = monotonic()
         self.in_flight += 1
         try:
-            return await self._accept(envelope, _trace(session, envelope))
+            return await self._accept(envelope, _trace(session, envelope, server))
         finally:
             self.in_flight -= 1
             self._metrics.ingress_duration.labels(ingress="smtp").observe(monotonic() - started)
@@ -253,6 +277,13 @@ class SmtpHandler:
 _HANDLER_NAMES = _hooks(SmtpHandler, ("handle_", "auth_"))
 
 
+def _client_ip(
+    server: SMTP, session: Session
+) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """The client's address: read once per connection by _Connection."""
+    return server.ip if isinstance(server, _Connection) else _peer_ip(session)
+
+
 def _sent_path(server: SMTP, parsed: str) -> str:
     """What the client wrote for the address aiosmtpd parsed as `parsed` ("" for `<>`)."""
     if isinstance(server, _Connection) and server.path_sent is not None:
@@ -280,21 +311,42 @@ class _Connection(SMTP):
     line_length_limit = READ_LIMIT
 
     def __dir__(self) -> list[str]:
-        return _CONNECTION_NAMES  # see SmtpHandler.__dir__
+        # See SmtpHandler.__dir__; and nothing while aiosmtpd's __init__ runs (see __init__).
+        return _CONNECTION_NAMES if self._listed else []
 
     def __init__(
         self, server: SmtpIngress, handler: SmtpHandler, listener: Listener, **kwargs: Any
     ) -> None:
-        super().__init__(handler, **kwargs)
+        # aiosmtpd's __init__ builds its tables of commands, handler hooks and AUTH mechanisms
+        # by listing this object and the handler (dir, inspect.getmembers) on every
+        # connection. Here it lists nothing, and the same tables come from lists made once:
+        # the commands and mechanisms of the class, bound to this connection, and the
+        # handler's hooks, bound once by SmtpIngress (tests/unit/test_smtp_tables.py compares
+        # them with aiosmtpd's own).
+        self._listed = False
+        super().__init__(_NOTHING_TO_LIST, **kwargs)
+        self._listed = True
+        self.event_handler = handler
+        self._handle_hooks = server.hooks
+        self._smtp_methods = {name: MethodType(method, self) for name, method in _COMMANDS}
+        self._auth_methods = {
+            **{name: _AuthMechAttr(MethodType(method, self), True) for name, method in _MECHANISMS},
+            **server.mechanisms,
+        }
         self._owner = server
         self.listener = listener
-        self._ip: ipaddress.IPv4Address | ipaddress.IPv6Address | None = None
+        self.ip: ipaddress.IPv4Address | ipaddress.IPv6Address | None = None
+        """The client's address, read once when it connects (None: not an IP peer)."""
         self._auth_failures = 0
         self._admitted = False
         self._credentials: LoginPassword | None = None
         self.path_sent: str | None = None
         """The address text of the MAIL or RCPT command being handled, as the client sent it."""
         self._collecting: list[str] | None = None
+        self._deadline = self._timer_at = 0.0  # see _reset_timeout
+        self._may_hold = False  # see _reply
+        self._held: list[bytes] = []
+        self._encoding = "utf-8" if self.enable_SMTPUTF8 else "ascii"  # as aiosmtpd's push
 
     @property
     def encrypted(self) -> bool:
@@ -314,36 +366,62 @@ class _Connection(SMTP):
             self._collecting = None
         if not self._owner.offers_auth:
             lines = [line for line in lines if not line.startswith("250-AUTH")]
+        if len(lines) > 1:  # a greeting, not a refusal: RFC 2920 command pipelining (see push)
+            lines.insert(-1, "250-PIPELINING")
         if lines:
-            await super().push("\r\n".join(lines))
+            await self._reply("\r\n".join(lines))
 
     def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
-        # aiosmtpd's own, without the typing.Protocol class it defines on every call (a class
-        # per MAIL and RCPT command cost more than parsing the address).
-        if not arg:
-            return "", ""
-        try:
-            parsed = get_angle_addr(arg) if arg.lstrip().startswith("<") else get_addr_spec(arg)
-        except HeaderParseError:
-            return None, None
-        address, rest = parsed
-        addr: str = address.addr_spec
+        # aiosmtpd's own (`arg` is the path after FROM:/TO:), without the typing.Protocol class
+        # it defines on every call, and without the header parser for a plain `<a@b.c>`. It
+        # also keeps the address text as sent (path_sent) for handle_MAIL/handle_RCPT.
+        plain = _PLAIN_PATH.fullmatch(arg)
+        if plain is not None:
+            addr: str = plain[1]
+            rest: str = plain[2] or ""
+            self.path_sent = addr
+        else:
+            self.path_sent = _path_text(arg)
+            if not arg:
+                return "", ""
+            try:
+                parsed = get_angle_addr(arg) if arg.lstrip().startswith("<") else get_addr_spec(arg)
+            except HeaderParseError:
+                return None, None
+            address, rest = parsed
+            addr = address.addr_spec
         localpart, _, _ = addr.rpartition("@")
         if self.local_part_limit and len(localpart) > self.local_part_limit:
             return None, None
         return addr, rest
 
     async def smtp_MAIL(self, arg: str | None) -> None:
-        if self.listener.require_tls and not self.encrypted:
-            log.info("smtp mail refused: tls required", ip=str(self._ip))
-            await self.push("530 5.7.0 Must issue a STARTTLS command first")
-            return
-        self.path_sent = raw_path(arg, "FROM:")
-        await super().smtp_MAIL(arg)
+        self._may_hold = True
+        try:
+            if self.listener.require_tls and not self.encrypted:
+                log.info("smtp mail refused: tls required", ip=str(self.ip))
+                await self.push("530 5.7.0 Must issue a STARTTLS command first")
+                return
+            self.path_sent = None  # set by _getaddr, which reads the path
+            await super().smtp_MAIL(arg)
+        finally:
+            self._may_hold = False
 
     async def smtp_RCPT(self, arg: str | None) -> None:
-        self.path_sent = raw_path(arg, "TO:")
-        await super().smtp_RCPT(arg)
+        self._may_hold = True
+        try:
+            self.path_sent = None
+            await super().smtp_RCPT(arg)
+        finally:
+            self._may_hold = False
+
+    @syntax("RSET")
+    async def smtp_RSET(self, arg: str) -> None:
+        self._may_hold = True
+        try:
+            await super().smtp_RSET(arg)
+        finally:
+            self._may_hold = False
 
     async def smtp_DATA(self, arg: str) -> None:
         # aiosmtpd's smtp_DATA, with the data read in pieces (sendguard/ingress/smtp_data.py).
@@ -368,13 +446,18 @@ class _Connection(SMTP):
             raise
         self._reset_timeout()
         if isinstance(content, DataRefused):
-            await self.push(content.reply)
-            self._end_transaction()
-            return
-        self.envelope.content = self.envelope.original_content = content
-        status = await self._call_handler_hook("DATA")
+            reply = content.reply
+        else:
+            self.envelope.content = self.envelope.original_content = content
+            status = await self._call_handler_hook("DATA")
+            reply = "250 OK" if status is MISSING else status
         self._end_transaction()
-        await self.push("250 OK" if status is MISSING else status)
+        # The end of data may come with the next commands (RFC 2920 lets it start a group).
+        self._may_hold = True
+        try:
+            await self.push(reply)
+        finally:
+            self._may_hold = False
 
     def _end_transaction(self) -> None:
         self._set_post_data_state()  # type: ignore[no-untyped-call]  # aiosmtpd is untyped here
@@ -385,7 +468,7 @@ class _Connection(SMTP):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         starting = self.transport is None
         if starting:
-            self._ip = ip = _ip_of(transport.get_extra_info("peername"))
+            self.ip = ip = _ip_of(transport.get_extra_info("peername"))
             if not self._owner.counts.admit(ip):
                 # Refused before aiosmtpd sees the connection: no session, no greeting task.
                 log.warning("smtp connection refused: too many connections", ip=str(ip))
@@ -397,7 +480,6 @@ class _Connection(SMTP):
         if starting:
             self._owner.connections.add(self)
             assert self.session is not None
-            self._ip = ip = _peer_ip(self.session)
             if self.listener.tls == "implicit":
                 # aiosmtpd knows TLS only from its own STARTTLS; tell it (and the Received:
                 # header) that this session is encrypted from the first byte.
@@ -409,23 +491,43 @@ class _Connection(SMTP):
             else:
                 # AUTH is offered over TLS, or in the clear only to loopback clients (never
                 # in the clear where the listener requires TLS).
-                loopback = ip is not None and ip.is_loopback
+                loopback = self.ip is not None and self.ip.is_loopback
                 self._auth_require_tls = self.listener.require_tls or not loopback
+
+    def _reset_timeout(self, duration: float | None = None) -> None:
+        # aiosmtpd cancels its timer and starts another on every command (a timer object and
+        # a push onto the loop's heap each, 7 or 8 times a message). Here only the deadline
+        # moves; the timer already running, when it fires before the deadline, waits on for
+        # the rest. A deadline earlier than that timer's starts a new one.
+        loop = self.loop
+        self._deadline = deadline = loop.time() + (duration or self._timeout_duration)
+        if self._timeout_handle is None or deadline < self._timer_at:
+            if self._timeout_handle is not None:
+                self._timeout_handle.cancel()
+            self._timer_at = deadline
+            self._timeout_handle = loop.call_at(deadline, self._timer_fired)
+
+    def _timer_fired(self) -> None:
+        if self._deadline > self._timer_at:  # the deadline moved since this timer started
+            self._timer_at = self._deadline
+            self._timeout_handle = self.loop.call_at(self._deadline, self._timer_fired)
+            return
+        self._timeout_cb()
 
     def _timeout_cb(self) -> None:
         if self.transport is None:
             return  # the connection ended as the timer fired
         # aiosmtpd closes silently; RFC 5321 4.2.2 lets the server say why first.
-        _say(self.transport, b"421 4.4.2 Timeout exceeded, closing connection\r\n")
-        log.info("smtp session timed out", ip=str(self._ip))
+        _say(self.transport, self._unsent() + b"421 4.4.2 Timeout exceeded, closing connection\r\n")
+        log.info("smtp session timed out", ip=str(self.ip))
         self.transport.close()
 
     async def smtp_AUTH(self, arg: str) -> None:
-        refusal = self._owner.auth.refusal(self._ip, self._auth_failures)
+        refusal = self._owner.auth.refusal(self.ip, self._auth_failures)
         if refusal is None:
             await super().smtp_AUTH(arg)
             return
-        log.warning("smtp auth refused: too many failures", ip=str(self._ip), reply=refusal[:3])
+        log.warning("smtp auth refused: too many failures", ip=str(self.ip), reply=refusal[:3])
         await asyncio.sleep(REFUSAL_PAUSE)
         await self.push(refusal)
         if refusal == CONNECTION_LIMIT_REPLY and self.transport is not None:
@@ -452,13 +554,13 @@ class _Connection(SMTP):
             name = credentials.login.decode("utf-8", errors="replace")
             password = credentials.password.decode("utf-8", errors="replace")
             if await self._owner.auth.verify(name, password):
-                log.info("smtp auth succeeded", ip=str(self._ip), user=name)
+                log.info("smtp auth succeeded", ip=str(self.ip), user=name)
                 return AuthResult(success=True, auth_data=name)
         self._auth_failures += 1
-        from_address = self._owner.auth.failed(self._ip)
+        from_address = self._owner.auth.failed(self.ip)
         log.warning(
             "smtp auth failed",
-            ip=str(self._ip),
+            ip=str(self.ip),
             user=_reply_text(name, 100),
             mechanism=mechanism,
             failures_on_connection=self._auth_failures,
@@ -470,7 +572,7 @@ class _Connection(SMTP):
         if not self._admitted:
             return  # refused in connection_made: aiosmtpd never started on it
         self._admitted = False
-        self._owner.counts.release(self._ip)
+        self._owner.counts.release(self.ip)
         self._owner.connections.discard(self)
         super().connection_lost(error)
 
@@ -480,9 +582,38 @@ class _Connection(SMTP):
             return
         if isinstance(status, str) and status.startswith("552 Error"):
             # aiosmtpd's own size replies lack the enhanced status code DESIGN.md promises.
-            await super().push("552 5.3.4 Message too big: over smtp.max_message_size")
+            status = "552 5.3.4 Message too big: over smtp.max_message_size"
+        await self._reply(status)
+
+    async def _reply(self, status: str | bytes) -> None:
+        """Send a reply (aiosmtpd's push), or hold it to send with the next one.
+
+        RFC 2920: a client that pipelines sends a group of commands (any number of RSET, MAIL
+        and RCPT, then DATA, or the end of a message's data and the next commands) and reads
+        the replies when it has sent the group. A reply to MAIL, RCPT, RSET or to the end of
+        data is held while the next command line has arrived already: the loop goes on to it
+        at once, without waiting for the client, and its reply carries the held ones in the
+        same write (one system call, one wake-up of the client, instead of one per command).
+        Every other reply (EHLO, DATA's 354, AUTH, STARTTLS, QUIT, errors of the loop) and any
+        reply with nothing more to read sends what is held, so a client never waits for a
+        reply the server holds.
+        """
+        data = status if isinstance(status, bytes) else bytes(status, self._encoding)
+        # The stream's own buffer: aiosmtpd reads it the same way (connection_made).
+        if self._may_hold and b"\n" in self._reader._buffer:  # type: ignore[attr-defined]
+            self._held.append(data + b"\r\n")
             return
-        await super().push(status)
+        if self._held:
+            data = b"".join(self._held) + data
+            self._held.clear()
+        self._writer.write(data + b"\r\n")
+        await self._writer.drain()
+
+    def _unsent(self) -> bytes:
+        """The replies held (see _reply), taken to be written before a last word."""
+        held = b"".join(self._held)
+        self._held.clear()
+        return held
 
 
 def _say(transport: asyncio.BaseTransport, line: bytes) -> None:
@@ -494,6 +625,32 @@ def _say(transport: asyncio.BaseTransport, line: bytes) -> None:
 
 
 _CONNECTION_NAMES = _hooks(_Connection, ("smtp_", "auth_"))
+_COMMANDS = [(name[5:], getattr(_Connection, name)) for name in _hooks(_Connection, ("smtp_",))]
+"""aiosmtpd's `_smtp_methods` of every connection, unbound: (command, function)."""
+
+
+def _mechanisms(owner: object, names: list[str]) -> list[tuple[str, Any]]:
+    """(mechanism, method) of the `auth_` methods `names` of `owner`, named as aiosmtpd names
+    them (a method's `__auth_mechanism_name__`, else its name after `auth_`, `__` as `-`)."""
+    found = []
+    for name in names:
+        method = getattr(owner, name)
+        mechanism = name.replace("auth_", "").replace("__", "-")
+        found.append((getattr(method, "__auth_mechanism_name__", mechanism), method))
+    return found
+
+
+_MECHANISMS = _mechanisms(_Connection, _hooks(_Connection, ("auth_",)))
+
+
+class _NothingToList:
+    """What aiosmtpd's __init__ is given as the handler: it lists no hooks (see _Connection)."""
+
+    def __dir__(self) -> list[str]:
+        return []
+
+
+_NOTHING_TO_LIST = _NothingToList()
 TOO_MANY_CONNECTIONS = b"421 4.7.0 Too many connections, try again later\r\n"
 _CHECK_LATER = AuthResult(success=False, handled=True)
 """What _authenticate answers: the credentials are checked by the auth_ method, off the loop."""
@@ -526,6 +683,17 @@ class SmtpIngress:
                 max_connections_per_ip=self.counts.max_per_ip,
             )
         self.data_timeout = config.data_timeout.total_seconds()
+        # The handler's hooks and AUTH mechanisms as aiosmtpd would list them for every
+        # connection (see _Connection.__init__), bound once.
+        self.hooks: dict[str, Any] = {
+            name[7:]: getattr(handler, name) for name in _hooks(type(handler), ("handle_",))
+        }
+        if "EHLO" in self.hooks:  # aiosmtpd would inspect its signature per connection
+            raise TypeError("the SMTP handler has no handle_EHLO hook (see smtp_EHLO)")
+        self.mechanisms = {
+            name: _AuthMechAttr(method, False)
+            for name, method in _mechanisms(handler, _hooks(type(handler), ("auth_",)))
+        }
         self.auth = AuthGuard(config.auth_users)
         self.offers_auth = bool(config.auth_users)
         """Whether EHLO offers AUTH (when the connection allows it: TLS, or loopback)."""
@@ -619,7 +787,7 @@ class SmtpIngress:
         for connection in list(self.connections):
             transport = connection.transport
             if transport is not None:
-                _say(transport, b"421 4.3.2 Service shutting down\r\n")
+                _say(transport, connection._unsent() + b"421 4.3.2 Service shutting down\r\n")
             if transport is not None:
                 transport.close()
         for server in self._servers:

@@ -164,8 +164,10 @@ def send_on(smtp: smtplib.SMTP, rcpt: str) -> str:
     return reply.decode().rsplit(" ", 1)[1]
 
 
-def test_swaks_can_send(sendguard: Start, sink: Sink) -> None:
-    """A second, independent SMTP client implementation (skipped where swaks is missing)."""
+@pytest.mark.parametrize("pipeline", [False, True], ids=["lockstep", "pipelined"])
+def test_swaks_can_send(sendguard: Start, sink: Sink, pipeline: bool) -> None:
+    """A second, independent SMTP client implementation (skipped where swaks is missing);
+    with `--pipeline` it sends MAIL, RCPT and DATA as one group (RFC 2920)."""
     if shutil.which("swaks") is None:
         if os.environ.get("CI"):
             pytest.fail("swaks is missing in CI: .ci/run should have installed it")
@@ -184,6 +186,7 @@ def test_swaks_can_send(sendguard: Start, sink: Sink) -> None:
             "X-Sendguard-Campaign: swaks",
             "--body",
             "hello from swaks",
+            *(["--pipeline"] if pipeline else []),
         ],
         capture_output=True,
         text=True,
@@ -192,5 +195,8 @@ def test_swaks_can_send(sendguard: Start, sink: Sink) -> None:
     )
     assert out.returncode == 0, out.stdout + out.stderr
     assert "queued as" in out.stdout
+    if pipeline:  # the group went out before any of its replies came back
+        transcript = out.stdout
+        assert transcript.index(" -> DATA") < transcript.index("<-  250 2.1.0"), transcript
     got = sink.wait_for(1)
     assert b"X-Sendguard" not in got[0].content

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
-import pytest
+from collections.abc import Callable
+from types import SimpleNamespace
 
-from sendguard.ingress.smtp import raw_path
+import pytest
+from aiosmtpd.smtp import SMTP
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from sendguard.ingress.smtp import _PLAIN_PATH, _Connection, raw_path
 
 
 @pytest.mark.parametrize(
@@ -26,3 +32,69 @@ from sendguard.ingress.smtp import raw_path
 )
 def test_raw_path(arg: str | None, keyword: str, path: str | None) -> None:
     assert raw_path(arg, keyword) == path
+
+
+# --- the plain path, read without the header parser -------------------------------------------
+
+_ATEXT = "abzAZ09!#$%&'*+/=?^_`{|}~-"
+_TRICKY = _ATEXT + '.@<>()"\\[]:;, \té\x00\r'
+
+
+def _read(method: Callable[..., tuple[str | None, str | None]], arg: str) -> tuple[object, ...]:
+    """(address, parameters, address text as sent) as `method` (a `_getaddr`) reads `arg`, or
+    the exception it raised (the parser fails on some arguments; aiosmtpd then answers 451)."""
+    connection = SimpleNamespace(local_part_limit=0, path_sent=None)
+    try:
+        address, rest = method(connection, arg)
+    except Exception as exc:  # compared, whatever it is
+        return (type(exc),)
+    return address, rest, connection.path_sent
+
+
+@st.composite
+def path_arguments(draw: st.DrawFn) -> str:
+    """What follows `FROM:` / `TO:`, stripped as aiosmtpd strips it: mostly near-plain paths
+    (`<local@domain>` and parameters), some anything at all."""
+    if draw(st.booleans()):
+        return draw(st.text(_TRICKY, max_size=30)).strip()
+    local = draw(st.text(_ATEXT + ".", max_size=8) | st.text(_TRICKY, max_size=4))
+    domain = draw(st.text(_ATEXT + ".", max_size=8) | st.text(_TRICKY, max_size=4))
+    tail = draw(
+        st.sampled_from(["", " ", "\t", "(x)", " (x) SIZE=1", "SIZE=1", " SIZE=1", " \tA B=(1)"])
+    )
+    return f"<{local}@{domain}>{tail}".strip()
+
+
+@settings(max_examples=1000, deadline=None)
+@given(path_arguments())
+def test_a_plain_path_reads_as_the_header_parser_reads_it(arg: str) -> None:
+    # aiosmtpd's own _getaddr (the header parser), and the text as sent as raw_path reads it.
+    expected = _read(SMTP._getaddr, arg)
+    if len(expected) > 1:
+        expected = (*expected[:2], raw_path("TO:" + arg, "TO:"))
+    assert _read(_Connection._getaddr, arg) == expected
+
+
+@pytest.mark.parametrize(
+    ("arg", "read"),
+    [
+        ("<a@example.org>", ("a@example.org", "", "a@example.org")),
+        (
+            "<a.b+c@x.example.org> SIZE=100 BODY=8BITMIME",
+            ("a.b+c@x.example.org", "SIZE=100 BODY=8BITMIME", "a.b+c@x.example.org"),
+        ),
+        ("<a@example.org> (comment) SIZE=1", ("a@example.org", "SIZE=1", "a@example.org")),
+        ("<a..b@example.org>", ("a..b@example.org", "", "a..b@example.org")),
+        ("<a@example.org>\tSIZE=1", ("a@example.org", "SIZE=1", "a@example.org")),
+        ("<>", ("<>", "", "")),
+        ("", ("", "", "")),
+    ],
+)
+def test_paths_read_as_before(arg: str, read: tuple[object, ...]) -> None:
+    assert _read(_Connection._getaddr, arg) == read
+    assert _read(SMTP._getaddr, arg)[:2] == read[:2]
+
+
+def test_the_plain_path_is_what_clients_send() -> None:
+    for arg in ("<a@example.org>", "<news+x@mail.example.com> SIZE=2048 BODY=8BITMIME"):
+        assert _PLAIN_PATH.fullmatch(arg) is not None

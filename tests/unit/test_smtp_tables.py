@@ -1,0 +1,47 @@
+"""A connection's tables of commands, handler hooks and AUTH mechanisms are aiosmtpd's own.
+
+_Connection sets them from lists made once instead of letting aiosmtpd list the connection
+and the handler on every connection; here aiosmtpd's __init__ builds them again on a second
+connection, as it would, and both must match.
+"""
+
+from __future__ import annotations
+
+from aiosmtpd.smtp import SMTP
+
+from sendguard.config import SmtpOptions
+from sendguard.ingress.smtp import SmtpHandler, SmtpIngress
+from sendguard.password import hash_password
+
+
+async def test_tables_are_those_aiosmtpd_builds() -> None:
+    config = SmtpOptions(auth_users={"crm": hash_password("pw")})
+    handler = SmtpHandler(intake=None, config=config, metrics=None)  # type: ignore[arg-type]
+    ingress = SmtpIngress(handler, config)
+    ours = ingress._connection()
+    theirs = ingress._connection()
+    SMTP.__init__(theirs, handler, hostname="tables.example")  # lists theirs and the handler
+
+    assert ours.event_handler is theirs.event_handler is handler
+    assert ours._handle_hooks == theirs._handle_hooks
+    assert set(ours._handle_hooks) >= {"DATA", "MAIL", "RCPT"}
+    assert ours._ehlo_hook_ver is theirs._ehlo_hook_ver is None
+
+    assert ours._smtp_methods.keys() == theirs._smtp_methods.keys()
+    for name, method in ours._smtp_methods.items():
+        assert method.__func__ is theirs._smtp_methods[name].__func__, name
+        assert method.__self__ is ours, name
+    assert {"EHLO", "MAIL", "RCPT", "DATA", "AUTH", "STARTTLS", "QUIT"} <= ours._smtp_methods.keys()
+
+    assert ours._auth_methods.keys() == theirs._auth_methods.keys() == {"LOGIN", "PLAIN"}
+    for name, mechanism in ours._auth_methods.items():
+        other = theirs._auth_methods[name]
+        assert mechanism.is_builtin == other.is_builtin, name
+        assert mechanism.method.__func__ is other.method.__func__, name
+        assert mechanism.method.__self__ is ours, name
+
+
+async def test_a_connection_still_lists_its_commands() -> None:
+    config = SmtpOptions()
+    ingress = SmtpIngress(SmtpHandler(None, config, None), config)  # type: ignore[arg-type]
+    assert "smtp_MAIL" in dir(ingress._connection())
