@@ -116,6 +116,7 @@ class Rig:
         upstream: ScriptedUpstream,
         rng: random.Random | None = None,
         claim_at_intake: bool = True,
+        poll: timedelta = timedelta(milliseconds=10),
     ) -> None:
         self.store, self.clock, self.upstream = store, clock, upstream
         config = DeliveryOptions(
@@ -123,7 +124,7 @@ class Rig:
             min_backoff=timedelta(minutes=1),
             max_backoff=timedelta(minutes=4),
             max_lifetime=timedelta(minutes=10),
-            poll_interval=timedelta(milliseconds=10),
+            poll_interval=poll,
         )
         metrics = Metrics()
         Switch.dropping = False
@@ -286,10 +287,12 @@ async def test_more_than_the_queue_holds_is_claimed_when_due_and_sent_once(
     store = CountingClaims(tmp_path / "burst.db")
     await store.open()
     upstream = GatedUpstream()
-    rig = Rig(store, FakeClock(), upstream)  # 2 workers: a queue of 4
+    # 2 workers: a queue of 4. No poll while the test sends (each poll makes the claimer look
+    # at the store before the intake claims again).
+    rig = Rig(store, FakeClock(), upstream, poll=timedelta(minutes=1))
     task = asyncio.create_task(rig.dispatcher.run())
     try:
-        await asyncio.sleep(0.05)
+        await rig.until(lambda: _caught_up(rig))
         before = store.claims
         # The workers are stuck on the upstream: the first ones are claimed at intake until
         # the queue is full, the rest are committed for the claimer to take when there is room.
@@ -367,6 +370,15 @@ async def test_what_is_due_in_the_store_goes_before_new_mail_under_steady_load(
         await store.close()
 
 
+async def _caught_up(rig: Rig, room: int = 1) -> bool:
+    """Whether the intake may claim `room` deliveries now: the claimer has looked at the
+    store since it last may have fallen behind, and the queue has that room."""
+    if rig.dispatcher.reserve(room) is None:
+        return False
+    rig.dispatcher.cancel(room)
+    return True
+
+
 async def _sent(upstream: ScriptedUpstream, count: int) -> bool:
     return len(upstream.sent) >= count
 
@@ -391,15 +403,7 @@ async def test_a_commit_that_fails_gives_back_the_room_it_was_promised(tmp_path:
             with pytest.raises(StoreUnavailable):
                 await rig.send()
         store.refuse = False
-
-        async def whole_queue_free() -> bool:
-            # Once the claimer has looked at the store (a claim at intake waits for that).
-            if rig.dispatcher.reserve(4) is None:
-                return False
-            rig.dispatcher.cancel(4)
-            return True
-
-        await rig.until(whole_queue_free)
+        await rig.until(lambda: _caught_up(rig, 4))  # the whole queue is free again
         delivery_id = await rig.send()
         await rig.until(lambda: _is(rig, delivery_id, S.SENT))
         assert await store.claim_due(rig.clock.now(), "x", 10, MINUTE) == []
