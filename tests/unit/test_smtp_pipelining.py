@@ -7,16 +7,13 @@ writer counts its writes (each is a system call and a wake-up of the client).
 from __future__ import annotations
 
 import asyncio
-import socket
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 from sendguard.config import SmtpOptions
-from sendguard.ingress.smtp import SmtpHandler, SmtpIngress
-from sendguard.metrics import Metrics
-from tests.unit.test_smtp_timeout import _Intake
+from tests.support.smtp_ingress import connected
 
 
 @dataclass
@@ -53,21 +50,11 @@ def _counted(write: Callable[[bytes], Any], writes: list[bytes]) -> Callable[[by
 
 @asynccontextmanager
 async def client() -> AsyncIterator[Client]:
-    config = SmtpOptions()
-    ingress = SmtpIngress(SmtpHandler(_Intake(), config, Metrics()), config)  # type: ignore[arg-type]
-    listening = socket.create_server(("127.0.0.1", 0))
-    listening.setblocking(False)
-    await ingress.start([listening])
-    reader, writer = await asyncio.open_connection(*listening.getsockname())
-    try:
-        assert (await reader.readline()).startswith(b"220")
+    async with connected(SmtpOptions()) as (ingress, reader, writer):
         (connection,) = ingress.connections
         got = Client(reader, writer)
         connection._writer.write = _counted(connection._writer.write, got.writes)  # type: ignore[method-assign]
         yield got
-    finally:
-        writer.close()
-        await ingress.stop(0)
 
 
 BODY = b"Subject: pipelined\r\n\r\nbody\r\n.\r\n"

@@ -7,25 +7,15 @@ the real protocol on loopback, an intake that accepts at once.
 from __future__ import annotations
 
 import asyncio
-import socket
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
-from types import SimpleNamespace
-from typing import Any
 
 from sendguard.config import SmtpOptions
-from sendguard.ingress.smtp import SmtpHandler, SmtpIngress
-from sendguard.metrics import Metrics
+from tests.support.smtp_ingress import connected
 
 Client = tuple[asyncio.StreamReader, asyncio.StreamWriter]
-
-
-class _Intake:
-    async def accept(self, *_: Any, **__: Any) -> SimpleNamespace:
-        message = SimpleNamespace(id="01JD8ZT0000000000000000000")
-        return SimpleNamespace(all_dropped=False, message=message, deliveries=())
 
 
 @asynccontextmanager
@@ -33,18 +23,8 @@ async def session(timeout: float, data_timeout: float) -> AsyncIterator[Client]:
     config = SmtpOptions(
         timeout=timedelta(seconds=timeout), data_timeout=timedelta(seconds=data_timeout)
     )
-    handler = SmtpHandler(_Intake(), config, Metrics())  # type: ignore[arg-type]
-    ingress = SmtpIngress(handler, config)
-    listening = socket.create_server(("127.0.0.1", 0))
-    listening.setblocking(False)
-    await ingress.start([listening])
-    reader, writer = await asyncio.open_connection(*listening.getsockname())
-    try:
-        assert (await reader.readline()).startswith(b"220")
+    async with connected(config) as (_, reader, writer):
         yield reader, writer
-    finally:
-        writer.close()
-        await ingress.stop(0)
 
 
 async def command(client: Client, line: bytes) -> bytes:
