@@ -231,18 +231,7 @@ class PostgresStore(SqlStore):
         # the others' are taken over when their lease ends. Pieces of a large content whose
         # message never committed (sql_content.py) likewise, otherwise on prune.
         del now
-
-        async def job(tx: Tx) -> int:
-            owners = await tx.fetch("SELECT DISTINCT owner FROM deliveries WHERE owner IS NOT NULL")
-            gone = [owner for (owner,) in owners if owner_gone(owner)]
-            if not gone:
-                return 0
-            return await tx.execute(
-                "UPDATE deliveries SET owner = NULL, lease_until = NULL WHERE owner = ANY(?)",
-                (gone,),
-            )
-
-        released = await self._write(job)
+        released = await self._release_claims_of(owner_gone)
         await sql_content.forget_unfinished(self._write, shared=True)
         return released
 

@@ -11,7 +11,7 @@ reads the messages of the deliveries it takes (intake's table) in its transactio
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -187,6 +187,22 @@ class SqlDispatch(SqlIntake):
         # In due order, as claimed.
         taken.sort(key=lambda r: (r[5] is not None, r[5] or 0, r[0]))
         return await self._deliveries(taken, messages)
+
+    async def _release_claims_of(self, gone: Callable[[str], bool]) -> int:
+        """At start: release every claim whose owner `gone` says is no more (recover)."""
+
+        async def job(tx: Tx) -> int:
+            owners = await tx.fetch("SELECT DISTINCT owner FROM deliveries WHERE owner IS NOT NULL")
+            released = 0
+            for (owner,) in owners:
+                if gone(owner):
+                    released += await tx.execute(
+                        "UPDATE deliveries SET owner = NULL, lease_until = NULL WHERE owner = ?",
+                        (owner,),
+                    )
+            return released
+
+        return await self._write(job)
 
     async def release(self, delivery_ids: Sequence[str], owner: str) -> None:
         if not delivery_ids:

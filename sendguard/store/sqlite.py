@@ -171,23 +171,7 @@ class SQLiteStore(SqlStore):
         # claim left behind belongs to a process that is gone. Shared, sibling workers are
         # running: only the claims of owners that are gone are released (the rest, of an
         # owner this cannot judge, are taken over when their lease ends).
-        def job(conn: sqlite3.Connection) -> int:
-            owners = [
-                row[0]
-                for row in conn.execute(
-                    "SELECT DISTINCT owner FROM deliveries WHERE owner IS NOT NULL"
-                )
-            ]
-            released = 0
-            for owner in owners:
-                if not shared or owner_gone(owner):
-                    released += conn.execute(
-                        "UPDATE deliveries SET owner = NULL, lease_until = NULL WHERE owner = ?",
-                        (owner,),
-                    ).rowcount
-            return released
-
-        released = await self._db.write(job)
+        released = await self._release_claims_of(lambda owner: not shared or owner_gone(owner))
         # Pieces of a large content whose message never committed (sql_content.py).
         await sql_content.forget_unfinished(self._write, shared=shared)
         return released
