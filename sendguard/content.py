@@ -36,6 +36,11 @@ _GREETING = re.compile(
     r"[^\n,:;!]{0,60}(?:[,:;!]|$)",
     re.IGNORECASE | re.MULTILINE,
 )
+# The same greeting after the line break that starts its line (`_drop_greetings`). A pattern
+# that starts with `^` is tried at every position of the text; one that starts with a literal
+# is tried only where the literal is (the regex engine looks for it first): 3x cheaper on a
+# 2 KB text.
+_BROKEN_GREETING = re.compile("\n" + _GREETING.pattern[1:], _GREETING.flags)
 _TAGS = re.compile(r"<[^>]+>")
 # Tags that end a line where HTML is rendered (email builders write paragraphs with no line
 # break between them): a line break, so a greeting paragraph is a line of its own.
@@ -57,15 +62,43 @@ def normalise(subject: str, text: str) -> str:
     """The text as compared: no greeting line, no tracking parameters, no markup, one spacing."""
     # Composed first: in decomposed text a greeting word ends before an accent of its own
     # last letter ("HI" + U+0300 reads as "Hi"), which the composed form has not.
-    body = _GREETING.sub("", unicodedata.normalize("NFC", text))
+    body = _drop_greetings(unicodedata.normalize("NFC", text))
     if "://" in body:  # every URL has it; the substitution costs as much as a 2 KB search
         body = _URL.sub(_strip_tracking, body)
     if "<" in body:
         body = _TAGS.sub(" ", body)
     text = unicodedata.normalize("NFC", f"{subject}\n{body}")
-    # Runs of whitespace as one space, none at the ends: str.split() and `\s` know the same
-    # whitespace, and splitting is many times cheaper than substituting every single space.
-    return " ".join(text.split()).lower()
+    return _one_spacing(text).lower()
+
+
+def _drop_greetings(text: str) -> str:
+    """`_GREETING.sub("", text)`: `^` in multi-line mode matches at the start and after each
+    line break, so the same matches are those of `_BROKEN_GREETING` after a line break put in
+    front, each replaced by its line break. A match never takes the line break before the next
+    one (it ends at a punctuation mark or before a line break), so none is lost between two."""
+    return _BROKEN_GREETING.sub("\n", "\n" + text)[1:]
+
+
+# What str.split() and `\s` take for whitespace among the ASCII characters, but the space.
+_ASCII_BLANKS = "\t\n\x0b\x0c\r\x1c\x1d\x1e\x1f"
+
+
+def _one_spacing(text: str) -> str:
+    """Runs of whitespace as one space, none at the ends: `" ".join(text.split())`.
+
+    str.split() and the regular expressions' whitespace class know the same whitespace, and
+    splitting is many times cheaper than substituting every single space. ASCII text (the
+    common message) is cheaper still by replacing: each kind of blank that occurs becomes a
+    space, then double spaces become one until none is left (each pass halves every run),
+    without a string per word."""
+    if not text.isascii():
+        return " ".join(text.split())
+    for blank in _ASCII_BLANKS:
+        if blank in text:
+            text = text.replace(blank, " ")
+    while "  " in text:
+        text = text.replace("  ", " ")
+    return text.strip(" ")
 
 
 def text_of(message: Message) -> str:

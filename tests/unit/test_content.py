@@ -277,3 +277,37 @@ def test_normalise_spaces_as_the_regular_expression_did(subject: str, text: str)
     )
     joined = unicodedata.normalize("NFC", f"{subject}\n{body}")
     assert normalise(subject, text) == re.sub(r"\s+", " ", joined).strip().lower()
+
+
+# Pieces that make greetings, line starts and blanks likely: the greeting pattern's words in
+# any case, its punctuation, and whitespace of every kind (ASCII and not).
+GREETING_PIECES = st.sampled_from(
+    [
+        *("hi", "Hello", "HEY", "dear", "Good morning", "liebes", "Bonjour", "hola"),
+        *("\u0130", "\u017f"),  # what IGNORECASE also takes for `i` and `s`
+        *("\n", "\r\n", " ", "\t", "\x0b", "\x1c", "\x85", "\xa0", "\u2028", ",", ":", "!", "Ann"),
+    ]
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(text=st.lists(GREETING_PIECES | st.characters(), max_size=40).map("".join))
+def test_greetings_are_dropped_as_the_multiline_pattern_drops_them(text: str) -> None:
+    assert content._drop_greetings(text) == content._GREETING.sub("", text)
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    text=st.lists(
+        GREETING_PIECES | st.characters(max_codepoint=127) | st.characters(), max_size=60
+    ).map("".join)
+)
+def test_one_spacing_is_splitting_and_joining(text: str) -> None:
+    assert content._one_spacing(text) == " ".join(text.split())
+
+
+def test_every_ascii_blank_is_one_split_knows() -> None:
+    ascii_chars = [chr(code) for code in range(128)]
+    assert sorted(content._ASCII_BLANKS + " ") == [c for c in ascii_chars if c.isspace()]
+    for char in ascii_chars:
+        assert content._one_spacing(f" a{char}{char}b ") == " ".join(f"a{char}{char}b".split())
