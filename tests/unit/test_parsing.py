@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import email.utils
 import itertools
+import re
 import time
 from datetime import UTC, datetime, timedelta, timezone
 
@@ -471,3 +472,19 @@ def test_an_id_is_its_millisecond_and_random_part_in_base32() -> None:
     assert number < 2**128
     assert before <= number >> 80 <= after + 1  # +1: a step within the same millisecond
     assert made[0] in "01234567"  # 130 bits of text, the top two are 0
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    raw=st.lists(
+        st.sampled_from([b"\r", b"\n", b"\r\n", b"\n\n", b"\r\n\r\n", b"a", b"X: y", b" "]),
+        max_size=30,
+    ).map(b"".join),
+    padding=st.sampled_from([0, 1, 8189, 8190, 8191, 70_000]),
+)
+def test_header_end_is_where_the_blank_line_pattern_first_matches(raw: bytes, padding: int) -> None:
+    # Padding puts the blank line across the edges of the windows header_end looks in.
+    raw = b"H" * padding + raw
+    match = re.search(rb"\r?\n\r?\n", raw)
+    expected = len(raw) if match is None else match.start() + (2 if raw[match.start()] == 13 else 1)
+    assert header_end(raw) == expected
