@@ -228,3 +228,18 @@ async def test_a_worker_reads_the_campaign_row_a_sibling_writes(tmp_path: Path) 
             await second.close()
     finally:
         os.close(held)
+
+
+def test_none_and_bytes_bind_through_their_registered_adapters_unchanged() -> None:
+    # sendguard.store.sqlite_db registers them (imported above): a table look-up instead of
+    # sqlite3's failing attribute look-ups for every None and bytes value bound.
+    for kind in (type(None), bytes):
+        assert (kind, sqlite3.PrepareProtocol) in sqlite3.adapters
+    db = sqlite3.connect(":memory:")
+    try:
+        row = db.execute(
+            "SELECT ? IS NULL, typeof(?), ?, typeof(?)", (None, None, b"\x00a\r\n", b"")
+        ).fetchone()
+    finally:
+        db.close()
+    assert row == (1, "null", b"\x00a\r\n", "blob")
