@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
 from datetime import UTC, datetime
 from typing import Any, Literal, TextIO
 
@@ -72,6 +73,30 @@ def _fallback(value: Any) -> Any:
         return repr(value)
 
 
+_second: tuple[int, str] = (-1, "")
+"""The last second a timestamp was made in, and its text (one tuple: threads log too)."""
+
+
+def _timestamp() -> str:
+    """Now as `datetime.now(UTC).isoformat()` writes it, `Z` for `+00:00`.
+
+    isoformat formats every field with printf for each line (about 11,000 instructions,
+    a fifth of a line's cost); here the text of the second is made once per second and
+    the microseconds are added to it. Both read the system clock rounded down to the
+    microsecond, and without microseconds isoformat writes none, as here.
+    """
+    global _second  # noqa: PLW0603 - the cache of one process
+    micros = time.time_ns() // 1000
+    second, fraction = divmod(micros, 1_000_000)
+    cached = _second
+    if cached[0] != second:
+        cached = _second = (
+            second,
+            datetime.fromtimestamp(second, UTC).isoformat().removesuffix("+00:00"),
+        )
+    return f"{cached[1]}.{fraction:06d}Z" if fraction else f"{cached[1]}Z"
+
+
 def _json_line(logger: Any, method_name: str, event_dict: EventDict) -> str:
     """One processor for sendguard's own JSON lines: `logger`, `level`, `timestamp` (ISO, UTC),
     the traceback as `exception`, rendered by orjson. The same as structlog's add_logger_name,
@@ -79,7 +104,7 @@ def _json_line(logger: Any, method_name: str, event_dict: EventDict) -> str:
     in one call instead of five: this runs for every decision."""
     event_dict["logger"] = logger.name
     event_dict["level"] = _LEVEL_OF.get(method_name, method_name)
-    event_dict["timestamp"] = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+    event_dict["timestamp"] = _timestamp()
     if "exc_info" in event_dict:
         event_dict = structlog.processors.format_exc_info(logger, method_name, event_dict)
     return orjson.dumps(event_dict, default=_fallback).decode()

@@ -6,10 +6,13 @@ import ast
 import json
 import subprocess
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from sendguard import logs
 
 ROOT = Path(__file__).resolve().parents[2]
 LEVELS = {"debug", "info", "warning", "error", "exception", "critical"}
@@ -147,3 +150,24 @@ def test_levels_tracebacks_and_odd_values_render_as_before() -> None:
     assert failed["exception"].startswith("Traceback (most recent call last)")
     assert failed["exception"].endswith("ZeroDivisionError: no")
     assert "exc_info" not in failed
+
+
+@pytest.mark.parametrize(
+    "nanos",
+    [
+        1_764_664_089_018_691_123,  # microseconds and a remainder below them
+        1_764_664_089_000_000_000,  # a whole second: isoformat writes no fraction
+        1_764_664_089_000_000_999,  # under a microsecond past it: none either
+        1_764_664_090_000_001_000,  # the next second, one microsecond in
+        946_684_799_999_999_999,  # the last microsecond of 1999
+        -1_000_000,  # before the epoch
+    ],
+)
+def test_the_timestamp_is_isoformat_of_now(monkeypatch: pytest.MonkeyPatch, nanos: int) -> None:
+    micros = nanos // 1000
+    expected = datetime.fromtimestamp(micros // 1_000_000, UTC).replace(
+        microsecond=micros % 1_000_000
+    )
+    monkeypatch.setattr(logs.time, "time_ns", lambda: nanos)
+    for _ in range(2):  # made, then from the second kept
+        assert logs._timestamp() == expected.isoformat().replace("+00:00", "Z")
