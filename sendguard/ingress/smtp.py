@@ -64,14 +64,22 @@ def _peer_ip(session: Session) -> ipaddress.IPv4Address | ipaddress.IPv6Address 
 
 def _ip_of(peer: object) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     if isinstance(peer, tuple) and peer:
-        try:
-            address = ipaddress.ip_address(peer[0])
-        except ValueError:
-            return None
-        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
-            return address.ipv4_mapped
-        return address
+        return _parse_ip(peer[0])
     return None
+
+
+@functools.lru_cache(maxsize=4096)
+def _parse_ip(text: Any) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """The address a peer's host text names (None: not an IP address). Kept for the clients
+    seen last: ipaddress parses in Python (some 20,000 instructions for `127.0.0.1`), once per
+    connection, and a relay's clients are few. Addresses are immutable values."""
+    try:
+        address = ipaddress.ip_address(text)
+    except ValueError:
+        return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
+        return address.ipv4_mapped
+    return address
 
 
 def raw_path(arg: str | None, keyword: str) -> str | None:

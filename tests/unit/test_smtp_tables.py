@@ -7,6 +7,8 @@ connection, as it would, and both must match.
 
 from __future__ import annotations
 
+import ipaddress
+
 from aiosmtpd.smtp import SMTP
 
 from sendguard.config import SmtpOptions
@@ -45,3 +47,16 @@ async def test_a_connection_still_lists_its_commands() -> None:
     config = SmtpOptions()
     ingress = SmtpIngress(SmtpHandler(None, config, None), config)  # type: ignore[arg-type]
     assert "smtp_MAIL" in dir(ingress._connection())
+
+
+def test_a_peer_address_is_read_as_ipaddress_reads_it_once_per_client() -> None:
+    from sendguard.ingress import smtp  # noqa: PLC0415 - its private reader
+
+    assert smtp._ip_of(("127.0.0.1", 4000)) == ipaddress.ip_address("127.0.0.1")
+    assert smtp._ip_of(("::ffff:10.1.2.3", 4000, 0, 0)) == ipaddress.ip_address("10.1.2.3")
+    assert smtp._ip_of(("2001:db8::1", 4000, 0, 0)) == ipaddress.ip_address("2001:db8::1")
+    assert smtp._ip_of(("/run/sock", 0)) is None  # a host that is no IP address
+    assert smtp._ip_of("/run/sock") is None  # a Unix socket's peer
+    assert smtp._ip_of((b"127.0.0.1", 4000)) is None
+    first = smtp._ip_of(("192.0.2.7", 1))
+    assert smtp._ip_of(("192.0.2.7", 2)) is first  # the second client from there: kept
