@@ -8,6 +8,7 @@ change is audited by the store in the same transaction.
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import email.utils
 import io
@@ -111,6 +112,57 @@ async def apply_event(
             return Effect.OUTDATED
         return Effect.NOT_SUPPRESSED
     return None
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """What recording one event did: to the person's suppression, and how many of their
+    waiting deliveries it woke."""
+
+    effect: Effect | None
+    woken: int
+
+
+PEOPLE_AT_ONCE = 64
+"""How many people's events `record_events` records at once."""
+
+
+async def record_events(
+    store: Store, items: Sequence[tuple[Event, bool]], now: datetime
+) -> list[Recorded]:
+    """Record each event (with whether it is a soft bounce): its suppression change, the event,
+    and a wake-up of the person's waiting deliveries; what each did, in the order given.
+
+    Each person's events are recorded one after another in the order given (an unsubscribe
+    and a resubscribe of one batch keep their order); different people's at once, so the
+    writes of a batch share the store's commits instead of waiting for one each.
+    """
+    results: list[Recorded | None] = [None] * len(items)
+    by_person: dict[str, list[int]] = {}
+    for i, (event, _soft) in enumerate(items):
+        by_person.setdefault(recipient_key(event.recipient), []).append(i)
+    gate = asyncio.Semaphore(PEOPLE_AT_ONCE)
+
+    async def record_person(indexes: list[int]) -> None:
+        async with gate:
+            for i in indexes:
+                event, soft_bounce = items[i]
+                effect = await apply_event(store, event, now, soft_bounce=soft_bounce)
+                await store.add_event(event)
+                woken = await store.wake_waiting(
+                    now, recipient=event.recipient, held=effect is Effect.ADDED
+                )
+                results[i] = Recorded(effect, woken)
+
+    tasks = [asyncio.ensure_future(record_person(indexes)) for indexes in by_person.values()]
+    try:
+        await asyncio.gather(*tasks)
+    except BaseException:
+        for task in tasks:  # the first failure answers the request: the rest stop
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
+    return [result for result in results if result is not None]
 
 
 # CSV import ----------------------------------------------------------------------------------

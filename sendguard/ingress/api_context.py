@@ -31,7 +31,7 @@ from sendguard.ingress.payloads import (
     read_json,
 )
 from sendguard.ingress.views import when
-from sendguard.suppressions import Effect, apply_event
+from sendguard.suppressions import record_events
 
 
 async def post_fact(request: web.Request) -> web.Response:
@@ -85,24 +85,26 @@ async def post_event(request: web.Request) -> web.Response:
         _event(payload, f"[{i}]." if batch else "", now, ctx.event_types)
         for i, payload in enumerate(payloads)
     ]
-    results = []
-    for payload, event in zip(payloads, events, strict=True):
-        effect = await apply_event(ctx.store, event, now, soft_bounce=payload.bounce_type == "soft")
-        await ctx.store.add_event(event)
-        woken = await ctx.store.wake_waiting(
-            now, recipient=event.recipient, held=effect is Effect.ADDED
-        )
-        if woken:
-            ctx.wake()
-        results.append(
-            {
-                "type": str(event.type),
-                "recipient": event.recipient,
-                "at": when(event.at),
-                "woken": woken,
-                "suppression": effect.value if effect is not None else None,
-            }
-        )
+    recorded = await record_events(
+        ctx.store,
+        [
+            (event, payload.bounce_type == "soft")
+            for payload, event in zip(payloads, events, strict=True)
+        ],
+        now,
+    )
+    if any(result.woken for result in recorded):
+        ctx.wake()
+    results = [
+        {
+            "type": str(event.type),
+            "recipient": event.recipient,
+            "at": when(event.at),
+            "woken": result.woken,
+            "suppression": result.effect.value if result.effect is not None else None,
+        }
+        for event, result in zip(events, recorded, strict=True)
+    ]
     return web.json_response({"results": results} if batch else results[0], status=202)
 
 

@@ -261,3 +261,35 @@ def test_custom_type_refused_unless_a_policy_reads_it(sendguard: Start) -> None:
     status, error = proc.call("POST", "/v1/events", {"type": "visit", "recipient": "a@example.org"})
     assert status == 400 and error["error"]["field"] == "type"
     assert "engagement" in error["error"]["message"]
+
+
+@pytest.mark.both_backends
+def test_a_batch_keeps_each_persons_events_in_order_however_many_people(
+    sendguard: Start,
+) -> None:
+    # A batch's people are recorded at once (their writes share commits); each person's own
+    # events keep the batch's order, whatever the address's spelling.
+    proc = sendguard()
+    now = datetime.now(UTC)
+    earlier, later = (f"{(now - timedelta(minutes=m)).isoformat()}" for m in (2, 1))
+    batch = []
+    for i in range(500):
+        unsubscribe = {"type": "unsubscribe", "recipient": f"p{i}@example.org", "at": earlier}
+        resubscribe = {"type": "resubscribe", "recipient": f"P{i}@Example.ORG", "at": later}
+        # even: opted out, then back in (lifted); odd: the "yes" first, then the "no"
+        batch += [unsubscribe, resubscribe] if i % 2 == 0 else [resubscribe, unsubscribe]
+    status, answer = proc.call("POST", "/v1/events", batch)
+    assert status == 202, answer
+    effects = [r["suppression"] for r in answer["results"]]
+    assert effects == [
+        effect
+        for i in range(500)
+        for effect in (("added", "lifted") if i % 2 == 0 else ("not_suppressed", "added"))
+    ]
+    assert [r["recipient"].lower() for r in answer["results"][:2]] == ["p0@example.org"] * 2
+    suppressed, cursor = set(), ""
+    while cursor is not None:
+        _status, page = proc.call("GET", f"/v1/suppressions?limit=500{cursor}")
+        suppressed |= {s["address"].lower() for s in page["suppressions"]}
+        cursor = f"&after={page['next']}" if page["next"] else None
+    assert suppressed == {f"p{i}@example.org" for i in range(1, 500, 2)}

@@ -34,6 +34,7 @@ class _Handler:
         self.received: list[Received] = []
         self.replies: list[str] = []
         self.delay = 0.0
+        self._releases = 0  # `release` ends the delays of the DATA in progress
         self.lock = threading.Lock()
         self.ehlos = 0
 
@@ -50,10 +51,16 @@ class _Handler:
             self.ehlos += 1
         return responses
 
+    def release(self) -> None:
+        """Answer the DATA commands waiting out `delay` now (later ones wait as set)."""
+        self._releases += 1
+
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         arrived = time.monotonic()
         if self.delay:
-            await asyncio.sleep(self.delay)
+            until, releases = arrived + self.delay, self._releases
+            while releases == self._releases and (left := until - time.monotonic()) > 0:
+                await asyncio.sleep(min(left, 0.05))
         with self.lock:
             reply = self.replies.pop(0) if self.replies else "250 2.0.0 Ok"
             if reply.startswith("250"):

@@ -37,7 +37,7 @@ from sendguard.identity import Identity, Role
 from sendguard.ingress.esp.mapping import esp_config
 from sendguard.ingress.http_context import IDENTITY_KEY, api
 from sendguard.ingress.payloads import parse_json
-from sendguard.suppressions import Effect, apply_event
+from sendguard.suppressions import record_events
 
 log = structlog.get_logger("sendguard.webhooks")
 
@@ -267,16 +267,10 @@ async def record(request: web.Request, esp: str, incoming: Iterable[Incoming]) -
     ctx = api(request)
     request[IDENTITY_KEY] = Identity(f"webhook:{esp}", Role.API)
     now = ctx.clock.now()
-    recorded = 0
-    for item in incoming:
-        effect = await apply_event(ctx.store, item.event, now, soft_bounce=item.soft_bounce)
-        await ctx.store.add_event(item.event)
-        woken = await ctx.store.wake_waiting(
-            now, recipient=item.event.recipient, held=effect is Effect.ADDED
-        )
-        if woken:
-            ctx.wake()
-        recorded += 1
+    items = [(item.event, item.soft_bounce) for item in incoming]
+    if any(result.woken for result in await record_events(ctx.store, items, now)):
+        ctx.wake()
+    recorded = len(items)
     log.info("webhook recorded", esp=esp, events=recorded)
     return web.json_response({"recorded": recorded})
 
