@@ -39,6 +39,7 @@ from sendguard.store import StoreSettings, codec, sql_content
 from sendguard.store.keyed_lock import KeyedLock
 from sendguard.store.message_cache import MessageCache
 from sendguard.store.postgres_schema import MIGRATIONS, SCHEMA_LOCK
+from sendguard.store.sql_dispatch import DUE_STATES_SQL
 from sendguard.store.sql_store import SENDING_TRANSITIONS, Job, SqlStore, Tx, Write
 from sendguard.store.sqlite_db import Trace
 
@@ -345,6 +346,32 @@ class PostgresStore(SqlStore):
         async with tx.transaction():
             for group in groups:
                 await tx.execute(*_together(group))
+
+    def _claimable(self, at: int, limit: int) -> tuple[str, Sequence[Any], bool]:
+        # Each kind of claimable delivery from its own partial index, rather than one bitmap
+        # scan of both. A row's old versions stay in those indexes until a VACUUM (a claim and
+        # `sent` change indexed columns), and a bitmap scan visits each in the table on every
+        # claim: the cost grew with every delivery sent since the last VACUUM. A plain index
+        # scan marks the entries of dead rows it meets as dead in the index, and later scans
+        # (bitmap ones too) skip them there: those of `deliveries_sending` by the index scans
+        # below, those of `deliveries_due` by this one's or by `next_due_at`'s, which the
+        # dispatcher runs before it sleeps. Each branch locks at most `limit` rows; those
+        # beyond the `limit` taken stay locked only until this statement commits (other
+        # claims skip them meanwhile, as they skip the rows a claim takes).
+        due = (
+            "WITH due AS (SELECT id, due_at FROM deliveries"
+            f" WHERE state IN {DUE_STATES_SQL} AND due_at <= ?"
+            " AND (lease_until IS NULL OR lease_until < ?)"
+            " ORDER BY due_at LIMIT ? FOR UPDATE SKIP LOCKED),"
+            " expired AS (SELECT id, due_at FROM deliveries"
+            " WHERE state = 'sending' AND lease_until < ?"
+            " ORDER BY lease_until LIMIT ? FOR UPDATE SKIP LOCKED),"
+            " released AS (SELECT id, due_at FROM deliveries"
+            " WHERE state = 'sending' AND lease_until IS NULL LIMIT ? FOR UPDATE SKIP LOCKED)"
+            " SELECT id FROM (SELECT * FROM due UNION ALL SELECT * FROM expired"
+            " UNION ALL SELECT * FROM released) AS claimable ORDER BY due_at"
+        )
+        return due, (at, at, limit, at, limit, limit), True
 
     async def _lease_and_mark(self, tx: Tx, lease: Write, at: int) -> list[Sequence[Any]]:
         # The transitions from the claim's own rows, as data-modifying WITH queries see them.
