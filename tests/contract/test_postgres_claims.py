@@ -23,7 +23,7 @@ from sendguard.deliveries import Change
 from sendguard.message import DeliveryState
 from sendguard.store.postgres import PostgresStore
 from tests.contract.test_store import T0, add
-from tests.support.postgres import DSN, drop_schema, new_schema, reachable
+from tests.support.postgres import open_store
 
 pytestmark = pytest.mark.postgres
 LEASE = timedelta(minutes=5)
@@ -32,16 +32,8 @@ SENT = 600
 
 @pytest.fixture
 async def store() -> AsyncIterator[PostgresStore]:
-    if (problem := await reachable()) is not None:
-        pytest.fail(problem)
-    schema = new_schema()
-    opened = PostgresStore(DSN, schema=schema, pool_size=1)
-    await opened.open()
-    try:
+    async with open_store(pool_size=1) as opened:
         yield opened
-    finally:
-        await opened.close()
-        await drop_schema(schema)
 
 
 def _heap_blocks(plan: dict[str, Any]) -> int:
