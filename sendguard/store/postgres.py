@@ -32,13 +32,14 @@ import asyncpg
 import structlog
 
 from sendguard.address import recipient_key
-from sendguard.approvals import GlobalPause
+from sendguard.approvals import Campaign, ContentApproval, GlobalPause
 from sendguard.errors import Conflict, StoreUnavailable
 from sendguard.owner import owner_gone
 from sendguard.store import StoreSettings, codec, sql_content
 from sendguard.store.keyed_lock import KeyedLock
 from sendguard.store.message_cache import MessageCache
 from sendguard.store.postgres_schema import MIGRATIONS, SCHEMA_LOCK
+from sendguard.store.sql_dispatch import DUE_STATES_SQL
 from sendguard.store.sql_store import SENDING_TRANSITIONS, Job, SqlStore, Tx, Write
 from sendguard.store.sqlite_db import Trace
 
@@ -62,12 +63,25 @@ _UNAVAILABLE: tuple[type[BaseException], ...] = (
 _HELD: ContextVar[asyncpg.Connection | None] = ContextVar("sendguard_pg_conn", default=None)
 # The global pause read by the statement that took the lock, for the block's first `get_pause`.
 _PAUSE: ContextVar[list[GlobalPause] | None] = ContextVar("sendguard_pg_pause", default=None)
+# Inside lock_recipients: the approvals of each campaign read with its row (`get_campaign`).
+_APPROVALS: ContextVar[dict[str, list[ContentApproval]] | None] = ContextVar(
+    "sendguard_pg_approvals", default=None
+)
 
 _LOCK_AND_PAUSE = (
     "SELECT pg_try_advisory_lock($1), p.paused, p.updated_at, p.updated_by, p.note"
     " FROM (SELECT 1) AS one LEFT JOIN global_pause p ON p.id = 1"
 )
 """A recipient's lock if it is free, and the global pause, in one round trip."""
+
+_CAMPAIGN_AND_APPROVALS = (
+    "SELECT c.name, c.approval, c.paused, c.updated_at, c.updated_by,"
+    " a.content_hash, a.approved_by, a.approved_at"
+    " FROM (SELECT 1) AS one LEFT JOIN campaigns c ON c.name = $1"
+    " LEFT JOIN approvals a ON a.campaign = $1"
+    " ORDER BY a.approved_at DESC, a.content_hash"
+)
+"""A campaign's row and its content approvals (newest first), in one round trip."""
 
 
 @lru_cache(maxsize=512)
@@ -346,6 +360,32 @@ class PostgresStore(SqlStore):
             for group in groups:
                 await tx.execute(*_together(group))
 
+    def _claimable(self, at: int, limit: int) -> tuple[str, Sequence[Any], bool]:
+        # Each kind of claimable delivery from its own partial index, rather than one bitmap
+        # scan of both. A row's old versions stay in those indexes until a VACUUM (a claim and
+        # `sent` change indexed columns), and a bitmap scan visits each in the table on every
+        # claim: the cost grew with every delivery sent since the last VACUUM. A plain index
+        # scan marks the entries of dead rows it meets as dead in the index, and later scans
+        # (bitmap ones too) skip them there: those of `deliveries_sending` by the index scans
+        # below, those of `deliveries_due` by this one's or by `next_due_at`'s, which the
+        # dispatcher runs before it sleeps. Each branch locks at most `limit` rows; those
+        # beyond the `limit` taken stay locked only until this statement commits (other
+        # claims skip them meanwhile, as they skip the rows a claim takes).
+        due = (
+            "WITH due AS (SELECT id, due_at FROM deliveries"
+            f" WHERE state IN {DUE_STATES_SQL} AND due_at <= ?"
+            " AND (lease_until IS NULL OR lease_until < ?)"
+            " ORDER BY due_at LIMIT ? FOR UPDATE SKIP LOCKED),"
+            " expired AS (SELECT id, due_at FROM deliveries"
+            " WHERE state = 'sending' AND lease_until < ?"
+            " ORDER BY lease_until LIMIT ? FOR UPDATE SKIP LOCKED),"
+            " released AS (SELECT id, due_at FROM deliveries"
+            " WHERE state = 'sending' AND lease_until IS NULL LIMIT ? FOR UPDATE SKIP LOCKED)"
+            " SELECT id FROM (SELECT * FROM due UNION ALL SELECT * FROM expired"
+            " UNION ALL SELECT * FROM released) AS claimable ORDER BY due_at"
+        )
+        return due, (at, at, limit, at, limit, limit), True
+
     async def _lease_and_mark(self, tx: Tx, lease: Write, at: int) -> list[Sequence[Any]]:
         # The transitions from the claim's own rows, as data-modifying WITH queries see them.
         sql, args = lease
@@ -384,9 +424,11 @@ class PostgresStore(SqlStore):
                 raise StoreUnavailable(f"PostgreSQL lock failed: {exc}") from exc
             token = _HELD.set(conn)
             pause_token = _PAUSE.set(pause)
+            approvals_token = _APPROVALS.set({})
             try:
                 yield
             finally:
+                _APPROVALS.reset(approvals_token)
                 _PAUSE.reset(pause_token)
                 _HELD.reset(token)
                 with contextlib.suppress(*_UNAVAILABLE):
@@ -421,6 +463,31 @@ class PostgresStore(SqlStore):
         if prefetched:
             return prefetched.pop()
         return await super().get_pause()
+
+    async def get_campaign(self, name: str) -> Campaign | None:
+        # Inside lock_recipients (a decision): its content approvals with it, for human_hold's
+        # `approvals` that follows, in one round trip instead of two. Read together they are
+        # one snapshot, as good as two reads a moment apart: the recipient's lock orders
+        # neither, and no wait comes between the two reads of a decision.
+        approvals = _APPROVALS.get()
+        if approvals is None:
+            return await super().get_campaign(name)
+
+        async def job(tx: Any) -> list[Sequence[Any]]:
+            rows: list[Sequence[Any]] = await tx.fetch(_CAMPAIGN_AND_APPROVALS, (name,))
+            return rows
+
+        rows = await self._read(job)
+        approvals[name] = [self._approval(name, r[5:]) for r in rows if r[5] is not None]
+        return None if rows[0][0] is None else self._campaign(rows[0])
+
+    async def approvals(self, campaign: str) -> Sequence[ContentApproval]:
+        # Read with the campaign's row in this decision's block (`get_campaign`), once, as
+        # the pause read with the lock: a later call reads them again.
+        read = _APPROVALS.get()
+        if read is not None and campaign in read:
+            return read.pop(campaign)
+        return await super().approvals(campaign)
 
 
 SCRATCH_SERVER = "SENDGUARD_TEST_PG"

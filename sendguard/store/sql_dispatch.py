@@ -28,9 +28,9 @@ from sendguard.store.sql_jobs import Tx, Write, _marks, _one
 DUE_STATES = frozenset(
     {DeliveryState.QUEUED, DeliveryState.DELAYED, DeliveryState.DEFERRED, DeliveryState.HELD}
 )
-"""States in which a delivery is due at its `due_at`: `_DUE_STATES`, as Python sees them."""
+"""States in which a delivery is due at its `due_at`: `DUE_STATES_SQL`, as Python sees them."""
 # As the partial index `deliveries_due` spells it (SQLite uses the index only for that text).
-_DUE_STATES = "('queued', 'delayed', 'deferred', 'held')"
+DUE_STATES_SQL = "('queued', 'delayed', 'deferred', 'held')"
 # States a delivery never leaves in sendguard's own use: the transition into one is kept on
 # the delivery's row (`final_reason`), not as a transitions row.
 _FINAL = frozenset({DeliveryState.SENT, DeliveryState.FAILED, DeliveryState.DROPPED})
@@ -133,6 +133,20 @@ class SqlDispatch(SqlIntake):
             )
         return taken
 
+    def _claimable(self, at: int, limit: int) -> tuple[str, Sequence[Any], bool]:
+        """The SELECT of the ids of deliveries a claim at `at` takes, in order (`_lease`
+        appends the LIMIT), its arguments, and whether it locks the rows itself.
+
+        Due ones, and those left `sending` by a claim whose lease ran out or was released.
+        """
+        del limit
+        due = (
+            f"SELECT id FROM deliveries WHERE ((state IN {DUE_STATES_SQL} AND due_at <= ?)"
+            " OR state = 'sending') AND (lease_until IS NULL OR lease_until < ?)"
+            " ORDER BY due_at"
+        )
+        return due, (at, at), False
+
     async def claim_due(
         self,
         now: datetime,
@@ -160,17 +174,17 @@ class SqlDispatch(SqlIntake):
                 (fresh, fresh, fresh, at, fresh, at),
             )
 
+        due, due_args, locked = self._claimable(at, limit)
         claim = self._lease(
             "deliveries",
-            f"SELECT id FROM deliveries WHERE ((state IN {_DUE_STATES} AND due_at <= ?)"
-            " OR state = 'sending') AND (lease_until IS NULL OR lease_until < ?)"
-            " ORDER BY due_at",
-            (at, at),
+            due,
+            due_args,
             limit,
             owner,
             until,
             also,
             f"{codec.DELIVERY_ROW_COLUMNS}, message_id",
+            locked=locked,
         )
 
         async def job(tx: Tx) -> tuple[list[Sequence[Any]], list[Sequence[Any]]]:
@@ -220,7 +234,7 @@ class SqlDispatch(SqlIntake):
     async def next_due_at(self) -> datetime | None:
         async def job(tx: Tx) -> Sequence[Any] | None:
             return await _one(
-                tx, f"SELECT MIN(due_at) FROM deliveries WHERE state IN {_DUE_STATES}"
+                tx, f"SELECT MIN(due_at) FROM deliveries WHERE state IN {DUE_STATES_SQL}"
             )
 
         row = await self._read(job)

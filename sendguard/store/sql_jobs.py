@@ -139,15 +139,19 @@ class SqlJobs(ABC):
         until: int,
         also: tuple[str, Sequence[Any]] = ("", ()),
         returning: str = "id",
+        *,
+        locked: bool = False,
     ) -> Write:
         """The statement leasing up to `limit` rows of `table` to `owner` until `until`.
 
         `due` selects the ids of the rows that are due, in the order they are taken (with
         `args`); `also` sets more columns in the same UPDATE. It returns `returning` of the
         rows taken (new values). Deliveries and outbound webhook events are claimed alike.
+        `locked`: `due` locks the rows it selects itself (`claim_lock` is not appended).
         """
+        lock = "" if locked else self.claim_lock
         return (
             f"UPDATE {table} SET owner = ?, lease_until = ?{also[0]}"
-            f" WHERE id IN ({due} LIMIT ? {self.claim_lock}) RETURNING {returning}",
+            f" WHERE id IN ({due} LIMIT ? {lock}) RETURNING {returning}",
             (owner, until, *also[1], *args, limit),
         )

@@ -89,9 +89,12 @@ class SqlReview(SqlJobs):
                 (campaign,),
             )
 
-        return [
-            ContentApproval(campaign, r[0], r[1], from_micros(r[2])) for r in await self._read(job)
-        ]
+        return [self._approval(campaign, r) for r in await self._read(job)]
+
+    @staticmethod
+    def _approval(campaign: str, row: Sequence[Any]) -> ContentApproval:
+        """An approval from its (content_hash, approved_by, approved_at) columns."""
+        return ContentApproval(campaign, row[0], row[1], from_micros(row[2]))
 
     async def get_pause(self) -> GlobalPause:
         async def job(tx: Tx) -> Sequence[Any] | None:

@@ -8,13 +8,19 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Sequence
+from datetime import timedelta
 from typing import Any
 
 import asyncpg
 import pytest
 
-from sendguard.approvals import GlobalPause
-from sendguard.store.postgres import _LOCK_AND_PAUSE, PostgresStore, lock_key
+from sendguard.approvals import Approval, Campaign, ContentApproval, GlobalPause
+from sendguard.store.postgres import (
+    _CAMPAIGN_AND_APPROVALS,
+    _LOCK_AND_PAUSE,
+    PostgresStore,
+    lock_key,
+)
 from tests.contract.test_store import T0
 from tests.support.postgres import DSN, drop_schema, new_schema, reachable
 
@@ -161,3 +167,38 @@ async def test_a_pause_set_while_the_lock_is_waited_for_is_seen(
     assert seen == [GlobalPause(True, T0, "ops", "now")]
     await asyncio.sleep(0.01)
     assert sent[:2] == [_LOCK_AND_PAUSE, "SELECT pg_advisory_lock($1)"]
+
+
+async def test_a_decision_reads_a_campaign_with_its_approvals_in_one_round_trip(
+    traced: tuple[PostgresStore, list[str]],
+) -> None:
+    store, sent = traced
+    later = T0 + timedelta(hours=1)
+    await store.set_campaign(Campaign("spring", Approval.APPROVED, False, T0, "rita"))
+    await store.add_approvals(
+        [ContentApproval("spring", "h1", "rita", T0), ContentApproval("spring", "h2", "sam", later)]
+    )
+    expected = await store.approvals("spring")
+    assert [a.content_hash for a in expected] == ["h2", "h1"]  # newest first
+    campaign = await store.get_campaign("spring")
+    sent.clear()
+
+    async with store.lock_recipients(["a@example.org"]):
+        assert await store.get_campaign("spring") == campaign
+        assert await store.approvals("spring") == expected
+        await asyncio.sleep(0.01)  # asyncpg calls its query loggers soon after
+        assert sent == [_LOCK_AND_PAUSE, _CAMPAIGN_AND_APPROVALS]
+        # Once: read again after (an approval may have come meanwhile).
+        await store.add_approvals([ContentApproval("spring", "h3", "sam", later)])
+        assert [a.content_hash for a in await store.approvals("spring")] == ["h2", "h3", "h1"]
+        # A campaign nobody decided on, and one without approvals.
+        assert await store.get_campaign("unknown") is None
+        assert await store.approvals("unknown") == []
+        await store.set_campaign(Campaign("autumn", Approval.APPROVED, True, T0, "rita"))
+        assert await store.get_campaign("autumn") == Campaign(
+            "autumn", Approval.APPROVED, True, T0, "rita"
+        )
+        assert await store.approvals("autumn") == []
+    # Outside a block, each is read on its own, as always.
+    assert await store.get_campaign("spring") == campaign
+    assert len(await store.approvals("spring")) == 3

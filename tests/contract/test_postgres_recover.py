@@ -14,7 +14,7 @@ import pytest
 from sendguard.owner import process_owner
 from sendguard.store.postgres import PostgresStore
 from tests.contract.test_store import T0, add
-from tests.support.postgres import DSN, drop_schema, new_schema, reachable
+from tests.support.postgres import open_store
 
 pytestmark = pytest.mark.postgres
 LEASE = timedelta(minutes=5)
@@ -22,16 +22,8 @@ LEASE = timedelta(minutes=5)
 
 @pytest.fixture
 async def store() -> AsyncIterator[PostgresStore]:
-    if (problem := await reachable()) is not None:
-        pytest.fail(problem)
-    schema = new_schema()
-    opened = PostgresStore(DSN, schema=schema, pool_size=2)
-    await opened.open()
-    try:
+    async with open_store(pool_size=2) as opened:
         yield opened
-    finally:
-        await opened.close()
-        await drop_schema(schema)
 
 
 async def test_recover_releases_only_the_claims_of_owners_that_are_gone(

@@ -183,6 +183,34 @@ async def test_lease_expiry_hands_work_to_another_owner(store: Store) -> None:
     assert sent.state is S.SENT
 
 
+async def test_a_claim_takes_every_kind_of_claimable_delivery_up_to_its_limit(
+    store: Store,
+) -> None:
+    early, minute = T0 - timedelta(hours=3), timedelta(minutes=1)
+    # Left `sending` by an owner whose lease ran out, and by one that released it.
+    _, (expired,) = await add(store, due=early)
+    await store.claim_due(early, "dead", 10, LEASE)
+    await store.change(
+        expired.id, Change(S.SENDING, "attempt 1", early, owner="dead", attempt=True)
+    )
+    _, (released,) = await add(store, due=early)
+    assert [d.id for d in await store.claim_due(early + minute, "gone", 10, LEASE)] == [released.id]
+    await store.change(
+        released.id, Change(S.SENDING, "attempt 1", early, owner="gone", attempt=True)
+    )
+    await store.release([released.id], "gone")
+    _, (due,) = await add(store, due=T0 - timedelta(hours=1))
+    _, (last,) = await add(store, due=T0)
+    await add(store, S.DELAYED, due=T0 + timedelta(hours=1))
+
+    first = await store.claim_due(T0, "me", 2, LEASE)
+    second = await store.claim_due(T0, "you", 2, LEASE)
+    assert len(first) == len(second) == 2
+    taken = {d.id for d in [*first, *second]}
+    assert taken == {expired.id, released.id, due.id, last.id}
+    assert await store.claim_due(T0, "else", 2, LEASE) == []
+
+
 async def test_a_claim_at_intake_leaves_what_a_claim_leaves(
     store: Store, request: pytest.FixtureRequest
 ) -> None:

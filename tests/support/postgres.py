@@ -5,10 +5,13 @@ from __future__ import annotations
 import asyncio
 import os
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import asyncpg
+import pytest
 
-from sendguard.store.postgres import scratch_dsn
+from sendguard.store.postgres import PostgresStore, scratch_dsn
 
 # The same server the PostgreSQL backend's scratch stores use (the contract suite).
 DSN = scratch_dsn(os.environ)
@@ -38,3 +41,18 @@ async def reachable() -> str | None:
         return f"PostgreSQL at {DSN} is not reachable: {exc} (make test starts it)"
     await conn.close()
     return None
+
+
+@asynccontextmanager
+async def open_store(pool_size: int) -> AsyncIterator[PostgresStore]:
+    """An open PostgreSQL store on a fresh schema of the server, dropped after."""
+    if (problem := await reachable()) is not None:
+        pytest.fail(problem)
+    schema = new_schema()
+    opened = PostgresStore(DSN, schema=schema, pool_size=pool_size)
+    await opened.open()
+    try:
+        yield opened
+    finally:
+        await opened.close()
+        await drop_schema(schema)
