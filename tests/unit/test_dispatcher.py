@@ -327,6 +327,58 @@ async def test_more_than_the_queue_holds_is_claimed_when_due_and_sent_once(
         await store.close()
 
 
+class SlowClaims(SQLiteStore):
+    """Each claim takes 50 ms: still in flight when the next message asks for room."""
+
+    claims = 0
+
+    async def claim_due(
+        self,
+        now: datetime,
+        owner: str,
+        limit: int,
+        lease: timedelta,
+        *,
+        send_within: timedelta | None = None,
+    ) -> Sequence[Delivery]:
+        self.claims += 1
+        await asyncio.sleep(0.05)
+        return await super().claim_due(now, owner, limit, lease, send_within=send_within)
+
+
+async def test_a_lone_sender_is_claimed_at_intake_after_the_claim_in_flight(
+    tmp_path: Path,
+) -> None:
+    # A wake-up (or a poll) makes the claimer look at the store before the intake claims
+    # again. A message that then asked for room while that claim was in flight was committed
+    # unclaimed, whose own claim was in flight when the next one asked, and so on: a lone
+    # sender's messages each paid a claim of their own (63 % of them at idle).
+    store = SlowClaims(tmp_path / "lone.db")
+    await store.open()
+    rig = Rig(store, FakeClock(), ScriptedUpstream(), poll=timedelta(minutes=1))
+    task = asyncio.create_task(rig.dispatcher.run())
+    try:
+        await rig.until(lambda: _caught_up(rig))
+        before = store.claims
+        rig.dispatcher.wake()
+
+        async def looking() -> bool:
+            return store.claims > before
+
+        await rig.until(looking)
+        states = []
+        for i in range(6):
+            delivery_id = await rig.send(recipients=(f"r{i}@example.org",))
+            states.append(await rig.state(delivery_id))
+        assert store.claims - before == 1  # the look the wake-up asked for, nothing after
+        assert all(state in {S.SENDING, S.SENT} for state in states), states
+        await rig.until(lambda: _sent(rig.upstream, 6))
+    finally:
+        await rig.dispatcher.stop()
+        await task
+        await store.close()
+
+
 class StepUpstream(ScriptedUpstream):
     """Takes one message each time `step` is released: a slow upstream the test paces."""
 
