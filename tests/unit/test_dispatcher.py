@@ -234,6 +234,7 @@ async def test_deliveries_deferred_together_retry_at_different_times(tmp_path: P
 
 class CountingClaims(SQLiteStore):
     claims = 0
+    pause = 0.0  # how long each claim takes before it looks at the store
 
     async def claim_due(
         self,
@@ -245,6 +246,8 @@ class CountingClaims(SQLiteStore):
         send_within: timedelta | None = None,
     ) -> Sequence[Delivery]:
         self.claims += 1
+        if self.pause:
+            await asyncio.sleep(self.pause)
         return await super().claim_due(now, owner, limit, lease, send_within=send_within)
 
 
@@ -327,23 +330,10 @@ async def test_more_than_the_queue_holds_is_claimed_when_due_and_sent_once(
         await store.close()
 
 
-class SlowClaims(SQLiteStore):
+class SlowClaims(CountingClaims):
     """Each claim takes 50 ms: still in flight when the next message asks for room."""
 
-    claims = 0
-
-    async def claim_due(
-        self,
-        now: datetime,
-        owner: str,
-        limit: int,
-        lease: timedelta,
-        *,
-        send_within: timedelta | None = None,
-    ) -> Sequence[Delivery]:
-        self.claims += 1
-        await asyncio.sleep(0.05)
-        return await super().claim_due(now, owner, limit, lease, send_within=send_within)
+    pause = 0.05
 
 
 async def test_a_lone_sender_is_claimed_at_intake_after_the_claim_in_flight(
