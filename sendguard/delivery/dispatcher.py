@@ -117,6 +117,7 @@ class Dispatcher:
         # The claim in flight while it may still clear `_behind` (no wake-up since it began):
         # done when it returns, or at the first wake-up meanwhile. See `caught_up`.
         self._claim_clears: asyncio.Future[None] | None = None
+        self._catching_up = False  # an intake waits in `caught_up`
 
     def reconfigure(self, config: DeliveryOptions, review: ReviewOptions) -> None:
         """Use these retry, lifetime and review settings from now on (a config reload).
@@ -145,8 +146,16 @@ class Dispatcher:
         connection (the recipient's lock), which a claim waiting for one may need.
         """
         claim = self._claim_clears
-        if claim is not None and self._behind:
+        if claim is None or not self._behind or self._catching_up:
+            return
+        # One intake at a time: when others commit meanwhile (a burst, many clients), they
+        # join the claim's batch unclaimed, as before: all of them waiting for the claim
+        # would miss that batch and make the next one (seen: HTTP req/s down a quarter).
+        self._catching_up = True
+        try:
             await asyncio.wait({claim}, timeout=CAUGHT_UP_WAIT)
+        finally:
+            self._catching_up = False
 
     def _claim_settled(self) -> None:
         if self._claim_clears is not None:
