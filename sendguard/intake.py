@@ -82,6 +82,11 @@ class Idempotency:
 class Claimer(Protocol):
     """Who sends deliveries claimed as they are committed (the dispatcher of this process)."""
 
+    async def caught_up(self) -> None:
+        """Return once `reserve` can tell whether there is room (a claim in flight may
+        decide it)."""
+        ...
+
     def reserve(self, count: int) -> IntakeClaim | None:
         """A claim for `count` deliveries, or None if there is no room for them now."""
         ...
@@ -173,6 +178,8 @@ class Intake:
         now = message.received_at
         now_due = [new for new in decided if sends_now(new, now)]
         claimer = self._claimer if now_due else None
+        if claimer is not None:
+            await claimer.caught_up()
         claim = None if claimer is None else claimer.reserve(len(now_due))
         try:
             await self._store.add_message(

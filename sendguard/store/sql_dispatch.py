@@ -340,7 +340,7 @@ class SqlDispatch(SqlIntake):
                 await self._notify(tx)
             return row, await self._uncached_messages(tx, [row])
 
-        row, messages = await (self._write_one if alone else self._write)(job)
+        row, messages = await (self._write_statement if alone else self._write)(job)
         (delivery,) = await self._deliveries([row], messages)
         return delivery
 

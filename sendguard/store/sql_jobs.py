@@ -108,6 +108,13 @@ class SqlJobs(ABC):
         """
         return await self._write(job)
 
+    async def _write_statement(self, job: Job[T]) -> T:
+        """Run `job`, which writes with exactly one statement (its reads need not share that
+        statement's snapshot), and commit it durably. A backend that can run that statement
+        as its own transaction (SQLite, alone in its batch) does; the others as `_write_one`.
+        """
+        return await self._write_one(job)
+
     async def _run_all(self, tx: Tx, writes: Sequence[Write]) -> None:
         """Run statements whose results nobody reads and none of which reads what another
         writes. A backend may send them as one statement (PostgreSQL: a WITH of them)."""

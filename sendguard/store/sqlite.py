@@ -145,6 +145,11 @@ class SQLiteStore(SqlStore):
     async def _write(self, job: Job[T]) -> T:
         return await self._db.write(lambda conn: drive(job, conn))
 
+    async def _write_statement(self, job: Job[T]) -> T:
+        if isinstance(self._db, ScratchDatabase):  # one transaction throughout
+            return await self._write(job)
+        return await self._db.write(lambda conn: drive(job, conn), one_statement=True)
+
     async def _read(self, job: Job[T]) -> T:
         return await self._db.read(lambda conn: drive(job, conn))
 

@@ -74,6 +74,16 @@ class _Failed:
     error: Exception
 
 
+@dataclass(frozen=True)
+class _OneStatement:
+    """A write job that writes with one statement (see `write`)."""
+
+    job: Job
+
+    def __call__(self, conn: sqlite3.Connection) -> Any:
+        return self.job(conn)
+
+
 def _job_failure(exc: Exception) -> _Failed:
     # A future cannot carry StopIteration (asyncio refuses it), so it travels wrapped.
     if isinstance(exc, StopIteration):
@@ -292,17 +302,22 @@ class SQLiteDatabase:
         except sqlite3.Error as exc:
             raise StoreUnavailable(f"SQLite read failed: {exc}") from exc
 
-    async def write(self, job: Callable[[sqlite3.Connection], T]) -> T:
+    async def write(
+        self, job: Callable[[sqlite3.Connection], T], *, one_statement: bool = False
+    ) -> T:
         """Run a write job in the next committed batch; return its result once durable.
 
-        Whatever the job raises fails that job alone and is raised here.
+        Whatever the job raises fails that job alone and is raised here. With
+        `one_statement`, the job writes with one statement at most (its reads before or
+        after it need not share its snapshot): alone in its batch, that statement commits
+        on its own, without BEGIN and COMMIT (as durably: synchronous=FULL).
         """
         if self._writer_gone is not None:
             raise StoreUnavailable(self._writer_gone)
         if self._closing or self._writer is None:
             raise StoreUnavailable("store is closed")
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        self._pending.append((job, future))
+        self._pending.append((_OneStatement(job) if one_statement else job, future))
         self._has_work.set()
         return await future
 
@@ -386,6 +401,8 @@ class SQLiteDatabase:
             raise StoreUnavailable("store is closed")
         if conn.in_transaction:
             conn.execute("ROLLBACK")  # left open by a batch whose own ROLLBACK failed
+        if len(batch) == 1 and isinstance(batch[0][0], _OneStatement):
+            return [self._commit_alone(conn, batch[0][0])]
         # No savepoint per job: that is two statements per write, for a failure that is rare.
         # When a job fails, the whole transaction is rolled back and the batch runs again
         # without it; the jobs before it see the same database as the first time, so they
@@ -420,3 +437,22 @@ class SQLiteDatabase:
         self.writes += len(batch)
         self.commits += 1
         return results
+
+    def _commit_alone(self, conn: sqlite3.Connection, job: _OneStatement) -> Any:
+        """Run a one-statement job outside a transaction: its statement is its commit.
+
+        Two statements fewer than BEGIN and COMMIT around it, and two fewer hand-offs of the
+        GIL from a busy event loop's thread. An error after its statement leaves what the
+        statement wrote committed, as `SqlJobs._write_one` allows.
+        """
+        try:
+            result = job(conn)
+        except sqlite3.Error as exc:
+            if _fails_the_batch(exc):
+                raise
+            result = _job_failure(exc)
+        except Exception as exc:  # noqa: BLE001 - whatever one job raises fails it alone
+            result = _job_failure(exc)
+        self.writes += 1
+        self.commits += 1
+        return result

@@ -234,6 +234,7 @@ async def test_deliveries_deferred_together_retry_at_different_times(tmp_path: P
 
 class CountingClaims(SQLiteStore):
     claims = 0
+    pause = 0.0  # how long each claim takes before it looks at the store
 
     async def claim_due(
         self,
@@ -245,6 +246,8 @@ class CountingClaims(SQLiteStore):
         send_within: timedelta | None = None,
     ) -> Sequence[Delivery]:
         self.claims += 1
+        if self.pause:
+            await asyncio.sleep(self.pause)
         return await super().claim_due(now, owner, limit, lease, send_within=send_within)
 
 
@@ -321,6 +324,45 @@ async def test_more_than_the_queue_holds_is_claimed_when_due_and_sent_once(
                 S.SENDING,
                 S.SENT,
             ]
+    finally:
+        await rig.dispatcher.stop()
+        await task
+        await store.close()
+
+
+class SlowClaims(CountingClaims):
+    """Each claim takes 50 ms: still in flight when the next message asks for room."""
+
+    pause = 0.05
+
+
+async def test_a_lone_sender_is_claimed_at_intake_after_the_claim_in_flight(
+    tmp_path: Path,
+) -> None:
+    # A wake-up (or a poll) makes the claimer look at the store before the intake claims
+    # again. A message that then asked for room while that claim was in flight was committed
+    # unclaimed, whose own claim was in flight when the next one asked, and so on: a lone
+    # sender's messages each paid a claim of their own (63 % of them at idle).
+    store = SlowClaims(tmp_path / "lone.db")
+    await store.open()
+    rig = Rig(store, FakeClock(), ScriptedUpstream(), poll=timedelta(minutes=1))
+    task = asyncio.create_task(rig.dispatcher.run())
+    try:
+        await rig.until(lambda: _caught_up(rig))
+        before = store.claims
+        rig.dispatcher.wake()
+
+        async def looking() -> bool:
+            return store.claims > before
+
+        await rig.until(looking)
+        states = []
+        for i in range(6):
+            delivery_id = await rig.send(recipients=(f"r{i}@example.org",))
+            states.append(await rig.state(delivery_id))
+        assert store.claims - before == 1  # the look the wake-up asked for, nothing after
+        assert all(state in {S.SENDING, S.SENT} for state in states), states
+        await rig.until(lambda: _sent(rig.upstream, 6))
     finally:
         await rig.dispatcher.stop()
         await task

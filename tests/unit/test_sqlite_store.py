@@ -33,6 +33,37 @@ async def test_writes_are_group_committed(tmp_path: Path) -> None:
         await store.close()
 
 
+async def test_a_one_statement_write_alone_in_its_batch_is_its_own_commit(
+    tmp_path: Path,
+) -> None:
+    seen: list[str] = []
+    store = SQLiteStore(tmp_path / "one.db", trace=seen.append)
+    await store.open()
+    try:
+        fact = Fact("meeting:1:status", "completed", T0)
+        await store.put_fact(fact)
+
+        async def update(tx: Tx) -> int:
+            return await tx.execute("UPDATE facts SET value = 'moved' WHERE key = ?", (fact.key,))
+
+        async def wrong(tx: Tx) -> int:
+            return await tx.execute("UPDATE facts SET no_such_column = 1")
+
+        seen.clear()
+        assert await store._write_statement(update) == 1
+        assert [sql.split()[0] for sql in seen] == ["UPDATE"]  # no BEGIN, no COMMIT
+        assert (await store.get_fact(fact.key)).value == "moved"  # type: ignore[union-attr]
+        with pytest.raises(sqlite3.OperationalError):  # fails alone; the writer lives on
+            await store._write_statement(wrong)
+        # Not alone in its batch: inside the batch's transaction.
+        seen.clear()
+        await asyncio.gather(store._write_statement(update), store.put_fact(fact))
+        assert seen[0] == "BEGIN IMMEDIATE"
+        assert seen[-1] == "COMMIT"
+    finally:
+        await store.close()
+
+
 async def test_a_second_process_cannot_open_the_same_file(tmp_path: Path) -> None:
     first = SQLiteStore(tmp_path / "one.db")
     await first.open()
