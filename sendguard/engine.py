@@ -21,7 +21,7 @@ import structlog
 from sendguard.clock import Clock, monotonic
 from sendguard.errors import StoreUnavailable
 from sendguard.message import Delivery, DeliveryState, HoldOrigin
-from sendguard.metrics import Metrics
+from sendguard.metrics import Metrics, Tally, Timing
 from sendguard.policy import Policy, PolicyContext, ReadsStore
 from sendguard.store.base import PolicyReads
 from sendguard.verdict import (
@@ -189,14 +189,17 @@ def history_span(
 
 class _Meter:
     """The metric children of one configured policy, looked up once: `labels()` costs more
-    than the observation itself."""
+    than the observation itself; counted through `Tally` and `Timing` (six of each per
+    decision)."""
 
     __slots__ = ("duration", "errors", "verdicts")
 
     def __init__(self, metrics: Metrics, name: str, mode: Mode) -> None:
-        self.duration = metrics.policy_duration.labels(policy=name)
-        self.errors = metrics.policy_errors.labels(policy=name)
-        self.verdicts = {a: metrics.decisions.labels(name, a.value, mode.value) for a in Action}
+        self.duration = Timing(metrics.policy_duration.labels(policy=name))
+        self.errors = Tally(metrics.policy_errors.labels(policy=name))
+        self.verdicts = {
+            a: Tally(metrics.decisions.labels(name, a.value, mode.value)) for a in Action
+        }
 
 
 def _count(runs: Sequence[tuple[PolicyBinding, _Meter]], outcomes: Sequence[PolicyOutcome]) -> None:

@@ -42,3 +42,17 @@ class Event:
     message_id: str | None = None
     offer: str | None = None
     """What a `purchase` bought (an offer name as in `X-Sendguard-Offer`)."""
+
+    def __init__(
+        self,
+        type: EventType | str,
+        recipient: str,
+        at: datetime,
+        message_id: str | None = None,
+        offer: str | None = None,
+    ) -> None:
+        # A decision reads one per event in its window: one update of the dict, not a call of
+        # object.__setattr__ per field as the generated __init__ of a frozen dataclass does.
+        self.__dict__.update(
+            type=type, recipient=recipient, at=at, message_id=message_id, offer=offer
+        )

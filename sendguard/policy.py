@@ -149,9 +149,10 @@ class PolicyContext:
         self._last: tuple[str, RecipientReads] | None = None
 
     async def _recipient(self, recipient: str) -> RecipientReads:
-        last = self._last
-        if last is not None and last[0] is recipient:
-            return last[1]
+        """The reads about `recipient`: asked of the store the first time only. Each caller
+        first looks at `_last` itself (the address asked about last, its reads): that test
+        costs less than making this coroutine, and every policy asks about the delivery's
+        own recipient several times a decision."""
         key = recipient_key(recipient)
         found = self._reads.get(key)
         if found is None:
@@ -161,13 +162,14 @@ class PolicyContext:
         self._last = (recipient, found)
         return found
 
-    async def _history_since(
-        self, recipient: str, since: datetime
-    ) -> Sequence[HistoryEntry] | None:
-        """The recipient's sends since `history_span` ago, if that covers `since`."""
-        if self._history_from is None or since < self._history_from:
-            return None
-        return (await self._recipient(recipient)).history
+    def _known(self, recipient: str) -> RecipientReads | None:
+        """The reads about `recipient` if it is the address asked about last (no coroutine)."""
+        last = self._last
+        return last[1] if last is not None and last[0] is recipient else None
+
+    def _covers(self, since: datetime) -> bool:
+        """Whether the shared read of the sends (over `history_span`) holds all since `since`."""
+        return self._history_from is not None and since >= self._history_from
 
     async def fact(self, key: str, contact: str | None = None) -> Fact | None:
         """The latest fact for `key` about `contact` (or without a contact)."""
@@ -177,9 +179,9 @@ class PolicyContext:
         self, recipient: str, since: datetime, *, campaign: str | None = None
     ) -> Sequence[HistoryEntry]:
         """Sends reserved or made to `recipient` since `since` (optionally of one campaign)."""
-        recent = await self._history_since(recipient, since)
-        if recent is None:
+        if not self._covers(since):
             return await self._store.history(recipient, since, campaign=campaign)
+        recent = (self._known(recipient) or await self._recipient(recipient)).history
         return [h for h in recent if h.at >= since and (campaign is None or h.campaign == campaign)]
 
     async def send_times(
@@ -193,12 +195,8 @@ class PolicyContext:
         limit: int = 100,
     ) -> Sequence[datetime]:
         """When sends were reserved since `since` (newest first, at most `limit`)."""
-        recent = (
-            None
-            if recipient is None or domain is not None
-            else (await self._history_since(recipient, since))
-        )
-        if recent is not None:
+        if recipient is not None and domain is None and self._covers(since):
+            recent = (self._known(recipient) or await self._recipient(recipient)).history
             times: list[datetime] = []
             for h in reversed(recent):  # oldest first, as read
                 if h.at < since or len(times) == limit:
@@ -221,11 +219,12 @@ class PolicyContext:
         """Engagement and suppression events about `recipient`."""
         if self._events_from is None or since is None or since < self._events_from:
             return await self._store.events(recipient, since)
-        return [e for e in (await self._recipient(recipient)).events if e.at >= since]
+        recent = (self._known(recipient) or await self._recipient(recipient)).events
+        return [e for e in recent if e.at >= since]
 
     async def suppression(self, recipient: str) -> Suppression | None:
         """The durable suppression of `recipient` (unsubscribe, complaint, bounce, ...)."""
-        return (await self._recipient(recipient)).suppression
+        return (self._known(recipient) or await self._recipient(recipient)).suppression
 
     async def campaign(self, name: str) -> Campaign | None:
         """What reviewers decided about campaign `name`."""
@@ -239,7 +238,8 @@ class PolicyContext:
         if delivery.id not in self._zones:
             name = delivery.message.fields.timezone
             if name is None:
-                fact = (await self._recipient(delivery.recipient)).timezone
+                reads = self._known(delivery.recipient) or await self._recipient(delivery.recipient)
+                fact = reads.timezone
                 name = fact.value if fact is not None else None
             zone = None
             if name:

@@ -26,3 +26,16 @@ class RecipientReads:
     suppression: Suppression | None
     timezone: Fact | None
     """The recipient's `timezone` fact, if any."""
+
+    def __init__(
+        self,
+        history: Sequence[HistoryEntry],
+        events: Sequence[Event],
+        suppression: Suppression | None,
+        timezone: Fact | None,
+    ) -> None:
+        # One per decision: one update of the dict, not a call of object.__setattr__ per field
+        # as the generated __init__ of a frozen dataclass does.
+        self.__dict__.update(
+            history=history, events=events, suppression=suppression, timezone=timezone
+        )

@@ -57,11 +57,19 @@ class Verdict:
     wakes_on: tuple[str, ...] = ()
     """Fact keys whose arrival makes a delayed or policy-held delivery be judged again at once."""
 
-    def __post_init__(self) -> None:
-        if (self.action is Action.DELAY) != (self.until is not None):
+    def __init__(
+        self,
+        action: Action,
+        reason: str = "",
+        until: datetime | None = None,
+        wakes_on: tuple[str, ...] = (),
+    ) -> None:
+        if (action is Action.DELAY) != (until is not None):
             raise ValueError("a delay verdict needs `until`; other verdicts must not have one")
-        if self.until is not None and self.until.tzinfo is None:
+        if until is not None and until.tzinfo is None:
             raise ValueError("`until` must be timezone-aware")
+        # See PolicyOutcome: one update of the dict, not a call per field.
+        self.__dict__.update(action=action, reason=reason, until=until, wakes_on=wakes_on)
 
     @classmethod
     def forward(cls, reason: str = "") -> Verdict:
@@ -131,6 +139,20 @@ class PolicyOutcome:
     error: str | None = None
     seconds: float = 0.0
 
+    def __init__(
+        self,
+        policy: str,
+        verdict: Verdict,
+        mode: Mode = Mode.ENFORCE,
+        error: str | None = None,
+        seconds: float = 0.0,
+    ) -> None:
+        # One per policy and decision: one update of the instance's dict, not a call of
+        # object.__setattr__ per field as the generated __init__ of a frozen dataclass does.
+        self.__dict__.update(
+            policy=policy, verdict=verdict, mode=mode, error=error, seconds=seconds
+        )
+
 
 @dataclass(frozen=True)
 class Decision:
@@ -138,6 +160,9 @@ class Decision:
 
     verdict: Verdict
     outcomes: tuple[PolicyOutcome, ...] = ()
+
+    def __init__(self, verdict: Verdict, outcomes: tuple[PolicyOutcome, ...] = ()) -> None:
+        self.__dict__.update(verdict=verdict, outcomes=outcomes)  # see PolicyOutcome
 
     @classmethod
     def of(cls, outcomes: Iterable[PolicyOutcome]) -> Decision:

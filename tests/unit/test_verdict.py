@@ -1,10 +1,15 @@
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from sendguard.deliveries import HistoryEntry
+from sendguard.events import Event, EventType
+from sendguard.message import MessageClass
+from sendguard.recipient import RecipientReads
 from sendguard.verdict import Action, Decision, Mode, PolicyOutcome, Verdict, combine
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -60,3 +65,26 @@ def test_shadow_outcomes_are_recorded_but_not_acted_on() -> None:
     )
     assert decision.verdict.action is Action.FORWARD
     assert len(decision.outcomes) == 2
+
+
+@pytest.mark.parametrize(
+    "cls", [Verdict, PolicyOutcome, Decision, HistoryEntry, Event, RecipientReads]
+)
+def test_hand_written_inits_set_every_field_and_stay_frozen(cls: type) -> None:
+    # These frozen dataclasses write their __init__ by hand (one dict update, made per
+    # decision or per row read): it must set exactly the dataclass's fields.
+    names = [f.name for f in dataclasses.fields(cls)]
+    at = datetime(2026, 1, 1, tzinfo=UTC)
+    examples: dict[type, object] = {
+        Verdict: Verdict(Action.DELAY, "r", at, ("k",)),
+        PolicyOutcome: PolicyOutcome("p", Verdict.hold("x"), Mode.SHADOW, "e", 0.5),
+        Decision: Decision(Verdict.hold("x"), ()),
+        HistoryEntry: HistoryEntry("d", "r", "c", MessageClass.MARKETING, "h", at, True, "o"),
+        Event: Event(EventType.OPEN, "r", at, "m", "o"),
+        RecipientReads: RecipientReads([], [], None, None),
+    }
+    made = examples[cls]
+    assert list(vars(made)) == names
+    assert dataclasses.replace(made) == made
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        setattr(made, names[0], None)
