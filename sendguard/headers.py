@@ -16,17 +16,32 @@ from datetime import datetime
 SENDGUARD_PREFIX = b"x-sendguard-"
 BLIND_HEADERS = (b"bcc:", b"resent-bcc:")
 """Headers naming blind recipients: envelope recipients, never forwarded (RFC 5322 3.6.3)."""
-_HEADER_END = re.compile(rb"\r?\n\r?\n")
+_HEAD_WINDOW = 64 * 1024
+"""Where `header_end` looks first: a header block is nearly always shorter."""
 _FOLD = re.compile(r"\r?\n[ \t]+")
 
 
 def header_end(raw: bytes) -> int:
     """Where the header block of `raw` ends: after the line break of its last header, before
-    the blank line that separates headers from body (`len(raw)` if there is none)."""
-    match = _HEADER_END.search(raw)
-    if match is None:
-        return len(raw)
-    return match.start() + (2 if raw[match.start() : match.start() + 2] == b"\r\n" else 1)
+    the blank line that separates headers from body (`len(raw)` if there is none).
+
+    That is after the first LF followed by LF or CRLF (the first match of `\\r?\\n\\r?\\n`, ended
+    after its first line break), found with `bytes.find`: the regular expression tried a
+    match at every byte of the header block (two to three times slower for a message the
+    HTTP send wrote, and it ran twice per message). The first 64 KiB are searched first, so
+    a large body is not scanned for a blank line the headers already had.
+    """
+    found = _blank_line(raw, _HEAD_WINDOW)
+    if found < 0 and len(raw) > _HEAD_WINDOW:
+        found = _blank_line(raw, len(raw))
+    return len(raw) if found < 0 else found + 1
+
+
+def _blank_line(raw: bytes, stop: int) -> int:
+    """Where the first LF followed by LF or CRLF in `raw[:stop]` is, or -1."""
+    crlf = raw.find(b"\n\r\n", 0, stop)
+    lf = raw.find(b"\n\n", 0, stop if crlf < 0 else crlf + 1)
+    return lf if lf >= 0 else crlf
 
 
 def split_message(raw: bytes) -> tuple[bytes, bytes]:
