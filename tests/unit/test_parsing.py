@@ -480,9 +480,7 @@ def test_header_end_is_the_first_blank_line_as_the_expression_found_it(
     assert header_end(raw) == _header_end_by_regex(raw)
 
 
-@pytest.mark.parametrize(
-    "blank", [b"\r\n\r\n", b"\n\n", b"\r\n\n", b"\n\r\n", b"", b"\r\n"]
-)
+@pytest.mark.parametrize("blank", [b"\r\n\r\n", b"\n\n", b"\r\n\n", b"\n\r\n", b"", b"\r\n"])
 @pytest.mark.parametrize("at", [10, 64 * 1024 - 3, 64 * 1024 - 1, 64 * 1024, 200_000])
 def test_header_end_past_the_first_window(blank: bytes, at: int) -> None:
     # A blank line before, across and after the end of the first 64 KiB searched.
