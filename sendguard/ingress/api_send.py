@@ -317,13 +317,18 @@ async def _read_send(
         size = len(payload.text or "") + len(payload.html or "")
         built = await in_process(size, functools.partial(build_message, now=now), payload)
         raw = built.raw
-    # ?from= and ?to= give the envelope, whatever the body: by default it is the message's.
-    mail_from = request.query.get("from", mail_from)
-    recipients = request.query.getall("to", recipients)
+    checked = built is not None  # a JSON payload's addresses were checked above
+    if request.query_string:
+        # ?from= and ?to= give the envelope, whatever the body: by default it is the message's.
+        query = request.query
+        checked = checked and "from" not in query and "to" not in query
+        mail_from = query.get("from", mail_from)
+        recipients = query.getall("to", recipients)
     if not mail_from:
         raise BadRequest("no sender: give a From header or ?from=", "from")
-    _check_addresses([mail_from], "from")
-    _check_addresses(list(recipients), "to")
+    if not checked:
+        _check_addresses([mail_from], "from")
+        _check_addresses(list(recipients), "to")
     if not recipients:
         raise BadRequest("a message needs at least one recipient", "to")
     return raw, mail_from, list(recipients), overrides, built

@@ -193,9 +193,19 @@ else:
     )
 
 
+_PAYLOAD_FIELDS = tuple((spec.name, spec.json_name) for spec in FIELDS)
+"""The sendguard fields of SendPayload (made from FIELDS when it was): attribute, JSON name."""
+
+
 def field_overrides(payload: SendEnvelope) -> FieldOverrides:
-    """The sendguard fields a send payload gives, parsed (errors name the JSON field)."""
-    return overrides_from({spec.json_name: getattr(payload, spec.name) for spec in FIELDS})
+    """The sendguard fields a send payload gives, parsed (errors name the JSON field).
+
+    Only the fields the payload set are looked at: one not given is its default (None or
+    an empty list), which `overrides_from` takes as not given anyway."""
+    given = payload.model_fields_set
+    return overrides_from(
+        {json_name: getattr(payload, name) for name, json_name in _PAYLOAD_FIELDS if name in given}
+    )
 
 
 class ReviewPayload(Strict):
