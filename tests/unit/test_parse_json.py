@@ -73,7 +73,7 @@ def test_bad_json_is_explained_by_the_json_module() -> None:
         parse_json(b'{"a": }')
 
 
-@settings(max_examples=2000)
+@settings(max_examples=2000, deadline=None)
 @given(
     st.lists(
         st.sampled_from([b"1", b"0", b"9", b"12345", b"/", b":", b"\xb2", b"a", b'"']), max_size=60

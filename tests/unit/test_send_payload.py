@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sendguard.errors import InvalidMessage
@@ -38,6 +38,7 @@ def every_field(payload: SendPayload) -> FieldOverrides:
     return overrides_from({spec.json_name: getattr(payload, spec.name) for spec in FIELDS})
 
 
+@settings(deadline=None)
 @given(st.fixed_dictionaries({}, optional=VALUES))
 def test_overrides_of_the_set_fields_are_those_of_every_field(fields: dict[str, Any]) -> None:
     payload = validate_as(SendPayload, {"from": "a@example.com", "to": ["b@example.org"], **fields})
