@@ -144,6 +144,21 @@ _FOLD_AT = 78
 """compat32 folds a header line longer than this."""
 
 
+_GENERATED = {
+    subtype: (
+        ("Content-Type", f'text/{subtype}; charset="utf-8"'),
+        ("MIME-Version", "1.0"),
+        ("Content-Transfer-Encoding", "quoted-printable"),
+    )
+    for subtype in ("plain", "html")
+}
+"""The headers a directly written message starts with: short printable ASCII, checked once."""
+_GENERATED_LINES = {
+    subtype: "".join(f"{name}: {value}\r\n" for name, value in headers)
+    for subtype, headers in _GENERATED.items()
+}
+
+
 @dataclass(frozen=True)
 class Built:
     """A message built from a JSON payload, and its fingerprint where building gave it."""
@@ -168,12 +183,7 @@ def _single_part(payload: SendPayload, now: datetime) -> Built | None:
     if any(name.lower() in _RESERVED for name in payload.headers):
         return None
     subtype, body = ("html", payload.html) if payload.html is not None else ("plain", payload.text)
-    headers = [
-        ("Content-Type", f'text/{subtype}; charset="utf-8"'),
-        ("MIME-Version", "1.0"),
-        ("Content-Transfer-Encoding", "quoted-printable"),
-        ("From", payload.from_),
-    ]
+    headers = [*_GENERATED[subtype], ("From", payload.from_)]
     if payload.to:
         headers.append(("To", ", ".join(payload.to)))
     if payload.cc:
@@ -184,9 +194,9 @@ def _single_part(payload: SendPayload, now: datetime) -> Built | None:
         ("Message-ID", email.utils.make_msgid(domain=payload.from_.rpartition("@")[2] or None)),
         *payload.headers.items(),
     ]
-    lines = []
+    lines = [_GENERATED_LINES[subtype]]
     known = True  # Headers.parse reads each as written: no encoded word to decode
-    for name, value in headers:
+    for name, value in headers[len(_GENERATED[subtype]) :]:
         if len(name) + 2 + len(value) > _FOLD_AT or not _plain_value(value):
             return None
         lines.append(f"{name}: {value}\r\n")
