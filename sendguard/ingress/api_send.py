@@ -144,6 +144,21 @@ _FOLD_AT = 78
 """compat32 folds a header line longer than this."""
 
 
+_GENERATED = {
+    subtype: (
+        ("Content-Type", f'text/{subtype}; charset="utf-8"'),
+        ("MIME-Version", "1.0"),
+        ("Content-Transfer-Encoding", "quoted-printable"),
+    )
+    for subtype in ("plain", "html")
+}
+"""The headers a directly written message starts with: short printable ASCII, checked once."""
+_GENERATED_LINES = {
+    subtype: "".join(f"{name}: {value}\r\n" for name, value in headers)
+    for subtype, headers in _GENERATED.items()
+}
+
+
 @dataclass(frozen=True)
 class Built:
     """A message built from a JSON payload, and its fingerprint where building gave it."""
@@ -168,12 +183,7 @@ def _single_part(payload: SendPayload, now: datetime) -> Built | None:
     if any(name.lower() in _RESERVED for name in payload.headers):
         return None
     subtype, body = ("html", payload.html) if payload.html is not None else ("plain", payload.text)
-    headers = [
-        ("Content-Type", f'text/{subtype}; charset="utf-8"'),
-        ("MIME-Version", "1.0"),
-        ("Content-Transfer-Encoding", "quoted-printable"),
-        ("From", payload.from_),
-    ]
+    headers = [*_GENERATED[subtype], ("From", payload.from_)]
     if payload.to:
         headers.append(("To", ", ".join(payload.to)))
     if payload.cc:
@@ -184,9 +194,9 @@ def _single_part(payload: SendPayload, now: datetime) -> Built | None:
         ("Message-ID", email.utils.make_msgid(domain=payload.from_.rpartition("@")[2] or None)),
         *payload.headers.items(),
     ]
-    lines = []
+    lines = [_GENERATED_LINES[subtype]]
     known = True  # Headers.parse reads each as written: no encoded word to decode
-    for name, value in headers:
+    for name, value in headers[len(_GENERATED[subtype]) :]:
         if len(name) + 2 + len(value) > _FOLD_AT or not _plain_value(value):
             return None
         lines.append(f"{name}: {value}\r\n")
@@ -317,13 +327,18 @@ async def _read_send(
         size = len(payload.text or "") + len(payload.html or "")
         built = await in_process(size, functools.partial(build_message, now=now), payload)
         raw = built.raw
-    # ?from= and ?to= give the envelope, whatever the body: by default it is the message's.
-    mail_from = request.query.get("from", mail_from)
-    recipients = request.query.getall("to", recipients)
+    checked = built is not None  # a JSON payload's addresses were checked above
+    if request.query_string:
+        # ?from= and ?to= give the envelope, whatever the body: by default it is the message's.
+        query = request.query
+        checked = checked and "from" not in query and "to" not in query
+        mail_from = query.get("from", mail_from)
+        recipients = query.getall("to", recipients)
     if not mail_from:
         raise BadRequest("no sender: give a From header or ?from=", "from")
-    _check_addresses([mail_from], "from")
-    _check_addresses(list(recipients), "to")
+    if not checked:
+        _check_addresses([mail_from], "from")
+        _check_addresses(list(recipients), "to")
     if not recipients:
         raise BadRequest("a message needs at least one recipient", "to")
     return raw, mail_from, list(recipients), overrides, built

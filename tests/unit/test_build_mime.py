@@ -12,7 +12,14 @@ from hypothesis import strategies as st
 
 from sendguard.content import content_hash
 from sendguard.headers import Headers, header_end, strip_unforwarded_headers
-from sendguard.ingress.api_send import _single_part, build_mime, build_mime_objects
+from sendguard.ingress.api_send import (
+    _FOLD_AT,
+    _GENERATED,
+    _plain_value,
+    _single_part,
+    build_mime,
+    build_mime_objects,
+)
 from sendguard.ingress.payloads import SendPayload
 
 NOW = datetime(2026, 11, 22, 9, tzinfo=UTC)
@@ -167,3 +174,11 @@ def test_the_direct_path_takes_the_common_message() -> None:
         assert direct.raw == build_mime_objects(payload, NOW)
         assert direct.fingerprint == content_hash(direct.raw)
         assert direct.headers == Headers.parse(direct.raw[: header_end(direct.raw)])
+
+
+def test_the_generated_headers_need_no_check() -> None:
+    # _single_part writes them without the checks every other header gets.
+    for headers in _GENERATED.values():
+        for name, value in headers:
+            assert _plain_value(value) and len(name) + 2 + len(value) <= _FOLD_AT
+            assert "=?" not in value and ":" not in name and " " not in name

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sendguard.ingress.payloads import parse_json
+from sendguard.ingress.payloads import orjson_may_differ, parse_json
 
 JSON_VALUES = st.recursive(
     st.none()
@@ -70,3 +71,14 @@ def test_edge_bodies_read_the_same(body: bytes) -> None:
 def test_bad_json_is_explained_by_the_json_module() -> None:
     with pytest.raises(json.JSONDecodeError, match="Expecting"):
         parse_json(b'{"a": }')
+
+
+@settings(max_examples=2000, deadline=None)
+@given(
+    st.lists(
+        st.sampled_from([b"1", b"0", b"9", b"12345", b"/", b":", b"\xb2", b"a", b'"']), max_size=60
+    )
+)
+def test_the_digit_run_is_found_as_the_expression_finds_it(pieces: list[bytes]) -> None:
+    raw = b"".join(pieces)
+    assert orjson_may_differ(raw) == (re.search(rb"\d{19}", raw) is not None)

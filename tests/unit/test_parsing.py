@@ -162,7 +162,7 @@ def _accepted_in_full(address: str) -> bool:
     return True
 
 
-@settings(max_examples=3000)
+@settings(max_examples=3000, deadline=None)
 @given(_LOCALS, _DOMAINS)
 @example("a" * 64, "example.org")
 @example("a" * 65, "example.org")
@@ -459,6 +459,34 @@ def test_a_large_body_is_kept_byte_for_byte_by_strip_and_stamp() -> None:
     assert stamp(stripped, None, "D", "<i@h>") == (
         b"Subject: s\r\nDate: D\r\nMessage-ID: <i@h>\r\n" + body
     )
+
+
+def _header_end_by_regex(raw: bytes) -> int:
+    """What `header_end` answered with a regular expression, before it used `bytes.find`."""
+    match = re.search(rb"\r?\n\r?\n", raw)
+    if match is None:
+        return len(raw)
+    return match.start() + (2 if raw[match.start() : match.start() + 2] == b"\r\n" else 1)
+
+
+@settings(max_examples=3000, deadline=None)
+@given(st.lists(st.sampled_from([b"\r", b"\n", b"\r\n", b"a", b":", b" "]), max_size=40))
+@example([b"a", b"\r", b"\n", b"\r", b"\r", b"\n", b"\n"])
+@example([b"a", b"\n", b"\r", b"\r", b"\n", b"\n", b"\r\n"])
+def test_header_end_is_the_first_blank_line_as_the_expression_found_it(
+    pieces: list[bytes],
+) -> None:
+    raw = b"".join(pieces)
+    assert header_end(raw) == _header_end_by_regex(raw)
+
+
+@pytest.mark.parametrize("blank", [b"\r\n\r\n", b"\n\n", b"\r\n\n", b"\n\r\n", b"", b"\r\n"])
+@pytest.mark.parametrize("at", [10, 64 * 1024 - 3, 64 * 1024 - 1, 64 * 1024, 200_000])
+def test_header_end_past_the_first_window(blank: bytes, at: int) -> None:
+    # A blank line before, across and after the end of the first 64 KiB searched.
+    raw = b"X" * at + blank + b"body\n\nmore\r\n\r\n"
+    assert header_end(raw) == _header_end_by_regex(raw)
+    assert header_end(b"X" * at + blank) == _header_end_by_regex(b"X" * at + blank)
 
 
 def test_an_id_is_its_millisecond_and_random_part_in_base32() -> None:
