@@ -209,7 +209,7 @@ class App:
                 self.clock,
                 self.metrics,
                 config.headers.sources(),
-                on_queued=dispatcher.wake,
+                on_queued=dispatcher.queued,
                 host_name=config.smtp.hostname,
                 claimer=dispatcher,
             )
