@@ -13,11 +13,14 @@ every line logged while handling a message carries them.
 sendguard's own lines do not pass through the standard library's logging: structlog renders
 them and writes them to the handler's stream under the handler's lock (one write per line, as
 the handler does), which costs a fraction of a `LogRecord`, its copy in `ProcessorFormatter`
-and a caller lookup per line: a `decision` line is written for every delivery.
+and a caller lookup per line: a `decision` line is written for every delivery. With JSON lines
+the bound logger's level methods build the event dict, render and write it in one call
+(`_line`), as structlog's chain would, while that chain is the one configured here.
 """
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import sys
 import time
@@ -135,6 +138,96 @@ class _Lines:
     debug = info = msg = warning = warn = error = exception = critical = fatal = _write
 
 
+_PREFIX = structlog.contextvars.STRUCTLOG_KEY_PREFIX
+_PREFIX_LEN = len(_PREFIX)
+
+
+def _line(logger: Any, method_name: str, event: Any, event_kw: dict[str, Any]) -> None:
+    """What structlog's `_process_event` makes of a call on the chain `merge_contextvars`,
+    `_json_line`, and the write `_Lines` then does, in one call: the same event dict in the
+    same order (the bound context, the call's fields, `event`, then the context variables not
+    already there, in the context's own order), the same line. A line is written for every
+    message and every decision; the generic path costs a copy and an update of the dict, two
+    calls of the chain, the type checks of its result and a `getattr` of the level method."""
+    context = logger._context
+    if context:
+        event_dict = context.copy()
+        event_dict.update(event_kw)
+    else:  # nothing bound on the logger (as in sendguard): the call's own fields are the dict
+        event_dict = event_kw
+    if event is not None:
+        event_dict["event"] = event
+    for var, value in contextvars.copy_context().items():
+        if value is not Ellipsis and var.name.startswith(_PREFIX):
+            event_dict.setdefault(var.name[_PREFIX_LEN:], value)
+    wrapped = logger._logger
+    wrapped._write(_json_line(wrapped, method_name, event_dict))
+
+
+_OWN_LENGTH = 2  # the chain `configure` sets for JSON lines: merge_contextvars, _json_line
+
+
+def _own(logger: Any) -> bool:
+    """Whether `logger` still has the chain and the logger `configure` set for JSON lines
+    (`structlog.testing.capture_logs` swaps the chain's processors in place, and a reconfigured
+    factory makes other loggers: both must take structlog's own path)."""
+    processors = logger._processors
+    return (
+        len(processors) == _OWN_LENGTH
+        and processors[-1] is _json_line
+        and processors[0] is structlog.contextvars.merge_contextvars
+        and type(logger._logger) is _Lines
+    )
+
+
+def _proxy_to_logger(self: Any, method_name: str, event: str | None = None, **event_kw: Any) -> Any:
+    """`BoundLoggerBase._proxy_to_logger` (which `log()` and the async methods call), straight
+    through `_line` while the chain is sendguard's own."""
+    if _own(self):
+        _line(self, method_name, event, event_kw)
+        return None
+    return structlog.BoundLoggerBase._proxy_to_logger(self, method_name, event, **event_kw)
+
+
+def _level_method(name: str, generic: Any) -> Any:
+    """The method `name` (`info`, ...) of an enabled level: what structlog's filtering logger
+    does (%-interpolation of positional arguments, then `_proxy_to_logger`) without its two
+    calls and two copies of the fields when there is nothing to interpolate."""
+
+    def method(self: Any, event: str, *args: Any, **kw: Any) -> Any:
+        if args or not _own(self):
+            return generic(self, event, *args, **kw)
+        _line(self, name, event, kw)
+        return None
+
+    method.__name__ = name
+    return method
+
+
+_METHOD_LEVELS = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warning": logging.WARNING,
+    "error": logging.ERROR,
+    "critical": logging.CRITICAL,
+}
+_ALIASES = {"msg": "info", "warn": "warning", "fatal": "critical"}
+
+
+def _json_wrapper(level: int) -> type[Any]:
+    """structlog's filtering bound logger of `level`, its enabled level methods writing sendguard's
+    JSON lines in one call (`exception`, `log`, `is_enabled_for` and the rest are structlog's)."""
+    base = structlog.make_filtering_bound_logger(level)
+    methods: dict[str, Any] = {"_proxy_to_logger": _proxy_to_logger}
+    for name, number in _METHOD_LEVELS.items():
+        if number >= level:
+            methods[name] = _level_method(name, getattr(base, name))
+    for alias, name in _ALIASES.items():
+        if name in methods:
+            methods[alias] = methods[name]
+    return type(base.__name__, (base,), methods)
+
+
 class _LinesFactory:
     """Makes the `_Lines` logger of each `structlog.get_logger(name)`."""
 
@@ -169,9 +262,14 @@ def configure(level: str = "info", fmt: Literal["auto", "json", "console"] = "au
         if console
         else [structlog.contextvars.merge_contextvars, _json_line]  # the same, in one call
     )
+    wrapper = (
+        structlog.make_filtering_bound_logger(_LEVELS[level])
+        if console
+        else _json_wrapper(_LEVELS[level])
+    )
     structlog.configure(
         processors=own,
-        wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[level]),
+        wrapper_class=wrapper,
         logger_factory=_LinesFactory(handler),
         cache_logger_on_first_use=True,
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import json
+import re
 import subprocess
 import sys
 from datetime import UTC, datetime
@@ -171,3 +172,104 @@ def test_the_timestamp_is_isoformat_of_now(monkeypatch: pytest.MonkeyPatch, nano
     monkeypatch.setattr(logs.time, "time_ns", lambda: nanos)
     for _ in range(2):  # made, then from the second kept
         assert logs._timestamp() == expected.isoformat().replace("+00:00", "Z")
+
+
+SAME = """
+import asyncio, json, logging, sys
+import structlog
+from sendguard import logs
+
+LEVEL = sys.argv[1]
+Odd = type("Odd", (), {"__repr__": lambda self: "<odd>"})
+
+
+def calls():
+    log = structlog.get_logger("sendguard.same")
+    structlog.contextvars.clear_contextvars()
+    structlog.contextvars.bind_contextvars(message_id="m1", delivery_id="d1", gone="x")
+    structlog.contextvars.unbind_contextvars("gone")
+    log.info("finished", state="sent", recipient="r@x", reason=None)
+    log.info("decision", message_id="own", until=None, shadow=["a=hold"], n=3, f=1.5)
+    log.bind(bound=1).warning("bound", message_id="own")
+    bound = log.bind()
+    bound.info("bound once", value=Odd())
+    log.warn("warn")
+    log.msg("msg")
+    log.debug("debug", x=1)
+    log.error("error")
+    log.critical("critical")
+    log.fatal("fatal")
+    log.info("interpolated %s and %d", "x", 2)
+    log.info("by name %(a)s", {"a": "b"})
+    log.log(logging.WARNING, "by level", x=2)
+    try:
+        raise ZeroDivisionError("no")
+    except ZeroDivisionError:
+        log.exception("failed", x=1)
+        log.error("failed too", exc_info=True)
+    asyncio.run(log.ainfo("async", x=3))
+    structlog.get_logger().info("no name")
+
+
+logs.configure(LEVEL, "json")
+calls()
+print("---", file=sys.stderr, flush=True)
+# The same calls through structlog's own wrapper, on the same chain and stream.
+structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logs._LEVELS[LEVEL]))
+calls()
+"""
+
+
+@pytest.mark.parametrize("level", ["debug", "info", "error"])
+def test_own_lines_are_what_structlogs_chain_writes(level: str) -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", SAME, level],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+        cwd=ROOT,
+    )
+    fast, generic = done.stderr.split("---\n")
+    stamp = re.compile(r'"timestamp":"[^"]+"')
+    assert stamp.sub("", fast) == stamp.sub("", generic)
+    lines = fast.splitlines()
+    # debug adds its own line and asyncio's "Using selector" (a library's, via the handler)
+    assert len(lines) == {"debug": 18, "info": 16, "error": 5}[level], lines
+    first = json.loads(lines[0])
+    if level != "error":  # the context's own fields after the call's, unbound ones left out
+        assert list(first)[:4] == ["state", "recipient", "reason", "event"]
+        assert {"message_id", "delivery_id"} < first.keys()
+        assert "gone" not in first
+
+
+CAPTURED = """
+import structlog
+import structlog.testing
+from sendguard import logs
+
+logs.configure("info", "json")
+log = structlog.get_logger("sendguard.captured")
+log.info("before")  # the bound logger is now cached with the chain
+with structlog.testing.capture_logs() as captured:
+    log.info("during", x=1)
+    log.warning("during %s", "too")
+log.info("after")
+print(captured)
+"""
+
+
+def test_capture_logs_still_captures_after_configure() -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", CAPTURED],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+        cwd=ROOT,
+    )
+    assert [json.loads(line)["event"] for line in done.stderr.splitlines()] == ["before", "after"]
+    assert done.stdout.strip() == (
+        "[{'x': 1, 'event': 'during', 'log_level': 'info'},"
+        " {'event': 'during too', 'log_level': 'warning'}]"
+    )
