@@ -199,18 +199,34 @@ def received_line(
     )
 
 
-def stamp(raw: bytes, received: str | None, date: str, message_id: str) -> bytes:
+def stamp(
+    raw: bytes,
+    received: str | None,
+    date: str,
+    message_id: str,
+    written: Headers | None = None,
+) -> bytes:
     """`raw` with a `Received:` line on top, and `Date` and `Message-ID` added at the end of
-    its header block where it has none (RFC 6409 8); every other byte as it came."""
+    its header block where it has none (RFC 6409 8); every other byte as it came.
+
+    `written` are `raw`'s headers when sendguard wrote them itself (names without blanks or
+    other characters a reader would strip): where they tell which headers `raw` has, its
+    header block is not split into headers again to find out.
+    """
     end = header_end(raw)
     block = raw[:end]
     # The message's own line ending: bare LF only where it uses bare LF already.
     newline = b"\n" if b"\n" in block and b"\r\n" not in block else b"\r\n"
-    names = {_name(lines[0]) for lines in _header_lines(block)}
+    if written is not None:
+        has_date = written.get("Date") is not None
+        has_message_id = written.get("Message-ID") is not None
+    else:
+        names = {_name(lines[0]) for lines in _header_lines(block)}
+        has_date, has_message_id = b"date:" in names, b"message-id:" in names
     added = b""
-    if b"date:" not in names:
+    if not has_date:
         added += b"Date: " + date.encode() + newline
-    if b"message-id:" not in names:
+    if not has_message_id:
         added += b"Message-ID: " + message_id.encode() + newline
     if block and not block.endswith(b"\n"):
         block += newline  # a message of headers only, without the final line break

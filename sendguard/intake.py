@@ -242,7 +242,8 @@ class Intake:
         `fingerprint` is the content's `content_hash` when the caller already has it (a replay
         of stored messages): it is taken as given instead of parsing the content again.
         `headers` are `raw`'s headers as `Headers.parse` reads them, when the caller has them
-        (a message it wrote itself): taken as given instead of parsing the header block.
+        (a message it wrote itself): taken as given instead of parsing the header block, and
+        they tell `stamp` whether it has a `Date` and a `Message-ID`.
         """
         if mail_from:  # the null reverse-path <> is valid (bounces)
             try:
@@ -255,6 +256,7 @@ class Intake:
             unique.setdefault(recipient_key(address), address)
         if not unique:
             raise InvalidMessage("a message needs at least one recipient", field="to")
+        written = headers  # a message the caller wrote: its headers tell `stamp` what it has
         if headers is None:
             headers = Headers.parse(raw[: header_end(raw)])
         content = strip_unforwarded_headers(raw)
@@ -271,7 +273,7 @@ class Intake:
             received = received_line(
                 trace, self._host_name, message_id, tuple(unique.values()), date
             )
-        content = stamp(content, received, date, f"<{message_id}@{self._host_name}>")
+        content = stamp(content, received, date, f"<{message_id}@{self._host_name}>", written)
         message = Message(
             id=message_id,
             received_at=now,

@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from sendguard.content import content_hash
-from sendguard.headers import Headers, header_end, strip_unforwarded_headers
+from sendguard.headers import Headers, header_end, stamp, strip_unforwarded_headers
 from sendguard.ingress.api_send import (
     _FOLD_AT,
     _GENERATED,
@@ -154,6 +154,11 @@ def test_the_direct_path_writes_what_the_email_package_writes(
         event("headers given" if direct.headers is not None else "headers parsed")
         if direct.headers is not None:
             assert direct.headers == Headers.parse(objects[: header_end(objects)])
+            # and the intake's stamp, told them, writes what it writes when it reads them
+            content = strip_unforwarded_headers(direct.raw)
+            received = "from HTTP client ([::1])\r\n\tby h (sendguard) with HTTP id 1;\r\n\tD"
+            told = stamp(content, received, "D2", "<i@h>", direct.headers)
+            assert told == stamp(content, received, "D2", "<i@h>")
         else:
             assert any("=?" in value for value in [subject, *extra.values()])
 

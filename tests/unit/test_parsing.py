@@ -450,6 +450,25 @@ def test_stamp_adds_only_what_is_missing_and_keeps_every_other_byte() -> None:
     )
 
 
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"From: a@example.com\r\nDate: Mon, 1 Jan 2024 00:00:00 +0000\r\n\r\nBody\r\n",
+        b"Message-ID: <m@x>\r\nSubject: s\r\n\r\nBody\r\n",
+        b"message-id: <m@x>\nDATE: D0\n\nBody\n",
+        b"Subject: x",
+        b"Subject: x\r\n\r\n",
+    ],
+)
+def test_stamp_told_the_headers_writes_what_it_writes_when_it_reads_them(raw: bytes) -> None:
+    written = Headers.parse(raw[: header_end(raw)])
+    received = "from x ([127.0.0.1])\r\n\tby h (sendguard) with HTTP id 1"
+    assert stamp(raw, received, "D", "<i@h>", written) == stamp(raw, received, "D", "<i@h>")
+    # what it is told is what counts: told of a Date the block does not have, it adds none
+    told = Headers((*written.items, ("Date", "D0")))
+    assert b"NEWDATE" not in stamp(raw, None, "NEWDATE", "<i@h>", told)
+
+
 def test_a_large_body_is_kept_byte_for_byte_by_strip_and_stamp() -> None:
     body = b"\r\n" + bytes(range(256)) * 4096 + b"\n.\r"
     raw = b"X-Sendguard-Campaign: c\r\nBcc: x@example.org\r\nSubject: s\r\n" + body
