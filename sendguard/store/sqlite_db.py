@@ -222,7 +222,7 @@ class SQLiteDatabase:
                 timeout=self._busy_timeout.total_seconds(),
             )
             conn.set_trace_callback(self._trace)
-            conn.execute("PRAGMA journal_mode=WAL")
+            self._use_wal(conn)
             conn.execute("PRAGMA synchronous=FULL")
             conn.execute("PRAGMA foreign_keys=ON")
             migrate(conn)
@@ -230,6 +230,23 @@ class SQLiteDatabase:
         except (sqlite3.Error, RuntimeError) as exc:
             raise StoreUnavailable(f"cannot open SQLite database {self.path}: {exc}") from exc
         self._conn = conn
+
+    def _use_wal(self, conn: sqlite3.Connection) -> None:
+        """Switch a new database to WAL. The switch takes the file's exclusive lock, and
+        SQLite answers "database is locked" at once, without its busy handler, while another
+        connection holds a lock: the workers of `serve --workers N` on a new file all make
+        the switch together, and one of them died at start (about one start in thirteen).
+        Retried within the busy timeout, as the handler would have waited."""
+        deadline = time.monotonic() + self._busy_timeout.total_seconds()
+        while True:
+            try:
+                conn.execute("PRAGMA journal_mode=WAL")
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.01)
+            else:
+                return
 
     async def close(self) -> None:
         """Commit what is pending, close the connections, release the file lock."""
