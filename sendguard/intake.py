@@ -210,6 +210,9 @@ class Intake:
         queued = sum(new.state is DeliveryState.QUEUED for new in decided)
         if queued > (len(now_due) if claim is not None else 0):
             self._on_queued()
+        dropped = sum(new.state is DeliveryState.DROPPED for new in decided)
+        if dropped:  # an outcome reached at intake, as the dispatcher counts one it reaches
+            self._metrics.deliveries_outcomes.labels(outcome="dropped").inc(dropped)
 
     async def accept(
         self,

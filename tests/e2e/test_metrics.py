@@ -61,6 +61,17 @@ def test_metrics_are_valid_prometheus_text(sendguard: Start, sink: Sink) -> None
     assert samples[("sendguard_decisions_total", decided)] == 1
 
 
+def test_a_delivery_dropped_at_intake_is_counted_as_dropped(sendguard: Start, sink: Sink) -> None:
+    policies = [{"plugin": "block_domain", "options": {"domains": ["blocked.example"]}}]
+    proc = sendguard(policies=policies)
+    msg_id = send(proc, ["no@blocked.example", "yes@example.org"], message())
+    proc.wait_states({"no@blocked.example": "dropped", "yes@example.org": "sent"}, msg_id)
+    _, _, samples = scrape(proc)
+    assert samples[("sendguard_deliveries_total", (("outcome", "dropped"),))] == 1
+    assert samples[("sendguard_deliveries_total", (("outcome", "sent"),))] == 1
+    assert samples[("sendguard_deliveries_in_state", (("state", "dropped"),))] == 1
+
+
 def test_process_families_and_build_info(sendguard: Start, sink: Sink) -> None:
     proc = sendguard()
     _, families, samples = scrape(proc)
