@@ -340,7 +340,14 @@ class SqlDispatch(SqlIntake):
                 await self._notify(tx)
             return row, await self._uncached_messages(tx, [row])
 
-        row, messages = await (self._write_statement if alone else self._write)(job)
+        if alone:
+            # The send has happened and nobody waits on this commit but the worker: it may
+            # share the next write's commit (a lone sender's next message, at idle), see
+            # `_write_statement`. What a crash meanwhile costs is what it cost before the
+            # commit: the delivery is still `sending` and is sent again after recovery.
+            row, messages = await self._write_statement(job, linger=True)
+        else:
+            row, messages = await self._write(job)
         (delivery,) = await self._deliveries([row], messages)
         return delivery
 

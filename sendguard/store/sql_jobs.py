@@ -108,11 +108,16 @@ class SqlJobs(ABC):
         """
         return await self._write(job)
 
-    async def _write_statement(self, job: Job[T]) -> T:
+    async def _write_statement(self, job: Job[T], *, linger: bool = False) -> T:
         """Run `job`, which writes with exactly one statement (its reads need not share that
         statement's snapshot), and commit it durably. A backend that can run that statement
         as its own transaction (SQLite, alone in its batch) does; the others as `_write_one`.
+
+        `linger`: its commit may wait a little for another write to share it (SQLite: up to
+        `sqlite_db.LINGER`, see `SQLiteDatabase.write`); for a write whose caller answers
+        nobody meanwhile (the `sent` after a send). The others commit it at once.
         """
+        del linger
         return await self._write_one(job)
 
     async def _run_all(self, tx: Tx, writes: Sequence[Write]) -> None:

@@ -145,10 +145,12 @@ class SQLiteStore(SqlStore):
     async def _write(self, job: Job[T]) -> T:
         return await self._db.write(lambda conn: drive(job, conn))
 
-    async def _write_statement(self, job: Job[T]) -> T:
+    async def _write_statement(self, job: Job[T], *, linger: bool = False) -> T:
         if isinstance(self._db, ScratchDatabase):  # one transaction throughout
             return await self._write(job)
-        return await self._db.write(lambda conn: drive(job, conn), one_statement=True)
+        return await self._db.write(
+            lambda conn: drive(job, conn), one_statement=True, linger=linger
+        )
 
     async def _read(self, job: Job[T]) -> T:
         return await self._db.read(lambda conn: drive(job, conn))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sqlite3
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -13,7 +14,7 @@ import pytest
 from sendguard.approvals import Approval, Campaign
 from sendguard.errors import StoreLocked, StoreUnavailable
 from sendguard.facts import Fact
-from sendguard.store import open_store
+from sendguard.store import open_store, sqlite_db
 from sendguard.store.sql_store import Tx
 from sendguard.store.sqlite import SQLiteStore, lock_for_workers
 from sendguard.store.sqlite_db import READER_MMAP
@@ -62,6 +63,85 @@ async def test_a_one_statement_write_alone_in_its_batch_is_its_own_commit(
         assert seen[-1] == "COMMIT"
     finally:
         await store.close()
+
+
+async def _lingering_store(
+    path: Path, linger: float, monkeypatch: pytest.MonkeyPatch
+) -> tuple[SQLiteStore, Fact, Callable[[Tx], Awaitable[int]]]:
+    monkeypatch.setattr(sqlite_db, "LINGER", linger)
+    store = SQLiteStore(path)
+    await store.open()
+    fact = Fact("meeting:1:status", "completed", T0)
+    await store.put_fact(fact)
+
+    async def update(tx: Tx) -> int:
+        return await tx.execute("UPDATE facts SET value = 'moved' WHERE key = ?", (fact.key,))
+
+    return store, fact, update
+
+
+async def test_a_lingering_write_shares_the_next_writes_commit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A long LINGER: only the next write can end the wait within the test's time.
+    store, fact, update = await _lingering_store(tmp_path / "l.db", 60.0, monkeypatch)
+    try:
+        before = store.stats
+        lingering = asyncio.create_task(store._write_statement(update, linger=True))
+        await asyncio.sleep(0.05)
+        assert not lingering.done()  # waiting for company, not committed alone
+        assert store.stats == before
+        order: list[str] = []
+        lingering.add_done_callback(lambda _: order.append("lingering"))
+        other = Fact("meeting:2:status", "cancelled", T0)
+        async with asyncio.timeout(5):  # the other write is not held up by the lingering
+            await store.put_fact(other)
+            order.append("other")
+            assert await lingering == 1
+        # One commit for both; the other write's caller was answered first.
+        assert store.stats.writes - before.writes == 2
+        assert store.stats.commits - before.commits == 1
+        assert order == ["other", "lingering"]
+        assert (await store.get_fact(fact.key)).value == "moved"  # type: ignore[union-attr]
+    finally:
+        await store.close()
+
+
+async def test_a_lingering_write_alone_commits_when_its_linger_ends(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store, fact, update = await _lingering_store(tmp_path / "a.db", 0.05, monkeypatch)
+    try:
+        before = store.stats
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        async with asyncio.timeout(5):
+            assert await store._write_statement(update, linger=True) == 1
+        assert loop.time() - started >= 0.04
+        assert store.stats.commits - before.commits == 1
+        assert (await store.get_fact(fact.key)).value == "moved"  # type: ignore[union-attr]
+    finally:
+        await store.close()
+
+
+async def test_closing_commits_a_lingering_write_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store, fact, update = await _lingering_store(tmp_path / "c.db", 60.0, monkeypatch)
+    try:
+        lingering = asyncio.create_task(store._write_statement(update, linger=True))
+        await asyncio.sleep(0.05)
+        assert not lingering.done()
+    finally:
+        async with asyncio.timeout(5):
+            await store.close()
+    assert lingering.result() == 1
+    reopened = SQLiteStore(tmp_path / "c.db")
+    await reopened.open()
+    try:
+        assert (await reopened.get_fact(fact.key)).value == "moved"  # type: ignore[union-attr]
+    finally:
+        await reopened.close()
 
 
 async def test_a_second_process_cannot_open_the_same_file(tmp_path: Path) -> None:
