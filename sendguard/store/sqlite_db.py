@@ -101,6 +101,11 @@ def _job_failure(exc: Exception) -> _Failed:
     return _Failed(exc)
 
 
+def _fail(future: asyncio.Future[None], exc: BaseException) -> None:
+    if not future.done():
+        future.set_exception(exc)
+
+
 def _lingering_last(done: tuple[tuple[Job, asyncio.Future[Any]], Any]) -> bool:
     return isinstance(done[0][0], _Lingering)
 
@@ -403,24 +408,56 @@ class SQLiteDatabase:
                     return
                 continue
             self._in_flight = batch
+            await self._commit_on_thread(loop, batch)
+
+    def _commit_on_thread(
+        self, loop: asyncio.AbstractEventLoop, batch: list[tuple[Job, asyncio.Future[Any]]]
+    ) -> asyncio.Future[None]:
+        """Commit `batch` on the database thread; done once its writers have their results.
+
+        The thread hands the results to the loop itself (one `call_soon_threadsafe`), and they
+        go straight to the writers: through `run_in_executor` they took a turn of the loop
+        more (its future, then this task, then the writers).
+        """
+        if self._executor is None:
+            raise StoreUnavailable("store is not open")
+        finished: asyncio.Future[None] = loop.create_future()
+
+        def commit() -> None:
             try:
-                results = await self._run(functools.partial(self._commit_batch, batch=batch))
+                results = self._commit_batch(self._conn, batch)
             except (sqlite3.Error, StoreUnavailable) as exc:
                 results = [_Failed(StoreUnavailable(f"SQLite commit failed: {exc}"))] * len(batch)
             except Exception as exc:  # the writer must outlive anything one batch does
                 log.exception("SQLite batch failed unexpectedly; its writes are refused")
                 results = [_Failed(StoreUnavailable(f"SQLite commit failed: {exc!r}"))] * len(batch)
-            self._in_flight = []
-            done = list(zip(batch, results, strict=True))
-            # Lingering writes last: their callers (a `sent` after a send) answer nobody,
-            # while the others' may be waiting to answer a client.
-            for (_, future), result in sorted(done, key=_lingering_last):
-                if future.done():
-                    continue  # the caller gave up waiting; the write is committed all the same
-                if isinstance(result, _Failed):
-                    future.set_exception(result.error)
-                else:
-                    future.set_result(result)
+            except BaseException as exc:  # ends the writer, as it would have ended the task
+                loop.call_soon_threadsafe(_fail, finished, exc)
+                raise
+            loop.call_soon_threadsafe(self._hand_back, batch, results, finished)
+
+        self._executor.submit(commit)
+        return finished
+
+    def _hand_back(
+        self,
+        batch: list[tuple[Job, asyncio.Future[Any]]],
+        results: list[Any],
+        finished: asyncio.Future[None],
+    ) -> None:
+        self._in_flight = []
+        done = list(zip(batch, results, strict=True))
+        # Lingering writes last: their callers (a `sent` after a send) answer nobody,
+        # while the others' may be waiting to answer a client.
+        for (_, future), result in sorted(done, key=_lingering_last):
+            if future.done():
+                continue  # the caller gave up waiting; the write is committed all the same
+            if isinstance(result, _Failed):
+                future.set_exception(result.error)
+            else:
+                future.set_result(result)
+        if not finished.done():
+            finished.set_result(None)
 
     def _writer_stopped(self, task: asyncio.Task[None]) -> None:
         """The writer ended: fine when closing; otherwise refuse every write from now on."""
