@@ -7,13 +7,16 @@ import asyncio
 import os
 import sqlite3
 from collections.abc import Awaitable, Callable
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
 from sendguard.approvals import Approval, Campaign
+from sendguard.deliveries import Change
 from sendguard.errors import StoreLocked, StoreUnavailable
 from sendguard.facts import Fact
+from sendguard.message import DeliveryState as S
 from sendguard.store import open_store, sqlite_db
 from sendguard.store.sql_store import Tx
 from sendguard.store.sqlite import SQLiteStore, lock_for_workers
@@ -120,6 +123,26 @@ async def test_a_lingering_write_alone_commits_when_its_linger_ends(
         assert loop.time() - started >= 0.04
         assert store.stats.commits - before.commits == 1
         assert (await store.get_fact(fact.key)).value == "moved"  # type: ignore[union-attr]
+    finally:
+        await store.close()
+
+
+async def test_a_sent_after_a_send_shares_the_next_writes_commit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store, _, _ = await _lingering_store(tmp_path / "s.db", 60.0, monkeypatch)
+    try:
+        _, (new,) = await add(store)
+        await store.claim_due(T0, "me", 10, timedelta(minutes=5))
+        await store.change(new.id, Change(S.SENDING, "attempt 1", T0, owner="me", attempt=True))
+        before = store.stats
+        sent = asyncio.create_task(store.change(new.id, Change(S.SENT, "ok", T0, owner="me")))
+        await asyncio.sleep(0.05)
+        assert not sent.done()  # lingering: no commit of its own yet
+        async with asyncio.timeout(5):
+            await add(store, recipients=("next@example.org",))
+            assert (await sent).state is S.SENT
+        assert store.stats.commits - before.commits == 1
     finally:
         await store.close()
 
