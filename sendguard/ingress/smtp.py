@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import ipaddress
+import logging
 import re
 import socket
 from collections.abc import Sequence
@@ -24,6 +25,7 @@ from pathlib import Path
 from types import MethodType
 from typing import Any, AnyStr
 
+import aiosmtpd.smtp
 import structlog
 from aiosmtpd.smtp import (
     MISSING,
@@ -49,6 +51,26 @@ from sendguard.metrics import Metrics
 from sendguard.tls import CertificateError, Certificates
 
 log = structlog.get_logger("sendguard.smtp")
+
+_aiosmtpd_sanitized_log = aiosmtpd.smtp.sanitized_log
+_METHOD_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO}
+
+
+def _sanitized_log(func: Any, msg: Any, *args: Any, **kwargs: Any) -> None:
+    """aiosmtpd's `sanitized_log`, which its command loop calls twice for every command line
+    (at `debug` and `info`), skipped when its logger would drop the record anyway: it matches
+    each bytes argument against a regular expression (to mask AUTH credentials) before the
+    logger looks at its level, and `serve` keeps aiosmtpd's logger at `warning` unless the
+    log level is `debug` (sendguard.logs). When the level is enabled, aiosmtpd's own runs."""
+    logger = getattr(func, "__self__", None)
+    level = _METHOD_LEVELS.get(getattr(func, "__name__", ""))
+    if isinstance(logger, logging.Logger) and level is not None and not logger.isEnabledFor(level):
+        return
+    _aiosmtpd_sanitized_log(func, msg, *args, **kwargs)
+
+
+# aiosmtpd's command loop looks the name up in its module at every call.
+aiosmtpd.smtp.sanitized_log = _sanitized_log
 
 _UNSAFE = re.compile(r"[^\x20-\x7e]")
 
@@ -676,6 +698,9 @@ class SmtpIngress:
         self._config = config
         self.listeners = config.listeners_in_use()
         self._servers: list[asyncio.Server] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
+        """The loop serving the connections (set by `start`): told to each connection, which
+        aiosmtpd would otherwise look up under `warnings.catch_warnings()` every time."""
         self.connections: set[_Connection] = set()
         self.counts = counts or ConnectionCounts.alone(
             config.max_connections, config.max_connections_per_ip
@@ -750,12 +775,13 @@ class SmtpIngress:
             authenticator=self._authenticate if self._config.auth_users else None,
             auth_require_tls=True,
             auth_required=listener.require_auth,
+            loop=self._loop,
         )
 
     async def start(self, socks: Sequence[socket.socket] = ()) -> None:
         """Listen on every listener's address (`smtp.listen` or `smtp.listeners`), or accept on
         `socks`, one per listener in that order (bound by sendguard.listeners)."""
-        loop = asyncio.get_running_loop()
+        self._loop = loop = asyncio.get_running_loop()
         for index, listener in enumerate(self.listeners):
             host, port = split_listen(listener.listen)
             implicit = listener.tls == "implicit" and self.certificates is not None
