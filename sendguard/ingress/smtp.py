@@ -823,8 +823,11 @@ class SmtpIngress:
         asyncio.StreamReaderProtocol.__init__(
             stream, asyncio.StreamReader(loop=kwargs["loop"]), lambda *_: None, loop=kwargs["loop"]
         )
+        # Less what stream state is, and what _Connection.__init__ sets anyway (the tables
+        # bound to the probe would keep it alive).
         settings = {k: v for k, v in probe.__dict__.items() if k not in stream.__dict__}
-        del settings["_listed"]
+        for name in ("_listed", "event_handler", "_handle_hooks", "_smtp_methods", "_auth_methods"):
+            del settings[name]
         if len(self._kept_settings) >= _KEPT_SETTINGS:
             self._kept_settings.clear()
         self._kept_settings[key] = (dict(kwargs), settings)
