@@ -413,6 +413,7 @@ class _Connection(SMTP):
         # aiosmtpd's, with RFC 5321's grammar and AUTH= on MAIL (sendguard/ingress/smtp_params.py).
         return read_parameters(params, auth=self._in_mail and self._owner.offers_auth)
 
+    @syntax("MAIL FROM: <address>", extended=" [SP <mail-parameters>]")  # for HELP, as aiosmtpd's
     async def smtp_MAIL(self, arg: str | None) -> None:
         self._may_hold = self._in_mail = True
         try:
@@ -425,6 +426,7 @@ class _Connection(SMTP):
         finally:
             self._may_hold = self._in_mail = False
 
+    @syntax("RCPT TO: <address>", extended=" [SP <mail-parameters>]")
     async def smtp_RCPT(self, arg: str | None) -> None:
         self._may_hold = True
         try:
@@ -441,6 +443,7 @@ class _Connection(SMTP):
         finally:
             self._may_hold = False
 
+    @syntax("DATA")
     async def smtp_DATA(self, arg: str) -> None:
         # aiosmtpd's smtp_DATA, with the data read in pieces (sendguard/ingress/smtp_data.py).
         if await self.check_helo_needed() or await self.check_auth_needed("DATA"):
@@ -540,6 +543,7 @@ class _Connection(SMTP):
         log.info("smtp session timed out", ip=str(self.ip))
         self.transport.close()
 
+    @syntax("AUTH <mechanism>")
     async def smtp_AUTH(self, arg: str) -> None:
         refusal = self._owner.auth.refusal(self.ip, self._auth_failures)
         if refusal is None:

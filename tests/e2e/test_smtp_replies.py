@@ -8,6 +8,7 @@
   (RFC 3461). A keyword with a hyphen (`MT-PRIORITY=3`) is a parameter, not a 501 syntax error.
 - `AUTH=` on MAIL (RFC 4954 5, sendmail sends it to a server that offers AUTH) is taken where
   AUTH is offered, and not passed on to the upstream.
+- HELP lists MAIL, RCPT and DATA again and gives their syntax.
 """
 
 from __future__ import annotations
@@ -175,3 +176,14 @@ def test_auth_parameter_without_auth_offered_is_555(sendguard: Start, sink: Sink
         assert not smtp.has_extn("auth")
         code, text = smtp.mail("shop@example.com", ["AUTH=<>"])
     assert (code, text) == (555, b"5.5.4 Unsupported option: AUTH=<>")
+
+
+def test_help_lists_mail_rcpt_and_data_and_their_syntax(sendguard: Start, sink: Sink) -> None:
+    # sendguard's own MAIL, RCPT, DATA and AUTH had lost aiosmtpd's syntax marks: HELP left
+    # them out and `HELP MAIL` was a 501.
+    proc = sendguard()
+    with client(proc) as smtp:
+        code, listed = smtp.docmd("HELP")
+        assert code == 250 and set(listed.split()) >= {b"MAIL", b"RCPT", b"DATA"}, listed
+        code, text = smtp.docmd("HELP", "MAIL")
+    assert (code, text) == (250, b"2.0.0 Syntax: MAIL FROM: <address> [SP <mail-parameters>]")
