@@ -268,15 +268,23 @@ _WAIT_JSON = Annotated[
     AfterValidator(_single_line),
     pydantic.Field(json_schema_extra={"pattern": DURATION_PATTERN}),
 ]
-_VALUE_TEXT = rf"[^|;]*[^{_WS}|;()][^|;]*"
-PREMISE_PATTERN = (
-    rf"^[{_WS}]*[^{_WS}=!,;|]+[{_WS}]*(?:!=|=|[{_WS}]in[{_WS}])[{_WS}]*"
-    rf"{_VALUE_TEXT}(?:\|{_VALUE_TEXT})*"
-    rf"(?:;[{_WS}]*[aA][fF][tT][eE][rR][{_WS}]*=[{_WS}]*"
-    rf"[0-9]{{4}}-[0-9]{{2}}-[0-9]{{2}}T[0-9]{{2}}:[0-9]{{2}}:[0-9]{{2}}(?:\.[0-9]+)?"
-    rf"(?:Z|[+-][0-9]{{2}}:[0-9]{{2}})[{_WS}]*)?$"
+# A premise is one line too (AfterValidator): the pattern's blanks are those but CR and LF,
+# and no part holds a NUL, so what it matches is never refused (schemathesis found one).
+_RFC3339 = (
+    r"[1-9][0-9]{3}-(?:0[1-9]|1[0-2])-(?:0[1-9]|1[0-9]|2[0-8])"
+    r"T(?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](?:\.[0-9]+)?(?:Z|[+-](?:[01][0-9]|2[0-3]):[0-5][0-9])"
 )
-"""A premise as `parse_requirement` reads it, as a JSON-schema pattern."""
+"""An RFC 3339 time as the pattern says it: days to the 28th, so every match is a real date
+(the document may say less than the parser takes, never more)."""
+_LINE_WS = _WS.replace(r"\n", "").replace(r"\r", "")
+_VALUE_TEXT = rf"[^|;\r\n\x00]*[^{_WS}|;()\x00][^|;\r\n\x00]*"
+PREMISE_PATTERN = (
+    rf"^[{_LINE_WS}]*[^{_WS}=!,;|\x00]+[{_LINE_WS}]*(?:!=|=|[{_LINE_WS}]in[{_LINE_WS}])"
+    rf"[{_LINE_WS}]*{_VALUE_TEXT}(?:\|{_VALUE_TEXT})*"
+    rf"(?:;[{_LINE_WS}]*[aA][fF][tT][eE][rR][{_LINE_WS}]*=[{_LINE_WS}]*"
+    rf"{_RFC3339}[{_LINE_WS}]*)?$"
+)
+"""A premise as `parse_requirement` reads it, on one line, as a JSON-schema pattern."""
 _PREMISES_JSON = list[
     Annotated[
         str,

@@ -30,6 +30,7 @@ from sendguard.errors import Conflict, IdempotencyKeyReused, InvalidMessage
 from sendguard.fields import FieldOverrides, parse_time
 from sendguard.headers import Headers, Trace, format_date, header_end
 from sendguard.ingress.http_context import api, identity
+from sendguard.ingress.mailboxes import NULL_SENDER, mailbox_address, sender_domain
 from sendguard.ingress.payloads import (
     BadRequest,
     SendPayload,
@@ -191,7 +192,7 @@ def _single_part(payload: SendPayload, now: datetime) -> Built | None:
     headers += [
         ("Subject", payload.subject),
         ("Date", format_date(now)),
-        ("Message-ID", email.utils.make_msgid(domain=payload.from_.rpartition("@")[2] or None)),
+        ("Message-ID", email.utils.make_msgid(domain=sender_domain(payload.from_))),
         *payload.headers.items(),
     ]
     lines = [_GENERATED_LINES[subtype]]
@@ -246,7 +247,7 @@ def build_mime_objects(payload: SendPayload, now: datetime) -> bytes:
         msg["Cc"] = _address_header(", ".join(payload.cc))
     msg["Subject"] = _header_value(payload.subject)
     msg["Date"] = format_date(now)
-    msg["Message-ID"] = email.utils.make_msgid(domain=payload.from_.rpartition("@")[2] or None)
+    msg["Message-ID"] = email.utils.make_msgid(domain=sender_domain(payload.from_))
     for name, value in payload.headers.items():
         if name.lower() in _RESERVED:
             del msg[name]
@@ -316,11 +317,13 @@ async def _read_send(
         mail_from, recipients = _envelope_from_headers(raw)
     else:  # JSON, whatever the client called it (curl -d says form-urlencoded)
         payload = await read_json(request, SendPayload)
-        _check_addresses([payload.from_], "from")
-        for field in ("to", "cc", "bcc"):
-            _check_addresses(getattr(payload, field), field)
-        mail_from = payload.from_
-        recipients = [*payload.to, *payload.cc, *payload.bcc]
+        # Each may be `Name <address>`: the header shows it as given, the envelope the address.
+        mail_from = mailbox_address(payload.from_, "from")
+        recipients = [
+            mailbox_address(value, f"{field}[{index}]")
+            for field in ("to", "cc", "bcc")
+            for index, value in enumerate(getattr(payload, field))
+        ]
         overrides = field_overrides(payload)
         now = api(request).clock.now()
         # Quoted-printable encoding is pure Python: seconds for a few MB of text.
@@ -334,10 +337,17 @@ async def _read_send(
         checked = checked and "from" not in query and "to" not in query
         mail_from = query.get("from", mail_from)
         recipients = query.getall("to", recipients)
+    null_sender = mail_from == NULL_SENDER  # a bounce's, as MAIL FROM:<> (DESIGN.md)
     if not mail_from:
-        raise BadRequest("no sender: give a From header or ?from=", "from")
+        raise BadRequest(
+            "no sender: give a From header or ?from=ADDRESS (?from=<> for a bounce's null sender)",
+            "from",
+        )
+    if null_sender:
+        mail_from = ""
     if not checked:
-        _check_addresses([mail_from], "from")
+        if not null_sender:
+            address_in(mail_from, "from")
         _check_addresses(list(recipients), "to")
     if not recipients:
         raise BadRequest("a message needs at least one recipient", "to")

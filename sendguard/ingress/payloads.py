@@ -35,6 +35,33 @@ ADDRESS_SCHEMA = {"type": "string", "format": "email", "pattern": ADDRESS_PATTER
 Address = Annotated[str, Field(json_schema_extra={"format": "email", "pattern": ADDRESS_PATTERN})]
 """An address (`format: email` in the OpenAPI document; the handler checks it and names the
 field, internationalised addresses included)."""
+_ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]"
+_NAME = r"[A-Za-z0-9!#$%&'*+/^_`{|}~-][A-Za-z0-9!#$%&'*+/^_`{|}~. -]{0,39}"
+MAILBOX_PATTERN = (
+    rf'^(?:(?:{_NAME})?|"[ !#-;@-\[\]-~]{{0,40}}") ?<'
+    rf"{_ATEXT}{{1,16}}(?:\.{_ATEXT}{{1,15}}){{0,2}}"
+    r"@(?:[A-Za-z0-9]{1,20}\.){1,4}[A-Za-z]{2,3}>$"
+)
+"""A mailbox with a display name as a JSON-schema pattern: a plain ASCII name that starts
+with a word (or a quoted one) and a plain ASCII address of bounded parts under a top-level
+domain of two or three letters (so never a special-use one: `.test`, `.local`, ...). No
+look-ahead, so a client generating from the OpenAPI document (schemathesis) makes its examples
+without filtering them. The handler (sendguard.ingress.mailboxes) takes more: non-ASCII names
+and addresses, RFC 2047 words, any valid address; what the pattern matches it always takes
+(tests/unit/test_mailboxes.py)."""
+Mailbox = Annotated[
+    str,
+    Field(
+        json_schema_extra={
+            "anyOf": [
+                {"format": "email", "pattern": ADDRESS_PATTERN},
+                {"pattern": MAILBOX_PATTERN},
+            ]
+        }
+    ),
+]
+"""An address, or a mailbox with a display name (`Shop <shop@example.com>`): see
+sendguard/ingress/mailboxes.py, which checks it and names the field."""
 FORBIDDEN_IN_HEADERS = tuple("\r\n\x00\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029")
 """What no header value may contain: NUL, and every line break (`str.splitlines`'s, which the
 email package refuses in a header)."""
@@ -135,10 +162,10 @@ class SendEnvelope(Strict):
         }
     )
 
-    from_: Address = Field(alias="from", min_length=1, max_length=320)
-    to: list[Address] = Field(default_factory=list, max_length=1000)
-    cc: list[Address] = Field(default_factory=list, max_length=1000)
-    bcc: list[Address] = Field(default_factory=list, max_length=1000)
+    from_: Mailbox = Field(alias="from", max_length=998)
+    to: list[Mailbox] = Field(default_factory=list, max_length=1000)
+    cc: list[Mailbox] = Field(default_factory=list, max_length=1000)
+    bcc: list[Mailbox] = Field(default_factory=list, max_length=1000)
     subject: str = Field(
         default="", max_length=998, json_schema_extra={"pattern": SINGLE_LINE_PATTERN}
     )

@@ -68,6 +68,14 @@ checks.positive_data_acceptance.expected-statuses = ["2xx", "401", "404", "409",
 include-path-regex = "^/email/(withTemplate|batchWithTemplates)"
 checks.positive_data_acceptance.expected-statuses = ["2xx", "401", "422"]
 
+# A CSV import is text: a header row with no address column (or rows with no address) is a
+# 400 naming the problem, which no JSON Schema of a string can say. A fixed seed met one only
+# once the send's schema changed (session 9: display names in `from`), which shifts what is
+# generated after it.
+[[operations]]
+include-name = "POST /v1/suppressions"
+checks.positive_data_acceptance.expected-statuses = ["2xx", "400", "401", "409"]
+
 # The candidate config is YAML text, checked as check-config checks a file: text that is not a
 # valid config is a 400 naming the problem, which no JSON Schema of a string can say.
 [[operations]]
