@@ -24,12 +24,15 @@ from sendguard.message import Delivery, DeliveryState, HoldOrigin
 from sendguard.store import codec
 from sendguard.store.sql_intake import SqlIntake
 from sendguard.store.sql_jobs import Tx, Write, _marks, _one
+from sendguard.store.sqlite_schema import DUE_CONDITION
 
 DUE_STATES = frozenset(
     {DeliveryState.QUEUED, DeliveryState.DELAYED, DeliveryState.DEFERRED, DeliveryState.HELD}
 )
-"""States in which a delivery is due at its `due_at`: `DUE_STATES_SQL`, as Python sees them."""
-# As the partial index `deliveries_due` spells it (SQLite uses the index only for that text).
+"""States in which a delivery is due at its `due_at`: `DUE_CONDITION`, as Python sees them."""
+# The same states as a list. Only PostgreSQL's queries use it: its planner proves that
+# `state IN (…)` implies `deliveries_due`'s condition; SQLite's takes the index only for the
+# condition's own text (`DUE_CONDITION`).
 DUE_STATES_SQL = "('queued', 'delayed', 'deferred', 'held')"
 # States a delivery never leaves in sendguard's own use: the transition into one is kept on
 # the delivery's row (`final_reason`), not as a transitions row.
@@ -141,7 +144,7 @@ class SqlDispatch(SqlIntake):
         """
         del limit
         due = (
-            f"SELECT id FROM deliveries WHERE ((state IN {DUE_STATES_SQL} AND due_at <= ?)"
+            f"SELECT id FROM deliveries WHERE (({DUE_CONDITION} AND due_at <= ?)"
             " OR state = 'sending') AND (lease_until IS NULL OR lease_until < ?)"
             " ORDER BY due_at"
         )
@@ -233,9 +236,7 @@ class SqlDispatch(SqlIntake):
 
     async def next_due_at(self) -> datetime | None:
         async def job(tx: Tx) -> Sequence[Any] | None:
-            return await _one(
-                tx, f"SELECT MIN(due_at) FROM deliveries WHERE state IN {DUE_STATES_SQL}"
-            )
+            return await _one(tx, f"SELECT MIN(due_at) FROM deliveries WHERE {DUE_CONDITION}")
 
         row = await self._read(job)
         return codec.moment(row[0]) if row else None

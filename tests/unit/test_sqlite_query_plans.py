@@ -84,3 +84,46 @@ async def test_no_statement_of_the_hot_path_scans_deliveries(tmp_path: Path) -> 
     # human_hold's blast count, once per decision, reads only the campaign's window.
     (blast,) = [plan for sql, plan in plans.items() if "WHERE campaign = " in sql]
     assert any("(campaign=? AND created_at>?)" in step for step in blast), blast
+
+
+def _ephemeral_tables(conn: sqlite3.Connection, sql: str) -> int:
+    """How many temporary B-trees a run of `sql` builds (`OpenEphemeral` in its program)."""
+    return sum(1 for row in conn.execute(f"EXPLAIN {sql}") if row[1] == "OpenEphemeral")
+
+
+async def test_writes_of_deliveries_build_no_tree_for_the_due_index(tmp_path: Path) -> None:
+    # `deliveries_due`'s condition is evaluated for every inserted row, and for a changed row
+    # before and after. As an IN list (more than two constants) SQLite builds a temporary
+    # B-tree of its values for each evaluation, every time a statement runs; spelt as
+    # comparisons joined by OR (schema 13) it builds none.
+    statements: list[str] = []
+    store = SQLiteStore(tmp_path / "writes.db", trace=statements.append)
+    await store.open()
+    try:
+        later = T0 + timedelta(days=1)
+        await add(store, DeliveryState.DELAYED, recipients=("a@example.org",), due=later)
+        await add(store, recipients=("b@example.org",))
+        (claimed,) = await store.claim_due(T0, "w", 10, LEASE, send_within=timedelta(days=5))
+        await store.change(
+            claimed.id,
+            Change(DeliveryState.SENT, "250 ok", T0, expect=frozenset({DeliveryState.SENDING})),
+        )
+        await store.recipient_reads(
+            "a@example.org", history_since=T0 - timedelta(days=30), events_since=T0
+        )
+    finally:
+        await store.close()
+    conn = sqlite3.connect(tmp_path / "writes.db")
+    try:
+        inserts = [s for s in statements if s.lstrip().startswith("INSERT INTO deliveries ")]
+        assert len(inserts) == 2
+        assert [_ephemeral_tables(conn, s) for s in inserts] == [0, 0]
+        (sent,) = [s for s in statements if re.match(r"\s*UPDATE deliveries SET state = 'sent'", s)]
+        # One for its RETURNING rows, none for the index's condition (three before).
+        assert _ephemeral_tables(conn, sent) <= 1, sent
+        # The recipient read finds a person's sends in history_recipient alone.
+        (read,) = [s for s in statements if "FROM history h" in s]
+        plan = [row[3] for row in conn.execute(f"EXPLAIN QUERY PLAN {read}")]
+        assert any("COVERING INDEX history_recipient" in step for step in plan), plan
+    finally:
+        conn.close()
