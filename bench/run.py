@@ -25,6 +25,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -126,10 +127,14 @@ def rss_kib(pid: int) -> int:
 TICKS = os.sysconf("SC_CLK_TCK")
 
 
-def process_cpu(pid: int) -> float:
-    """User + system CPU seconds of one process so far (from /proc)."""
+def process_cpu(pid: int, reaped: bool = False) -> float:
+    """User + system CPU seconds of one process so far (from /proc); with `reaped`, with
+    those of its children that exited and were waited for."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICKS
+    ticks = int(fields[11]) + int(fields[12])
+    if reaped:
+        ticks += int(fields[13]) + int(fields[14])
+    return ticks / TICKS
 
 
 def process_tree(pid: int) -> list[int]:
@@ -144,36 +149,73 @@ def process_tree(pid: int) -> list[int]:
     return found
 
 
-def postgres_processes(clients: list[int]) -> list[int]:
-    """The PostgreSQL server's processes that work for `clients`: the backends of their
-    connections (told by the client port in each backend's title) and the server's own
-    processes (postmaster, WAL writer, checkpointer, ...; other users of the server add to
-    those a little)."""
+def _socket_inodes(pid: int) -> set[str]:
     inodes: set[str] = set()
-    for pid in clients:
-        for fd in Path(f"/proc/{pid}/fd").glob("*"):
-            with contextlib.suppress(OSError):
-                link = str(fd.readlink())
-                if link.startswith("socket:["):
-                    inodes.add(link[8:-1])
-    ports: set[int] = set()
+    for fd in Path(f"/proc/{pid}/fd").glob("*"):
+        with contextlib.suppress(OSError):
+            link = str(fd.readlink())
+            if link.startswith("socket:["):
+                inodes.add(link[8:-1])
+    return inodes
+
+
+def _tcp_sockets() -> list[list[str]]:
+    rows: list[list[str]] = []
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         with contextlib.suppress(OSError):
-            for line in Path(table).read_text().splitlines()[1:]:
-                cells = line.split()
-                if cells[2].endswith(":1538") and cells[9] in inodes:  # remote port 5432
-                    ports.add(int(cells[1].rsplit(":", 1)[1], 16))
-    found = []
+            rows += [line.split() for line in Path(table).read_text().splitlines()[1:]]
+    return rows
+
+
+def pg_port() -> int:
+    """The port of the PostgreSQL server the bench uses (`BENCH_PG`)."""
+    url = os.environ.get("BENCH_PG", "postgresql://postgres@127.0.0.1:5432/test")
+    return urllib.parse.urlsplit(url).port or 5432
+
+
+# The postmaster of each server measured: its CPU is counted with its reaped children's
+# (backends that ended, autovacuum's workers: short-lived processes a snapshot misses).
+POSTMASTERS: set[int] = set()
+
+
+def postgres_processes(clients: list[int], port: int | None = None) -> list[int]:
+    """The processes of the PostgreSQL server on `port` (default: `BENCH_PG`'s) that work for
+    `clients`: the backends of their connections (told by the client port in each backend's
+    title) and the server's own processes (postmaster, WAL writer, checkpointer, autovacuum;
+    other users of the server add to those a little). The postmaster is the process that
+    listens on `port`; only its descendants are counted, not another server's on the machine."""
+    port = port or pg_port()
+    hex_port = f":{port:04X}"
+    inodes: set[str] = set()
+    for pid in clients:
+        inodes |= _socket_inodes(pid)
+    sockets = _tcp_sockets()
+    ports = {
+        int(cells[1].rsplit(":", 1)[1], 16)
+        for cells in sockets
+        if cells[2].endswith(hex_port) and cells[9] in inodes
+    }
+    listening = {cells[9] for cells in sockets if cells[1].endswith(hex_port) and cells[3] == "0A"}
+    postmaster = None
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit():
             continue
         with contextlib.suppress(OSError):
-            if (proc / "comm").read_text().strip() != "postgres":
-                continue
-            title = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            client = re.search(r"\((\d+)\)", title)
+            if (proc / "comm").read_text().strip() == "postgres" and (
+                _socket_inodes(int(proc.name)) & listening
+            ):
+                postmaster = int(proc.name)
+                break
+    if postmaster is None:
+        return []
+    POSTMASTERS.add(postmaster)
+    found = []
+    for pid in process_tree(postmaster):
+        with contextlib.suppress(OSError):
+            title = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
+            client = re.search(rb"\((\d+)\)", title)
             if client is None or int(client.group(1)) in ports:
-                found.append(int(proc.name))
+                found.append(pid)
     return found
 
 
@@ -181,7 +223,7 @@ def cpu_snapshot(pids: list[int]) -> dict[int, float]:
     snapshot = {}
     for pid in pids:
         with contextlib.suppress(OSError):
-            snapshot[pid] = process_cpu(pid)
+            snapshot[pid] = process_cpu(pid, reaped=pid in POSTMASTERS)
     return snapshot
 
 
