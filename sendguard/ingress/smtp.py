@@ -44,6 +44,8 @@ from sendguard.errors import ConfigError, InvalidAddress, InvalidMessage, StoreU
 from sendguard.headers import Trace
 from sendguard.ingress.smtp_auth import CONNECTION_LIMIT_REPLY, REFUSAL_PAUSE, AuthGuard
 from sendguard.ingress.smtp_data import READ_LIMIT, DataRefused, read_data
+from sendguard.ingress.smtp_params import read_parameters
+from sendguard.ingress.smtp_replies import CODED, enhanced
 from sendguard.intake import Intake
 from sendguard.metrics import Metrics
 from sendguard.tls import CertificateError, Certificates
@@ -351,6 +353,8 @@ class _Connection(SMTP):
         self.path_sent: str | None = None
         """The address text of the MAIL or RCPT command being handled, as the client sent it."""
         self._collecting: list[str] | None = None
+        self._parameters: Sequence[str] = ()  # see _getaddr
+        self._in_mail = False
         self._deadline = self._timer_at = 0.0  # see _reset_timeout
         self._may_hold = False  # see _reply
         self._held: list[bytes] = []
@@ -376,6 +380,7 @@ class _Connection(SMTP):
             lines = [line for line in lines if not line.startswith("250-AUTH")]
         if len(lines) > 1:  # a greeting, not a refusal: RFC 2920 command pipelining (see push)
             lines.insert(-1, "250-PIPELINING")
+            lines.insert(-1, "250-ENHANCEDSTATUSCODES")  # RFC 2034 (see push)
         if lines:
             await self._reply("\r\n".join(lines))
 
@@ -398,13 +403,19 @@ class _Connection(SMTP):
                 return None, None
             address, rest = parsed
             addr = address.addr_spec
+        self._parameters = rest.split()  # as sent, for a 555 to name (aiosmtpd upper-cases them)
         localpart, _, _ = addr.rpartition("@")
         if self.local_part_limit and len(localpart) > self.local_part_limit:
             return None, None
         return addr, rest
 
+    def _getparams(self, params: Sequence[str]) -> dict[str, str | bool] | None:
+        # aiosmtpd's, with RFC 5321's grammar and AUTH= on MAIL (sendguard/ingress/smtp_params.py).
+        return read_parameters(params, auth=self._in_mail and self._owner.offers_auth)
+
+    @syntax("MAIL FROM: <address>", extended=" [SP <mail-parameters>]")  # for HELP, as aiosmtpd's
     async def smtp_MAIL(self, arg: str | None) -> None:
-        self._may_hold = True
+        self._may_hold = self._in_mail = True
         try:
             if self.listener.require_tls and not self.encrypted:
                 log.info("smtp mail refused: tls required", ip=str(self.ip))
@@ -413,8 +424,9 @@ class _Connection(SMTP):
             self.path_sent = None  # set by _getaddr, which reads the path
             await super().smtp_MAIL(arg)
         finally:
-            self._may_hold = False
+            self._may_hold = self._in_mail = False
 
+    @syntax("RCPT TO: <address>", extended=" [SP <mail-parameters>]")
     async def smtp_RCPT(self, arg: str | None) -> None:
         self._may_hold = True
         try:
@@ -431,6 +443,7 @@ class _Connection(SMTP):
         finally:
             self._may_hold = False
 
+    @syntax("DATA")
     async def smtp_DATA(self, arg: str) -> None:
         # aiosmtpd's smtp_DATA, with the data read in pieces (sendguard/ingress/smtp_data.py).
         if await self.check_helo_needed() or await self.check_auth_needed("DATA"):
@@ -530,6 +543,7 @@ class _Connection(SMTP):
         log.info("smtp session timed out", ip=str(self.ip))
         self.transport.close()
 
+    @syntax("AUTH <mechanism>")
     async def smtp_AUTH(self, arg: str) -> None:
         refusal = self._owner.auth.refusal(self.ip, self._auth_failures)
         if refusal is None:
@@ -588,9 +602,9 @@ class _Connection(SMTP):
         if self._collecting is not None and isinstance(status, str):
             self._collecting.append(status)  # a line of the EHLO reply (smtp_EHLO writes it)
             return
-        if isinstance(status, str) and status.startswith("552 Error"):
-            # aiosmtpd's own size replies lack the enhanced status code DESIGN.md promises.
-            status = "552 5.3.4 Message too big: over smtp.max_message_size"
+        if isinstance(status, str) and status[4:6] not in CODED:
+            # aiosmtpd's own replies lack the enhanced status code EHLO promises.
+            status = enhanced(status, self.hostname, self._parameters)
         await self._reply(status)
 
     async def _reply(self, status: str | bytes) -> None:

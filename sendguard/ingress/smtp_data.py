@@ -8,7 +8,7 @@ same answers as aiosmtpd:
 - only `<CRLF>.<CRLF>` ends the data. A dot after a bare LF or a bare CR is an ordinary line
   (SMTP smuggling relies on servers that disagree about this);
 - a line (up to CRLF, CRLF included) longer than MAX_LINE octets is answered
-  `500 Line too long` after the end of data, not by dropping the connection;
+  `500 5.6.0 Line too long` after the end of data, not by dropping the connection;
 - more than `size_limit` octets is answered `552` after the end of data; nothing more is kept
   in memory once either limit is passed;
 - dot-stuffing is undone on bytes: a line that starts with a dot loses that dot.
@@ -41,7 +41,8 @@ class DataRefused:
     reply: str
 
 
-TOO_LONG = DataRefused("500 Line too long (see RFC5321 4.5.3.1.6)")
+TOO_LONG = DataRefused("500 5.6.0 Line too long (see RFC 5321 4.5.3.1.6)")
+"""5.6.0 (RFC 3463: the content is the problem): the sender fixes it by encoding the line."""
 TOO_MUCH = DataRefused("552 Error: Too much mail data")
 
 

@@ -1,0 +1,189 @@
+"""SMTP replies as the RFCs and Postfix write them (standards trial, session 9).
+
+- EHLO offers ENHANCEDSTATUSCODES (RFC 2034) and every reply but the greeting, HELO/EHLO and the
+  3xx intermediate ones carries an enhanced code, aiosmtpd's own replies too (`221 Bye`,
+  `503 Error: need MAIL command`, `500 Line too long` had none).
+- A MAIL or RCPT parameter sendguard does not implement is `555 5.5.4` naming it (RFC 5321
+  4.1.1.11), DSN's `NOTIFY=`/`ORCPT=`/`RET=`/`ENVID=` included: EHLO does not offer DSN
+  (RFC 3461). A keyword with a hyphen (`MT-PRIORITY=3`) is a parameter, not a 501 syntax error.
+- `AUTH=` on MAIL (RFC 4954 5, sendmail sends it to a server that offers AUTH) is taken where
+  AUTH is offered, and not passed on to the upstream.
+- HELP lists MAIL, RCPT and DATA again and gives their syntax.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import smtplib
+import subprocess
+from collections.abc import Callable
+
+import pytest
+
+from sendguard.password import hash_password
+from tests.e2e.test_send_path import message
+from tests.support.process import SendguardProcess
+from tests.support.raw_smtp import RawSmtp
+from tests.support.sink import Sink
+
+pytestmark = [pytest.mark.e2e]
+Start = Callable[..., SendguardProcess]
+
+ENHANCED = re.compile(rb"[245]\.\d{1,3}\.\d{1,3} ")
+
+
+def client(proc: SendguardProcess) -> smtplib.SMTP:
+    smtp = smtplib.SMTP("127.0.0.1", proc.smtp_port, timeout=10)
+    smtp.ehlo("test")
+    return smtp
+
+
+def test_every_reply_after_ehlo_has_an_enhanced_status_code(sendguard: Start, sink: Sink) -> None:
+    proc = sendguard()
+    with client(proc) as smtp:
+        assert smtp.has_extn("enhancedstatuscodes")
+        replies = [
+            smtp.rcpt("ann@example.org"),  # 503: no MAIL yet
+            smtp.docmd("DATA"),  # 503: no RCPT yet
+            smtp.docmd("FROBNICATE"),  # 500: not a command
+            smtp.docmd("EXPN", "list"),  # 502
+            smtp.docmd("VRFY", "ann@example.org"),  # 252
+            smtp.docmd("RSET", "now"),  # 501: RSET takes no argument
+            smtp.docmd("STARTTLS"),  # 454: no certificate configured
+            smtp.noop(),
+            smtp.mail("shop@example.com"),
+            smtp.mail("shop@example.com"),  # 503: nested MAIL
+            smtp.docmd("RCPT TO:", ""),  # 501
+            smtp.rset(),
+            smtp.docmd("HELP"),
+        ]
+        quit_reply = smtp.docmd("QUIT")
+    for code, text in [*replies, quit_reply]:
+        assert ENHANCED.match(text), (code, text)
+    codes = [code for code, _ in replies]
+    assert codes == [503, 503, 500, 502, 252, 501, 454, 250, 250, 503, 501, 250, 250]
+    assert quit_reply == (221, b"2.0.0 Bye")
+
+
+def test_greeting_and_helo_keep_their_form(sendguard: Start, sink: Sink) -> None:
+    # RFC 2034 3: no enhanced code in the greeting nor in the reply to HELO/EHLO.
+    proc = sendguard()
+    with RawSmtp(proc.smtp_port) as raw:
+        greeting = raw.reply()
+        raw.send(b"HELO test\r\n")
+        helo = raw.reply()
+    assert greeting.startswith("220 ") and not ENHANCED.match(greeting[4:].encode())
+    assert helo.startswith("250 ") and not ENHANCED.match(helo[4:].encode()), helo
+
+
+def test_dsn_notify_on_rcpt_is_555_naming_it_and_the_transaction_goes_on(
+    sendguard: Start, sink: Sink
+) -> None:
+    proc = sendguard()
+    with client(proc) as smtp:
+        assert not smtp.has_extn("dsn")  # so NOTIFY= is a parameter this server does not know
+        smtp.mail("shop@example.com")
+        code, text = smtp.rcpt(
+            "ann@example.org", ["NOTIFY=SUCCESS,FAILURE", "ORCPT=rfc822;ann@example.org"]
+        )
+        assert code == 555, text
+        assert text.startswith(b"5.5.4 Unsupported option: NOTIFY=SUCCESS,FAILURE"), text
+        assert b"ORCPT=rfc822;ann@example.org" in text, text  # as the client wrote it
+        assert b"DSN is not offered" in text, text
+        assert smtp.rcpt("bob@example.org")[0] == 250
+        assert smtp.data(message())[0] == 250
+    (got,) = sink.wait_for(1)
+    assert got.rcpt_tos == ["bob@example.org"]
+
+
+def test_dsn_ret_and_envid_on_mail_are_555_naming_them(sendguard: Start, sink: Sink) -> None:
+    proc = sendguard()
+    with client(proc) as smtp:
+        code, text = smtp.mail("shop@example.com", ["SIZE=100", "RET=HDRS", "ENVID=QQ314159"])
+    assert code == 555, text
+    assert text == b"5.5.4 Unsupported option: RET=HDRS ENVID=QQ314159 (DSN is not offered)"
+
+
+def test_a_hyphenated_keyword_is_an_unsupported_parameter_not_a_syntax_error(
+    sendguard: Start, sink: Sink
+) -> None:
+    # RFC 5321 4.1.2: esmtp-keyword = (ALPHA / DIGIT) *(ALPHA / DIGIT / "-")
+    proc = sendguard()
+    with client(proc) as smtp:
+        code, text = smtp.mail("shop@example.com", ["MT-PRIORITY=3"])
+        assert (code, text) == (555, b"5.5.4 Unsupported option: MT-PRIORITY=3")
+        assert smtp.mail("shop@example.com")[0] == 250
+        code, text = smtp.rcpt("ann@example.org", ["X-TAG=a"])
+        assert (code, text) == (555, b"5.5.4 Unsupported option: X-TAG=a")
+        code, text = smtp.rcpt("ann@example.org", ["X-TAG="])  # an empty value: syntax
+        assert code == 501 and text.startswith(b"5.5.4 Syntax: RCPT TO:"), text
+
+
+def test_a_line_over_1000_octets_in_data_is_500_with_an_enhanced_code(
+    sendguard: Start, sink: Sink
+) -> None:
+    proc = sendguard()
+    with client(proc) as smtp:
+        smtp.mail("shop@example.com")
+        smtp.rcpt("ann@example.org")
+        code, text = smtp.data(message() + b"x" * 1200 + b"\r\n")
+    assert code == 500
+    assert text.startswith(b"5.6.0 Line too long"), text
+    assert proc.states() == {}
+
+
+@pytest.mark.skipif(shutil.which("swaks") is None, reason="swaks is installed by .ci/run")
+def test_swaks_sees_the_enhanced_code_of_a_long_line(sendguard: Start, sink: Sink) -> None:
+    proc = sendguard()
+    body = "Subject: long\r\n\r\n" + "x" * 1200 + "\r\n"
+    done = subprocess.run(
+        [
+            *("swaks", "--server", f"127.0.0.1:{proc.smtp_port}"),
+            *("--from", "shop@example.com", "--to", "ann@example.org", "--data", "-"),
+        ],
+        input=body,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert "<** 500 5.6.0 Line too long" in done.stdout, done.stdout
+
+
+def test_auth_parameter_on_mail_is_taken_where_auth_is_offered(
+    sendguard: Start, sink: Sink
+) -> None:
+    proc = sendguard(smtp={"auth_users": {"crm": hash_password("s3cret")}})
+    with client(proc) as smtp:
+        smtp.login("crm", "s3cret")
+        code, text = smtp.mail("shop@example.com", ["AUTH=<>"])
+        assert code == 250, text
+        assert smtp.rcpt("ann@example.org")[0] == 250
+        assert smtp.data(message())[0] == 250
+        code, text = smtp.mail("shop@example.com", ["AUTH=shop+2Bx@example.com"])
+        assert code == 250, text
+        smtp.rset()
+        code, text = smtp.mail("shop@example.com", ["AUTH=a+b"])  # `+` only as +HH (xtext)
+        assert code == 501, text
+    (got,) = sink.wait_for(1)
+    assert not any(option.upper().startswith("AUTH") for option in got.mail_options)
+
+
+def test_auth_parameter_without_auth_offered_is_555(sendguard: Start, sink: Sink) -> None:
+    proc = sendguard()
+    with client(proc) as smtp:
+        assert not smtp.has_extn("auth")
+        code, text = smtp.mail("shop@example.com", ["AUTH=<>"])
+    assert (code, text) == (555, b"5.5.4 Unsupported option: AUTH=<>")
+
+
+def test_help_lists_mail_rcpt_and_data_and_their_syntax(sendguard: Start, sink: Sink) -> None:
+    # sendguard's own MAIL, RCPT, DATA and AUTH had lost aiosmtpd's syntax marks: HELP left
+    # them out and `HELP MAIL` was a 501.
+    proc = sendguard()
+    with client(proc) as smtp:
+        code, listed = smtp.docmd("HELP")
+        assert code == 250 and set(listed.split()) >= {b"MAIL", b"RCPT", b"DATA"}, listed
+        code, text = smtp.docmd("HELP", "MAIL")
+    assert (code, text) == (250, b"2.0.0 Syntax: MAIL FROM: <address> [SP <mail-parameters>]")
