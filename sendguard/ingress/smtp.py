@@ -15,15 +15,17 @@ from __future__ import annotations
 import asyncio
 import functools
 import ipaddress
+import logging
 import re
 import socket
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from email._header_value_parser import get_addr_spec, get_angle_addr
 from email.errors import HeaderParseError
 from pathlib import Path
 from types import MethodType
 from typing import Any, AnyStr
 
+import aiosmtpd.smtp
 import structlog
 from aiosmtpd.smtp import (
     MISSING,
@@ -51,6 +53,26 @@ from sendguard.metrics import Metrics
 from sendguard.tls import CertificateError, Certificates
 
 log = structlog.get_logger("sendguard.smtp")
+
+_aiosmtpd_sanitized_log = aiosmtpd.smtp.sanitized_log
+_METHOD_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO}
+
+
+def _sanitized_log(func: Any, msg: Any, *args: Any, **kwargs: Any) -> None:
+    """aiosmtpd's `sanitized_log`, which its command loop calls twice for every command line
+    (at `debug` and `info`), skipped when its logger would drop the record anyway: it matches
+    each bytes argument against a regular expression (to mask AUTH credentials) before the
+    logger looks at its level, and `serve` keeps aiosmtpd's logger at `warning` unless the
+    log level is `debug` (sendguard.logs). When the level is enabled, aiosmtpd's own runs."""
+    logger = getattr(func, "__self__", None)
+    level = _METHOD_LEVELS.get(getattr(func, "__name__", ""))
+    if isinstance(logger, logging.Logger) and level is not None and not logger.isEnabledFor(level):
+        return
+    _aiosmtpd_sanitized_log(func, msg, *args, **kwargs)
+
+
+# aiosmtpd's command loop looks the name up in its module at every call.
+aiosmtpd.smtp.sanitized_log = _sanitized_log
 
 _UNSAFE = re.compile(r"[^\x20-\x7e]")
 
@@ -332,13 +354,30 @@ class _Connection(SMTP):
         # connection. Here it lists nothing, and the same tables come from lists made once:
         # the commands and mechanisms of the class, bound to this connection, and the
         # handler's hooks, bound once by SmtpIngress (tests/unit/test_smtp_tables.py compares
-        # them with aiosmtpd's own).
+        # them with aiosmtpd's own). The rest of what its __init__ sets is the same for every
+        # connection of a listener: it runs once (`SmtpIngress._settings`), and a connection
+        # gets a copy of its result and its own stream reader and protocol state, which
+        # aiosmtpd's __init__ would make (asyncio.StreamReaderProtocol.__init__).
         self._listed = False
-        super().__init__(_NOTHING_TO_LIST, **kwargs)
+        settings = server._settings(kwargs)
+        if settings is None:
+            super().__init__(_NOTHING_TO_LIST, **kwargs)
+        else:
+            loop = kwargs["loop"]
+            asyncio.StreamReaderProtocol.__init__(
+                self,
+                asyncio.StreamReader(loop=loop, limit=self.line_length_limit),
+                client_connected_cb=self._cb_client_connected,
+                loop=loop,
+            )
+            self.__dict__.update(settings)
+            # aiosmtpd's quirk, kept: a class-wide table that each new connection clears.
+            self.command_size_limits.clear()
         self._listed = True
         self.event_handler = handler
         self._handle_hooks = server.hooks
-        self._smtp_methods = {name: MethodType(method, self) for name, method in _COMMANDS}
+        # aiosmtpd declares a dict; it only looks commands up (get) and lists them (items).
+        self._smtp_methods = _BoundCommands(self)  # type: ignore[assignment]
         self._auth_methods = {
             **{name: _AuthMechAttr(MethodType(method, self), True) for name, method in _MECHANISMS},
             **server.mechanisms,
@@ -647,8 +686,32 @@ def _say(transport: asyncio.BaseTransport, line: bytes) -> None:
 
 
 _CONNECTION_NAMES = _hooks(_Connection, ("smtp_", "auth_"))
-_COMMANDS = [(name[5:], getattr(_Connection, name)) for name in _hooks(_Connection, ("smtp_",))]
-"""aiosmtpd's `_smtp_methods` of every connection, unbound: (command, function)."""
+_COMMANDS = {name[5:]: getattr(_Connection, name) for name in _hooks(_Connection, ("smtp_",))}
+"""aiosmtpd's `_smtp_methods` of every connection, unbound: command -> function."""
+
+
+class _BoundCommands(Mapping[str, Any]):
+    """aiosmtpd's `_smtp_methods` of one connection (command -> bound method), each method
+    bound when it is looked up: a session uses six of the twenty-odd commands, and binding
+    them all for every connection cost more than the look-ups do."""
+
+    __slots__ = ("_owner",)
+
+    def __init__(self, owner: _Connection) -> None:
+        self._owner = owner
+
+    def __getitem__(self, command: str) -> Any:
+        return MethodType(_COMMANDS[command], self._owner)
+
+    def get(self, command: str, default: Any = None) -> Any:
+        function = _COMMANDS.get(command)
+        return default if function is None else MethodType(function, self._owner)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(_COMMANDS)
+
+    def __len__(self) -> int:
+        return len(_COMMANDS)
 
 
 def _mechanisms(owner: object, names: list[str]) -> list[tuple[str, Any]]:
@@ -673,6 +736,8 @@ class _NothingToList:
 
 
 _NOTHING_TO_LIST = _NothingToList()
+_KEPT_SETTINGS = 16
+"""At most this many sets of connection settings kept (listeners, certificate reloads)."""
 TOO_MANY_CONNECTIONS = b"421 4.7.0 Too many connections, try again later\r\n"
 _CHECK_LATER = AuthResult(success=False, handled=True)
 """What _authenticate answers: the credentials are checked by the auth_ method, off the loop."""
@@ -690,6 +755,13 @@ class SmtpIngress:
         self._config = config
         self.listeners = config.listeners_in_use()
         self._servers: list[asyncio.Server] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._kept_settings: dict[tuple[bool, int], tuple[dict[str, Any], dict[str, Any]]] = {}
+        """By whether AUTH is required and the id of the TLS context (what differs between
+        listeners): the keyword arguments of a connection and what aiosmtpd's __init__ made
+        of them (see `_settings`)."""
+        """The loop serving the connections (set by `start`): told to each connection, which
+        aiosmtpd would otherwise look up under `warnings.catch_warnings()` every time."""
         self.connections: set[_Connection] = set()
         self.counts = counts or ConnectionCounts.alone(
             config.max_connections, config.max_connections_per_ip
@@ -747,6 +819,31 @@ class SmtpIngress:
         # only needs an authenticator to exist to offer AUTH.
         raise NotImplementedError
 
+    def _settings(self, kwargs: dict[str, Any]) -> dict[str, Any] | None:
+        """What aiosmtpd's SMTP.__init__ sets on a connection made with `kwargs`, but the state
+        asyncio.StreamReaderProtocol.__init__ sets (per connection): from one probe connection
+        per set of `kwargs` (a listener's; another after a certificate reload). None without a
+        loop (a connection made outside `start`, as tests make them): aiosmtpd's own then."""
+        if kwargs.get("loop") is None:
+            return None
+        key = (kwargs["auth_required"], id(kwargs["tls_context"]))
+        kept = self._kept_settings.get(key)
+        if kept is not None and kept[0] == kwargs:
+            return kept[1]
+        probe = _Connection.__new__(_Connection)
+        probe._listed = False
+        SMTP.__init__(probe, _NOTHING_TO_LIST, **kwargs)
+        stream = asyncio.StreamReaderProtocol.__new__(asyncio.StreamReaderProtocol)
+        asyncio.StreamReaderProtocol.__init__(
+            stream, asyncio.StreamReader(loop=kwargs["loop"]), lambda *_: None, loop=kwargs["loop"]
+        )
+        settings = {k: v for k, v in probe.__dict__.items() if k not in stream.__dict__}
+        del settings["_listed"]
+        if len(self._kept_settings) >= _KEPT_SETTINGS:
+            self._kept_settings.clear()
+        self._kept_settings[key] = (dict(kwargs), settings)
+        return settings
+
     def _connection(self, listener: Listener | None = None) -> _Connection:
         listener = listener or self.listeners[0]
         starttls = listener.tls == "starttls" and self.certificates is not None
@@ -764,12 +861,13 @@ class SmtpIngress:
             authenticator=self._authenticate if self._config.auth_users else None,
             auth_require_tls=True,
             auth_required=listener.require_auth,
+            loop=self._loop,
         )
 
     async def start(self, socks: Sequence[socket.socket] = ()) -> None:
         """Listen on every listener's address (`smtp.listen` or `smtp.listeners`), or accept on
         `socks`, one per listener in that order (bound by sendguard.listeners)."""
-        loop = asyncio.get_running_loop()
+        self._loop = loop = asyncio.get_running_loop()
         for index, listener in enumerate(self.listeners):
             host, port = split_listen(listener.listen)
             implicit = listener.tls == "implicit" and self.certificates is not None

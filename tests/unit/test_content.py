@@ -8,12 +8,14 @@ import base64
 import email
 import email.header
 import email.policy
+import hashlib
 import html
 import html.entities
 import quopri
 import re
 import unicodedata
 
+import pytest
 from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
@@ -311,3 +313,35 @@ def test_every_ascii_blank_is_one_split_knows() -> None:
     assert sorted(content._ASCII_BLANKS + " ") == [c for c in ascii_chars if c.isspace()]
     for char in ascii_chars:
         assert content._one_spacing(f" a{char}{char}b ") == " ".join(f"a{char}{char}b".split())
+
+
+def test_a_text_seen_again_is_not_normalised_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[str] = []
+    real = content.normalise
+
+    def counting(subject: str, text: str) -> str:
+        calls.append(text)
+        return real(subject, text)
+
+    monkeypatch.setattr(content, "normalise", counting)
+    monkeypatch.setattr(content, "_recent", {})
+    body = "Ten percent off all of it this week.\r\n" * 50
+    first = content.text_hash("Sale", body)
+    assert content.text_hash("Sale", "".join(body)) == first  # an equal text, another object
+    assert len(calls) == 1
+    assert first == hashlib.sha256(real("Sale", body).encode()).hexdigest()[:32]
+    # Another subject or another text is another fingerprint, computed.
+    assert content.text_hash("Sale!", body) != first
+    assert content.text_hash("Sale", "Hi Ann,\r\n" + body) == first  # greeting dropped
+    assert len(calls) == 3
+
+
+def test_the_texts_kept_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(content, "_recent", {})
+    for i in range(content._RECENT * 3):
+        content.text_hash("s", f"text {i}")
+    assert len(content._recent) == content._RECENT
+    assert ("s", f"text {content._RECENT * 3 - 1}") in content._recent  # the newest stay
+    big = "x " * content._RECENT_TEXT
+    content.text_hash("s", big)
+    assert ("s", big) not in content._recent  # a long text is hashed, not kept
