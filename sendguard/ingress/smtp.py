@@ -584,6 +584,12 @@ class _Connection(SMTP):
 
     @syntax("AUTH <mechanism>")
     async def smtp_AUTH(self, arg: str) -> None:
+        if not self._owner.offers_auth:
+            # EHLO does not offer AUTH (no smtp.auth_users): there are no credentials to be
+            # wrong, and aiosmtpd's `535 Authentication credentials invalid` (counted as a
+            # failure towards the refusals) told the client its password was. As Postfix.
+            await self.push("503 5.5.1 Error: authentication not enabled")
+            return
         refusal = self._owner.auth.refusal(self.ip, self._auth_failures)
         if refusal is None:
             await super().smtp_AUTH(arg)

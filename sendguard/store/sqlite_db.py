@@ -246,11 +246,13 @@ class SQLiteDatabase:
             self._use_wal(conn)
             conn.execute("PRAGMA synchronous=FULL")
             conn.execute("PRAGMA foreign_keys=ON")
-            migrate(conn)
+            applied = migrate(conn)
             tell_the_planner(conn)
         except (sqlite3.Error, RuntimeError) as exc:
             raise StoreUnavailable(f"cannot open SQLite database {self.path}: {exc}") from exc
         self._conn = conn
+        for version in applied:  # as the PostgreSQL store logs its migrations
+            log.info("migrated", path=str(self.path), version=version)
 
     def _use_wal(self, conn: sqlite3.Connection) -> None:
         """Switch a new database to WAL. The switch takes the file's exclusive lock, and

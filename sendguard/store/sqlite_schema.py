@@ -375,14 +375,16 @@ def tell_the_planner(conn: sqlite3.Connection) -> None:
     conn.execute("ANALYZE sqlite_schema")  # the planner reads sqlite_stat1 again
 
 
-def migrate(conn: sqlite3.Connection) -> None:
-    """Bring the schema to the newest version, one migration per transaction."""
+def migrate(conn: sqlite3.Connection) -> list[int]:
+    """Bring the schema to the newest version, one migration per transaction. Returns the
+    versions this call applied (none when another connection applied them first)."""
     current = conn.execute("PRAGMA user_version").fetchone()[0]
     if current > len(MIGRATIONS):
         raise RuntimeError(
             f"the database schema is version {current}, newer than this sendguard "
             f"knows ({len(MIGRATIONS)}); upgrade sendguard"
         )
+    applied: list[int] = []
     for version in range(current, len(MIGRATIONS)):
         conn.execute("BEGIN IMMEDIATE")
         # Workers of one serve start together: another may have applied it meanwhile.
@@ -398,3 +400,5 @@ def migrate(conn: sqlite3.Connection) -> None:
         except BaseException:
             conn.execute("ROLLBACK")
             raise
+        applied.append(version + 1)
+    return applied

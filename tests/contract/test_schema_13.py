@@ -13,6 +13,7 @@ from typing import Any
 
 import asyncpg
 import pytest
+import structlog
 
 from sendguard.clock import to_micros
 from sendguard.store.base import Store
@@ -87,11 +88,22 @@ async def test_a_schema_12_sqlite_store_upgrades_and_keeps_its_due_delivery(
     conn.close()
 
     store = SQLiteStore(path)
-    await store.open()
+    with structlog.testing.capture_logs() as logs:
+        await store.open()
     try:
         await _keeps_its_due_delivery(store)
     finally:
         await store.close()
+    # The upgrade is logged, as the PostgreSQL store logs its own: an operator who starts a
+    # new sendguard on an old file sees that (and to which version) it was migrated.
+    assert [(e["event"], e["path"], e["version"]) for e in logs if e["event"] == "migrated"] == [
+        ("migrated", str(path), v) for v in range(13, len(MIGRATIONS) + 1)
+    ]
+    again = SQLiteStore(path)
+    with structlog.testing.capture_logs() as logs:
+        await again.open()
+    await again.close()
+    assert [e for e in logs if e["event"] == "migrated"] == []  # nothing to migrate, no line
     conn = sqlite3.connect(path)
     try:
         assert conn.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS) >= 13

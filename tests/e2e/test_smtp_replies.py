@@ -178,6 +178,22 @@ def test_auth_parameter_without_auth_offered_is_555(sendguard: Start, sink: Sink
     assert (code, text) == (555, b"5.5.4 Unsupported option: AUTH=<>")
 
 
+def test_auth_where_auth_is_not_offered_is_503_not_invalid_credentials(
+    sendguard: Start, sink: Sink
+) -> None:
+    # Found trying the relay by hand: a client that sends AUTH anyway was told `535 5.7.8
+    # Authentication credentials invalid`, as if its password were wrong, and each try counted
+    # towards the failed-AUTH refusals. Postfix: `503 5.5.1 Error: authentication not enabled`.
+    proc = sendguard()
+    with client(proc) as smtp:
+        assert not smtp.has_extn("auth")
+        replies = [smtp.docmd("AUTH", "PLAIN AHRvb2wAczNjcmV0") for _ in range(4)]
+        replies.append(smtp.docmd("AUTH", "LOGIN"))
+        mail = smtp.mail("shop@example.com")
+    assert replies == [(503, b"5.5.1 Error: authentication not enabled")] * 5
+    assert mail[0] == 250  # the session goes on
+
+
 def test_help_lists_mail_rcpt_and_data_and_their_syntax(sendguard: Start, sink: Sink) -> None:
     # sendguard's own MAIL, RCPT, DATA and AUTH had lost aiosmtpd's syntax marks: HELP left
     # them out and `HELP MAIL` was a 501.
