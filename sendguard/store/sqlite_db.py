@@ -251,8 +251,11 @@ class SQLiteDatabase:
         except (sqlite3.Error, RuntimeError) as exc:
             raise StoreUnavailable(f"cannot open SQLite database {self.path}: {exc}") from exc
         self._conn = conn
-        for version in applied:  # as the PostgreSQL store logs its migrations
-            log.info("migrated", path=str(self.path), version=version)
+        if applied[:1] == [1]:  # a new file: one line, not one per migration
+            log.info("created", path=str(self.path), version=applied[-1])
+        else:
+            for version in applied:  # as the PostgreSQL store logs its migrations
+                log.info("migrated", path=str(self.path), version=version)
 
     def _use_wal(self, conn: sqlite3.Connection) -> None:
         """Switch a new database to WAL. The switch takes the file's exclusive lock, and

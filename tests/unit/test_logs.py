@@ -104,6 +104,8 @@ def test_the_decision_line_is_one_json_object_with_the_documented_fields(
     tmp_path: Path,
 ) -> None:
     decided, lines = decide_with_logs("info", tmp_path)
+    created, *lines = lines  # the new store's line first
+    assert json.loads(created)["event"] == "created"
     assert len(lines) == 1, lines
     line = json.loads(lines[0])
     assert line["event"] == "decision"
