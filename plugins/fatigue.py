@@ -94,6 +94,11 @@ class FatiguePolicy:
             history=options.lookback, events=options.lookback, event_types=frozenset(custom)
         )
 
+    def suppressed_classes(self) -> frozenset[MessageClass]:
+        """Every class not in `exempt_classes`: `evaluate` forwards exempt mail before it
+        looks at the suppression."""
+        return frozenset(MessageClass) - frozenset(self._options.exempt_classes)
+
     async def evaluate(self, delivery: Delivery, ctx: PolicyContext) -> Verdict:
         options = self._options
         if delivery.message.fields.message_class in options.exempt_classes:

@@ -47,6 +47,7 @@ from sendguard.simulation_runs import Simulations
 from sendguard.store import open_store
 from sendguard.store.base import Store
 from sendguard.store.sqlite import SQLiteStore
+from sendguard.suppression_enforcement import SuppressionEnforcement
 from sendguard.tokens import TOKEN_FILE_NAME, TokenSet, read_or_create_token
 from sendguard.webhooks import WebhookSender
 from sendguard.workers import ControlLine, Handoff
@@ -83,6 +84,11 @@ def build_policies(settings: Settings) -> list[PolicyBinding]:
         )
         for p in settings.policies
     ]
+
+
+def suppression_enforcement(engine: Engine) -> SuppressionEnforcement:
+    """What the engine's policies, as configured now, do to mail for a suppressed address."""
+    return SuppressionEnforcement.of((b.name, b.mode, b.policy) for b in engine.policies)
 
 
 class App:
@@ -232,6 +238,7 @@ class App:
                 dispatcher.wake,
                 config.http,
                 accepted_event_types(b.policy for b in engine_policies),
+                lambda: suppression_enforcement(engine),
             )
             web_app = build_app(context, self.tokens(config))
             install_review_page(web_app, config.review, self.clock)
@@ -251,27 +258,36 @@ class App:
             await self.http.start(self.handoff.http_socket() if self.handoff else None)
             stack.push_async_callback(self.http.stop)
 
-            log.info(
-                "sendguard started",
-                version=__version__,
-                config=self.settings.source,
-                smtp=[f"{x.listen} ({x.tls})" for x in config.smtp.listeners_in_use()],
-                http=config.http.listen,
-                store=redacted(config.store.url),
-                upstream=config.upstream.kind,
-                upstreams=[m.label for m in upstream.routing.members()],
-                policies=[p.name for p in self.settings.policies],
-                config_hash=self.config_digest,
-                loop=type(asyncio.get_running_loop()).__module__.partition(".")[
-                    0
-                ],  # uvloop, asyncio
-            )
+            self._log_started(config, upstream, engine)
             if started is not None:
                 started.set()
             await stop.wait()
             log.info("draining")
             began = monotonic()
         log.info("stopped", seconds=round(monotonic() - began, 3))
+
+    def _log_started(self, config: Config, upstream: SwitchableUpstream, engine: Engine) -> None:
+        """The start line; then, once (not once per worker), a warning when suppressions are
+        only recorded (no enforcing policy drops mail for them), so nobody learns it from a
+        complaint."""
+        log.info(
+            "sendguard started",
+            version=__version__,
+            config=self.settings.source,
+            smtp=[f"{x.listen} ({x.tls})" for x in config.smtp.listeners_in_use()],
+            http=config.http.listen,
+            store=redacted(config.store.url),
+            upstream=config.upstream.kind,
+            upstreams=[m.label for m in upstream.routing.members()],
+            policies=[p.name for p in self.settings.policies],
+            config_hash=self.config_digest,
+            loop=type(asyncio.get_running_loop()).__module__.partition(".")[0],  # uvloop, asyncio
+        )
+        if self.handoff is not None and self.handoff.slot != 0:
+            return
+        warning = suppression_enforcement(engine).warning()
+        if warning is not None:
+            log.warning(warning)
 
     def _start_notifier(
         self, stack: AsyncExitStack, store: Store, upstream: Upstream, config: Config

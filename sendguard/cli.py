@@ -460,7 +460,7 @@ def _timeline(args: argparse.Namespace) -> int:
     if suppressed:
         print(
             f"suppressed: {suppressed['reason']} since {_moment(suppressed['created_at'])}"
-            f" (from {suppressed['source']}): marketing mail to this address is dropped"
+            f" (from {suppressed['source']}){_suppression_effect(suppressed)}"
         )
     print(
         table(["RECEIVED", "STATE", "CAMPAIGN", "SUBJECT", "WHY"], rows, {3: 40}, fit=_width())
@@ -476,6 +476,19 @@ def _timeline(args: argparse.Namespace) -> int:
             )
         )
     return 0
+
+
+def _suppression_effect(suppressed: dict[str, Any]) -> str:
+    """What the server's config does with the suppression, as the timeline answer says."""
+    from sendguard.suppression_enforcement import (  # noqa: PLC0415 - keeps other commands light
+        Honour,
+        SuppressionEnforcement,
+    )
+
+    if "honoured_by" not in suppressed:
+        return ""  # a server from before the answer said it: claim nothing
+    honours = tuple(Honour.of_view(h) for h in suppressed["honoured_by"])
+    return f": {SuppressionEnforcement(honours).summary()}"
 
 
 def _suppressions(args: argparse.Namespace) -> int:
@@ -732,6 +745,16 @@ def _check(config_path: Path | None) -> int:
         return 2
     names = ", ".join(p.name for p in settings.policies) or "none"
     print(f"{settings.source}: ok (policies: {names})")
+    from sendguard.suppression_enforcement import (  # noqa: PLC0415 - keeps other commands light
+        SuppressionEnforcement,
+    )
+
+    enforcement = SuppressionEnforcement.of(
+        (p.name, p.config.mode, p.cls(p.options)) for p in settings.policies
+    )
+    warning = enforcement.warning()
+    if warning is not None:
+        print(f"sendguard: warning: {warning}", file=sys.stderr)
     return 0
 
 

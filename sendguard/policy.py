@@ -43,6 +43,7 @@ from sendguard.verdict import Verdict
 __all__ = [
     "ENTRY_POINT_GROUP",
     "NOTHING",
+    "HonoursSuppressions",
     "Lookback",
     "Policy",
     "PolicyContext",
@@ -113,6 +114,21 @@ class ReadsStore(Protocol):
 
     def lookback(self) -> Lookback:
         """What this policy, with its options, reads of the store."""
+        ...
+
+
+@runtime_checkable
+class HonoursSuppressions(Protocol):
+    """A policy that drops mail to suppressed addresses (optional; `fatigue` is one).
+
+    Suppressions are recorded whatever the config; only a policy drops mail because of them.
+    What it declares here is what the timeline (`suppression.dropped_classes`), `check-config`
+    and the start log tell a user about a suppressed address, so it must match `evaluate`.
+    """
+
+    def suppressed_classes(self) -> frozenset[MessageClass]:
+        """The message classes this policy, with its options, drops for a suppressed address
+        (empty: it honours none, e.g. every class is exempt)."""
         ...
 
 

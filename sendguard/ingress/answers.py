@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel, ConfigDict, EmailStr, Field, create_model
 
 from sendguard.fields import FIELDS
-from sendguard.message import DeliveryState
+from sendguard.message import DeliveryState, MessageClass
 from sendguard.suppressions import Effect, SuppressionReason
 from sendguard.verdict import Action, Mode
 
@@ -156,13 +156,31 @@ class EventView(Shape):
     message_id: str | None
 
 
+class SuppressionHonour(Shape):
+    """A configured policy that honours suppressions: its mode and the classes it drops."""
+
+    policy: str
+    mode: Mode
+    drops: list[MessageClass]
+
+
 class SuppressionSummary(Shape):
-    """Whether, why and since when a person is suppressed."""
+    """Whether, why and since when a person is suppressed, and what the running config does
+    with it."""
 
     reason: SuppressionReason
     source: str
     created_at: datetime | None
     created_by: str | None
+    dropped_classes: list[MessageClass] = Field(
+        description=(
+            "The message classes a policy in enforce mode drops for a suppressed address;"
+            " empty: the suppression is only recorded and mail to the address is sent."
+        )
+    )
+    honoured_by: list[SuppressionHonour] = Field(
+        description="Each configured policy that honours suppressions, enforce or shadow."
+    )
 
 
 class Timeline(DeliveryPage):

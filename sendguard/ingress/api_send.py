@@ -521,6 +521,8 @@ async def timeline(request: web.Request) -> web.Response:
             "source": suppression.source,
             "created_at": when(suppression.created_at),
             "created_by": suppression.created_by,
+            # What the running config does with it: a suppression alone drops nothing.
+            **api(request).suppressions().view(),
         }
     )
     return web.json_response(body)

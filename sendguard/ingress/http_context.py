@@ -16,6 +16,7 @@ from sendguard.intake import Intake
 from sendguard.metrics import Metrics
 from sendguard.review import Review
 from sendguard.store.base import Store
+from sendguard.suppression_enforcement import SuppressionEnforcement
 from sendguard.tokens import TokenSet
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -35,6 +36,9 @@ class Api:
     config: HttpOptions
     event_types: frozenset[str] = frozenset(t.value for t in EventType)
     """What `POST /v1/events` accepts: built-in types and custom ones the policies read."""
+    suppressions: Callable[[], SuppressionEnforcement] = SuppressionEnforcement
+    """What the policies configured now (a reload included) do to mail for a suppressed
+    address; the timeline says it beside a suppression."""
 
 
 API: web.AppKey[Api] = web.AppKey("api", Api)

@@ -35,3 +35,12 @@ def test_version_answers() -> None:
         check=False,
     )
     assert done.returncode == 0 and done.stdout.startswith("sendguard ")
+
+
+def test_the_timeline_suppression_line_loads_nothing_heavy() -> None:
+    loaded = modules_after(
+        "from sendguard.cli import _suppression_effect\n"
+        "_suppression_effect({'dropped_classes': [], 'honoured_by': "
+        "[{'policy': 'fatigue', 'mode': 'shadow', 'drops': ['marketing']}]})"
+    )
+    assert not {name for name in loaded if name.startswith(HEAVY)}

@@ -28,7 +28,7 @@ from sendguard.content import content_hash
 from sendguard.events import Event, EventType
 from sendguard.message import Match, MessageClass, OnTimeout, Requirement
 from sendguard.offload import LARGE
-from sendguard.policy import Policy
+from sendguard.policy import HonoursSuppressions, Policy
 from sendguard.suppressions import Effect, apply_event
 from sendguard.testing import FakeClock, PolicyHarness, make_delivery
 from sendguard.verdict import Action
@@ -230,6 +230,25 @@ async def test_suppression_drops_marketing_not_transactional(kind: EventType) ->
             ("events", "lift", f"suppression:{ANN}"),
             ("events", "suppress", f"suppression:{ANN}"),
         ]
+
+
+@pytest.mark.parametrize(
+    "exempt",
+    [[], [MessageClass.TRANSACTIONAL], [MessageClass.MARKETING], list(MessageClass)],
+)
+async def test_fatigue_declares_exactly_the_classes_it_drops_for_a_suppression(
+    exempt: list[MessageClass],
+) -> None:
+    # What the timeline, check-config and the start log say comes from `suppressed_classes`.
+    async with harness(FatiguePolicy, FatigueOptions(exempt_classes=exempt)) as h:
+        assert isinstance(h.policy, HonoursSuppressions)
+        await apply_event(h.store, Event(EventType.UNSUBSCRIBE, ANN, T0), T0)
+        dropped = {
+            c
+            for c in MessageClass
+            if (await h.evaluate(make_delivery(ANN, message_class=c))).action is Action.DROP
+        }
+        assert h.policy.suppressed_classes() == dropped == set(MessageClass) - set(exempt)
 
 
 async def test_soft_bounce_and_engagement_do_not_suppress() -> None:
