@@ -287,7 +287,7 @@ class App:
             return
         warning = suppression_enforcement(engine).warning()
         if warning is not None:
-            log.warning(warning)
+            log.warning("suppressions are only recorded", detail=warning)
 
     def _start_notifier(
         self, stack: AsyncExitStack, store: Store, upstream: Upstream, config: Config

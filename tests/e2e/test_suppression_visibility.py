@@ -43,9 +43,9 @@ def timeline(proc: SendguardProcess) -> tuple[dict[str, Any], str]:
 
 def start_warnings(proc: SendguardProcess) -> list[str]:
     return [
-        str(e["event"])
+        str(e["detail"])
         for e in proc.log_events()
-        if e.get("level") == "warning" and "suppressions are only recorded" in str(e["event"])
+        if e.get("level") == "warning" and e["event"] == "suppressions are only recorded"
     ]
 
 
