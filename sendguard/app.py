@@ -237,7 +237,7 @@ class App:
                 self.clock,
                 dispatcher.wake,
                 config.http,
-                accepted_event_types(b.policy for b in engine_policies),
+                lambda: accepted_event_types(b.policy for b in engine.policies),
                 lambda: suppression_enforcement(engine),
             )
             web_app = build_app(context, self.tokens(config))
