@@ -81,8 +81,9 @@ async def post_event(request: web.Request) -> web.Response:
     ctx = api(request)
     payloads, batch = await read_events(request)
     now = ctx.clock.now()
+    accepted = ctx.event_types()
     events = [
-        _event(payload, f"[{i}]." if batch else "", now, ctx.event_types)
+        _event(payload, f"[{i}]." if batch else "", now, accepted)
         for i, payload in enumerate(payloads)
     ]
     recorded = await record_events(

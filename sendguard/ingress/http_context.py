@@ -19,6 +19,8 @@ from sendguard.store.base import Store
 from sendguard.suppression_enforcement import SuppressionEnforcement
 from sendguard.tokens import TokenSet
 
+BUILT_IN_EVENT_TYPES = frozenset(t.value for t in EventType)
+
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -34,8 +36,9 @@ class Api:
     clock: Clock
     wake: Callable[[], None]
     config: HttpOptions
-    event_types: frozenset[str] = frozenset(t.value for t in EventType)
-    """What `POST /v1/events` accepts: built-in types and custom ones the policies read."""
+    event_types: Callable[[], frozenset[str]] = lambda: BUILT_IN_EVENT_TYPES
+    """What `POST /v1/events` accepts: built-in types and custom ones the policies configured
+    now (a reload included) read."""
     suppressions: Callable[[], SuppressionEnforcement] = SuppressionEnforcement
     """What the policies configured now (a reload included) do to mail for a suppressed
     address; the timeline says it beside a suppression."""

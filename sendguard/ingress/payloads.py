@@ -13,6 +13,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     create_model,
     field_validator,
     model_validator,
@@ -178,6 +179,17 @@ class SendEnvelope(Strict):
             "additionalProperties": {"type": "string", "pattern": SINGLE_LINE_PATTERN},
         },
     )
+
+    @field_validator("to", "cc", "bcc", mode="before")
+    @classmethod
+    def _a_list(cls, value: Any, info: ValidationInfo) -> Any:
+        # `"to": "ann@example.org"` is the likeliest mistake; pydantic's `Input should be a
+        # valid list` does not say what to write instead.
+        if isinstance(value, str):
+            example = json.dumps({info.field_name: [value[:200]]})[1:-1]
+            # pydantic turns a ValueError, not a TypeError, into a validation error.
+            raise ValueError(f"must be a list of addresses, even of one: {example}")  # noqa: TRY004
+        return value
 
     @field_validator("subject")
     @classmethod

@@ -123,6 +123,12 @@ def _path_text(text: str) -> str:
     """The address text of a path argument after its keyword (stripped), as sent."""
     if not text.startswith("<"):
         return text.split(None, 1)[0] if text else ""
+    closing = _closing(text)
+    return text[1:] if closing is None else text[1:closing]
+
+
+def _closing(text: str) -> int | None:
+    """Where the `>` closing the `<` that `text` starts with is (None: it is never closed)."""
     quoted = escaped = False
     for index, char in enumerate(text[1:], 1):
         if escaped:
@@ -132,8 +138,8 @@ def _path_text(text: str) -> str:
         elif char == '"':
             quoted = not quoted
         elif char == ">" and not quoted:
-            return text[1:index]
-    return text[1:]
+            return index
+    return None
 
 
 _ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]"
@@ -420,7 +426,11 @@ class _Connection(SMTP):
         if len(lines) > 1:  # a greeting, not a refusal: RFC 2920 command pipelining (see push)
             lines.insert(-1, "250-PIPELINING")
             lines.insert(-1, "250-ENHANCEDSTATUSCODES")  # RFC 2034 (see push)
-        if lines:
+        if len(lines) == 1:
+            # A refusal (`501 Syntax: EHLO hostname` for a bare EHLO): RFC 2034 3 frees only
+            # the greeting from an enhanced code, and Postfix and the bare HELO's carry one.
+            await self.push(lines[0])
+        elif lines:
             await self._reply("\r\n".join(lines))
 
     def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
@@ -435,6 +445,10 @@ class _Connection(SMTP):
         else:
             self.path_sent = _path_text(arg)
             if not arg:
+                return "", ""
+            if arg.startswith("<") and _closing(arg) is None:
+                # `<a@b` without its `>`: the header parser reads the address all the same,
+                # and it was taken. An empty address is aiosmtpd's 501 syntax error.
                 return "", ""
             try:
                 parsed = get_angle_addr(arg) if arg.lstrip().startswith("<") else get_addr_spec(arg)
@@ -582,7 +596,14 @@ class _Connection(SMTP):
         log.info("smtp session timed out", ip=str(self.ip))
         self.transport.close()
 
-    @syntax("AUTH <mechanism>")
+    @property
+    def _auth_offered(self) -> bool:
+        """Whether EHLO offers AUTH on this connection, so HELP lists it (see smtp_EHLO)."""
+        return self._owner.offers_auth and not (
+            self._auth_require_tls and self._tls_protocol is None
+        )
+
+    @syntax("AUTH <mechanism>", when="_auth_offered")
     async def smtp_AUTH(self, arg: str) -> None:
         if not self._owner.offers_auth:
             # EHLO does not offer AUTH (no smtp.auth_users): there are no credentials to be

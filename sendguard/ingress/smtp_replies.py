@@ -2,7 +2,8 @@
 
 sendguard's own replies carry one (`250 2.0.0 Ok: queued as ...`, `553 5.1.3 ...`) and EHLO
 offers ENHANCEDSTATUSCODES, so the replies aiosmtpd writes itself must carry one too: RFC 2034
-3 asks it of every reply but the greeting and the replies to HELO and EHLO. aiosmtpd writes
+3 asks it of every reply but the greeting and the replies to HELO and EHLO (a refusal of a bare
+EHLO has one, as Postfix's). aiosmtpd writes
 `555 RCPT TO parameters not recognized or not implemented`, `501 Syntax: ...`,
 `503 Error: need MAIL command`, `221 Bye` and the like without one; `enhanced` adds the code
 Postfix gives the same reply, by the basic code (3xx intermediate replies stay as they are:
@@ -61,6 +62,12 @@ def enhanced(status: str, hostname: str, parameters: Sequence[str] = ()) -> str:
         return status
     if code == "555":
         return _unsupported(status, parameters)
+    if status.startswith("501 Error: BODY"):
+        # aiosmtpd's answer to `BODY=BINARYMIME`: a value EHLO does not offer (no CHUNKING,
+        # no BINARYMIME; RFC 3030), so a parameter this server does not implement (RFC 5321
+        # 4.1.1.11), not a syntax error.
+        body = [p for p in parameters if _keyword(p) == "BODY"]
+        return f"555 5.5.4 Unsupported option: {_UNSAFE.sub('?', ' '.join(body))[:200]}"
     if code == "552":
         # aiosmtpd's size replies (to MAIL's SIZE= and after too much data).
         return "552 5.3.4 Message too big: over smtp.max_message_size"

@@ -126,3 +126,16 @@ def test_a_mailgun_mime_field_cannot_inject_a_header(server: SendguardProcess) -
     except urllib.error.HTTPError as err:
         status = err.code
     assert status == 400
+
+
+@pytest.mark.parametrize("field", ["to", "cc", "bcc"])
+def test_a_recipient_field_given_as_a_string_says_to_write_a_list(
+    server: SendguardProcess, field: str
+) -> None:
+    # Found by the session-9 trials: `"to": "x@y"` was answered `Input should be a valid list`.
+    body = {"from": "a@example.com", field: "b@example.org", "subject": "s", "text": "t"}
+    status, answer = server.call("POST", "/v1/messages", body)
+    assert (status, answer["error"]["field"]) == (400, field), answer
+    message = answer["error"]["message"]
+    assert message.startswith(f"{field}: "), message
+    assert f'"{field}": ["b@example.org"]' in message, message

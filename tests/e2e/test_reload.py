@@ -267,3 +267,25 @@ def _carried_out(proc: SendguardProcess, pid: int) -> None:
     assert [e["actor"] for e in audit(proc) if e["action"] == "reload"] == ["signal:SIGHUP"]
     assert alive(pid), "the SIGHUP ended the process it was sent to"
     assert proc.proc is not None and proc.proc.poll() is None
+
+
+def test_event_types_follow_a_reload_that_adds_a_custom_engagement(sendguard: Start) -> None:
+    # Found by the session-9 trials: the types `POST /v1/events` accepts were fixed at start, so
+    # fatigue's `visit`, added by a reload, was refused until a restart.
+    proc = sendguard()
+    visit = {"type": "visit", "recipient": "vic@example.org"}
+    status, answer = proc.call("POST", "/v1/events", visit)
+    assert (status, answer["error"]["field"]) == (400, "type"), answer
+    config = copy.deepcopy(proc.config)
+    fatigue = {"plugin": "fatigue", "options": {"engagement": ["open", "visit"]}}
+    config["policies"] = [*config["policies"], fatigue]
+    write(proc, config)
+    status, answer = proc.call("POST", "/v1/admin/reload", {})
+    assert status == 200 and "policies" in answer["applied"], answer
+    status, answer = proc.call("POST", "/v1/events", visit)
+    assert status == 202, answer
+    assert answer["type"] == "visit"
+    write(proc, copy.deepcopy(proc.config))  # and a reload that takes it away refuses it again
+    status, answer = proc.call("POST", "/v1/admin/reload", {})
+    assert status == 200, answer
+    assert proc.call("POST", "/v1/events", visit)[0] == 400

@@ -203,3 +203,70 @@ def test_help_lists_mail_rcpt_and_data_and_their_syntax(sendguard: Start, sink: 
         assert code == 250 and set(listed.split()) >= {b"MAIL", b"RCPT", b"DATA"}, listed
         code, text = smtp.docmd("HELP", "MAIL")
     assert (code, text) == (250, b"2.0.0 Syntax: MAIL FROM: <address> [SP <mail-parameters>]")
+
+
+def test_an_unclosed_angle_bracket_is_a_syntax_error(sendguard: Start, sink: Sink) -> None:
+    # Found by the session-9 trials: `MAIL FROM:<a@example.com` (no `>`) was taken, the header
+    # parser reading the address all the same; RCPT TO likewise.
+    proc = sendguard()
+    with client(proc) as smtp:
+        code, text = smtp.docmd("MAIL FROM:<shop@example.com")
+        assert code == 501 and text.startswith(b"5.5.4 Syntax: MAIL FROM:"), text
+        code, text = smtp.docmd("MAIL FROM:<shop@example.com SIZE=10")
+        assert code == 501 and text.startswith(b"5.5.4 Syntax: MAIL FROM:"), text
+        code, text = smtp.docmd("MAIL FROM:shop@example.com>")
+        assert code == 501 and text.startswith(b"5.5.4 Syntax: MAIL FROM:"), text
+        assert smtp.docmd("MAIL FROM:<>")[0] == 250  # the null reverse-path stays
+        smtp.rset()
+        assert smtp.docmd("MAIL FROM:shop@example.com")[0] == 250  # no brackets: as before
+        code, text = smtp.docmd("RCPT TO:<ann@example.org")
+        assert code == 501 and text.startswith(b"5.5.4 Syntax: RCPT TO:"), text
+        code, text = smtp.docmd("RCPT TO:ann@example.org>")
+        assert code == 501 and text.startswith(b"5.5.4 Syntax: RCPT TO:"), text
+        assert smtp.docmd("RCPT TO:bob@example.org")[0] == 250
+        assert smtp.data(message())[0] == 250
+    (got,) = sink.wait_for(1)
+    assert got.mail_from == "shop@example.com"
+    assert got.rcpt_tos == ["bob@example.org"]
+
+
+def test_a_bare_ehlo_is_501_with_an_enhanced_code_as_a_bare_helo(
+    sendguard: Start, sink: Sink
+) -> None:
+    proc = sendguard()
+    with RawSmtp(proc.smtp_port) as raw:
+        raw.reply()
+        raw.send(b"EHLO\r\n")
+        ehlo = raw.reply()
+        raw.send(b"HELO\r\n")
+        helo = raw.reply()
+    assert ehlo == "501 5.5.4 Syntax: EHLO hostname", ehlo
+    assert helo == "501 5.5.4 Syntax: HELO hostname", helo
+
+
+def test_body_binarymime_is_555_not_a_syntax_error(sendguard: Start, sink: Sink) -> None:
+    # BINARYMIME needs CHUNKING (RFC 3030), which EHLO does not offer: an unsupported value.
+    proc = sendguard()
+    with client(proc) as smtp:
+        assert not smtp.has_extn("binarymime") and not smtp.has_extn("chunking")
+        code, text = smtp.mail("shop@example.com", ["BODY=BINARYMIME"])
+        assert (code, text) == (555, b"5.5.4 Unsupported option: BODY=BINARYMIME")
+        assert smtp.mail("shop@example.com", ["BODY=7BIT"])[0] == 250
+        smtp.rset()
+        assert smtp.mail("shop@example.com", ["BODY=8BITMIME"])[0] == 250
+
+
+def test_help_leaves_auth_out_where_ehlo_does_not_offer_it(sendguard: Start, sink: Sink) -> None:
+    proc = sendguard()
+    with client(proc) as smtp:
+        assert not smtp.has_extn("auth")
+        code, listed = smtp.docmd("HELP")
+    assert code == 250 and b"AUTH" not in listed.split(), listed
+
+
+def test_help_lists_auth_where_ehlo_offers_it(sendguard: Start, sink: Sink) -> None:
+    proc = sendguard(smtp={"auth_users": {"crm": hash_password("s3cret")}})
+    with client(proc) as smtp:
+        assert smtp.has_extn("auth")  # loopback: offered in the clear
+        code, listed = smtp.docmd("HELP")
+    assert code == 250 and b"AUTH" in listed.split(), listed

@@ -10,7 +10,7 @@ from aiosmtpd.smtp import SMTP
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sendguard.ingress.smtp import _PLAIN_PATH, _Connection, raw_path
+from sendguard.ingress.smtp import _PLAIN_PATH, _closing, _Connection, raw_path
 
 
 @pytest.mark.parametrize(
@@ -70,7 +70,11 @@ def path_arguments(draw: st.DrawFn) -> str:
 def test_a_plain_path_reads_as_the_header_parser_reads_it(arg: str) -> None:
     # aiosmtpd's own _getaddr (the header parser), and the text as sent as raw_path reads it.
     expected = _read(SMTP._getaddr, arg)
-    if len(expected) > 1:
+    if arg.startswith("<") and _closing(arg) is None:
+        # Refused where the header parser reads an address all the same: `("", "")` is
+        # aiosmtpd's 501 syntax error (tests/e2e/test_smtp_replies.py).
+        expected = ("", "", raw_path("TO:" + arg, "TO:"))
+    elif len(expected) > 1:
         expected = (*expected[:2], raw_path("TO:" + arg, "TO:"))
     assert _read(_Connection._getaddr, arg) == expected
 
