@@ -47,7 +47,7 @@ from sendguard.headers import Trace
 from sendguard.ingress.smtp_auth import CONNECTION_LIMIT_REPLY, REFUSAL_PAUSE, AuthGuard
 from sendguard.ingress.smtp_data import READ_LIMIT, DataRefused, read_data
 from sendguard.ingress.smtp_params import read_parameters
-from sendguard.ingress.smtp_replies import CODED, enhanced
+from sendguard.ingress.smtp_replies import CODED, enhanced, reply_text
 from sendguard.intake import Intake
 from sendguard.metrics import Metrics
 from sendguard.tls import CertificateError, Certificates
@@ -73,13 +73,6 @@ def _sanitized_log(func: Any, msg: Any, *args: Any, **kwargs: Any) -> None:
 
 # aiosmtpd's command loop looks the name up in its module at every call.
 aiosmtpd.smtp.sanitized_log = _sanitized_log
-
-_UNSAFE = re.compile(r"[^\x20-\x7e]")
-
-
-def _reply_text(text: str, limit: int = 300) -> str:
-    """Text safe to put in an SMTP reply line: printable ASCII, bounded."""
-    return _UNSAFE.sub("?", text)[:limit]
 
 
 def _peer_ip(session: Session) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
@@ -220,7 +213,7 @@ class SmtpHandler:
             try:
                 validate_address(sent)
             except InvalidAddress as exc:
-                return f"553 5.1.7 Bad sender address: {_reply_text(str(exc))}"
+                return f"553 5.1.7 Bad sender address: {reply_text(str(exc))}"
             address = sent
         else:
             address = "<>"
@@ -242,7 +235,7 @@ class SmtpHandler:
             log.warning(
                 "smtp relay refused",
                 ip=str(_peer_ip(session)),
-                recipient=_reply_text(address, 254),
+                recipient=reply_text(address, 254),
                 reason="not authenticated and not in smtp.allowed_networks",
             )
             if self._config.auth_users:
@@ -259,7 +252,7 @@ class SmtpHandler:
             validate_address(address)
         except InvalidAddress as exc:
             self._refused(session, address, str(exc))
-            return f"553 5.1.3 Bad recipient address: {_reply_text(str(exc))}"
+            return f"553 5.1.3 Bad recipient address: {reply_text(str(exc))}"
         envelope.rcpt_tos.append(address)
         envelope.rcpt_options.extend(rcpt_options)
         return "250 2.1.5 Ok"
@@ -269,7 +262,7 @@ class SmtpHandler:
         log.info(
             "smtp recipient refused",
             ip=str(_peer_ip(session)),
-            recipient=_reply_text(address, 254),
+            recipient=reply_text(address, 254),
             reason=reason,
         )
 
@@ -296,15 +289,15 @@ class SmtpHandler:
                 trace=trace,
             )
         except InvalidAddress as exc:
-            return f"553 5.1.3 {_reply_text(str(exc))}"
+            return f"553 5.1.3 {reply_text(str(exc))}"
         except InvalidMessage as exc:
-            return f"550 5.6.0 {_reply_text(str(exc))}"
+            return f"550 5.6.0 {reply_text(str(exc))}"
         except StoreUnavailable as exc:
             log.warning("store unavailable; message refused with 451", error=str(exc))
             return "451 4.3.0 Temporary failure: the store is unavailable, try again later"
         if accepted.all_dropped and self._config.reject_dropped:
             reason = accepted.deliveries[0].reason
-            return f"550 5.7.1 Message dropped by policy: {_reply_text(reason)}"
+            return f"550 5.7.1 Message dropped by policy: {reply_text(reason)}"
         return f"250 2.0.0 Ok: queued as {accepted.message.id}"
 
     async def handle_exception(self, error: Exception) -> str:
@@ -649,7 +642,7 @@ class _Connection(SMTP):
         log.warning(
             "smtp auth failed",
             ip=str(self.ip),
-            user=_reply_text(name, 100),
+            user=reply_text(name, 100),
             mechanism=mechanism,
             failures_on_connection=self._auth_failures,
             failures_from_address=from_address,
@@ -783,12 +776,12 @@ class SmtpIngress:
         self.listeners = config.listeners_in_use()
         self._servers: list[asyncio.Server] = []
         self._loop: asyncio.AbstractEventLoop | None = None
+        """The loop serving the connections (set by `start`): told to each connection, which
+        aiosmtpd would otherwise look up under `warnings.catch_warnings()` every time."""
         self._kept_settings: dict[tuple[bool, int], tuple[dict[str, Any], dict[str, Any]]] = {}
         """By whether AUTH is required and the id of the TLS context (what differs between
         listeners): the keyword arguments of a connection and what aiosmtpd's __init__ made
         of them (see `_settings`)."""
-        """The loop serving the connections (set by `start`): told to each connection, which
-        aiosmtpd would otherwise look up under `warnings.catch_warnings()` every time."""
         self.connections: set[_Connection] = set()
         self.counts = counts or ConnectionCounts.alone(
             config.max_connections, config.max_connections_per_ip

@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-__all__ = ["CODED", "enhanced"]
+__all__ = ["CODED", "enhanced", "reply_text"]
 
 _DETAIL = {
     "221": "2.0.0",  # QUIT
@@ -44,6 +44,11 @@ _MAIL_PARAMETERS = frozenset({"BODY", "SIZE", "SMTPUTF8"})
 _UNSAFE = re.compile(r"[^\x20-\x7e]")
 
 
+def reply_text(text: str, limit: int = 300) -> str:
+    """Text safe to put in an SMTP reply line: printable ASCII, bounded."""
+    return _UNSAFE.sub("?", text)[:limit]
+
+
 def enhanced(status: str, hostname: str, parameters: Sequence[str] = ()) -> str:
     """`status` with an enhanced status code if it has none and should have one.
 
@@ -67,7 +72,7 @@ def enhanced(status: str, hostname: str, parameters: Sequence[str] = ()) -> str:
         # no BINARYMIME; RFC 3030), so a parameter this server does not implement (RFC 5321
         # 4.1.1.11), not a syntax error.
         body = [p for p in parameters if _keyword(p) == "BODY"]
-        return f"555 5.5.4 Unsupported option: {_UNSAFE.sub('?', ' '.join(body))[:200]}"
+        return f"555 5.5.4 Unsupported option: {reply_text(' '.join(body), 200)}"
     if code == "552":
         # aiosmtpd's size replies (to MAIL's SIZE= and after too much data).
         return "552 5.3.4 Message too big: over smtp.max_message_size"
@@ -79,7 +84,7 @@ def _unsupported(status: str, parameters: Sequence[str]) -> str:
     refused = [p for p in parameters if _keyword(p) not in known]
     if not refused:
         return f"555 5.5.4 {status[4:]}"
-    text = _UNSAFE.sub("?", " ".join(refused))[:200]
+    text = reply_text(" ".join(refused), 200)
     # RFC 3461 4: a client uses these only when EHLO offers DSN, which sendguard does not.
     hint = " (DSN is not offered)" if any(_keyword(p) in _DSN_PARAMETERS for p in refused) else ""
     return f"555 5.5.4 Unsupported option: {text}{hint}"
