@@ -4,6 +4,9 @@ Usage: python bench/policy_cost.py DB_PATH N — prints the cost on its last lin
 process CPU time per delivery goes to stderr). The history is
 written straight into a fresh SQLite store (N deliveries to N/5 people over 30 days, with their
 send history and some engagement), then 2,000 deliveries to people with history are judged.
+Judging writes nothing, so a second run with the same DB_PATH and N judges the same 2,000
+deliveries against the same store without building it again (the people judged are kept beside
+it, in DB_PATH.judged.json): `make bench` runs it three times per N and reports the median.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import sys
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import cast
 
 from sendguard import logs
 from sendguard.app import build_policies
@@ -113,12 +117,37 @@ def flush(conn: sqlite3.Connection, messages: list, deliveries: list, history: l
     history.clear()
 
 
-async def main(path: Path, n: int) -> None:
-    logs.configure("info", "json")  # as `serve` logs when not on a terminal (stderr)
+def judged_path(path: Path) -> Path:
+    return path.with_name(path.name + ".judged.json")
+
+
+def kept(path: Path, n: int) -> list[str] | None:
+    """The people to judge, if a run before built the store at `path` (their file is written
+    last, so it says the store is complete); None for a path not used yet."""
+    judged = judged_path(path)
+    if judged.exists():
+        built = json.loads(judged.read_text())
+        if built["n"] != n:
+            sys.exit(f"{path} holds {built['n']:,} prior deliveries, not {n:,}: give a new DB_PATH")
+        return cast("list[str]", built["recipients"])
+    if path.exists():
+        sys.exit(f"{path} was not completed by this script: remove it or give a new DB_PATH")
+    return None
+
+
+async def build(path: Path, n: int) -> list[str]:
+    """The store with `n` prior deliveries, and the people to judge."""
     store = SQLiteStore(path)
     await store.open()  # creates the schema
     await store.close()
     recipients = fill(path, n)
+    judged_path(path).write_text(json.dumps({"n": n, "recipients": recipients}))
+    return recipients
+
+
+async def main(path: Path, n: int) -> None:
+    logs.configure("info", "json")  # as `serve` logs when not on a terminal (stderr)
+    recipients = kept(path, n) or await build(path, n)
     store = SQLiteStore(path)
     await store.open()
     settings = load_config(None)
