@@ -28,14 +28,13 @@ runs it. Tests count statements per message with it; it is off in production.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import fcntl
 import functools
 import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import timedelta
@@ -45,7 +44,6 @@ from typing import Any, TypeVar, cast
 import structlog
 
 from sendguard.errors import StoreLocked, StoreUnavailable
-from sendguard.store.sqlite_checkpoint import HARD_CAP, Checkpointer
 from sendguard.store.sqlite_schema import migrate, tell_the_planner
 
 log = structlog.get_logger("sendguard.store.sqlite")
@@ -152,7 +150,6 @@ class SQLiteDatabase:
         self._held_lock: int | None = None
         self._busy_timeout = busy_timeout
         self._trace = trace
-        self._checkpointer: Checkpointer | None = None
         self._executor: ThreadPoolExecutor | None = None
         self._conn: sqlite3.Connection | None = None
         self._reader: sqlite3.Connection | None = None
@@ -162,7 +159,6 @@ class SQLiteDatabase:
         self._scanner_lock = threading.Lock()
         self._lock_fd: int | None = None
         self._shared = False
-        self._turn = threading.Lock()
         self._pending: list[tuple[Job, asyncio.Future[Any]]] = []
         self._in_flight: list[tuple[Job, asyncio.Future[Any]]] = []
         self._has_work = asyncio.Event()
@@ -193,9 +189,6 @@ class SQLiteDatabase:
             raise
         try:
             self._reader = self._open_reader()
-            checkpointer = Checkpointer(self.path, self._busy_timeout, self._writers_turn)
-            checkpointer.start()
-            self._checkpointer = checkpointer
         except sqlite3.Error as exc:
             await self.close()
             raise StoreUnavailable(f"cannot open SQLite database {self.path}: {exc}") from exc
@@ -252,9 +245,6 @@ class SQLiteDatabase:
             conn.set_trace_callback(self._trace)
             self._use_wal(conn)
             conn.execute("PRAGMA synchronous=FULL")
-            # The checkpoint runs beside the writer (sqlite_checkpoint.py), not in its commits;
-            # its own automatic one only bounds the WAL should that thread fall behind.
-            conn.execute(f"PRAGMA wal_autocheckpoint={HARD_CAP}")
             conn.execute("PRAGMA foreign_keys=ON")
             applied = migrate(conn)
             tell_the_planner(conn)
@@ -292,9 +282,6 @@ class SQLiteDatabase:
             # wait, not await: a writer that died has already failed its callers
             await asyncio.wait([self._writer])
             self._writer = None
-        if self._checkpointer is not None:
-            checkpointer, self._checkpointer = self._checkpointer, None
-            await asyncio.get_running_loop().run_in_executor(None, checkpointer.stop)
         if self._reader is not None:
             self._reader.close()
             self._reader = None
@@ -441,11 +428,7 @@ class SQLiteDatabase:
             raise StoreUnavailable("store is not open")
         finished: asyncio.Future[None] = loop.create_future()
 
-        checkpointer = self._checkpointer
-
         def commit() -> None:
-            if checkpointer is not None:
-                checkpointer.writing()
             try:
                 results = self._commit_batch(self._conn, batch)
             except (sqlite3.Error, StoreUnavailable) as exc:
@@ -457,8 +440,6 @@ class SQLiteDatabase:
                 loop.call_soon_threadsafe(_fail, finished, exc)
                 raise
             loop.call_soon_threadsafe(self._hand_back, batch, results, finished)
-            if checkpointer is not None:  # after the hand-back: its wake-up is not in the way
-                checkpointer.committed()
 
         self._executor.submit(commit)
         return finished
@@ -502,42 +483,30 @@ class SQLiteDatabase:
     def _commit_batch(
         self, conn: sqlite3.Connection | None, batch: list[tuple[Job, asyncio.Future[Any]]]
     ) -> list[Any]:
-        with self._writers_turn():
+        if not self._shared or self._lock_fd is None:
             return self._commit_batch_now(conn, batch)
-
-    @contextlib.contextmanager
-    def _writers_turn(self) -> Iterator[None]:
-        """Hold the writers' turn: this process's writer and checkpointer (a thread lock), and
-        with `serve --workers N` every worker's (a record lock of the lock file).
-
-        Workers sharing the file take turns at writing through the record lock, tried every
-        50-500 µs: SQLite's own busy handler would sleep 1, 2, 5 ... 100 ms between tries of
-        BEGIN IMMEDIATE, and a worker would wait far longer than the other one writes. (Record
-        locks belong to the process, not the thread: the thread lock, taken first, keeps this
-        process's two holders apart.)"""
-        with self._turn:
-            if not self._shared or self._lock_fd is None:
-                yield
-                return
-            fd = self._lock_fd
-            deadline = time.monotonic() + self._busy_timeout.total_seconds()
-            pause = 0.00005
-            while True:
-                try:
-                    fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, 0)
-                    break
-                except (BlockingIOError, PermissionError):
-                    if time.monotonic() > deadline:
-                        raise StoreUnavailable(
-                            f"SQLite database {self.path} stayed locked by another worker for"
-                            f" {self._busy_timeout.total_seconds():g}s (store.busy_timeout)"
-                        ) from None
-                    time.sleep(pause)
-                    pause = min(pause * 2, 0.0005)
+        # Workers sharing the file take turns at writing through a record lock, tried every
+        # 50-500 µs: SQLite's own busy handler would sleep 1, 2, 5 ... 100 ms between tries
+        # of BEGIN IMMEDIATE, and a worker would wait far longer than the other one writes.
+        fd = self._lock_fd
+        deadline = time.monotonic() + self._busy_timeout.total_seconds()
+        pause = 0.00005
+        while True:
             try:
-                yield
-            finally:
-                fcntl.lockf(fd, fcntl.LOCK_UN, 1, 0)
+                fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, 0)
+                break
+            except (BlockingIOError, PermissionError):
+                if time.monotonic() > deadline:
+                    raise StoreUnavailable(
+                        f"SQLite database {self.path} stayed locked by another worker for"
+                        f" {self._busy_timeout.total_seconds():g}s (store.busy_timeout)"
+                    ) from None
+                time.sleep(pause)
+                pause = min(pause * 2, 0.0005)
+        try:
+            return self._commit_batch_now(conn, batch)
+        finally:
+            fcntl.lockf(fd, fcntl.LOCK_UN, 1, 0)
 
     def _commit_batch_now(
         self, conn: sqlite3.Connection | None, batch: list[tuple[Job, asyncio.Future[Any]]]
