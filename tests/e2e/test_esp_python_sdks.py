@@ -299,3 +299,40 @@ def test_bad_input_is_answered_in_each_esps_error_shape(sendguard: Start, sink: 
     )
     assert status == 400 and b"o:deliverytime" in body
     assert proc.deliveries() == []
+
+
+def test_mailgun_batch_send_copies_every_message_to_cc_and_bcc(
+    sendguard: Start, sink: Sink
+) -> None:
+    """Batch sending (`recipient-variables`) with `cc`/`bcc`: Mailgun sends each To
+    recipient's message to the Cc and Bcc recipients too. sendguard answered "Queued" and
+    made no delivery for them at all (session-10 trial): an archive Bcc never got a copy."""
+    proc = sendguard()
+    client = MailgunClient(auth=("api", TOKEN), api_url=f"http://127.0.0.1:{proc.http_port}")
+    sent = client.messages.create(
+        domain="mg.shop.example",
+        data={
+            "from": "news@shop.example",
+            "to": ["ben@example.org", "cy@example.org"],
+            "cc": "boss@example.org",
+            "bcc": "archive@example.org",
+            "subject": "Launch for %recipient.first%",
+            "text": "New, %recipient.first%!",
+            "recipient-variables": json.dumps(
+                {"ben@example.org": {"first": "Ben"}, "cy@example.org": {"first": "Cy"}}
+            ),
+        },
+    )
+    assert sent.status_code == 200, sent.text
+    arrived = sink.wait_for(6)
+    by_rcpt: dict[str, list[str]] = {}
+    for received in arrived:
+        assert "Bcc" not in received.message
+        assert received.message["To"] in ("ben@example.org", "cy@example.org")
+        by_rcpt.setdefault(received.rcpt_tos[0], []).append(str(received.message["Subject"]))
+    assert {rcpt: sorted(subjects) for rcpt, subjects in by_rcpt.items()} == {
+        "ben@example.org": ["Launch for Ben"],
+        "cy@example.org": ["Launch for Cy"],
+        "boss@example.org": ["Launch for Ben", "Launch for Cy"],
+        "archive@example.org": ["Launch for Ben", "Launch for Cy"],
+    }
