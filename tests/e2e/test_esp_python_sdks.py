@@ -336,3 +336,37 @@ def test_mailgun_batch_send_copies_every_message_to_cc_and_bcc(
         "boss@example.org": ["Launch for Ben", "Launch for Cy"],
         "archive@example.org": ["Launch for Ben", "Launch for Cy"],
     }
+
+
+def test_a_refused_sendgrid_request_sends_none_of_its_personalizations(
+    sendguard: Start, sink: Sink
+) -> None:
+    """SendGrid takes a request whole or not at all, and sendguard answers a bad
+    personalization with a 400 for the whole request: so none of it may be sent. The first
+    personalization was committed and sent before the second was found bad, and the
+    corrected resend the 400 calls for sent it twice (session-10 trial)."""
+    proc = sendguard()
+    client = SendGridAPIClient(TOKEN, host=f"http://127.0.0.1:{proc.http_port}")
+    body: dict[str, Any] = {
+        "from": {"email": "news@shop.example"},
+        "subject": "Half",
+        "content": [{"type": "text/plain", "value": "Hi"}],
+        "personalizations": [
+            {"to": [{"email": "ana@example.org"}]},
+            {"to": [{"email": "ben@example.org"}], "custom_args": {"sendguard_wait": "forever"}},
+        ],
+    }
+    with pytest.raises(HTTPError) as refused:
+        client.client.mail.send.post(request_body=body)
+    assert refused.value.status_code == 400
+    assert json.loads(refused.value.body)["errors"][0]["field"] == "custom_args.sendguard_wait"
+    assert proc.deliveries() == []
+
+    body["personalizations"][1]["custom_args"]["sendguard_wait"] = "1h"
+    client.client.mail.send.post(request_body=body)
+    proc.wait_states({"ana@example.org": "sent", "ben@example.org": "sent"})
+    assert sorted(d["recipient"] for d in proc.deliveries()) == [
+        "ana@example.org",
+        "ben@example.org",
+    ]
+

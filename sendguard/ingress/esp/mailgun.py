@@ -293,7 +293,8 @@ async def _send(request: web.Request, mime: bool) -> web.Response:
         # Mailgun's test mode accepts and never delivers; so does sendguard.
         body = {"id": f"<testmode@{domain}>", "message": "Queued. Thank you."}
         return web.json_response(body)
-    body_bytes = await submit(request, who, Submission("mailgun", messages, _answer(domain)))
+    submission = Submission("mailgun", messages, _answer(domain), whole=True)
+    body_bytes = await submit(request, who, submission)
     return web.Response(body=body_bytes, content_type="application/json")
 
 

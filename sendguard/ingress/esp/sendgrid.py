@@ -255,5 +255,5 @@ async def mail_send(request: web.Request) -> web.Response:
     sandbox = isinstance(settings, dict) and (settings.get("sandbox_mode") or {}).get("enable")
     if sandbox:  # validated, never sent: what SendGrid's sandbox mode does
         return web.Response(status=200)
-    message_id = await submit(request, who, Submission("sendgrid", messages, _answer))
+    message_id = await submit(request, who, Submission("sendgrid", messages, _answer, whole=True))
     return web.Response(status=202, headers={"X-Message-Id": message_id.decode()})
