@@ -370,3 +370,24 @@ def test_a_refused_sendgrid_request_sends_none_of_its_personalizations(
         "ben@example.org",
     ]
 
+
+
+def test_a_sendgrid_send_at_in_milliseconds_is_a_400_naming_it(sendguard: Start) -> None:
+    """`send_at` is seconds since 1970; JavaScript's Date.now() gives milliseconds. Such a
+    value answered 500 "internal error; see the server log" in sendguard's own shape, not
+    SendGrid's (datetime.fromtimestamp's "year 58890 is out of range", session-10 trial)."""
+    proc = sendguard()
+    client = SendGridAPIClient(TOKEN, host=f"http://127.0.0.1:{proc.http_port}")
+    body: dict[str, Any] = {
+        "from": {"email": "news@shop.example"},
+        "subject": "Later",
+        "content": [{"type": "text/plain", "value": "Hi"}],
+        "personalizations": [{"to": [{"email": "ana@example.org"}], "send_at": 1796225000000}],
+    }
+    with pytest.raises(HTTPError) as refused:
+        client.client.mail.send.post(request_body=body)
+    assert refused.value.status_code == 400
+    (error,) = json.loads(refused.value.body)["errors"]
+    assert error["field"] == "send_at"
+    assert "seconds" in error["message"]
+    assert proc.deliveries() == []

@@ -85,9 +85,14 @@ def _categories(body: Mapping[str, Any]) -> list[str]:
 
 
 def _send_at(value: Any, where: str) -> str:
-    if not isinstance(value, int) or value < 0:
-        raise EspError(400, f"{where} must be a UNIX timestamp", where)
-    return datetime.fromtimestamp(value, UTC).isoformat()
+    fix = "seconds since 1970 (a UNIX timestamp), like 1796220000"
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise EspError(400, f"{where} must be {fix}", where)
+    try:
+        return datetime.fromtimestamp(value, UTC).isoformat()
+    except (OverflowError, OSError, ValueError):
+        # Milliseconds (JavaScript's Date.now()) land tens of thousands of years ahead.
+        raise EspError(400, f"{where}: {value} is past the year 9999; use {fix}", where) from None
 
 
 def _content(data: Mapping[str, Any]) -> tuple[str | None, str | None]:
