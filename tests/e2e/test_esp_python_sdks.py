@@ -391,3 +391,33 @@ def test_a_sendgrid_send_at_in_milliseconds_is_a_400_naming_it(sendguard: Start)
     assert error["field"] == "send_at"
     assert "seconds" in error["message"]
     assert proc.deliveries() == []
+
+
+def test_sendgrid_errors_name_the_field_as_the_request_spells_it(sendguard: Start) -> None:
+    """`field` is the path in the request: `personalizations[0].to[0].email` (a string, not
+    an array: no `[0]` after it) and `custom_args.sendguard_foo` (as its message says, not the
+    bare key), so a client can point at what to fix (session-10 trial)."""
+    proc = sendguard()
+    client = SendGridAPIClient(TOKEN, host=f"http://127.0.0.1:{proc.http_port}")
+    base: dict[str, Any] = {
+        "from": {"email": "news@shop.example"},
+        "subject": "x",
+        "content": [{"type": "text/plain", "value": "x"}],
+    }
+    for personalization, field in (
+        (
+            {"to": [{"email": "ana@example.org"}, {"email": "nope"}]},
+            "personalizations[0].to[1].email",
+        ),
+        (
+            {"to": [{"email": "ana@example.org"}], "custom_args": {"sendguard_foo": "x"}},
+            "custom_args.sendguard_foo",
+        ),
+    ):
+        with pytest.raises(HTTPError) as refused:
+            client.client.mail.send.post(
+                request_body={**base, "personalizations": [personalization]}
+            )
+        (error,) = json.loads(refused.value.body)["errors"]
+        assert (error["field"], error["message"].split(":")[0]) == (field, field)
+    assert proc.deliveries() == []

@@ -121,18 +121,23 @@ def sendguard_fields(values: Mapping[str, object], where: str) -> list[tuple[str
         header = SENDGUARD_KEYS.get(name)
         if header is None:
             allowed = ", ".join(f"sendguard_{k}" for k in SENDGUARD_KEYS)
-            raise EspError(400, f"{where}.{key}: unknown sendguard field; use {allowed}", key)
+            path = f"{where}.{key}"
+            raise EspError(400, f"{path}: unknown sendguard field; use {allowed}", path)
         out.append((header, str(value), f"{where}.{key}"))
     return out
 
 
-def check_addresses(values: Sequence[str], where: str) -> None:
-    """Every address in `values` (header entries like `Ana <ana@example.org>`) is valid."""
+def check_addresses(values: Sequence[str], where: str, *, indexed: bool = True) -> None:
+    """Every address in `values` (header entries like `Ana <ana@example.org>`) is valid.
+
+    An error names `where[i]`; without `indexed`, `where` alone (a field holding one address,
+    like SendGrid's `email`)."""
     for index, (_, address) in enumerate(email.utils.getaddresses(list(values))):
         try:
             validate_address(address)
         except InvalidAddress as exc:
-            raise EspError(400, f"{where}[{index}]: {exc}", f"{where}[{index}]") from None
+            path = f"{where}[{index}]" if indexed else where
+            raise EspError(400, f"{path}: {exc}", path) from None
 
 
 def decode_base64(value: str, where: str) -> bytes:

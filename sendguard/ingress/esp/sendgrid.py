@@ -69,7 +69,7 @@ def _address(value: Any, where: str) -> str:
     address = item.get("email")
     if not isinstance(address, str) or not address:
         raise EspError(400, f"{where}.email is required", f"{where}.email")
-    check_addresses([address], f"{where}.email")
+    check_addresses([address], f"{where}.email", indexed=False)
     name = item.get("name")
     if isinstance(name, str) and name:
         return f'"{name.replace(chr(34), "")}" <{address}>'
