@@ -346,3 +346,45 @@ def test_a_passed_through_request_is_retried_and_failed_by_the_esps_answers(
     assert "deferred" in states
     reason = proc.transitions("ana@example.org")[-1][1]
     assert "not a valid template ID" in reason
+
+
+def test_mailgun_batch_cc_and_bcc_get_each_message_through_passthrough(
+    sendguard: Start, fake: FakeEsp
+) -> None:
+    """A batch send's Cc and Bcc recipients get a request per batch message, each carrying
+    that message's recipient variables under their own address (Mailgun renders the copy
+    as the To recipient's message), and nobody else's address or values."""
+    proc = _server(sendguard, fake, "mailgun")
+    client = MailgunClient(auth=("api", TOKEN), api_url=f"http://127.0.0.1:{proc.http_port}")
+    sent = client.messages.create(
+        domain="mg.shop.example",
+        data={
+            "from": "news@shop.example",
+            "to": ["ana@example.org", "ben@example.org"],
+            "cc": "Boss <boss@example.org>",
+            "bcc": "archive@example.org",
+            "subject": "Hello %recipient.first%",
+            "text": "Hi %recipient.first%",
+            "recipient-variables": json.dumps(
+                {"ana@example.org": {"first": "Ana"}, "ben@example.org": {"first": "Ben"}}
+            ),
+        },
+    )
+    assert sent.status_code == 200, sent.text
+    _wait_calls(fake, 6)
+    seen: dict[str, list[str]] = {}
+    for call in fake.calls:
+        fields = call.body["fields"]
+        (to,) = [v for k, v in fields if k == "to"]
+        assert not [k for k, _ in fields if k in ("cc", "bcc")]
+        (variables,) = [json.loads(v) for k, v in fields if k == "recipient-variables"]
+        (address,) = variables
+        assert address == call.recipient.rpartition("<")[2].rstrip(">")
+        seen.setdefault(to, []).append(variables[address]["first"])
+    assert {to: sorted(firsts) for to, firsts in seen.items()} == {
+        "ana@example.org": ["Ana"],
+        "ben@example.org": ["Ben"],
+        "Boss <boss@example.org>": ["Ana", "Ben"],
+        "archive@example.org": ["Ana", "Ben"],
+    }
+    assert fake.problems == []

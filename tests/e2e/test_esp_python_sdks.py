@@ -299,3 +299,125 @@ def test_bad_input_is_answered_in_each_esps_error_shape(sendguard: Start, sink: 
     )
     assert status == 400 and b"o:deliverytime" in body
     assert proc.deliveries() == []
+
+
+def test_mailgun_batch_send_copies_every_message_to_cc_and_bcc(
+    sendguard: Start, sink: Sink
+) -> None:
+    """Batch sending (`recipient-variables`) with `cc`/`bcc`: Mailgun sends each To
+    recipient's message to the Cc and Bcc recipients too. sendguard answered "Queued" and
+    made no delivery for them at all (session-10 trial): an archive Bcc never got a copy."""
+    proc = sendguard()
+    client = MailgunClient(auth=("api", TOKEN), api_url=f"http://127.0.0.1:{proc.http_port}")
+    sent = client.messages.create(
+        domain="mg.shop.example",
+        data={
+            "from": "news@shop.example",
+            "to": ["ben@example.org", "cy@example.org"],
+            "cc": "boss@example.org",
+            "bcc": "archive@example.org",
+            "subject": "Launch for %recipient.first%",
+            "text": "New, %recipient.first%!",
+            "recipient-variables": json.dumps(
+                {"ben@example.org": {"first": "Ben"}, "cy@example.org": {"first": "Cy"}}
+            ),
+        },
+    )
+    assert sent.status_code == 200, sent.text
+    arrived = sink.wait_for(6)
+    by_rcpt: dict[str, list[str]] = {}
+    for received in arrived:
+        assert "Bcc" not in received.message
+        assert received.message["To"] in ("ben@example.org", "cy@example.org")
+        by_rcpt.setdefault(received.rcpt_tos[0], []).append(str(received.message["Subject"]))
+    assert {rcpt: sorted(subjects) for rcpt, subjects in by_rcpt.items()} == {
+        "ben@example.org": ["Launch for Ben"],
+        "cy@example.org": ["Launch for Cy"],
+        "boss@example.org": ["Launch for Ben", "Launch for Cy"],
+        "archive@example.org": ["Launch for Ben", "Launch for Cy"],
+    }
+
+
+def test_a_refused_sendgrid_request_sends_none_of_its_personalizations(
+    sendguard: Start, sink: Sink
+) -> None:
+    """SendGrid takes a request whole or not at all, and sendguard answers a bad
+    personalization with a 400 for the whole request: so none of it may be sent. The first
+    personalization was committed and sent before the second was found bad, and the
+    corrected resend the 400 calls for sent it twice (session-10 trial)."""
+    proc = sendguard()
+    client = SendGridAPIClient(TOKEN, host=f"http://127.0.0.1:{proc.http_port}")
+    body: dict[str, Any] = {
+        "from": {"email": "news@shop.example"},
+        "subject": "Half",
+        "content": [{"type": "text/plain", "value": "Hi"}],
+        "personalizations": [
+            {"to": [{"email": "ana@example.org"}]},
+            {"to": [{"email": "ben@example.org"}], "custom_args": {"sendguard_wait": "forever"}},
+        ],
+    }
+    with pytest.raises(HTTPError) as refused:
+        client.client.mail.send.post(request_body=body)
+    assert refused.value.status_code == 400
+    assert json.loads(refused.value.body)["errors"][0]["field"] == "custom_args.sendguard_wait"
+    assert proc.deliveries() == []
+
+    body["personalizations"][1]["custom_args"]["sendguard_wait"] = "1h"
+    client.client.mail.send.post(request_body=body)
+    proc.wait_states({"ana@example.org": "sent", "ben@example.org": "sent"})
+    assert sorted(d["recipient"] for d in proc.deliveries()) == [
+        "ana@example.org",
+        "ben@example.org",
+    ]
+
+
+
+def test_a_sendgrid_send_at_in_milliseconds_is_a_400_naming_it(sendguard: Start) -> None:
+    """`send_at` is seconds since 1970; JavaScript's Date.now() gives milliseconds. Such a
+    value answered 500 "internal error; see the server log" in sendguard's own shape, not
+    SendGrid's (datetime.fromtimestamp's "year 58890 is out of range", session-10 trial)."""
+    proc = sendguard()
+    client = SendGridAPIClient(TOKEN, host=f"http://127.0.0.1:{proc.http_port}")
+    body: dict[str, Any] = {
+        "from": {"email": "news@shop.example"},
+        "subject": "Later",
+        "content": [{"type": "text/plain", "value": "Hi"}],
+        "personalizations": [{"to": [{"email": "ana@example.org"}], "send_at": 1796225000000}],
+    }
+    with pytest.raises(HTTPError) as refused:
+        client.client.mail.send.post(request_body=body)
+    assert refused.value.status_code == 400
+    (error,) = json.loads(refused.value.body)["errors"]
+    assert error["field"] == "send_at"
+    assert "seconds" in error["message"]
+    assert proc.deliveries() == []
+
+
+def test_sendgrid_errors_name_the_field_as_the_request_spells_it(sendguard: Start) -> None:
+    """`field` is the path in the request: `personalizations[0].to[0].email` (a string, not
+    an array: no `[0]` after it) and `custom_args.sendguard_foo` (as its message says, not the
+    bare key), so a client can point at what to fix (session-10 trial)."""
+    proc = sendguard()
+    client = SendGridAPIClient(TOKEN, host=f"http://127.0.0.1:{proc.http_port}")
+    base: dict[str, Any] = {
+        "from": {"email": "news@shop.example"},
+        "subject": "x",
+        "content": [{"type": "text/plain", "value": "x"}],
+    }
+    for personalization, field in (
+        (
+            {"to": [{"email": "ana@example.org"}, {"email": "nope"}]},
+            "personalizations[0].to[1].email",
+        ),
+        (
+            {"to": [{"email": "ana@example.org"}], "custom_args": {"sendguard_foo": "x"}},
+            "custom_args.sendguard_foo",
+        ),
+    ):
+        with pytest.raises(HTTPError) as refused:
+            client.client.mail.send.post(
+                request_body={**base, "personalizations": [personalization]}
+            )
+        (error,) = json.loads(refused.value.body)["errors"]
+        assert (error["field"], error["message"].split(":")[0]) == (field, field)
+    assert proc.deliveries() == []

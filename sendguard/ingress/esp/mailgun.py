@@ -2,8 +2,9 @@
 
 Basic auth `api:<key>`, the key a sendguard API token. Without `recipient-variables` the
 message goes to all its recipients as one message (one delivery each); with them, each
-recipient gets a message of their own with `%recipient.<name>%` filled in and only their own
-address in To, as Mailgun's batch sending does. Answers `{"id": "<...>", "message": "Queued.
+To recipient gets a message of their own with `%recipient.<name>%` filled in and only their
+own address in To, and every Cc and Bcc recipient a copy of each, as Mailgun's batch sending
+does. Answers `{"id": "<...>", "message": "Queued.
 Thank you."}`; errors `{"message": ...}` (400), `Forbidden` (401).
 """
 
@@ -153,12 +154,16 @@ def _original(
     variables: dict[str, Any] | None = None,
 ) -> EspRequest:
     """The request kept for pass-through; for one batch recipient (`to`), only their own
-    address and `recipient-variables`."""
+    address, the Cc and Bcc recipients (who get a copy of each batch message) and
+    `recipient-variables` with the batch recipient's own values under each of those
+    addresses, so the copies read as the batch recipient's message does."""
     fields = list(form.fields)
     if to is not None:
-        own = email.utils.parseaddr(to)[1]
+        copies = [(k, v) for k, v in fields if k in ("cc", "bcc")]
+        addresses = email.utils.getaddresses([to, *(v for _, v in copies)])
+        own = {address: variables or {} for _, address in addresses if address}
         fields = [(k, v) for k, v in fields if k not in ("to", "cc", "bcc", "recipient-variables")]
-        fields += [("to", to), ("recipient-variables", json.dumps({own: variables or {}}))]
+        fields += [("to", to), *copies, ("recipient-variables", json.dumps(own))]
     files = [MailgunFile(n, a.filename, a.content_type, a.content) for n, a in form.files]
     return EspRequest("mailgun", dump_mailgun(fields, files, mime=mime), template)
 
@@ -209,7 +214,9 @@ def parse(form: Form) -> list[Outgoing]:
     if not isinstance(variables, dict):
         raise EspError(400, "recipient-variables: must be an object", "recipient-variables")
     out = []
-    for entry in to:  # batch sending: one message per To recipient, Cc/Bcc not repeated
+    # Batch sending: one message per To recipient, each also to every Cc and Bcc recipient
+    # (as Mailgun sends it: they get a copy of each).
+    for entry in to:
         address = email.utils.parseaddr(entry)[1]
         own: Any = variables.get(address)
         own = own if isinstance(own, dict) else {}
@@ -218,8 +225,6 @@ def parse(form: Form) -> list[Outgoing]:
             replace(
                 message,
                 to=(entry,),
-                cc=(),
-                bcc=(),
                 subject=substitute(message.subject, values) or "",
                 text=substitute(message.text, values),
                 html=substitute(message.html, values),
@@ -288,7 +293,8 @@ async def _send(request: web.Request, mime: bool) -> web.Response:
         # Mailgun's test mode accepts and never delivers; so does sendguard.
         body = {"id": f"<testmode@{domain}>", "message": "Queued. Thank you."}
         return web.json_response(body)
-    body_bytes = await submit(request, who, Submission("mailgun", messages, _answer(domain)))
+    submission = Submission("mailgun", messages, _answer(domain), whole=True)
+    body_bytes = await submit(request, who, submission)
     return web.Response(body=body_bytes, content_type="application/json")
 
 

@@ -40,8 +40,8 @@ from sendguard.errors import (
     StoreUnavailable,
 )
 from sendguard.esp_request import EspRequest
-from sendguard.fields import FIELDS
-from sendguard.headers import Trace
+from sendguard.fields import FIELDS, read_fields
+from sendguard.headers import Headers, Trace
 from sendguard.identity import Identity, Role
 from sendguard.ingress.http_context import IDENTITY_KEY, TOKENS, api, refuse_announced_oversize
 from sendguard.ingress.payloads import is_single_line
@@ -121,18 +121,23 @@ def sendguard_fields(values: Mapping[str, object], where: str) -> list[tuple[str
         header = SENDGUARD_KEYS.get(name)
         if header is None:
             allowed = ", ".join(f"sendguard_{k}" for k in SENDGUARD_KEYS)
-            raise EspError(400, f"{where}.{key}: unknown sendguard field; use {allowed}", key)
+            path = f"{where}.{key}"
+            raise EspError(400, f"{path}: unknown sendguard field; use {allowed}", path)
         out.append((header, str(value), f"{where}.{key}"))
     return out
 
 
-def check_addresses(values: Sequence[str], where: str) -> None:
-    """Every address in `values` (header entries like `Ana <ana@example.org>`) is valid."""
+def check_addresses(values: Sequence[str], where: str, *, indexed: bool = True) -> None:
+    """Every address in `values` (header entries like `Ana <ana@example.org>`) is valid.
+
+    An error names `where[i]`; without `indexed`, `where` alone (a field holding one address,
+    like SendGrid's `email`)."""
     for index, (_, address) in enumerate(email.utils.getaddresses(list(values))):
         try:
             validate_address(address)
         except InvalidAddress as exc:
-            raise EspError(400, f"{where}[{index}]: {exc}", f"{where}[{index}]") from None
+            path = f"{where}[{index}]" if indexed else where
+            raise EspError(400, f"{path}: {exc}", path) from None
 
 
 def decode_base64(value: str, where: str) -> bytes:
@@ -296,6 +301,10 @@ class Submission:
     messages: Sequence[Outgoing]
     answer: Callable[[Sequence[Accepted | EspError]], bytes]
     """The body stored and replayed for this request, from each message's outcome."""
+    whole: bool = False
+    """The ESP takes the request whole or not at all (SendGrid, Mailgun): every message's
+    sendguard fields are checked before any is committed, so a request answered with an
+    error has sent nothing, and the corrected resend the error asks for sends nothing twice."""
 
 
 async def submit(request: web.Request, who: Identity, submission: Submission) -> bytes:
@@ -327,6 +336,7 @@ async def submit(request: web.Request, who: Identity, submission: Submission) ->
             raise EspError(422, str(reused), "Idempotency-Key", code=300)
         return stored.response
 
+    _check_whole(submission)
     outcomes: list[Accepted | EspError] = []
     pending = list(submission.messages)
     for index, out in enumerate(pending):
@@ -350,6 +360,34 @@ async def submit(request: web.Request, who: Identity, submission: Submission) ->
                 return again.response
             raise EspError(409, "the same request is being sent concurrently", code=300) from None
     return submission.answer(outcomes)
+
+
+def _check_whole(submission: Submission) -> None:
+    """For a request taken whole or not at all: raise the first message's refusal, if any."""
+    if submission.whole and len(submission.messages) > 1:
+        for out in submission.messages:
+            _check_fields(out)
+
+
+def _check_fields(out: Outgoing) -> None:
+    """Raise the EspError intake would for `out`'s sendguard fields, before anything of its
+    request is committed. Read from their own headers (`X-Sendguard-*`), which is where the
+    ESP mapping puts them; `headers:` sources configured for a field are intake's to read."""
+    headers = Headers((*out.headers, *((h, v) for h, v, _ in out.fields)))
+    try:
+        read_fields(headers, {})
+    except InvalidMessage as exc:
+        raise _refusal(out, exc) from None
+
+
+def _refusal(out: Outgoing, exc: InvalidMessage) -> EspError:
+    """`exc` as the ESP's 400, naming the ESP field the sendguard field came from."""
+    origin = {h.lower(): f for h, _, f in out.fields}
+    name = origin.get((exc.field or "").lower(), exc.field)
+    message = str(exc)
+    if exc.field and name != exc.field:
+        message = message.replace(exc.field, name or exc.field, 1)
+    return EspError(400, message, name, code=300)
 
 
 async def _accept_one(
@@ -388,12 +426,7 @@ async def _accept_one(
             vet=vet,
         )
     except InvalidMessage as exc:
-        origin = {h.lower(): f for h, _, f in out.fields}
-        name = origin.get((exc.field or "").lower(), exc.field)
-        message = str(exc)
-        if exc.field and name != exc.field:
-            message = message.replace(exc.field, name or exc.field, 1)
-        raise EspError(400, message, name, code=300) from None
+        raise _refusal(out, exc) from None
     except StoreUnavailable:
         raise EspError(503, "the store is unavailable; try again later", code=500) from None
 

@@ -69,7 +69,7 @@ def _address(value: Any, where: str) -> str:
     address = item.get("email")
     if not isinstance(address, str) or not address:
         raise EspError(400, f"{where}.email is required", f"{where}.email")
-    check_addresses([address], f"{where}.email")
+    check_addresses([address], f"{where}.email", indexed=False)
     name = item.get("name")
     if isinstance(name, str) and name:
         return f'"{name.replace(chr(34), "")}" <{address}>'
@@ -85,9 +85,14 @@ def _categories(body: Mapping[str, Any]) -> list[str]:
 
 
 def _send_at(value: Any, where: str) -> str:
-    if not isinstance(value, int) or value < 0:
-        raise EspError(400, f"{where} must be a UNIX timestamp", where)
-    return datetime.fromtimestamp(value, UTC).isoformat()
+    fix = "seconds since 1970 (a UNIX timestamp), like 1796220000"
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise EspError(400, f"{where} must be {fix}", where)
+    try:
+        return datetime.fromtimestamp(value, UTC).isoformat()
+    except (OverflowError, OSError, ValueError):
+        # Milliseconds (JavaScript's Date.now()) land tens of thousands of years ahead.
+        raise EspError(400, f"{where}: {value} is past the year 9999; use {fix}", where) from None
 
 
 def _content(data: Mapping[str, Any]) -> tuple[str | None, str | None]:
@@ -255,5 +260,5 @@ async def mail_send(request: web.Request) -> web.Response:
     sandbox = isinstance(settings, dict) and (settings.get("sandbox_mode") or {}).get("enable")
     if sandbox:  # validated, never sent: what SendGrid's sandbox mode does
         return web.Response(status=200)
-    message_id = await submit(request, who, Submission("sendgrid", messages, _answer))
+    message_id = await submit(request, who, Submission("sendgrid", messages, _answer, whole=True))
     return web.Response(status=202, headers={"X-Message-Id": message_id.decode()})
