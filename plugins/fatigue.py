@@ -25,7 +25,7 @@ from sendguard.duration import Duration
 from sendguard.events import EventType
 from sendguard.message import Delivery, MessageClass
 from sendguard.phrasing import human_duration, human_time
-from sendguard.policy import Lookback, PolicyContext, PolicyOptions
+from sendguard.policy import Lookback, PolicyContext, PolicyOptions, class_exempt
 from sendguard.verdict import Verdict
 
 # Types that say something other than "this person is still interested".
@@ -102,7 +102,7 @@ class FatiguePolicy:
     async def evaluate(self, delivery: Delivery, ctx: PolicyContext) -> Verdict:
         options = self._options
         if delivery.message.fields.message_class in options.exempt_classes:
-            return Verdict.forward(f"{delivery.message.fields.message_class.value} mail is exempt")
+            return class_exempt(delivery)
         suppressed = await ctx.suppression(delivery.recipient)
         if suppressed is not None:
             zone = await ctx.recipient_zone(delivery)

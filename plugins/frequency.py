@@ -21,7 +21,7 @@ from sendguard.address import domain_of
 from sendguard.duration import Duration
 from sendguard.message import Delivery, MessageClass
 from sendguard.phrasing import human_duration, human_time
-from sendguard.policy import Lookback, PolicyContext, PolicyOptions
+from sendguard.policy import Lookback, PolicyContext, PolicyOptions, class_exempt
 from sendguard.verdict import Verdict
 
 
@@ -123,7 +123,7 @@ class FrequencyPolicy:
         options = self._options
         fields = delivery.message.fields
         if fields.message_class in options.exempt_classes:
-            return Verdict.forward(f"{fields.message_class.value} mail is exempt")
+            return class_exempt(delivery)
         earliest, full = ctx.now, None
         for cap in options.caps:
             opens = await self._window_opens(cap, delivery, ctx)

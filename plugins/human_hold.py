@@ -37,7 +37,7 @@ from sendguard.duration import Duration
 from sendguard.message import Delivery, MessageClass
 from sendguard.offload import in_process
 from sendguard.phrasing import human_duration, human_time
-from sendguard.policy import Lookback, PolicyContext, PolicyOptions
+from sendguard.policy import Lookback, PolicyContext, PolicyOptions, class_exempt
 from sendguard.verdict import Verdict
 
 _TEXT_CACHE = 64
@@ -168,7 +168,7 @@ class HumanHoldPolicy:
             return Verdict.forward(f"campaign {name} approved by {campaign.updated_by}")
         if name is None or not options.hold_unapproved_campaigns:
             return Verdict.forward("no review rule applies")
-        return Verdict.forward(f"{delivery.message.fields.message_class.value} mail is exempt")
+        return class_exempt(delivery)
 
     async def _campaign_rule(
         self, delivery: Delivery, ctx: PolicyContext, name: str, campaign: Campaign | None

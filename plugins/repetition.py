@@ -23,7 +23,7 @@ from sendguard.duration import Duration
 from sendguard.events import EventType
 from sendguard.message import Delivery, MessageClass
 from sendguard.phrasing import human_duration, human_time
-from sendguard.policy import Lookback, PolicyContext, PolicyOptions
+from sendguard.policy import Lookback, PolicyContext, PolicyOptions, class_exempt
 from sendguard.verdict import Verdict
 
 MatchKey = Literal["offer", "content", "campaign"]
@@ -61,7 +61,7 @@ class RepetitionPolicy:
         options = self._options
         message = delivery.message
         if message.fields.message_class in options.exempt_classes:
-            return Verdict.forward(f"{message.fields.message_class.value} mail is exempt")
+            return class_exempt(delivery)
         offer = message.fields.offer
         if offer is not None:
             for event in await ctx.events(delivery.recipient):

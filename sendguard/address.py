@@ -1,10 +1,15 @@
 """Strict validation of envelope addresses: refuse what is malformed, never rewrite it.
 
 The rules are email-validator's (syntax only, no DNS): RFC 5321/5322 dot-atoms, IDNA 2008
-domains with a period, no special-use names (`localhost`, `.local`, `.test`, ...), no quoted
-local parts, no address literals, no trailing dot, and no invisible or unsafe Unicode (zero-width
-spaces, soft hyphens, bidi controls). Each of those let one person be written several ways and
-so count as several people for caps and suppressions.
+domains with a period, no special-use names (`localhost`, `.local`, `.test`, ...), no address
+literals, no trailing dot, and no invisible or unsafe Unicode (zero-width spaces, soft hyphens,
+bidi controls). Each of those let one person be written several ways and so count as several
+people for caps and suppressions.
+
+A quoted local part (RFC 5321 4.1.2 `Quoted-string`: `"a>b"@example.com`, `"a b"@...`,
+`"a\\"b"@...`) is a mailbox some systems really have, so it is taken; its key is the quoted
+string's content, quoted again only where a dot-atom cannot say it, so `"ann"@example.com` and
+`ann@example.com` are one person (RFC 5321: the forms are equivalent).
 
 An accepted address is used exactly as it came; `recipient_key` is the one form under which a
 person is counted (case folded, NFC, the domain as IDNA U-labels, so `ÄNN@Bücher.example`,
@@ -127,7 +132,7 @@ def _validate_in_full(address: str) -> str:
             address,
             check_deliverability=False,
             allow_smtputf8=True,
-            allow_quoted_local=False,
+            allow_quoted_local=True,
             allow_domain_literal=False,
             allow_display_name=False,
             allow_empty_local=False,
@@ -152,9 +157,29 @@ def recipient_key(address: str) -> str:
     local, at, domain = address.rpartition("@")
     if not at:
         return address.lower()
-    if address.isascii() and "xn--" not in domain.lower():
+    quoted = local.startswith('"')
+    if address.isascii() and "xn--" not in domain.lower() and not quoted:
         return address.lower()  # the common case, as keys were always written
+    if quoted:
+        local = _local_key(local)
     return f"{unicodedata.normalize('NFC', local).lower()}@{_domain_key(domain)}"
+
+
+_ATOM = r"[^\x00-\x20\x7f()<>\[\]:;@\\,.\"]+"
+_DOT_ATOM = re.compile(rf"{_ATOM}(?:\.{_ATOM})*")
+"""A dot-atom local part (RFC 5322 atext, RFC 6532's UTF-8 too)."""
+_QUOTED_PAIR = re.compile(r"\\(.)", re.DOTALL)
+
+
+def _local_key(local: str) -> str:
+    """A quoted local part as one person's key: its content, re-quoted (`\\` before `"` and
+    `\\` only) unless it is a dot-atom, so `"ann"` is `ann` and `"a\\>b"` is `"a>b"`."""
+    if len(local) < 2 or not local.endswith('"'):
+        return local
+    content = _QUOTED_PAIR.sub(r"\1", local[1:-1])
+    if _DOT_ATOM.fullmatch(content):
+        return content
+    return '"' + content.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def _domain_key(domain: str) -> str:

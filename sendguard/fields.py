@@ -381,7 +381,7 @@ MESSAGE_CLASS: Field[MessageClass] = Field(
     dump=lambda c: c.value,
     load=lambda v: MessageClass(v or MessageClass.MARKETING),
     json_type=_enum_values(MessageClass),
-    description="transactional or marketing (the default).",
+    description="transactional or marketing (the default; a bounce, ?from=<>, is transactional).",
 )
 REQUIRES: Field[tuple[Requirement, ...]] = Field(
     "requires",
@@ -483,6 +483,12 @@ FIELDS: list[Field[Any]] = [
 _TYPED = frozenset(f.name for f in dataclasses.fields(SendguardFields)) - {"others"}
 
 
+NULL_SENDER_DEFAULTS = SendguardFields(message_class=MessageClass.TRANSACTIONAL)
+"""The defaults of the fields of a message with the null sender `<>` (a bounce, a DSN):
+transactional unless its headers or payload give a class. A DSN is an automatic notification
+(RFC 3464); a marketing cap delaying the second bounce to one address by a day helps nobody."""
+
+
 def default_sources() -> dict[str, tuple[str, ...]]:
     """Each field's JSON name to the headers it is read from by default."""
     return {f.json_name: f.headers for f in FIELDS}
@@ -492,17 +498,24 @@ DEFAULT_SOURCES: Mapping[str, Sequence[str]] = default_sources()
 """The built-in fields' default header sources (`default_sources()` sees added ones too)."""
 
 
-def _build(values: Mapping[str, Any]) -> SendguardFields:
+def _build(values: Mapping[str, Any], defaults: SendguardFields | None = None) -> SendguardFields:
     typed = {k: v for k, v in values.items() if k in _TYPED}
     others = {k: v for k, v in values.items() if k not in _TYPED}
-    return SendguardFields(**typed, others=others)
+    if defaults is None:
+        return SendguardFields(**typed, others=others)
+    return dataclasses.replace(defaults, **typed, others={**defaults.others, **others})
 
 
-def read_fields(headers: Headers, sources: Mapping[str, Sequence[str]]) -> SendguardFields:
+def read_fields(
+    headers: Headers,
+    sources: Mapping[str, Sequence[str]],
+    defaults: SendguardFields | None = None,
+) -> SendguardFields:
     """Build SendguardFields from `headers`; malformed values raise InvalidMessage.
 
     `sources` maps a field's JSON name to the headers to read it from (first match wins);
-    a field it does not name is read from its default headers.
+    a field it does not name is read from its default headers. A field no header gives
+    takes its value from `defaults` (each field's own default if None).
     """
     values: dict[str, Any] = {}
     for spec in FIELDS:
@@ -522,7 +535,7 @@ def read_fields(headers: Headers, sources: Mapping[str, Sequence[str]]) -> Sendg
                 if value is not None and value.strip():
                     values[spec.name] = spec.parse(value.strip(), header)
                     break
-    return _build(values)
+    return _build(values, defaults)
 
 
 def overrides_from(given: Mapping[str, Any]) -> FieldOverrides:

@@ -24,7 +24,7 @@ from sendguard.deliveries import IdempotencyRecord, IntakeClaim, NewDelivery, se
 from sendguard.engine import Engine
 from sendguard.errors import IdempotencyKeyReused, InvalidAddress, InvalidMessage
 from sendguard.esp_request import EspRequest
-from sendguard.fields import FIELDS, FieldOverrides, read_fields
+from sendguard.fields import FIELDS, NULL_SENDER_DEFAULTS, FieldOverrides, read_fields
 from sendguard.headers import (
     Headers,
     Trace,
@@ -141,14 +141,17 @@ class Intake:
             for name in header_sources.get(spec.json_name, spec.headers)
         )
         self._no_fields = read_fields(Headers(()), header_sources)
+        self._no_fields_of_bounce = read_fields(Headers(()), header_sources, NULL_SENDER_DEFAULTS)
         self._sources = header_sources
 
-    def _fields(self, headers: Headers) -> SendguardFields:
-        """The sendguard fields `headers` give (`read_fields` with the configured sources)."""
+    def _fields(self, headers: Headers, mail_from: str) -> SendguardFields:
+        """The sendguard fields `headers` give (`read_fields` with the configured sources);
+        a bounce's (the null sender) default to `NULL_SENDER_DEFAULTS`."""
         sources = self._field_headers
+        defaults = None if mail_from else NULL_SENDER_DEFAULTS
         if any(name.lower() in sources for name, _ in headers.items):
-            return read_fields(headers, self._sources)
-        return self._no_fields
+            return read_fields(headers, self._sources, defaults)
+        return self._no_fields if mail_from else self._no_fields_of_bounce
 
     async def replay(self, key: str, fingerprint: str | None = None) -> bytes | None:
         """The first answer given to a request with Idempotency-Key `key`, if still kept.
@@ -284,7 +287,7 @@ class Intake:
             mail_from=mail_from,
             recipients=tuple(unique.values()),
             headers=headers,
-            fields=(overrides or FieldOverrides()).apply(self._fields(headers)),
+            fields=(overrides or FieldOverrides()).apply(self._fields(headers, mail_from)),
             size=len(content),
             content_hash=fingerprint,
             smtputf8=smtputf8,

@@ -11,11 +11,13 @@ histograms are written to per-worker files, and a scrape — whichever worker an
 every worker's files, a dead worker's too (its counts happened). Gauges are not summed: each
 is either computed by the answering worker at scrape time from the shared store (queue ages,
 states, store health) or the same in every worker (the config, the build), so that worker's
-own value is the answer; so are the `process_*` and `python_*` families.
+own value is the answer; so are the `python_*` families. The `process_*` families cover the
+whole service, the supervisor and every worker (sendguard/service_process.py).
 """
 
 from __future__ import annotations
 
+import os
 import platform
 import warnings
 from bisect import bisect_left
@@ -41,6 +43,7 @@ from prometheus_client.registry import Collector
 
 from sendguard import __version__
 from sendguard.message import DeliveryState
+from sendguard.service_process import ServiceProcessCollector
 from sendguard.verdict import Action
 
 M = TypeVar("M", bound=MetricWrapperBase)
@@ -263,8 +266,13 @@ class Metrics:
             implementation=platform.python_implementation(),
         ).set(1)
         # The process's CPU, memory, file descriptors and start time; the interpreter's version
-        # and garbage collections: what an operator's standard dashboards expect.
-        ProcessCollector(registry=r)
+        # and garbage collections: what an operator's standard dashboards expect. Under
+        # workers (`summed`) the process families cover the whole service: the supervisor (this
+        # worker's parent) and every process below it (sendguard/service_process.py).
+        if summed is not None and Path("/proc/self/stat").exists():
+            r.register(ServiceProcessCollector(os.getppid()))
+        else:
+            ProcessCollector(registry=r)
         PlatformCollector(registry=r)
         GCCollector(registry=r)
         self._preset()

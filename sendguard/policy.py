@@ -50,6 +50,7 @@ __all__ = [
     "PolicyLoadError",
     "PolicyOptions",
     "ReadsStore",
+    "class_exempt",
     "installed_policies",
     "load_policy_class",
 ]
@@ -80,6 +81,20 @@ class Policy(Protocol):
 
 NOTHING = timedelta(0)
 """A `Lookback` span for what a policy does not read at all."""
+
+
+def class_exempt(delivery: Delivery) -> Verdict:
+    """Forward: the delivery's message class is one the policy exempts.
+
+    The reason says the class; a bounce's says why it has that class (the null sender `<>`
+    makes a message transactional unless its X-Sendguard-Class says otherwise), since
+    nothing else in the timeline would.
+    """
+    message = delivery.message
+    kind = message.fields.message_class
+    if not message.mail_from and kind is MessageClass.TRANSACTIONAL:
+        return Verdict.forward(f"{kind.value} mail is exempt (a bounce: null sender <>)")
+    return Verdict.forward(f"{kind.value} mail is exempt")
 
 
 @dataclass(frozen=True)

@@ -271,7 +271,8 @@ def _envelope_from_headers(raw: bytes) -> tuple[str, list[str]]:
 
 MAX_LINE = 998
 """RFC 5322 2.1.1: octets in a line, its CRLF not counted. The SMTP intake refuses a longer line
-(`500 Line too long`), and so does an SMTP upstream: accepted here, it could only fail there."""
+(`500 5.6.0 Line too long`), and so does an SMTP upstream: accepted here, it could only fail
+there."""
 
 
 _LINE_PIECE = 256 * 1024

@@ -33,7 +33,11 @@ _NULL_SENDER_HINT = (
 def mailbox_address(value: str, field: str) -> str:
     """The address of `value`, an address or `Display Name <address>`; BadRequest names
     `field` and what to write instead."""
-    if "<" not in value and ">" not in value:
+    # A bare address may hold `<` or `>` in a quoted local part (`"a>b"@example.com`); a
+    # mailbox with a display name ends with its `>`.
+    if ("<" not in value and ">" not in value) or (
+        value.startswith('"') and not value.rstrip().endswith(">")
+    ):
         if not value.strip() and field == "from":
             raise BadRequest(f"from: {_NULL_SENDER_HINT}", field)
         address_in(value, field)

@@ -245,6 +245,15 @@ class SmtpHandler:
             self._refused(session, address, "too many recipients")
             return f"452 4.5.3 Too many recipients (at most {self._config.max_recipients})"
         address = _sent_path(server, address)
+        if address.lower() == "postmaster":
+            qualified = self._postmaster()
+            if qualified is None:
+                self._refused(session, address, "postmaster without a domain, no smtp.hostname")
+                return (
+                    "550 5.1.1 <postmaster> needs a domain to be relayed: set smtp.hostname"
+                    " (it becomes postmaster@<smtp.hostname>) or write the full address"
+                )
+            address = qualified
         if needs_smtputf8(address) and not envelope.smtp_utf8:
             self._refused(session, address, "non-ASCII address without SMTPUTF8")
             return _utf8_refusal("recipient")
@@ -256,6 +265,13 @@ class SmtpHandler:
         envelope.rcpt_tos.append(address)
         envelope.rcpt_options.extend(rcpt_options)
         return "250 2.1.5 Ok"
+
+    def _postmaster(self) -> str | None:
+        """Where `RCPT TO:<Postmaster>` (no domain, RFC 5321 4.5.1) goes: the postmaster of
+        the host the client talked to, `postmaster@<smtp.hostname>`. Only a configured name:
+        the machine's own FQDN is often no mail domain, and a relay must pass it on."""
+        hostname = self._config.hostname
+        return None if hostname is None else f"postmaster@{hostname}"
 
     @staticmethod
     def _refused(session: Session, address: str, reason: str) -> None:
@@ -439,6 +455,11 @@ class _Connection(SMTP):
             self.path_sent = _path_text(arg)
             if not arg:
                 return "", ""
+            closing = _closing(arg) if arg.startswith("<") else None
+            if closing is not None and self.path_sent.lower() == "postmaster":
+                # RFC 5321 4.5.1: <Postmaster> without a domain; handle_RCPT qualifies it.
+                self._parameters = arg[closing + 1 :].split()
+                return self.path_sent, arg[closing + 1 :]
             if arg.startswith("<") and _closing(arg) is None:
                 # `<a@b` without its `>`: the header parser reads the address all the same,
                 # and it was taken. An empty address is aiosmtpd's 501 syntax error.

@@ -4,10 +4,12 @@ exist (at 0) before the first event so rate() counts it."""
 
 from __future__ import annotations
 
+import os
 import platform
 import shutil
 import subprocess
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -155,11 +157,13 @@ def test_a_reload_adds_the_series_of_new_policies_and_upstreams(
     assert len(spare) == 2, spare
 
 
-def test_promtool_finds_no_problem_in_a_scrape(sendguard: Start, sink: Sink) -> None:
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_promtool_finds_no_problem_in_a_scrape(sendguard: Start, sink: Sink, workers: str) -> None:
     promtool = shutil.which("promtool")
     if promtool is None:
         pytest.skip("promtool is not installed (Debian package prometheus); .ci/run installs it")
-    proc = sendguard()
+    # Under workers the process families are the service's own collector's (service_process).
+    proc = sendguard(serve_args=["--workers", workers] if workers != "1" else [])
     send(proc, ["p@example.org"], message())
     proc.wait_settled()
     text, _, _ = scrape(proc)
@@ -168,3 +172,35 @@ def test_promtool_finds_no_problem_in_a_scrape(sendguard: Start, sink: Sink) -> 
     )
     assert checked.returncode == 0, checked.stdout + checked.stderr
     assert checked.stdout + checked.stderr == ""
+
+
+def _cpu_seconds(pid: int) -> float:
+    """utime + stime of a live process, from /proc (what process_cpu_seconds_total counts)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _rss_bytes(pid: int) -> int:
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return int(fields[21]) * os.sysconf("SC_PAGESIZE")
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
+def test_process_metrics_under_two_workers_cover_the_whole_service(sendguard: Start) -> None:
+    # A Prometheus user reads process_cpu_seconds_total as the service's CPU: under
+    # --workers 2 it was the answering worker's alone.
+    proc = sendguard(serve_args=["--workers", "2"])
+    workers = proc.worker_pids()
+    assert len(workers) == 2
+    spent = sum(_cpu_seconds(pid) for pid in workers)
+    largest = max(_rss_bytes(pid) for pid in workers)
+    status, body = proc.http_get("/metrics")
+    assert status == 200
+    samples = {
+        s.name: s.value
+        for f in text_string_to_metric_families(body.decode())
+        for s in f.samples
+        if not s.labels
+    }
+    assert samples["process_cpu_seconds_total"] >= spent, (samples, spent)
+    assert samples["process_resident_memory_bytes"] > largest, (samples, largest)

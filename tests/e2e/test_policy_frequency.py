@@ -91,3 +91,61 @@ def test_shadow_mode_counts_but_never_acts(sendguard: Start, sink: Sink) -> None
     reasons = line["deliveries"][0]["reasons"]
     assert reasons[0]["mode"] == "shadow" and reasons[0]["verdict"] == "delay"
     assert line["deliveries"][0]["state"] in ("queued", "sending", "sent")
+
+
+# --- bounces: the null sender is transactional unless the message says otherwise ---------------
+
+
+def test_bounces_over_smtp_are_transactional_unless_the_class_header_says_otherwise(
+    sendguard: Start, sink: Sink
+) -> None:
+    # A DSN (RFC 3464) is an automatic notification: a cap of 1/day delayed the second bounce
+    # to one address by a day when the null sender was taken for marketing.
+    proc = sendguard(policies=ONE_A_DAY)
+    for n in range(3):
+        send(proc, ["sender@example.org"], message(subject=f"bounce {n}"), sender="<>")
+    sink.wait_for(3)
+    assert set(proc.wait_settled().values()) == {"sent"}
+    _status, line = proc.call("GET", "/v1/recipients/sender@example.org/timeline")
+    for delivery in line["deliveries"]:
+        (reason,) = delivery["reasons"]
+        assert reason["verdict"] == "forward"
+        assert reason["reason"] == "transactional mail is exempt (a bounce: null sender <>)"
+    # Transactional sends do not count towards the cap: the first marketing one goes.
+    for n in (4, 5):
+        explicit = send(
+            proc,
+            ["sender@example.org"],
+            message("X-Sendguard-Class: marketing", subject=f"bounce {n}"),
+            sender="<>",
+        )
+    proc.wait_states({"sender@example.org": "delayed"}, explicit)
+    status, shown = proc.call("GET", f"/v1/messages/{explicit}")
+    assert status == 200 and shown["class"] == "marketing", shown
+
+
+def test_a_bounce_over_http_is_transactional_unless_class_says_otherwise(
+    sendguard: Start, sink: Sink
+) -> None:
+    proc = sendguard(policies=ONE_A_DAY)
+    body = {"from": "MAILER-DAEMON@example.com", "to": ["ann@example.org"], "subject": "Bounce"}
+    for _ in range(2):
+        status, answer = proc.call("POST", "/v1/messages?from=%3C%3E", {**body, "text": "x"})
+        assert status == 202, answer
+        assert answer["deliveries"][0]["state"] == "queued", answer
+        status, shown = proc.call("GET", f"/v1/messages/{answer['id']}")
+        assert status == 200 and shown["class"] == "transactional", shown
+    sink.wait_for(2)
+    states = []
+    for _ in range(2):  # transactional sends do not count towards the cap
+        status, answer = proc.call(
+            "POST", "/v1/messages?from=%3C%3E", {**body, "text": "x", "class": "marketing"}
+        )
+        assert status == 202, answer
+        states.append(answer["deliveries"][0]["state"])
+    assert states == ["queued", "delayed"], states
+    # A sender with an address is marketing by default, as before.
+    status, answer = proc.call("POST", "/v1/messages", {**body, "to": ["bob@example.org"]})
+    assert status == 202, answer
+    status, shown = proc.call("GET", f"/v1/messages/{answer['id']}")
+    assert shown["class"] == "marketing", shown

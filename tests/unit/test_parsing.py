@@ -98,8 +98,6 @@ def test_valid_addresses_pass_unchanged(address: str) -> None:
         "a..b@example.org",
         "a@[10.0.0.1]",
         # as strict as email-validator: each of these let one person count as several
-        '"quoted name"@example.org',
-        '"ann"@example.org',
         "x@localhost",
         "x@example",
         "x@mail.local",
@@ -114,6 +112,26 @@ def test_valid_addresses_pass_unchanged(address: str) -> None:
 def test_invalid_addresses_are_refused(address: str) -> None:
     with pytest.raises(InvalidAddress):
         validate_address(address)
+
+
+@pytest.mark.parametrize(
+    ("address", "key"),
+    [
+        # RFC 5321 4.1.2 quoted local parts are taken; the key is the content, re-quoted only
+        # where a dot-atom cannot say it, so one person is one key however it is written.
+        ('"ann"@example.org', "ann@example.org"),
+        ('"Ann.Lee"@Example.org', "ann.lee@example.org"),
+        ('"a>b"@example.org', '"a>b"@example.org'),
+        ('"A>B"@EXAMPLE.org', '"a>b"@example.org'),
+        ('"a\\>b"@example.org', '"a>b"@example.org'),
+        ('"a\\"b"@example.org', '"a\\"b"@example.org'),
+        ('"quoted name"@example.org', '"quoted name"@example.org'),
+        ('"a@b"@example.org', '"a@b"@example.org'),
+    ],
+)
+def test_quoted_local_parts_are_taken_and_keyed_by_their_content(address: str, key: str) -> None:
+    assert validate_address(address) == address
+    assert recipient_key(address) == key
 
 
 _ATEXT = "abcXYZ019!#$%&'*+/=?^_`{|}~-"

@@ -51,6 +51,15 @@ def _text(email: dict[str, Any], key: str) -> str | None:
 
 
 def _list(email: dict[str, Any], key: str) -> tuple[str, ...]:
+    if isinstance(email.get(key), list):
+        # Postmark's API takes one string here (its own answer to an array is an error too).
+        raise EspError(
+            400,
+            f"'{key}' must be one string of comma-separated addresses, not an array:"
+            f' "{key}": "ann@example.org, bob@example.org"',
+            key,
+            code=300,
+        )
     value = _text(email, key)
     if not value:
         return ()
@@ -229,7 +238,13 @@ async def _batch(request: web.Request, *, templated: bool) -> web.Response:
             raise EspError(400, 'The body must be {"Messages": [...]}', "Messages", code=402)
         data = data["Messages"]
     if not isinstance(data, list):
-        raise EspError(400, "The batch must be a JSON array of emails", None, code=402)
+        raise EspError(
+            400,
+            'The batch must be a JSON array of emails: [{"From": ..., "To": ...}, ...];'
+            " send one email object to /email",
+            None,
+            code=402,
+        )
     if len(data) > MAX_BATCH:
         raise EspError(400, f"Too many batch messages (at most {MAX_BATCH})", None, code=410)
     parsed: list[Outgoing | EspError] = []

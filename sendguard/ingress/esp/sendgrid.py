@@ -40,9 +40,36 @@ def reply_error(exc: EspError) -> web.Response:
     return web.json_response(body, status=exc.status)
 
 
+# The accepted form of a field that must be an array or an object, shown in the 400 when a
+# string (or the other shape) is given, as POST /v1/messages shows it. SendGrid's own API
+# refuses the same shapes ("Invalid type. Expected: array, given: string.").
+_EMAIL = '{"email": "ann@example.org"}'
+_FORMS = {
+    "personalizations": f'"personalizations": [{{"to": [{_EMAIL}]}}]',
+    "to": f'"to": [{_EMAIL}]',
+    "cc": f'"cc": [{_EMAIL}]',
+    "bcc": f'"bcc": [{_EMAIL}]',
+    "from": '"from": {"email": "shop@example.com"}',
+    "reply_to": '"reply_to": {"email": "help@example.com"}',
+    "reply_to_list": '"reply_to_list": [{"email": "help@example.com"}]',
+    "categories": '"categories": ["spring"]',
+    "content": '"content": [{"type": "text/plain", "value": "Hi"}]',
+    "attachments": '"attachments": [{"content": "<base64>", "filename": "a.pdf"}]',
+}
+
+
+def _form(where: str) -> str:
+    """`: <the accepted form>` for the field at `where` (by its last name), if one is known."""
+    name = where.rpartition(".")[2]
+    if name.endswith("]"):  # an item of an array of addresses
+        return f": {_EMAIL}" if name.split("[")[0] in ("to", "cc", "bcc") else ""
+    form = _FORMS.get(name)
+    return f": {form}" if form else ""
+
+
 def _object(value: Any, where: str) -> dict[str, Any]:
     if not isinstance(value, dict):
-        raise EspError(400, f"{where} must be an object", where)
+        raise EspError(400, f"{where} must be an object{_form(where)}", where)
     return value
 
 
@@ -50,7 +77,7 @@ def _list(value: Any, where: str) -> list[Any]:
     if value is None:
         return []
     if not isinstance(value, list):
-        raise EspError(400, f"{where} must be an array", where)
+        raise EspError(400, f"{where} must be an array{_form(where)}", where)
     return value
 
 
@@ -189,14 +216,19 @@ def parse(data: Any) -> list[Outgoing]:
     for index, item in enumerate(personalizations):
         where = f"personalizations[{index}]"
         p = _object(item, where)
-        to = tuple(_address(a, f"{where}.to[{i}]") for i, a in enumerate(_list(p.get("to"), "to")))
+        to = tuple(
+            _address(a, f"{where}.to[{i}]") for i, a in enumerate(_list(p.get("to"), f"{where}.to"))
+        )
         if not to:
             raise EspError(
                 400, "The to array is required for all personalization objects.", f"{where}.to"
             )
-        cc = tuple(_address(a, f"{where}.cc[{i}]") for i, a in enumerate(_list(p.get("cc"), "cc")))
+        cc = tuple(
+            _address(a, f"{where}.cc[{i}]") for i, a in enumerate(_list(p.get("cc"), f"{where}.cc"))
+        )
         bcc = tuple(
-            _address(a, f"{where}.bcc[{i}]") for i, a in enumerate(_list(p.get("bcc"), "bcc"))
+            _address(a, f"{where}.bcc[{i}]")
+            for i, a in enumerate(_list(p.get("bcc"), f"{where}.bcc"))
         )
         subject, own_text = _subject_and_text(p, body, template, text, html)
         subs = _strings(p.get("substitutions"), f"{where}.substitutions")
