@@ -17,8 +17,8 @@ import html
 import re
 import unicodedata
 from collections.abc import Iterable
-from dataclasses import dataclass
 from email.message import Message
+from typing import NamedTuple
 
 from sendguard.headers import Headers, header_end
 from sendguard.links import Target, targets_of_html, targets_of_text
@@ -160,9 +160,9 @@ def readable(decoded: str, subtype: str) -> str:
     return decoded
 
 
-@dataclass(frozen=True)
-class Fingerprint:
-    """A message's two fingerprints: what it says and where it points."""
+class Fingerprint(NamedTuple):
+    """A message's two fingerprints: what it says and where it points (a tuple: made for
+    every message, and a frozen dataclass costs more to make)."""
 
     text: str
     """`content_hash`: the subject and text, blind to greetings and tracking parameters."""
@@ -178,7 +178,7 @@ def link_targets(texts: Iterable[str], html_sources: Iterable[str]) -> str:
         found |= targets_of_text(text)
     for source in html_sources:
         found |= targets_of_html(source)
-    return encode_targets(found)
+    return encode_targets(found) if found else ""
 
 
 def content_hash(raw: bytes, headers: Headers | None = None) -> str:

@@ -33,13 +33,11 @@ Target = tuple[str, str]
 
 MAX_LISTED = 100
 
-# An attribute that names a URL, in any case, with its value double-, single- or unquoted.
-# Not `data-src` and the like: the lookbehind wants the name to start there.
-_ATTRIBUTE = re.compile(
-    r"(?<![\w-])(href|src|srcset|background|poster)[ \t\r\n]*=[ \t\r\n]*"
-    r"(?:\"([^\"]*)\"|'([^']*)'|([^\s\"'>]+))",
-    re.IGNORECASE,
-)
+# The attributes that name a URL, found in the lowercased markup by `str.find` (a regular
+# expression of them, in any case, tries every position of the markup: 7x the instructions),
+# then the value after them, double-, single- or unquoted.
+_URL_ATTRIBUTES = ("href", "src", "background", "poster")  # "src" finds "srcset" too
+_VALUE = re.compile(r"(set)?[ \t\r\n]*=[ \t\r\n]*(?:\"([^\"]*)\"|'([^']*)'|([^\s\"'>]+))")
 _TAG_NAME = re.compile(r"<[ \t\r\n]*([a-zA-Z][a-zA-Z0-9]*)")
 _CSS_URL = re.compile(r"url\(\s*(?:\"([^\"]*)\"|'([^']*)'|([^)\s]*))", re.IGNORECASE)
 # A bare URL in text, as content.py finds them, and a bare mailto: address.
@@ -55,26 +53,41 @@ def targets_of_html(source: str) -> set[Target]:
     """The link targets in the markup of an HTML part (decoded, markup and entities intact):
     URL attributes and CSS `url(...)`. Bare URLs in its text are `targets_of_text`'s."""
     found: set[Target] = set()
-    for match in _ATTRIBUTE.finditer(source) if "=" in source else ():
-        start = match.start()
-        opened = source.rfind("<", 0, start)
-        if opened < 0 or source.rfind(">", opened, start) >= 0:
-            continue  # `href=` in the text, not in a tag
-        name = match.group(1).lower()
-        value = match.group(2) or match.group(3) or match.group(4) or ""
-        if name == "href":
-            tag = _TAG_NAME.match(source, opened)
-            embeds = tag is not None and tag.group(1).lower() in _EMBEDDING_HREF
-            _add(found, "embed" if embeds else "link", value)
-        elif name == "srcset":
-            for candidate in value.split(","):
-                _add(found, "embed", candidate.strip().partition(" ")[0])
-        else:
-            _add(found, "embed", value)
+    lowered = source.lower() if "=" in source else ""
+    for name in _URL_ATTRIBUTES if lowered else ():
+        start = lowered.find(name)
+        while start >= 0:
+            _attribute(found, source, name, start)
+            start = lowered.find(name, start + len(name))
     if "url(" in source or "URL(" in source or "Url(" in source:
         for match in _CSS_URL.finditer(source):
             _add(found, "embed", match.group(1) or match.group(2) or match.group(3) or "")
     return found
+
+
+def _attribute(found: set[Target], source: str, name: str, start: int) -> None:
+    """Add the target of the attribute `name` at `start` in `source`, if it is one: a name
+    of its own (not `data-src`) in a tag (not `href=` in the text), with a value."""
+    if start > 0 and (source[start - 1].isalnum() or source[start - 1] in "-_"):
+        return
+    value = _VALUE.match(source, start + len(name))
+    if value is None:
+        return
+    opened = source.rfind("<", 0, start)
+    if opened < 0 or source.rfind(">", opened, start) >= 0:
+        return
+    url = value.group(2) or value.group(3) or value.group(4) or ""
+    if value.group(1) is not None:
+        if name == "src":  # srcset: candidates "url 1x, url 2x"
+            for candidate in url.split(","):
+                _add(found, "embed", candidate.strip().partition(" ")[0])
+        return
+    if name == "href":
+        tag = _TAG_NAME.match(source, opened)
+        embeds = tag is not None and tag.group(1).lower() in _EMBEDDING_HREF
+        _add(found, "link" if not embeds else "embed", url)
+    else:
+        _add(found, "embed", url)
 
 
 def targets_of_text(text: str) -> set[Target]:
