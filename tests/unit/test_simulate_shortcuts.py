@@ -11,7 +11,7 @@ import pytest
 
 from sendguard.app import build_policies
 from sendguard.config import parse_config
-from sendguard.content import content_hash
+from sendguard.content import content_hash, fingerprints
 from sendguard.engine import Engine
 from sendguard.events import Event, EventType
 from sendguard.facts import Fact
@@ -80,7 +80,7 @@ def history(seed: int, count: int = 160) -> list[Recorded]:
                 to,
                 content,
                 source_id=f"m{n}",
-                fingerprint=content_hash(content),
+                fingerprint=fingerprints(content),
             )
         )
         if n % 5 == 0:
