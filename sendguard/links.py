@@ -45,6 +45,9 @@ _BARE = re.compile(r"https?://[^\s\"'<>)]+|mailto:[^\s\"'<>)]+", re.IGNORECASE)
 _SCHEME = re.compile(r"[a-zA-Z][a-zA-Z0-9+.-]*:")
 _HOST_END = re.compile(r"[/?#\\]")
 _PORT = re.compile(r":[0-9]*$")
+# ASCII letters lowered, nothing else: `str.lower` changes the length of some text ("İ" is two
+# characters lowered), and a position found in the lowered markup must be the same in `source`.
+_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
 # Tags whose `href` loads something rather than being clicked.
 _EMBEDDING_HREF = frozenset({"link"})
 
@@ -53,7 +56,7 @@ def targets_of_html(source: str) -> set[Target]:
     """The link targets in the markup of an HTML part (decoded, markup and entities intact):
     URL attributes and CSS `url(...)`. Bare URLs in its text are `targets_of_text`'s."""
     found: set[Target] = set()
-    lowered = source.lower() if "=" in source else ""
+    lowered = source.translate(_ASCII_LOWER) if "=" in source else ""
     for name in _URL_ATTRIBUTES if lowered else ():
         start = lowered.find(name)
         while start >= 0:

@@ -166,3 +166,11 @@ def test_what_changed_names_added_and_removed_hosts() -> None:
 def test_targets_of_html_reads_markup_only() -> None:
     assert targets_of_html("no markup at all") == set()
     assert targets_of_html('<a href="https://a.example">x</a>') == {("link", "a.example")}
+
+
+def test_text_that_lowers_to_another_length_hides_no_link() -> None:
+    # "İ" lowers to two characters: positions in `str.lower()`'s markup drift from the source's.
+    source = (
+        '<p>İİİİ Straße</p><A HREF="https://evil.example/x">x</a><img src=https://cdn.example/i>'
+    )
+    assert targets_of_html(source) == {("link", "evil.example"), ("embed", "cdn.example")}
