@@ -5,7 +5,8 @@ to another domain, or an image from a new host, are changed copy. The content fi
 (content.py) is blind to links (it strips markup and tracking parameters), so a message has a
 second fingerprint, its link targets: the set of `(kind, host)` pairs, where kind is
 
-- `link`: what a reader clicks (`<a href>`, `<area href>`, a bare URL in the text);
+- `link`: what a reader clicks or submits to (`<a href>`, `<area href>`, `<form action>`, a
+  bare URL in the text);
 - `embed`: what a mail client fetches (`src` of `<img>`, `<iframe>`, `<video>`, `<source>`,
   `<script>`; `<link href>`; `srcset`, `background`, `poster`; CSS `url(...)`);
 - `mailto`: a `mailto:` link, by the domain of its address.
@@ -36,7 +37,7 @@ MAX_LISTED = 100
 # The attributes that name a URL, found in the lowercased markup by `str.find` (a regular
 # expression of them, in any case, tries every position of the markup: 7x the instructions),
 # then the value after them, double-, single- or unquoted.
-_URL_ATTRIBUTES = ("href", "src", "background", "poster")  # "src" finds "srcset" too
+_URL_ATTRIBUTES = ("href", "src", "background", "poster", "action")  # "src" finds "srcset" too
 _VALUE = re.compile(r"(set)?[ \t\r\n]*=[ \t\r\n]*(?:\"([^\"]*)\"|'([^']*)'|([^\s\"'>]+))")
 _TAG_NAME = re.compile(r"<[ \t\r\n]*([a-zA-Z][a-zA-Z0-9]*)")
 _CSS_URL = re.compile(r"url\(\s*(?:\"([^\"]*)\"|'([^']*)'|([^)\s]*))", re.IGNORECASE)
@@ -70,15 +71,16 @@ def targets_of_html(source: str) -> set[Target]:
 
 def _attribute(found: set[Target], source: str, name: str, start: int) -> None:
     """Add the target of the attribute `name` at `start` in `source`, if it is one: a name
-    of its own (not `data-src`) in a tag (not `href=` in the text), with a value."""
+    of its own (not `data-src`) with a value."""
     if start > 0 and (source[start - 1].isalnum() or source[start - 1] in "-_"):
         return
     value = _VALUE.match(source, start + len(name))
     if value is None:
         return
+    # Not asked whether the name stands inside a tag: a `>` in an earlier attribute's value
+    # (`title="a>b"`) would hide the link, and `href=` in the text with a URL after it has a
+    # bare URL, a link anyway. The last `<` before it names the tag (for `<link href>`).
     opened = source.rfind("<", 0, start)
-    if opened < 0 or source.rfind(">", opened, start) >= 0:
-        return
     url = value.group(2) or value.group(3) or value.group(4) or ""
     if value.group(1) is not None:
         if name == "src":  # srcset: candidates "url 1x, url 2x"
@@ -86,9 +88,11 @@ def _attribute(found: set[Target], source: str, name: str, start: int) -> None:
                 _add(found, "embed", candidate.strip().partition(" ")[0])
         return
     if name == "href":
-        tag = _TAG_NAME.match(source, opened)
+        tag = _TAG_NAME.match(source, opened) if opened >= 0 else None
         embeds = tag is not None and tag.group(1).lower() in _EMBEDDING_HREF
         _add(found, "link" if not embeds else "embed", url)
+    elif name == "action":  # a form's: submitting it sends the reader there
+        _add(found, "link", url)
     else:
         _add(found, "embed", url)
 

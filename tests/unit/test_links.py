@@ -174,3 +174,15 @@ def test_text_that_lowers_to_another_length_hides_no_link() -> None:
         '<p>İİİİ Straße</p><A HREF="https://evil.example/x">x</a><img src=https://cdn.example/i>'
     )
     assert targets_of_html(source) == {("link", "evil.example"), ("embed", "cdn.example")}
+
+
+def test_a_closing_bracket_in_an_earlier_attribute_hides_no_link() -> None:
+    source = (
+        '<a title="1 > 0" href="https://evil.example/x">x</a><img alt=">" src="//cdn.example/i">'
+    )
+    assert targets_of_html(source) == {("link", "evil.example"), ("embed", "cdn.example")}
+
+
+def test_a_form_sends_the_reader_to_its_action() -> None:
+    source = '<form method="post" ACTION="https://evil.example/login"><input name=p></form>'
+    assert targets_of_html(source) == {("link", "evil.example")}
