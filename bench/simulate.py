@@ -15,7 +15,7 @@ import time
 from datetime import UTC, datetime, timedelta
 
 from sendguard.config import parse_config
-from sendguard.content import content_hash
+from sendguard.content import fingerprints
 from sendguard.logs import configure
 from sendguard.simulate import simulate
 from sendguard.simulate.source import Recorded, RecordedMessage
@@ -49,7 +49,7 @@ def traffic(count: int, people: int = 20_000) -> list[Recorded]:
                 "shop@example.com",
                 (to,),
                 content,
-                fingerprint=content_hash(content),
+                fingerprint=fingerprints(content),
             )
         )
     return items

@@ -4,7 +4,8 @@ Holds (in this order of checks, the first that applies gives the reason):
 - a delivery of a campaign a reviewer rejected → dropped;
 - `hold_unapproved_campaigns`: a delivery of a campaign nobody approved yet (approving the
   campaign releases what it held and lets the rest flow). With `bind_approval_to_content` an
-  approval covers the content fingerprints it released: changed copy is held again. Classes in
+  approval covers the content it released, its text and its links (the hosts it links to and
+  embeds from): changed copy, or the same copy pointing elsewhere, is held again. Classes in
   `exempt_classes` (transactional) are not held by this rule;
 - `review_sample`: of each new content variant of a campaign, the first `first` deliveries are
   held as its sample and the rest wait for it; once the campaign (and so the variant) is
@@ -33,7 +34,9 @@ from typing import ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from sendguard.approvals import Approval, Campaign
+from sendguard.content import fingerprints
 from sendguard.duration import Duration
+from sendguard.links import describe_change
 from sendguard.message import Delivery, MessageClass
 from sendguard.offload import in_process
 from sendguard.phrasing import human_duration, human_time
@@ -120,6 +123,7 @@ class HumanHoldPolicy:
         self._sensitive = {s.lower() for s in options.sensitive_recipients}
         # One message fans out to many deliveries: parse its text once, not per recipient.
         self._texts: OrderedDict[str, str] = OrderedDict()
+        self._old_links: OrderedDict[str, str] = OrderedDict()
 
     def lookback(self) -> Lookback:
         """Deliveries of a campaign created within `blast_window`."""
@@ -137,6 +141,21 @@ class HumanHoldPolicy:
         if len(self._texts) > _TEXT_CACHE:
             self._texts.popitem(last=False)
         return text
+
+    async def _links(self, delivery: Delivery, ctx: PolicyContext) -> str:
+        """The message's link targets; read from its content for a message stored before
+        they were recorded (schema 14)."""
+        message = delivery.message
+        if message.links is not None:
+            return message.links
+        found = self._old_links.get(message.id)
+        if found is None:
+            content = await ctx.content(message.id)
+            found = (await in_process(len(content), fingerprints, content)).links
+            self._old_links[message.id] = found
+            if len(self._old_links) > _TEXT_CACHE:
+                self._old_links.popitem(last=False)
+        return found
 
     async def evaluate(self, delivery: Delivery, ctx: PolicyContext) -> Verdict:
         options = self._options
@@ -186,7 +205,20 @@ class HumanHoldPolicy:
         if approved and not bound:
             return None
         approvals = await ctx.approvals(name) if approved else ()
-        if approved and any(a.content_hash == content for a in approvals):
+        same_text = [a for a in approvals if a.content_hash == content] if approved else []
+        if same_text:
+            assert content is not None
+            # Approvals from before links were recorded cover their text whatever the links.
+            bound_to_links = any(a.links is not None for a in same_text)
+            links = await self._links(delivery, ctx) if bound_to_links else None
+            if not any(a.covers(content, links) for a in same_text):
+                newest = same_text[0]
+                assert newest.links is not None and links is not None
+                return Verdict.hold(
+                    f"campaign {name}: links changed since {newest.approved_by} approved this"
+                    f" content on {_moment(newest.approved_at)}:"
+                    f" {describe_change(newest.links, links)}"
+                )
             if sample is not None and sample.share > 0 and self._chance() < sample.share:
                 return Verdict.hold(
                     f"spot check of campaign {name} (review_sample share {sample.share:g})"

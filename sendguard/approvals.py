@@ -29,12 +29,21 @@ class Campaign:
 
 @dataclass(frozen=True)
 class ContentApproval:
-    """A reviewer approved this content (fingerprint) of a campaign: it may flow unreviewed."""
+    """A reviewer approved this content (fingerprint) of a campaign: it may flow unreviewed.
+
+    It covers a message with the same `content_hash` whose link targets are `links` (both
+    fingerprints as sendguard.content.Fingerprint has them). An approval recorded before
+    schema 14 has `links` None: it covers its text whatever the links (grandfathered)."""
 
     campaign: str
     content_hash: str
     approved_by: str
     approved_at: datetime
+    links: str | None = None
+
+    def covers(self, content_hash: str, links: str | None) -> bool:
+        """Does this approval cover a message with these fingerprints?"""
+        return self.content_hash == content_hash and (self.links is None or self.links == links)
 
 
 @dataclass(frozen=True)

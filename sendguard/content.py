@@ -16,9 +16,13 @@ import hashlib
 import html
 import re
 import unicodedata
+from collections.abc import Iterable
 from email.message import Message
+from typing import NamedTuple
 
 from sendguard.headers import Headers, header_end
+from sendguard.links import Target, targets_of_html, targets_of_text
+from sendguard.links import encode as encode_targets
 
 MAX_TEXT = 256 * 1024  # fingerprint the first 256 KiB of text: enough to tell offers apart
 
@@ -104,34 +108,77 @@ def _one_spacing(text: str) -> str:
 def text_of(message: Message) -> str:
     """Every text part of a parsed message, decoded (transfer encoding, charset, and in HTML
     the markup and its entities), up to MAX_TEXT characters."""
-    parts: list[str] = []
-    size = 0
+    return _parts_of(message)[0]
+
+
+def _parts_of(message: Message) -> tuple[str, list[str], list[str]]:
+    """`text_of`'s text, and for the link targets every text part's text and the markup of
+    every HTML part, past MAX_TEXT too (a link after a long text is still a link)."""
+    texts: list[str] = []
+    sources: list[str] = []
     for part in message.walk():
         if part.get_content_maintype() != "text" or part.is_multipart():
             continue
         payload = part.get_payload(decode=True)
         if not isinstance(payload, bytes):
             continue
-        decoded = part_text(
-            payload, part.get_content_charset() or "utf-8", part.get_content_subtype()
-        )
-        parts.append(decoded)
-        size += len(decoded)
-        if size >= MAX_TEXT:
+        subtype = part.get_content_subtype()
+        decoded = decode_part(payload, part.get_content_charset() or "utf-8")
+        if subtype == "html":
+            sources.append(decoded)
+        texts.append(readable(decoded, subtype))
+    text = ""
+    size = 0
+    for i, part_text_ in enumerate(texts):
+        size += len(part_text_)
+        if size >= MAX_TEXT:  # text_of read no part past the one that reached MAX_TEXT
+            text = "\n".join(texts[: i + 1])[:MAX_TEXT]
             break
-    return "\n".join(parts)[:MAX_TEXT]
+    else:
+        text = "\n".join(texts)[:MAX_TEXT]
+    return text, texts, sources
 
 
 def part_text(payload: bytes, charset: str, subtype: str) -> str:
     """The text of one decoded text part (`payload` without its transfer encoding)."""
+    return readable(decode_part(payload, charset), subtype)
+
+
+def decode_part(payload: bytes, charset: str) -> str:
+    """A text part's payload (without its transfer encoding) in its charset."""
     try:
-        decoded = payload.decode(charset, errors="replace")
+        return payload.decode(charset, errors="replace")
     except LookupError:
-        decoded = payload.decode("utf-8", errors="replace")
+        return payload.decode("utf-8", errors="replace")
+
+
+def readable(decoded: str, subtype: str) -> str:
+    """A decoded text part as a reader sees it: HTML without markup and entities."""
     if subtype == "html":
         # Entities stand for characters in HTML only (in plain text `&eacute;` is just that).
-        decoded = html.unescape(_TAGS.sub(" ", _BREAKS.sub("\n", decoded)))
+        return html.unescape(_TAGS.sub(" ", _BREAKS.sub("\n", decoded)))
     return decoded
+
+
+class Fingerprint(NamedTuple):
+    """A message's two fingerprints: what it says and where it points (a tuple: made for
+    every message, and a frozen dataclass costs more to make)."""
+
+    text: str
+    """`content_hash`: the subject and text, blind to greetings and tracking parameters."""
+    links: str
+    """The link targets (links.py) in their stored form: hosts of links and embeds."""
+
+
+def link_targets(texts: Iterable[str], html_sources: Iterable[str]) -> str:
+    """The stored link targets of a message whose text parts (as a reader sees each) and
+    HTML parts (markup intact) are known."""
+    found: set[Target] = set()
+    for text in texts:
+        found |= targets_of_text(text)
+    for source in html_sources:
+        found |= targets_of_html(source)
+    return encode_targets(found) if found else ""
 
 
 def content_hash(raw: bytes, headers: Headers | None = None) -> str:
@@ -140,15 +187,27 @@ def content_hash(raw: bytes, headers: Headers | None = None) -> str:
     `headers`: the message's headers when the caller has read them already (the Subject is
     all that is used; it is read from `raw` otherwise).
     """
+    return fingerprints(raw, headers).text
+
+
+def fingerprints(raw: bytes, headers: Headers | None = None) -> Fingerprint:
+    """Both fingerprints of a raw message, from one reading of it (`content_hash`'s)."""
     end = header_end(raw)
     if headers is None:
         headers = Headers.parse(raw[:end])
     # Read as every other header is (RFC 2047 words decoded, raw UTF-8 read as UTF-8).
     subject = headers.get("Subject") or ""
-    text = _single_part_text(raw, end)
-    if text is None:
-        text = text_of(email.message_from_bytes(raw, policy=email.policy.compat32))
-    return text_hash(subject, text)
+    single = _single_part(raw, end)
+    if single is not None:
+        decoded, subtype = single
+        text = readable(decoded, subtype)[:MAX_TEXT]
+        texts = [text]
+        sources = [decoded] if subtype == "html" else []
+    else:
+        text, texts, sources = _parts_of(
+            email.message_from_bytes(raw, policy=email.policy.compat32)
+        )
+    return Fingerprint(text_hash(subject, text), link_targets(texts, sources))
 
 
 def text_hash(subject: str, text: str) -> str:
@@ -193,6 +252,15 @@ _PART_HEADERS = frozenset({b"content-type", b"content-transfer-encoding"})
 
 def _single_part_text(raw: bytes, end: int) -> str | None:
     """What `text_of` reads from `raw` (whose header block ends at `end`), without the `email`
+    parser, for the common message (`_single_part`); None for any other message."""
+    single = _single_part(raw, end)
+    if single is None:
+        return None
+    return readable(*single)[:MAX_TEXT]
+
+
+def _single_part(raw: bytes, end: int) -> tuple[str, str] | None:
+    """The body of `raw` decoded with its charset, and its subtype, without the `email`
     parser, for the common message: one text/plain or text/html part without a transfer
     encoding, at most a `charset` parameter, a header block of well-formed lines. None for
     any other message, which the parser reads.
@@ -229,4 +297,4 @@ def _single_part_text(raw: bytes, end: int) -> str | None:
     if found.get(b"content-transfer-encoding", b"7bit").lower() not in _NOT_ENCODED:
         return None
     body = raw[end + (2 if raw[end : end + 2] == b"\r\n" else 1) :]
-    return part_text(body, charset, subtype)[:MAX_TEXT]
+    return decode_part(body, charset), subtype

@@ -19,7 +19,7 @@ import structlog
 
 from sendguard.address import recipient_key, validate_address
 from sendguard.clock import Clock
-from sendguard.content import content_hash
+from sendguard.content import Fingerprint, fingerprints
 from sendguard.deliveries import IdempotencyRecord, IntakeClaim, NewDelivery, sends_now
 from sendguard.engine import Engine
 from sendguard.errors import IdempotencyKeyReused, InvalidAddress, InvalidMessage
@@ -231,7 +231,7 @@ class Intake:
         trace: Trace | None = None,
         esp_request: EspRequest | None = None,
         vet: Callable[[Message], None] | None = None,
-        fingerprint: str | None = None,
+        fingerprint: Fingerprint | None = None,
         headers: Headers | None = None,
     ) -> Accepted:
         """Judge and commit a message; raise InvalidMessage or StoreUnavailable.
@@ -245,8 +245,9 @@ class Intake:
         is taken before: neither changes it. `esp_request` (the ESP request the message came
         in as) is committed with it. `vet` sees the message before it is judged and may refuse
         it by raising InvalidMessage (an ESP template with no upstream that can send it).
-        `fingerprint` is the content's `content_hash` when the caller already has it (a replay
-        of stored messages): it is taken as given instead of parsing the content again.
+        `fingerprint` is the content's `fingerprints` when the caller already has them (a
+        replay of stored messages, a message it built): taken as given instead of parsing the
+        content again.
         `headers` are `raw`'s headers as `Headers.parse` reads them, when the caller has them
         (a message it wrote itself): taken as given instead of parsing the header block, and
         they tell `stamp` whether it has a `Date` and a `Message-ID`.
@@ -269,7 +270,7 @@ class Intake:
         if fingerprint is None:
             # The Subject is read from `headers`: stripping removed no Subject.
             fingerprint = await in_process(
-                len(content), functools.partial(content_hash, headers=headers), content
+                len(content), functools.partial(fingerprints, headers=headers), content
             )
         now = self._clock.now()
         message_id = new_id()
@@ -289,9 +290,10 @@ class Intake:
             headers=headers,
             fields=(overrides or FieldOverrides()).apply(self._fields(headers, mail_from)),
             size=len(content),
-            content_hash=fingerprint,
+            content_hash=fingerprint.text,
             smtputf8=smtputf8,
             body_8bit=body_8bit or not content.isascii(),
+            links=fingerprint.links,
         )
         if vet is not None:
             vet(message)

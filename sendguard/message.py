@@ -172,6 +172,9 @@ class Message:
     """The client sent it with SMTPUTF8 (RFC 6531): UTF-8 addresses or headers."""
     body_8bit: bool = False
     """The client declared BODY=8BITMIME (RFC 6152), or the content has 8-bit bytes."""
+    links: str | None = None
+    """Where it points: the hosts of its links and embeds (sendguard/links.py, stored form);
+    None for a message stored before schema 14 (read from its content when needed)."""
 
     @property
     def subject(self) -> str:

@@ -17,13 +17,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 
 from sendguard.approvals import Approval, Campaign, ContentApproval, GlobalPause
 from sendguard.audit import AuditEntry
 from sendguard.clock import Clock
+from sendguard.content import fingerprints
 from sendguard.deliveries import Change, DeliveryQuery
 from sendguard.errors import Conflict
 from sendguard.message import Delivery, DeliveryState, HoldOrigin
+from sendguard.offload import in_process
 from sendguard.store.base import Store
 
 S = DeliveryState
@@ -145,8 +148,12 @@ class Review:
 
     async def approve_delivery(self, delivery_id: str, reviewer: str, note: str = "") -> Delivery:
         """Release one held delivery; every policy but the human hold and the context
-        policy (for which the approval is an override: "I checked: send") judges it again now."""
-        await self._held(delivery_id)
+        policy (for which the approval is an override: "I checked: send") judges it again now.
+
+        In an approved campaign, the delivery's content (text and links) is recorded as
+        approved too: a reviewer who let changed copy go has approved that copy, and later
+        mail with it flows."""
+        held = await self._held(delivery_id)
         steps = await self._store.transitions(delivery_id)
         # A context hold cannot be lifted by waiting longer: the approval overrides the
         # premise, and the record says so.
@@ -164,9 +171,25 @@ class Review:
                 override_by=reviewer if overrides else None,
             ),
         )
+        await self._record_content(held, reviewer, now)
         await self._audit(reviewer, "approve", f"delivery:{delivery_id}", note, 1)
         self._on_release()
         return changed
+
+    async def _record_content(self, delivery: Delivery, reviewer: str, now: datetime) -> None:
+        """Record the content of an approved delivery of an approved campaign as approved."""
+        name = delivery.campaign
+        if (
+            name is None
+            or delivery.message.content_hash is None
+            or delivery.hold_origin is HoldOrigin.PAUSE
+        ):
+            return
+        campaign = await self._store.get_campaign(name)
+        if campaign is None or campaign.approval is not Approval.APPROVED:
+            return  # approving the campaign later records what it holds then
+        text, links = await self._fingerprints(delivery)
+        await self._store.add_approvals([ContentApproval(name, text, reviewer, now, links)])
 
     async def reject_delivery(self, delivery_id: str, reviewer: str, note: str = "") -> Delivery:
         """Drop one held delivery."""
@@ -220,10 +243,11 @@ class Review:
         release_all = release_all and action is APPROVE
         now = self._clock.now()
         if action.records_content:
-            seen: set[str] = set()
-            await self._each(name, _HELD, lambda d: _note_content(d, seen), None)
+            held: list[Delivery] = []
+            await self._each(name, _HELD, lambda d: _note_content(d, held), None)
+            seen = {await self._fingerprints(d) for d in held}
             await self._store.add_approvals(
-                [ContentApproval(name, content, reviewer, now) for content in sorted(seen)]
+                [ContentApproval(name, text, reviewer, now, links) for text, links in sorted(seen)]
             )
         current = await self._store.get_campaign(name) or Campaign(name)
         campaign = Campaign(
@@ -315,16 +339,27 @@ class Review:
                 after = page.next
         return count
 
+    async def _fingerprints(self, delivery: Delivery) -> tuple[str, str]:
+        """The (text, links) fingerprints an approval of `delivery` records; links read from
+        the content of a message stored before they were recorded (schema 14)."""
+        message = delivery.message
+        assert message.content_hash is not None
+        if message.links is not None:
+            return message.content_hash, message.links
+        content = await self._store.message_content(message.id)
+        return message.content_hash, (await in_process(len(content), fingerprints, content)).links
+
     async def _audit(self, actor: str, action: str, target: str, note: str, count: int) -> None:
         await self._store.add_audit(
             AuditEntry(self._clock.now(), actor, action, target, note, count)
         )
 
 
-def _note_content(delivery: Delivery, seen: set[str]) -> bool:
-    """Collect the content a campaign approval covers: what its policy holds showed."""
+def _note_content(delivery: Delivery, held: list[Delivery]) -> bool:
+    """Collect the deliveries whose content a campaign approval covers: what its policy holds
+    showed."""
     if delivery.hold_origin is not HoldOrigin.PAUSE and delivery.message.content_hash is not None:
-        seen.add(delivery.message.content_hash)
+        held.append(delivery)
     return False
 
 

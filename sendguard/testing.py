@@ -22,7 +22,7 @@ from typing import Any, Generic, Self, TypeVar
 from pydantic import BaseModel
 
 from sendguard.approvals import Approval, Campaign
-from sendguard.content import content_hash
+from sendguard.content import fingerprints
 from sendguard.deliveries import NewDelivery
 from sendguard.events import Event, EventType
 from sendguard.facts import Fact
@@ -70,6 +70,7 @@ def _message(
     headers: Mapping[str, str] | None,
     content: bytes | None,
 ) -> Message:
+    fingerprint = fingerprints(content) if content is not None else None
     return Message(
         id=new_id(),
         received_at=at,
@@ -79,7 +80,8 @@ def _message(
         headers=Headers(tuple((headers or {}).items())),
         fields=fields,
         size=len(content) if content is not None else 0,
-        content_hash=content_hash(content) if content is not None else None,
+        content_hash=fingerprint.text if fingerprint is not None else None,
+        links=fingerprint.links if fingerprint is not None else None,
     )
 
 

@@ -24,7 +24,7 @@ import orjson
 from aiohttp import web
 
 from sendguard.clock import monotonic
-from sendguard.content import MAX_TEXT, part_text, text_hash
+from sendguard.content import MAX_TEXT, Fingerprint, link_targets, part_text, text_hash
 from sendguard.deliveries import DeliveryQuery
 from sendguard.errors import Conflict, IdempotencyKeyReused, InvalidMessage
 from sendguard.fields import FieldOverrides, parse_time
@@ -165,7 +165,7 @@ class Built:
     """A message built from a JSON payload, and its fingerprint where building gave it."""
 
     raw: bytes
-    fingerprint: str | None = None
+    fingerprint: Fingerprint | None = None
     headers: Headers | None = None
     """Its headers as `Headers.parse` reads them, where building gave them."""
 
@@ -209,7 +209,10 @@ def _single_part(payload: SendPayload, now: datetime) -> Built | None:
     text = part_text(quopri.decodestring(encoded), "utf-8", subtype)[:MAX_TEXT]
     return Built(
         "".join(lines).encode("ascii") + encoded,
-        text_hash(payload.subject, text),
+        Fingerprint(
+            text_hash(payload.subject, text),
+            link_targets((text,), (body,) if subtype == "html" and body else ()),
+        ),
         Headers(tuple(headers)) if known else None,
     )
 

@@ -24,7 +24,7 @@ from email.message import EmailMessage
 
 from sendguard.audit import AuditEntry
 from sendguard.clock import Clock
-from sendguard.content import content_hash
+from sendguard.content import fingerprints
 from sendguard.deliveries import DeliveryQuery
 from sendguard.errors import Conflict
 from sendguard.headers import Headers, split_message
@@ -239,12 +239,14 @@ async def edit_campaign(
             continue
         edited = rewrite(content, after, parts)
         block, _ = split_message(edited)
+        fingerprint = fingerprints(edited)
         copy = replace(
             messages[ident],
             id=new_id(),
             headers=Headers.parse(block),
             size=len(edited),
-            content_hash=content_hash(edited),
+            content_hash=fingerprint.text,
+            links=fingerprint.links,
         )
         made = await store.edit_making(ident)
         try:

@@ -18,6 +18,7 @@ from email.parser import BytesParser
 from pathlib import Path
 
 from sendguard.address import recipient_key
+from sendguard.content import Fingerprint
 from sendguard.deliveries import DeliveryQuery
 from sendguard.events import Event, event_type
 from sendguard.facts import Fact
@@ -53,9 +54,10 @@ class RecordedMessage:
     """The first verdict per recipient; a recipient not named here was forwarded."""
     source_id: str | None = None
     """The id the source knows the message by, which its events name."""
-    fingerprint: str | None = None
-    """The content's fingerprint (`content_hash`) as recorded, so the replay need not parse and
-    hash the content again; None (a file) has it taken from the content."""
+    fingerprint: Fingerprint | None = None
+    """The content's fingerprints (`content_hash`, link targets) as recorded, so the replay
+    need not parse and hash the content again; None (a file, a message stored before schema
+    14) has them taken from the content."""
 
 
 @dataclass(frozen=True)
@@ -273,7 +275,11 @@ async def read_store(store: Store, since: datetime, until: datetime) -> list[Rec
                 content,
                 then,
                 source_id=message_id,
-                fingerprint=message.content_hash,
+                fingerprint=(
+                    Fingerprint(message.content_hash, message.links)
+                    if message.content_hash is not None and message.links is not None
+                    else None
+                ),
             )
         )
     for recipient in sorted({recipient_key(d.recipient) for d in deliveries}):

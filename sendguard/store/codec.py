@@ -107,14 +107,14 @@ DELIVERY_COLUMNS = """
     d.id, d.recipient, d.state, d.created_at, d.updated_at, d.due_at, d.attempts,
     d.first_attempt_at, d.last_error, d.approved_by, d.hold_origin, d.override_by,
     m.id, m.received_at, m.ingress, m.mail_from, m.recipients, m.headers, m.fields, m.size,
-    m.content_hash, m.smtputf8, m.body_8bit
+    m.content_hash, m.smtputf8, m.body_8bit, m.links
 """
 DELIVERY_SELECT = (
     f"SELECT {DELIVERY_COLUMNS} FROM deliveries d JOIN messages m ON m.id = d.message_id"
 )
 MESSAGE_SELECT = (
     "SELECT id, received_at, ingress, mail_from, recipients, headers, fields, size,"
-    " content_hash, smtputf8, body_8bit FROM messages"
+    " content_hash, smtputf8, body_8bit, links FROM messages"
 )
 
 
@@ -207,6 +207,7 @@ def _decode_message(row: Sequence[Any]) -> Message:
         content_hash=row[8],
         smtputf8=bool(row[9]),
         body_8bit=bool(row[10]),
+        links=row[11],
     )
 
 

@@ -76,10 +76,10 @@ _LOCK_AND_PAUSE = (
 
 _CAMPAIGN_AND_APPROVALS = (
     "SELECT c.name, c.approval, c.paused, c.updated_at, c.updated_by,"
-    " a.content_hash, a.approved_by, a.approved_at"
+    " a.content_hash, a.approved_by, a.approved_at, a.links"
     " FROM (SELECT 1) AS one LEFT JOIN campaigns c ON c.name = $1"
     " LEFT JOIN approvals a ON a.campaign = $1"
-    " ORDER BY a.approved_at DESC, a.content_hash"
+    " ORDER BY a.approved_at DESC, a.content_hash, a.links"
 )
 """A campaign's row and its content approvals (newest first), in one round trip."""
 

@@ -36,8 +36,8 @@ _ROWS_PER_INSERT = 500
 
 MESSAGE_INSERT = (
     "INSERT INTO messages (id, received_at, ingress, mail_from, recipients, headers, fields,"
-    " campaign, class, size, content_hash, content, offer, smtputf8, body_8bit, chunks)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " campaign, class, size, content_hash, content, offer, smtputf8, body_8bit, chunks,"
+    " links) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 """A message's row, with `message_values` (`add_message`)."""
 
@@ -63,6 +63,7 @@ def message_values(message: Message, content: bytes, now: int, chunks: int = 0) 
         int(message.smtputf8),
         int(message.body_8bit),
         chunks,
+        message.links,
     )
 
 

@@ -67,13 +67,17 @@ class SqlReview(SqlJobs):
 
         async def job(tx: Tx) -> None:
             for approval in approvals:
+                # Approved again: the newer approval's reviewer and time.
                 await tx.execute(
-                    "INSERT INTO approvals (campaign, content_hash, approved_by, approved_at)"
-                    " VALUES (?, ?, ?, ?) ON CONFLICT (campaign, content_hash) DO UPDATE SET"
-                    " approved_by = excluded.approved_by, approved_at = excluded.approved_at",
+                    "INSERT INTO approvals (campaign, content_hash, links, approved_by,"
+                    " approved_at) VALUES (?, ?, ?, ?, ?)"
+                    " ON CONFLICT (campaign, content_hash, COALESCE(links, '*'))"
+                    " DO UPDATE SET approved_by = excluded.approved_by,"
+                    " approved_at = excluded.approved_at",
                     (
                         approval.campaign,
                         approval.content_hash,
+                        approval.links,
                         approval.approved_by,
                         to_micros(approval.approved_at),
                     ),
@@ -84,8 +88,8 @@ class SqlReview(SqlJobs):
     async def approvals(self, campaign: str) -> Sequence[ContentApproval]:
         async def job(tx: Tx) -> list[Sequence[Any]]:
             return await tx.fetch(
-                "SELECT content_hash, approved_by, approved_at FROM approvals"
-                " WHERE campaign = ? ORDER BY approved_at DESC, content_hash",
+                "SELECT content_hash, approved_by, approved_at, links FROM approvals"
+                " WHERE campaign = ? ORDER BY approved_at DESC, content_hash, links",
                 (campaign,),
             )
 
@@ -93,8 +97,8 @@ class SqlReview(SqlJobs):
 
     @staticmethod
     def _approval(campaign: str, row: Sequence[Any]) -> ContentApproval:
-        """An approval from its (content_hash, approved_by, approved_at) columns."""
-        return ContentApproval(campaign, row[0], row[1], from_micros(row[2]))
+        """An approval from its (content_hash, approved_by, approved_at, links) columns."""
+        return ContentApproval(campaign, row[0], row[1], from_micros(row[2]), row[3])
 
     async def get_pause(self) -> GlobalPause:
         async def job(tx: Tx) -> Sequence[Any] | None:
@@ -211,8 +215,8 @@ class SqlReview(SqlJobs):
             copied = await tx.execute(
                 "INSERT INTO messages (id, received_at, ingress, mail_from, recipients, headers,"
                 " fields, campaign, class, size, content_hash, content, offer, smtputf8,"
-                " body_8bit) SELECT ?, received_at, ingress, mail_from, recipients, ?, fields,"
-                " campaign, class, ?, ?, ?, offer, smtputf8, body_8bit FROM messages"
+                " body_8bit, links) SELECT ?, received_at, ingress, mail_from, recipients, ?,"
+                " fields, campaign, class, ?, ?, ?, offer, smtputf8, body_8bit, ? FROM messages"
                 " WHERE id = ?",
                 (
                     edit.edited_message_id,
@@ -220,6 +224,7 @@ class SqlReview(SqlJobs):
                     len(content),
                     message.content_hash,
                     content,
+                    message.links,
                     edit.message_id,
                 ),
             )

@@ -331,6 +331,29 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX deliveries_due ON deliveries(due_at)
         WHERE (state = 'queued' OR state = 'delayed' OR state = 'deferred' OR state = 'held');
     """,
+    # 14: an approval covers the message's links, not only its text. `messages.links` and
+    # `approvals.links` hold the link targets (sendguard/links.py, stored form); NULL: stored
+    # before, a message's read from its content when needed, an approval's covering its text
+    # whatever the links (grandfathered). One text may be approved with several sets of
+    # links, so an approval is keyed by all three (the unique index; `*` is no stored form:
+    # a grandfathered row is one of its own, as it was unique by campaign and text already).
+    """
+    ALTER TABLE messages ADD COLUMN links TEXT;
+    CREATE TABLE approvals_v14 (
+        campaign TEXT NOT NULL,
+        content_hash TEXT NOT NULL,
+        links TEXT,
+        approved_by TEXT NOT NULL,
+        approved_at INTEGER NOT NULL
+    );
+    INSERT INTO approvals_v14 (campaign, content_hash, approved_by, approved_at)
+        SELECT campaign, content_hash, approved_by, approved_at FROM approvals;
+    DROP TABLE approvals;
+    ALTER TABLE approvals_v14 RENAME TO approvals;
+    CREATE UNIQUE INDEX approvals_content
+        ON approvals(campaign, content_hash, COALESCE(links, '*'));
+    CREATE INDEX approvals_campaign ON approvals(campaign, approved_at);
+    """,
 )
 
 DUE_CONDITION = "(state = 'queued' OR state = 'delayed' OR state = 'deferred' OR state = 'held')"

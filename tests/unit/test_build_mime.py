@@ -10,7 +10,7 @@ from unittest.mock import patch
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from sendguard.content import content_hash
+from sendguard.content import fingerprints
 from sendguard.headers import Headers, header_end, stamp, strip_unforwarded_headers
 from sendguard.ingress.api_send import (
     _FOLD_AT,
@@ -149,7 +149,7 @@ def test_the_direct_path_writes_what_the_email_package_writes(
     if direct is not None:
         assert direct.raw == objects
         # The fingerprint it gives is the one the intake would take from the bytes.
-        assert direct.fingerprint == content_hash(strip_unforwarded_headers(objects))
+        assert direct.fingerprint == fingerprints(strip_unforwarded_headers(objects))
         # So are the headers it gives (none where a value holds an encoded word's `=?`).
         event("headers given" if direct.headers is not None else "headers parsed")
         if direct.headers is not None:
@@ -177,7 +177,7 @@ def test_the_direct_path_takes_the_common_message() -> None:
         direct = _single_part(payload, NOW)
         assert direct is not None
         assert direct.raw == build_mime_objects(payload, NOW)
-        assert direct.fingerprint == content_hash(direct.raw)
+        assert direct.fingerprint == fingerprints(direct.raw)
         assert direct.headers == Headers.parse(direct.raw[: header_end(direct.raw)])
 
 

@@ -11,7 +11,7 @@ import pytest
 
 from sendguard.app import build_policies
 from sendguard.config import parse_config
-from sendguard.content import content_hash
+from sendguard.content import Fingerprint, fingerprints
 from sendguard.engine import Engine
 from sendguard.events import Event, EventType
 from sendguard.facts import Fact
@@ -80,7 +80,7 @@ def history(seed: int, count: int = 160) -> list[Recorded]:
                 to,
                 content,
                 source_id=f"m{n}",
-                fingerprint=content_hash(content),
+                fingerprint=fingerprints(content),
             )
         )
         if n % 5 == 0:
@@ -115,7 +115,15 @@ async def test_a_wrong_recorded_fingerprint_is_what_the_replay_judges_by() -> No
     the same offer under distinct fingerprints is no longer a repetition."""
     items = history(1)
     relabelled = [
-        RecordedMessage(i.at, i.mail_from, i.recipients, i.content, i.then, i.source_id, f"x{n}")
+        RecordedMessage(
+            i.at,
+            i.mail_from,
+            i.recipients,
+            i.content,
+            i.then,
+            i.source_id,
+            Fingerprint(f"x{n}", ""),
+        )
         if isinstance(i, RecordedMessage)
         else i
         for n, i in enumerate(items)
@@ -222,7 +230,7 @@ async def test_a_store_source_carries_the_fingerprints_it_recorded(tmp_path: Pat
     messages = [i for i in items if isinstance(i, RecordedMessage)]
     assert len(messages) == 1
     assert messages[0].fingerprint is not None
-    assert messages[0].fingerprint == content_hash(messages[0].content)
+    assert messages[0].fingerprint == fingerprints(messages[0].content)
 
 
 def test_as_stored_gives_the_time_in_utc_as_a_read_would() -> None:

@@ -16,7 +16,7 @@ from sendguard import intake as intake_module
 from sendguard.app import build_policies
 from sendguard.approvals import Approval, Campaign
 from sendguard.config import parse_config
-from sendguard.content import content_hash
+from sendguard.content import fingerprints
 from sendguard.deliveries import HistoryEntry
 from sendguard.errors import Conflict
 from sendguard.events import Event, EventType
@@ -142,7 +142,7 @@ def backlog(count: int, people: int) -> list[Recorded]:
                 (to,),
                 content,
                 source_id=f"m{n}",
-                fingerprint=content_hash(content),
+                fingerprint=fingerprints(content),
             )
         )
         if n % 11 == 0:

@@ -1,0 +1,183 @@
+"""Where a message points: the hosts of its links and of what it embeds.
+
+A reviewer who approved a text approved where it sends people too: the same words with a link
+to another domain, or an image from a new host, are changed copy. The content fingerprint
+(content.py) is blind to links (it strips markup and tracking parameters), so a message has a
+second fingerprint, its link targets: the set of `(kind, host)` pairs, where kind is
+
+- `link`: what a reader clicks or submits to (`<a href>`, `<area href>`, `<form action>`, a
+  bare URL in the text);
+- `embed`: what a mail client fetches (`src` of `<img>`, `<iframe>`, `<video>`, `<source>`,
+  `<script>`; `<link href>`; `srcset`, `background`, `poster`; CSS `url(...)`);
+- `mailto`: a `mailto:` link, by the domain of its address.
+
+Hosts, not paths: ESPs' click-tracking and unsubscribe links carry per-recipient tokens in
+the path, and a set, not a count: personalised recommendations vary how many links there are.
+Hosts are lowercased and IDNA-encoded (punycode), so `Shop.Example`, `shop.example.` and a
+Unicode host and its `xn--` form are one host. Relative URLs (no host) count for nothing.
+
+The stored form (`encode`) is the sorted pairs as `kind:host`, one space between; past
+MAX_LISTED pairs, the first MAX_LISTED and `+N:<hash of all>`, so two sets compare equal iff
+their stored forms do, and a reviewer can be told what changed (`describe_change`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import html
+import re
+from collections.abc import Iterable
+from urllib.parse import unquote
+
+Target = tuple[str, str]
+"""A (kind, host) pair: kind is `link`, `embed` or `mailto`."""
+
+MAX_LISTED = 100
+
+# The attributes that name a URL, found in the lowercased markup by `str.find` (a regular
+# expression of them, in any case, tries every position of the markup: 7x the instructions),
+# then the value after them, double-, single- or unquoted.
+_URL_ATTRIBUTES = ("href", "src", "background", "poster", "action")  # "src" finds "srcset" too
+_VALUE = re.compile(r"(set)?[ \t\r\n]*=[ \t\r\n]*(?:\"([^\"]*)\"|'([^']*)'|([^\s\"'>]+))")
+_TAG_NAME = re.compile(r"<[ \t\r\n]*([a-zA-Z][a-zA-Z0-9]*)")
+_CSS_URL = re.compile(r"url\(\s*(?:\"([^\"]*)\"|'([^']*)'|([^)\s]*))", re.IGNORECASE)
+# A bare URL in text, as content.py finds them, and a bare mailto: address.
+_BARE = re.compile(r"https?://[^\s\"'<>)]+|mailto:[^\s\"'<>)]+", re.IGNORECASE)
+_SCHEME = re.compile(r"[a-zA-Z][a-zA-Z0-9+.-]*:")
+_HOST_END = re.compile(r"[/?#\\]")
+_PORT = re.compile(r":[0-9]*$")
+# ASCII letters lowered, nothing else: `str.lower` changes the length of some text ("İ" is two
+# characters lowered), and a position found in the lowered markup must be the same in `source`.
+_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+# Tags whose `href` loads something rather than being clicked.
+_EMBEDDING_HREF = frozenset({"link"})
+
+
+def targets_of_html(source: str) -> set[Target]:
+    """The link targets in the markup of an HTML part (decoded, markup and entities intact):
+    URL attributes and CSS `url(...)`. Bare URLs in its text are `targets_of_text`'s."""
+    found: set[Target] = set()
+    lowered = source.translate(_ASCII_LOWER) if "=" in source else ""
+    for name in _URL_ATTRIBUTES if lowered else ():
+        start = lowered.find(name)
+        while start >= 0:
+            _attribute(found, source, name, start)
+            start = lowered.find(name, start + len(name))
+    if "url(" in source or "URL(" in source or "Url(" in source:
+        for match in _CSS_URL.finditer(source):
+            _add(found, "embed", match.group(1) or match.group(2) or match.group(3) or "")
+    return found
+
+
+def _attribute(found: set[Target], source: str, name: str, start: int) -> None:
+    """Add the target of the attribute `name` at `start` in `source`, if it is one: a name
+    of its own (not `data-src`) with a value."""
+    if start > 0 and (source[start - 1].isalnum() or source[start - 1] in "-_"):
+        return
+    value = _VALUE.match(source, start + len(name))
+    if value is None:
+        return
+    # Not asked whether the name stands inside a tag: a `>` in an earlier attribute's value
+    # (`title="a>b"`) would hide the link, and `href=` in the text with a URL after it has a
+    # bare URL, a link anyway. The last `<` before it names the tag (for `<link href>`).
+    opened = source.rfind("<", 0, start)
+    url = value.group(2) or value.group(3) or value.group(4) or ""
+    if value.group(1) is not None:
+        if name == "src":  # srcset: candidates "url 1x, url 2x"
+            for candidate in url.split(","):
+                _add(found, "embed", candidate.strip().partition(" ")[0])
+        return
+    if name == "href":
+        tag = _TAG_NAME.match(source, opened) if opened >= 0 else None
+        embeds = tag is not None and tag.group(1).lower() in _EMBEDDING_HREF
+        _add(found, "link" if not embeds else "embed", url)
+    elif name == "action":  # a form's: submitting it sends the reader there
+        _add(found, "link", url)
+    else:
+        _add(found, "embed", url)
+
+
+def targets_of_text(text: str) -> set[Target]:
+    """The link targets of bare URLs (`http(s)://`, `mailto:`) in text as a reader sees it."""
+    found: set[Target] = set()
+    # Both kinds have a colon, and looking for one character is a memchr: the common text
+    # without a URL costs that, not the three searches for the longer strings.
+    if ":" not in text or ("://" not in text and "ailto:" not in text and "AILTO:" not in text):
+        return found
+    for match in _BARE.finditer(text):
+        _add(found, "link", match.group(0))
+    return found
+
+
+def _add(found: set[Target], kind: str, url: str) -> None:
+    """Add the target of `url` (an attribute's value: entities not yet decoded), if it has
+    a host."""
+    if "&" in url:
+        url = html.unescape(url)
+    url = url.strip(" \t\r\n\x0c")
+    scheme = _SCHEME.match(url)
+    if scheme is not None:
+        name = scheme.group(0)[:-1].lower()
+        rest = url[scheme.end() :]
+        if name == "mailto":
+            address = rest.partition("?")[0].split(",")[0]
+            if "@" in address:
+                host = _host(address.rpartition("@")[2])
+                if host:
+                    found.add(("mailto", host))
+            return
+        if not rest.startswith(("//", "\\\\", "/\\", "\\/")):
+            return  # data:, cid:, tel:, javascript: ... name no host
+        url = rest
+    elif not url.startswith("//"):
+        return  # relative: the sender's own, no host to tell
+    authority = _HOST_END.split(url[2:], maxsplit=1)[0]
+    host = _host(authority.rpartition("@")[2])
+    if host:
+        found.add((kind, host))
+
+
+def _host(authority: str) -> str:
+    """A host as compared: no port, lowercased, no trailing dot, IDNA (punycode) encoded."""
+    if authority.startswith("["):
+        return authority.partition("]")[0].lower() + "]"  # an IPv6 literal
+    host = _PORT.sub("", authority).rstrip(".")
+    if "%" in host:
+        host = unquote(host)
+    if host.isascii():
+        return host.lower()
+    try:
+        return host.lower().encode("idna").decode("ascii")
+    except UnicodeError:
+        return host.lower()  # not a valid IDN: compared as written, lowercased
+
+
+def encode(targets: Iterable[Target]) -> str:
+    """The stored form of a set of targets (see the module's docstring)."""
+    entries = sorted({f"{kind}:{host}" for kind, host in targets})
+    if len(entries) <= MAX_LISTED:
+        return " ".join(entries)
+    digest = hashlib.sha256("\n".join(entries).encode()).hexdigest()[:16]
+    return " ".join(entries[:MAX_LISTED]) + f" +{len(entries) - MAX_LISTED}:{digest}"
+
+
+def decode(stored: str) -> list[Target]:
+    """The targets listed in a stored form (at most MAX_LISTED of them)."""
+    found: list[Target] = []
+    for entry in stored.split():
+        if entry.startswith("+"):
+            continue
+        kind, _, host = entry.partition(":")
+        found.append((kind, host))
+    return found
+
+
+def describe_change(approved: str, now: str) -> str:
+    """What changed from the approved targets to these, for a reviewer:
+    `new link host evil.example; removed link host shop.example`."""
+    before, after = set(decode(approved)), set(decode(now))
+    parts = [f"new {kind} host {host}" for kind, host in sorted(after - before)]
+    parts += [f"removed {kind} host {host}" for kind, host in sorted(before - after)]
+    if not parts:  # the same first MAX_LISTED: the difference is among those past them
+        parts.append(f"a different set of hosts past the first {MAX_LISTED}")
+    return "; ".join(parts)

@@ -1,0 +1,188 @@
+"""Link targets: the hosts a message links to and embeds from, however the markup is written
+and the body encoded, blind to paths, tokens, case and the IDNA form of a host."""
+
+from __future__ import annotations
+
+import base64
+import quopri
+
+import pytest
+
+from sendguard.content import fingerprints
+from sendguard.links import MAX_LISTED, decode, describe_change, encode, targets_of_html
+
+
+def html_message(body: str, cte: str = "8bit", charset: str = "utf-8") -> bytes:
+    data = body.encode(charset)
+    if cte == "base64":
+        data = base64.encodebytes(data)
+    elif cte == "quoted-printable":
+        data = quopri.encodestring(data)
+    return (
+        b"From: shop@example.com\r\nTo: ann@example.org\r\nSubject: Spring\r\n"
+        b"MIME-Version: 1.0\r\n"
+        + f"Content-Type: text/html; charset={charset}\r\n".encode()
+        + f"Content-Transfer-Encoding: {cte}\r\n\r\n".encode()
+        + data
+    )
+
+
+def links(body: str, cte: str = "8bit", charset: str = "utf-8") -> str:
+    return fingerprints(html_message(body, cte, charset)).links
+
+
+@pytest.mark.parametrize(
+    "anchor",
+    [
+        '<a href="https://shop.example/p">x</a>',
+        "<a href='https://shop.example/p'>x</a>",
+        "<a href=https://shop.example/p>x</a>",
+        '<A HREF="https://shop.example/p">x</A>',
+        '<a class="b"\r\n   href = "https://shop.example/p">x</a>',
+        '<a href="https&#58;//shop&#46;example/p?a=1&amp;b=2">x</a>',
+        '<a href="https://SHOP.Example:443/p">x</a>',
+        '<a href="https://user@shop.example./p">x</a>',
+        '<a href="//shop.example/p">x</a>',
+        '<area shape="rect" href="https://shop.example/p">',
+    ],
+)
+def test_every_way_of_writing_a_link_reads_as_its_host(anchor: str) -> None:
+    assert links(f"<p>Our spring sale {anchor}</p>") == "link:shop.example"
+
+
+@pytest.mark.parametrize(
+    "tag",
+    [
+        '<img src="https://cdn.example/a.png">',
+        "<IMG SRC=https://cdn.example/a.png>",
+        '<iframe src="https://cdn.example/v"></iframe>',
+        '<video poster="https://cdn.example/p.jpg"></video>',
+        '<video><source src="https://cdn.example/v.mp4"></video>',
+        '<script src="https://cdn.example/s.js"></script>',
+        '<link rel="stylesheet" href="https://cdn.example/s.css">',
+        '<img srcset="https://cdn.example/a.png 1x, https://cdn.example/b.png 2x">',
+        '<td background="https://cdn.example/bg.png">',
+        "<div style=\"background: url('https://cdn.example/bg.png')\">",
+    ],
+)
+def test_what_a_client_fetches_is_an_embed(tag: str) -> None:
+    assert links(f"<p>Look {tag}</p>") == "embed:cdn.example"
+
+
+def test_css_in_a_style_block_embeds_and_reads_as_text() -> None:
+    # A style block's text is text to the content fingerprint (markup stripped, not its
+    # contents), so its URL is a bare one there too: one more pair, never one less.
+    body = "<style>.x { background: URL(https://cdn.example/bg.png) }</style><p>Look</p>"
+    assert links(body) == "embed:cdn.example link:cdn.example"
+
+
+def test_mailto_counts_by_the_domain_of_its_address() -> None:
+    body = '<a href="mailto:Help@Shop.EXAMPLE?subject=Hi">write</a> or MAILTO:ann@other.example'
+    assert links(body) == "mailto:other.example mailto:shop.example"
+
+
+def test_relative_urls_and_hostless_schemes_count_for_nothing() -> None:
+    body = (
+        '<a href="/account">a</a> <a href="#top">t</a> <img src="cid:logo@x">'
+        ' <img src="data:image/png;base64,AAAA"> <a href="tel:+4930123">c</a>'
+        ' <a href="javascript:void(0)">j</a> <img data-src="https://lazy.example/x.png">'
+    )
+    assert links(body) == ""
+
+
+def test_href_in_the_text_is_not_a_link() -> None:
+    assert links("<p>set href=https to anything</p>") == ""
+
+
+def test_paths_and_per_recipient_tokens_do_not_matter() -> None:
+    ann = '<a href="https://click.esp.example/ls/click?upn=ann-123">x</a>'
+    bob = '<a href="https://click.esp.example/ls/click?upn=bob-456&amp;x=1">x</a>'
+    assert links(ann) == links(bob) == "link:click.esp.example"
+
+
+def test_a_unicode_host_and_its_punycode_are_one_host() -> None:
+    unicode_host = links('<a href="https://Bücher.example/neu">x</a>')
+    punycode = links('<a href="https://xn--bcher-kva.example/neu">x</a>')
+    assert unicode_host == punycode == "link:xn--bcher-kva.example"
+
+
+@pytest.mark.parametrize("cte", ["8bit", "quoted-printable", "base64"])
+@pytest.mark.parametrize("charset", ["utf-8", "iso-8859-1", "utf-16"])
+def test_any_transfer_encoding_and_charset_reads_the_same_hosts(cte: str, charset: str) -> None:
+    if charset == "utf-16" and cte == "8bit":
+        pytest.skip("UTF-16 has NUL bytes: not 8bit-safe")
+    body = (
+        '<p>Grüße, <a href="https://shop.example/p?u=1">hier</a>'
+        ' <img src="https://cdn.example/a.png"> https://plain.example/x</p>'
+    )
+    assert links(body, cte, charset) == ("embed:cdn.example link:plain.example link:shop.example")
+
+
+def test_plain_text_counts_bare_urls_and_multipart_reads_both_parts() -> None:
+    raw = (
+        b"From: shop@example.com\r\nTo: ann@example.org\r\nSubject: Spring\r\n"
+        b"MIME-Version: 1.0\r\n"
+        b'Content-Type: multipart/alternative; boundary="b"\r\n\r\n'
+        b"--b\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n"
+        b"Shop now: https://Text.Example/spring?utm_source=x\r\n"
+        b"--b\r\nContent-Type: text/html; charset=utf-8\r\n\r\n"
+        b'<p>Shop <a href="https://html.example/spring">now</a></p>\r\n'
+        b"--b--\r\n"
+    )
+    assert fingerprints(raw).links == "link:html.example link:text.example"
+    plain = b"From: a@example.com\r\nSubject: x\r\n\r\nSee https://shop.example/a and more\r\n"
+    assert fingerprints(plain).links == "link:shop.example"
+
+
+def test_a_message_without_links_has_an_empty_set() -> None:
+    plain = b"From: a@example.com\r\nSubject: x\r\n\r\nHello there, no links here.\r\n"
+    assert fingerprints(plain).links == ""
+
+
+def test_the_count_of_links_does_not_matter() -> None:
+    one = '<a href="https://shop.example/1">1</a>'
+    assert links(one) == links(one * 5)
+
+
+def test_past_max_listed_hosts_the_form_lists_the_first_and_hashes_all() -> None:
+    many = {("link", f"h{i:03}.example") for i in range(MAX_LISTED + 5)}
+    stored = encode(many)
+    assert len(decode(stored)) == MAX_LISTED
+    other = encode(many - {("link", "h104.example")} | {("link", "h999.example")})
+    assert stored != other  # differs past the listed ones: the hash tells
+    assert describe_change(stored, other) == (
+        f"a different set of hosts past the first {MAX_LISTED}"
+    )
+
+
+def test_what_changed_names_added_and_removed_hosts() -> None:
+    before = "embed:cdn.example link:shop.example"
+    after = "embed:cdn.example link:evil.example"
+    assert describe_change(before, after) == (
+        "new link host evil.example; removed link host shop.example"
+    )
+
+
+def test_targets_of_html_reads_markup_only() -> None:
+    assert targets_of_html("no markup at all") == set()
+    assert targets_of_html('<a href="https://a.example">x</a>') == {("link", "a.example")}
+
+
+def test_text_that_lowers_to_another_length_hides_no_link() -> None:
+    # "İ" lowers to two characters: positions in `str.lower()`'s markup drift from the source's.
+    source = (
+        '<p>İİİİ Straße</p><A HREF="https://evil.example/x">x</a><img src=https://cdn.example/i>'
+    )
+    assert targets_of_html(source) == {("link", "evil.example"), ("embed", "cdn.example")}
+
+
+def test_a_closing_bracket_in_an_earlier_attribute_hides_no_link() -> None:
+    source = (
+        '<a title="1 > 0" href="https://evil.example/x">x</a><img alt=">" src="//cdn.example/i">'
+    )
+    assert targets_of_html(source) == {("link", "evil.example"), ("embed", "cdn.example")}
+
+
+def test_a_form_sends_the_reader_to_its_action() -> None:
+    source = '<form method="post" ACTION="https://evil.example/login"><input name=p></form>'
+    assert targets_of_html(source) == {("link", "evil.example")}
