@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from sendguard.address import recipient_key
-from sendguard.approvals import Campaign, GlobalPause
+from sendguard.approvals import Campaign, ContentApproval, GlobalPause
 from sendguard.owner import owner_gone
 from sendguard.store import StoreSettings, sql_content
 from sendguard.store.host_keyed_lock import HostKeyedLock
@@ -50,7 +50,8 @@ from sendguard.store.sqlite_scratch import ScratchDatabase
 T = TypeVar("T")
 
 CAMPAIGNS_KEPT = 1024
-"""Campaign rows kept in memory at most (all forgotten when more are read)."""
+"""Campaign rows, and campaigns' approvals, kept in memory at most (all forgotten when more
+are read)."""
 
 
 @dataclass(frozen=True)
@@ -122,6 +123,7 @@ class SQLiteStore(SqlStore):
         self._cache = MessageCache()
         self._pause: GlobalPause | None = None
         self._campaigns: dict[str, Campaign | None] = {}
+        self._approvals: dict[str, tuple[ContentApproval, ...]] = {}
         self._shared: HostKeyedLock | None = None
         if held_lock is not None:
             self.serve_as_worker(held_lock)
@@ -218,6 +220,27 @@ class SQLiteStore(SqlStore):
             await super().set_campaign(campaign)
         finally:
             self._campaigns.clear()  # read again: the committed row, or the old one on failure
+
+    async def approvals(self, campaign: str) -> Sequence[ContentApproval]:
+        # Read for every decision of an approved campaign whose approvals are bound to the
+        # content (human_hold), and written only by `add_approvals`: alone, as the campaign's
+        # row, what was read stays true until then. Shared, a sibling worker may approve.
+        if self._shared is not None:
+            return await super().approvals(campaign)
+        if campaign in self._approvals:
+            return self._approvals[campaign]
+        approvals = tuple(await super().approvals(campaign))
+        if len(self._approvals) >= CAMPAIGNS_KEPT:
+            self._approvals.clear()
+        self._approvals[campaign] = approvals
+        return approvals
+
+    async def add_approvals(self, approvals: Sequence[ContentApproval]) -> None:
+        self._approvals.clear()
+        try:
+            await super().add_approvals(approvals)
+        finally:
+            self._approvals.clear()  # read again: the committed rows, or the old ones on failure
 
     @property
     def stats(self) -> CommitStats:

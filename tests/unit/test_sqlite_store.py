@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from sendguard.approvals import Approval, Campaign
+from sendguard.approvals import Approval, Campaign, ContentApproval
 from sendguard.deliveries import Change
 from sendguard.errors import StoreLocked, StoreUnavailable
 from sendguard.facts import Fact
@@ -357,6 +357,58 @@ async def test_a_worker_reads_the_campaign_row_a_sibling_writes(tmp_path: Path) 
             approved = Campaign("spring", Approval.APPROVED, False, T0, "ann")
             await second.set_campaign(approved)
             assert await first.get_campaign("spring") == approved
+        finally:
+            await first.close()
+            await second.close()
+    finally:
+        os.close(held)
+
+
+async def test_alone_a_campaigns_approvals_are_read_once_until_one_is_added(
+    tmp_path: Path,
+) -> None:
+    # human_hold reads them for every decision of an approved campaign whose approvals are
+    # bound to the content (make bench's config). Alone, only `add_approvals` writes them.
+    statements: list[str] = []
+    store = SQLiteStore(tmp_path / "a.db", trace=statements.append)
+    await store.open()
+    try:
+
+        def reads() -> int:
+            return sum("FROM approvals" in s for s in statements)
+
+        assert list(await store.approvals("spring")) == []
+        assert list(await store.approvals("spring")) == []  # none approved is kept too
+        assert reads() == 1
+        first = ContentApproval("spring", "sha256:aa", "ann", T0)
+        await store.add_approvals([first])
+        assert list(await store.approvals("spring")) == [first]
+        assert list(await store.approvals("spring")) == [first]
+        assert reads() == 2
+        newer = ContentApproval("spring", "sha256:bb", "bob", T0 + timedelta(hours=1))
+        again = ContentApproval("spring", "sha256:aa", "cy", T0 + timedelta(hours=2))
+        await store.add_approvals([newer, again])
+        assert list(await store.approvals("spring")) == [again, newer]
+        assert list(await store.approvals("autumn")) == []
+        assert reads() == 4
+    finally:
+        await store.close()
+
+
+async def test_a_worker_reads_the_approvals_a_sibling_adds(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'w.db'}"
+    held = lock_for_workers(open_store(url))
+    assert held is not None
+    try:
+        first = SQLiteStore(tmp_path / "w.db", held_lock=os.dup(held))
+        second = SQLiteStore(tmp_path / "w.db", held_lock=os.dup(held))
+        await first.open()
+        await second.open()
+        try:
+            assert list(await first.approvals("spring")) == []
+            approval = ContentApproval("spring", "sha256:aa", "ann", T0)
+            await second.add_approvals([approval])
+            assert list(await first.approvals("spring")) == [approval]
         finally:
             await first.close()
             await second.close()
