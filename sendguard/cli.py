@@ -643,6 +643,17 @@ def loop_factory(choice: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
     return factory
 
 
+YOUNG_COLLECTION_THRESHOLDS = (10_000, 10, 10)
+"""The garbage collector's thresholds once serving (the interpreter's are 700, 10, 10).
+
+A request or a message allocates and frees thousands of objects. With 700, the youngest
+generation was collected about every eleventh HTTP request under load, each pass walking every
+young object still alive (those of the requests in flight included) and promoting them to be
+walked again by the older generations: 3 % of the process's CPU time, and no pass found
+garbage. Objects without cycles are freed by their reference counts whatever the threshold; a
+cycle waits at most 10,000 allocations longer (docs/performance.md, session 10)."""
+
+
 async def _freeze_heap(started: asyncio.Event) -> None:
     """Once serving, keep what startup made out of the garbage collector's full passes.
 
@@ -654,6 +665,7 @@ async def _freeze_heap(started: asyncio.Event) -> None:
     await started.wait()
     gc.collect()
     gc.freeze()
+    gc.set_threshold(*YOUNG_COLLECTION_THRESHOLDS)
 
 
 def _serve(
