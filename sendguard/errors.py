@@ -91,7 +91,16 @@ class StoreError(SendguardError):
 
 
 class StoreUnavailable(StoreError):
-    """The store cannot serve the request now; the caller should answer 'try again later'."""
+    """The store cannot serve the request now; the caller should answer 'try again later'.
+
+    `kind` classes the cause for the metrics: `disk_full`, `io_error`, `read_only` (a commit
+    the store's disk or server refused), or `unavailable` (anything else: unreachable,
+    locked, closed).
+    """
+
+    def __init__(self, message: str, *, kind: str = "unavailable") -> None:
+        self.kind = kind
+        super().__init__(message)
 
 
 class StoreLocked(StoreError):

@@ -22,7 +22,12 @@ from sendguard.clock import Clock
 from sendguard.content import Fingerprint, fingerprints
 from sendguard.deliveries import IdempotencyRecord, IntakeClaim, NewDelivery, sends_now
 from sendguard.engine import Engine
-from sendguard.errors import IdempotencyKeyReused, InvalidAddress, InvalidMessage
+from sendguard.errors import (
+    IdempotencyKeyReused,
+    InvalidAddress,
+    InvalidMessage,
+    StoreUnavailable,
+)
 from sendguard.esp_request import EspRequest
 from sendguard.fields import FIELDS, NULL_SENDER_DEFAULTS, FieldOverrides, read_fields
 from sendguard.headers import (
@@ -325,7 +330,11 @@ class Intake:
                     now - idempotency.retention,
                     fingerprint=idempotency.fingerprint,
                 )
-            await self._commit(message, content, decided, record, esp_request)
+            try:
+                await self._commit(message, content, decided, record, esp_request)
+            except StoreUnavailable as exc:
+                self._metrics.kept(self._metrics.messages_refused, ingress, exc.kind).inc()
+                raise
         self._metrics.kept(self._metrics.messages_received, ingress).inc()
         log.info("accepted", ingress=ingress, recipients=len(decided), size=message.size)
         return Accepted(message, tuple(decided))

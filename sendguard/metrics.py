@@ -53,6 +53,8 @@ disable_created_metrics()  # type: ignore[no-untyped-call]
 
 INGRESSES = ("smtp", "http", "sendgrid", "postmark", "mailgun")
 """The `ingress` label of each way in: the SMTP listener, the JSON API, the ESP-compatible APIs."""
+REFUSAL_REASONS = ("disk_full", "io_error", "read_only", "unavailable")
+"""The `reason` of `sendguard_messages_refused_total`: `StoreUnavailable.kind`."""
 OUTCOMES = (DeliveryState.SENT, DeliveryState.DEFERRED, DeliveryState.FAILED, DeliveryState.DROPPED)
 """The `outcome` of `sendguard_deliveries_total`."""
 UPSTREAM_ERRORS = ("transient", "permanent", "unexpected")
@@ -150,6 +152,13 @@ class Metrics:
         self.registry = CollectorRegistry(auto_describe=True)
         self._children: dict[tuple[int, tuple[str, ...]], MetricWrapperBase] = {}
         r = self.registry
+        self.messages_refused = Counter(
+            "sendguard_messages_refused",
+            "Messages refused (SMTP 451, HTTP 503) because the store could not commit them, by"
+            " ingress and reason (disk_full, io_error, read_only, unavailable)",
+            ["ingress", "reason"],
+            registry=r,
+        )
         self.messages_received = Counter(
             "sendguard_messages_received",
             "Messages accepted, by ingress",
@@ -286,6 +295,8 @@ class Metrics:
         """Create the series whose label values are known without any config."""
         for ingress in INGRESSES:
             self.messages_received.labels(ingress=ingress)
+            for reason in REFUSAL_REASONS:
+                self.messages_refused.labels(ingress=ingress, reason=reason)
         for outcome in OUTCOMES:
             self.deliveries_outcomes.labels(outcome=outcome.value)
         for state in DeliveryState:

@@ -13,12 +13,13 @@ log = structlog.get_logger("sendguard.http")
 
 
 async def healthz(request: web.Request) -> web.Response:
-    """Liveness: the process answers."""
+    """Liveness: the process answers (whatever the store's state: a full disk is not cured
+    by a restart, and an orchestrator restarts on a failed liveness probe)."""
     return web.json_response({"status": "ok"})
 
 
 async def readyz(request: web.Request) -> web.Response:
-    """Readiness: the store and the upstream are reachable."""
+    """Readiness: the store can commit and the upstream is reachable; the body says why not."""
     checks: dict[str, str] = {}
     try:
         await api(request).store.check()
@@ -52,6 +53,7 @@ async def refresh_queue_ages(ctx: Api) -> None:
     """The gauges alerts watch: held queue age, dispatcher lag, store up and its latency."""
     started = monotonic()
     try:
+        await ctx.store.check()  # a store whose commits fail (disk full) answers reads
         ages = await ctx.store.queue_ages()
     except StoreUnavailable:
         ctx.metrics.store_up.set(0)

@@ -59,6 +59,33 @@ _UNAVAILABLE: tuple[type[BaseException], ...] = (
     asyncpg.exceptions.InternalClientError,
 )
 
+# The server refused a commit for a cause that outlasts the request: its disk, a read-only
+# standby. `check` fails with it (readiness) until a write succeeds again.
+_REFUSED: dict[type[asyncpg.PostgresError], tuple[str, str]] = {
+    asyncpg.exceptions.DiskFullError: (
+        "disk_full",
+        "the PostgreSQL server's disk is full ({exc}): free space on it",
+    ),
+    asyncpg.exceptions.PostgresIOError: (
+        "io_error",
+        "the PostgreSQL server failed to write with an I/O error ({exc}): check its disk",
+    ),
+    asyncpg.exceptions.ReadOnlySQLTransactionError: (
+        "read_only",
+        "PostgreSQL refuses writes ({exc}): point store.url at the primary, or make the"
+        " database writable",
+    ),
+}
+_REFUSALS = tuple(_REFUSED)
+
+
+def _refusal(exc: asyncpg.PostgresError) -> StoreUnavailable:
+    for refused, (kind, message) in _REFUSED.items():
+        if isinstance(exc, refused):
+            return StoreUnavailable(message.format(exc=exc), kind=kind)
+    return StoreUnavailable(f"PostgreSQL write failed: {exc}")
+
+
 # Inside lock_recipients, every store call of the task runs on the connection holding the locks.
 _HELD: ContextVar[asyncpg.Connection | None] = ContextVar("sendguard_pg_conn", default=None)
 # The global pause read by the statement that took the lock, for the block's first `get_pause`.
@@ -157,6 +184,9 @@ class PostgresStore(SqlStore):
         self._listeners: list[Callable[[], None]] = []
         self._listener: asyncpg.Connection | None = None
         self._watch: asyncio.Task[None] | None = None
+        # Why the last write failed, while the server refuses writes (disk full, I/O error,
+        # read-only); None once a write succeeds. `check` answers with it.
+        self.commit_failure: StoreUnavailable | None = None
 
     # lifecycle -------------------------------------------------------------------------------
     async def open(self) -> None:
@@ -236,6 +266,20 @@ class PostgresStore(SqlStore):
         async def job(tx: Any) -> None:
             await tx.fetch("SELECT 1")
 
+        async def rewrite_version(tx: Any) -> None:
+            await tx.execute(
+                "UPDATE sendguard_schema SET version = version"
+                " WHERE version = (SELECT max(version) FROM sendguard_schema)"
+            )
+
+        if self.commit_failure is not None:
+            # An instance that looks unready gets no mail from a load balancer, so nothing
+            # else might write: a write of its own tells whether the server takes them again.
+            with contextlib.suppress(StoreUnavailable):
+                await self._write(rewrite_version)
+        failure = self.commit_failure
+        if failure is not None:
+            raise StoreUnavailable(str(failure), kind=failure.kind)
         await self._read(job)
 
     async def recover(self, now: datetime) -> int:
@@ -325,6 +369,9 @@ class PostgresStore(SqlStore):
             raise StoreUnavailable(f"PostgreSQL write failed: {exc}") from exc
         except asyncpg.UniqueViolationError as exc:
             raise Conflict(str(exc)) from exc
+        except _REFUSALS as exc:
+            raise self._write_refused(exc) from exc
+        self.commit_failure = None
         return result
 
     async def _write_one(self, job: Job[T]) -> T:
@@ -332,11 +379,20 @@ class PostgresStore(SqlStore):
         # (synchronous_commit as the server has it): no BEGIN and COMMIT round trips.
         try:
             async with self._connection() as conn:
-                return await job(_Tx(conn))
+                result = await job(_Tx(conn))
         except _UNAVAILABLE as exc:
             raise StoreUnavailable(f"PostgreSQL write failed: {exc}") from exc
         except asyncpg.UniqueViolationError as exc:
             raise Conflict(str(exc)) from exc
+        except _REFUSALS as exc:
+            raise self._write_refused(exc) from exc
+        self.commit_failure = None
+        return result
+
+    def _write_refused(self, exc: asyncpg.PostgresError) -> StoreUnavailable:
+        """The StoreUnavailable of a write the server refused; kept for `check`."""
+        self.commit_failure = failure = _refusal(exc)
+        return StoreUnavailable(str(failure), kind=failure.kind)
 
     async def _run_all(self, tx: Tx, writes: Sequence[Write]) -> None:
         # As few statements as the bound parameters allow (one, unless a message has hundreds

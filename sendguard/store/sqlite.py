@@ -28,6 +28,7 @@ Where each kind of work runs (sqlite3 blocks the thread that calls it):
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 from collections.abc import AsyncIterator, Coroutine, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -38,6 +39,7 @@ from typing import Any, TypeVar
 
 from sendguard.address import recipient_key
 from sendguard.approvals import Campaign, ContentApproval, GlobalPause
+from sendguard.errors import StoreUnavailable
 from sendguard.owner import owner_gone
 from sendguard.store import StoreSettings, sql_content
 from sendguard.store.host_keyed_lock import HostKeyedLock
@@ -74,6 +76,13 @@ class _Tx:
     async def fetch(self, sql: str, args: Sequence[Any] = ()) -> list[Sequence[Any]]:
         rows: list[Sequence[Any]] = self._conn.execute(sql, args).fetchall()
         return rows
+
+
+def _rewrite_user_version(conn: sqlite3.Connection) -> None:
+    """A write that changes nothing but is written all the same (the header page): `check`'s
+    probe of whether the disk takes commits again."""
+    (version,) = conn.execute("PRAGMA user_version").fetchone()
+    conn.execute(f"PRAGMA user_version = {int(version)}")
 
 
 def drive(job: Job[T], conn: sqlite3.Connection) -> T:
@@ -171,6 +180,12 @@ class SQLiteStore(SqlStore):
             self._shared.close()
 
     async def check(self) -> None:
+        if isinstance(self._db, SQLiteDatabase) and self._db.commit_failure is not None:
+            # The last commit failed (disk full, ...). A relay that looks unready gets no mail
+            # from a load balancer, so nothing else might write: a commit of its own tells
+            # whether the disk takes writes again (and clears the failure if it does).
+            with contextlib.suppress(StoreUnavailable):
+                await self._db.write(_rewrite_user_version, one_statement=True)
         self._db.check()
 
     async def recover(self, now: datetime) -> int:

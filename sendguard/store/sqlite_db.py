@@ -7,6 +7,8 @@ batch is rolled back and run again without it); a failure of the database itself
 disk full) fails the batch with StoreUnavailable. The writer task outlives every such
 failure; should it stop anyway (cancelled, or a BaseException), every waiting and later write
 and `check` raise StoreUnavailable (SMTP 451, HTTP 503, readyz 503) instead of waiting forever.
+A commit the disk refuses (full, I/O error, read-only file) makes `check` fail with its cause
+until a commit succeeds again (`commit_failure`).
 
 Where reads run:
 - `read`: point reads (a row by key, an index range of a bounded number of rows) run inline
@@ -74,6 +76,11 @@ READER_MMAP = 1024 * 1024 * 1024
 LINGER = 0.002
 
 
+# How much free space a file system whose fullness failed a commit must have again before
+# the store counts as ready (see `_recovered`): room for a few large messages.
+ROOM_TO_RECOVER = 1024 * 1024
+
+
 @dataclass
 class _Failed:
     error: Exception
@@ -108,6 +115,32 @@ def _fail(future: asyncio.Future[None], exc: BaseException) -> None:
 
 def _lingering_last(done: tuple[tuple[Job, asyncio.Future[Any]], Any]) -> bool:
     return isinstance(done[0][0], _Lingering)
+
+
+def _commit_failure(path: Path, exc: Exception) -> StoreUnavailable:
+    """What a failed commit tells the client, readiness and the metrics: the cause, classed
+    by SQLite's error code, and what the operator can do about it."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    primary = None if code is None else code & 0xFF
+    if primary == sqlite3.SQLITE_FULL:
+        return StoreUnavailable(
+            f"the disk holding {path.resolve()} is full ({exc}): free space on it",
+            kind="disk_full",
+        )
+    if primary == sqlite3.SQLITE_IOERR:
+        return StoreUnavailable(
+            f"writing {path.resolve()} failed with an I/O error ({exc}): check the disk",
+            kind="io_error",
+        )
+    if primary == sqlite3.SQLITE_READONLY:
+        return StoreUnavailable(
+            f"{path.resolve()} cannot be written ({exc}): make it and its directory writable"
+            " by sendguard's user, on a file system mounted read-write",
+            kind="read_only",
+        )
+    if isinstance(exc, StoreUnavailable):
+        return exc
+    return StoreUnavailable(f"SQLite commit failed: {exc}")
 
 
 def _fails_the_batch(exc: sqlite3.Error) -> bool:
@@ -166,6 +199,9 @@ class SQLiteDatabase:
         self._linger_until: float | None = None
         self._writer: asyncio.Task[None] | None = None
         self._writer_gone: str | None = None
+        # Why the last commit failed, while the disk or the file refuses writes (full, I/O
+        # error, read-only); None once a commit succeeds. `check` answers with it.
+        self.commit_failure: StoreUnavailable | None = None
         self._closing = False
         self.writes = 0
         self.commits = 0
@@ -340,6 +376,9 @@ class SQLiteDatabase:
             raise StoreUnavailable(self._writer_gone)
         if self._closing or self._writer is None or self._reader is None:
             raise StoreUnavailable("store is closed")
+        failure = self.commit_failure
+        if failure is not None:
+            raise StoreUnavailable(str(failure), kind=failure.kind)
         try:
             self._reader.execute("SELECT 1").fetchone()
         except sqlite3.Error as exc:
@@ -431,8 +470,13 @@ class SQLiteDatabase:
         def commit() -> None:
             try:
                 results = self._commit_batch(self._conn, batch)
+                if self.commit_failure is not None and self._recovered(self.commit_failure):
+                    self.commit_failure = None
             except (sqlite3.Error, StoreUnavailable) as exc:
-                results = [_Failed(StoreUnavailable(f"SQLite commit failed: {exc}"))] * len(batch)
+                failure = _commit_failure(self.path, exc)
+                if failure.kind != "unavailable":
+                    self.commit_failure = failure
+                results = [_Failed(failure)] * len(batch)
             except Exception as exc:  # the writer must outlive anything one batch does
                 log.exception("SQLite batch failed unexpectedly; its writes are refused")
                 results = [_Failed(StoreUnavailable(f"SQLite commit failed: {exc!r}"))] * len(batch)
@@ -443,6 +487,18 @@ class SQLiteDatabase:
 
         self._executor.submit(commit)
         return finished
+
+    def _recovered(self, failure: StoreUnavailable) -> bool:
+        """Whether a commit that succeeded ends `failure`. A full disk still takes a small
+        commit whose pages fit in the WAL file's space already allocated, and would fail the
+        next message: it counts as over once the file system has `ROOM_TO_RECOVER` free."""
+        if failure.kind != "disk_full":
+            return True
+        try:
+            room = os.statvfs(self.path.parent)
+        except OSError:
+            return True
+        return room.f_bavail * room.f_frsize >= ROOM_TO_RECOVER
 
     def _hand_back(
         self,

@@ -118,3 +118,55 @@ def test_disk_full_is_4xx_loses_nothing_and_recovers(
         refused_4xx_while_full=sum(1 for c in answers if c != 250),
         lost=len(set(accepted) - got),
     )
+
+
+def metric(proc: SendguardProcess, series: str) -> float:
+    """The value of one series of /metrics (0 when it is not exposed)."""
+    status, text = proc.call("GET", "/metrics", token=None)
+    assert status == 200, text
+    for line in str(text).splitlines():
+        if line.startswith(series + " "):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+REFUSED_SMTP = 'sendguard_messages_refused_total{ingress="smtp",reason="disk_full"}'
+
+
+def test_a_full_disk_shows_in_readyz_and_the_metrics_until_space_is_back(
+    small_var: Path, sendguard: Start
+) -> None:
+    proc = sendguard()
+    code, reply = try_send(proc, "before")
+    assert code == 250, reply
+    assert proc.call("GET", "/readyz", token=None)[0] == 200
+    assert metric(proc, "sendguard_store_up") == 1
+
+    filler = fill(small_var)
+    refused = 0
+    for i in range(10):  # SQLite's free pages run out within a few 50 kB messages
+        code, reply = try_send(proc, f"full{i}")
+        if code == 451:
+            refused += 1
+            break
+        assert code == 250, reply
+    assert refused, "the disk never looked full"
+    assert reply.startswith("4.3.0"), reply
+
+    status, body = proc.call("GET", "/readyz", token=None)
+    assert status == 503, body
+    assert body["ready"] is False
+    assert "is full" in body["checks"]["store"], body
+    assert str(proc.db_path) in body["checks"]["store"], body
+    assert "free space" in body["checks"]["store"], body
+    assert metric(proc, "sendguard_store_up") == 0
+    assert metric(proc, REFUSED_SMTP) >= 1
+    # liveness is not readiness: an orchestrator must not restart a relay for a full disk
+    assert proc.call("GET", "/healthz", token=None)[0] == 200
+
+    filler.unlink()
+    code, reply = try_send(proc, "after")
+    assert code == 250, reply
+    status, body = proc.call("GET", "/readyz", token=None)
+    assert status == 200, body
+    assert metric(proc, "sendguard_store_up") == 1
