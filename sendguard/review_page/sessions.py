@@ -63,6 +63,7 @@ class Sessions:
             return None
         if session.expires_at <= now:
             del self._open[session_id]
+            self._notices.pop(session_id, None)
             return None
         return session
 

@@ -66,6 +66,9 @@ def test_a_notice_is_shown_once_to_its_own_session_only() -> None:
     assert sessions.take_notice(ben.id) == ""
     sessions.leave_notice("no-such-session", "x")
     assert sessions.take_notice("no-such-session") == ""
+    sessions.leave_notice(ana.id, "stale")
+    assert sessions.get(ana.id, T0 + timedelta(hours=1)) is None  # expired: its notice goes too
+    assert sessions.take_notice(ana.id) == ""
 
 
 def test_remote_images_become_placeholders_and_links_show_their_targets() -> None:
