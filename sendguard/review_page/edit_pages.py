@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from urllib.parse import urlencode
+
 from aiohttp import web
 
 from sendguard.errors import Conflict
@@ -105,14 +107,7 @@ async def edit(request: web.Request) -> web.StreamResponse:
             " were; edit them from their own preview."
         )
     text += " Approving still judges them again by every other policy before they leave."
-    context = {
-        "session": session,
-        "title": "Edited",
-        "text": text,
-        "status": 200,
-        "back": f"/review?campaign={name}",
-    }
-    return pages.render(request, "message.html", context)
+    return pages.see_outcome(request, session, text, "/review?" + urlencode({"campaign": name}))
 
 
 async def edits(request: web.Request) -> web.StreamResponse:

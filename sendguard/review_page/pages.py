@@ -135,7 +135,13 @@ def current_session(request: web.Request) -> Session | None:
 def render(
     request: web.Request, template: str, context: Mapping[str, Any], status: int = 200
 ) -> web.StreamResponse:
-    response = aiohttp_jinja2.render_template(template, request, dict(context), status=status)
+    """A page; a signed-in page that is not an error also shows, once, what the form before
+    it did (the notice `see_outcome` left)."""
+    shown = dict(context)
+    session = shown.get("session")
+    if isinstance(session, Session) and status < 400:
+        shown["notice"] = page_state(request).sessions.take_notice(session.id)
+    response = aiohttp_jinja2.render_template(template, request, shown, status=status)
     return secure_page(response)
 
 
@@ -152,6 +158,15 @@ def to_login() -> web.StreamResponse:
 
 def _see(location: str) -> web.StreamResponse:
     return secure_page(web.HTTPSeeOther(location))
+
+
+def see_outcome(
+    request: web.Request, session: Session, text: str, location: str
+) -> web.StreamResponse:
+    """A state change that worked: `303 See Other` to a page (GET) that shows `text` once, so
+    reloading or going back never sends the form again."""
+    page_state(request).sessions.leave_notice(session.id, text)
+    return _see(location)
 
 
 # --- signing in and out ------------------------------------------------------------------
@@ -462,8 +477,9 @@ async def _decide(
     act: Callable[[Session, str], Awaitable[str]],
     ask: Callable[[Session, Mapping[str, Any]], Awaitable[web.StreamResponse]] | None = None,
 ) -> web.StreamResponse:
-    """Check the request, run `act(session, note)`, and go back with what it did; with
-    `ask`, a form without `confirm=yes` is first answered with a confirmation."""
+    """Check the request, run `act(session, note)`, and go back (303) to the form's `next`
+    page, which shows what it did; with `ask`, a form without `confirm=yes` is first answered
+    with a confirmation (which changes nothing)."""
     checked = await checked_form(request)
     if isinstance(checked, web.StreamResponse):
         return checked
@@ -475,14 +491,12 @@ async def _decide(
         return await ask(session, form)
     note = str(form.get("note", "")).strip()[:2000]
     try:
-        done = await act(session, note)
+        outcome = await act(session, note)
     except NotFound as exc:
         return message_page(request, session, 404, "Not found", str(exc))
     except Conflict as exc:
         return message_page(request, session, 409, "Not possible", str(exc))
-    back = safe_next(str(form.get("next", "")) or None)
-    context = {"session": session, "title": "Done", "text": done, "status": 200, "back": back}
-    return render(request, "message.html", context)
+    return see_outcome(request, session, outcome, safe_next(str(form.get("next", "")) or None))
 
 
 def _delivery_action(action: str) -> PageHandler:

@@ -42,10 +42,14 @@ class Sessions:
     def __init__(self, lifetime: timedelta) -> None:
         self._lifetime = lifetime
         self._open: dict[str, Session] = {}
+        # What a form did, shown once by the page its 303 leads to (Post/Redirect/Get: a
+        # reload of that page asks the store again and does nothing again)
+        self._notices: dict[str, str] = {}
 
     def start(self, identity: Identity, now: datetime) -> Session:
         """A new session for `identity`."""
         self._open = {k: s for k, s in self._open.items() if s.expires_at > now}
+        self._notices = {k: n for k, n in self._notices.items() if k in self._open}
         session = Session(
             secrets.token_urlsafe(32), identity, secrets.token_urlsafe(32), now + self._lifetime
         )
@@ -59,12 +63,23 @@ class Sessions:
             return None
         if session.expires_at <= now:
             del self._open[session_id]
+            self._notices.pop(session_id, None)
             return None
         return session
 
     def end(self, session_id: str) -> None:
         """Sign out."""
         self._open.pop(session_id, None)
+        self._notices.pop(session_id, None)
+
+    def leave_notice(self, session_id: str, text: str) -> None:
+        """Keep what a form did for the next page this session sees (a later one replaces it)."""
+        if session_id in self._open:
+            self._notices[session_id] = text
+
+    def take_notice(self, session_id: str) -> str:
+        """The notice left for this session, once (empty if there is none)."""
+        return self._notices.pop(session_id, "")
 
 
 def throttle_keys(username: str, address: str) -> tuple[tuple[str, int], ...]:

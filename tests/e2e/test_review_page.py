@@ -550,6 +550,6 @@ def test_a_hidden_origin_counts_only_with_fetch_metadata_saying_same_origin(
     assert _open(request)[0] == 403
 
     status, _ = post(proc, path, {"csrf_token": csrf, "note": "fine"}, session, "null", same)
-    assert status == 200
+    assert status == 303
     proc.wait_states({"ann@example.org": "sent"})
     assert [(e["actor"], e["note"]) for e in audit(proc)] == [("ana", "fine")]

@@ -50,6 +50,27 @@ def test_sessions_expire_and_end() -> None:
     assert sessions.get(other.id, T0) is None
 
 
+def test_a_notice_is_shown_once_to_its_own_session_only() -> None:
+    sessions = Sessions(timedelta(hours=1))
+    ana = sessions.start(Identity("ana", Role.REVIEWER), T0)
+    ben = sessions.start(Identity("ben", Role.REVIEWER), T0)
+    sessions.leave_notice(ana.id, "Campaign spring-sale approved: 2 deliveries.")
+    assert sessions.take_notice(ben.id) == ""
+    assert sessions.take_notice(ana.id) == "Campaign spring-sale approved: 2 deliveries."
+    assert sessions.take_notice(ana.id) == ""  # a reload does not show it again
+    sessions.leave_notice(ana.id, "first")
+    sessions.leave_notice(ana.id, "second")
+    assert sessions.take_notice(ana.id) == "second"
+    sessions.leave_notice(ben.id, "left behind")
+    sessions.end(ben.id)
+    assert sessions.take_notice(ben.id) == ""
+    sessions.leave_notice("no-such-session", "x")
+    assert sessions.take_notice("no-such-session") == ""
+    sessions.leave_notice(ana.id, "stale")
+    assert sessions.get(ana.id, T0 + timedelta(hours=1)) is None  # expired: its notice goes too
+    assert sessions.take_notice(ana.id) == ""
+
+
 def test_remote_images_become_placeholders_and_links_show_their_targets() -> None:
     html, links, images = rewrite_html(
         '<style>a > b { color: red }</style><img src="https://t.example/p.gif" alt="hi">'
