@@ -23,6 +23,7 @@ their stored forms do, and a reviewer can be told what changed (`describe_change
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import html
 import re
@@ -43,8 +44,12 @@ _TAG_NAME = re.compile(r"<[ \t\r\n]*([a-zA-Z][a-zA-Z0-9]*)")
 _CSS_URL = re.compile(r"url\(\s*(?:\"([^\"]*)\"|'([^']*)'|([^)\s]*))", re.IGNORECASE)
 # A bare URL in text, as content.py finds them, and a bare mailto: address.
 _BARE = re.compile(r"https?://[^\s\"'<>)]+|mailto:[^\s\"'<>)]+", re.IGNORECASE)
-_SCHEME = re.compile(r"[a-zA-Z][a-zA-Z0-9+.-]*:")
-_HOST_END = re.compile(r"[/?#\\]")
+# A URL's host in one match: a scheme and two slashes (either way round: browsers read `\` as
+# `/`), or a scheme-relative `//`; then the authority up to `/`, `?`, `#` or `\`, less any
+# `user@` (up to its last `@`), is the host with its port. Anything else (`data:`, `cid:`,
+# `tel:`, `javascript:`, a relative path) names no host and does not match.
+_HOST_OF = re.compile(r"(?:[a-zA-Z][a-zA-Z0-9+.-]*:[/\\][/\\]|//)(?:[^/?#\\]*@)?([^/?#\\@]*)")
+_MAILTO = re.compile(r"mailto:", re.IGNORECASE | re.ASCII)  # as a scheme: ASCII letters
 _PORT = re.compile(r":[0-9]*$")
 # ASCII letters lowered, nothing else: `str.lower` changes the length of some text ("İ" is two
 # characters lowered), and a position found in the lowered markup must be the same in `source`.
@@ -53,9 +58,31 @@ _ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrst
 _EMBEDDING_HREF = frozenset({"link"})
 
 
-def targets_of_html(source: str) -> set[Target]:
+def targets_of_html(source: str) -> frozenset[Target]:
     """The link targets in the markup of an HTML part (decoded, markup and entities intact):
     URL attributes and CSS `url(...)`. Bare URLs in its text are `targets_of_text`'s."""
+    if len(source) > _RECENT_HTML:
+        return _targets_of_html(source)
+    found = _recent.get(source)
+    if found is None:
+        found = _recent[source] = _targets_of_html(source)
+        if len(_recent) > _RECENT:
+            _recent.pop(next(iter(_recent), source), None)  # the oldest (another thread may too)
+    return found
+
+
+# The targets of the last HTML sources seen: a blast sends the same HTML to every recipient in
+# messages of their own, and reading its links again costs some 380,000 instructions for a
+# 1.8 KB newsletter with 17 URLs, a look-up here about 3,000 (the source's hash and, when found,
+# a comparison). It pays for identical copy only: HTML that differs by one character (a
+# personalised greeting, a per-recipient token in a link) is a miss, a look-up more each.
+# Bounded: at most _RECENT sources of at most _RECENT_HTML characters are kept.
+_RECENT = 32
+_RECENT_HTML = 64 * 1024
+_recent: dict[str, frozenset[Target]] = {}
+
+
+def _targets_of_html(source: str) -> frozenset[Target]:
     found: set[Target] = set()
     lowered = source.translate(_ASCII_LOWER) if "=" in source else ""
     for name in _URL_ATTRIBUTES if lowered else ():
@@ -66,7 +93,7 @@ def targets_of_html(source: str) -> set[Target]:
     if "url(" in source or "URL(" in source or "Url(" in source:
         for match in _CSS_URL.finditer(source):
             _add(found, "embed", match.group(1) or match.group(2) or match.group(3) or "")
-    return found
+    return frozenset(found)
 
 
 def _attribute(found: set[Target], source: str, name: str, start: int) -> None:
@@ -77,17 +104,18 @@ def _attribute(found: set[Target], source: str, name: str, start: int) -> None:
     value = _VALUE.match(source, start + len(name))
     if value is None:
         return
-    # Not asked whether the name stands inside a tag: a `>` in an earlier attribute's value
-    # (`title="a>b"`) would hide the link, and `href=` in the text with a URL after it has a
-    # bare URL, a link anyway. The last `<` before it names the tag (for `<link href>`).
-    opened = source.rfind("<", 0, start)
-    url = value.group(2) or value.group(3) or value.group(4) or ""
+    # The value is the last group that took part: 2, 3 or 4 (group 1 is `set`).
+    url = value.group(value.lastindex or 0)
     if value.group(1) is not None:
         if name == "src":  # srcset: candidates "url 1x, url 2x"
             for candidate in url.split(","):
                 _add(found, "embed", candidate.strip().partition(" ")[0])
         return
     if name == "href":
+        # Not asked whether the name stands inside a tag: a `>` in an earlier attribute's value
+        # (`title="a>b"`) would hide the link, and `href=` in the text with a URL after it has
+        # a bare URL, a link anyway. The last `<` before it names the tag (for `<link href>`).
+        opened = source.rfind("<", 0, start)
         tag = _TAG_NAME.match(source, opened) if opened >= 0 else None
         embeds = tag is not None and tag.group(1).lower() in _EMBEDDING_HREF
         _add(found, "link" if not embeds else "embed", url)
@@ -115,30 +143,25 @@ def _add(found: set[Target], kind: str, url: str) -> None:
     if "&" in url:
         url = html.unescape(url)
     url = url.strip(" \t\r\n\x0c")
-    scheme = _SCHEME.match(url)
-    if scheme is not None:
-        name = scheme.group(0)[:-1].lower()
-        rest = url[scheme.end() :]
-        if name == "mailto":
-            address = rest.partition("?")[0].split(",")[0]
-            if "@" in address:
-                host = _host(address.rpartition("@")[2])
-                if host:
-                    found.add(("mailto", host))
-            return
-        if not rest.startswith(("//", "\\\\", "/\\", "\\/")):
-            return  # data:, cid:, tel:, javascript: ... name no host
-        url = rest
-    elif not url.startswith("//"):
-        return  # relative: the sender's own, no host to tell
-    authority = _HOST_END.split(url[2:], maxsplit=1)[0]
-    host = _host(authority.rpartition("@")[2])
-    if host:
-        found.add((kind, host))
+    if _MAILTO.match(url) is not None:
+        address = url[7:].partition("?")[0].split(",")[0]
+        if "@" in address:
+            host = _host(address.rpartition("@")[2])
+            if host:
+                found.add(("mailto", host))
+        return
+    match = _HOST_OF.match(url)
+    if match is not None:
+        host = _host(match.group(1))
+        if host:
+            found.add((kind, host))
 
 
+@functools.lru_cache(maxsize=1024)
 def _host(authority: str) -> str:
-    """A host as compared: no port, lowercased, no trailing dot, IDNA (punycode) encoded."""
+    """A host as compared: no port, lowercased, no trailing dot, IDNA (punycode) encoded.
+    Memoised: a newsletter names a few hosts many times, and encoding one (IDNA above all)
+    costs more than a look-up; bounded, as a message may name any host."""
     if authority.startswith("["):
         return authority.partition("]")[0].lower() + "]"  # an IPv6 literal
     host = _PORT.sub("", authority).rstrip(".")
