@@ -48,12 +48,13 @@ _BARE = re.compile(r"https?://[^\s\"'<>)]+|mailto:[^\s\"'<>)]+", re.IGNORECASE)
 # `/`), or a scheme-relative `//`; then the authority up to `/`, `?`, `#` or `\`, less any
 # `user@` (up to its last `@`), is the host with its port. Anything else (`data:`, `cid:`,
 # `tel:`, `javascript:`, a relative path) names no host and does not match.
-_HOST_OF = re.compile(r"(?:[a-zA-Z][a-zA-Z0-9+.-]*:[/\\][/\\]|//)(?:[^/?#\\]*@)?([^/?#\\@]*)")
-_MAILTO = re.compile(r"mailto:", re.IGNORECASE | re.ASCII)  # as a scheme: ASCII letters
+# A `mailto:` (any case of ASCII letters, as a scheme) is told apart in the same match.
+_HOST_OF = re.compile(
+    r"(?:([mM][aA][iI][lL][tT][oO]:)|[a-zA-Z][a-zA-Z0-9+.-]*:[/\\][/\\]|//)"
+    r"(?:[^/?#\\]*@)?([^/?#\\@]*)"
+)
+_BLANK = " \t\r\n\x0c"
 _PORT = re.compile(r":[0-9]*$")
-# ASCII letters lowered, nothing else: `str.lower` changes the length of some text ("İ" is two
-# characters lowered), and a position found in the lowered markup must be the same in `source`.
-_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
 # Tags whose `href` loads something rather than being clicked.
 _EMBEDDING_HREF = frozenset({"link"})
 
@@ -84,11 +85,24 @@ _recent: dict[str, frozenset[Target]] = {}
 
 def _targets_of_html(source: str) -> frozenset[Target]:
     found: set[Target] = set()
-    lowered = source.translate(_ASCII_LOWER) if "=" in source else ""
+    # ASCII letters lowered, nothing else: `str.lower` changes the length of some text ("İ" is
+    # two characters lowered), and a position found in the lowered markup must be the same in
+    # `source`.
+    if "=" not in source:
+        lowered = ""
+    elif source.isascii():  # `lower` is ASCII lowering here
+        lowered = source.lower()
+    else:
+        # ASCII letters lowered through UTF-8 bytes, whose `lower` knows no other letters (and
+        # a multi-byte character has no ASCII byte): `translate` with a table costs some
+        # 550 instructions a character on text that is not all ASCII, this about 20.
+        lowered = source.encode("utf-8", "surrogatepass").lower().decode("utf-8", "surrogatepass")
+    # Without "link" in the markup no `href` is a `<link>`'s: no tag name to read for each.
+    links = "link" in lowered
     for name in _URL_ATTRIBUTES if lowered else ():
         start = lowered.find(name)
         while start >= 0:
-            _attribute(found, source, name, start)
+            _attribute(found, source, name, start, links)
             start = lowered.find(name, start + len(name))
     if "url(" in source or "URL(" in source or "Url(" in source:
         for match in _CSS_URL.finditer(source):
@@ -96,17 +110,17 @@ def _targets_of_html(source: str) -> frozenset[Target]:
     return frozenset(found)
 
 
-def _attribute(found: set[Target], source: str, name: str, start: int) -> None:
+def _attribute(found: set[Target], source: str, name: str, start: int, links: bool) -> None:
     """Add the target of the attribute `name` at `start` in `source`, if it is one: a name
-    of its own (not `data-src`) with a value."""
+    of its own (not `data-src`) with a value. `links`: whether "link" is in the markup."""
     if start > 0 and (source[start - 1].isalnum() or source[start - 1] in "-_"):
         return
     value = _VALUE.match(source, start + len(name))
     if value is None:
         return
-    # The value is the last group that took part: 2, 3 or 4 (group 1 is `set`).
-    url = value.group(value.lastindex or 0)
-    if value.group(1) is not None:
+    is_set, double, single, bare = value.groups()
+    url = double or single or bare or ""
+    if is_set is not None:
         if name == "src":  # srcset: candidates "url 1x, url 2x"
             for candidate in url.split(","):
                 _add(found, "embed", candidate.strip().partition(" ")[0])
@@ -115,9 +129,11 @@ def _attribute(found: set[Target], source: str, name: str, start: int) -> None:
         # Not asked whether the name stands inside a tag: a `>` in an earlier attribute's value
         # (`title="a>b"`) would hide the link, and `href=` in the text with a URL after it has
         # a bare URL, a link anyway. The last `<` before it names the tag (for `<link href>`).
-        opened = source.rfind("<", 0, start)
-        tag = _TAG_NAME.match(source, opened) if opened >= 0 else None
-        embeds = tag is not None and tag.group(1).lower() in _EMBEDDING_HREF
+        embeds = False
+        if links:
+            opened = source.rfind("<", 0, start)
+            tag = _TAG_NAME.match(source, opened) if opened >= 0 else None
+            embeds = tag is not None and tag.group(1).lower() in _EMBEDDING_HREF
         _add(found, "link" if not embeds else "embed", url)
     elif name == "action":  # a form's: submitting it sends the reader there
         _add(found, "link", url)
@@ -140,21 +156,26 @@ def targets_of_text(text: str) -> set[Target]:
 def _add(found: set[Target], kind: str, url: str) -> None:
     """Add the target of `url` (an attribute's value: entities not yet decoded), if it has
     a host."""
-    if "&" in url:
-        url = html.unescape(url)
-    url = url.strip(" \t\r\n\x0c")
-    if _MAILTO.match(url) is not None:
+    url = url.strip(_BLANK)
+    match = _HOST_OF.match(url)
+    # Entities are decoded first, unless the first `&` comes after the character that ends the
+    # host: the text before an `&` is the same decoded, and the match reads no further than
+    # that character. A click-tracking link's `&amp;` in its query costs nothing then.
+    if "&" in url and (match is None or match.group(1) is not None or url.find("&") < match.end()):
+        url = html.unescape(url).strip(_BLANK)
+        match = _HOST_OF.match(url)
+    if match is None:
+        return  # relative, or `data:`, `cid:`, `tel:`, `javascript:`...: no host
+    if match.group(1) is not None:  # mailto:
         address = url[7:].partition("?")[0].split(",")[0]
         if "@" in address:
             host = _host(address.rpartition("@")[2])
             if host:
                 found.add(("mailto", host))
         return
-    match = _HOST_OF.match(url)
-    if match is not None:
-        host = _host(match.group(1))
-        if host:
-            found.add((kind, host))
+    host = _host(match.group(2))
+    if host:
+        found.add((kind, host))
 
 
 @functools.lru_cache(maxsize=1024)

@@ -153,7 +153,8 @@ FILLER = [
     "", "Hello Ann,", "<p>İİİ Straße</p>", 'title="1 > 0"', "<br>", "href", "src=", "&amp;",
     "url(", "URL(", "<", ">", "'", '"', "=", "see https://text.example/x and", "mailto:",
     "<!-- href=\"https://comment.example\" -->",
-    "<style>.x{background:uRl(//css.example/a)}</style>",
+    "<style>.x{background:uRl(//css.example/a)}</style>", "\udcff", "bac\u212aground=//k.example",
+    "\u0130\u0130 HREF=//dot.example",
 ]  # fmt: skip
 
 
