@@ -73,10 +73,11 @@ def targets_of_html(source: str) -> frozenset[Target]:
 
 
 # The targets of the last HTML sources seen: a blast sends the same HTML to every recipient in
-# messages of their own, and reading its links again costs some 380,000 instructions for a
-# 1.8 KB newsletter with 17 URLs, a look-up here about 3,000 (the source's hash and, when found,
-# a comparison). It pays for identical copy only: HTML that differs by one character (a
-# personalised greeting, a per-recipient token in a link) is a miss, a look-up more each.
+# messages of their own, and reading its links again costs some 330,000 instructions for a
+# 1.8 KB newsletter with 17 URLs, a look-up here a few thousand (the source's hash and, when
+# found, a comparison: docs/performance.md). It pays for identical copy only: HTML that
+# differs by one character (a personalised greeting, a per-recipient token in a link) is a
+# miss, a look-up more each.
 # Bounded: at most _RECENT sources of at most _RECENT_HTML characters are kept.
 _RECENT = 32
 _RECENT_HTML = 64 * 1024

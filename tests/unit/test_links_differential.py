@@ -12,6 +12,7 @@ from urllib.parse import unquote
 
 import pytest
 
+from sendguard import links
 from sendguard.links import Target, targets_of_html, targets_of_text
 
 # --- The reading as it was (sendguard/links.py at c501bfa), kept here to compare against. ---
@@ -230,3 +231,18 @@ def test_every_generated_url_reads_the_same_host_as_before() -> None:
         assert targets_of_text(text) == before_text(text), text
         hosts += bool(before_html(f"<a href='{value.replace(chr(39), '')}'>"))
     assert hosts > 1_000
+
+
+def test_the_memo_of_sources_is_bounded_and_keeps_the_newest(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(links, "_recent", {})
+    for i in range(links._RECENT * 3):
+        assert targets_of_html(f'<a href="https://h{i}.example/">x</a>') == {
+            ("link", f"h{i}.example")
+        }
+    assert len(links._recent) == links._RECENT
+    assert f'<a href="https://h{links._RECENT * 3 - 1}.example/">x</a>' in links._recent
+    big = '<img src="//big.example/i">' + " " * links._RECENT_HTML
+    assert targets_of_html(big) == {("embed", "big.example")}
+    assert big not in links._recent
