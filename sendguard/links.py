@@ -23,6 +23,7 @@ their stored forms do, and a reviewer can be told what changed (`describe_change
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import html
 import re
@@ -43,53 +44,97 @@ _TAG_NAME = re.compile(r"<[ \t\r\n]*([a-zA-Z][a-zA-Z0-9]*)")
 _CSS_URL = re.compile(r"url\(\s*(?:\"([^\"]*)\"|'([^']*)'|([^)\s]*))", re.IGNORECASE)
 # A bare URL in text, as content.py finds them, and a bare mailto: address.
 _BARE = re.compile(r"https?://[^\s\"'<>)]+|mailto:[^\s\"'<>)]+", re.IGNORECASE)
-_SCHEME = re.compile(r"[a-zA-Z][a-zA-Z0-9+.-]*:")
-_HOST_END = re.compile(r"[/?#\\]")
+# A URL's host in one match: a scheme and two slashes (either way round: browsers read `\` as
+# `/`), or a scheme-relative `//`; then the authority up to `/`, `?`, `#` or `\`, less any
+# `user@` (up to its last `@`), is the host with its port. Anything else (`data:`, `cid:`,
+# `tel:`, `javascript:`, a relative path) names no host and does not match.
+# A `mailto:` (any case of ASCII letters, as a scheme) is told apart in the same match.
+_HOST_OF = re.compile(
+    r"(?:([mM][aA][iI][lL][tT][oO]:)|[a-zA-Z][a-zA-Z0-9+.-]*:[/\\][/\\]|//)"
+    r"(?:[^/?#\\]*@)?([^/?#\\@]*)"
+)
+_BLANK = " \t\r\n\x0c"
 _PORT = re.compile(r":[0-9]*$")
-# ASCII letters lowered, nothing else: `str.lower` changes the length of some text ("İ" is two
-# characters lowered), and a position found in the lowered markup must be the same in `source`.
-_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
 # Tags whose `href` loads something rather than being clicked.
 _EMBEDDING_HREF = frozenset({"link"})
 
 
-def targets_of_html(source: str) -> set[Target]:
+def targets_of_html(source: str) -> frozenset[Target]:
     """The link targets in the markup of an HTML part (decoded, markup and entities intact):
     URL attributes and CSS `url(...)`. Bare URLs in its text are `targets_of_text`'s."""
+    if len(source) > _RECENT_HTML:
+        return _targets_of_html(source)
+    found = _recent.get(source)
+    if found is None:
+        found = _recent[source] = _targets_of_html(source)
+        if len(_recent) > _RECENT:
+            _recent.pop(next(iter(_recent), source), None)  # the oldest (another thread may too)
+    return found
+
+
+# The targets of the last HTML sources seen: a blast sends the same HTML to every recipient in
+# messages of their own, and reading its links again costs some 330,000 instructions for a
+# 1.8 KB newsletter with 17 URLs, a look-up here a few thousand (the source's hash and, when
+# found, a comparison: docs/performance.md). It pays for identical copy only: HTML that
+# differs by one character (a personalised greeting, a per-recipient token in a link) is a
+# miss, a look-up more each.
+# Bounded: at most _RECENT sources of at most _RECENT_HTML characters are kept.
+_RECENT = 32
+_RECENT_HTML = 64 * 1024
+_recent: dict[str, frozenset[Target]] = {}
+
+
+def _targets_of_html(source: str) -> frozenset[Target]:
     found: set[Target] = set()
-    lowered = source.translate(_ASCII_LOWER) if "=" in source else ""
+    # ASCII letters lowered, nothing else: `str.lower` changes the length of some text ("İ" is
+    # two characters lowered), and a position found in the lowered markup must be the same in
+    # `source`.
+    if "=" not in source:
+        lowered = ""
+    elif source.isascii():  # `lower` is ASCII lowering here
+        lowered = source.lower()
+    else:
+        # ASCII letters lowered through UTF-8 bytes, whose `lower` knows no other letters (and
+        # a multi-byte character has no ASCII byte): `translate` with a table costs some
+        # 550 instructions a character on text that is not all ASCII, this about 20.
+        lowered = source.encode("utf-8", "surrogatepass").lower().decode("utf-8", "surrogatepass")
+    # Without "link" in the markup no `href` is a `<link>`'s: no tag name to read for each.
+    links = "link" in lowered
     for name in _URL_ATTRIBUTES if lowered else ():
         start = lowered.find(name)
         while start >= 0:
-            _attribute(found, source, name, start)
+            _attribute(found, source, name, start, links)
             start = lowered.find(name, start + len(name))
     if "url(" in source or "URL(" in source or "Url(" in source:
         for match in _CSS_URL.finditer(source):
             _add(found, "embed", match.group(1) or match.group(2) or match.group(3) or "")
-    return found
+    return frozenset(found)
 
 
-def _attribute(found: set[Target], source: str, name: str, start: int) -> None:
+def _attribute(found: set[Target], source: str, name: str, start: int, links: bool) -> None:
     """Add the target of the attribute `name` at `start` in `source`, if it is one: a name
-    of its own (not `data-src`) with a value."""
+    of its own (not `data-src`) with a value. `links`: whether "link" is in the markup."""
     if start > 0 and (source[start - 1].isalnum() or source[start - 1] in "-_"):
         return
     value = _VALUE.match(source, start + len(name))
     if value is None:
         return
-    # Not asked whether the name stands inside a tag: a `>` in an earlier attribute's value
-    # (`title="a>b"`) would hide the link, and `href=` in the text with a URL after it has a
-    # bare URL, a link anyway. The last `<` before it names the tag (for `<link href>`).
-    opened = source.rfind("<", 0, start)
-    url = value.group(2) or value.group(3) or value.group(4) or ""
-    if value.group(1) is not None:
+    is_set, double, single, bare = value.groups()
+    url = double or single or bare or ""
+    if is_set is not None:
         if name == "src":  # srcset: candidates "url 1x, url 2x"
             for candidate in url.split(","):
                 _add(found, "embed", candidate.strip().partition(" ")[0])
         return
     if name == "href":
-        tag = _TAG_NAME.match(source, opened) if opened >= 0 else None
-        embeds = tag is not None and tag.group(1).lower() in _EMBEDDING_HREF
+        # Not asked whether the name stands inside a tag: a `>` in an earlier attribute's value
+        # (`title="a>b"`) would hide the link, and `href=` in the text with a URL after it has
+        # a bare URL, a link anyway. The last `<` before it names the tag (for `<link href>`).
+        embeds = False
+        if links:
+            opened = source.rfind("<", 0, start)
+            tag = _TAG_NAME.match(source, opened) if opened >= 0 else None
+            embeds = tag is not None and tag.group(1).lower() in _EMBEDDING_HREF
         _add(found, "link" if not embeds else "embed", url)
     elif name == "action":  # a form's: submitting it sends the reader there
         _add(found, "link", url)
@@ -112,33 +157,33 @@ def targets_of_text(text: str) -> set[Target]:
 def _add(found: set[Target], kind: str, url: str) -> None:
     """Add the target of `url` (an attribute's value: entities not yet decoded), if it has
     a host."""
-    if "&" in url:
-        url = html.unescape(url)
-    url = url.strip(" \t\r\n\x0c")
-    scheme = _SCHEME.match(url)
-    if scheme is not None:
-        name = scheme.group(0)[:-1].lower()
-        rest = url[scheme.end() :]
-        if name == "mailto":
-            address = rest.partition("?")[0].split(",")[0]
-            if "@" in address:
-                host = _host(address.rpartition("@")[2])
-                if host:
-                    found.add(("mailto", host))
-            return
-        if not rest.startswith(("//", "\\\\", "/\\", "\\/")):
-            return  # data:, cid:, tel:, javascript: ... name no host
-        url = rest
-    elif not url.startswith("//"):
-        return  # relative: the sender's own, no host to tell
-    authority = _HOST_END.split(url[2:], maxsplit=1)[0]
-    host = _host(authority.rpartition("@")[2])
+    url = url.strip(_BLANK)
+    match = _HOST_OF.match(url)
+    # Entities are decoded first, unless the first `&` comes after the character that ends the
+    # host: the text before an `&` is the same decoded, and the match reads no further than
+    # that character. A click-tracking link's `&amp;` in its query costs nothing then.
+    if "&" in url and (match is None or match.group(1) is not None or url.find("&") < match.end()):
+        url = html.unescape(url).strip(_BLANK)
+        match = _HOST_OF.match(url)
+    if match is None:
+        return  # relative, or `data:`, `cid:`, `tel:`, `javascript:`...: no host
+    if match.group(1) is not None:  # mailto:
+        address = url[7:].partition("?")[0].split(",")[0]
+        if "@" in address:
+            host = _host(address.rpartition("@")[2])
+            if host:
+                found.add(("mailto", host))
+        return
+    host = _host(match.group(2))
     if host:
         found.add((kind, host))
 
 
+@functools.lru_cache(maxsize=1024)
 def _host(authority: str) -> str:
-    """A host as compared: no port, lowercased, no trailing dot, IDNA (punycode) encoded."""
+    """A host as compared: no port, lowercased, no trailing dot, IDNA (punycode) encoded.
+    Memoised: a newsletter names a few hosts many times, and encoding one (IDNA above all)
+    costs more than a look-up; bounded, as a message may name any host."""
     if authority.startswith("["):
         return authority.partition("]")[0].lower() + "]"  # an IPv6 literal
     host = _PORT.sub("", authority).rstrip(".")
