@@ -16,7 +16,7 @@ from tests.contract.test_store import T0, decision, make_message
 
 
 async def test_approvals_are_kept_per_campaign_newest_first(store: Store) -> None:
-    assert await store.approvals("cart") == []
+    assert list(await store.approvals("cart")) == []
     await store.add_approvals(
         [
             ContentApproval("cart", "aaa", "maria", T0),

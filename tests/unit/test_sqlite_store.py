@@ -375,7 +375,8 @@ async def test_alone_a_campaigns_approvals_are_read_once_until_one_is_added(
     try:
 
         def reads() -> int:
-            return sum("FROM approvals" in s for s in statements)
+            # The reads of the approvals (a new file's schema migration copies the table too).
+            return sum(s.startswith("SELECT") and "FROM approvals" in s for s in statements)
 
         assert list(await store.approvals("spring")) == []
         assert list(await store.approvals("spring")) == []  # none approved is kept too
