@@ -371,7 +371,6 @@ def test_a_refused_sendgrid_request_sends_none_of_its_personalizations(
     ]
 
 
-
 def test_a_sendgrid_send_at_in_milliseconds_is_a_400_naming_it(sendguard: Start) -> None:
     """`send_at` is seconds since 1970; JavaScript's Date.now() gives milliseconds. Such a
     value answered 500 "internal error; see the server log" in sendguard's own shape, not

@@ -30,9 +30,9 @@ def page(link: str = TEXT_LINK, image: str = IMAGE, books: str = "xn--bcher-kva.
     )
 
 
-def smtp_html(proc: SendguardProcess, recipient: str, html: str) -> str:
-    """Send an HTML message of campaign `spring` over SMTP, 8bit; return its queue id."""
-    content = (
+def html_content(recipient: str, html: str) -> bytes:
+    """An HTML message of campaign `spring`, 8bit."""
+    return (
         "From: shop@example.com\r\n"
         f"To: {recipient}\r\n"
         "Subject: Spring sale\r\n"
@@ -42,6 +42,11 @@ def smtp_html(proc: SendguardProcess, recipient: str, html: str) -> str:
         "Content-Transfer-Encoding: 8bit\r\n\r\n"
         f"{html}\r\n"
     ).encode()
+
+
+def smtp_html(proc: SendguardProcess, recipient: str, html: str) -> str:
+    """Send `html_content` over SMTP; return its queue id."""
+    content = html_content(recipient, html)
     with smtplib.SMTP("127.0.0.1", proc.smtp_port, timeout=10) as client:
         client.ehlo("test")
         client.mail("shop@example.com")

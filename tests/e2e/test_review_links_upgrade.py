@@ -22,7 +22,7 @@ from sendguard.store import codec
 from sendguard.store.postgres_schema import MIGRATIONS as PG_MIGRATIONS
 from sendguard.store.sqlite_schema import MIGRATIONS
 from tests.e2e.test_review_bound import reason
-from tests.e2e.test_review_links import page, smtp_html
+from tests.e2e.test_review_links import html_content, page, smtp_html
 from tests.support.postgres import DSN, drop_schema_sync, new_schema
 from tests.support.process import SendguardProcess
 from tests.support.sink import Sink
@@ -31,19 +31,6 @@ pytestmark = [pytest.mark.e2e, pytest.mark.both_backends]
 Start = Callable[..., SendguardProcess]
 
 APPROVED_AT = datetime.now(UTC) - timedelta(days=3)
-
-
-def html_content(recipient: str, html: str) -> bytes:
-    return (
-        "From: shop@example.com\r\n"
-        f"To: {recipient}\r\n"
-        "Subject: Spring sale\r\n"
-        "X-Campaign: spring\r\n"
-        "MIME-Version: 1.0\r\n"
-        "Content-Type: text/html; charset=utf-8\r\n"
-        "Content-Transfer-Encoding: 8bit\r\n\r\n"
-        f"{html}\r\n"
-    ).encode()
 
 
 def schema_13_rows() -> Sequence[tuple[str, Sequence[Any]]]:
