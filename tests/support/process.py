@@ -35,18 +35,47 @@ WORKERS = os.environ.get("SENDGUARD_TEST_WORKERS", "1")
 DIE_WITH_TEST = ["setpriv", "--pdeathsig", "TERM", "--"] if shutil.which("setpriv") else []
 
 
+def _port_range() -> range:
+    """This test process's share of 20000-32767: under pytest-xdist each worker has a slice of
+    its own, so that two workers never hand out the same port. A port is free when handed
+    out, but the server bind comes a second or more later: with both workers drawing from the
+    whole range at random, one of them took a port in that gap about once a run ("address
+    already in use" at a server's start, seen in session 11's clean-clone run)."""
+    low, high = 20_000, 32_768  # below the kernel's ephemeral range (32768 and up)
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if not worker.startswith("gw") or count < 2:
+        return range(low, high)
+    index = int(worker[2:]) % count
+    size = (high - low) // count
+    return range(low + index * size, low + (index + 1) * size)
+
+
+def _ports() -> Iterator[int]:
+    """The share's ports in turn from a random start: a port comes round again only after
+    every other of the share (thousands of servers later)."""
+    share = _port_range()
+    start = random.randrange(len(share))
+    while True:
+        for offset in range(len(share)):
+            yield share[(start + offset) % len(share)]
+
+
+_PORTS = _ports()
+
+
 def free_port() -> int:
     """A port free now, below the kernel's ephemeral range (32768 and up): a port the kernel
     handed out for `bind(0)` could be handed to an outgoing connection before the server a
     test starts binds it ("address already in use", seen once in a CI run)."""
-    while True:
-        port = random.randrange(20_000, 32_768)
+    for port in _PORTS:
         with socket.socket() as sock:
             try:
                 sock.bind(("127.0.0.1", port))
             except OSError:
-                continue  # taken: another
+                continue  # taken: the next
             return port
+    raise AssertionError("unreachable: the ports cycle")
 
 
 def base_config(sink_port: int | None) -> dict[str, Any]:
