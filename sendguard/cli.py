@@ -65,8 +65,8 @@ def _parser() -> argparse.ArgumentParser:
         type=_worker_count,
         default=None,
         metavar="N",
-        help="worker processes sharing the listeners and the store (default: one per CPU, or"
-        " 1 when review.users are set; 1: everything in this one process)",
+        help="worker processes sharing the listeners and the store (default: one per CPU;"
+        " 1: everything in this one process)",
     )
     # Set by the supervisor of `--workers N` for each worker it starts; not for people.
     serve.add_argument("--worker-handoff", help=argparse.SUPPRESS)
@@ -693,15 +693,7 @@ def _serve(
     settings = loaded.settings
     logs.configure(settings.config.log.level, settings.config.log.format)
     if workers is None:
-        # The review page's sign-ins live in the process that made them: with several workers
-        # a reviewer's next request could land on one that does not know them.
-        workers = 1 if settings.config.review.users else default_workers()
-    elif workers > 1 and settings.config.review.users:
-        print(
-            "sendguard: warning: review page sign-ins are kept per worker; with --workers "
-            f"{workers} a reviewer may be asked to sign in again (use --workers 1)",
-            file=sys.stderr,
-        )
+        workers = default_workers()
     if handoff is None and workers > 1:
         try:
             return Supervisor(settings.config, config_path, loop, workers).run()

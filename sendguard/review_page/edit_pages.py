@@ -25,7 +25,7 @@ def edit_routes() -> list[Route]:
 
 async def edit_form(request: web.Request) -> web.StreamResponse:
     """The subject, text and HTML of a held campaign message, in a form to correct them."""
-    session = pages.current_session(request)
+    session = await pages.current_session(request, notice=True)
     if session is None:
         return pages.to_login()
     refused = pages.refuse_viewer(request, session)
@@ -107,12 +107,14 @@ async def edit(request: web.Request) -> web.StreamResponse:
             " were; edit them from their own preview."
         )
     text += " Approving still judges them again by every other policy before they leave."
-    return pages.see_outcome(request, session, text, "/review?" + urlencode({"campaign": name}))
+    return await pages.see_outcome(
+        request, session, text, "/review?" + urlencode({"campaign": name})
+    )
 
 
 async def edits(request: web.Request) -> web.StreamResponse:
     """Every edit of a campaign: who, when, why, how many deliveries, and the diff."""
-    session = pages.current_session(request)
+    session = await pages.current_session(request, notice=True)
     if session is None:
         return pages.to_login()
     name = request.match_info["name"]

@@ -36,11 +36,21 @@ from sendguard.review_page.guard import (
     secure_page,
 )
 from sendguard.review_page.preview import preview
-from sendguard.review_page.sessions import LoginThrottle, Session, Sessions, throttle_keys
+from sendguard.review_page.sessions import (
+    Session,
+    attempt_sign_in,
+    find_session,
+    signed_in,
+    start_session,
+    throttle_keys,
+)
 from sendguard.review_queue import HeldQuery
 
 SESSION_COOKIE = "sendguard_session"
 LOGIN_CSRF_COOKIE = "sendguard_login_csrf"
+# Set by a failed sign-in's 303 for the sign-in form it leads to, which shows (and drops) it.
+LOGIN_NOTICE_COOKIE = "sendguard_login_notice"
+LOGIN_NOTICES = {"failed": "Wrong user name or password."}
 # Browsers send the Fetch Metadata that proves a form is the page's own only to HTTPS and
 # localhost; over plain HTTP elsewhere, `no-referrer` leaves nothing to tell it from another site.
 UNSAID_MESSAGE = (
@@ -57,12 +67,11 @@ PageHandler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 @dataclass
 class ReviewPage:
-    """The page's state in this process: accounts, open sessions, the sign-in throttle."""
+    """The page's configuration in this process (accounts, session lifetime) and its clock;
+    sessions and the sign-in throttle are in the store, shared by every process."""
 
     config: ReviewOptions
     clock: Clock
-    sessions: Sessions
-    throttle: LoginThrottle = field(default_factory=LoginThrottle)
 
 
 PAGE: web.AppKey[ReviewPage] = web.AppKey("review_page", ReviewPage)
@@ -78,7 +87,7 @@ def install_pages(app: web.Application, config: ReviewOptions, clock: Clock) -> 
     env.filters["ago"] = lambda at: human_duration(clock.now() - at) if at else ""
     env.filters["left"] = _left(clock)
     env.filters["utc"] = lambda at: at.strftime("%Y-%m-%d %H:%M UTC") if at else ""
-    app[PAGE] = ReviewPage(config, clock, Sessions(config.session_lifetime))
+    app[PAGE] = ReviewPage(config, clock)
 
 
 def page_routes() -> list[Route]:
@@ -126,21 +135,26 @@ def page_state(request: web.Request) -> ReviewPage:
     return request.app[PAGE]
 
 
-def current_session(request: web.Request) -> Session | None:
-    session_id = request.cookies.get(SESSION_COOKIE, "")
+async def current_session(request: web.Request, *, notice: bool = False) -> Session | None:
+    """The signed-in session of the request's cookie, if any; with `notice`, for a page
+    that shows what the form before it did (the notice is taken from the store then)."""
+    token = request.cookies.get(SESSION_COOKIE, "")
+    if not token:
+        return None
     page = page_state(request)
-    return page.sessions.get(session_id, page.clock.now()) if session_id else None
+    store = api(request).store
+    return await find_session(store, token, page.config.users, page.clock.now(), take_notice=notice)
 
 
 def render(
     request: web.Request, template: str, context: Mapping[str, Any], status: int = 200
 ) -> web.StreamResponse:
     """A page; a signed-in page that is not an error also shows, once, what the form before
-    it did (the notice `see_outcome` left)."""
+    it did (the notice `see_outcome` left, taken by `current_session(notice=True)`)."""
     shown = dict(context)
     session = shown.get("session")
     if isinstance(session, Session) and status < 400:
-        shown["notice"] = page_state(request).sessions.take_notice(session.id)
+        shown["notice"] = session.notice
     response = aiohttp_jinja2.render_template(template, request, shown, status=status)
     return secure_page(response)
 
@@ -160,12 +174,12 @@ def _see(location: str) -> web.StreamResponse:
     return secure_page(web.HTTPSeeOther(location))
 
 
-def see_outcome(
+async def see_outcome(
     request: web.Request, session: Session, text: str, location: str
 ) -> web.StreamResponse:
     """A state change that worked: `303 See Other` to a page (GET) that shows `text` once, so
     reloading or going back never sends the form again."""
-    page_state(request).sessions.leave_notice(session.id, text)
+    await api(request).store.leave_notice(session.key, text)
     return _see(location)
 
 
@@ -189,10 +203,15 @@ def _login_page(request: web.Request, error: str = "", status: int = 200) -> web
 
 
 async def login_form(request: web.Request) -> web.StreamResponse:
-    """The sign-in form (or the queue, for someone signed in)."""
-    if current_session(request) is not None:
+    """The sign-in form (or the queue, for someone signed in); after a failed sign-in, once,
+    with what went wrong."""
+    if await current_session(request) is not None:
         return _see("/review")
-    return _login_page(request)
+    notice = LOGIN_NOTICES.get(request.cookies.get(LOGIN_NOTICE_COOKIE, ""), "")
+    response = _login_page(request, notice)
+    if LOGIN_NOTICE_COOKIE in request.cookies:
+        response.del_cookie(LOGIN_NOTICE_COOKIE, path="/review/login")
+    return response
 
 
 async def login(request: web.Request) -> web.StreamResponse:
@@ -213,7 +232,9 @@ async def login(request: web.Request) -> web.StreamResponse:
     username = str(form.get("username", "")).strip()
     password = str(form.get("password", ""))
     keys = throttle_keys(username, request.remote or "-")
-    wait = page.throttle.retry_after(keys, now)
+    store = api(request).store
+    # Counted as failed now, before the password is checked, and forgiven if it was right.
+    wait = await attempt_sign_in(store, keys, now)
     if wait is not None:
         response = _login_page(
             request,
@@ -227,10 +248,26 @@ async def login(request: web.Request) -> web.StreamResponse:
     # scrypt takes tens of milliseconds: not on the event loop
     matches = await asyncio.to_thread(verify_password, password, stored)
     if user is None or not matches:
-        page.throttle.failed(keys, now)
-        return _login_page(request, "Wrong user name or password.", 401)
-    page.throttle.succeeded(keys)
-    session = page.sessions.start(Identity(username, Role(user.role)), now)
+        # Post/Redirect/Get: reloading what follows shows the form again, counts nothing.
+        failed = _see("/review/login")
+        failed.set_cookie(
+            LOGIN_NOTICE_COOKIE,
+            "failed",
+            httponly=True,
+            samesite="Strict",
+            secure=request.secure,
+            path="/review/login",
+            max_age=300,
+        )
+        return failed
+    await signed_in(store, keys, now)
+    session = await start_session(
+        store,
+        Identity(username, Role(user.role)),
+        user.password_hash,
+        page.config.session_lifetime,
+        now,
+    )
     response = _see("/review")
     response.set_cookie(
         SESSION_COOKIE,
@@ -249,7 +286,7 @@ async def checked_form(
     request: web.Request,
 ) -> tuple[Session, Mapping[str, Any]] | web.StreamResponse:
     """The session and form of a state change, or the 403 that refuses it."""
-    session = current_session(request)
+    session = await current_session(request)
     if session is None:
         return message_page(request, None, 403, "Forbidden", "Sign in first.")
     form = await request.post()
@@ -271,7 +308,7 @@ async def logout(request: web.Request) -> web.StreamResponse:
     if isinstance(checked, web.StreamResponse):
         return checked
     session, _ = checked
-    page_state(request).sessions.end(session.id)
+    await api(request).store.end_session(session.key)
     response = _see("/review/login")
     response.del_cookie(SESSION_COOKIE, path="/review")
     return response
@@ -330,7 +367,7 @@ async def queue(request: web.Request) -> web.StreamResponse:
     The store aggregates the groups and picks the page (one scan off the event loop); the
     reasons of the page's rows come in one batch: the cost does not grow with the queue.
     """
-    session = current_session(request)
+    session = await current_session(request, notice=True)
     if session is None:
         return to_login()
     q = request.query
@@ -418,7 +455,7 @@ async def _recent(request: web.Request, recipient: str, limit: int = 20) -> list
 
 async def show_delivery(request: web.Request) -> web.StreamResponse:
     """A held message as its recipient would see it, beside the recipient's recent timeline."""
-    session = current_session(request)
+    session = await current_session(request, notice=True)
     if session is None:
         return to_login()
     store = api(request).store
@@ -449,7 +486,7 @@ async def show_delivery(request: web.Request) -> web.StreamResponse:
 
 async def delivery_frame(request: web.Request) -> web.StreamResponse:
     """The HTML part alone, for the sandboxed iframe: nothing in it runs or loads."""
-    session = current_session(request)
+    session = await current_session(request)
     if session is None:
         return secure_frame(web.Response(status=403, text="sign in first"))
     store = api(request).store
@@ -496,7 +533,9 @@ async def _decide(
         return message_page(request, session, 404, "Not found", str(exc))
     except Conflict as exc:
         return message_page(request, session, 409, "Not possible", str(exc))
-    return see_outcome(request, session, outcome, safe_next(str(form.get("next", "")) or None))
+    return await see_outcome(
+        request, session, outcome, safe_next(str(form.get("next", "")) or None)
+    )
 
 
 def _delivery_action(action: str) -> PageHandler:
@@ -570,7 +609,7 @@ def _campaign_action(action: CampaignAction) -> PageHandler:
 
 async def timeline(request: web.Request) -> web.StreamResponse:
     """Everything an address was sent, spared or is waiting for."""
-    session = current_session(request)
+    session = await current_session(request, notice=True)
     if session is None:
         return to_login()
     address = request.query.get("address", "").strip()
@@ -585,7 +624,7 @@ async def timeline(request: web.Request) -> web.StreamResponse:
 
 async def audit(request: web.Request) -> web.StreamResponse:
     """Who decided what, when, with which note, about how many deliveries."""
-    session = current_session(request)
+    session = await current_session(request, notice=True)
     if session is None:
         return to_login()
     entries = await api(request).store.audit(200)

@@ -1,20 +1,26 @@
-"""Sessions of the review page, and the throttle on failed sign-ins.
+"""Sessions of the review page, and the throttle on failed sign-ins, kept in the store.
 
-A session lives in this process only (sendguard serves from one process): a restart signs
-everyone out, which is the safe direction. The session id travels only in an `HttpOnly`,
-`SameSite=Strict` cookie; the CSRF token that every form carries is a separate random value
-bound to the session.
+Every worker and every instance sharing the store shares them: a reviewer stays signed in
+whichever process answers (and across restarts, until the session expires), sign-out ends the
+session everywhere, and the bound on failed sign-ins holds for the whole service. The session
+token travels only in an `HttpOnly`, `SameSite=Strict` cookie; the store keeps its SHA-256
+only. The CSRF token that every form carries is a separate random value bound to the session.
+A session opened with a password that has since changed, or of a user no longer configured,
+is refused and forgotten; the role is the one configured now.
 """
 
 from __future__ import annotations
 
 import hmac
 import secrets
-from collections import deque
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sendguard.identity import Identity
+from sendguard.config import ReviewUserOptions
+from sendguard.identity import Identity, Role
+from sendguard.sign_ins import StoredSession, ThrottleKey, password_check, token_hash
+from sendguard.store.base import SignIns
 
 MAX_FAILURES = 5
 # One address may be a whole office behind NAT: it gets more tries than one user name.
@@ -27,103 +33,88 @@ class Session:
     """A signed-in person."""
 
     id: str
+    """The cookie's token (the store knows only its hash)."""
     identity: Identity
     csrf: str
     expires_at: datetime
+    notice: str = ""
+    """What the form before this page did, to show once (taken from the store)."""
+
+    @property
+    def key(self) -> str:
+        """What the store keeps this session by."""
+        return token_hash(self.id)
 
     def csrf_matches(self, token: str) -> bool:
         """True if a form's token is this session's (compared in constant time)."""
         return hmac.compare_digest(self.csrf.encode(), token.encode())
 
 
-class Sessions:
-    """Open sessions by id; expired ones are forgotten when met or when a new one starts."""
-
-    def __init__(self, lifetime: timedelta) -> None:
-        self._lifetime = lifetime
-        self._open: dict[str, Session] = {}
-        # What a form did, shown once by the page its 303 leads to (Post/Redirect/Get: a
-        # reload of that page asks the store again and does nothing again)
-        self._notices: dict[str, str] = {}
-
-    def start(self, identity: Identity, now: datetime) -> Session:
-        """A new session for `identity`."""
-        self._open = {k: s for k, s in self._open.items() if s.expires_at > now}
-        self._notices = {k: n for k, n in self._notices.items() if k in self._open}
-        session = Session(
-            secrets.token_urlsafe(32), identity, secrets.token_urlsafe(32), now + self._lifetime
-        )
-        self._open[session.id] = session
-        return session
-
-    def get(self, session_id: str, now: datetime) -> Session | None:
-        """The open session with this id, if it has not expired."""
-        session = self._open.get(session_id)
-        if session is None:
-            return None
-        if session.expires_at <= now:
-            del self._open[session_id]
-            self._notices.pop(session_id, None)
-            return None
-        return session
-
-    def end(self, session_id: str) -> None:
-        """Sign out."""
-        self._open.pop(session_id, None)
-        self._notices.pop(session_id, None)
-
-    def leave_notice(self, session_id: str, text: str) -> None:
-        """Keep what a form did for the next page this session sees (a later one replaces it)."""
-        if session_id in self._open:
-            self._notices[session_id] = text
-
-    def take_notice(self, session_id: str) -> str:
-        """The notice left for this session, once (empty if there is none)."""
-        return self._notices.pop(session_id, "")
+async def start_session(
+    store: SignIns,
+    identity: Identity,
+    password_hash: str,
+    lifetime: timedelta,
+    now: datetime,
+) -> Session:
+    """A new session for `identity`, who signed in with the password of `password_hash`."""
+    token, csrf = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
+    stored = StoredSession(
+        token_hash(token), identity.name, password_check(password_hash), csrf, now, now + lifetime
+    )
+    await store.start_session(stored, now)
+    return Session(token, identity, csrf, stored.expires_at)
 
 
-def throttle_keys(username: str, address: str) -> tuple[tuple[str, int], ...]:
-    """What a sign-in attempt counts against, each with its limit."""
+async def find_session(
+    store: SignIns,
+    token: str,
+    users: Mapping[str, ReviewUserOptions],
+    now: datetime,
+    *,
+    take_notice: bool = False,
+) -> Session | None:
+    """The open session of this token, if it has not expired and its user and password are
+    still the configured ones; with `take_notice`, the notice left for it (taken: shown once).
+    """
+    stored = await store.get_session(token_hash(token), now)
+    if stored is None:
+        return None
+    user = users.get(stored.username)
+    if user is None or not hmac.compare_digest(
+        stored.password_check, password_check(user.password_hash)
+    ):
+        await store.end_session(stored.token_hash)
+        return None
+    notice = ""
+    if take_notice and stored.notice:
+        notice = await store.take_notice(stored.token_hash)
+    identity = Identity(stored.username, Role(user.role))
+    return Session(token, identity, stored.csrf, stored.expires_at, notice)
+
+
+def throttle_keys(username: str, address: str) -> tuple[ThrottleKey, ThrottleKey]:
+    """What a sign-in attempt counts against, each with its limit: the user name first."""
     return (
-        (f"user:{username.lower()}", MAX_FAILURES),
-        (f"addr:{address}", MAX_FAILURES_PER_ADDRESS),
+        ThrottleKey(f"user:{username.lower()}", MAX_FAILURES),
+        ThrottleKey(f"addr:{address}", MAX_FAILURES_PER_ADDRESS),
     )
 
 
-class LoginThrottle:
-    """After MAX_FAILURES failed sign-ins for a user name (or MAX_FAILURES_PER_ADDRESS from an
-    address) within FAILURE_WINDOW, further attempts are refused until the oldest failure
-    leaves the window, so passwords cannot be guessed at speed (a correct one is refused
-    meanwhile too)."""
+async def attempt_sign_in(
+    store: SignIns, keys: tuple[ThrottleKey, ThrottleKey], now: datetime
+) -> timedelta | None:
+    """Count this attempt as failed (until `signed_in` says otherwise), or refuse it: after
+    MAX_FAILURES failed sign-ins for a user name (or MAX_FAILURES_PER_ADDRESS from an address)
+    within FAILURE_WINDOW, further attempts are refused until the oldest failure leaves the
+    window, so passwords cannot be guessed at speed (a correct one is refused meanwhile too).
+    Returns how long until another attempt is allowed when refused. Counting before the
+    password is checked keeps attempts made at once, on any instances, within the bound."""
+    return await store.count_sign_in(keys, now, FAILURE_WINDOW)
 
-    def __init__(self) -> None:
-        self._failures: dict[str, deque[datetime]] = {}
 
-    def _recent(self, key: str, now: datetime) -> deque[datetime]:
-        failures = self._failures.setdefault(key, deque())
-        while failures and failures[0] <= now - FAILURE_WINDOW:
-            failures.popleft()
-        if not failures:
-            del self._failures[key]
-            return deque()
-        return failures
-
-    def retry_after(self, keys: tuple[tuple[str, int], ...], now: datetime) -> timedelta | None:
-        """How long until another attempt is allowed, or None if it is allowed now."""
-        waits = []
-        for key, limit in keys:
-            failures = self._recent(key, now)
-            if len(failures) >= limit:
-                # the oldest failures leave the window first; wait until one under the limit
-                waits.append(failures[len(failures) - limit] + FAILURE_WINDOW - now)
-        return max(waits) if waits else None
-
-    def failed(self, keys: tuple[tuple[str, int], ...], now: datetime) -> None:
-        """Count a failed attempt against each key."""
-        for key, _ in keys:
-            self._failures.setdefault(key, deque()).append(now)
-
-    def succeeded(self, keys: tuple[tuple[str, int], ...]) -> None:
-        """A correct sign-in clears the count of its user name (not of its address)."""
-        for key, _ in keys[:1]:
-            self._failures.pop(key, None)
+async def signed_in(store: SignIns, keys: tuple[ThrottleKey, ThrottleKey], now: datetime) -> None:
+    """The attempt counted at `now` was right: it clears the count of its user name, and is
+    no failure of its address (whose other failures stay)."""
+    user, address = keys
+    await store.forgive_sign_in([user.key], [address.key], now)

@@ -54,6 +54,7 @@ from sendguard.pruning import PruneCutoffs
 from sendguard.recipient import TIMEZONE_FACT, RecipientReads
 from sendguard.reports import QueueAges, ShadowTally
 from sendguard.review_queue import Edit, HeldQuery, HeldQueue, ReviewNotice
+from sendguard.sign_ins import StoredSession, ThrottleKey
 from sendguard.simulations import Simulation
 from sendguard.suppressions import Suppression, SuppressionPage, SuppressionQuery
 
@@ -66,6 +67,7 @@ __all__ = [
     "PolicyReads",
     "Pruning",
     "ReviewState",
+    "SignIns",
     "SimulationRuns",
     "Store",
     "StoreLifecycle",
@@ -576,6 +578,50 @@ class SimulationRuns(Protocol):
         """A running or kept simulation, with its report and page once done."""
 
 
+class SignIns(Protocol):
+    """The review page's sessions and its throttle on failed sign-ins, shared by every worker
+    and instance using the store. Sessions are kept by the SHA-256 of their token only. Point
+    reads and small writes; none of them runs on the send path."""
+
+    @abstractmethod
+    async def start_session(self, session: StoredSession, now: datetime) -> None:
+        """Keep a new session; forget those that expired by `now` in the same write."""
+
+    @abstractmethod
+    async def get_session(self, token_hash: str, now: datetime) -> StoredSession | None:
+        """The session with this token hash, unless it has expired by `now`."""
+
+    @abstractmethod
+    async def end_session(self, token_hash: str) -> None:
+        """Forget a session (sign-out, or a password that changed): every process refuses it."""
+
+    @abstractmethod
+    async def leave_notice(self, token_hash: str, text: str) -> None:
+        """Keep what a form did for the next page this session sees (replacing any other)."""
+
+    @abstractmethod
+    async def take_notice(self, token_hash: str) -> str:
+        """The notice left for this session, once across every process (empty if none)."""
+
+    @abstractmethod
+    async def count_sign_in(
+        self, keys: Sequence[ThrottleKey], now: datetime, window: timedelta
+    ) -> timedelta | None:
+        """Count an attempt to sign in at `now` as failed against every key, unless a key
+        already has its `limit` of failures within `window` before `now`: then count nothing
+        and return how long until the oldest of those leaves the window enough to allow one
+        more. Attempts on one key are counted one at a time across every process, so
+        attempts made at once cannot pass the limit together. Failures older than the
+        window are forgotten."""
+
+    @abstractmethod
+    async def forgive_sign_in(
+        self, clear: Sequence[str], forgive: Sequence[str], at: datetime
+    ) -> None:
+        """An attempt counted at `at` succeeded: forget every failure of the keys `clear`,
+        and that attempt's (one failure at `at`) of the keys `forgive`."""
+
+
 class Store(
     StoreLifecycle,
     PolicyReads,
@@ -590,6 +636,7 @@ class Store(
     Aggregates,
     Pruning,
     SimulationRuns,
+    SignIns,
     Protocol,
 ):
     """Everything sendguard keeps: every role at once, as a backend implements it. See the

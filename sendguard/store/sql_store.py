@@ -15,7 +15,8 @@ helpers every part's statements share):
 - `SqlReports` (`sql_reports.py`): counts by state, campaigns, the shadow report, queue ages;
 - `SqlAudit` (`sql_audit.py`): the audit log;
 - `SqlOutbox` (`sql_outbox.py`): outbound webhook events;
-- `SqlRetention` (`sql_retention.py`): pruning.
+- `SqlRetention` (`sql_retention.py`): pruning;
+- `SqlSignIns` (`sql_sign_ins.py`): the review page's sessions and sign-in throttle.
 
 The parts are mixins rather than objects `SqlStore` delegates to: each method's text is what
 it was in one class, a backend overrides any of them (`_write`, `get_pause`, `_lease_and_mark`,
@@ -59,6 +60,7 @@ from sendguard.store.sql_outbox import SqlOutbox
 from sendguard.store.sql_reports import SqlReports
 from sendguard.store.sql_retention import SqlRetention
 from sendguard.store.sql_review import SqlReview
+from sendguard.store.sql_sign_ins import SqlSignIns
 from sendguard.store.sql_simulations import SqlSimulations
 
 __all__ = [
@@ -89,6 +91,7 @@ class SqlStore(
     SqlOutbox,
     SqlRetention,
     SqlSimulations,
+    SqlSignIns,
     Store,
 ):
     """Every contract operation; a backend supplies transactions, locks and lifecycle."""

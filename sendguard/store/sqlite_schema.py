@@ -354,6 +354,32 @@ MIGRATIONS: tuple[str, ...] = (
         ON approvals(campaign, content_hash, COALESCE(links, '*'));
     CREATE INDEX approvals_campaign ON approvals(campaign, approved_at);
     """,
+    # 15: the review page's sign-ins, shared by every worker and instance (they lived in one
+    # process's memory). `review_sessions` is keyed by the SHA-256 of the cookie's token (a
+    # copy of the database hands out no sign-in); `password_check` fingerprints the password
+    # hash it was opened with (a changed password ends it); `notice` is what the last form
+    # did, shown once. `review_throttle` keeps the recent failed sign-ins of a user name or an
+    # address (`failures`: a JSON list of times), one row per key, so that a row lock
+    # serializes the attempts on one key across instances.
+    """
+    CREATE TABLE review_sessions (
+        token_hash TEXT PRIMARY KEY,
+        username TEXT NOT NULL,
+        password_check TEXT NOT NULL,
+        csrf TEXT NOT NULL,
+        started_at INTEGER NOT NULL,
+        expires_at INTEGER NOT NULL,
+        notice TEXT
+    );
+    CREATE INDEX review_sessions_expires ON review_sessions(expires_at);
+    CREATE INDEX review_sessions_user ON review_sessions(username);
+    CREATE TABLE review_throttle (
+        key TEXT PRIMARY KEY,
+        failures TEXT NOT NULL,
+        updated_at INTEGER NOT NULL
+    );
+    CREATE INDEX review_throttle_updated ON review_throttle(updated_at);
+    """,
 )
 
 DUE_CONDITION = "(state = 'queued' OR state = 'delayed' OR state = 'deferred' OR state = 'held')"

@@ -21,7 +21,7 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from sendguard.password import hash_password
-from sendguard.workers import RELOAD_TIMEOUT
+from sendguard.workers import RELOAD_TIMEOUT, default_workers
 from tests.e2e.test_send_path import message, send
 from tests.support.process import (
     SENDGUARD,
@@ -359,13 +359,17 @@ def test_a_pause_set_through_one_worker_holds_what_every_worker_accepts(
     assert len(sink.received) == 2
 
 
-def test_with_review_users_the_default_is_one_process(sink: Sink, tmp_path: Path) -> None:
-    # Review sign-ins live in one process: without --workers, no supervisor and no workers.
+def test_with_review_users_the_default_is_still_one_worker_per_cpu(
+    sink: Sink, tmp_path: Path
+) -> None:
+    # Review sign-ins are kept in the store, shared by the workers: review users change
+    # neither the default nor need a warning (they used to force one process).
     users = {"ann": {"password_hash": hash_password("ann-password")}}
     config = {**base_config(sink.port), "review": {"users": users}}
     path = tmp_path / "sendguard.yaml"
     path.write_text(yaml.safe_dump(config))
     http = int(config["http"]["listen"].rsplit(":", 1)[1])
+    cpus = default_workers()
     with (tmp_path / "serve.log").open("wb") as log:
         server = subprocess.Popen(
             [SENDGUARD, "serve", "--config", str(path)],
@@ -374,14 +378,15 @@ def test_with_review_users_the_default_is_one_process(sink: Sink, tmp_path: Path
             stderr=subprocess.STDOUT,
         )
     try:
-        deadline = time.monotonic() + 20
-        while not _healthy(http):
+        deadline = time.monotonic() + 60
+        while not _healthy(http) or (cpus > 1 and len(children(server.pid)) < cpus):
             assert time.monotonic() < deadline, (tmp_path / "serve.log").read_text()
             time.sleep(0.05)
-        assert children(server.pid) == []
+        assert len(children(server.pid)) == (cpus if cpus > 1 else 0)
     finally:
         server.terminate()
         assert server.wait(30) == 0
+    assert "sign-ins" not in (tmp_path / "serve.log").read_text()
 
 
 def _healthy(port: int) -> bool:

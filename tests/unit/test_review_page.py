@@ -1,15 +1,19 @@
-"""The review page's pure parts: sign-in throttle, sessions, the safe preview of a message."""
+"""The review page's parts: sign-in throttle and sessions (on a real SQLite store), the safe
+preview of a message."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
+from pathlib import Path
 
 import pytest
 
-from sendguard.config import ReviewNotifyOptions, parse_config
+from sendguard.config import ReviewNotifyOptions, ReviewUserOptions, parse_config
 from sendguard.errors import ConfigError
 from sendguard.identity import Identity, Role
+from sendguard.password import hash_password
 from sendguard.review_page.editing import Editable, changed_parts, editable, rewrite, unified_diff
 from sendguard.review_page.guard import Provenance, from_here, safe_next
 from sendguard.review_page.notify import public_url, retry_delay
@@ -17,58 +21,96 @@ from sendguard.review_page.preview import preview, rewrite_html
 from sendguard.review_page.sessions import (
     FAILURE_WINDOW,
     MAX_FAILURES,
-    LoginThrottle,
-    Sessions,
+    attempt_sign_in,
+    find_session,
+    signed_in,
+    start_session,
     throttle_keys,
 )
 from sendguard.review_queue import EditedPart
+from sendguard.store.sqlite import SQLiteStore
 
 T0 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
 
 
-def test_the_throttle_refuses_after_the_limit_until_the_window_passes() -> None:
-    throttle = LoginThrottle()
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[SQLiteStore]:
+    opened = SQLiteStore(tmp_path / "sendguard.db")
+    await opened.open()
+    try:
+        yield opened
+    finally:
+        await opened.close()
+
+
+async def test_the_throttle_refuses_after_the_limit_until_the_window_passes(
+    store: SQLiteStore,
+) -> None:
     keys = throttle_keys("Ana", "10.0.0.1")
     for i in range(MAX_FAILURES):
-        assert throttle.retry_after(keys, T0 + timedelta(seconds=i)) is None
-        throttle.failed(keys, T0 + timedelta(seconds=i))
-    wait = throttle.retry_after(throttle_keys("ana", "10.0.0.2"), T0 + timedelta(seconds=10))
+        assert await attempt_sign_in(store, keys, T0 + timedelta(seconds=i)) is None
+    wait = await attempt_sign_in(
+        store, throttle_keys("ana", "10.0.0.2"), T0 + timedelta(seconds=10)
+    )
     assert wait == FAILURE_WINDOW - timedelta(seconds=10)  # the user name is case-blind
-    assert throttle.retry_after(throttle_keys("bob", "10.0.0.1"), T0) is None
-    assert throttle.retry_after(keys, T0 + FAILURE_WINDOW) is None
+    assert await attempt_sign_in(store, throttle_keys("bob", "10.0.0.1"), T0) is None
+    assert await attempt_sign_in(store, keys, T0 + FAILURE_WINDOW) is None
+    # A right password forgives its own attempt and clears the user name's failures.
+    await signed_in(store, keys, T0 + FAILURE_WINDOW)
+    for i in range(MAX_FAILURES):
+        later = T0 + FAILURE_WINDOW + timedelta(seconds=i + 1)
+        assert await attempt_sign_in(store, keys, later) is None
 
 
-def test_sessions_expire_and_end() -> None:
-    sessions = Sessions(timedelta(hours=1))
+async def test_sessions_expire_end_and_follow_the_configured_user(store: SQLiteStore) -> None:
+    hashed = hash_password("ana-password")
+    users = {"ana": ReviewUserOptions(password_hash=hashed, role="reviewer")}
     who = Identity("ana", Role.REVIEWER)
-    session = sessions.start(who, T0)
-    assert sessions.get(session.id, T0 + timedelta(minutes=59)) == session
+    session = await start_session(store, who, hashed, timedelta(hours=1), T0)
+    assert await find_session(store, session.id, users, T0 + timedelta(minutes=59)) == session
     assert session.csrf_matches(session.csrf) and not session.csrf_matches("x")
-    assert sessions.get(session.id, T0 + timedelta(hours=1)) is None
-    other = sessions.start(who, T0)
-    sessions.end(other.id)
-    assert sessions.get(other.id, T0) is None
+    assert await find_session(store, session.id, users, T0 + timedelta(hours=1)) is None
+    other = await start_session(store, who, hashed, timedelta(hours=1), T0)
+    await store.end_session(other.key)
+    assert await find_session(store, other.id, users, T0) is None
+    assert await find_session(store, other.key, users, T0) is None  # the hash opens nothing
+
+    # The role is the one configured now; a new password (or no such user) ends the session.
+    third = await start_session(store, who, hashed, timedelta(hours=1), T0)
+    viewer = {"ana": ReviewUserOptions(password_hash=hashed, role="viewer")}
+    found = await find_session(store, third.id, viewer, T0)
+    assert found is not None and found.identity == Identity("ana", Role.VIEWER)
+    changed = {"ana": ReviewUserOptions(password_hash=hash_password("new"), role="reviewer")}
+    assert await find_session(store, third.id, changed, T0) is None
+    assert await find_session(store, third.id, users, T0) is None  # ended, not only refused
+    fourth = await start_session(store, who, hashed, timedelta(hours=1), T0)
+    assert await find_session(store, fourth.id, {}, T0) is None
+    assert await find_session(store, fourth.id, users, T0) is None
 
 
-def test_a_notice_is_shown_once_to_its_own_session_only() -> None:
-    sessions = Sessions(timedelta(hours=1))
-    ana = sessions.start(Identity("ana", Role.REVIEWER), T0)
-    ben = sessions.start(Identity("ben", Role.REVIEWER), T0)
-    sessions.leave_notice(ana.id, "Campaign spring-sale approved: 2 deliveries.")
-    assert sessions.take_notice(ben.id) == ""
-    assert sessions.take_notice(ana.id) == "Campaign spring-sale approved: 2 deliveries."
-    assert sessions.take_notice(ana.id) == ""  # a reload does not show it again
-    sessions.leave_notice(ana.id, "first")
-    sessions.leave_notice(ana.id, "second")
-    assert sessions.take_notice(ana.id) == "second"
-    sessions.leave_notice(ben.id, "left behind")
-    sessions.end(ben.id)
-    assert sessions.take_notice(ben.id) == ""
-    sessions.leave_notice("no-such-session", "x")
-    assert sessions.take_notice("no-such-session") == ""
-    sessions.leave_notice(ana.id, "stale")
-    assert sessions.get(ana.id, T0 + timedelta(hours=1)) is None  # expired: its notice goes too
-    assert sessions.take_notice(ana.id) == ""
+async def test_a_notice_is_shown_once_to_its_own_session_only(store: SQLiteStore) -> None:
+    hashed = hash_password("pw")
+    users = {name: ReviewUserOptions(password_hash=hashed) for name in ("ana", "ben")}
+    life = timedelta(hours=1)
+    ana = await start_session(store, Identity("ana", Role.REVIEWER), hashed, life, T0)
+    ben = await start_session(store, Identity("ben", Role.REVIEWER), hashed, life, T0)
+
+    async def shown(token: str) -> str:
+        found = await find_session(store, token, users, T0, take_notice=True)
+        return found.notice if found is not None else ""
+
+    await store.leave_notice(ana.key, "Campaign spring-sale approved: 2 deliveries.")
+    assert await shown(ben.id) == ""
+    peek = await find_session(store, ana.id, users, T0)  # a form's check does not take it
+    assert peek is not None and peek.notice == ""
+    assert await shown(ana.id) == "Campaign spring-sale approved: 2 deliveries."
+    assert await shown(ana.id) == ""  # a reload does not show it again
+    await store.leave_notice(ana.key, "first")
+    await store.leave_notice(ana.key, "second")
+    assert await shown(ana.id) == "second"
+    await store.leave_notice(ben.key, "left behind")
+    await store.end_session(ben.key)
+    assert await shown(ben.id) == ""
 
 
 def test_remote_images_become_placeholders_and_links_show_their_targets() -> None:
