@@ -75,8 +75,7 @@ test: lint typecheck postgres node-sdks audit
 
 # The whole suite again with every server a test starts running `serve --workers 2` (two
 # worker processes sharing the listeners and the store; issue 11; tests/support/process.py).
-# Tests that pass --workers themselves, and servers with review.users (sign-ins are kept per
-# worker, docs/operations.md), keep theirs. Not part of `make test`, which must stay under
+# Tests that pass --workers themselves keep theirs. Not part of `make test`, which must stay under
 # 20 minutes in CI.
 test-workers: $(STAMP) postgres node-sdks
 	SENDGUARD_TEST_WORKERS=2 $(BIN)/pytest $(PYTEST_PARALLEL)

@@ -169,13 +169,8 @@ class SendguardProcess:
         raise AssertionError(f"sendguard did not start:\n{self.log()}")
 
     def _workers(self) -> str:
-        """`--workers` when the test's serve_args do not say: WORKERS, but 1 when review
-        users are set. Review page sign-ins live in the worker that made them, which is why
-        sendguard's own default is then one process (docs/operations.md, "Workers": "Choose
-        `--workers 1` where those must be exact"); every review page test signs in and
-        follows its session from request to request."""
-        if self.config.get("review", {}).get("users"):
-            return "1"
+        """`--workers` when the test's serve_args do not say: WORKERS. Review page sign-ins
+        are kept in the store (schema 15), so review tests run with any number too."""
         return WORKERS
 
     def _wait_started(self, workers: int, deadline: float) -> None:
