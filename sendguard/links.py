@@ -44,16 +44,24 @@ _TAG_NAME = re.compile(r"<[ \t\r\n]*([a-zA-Z][a-zA-Z0-9]*)")
 _CSS_URL = re.compile(r"url\(\s*(?:\"([^\"]*)\"|'([^']*)'|([^)\s]*))", re.IGNORECASE)
 # A bare URL in text, as content.py finds them, and a bare mailto: address.
 _BARE = re.compile(r"https?://[^\s\"'<>)]+|mailto:[^\s\"'<>)]+", re.IGNORECASE)
-# A URL's host in one match: a scheme and two slashes (either way round: browsers read `\` as
-# `/`), or a scheme-relative `//`; then the authority up to `/`, `?`, `#` or `\`, less any
+# A URL's host in one match, as browsers read one (the WHATWG URL standard): `http`, `https`,
+# `ftp`, `ws` and `wss` (any case) take any number of slashes or backslashes after the colon,
+# none too (`https:///evil.example`, `https:\\evil.example` and `https:evil.example` all go
+# to evil.example); another scheme has a host only with two of them (either way round); a
+# scheme-relative `//` has one. Then the authority up to `/`, `?`, `#` or `\`, less any
 # `user@` (up to its last `@`), is the host with its port. Anything else (`data:`, `cid:`,
 # `tel:`, `javascript:`, a relative path) names no host and does not match.
 # A `mailto:` (any case of ASCII letters, as a scheme) is told apart in the same match.
 _HOST_OF = re.compile(
-    r"(?:([mM][aA][iI][lL][tT][oO]:)|[a-zA-Z][a-zA-Z0-9+.-]*:[/\\][/\\]|//)"
+    r"(?:([mM][aA][iI][lL][tT][oO]:)"
+    r"|(?:[hH][tT][tT][pP][sS]?|[fF][tT][pP]|[wW][sS][sS]?):[/\\]*"
+    r"|[a-zA-Z][a-zA-Z0-9+.-]*:[/\\][/\\]|//)"
     r"(?:[^/?#\\]*@)?([^/?#\\@]*)"
 )
-_BLANK = " \t\r\n\x0c"
+# What a browser strips from both ends of a URL (C0 controls and the space), and removes
+# from anywhere in it (tab and line breaks: `ht&#9;tps://` is `https://`).
+_BLANK = "".join(map(chr, range(0x21)))
+_TAB_OR_NEWLINE = re.compile("[\t\n\r]")
 _PORT = re.compile(r":[0-9]*$")
 # Tags whose `href` loads something rather than being clicked.
 _EMBEDDING_HREF = frozenset({"link"})
@@ -105,9 +113,14 @@ def _targets_of_html(source: str) -> frozenset[Target]:
         while start >= 0:
             _attribute(found, source, name, start, links)
             start = lowered.find(name, start + len(name))
-    if "url(" in source or "URL(" in source or "Url(" in source:
+    # CSS names are in any case (`uRl(`); in a style attribute an editor writes the quotes
+    # of `url("...")` as `&quot;`, which are the value's quotes once decoded.
+    if "url(" in (lowered if lowered else source.lower()):
         for match in _CSS_URL.finditer(source):
-            _add(found, "embed", match.group(1) or match.group(2) or match.group(3) or "")
+            value = match.group(1) or match.group(2) or match.group(3) or ""
+            if value.startswith("&"):
+                value = html.unescape(value).strip(_BLANK + "\"'")
+            _add(found, "embed", value)
     return frozenset(found)
 
 
@@ -157,13 +170,13 @@ def targets_of_text(text: str) -> set[Target]:
 def _add(found: set[Target], kind: str, url: str) -> None:
     """Add the target of `url` (an attribute's value: entities not yet decoded), if it has
     a host."""
-    url = url.strip(_BLANK)
+    url = _cleaned(url)
     match = _HOST_OF.match(url)
     # Entities are decoded first, unless the first `&` comes after the character that ends the
     # host: the text before an `&` is the same decoded, and the match reads no further than
     # that character. A click-tracking link's `&amp;` in its query costs nothing then.
     if "&" in url and (match is None or match.group(1) is not None or url.find("&") < match.end()):
-        url = html.unescape(url).strip(_BLANK)
+        url = _cleaned(html.unescape(url))
         match = _HOST_OF.match(url)
     if match is None:
         return  # relative, or `data:`, `cid:`, `tel:`, `javascript:`...: no host
@@ -177,6 +190,15 @@ def _add(found: set[Target], kind: str, url: str) -> None:
     host = _host(match.group(2))
     if host:
         found.add((kind, host))
+
+
+def _cleaned(url: str) -> str:
+    """`url` as a browser reads it before parsing: no C0 control or space at either end, no
+    tab or line break anywhere."""
+    url = url.strip(_BLANK)
+    if "\t" in url or "\n" in url or "\r" in url:
+        url = _TAB_OR_NEWLINE.sub("", url)
+    return url
 
 
 @functools.lru_cache(maxsize=1024)

@@ -44,6 +44,12 @@ def links(body: str, cte: str = "8bit", charset: str = "utf-8") -> str:
         '<a href="https://user@shop.example./p">x</a>',
         '<a href="//shop.example/p">x</a>',
         '<area shape="rect" href="https://shop.example/p">',
+        # as browsers read them (the WHATWG URL standard; headless Chromium followed each)
+        '<a href="https:///shop.example/p">x</a>',
+        '<a href="HTTPS:shop.example/p">x</a>',
+        '<a href="https:\\\\\\shop.example/p">x</a>',
+        '<a href="ht&#9;tps://sh&#10;op.example/p">x</a>',
+        '<a href="&#1;https://shop.example/p&#0;">x</a>',
     ],
 )
 def test_every_way_of_writing_a_link_reads_as_its_host(anchor: str) -> None:
@@ -63,6 +69,8 @@ def test_every_way_of_writing_a_link_reads_as_its_host(anchor: str) -> None:
         '<img srcset="https://cdn.example/a.png 1x, https://cdn.example/b.png 2x">',
         '<td background="https://cdn.example/bg.png">',
         "<div style=\"background: url('https://cdn.example/bg.png')\">",
+        '<div style="background: uRl(https://cdn.example/bg.png)">',
+        '<td style="background-image: url(&quot;https://cdn.example/bg.png&quot;)">',
     ],
 )
 def test_what_a_client_fetches_is_an_embed(tag: str) -> None:

@@ -1,7 +1,12 @@
 """The link targets as read now against as first written (s10-links, commit c501bfa): made
 cheaper (one match for scheme and host, memoised hosts, memoised sources), they must stay the
 same sets, on generated HTML written every way a sender or an attacker might write it. A link
-the new reading missed would let changed copy out unreviewed."""
+the new reading missed would let changed copy out unreviewed.
+
+The reading as first written is kept with what the session-11 trial corrected in it, marked
+`(s11)`: URLs read as browsers do (C0 controls and spaces stripped at the ends, tabs and line
+breaks removed anywhere, any number of slashes after `http(s):`), CSS `url(` in any case and
+with `&quot;` quotes."""
 
 from __future__ import annotations
 
@@ -36,9 +41,12 @@ def before_html(source: str) -> set[Target]:
         while start >= 0:
             _before_attribute(found, source, name, start)
             start = lowered.find(name, start + len(name))
-    if "url(" in source or "URL(" in source or "Url(" in source:
+    if "url(" in source.lower():  # (s11) any case
         for match in _CSS_URL.finditer(source):
-            _before_add(found, "embed", match.group(1) or match.group(2) or match.group(3) or "")
+            value = match.group(1) or match.group(2) or match.group(3) or ""
+            if value.startswith("&"):  # (s11) url(&quot;...&quot;)
+                value = html.unescape(value).strip("".join(map(chr, range(0x21))) + "\"'")
+            _before_add(found, "embed", value)
     return found
 
 
@@ -77,7 +85,9 @@ def before_text(text: str) -> set[Target]:
 def _before_add(found: set[Target], kind: str, url: str) -> None:
     if "&" in url:
         url = html.unescape(url)
-    url = url.strip(" \t\r\n\x0c")
+    # (s11) C0 controls and spaces at the ends, tabs and line breaks anywhere, as browsers do
+    url = url.strip("".join(map(chr, range(0x21))))
+    url = url.replace("\t", "").replace("\n", "").replace("\r", "")
     scheme = _SCHEME.match(url)
     if scheme is not None:
         name = scheme.group(0)[:-1].lower()
@@ -89,9 +99,12 @@ def _before_add(found: set[Target], kind: str, url: str) -> None:
                 if host:
                     found.add(("mailto", host))
             return
-        if not rest.startswith(("//", "\\\\", "/\\", "\\/")):
+        if name in ("http", "https", "ftp", "ws", "wss"):  # (s11) any number of slashes
+            url = "//" + rest.lstrip("/\\")
+        elif not rest.startswith(("//", "\\\\", "/\\", "\\/")):
             return
-        url = rest
+        else:
+            url = rest
     elif not url.startswith("//"):
         return
     authority = _HOST_END.split(url[2:], maxsplit=1)[0]
@@ -119,10 +132,11 @@ def _before_host(authority: str) -> str:
 SCHEMES = [
     "https", "http", "HTTPS", "HtTp", "ftp", "h+t.t-p", "1http", "mailto", "MAILTO", "MailTo",
     "ma\u0131ltO", "ma\u0130lto", "javascript", "data", "cid", "tel", "", "x",
+    "ht&#9;tps", "ht\ntp", "wss", "FTP", "httpx",
 ]  # fmt: skip
 AFTER_SCHEME = [
     "://", "://", ":\\\\", ":/\\", ":\\/", ":/", ":", "&#58;//", "&colon;//", ":&#47;&#47;",
-    "&#x3A;//", "//", "\\\\", " ://", ":// ",
+    "&#x3A;//", "//", "\\\\", " ://", ":// ", ":///", ":\\\\\\", ":/&#9;/", ":\n//",
 ]  # fmt: skip
 USERINFO = ["", "", "", "user@", "u:p@", "a@b@", "@", "us&#64;er@", "x/y@", "n%40m@"]
 HOSTS = [
@@ -162,7 +176,7 @@ FILLER = [
 def url(rng: random.Random) -> str:
     scheme = rng.choice(SCHEMES)
     return (
-        rng.choice(["", "", " ", "\t\n"])
+        rng.choice(["", "", " ", "\t\n", "&#1;", "\x00"])
         + scheme
         + (rng.choice(AFTER_SCHEME) if scheme else rng.choice(["//", "//", "\\\\", "/", ""]))
         + rng.choice(USERINFO)

@@ -1,0 +1,84 @@
+"""A link is counted however it is spelt, as a browser or mail client reads it: an approved
+campaign's copy with a link or an image added in a spelling that browsers follow (three
+slashes or none after `https:`, backslashes, a tab or a control character in the URL, CSS
+`url(&quot;...&quot;)` as editors serialise a style attribute, `uRl(`) is held again, naming
+the new host; harmless spellings of the approved hosts still flow (session-11 trial: each of
+these flowed as approved, headless Chromium followed each to the new host)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+
+from tests.e2e.test_review_bound import reason
+from tests.e2e.test_review_links import IMAGE, TEXT_LINK, approved_base, page, smtp_html
+from tests.support.process import SendguardProcess
+from tests.support.sink import Sink
+
+pytestmark = pytest.mark.e2e
+Start = Callable[..., SendguardProcess]
+
+WIN = '<img src="https://cdn.example/t/win.png" alt="">'
+# Added beside the approved copy's links (which all stay), around an image from the approved CDN
+# or on an empty cell, so the text is the approved one: recipient -> (markup, the reason's end)
+ADDED = {
+    "three-slashes@example.org": (
+        '<a href="https:///evil.example/win">{WIN}</a>',
+        "new link host evil.example",
+    ),
+    "no-slash@example.org": (
+        '<a href="HTTPS:bare.evil.example/win">{WIN}</a>',
+        "new link host bare.evil.example",
+    ),
+    "backslashes@example.org": (
+        '<a href="https:\\\\\\back.evil.example/win">{WIN}</a>',
+        "new link host back.evil.example",
+    ),
+    "tab@example.org": (
+        '<a href="ht&#9;tps://tab.evil.example/win">{WIN}</a>',
+        "new link host tab.evil.example",
+    ),
+    "control@example.org": (
+        '<a href="&#1;https://ctrl.evil.example/win">{WIN}</a>',
+        "new link host ctrl.evil.example",
+    ),
+    "quoted-css@example.org": (
+        '<td style="background-image:url(&quot;https://img.evil.example/a.png&quot;)"></td>',
+        "new embed host img.evil.example",
+    ),
+    "css-case@example.org": (
+        '<div style="background:uRl(https://css.evil.example/b.png)"></div>',
+        "new embed host css.evil.example",
+    ),
+}
+
+
+def test_a_link_added_in_any_spelling_a_browser_follows_is_held(
+    sendguard: Start, sink: Sink
+) -> None:
+    proc = sendguard(policies=[{"plugin": "human_hold"}])
+
+    def send(rcpt: str, html: str) -> str:
+        return smtp_html(proc, rcpt, html)
+
+    approved_base(proc, send)
+    ids = {
+        rcpt: send(rcpt, page(link=TEXT_LINK + added.replace("{WIN}", WIN)))
+        for rcpt, (added, _) in ADDED.items()
+    }
+    # The approved hosts spelt otherwise: a tab inside the URL, a trailing dot, a port, the
+    # scheme in capitals, a quoted CSS url() of the approved CDN.
+    harmless = page(
+        link='<a href="HTTPS://shop.example.:443/spr&#9;ing?upn=z">Shop the spring sale</a>',
+        image=IMAGE + '<td style="background:URL(&quot;https://cdn.example/bg.png&quot;)">',
+    )
+    flows = send("harmless@example.org", harmless)
+    proc.wait_states({"harmless@example.org": "sent"}, flows)
+    for rcpt, message_id in ids.items():
+        proc.wait_states({rcpt: "held"}, message_id)
+        why = reason(proc, rcpt)
+        assert "campaign spring: links changed since" in why, (rcpt, why)
+        assert why.endswith(ADDED[rcpt][1]), (rcpt, why)
+    received = sorted(r.rcpt_tos[0] for r in sink.received)
+    assert received == ["first@example.org", "harmless@example.org"]
