@@ -13,6 +13,8 @@ second fingerprint, its link targets: the set of `(kind, host)` pairs, where kin
 
 Hosts, not paths: ESPs' click-tracking and unsubscribe links carry per-recipient tokens in
 the path, and a set, not a count: personalised recommendations vary how many links there are.
+A URL carried in a link's path or query (a redirect: `https://t.example/r?u=https%3A%2F%2F...`)
+is one more target of the same kind: where the redirect sends the reader.
 Hosts are lowercased and IDNA-encoded (punycode), so `Shop.Example`, `shop.example.` and a
 Unicode host and its `xn--` form are one host. Relative URLs (no host) count for nothing.
 
@@ -63,6 +65,8 @@ _HOST_OF = re.compile(
 _BLANK = "".join(map(chr, range(0x21)))
 _TAB_OR_NEWLINE = re.compile("[\t\n\r]")
 _PORT = re.compile(r":[0-9]*$")
+# A URL carried inside another's path or query (decoded), up to the next parameter.
+_NESTED = re.compile(r"[hH][tT][tT][pP][sS]?:[/\\]*[^&\s\"'<>]+")
 # Tags whose `href` loads something rather than being clicked.
 _EMBEDDING_HREF = frozenset({"link"})
 
@@ -167,9 +171,10 @@ def targets_of_text(text: str) -> set[Target]:
     return found
 
 
-def _add(found: set[Target], kind: str, url: str) -> None:
+def _add(found: set[Target], kind: str, url: str, nested: int = 2) -> None:
     """Add the target of `url` (an attribute's value: entities not yet decoded), if it has
-    a host."""
+    a host, and those of the URLs it carries in its path or query (`_add_nested`), up to
+    `nested` levels deep."""
     url = _cleaned(url)
     match = _HOST_OF.match(url)
     # Entities are decoded first, unless the first `&` comes after the character that ends the
@@ -190,6 +195,37 @@ def _add(found: set[Target], kind: str, url: str) -> None:
     host = _host(match.group(2))
     if host:
         found.add((kind, host))
+    end = match.end()
+    # A URL inside has a colon after its scheme: as written, percent-encoded (once: `%3A`,
+    # twice: `%253A`) or an entity (`&#58;`, `&colon;`): most URLs carry none (a token's `%3D`
+    # is no colon). Searched with `in` in a copy of the rest: `str.find` from an offset costs
+    # some 0.7 µs a call in its arguments alone, a regular expression of them 4 µs.
+    if nested:
+        rest = url[end:]
+        if ":" in rest or "3A" in rest or "3a" in rest or "&#" in rest or "&colon;" in rest:
+            _add_nested(found, kind, rest, nested - 1)
+
+
+def _add_nested(found: set[Target], kind: str, rest: str, nested: int) -> None:
+    """Add the hosts of URLs inside a URL's path or query (`rest`, after its host): a redirect
+    link (`https://t.example/r?u=https%3A%2F%2Fshop.example%2Fp`) sends the reader to the URL
+    it carries, so changing that URL changes where the link goes. Entities decoded, then
+    percent-encoding undone up to three times (a URL in a query is encoded once, a redirect
+    of a redirect twice); each `http(s)://` URL found, up to the next `&` (the next parameter),
+    counts as one more target of the same kind (and so do the URLs it carries, `nested` levels
+    deep)."""
+    if "&" in rest:
+        rest = _cleaned(html.unescape(rest))
+    for _ in range(3):
+        if ":" in rest:
+            for match in _NESTED.finditer(rest):
+                _add(found, kind, match.group(0), nested)
+        if "%" not in rest:
+            return
+        decoded = unquote(rest)
+        if decoded == rest:
+            return
+        rest = decoded
 
 
 def _cleaned(url: str) -> str:

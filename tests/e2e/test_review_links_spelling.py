@@ -1,9 +1,11 @@
 """A link is counted however it is spelt, as a browser or mail client reads it: an approved
 campaign's copy with a link or an image added in a spelling that browsers follow (three
 slashes or none after `https:`, backslashes, a tab or a control character in the URL, CSS
-`url(&quot;...&quot;)` as editors serialise a style attribute, `uRl(`) is held again, naming
-the new host; harmless spellings of the approved hosts still flow (session-11 trial: each of
-these flowed as approved, headless Chromium followed each to the new host)."""
+`url(&quot;...&quot;)` as editors serialise a style attribute, `uRl(`), or a redirect link of
+an approved host carrying a URL to another (`https://shop.example/r?u=https%3A%2F%2Fevil...`),
+is held again, naming the new host; harmless spellings of the approved hosts still flow
+(session-11 trial: each of these flowed as approved; headless Chromium followed each spelling
+to the new host)."""
 
 from __future__ import annotations
 
@@ -43,6 +45,11 @@ ADDED = {
         '<a href="&#1;https://ctrl.evil.example/win">{WIN}</a>',
         "new link host ctrl.evil.example",
     ),
+    "redirect@example.org": (  # the approved host as a redirector to another
+        '<a href="https://shop.example/r?u=https%3A%2F%2Fredirect.evil.example%2Fwin&amp;t=1">'
+        "{WIN}</a>",
+        "new link host redirect.evil.example",
+    ),
     "quoted-css@example.org": (
         '<td style="background-image:url(&quot;https://img.evil.example/a.png&quot;)"></td>',
         "new embed host img.evil.example",
@@ -68,9 +75,12 @@ def test_a_link_added_in_any_spelling_a_browser_follows_is_held(
         for rcpt, (added, _) in ADDED.items()
     }
     # The approved hosts spelt otherwise: a tab inside the URL, a trailing dot, a port, the
-    # scheme in capitals, a quoted CSS url() of the approved CDN.
+    # scheme in capitals, a redirect to an approved host, a quoted CSS url() of the approved CDN.
     harmless = page(
-        link='<a href="HTTPS://shop.example.:443/spr&#9;ing?upn=z">Shop the spring sale</a>',
+        link='<a href="HTTPS://shop.example.:443/spr&#9;ing?upn=z">Shop the spring sale</a>'
+        '<a href="https://shop.example/r?u=https%3A%2F%2Fshop.example%2Fs%3Ft%3Dz9">{WIN}</a>'.replace(
+            "{WIN}", WIN
+        ),
         image=IMAGE + '<td style="background:URL(&quot;https://cdn.example/bg.png&quot;)">',
     )
     flows = send("harmless@example.org", harmless)

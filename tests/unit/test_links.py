@@ -191,6 +191,21 @@ def test_a_closing_bracket_in_an_earlier_attribute_hides_no_link() -> None:
     assert targets_of_html(source) == {("link", "evil.example"), ("embed", "cdn.example")}
 
 
+def test_a_redirect_link_counts_the_url_it_carries() -> None:
+    # Encoded once or twice, as written, as an entity; a token's %3D is no URL.
+    body = (
+        '<a href="https://t.example/r?u=https%3A%2F%2Fone.example%2Fp&amp;e=ann">a</a>'
+        '<a href="https://www.google.com/url?q=https%253A%252F%252Ftwo.example&sa=D">b</a>'
+        '<a href="https://t.example/r/https://three.example/p">c</a>'
+        '<a href="https://t.example/r?u=https&#58;//four.example">d</a>'
+        '<a href="https://t.example/ls/click?upn=abc3A%3D%3D">e</a>'
+    )
+    assert links(body) == (
+        "link:four.example link:one.example link:t.example link:three.example"
+        " link:two.example link:www.google.com"
+    )
+
+
 def test_a_form_sends_the_reader_to_its_action() -> None:
     source = '<form method="post" ACTION="https://evil.example/login"><input name=p></form>'
     assert targets_of_html(source) == {("link", "evil.example")}

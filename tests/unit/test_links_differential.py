@@ -82,7 +82,7 @@ def before_text(text: str) -> set[Target]:
     return found
 
 
-def _before_add(found: set[Target], kind: str, url: str) -> None:
+def _before_add(found: set[Target], kind: str, url: str, depth: int = 2) -> None:
     if "&" in url:
         url = html.unescape(url)
     # (s11) C0 controls and spaces at the ends, tabs and line breaks anywhere, as browsers do
@@ -111,6 +111,17 @@ def _before_add(found: set[Target], kind: str, url: str) -> None:
     host = _before_host(authority.rpartition("@")[2])
     if host:
         found.add((kind, host))
+    # (s11) the URLs a redirect link carries in its path or query, two levels deep, where
+    # the rest has a colon's sign (as written, %3A or %253A, an entity)
+    rest = url[2 + len(authority) :]
+    if depth and any(sign in rest for sign in (":", "3A", "3a", "&#", "&colon;")):
+        rest = html.unescape(rest)
+        for _ in range(3):
+            for nested in re.findall(r"(?i)https?:[/\\\\]*[^&\s\"'<>]+", rest):
+                _before_add(found, kind, nested, depth - 1)
+            if unquote(rest) == rest:
+                break
+            rest = unquote(rest)
 
 
 def _before_host(authority: str) -> str:
@@ -154,6 +165,11 @@ PATHS = [
     "", "/", "/p", "/p?a=1&amp;b=2", "?q=1", "#f", "\\x", "/ls/click?upn=ann-1&c=2", " ",
     "  \t", "?to=a@b.example", ",x@y.example", "?subject=Hi&amp;cc=c@cc.example", "/a,b 2x",
     "&#47;p", "&#63;q", "&#35;f", "&notit;", "&amp", ")",
+    "/r?u=https%3A%2F%2Fnested.example%2Fp&amp;t=1", "/r?u=https://nested.example/p&t=1",
+    "/url?q=https%253A%252F%252Fnested.example", "/r/HtTpS%3a//nested.example",
+    "/r?u=https&#58;//nested.example&#47;p",
+    "?u=https%3A%2F%2Fa.example%2F%3Fu%3Dhttps%253A%252F%252Fb.example",
+    "?t=ab3Acd%3D%3D", "?u=http:", "?u=https%3A%2F%2F",
 ]  # fmt: skip
 ATTRIBUTES = [
     "href", "HREF", "Href", "src", "SRC", "srcset", "SRCSET", "background", "BACKGROUND",
