@@ -9,6 +9,7 @@ to the new host)."""
 
 from __future__ import annotations
 
+import smtplib
 from collections.abc import Callable
 
 import pytest
@@ -92,3 +93,47 @@ def test_a_link_added_in_any_spelling_a_browser_follows_is_held(
         assert why.endswith(ADDED[rcpt][1]), (rcpt, why)
     received = sorted(r.rcpt_tos[0] for r in sink.received)
     assert received == ["first@example.org", "harmless@example.org"]
+
+
+def amp_message(recipient: str, amp_link: str) -> bytes:
+    """A campaign `amp` message: text, AMP for Email and HTML parts, the AMP part's link given."""
+    amp = f'<!doctype html><html amp4email><body><a href="{amp_link}">Shop</a></body></html>'
+    return (
+        f"From: shop@example.com\r\nTo: {recipient}\r\nSubject: AMP sale\r\nX-Campaign: amp\r\n"
+        'MIME-Version: 1.0\r\nContent-Type: multipart/alternative; boundary="b"\r\n\r\n'
+        "--b\r\nContent-Type: text/plain\r\n\r\nShop\r\n"
+        f"--b\r\nContent-Type: text/x-amp-html; charset=utf-8\r\n\r\n{amp}\r\n"
+        '--b\r\nContent-Type: text/html\r\n\r\n<a href="https://shop.example/">Shop</a>\r\n'
+        "--b--\r\n"
+    ).encode()
+
+
+def test_a_link_in_an_amp_part_is_bound_like_the_html_ones(sendguard: Start, sink: Sink) -> None:
+    # AMP for Email (text/x-amp-html) is shown in place of the HTML by Gmail and others; its
+    # links were found only as bare URLs in its text, so one written with an entity was none.
+    proc = sendguard(policies=[{"plugin": "human_hold"}])
+    first = smtp_send(
+        proc, "first@example.org", amp_message("first@example.org", "https://shop.example/a")
+    )
+    proc.wait_states({"first@example.org": "held"}, first)
+    status, answer = proc.call("POST", "/v1/campaigns/amp/approve", {"note": "checked"})
+    assert status == 200, answer
+    proc.wait_states({"first@example.org": "sent"}, first)
+    swapped = smtp_send(
+        proc, "a@example.org", amp_message("a@example.org", "&#104;ttps://amp.evil.example/a")
+    )
+    same = smtp_send(proc, "b@example.org", amp_message("b@example.org", "https://SHOP.example/b"))
+    proc.wait_states({"b@example.org": "sent"}, same)
+    proc.wait_states({"a@example.org": "held"}, swapped)
+    assert reason(proc, "a@example.org").endswith("new link host amp.evil.example")
+
+
+def smtp_send(proc: SendguardProcess, recipient: str, content: bytes) -> str:
+    with smtplib.SMTP("127.0.0.1", proc.smtp_port, timeout=10) as client:
+        client.ehlo("test")
+        client.mail("shop@example.com")
+        code, reply = client.rcpt(recipient)
+        assert code == 250, reply
+        code, reply = client.data(content)
+    assert code == 250, reply
+    return reply.decode().rsplit(" ", 1)[1]

@@ -209,3 +209,23 @@ def test_a_redirect_link_counts_the_url_it_carries() -> None:
 def test_a_form_sends_the_reader_to_its_action() -> None:
     source = '<form method="post" ACTION="https://evil.example/login"><input name=p></form>'
     assert targets_of_html(source) == {("link", "evil.example")}
+
+
+def test_an_amp_part_is_read_for_links_as_html() -> None:
+    # AMP for Email (text/x-amp-html) replaces the HTML where it is shown: a link in it written
+    # with an entity was invisible to the bare-URL search of its text (session-11 trial).
+    amp = (
+        '<!doctype html><html amp4email><body><amp-img src="https://cdn.example/a.png" width="1"'
+        ' height="1"></amp-img><a href="&#104;ttps://evil.example/x">Shop</a></body></html>'
+    )
+    raw = (
+        "From: a@example.com\r\nTo: b@example.org\r\nSubject: AMP\r\nMIME-Version: 1.0\r\n"
+        'Content-Type: multipart/alternative; boundary="b"\r\n\r\n'
+        "--b\r\nContent-Type: text/plain\r\n\r\nShop\r\n"
+        f"--b\r\nContent-Type: text/x-amp-html; charset=utf-8\r\n\r\n{amp}\r\n"
+        '--b\r\nContent-Type: text/html\r\n\r\n<a href="https://shop.example/">Shop</a>\r\n'
+        "--b--\r\n"
+    ).encode()
+    assert fingerprints(raw).links == (
+        "embed:cdn.example link:cdn.example link:evil.example link:shop.example"
+    )
