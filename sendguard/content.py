@@ -124,7 +124,7 @@ def _parts_of(message: Message) -> tuple[str, list[str], list[str]]:
             continue
         subtype = part.get_content_subtype()
         decoded = decode_part(payload, part.get_content_charset() or "utf-8")
-        if subtype == "html":
+        if subtype in _HTML_SUBTYPES:
             sources.append(decoded)
         texts.append(readable(decoded, subtype))
     text = ""
@@ -158,6 +158,12 @@ def readable(decoded: str, subtype: str) -> str:
         # Entities stand for characters in HTML only (in plain text `&eacute;` is just that).
         return html.unescape(_TAGS.sub(" ", _BREAKS.sub("\n", decoded)))
     return decoded
+
+
+# The parts whose markup is read for links: HTML, and AMP for Email (`text/x-amp-html`, shown
+# in place of the HTML by Gmail and others), whose links a bare-URL search of its text would
+# miss when written with entities (`&#104;ttps://`). Its text is read as before.
+_HTML_SUBTYPES = frozenset({"html", "x-amp-html"})
 
 
 class Fingerprint(NamedTuple):

@@ -158,6 +158,20 @@ class Intake:
             return read_fields(headers, self._sources, defaults)
         return self._no_fields if mail_from else self._no_fields_of_bounce
 
+    def _message_fields(
+        self, headers: Headers, mail_from: str, overrides: FieldOverrides | None
+    ) -> SendguardFields:
+        """The message's fields: its headers' with the payload's `overrides` applied. A message
+        with the null sender that names a campaign is no bounce (no MTA puts a campaign on a
+        DSN): a marketing tool sending a campaign with `MAIL FROM:<>` would otherwise pass as
+        transactional, exempt from the caps and from human_hold's approval. It takes the class
+        its headers or payload give, marketing by default, as with a sender address."""
+        given = overrides or FieldOverrides()
+        fields = given.apply(self._fields(headers, mail_from))
+        if not mail_from and fields.campaign is not None:
+            fields = given.apply(self._fields(headers, "<campaign>"))
+        return fields
+
     async def replay(self, key: str, fingerprint: str | None = None) -> bytes | None:
         """The first answer given to a request with Idempotency-Key `key`, if still kept.
 
@@ -293,7 +307,7 @@ class Intake:
             mail_from=mail_from,
             recipients=tuple(unique.values()),
             headers=headers,
-            fields=(overrides or FieldOverrides()).apply(self._fields(headers, mail_from)),
+            fields=self._message_fields(headers, mail_from, overrides),
             size=len(content),
             content_hash=fingerprint.text,
             smtputf8=smtputf8,

@@ -43,6 +43,14 @@ class DataRefused:
 
 TOO_LONG = DataRefused("500 5.6.0 Line too long (see RFC 5321 4.5.3.1.6)")
 """5.6.0 (RFC 3463: the content is the problem): the sender fixes it by encoding the line."""
+TOO_LONG_BARE_LF = DataRefused(
+    "500 5.6.0 Line too long: its lines end in a bare LF, which SMTP does not take for a line"
+    " break; end every line with CRLF (RFC 5321 2.3.8; Python: as_bytes(policy=email.policy.SMTP)"
+    " or smtplib's send_message)"
+)
+"""TOO_LONG when the over-long line holds a bare LF: a client that wrote its lines with LF
+alone (Python's `msg.as_bytes()` given to `sendmail`) sends one long line of short ones, and
+is told what to change rather than to encode lines it never made long."""
 TOO_MUCH = DataRefused("552 Error: Too much mail data")
 
 
@@ -73,14 +81,15 @@ class _Collector:
         if end >= 0:
             complete = bytes(line[: end + 2])
             del line[: end + 2]
-            if max(map(len, complete.split(b"\r\n"))) + 2 > MAX_LINE:
-                self._refuse(TOO_LONG)
+            longest = max(complete.split(b"\r\n"), key=len)
+            if len(longest) + 2 > MAX_LINE:
+                self._refuse(TOO_LONG_BARE_LF if b"\n" in longest else TOO_LONG)
                 return
             # Every complete run starts a line, so one replace undoes the stuffing of all.
             self._done.append((b"\r\n" + complete).replace(b"\r\n.", b"\r\n")[2:])
         # A CR at the end may be the first half of the CRLF that ends this line.
         if len(line) - line.endswith(b"\r") + 2 > MAX_LINE:
-            self._refuse(TOO_LONG)
+            self._refuse(TOO_LONG_BARE_LF if b"\n" in line else TOO_LONG)
 
     def _refuse(self, why: DataRefused) -> None:
         self.refused = why

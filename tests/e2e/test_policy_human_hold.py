@@ -68,3 +68,33 @@ def test_unreviewed_hold_expires_as_configured(sendguard: Start, sink: Sink) -> 
         in proc.transitions("late@example.org")[-1][1]
     )
     assert sink.received == []
+
+
+def test_a_campaign_sent_with_the_null_sender_is_no_bounce(sendguard: Start, sink: Sink) -> None:
+    # Session-11 trial: a marketing blast naming an unapproved campaign, sent with MAIL FROM:<>,
+    # was taken for a bounce (transactional, exempt) and flowed past human_hold. No MTA puts a
+    # campaign on a DSN: such a message takes the class it names, marketing by default.
+    proc = sendguard(policies=[{"plugin": "human_hold"}])
+    blast = send(proc, ["a@example.org"], message("X-Campaign: black-friday"), sender="<>")
+    proc.wait_states({"a@example.org": "held"}, blast)
+    status, shown = proc.call("GET", f"/v1/messages/{blast}")
+    assert status == 200 and shown["class"] == "marketing", shown
+    status, answer = proc.call(
+        "POST",
+        "/v1/messages?from=%3C%3E",
+        {"from": "shop@example.com", "to": ["b@example.org"], "subject": "BF", "text": "x",
+         "campaign": "black-friday"},
+    )  # fmt: skip
+    assert status == 202 and answer["deliveries"][0]["state"] == "held", answer
+    # A real bounce (no campaign) is still transactional and flows; so does a campaign's
+    # message that says it is transactional.
+    bounce = send(proc, ["c@example.org"], message(subject="Undelivered Mail"), sender="<>")
+    said = send(
+        proc,
+        ["d@example.org"],
+        message("X-Campaign: receipts", "X-Sendguard-Class: transactional"),
+        sender="<>",
+    )
+    proc.wait_states({"c@example.org": "sent"}, bounce)
+    proc.wait_states({"d@example.org": "sent"}, said)
+    assert sorted(r.rcpt_tos[0] for r in sink.received) == ["c@example.org", "d@example.org"]

@@ -18,6 +18,7 @@ import shutil
 import smtplib
 import subprocess
 from collections.abc import Callable
+from email.message import EmailMessage
 
 import pytest
 
@@ -131,6 +132,27 @@ def test_a_line_over_1000_octets_in_data_is_500_with_an_enhanced_code(
     assert code == 500
     assert text.startswith(b"5.6.0 Line too long"), text
     assert proc.states() == {}
+
+
+def test_lines_ended_by_a_bare_lf_are_told_to_end_in_crlf(sendguard: Start, sink: Sink) -> None:
+    # Session-11 trial: Python's msg.as_bytes() (LF line ends) given to smtplib's sendmail
+    # is one long line to SMTP; the answer said only "Line too long" about 76-octet lines.
+    proc = sendguard()
+    mail = EmailMessage()
+    mail["From"], mail["To"], mail["Subject"] = "shop@example.com", "ann@example.org", "News"
+    mail.set_content("A short line of the newsletter.\n" * 60)
+    with client(proc) as smtp, pytest.raises(smtplib.SMTPDataError) as refused:
+        smtp.sendmail("shop@example.com", ["ann@example.org"], mail.as_bytes())
+    code, text = refused.value.smtp_code, refused.value.smtp_error
+    assert code == 500 and text.startswith(b"5.6.0 Line too long: its lines end in a bare LF"), text
+    assert b"end every line with CRLF" in text, text
+    assert proc.states() == {}
+    # A line too long of its own is answered as before.
+    with client(proc) as smtp:
+        smtp.mail("shop@example.com")
+        smtp.rcpt("ann@example.org")
+        code, text = smtp.data(message() + b"x" * 1200 + b"\r\n")
+    assert (code, text) == (500, b"5.6.0 Line too long (see RFC 5321 4.5.3.1.6)")
 
 
 @pytest.mark.skipif(shutil.which("swaks") is None, reason="swaks is installed by .ci/run")

@@ -44,6 +44,12 @@ def links(body: str, cte: str = "8bit", charset: str = "utf-8") -> str:
         '<a href="https://user@shop.example./p">x</a>',
         '<a href="//shop.example/p">x</a>',
         '<area shape="rect" href="https://shop.example/p">',
+        # as browsers read them (the WHATWG URL standard; headless Chromium followed each)
+        '<a href="https:///shop.example/p">x</a>',
+        '<a href="HTTPS:shop.example/p">x</a>',
+        '<a href="https:\\\\\\shop.example/p">x</a>',
+        '<a href="ht&#9;tps://sh&#10;op.example/p">x</a>',
+        '<a href="&#1;https://shop.example/p&#0;">x</a>',
     ],
 )
 def test_every_way_of_writing_a_link_reads_as_its_host(anchor: str) -> None:
@@ -63,6 +69,8 @@ def test_every_way_of_writing_a_link_reads_as_its_host(anchor: str) -> None:
         '<img srcset="https://cdn.example/a.png 1x, https://cdn.example/b.png 2x">',
         '<td background="https://cdn.example/bg.png">',
         "<div style=\"background: url('https://cdn.example/bg.png')\">",
+        '<div style="background: uRl(https://cdn.example/bg.png)">',
+        '<td style="background-image: url(&quot;https://cdn.example/bg.png&quot;)">',
     ],
 )
 def test_what_a_client_fetches_is_an_embed(tag: str) -> None:
@@ -183,6 +191,41 @@ def test_a_closing_bracket_in_an_earlier_attribute_hides_no_link() -> None:
     assert targets_of_html(source) == {("link", "evil.example"), ("embed", "cdn.example")}
 
 
+def test_a_redirect_link_counts_the_url_it_carries() -> None:
+    # Encoded once or twice, as written, as an entity; a token's %3D is no URL.
+    body = (
+        '<a href="https://t.example/r?u=https%3A%2F%2Fone.example%2Fp&amp;e=ann">a</a>'
+        '<a href="https://www.google.com/url?q=https%253A%252F%252Ftwo.example&sa=D">b</a>'
+        '<a href="https://t.example/r/https://three.example/p">c</a>'
+        '<a href="https://t.example/r?u=https&#58;//four.example">d</a>'
+        '<a href="https://t.example/ls/click?upn=abc3A%3D%3D">e</a>'
+    )
+    assert links(body) == (
+        "link:four.example link:one.example link:t.example link:three.example"
+        " link:two.example link:www.google.com"
+    )
+
+
 def test_a_form_sends_the_reader_to_its_action() -> None:
     source = '<form method="post" ACTION="https://evil.example/login"><input name=p></form>'
     assert targets_of_html(source) == {("link", "evil.example")}
+
+
+def test_an_amp_part_is_read_for_links_as_html() -> None:
+    # AMP for Email (text/x-amp-html) replaces the HTML where it is shown: a link in it written
+    # with an entity was invisible to the bare-URL search of its text (session-11 trial).
+    amp = (
+        '<!doctype html><html amp4email><body><amp-img src="https://cdn.example/a.png" width="1"'
+        ' height="1"></amp-img><a href="&#104;ttps://evil.example/x">Shop</a></body></html>'
+    )
+    raw = (
+        "From: a@example.com\r\nTo: b@example.org\r\nSubject: AMP\r\nMIME-Version: 1.0\r\n"
+        'Content-Type: multipart/alternative; boundary="b"\r\n\r\n'
+        "--b\r\nContent-Type: text/plain\r\n\r\nShop\r\n"
+        f"--b\r\nContent-Type: text/x-amp-html; charset=utf-8\r\n\r\n{amp}\r\n"
+        '--b\r\nContent-Type: text/html\r\n\r\n<a href="https://shop.example/">Shop</a>\r\n'
+        "--b--\r\n"
+    ).encode()
+    assert fingerprints(raw).links == (
+        "embed:cdn.example link:cdn.example link:evil.example link:shop.example"
+    )

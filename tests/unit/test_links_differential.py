@@ -1,7 +1,12 @@
 """The link targets as read now against as first written (s10-links, commit c501bfa): made
 cheaper (one match for scheme and host, memoised hosts, memoised sources), they must stay the
 same sets, on generated HTML written every way a sender or an attacker might write it. A link
-the new reading missed would let changed copy out unreviewed."""
+the new reading missed would let changed copy out unreviewed.
+
+The reading as first written is kept with what the session-11 trial corrected in it, marked
+`(s11)`: URLs read as browsers do (C0 controls and spaces stripped at the ends, tabs and line
+breaks removed anywhere, any number of slashes after `http(s):`), CSS `url(` in any case and
+with `&quot;` quotes."""
 
 from __future__ import annotations
 
@@ -36,9 +41,12 @@ def before_html(source: str) -> set[Target]:
         while start >= 0:
             _before_attribute(found, source, name, start)
             start = lowered.find(name, start + len(name))
-    if "url(" in source or "URL(" in source or "Url(" in source:
+    if "url(" in source.lower():  # (s11) any case
         for match in _CSS_URL.finditer(source):
-            _before_add(found, "embed", match.group(1) or match.group(2) or match.group(3) or "")
+            value = match.group(1) or match.group(2) or match.group(3) or ""
+            if value.startswith("&"):  # (s11) url(&quot;...&quot;)
+                value = html.unescape(value).strip("".join(map(chr, range(0x21))) + "\"'")
+            _before_add(found, "embed", value)
     return found
 
 
@@ -74,10 +82,12 @@ def before_text(text: str) -> set[Target]:
     return found
 
 
-def _before_add(found: set[Target], kind: str, url: str) -> None:
+def _before_add(found: set[Target], kind: str, url: str, depth: int = 2) -> None:
     if "&" in url:
         url = html.unescape(url)
-    url = url.strip(" \t\r\n\x0c")
+    # (s11) C0 controls and spaces at the ends, tabs and line breaks anywhere, as browsers do
+    url = url.strip("".join(map(chr, range(0x21))))
+    url = url.replace("\t", "").replace("\n", "").replace("\r", "")
     scheme = _SCHEME.match(url)
     if scheme is not None:
         name = scheme.group(0)[:-1].lower()
@@ -89,15 +99,29 @@ def _before_add(found: set[Target], kind: str, url: str) -> None:
                 if host:
                     found.add(("mailto", host))
             return
-        if not rest.startswith(("//", "\\\\", "/\\", "\\/")):
+        if name in ("http", "https", "ftp", "ws", "wss"):  # (s11) any number of slashes
+            url = "//" + rest.lstrip("/\\")
+        elif not rest.startswith(("//", "\\\\", "/\\", "\\/")):
             return
-        url = rest
+        else:
+            url = rest
     elif not url.startswith("//"):
         return
     authority = _HOST_END.split(url[2:], maxsplit=1)[0]
     host = _before_host(authority.rpartition("@")[2])
     if host:
         found.add((kind, host))
+    # (s11) the URLs a redirect link carries in its path or query, two levels deep, where
+    # the rest has a colon's sign (as written, %3A or %253A, an entity)
+    rest = url[2 + len(authority) :]
+    if depth and any(sign in rest for sign in (":", "3A", "3a", "&#", "&colon;")):
+        rest = html.unescape(rest)
+        for _ in range(3):
+            for nested in re.findall(r"(?i)https?:[/\\\\]*[^&\s\"'<>]+", rest):
+                _before_add(found, kind, nested, depth - 1)
+            if unquote(rest) == rest:
+                break
+            rest = unquote(rest)
 
 
 def _before_host(authority: str) -> str:
@@ -119,10 +143,11 @@ def _before_host(authority: str) -> str:
 SCHEMES = [
     "https", "http", "HTTPS", "HtTp", "ftp", "h+t.t-p", "1http", "mailto", "MAILTO", "MailTo",
     "ma\u0131ltO", "ma\u0130lto", "javascript", "data", "cid", "tel", "", "x",
+    "ht&#9;tps", "ht\ntp", "wss", "FTP", "httpx",
 ]  # fmt: skip
 AFTER_SCHEME = [
     "://", "://", ":\\\\", ":/\\", ":\\/", ":/", ":", "&#58;//", "&colon;//", ":&#47;&#47;",
-    "&#x3A;//", "//", "\\\\", " ://", ":// ",
+    "&#x3A;//", "//", "\\\\", " ://", ":// ", ":///", ":\\\\\\", ":/&#9;/", ":\n//",
 ]  # fmt: skip
 USERINFO = ["", "", "", "user@", "u:p@", "a@b@", "@", "us&#64;er@", "x/y@", "n%40m@"]
 HOSTS = [
@@ -140,6 +165,11 @@ PATHS = [
     "", "/", "/p", "/p?a=1&amp;b=2", "?q=1", "#f", "\\x", "/ls/click?upn=ann-1&c=2", " ",
     "  \t", "?to=a@b.example", ",x@y.example", "?subject=Hi&amp;cc=c@cc.example", "/a,b 2x",
     "&#47;p", "&#63;q", "&#35;f", "&notit;", "&amp", ")",
+    "/r?u=https%3A%2F%2Fnested.example%2Fp&amp;t=1", "/r?u=https://nested.example/p&t=1",
+    "/url?q=https%253A%252F%252Fnested.example", "/r/HtTpS%3a//nested.example",
+    "/r?u=https&#58;//nested.example&#47;p",
+    "?u=https%3A%2F%2Fa.example%2F%3Fu%3Dhttps%253A%252F%252Fb.example",
+    "?t=ab3Acd%3D%3D", "?u=http:", "?u=https%3A%2F%2F",
 ]  # fmt: skip
 ATTRIBUTES = [
     "href", "HREF", "Href", "src", "SRC", "srcset", "SRCSET", "background", "BACKGROUND",
@@ -162,7 +192,7 @@ FILLER = [
 def url(rng: random.Random) -> str:
     scheme = rng.choice(SCHEMES)
     return (
-        rng.choice(["", "", " ", "\t\n"])
+        rng.choice(["", "", " ", "\t\n", "&#1;", "\x00"])
         + scheme
         + (rng.choice(AFTER_SCHEME) if scheme else rng.choice(["//", "//", "\\\\", "/", ""]))
         + rng.choice(USERINFO)
