@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 
+from sendguard.value_enum import ValueEnum
+
 __all__ = [
     "NO_POLICY",
     "Action",
@@ -23,7 +25,7 @@ __all__ = [
 ]
 
 
-class Action(StrEnum):
+class Action(ValueEnum):
     """What should happen to a delivery, in increasing order of precedence."""
 
     FORWARD = "forward"
@@ -118,7 +120,7 @@ def combine(verdicts: Iterable[Verdict]) -> Verdict:
     return best or Verdict.forward()
 
 
-class Mode(StrEnum):
+class Mode(ValueEnum):
     """Whether a policy's verdict counts (`enforce`) or is only recorded (`shadow`)."""
 
     ENFORCE = "enforce"
