@@ -41,6 +41,23 @@ def per_thread(out: Path, pid: int) -> dict[str, int]:
     return found
 
 
+def _wait_listening(proc: subprocess.Popen[bytes], work: Path, ports: tuple[int, ...]) -> None:
+    """Until every port listens (valgrind starts slowly, and the listeners open seconds
+    apart); a serve that exits meanwhile (a port taken) ends the wait."""
+    deadline = time.monotonic() + 300
+    while True:
+        if proc.poll() is not None:
+            raise RuntimeError(f"sendguard exited {proc.returncode}: see {work}/sendguard.log")
+        try:
+            for port in ports:
+                run.wait_port(port, timeout=1)
+        except RuntimeError:
+            if time.monotonic() > deadline:
+                raise
+        else:
+            return
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("out", type=Path)
@@ -83,16 +100,7 @@ def main() -> None:
         )
         smtp = int(config["smtp"]["listen"].rsplit(":", 1)[1])
         http = int(config["http"]["listen"].rsplit(":", 1)[1])
-        deadline = time.monotonic() + 300
-        while True:  # valgrind starts slowly; a serve that exits (a port taken) ends the wait
-            if proc.poll() is not None:
-                raise RuntimeError(f"sendguard exited {proc.returncode}: see {work}/sendguard.log")
-            try:
-                run.wait_port(http, timeout=1)
-                break
-            except RuntimeError:
-                if time.monotonic() > deadline:
-                    raise
+        _wait_listening(proc, work, (http, smtp))
         contestant = run.Contestant("sendguard", smtp, pid=proc.pid, http=http)
         run.approve_campaign(contestant, sink)
         warm = run.throughput(sink, smtp, args.warm, run.SMALL, reuse=False)
