@@ -25,6 +25,7 @@ from sendguard.metrics import Metrics, Tally, Timing
 from sendguard.policy import Policy, PolicyContext, ReadsStore
 from sendguard.store.base import PolicyReads
 from sendguard.verdict import (
+    SHADOW,
     Action,
     Decision,
     Mode,
@@ -339,9 +340,7 @@ class Engine:
                     reason=decision.explanation,
                     until=verdict.until.isoformat() if verdict.until else None,
                     shadow=[
-                        f"{o.policy}={o.verdict.action.value}"
-                        for o in outcomes
-                        if o.mode is Mode.SHADOW
+                        f"{o.policy}={o.verdict.action.value}" for o in outcomes if o.mode is SHADOW
                     ]
                     or None,
                 )

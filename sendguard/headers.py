@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import email.header
 import email.utils
-import functools
 import re
 from dataclasses import dataclass
 from datetime import datetime
@@ -89,23 +88,26 @@ class Headers:
             items.append((name, _decode_words(value.strip())))
         return cls(tuple(items))
 
-    @functools.cached_property
     def _by_name(self) -> dict[str, list[str]]:
         # Built on the first look-up: the intake looks up some 25 names (every field's
-        # headers), each of which was a walk over every header.
-        found: dict[str, list[str]] = {}
-        for name, value in self.items:
-            found.setdefault(name.lower(), []).append(value)
+        # headers), each of which was a walk over every header. Kept in the instance's
+        # dict by hand: functools.cached_property takes a lock on every first read (3.11).
+        found: dict[str, list[str]] | None = self.__dict__.get("_index")
+        if found is None:
+            found = {}
+            for name, value in self.items:
+                found.setdefault(name.lower(), []).append(value)
+            self.__dict__["_index"] = found  # not a field: equality and hashing ignore it
         return found
 
     def get(self, name: str) -> str | None:
         """The first value of header `name`, or None."""
-        values = self._by_name.get(name.lower())
+        values = self._by_name().get(name.lower())
         return values[0] if values else None
 
     def get_all(self, name: str) -> list[str]:
         """Every value of header `name`, in order."""
-        return list(self._by_name.get(name.lower(), ()))
+        return list(self._by_name().get(name.lower(), ()))
 
 
 def _decode_words(value: str) -> str:

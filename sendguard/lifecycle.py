@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from enum import StrEnum
 
 from sendguard.message import DeliveryState
+from sendguard.value_enum import ValueEnum
 
 
-class LifecycleEvent(StrEnum):
+class LifecycleEvent(ValueEnum):
     """A delivery state change an outbound webhook can subscribe to."""
 
     FORWARDED = "forwarded"

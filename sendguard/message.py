@@ -19,6 +19,7 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from sendguard.headers import Headers
+from sendguard.value_enum import ValueEnum
 
 if TYPE_CHECKING:
     from sendguard.fields import Field as FieldSpec
@@ -40,7 +41,7 @@ __all__ = [
 ]
 
 
-class DeliveryState(StrEnum):
+class DeliveryState(ValueEnum):
     """Where a delivery stands."""
 
     QUEUED = "queued"
@@ -53,7 +54,7 @@ class DeliveryState(StrEnum):
     DROPPED = "dropped"
 
 
-class HoldOrigin(StrEnum):
+class HoldOrigin(ValueEnum):
     """Why a held delivery is held: it waits for a review, or for the kill switch's resume."""
 
     POLICY = "policy"
@@ -70,7 +71,7 @@ class HoldExpiry(StrEnum):
     FORWARD = "forward"
 
 
-class MessageClass(StrEnum):
+class MessageClass(ValueEnum):
     """What kind of mail this is; caps and fatigue exempt transactional mail by default."""
 
     TRANSACTIONAL = "transactional"

@@ -550,7 +550,7 @@ class Dispatcher:
                 error=error,
             )
             return
-        await self._store.change(
+        await self._store.finish(
             delivery.id,
             Change(
                 DeliveryState.DEFERRED,
@@ -573,7 +573,7 @@ class Dispatcher:
         now: datetime,
         error: str | None = None,
     ) -> None:
-        await self._store.change(
+        await self._store.finish(
             delivery.id,
             Change(
                 state,

@@ -99,6 +99,13 @@ def _parse_ip(text: Any) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None
     return address
 
 
+@functools.lru_cache(maxsize=4096)
+def _literal(ip: ipaddress.IPv4Address | ipaddress.IPv6Address | None) -> str:
+    """The address literal of the `Received:` line: formatting an address runs ipaddress's
+    Python (some 8,000 instructions) for every message; a relay's clients are few."""
+    return f"[IPv6:{ip}]" if isinstance(ip, ipaddress.IPv6Address) else f"[{ip}]"
+
+
 def raw_path(arg: str | None, keyword: str) -> str | None:
     """The address text of a MAIL FROM/RCPT TO argument exactly as the client sent it.
 
@@ -152,8 +159,7 @@ def _utf8_refusal(kind: str) -> str:
 
 def _trace(session: Session, envelope: Envelope, server: SMTP) -> Trace:
     """The client's EHLO name and address, and the protocol as RFC 3848/6531 name it."""
-    ip = _client_ip(server, session)
-    literal = f"[IPv6:{ip}]" if isinstance(ip, ipaddress.IPv6Address) else f"[{ip}]"
+    literal = _literal(_client_ip(server, session))
     helo = _TRACE_UNSAFE.sub("?", session.host_name or "unknown")[:100]
     protocol = "ESMTP" if session.extended_smtp else "SMTP"
     if envelope.smtp_utf8:

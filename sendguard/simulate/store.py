@@ -332,6 +332,9 @@ class ReplayStore(SQLiteStore):
             elif new.state is DeliveryState.SENT:
                 self._sent.add(new.id)
 
+    async def finish(self, delivery_id: str, change: Change) -> None:
+        await self.change(delivery_id, change)  # what `change` keeps track of, below
+
     async def change(self, delivery_id: str, change: Change) -> Delivery:
         delivery = await super().change(delivery_id, change)
         if not self._kept:

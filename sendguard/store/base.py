@@ -324,6 +324,12 @@ class WorkQueue(Protocol):
     async def change(self, delivery_id: str, change: Change) -> Delivery:
         """Apply a state change; raise Conflict if its guards do not hold."""
 
+    async def finish(self, delivery_id: str, change: Change) -> None:
+        """`change` for a caller that does not need the delivery back (the dispatcher's
+        `sent`, `failed` or `deferred` after a send): the same write, guards and Conflict,
+        but a store may skip reading the changed row. This default calls `change`."""
+        await self.change(delivery_id, change)
+
     @abstractmethod
     async def wake_waiting(
         self,

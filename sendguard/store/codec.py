@@ -216,13 +216,17 @@ def delivery_from_row(row: Sequence[Any]) -> Delivery:
     return delivery_from_columns(row[:12], message_from_row(row[12:]))
 
 
+_STATES = {state.value: state for state in DeliveryState}
+"""States by their stored text: `DeliveryState(text)` runs EnumType.__call__ in Python."""
+
+
 def delivery_from_columns(row: Sequence[Any], message: Message) -> Delivery:
     """A Delivery of `message` from DELIVERY_ROW_COLUMNS."""
     return Delivery(
         id=row[0],
         message=message,
         recipient=row[1],
-        state=DeliveryState(row[2]),
+        state=_STATES.get(row[2]) or DeliveryState(row[2]),
         created_at=from_micros(row[3]),
         updated_at=from_micros(row[4]),
         due_at=moment(row[5]),

@@ -40,6 +40,8 @@ _FINAL = frozenset({DeliveryState.SENT, DeliveryState.FAILED, DeliveryState.DROP
 # The next transitions row of delivery `d.id`: its first transition is on its row (seq 1),
 # or, for a delivery created before schema 10, the transitions row with seq 1.
 _NEXT_SEQ = "(SELECT COALESCE(MAX(seq), 1) + 1 FROM transitions t WHERE t.delivery_id = d.id)"
+_RETURNED = f"{codec.DELIVERY_ROW_COLUMNS}, message_id"
+"""What `change` reads back of the changed row (`finish` reads nothing)."""
 # The `attempt N` transitions of the deliveries a claim marked `sending`, from a source of
 # their rows as the claim left them (`{}`: a FROM clause naming them `d`, with its WHERE).
 SENDING_TRANSITIONS = (
@@ -242,6 +244,18 @@ class SqlDispatch(SqlIntake):
         return codec.moment(row[0]) if row else None
 
     async def change(self, delivery_id: str, change: Change) -> Delivery:
+        delivery = await self._change(delivery_id, change, returning=True)
+        assert delivery is not None
+        return delivery
+
+    async def finish(self, delivery_id: str, change: Change) -> None:
+        # Without RETURNING: the row's columns, the temporary table SQLite keeps them in, and
+        # the Delivery made of them on the loop are work nobody reads after a send.
+        await self._change(delivery_id, change, returning=False)
+
+    async def _change(
+        self, delivery_id: str, change: Change, *, returning: bool
+    ) -> Delivery | None:
         at = to_micros(change.at)
         final = change.to in _FINAL
         # Nobody works on a delivery in a final state: its claim ends with it.
@@ -275,7 +289,7 @@ class SqlDispatch(SqlIntake):
             and not wake
         )
 
-        async def job(tx: Tx) -> tuple[Sequence[Any], list[Sequence[Any]]]:
+        async def job(tx: Tx) -> tuple[Sequence[Any] | None, list[Sequence[Any]]]:
             before = None
             if self._webhook_targets:  # the event depends on the state it leaves
                 before = await _one(tx, "SELECT state FROM deliveries WHERE id = ?", (delivery_id,))
@@ -287,7 +301,7 @@ class SqlDispatch(SqlIntake):
                     " AND d.final_reason IS NOT NULL",
                     (delivery_id,),
                 )
-            rows = await tx.fetch(
+            update = (
                 "UPDATE deliveries SET state = ?, updated_at = ?, due_at = ?,"
                 " final_reason = ?, final_outcomes = ?,"
                 " attempts = attempts + ?,"
@@ -299,31 +313,36 @@ class SqlDispatch(SqlIntake):
                 " hold_origin = ?,"
                 " owner = CASE WHEN ? THEN owner ELSE NULL END,"
                 " lease_until = CASE WHEN ? THEN lease_until ELSE NULL END"
-                f" WHERE {where} RETURNING {codec.DELIVERY_ROW_COLUMNS}, message_id",
-                (
-                    change.to.value,
-                    at,
-                    codec.micros(change.due_at),
-                    change.reason if final else None,
-                    kept if final else None,
-                    int(change.attempt),
-                    change.attempt,
-                    at,
-                    change.error,
-                    change.approved_by,
-                    change.override_by,
-                    (change.hold_origin or HoldOrigin.POLICY)
-                    if change.to is DeliveryState.HELD
-                    else None,
-                    keep_claim,
-                    keep_claim,
-                    delivery_id,
-                    *expected,
-                ),
+                f" WHERE {where}"
             )
-            if not rows:
+            values = (
+                change.to.value,
+                at,
+                codec.micros(change.due_at),
+                change.reason if final else None,
+                kept if final else None,
+                int(change.attempt),
+                change.attempt,
+                at,
+                change.error,
+                change.approved_by,
+                change.override_by,
+                (change.hold_origin or HoldOrigin.POLICY)
+                if change.to is DeliveryState.HELD
+                else None,
+                keep_claim,
+                keep_claim,
+                delivery_id,
+                *expected,
+            )
+            row: Sequence[Any] | None = None
+            if returning:
+                rows = await tx.fetch(f"{update} RETURNING {_RETURNED}", values)
+                if not rows:
+                    raise await self._refused(tx, delivery_id, change)
+                row = rows[0]
+            elif not await tx.execute(update, values):
                 raise await self._refused(tx, delivery_id, change)
-            row = rows[0]
             if not final:
                 await self._record(tx, delivery_id, change.to, change.reason, at, change.decision)
             elif change.decision is not None:
@@ -339,7 +358,7 @@ class SqlDispatch(SqlIntake):
                 await tx.execute("DELETE FROM history WHERE delivery_id = ?", (delivery_id,))
             if wake:
                 await self._notify(tx)
-            return row, await self._uncached_messages(tx, [row])
+            return row, [] if row is None else await self._uncached_messages(tx, [row])
 
         if alone:
             # The send has happened and nobody waits on this commit but the worker: it may
@@ -349,6 +368,8 @@ class SqlDispatch(SqlIntake):
             row, messages = await self._write_statement(job, linger=True)
         else:
             row, messages = await self._write(job)
+        if row is None:
+            return None
         (delivery,) = await self._deliveries([row], messages)
         return delivery
 

@@ -28,7 +28,7 @@ from sendguard.offload import LARGE
 from sendguard.store import codec, sql_content
 from sendguard.store.sql_jobs import Tx, _marks, _one, _Writes
 from sendguard.store.sql_outbox import SqlOutbox
-from sendguard.verdict import Action, Decision, Mode
+from sendguard.verdict import FORWARD, SHADOW, Action, Decision, Mode
 
 # Rows per multi-row INSERT: 11 values each, far below the bound parameters either allows.
 _ROWS_PER_INSERT = 500
@@ -334,9 +334,7 @@ class SqlIntake(SqlOutbox):
         """
         await SqlIntake._record_waits(tx, delivery_id, state, decision, fresh=fresh)
         notable = [
-            o
-            for o in decision.outcomes
-            if o.mode is Mode.SHADOW or o.verdict.action is not Action.FORWARD
+            o for o in decision.outcomes if o.mode is SHADOW or o.verdict.action is not FORWARD
         ]
         if not notable:
             return

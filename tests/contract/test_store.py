@@ -317,6 +317,29 @@ async def test_change_guards(store: Store) -> None:
     assert approved.state is S.QUEUED and approved.due_at == T0
 
 
+async def test_finish_changes_as_change_does_without_handing_back(store: Store) -> None:
+    """`finish` (the dispatcher's `sent`, `failed`, `deferred`): the same write and guards
+    as `change`, nothing read back."""
+    _, (new,) = await add(store)
+    (claimed,) = await store.claim_due(T0, "me", 10, LEASE)
+    sending = await store.change(
+        claimed.id, Change(S.SENDING, "attempt 1", T0, owner="me", attempt=True)
+    )
+    with pytest.raises(Conflict):  # another owner's claim
+        await store.finish(new.id, Change(S.SENT, "250 ok", T0, owner="you"))
+    with pytest.raises(Conflict):
+        await store.finish("missing", Change(S.SENT, "250 ok", T0, owner="me"))
+    assert await store.finish(new.id, Change(S.SENT, "250 ok", T0, owner="me")) is None
+    done = await store.get_delivery(new.id)
+    assert done is not None and done.state is S.SENT
+    assert done.attempts == sending.attempts == 1
+    with pytest.raises(Conflict):  # the claim ended with the final state
+        await store.finish(new.id, Change(S.FAILED, "again", T0, owner="me"))
+    record = (await store.delivery_records([new.id]))[new.id]
+    assert [t.state for t in record.transitions][-1] is S.SENT
+    assert record.transitions[-1].reason == "250 ok"
+
+
 async def test_history_reserved_confirmed_and_released(store: Store) -> None:
     _, (sent,) = await add(store, recipients=("P@Example.org",))
     _, (dropped,) = await add(store, recipients=("p@example.org",), campaign="other")

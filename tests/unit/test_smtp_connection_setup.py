@@ -17,6 +17,7 @@ import aiosmtpd.smtp
 import pytest
 
 from sendguard.config import SmtpOptions
+from sendguard.ingress.smtp import _literal, _parse_ip
 from tests.support.smtp_ingress import connected
 
 
@@ -78,3 +79,10 @@ async def test_command_lines_are_logged_masked_when_the_level_is_enabled(
     assert auth, lines
     assert all("c2VjcmV0" not in line and "********" in line for line in auth), auth
     assert seen  # aiosmtpd's own masking ran
+
+
+def test_the_received_lines_address_literal_is_kept_per_address() -> None:
+    assert _literal(_parse_ip("127.0.0.1")) == "[127.0.0.1]"
+    assert _literal(_parse_ip("::ffff:10.0.0.1")) == "[10.0.0.1]"  # a mapped IPv4 client
+    assert _literal(_parse_ip("2001:db8::1")) == "[IPv6:2001:db8::1]"
+    assert _literal(_parse_ip("2001:db8::1")) is _literal(_parse_ip("2001:db8::1"))
