@@ -60,19 +60,21 @@ class PendingReads(PolicyReads):
     def __init__(self, store: PolicyReads) -> None:
         self._store = store
         self._pending: list[tuple[_Pending, datetime]] = []
+        # The history entries by recipient key: every decision reads its recipient's.
+        self._entries: dict[str, list[HistoryEntry]] = {}
         self._contents: dict[str, bytes] = {}
 
     def add(self, message: Message, content: bytes, deliveries: Sequence[NewDelivery]) -> None:
         """`message`, decided: the next decisions read its deliveries as committed."""
         self._contents[message.id] = content
-        self._pending.extend((_Pending(message, new), message.received_at) for new in deliveries)
+        for new in deliveries:
+            pending = _Pending(message, new)
+            self._pending.append((pending, message.received_at))
+            if pending.entry is not None:
+                self._entries.setdefault(pending.entry.recipient, []).append(pending.entry)
 
     def _history(self, key: str, since: datetime) -> list[HistoryEntry]:
-        return [
-            p.entry
-            for p, _ in self._pending
-            if p.entry is not None and p.entry.recipient == key and p.entry.at >= since
-        ]
+        return [h for h in self._entries.get(key, ()) if h.at >= since]
 
     async def get_fact(self, key: str, contact: str | None = None) -> Fact | None:
         return await self._store.get_fact(key, contact)
