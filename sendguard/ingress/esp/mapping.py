@@ -10,7 +10,8 @@ SMTP; an invalid value is reported under the ESP's own field name (`custom_args.
 
 Retries: the SDKs retry on timeouts. An `Idempotency-Key` header works as on `/v1/messages`; a
 request byte-identical to one accepted from the same token within `esp.retry_window` (default
-10 minutes) is answered with the first answer and sends nothing again.
+10 minutes) is answered with the first answer and sends nothing again. The answer is committed
+with the request's messages, in one transaction.
 """
 
 from __future__ import annotations
@@ -317,8 +318,11 @@ async def submit(request: web.Request, who: Identity, submission: Submission) ->
     """Accept every message of `submission` (each recipient a delivery) and return the answer.
 
     A request seen before (same Idempotency-Key, or byte-identical within the retry window)
-    is answered from the store. A bad message answers its own error; the others still go
-    (Postmark's batch answers per message); the ESP module decides what a failure means.
+    is answered from the store. Every message is made and vetted before any is judged: in a
+    request taken whole (`Submission.whole`) the first refusal refuses it all; otherwise (a
+    Postmark batch) a bad message answers its own error in its place and the others go. The
+    messages that go are judged in order and committed together with the stored answer, in
+    one transaction (`Intake.accept_many`): all of them or none.
     """
     ctx = api(request)
     now = ctx.clock.now()
