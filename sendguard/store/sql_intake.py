@@ -151,9 +151,8 @@ class SqlIntake(SqlOutbox):
         *,
         claim: IntakeClaim | None = None,
     ) -> None:
-        await self.add_messages(
-            [NewMessage(message, content, deliveries, esp_request)], idempotency, claim=claim
-        )
+        item = NewMessage(message, content, deliveries, esp_request)
+        await self._add_messages([item], idempotency, claim)
 
     async def add_messages(
         self,
@@ -162,6 +161,16 @@ class SqlIntake(SqlOutbox):
         *,
         claim: IntakeClaim | None = None,
     ) -> None:
+        await self._add_messages(messages, idempotency, claim)
+
+    async def _add_messages(
+        self,
+        messages: Sequence[NewMessage],
+        idempotency: IdempotencyRecord | None,
+        claim: IntakeClaim | None,
+    ) -> None:
+        """`add_messages`, which `add_message` is for one (a subclass overriding either keeps
+        the other)."""
         # Large contents go first, in pieces, each committed on its own (sql_content.py).
         pieces: list[tuple[int, int]] = []
         for item in messages:
