@@ -8,7 +8,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sendguard.message import Delivery, DeliveryState, HoldOrigin, MessageClass, Transition
+from sendguard.esp_request import EspRequest
+from sendguard.message import (
+    Delivery,
+    DeliveryState,
+    HoldOrigin,
+    Message,
+    MessageClass,
+    Transition,
+)
 from sendguard.verdict import Decision, PolicyOutcome
 
 
@@ -23,6 +31,17 @@ class NewDelivery:
     decision: Decision
     due_at: datetime | None = None
     hold_origin: HoldOrigin | None = None
+
+
+@dataclass(frozen=True)
+class NewMessage:
+    """A message as the ingress decided it, with its content, its deliveries and the ESP
+    request it came in as (if any), ready to be committed (`IntakeWrites.add_messages`)."""
+
+    message: Message
+    content: bytes
+    deliveries: Sequence[NewDelivery]
+    esp_request: EspRequest | None = None
 
 
 def sends_now(new: NewDelivery, at: datetime) -> bool:

@@ -269,19 +269,32 @@ class Engine:
         return plan(decision, now, self._hold_expiry)
 
     @property
+    def store(self) -> PolicyReads:
+        """What the decisions read."""
+        return self._store
+
+    @property
     def policies(self) -> tuple[PolicyBinding, ...]:
         """The configured policies, in evaluation order."""
         return self._bindings
 
-    async def decide(self, delivery: Delivery, content: bytes | None = None) -> Decision:
+    async def decide(
+        self,
+        delivery: Delivery,
+        content: bytes | None = None,
+        reads: PolicyReads | None = None,
+    ) -> Decision:
         """Judge `delivery` with every policy; raise StoreUnavailable if the store fails.
 
-        `content` is the message's content when it is not committed yet (at intake).
+        `content` is the message's content when it is not committed yet (at intake). `reads`
+        stands for the store when decisions not committed yet must be seen (the earlier
+        messages of one ESP request: `PendingReads`).
         """
+        store = self._store if reads is None else reads
         contents = {delivery.message.id: content} if content is not None else None
         runs = self._runs  # once: a reload during this decision applies to the next
         ctx = PolicyContext(
-            self._store,
+            store,
             self._clock.now(),
             contents,
             history_span=self._history_span,
@@ -317,7 +330,7 @@ class Engine:
             if campaign is not None and campaign.paused:
                 reason = f"campaign {campaign.name} is paused"
                 outcomes.append(PolicyOutcome(PAUSE, Verdict.hold(reason)))
-        pause = await self._store.get_pause()
+        pause = await store.get_pause()
         if pause.paused:
             # The global kill switch: every delivery waits, campaign or not, until resumed.
             reason = f"sending is paused by {pause.updated_by}" + (

@@ -20,7 +20,13 @@ import structlog
 from sendguard.address import recipient_key, validate_address
 from sendguard.clock import Clock
 from sendguard.content import Fingerprint, fingerprints
-from sendguard.deliveries import IdempotencyRecord, IntakeClaim, NewDelivery, sends_now
+from sendguard.deliveries import (
+    IdempotencyRecord,
+    IntakeClaim,
+    NewDelivery,
+    NewMessage,
+    sends_now,
+)
 from sendguard.engine import Engine
 from sendguard.errors import (
     IdempotencyKeyReused,
@@ -43,6 +49,7 @@ from sendguard.ids import new_id
 from sendguard.message import Delivery, DeliveryState, Message, SendguardFields
 from sendguard.metrics import Metrics
 from sendguard.offload import in_process
+from sendguard.pending_reads import PendingReads
 from sendguard.store.base import IntakeWrites
 
 log = structlog.get_logger("sendguard.intake")
@@ -82,6 +89,17 @@ class Idempotency:
     """A digest of the request; the key answers only requests with the same one."""
     retention: timedelta = IDEMPOTENCY_RETENTION
     """How long the answer is kept for the key (the ESP endpoints' retry window is shorter)."""
+
+
+@dataclass(frozen=True)
+class ManyIdempotency:
+    """`Idempotency` for a request of several messages (`Intake.accept_many`): its answer is
+    rendered from all of them and committed with them."""
+
+    key: str
+    respond: Callable[[Sequence[Accepted]], bytes]
+    fingerprint: str | None = None
+    retention: timedelta = IDEMPOTENCY_RETENTION
 
 
 class Claimer(Protocol):
@@ -187,26 +205,32 @@ class Intake:
             raise IdempotencyKeyReused(key)
         return record.response
 
-    async def _commit(
-        self,
-        message: Message,
-        content: bytes,
-        decided: Sequence[NewDelivery],
-        record: IdempotencyRecord | None,
-        esp_request: EspRequest | None,
-    ) -> None:
-        """Commit the message; hand what is to be sent at once to the claimer if it has room
-        (committed claimed by it), else say that work is due."""
-        now = message.received_at
-        now_due = [new for new in decided if sends_now(new, now)]
+    async def _commit(self, items: Sequence[NewMessage], record: IdempotencyRecord | None) -> None:
+        """Commit the messages together; hand what is to be sent at once to the claimer if it
+        has room (committed claimed by it), else say that work is due."""
+        now_due = [
+            (item.message, new)
+            for item in items
+            for new in item.deliveries
+            if sends_now(new, item.message.received_at)
+        ]
         claimer = self._claimer if now_due else None
         if claimer is not None:
             await claimer.caught_up()
         claim = None if claimer is None else claimer.reserve(len(now_due))
         try:
-            await self._store.add_message(
-                message, content, decided, record, esp_request, claim=claim
-            )
+            if len(items) == 1:
+                item = items[0]
+                await self._store.add_message(
+                    item.message,
+                    item.content,
+                    item.deliveries,
+                    record,
+                    item.esp_request,
+                    claim=claim,
+                )
+            else:
+                await self._store.add_messages(items, record, claim=claim)
         except BaseException:
             if claimer is not None and claim is not None:
                 claimer.cancel(len(now_due))
@@ -220,15 +244,16 @@ class Intake:
                         message,
                         new.recipient,
                         DeliveryState.SENDING,
-                        now,
-                        now,
+                        message.received_at,
+                        message.received_at,
                         due_at=new.due_at,
                         attempts=1,
-                        first_attempt_at=now,
+                        first_attempt_at=message.received_at,
                     )
-                    for new in now_due
+                    for message, new in now_due
                 ]
             )
+        decided = [new for item in items for new in item.deliveries]
         queued = sum(new.state is DeliveryState.QUEUED for new in decided)
         if queued > (len(now_due) if claim is not None else 0):
             self._on_queued()
@@ -271,6 +296,139 @@ class Intake:
         (a message it wrote itself): taken as given instead of parsing the header block, and
         they tell `stamp` whether it has a `Date` and a `Message-ID`.
         """
+        prepared = await self.prepare(
+            raw,
+            mail_from,
+            recipients,
+            ingress,
+            overrides=overrides,
+            smtputf8=smtputf8,
+            body_8bit=body_8bit,
+            trace=trace,
+            esp_request=esp_request,
+            vet=vet,
+            fingerprint=fingerprint,
+            headers=headers,
+        )
+        message, content = prepared.message, prepared.content
+        structlog.contextvars.bind_contextvars(message_id=message.id)
+        async with self._store.lock_recipients(message.recipients):
+            decided = await self._decide(message, content, None)
+            record = None
+            if idempotency is not None:
+                answer = idempotency.respond(Accepted(message, tuple(decided)))
+                record = IdempotencyRecord(
+                    idempotency.key,
+                    message.id,
+                    answer,
+                    message.received_at - idempotency.retention,
+                    fingerprint=idempotency.fingerprint,
+                )
+            item = NewMessage(message, content, decided, esp_request)
+            try:
+                await self._commit([item], record)
+            except StoreUnavailable as exc:
+                self._metrics.kept(self._metrics.messages_refused, ingress, exc.kind).inc()
+                raise
+        self._metrics.kept(self._metrics.messages_received, ingress).inc()
+        log.info("accepted", ingress=ingress, recipients=len(decided), size=message.size)
+        return Accepted(message, tuple(decided))
+
+    async def _decide(
+        self, message: Message, content: bytes, reads: PendingReads | None
+    ) -> list[NewDelivery]:
+        """Judge each recipient of `message` (inside their lock), reading through `reads`."""
+        now = message.received_at
+        decided = []
+        for recipient in message.recipients:
+            pending = Delivery(new_id(), message, recipient, DeliveryState.QUEUED, now, now)
+            decision = await self._engine.decide(pending, content, reads)
+            step = self._engine.plan(decision, now)
+            decided.append(
+                NewDelivery(
+                    pending.id,
+                    recipient,
+                    step.state,
+                    step.reason,
+                    decision,
+                    step.due_at,
+                    step.hold_origin,
+                )
+            )
+        return decided
+
+    async def accept_many(
+        self,
+        prepared: Sequence[NewMessage],
+        ingress: str,
+        *,
+        idempotency: ManyIdempotency | None = None,
+    ) -> list[Accepted]:
+        """Judge and commit messages `prepare` made (one request's) together, in one
+        transaction: all of them or none; raise StoreUnavailable, or Conflict when the
+        idempotency key was used meanwhile (its answer is stored with them).
+
+        They are judged in order, each seeing those before it as if committed (a cap on one
+        person delays the request's second message to them), under the lock of all their
+        recipients at once.
+        """
+        everyone = [r for item in prepared for r in item.message.recipients]
+        accepted: list[Accepted] = []
+        items: list[NewMessage] = []
+        async with self._store.lock_recipients(everyone):
+            reads = PendingReads(self._engine.store)
+            for item in prepared:
+                message = item.message
+                structlog.contextvars.bind_contextvars(message_id=message.id)
+                decided = await self._decide(message, item.content, reads)
+                reads.add(message, item.content, decided)
+                accepted.append(Accepted(message, tuple(decided)))
+                items.append(NewMessage(message, item.content, decided, item.esp_request))
+            record = None
+            if idempotency is not None and accepted:
+                last = accepted[-1].message
+                record = IdempotencyRecord(
+                    idempotency.key,
+                    last.id,
+                    idempotency.respond(accepted),
+                    last.received_at - idempotency.retention,
+                    fingerprint=idempotency.fingerprint,
+                )
+            try:
+                await self._commit(items, record)
+            except StoreUnavailable as exc:
+                counter = self._metrics.kept(self._metrics.messages_refused, ingress, exc.kind)
+                counter.inc(len(items))
+                raise
+        for done in accepted:
+            self._metrics.kept(self._metrics.messages_received, ingress).inc()
+            log.info(
+                "accepted",
+                ingress=ingress,
+                message_id=done.message.id,
+                recipients=len(done.deliveries),
+                size=done.message.size,
+            )
+        return accepted
+
+    async def prepare(
+        self,
+        raw: bytes,
+        mail_from: str,
+        recipients: Sequence[str],
+        ingress: str,
+        *,
+        overrides: FieldOverrides | None = None,
+        smtputf8: bool = False,
+        body_8bit: bool = False,
+        trace: Trace | None = None,
+        esp_request: EspRequest | None = None,
+        vet: Callable[[Message], None] | None = None,
+        fingerprint: Fingerprint | None = None,
+        headers: Headers | None = None,
+    ) -> NewMessage:
+        """The message `accept` would judge (stamped, its fields read, vetted), not judged
+        yet (no deliveries); raise InvalidMessage. See `accept` for the arguments."""
         if mail_from:  # the null reverse-path <> is valid (bounces)
             try:
                 validate_address(mail_from)
@@ -316,39 +474,4 @@ class Intake:
         )
         if vet is not None:
             vet(message)
-        structlog.contextvars.bind_contextvars(message_id=message.id)
-        decided = []
-        async with self._store.lock_recipients(message.recipients):
-            for recipient in message.recipients:
-                pending = Delivery(new_id(), message, recipient, DeliveryState.QUEUED, now, now)
-                decision = await self._engine.decide(pending, content)
-                step = self._engine.plan(decision, now)
-                decided.append(
-                    NewDelivery(
-                        pending.id,
-                        recipient,
-                        step.state,
-                        step.reason,
-                        decision,
-                        step.due_at,
-                        step.hold_origin,
-                    )
-                )
-            record = None
-            if idempotency is not None:
-                answer = idempotency.respond(Accepted(message, tuple(decided)))
-                record = IdempotencyRecord(
-                    idempotency.key,
-                    message.id,
-                    answer,
-                    now - idempotency.retention,
-                    fingerprint=idempotency.fingerprint,
-                )
-            try:
-                await self._commit(message, content, decided, record, esp_request)
-            except StoreUnavailable as exc:
-                self._metrics.kept(self._metrics.messages_refused, ingress, exc.kind).inc()
-                raise
-        self._metrics.kept(self._metrics.messages_received, ingress).inc()
-        log.info("accepted", ingress=ingress, recipients=len(decided), size=message.size)
-        return Accepted(message, tuple(decided))
+        return NewMessage(message, content, (), esp_request)

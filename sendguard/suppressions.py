@@ -131,7 +131,8 @@ async def record_events(
     store: Store, items: Sequence[tuple[Event, bool]], now: datetime
 ) -> list[Recorded]:
     """Record each event (with whether it is a soft bounce): its suppression change, the event,
-    and a wake-up of the person's waiting deliveries; what each did, in the order given.
+    and a wake-up of the person's waiting deliveries (once per person, after their last event:
+    each of their items reports the same `woken`); what each did, in the order given.
 
     Each person's events are recorded one after another in the order given (an unsubscribe
     and a resubscribe of one batch keep their order); different people's at once, so the
@@ -145,13 +146,22 @@ async def record_events(
 
     async def record_person(indexes: list[int]) -> None:
         async with gate:
+            effects = []
             for i in indexes:
                 event, soft_bounce = items[i]
                 effect = await apply_event(store, event, now, soft_bounce=soft_bounce)
                 await store.add_event(event)
-                woken = await store.wake_waiting(
-                    now, recipient=event.recipient, held=effect is Effect.ADDED
-                )
+                effects.append(effect)
+            # The person's waiting deliveries wake once, after all their events of the batch
+            # (woken after each, every one woken was judged again once per event: 1,000 events
+            # for a person with 500 waiting deliveries made 500,000 decisions), and are judged
+            # with all of them. Those held for review too when one of them suppressed them.
+            woken = await store.wake_waiting(
+                now,
+                recipient=items[indexes[0]][0].recipient,
+                held=any(effect is Effect.ADDED for effect in effects),
+            )
+            for i, effect in zip(indexes, effects, strict=True):
                 results[i] = Recorded(effect, woken)
 
     tasks = [asyncio.ensure_future(record_person(indexes)) for indexes in by_person.values()]

@@ -45,6 +45,7 @@ from sendguard.deliveries import (
     IdempotencyRecord,
     IntakeClaim,
     NewDelivery,
+    NewMessage,
     RecordedOutcome,
 )
 from sendguard.errors import Conflict
@@ -334,6 +335,22 @@ class ReplayStore(SQLiteStore):
 
     async def finish(self, delivery_id: str, change: Change) -> None:
         await self.change(delivery_id, change)  # what `change` keeps track of, below
+
+    async def add_messages(
+        self,
+        messages: Sequence[NewMessage],
+        idempotency: IdempotencyRecord | None = None,
+        *,
+        claim: IntakeClaim | None = None,
+    ) -> None:
+        # A replay judges stored messages one at a time (`add_message`); an ESP request of
+        # several messages never reaches it.
+        if len(messages) != 1:
+            raise ValueError("a replay store takes one message at a time")
+        item = messages[0]
+        await self.add_message(
+            item.message, item.content, item.deliveries, idempotency, item.esp_request, claim=claim
+        )
 
     async def change(self, delivery_id: str, change: Change) -> Delivery:
         delivery = await super().change(delivery_id, change)

@@ -43,6 +43,7 @@ from sendguard.deliveries import (
     IdempotencyRecord,
     IntakeClaim,
     NewDelivery,
+    NewMessage,
     RecordedOutcome,
 )
 from sendguard.esp_request import EspRequest
@@ -238,6 +239,20 @@ class IntakeWrites(Protocol):
         With `claim`, every `queued` delivery without a due time is committed as `claim_due`
         would leave it: leased to `claim.owner` until `claim.lease_until` and `sending`,
         attempt 1 (its first transition still the decision's `queued`); the caller sends it.
+        """
+
+    @abstractmethod
+    async def add_messages(
+        self,
+        messages: Sequence[NewMessage],
+        idempotency: IdempotencyRecord | None = None,
+        *,
+        claim: IntakeClaim | None = None,
+    ) -> None:
+        """Commit several messages, each as `add_message` would, in one transaction: all of
+        them or none (one request of several messages, answered once). With `idempotency`,
+        its answer is committed with them (Conflict if the key was used); with `claim`, the
+        deliveries to be sent at once of every message are committed claimed.
         """
 
     @abstractmethod

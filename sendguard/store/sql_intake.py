@@ -19,7 +19,13 @@ from typing import Any
 
 from sendguard.address import domain_of, recipient_key
 from sendguard.clock import to_micros
-from sendguard.deliveries import IdempotencyRecord, IntakeClaim, NewDelivery, sends_now
+from sendguard.deliveries import (
+    IdempotencyRecord,
+    IntakeClaim,
+    NewDelivery,
+    NewMessage,
+    sends_now,
+)
 from sendguard.errors import Conflict
 from sendguard.esp_request import EspRequest
 from sendguard.lifecycle import lifecycle_event
@@ -145,20 +151,39 @@ class SqlIntake(SqlOutbox):
         *,
         claim: IntakeClaim | None = None,
     ) -> None:
-        now = to_micros(message.received_at)
-        # A large content goes first, in pieces, each committed on its own (sql_content.py).
-        chunks = esp_chunks = 0
-        if sql_content.chunked(content):
-            chunks = await sql_content.write_chunks(self._write_one, message.id, content, now)
-        if esp_request is not None and sql_content.chunked(esp_request.body):
-            esp_chunks = await sql_content.write_chunks(
-                self._write_one, message.id, esp_request.body, now, sql_content.ESP_BODY
-            )
-        claimed = (
-            []
-            if claim is None
-            else [new for new in deliveries if sends_now(new, message.received_at)]
-        )
+        item = NewMessage(message, content, deliveries, esp_request)
+        await self._add_messages([item], idempotency, claim)
+
+    async def add_messages(
+        self,
+        messages: Sequence[NewMessage],
+        idempotency: IdempotencyRecord | None = None,
+        *,
+        claim: IntakeClaim | None = None,
+    ) -> None:
+        await self._add_messages(messages, idempotency, claim)
+
+    async def _add_messages(
+        self,
+        messages: Sequence[NewMessage],
+        idempotency: IdempotencyRecord | None,
+        claim: IntakeClaim | None,
+    ) -> None:
+        """`add_messages`, which `add_message` is for one (a subclass overriding either keeps
+        the other)."""
+        # Large contents go first, in pieces, each committed on its own (sql_content.py).
+        pieces: list[tuple[int, int]] = []
+        for item in messages:
+            message, content, esp_request = item.message, item.content, item.esp_request
+            now = to_micros(message.received_at)
+            chunks = esp_chunks = 0
+            if sql_content.chunked(content):
+                chunks = await sql_content.write_chunks(self._write_one, message.id, content, now)
+            if esp_request is not None and sql_content.chunked(esp_request.body):
+                esp_chunks = await sql_content.write_chunks(
+                    self._write_one, message.id, esp_request.body, now, sql_content.ESP_BODY
+                )
+            pieces.append((chunks, esp_chunks))
 
         async def job(tx: Tx) -> None:
             if idempotency is not None:
@@ -172,7 +197,7 @@ class SqlIntake(SqlOutbox):
                         idempotency.key,
                         idempotency.message_id,
                         idempotency.response,
-                        now,
+                        to_micros(messages[-1].message.received_at),
                         idempotency.fingerprint,
                         codec.micros(idempotency.reusable_before) or 0,
                     ),
@@ -181,90 +206,112 @@ class SqlIntake(SqlOutbox):
                     raise Conflict(f"idempotency key {idempotency.key!r} was used before")
             # The rest reads nothing and none reads what another writes: run together.
             writes = _Writes()
-            row = message_values(message, b"" if chunks else content, now, chunks)
-            await writes.execute(MESSAGE_INSERT, row)
-            if esp_request is not None:
-                await writes.execute(
-                    "INSERT INTO esp_requests (message_id, esp, template, body, chunks)"
-                    " VALUES (?, ?, ?, ?, ?)",
-                    (
-                        message.id,
-                        esp_request.esp,
-                        esp_request.template,
-                        b"" if esp_chunks else esp_request.body,
-                        esp_chunks,
-                    ),
-                )
-            for key in premise_keys(message):
-                await writes.execute(REQUIREMENT_INSERT, (message.id, key))
-            # Each table's rows of the message in one statement (per chunk of rows).
-            taken = {new.id for new in claimed}
-            unclaimed = [new for new in deliveries if new.id not in taken]
-            for start in range(0, len(unclaimed), _ROWS_PER_INSERT):
-                chunk = unclaimed[start : start + _ROWS_PER_INSERT]
-                # The first transition is kept on the row (no transitions row).
-                await writes.execute(
-                    _DELIVERY_INSERT + ", ".join([_DELIVERY_MARKS] * len(chunk)),
-                    [value for new in chunk for value in delivery_values(message, new, now)],
-                )
-            if claim is not None and claimed:
-                await self._insert_claimed(writes, message, claimed, claim, now)
-            for new in deliveries:
-                await self._record_decision(
-                    writes, new.id, new.state, now, new.decision, fresh=True
-                )
-                if self._webhook_targets:
-                    await self._emit(
-                        writes,
-                        new.id,
-                        lifecycle_event(None, new.state),
-                        new.reason,
-                        now,
-                        (message.id, new.recipient, message.fields.campaign),
-                    )
-            # The send history from what is at hand (not from the rows written beside it).
-            queued = [new for new in deliveries if new.state is DeliveryState.QUEUED]
-            fields = message.fields
-            for start in range(0, len(queued), _ROWS_PER_INSERT):
-                chunk = queued[start : start + _ROWS_PER_INSERT]
-                await writes.execute(
-                    "INSERT INTO history (delivery_id, recipient_key, domain, campaign, class,"
-                    " content_hash, at, offer) VALUES "
-                    + ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?)"] * len(chunk))
-                    + " ON CONFLICT (delivery_id) DO NOTHING",
-                    [
-                        value
-                        for new in chunk
-                        for value in (
-                            new.id,
-                            recipient_key(new.recipient),
-                            domain_of(new.recipient),
-                            fields.campaign,
-                            fields.message_class.value,
-                            message.content_hash,
-                            now,
-                            fields.offer,
-                        )
-                    ],
-                )
+            for item, (chunks, esp_chunks) in zip(messages, pieces, strict=True):
+                await self._message_writes(writes, item, chunks, esp_chunks, claim)
             await self._run_all(tx, writes.statements)
 
         # Kept before the commit: a claim may take its deliveries in the very batch that
         # commits them, before this coroutine runs again. Forgotten if the commit fails.
-        self._cache.keep_message(message)
-        if any(new.state is DeliveryState.QUEUED for new in deliveries):
-            self._cache.keep_content(message.id, content)  # the dispatcher sends it next
+        for item in messages:
+            self._cache.keep_message(item.message)
+            if any(new.state is DeliveryState.QUEUED for new in item.deliveries):
+                # The dispatcher sends it next.
+                self._cache.keep_content(item.message.id, item.content)
         try:
             # Without an idempotency key to check first, the writes are one statement
             # where the backend can send them as one.
             await (self._write_one if idempotency is None else self._write)(job)
         except BaseException as exc:
-            self._cache.forget(message.id)
-            if (chunks or esp_chunks) and isinstance(exc, Conflict):  # its rows were not written
-                # Else left to the prune; the refusal is what the caller hears either way.
-                with contextlib.suppress(Exception):
-                    await sql_content.drop_chunks(self._write_one, message.id)
+            for item, (chunks, esp_chunks) in zip(messages, pieces, strict=True):
+                self._cache.forget(item.message.id)
+                if (chunks or esp_chunks) and isinstance(exc, Conflict):
+                    # Its rows were not written; else left to the prune; the refusal is what
+                    # the caller hears either way.
+                    with contextlib.suppress(Exception):
+                        await sql_content.drop_chunks(self._write_one, item.message.id)
             raise
+
+    async def _message_writes(
+        self,
+        writes: _Writes,
+        item: NewMessage,
+        chunks: int,
+        esp_chunks: int,
+        claim: IntakeClaim | None,
+    ) -> None:
+        """The rows of one message of `add_messages`, with its deliveries and decisions."""
+        message, content, deliveries = item.message, item.content, item.deliveries
+        esp_request = item.esp_request
+        now = to_micros(message.received_at)
+        claimed = (
+            []
+            if claim is None
+            else [new for new in deliveries if sends_now(new, message.received_at)]
+        )
+        row = message_values(message, b"" if chunks else content, now, chunks)
+        await writes.execute(MESSAGE_INSERT, row)
+        if esp_request is not None:
+            await writes.execute(
+                "INSERT INTO esp_requests (message_id, esp, template, body, chunks)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (
+                    message.id,
+                    esp_request.esp,
+                    esp_request.template,
+                    b"" if esp_chunks else esp_request.body,
+                    esp_chunks,
+                ),
+            )
+        for key in premise_keys(message):
+            await writes.execute(REQUIREMENT_INSERT, (message.id, key))
+        # Each table's rows of the message in one statement (per chunk of rows).
+        taken = {new.id for new in claimed}
+        unclaimed = [new for new in deliveries if new.id not in taken]
+        for start in range(0, len(unclaimed), _ROWS_PER_INSERT):
+            chunk = unclaimed[start : start + _ROWS_PER_INSERT]
+            # The first transition is kept on the row (no transitions row).
+            await writes.execute(
+                _DELIVERY_INSERT + ", ".join([_DELIVERY_MARKS] * len(chunk)),
+                [value for new in chunk for value in delivery_values(message, new, now)],
+            )
+        if claim is not None and claimed:
+            await self._insert_claimed(writes, message, claimed, claim, now)
+        for new in deliveries:
+            await self._record_decision(writes, new.id, new.state, now, new.decision, fresh=True)
+            if self._webhook_targets:
+                await self._emit(
+                    writes,
+                    new.id,
+                    lifecycle_event(None, new.state),
+                    new.reason,
+                    now,
+                    (message.id, new.recipient, message.fields.campaign),
+                )
+        # The send history from what is at hand (not from the rows written beside it).
+        queued = [new for new in deliveries if new.state is DeliveryState.QUEUED]
+        fields = message.fields
+        for start in range(0, len(queued), _ROWS_PER_INSERT):
+            chunk = queued[start : start + _ROWS_PER_INSERT]
+            await writes.execute(
+                "INSERT INTO history (delivery_id, recipient_key, domain, campaign, class,"
+                " content_hash, at, offer) VALUES "
+                + ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?)"] * len(chunk))
+                + " ON CONFLICT (delivery_id) DO NOTHING",
+                [
+                    value
+                    for new in chunk
+                    for value in (
+                        new.id,
+                        recipient_key(new.recipient),
+                        domain_of(new.recipient),
+                        fields.campaign,
+                        fields.message_class.value,
+                        message.content_hash,
+                        now,
+                        fields.offer,
+                    )
+                ],
+            )
 
     @staticmethod
     async def _insert_claimed(

@@ -15,6 +15,7 @@ from sendguard.deliveries import (
     IdempotencyRecord,
     IntakeClaim,
     NewDelivery,
+    NewMessage,
 )
 from sendguard.errors import Conflict
 from sendguard.events import Event, EventType
@@ -416,6 +417,29 @@ async def test_idempotency_key_is_used_once(store: Store) -> None:
     with pytest.raises(Conflict):
         await store.add_message(again, b"x", [], IdempotencyRecord("key-1", again.id, b"{}"))
     assert await store.get_message(again.id) is None
+
+
+async def test_add_messages_commits_all_with_the_answer_or_none(store: Store) -> None:
+    def one(recipient: str) -> NewMessage:
+        message = make_message((recipient,))
+        new = NewDelivery(new_id(), recipient, S.QUEUED, "ok", decision(Verdict.forward()))
+        return NewMessage(message, b"Subject: Hi\r\n\r\nbody\r\n", [new])
+
+    batch = [one("a@example.org"), one("b@example.org"), one("a@example.org")]
+    record = IdempotencyRecord("batch-1", batch[-1].message.id, b"202")
+    await store.add_messages(batch, record)
+    for item in batch:
+        assert await store.get_message(item.message.id) is not None
+    assert await store.idempotent_response("batch-1", T0 - timedelta(hours=1)) == record
+    assert len(await store.history("a@example.org", T0 - timedelta(days=1))) == 2
+
+    # The key was used: nothing of the second batch is committed.
+    again = [one("c@example.org"), one("d@example.org")]
+    with pytest.raises(Conflict):
+        await store.add_messages(again, IdempotencyRecord("batch-1", again[0].message.id, b"x"))
+    for item in again:
+        assert await store.get_message(item.message.id) is None
+    assert await store.history("c@example.org", T0 - timedelta(days=1)) == []
 
 
 async def test_list_deliveries_filters_and_paginates(store: Store) -> None:

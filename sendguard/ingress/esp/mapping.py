@@ -10,7 +10,8 @@ SMTP; an invalid value is reported under the ESP's own field name (`custom_args.
 
 Retries: the SDKs retry on timeouts. An `Idempotency-Key` header works as on `/v1/messages`; a
 request byte-identical to one accepted from the same token within `esp.retry_window` (default
-10 minutes) is answered with the first answer and sends nothing again.
+10 minutes) is answered with the first answer and sends nothing again. The answer is committed
+with the request's messages, in one transaction.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from aiohttp import web
 
 from sendguard.address import validate_address
 from sendguard.config import EspOptions
+from sendguard.deliveries import NewMessage
 from sendguard.delivery.routing import RouteKey, Routing
 from sendguard.delivery.upstream import Upstream, passing_through
 from sendguard.errors import (
@@ -45,7 +47,12 @@ from sendguard.headers import Headers, Trace
 from sendguard.identity import Identity, Role
 from sendguard.ingress.http_context import IDENTITY_KEY, TOKENS, api, refuse_announced_oversize
 from sendguard.ingress.payloads import is_single_line
-from sendguard.intake import IDEMPOTENCY_RETENTION, Accepted, Idempotency, idempotency_scope
+from sendguard.intake import (
+    IDEMPOTENCY_RETENTION,
+    Accepted,
+    ManyIdempotency,
+    idempotency_scope,
+)
 from sendguard.message import Message
 
 ESP_CONFIG: web.AppKey[EspOptions] = web.AppKey("esp", EspOptions)
@@ -311,8 +318,11 @@ async def submit(request: web.Request, who: Identity, submission: Submission) ->
     """Accept every message of `submission` (each recipient a delivery) and return the answer.
 
     A request seen before (same Idempotency-Key, or byte-identical within the retry window)
-    is answered from the store. A bad message answers its own error; the others still go
-    (Postmark's batch answers per message); the ESP module decides what a failure means.
+    is answered from the store. Every message is made and vetted before any is judged: in a
+    request taken whole (`Submission.whole`) the first refusal refuses it all; otherwise (a
+    Postmark batch) a bad message answers its own error in its place and the others go. The
+    messages that go are judged in order and committed together with the stored answer, in
+    one transaction (`Intake.accept_many`): all of them or none.
     """
     ctx = api(request)
     now = ctx.clock.now()
@@ -337,29 +347,46 @@ async def submit(request: web.Request, who: Identity, submission: Submission) ->
         return stored.response
 
     _check_whole(submission)
-    outcomes: list[Accepted | EspError] = []
-    pending = list(submission.messages)
-    for index, out in enumerate(pending):
-        last = index == len(pending) - 1
-        idempotency = None
-        if last:
-            # Stored with the last message: a retry after a failure half-way sends the first
-            # messages again, but a retry after success never sends anything twice.
-            def answer(accepted: Accepted) -> bytes:
-                return submission.answer([*outcomes, accepted])
+    prepared, outcomes = await _prepare_all(request, submission, now)
 
-            idempotency = Idempotency(record_key, answer, digest, now - since)
+    def answer(accepted: Sequence[Accepted]) -> bytes:
+        taken = iter(accepted)
+        return submission.answer([next(taken) if o is None else o for o in outcomes])
+
+    if not prepared:
+        return answer([])
+    # Judged in order and committed together, the stored answer with them: the request is
+    # sent whole or not at all, and a retry after it never sends anything twice.
+    idempotency = ManyIdempotency(record_key, answer, digest, now - since)
+    try:
+        accepted = await ctx.intake.accept_many(prepared, submission.esp, idempotency=idempotency)
+    except StoreUnavailable:
+        raise EspError(503, "the store is unavailable; try again later", code=500) from None
+    except Conflict:
+        if (again := await ctx.store.idempotent_response(record_key, since)) is not None:
+            return again.response
+        raise EspError(409, "the same request is being sent concurrently", code=300) from None
+    return answer(accepted)
+
+
+async def _prepare_all(
+    request: web.Request, submission: Submission, now: datetime
+) -> tuple[list[NewMessage], list[EspError | None]]:
+    """Every message made and vetted, before anything of the request is committed: the
+    messages intake is to judge, and each message's refusal in its place (None: prepared).
+    A request taken whole is refused whole by its first refusal (raised); Postmark's batch
+    answers each refused message in its place."""
+    outcomes: list[EspError | None] = []
+    prepared: list[NewMessage] = []
+    for out in submission.messages:
         try:
-            outcomes.append(
-                await _accept_one(request, submission.esp, out, now, idempotency=idempotency)
-            )
+            prepared.append(await _prepare_one(request, submission.esp, out, now))
+            outcomes.append(None)
         except EspError as exc:
+            if submission.whole:
+                raise
             outcomes.append(exc)
-        except Conflict:
-            if (again := await ctx.store.idempotent_response(record_key, since)) is not None:
-                return again.response
-            raise EspError(409, "the same request is being sent concurrently", code=300) from None
-    return submission.answer(outcomes)
+    return prepared, outcomes
 
 
 def _check_whole(submission: Submission) -> None:
@@ -390,14 +417,9 @@ def _refusal(out: Outgoing, exc: InvalidMessage) -> EspError:
     return EspError(400, message, name, code=300)
 
 
-async def _accept_one(
-    request: web.Request,
-    esp: str,
-    out: Outgoing,
-    now: datetime,
-    *,
-    idempotency: Idempotency | None,
-) -> Accepted:
+async def _prepare_one(request: web.Request, esp: str, out: Outgoing, now: datetime) -> NewMessage:
+    """`out` rendered and made a message intake can judge (`Intake.prepare`); EspError 400
+    when it is refused (no recipient, a bad field, a stored template no upstream sends)."""
     ctx = api(request)
     recipients = out.recipients
     if not recipients:
@@ -415,20 +437,17 @@ async def _accept_one(
             )
 
     try:
-        return await ctx.intake.accept(
+        return await ctx.intake.prepare(
             raw,
             out.mail_from,
             recipients,
             esp,
-            idempotency=idempotency,
             trace=Trace(f"{esp} API client ([{request.remote or 'unknown'}])", "HTTP"),
             esp_request=original,
             vet=vet,
         )
     except InvalidMessage as exc:
         raise _refusal(out, exc) from None
-    except StoreUnavailable:
-        raise EspError(503, "the store is unavailable; try again later", code=500) from None
 
 
 EspHandler = Callable[[web.Request], Awaitable[web.StreamResponse]]

@@ -9,6 +9,7 @@ Answers as SendGrid does: 202 with an empty body and `X-Message-Id`; errors
 
 from __future__ import annotations
 
+import email.utils
 import json
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
@@ -81,6 +82,41 @@ def _list(value: Any, where: str) -> list[Any]:
     return value
 
 
+RESERVED_HEADERS = (
+    "x-sg-id",
+    "x-sg-eid",
+    "received",
+    "dkim-signature",
+    "Content-Type",
+    "Content-Transfer-Encoding",
+    "To",
+    "From",
+    "Subject",
+    "Reply-To",
+    "CC",
+    "BCC",
+)
+"""The headers SendGrid refuses in `headers` (its API reference and official SDKs): each has
+its own field (`personalizations[].bcc`, `subject`, `reply_to`, ...) or is SendGrid's."""
+_RESERVED = frozenset(name.lower() for name in RESERVED_HEADERS)
+
+
+def _headers(value: Any, where: str) -> dict[str, str]:
+    """`headers` (of the body or a personalization): EspError 400 naming a reserved one."""
+    headers = _strings(value, where)
+    for name in headers:
+        if name.lower() in _RESERVED:
+            path = f"{where}.{name}"
+            raise EspError(
+                400,
+                f"{path}: {name} is a reserved header; you may not set any of"
+                f" {', '.join(RESERVED_HEADERS)} in headers. Use the field made for it"
+                " (personalizations[].to / cc / bcc, from, subject, reply_to, content)",
+                path,
+            )
+    return headers
+
+
 def _strings(value: Any, where: str) -> dict[str, str]:
     if value is None:
         return {}
@@ -96,6 +132,16 @@ def _address(value: Any, where: str) -> str:
     address = item.get("email")
     if not isinstance(address, str) or not address:
         raise EspError(400, f"{where}.email is required", f"{where}.email")
+    if len(email.utils.getaddresses([address])) != 1:
+        # SendGrid refuses it; taking it as several recipients would send to people the
+        # request never listed one by one.
+        path = f"{where}.email"
+        raise EspError(
+            400,
+            f"{path}: Does not contain a valid address. It holds several addresses"
+            f" ({address!r}); give each recipient its own object in the array",
+            path,
+        )
     check_addresses([address], f"{where}.email", indexed=False)
     name = item.get("name")
     if isinstance(name, str) and name:
@@ -208,7 +254,7 @@ def parse(data: Any) -> list[Outgoing]:
     )
     if body.get("reply_to") is not None:
         reply_to = (_address(body["reply_to"], "reply_to"),)
-    headers = _strings(body.get("headers"), "headers")
+    headers = _headers(body.get("headers"), "headers")
     custom = _strings(body.get("custom_args"), "custom_args")
     categories = _categories(body)
     attachments = _attachments(body)
@@ -243,7 +289,7 @@ def parse(data: Any) -> list[Outgoing]:
         send_at = p.get("send_at", body.get("send_at"))
         if send_at is not None and "X-Sendguard-Not-Before" not in named:
             fields.append(("X-Sendguard-Not-Before", _send_at(send_at, "send_at"), "send_at"))
-        merged = {**headers, **_strings(p.get("headers"), f"{where}.headers")}
+        merged = {**headers, **_headers(p.get("headers"), f"{where}.headers")}
         out.append(
             Outgoing(
                 sender=sender,
