@@ -304,7 +304,9 @@ class Intake:
             vet(message)
         structlog.contextvars.bind_contextvars(message_id=message.id)
         decided = []
-        async with self._store.lock_recipients(message.recipients):
+        async with self._store.lock_recipients(
+            message.recipients, campaign=message.fields.campaign
+        ):
             for recipient in message.recipients:
                 pending = Delivery(new_id(), message, recipient, DeliveryState.QUEUED, now, now)
                 decision = await self._engine.decide(pending, content)
