@@ -123,6 +123,13 @@ _LOCK_AND_PAUSE = (
 )
 """A recipient's lock if it is free, and the global pause, in one round trip."""
 
+_HANDOVER = "SELECT pg_advisory_unlock_all() FROM (SELECT pg_advisory_xact_lock(?)) AS held"
+"""The recipient's lock taken for the transaction, then the session's given up (the last
+statement of a block's commit: `_run_all`). The subquery runs first (a volatile function keeps
+it from being merged into the outer query), so no moment passes without the lock; the
+transaction's lock ends after its commit is durable and visible, and `pg_advisory_unlock_all`
+gives up session locks only."""
+
 _CAMPAIGN_AND_APPROVALS = (
     "SELECT c.name, c.approval, c.paused, c.updated_at, c.updated_by,"
     " a.content_hash, a.approved_by, a.approved_at, a.links"
@@ -221,6 +228,11 @@ def _together(writes: Sequence[Write]) -> Write:
 class _Tx:
     def __init__(self, conn: asyncpg.Connection) -> None:
         self._conn = conn
+
+    @property
+    def conn(self) -> asyncpg.Connection:
+        """The connection the statements run on."""
+        return self._conn
 
     def transaction(self) -> Any:
         """A transaction, or a savepoint inside the open one."""
@@ -491,6 +503,20 @@ class PostgresStore(SqlStore):
         # of recipients): the others as data-modifying WITH queries of the last. They run on
         # one snapshot and see none of each other's rows, which `_run_all`'s callers promise
         # not to need; foreign keys are checked at the end of the statement.
+        pending = _PENDING.get()
+        held = _HELD.get()
+        if pending is None or not pending.sent or not isinstance(tx, _Tx) or tx.conn is not held:
+            await self._run_groups(tx, writes)
+            return
+        # The commit of a lone recipient's block (a message's intake): its last statement
+        # hands the recipient's lock over to the transaction, which holds it until its commit
+        # is durable and seen, and gives up the session's lock: no unlock round trip after.
+        await self._run_groups(tx, [*writes, (_HANDOVER, [lock_key(pending.key)])])
+        # Given up: a later statement of the block takes the lock again (`_take_pending`),
+        # and the block's end has nothing to unlock unless one did.
+        pending.sent = False
+
+    async def _run_groups(self, tx: Tx, writes: Sequence[Write]) -> None:
         groups: list[list[Write]] = [[]]
         bound = 0
         for write in writes:

@@ -18,13 +18,14 @@ from sendguard.approvals import Approval, Campaign, ContentApproval, GlobalPause
 from sendguard.events import Event, EventType
 from sendguard.facts import Fact
 from sendguard.recipient import TIMEZONE_FACT
-from sendguard.suppressions import Suppression, SuppressionReason
 from sendguard.store.postgres import (
     _CAMPAIGN_AND_APPROVALS,
+    _HANDOVER,
     _LOCK_AND_PAUSE,
     PostgresStore,
     lock_key,
 )
+from sendguard.suppressions import Suppression, SuppressionReason
 from tests.contract.test_store import T0
 from tests.support.postgres import DSN, drop_schema, new_schema, reachable
 
@@ -331,5 +332,48 @@ async def test_the_first_read_sees_what_the_lock_s_last_holder_committed(
         commit.set()
         await asyncio.wait_for(elsewhere, 10)
         assert await asyncio.wait_for(deciding, 10) == 1
+    finally:
+        await other.close()
+
+
+async def test_a_block_s_commit_holds_the_lock_until_it_is_committed_and_then_gives_it_up(
+    traced: tuple[PostgresStore, list[str]],
+) -> None:
+    store, sent = traced
+    pid = await backend_pid(store)
+    key = lock_key("a@example.org")
+    write = (
+        "INSERT INTO global_pause (id, paused, updated_at, updated_by, note)"
+        " VALUES (1, 1, 0, 'ops', '')"
+    )
+    other = await asyncpg.connect(DSN)
+    try:
+
+        async def try_lock() -> bool:
+            taken = bool(await other.fetchval("SELECT pg_try_advisory_lock($1)", key))
+            if taken:
+                await other.execute("SELECT pg_advisory_unlock($1)", key)
+            return taken
+
+        async def commit(tx: Any) -> None:
+            await store._run_all(tx, [(write, [])])
+            # The session's lock is given up; the transaction's holds until the commit.
+            assert not await try_lock()
+
+        async with store.lock_recipients(["a@example.org"]):
+            assert not (await store.get_pause()).paused  # takes the lock
+            assert not await try_lock()
+            await store._write(commit)
+            assert await try_lock()  # committed: free, with no unlock statement
+            await asyncio.sleep(0.01)
+            handover = _HANDOVER.replace("?", "$1")
+            assert sent[-2:] == [f"WITH w0 AS ({write}) {handover}", "COMMIT;"]
+            # A statement after the commit takes the lock again; the block's end gives it up.
+            assert (await store.get_pause()).paused
+            assert not await try_lock()
+        assert await try_lock()
+        await asyncio.sleep(0.01)
+        assert sent[-2:] == [_LOCK_AND_PAUSE, "SELECT pg_advisory_unlock_all()"]
+        assert await advisory_locks(pid) == 0
     finally:
         await other.close()
