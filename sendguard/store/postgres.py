@@ -311,7 +311,13 @@ class PostgresStore(SqlStore):
     async def _init_connection(self, conn: asyncpg.Connection) -> None:
         """A new pooled connection: the functions of `_locked_reads` (in `pg_temp`, so each
         connection has those of the sendguard that made it), and the trace."""
-        await conn.execute(_MAKE_LOCKED_READS)
+        try:
+            await conn.execute(_MAKE_LOCKED_READS)
+        except asyncpg.PostgresError as exc:
+            # A server that refuses even temporary objects (read-only, disk full): the
+            # decision's reads go as statements of their own on this connection
+            # (`recipient_reads`); what refuses writes is told by the writes.
+            log.warning("locked reads unavailable on a connection", error=str(exc))
         trace = self._trace
         if trace is not None:
             conn.add_query_logger(lambda record: trace(record.query))
@@ -670,6 +676,12 @@ class PostgresStore(SqlStore):
             rows: list[Sequence[Any]] = await conn.fetch(call, *args)
         except _UNAVAILABLE as exc:
             raise StoreUnavailable(f"PostgreSQL read failed: {exc}") from exc
+        except asyncpg.UndefinedFunctionError:
+            # Not made on this connection (`_init_connection`): nothing ran, no lock taken.
+            pending.sent = False
+            return await super().recipient_reads(
+                recipient, history_since=history_since, events_since=events_since
+            )
         own: list[Sequence[Any]] = []
         pause = GlobalPause()
         found: Campaign | None = None

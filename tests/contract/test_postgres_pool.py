@@ -377,3 +377,31 @@ async def test_a_block_s_commit_holds_the_lock_until_it_is_committed_and_then_gi
         assert await advisory_locks(pid) == 0
     finally:
         await other.close()
+
+
+async def test_a_connection_without_the_locked_reads_reads_with_statements_of_its_own(
+    traced: tuple[PostgresStore, list[str]],
+) -> None:
+    # A server that refused the functions at connect (read-only, disk full): the decision
+    # still locks and reads, in more round trips.
+    store, sent = traced
+    pid = await backend_pid(store)
+
+    async def drop(tx: Any) -> None:
+        await tx.execute("DROP FUNCTION pg_temp.sendguard_locked_reads_000")
+
+    await store._read(drop)
+    await store.add_event(Event(EventType.CLICK, "a@example.org", T0, "m1"))
+    sent.clear()
+
+    async with store.lock_recipients(["a@example.org"]):
+        reads = await store.recipient_reads("a@example.org", history_since=None, events_since=None)
+        assert await advisory_locks(pid) == 1
+        assert not (await store.get_pause()).paused
+    await asyncio.sleep(0.01)
+
+    assert reads.events == []  # none asked for
+    assert sent[1] == _LOCK_AND_PAUSE
+    assert sent[-1] == "SELECT pg_advisory_unlock_all()"
+    assert len(sent) == 4  # the function's call, the lock with the pause, the read, the unlock
+    assert await advisory_locks(pid) == 0
