@@ -7,7 +7,9 @@ The same SQL as the embedded store (sql_store.py), on an asyncpg pool:
 - due work is claimed with `FOR UPDATE SKIP LOCKED`; a claim of an instance that died is
   taken over when its lease runs out;
 - `lock_recipients` takes a session advisory lock per recipient on one connection and runs
-  the decision's reads and the commit on that same connection, so caps hold across instances;
+  the decision's reads and the commit on that same connection, so caps hold across instances
+  (a lone recipient's lock is taken by the decision's first read and handed to the commit's
+  transaction: `_locked`, `_locked_reads`, `_run_all`);
 - work made due now (a fact, an event, an approval) is announced with NOTIFY; every
   instance LISTENs and wakes its dispatcher;
 - a lost database answers StoreUnavailable (SMTP 451, HTTP 503); the pool reconnects by
