@@ -1,6 +1,6 @@
 """SQL statements per single-recipient message, end to end, counted with SQLite's trace callback.
 
-    .venv/bin/python -m bench.statements SINK_PORT [CLIENTS] [PER_CLIENT] [--postgres]
+    .venv/bin/python -m bench.statements SINK_PORT [CLIENTS] [PER_CLIENT] [--postgres] [--campaign]
 
 sendguard's SMTP ingress, the intake with the six built-in policies of the embedded default
 config, the SQLite store and the dispatcher run in this process, wired as `serve` wires them,
@@ -15,6 +15,10 @@ With `--postgres` the store is PostgreSQL instead (a fresh schema on the server
 counted (asyncpg's query logger), transaction control, advisory locks and asyncpg's reset of a
 connection going back to the pool included. Each is a round trip to the server, and one more
 when a connection prepares a statement it has not seen yet.
+
+With `--campaign` every message is of an approved campaign, as `make bench`'s newsletter
+(`bench/pg_cpu.py`'s traffic): human_hold reads the campaign and its approvals, and counts no
+blast.
 
 A message's own statements (its inserts, the reads of its decision, its `sent`) do not depend
 on timing; those shared by a batch of messages (BEGIN and COMMIT of a group commit, a claim and
@@ -42,8 +46,10 @@ from pathlib import Path
 import asyncpg
 
 from sendguard.app import build_one_upstream, build_policies
+from sendguard.approvals import Approval, Campaign, ContentApproval
 from sendguard.clock import SystemClock
 from sendguard.config import UpstreamOptions, load_config, parse_config
+from sendguard.content import fingerprints
 from sendguard.delivery.dispatcher import Dispatcher
 from sendguard.engine import Engine
 from sendguard.ingress.smtp import SmtpHandler, SmtpIngress
@@ -113,7 +119,13 @@ def sink_upstream(sink_port: int) -> UpstreamOptions:
 
 
 @asynccontextmanager
-async def relay(folder: Path, sink_port: int, *, postgres: bool = False) -> AsyncIterator[Relay]:
+async def relay(
+    folder: Path,
+    sink_port: int,
+    *,
+    postgres: bool = False,
+    prepare: Callable[[Store], Awaitable[None]] | None = None,
+) -> AsyncIterator[Relay]:
     """sendguard's SMTP ingress, engine, store and dispatcher, wired as `serve` wires them,
     with the embedded default config (all six built-in policies), its store traced: SQLite
     in `folder`, or with `postgres` a fresh schema of the scratch PostgreSQL server."""
@@ -126,6 +138,7 @@ async def relay(folder: Path, sink_port: int, *, postgres: bool = False) -> Asyn
                 statements,
                 lambda: _pg_sent(dsn, schema),
                 sink_port,
+                prepare,
             ) as running:
                 yield running
         finally:
@@ -141,7 +154,9 @@ async def relay(folder: Path, sink_port: int, *, postgres: bool = False) -> Asyn
     async def sent() -> int:
         return sent_count(db)
 
-    async with _relay(SQLiteStore(db, trace=statements), statements, sent, sink_port) as running:
+    async with _relay(
+        SQLiteStore(db, trace=statements), statements, sent, sink_port, prepare
+    ) as running:
         yield running
 
 
@@ -162,6 +177,7 @@ async def _relay(
     statements: Statements,
     sent: Callable[[], Awaitable[int]],
     sink_port: int,
+    prepare: Callable[[Store], Awaitable[None]] | None = None,
 ) -> AsyncIterator[Relay]:
     settings = load_config(None)
     port = free_port()
@@ -176,6 +192,8 @@ async def _relay(
     )
     clock, metrics = SystemClock(), Metrics()
     await store.open()
+    if prepare is not None:
+        await prepare(store)
     upstream = build_one_upstream(sink_upstream(sink_port))
     # The count does not depend on time, but a policy over its budget (0.5 s, which a loaded
     # machine running the test suite can take) holds its message and the run never finishes.
@@ -208,15 +226,33 @@ async def _relay(
         await store.close()
 
 
-def message(subject: str) -> bytes:
-    """A small message (as tests/e2e/test_send_path.py's); each subject is other content."""
+CAMPAIGN = "bench"
+"""The campaign of `--campaign`'s messages (`make bench`'s traffic: an approved newsletter)."""
+
+
+def message(subject: str, campaign: str | None = None) -> bytes:
+    """A small message (as tests/e2e/test_send_path.py's); each subject is other content.
+    With `campaign`, of that campaign, and one content whatever the subject."""
     headers = [
         "From: shop@example.com",
         "To: list@example.net",
-        f"Subject: {subject}",
+        f"Subject: {'newsletter' if campaign else subject}",
         "Message-ID: <m1@example.com>",
     ]
+    if campaign:
+        headers.append(f"X-Sendguard-Campaign: {campaign}")
     return ("\r\n".join(headers) + "\r\n\r\nHi there,\r\nthe body.\r\n").encode()
+
+
+async def approve(store: Store) -> None:
+    """`CAMPAIGN` approved, with the content of `message(..., CAMPAIGN)` (as `make bench`
+    approves its campaign before it measures)."""
+    now = SystemClock().now()
+    await store.set_campaign(Campaign(CAMPAIGN, Approval.APPROVED, False, now, "bench"))
+    content = fingerprints(message("", CAMPAIGN))
+    await store.add_approvals(
+        [ContentApproval(CAMPAIGN, content.text, "bench", now, content.links)]
+    )
 
 
 def sent_count(db: Path) -> int:
@@ -226,9 +262,9 @@ def sent_count(db: Path) -> int:
         return int(n)
 
 
-def smtp_send(port: int, rcpt: str, subject: str) -> None:
+def smtp_send(port: int, rcpt: str, subject: str, campaign: str | None = None) -> None:
     with smtplib.SMTP("127.0.0.1", port, timeout=20) as client:
-        client.sendmail("shop@example.com", [rcpt], message(subject))
+        client.sendmail("shop@example.com", [rcpt], message(subject, campaign))
 
 
 async def wait_sent(relay: Relay, count: int) -> None:
@@ -259,17 +295,20 @@ class Counted:
         )
 
 
-async def count(relay: Relay, clients: int, per_client: int) -> Counted:
-    """Send `clients` x `per_client` messages through `relay` and count their statements."""
+async def count(
+    relay: Relay, clients: int, per_client: int, campaign: str | None = None
+) -> Counted:
+    """Send `clients` x `per_client` messages through `relay` and count their statements
+    (with `campaign`, of that campaign: `approve` it first)."""
     # A first message warms up what is read once per process.
-    await asyncio.to_thread(smtp_send, relay.smtp_port, "first@example.org", "warm-up")
+    await asyncio.to_thread(smtp_send, relay.smtp_port, "first@example.org", "warm-up", campaign)
     await wait_sent(relay, 1)
 
     def client(n: int) -> None:
         # One message per connection, as `smtp-source` sends them; each to another person
         # (mixed case: the store folds it), so no cap delays any.
         for i in range(per_client):
-            smtp_send(relay.smtp_port, f"Person.{n}.{i}@Example.ORG", f"n{n}-{i}")
+            smtp_send(relay.smtp_port, f"Person.{n}.{i}@Example.ORG", f"n{n}-{i}", campaign)
 
     relay.statements.counting = True
     await asyncio.gather(*(asyncio.to_thread(client, n) for n in range(clients)))
@@ -282,20 +321,30 @@ async def count(relay: Relay, clients: int, per_client: int) -> Counted:
 
 
 async def measure(
-    sink_port: int, clients: int = 20, per_client: int = 10, *, postgres: bool = False
+    sink_port: int,
+    clients: int = 20,
+    per_client: int = 10,
+    *,
+    postgres: bool = False,
+    campaign: bool = False,
 ) -> Counted:
     with tempfile.TemporaryDirectory(prefix="sendguard-statements-") as folder:
-        async with relay(Path(folder), sink_port, postgres=postgres) as running:
-            return await count(running, clients, per_client)
+        async with relay(
+            Path(folder), sink_port, postgres=postgres, prepare=approve if campaign else None
+        ) as running:
+            return await count(running, clients, per_client, CAMPAIGN if campaign else None)
 
 
 def main() -> int:
     postgres = "--postgres" in sys.argv
-    argv = [a for a in sys.argv if a != "--postgres"]
+    campaign = "--campaign" in sys.argv
+    argv = [a for a in sys.argv if a not in ("--postgres", "--campaign")]
     sink_port = int(argv[1])
     clients = int(argv[2]) if len(argv) > 2 else 20
     per_client = int(argv[3]) if len(argv) > 3 else 10
-    counted = asyncio.run(measure(sink_port, clients, per_client, postgres=postgres))
+    counted = asyncio.run(
+        measure(sink_port, clients, per_client, postgres=postgres, campaign=campaign)
+    )
     print(counted.summary)
     print(counted)
     return 0

@@ -312,7 +312,9 @@ class Intake:
         )
         message, content = prepared.message, prepared.content
         structlog.contextvars.bind_contextvars(message_id=message.id)
-        async with self._store.lock_recipients(message.recipients):
+        async with self._store.lock_recipients(
+            message.recipients, campaign=message.fields.campaign
+        ):
             decided = await self._decide(message, content, None)
             record = None
             if idempotency is not None:
@@ -375,7 +377,10 @@ class Intake:
         everyone = [r for item in prepared for r in item.message.recipients]
         accepted: list[Accepted] = []
         items: list[NewMessage] = []
-        async with self._store.lock_recipients(everyone):
+        campaigns = {item.message.fields.campaign for item in prepared}
+        async with self._store.lock_recipients(
+            everyone, campaign=campaigns.pop() if len(campaigns) == 1 else None
+        ):
             reads = PendingReads(self._engine.store)
             for item in prepared:
                 message = item.message

@@ -505,7 +505,7 @@ class Dispatcher:
 
     async def _reevaluate(self, delivery: Delivery) -> Delivery | None:
         """Judge a delayed delivery again; return it (still claimed) if it may be sent now."""
-        async with self._store.lock_recipients([delivery.recipient]):
+        async with self._store.lock_recipients([delivery.recipient], campaign=delivery.campaign):
             decision = await self._engine.decide(delivery)
             now = self._clock.now()
             step = self._engine.plan(decision, now)

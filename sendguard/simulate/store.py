@@ -226,10 +226,12 @@ class ReplayStore(SQLiteStore):
         if await self._db.read(job):  # not a fresh database: the copy would miss its records
             self._forget()
 
-    def lock_recipients(self, recipients: Sequence[str]) -> AbstractAsyncContextManager[None]:
+    def lock_recipients(
+        self, recipients: Sequence[str], *, campaign: str | None = None
+    ) -> AbstractAsyncContextManager[None]:
         # A replay is one caller that finishes each message and each due delivery before it
         # starts the next: there is nobody to exclude.
-        del recipients
+        del recipients, campaign
         return _UNLOCKED
 
     # writes held back -------------------------------------------------------------------------

@@ -214,11 +214,15 @@ class IntakeWrites(Protocol):
     with its deliveries at once."""
 
     @abstractmethod
-    def lock_recipients(self, recipients: Sequence[str]) -> AbstractAsyncContextManager[None]:
+    def lock_recipients(
+        self, recipients: Sequence[str], *, campaign: str | None = None
+    ) -> AbstractAsyncContextManager[None]:
         """Hold an exclusive section for these recipient keys while deciding and committing.
 
         Caps are checked and reserved inside this section, so concurrent messages to one
         person (on any instance sharing the store) are decided one after the other.
+        `campaign` is the campaign of the mail decided inside: a store may read it with the
+        decision's first read (PostgreSQL: one round trip); it changes nothing else.
         """
 
     @abstractmethod

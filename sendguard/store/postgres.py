@@ -7,7 +7,9 @@ The same SQL as the embedded store (sql_store.py), on an asyncpg pool:
 - due work is claimed with `FOR UPDATE SKIP LOCKED`; a claim of an instance that died is
   taken over when its lease runs out;
 - `lock_recipients` takes a session advisory lock per recipient on one connection and runs
-  the decision's reads and the commit on that same connection, so caps hold across instances;
+  the decision's reads and the commit on that same connection, so caps hold across instances
+  (a lone recipient's lock is taken by the decision's first read and handed to the commit's
+  transaction: `_locked`, `_locked_reads`, `_run_all`);
 - work made due now (a fact, an event, an approval) is announced with NOTIFY; every
   instance LISTENs and wakes its dispatcher;
 - a lost database answers StoreUnavailable (SMTP 451, HTTP 503); the pool reconnects by
@@ -23,6 +25,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from contextvars import ContextVar
+from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
 from pathlib import Path
@@ -33,13 +36,16 @@ import structlog
 
 from sendguard.address import recipient_key
 from sendguard.approvals import Campaign, ContentApproval, GlobalPause
+from sendguard.clock import from_micros
 from sendguard.errors import Conflict, StoreUnavailable
 from sendguard.owner import owner_gone
+from sendguard.recipient import RecipientReads
 from sendguard.store import StoreSettings, codec, sql_content
 from sendguard.store.keyed_lock import KeyedLock
 from sendguard.store.message_cache import MessageCache
 from sendguard.store.postgres_schema import MIGRATIONS, SCHEMA_LOCK
 from sendguard.store.sql_dispatch import DUE_STATES_SQL
+from sendguard.store.sql_history import _RECIPIENT_READS, recipient_reads_query
 from sendguard.store.sql_store import SENDING_TRANSITIONS, Job, SqlStore, Tx, Write
 from sendguard.store.sqlite_db import Trace
 
@@ -95,11 +101,36 @@ _APPROVALS: ContextVar[dict[str, list[ContentApproval]] | None] = ContextVar(
     "sendguard_pg_approvals", default=None
 )
 
+
+@dataclass
+class _Pending:
+    """A lone recipient's lock, not taken yet: the block's first statement takes it."""
+
+    key: str
+    campaign: str | None
+    sent: bool = False
+    """Whether a statement taking the lock was sent (then the block's end unlocks)."""
+
+
+# Inside lock_recipients of one recipient: its lock, until the block's first statement.
+_PENDING: ContextVar[_Pending | None] = ContextVar("sendguard_pg_pending", default=None)
+# Inside lock_recipients: each campaign's row read with the lock, for the first `get_campaign`.
+_CAMPAIGNS: ContextVar[dict[str, Campaign | None] | None] = ContextVar(
+    "sendguard_pg_campaigns", default=None
+)
+
 _LOCK_AND_PAUSE = (
     "SELECT pg_try_advisory_lock($1), p.paused, p.updated_at, p.updated_by, p.note"
     " FROM (SELECT 1) AS one LEFT JOIN global_pause p ON p.id = 1"
 )
 """A recipient's lock if it is free, and the global pause, in one round trip."""
+
+_HANDOVER = "SELECT pg_advisory_unlock_all() FROM (SELECT pg_advisory_xact_lock(?)) AS held"
+"""The recipient's lock taken for the transaction, then the session's given up (the last
+statement of a block's commit: `_run_all`). The subquery runs first (a volatile function keeps
+it from being merged into the outer query), so no moment passes without the lock; the
+transaction's lock ends after its commit is durable and visible, and `pg_advisory_unlock_all`
+gives up session locks only."""
 
 _CAMPAIGN_AND_APPROVALS = (
     "SELECT c.name, c.approval, c.paused, c.updated_at, c.updated_by,"
@@ -111,11 +142,71 @@ _CAMPAIGN_AND_APPROVALS = (
 """A campaign's row and its content approvals (newest first), in one round trip."""
 
 
+# Tags of the rows `_LOCKED_READS` adds to those of `recipient_reads` (kinds 0 to 4).
+_CAMPAIGN_ROW, _APPROVAL_ROW, _PAUSE_ROW = 5, 6, 7
+
+
+def _locked_reads(history: bool, events: bool, campaign: bool) -> tuple[str, str]:
+    """A function taking a recipient's lock, then reading what a decision reads: its name, and
+    the SQL creating it in `pg_temp` (each pooled connection makes its own at connect).
+
+    Its arguments: those of `recipient_reads_query`, the lock key, then (with `campaign`) the
+    campaign's name. It answers `recipient_reads`' tagged rows, the global pause's row and the
+    campaign's row and approvals, each in the columns of the same types. A VOLATILE function
+    takes a new snapshot for each statement it runs: its reads see every commit made before
+    the lock was granted (the last holder's, whose unlock follows its commit), as the reads
+    made by statements of their own after `pg_advisory_lock` did. One statement that took the
+    lock and read in its own snapshot would not: that snapshot is taken before the lock.
+    """
+    name = f"sendguard_locked_reads_{int(history)}{int(events)}{int(campaign)}"
+    types = ["text", "bigint"] * history + ["text", "bigint"] * events + ["text"] * 3
+    parts = [
+        numbered(_RECIPIENT_READS[history, events]),
+        f"SELECT {_PAUSE_ROW}, p.paused::text, p.updated_by, p.note, NULL, NULL, p.updated_at"
+        " FROM global_pause p WHERE p.id = 1",
+    ]
+    lock = len(types) + 1
+    types.append("bigint")
+    if campaign:
+        types.append("text")
+        parts.append(
+            f"SELECT {_CAMPAIGN_ROW}, c.name, c.approval, c.paused::text, c.updated_by, NULL,"
+            f" c.updated_at FROM campaigns c WHERE c.name = ${lock + 1}"
+        )
+        parts.append(
+            f"SELECT {_APPROVAL_ROW}, a.content_hash, a.approved_by, a.links,"
+            " (row_number() OVER (ORDER BY a.approved_at DESC, a.content_hash, a.links))::text,"
+            f" NULL, a.approved_at FROM approvals a WHERE a.campaign = ${lock + 1}"
+        )
+    union = " UNION ALL ".join(parts)
+    ddl = (
+        f"CREATE OR REPLACE FUNCTION pg_temp.{name}({', '.join(types)})"
+        " RETURNS TABLE (r_kind integer, r_t1 text, r_t2 text, r_t3 text, r_t4 text,"
+        " r_t5 text, r_i1 bigint) LANGUAGE plpgsql VOLATILE AS $body$"
+        " #variable_conflict use_column\n"
+        f" BEGIN PERFORM pg_advisory_lock(${lock});"
+        " RETURN QUERY SELECT u.kind::integer, u.t1::text, u.t2::text, u.t3::text, u.t4::text,"
+        f" u.t5::text, u.i1::bigint FROM ({union}) AS u (kind, t1, t2, t3, t4, t5, i1);"
+        " END $body$"
+    )
+    return name, ddl
+
+
 @lru_cache(maxsize=512)
 def numbered(sql: str) -> str:
     """`?` placeholders as asyncpg's `$1, $2, ...`."""
     parts = sql.split("?")
     return "".join(p + (f"${i}" if i < len(parts) else "") for i, p in enumerate(parts, 1))
+
+
+_LOCKED_READS = {
+    (h, e, c): _locked_reads(h, e, c)
+    for h in (False, True)
+    for e in (False, True)
+    for c in (False, True)
+}
+"""The functions of `_locked_reads`, by (history, events, campaign) read."""
+_MAKE_LOCKED_READS = ";\n".join(ddl for _, ddl in _LOCKED_READS.values())
 
 
 def lock_key(key: str) -> int:
@@ -139,6 +230,11 @@ def _together(writes: Sequence[Write]) -> Write:
 class _Tx:
     def __init__(self, conn: asyncpg.Connection) -> None:
         self._conn = conn
+
+    @property
+    def conn(self) -> asyncpg.Connection:
+        """The connection the statements run on."""
+        return self._conn
 
     def transaction(self) -> Any:
         """A transaction, or a savepoint inside the open one."""
@@ -197,8 +293,14 @@ class PostgresStore(SqlStore):
                 max_size=self._pool_size,
                 timeout=self._timeout,
                 command_timeout=self._timeout * 6,
-                server_settings={"search_path": self._schema, "application_name": "sendguard"},
-                init=self._init_connection if self._trace is not None else None,
+                server_settings={
+                    "search_path": self._schema,
+                    "application_name": "sendguard",
+                    # Each statement reads a snapshot of its own, taken as it starts: the
+                    # decision's reads follow the recipient's lock (`_locked_reads`).
+                    "default_transaction_isolation": "read committed",
+                },
+                init=self._init_connection,
                 reset=self._reset,
             )
             async with self._pool.acquire() as conn:
@@ -209,9 +311,18 @@ class PostgresStore(SqlStore):
         self._watch = asyncio.create_task(self._keep_listening(), name="pg-listen")
 
     async def _init_connection(self, conn: asyncpg.Connection) -> None:
+        """A new pooled connection: the functions of `_locked_reads` (in `pg_temp`, so each
+        connection has those of the sendguard that made it), and the trace."""
+        try:
+            await conn.execute(_MAKE_LOCKED_READS)
+        except asyncpg.PostgresError as exc:
+            # A server that refuses even temporary objects (read-only, disk full): the
+            # decision's reads go as statements of their own on this connection
+            # (`recipient_reads`); what refuses writes is told by the writes.
+            log.warning("locked reads unavailable on a connection", error=str(exc))
         trace = self._trace
-        assert trace is not None
-        conn.add_query_logger(lambda record: trace(record.query))
+        if trace is not None:
+            conn.add_query_logger(lambda record: trace(record.query))
 
     async def _reset(self, conn: asyncpg.Connection) -> None:
         """Make a connection going back to the pool like a fresh one.
@@ -345,6 +456,7 @@ class PostgresStore(SqlStore):
     async def _connection(self) -> AsyncIterator[asyncpg.Connection]:
         held = _HELD.get()
         if held is not None:
+            await self._take_pending(held)
             yield held
             return
         if self._pool is None:
@@ -399,6 +511,20 @@ class PostgresStore(SqlStore):
         # of recipients): the others as data-modifying WITH queries of the last. They run on
         # one snapshot and see none of each other's rows, which `_run_all`'s callers promise
         # not to need; foreign keys are checked at the end of the statement.
+        pending = _PENDING.get()
+        held = _HELD.get()
+        if pending is None or not pending.sent or not isinstance(tx, _Tx) or tx.conn is not held:
+            await self._run_groups(tx, writes)
+            return
+        # The commit of a lone recipient's block (a message's intake): its last statement
+        # hands the recipient's lock over to the transaction, which holds it until its commit
+        # is durable and seen, and gives up the session's lock: no unlock round trip after.
+        await self._run_groups(tx, [*writes, (_HANDOVER, [lock_key(pending.key)])])
+        # Given up: a later statement of the block takes the lock again (`_take_pending`),
+        # and the block's end has nothing to unlock unless one did.
+        pending.sent = False
+
+    async def _run_groups(self, tx: Tx, writes: Sequence[Write]) -> None:
         groups: list[list[Write]] = [[]]
         bound = 0
         for write in writes:
@@ -463,33 +589,128 @@ class PostgresStore(SqlStore):
         await tx.fetch(f"SELECT pg_notify('{CHANNEL}', '')")
 
     # serialisation ---------------------------------------------------------------------------
-    def lock_recipients(self, recipients: Sequence[str]) -> AbstractAsyncContextManager[None]:
-        return self._locked(sorted({recipient_key(r) for r in recipients}))
+    def lock_recipients(
+        self, recipients: Sequence[str], *, campaign: str | None = None
+    ) -> AbstractAsyncContextManager[None]:
+        return self._locked(sorted({recipient_key(r) for r in recipients}), campaign)
 
     @asynccontextmanager
-    async def _locked(self, keys: list[str]) -> AsyncIterator[None]:
+    async def _locked(self, keys: list[str], campaign: str | None) -> AsyncIterator[None]:
+        """The recipients' locks, held on one connection that every store call of the block
+        uses. A lone recipient's lock is taken by the block's first statement: by the
+        decision's first read, `recipient_reads`, which reads with it the global pause and
+        the campaign (one round trip, `_locked_reads`), else by `_take_pending`."""
         if _HELD.get() is not None:
             raise RuntimeError("lock_recipients does not nest")
         # In-process first, so waiting tasks of this instance do not each hold a connection.
         async with self._locks.hold(keys), self._connection() as conn:
             pid = conn.get_server_pid()
             self._may_hold_locks.add(pid)  # until the unlock completes
-            try:
-                pause = await self._lock(conn, keys)
-            except _UNAVAILABLE as exc:
-                raise StoreUnavailable(f"PostgreSQL lock failed: {exc}") from exc
+            pending: _Pending | None = None
+            pause: list[GlobalPause] | None = []
+            if len(keys) == 1:
+                pending = _Pending(keys[0], campaign)
+            else:
+                try:
+                    pause = await self._lock(conn, keys)
+                except _UNAVAILABLE as exc:
+                    raise StoreUnavailable(f"PostgreSQL lock failed: {exc}") from exc
             token = _HELD.set(conn)
+            pending_token = _PENDING.set(pending)
             pause_token = _PAUSE.set(pause)
+            campaigns_token = _CAMPAIGNS.set({})
             approvals_token = _APPROVALS.set({})
             try:
                 yield
             finally:
                 _APPROVALS.reset(approvals_token)
+                _CAMPAIGNS.reset(campaigns_token)
                 _PAUSE.reset(pause_token)
+                _PENDING.reset(pending_token)
                 _HELD.reset(token)
-                with contextlib.suppress(*_UNAVAILABLE):
-                    await conn.execute("SELECT pg_advisory_unlock_all()")
-                    self._may_hold_locks.discard(pid)
+                if pending is not None and not pending.sent:
+                    self._may_hold_locks.discard(pid)  # no statement ran: nothing to unlock
+                else:
+                    with contextlib.suppress(*_UNAVAILABLE):
+                        await conn.execute("SELECT pg_advisory_unlock_all()")
+                        self._may_hold_locks.discard(pid)
+
+    async def _take_pending(self, conn: asyncpg.Connection) -> None:
+        """Take the block's lone lock if no statement has yet: before any other of the block
+        (with the pause, `_lock`)."""
+        pending = _PENDING.get()
+        if pending is None or pending.sent:
+            return
+        pending.sent = True
+        pause = await self._lock(conn, [pending.key])
+        kept = _PAUSE.get()
+        if pause and kept is not None:
+            kept.extend(pause)
+
+    async def recipient_reads(
+        self,
+        recipient: str,
+        *,
+        history_since: datetime | None,
+        events_since: datetime | None,
+    ) -> RecipientReads:
+        # The decision's first read, in a block whose lone lock no statement has taken yet:
+        # the lock, these reads, the global pause and the campaign in one round trip.
+        key = recipient_key(recipient)
+        pending = _PENDING.get()
+        if pending is None or pending.sent or pending.key != key:
+            return await super().recipient_reads(
+                recipient, history_since=history_since, events_since=events_since
+            )
+        _, args = recipient_reads_query(key, history_since, events_since)
+        campaign = pending.campaign
+        name, _ = _LOCKED_READS[history_since is not None, events_since is not None, bool(campaign)]
+        args.append(lock_key(key))
+        if campaign:
+            args.append(campaign)
+        call = (
+            f"SELECT * FROM pg_temp.{name}({', '.join(f'${i}' for i in range(1, len(args) + 1))})"
+        )
+        conn = _HELD.get()
+        assert conn is not None
+        pending.sent = True
+        try:
+            rows: list[Sequence[Any]] = await conn.fetch(call, *args)
+        except _UNAVAILABLE as exc:
+            raise StoreUnavailable(f"PostgreSQL read failed: {exc}") from exc
+        except asyncpg.UndefinedFunctionError:
+            # Not made on this connection (`_init_connection`): nothing ran, no lock taken.
+            pending.sent = False
+            return await super().recipient_reads(
+                recipient, history_since=history_since, events_since=events_since
+            )
+        own: list[Sequence[Any]] = []
+        pause = GlobalPause()
+        found: Campaign | None = None
+        approvals: list[tuple[int, ContentApproval]] = []
+        for row in rows:
+            kind = row[0]
+            if kind < _CAMPAIGN_ROW:
+                own.append(row)
+            elif kind == _PAUSE_ROW:
+                pause = GlobalPause(bool(int(row[1])), codec.moment(row[6]), row[2], row[3])
+            elif kind == _CAMPAIGN_ROW:
+                found = self._campaign((row[1], row[2], int(row[3]), row[6], row[4]))
+            else:
+                approval = ContentApproval(
+                    campaign or "", row[1], row[2], from_micros(row[6]), row[3]
+                )
+                approvals.append((int(row[4]), approval))
+        kept = _PAUSE.get()
+        if kept is not None:
+            kept.append(pause)
+        if campaign:
+            campaigns, read = _CAMPAIGNS.get(), _APPROVALS.get()
+            if campaigns is not None and read is not None:
+                campaigns[campaign] = found
+                approvals.sort(key=lambda numbered_approval: numbered_approval[0])
+                read[campaign] = [approval for _, approval in approvals]
+        return self._recipient_rows(key, rows=own)
 
     @staticmethod
     async def _lock(conn: asyncpg.Connection, keys: list[str]) -> list[GlobalPause] | None:
@@ -514,7 +735,11 @@ class PostgresStore(SqlStore):
         return None
 
     async def get_pause(self) -> GlobalPause:
-        # Inside lock_recipients: the pause its lock statement read, once (`_lock`).
+        # Inside lock_recipients: the pause its lock statement read, once (`_lock`,
+        # `_locked_reads`).
+        held = _HELD.get()
+        if held is not None:
+            await self._take_pending(held)
         prefetched = _PAUSE.get()
         if prefetched:
             return prefetched.pop()
@@ -528,6 +753,9 @@ class PostgresStore(SqlStore):
         approvals = _APPROVALS.get()
         if approvals is None:
             return await super().get_campaign(name)
+        campaigns = _CAMPAIGNS.get()
+        if campaigns is not None and name in campaigns:  # read with the lock: once
+            return campaigns.pop(name)
 
         async def job(tx: Any) -> list[Sequence[Any]]:
             rows: list[Sequence[Any]] = await tx.fetch(_CAMPAIGN_AND_APPROVALS, (name,))

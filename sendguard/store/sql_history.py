@@ -83,6 +83,19 @@ _RECIPIENT_READS = {
 }
 
 
+def recipient_reads_query(
+    key: str, history_since: datetime | None, events_since: datetime | None
+) -> tuple[str, list[Any]]:
+    """The statement of `recipient_reads` about recipient key `key`, and its arguments."""
+    args: list[Any] = []
+    if history_since is not None:
+        args += [key, to_micros(history_since)]
+    if events_since is not None:
+        args += [key, to_micros(events_since)]
+    args += [key, TIMEZONE_FACT, codec.contact_key(key)]
+    return _RECIPIENT_READS[history_since is not None, events_since is not None], args
+
+
 class SqlHistory(SqlJobs):
     """The send history and the counts policies read."""
 
@@ -127,24 +140,23 @@ class SqlHistory(SqlJobs):
         events_since: datetime | None,
     ) -> RecipientReads:
         key = recipient_key(recipient)
-        args: list[Any] = []
-        if history_since is not None:
-            args += [key, to_micros(history_since)]
-        if events_since is not None:
-            args += [key, to_micros(events_since)]
-        args += [key, TIMEZONE_FACT, codec.contact_key(key)]
-        sql = _RECIPIENT_READS[history_since is not None, events_since is not None]
+        sql, args = recipient_reads_query(key, history_since, events_since)
 
         async def job(tx: Tx) -> list[Sequence[Any]]:
             return await tx.fetch(sql, args)
 
+        return self._recipient_rows(key, await self._read(job))
+
+    @staticmethod
+    def _recipient_rows(key: str, rows: Sequence[Sequence[Any]]) -> RecipientReads:
+        """The RecipientReads of `key` from the tagged rows of `recipient_reads_sql`."""
         history: list[HistoryEntry] = []
         events: list[Event] = []
         suppression = timezone = None
         # A row of history per send read: `from_micros` and `_message_class` written out
         # (the same expressions), one Python call each less per row.
         classes, moment = _CLASSES, datetime.fromtimestamp
-        for row in await self._read(job):
+        for row in rows:
             kind = row[0]
             if kind <= 1:
                 history.append(

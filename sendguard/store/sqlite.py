@@ -262,7 +262,10 @@ class SQLiteStore(SqlStore):
         """Writes and commits so far (for tests and the benchmark; not part of the contract)."""
         return CommitStats(writes=self._db.writes, commits=self._db.commits)
 
-    def lock_recipients(self, recipients: Sequence[str]) -> AbstractAsyncContextManager[None]:
+    def lock_recipients(
+        self, recipients: Sequence[str], *, campaign: str | None = None
+    ) -> AbstractAsyncContextManager[None]:
+        del campaign  # read when asked (a read costs no round trip here)
         if self._shared is not None:
             return self._shared.hold(recipient_key(r) for r in recipients)
         return self._locks.hold(recipient_key(r) for r in recipients)
