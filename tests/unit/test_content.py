@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 from sendguard import content
 from sendguard.content import _single_part_text, content_hash, normalise, text_of
 from sendguard.headers import Headers, header_end
+from sendguard.links import targets_of_text
 
 # Printable text of any script; no control characters (a header cannot hold them) and no
 # `=?`, which would make a raw subject read as an encoded word.
@@ -168,14 +169,111 @@ def test_html_paragraphs_are_lines_so_a_greeting_paragraph_goes_alone() -> None:
 
 def test_a_plain_ascii_message_keeps_its_earlier_fingerprint() -> None:
     """Stored fingerprints (repetition history, campaign approvals) of plain ASCII messages
-    without entities still match: this value was computed before encodings were unified."""
+    without entities, URLs or a name in the subject still match: this value was computed
+    before encodings were unified (the message less its URL) and again before URLs were
+    fingerprinted by their hosts (session 11)."""
     raw = (
         b"From: shop@example.com\r\nTo: ann@example.org\r\nSubject: Spring sale:\r\n  40% off"
         b" boots\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=us-ascii\r\n\r\n"
-        b"Hello Ann,\r\nAll boots are 40% off until Sunday:"
+        b"Hello Ann,\r\nAll boots are 40% off until Sunday, in every size.\r\n"
+    )
+    assert content_hash(raw) == "acb1aeb82af0893023165eeceb01b1b9"
+    # A URL's path and query no longer count (session 11): this message's fingerprint changed
+    # from de62f1874cac3b850a10f9ec878e3403, an approval of it is asked for once again.
+    with_url = (
+        raw[: raw.index(b"Hello")] + b"Hello Ann,\r\nAll boots are 40% off until Sunday:"
         b" https://shop.example/boots?utm_source=mail&size=42\r\n"
     )
-    assert content_hash(raw) == "de62f1874cac3b850a10f9ec878e3403"
+    assert content_hash(with_url) == "22dc85772da0696ad793b2eaf8d8f01c"
+
+
+def plain(body: str, subject: str = "Spring picks") -> bytes:
+    return mime(subject.encode(), body.encode(), "8bit")
+
+
+TRACKED = (
+    "Our spring picks are in.\n"
+    "Shop them: https://u123.ct.sendgrid.net/ls/click?upn={token}\n"
+    "Manage your subscription: https://shop.example/subscription/0b6f/{token}\n"
+)
+
+
+@pytest.mark.parametrize(
+    "other",
+    [
+        "https://u123.ct.sendgrid.net/ls/click?upn=Zm9vYmFy-other_token.2",
+        "HTTPS://U123.CT.SendGrid.NET:443/ls/click?upn=x",  # case and port: one host
+        "http://u123.ct.sendgrid.net/wf/click",  # the scheme: links ignore it as well
+    ],
+)
+def test_a_per_recipient_token_in_a_text_url_is_not_a_change(other: str) -> None:
+    ann = content_hash(plain(TRACKED.format(token="YW5uQGV4YW1wbGUub3Jn")))
+    bob = content_hash(
+        plain(
+            TRACKED.format(token="Ym9iQGV4YW1wbGUub3Jn").replace(
+                "https://u123.ct.sendgrid.net/ls/click?upn=Ym9iQGV4YW1wbGUub3Jn", other
+            )
+        )
+    )
+    assert ann == bob
+
+
+def test_a_text_url_is_compared_by_its_host_as_the_links_fingerprint_counts_it() -> None:
+    ann = TRACKED.format(token="ann")
+    base = content_hash(plain(ann))
+    # Another host, here or in a Unicode spelling of the same host: the same as links.py.
+    assert content_hash(plain(ann.replace("u123.ct.sendgrid.net", "evil.example"))) != base
+    idn = content_hash(plain("Neu: https://bücher.example/neu/ann"))
+    assert idn == content_hash(plain("Neu: https://xn--bcher-kva.example/x?e=bob"))
+    for url in ("https://u123.ct.sendgrid.net/ls/click?upn=ann", "https://BÜCHER.example/x"):
+        (host,) = {h for _, h in targets_of_text(url)}
+        assert content.normalise("", url) == host
+    # The words around the links still count.
+    assert content_hash(plain(ann.replace("spring", "autumn"))) != base
+    # A URL with no host is kept as written.
+    assert content.normalise("", "see https:// now") == "see https:// now"
+
+
+@pytest.mark.parametrize(
+    ("ann", "bob"),
+    [
+        ("Ann, your spring picks", "Bob, your spring picks"),
+        ("Hi Ann, your spring picks", "Hello Bob! your spring picks"),
+        ("Dear Mrs Smith: your spring picks", "Hi Zoë-Anne, your spring picks"),
+        ("Your spring picks, Paula", "Your spring picks, Bob!"),
+        ("Zoë, your spring picks", "O'Neil, your spring picks"),
+    ],
+)
+def test_a_name_or_greeting_in_the_subject_is_not_a_change(ann: str, bob: str) -> None:
+    body = "Our spring picks are in."
+    assert content_hash(plain(body, ann)) == content_hash(plain(body, bob))
+    assert content_hash(plain(body, ann)) == content_hash(plain(body, "Your spring picks"))
+
+
+@pytest.mark.parametrize(
+    ("one", "other"),
+    [
+        ("Ann, 50% off", "Ann, 70% off"),
+        ("Hi Ann, 50% off", "Hi Ann, 70% off"),
+        ("Your spring picks, Ann", "Your autumn picks, Ann"),
+        ("SALE, 50% off", "DEAL, 50% off"),  # capitals: not written as a name
+        ("spring, 50% off", "autumn, 50% off"),
+        ("50% off, today", "50% off, tomorrow"),
+        ("Hello spring sale", "Hello autumn sale"),  # no mark: not a greeting, compared whole
+    ],
+)
+def test_a_changed_subject_still_differs(one: str, other: str) -> None:
+    body = "Our picks are in."
+    assert content_hash(plain(body, one)) != content_hash(plain(body, other))
+
+
+def test_the_subject_rules_read_encoded_words_too() -> None:
+    body = b"Our picks are in."
+    ann = mime(encoded_word("Zoë, your spring picks"), body, "8bit")
+    bob = mime(encoded_word("Bob, your spring picks"), body, "8bit")
+    assert content_hash(ann) == content_hash(bob)
+    nfd = unicodedata.normalize("NFD", "Zoë, your spring picks")
+    assert content.subject_of(nfd) == "your spring picks"
 
 
 # The common message (one text part, nothing to decode) is read without the `email` parser
@@ -275,9 +373,9 @@ def test_the_common_message_is_read_directly() -> None:
 def test_normalise_spaces_as_the_regular_expression_did(subject: str, text: str) -> None:
     # Before: the whitespace runs of the NFC text were replaced by `\s+`, then stripped.
     body = content._TAGS.sub(
-        " ", content._URL.sub(content._strip_tracking, content._GREETING.sub("", text))
+        " ", content._URL.sub(content._url_host, content._GREETING.sub("", text))
     )
-    joined = unicodedata.normalize("NFC", f"{subject}\n{body}")
+    joined = unicodedata.normalize("NFC", f"{content.subject_of(subject)}\n{body}")
     assert normalise(subject, text) == re.sub(r"\s+", " ", joined).strip().lower()
 
 
