@@ -21,13 +21,18 @@ from email.message import Message
 from typing import NamedTuple
 
 from sendguard.headers import Headers, header_end
-from sendguard.links import Target, host_of, targets_of_html, targets_of_text
+from sendguard.links import Target, targets_of_html, targets_of_text
 from sendguard.links import encode as encode_targets
 
 MAX_TEXT = 256 * 1024  # fingerprint the first 256 KiB of text: enough to tell offers apart
 
-# A bare URL in text, as links.py finds them. The fingerprint keeps its host only (`_url_host`).
+# A bare URL in text, as links.py finds them. The text fingerprint reads each as LINK: where it
+# goes is the links fingerprint's (its host, and the hosts of URLs it carries), and the rest of
+# it is not the campaign's copy: click-tracking and unsubscribe URLs carry a token per
+# recipient in the path or query (`/ls/click?upn=...`, `/subscription/0b6f/...`). Nor are
+# they compared there; HTML links were never in the text (their markup is stripped).
 _URL = re.compile(r"https?://[^\s\"'<>)]+", re.IGNORECASE)
+LINK = "[link]"
 # A greeting at the start of a line: the word, a name, and the comma, colon or exclamation
 # mark that ends it (`Hi Ann,`), or the line's end. What follows on the line is the message
 # ("Hi Ann, your table is booked for 8pm." keeps "your table is booked for 8pm.").
@@ -51,24 +56,14 @@ _BREAKS = re.compile(
 )
 
 
-def _url_host(match: re.Match[str]) -> str:
-    """A URL in the text as the fingerprint keeps it: its host as the links fingerprint counts
-    it (links.host_of), without scheme, port, path or query. Click-tracking and unsubscribe
-    URLs carry a token per recipient in the path or query (`/ls/click?upn=...`,
-    `/subscription/0b6f/...`), so no part of them but the host is the campaign's copy; where
-    a URL goes, redirect targets in its query too, is the links fingerprint's."""
-    url = match.group(0)
-    return host_of(url) or url
-
-
 def normalise(subject: str, text: str) -> str:
-    """The text as compared: no greeting (line, or in the subject `subject_of`), URLs as their
-    hosts, no markup, one spacing."""
+    """The text as compared: no greeting (line, or in the subject `subject_of`), every URL as
+    `LINK`, no markup, one spacing."""
     # Composed first: in decomposed text a greeting word ends before an accent of its own
     # last letter ("HI" + U+0300 reads as "Hi"), which the composed form has not.
     body = _drop_greetings(unicodedata.normalize("NFC", text))
     if "://" in body:  # every URL has it; the substitution costs as much as a 2 KB search
-        body = _URL.sub(_url_host, body)
+        body = _URL.sub(LINK, body)
     if "<" in body:
         body = _TAGS.sub(" ", body)
     text = unicodedata.normalize("NFC", f"{subject_of(subject)}\n{body}")
@@ -216,7 +211,8 @@ class Fingerprint(NamedTuple):
     every message, and a frozen dataclass costs more to make)."""
 
     text: str
-    """`content_hash`: the subject and text, blind to greetings and tracking parameters."""
+    """`content_hash`: the subject and text, blind to greetings, names in the subject and what
+    URLs in the text say (`links` has their hosts)."""
     links: str
     """The link targets (links.py) in their stored form: hosts of links and embeds."""
 

@@ -171,18 +171,6 @@ def targets_of_text(text: str) -> set[Target]:
     return found
 
 
-def host_of(url: str) -> str | None:
-    """The host of a bare URL in text (as `targets_of_text` counts it: lowercased, IDNA, no
-    port or `user@`), or None when it names none. content.py writes a text's URLs so in the
-    text fingerprint: where a URL goes is the links fingerprint's; its path and query are not
-    compared by either (per-recipient tokens)."""
-    url = _cleaned(url)
-    match = _HOST_OF.match(url)
-    if match is None or match.group(1) is not None:
-        return None
-    return _host(match.group(2)) or None
-
-
 def _add(found: set[Target], kind: str, url: str, nested: int = 2) -> None:
     """Add the target of `url` (an attribute's value: entities not yet decoded), if it has
     a host, and those of the URLs it carries in its path or query (`_add_nested`), up to
