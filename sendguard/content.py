@@ -102,7 +102,8 @@ def subject_of(subject: str) -> str:
     capitalised word): `Berlin, spring picks` and `Munich, spring picks` compare alike too."""
     if "," not in subject and ":" not in subject and ";" not in subject and "!" not in subject:
         return subject  # every rule ends at one of them: the common subject costs this
-    subject = unicodedata.normalize("NFC", subject)
+    if not subject.isascii():
+        subject = unicodedata.normalize("NFC", subject)  # `_is_name` reads composed letters
     last = _NAME_LAST.search(subject)
     if last is not None and _is_name(last.group(1)):
         subject = subject[: last.start()]
