@@ -190,8 +190,11 @@ async def test_repetition_by_campaign_and_by_normalised_content() -> None:
 def test_content_hash_ignores_what_changes_per_recipient() -> None:
     a = b"Subject: Sale\r\n\r\nHi Ann,\r\nSee https://x.example/s?utm_source=a&p=1\r\n"
     b = b"Subject: Sale\r\n\r\nDear Bob\r\nSee  https://x.example/s?p=1&utm_source=b\r\n"
-    c = b"Subject: Sale\r\n\r\nHi Ann,\r\nSee https://x.example/s?p=2\r\n"
-    assert content_hash(a) == content_hash(b) != content_hash(c)
+    # A per-recipient token in a URL's path or query (session 11: a URL reads as [link]; where
+    # it goes is the links fingerprint's), and a name in the subject.
+    token = b"Subject: Bob, sale\r\n\r\nHi Bob,\r\nSee https://x.example/s/b0b-4711?upn=b\r\n"
+    c = b"Subject: Sale\r\n\r\nHi Ann,\r\nSee it: https://x.example/s?p=1\r\n"
+    assert content_hash(a) == content_hash(b) == content_hash(token) != content_hash(c)
 
 
 # fatigue ---------------------------------------------------------------------------------------
