@@ -19,8 +19,9 @@ def message(*files: tuple[str, bytes, str], cte: str | None = None) -> bytes:
     msg["To"] = "ann@example.net"
     msg["Subject"] = "Spring offer"
     msg.set_content("Our offer is attached. https://shop.example/spring")
-    msg.add_alternative('<p>Our offer is attached. <a href="https://shop.example/s">Shop</a></p>',
-                        subtype="html")
+    msg.add_alternative(
+        '<p>Our offer is attached. <a href="https://shop.example/s">Shop</a></p>', subtype="html"
+    )
     for name, data, content_type in files:
         maintype, _, subtype = content_type.partition("/")
         extra = {"cte": cte} if cte else {}
@@ -61,8 +62,9 @@ def test_a_new_name_an_added_and_a_removed_file_are_changes() -> None:
     assert "new attachment my offer €.pdf (sha256:" in describe_change(approved, renamed)
     html = b'<a href="https://evil.example/login">Pay</a>'
     added = fingerprints(
-        message(("offer.pdf", PDF, "application/pdf"),
-                ("offer.html", html, "application/octet-stream"))
+        message(
+            ("offer.pdf", PDF, "application/pdf"), ("offer.html", html, "application/octet-stream")
+        )
     ).links
     assert describe_change(approved, added).startswith("new attachment offer.html (sha256:")
     removed = fingerprints(message()).links
