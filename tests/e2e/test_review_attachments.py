@@ -37,6 +37,7 @@ def smtp_send(
     campaign: str,
     files: list[tuple[str, bytes, str]],
     cte: str | None = None,
+    message_class: str | None = None,
 ) -> str:
     """A campaign message with `files` (name, bytes, MIME type) attached, over SMTP."""
     msg = EmailMessage()
@@ -44,6 +45,8 @@ def smtp_send(
     msg["To"] = recipient
     msg["Subject"] = "Your spring offer"
     msg["X-Campaign"] = campaign
+    if message_class is not None:
+        msg["X-Sendguard-Class"] = message_class
     msg.set_content("Your offer is attached: https://shop.example/spring")
     for name, data, content_type in files:
         maintype, _, subtype = content_type.partition("/")
@@ -97,6 +100,16 @@ def test_smtp_an_approval_covers_the_attachments_it_saw(sendguard: Start, sink: 
         f"new attachment terms.pdf ({digest(b'%PDF-1.4 terms')})"
     )
 
+    # a per-recipient invoice sent as transactional mail of the campaign is not held
+    invoice = smtp_send(
+        proc,
+        "inv@example.org",
+        "spring",
+        [("invoice-4711.pdf", b"%PDF-1.4 invoice 4711", "application/pdf")],
+        message_class="transactional",
+    )
+    proc.wait_states({"inv@example.org": "sent"}, invoice)
+
     # an HTML file sent as application/octet-stream: another link inside it is another file
     octet = [("offer.html", OFFER, "application/octet-stream")]
     autumn = smtp_send(proc, "first@example.org", "autumn", octet)
@@ -114,6 +127,7 @@ def test_smtp_an_approval_covers_the_attachments_it_saw(sendguard: Start, sink: 
         "eve@example.org",
         "first@example.org",
         "first@example.org",
+        "inv@example.org",
     ]
 
     # approving the changed copy (one delivery) records it: later sends of it flow
