@@ -72,6 +72,7 @@ def _described(kind: str, host: str) -> str:
     name, _, digest = host.rpartition(_DIGEST)
     return f"attachment {unquote(name)} (sha256:{digest})"
 
+
 # The attributes that name a URL, found in the lowercased markup by `str.find` (a regular
 # expression of them, in any case, tries every position of the markup: 7x the instructions),
 # then the value after them, double-, single- or unquoted.

@@ -94,7 +94,8 @@ def test_smtp_an_approval_covers_the_attachments_it_saw(sendguard: Start, sink: 
     why = reason(proc, "a@example.org")
     assert "campaign spring: attachments changed since token-1 approved this content on" in why
     assert why.endswith(
-        f"new attachment offer.pdf ({digest(SWAPPED)}); removed attachment offer.pdf ({digest(PDF)})"
+        f"new attachment offer.pdf ({digest(SWAPPED)});"
+        f" removed attachment offer.pdf ({digest(PDF)})"
     ), why
     assert reason(proc, "b@example.org").endswith(
         f"new attachment terms.pdf ({digest(b'%PDF-1.4 terms')})"
@@ -169,6 +170,7 @@ def test_sendgrid_attachments_are_covered_too(sendguard: Start, sink: Sink) -> N
     sendgrid_send(proc, "a@example.org", SWAPPED)
     proc.wait_states({"bob@example.org": "sent", "a@example.org": "held"})
     assert reason(proc, "a@example.org").endswith(
-        f"new attachment offer.pdf ({digest(SWAPPED)}); removed attachment offer.pdf ({digest(PDF)})"
+        f"new attachment offer.pdf ({digest(SWAPPED)});"
+        f" removed attachment offer.pdf ({digest(PDF)})"
     )
     assert sorted(r.rcpt_tos[0] for r in sink.received) == ["bob@example.org", "first@example.org"]
