@@ -116,7 +116,7 @@ def _parts_of(
 ) -> tuple[str, list[str], list[str]]:
     """`text_of`'s text, and for the link targets every text part's text and the markup of
     every HTML part, past MAX_TEXT too (a link after a long text is still a link). Each part
-    that is not text (`_add_attachment`) is added to `attachments` when it is given."""
+    that is not text (`attachment_target`) is added to `attachments` when it is given."""
     texts: list[str] = []
     sources: list[str] = []
     for part in message.walk():
@@ -178,7 +178,8 @@ class Fingerprint(NamedTuple):
     text: str
     """`content_hash`: the subject and text, blind to greetings and tracking parameters."""
     links: str
-    """The link targets (links.py) in their stored form: hosts of links and embeds."""
+    """The link targets (links.py) in their stored form: hosts of links and embeds, and
+    attachments (name and digest of each part that is not text)."""
 
 
 def attachment_target(part: Message) -> Target:
