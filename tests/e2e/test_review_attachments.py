@@ -10,8 +10,10 @@ import base64
 import email.policy
 import hashlib
 import smtplib
+import sqlite3
 from collections.abc import Callable
 from email.message import EmailMessage
+from pathlib import Path
 
 import pytest
 
@@ -174,3 +176,32 @@ def test_sendgrid_attachments_are_covered_too(sendguard: Start, sink: Sink) -> N
         f" removed attachment offer.pdf ({digest(PDF)})"
     )
     assert sorted(r.rcpt_tos[0] for r in sink.received) == ["bob@example.org", "first@example.org"]
+
+
+@pytest.mark.e2e
+def test_an_approval_bound_to_links_before_attachments_holds_its_file_once(
+    sendguard: Start, sink: Sink, tmp_path: Path
+) -> None:
+    """Upgrade: an approval recorded by session 10's sendguard has links without attachment
+    pairs (made here by taking them out of the stored approval); the approved file is held
+    once, named; approving again lets it flow (docs/review.md)."""
+    proc = sendguard(policies=[{"plugin": "human_hold"}])
+    pdf = [("offer.pdf", PDF, "application/pdf")]
+    first = smtp_send(proc, "first@example.org", "spring", pdf)
+    proc.wait_states({"first@example.org": "held"}, first)
+    approve(proc, "spring")
+    proc.wait_states({"first@example.org": "sent"}, first)
+    proc.stop()
+    conn = sqlite3.connect(tmp_path / "var" / "sendguard.db", isolation_level=None)
+    updated = conn.execute("UPDATE approvals SET links = 'link:shop.example'").rowcount
+    conn.close()
+    assert updated == 1
+
+    proc = sendguard(policies=[{"plugin": "human_hold"}])
+    again = smtp_send(proc, "bob@example.org", "spring", pdf)
+    proc.wait_states({"bob@example.org": "held"}, again)
+    assert reason(proc, "bob@example.org").endswith(f"new attachment offer.pdf ({digest(PDF)})")
+    approve(proc, "spring")
+    proc.wait_states({"bob@example.org": "sent"}, again)
+    later = smtp_send(proc, "eve@example.org", "spring", pdf)
+    proc.wait_states({"eve@example.org": "sent"}, later)
