@@ -11,6 +11,8 @@ UTF-8, a body as quoted-printable, base64 or 8bit, in any charset, HTML entities
 from __future__ import annotations
 
 import email
+import email.errors
+import email.header
 import email.policy
 import hashlib
 import html
@@ -188,7 +190,13 @@ def attachment_target(part: Message) -> Target:
     same file is no change)."""
     payload = part.get_payload(decode=True)
     data = payload if isinstance(payload, bytes) else b""
-    return attachment(part.get_filename() or part.get_content_type(), data)
+    name = part.get_filename() or part.get_content_type()
+    if "=?" in name:  # RFC 2047 words, as some clients write a file name (RFC 2231 is decoded)
+        try:
+            name = str(email.header.make_header(email.header.decode_header(name)))
+        except (UnicodeError, LookupError, email.errors.HeaderParseError):
+            pass  # kept as written: the same bytes name the same file
+    return attachment(name, data)
 
 
 def link_targets(

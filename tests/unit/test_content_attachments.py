@@ -93,3 +93,14 @@ def test_links_and_files_changed_together_are_both_named() -> None:
     other = other.replace("attachment:offer.pdf@sha256:", "attachment:offer.pdf@sha256:0")
     assert what_changed(approved, other) == "links and attachments"
     assert what_changed("link:a.example", "link:b.example") == "links"
+
+
+def test_a_name_in_rfc_2047_words_is_read_as_one_in_rfc_2231() -> None:
+    words = message(("offer.pdf", PDF, "application/pdf")).replace(
+        b'filename="offer.pdf"', b'filename="=?utf-8?q?Angebot_f=C3=BCr_Sie.pdf?="'
+    )
+    assert b"=?utf-8?q?" in words
+    rfc2231 = message(("Angebot für Sie.pdf", PDF, "application/pdf"))
+    assert b"filename*=" in rfc2231
+    assert fingerprints(words).links == fingerprints(rfc2231).links
+    assert "attachment:Angebot%20f%C3%BCr%20Sie.pdf@sha256:" in fingerprints(words).links
