@@ -10,6 +10,7 @@ UTF-8, a body as quoted-printable, base64 or 8bit, in any charset, HTML entities
 
 from __future__ import annotations
 
+import contextlib
 import email
 import email.errors
 import email.header
@@ -192,10 +193,9 @@ def attachment_target(part: Message) -> Target:
     data = payload if isinstance(payload, bytes) else b""
     name = part.get_filename() or part.get_content_type()
     if "=?" in name:  # RFC 2047 words, as some clients write a file name (RFC 2231 is decoded)
-        try:
+        # Undecodable: kept as written (the same words name the same file).
+        with contextlib.suppress(UnicodeError, LookupError, email.errors.HeaderParseError):
             name = str(email.header.make_header(email.header.decode_header(name)))
-        except (UnicodeError, LookupError, email.errors.HeaderParseError):
-            pass  # kept as written: the same bytes name the same file
     return attachment(name, data)
 
 

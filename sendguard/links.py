@@ -12,8 +12,8 @@ second fingerprint, its link targets: the set of `(kind, host)` pairs, where kin
 - `mailto`: a `mailto:` link, by the domain of its address;
 - `attachment`: a MIME part that is not text (a PDF, an image, an `application/octet-stream`
   file whatever it holds), by its file name (RFC 2231 or 2047 decoded; its content type if it
-  has none) and the first
-  16 hex digits of the SHA-256 of its decoded bytes (`attachment`): `offer.pdf@sha256:…`.
+  has none) and the first 16 hex digits of the SHA-256 of its decoded bytes (`attachment`):
+  `offer.pdf@sha256:…`.
   Text parts, attached or not, are the text fingerprint's (content.py).
 
 Hosts, not paths: ESPs' click-tracking and unsubscribe links carry per-recipient tokens in
