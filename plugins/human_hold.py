@@ -36,7 +36,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sendguard.approvals import Approval, Campaign
 from sendguard.content import fingerprints
 from sendguard.duration import Duration
-from sendguard.links import describe_change
+from sendguard.links import describe_change, what_changed
 from sendguard.message import Delivery, MessageClass
 from sendguard.offload import in_process
 from sendguard.phrasing import human_duration, human_time
@@ -215,7 +215,8 @@ class HumanHoldPolicy:
                 newest = same_text[0]
                 assert newest.links is not None and links is not None
                 return Verdict.hold(
-                    f"campaign {name}: links changed since {newest.approved_by} approved this"
+                    f"campaign {name}: {what_changed(newest.links, links)} changed since"
+                    f" {newest.approved_by} approved this"
                     f" content on {_moment(newest.approved_at)}:"
                     f" {describe_change(newest.links, links)}"
                 )

@@ -10,7 +10,10 @@ UTF-8, a body as quoted-printable, base64 or 8bit, in any charset, HTML entities
 
 from __future__ import annotations
 
+import contextlib
 import email
+import email.errors
+import email.header
 import email.policy
 import hashlib
 import html
@@ -21,7 +24,7 @@ from email.message import Message
 from typing import NamedTuple
 
 from sendguard.headers import Headers, header_end
-from sendguard.links import Target, targets_of_html, targets_of_text
+from sendguard.links import Target, attachment, targets_of_html, targets_of_text
 from sendguard.links import encode as encode_targets
 
 MAX_TEXT = 256 * 1024  # fingerprint the first 256 KiB of text: enough to tell offers apart
@@ -161,13 +164,18 @@ def text_of(message: Message) -> str:
     return _parts_of(message)[0]
 
 
-def _parts_of(message: Message) -> tuple[str, list[str], list[str]]:
+def _parts_of(
+    message: Message, attachments: set[Target] | None = None
+) -> tuple[str, list[str], list[str]]:
     """`text_of`'s text, and for the link targets every text part's text and the markup of
-    every HTML part, past MAX_TEXT too (a link after a long text is still a link)."""
+    every HTML part, past MAX_TEXT too (a link after a long text is still a link). Each part
+    that is not text (`attachment_target`) is added to `attachments` when it is given."""
     texts: list[str] = []
     sources: list[str] = []
     for part in message.walk():
         if part.get_content_maintype() != "text" or part.is_multipart():
+            if attachments is not None and not part.is_multipart():
+                attachments.add(attachment_target(part))
             continue
         payload = part.get_payload(decode=True)
         if not isinstance(payload, bytes):
@@ -224,13 +232,30 @@ class Fingerprint(NamedTuple):
     """`content_hash`: the subject and text, blind to greetings, names in the subject and what
     URLs in the text say (`links` has their hosts)."""
     links: str
-    """The link targets (links.py) in their stored form: hosts of links and embeds."""
+    """The link targets (links.py) in their stored form: hosts of links and embeds, and
+    attachments (name and digest of each part that is not text)."""
 
 
-def link_targets(texts: Iterable[str], html_sources: Iterable[str]) -> str:
+def attachment_target(part: Message) -> Target:
+    """The `attachment` target (links.py) of a MIME leaf part that is not text: its file name
+    and the SHA-256 of its decoded bytes (base64 or quoted-printable undone, so re-encoding the
+    same file is no change)."""
+    payload = part.get_payload(decode=True)
+    data = payload if isinstance(payload, bytes) else b""
+    name = part.get_filename() or part.get_content_type()
+    if "=?" in name:  # RFC 2047 words, as some clients write a file name (RFC 2231 is decoded)
+        # Undecodable: kept as written (the same words name the same file).
+        with contextlib.suppress(UnicodeError, LookupError, email.errors.HeaderParseError):
+            name = str(email.header.make_header(email.header.decode_header(name)))
+    return attachment(name, data)
+
+
+def link_targets(
+    texts: Iterable[str], html_sources: Iterable[str], others: Iterable[Target] = ()
+) -> str:
     """The stored link targets of a message whose text parts (as a reader sees each) and
-    HTML parts (markup intact) are known."""
-    found: set[Target] = set()
+    HTML parts (markup intact) are known, with `others` (its attachments) among them."""
+    found: set[Target] = set(others)
     for text in texts:
         found |= targets_of_text(text)
     for source in html_sources:
@@ -255,6 +280,7 @@ def fingerprints(raw: bytes, headers: Headers | None = None) -> Fingerprint:
     # Read as every other header is (RFC 2047 words decoded, raw UTF-8 read as UTF-8).
     subject = headers.get("Subject") or ""
     single = _single_part(raw, end)
+    attachments: set[Target] = set()
     if single is not None:
         decoded, subtype = single
         text = readable(decoded, subtype)[:MAX_TEXT]
@@ -262,9 +288,9 @@ def fingerprints(raw: bytes, headers: Headers | None = None) -> Fingerprint:
         sources = [decoded] if subtype == "html" else []
     else:
         text, texts, sources = _parts_of(
-            email.message_from_bytes(raw, policy=email.policy.compat32)
+            email.message_from_bytes(raw, policy=email.policy.compat32), attachments
         )
-    return Fingerprint(text_hash(subject, text), link_targets(texts, sources))
+    return Fingerprint(text_hash(subject, text), link_targets(texts, sources, attachments))
 
 
 def text_hash(subject: str, text: str) -> str:

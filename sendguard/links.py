@@ -9,7 +9,12 @@ second fingerprint, its link targets: the set of `(kind, host)` pairs, where kin
   bare URL in the text);
 - `embed`: what a mail client fetches (`src` of `<img>`, `<iframe>`, `<video>`, `<source>`,
   `<script>`; `<link href>`; `srcset`, `background`, `poster`; CSS `url(...)`);
-- `mailto`: a `mailto:` link, by the domain of its address.
+- `mailto`: a `mailto:` link, by the domain of its address;
+- `attachment`: a MIME part that is not text (a PDF, an image, an `application/octet-stream`
+  file whatever it holds), by its file name (RFC 2231 or 2047 decoded; its content type if it
+  has none) and the first 16 hex digits of the SHA-256 of its decoded bytes (`attachment`):
+  `offer.pdf@sha256:…`.
+  Text parts, attached or not, are the text fingerprint's (content.py).
 
 Hosts, not paths: ESPs' click-tracking and unsubscribe links carry per-recipient tokens in
 the path, and a set, not a count: personalised recommendations vary how many links there are.
@@ -30,12 +35,44 @@ import hashlib
 import html
 import re
 from collections.abc import Iterable
-from urllib.parse import unquote
+from urllib.parse import quote, unquote
 
 Target = tuple[str, str]
-"""A (kind, host) pair: kind is `link`, `embed` or `mailto`."""
+"""A (kind, host) pair: kind is `link`, `embed`, `mailto` or `attachment` (whose "host" is
+a file name and a digest)."""
 
 MAX_LISTED = 100
+MAX_NAME = 100  # an attachment's file name is kept to its first 100 characters
+_DIGEST = "@sha256:"
+# An attachment's name in the stored form: every character but whitespace, `%` and controls
+# as it is, those percent-encoded (the stored form separates its entries by spaces).
+_NAME_SAFE = "".join(chr(c) for c in range(0x21, 0x7F) if chr(c) != "%")
+
+
+def attachment(name: str, data: bytes) -> Target:
+    """The target of an attached file named `name` whose decoded bytes are `data`."""
+    digest = hashlib.sha256(data).hexdigest()[:16]
+    return ("attachment", f"{quote(name[:MAX_NAME], safe=_NAME_SAFE)}{_DIGEST}{digest}")
+
+
+def what_changed(approved: str, now: str) -> str:
+    """`links`, `attachments` or `links and attachments`: what differs between two stored
+    forms (`links` when the difference cannot be seen, past MAX_LISTED)."""
+    changed = set(decode(approved)) ^ set(decode(now))
+    files = any(kind == "attachment" for kind, _ in changed)
+    if files and all(kind == "attachment" for kind, _ in changed):
+        return "attachments"
+    return "links and attachments" if files else "links"
+
+
+def _described(kind: str, host: str) -> str:
+    """One target for a reviewer: `link host shop.example`, `attachment offer.pdf
+    (sha256:0123456789abcdef)`."""
+    if kind != "attachment":
+        return f"{kind} host {host}"
+    name, _, digest = host.rpartition(_DIGEST)
+    return f"attachment {unquote(name)} (sha256:{digest})"
+
 
 # The attributes that name a URL, found in the lowercased markup by `str.find` (a regular
 # expression of them, in any case, tries every position of the markup: 7x the instructions),
@@ -277,10 +314,11 @@ def decode(stored: str) -> list[Target]:
 
 def describe_change(approved: str, now: str) -> str:
     """What changed from the approved targets to these, for a reviewer:
-    `new link host evil.example; removed link host shop.example`."""
+    `new link host evil.example; removed link host shop.example`, `new attachment offer.pdf
+    (sha256:…)`."""
     before, after = set(decode(approved)), set(decode(now))
-    parts = [f"new {kind} host {host}" for kind, host in sorted(after - before)]
-    parts += [f"removed {kind} host {host}" for kind, host in sorted(before - after)]
+    parts = [f"new {_described(*target)}" for target in sorted(after - before)]
+    parts += [f"removed {_described(*target)}" for target in sorted(before - after)]
     if not parts:  # the same first MAX_LISTED: the difference is among those past them
         parts.append(f"a different set of hosts past the first {MAX_LISTED}")
     return "; ".join(parts)
