@@ -62,9 +62,10 @@ postgres:
 # Everything, tests/security and tests/fault in their short forms included, measured by coverage
 # in the test process and in every `sendguard` process the tests start (pyproject.toml's
 # [tool.coverage.run] patch = subprocess); one summary line at the end.
-# Two pytest workers, one module each at a time, handed out in collection order (tests/conftest.py
-# puts the minutes-long modules first); PYTEST_PARALLEL= runs them one by one.
-PYTEST_PARALLEL ?= -n 2 --dist loadfile --no-loadscope-reorder
+# Three pytest workers on the 2-core machine (with two, a third of the CPU sat idle while tests
+# waited on their servers), one module each at a time, handed out in collection order
+# (tests/conftest.py puts the minutes-long modules first); PYTEST_PARALLEL= runs them one by one.
+PYTEST_PARALLEL ?= -n 3 --dist loadfile --no-loadscope-reorder
 
 test: lint typecheck postgres node-sdks audit
 	@rm -f .coverage .coverage.*
