@@ -642,7 +642,11 @@ class PostgresStore(SqlStore):
         if pending is None or pending.sent:
             return
         pending.sent = True
-        pause = await self._lock(conn, [pending.key])
+        try:
+            pause = await self._lock(conn, [pending.key])
+        except _UNAVAILABLE as exc:
+            # Its callers outside `_read` and `_write` (`get_pause`) answer as they do.
+            raise StoreUnavailable(f"PostgreSQL lock failed: {exc}") from exc
         kept = _PAUSE.get()
         if pause and kept is not None:
             kept.extend(pause)

@@ -15,6 +15,7 @@ import asyncpg
 import pytest
 
 from sendguard.approvals import Approval, Campaign, ContentApproval, GlobalPause
+from sendguard.errors import StoreUnavailable
 from sendguard.events import Event, EventType
 from sendguard.facts import Fact
 from sendguard.recipient import TIMEZONE_FACT
@@ -405,3 +406,49 @@ async def test_a_connection_without_the_locked_reads_reads_with_statements_of_it
     assert sent[-1] == "SELECT pg_advisory_unlock_all()"
     assert len(sent) == 4  # the function's call, the lock with the pause, the read, the unlock
     assert await advisory_locks(pid) == 0
+
+
+async def _terminate(pid: int) -> None:
+    conn = await asyncpg.connect(DSN)
+    try:
+        await conn.execute("SELECT pg_terminate_backend($1)", pid)
+    finally:
+        await conn.close()
+
+
+@pytest.mark.parametrize(
+    "first",
+    [
+        "get_pause",
+        "recipient_reads",
+        "get_campaign",
+        "approvals",
+        "multi_recipient_lock",
+    ],
+)
+async def test_a_block_s_first_statement_on_a_lost_connection_is_store_unavailable(
+    traced: tuple[PostgresStore, list[str]], first: str
+) -> None:
+    """The database gone between a block's connection and its first statement (the lock is
+    taken by that statement): whichever call comes first answers StoreUnavailable, which the
+    ingresses turn into 451 and 503, never an asyncpg error (a 500). CI met a 500 from the
+    HTTP intake with the database gone (test_postgres_cluster)."""
+    store, _ = traced
+    pid = await backend_pid(store)
+    recipients = (
+        ["a@example.org", "b@example.org"] if first == "multi_recipient_lock" else ["a@example.org"]
+    )
+    with pytest.raises(StoreUnavailable):
+        async with store.lock_recipients(recipients, campaign="spring"):
+            await _terminate(pid)
+            await asyncio.sleep(0.05)
+            if first in ("get_pause", "multi_recipient_lock"):
+                await store.get_pause()
+            elif first == "recipient_reads":
+                await store.recipient_reads("a@example.org", history_since=None, events_since=None)
+            elif first == "get_campaign":
+                await store.get_campaign("spring")
+            else:
+                await store.approvals("spring")
+    # The pool replaces the lost connection: the next call works.
+    assert not (await store.get_pause()).paused

@@ -270,7 +270,7 @@ def test_losing_the_database_answers_451_and_503_then_resumes(
         status, body = a.call(
             "POST", "/v1/messages", {"from": "s@example.com", "to": ["d@example.org"]}
         )
-        assert status == 503 and body["error"]["code"] == "store_unavailable"
+        assert status == 503 and body["error"]["code"] == "store_unavailable", a.log()[-4000:]
         assert a.http_get("/readyz")[0] == 503
     finally:
         admin(f"ALTER ROLE {ROLE} LOGIN")
