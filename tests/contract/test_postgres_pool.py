@@ -438,7 +438,8 @@ async def test_a_block_s_first_statement_on_a_lost_connection_is_store_unavailab
     recipients = (
         ["a@example.org", "b@example.org"] if first == "multi_recipient_lock" else ["a@example.org"]
     )
-    with pytest.raises(StoreUnavailable):
+
+    async def block() -> None:
         async with store.lock_recipients(recipients, campaign="spring"):
             await _terminate(pid)
             await asyncio.sleep(0.05)
@@ -450,5 +451,8 @@ async def test_a_block_s_first_statement_on_a_lost_connection_is_store_unavailab
                 await store.get_campaign("spring")
             else:
                 await store.approvals("spring")
+
+    with pytest.raises(StoreUnavailable):
+        await block()
     # The pool replaces the lost connection: the next call works.
     assert not (await store.get_pause()).paused
