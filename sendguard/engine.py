@@ -188,6 +188,18 @@ def history_span(
     return longest
 
 
+def reads_recipient(bindings: Sequence[PolicyBinding]) -> bool:
+    """Whether a policy says it reads a recipient's sends or events (`Lookback`): then a
+    decision reads them, with the recipient's suppression and time zone, before the first
+    policy (`Engine.decide`)."""
+    for binding in bindings:
+        if isinstance(binding.policy, ReadsStore):
+            lookback = binding.policy.lookback()
+            if lookback.history != timedelta(0) or lookback.events != timedelta(0):
+                return True
+    return False
+
+
 class _Meter:
     """The metric children of one configured policy, looked up once: `labels()` costs more
     than the observation itself; counted through `Tally` and `Timing` (six of each per
@@ -230,6 +242,7 @@ class Engine:
         self._bindings = tuple(bindings)
         self._history_span = history_span(self._bindings)
         self._events_span = history_span(self._bindings, "events")
+        self._reads_recipient = reads_recipient(self._bindings)
         self._hold_expiry = hold_expiry
         self._store = store
         self._clock = clock
@@ -263,6 +276,7 @@ class Engine:
         self._bindings, self._runs, self._hold_expiry = tuple(bindings), runs, hold_expiry
         self._history_span = history_span(self._bindings)
         self._events_span = history_span(self._bindings, "events")
+        self._reads_recipient = reads_recipient(self._bindings)
 
     def plan(self, decision: Decision, now: datetime) -> Plan:
         """What `decision` means for a delivery's state, with this engine's hold expiry."""
@@ -300,6 +314,14 @@ class Engine:
             history_span=self._history_span,
             events_span=self._events_span,
         )
+        if self._reads_recipient:
+            # What the policies read about the recipient, read before the first of them
+            # and outside every time budget: in a store that serialises decisions by
+            # recipient, this first read waits for the recipient's lock (PostgreSQL: another
+            # instance's decision on the same address; a connection just made), which is no
+            # policy's time. A budget bounds a policy's own work; the store's reads are
+            # bounded by the store's timeout (451 / 503, never a hold).
+            await ctx.recipient(delivery.recipient)
         outcomes: list[PolicyOutcome] = []
         # One clock read between two policies: the end of one is the start of the next.
         started = monotonic()

@@ -193,6 +193,12 @@ class PolicyContext:
         self._last = (recipient, found)
         return found
 
+    async def recipient(self, recipient: str) -> None:
+        """Read what the policies read about `recipient` now (the engine does, before the
+        first policy), unless it was read in this decision."""
+        if self._known(recipient) is None:
+            await self._recipient(recipient)
+
     def _known(self, recipient: str) -> RecipientReads | None:
         """The reads about `recipient` if it is the address asked about last (no coroutine)."""
         last = self._last
