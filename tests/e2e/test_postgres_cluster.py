@@ -16,6 +16,7 @@ from typing import Any
 import asyncpg
 import pytest
 
+from sendguard.store.postgres import lock_key
 from tests.e2e.test_send_path import message, send
 from tests.e2e.test_simulation_api import simulation_worker, wait_finished
 from tests.support.postgres import DSN, drop_schema_sync, new_schema
@@ -286,20 +287,56 @@ def test_losing_the_database_answers_451_and_503_then_resumes(
 def test_a_policy_out_of_time_mid_read_leaves_the_connection_usable(
     cluster: Callable[..., list[SendguardProcess]], sink: Sink
 ) -> None:
-    """A policy whose budget runs out while its PostgreSQL read is under way is held with
-    "timed out", and the message is still accepted (250) and recorded: the read was cancelled
-    as asyncpg expects, so the intake's next statements on the recipient's connection run.
-    (Closing the policy's coroutine instead left the connection mid-query: 451.)"""
-    (proc,) = cluster(1, policies=[{"plugin": "frequency", "budget": "0.001ms"}])
+    """A policy whose budget runs out while its PostgreSQL read is under way (context's read
+    of a premise's fact) is held with "timed out", and the message is still accepted (250)
+    and recorded: the read was cancelled as asyncpg expects, so the intake's next statements
+    on the recipient's connection run. (Closing the policy's coroutine instead left the
+    connection mid-query: 451.)"""
+    (proc,) = cluster(1, policies=[{"plugin": "context", "budget": "0.001ms"}])
     with smtplib.SMTP("127.0.0.1", proc.smtp_port, timeout=30) as client:
         for n in range(10):
-            client.sendmail("shop@example.com", [f"p{n}@example.org"], message())
+            client.sendmail(
+                "shop@example.com",
+                [f"p{n}@example.org"],
+                message("X-Sendguard-Requires: meeting:1:status=completed"),
+            )
     states = proc.wait_settled()
     assert states == {f"p{n}@example.org": "held" for n in range(10)}
     reasons = {d["reason"] for d in proc.deliveries()}
-    assert reasons == {
-        "frequency: policy frequency failed (timed out after 1e-06s); on_error=hold"
-    }, reasons
+    assert reasons == {"context: policy context failed (timed out after 1e-06s); on_error=hold"}, (
+        reasons
+    )
+
+
+def test_the_recipient_s_lock_wait_is_no_policy_s_time(
+    cluster: Callable[..., list[SendguardProcess]], sink: Sink
+) -> None:
+    """Another instance deciding for the same address holds the recipient's lock (here a
+    connection of the test's, for 0.6 s): the wait for it is not frequency's time, whose
+    budget is 50 ms. make bench's two-instance row held six deliveries with "timed out"
+    (session 11): the lock was taken by frequency's first read, inside its budget."""
+    (proc,) = cluster(1, policies=[{"plugin": "frequency", "budget": "50ms"}])
+    replies: list[Any] = []
+
+    def deliver() -> None:
+        with smtplib.SMTP("127.0.0.1", proc.smtp_port, timeout=30) as client:
+            replies.append(client.sendmail("shop@example.com", ["Same@Example.org"], message()))
+
+    async def hold_the_lock() -> None:
+        conn = await asyncpg.connect(DSN)
+        try:
+            await conn.execute("SELECT pg_advisory_lock($1)", lock_key("same@example.org"))
+            sender = threading.Thread(target=deliver)
+            sender.start()
+            await asyncio.sleep(0.6)
+            await conn.execute("SELECT pg_advisory_unlock_all()")
+            await asyncio.to_thread(sender.join, 30)
+        finally:
+            await conn.close()
+
+    asyncio.run(hold_the_lock())
+    assert replies == [{}]
+    assert proc.wait_settled() == {"Same@Example.org": "sent"}, proc.deliveries()
 
 
 def test_a_simulation_is_one_at_a_time_and_readable_across_instances(
