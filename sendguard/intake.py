@@ -123,6 +123,22 @@ class Claimer(Protocol):
         ...
 
 
+_BULK_PRECEDENCE = frozenset({"bulk", "list", "junk"})
+
+
+def _bulk(headers: Headers) -> bool:
+    """Whether a message carries the marks of mail sent to a list: `List-Unsubscribe`
+    (RFC 2369, RFC 8058's one-click `List-Unsubscribe-Post`) or `Precedence: bulk | list |
+    junk`. A bounce (RFC 3464) or an auto-reply (RFC 3834) carries neither: an auto-responder
+    must not answer such mail, and nobody unsubscribes from a DSN."""
+    if headers.get("List-Unsubscribe") is not None:
+        return True
+    if headers.get("List-Unsubscribe-Post") is not None:
+        return True
+    precedence = headers.get("Precedence")
+    return precedence is not None and precedence.strip().lower() in _BULK_PRECEDENCE
+
+
 class Intake:
     """Accepts messages from any ingress.
 
@@ -180,13 +196,14 @@ class Intake:
         self, headers: Headers, mail_from: str, overrides: FieldOverrides | None
     ) -> SendguardFields:
         """The message's fields: its headers' with the payload's `overrides` applied. A message
-        with the null sender that names a campaign is no bounce (no MTA puts a campaign on a
-        DSN): a marketing tool sending a campaign with `MAIL FROM:<>` would otherwise pass as
-        transactional, exempt from the caps and from human_hold's approval. It takes the class
-        its headers or payload give, marketing by default, as with a sender address."""
+        with the null sender that names a campaign, or carries the marks of bulk mail
+        (`_bulk`), is no bounce (no MTA puts either on a DSN): a marketing tool sending with
+        `MAIL FROM:<>` would otherwise pass as transactional, exempt from the caps and from
+        human_hold's approval. It takes the class its headers or payload give, marketing by
+        default, as with a sender address."""
         given = overrides or FieldOverrides()
         fields = given.apply(self._fields(headers, mail_from))
-        if not mail_from and fields.campaign is not None:
+        if not mail_from and (fields.campaign is not None or _bulk(headers)):
             fields = given.apply(self._fields(headers, "<campaign>"))
         return fields
 

@@ -124,6 +124,48 @@ def test_bounces_over_smtp_are_transactional_unless_the_class_header_says_otherw
     assert status == 200 and shown["class"] == "marketing", shown
 
 
+@pytest.mark.parametrize(
+    "mark",
+    [
+        "List-Unsubscribe: <https://shop.example.com/u/ann>",
+        "List-Unsubscribe-Post: List-Unsubscribe=One-Click",
+        "Precedence: bulk",
+        "Precedence:  List ",
+    ],
+)
+def test_a_blast_with_the_null_sender_is_no_bounce(sendguard: Start, sink: Sink, mark: str) -> None:
+    """A newsletter sent with `MAIL FROM:<>` and no campaign: its List-Unsubscribe or
+    Precedence header says it went to a list, which no DSN or auto-reply does. It is
+    marketing, so the cap applies: it passed as a bounce (transactional, exempt) before."""
+    proc = sendguard(policies=ONE_A_DAY)
+    first = send(proc, ["ann@example.org"], message(mark, subject="news 1"), sender="<>")
+    second = send(proc, ["ann@example.org"], message(mark, subject="news 2"), sender="<>")
+    proc.wait_states({"ann@example.org": "sent"}, first)
+    proc.wait_states({"ann@example.org": "delayed"}, second)
+    status, shown = proc.call("GET", f"/v1/messages/{second}")
+    assert status == 200 and shown["class"] == "marketing", shown
+    # A real DSN to the same address still goes: it is transactional.
+    dsn = send(proc, ["ann@example.org"], message(subject="Undelivered Mail"), sender="<>")
+    proc.wait_states({"ann@example.org": "sent"}, dsn)
+
+
+def test_a_blast_over_http_with_the_null_sender_is_no_bounce(sendguard: Start, sink: Sink) -> None:
+    proc = sendguard(policies=ONE_A_DAY)
+    body = {
+        "from": "news@example.com",
+        "to": ["ann@example.org"],
+        "subject": "News",
+        "text": "x",
+        "headers": {"List-Unsubscribe": "<mailto:u@example.com>"},
+    }
+    states = []
+    for _ in range(2):
+        status, answer = proc.call("POST", "/v1/messages?from=%3C%3E", body)
+        assert status == 202, answer
+        states.append(answer["deliveries"][0]["state"])
+    assert states == ["queued", "delayed"], states
+
+
 def test_a_bounce_over_http_is_transactional_unless_class_says_otherwise(
     sendguard: Start, sink: Sink
 ) -> None:
