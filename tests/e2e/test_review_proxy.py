@@ -310,3 +310,27 @@ def send_held_plain(proc: SendguardProcess, to: str) -> str:
     )
     assert status == 202 and answer["deliveries"][0]["state"] == "held", answer
     return str(answer["deliveries"][0]["id"])
+
+
+def test_notifications_behind_a_proxy_without_public_url_are_warned_about(
+    sendguard: Start,
+) -> None:
+    """Links in notifications are built from `review.public_url`, else `http.listen`: behind a
+    trusted proxy the latter is no address people can open, and the log says so at start."""
+    notify = {"email_to": ["review@example.org"]}
+    proc = sendguard(policies=HOLD, review={"users": USERS, "notify": notify}, http=TRUSTED)
+    assert warnings_of(proc) == ["review.public_url"]
+    proc.stop()
+    configured = {"users": USERS, "notify": notify, "public_url": "https://review.test"}
+    proc = sendguard(policies=HOLD, review=configured, http=TRUSTED)  # the same log file
+    assert warnings_of(proc) == []
+
+
+def warnings_of(proc: SendguardProcess) -> list[str]:
+    """The settings the log warned about at the start of `proc` (by its listen address)."""
+    listen = proc.config["http"]["listen"]
+    return [
+        e["event"].split(" ")[0]
+        for e in proc.log_events()
+        if e.get("level") == "warning" and e.get("listen") == listen
+    ]
