@@ -20,7 +20,7 @@ import pytest
 
 from tests.e2e.test_review_page import HOLD, USERS, wait_for
 from tests.support.nginx import LISTEN_ADDRESS, PROXY_ADDRESS, Nginx, require_nginx
-from tests.support.process import SendguardProcess
+from tests.support.process import TOKEN, SendguardProcess
 from tests.support.sink import Sink
 
 pytestmark = pytest.mark.e2e
@@ -334,3 +334,33 @@ def warnings_of(proc: SendguardProcess) -> list[str]:
         for e in proc.log_events()
         if e.get("level") == "warning" and e.get("listen") == listen
     ]
+
+
+def test_a_message_sent_through_the_proxy_names_its_client_in_received(
+    behind_nginx: Callable[..., tuple[SendguardProcess, Nginx]], sink: Sink
+) -> None:
+    """The API behind the proxy: the `Received:` line of an HTTP-submitted message names the
+    client's address, not the proxy's."""
+    _, proxy = behind_nginx(http=TRUSTED)
+    client = through(proxy, "127.0.0.2")
+    body = '{"from": "a@shop.example", "to": ["ann@example.org"], "subject": "Hi", "text": "x"}'
+    conn = http.client.HTTPSConnection(
+        LISTEN_ADDRESS,
+        proxy.port,
+        timeout=15,
+        context=client.context,
+        source_address=("127.0.0.2", 0),
+    )
+    try:
+        conn.request(
+            "POST",
+            "/v1/messages",
+            body=body,
+            headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"},
+        )
+        assert conn.getresponse().status == 202
+    finally:
+        conn.close()
+    sink.wait_for(1)
+    received = str(sink.received[0].message["Received"])
+    assert "HTTP client ([127.0.0.2])" in received and PROXY_ADDRESS not in received
