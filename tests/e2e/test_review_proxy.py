@@ -39,7 +39,8 @@ def behind_nginx(sendguard: Start, tmp_path: Path) -> Iterator[Callable[..., tup
 
     def start(**sections: Any) -> tuple[SendguardProcess, Nginx]:
         proc = sendguard(**sections)
-        proxy = Nginx(tmp_path, proc.http_port)
+        headers = sections.get("http", {}).get("proxy_headers", "x-forwarded")
+        proxy = Nginx(tmp_path, proc.http_port, headers)
         proxies.append(proxy)
         proxy.start()
         return proc, proxy
@@ -132,14 +133,17 @@ def fail_sign_ins(client: Client, count: int, **headers: str) -> None:
         assert (status, location) == (303, "/review/login"), (n, status, location)
 
 
+@pytest.mark.parametrize("headers", ["x-forwarded", "forwarded"])
 def test_failed_sign_ins_through_the_proxy_lock_out_only_their_own_client_address(
-    behind_nginx: Callable[..., tuple[SendguardProcess, Nginx]],
+    behind_nginx: Callable[..., tuple[SendguardProcess, Nginx]], headers: str
 ) -> None:
     """Everyone comes from nginx's address: without trusting it, one guesser's 20 failures
     locked every reviewer out (429). Trusted, each client is counted by its own address, and
-    what a client writes in X-Forwarded-For itself (nginx appends the real one) changes
+    what a client writes in forwarding headers itself (nginx appends the real address to
+    X-Forwarded-For, replaces Forwarded, passes on the kind it does not write) changes
     nothing."""
-    _, proxy = behind_nginx(policies=HOLD, review={"users": USERS}, http=TRUSTED)
+    trusted = {**TRUSTED, "proxy_headers": headers}
+    _, proxy = behind_nginx(policies=HOLD, review={"users": USERS}, http=trusted)
     guesser = through(proxy, "127.0.0.2")
     fail_sign_ins(guesser, PER_ADDRESS)
     assert guesser.sign_in("vic", "vic-password")[0] == 429  # even with a right password

@@ -51,13 +51,23 @@ http {{
             proxy_pass http://127.0.0.1:{upstream};
             proxy_bind {proxy_address};
             proxy_set_header Host $http_host;
-            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
-            proxy_set_header X-Forwarded-Proto $scheme;
-            proxy_set_header X-Forwarded-Host $http_host;
+{forwarding}
         }}
     }}
 }}
 """
+
+
+# What nginx tells sendguard of the client, by `http.proxy_headers`. With `forwarded` it writes
+# RFC 7239 `Forwarded` (replacing the client's) and passes a client's X-Forwarded-* on as sent.
+FORWARDING = {
+    "x-forwarded": """
+            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+            proxy_set_header X-Forwarded-Proto $scheme;
+            proxy_set_header X-Forwarded-Host $http_host;""",
+    "forwarded": """
+            proxy_set_header Forwarded "for=$remote_addr;proto=$scheme;host=$http_host";""",
+}
 
 
 def require_nginx() -> str:
@@ -73,7 +83,7 @@ def require_nginx() -> str:
 class Nginx:
     """nginx terminating TLS on LISTEN_ADDRESS:port, proxying to 127.0.0.1:`upstream_port`."""
 
-    def __init__(self, workdir: Path, upstream_port: int) -> None:
+    def __init__(self, workdir: Path, upstream_port: int, headers: str = "x-forwarded") -> None:
         self.binary = require_nginx()
         self.dir = workdir / "nginx"
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -93,6 +103,7 @@ class Nginx:
                 host=PUBLIC_HOST,
                 upstream=upstream_port,
                 proxy_address=PROXY_ADDRESS,
+                forwarding=FORWARDING[headers],
             )
         )
         self.proc: subprocess.Popen[bytes] | None = None
