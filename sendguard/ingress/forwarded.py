@@ -20,6 +20,7 @@ no trusted proxy pays one attribute test per request.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 from collections.abc import Sequence
@@ -48,6 +49,9 @@ class Hop:
     host: str | None = None
 
 
+# Parsing an address takes microseconds and the same few peers and clients come again and
+# again: every request from a trusted proxy parses its peer and each hop.
+@functools.lru_cache(maxsize=4096)
 def address(token: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     """The address in a forwarding entry as proxies write it (`192.0.2.7`, `2001:db8::7`,
     `[2001:db8::7]:4711`, `192.0.2.7:4711`), or None when it is no address."""
