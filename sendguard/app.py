@@ -315,8 +315,8 @@ class App:
             return
         if config.http.trusted_proxies and not config.review.public_url:
             log.warning(
-                "review.public_url is not set: links in notifications point at http.listen,"
-                " not at the proxy that serves the page",
+                "review.public_url is not set behind trusted proxies",
+                detail="links in notifications point at http.listen, not at the proxy",
                 listen=config.http.listen,
             )
         notifier = Notifier(
