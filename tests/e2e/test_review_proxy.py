@@ -6,6 +6,7 @@ set it up (`http.trusted_proxies`)."""
 from __future__ import annotations
 
 import http.client
+import os
 import re
 import shutil
 import ssl
@@ -246,7 +247,10 @@ def browser() -> Iterator[Any]:
     """Headless Chromium that accepts the proxy's self-signed certificate."""
     chromium, driver = shutil.which("chromium"), shutil.which("chromedriver")
     if not (chromium and driver):
-        pytest.skip("needs Debian's chromium and chromium-driver (.ci/run installs them)")
+        message = "needs Debian's chromium and chromium-driver (.ci/run installs them)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
     from selenium import webdriver  # noqa: PLC0415 - only when a browser is there
     from selenium.webdriver.chrome.service import Service  # noqa: PLC0415
 
