@@ -10,12 +10,13 @@ that is not itself a trusted proxy — anything left of it the client wrote, and
 written anything. A request from any other peer is taken as it came, whatever its headers say.
 
 The request the handlers see then has the client's address (`remote`: the sign-in throttle,
-the trace header of an HTTP-submitted message), scheme (`secure`: the cookies' Secure flag)
-and host (the origin that the review page's forms must come from). Our own ~100 lines rather
-than aiohttp-remotes: its relaxed middlewares take the left-most, client-written address, its
-strict ones want every hop's address listed and answer 400 to a chain they did not foresee,
-and each is one more middleware (a coroutine and a call) on every request; here a service with
-no trusted proxy pays one attribute test per request.
+the `Received:` line of an HTTP-submitted message), scheme (`secure`: the cookies' Secure flag)
+and host (the origin that the review page's forms must come from). Our own module rather than
+aiohttp-remotes: its relaxed middlewares take the left-most, client-written address (and
+scheme), its strict ones want every hop's address listed and answer 400 to a chain they did
+not foresee or to a header sent twice, and each is one more middleware (a coroutine and a
+call) on every request; here a service with no trusted proxy pays one lookup and a None test
+in the middleware it has anyway.
 """
 
 from __future__ import annotations
