@@ -313,6 +313,12 @@ class App:
         notify = config.review.notify
         if not notify.enabled:
             return
+        if config.http.trusted_proxies and not config.review.public_url:
+            log.warning(
+                "review.public_url is not set behind trusted proxies",
+                detail="links in notifications point at http.listen, not at the proxy",
+                listen=config.http.listen,
+            )
         notifier = Notifier(
             store,
             upstream,

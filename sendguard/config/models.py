@@ -233,6 +233,12 @@ class HttpOptions(Strict):
     token_file: Path = Path("var/api-token")
     metrics_public: bool = True
     max_body_size: int = Field(default=30 * 1024 * 1024, gt=0)
+    trusted_proxies: list[Network] = Field(default_factory=list)
+    """Reverse proxies (networks) whose forwarding headers say who the client is and which
+    scheme and host it used; from every other peer those headers are ignored. Empty: none."""
+    proxy_headers: Literal["x-forwarded", "forwarded"] = "x-forwarded"
+    """Which headers the trusted proxies write: `X-Forwarded-For`/`-Proto`/`-Host`, or RFC
+    7239 `Forwarded`. Only those are read: the other kind may be the client's own."""
 
     @field_validator("api_tokens")
     @classmethod

@@ -20,6 +20,7 @@ from sendguard.errors import Conflict, InvalidMessage, StoreUnavailable
 from sendguard.identity import Identity, Role
 from sendguard.ingress import openapi
 from sendguard.ingress.esp.mapping import ANSWERS_IN_ESP_SHAPE
+from sendguard.ingress.forwarded import FORWARDING, forwarding
 from sendguard.ingress.http_context import (
     API,
     IDENTITY_KEY,
@@ -58,11 +59,15 @@ def needs_token(request: web.Request) -> bool:
 @web.middleware
 async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Every request's checks, in one middleware (each layer of aiohttp's middleware chain is
-    a coroutine and a call per request): require `Authorization: Bearer <token>` on every
-    route but the public ones and record the token's name as the identity handlers act
-    under; refuse a body announced over `http.max_body_size` before it is read (413; the ESP
-    routes answer that themselves, in the ESP's error shape); and turn every failure, of
-    these checks or of the handler, into the JSON error shape."""
+    a coroutine and a call per request): see a request that came through a trusted proxy as
+    its client made it (`sendguard.ingress.forwarded`); require `Authorization: Bearer
+    <token>` on every route but the public ones and record the token's name as the identity
+    handlers act under; refuse a body announced over `http.max_body_size` before it is read
+    (413; the ESP routes answer that themselves, in the ESP's error shape); and turn every
+    failure, of these checks or of the handler, into the JSON error shape."""
+    forwarding = request.app[FORWARDING]
+    if forwarding is not None:  # behind a trusted proxy: the client's address, scheme and host
+        request = forwarding.view(request)
     try:
         if needs_token(request):
             scheme, _, token = request.headers.get("Authorization", "").partition(" ")
@@ -123,6 +128,7 @@ def build_app(context: Api, tokens: TokenSet) -> web.Application:
     app.on_response_prepare.append(_server_header)
     app[API] = context
     app[TOKENS] = tokens
+    app[FORWARDING] = forwarding(context.config.trusted_proxies, context.config.proxy_headers)
     register(app, ROUTES)
     app[openapi.DOCUMENT] = openapi.LazyDocument(ROUTES)
     return app

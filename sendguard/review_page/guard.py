@@ -9,6 +9,8 @@ stricter policy that also forbids every remote load.
 from __future__ import annotations
 
 import enum
+from collections.abc import Collection
+from urllib.parse import urlsplit
 
 from aiohttp import web
 
@@ -55,9 +57,13 @@ class Provenance(enum.Enum):
 
 
 def from_here(
-    expected: str, origin: str | None, referer: str | None, fetch_site: str | None
+    expected: str | Collection[str],
+    origin: str | None,
+    referer: str | None,
+    fetch_site: str | None,
 ) -> Provenance:
-    """Decide where a request comes from, given this origin (`scheme://host[:port]`).
+    """Decide where a request comes from, given this origin (`scheme://host[:port]`), or the
+    origins that are all this page (as the request came, and as `review.public_url` says).
 
     `Sec-Fetch-Site` is set by the browser from the request's real initiator, whatever the
     referrer policy, and no page can set it (a `Sec-` header); a sandboxed or `data:` page is
@@ -66,24 +72,48 @@ def from_here(
     so without Fetch Metadata it proves nothing. Browsers send Fetch Metadata only to
     potentially trustworthy origins (HTTPS, localhost); a script sends neither `null` nor it.
     """
+    origins = {expected} if isinstance(expected, str) else set(expected)
     if fetch_site is not None and fetch_site != "same-origin":
         return Provenance.ELSEWHERE
     if origin is not None and origin != "null":
-        return Provenance.HERE if origin == expected else Provenance.ELSEWHERE
+        return Provenance.HERE if origin in origins else Provenance.ELSEWHERE
     # Some browsers leave `Origin` out of a same-origin POST; their `Referer` then tells. Beside
     # `Origin: null` it proves nothing (a sandboxed frame of this origin sends both).
     if origin is None and referer is not None:
-        ours = referer == expected or referer.startswith(expected + "/")
+        ours = any(referer == o or referer.startswith(o + "/") for o in origins)
         return Provenance.HERE if ours else Provenance.ELSEWHERE
     if fetch_site == "same-origin":
         return Provenance.HERE
     return Provenance.UNSAID
 
 
-def provenance(request: web.Request) -> Provenance:
-    """`from_here` for an incoming request."""
+def origin_of(scheme: str, host: str) -> str:
+    """An origin as browsers write it in `Origin`: lowercase, no default port."""
+    scheme, host = scheme.lower(), host.lower()
+    default = {"http": ":80", "https": ":443"}.get(scheme)
+    if default and host.endswith(default):
+        host = host.removesuffix(default)
+    return f"{scheme}://{host}"
+
+
+def public_origin(public_url: str | None) -> str | None:
+    """The origin of `review.public_url` (where people reach the page), if it is set."""
+    if not public_url:
+        return None
+    parts = urlsplit(public_url)
+    return origin_of(parts.scheme, parts.netloc)
+
+
+def provenance(request: web.Request, public: str | None = None) -> Provenance:
+    """`from_here` for an incoming request: this page's origin is the one the request came
+    to (as its client made it, behind a trusted proxy) and `public`, the origin of
+    `review.public_url`: a proxy that passes neither scheme nor host still serves the page
+    at the origin the operator configured."""
+    here = {origin_of(request.scheme, request.host)}
+    if public is not None:
+        here.add(public)
     return from_here(
-        f"{request.scheme}://{request.host}",
+        here,
         request.headers.get("Origin"),
         request.headers.get("Referer"),
         request.headers.get("Sec-Fetch-Site"),

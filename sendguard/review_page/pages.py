@@ -31,6 +31,7 @@ from sendguard.review_page.guard import (
     PAGE_REFERRER_POLICY,
     Provenance,
     provenance,
+    public_origin,
     safe_next,
     secure_frame,
     secure_page,
@@ -72,6 +73,8 @@ class ReviewPage:
 
     config: ReviewOptions
     clock: Clock
+    public_origin: str | None = None
+    """The origin of `review.public_url`, whose forms are this page's too."""
 
 
 PAGE: web.AppKey[ReviewPage] = web.AppKey("review_page", ReviewPage)
@@ -87,7 +90,7 @@ def install_pages(app: web.Application, config: ReviewOptions, clock: Clock) -> 
     env.filters["ago"] = lambda at: human_duration(clock.now() - at) if at else ""
     env.filters["left"] = _left(clock)
     env.filters["utc"] = lambda at: at.strftime("%Y-%m-%d %H:%M UTC") if at else ""
-    app[PAGE] = ReviewPage(config, clock)
+    app[PAGE] = ReviewPage(config, clock, public_origin(config.public_url))
 
 
 def page_routes() -> list[Route]:
@@ -133,6 +136,12 @@ def _left(clock: Clock) -> Callable[[datetime | None], str]:
 
 def page_state(request: web.Request) -> ReviewPage:
     return request.app[PAGE]
+
+
+def came_from(request: web.Request) -> Provenance:
+    """Where a form comes from: this page is at the origin the request came to and at
+    `review.public_url`'s."""
+    return provenance(request, page_state(request).public_origin)
 
 
 async def current_session(request: web.Request, *, notice: bool = False) -> Session | None:
@@ -219,10 +228,11 @@ async def login(request: web.Request) -> web.StreamResponse:
     form = await request.post()
     expected = request.cookies.get(LOGIN_CSRF_COOKIE, "")
     token = str(form.get("csrf_token", ""))
-    if provenance(request) is Provenance.UNSAID:
+    came = came_from(request)
+    if came is Provenance.UNSAID:
         return message_page(request, None, 403, "Forbidden", UNSAID_MESSAGE)
     if (
-        provenance(request) is not Provenance.HERE
+        came is not Provenance.HERE
         or not expected
         or not secrets.compare_digest(expected.encode(), token.encode())
     ):
@@ -290,7 +300,7 @@ async def checked_form(
     if session is None:
         return message_page(request, None, 403, "Forbidden", "Sign in first.")
     form = await request.post()
-    came = provenance(request)
+    came = came_from(request)
     if came is Provenance.UNSAID:
         return message_page(request, session, 403, "Forbidden", UNSAID_MESSAGE)
     if came is not Provenance.HERE:
