@@ -5,10 +5,13 @@ to another domain, or an image from a new host, are changed copy. The content fi
 (content.py) is blind to links (it strips markup and tracking parameters), so a message has a
 second fingerprint, its link targets: the set of `(kind, host)` pairs, where kind is
 
-- `link`: what a reader clicks or submits to (`<a href>`, `<area href>`, `<form action>`, a
-  bare URL in the text);
+- `link`: what a reader clicks, submits to or is sent to (`<a href>`, `<area href>`, SVG's
+  `<a xlink:href>`, `<form action>`, AMP's `action-xhr`, a button's `formaction`, `<a ping>`,
+  a `<meta>` refresh's URL, `<base href>`, a bare URL in the text);
 - `embed`: what a mail client fetches (`src` of `<img>`, `<iframe>`, `<video>`, `<source>`,
-  `<script>`; `<link href>`; `srcset`, `background`, `poster`; CSS `url(...)`);
+  `<script>`, `<embed>`, `<amp-img>`...; `<object data>`; `<link href>` and, in a document with
+  an `<svg>`, the `href` of SVG's `<image>`, `<use>`, `<feImage>`; `srcset` in any case,
+  `background`, `poster`; CSS `url(...)`, `@import "..."`, `image-set("..." 1x)`);
 - `mailto`: a `mailto:` link, by the domain of its address;
 - `attachment`: a MIME part that is not text (a PDF, an image, an `application/octet-stream`
   file whatever it holds), by its file name (RFC 2231 or 2047 decoded; its content type if it
@@ -21,7 +24,9 @@ the path, and a set, not a count: personalised recommendations vary how many lin
 A URL carried in a link's path or query (a redirect: `https://t.example/r?u=https%3A%2F%2F...`)
 is one more target of the same kind: where the redirect sends the reader.
 Hosts are lowercased and IDNA-encoded (punycode), so `Shop.Example`, `shop.example.` and a
-Unicode host and its `xn--` form are one host. Relative URLs (no host) count for nothing.
+Unicode host and its `xn--` form are one host. Relative URLs (no host) count for nothing,
+unless the document has a `<base href>`: then each kind of them counts its host, as browsers
+resolve them there. `cite` and `longdesc` do not count: no mail client shows or fetches them.
 
 The stored form (`encode`) is the sorted pairs as `kind:host`, one space between; past
 MAX_LISTED pairs, the first MAX_LISTED and `+N:<hash of all>`, so two sets compare equal iff
@@ -88,9 +93,10 @@ _CSS_URL = re.compile(r"url\(\s*(?:\"([^\"]*)\"|'([^']*)'|([^)\s]*))", re.IGNORE
 # CSS that fetches a URL written as a bare string, not `url(...)`: `@import "..."` and the
 # candidates of `image-set("a.png" 1x, "b.png" 2x)` (`-webkit-image-set` too; its `url(...)`
 # candidates are `_CSS_URL`'s, a `type("image/avif")` is no candidate).
-_CSS_IMPORT = re.compile(
-    r"@import(?:[ \t\r\n\f]|/\*.*?\*/)*(?:\"([^\"]*)\"|'([^']*)')", re.IGNORECASE | re.DOTALL
-)
+# (A comment between `@import` and its string is not read past: an unclosed one would be read to
+# the end of the markup once for each `@import`. An `@import` stands in a `<style>` block, whose
+# text is the text fingerprint's: another host there is changed text, or a bare URL's link.)
+_CSS_IMPORT = re.compile(r"@import[ \t\r\n\f]*(?:\"([^\"]*)\"|'([^']*)')", re.IGNORECASE)
 _IMAGE_SET = re.compile(r"image-set\(((?:[^()\"']|\"[^\"]*\"|'[^']*'|\([^()]*\))*)", re.IGNORECASE)
 _SET_STRING = re.compile(r"(?:^|,)[ \t\r\n\f]*(?:\"([^\"]*)\"|'([^']*)')")
 # A `<meta>` or `<base>` tag's attributes (up to its `>`, quoted values whole), and each

@@ -274,7 +274,7 @@ def test_every_link_bearing_construct_reads_its_host_and_kind(markup: str, expec
 def test_css_import_and_image_set_strings_are_embeds() -> None:
     # Scheme-relative, so not a bare URL in the style block's text as well.
     body = (
-        "<style>@import '//one.example/a.css'; @import/**/\"//two.example/b.css\";"
+        "<style>@import '//one.example/a.css'; @IMPORT\n\"//two.example/b.css\";"
         ' .h { background: image-set("//three.example/a.png" 1x, "//four.example/b.png" 2x) }'
         "</style><p>Look</p>"
     )

@@ -58,7 +58,7 @@ def before_html(source: str) -> set[Target]:
                 value = html.unescape(value).strip("".join(map(chr, range(0x21))) + "\"'")
             _before_add(found, "embed", value, relative=relative)
     # (s12) CSS @import "...", image-set("..." 1x), a <meta> refresh, a <base href>
-    for match in re.finditer(r"(?ais)@import(?:[ \n]|/\*.*?\*/)*([\"'])(.*?)\1", source):
+    for match in re.finditer(r"(?ais)@import[ \n]*([\"'])(.*?)\1", source):
         _before_add(found, "embed", match.group(2), relative=relative)
     for string in _before_image_set_strings(html.unescape(source)):
         _before_add(found, "embed", string, relative=relative)
