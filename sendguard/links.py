@@ -204,8 +204,9 @@ def _targets_of_html(source: str) -> frozenset[Target]:
     names = _URL_ATTRIBUTES if "object" not in lowered else (*_URL_ATTRIBUTES, "data")
     for name in names if lowered else ():
         start = lowered.find(name)
+        opened = [0, -1]  # `_tag`'s: how far the markup was searched for a `<`, the last found
         while start >= 0:
-            _attribute(found, source, name, start, tags, relative)
+            _attribute(found, source, name, start, tags, relative, opened)
             start = lowered.find(name, start + len(name))
     if "refresh" in lowered:
         _refresh(found, source, relative)
@@ -245,10 +246,12 @@ def _attribute(
     start: int,
     tags: frozenset[str],
     relative: set[str],
+    opened: list[int],
 ) -> None:
     """Add the target of the attribute `name` at `start` in `source`, if it is one: a name
     of its own (not `data-src`) with a value. `tags`: the tags whose `href` embeds (see
-    `_EMBEDDING_HREF`); `relative`: where to collect the kinds of relative URLs."""
+    `_EMBEDDING_HREF`); `relative`: where to collect the kinds of relative URLs; `opened`:
+    `_tag`'s memo."""
     # (`formaction`, a button's or an input's action, is found by its "action")
     if (
         start > 0
@@ -273,7 +276,7 @@ def _attribute(
         # a bare URL, a link anyway. The last `<` before it names the tag (for `<link href>`).
         _add(
             found,
-            "embed" if tags and _tag(source, start) in tags else "link",
+            "embed" if tags and _tag(source, start, opened) in tags else "link",
             url,
             2,
             relative,
@@ -281,14 +284,20 @@ def _attribute(
     elif name == "ping":  # `<a ping>`: the URLs (one or more) told of a click
         for each in url.split():
             _add(found, "link", each, 2, relative)
-    elif name != "data" or _tag(source, start) == "object":  # `data`: an `<object>`'s only
+    elif name != "data" or _tag(source, start, opened) == "object":  # `data`: an `<object>`'s only
         _add(found, _KIND[name], url, 2, relative)
 
 
-def _tag(source: str, start: int) -> str:
-    """The name of the tag (lowercased) the attribute at `start` is in: the last `<`'s."""
-    opened = source.rfind("<", 0, start)
-    tag = _TAG_NAME.match(source, opened) if opened >= 0 else None
+def _tag(source: str, start: int, opened: list[int]) -> str:
+    """The name of the tag (lowercased) the attribute at `start` is in: the last `<`'s.
+    `opened`: how far `source` was searched for a `<` and the last one found, for the last
+    `start` (each smaller than this one): only the markup after it is searched, so a message
+    with many attributes and few `<` is read once, not once for each of them."""
+    last = source.rfind("<", opened[0], start)
+    if last < 0:
+        last = opened[1]
+    opened[0], opened[1] = start, last
+    tag = _TAG_NAME.match(source, last) if last >= 0 else None
     return "" if tag is None else tag.group(1).lower()
 
 
