@@ -19,6 +19,9 @@ second fingerprint, its link targets: the set of `(kind, host)` pairs, where kin
   `offer.pdf@sha256:…`.
   Text parts, attached or not, are the text fingerprint's (content.py).
 
+An `<iframe srcdoc>` holds a document of its own: its markup is read as the message's (three
+documents deep).
+
 Hosts, not paths: ESPs' click-tracking and unsubscribe links carry per-recipient tokens in
 the path, and a set, not a count: personalised recommendations vary how many links there are.
 A URL carried in a link's path or query (a redirect: `https://t.example/r?u=https%3A%2F%2F...`)
@@ -81,13 +84,18 @@ def _described(kind: str, host: str) -> str:
 
 # The attributes that name a URL, found in the lowercased markup by `str.find` (a regular
 # expression of them, in any case, tries every position of the markup: 7x the instructions),
-# then the value after them, double-, single- or unquoted. "src" finds `srcset` too, "action"
+# then the value after them, double-, single- or unquoted. "src" finds `srcset` and `srcdoc`
+# (an `<iframe>`'s document, whose markup is read as this one's) too, "action"
 # `formaction` (of a `<button>` or `<input>`) and AMP's `action-xhr`. `<object data>` is
 # looked for only where "object" is in the markup: "data" is in every `data-*` attribute.
 _URL_ATTRIBUTES = ("href", "src", "background", "poster", "action", "ping")
 _VALUE = re.compile(
-    r"([sS][eE][tT]|-[xX][hH][rR])?[ \t\r\n]*=[ \t\r\n]*(?:\"([^\"]*)\"|'([^']*)'|([^\s\"'>]+))"
+    r"([sS][eE][tT]|[dD][oO][cC]|-[xX][hH][rR])?"
+    r"[ \t\r\n]*=[ \t\r\n]*(?:\"([^\"]*)\"|'([^']*)'|([^\s\"'>]+))"
 )
+# How deep `<iframe srcdoc>` documents inside one another are read (each level's markup is
+# read once more: a bound on the work a crafted message makes).
+_SRCDOC_DEPTH = 3
 _TAG_NAME = re.compile(r"<[ \t\r\n]*([a-zA-Z][a-zA-Z0-9]*)")
 _CSS_URL = re.compile(r"url\(\s*(?:\"([^\"]*)\"|'([^']*)'|([^)\s]*))", re.IGNORECASE)
 # CSS that fetches a URL written as a bare string, not `url(...)`: `@import "..."` and the
@@ -180,7 +188,7 @@ _RECENT_HTML = 64 * 1024
 _recent: dict[str, frozenset[Target]] = {}
 
 
-def _targets_of_html(source: str) -> frozenset[Target]:
+def _targets_of_html(source: str, depth: int = _SRCDOC_DEPTH) -> frozenset[Target]:
     found: set[Target] = set()
     # ASCII letters lowered, nothing else: `str.lower` changes the length of some text ("İ" is
     # two characters lowered), and a position found in the lowered markup must be the same in
@@ -202,12 +210,15 @@ def _targets_of_html(source: str) -> frozenset[Target]:
     # `<image>` is an `<img>`, whose `href` is nothing).
     tags = _EMBEDDING_HREF["link" in lowered, "<svg" in lowered]
     names = _URL_ATTRIBUTES if "object" not in lowered else (*_URL_ATTRIBUTES, "data")
+    documents: list[str] = []  # `srcdoc` values
     for name in names if lowered else ():
         start = lowered.find(name)
         opened = [0, -1]  # `_tag`'s: how far the markup was searched for a `<`, the last found
         while start >= 0:
-            _attribute(found, source, name, start, tags, relative, opened)
+            _attribute(found, source, name, start, tags, relative, opened, documents)
             start = lowered.find(name, start + len(name))
+    for document in documents if depth else ():  # its entities decoded: its markup
+        found |= _targets_of_html(html.unescape(document), depth - 1)
     if "refresh" in lowered:
         _refresh(found, source, relative)
     _css(found, source, lowered or source.lower(), relative)
@@ -247,17 +258,15 @@ def _attribute(
     tags: frozenset[str],
     relative: set[str],
     opened: list[int],
+    documents: list[str],
 ) -> None:
     """Add the target of the attribute `name` at `start` in `source`, if it is one: a name
     of its own (not `data-src`) with a value. `tags`: the tags whose `href` embeds (see
     `_EMBEDDING_HREF`); `relative`: where to collect the kinds of relative URLs; `opened`:
-    `_tag`'s memo."""
+    `_tag`'s memo; `documents`: where to put an `<iframe srcdoc>`'s value."""
     # (`formaction`, a button's or an input's action, is found by its "action")
-    if (
-        start > 0
-        and (source[start - 1].isalnum() or source[start - 1] in "-_")
-        and (name != "action" or not _is_formaction(source, start))
-    ):
+    inside = start > 0 and (source[start - 1].isalnum() or source[start - 1] in "-_")
+    if inside and (name != "action" or not _is_formaction(source, start)):
         return
     value = _VALUE.match(source, start + len(name))
     if value is None:
@@ -265,10 +274,12 @@ def _attribute(
     suffix, double, single, bare = value.groups()
     url = double or single or bare or ""
     if suffix is not None:
-        if name == "src" and suffix[0] != "-":  # srcset: candidates "url 1x, url 2x"
+        if name == "src" and suffix[0] in "dD":  # srcdoc: read as a document of its own
+            documents.append(url)
+        elif name == "src" and suffix[0] != "-":  # srcset: candidates "url 1x, url 2x"
             for candidate in url.split(","):
                 _add(found, "embed", candidate.strip().partition(" ")[0], 2, relative)
-        elif name == "action" and suffix[0] == "-":  # AMP's action-xhr: a form's action
+        elif name == "action" and suffix[0] == "-" and not inside:  # AMP's action-xhr
             _add(found, "link", url, 2, relative)
     elif name == "href":
         # Not asked whether the name stands inside a tag: a `>` in an earlier attribute's value

@@ -4,6 +4,7 @@ and the body encoded, blind to paths, tokens, case and the IDNA form of a host."
 from __future__ import annotations
 
 import base64
+import html
 import quopri
 
 import pytest
@@ -246,6 +247,11 @@ def test_an_amp_part_is_read_for_links_as_html() -> None:
         ('<a href="\\\\x.example/p">x</a>', "link:x.example"),
         ('<a href="///x.example/p">x</a>', "link:x.example"),
         ('<base href="https://x.example/">', "link:x.example"),
+        # an iframe's srcdoc is a document: its markup, entities decoded, read as the message's
+        (
+            '<iframe srcdoc="<p><a href=&quot;https://x.example/&quot;>x</a></p>"></iframe>',
+            "link:x.example",
+        ),
         # outside an <svg> an <image> is an <img>: its href is read as any other, a link
         ('<image href="https://x.example/a.png">', "link:x.example"),
         # what a client fetches: an embed
@@ -303,7 +309,19 @@ def test_a_relative_url_goes_to_the_host_of_the_first_base_href() -> None:
         '<meta http-equiv="refresh" content="x; url=https://x.example/">',  # no time: ignored
         '<blockquote cite="https://x.example/">',  # not shown, not fetched
         '<img longdesc="https://x.example/d.html">',
+        '<input formaction-xhr="https://x.example/">',  # no such attribute
     ],
 )
 def test_what_no_client_follows_counts_for_nothing(markup: str) -> None:
     assert links(f"<p>Spring</p>{markup}") == ""
+
+
+def test_srcdoc_documents_are_read_three_levels_deep() -> None:
+    def iframe(inner: str) -> str:
+        return f'<iframe srcdoc="{html.escape(inner, quote=True)}"></iframe>'
+
+    level = '<img src="https://x.example/a.png">'
+    for _ in range(3):
+        level = iframe(level)
+    assert targets_of_html(level) == {("embed", "x.example")}
+    assert targets_of_html(iframe(level)) == set()  # a fourth is not read
