@@ -39,6 +39,7 @@ CONSTRUCTS = {
     # the base is a link, and the relative image loads from its host
     "base": ('<base href="https://{h}/{p}/"><img src="logo.png" alt="">', ["embed", "link"]),
     "srcset": ('<img SRCSET="https://{h}/{p}.png 1x" alt="">', ["embed"]),
+    "srcdoc": ('<iframe srcdoc="<a href=&quot;https://{h}/{p}&quot;>x</a>"></iframe>', ["link"]),
 }
 
 
