@@ -105,12 +105,13 @@ _CSS_URL = re.compile(r"url\(\s*(?:\"([^\"]*)\"|'([^']*)'|([^)\s]*))", re.IGNORE
 # the end of the markup once for each `@import`. An `@import` stands in a `<style>` block, whose
 # text is the text fingerprint's: another host there is changed text, or a bare URL's link.)
 _CSS_IMPORT = re.compile(r"@import[ \t\r\n\f]*(?:\"([^\"]*)\"|'([^']*)')", re.IGNORECASE)
-_IMAGE_SET = re.compile(r"image-set\(((?:[^()\"']|\"[^\"]*\"|'[^']*'|\([^()]*\))*)", re.IGNORECASE)
+_IMAGE_SET = re.compile(r"image-set\(((?:[^()\"']|\"[^\"]*\"|'[^']*'|\([^()]*\))*)", re.I | re.A)
 _SET_STRING = re.compile(r"(?:^|,)[ \t\r\n\f]*(?:\"([^\"]*)\"|'([^']*)')")
+# (Names in ASCII case only, `re.A`: the long s, U+017F, is no `s` there.)
 # A `<meta>` or `<base>` tag's attributes (up to its `>`, quoted values whole), and each
 # attribute with its value, as an HTML parser reads them (`alt= href=x` is `alt`'s value).
 _TAGS = {
-    name: re.compile(rf"<{name}(?=[\s/>])((?:[^>\"']|\"[^\"]*\"|'[^']*')*)", re.IGNORECASE)
+    name: re.compile(rf"<{name}(?=[\s/>])((?:[^>\"']|\"[^\"]*\"|'[^']*')*)", re.I | re.A)
     for name in ("meta", "base")
 }
 _TAG_ATTRIBUTE = re.compile(
