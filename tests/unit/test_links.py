@@ -325,3 +325,17 @@ def test_srcdoc_documents_are_read_three_levels_deep() -> None:
         level = iframe(level)
     assert targets_of_html(level) == {("embed", "x.example")}
     assert targets_of_html(iframe(level)) == set()  # a fourth is not read
+
+
+def test_tag_and_css_names_are_ascii_case_insensitive_only() -> None:
+    # U+017F (long s) matches "s" under re.IGNORECASE; no browser takes it for one.
+    long_s = "\u017f"
+    source = (
+        f'<ba{long_s}e href="https://evil.example/"><base href="https://ok.example/">'
+        f'<img src=a.png><td style="x: image-{long_s}et(&quot;//evil2.example/a&quot; 1x)">'
+    )
+    assert targets_of_html(source) == {
+        ("link", "evil.example"),  # an href anywhere is a link
+        ("link", "ok.example"),
+        ("embed", "ok.example"),
+    }
