@@ -4,6 +4,7 @@ and the body encoded, blind to paths, tokens, case and the IDNA form of a host."
 from __future__ import annotations
 
 import base64
+import html
 import quopri
 
 import pytest
@@ -229,3 +230,112 @@ def test_an_amp_part_is_read_for_links_as_html() -> None:
     assert fingerprints(raw).links == (
         "embed:cdn.example link:cdn.example link:evil.example link:shop.example"
     )
+
+
+@pytest.mark.parametrize(
+    ("markup", "expected"),
+    [
+        # what a reader submits to or is sent to: a link
+        ('<form><button formaction="https://x.example/b">Go</button></form>', "link:x.example"),
+        ('<input type=submit FormAction="https://x.example/i">', "link:x.example"),
+        ('<form method="post" action-xhr="https://x.example/amp">', "link:x.example"),
+        ('<meta http-equiv="refresh" content="0; url=https://x.example/">', "link:x.example"),
+        ("<meta content=\"5;URL='//x.example/'\" http-equiv=Refresh>", "link:x.example"),
+        ('<meta http-equiv="refresh" content="0 https://x.example/">', "link:x.example"),
+        ('<a href="/p" ping="https://x.example/p https://x.example/q">x</a>', "link:x.example"),
+        ('<svg><a xlink:href="https://x.example/p">x</a></svg>', "link:x.example"),
+        ('<a href="\\\\x.example/p">x</a>', "link:x.example"),
+        ('<a href="///x.example/p">x</a>', "link:x.example"),
+        ('<base href="https://x.example/">', "link:x.example"),
+        # an iframe's srcdoc is a document: its markup, entities decoded, read as the message's
+        (
+            '<iframe srcdoc="<p><a href=&quot;https://x.example/&quot;>x</a></p>"></iframe>',
+            "link:x.example",
+        ),
+        # outside an <svg> an <image> is an <img>: its href is read as any other, a link
+        ('<image href="https://x.example/a.png">', "link:x.example"),
+        # what a client fetches: an embed
+        (
+            '<amp-img src="https://x.example/a.png" width="1" height="1"></amp-img>',
+            "embed:x.example",
+        ),
+        ('<object data="https://x.example/o.svg"></object>', "embed:x.example"),
+        ('<embed src="https://x.example/e.svg">', "embed:x.example"),
+        ('<IMG SRCSET="https://x.example/a.png 1x">', "embed:x.example"),
+        ('<svg><image href="https://x.example/a.png"/></svg>', "embed:x.example"),
+        ('<svg><image xlink:href="https://x.example/a.png"/></svg>', "embed:x.example"),
+        ('<svg><use href="https://x.example/s.svg#i"/></svg>', "embed:x.example"),
+        ('<td style="background: image-set(&quot;//x.example/a.png&quot; 1x)">', "embed:x.example"),
+        (
+            "<td style=\"background: -webkit-image-set('//x.example/a.png' 1x,"
+            ' url(//x.example/b) 2x)">',
+            "embed:x.example",
+        ),
+    ],
+)
+def test_every_link_bearing_construct_reads_its_host_and_kind(markup: str, expected: str) -> None:
+    assert links(f"<p>Spring</p>{markup}") == expected
+
+
+def test_css_import_and_image_set_strings_are_embeds() -> None:
+    # Scheme-relative, so not a bare URL in the style block's text as well.
+    body = (
+        "<style>@import '//one.example/a.css'; @IMPORT\n\"//two.example/b.css\";"
+        ' .h { background: image-set("//three.example/a.png" 1x, "//four.example/b.png" 2x) }'
+        "</style><p>Look</p>"
+    )
+    assert links(body) == (
+        "embed:four.example embed:one.example embed:three.example embed:two.example"
+    )
+
+
+def test_a_relative_url_goes_to_the_host_of_the_first_base_href() -> None:
+    body = (
+        '<base target="_blank"><base href="https://base.example/x/"><base href="//later.example/">'
+        '<a href="/p">a</a> <a href="#top">t</a> <img src="a.png">'
+    )
+    assert links(body) == "embed:base.example link:base.example link:later.example"
+    # no relative URL: the base is a link (its host changed is a change), nothing more
+    assert links('<base href="https://base.example/"><a href="https://a.example/">a</a>') == (
+        "link:a.example link:base.example"
+    )
+
+
+@pytest.mark.parametrize(
+    "markup",
+    [
+        '<div data="https://x.example/">',  # `data` is an `<object>`'s only
+        '<meta name="description" content="5, https://x.example/">',  # no refresh
+        '<meta http-equiv="refresh" content="x; url=https://x.example/">',  # no time: ignored
+        '<blockquote cite="https://x.example/">',  # not shown, not fetched
+        '<img longdesc="https://x.example/d.html">',
+        '<input formaction-xhr="https://x.example/">',  # no such attribute
+    ],
+)
+def test_what_no_client_follows_counts_for_nothing(markup: str) -> None:
+    assert links(f"<p>Spring</p>{markup}") == ""
+
+
+def test_srcdoc_documents_are_read_three_levels_deep() -> None:
+    def iframe(inner: str) -> str:
+        return f'<iframe srcdoc="{html.escape(inner, quote=True)}"></iframe>'
+
+    level = '<img src="https://x.example/a.png">'
+    for _ in range(3):
+        level = iframe(level)
+    assert targets_of_html(level) == {("embed", "x.example")}
+    assert targets_of_html(iframe(level)) == set()  # a fourth is not read
+
+
+def test_tag_and_css_names_are_ascii_case_insensitive_only() -> None:
+    # U+017F (long s) matches "s" under re.IGNORECASE; no browser takes it for one.
+    long_s = "\u017f"
+    source = (
+        f'<ba{long_s}e href="https://evil.example/"><base href="https://ok.example/">'
+        f'<img src=a.png><td style="x: image-{long_s}et(&quot;//evil2.example/a&quot; 1x)">'
+    )
+    assert targets_of_html(source) == {
+        ("link", "evil.example"),  # an href anywhere is a link
+        ("link", "ok.example"),
+        ("embed", "ok.example"),
+    }

@@ -6,7 +6,12 @@ the new reading missed would let changed copy out unreviewed.
 The reading as first written is kept with what the session-11 trial corrected in it, marked
 `(s11)`: URLs read as browsers do (C0 controls and spaces stripped at the ends, tabs and line
 breaks removed anywhere, any number of slashes after `http(s):`), CSS `url(` in any case and
-with `&quot;` quotes."""
+with `&quot;` quotes; and what session 12 added, marked `(s12)`, written here without the
+shortcuts links.py takes for cost (no "object", "<svg", "refresh" or "@" looked for first, the
+tag of every `href` read): `formaction`, AMP's `action-xhr`, `ping`, `<object data>`, `srcset`
+in any case, SVG `<image>`/`<use>`/`<feImage>`/`<script>` hrefs as embeds, a `<meta>` refresh,
+CSS `@import "..."` and `image-set("..." 1x)`, scheme-relative URLs with two or more slashes
+or backslashes, and relative URLs against the first `<base href>`."""
 
 from __future__ import annotations
 
@@ -23,7 +28,11 @@ from sendguard.links import Target, targets_of_html, targets_of_text
 # --- The reading as it was (sendguard/links.py at c501bfa), kept here to compare against. ---
 
 _URL_ATTRIBUTES = ("href", "src", "background", "poster", "action")
-_VALUE = re.compile(r"(set)?[ \t\r\n]*=[ \t\r\n]*(?:\"([^\"]*)\"|'([^']*)'|([^\s\"'>]+))")
+_URL_ATTRIBUTES_S12 = ("formaction", "ping", "data")  # (s12)
+# (s12) `srcset` in any case, `action-xhr`
+_VALUE = re.compile(
+    r"((?i:set)|(?i:-xhr))?[ \t\r\n]*=[ \t\r\n]*(?:\"([^\"]*)\"|'([^']*)'|([^\s\"'>]+))"
+)
 _TAG_NAME = re.compile(r"<[ \t\r\n]*([a-zA-Z][a-zA-Z0-9]*)")
 _CSS_URL = re.compile(r"url\(\s*(?:\"([^\"]*)\"|'([^']*)'|([^)\s]*))", re.IGNORECASE)
 _BARE = re.compile(r"https?://[^\s\"'<>)]+|mailto:[^\s\"'<>)]+", re.IGNORECASE)
@@ -33,44 +42,142 @@ _PORT = re.compile(r":[0-9]*$")
 _ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
 
 
-def before_html(source: str) -> set[Target]:
+def before_html(source: str, depth: int = 3) -> set[Target]:
     found: set[Target] = set()
+    relative: set[str] = set()  # (s12) the kinds of relative URLs
     lowered = source.translate(_ASCII_LOWER) if "=" in source else ""
-    for name in _URL_ATTRIBUTES if lowered else ():
+    for name in (*_URL_ATTRIBUTES, *_URL_ATTRIBUTES_S12) if lowered else ():
         start = lowered.find(name)
         while start >= 0:
-            _before_attribute(found, source, name, start)
+            _before_attribute(found, source, name, start, relative)
             start = lowered.find(name, start + len(name))
     if "url(" in source.lower():  # (s11) any case
         for match in _CSS_URL.finditer(source):
             value = match.group(1) or match.group(2) or match.group(3) or ""
             if value.startswith("&"):  # (s11) url(&quot;...&quot;)
                 value = html.unescape(value).strip("".join(map(chr, range(0x21))) + "\"'")
-            _before_add(found, "embed", value)
+            _before_add(found, "embed", value, relative=relative)
+    # (s12) CSS @import "...", image-set("..." 1x), a <meta> refresh, a <base href>
+    for match in re.finditer(r"(?ais)@import[ \n]*([\"'])(.*?)\1", source):
+        _before_add(found, "embed", match.group(2), relative=relative)
+    for string in _before_image_set_strings(html.unescape(source)):
+        _before_add(found, "embed", string, relative=relative)
+    for attributes in _before_tags(source, "meta"):
+        if html.unescape(attributes.get("http-equiv", "")).strip().lower() == "refresh":
+            url = _before_refresh_url(html.unescape(attributes.get("content", "")))
+            if url is not None:
+                _before_add(found, "link", url, relative=relative)
+    # (s12) an <iframe srcdoc>'s document, three levels deep
+    srcdoc = r"(?i)(?<![\w-])srcdoc[ \t\r\n]*=[ \t\r\n]*(\"[^\"]*\"|'[^']*'|[^\s\"'>]+)"
+    for document in re.finditer(srcdoc, source) if depth and "=" in source else ():
+        value = document.group(1)
+        value = value[1:-1] if value[0] in "\"'" else value
+        found |= before_html(html.unescape(value), depth - 1)
+    bases = [a["href"] for a in _before_tags(source, "base") if "href" in a]
+    if bases and relative:
+        here: set[Target] = set()
+        _before_add(here, "base", bases[0], depth=0)
+        found |= {(kind, host) for base, host in here if base == "base" for kind in relative}
     return found
 
 
-def _before_attribute(found: set[Target], source: str, name: str, start: int) -> None:
+def _before_tags(source: str, name: str) -> list[dict[str, str]]:
+    """(s12) The attributes (the first of each name, lowercased) of each `<name>` tag."""
+    tags = []
+    for tag in re.finditer(rf"(?ai)<{name}(?=[\s/>])((?:\"[^\"]*\"|'[^']*'|[^>\"'])*)", source):
+        attributes: dict[str, str] = {}
+        for pair in re.finditer(
+            r"([^\s\"'>/=]+)(?:\s*=\s*(\"[^\"]*\"|'[^']*'|[^\s\"'>]+))?", tag.group(1)
+        ):
+            value = pair.group(2) or ""
+            if value[:1] in ("'", '"'):
+                value = value[1:-1]
+            attributes.setdefault(pair.group(1).lower(), value)
+        tags.append(attributes)
+    return tags
+
+
+def _before_refresh_url(content: str) -> str | None:
+    """(s12) The HTML standard's shared declarative refresh steps, by regular expressions."""
+    time = re.match(r"[ \t\n\f\r]*[0-9.]+(.*)", content, re.DOTALL)
+    if time is None or not time.group(1) or time.group(1)[0] not in ";, \t\n\f\r":
+        return None
+    rest = re.sub(r"^[ \t\n\f\r]*[;,]?[ \t\n\f\r]*", "", time.group(1))
+    rest = re.sub(r"^[uU][rR][lL][ \t\n\f\r]*=[ \t\n\f\r]*", "", rest)
+    if rest[:1] in ("'", '"'):
+        rest = rest[1:].split(rest[0])[0]
+    return rest or None
+
+
+def _before_image_set_strings(source: str) -> list[str]:
+    """(s12) The candidates written as strings in each `image-set(...)`, read character by
+    character: commas and brackets inside a string are the string's."""
+    strings = []
+    for opened in re.finditer(r"(?ai)image-set\(", source):
+        depth, quote, candidate_start, i = 0, "", True, opened.end()
+        while i < len(source):
+            c = source[i]
+            if quote:
+                if c == quote:
+                    quote = ""
+            elif c in "\"'":
+                close = source.find(c, i + 1)
+                if close < 0:
+                    break
+                if candidate_start and depth == 0:
+                    strings.append(source[i + 1 : close])
+                candidate_start = False
+                i = close
+            elif c == "(":
+                depth += 1
+                if depth > 1:
+                    break
+            elif c == ")":
+                if depth == 0:
+                    break
+                depth -= 1
+            elif c == "," and depth == 0:
+                candidate_start = True
+            elif not c.isspace() or c not in " \t\r\n\f":
+                candidate_start = False
+            i += 1
+    return strings
+
+
+def _before_attribute(
+    found: set[Target], source: str, name: str, start: int, relative: set[str]
+) -> None:
     if start > 0 and (source[start - 1].isalnum() or source[start - 1] in "-_"):
         return
     value = _VALUE.match(source, start + len(name))
     if value is None:
         return
     opened = source.rfind("<", 0, start)
+    tag = _TAG_NAME.match(source, opened) if opened >= 0 else None
+    tag_name = tag.group(1).lower() if tag is not None else ""
     url = value.group(2) or value.group(3) or value.group(4) or ""
     if value.group(1) is not None:
-        if name == "src":
+        if name == "src" and value.group(1).lower() == "set":
             for candidate in url.split(","):
-                _before_add(found, "embed", candidate.strip().partition(" ")[0])
+                _before_add(found, "embed", candidate.strip().partition(" ")[0], relative=relative)
+        elif name == "action" and value.group(1).lower() == "-xhr":  # (s12)
+            _before_add(found, "link", url, relative=relative)
         return
     if name == "href":
-        tag = _TAG_NAME.match(source, opened) if opened >= 0 else None
-        embeds = tag is not None and tag.group(1).lower() in {"link"}
-        _before_add(found, "link" if not embeds else "embed", url)
-    elif name == "action":
-        _before_add(found, "link", url)
+        # (s12) SVG's image, use, feImage, script in a document with an <svg>
+        svg = "<svg" in source.lower() and tag_name in {"image", "use", "feimage", "script"}
+        embeds = tag_name in {"link"} or svg
+        _before_add(found, "link" if not embeds else "embed", url, relative=relative)
+    elif name in ("action", "formaction"):
+        _before_add(found, "link", url, relative=relative)
+    elif name == "ping":  # (s12)
+        for each in url.split():
+            _before_add(found, "link", each, relative=relative)
+    elif name == "data":  # (s12)
+        if tag_name == "object":
+            _before_add(found, "embed", url, relative=relative)
     else:
-        _before_add(found, "embed", url)
+        _before_add(found, "embed", url, relative=relative)
 
 
 def before_text(text: str) -> set[Target]:
@@ -82,7 +189,9 @@ def before_text(text: str) -> set[Target]:
     return found
 
 
-def _before_add(found: set[Target], kind: str, url: str, depth: int = 2) -> None:
+def _before_add(
+    found: set[Target], kind: str, url: str, depth: int = 2, relative: set[str] | None = None
+) -> None:
     if "&" in url:
         url = html.unescape(url)
     # (s11) C0 controls and spaces at the ends, tabs and line breaks anywhere, as browsers do
@@ -105,7 +214,11 @@ def _before_add(found: set[Target], kind: str, url: str, depth: int = 2) -> None
             return
         else:
             url = rest
-    elif not url.startswith("//"):
+    elif url[:2] in ("//", "\\\\", "/\\", "\\/"):  # (s12) two or more, either way round
+        url = "//" + url.lstrip("/\\")
+    else:
+        if relative is not None:  # (s12) against the <base href>, if any
+            relative.add(kind)
         return
     authority = _HOST_END.split(url[2:], maxsplit=1)[0]
     host = _before_host(authority.rpartition("@")[2])
@@ -174,10 +287,16 @@ PATHS = [
 ATTRIBUTES = [
     "href", "HREF", "Href", "src", "SRC", "srcset", "SRCSET", "background", "BACKGROUND",
     "poster", "action", "ACTION", "data-src", "xhref", "_src", "src set", "hrefs",
+    # (s12)
+    "SrcSet", "formaction", "FormAction", "xformaction", "action-xhr", "ACTION-Xhr", "ping",
+    "PING", "data", "Data", "xlink:href", "longdesc", "cite", "srcdoc", "SrcDoc",
 ]  # fmt: skip
 TAGS = [
     "a", "A", "area", "img", "IMG", "link", "LINK", "Link", "iframe", "video", "source",
     "script", "form", "td", "div", " link", "\nlink", "linkx", "p",
+    # (s12)
+    "object", "OBJECT", "objectx", "button", "input", "image", "use", "feImage", "svg", "base",
+    "BASE", "meta",
 ]  # fmt: skip
 EQUALS = ["=", "=", " = ", "\r\n=\t", "= "]
 FILLER = [
@@ -214,7 +333,17 @@ def element(rng: random.Random) -> str:
     attributes = []
     for _ in range(rng.randint(0, 3)):
         name = rng.choice([*ATTRIBUTES, "title", "class", "style", "alt"])
-        if "set" in name.lower():
+        if name.lower() == "srcdoc":  # (s12) a document, escaped (a level deeper, sometimes)
+            # Known difference: without entities of its own. Escaped, an entity is escaped
+            # twice (`&amp;#58;`), and the two readings decode a URL carried in another's query
+            # a different number of times then (links.py once more only where the URL's own
+            # entities stand before its host's end): neither is what a browser does (it does
+            # not decode a query's entities), and a URL with one is counted by both readings.
+            inner = "".join(element(rng) for _ in range(rng.randint(1, 2))).replace("&", "")
+            value = html.escape(inner, quote=True)
+        elif name.lower() == "ping":  # (s12) one URL or more
+            value = " ".join(url(rng) for _ in range(rng.randint(1, 2)))
+        elif "set" in name.lower():
             value = ", ".join(f"{url(rng)} {rng.choice(['1x', '2x', '100w', ''])}" for _ in "ab")
         elif name == "style":
             value = f"background: {rng.choice(['url', 'URL', 'Url', 'uRL'])}({url(rng)})"
@@ -226,8 +355,51 @@ def element(rng: random.Random) -> str:
     return f"<{tag}{' ' if attributes else ''}{' '.join(attributes)}>{rng.choice(FILLER)}</{tag}>"
 
 
+def refresh(rng: random.Random) -> str:
+    """(s12) A `<meta>` refresh, its content written every way the standard reads."""
+    content = (
+        rng.choice(["0", " 5", ".5", "1.5.", "", "x", "3"])
+        + rng.choice(["; ", ";", ",", " ", "  ;  ", "", ";\n"])
+        + rng.choice(["url=", "URL = ", "Url=", "url", "", "u=", "url:"])
+        + rng.choice(["", "'", "&quot;", '"'])
+        + url(rng)
+        + rng.choice(["", "'", "&quot;", "' x"])
+    )
+    quote = rng.choice(['"', "'"])
+    content = content.replace(quote, "")
+    attributes = [
+        "http-equiv=" + rng.choice(["refresh", "Refresh", "'REFRESH'", '"refresh "', "x"]),
+        f"content={quote}{content}{quote}",
+    ]
+    rng.shuffle(attributes)
+    return f"<{rng.choice(['meta', 'META', 'meta/'])} {' '.join(attributes)}>"
+
+
+def css(rng: random.Random) -> str:
+    """(s12) CSS that fetches bare strings: `@import "..."`, `image-set("..." 1x)`."""
+    quote = rng.choice(['"', "'"])
+    one = quote + url(rng).replace(quote, "") + quote
+    two = quote + url(rng).replace(quote, "") + quote
+    if rng.random() < 0.5:
+        at = rng.choice(["@import", "@IMPORT", "@import/**/", "@import\n"])
+        return f"<style>{at} {one};</style>"
+    descriptor = rng.choice(["2x", "type('image/png') 2x", "100w"])
+    candidates = f"{one} 1x, {two} {descriptor}"
+    function = rng.choice(["image-set", "-webkit-image-set", "Image-Set"])
+    if rng.random() < 0.5:
+        return f"<style>.h{{background:{function}({candidates})}}</style>"
+    # its double quotes as `&quot;`, the URLs' entities left as they are (escaped, they would
+    # be escaped twice: see `element`'s srcdoc)
+    attribute = f"background-image: {function}({candidates})".replace('"', "&quot;")
+    return f'<td style="{attribute}"></td>'
+
+
 def document(rng: random.Random) -> str:
     parts = [rng.choice(FILLER) if rng.random() < 0.3 else element(rng) for _ in range(12)]
+    if rng.random() < 0.2:  # (s12)
+        parts.insert(rng.randrange(len(parts)), refresh(rng))
+    if rng.random() < 0.3:  # (s12)
+        parts.insert(rng.randrange(len(parts)), css(rng))
     if rng.random() < 0.3:
         parts.append(f"<style>.b {{ background: url({quoted(rng, url(rng))}) }}</style>")
     if rng.random() < 0.3:
