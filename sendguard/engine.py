@@ -4,7 +4,9 @@ Policies run in config order. Each gets its time budget; a policy that times out
 recorded with its error and counts as its `on_error` verdict (hold by default: fail closed).
 Shadow policies are evaluated, logged and counted, never acted on. The combined verdict and
 every policy's outcome are kept with the delivery: that record is the explanation the
-timeline and the review queue show.
+timeline and the review queue show. Core checks no config can leave out follow the policies
+(the campaign and global kill switches) or come before them (an SMTP client's retransmission,
+sendguard/resend.py: dropped without asking the policies).
 """
 
 from __future__ import annotations
