@@ -213,6 +213,7 @@ async def _relay(
         dispatcher.wake,
         "budget.test",
         claimer=dispatcher,
+        resend_window=config.smtp.resend_window,
     )
     smtp = SmtpIngress(SmtpHandler(intake, config.smtp, metrics), config.smtp)
     await smtp.start()

@@ -211,7 +211,11 @@ class App:
             store.subscribe(dispatcher.wake)
 
             def horizons() -> Horizons:
-                return Horizons.of(config.store.retention, (b.policy for b in engine.policies))
+                return Horizons.of(
+                    config.store.retention,
+                    (b.policy for b in engine.policies),
+                    resend_window=config.smtp.resend_window,
+                )
 
             pruning = asyncio.create_task(self._prune(store, horizons), name="prune")
             stack.push_async_callback(_cancel, pruning)
@@ -234,6 +238,7 @@ class App:
                 on_queued=dispatcher.queued,
                 host_name=config.smtp.hostname,
                 claimer=dispatcher,
+                resend_window=config.smtp.resend_window,
             )
             self.smtp = SmtpIngress(
                 SmtpHandler(intake, config.smtp, self.metrics),

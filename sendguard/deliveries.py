@@ -31,6 +31,9 @@ class NewDelivery:
     decision: Decision
     due_at: datetime | None = None
     hold_origin: HoldOrigin | None = None
+    resend_key: int | None = None
+    """The key a retransmission of its message would have (sendguard/resend.py), kept with
+    the delivery so a copy sent again to its recipient is recognised; None: not checked."""
 
 
 @dataclass(frozen=True)

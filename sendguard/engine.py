@@ -4,7 +4,9 @@ Policies run in config order. Each gets its time budget; a policy that times out
 recorded with its error and counts as its `on_error` verdict (hold by default: fail closed).
 Shadow policies are evaluated, logged and counted, never acted on. The combined verdict and
 every policy's outcome are kept with the delivery: that record is the explanation the
-timeline and the review queue show.
+timeline and the review queue show. Core checks no config can leave out follow the policies
+(the campaign and global kill switches) or come before them (an SMTP client's retransmission,
+sendguard/resend.py: dropped without asking the policies).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from sendguard.errors import StoreUnavailable
 from sendguard.message import Delivery, DeliveryState, HoldOrigin
 from sendguard.metrics import Metrics, Tally, Timing
 from sendguard.policy import Policy, PolicyContext, ReadsStore
+from sendguard.resend import CopyQuery, client_message_id, resend_outcome
 from sendguard.store.base import PolicyReads
 from sendguard.verdict import (
     SHADOW,
@@ -297,12 +300,17 @@ class Engine:
         delivery: Delivery,
         content: bytes | None = None,
         reads: PolicyReads | None = None,
+        *,
+        copies: CopyQuery | None = None,
     ) -> Decision:
         """Judge `delivery` with every policy; raise StoreUnavailable if the store fails.
 
         `content` is the message's content when it is not committed yet (at intake). `reads`
         stands for the store when decisions not committed yet must be seen (the earlier
-        messages of one ESP request: `PendingReads`).
+        messages of one ESP request: `PendingReads`). With `copies` (intake, a message its
+        client may send again: sendguard/resend.py), a recipient who already has a delivery of
+        an earlier copy gets none: the delivery is dropped as a retransmission, before any
+        policy (their verdicts would only count the first copy against the second).
         """
         store = self._store if reads is None else reads
         contents = {delivery.message.id: content} if content is not None else None
@@ -313,8 +321,9 @@ class Engine:
             contents,
             history_span=self._history_span,
             events_span=self._events_span,
+            copies=copies,
         )
-        if self._reads_recipient:
+        if self._reads_recipient or copies is not None:
             # What the policies read about the recipient, read before the first of them
             # and outside every time budget: in a store that serialises decisions by
             # recipient, this first read waits for the recipient's lock (PostgreSQL: another
@@ -322,6 +331,11 @@ class Engine:
             # policy's time. A budget bounds a policy's own work; the store's reads are
             # bounded by the store's timeout (451 / 503, never a hold).
             await ctx.recipient(delivery.recipient)
+        if copies is not None:
+            copy = await ctx.earlier_copy(delivery.recipient)
+            message_id = client_message_id(delivery.message.headers.get("Message-ID"))
+            if copy is not None and message_id is not None:
+                return self._decided(delivery, Decision.of([resend_outcome(copy, message_id)]))
         outcomes: list[PolicyOutcome] = []
         # One clock read between two policies: the end of one is the start of the next.
         started = monotonic()
@@ -359,7 +373,10 @@ class Engine:
                 f": {pause.note}" if pause.note else ""
             )
             outcomes.append(PolicyOutcome(GLOBAL_PAUSE, Verdict.hold(reason)))
-        decision = Decision.of(outcomes)
+        return self._decided(delivery, Decision.of(outcomes))
+
+    def _decided(self, delivery: Delivery, decision: Decision) -> Decision:
+        """`decision`, logged (unless this engine records nothing)."""
         if self._record:
             # The bound logger once (the module's lazy proxy assembles or looks it up on every
             # attribute), and nothing built when `info` is off.
@@ -375,7 +392,9 @@ class Engine:
                     reason=decision.explanation,
                     until=verdict.until.isoformat() if verdict.until else None,
                     shadow=[
-                        f"{o.policy}={o.verdict.action.value}" for o in outcomes if o.mode is SHADOW
+                        f"{o.policy}={o.verdict.action.value}"
+                        for o in decision.outcomes
+                        if o.mode is SHADOW
                     ]
                     or None,
                 )

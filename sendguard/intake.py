@@ -50,6 +50,7 @@ from sendguard.message import Delivery, DeliveryState, Message, SendguardFields
 from sendguard.metrics import Metrics
 from sendguard.offload import in_process
 from sendguard.pending_reads import PendingReads
+from sendguard.resend import CopyQuery, client_message_id, resend_key
 from sendguard.store.base import IntakeWrites
 
 log = structlog.get_logger("sendguard.intake")
@@ -158,8 +159,12 @@ class Intake:
         on_queued: Callable[[], None],
         host_name: str | None = None,
         claimer: Claimer | None = None,
+        resend_window: timedelta = timedelta(0),
     ) -> None:
+        """`resend_window` (`smtp.resend_window`): how long a message accepted with `resend`
+        is looked for when its client sends it again (sendguard/resend.py); 0: not at all."""
         self._engine = engine
+        self._resend_window = resend_window
         # The `by` of Received lines and the domain of the Message-IDs added here.
         self._host_name = host_name or socket.getfqdn()
         self._store = store
@@ -294,6 +299,7 @@ class Intake:
         vet: Callable[[Message], None] | None = None,
         fingerprint: Fingerprint | None = None,
         headers: Headers | None = None,
+        resend: bool = False,
     ) -> Accepted:
         """Judge and commit a message; raise InvalidMessage or StoreUnavailable.
 
@@ -312,6 +318,9 @@ class Intake:
         `headers` are `raw`'s headers as `Headers.parse` reads them, when the caller has them
         (a message it wrote itself): taken as given instead of parsing the header block, and
         they tell `stamp` whether it has a `Date` and a `Message-ID`.
+        With `resend` (SMTP: a client that missed the reply sends the message again, with no
+        key of its own), a recipient who already got a copy of it within the resend window
+        is not sent it twice (sendguard/resend.py).
         """
         prepared = await self.prepare(
             raw,
@@ -329,10 +338,11 @@ class Intake:
         )
         message, content = prepared.message, prepared.content
         structlog.contextvars.bind_contextvars(message_id=message.id)
+        copies = self._copies(message) if resend else None
         async with self._store.lock_recipients(
             message.recipients, campaign=message.fields.campaign
         ):
-            decided = await self._decide(message, content, None)
+            decided = await self._decide(message, content, None, copies)
             record = None
             if idempotency is not None:
                 answer = idempotency.respond(Accepted(message, tuple(decided)))
@@ -353,15 +363,32 @@ class Intake:
         log.info("accepted", ingress=ingress, recipients=len(decided), size=message.size)
         return Accepted(message, tuple(decided))
 
+    def _copies(self, message: Message) -> CopyQuery | None:
+        """What the resend check looks for when `message`'s client sends it again: its key and
+        how far back; None when the check is off or the client wrote no Message-ID (the one
+        sendguard stamps is new every time)."""
+        if not self._resend_window:
+            return None
+        message_id = client_message_id(message.headers.get("Message-ID"))
+        if message_id is None:
+            return None
+        key = resend_key(message_id, message.mail_from, message.content_hash, message.links)
+        return CopyQuery(key, message.received_at - self._resend_window)
+
     async def _decide(
-        self, message: Message, content: bytes, reads: PendingReads | None
+        self,
+        message: Message,
+        content: bytes,
+        reads: PendingReads | None,
+        copies: CopyQuery | None = None,
     ) -> list[NewDelivery]:
-        """Judge each recipient of `message` (inside their lock), reading through `reads`."""
+        """Judge each recipient of `message` (inside their lock), reading through `reads`;
+        with `copies`, dropping a recipient's retransmission (`Engine.decide`)."""
         now = message.received_at
         decided = []
         for recipient in message.recipients:
             pending = Delivery(new_id(), message, recipient, DeliveryState.QUEUED, now, now)
-            decision = await self._engine.decide(pending, content, reads)
+            decision = await self._engine.decide(pending, content, reads, copies=copies)
             step = self._engine.plan(decision, now)
             decided.append(
                 NewDelivery(
@@ -372,6 +399,7 @@ class Intake:
                     decision,
                     step.due_at,
                     step.hold_origin,
+                    None if copies is None else copies.key,
                 )
             )
         return decided

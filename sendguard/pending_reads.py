@@ -21,6 +21,7 @@ from sendguard.events import Event
 from sendguard.facts import Fact
 from sendguard.message import DeliveryState, Message, MessageClass
 from sendguard.recipient import RecipientReads
+from sendguard.resend import Copy, CopyQuery
 from sendguard.store.base import PolicyReads
 from sendguard.suppressions import Suppression
 
@@ -28,12 +29,23 @@ from sendguard.suppressions import Suppression
 class _Pending:
     """One delivery decided and not committed yet: what the store's rows would say of it."""
 
-    __slots__ = ("campaign", "content_hash", "domain", "entry", "id", "message_id")
+    __slots__ = (
+        "campaign",
+        "content_hash",
+        "domain",
+        "entry",
+        "id",
+        "message_id",
+        "recipient_key",
+        "resend_key",
+    )
 
     def __init__(self, message: Message, new: NewDelivery) -> None:
         fields = message.fields
         self.id = new.id
         self.message_id = message.id
+        self.recipient_key = recipient_key(new.recipient)
+        self.resend_key = new.resend_key
         self.campaign = fields.campaign
         self.content_hash = message.content_hash
         self.domain = domain_of(new.recipient)
@@ -130,23 +142,39 @@ class PendingReads(PolicyReads):
     async def get_suppression(self, address: str) -> Suppression | None:
         return await self._store.get_suppression(address)
 
+    def _copies(self, key: str, query: CopyQuery) -> list[Copy]:
+        return [
+            Copy(p.message_id, p.id, at)
+            for p, at in self._pending
+            if p.resend_key == query.key and p.recipient_key == key and at >= query.since
+        ]
+
+    async def earlier_copies(self, recipient: str, query: CopyQuery) -> Sequence[Copy]:
+        found = await self._store.earlier_copies(recipient, query)
+        return [*found, *self._copies(recipient_key(recipient), query)]
+
     async def recipient_reads(
         self,
         recipient: str,
         *,
         history_since: datetime | None,
         events_since: datetime | None,
+        copies: CopyQuery | None = None,
     ) -> RecipientReads:
         found = await self._store.recipient_reads(
-            recipient, history_since=history_since, events_since=events_since
+            recipient, history_since=history_since, events_since=events_since, copies=copies
         )
-        if history_since is None:
-            return found
-        more = self._history(recipient_key(recipient), history_since)
-        if not more:
+        key = recipient_key(recipient)
+        more = [] if history_since is None else self._history(key, history_since)
+        copied = [] if copies is None else self._copies(key, copies)
+        if not more and not copied:
             return found
         return RecipientReads(
-            [*found.history, *more], found.events, found.suppression, found.timezone
+            [*found.history, *more],
+            found.events,
+            found.suppression,
+            found.timezone,
+            (*found.copies, *copied),
         )
 
     async def get_campaign(self, name: str) -> Campaign | None:

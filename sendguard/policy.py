@@ -36,6 +36,7 @@ from sendguard.events import Event
 from sendguard.facts import Fact
 from sendguard.message import Delivery, MessageClass
 from sendguard.recipient import RecipientReads
+from sendguard.resend import Copy, CopyQuery
 from sendguard.store.base import PolicyReads
 from sendguard.suppressions import Suppression
 from sendguard.verdict import Verdict
@@ -158,6 +159,7 @@ class PolicyContext:
         *,
         history_span: timedelta | None = None,
         events_span: timedelta | None = None,
+        copies: CopyQuery | None = None,
     ) -> None:
         self._store = store
         self.now = now
@@ -174,6 +176,8 @@ class PolicyContext:
         # same sends. Read inside the recipient's lock, as each read was before.
         self._history_from = None if history_span is None else now - history_span
         self._events_from = None if events_span is None else now - events_span
+        # Earlier copies of the message (the engine's resend check), read with the rest.
+        self._copies = copies
         self._reads: dict[str, RecipientReads] = {}
         # The address asked about last and its reads: every policy asks about the delivery's
         # recipient, in the very string the delivery holds (no key worked out each time).
@@ -187,9 +191,18 @@ class PolicyContext:
         key = recipient_key(recipient)
         found = self._reads.get(key)
         if found is None:
-            found = self._reads[key] = await self._store.recipient_reads(
-                key, history_since=self._history_from, events_since=self._events_from
-            )
+            if self._copies is None:  # a store written before copies were asked answers too
+                found = await self._store.recipient_reads(
+                    key, history_since=self._history_from, events_since=self._events_from
+                )
+            else:
+                found = await self._store.recipient_reads(
+                    key,
+                    history_since=self._history_from,
+                    events_since=self._events_from,
+                    copies=self._copies,
+                )
+            self._reads[key] = found
         self._last = (recipient, found)
         return found
 
@@ -198,6 +211,14 @@ class PolicyContext:
         first policy), unless it was read in this decision."""
         if self._known(recipient) is None:
             await self._recipient(recipient)
+
+    async def earlier_copy(self, recipient: str) -> Copy | None:
+        """The first delivery to `recipient` of an earlier copy of the message being decided
+        (the `copies` this context looks for), if any: the engine's resend check."""
+        if self._copies is None:
+            return None
+        reads = self._known(recipient) or await self._recipient(recipient)
+        return reads.copies[0] if reads.copies else None
 
     def _known(self, recipient: str) -> RecipientReads | None:
         """The reads about `recipient` if it is the address asked about last (no coroutine)."""

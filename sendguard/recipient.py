@@ -1,5 +1,5 @@
-"""What a decision reads about its recipient, read at once: sends, events, suppression and
-time zone."""
+"""What a decision reads about its recipient, read at once: sends, events, suppression, time
+zone and earlier copies of the message (the resend check)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from sendguard.deliveries import HistoryEntry
 from sendguard.events import Event
 from sendguard.facts import Fact
+from sendguard.resend import Copy
 from sendguard.suppressions import Suppression
 
 TIMEZONE_FACT = "timezone"
@@ -26,6 +27,9 @@ class RecipientReads:
     suppression: Suppression | None
     timezone: Fact | None
     """The recipient's `timezone` fact, if any."""
+    copies: tuple[Copy, ...] = ()
+    """The recipient's deliveries of earlier copies of the message (the `copies` asked for),
+    oldest first; empty when none were asked for."""
 
     def __init__(
         self,
@@ -33,9 +37,14 @@ class RecipientReads:
         events: Sequence[Event],
         suppression: Suppression | None,
         timezone: Fact | None,
+        copies: tuple[Copy, ...] = (),
     ) -> None:
         # One per decision: one update of the dict, not a call of object.__setattr__ per field
         # as the generated __init__ of a frozen dataclass does.
         self.__dict__.update(
-            history=history, events=events, suppression=suppression, timezone=timezone
+            history=history,
+            events=events,
+            suppression=suppression,
+            timezone=timezone,
+            copies=copies,
         )

@@ -41,11 +41,19 @@ class Horizons:
     """Event types kept for ever whatever `events` says: some policy reads them at any age."""
 
     @classmethod
-    def of(cls, retention: timedelta, policies: Iterable[object]) -> Horizons:
-        """`retention` raised to what every policy in `policies` says it reads."""
+    def of(
+        cls,
+        retention: timedelta,
+        policies: Iterable[object],
+        *,
+        resend_window: timedelta = timedelta(0),
+    ) -> Horizons:
+        """`retention` raised to what every policy in `policies` says it reads, and deliveries
+        kept at least `resend_window` (`smtp.resend_window`: the resend check looks for a
+        recipient's deliveries of an earlier copy that far back)."""
         reads = [p.lookback() for p in policies if isinstance(p, ReadsStore)]
         return cls(
-            deliveries=_longest(retention, (r.deliveries for r in reads)),
+            deliveries=_longest(max(retention, resend_window), (r.deliveries for r in reads)),
             history=_longest(retention, (r.history for r in reads)),
             events=_longest(retention, (r.events for r in reads)),
             facts=_longest(retention, (r.facts for r in reads)),

@@ -130,6 +130,17 @@ def _default_networks() -> list[IPNetwork]:
     return [ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128")]
 
 
+def _zero_is_off(value: Any) -> Any:
+    """`0` (no unit) for a duration that 0 turns off, as people write it."""
+    return timedelta(0) if isinstance(value, int | str) and str(value).strip() == "0" else value
+
+
+ResendWindow = Annotated[Duration, BeforeValidator(_zero_is_off)]
+"""`smtp.resend_window`: a duration, or 0 (off)."""
+MIN_RESEND_WINDOW = timedelta(minutes=1)
+MAX_RESEND_WINDOW = timedelta(days=30)
+
+
 class SmtpOptions(Strict):
     """The SMTP ingress: one listener (`listen`) or several (`listeners`)."""
 
@@ -154,6 +165,20 @@ class SmtpOptions(Strict):
     """From DATA to the final dot: a client trickling its message is cut off past it."""
     max_connections: int = Field(default=1000, gt=0, le=100_000)
     max_connections_per_ip: int = Field(default=100, gt=0, le=100_000)
+    resend_window: ResendWindow = timedelta(hours=24)
+    """How long a message is looked for when its client sends it again (the same Message-ID,
+    sender and content to the same recipient: a retry after a lost `250`): such a copy is
+    dropped, not sent twice (sendguard/resend.py). 0 turns the check off."""
+
+    @field_validator("resend_window")
+    @classmethod
+    def _resend_window(cls, value: timedelta) -> timedelta:
+        if value and not MIN_RESEND_WINDOW <= value <= MAX_RESEND_WINDOW:
+            raise ValueError(
+                "set 0 to turn the resend check off, or a window between 1m and 30d: a client"
+                " sends a message again within its queue lifetime (Postfix's default is 5d)"
+            )
+        return value
 
     @field_validator("auth_users")
     @classmethod

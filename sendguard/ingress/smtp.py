@@ -50,6 +50,7 @@ from sendguard.ingress.smtp_params import read_parameters
 from sendguard.ingress.smtp_replies import CODED, enhanced, reply_text
 from sendguard.intake import Intake
 from sendguard.metrics import Metrics
+from sendguard.resend import is_resend
 from sendguard.tls import CertificateError, Certificates
 
 log = structlog.get_logger("sendguard.smtp")
@@ -309,6 +310,7 @@ class SmtpHandler:
                 smtputf8=envelope.smtp_utf8,
                 body_8bit="BODY=8BITMIME" in envelope.mail_options,
                 trace=trace,
+                resend=True,
             )
         except InvalidAddress as exc:
             return f"553 5.1.3 {reply_text(str(exc))}"
@@ -317,7 +319,13 @@ class SmtpHandler:
         except StoreUnavailable as exc:
             log.warning("store unavailable; message refused with 451", error=str(exc))
             return "451 4.3.0 Temporary failure: the store is unavailable, try again later"
-        if accepted.all_dropped and self._config.reject_dropped:
+        # A retransmission is answered 250 whatever `reject_dropped` says: its first copy was
+        # accepted, and the client must stop sending it, not mark it failed.
+        if (
+            accepted.all_dropped
+            and self._config.reject_dropped
+            and not any(is_resend(d.decision) for d in accepted.deliveries)
+        ):
             reason = accepted.deliveries[0].reason
             return f"550 5.7.1 Message dropped by policy: {reply_text(reason)}"
         return f"250 2.0.0 Ok: queued as {accepted.message.id}"

@@ -56,6 +56,7 @@ from sendguard.message import Delivery, DeliveryState, Message, MessageClass, Tr
 from sendguard.pruning import PruneCutoffs
 from sendguard.recipient import TIMEZONE_FACT, RecipientReads
 from sendguard.reports import ShadowTally
+from sendguard.resend import CopyQuery
 from sendguard.review_queue import Edit, HeldQuery, HeldQueue
 from sendguard.store import codec
 from sendguard.store.sql_store import (
@@ -590,10 +591,13 @@ class ReplayStore(SQLiteStore):
         *,
         history_since: datetime | None,
         events_since: datetime | None,
+        copies: CopyQuery | None = None,
     ) -> RecipientReads:
-        if not self._kept:
+        # Earlier copies are not followed in memory (a replay's intake looks for none): the SQL
+        # answers, which sees every held-back row.
+        if not self._kept or copies is not None:
             return await super().recipient_reads(
-                recipient, history_since=history_since, events_since=events_since
+                recipient, history_since=history_since, events_since=events_since, copies=copies
             )
         # What `history`, `events`, `get_suppression` and `get_fact` answer, from memory.
         key = recipient_key(recipient)

@@ -54,6 +54,7 @@ from sendguard.message import Delivery, DeliveryState, Message, MessageClass, Tr
 from sendguard.pruning import PruneCutoffs
 from sendguard.recipient import TIMEZONE_FACT, RecipientReads
 from sendguard.reports import QueueAges, ShadowTally
+from sendguard.resend import Copy, CopyQuery
 from sendguard.review_queue import Edit, HeldQuery, HeldQueue, ReviewNotice
 from sendguard.sign_ins import StoredSession, ThrottleKey
 from sendguard.simulations import Simulation
@@ -141,16 +142,24 @@ class PolicyReads(Protocol):
     async def get_suppression(self, address: str) -> Suppression | None:
         """The suppression of `address` (compared as a recipient key), if any."""
 
+    @abstractmethod
+    async def earlier_copies(self, recipient: str, query: CopyQuery) -> Sequence[Copy]:
+        """The deliveries to `recipient` (compared as a recipient key), in any state, of
+        messages whose resend key (`NewDelivery.resend_key`) is `query.key`, created since
+        `query.since`; oldest first. What the resend check reads (sendguard/resend.py)."""
+
     async def recipient_reads(
         self,
         recipient: str,
         *,
         history_since: datetime | None,
         events_since: datetime | None,
+        copies: CopyQuery | None = None,
     ) -> RecipientReads:
         """What a decision reads about `recipient` (a recipient key), at once: its sends since
         `history_since` (as `history`), its events since `events_since` (as `events`), its
-        suppression and its `timezone` fact. A `None` leaves that kind out (empty).
+        suppression, its `timezone` fact, and with `copies` its deliveries of earlier copies
+        of the message (as `earlier_copies`). A `None` leaves that kind out (empty).
 
         The SQL backends answer in one statement; this default asks each read in turn, so a
         backend that does not override it stays correct.
@@ -162,6 +171,7 @@ class PolicyReads(Protocol):
             events,
             await self.get_suppression(recipient),
             await self.get_fact(TIMEZONE_FACT, recipient_key(recipient)),
+            () if copies is None else tuple(await self.earlier_copies(recipient, copies)),
         )
 
     @abstractmethod

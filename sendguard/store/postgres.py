@@ -40,6 +40,7 @@ from sendguard.clock import from_micros
 from sendguard.errors import Conflict, StoreUnavailable
 from sendguard.owner import owner_gone
 from sendguard.recipient import RecipientReads
+from sendguard.resend import CopyQuery
 from sendguard.store import StoreSettings, codec, sql_content
 from sendguard.store.keyed_lock import KeyedLock
 from sendguard.store.message_cache import MessageCache
@@ -142,11 +143,11 @@ _CAMPAIGN_AND_APPROVALS = (
 """A campaign's row and its content approvals (newest first), in one round trip."""
 
 
-# Tags of the rows `_LOCKED_READS` adds to those of `recipient_reads` (kinds 0 to 4).
-_CAMPAIGN_ROW, _APPROVAL_ROW, _PAUSE_ROW = 5, 6, 7
+# Tags of the rows `_LOCKED_READS` adds to those of `recipient_reads` (kinds 0 to 5).
+_CAMPAIGN_ROW, _APPROVAL_ROW, _PAUSE_ROW = 6, 7, 8
 
 
-def _locked_reads(history: bool, events: bool, campaign: bool) -> tuple[str, str]:
+def _locked_reads(history: bool, events: bool, copies: bool, campaign: bool) -> tuple[str, str]:
     """A function taking a recipient's lock, then reading what a decision reads: its name, and
     the SQL creating it in `pg_temp` (each pooled connection makes its own at connect).
 
@@ -159,9 +160,12 @@ def _locked_reads(history: bool, events: bool, campaign: bool) -> tuple[str, str
     lock and read in its own snapshot would not: that snapshot is taken before the lock.
     """
     name = f"sendguard_locked_reads_{int(history)}{int(events)}{int(campaign)}"
-    types = ["text", "bigint"] * history + ["text", "bigint"] * events + ["text"] * 3
+    if copies:
+        name += "_copies"
+    types = ["text", "bigint"] * history + ["text", "bigint"] * events
+    types += ["bigint", "text", "bigint"] * copies + ["text"] * 3
     parts = [
-        numbered(_RECIPIENT_READS[history, events]),
+        numbered(_RECIPIENT_READS[history, events, copies]),
         f"SELECT {_PAUSE_ROW}, p.paused::text, p.updated_by, p.note, NULL, NULL, p.updated_at"
         " FROM global_pause p WHERE p.id = 1",
     ]
@@ -200,12 +204,13 @@ def numbered(sql: str) -> str:
 
 
 _LOCKED_READS = {
-    (h, e, c): _locked_reads(h, e, c)
+    (h, e, r, c): _locked_reads(h, e, r, c)
     for h in (False, True)
     for e in (False, True)
+    for r in (False, True)
     for c in (False, True)
 }
-"""The functions of `_locked_reads`, by (history, events, campaign) read."""
+"""The functions of `_locked_reads`, by (history, events, copies, campaign) read."""
 _MAKE_LOCKED_READS = ";\n".join(ddl for _, ddl in _LOCKED_READS.values())
 
 
@@ -657,6 +662,7 @@ class PostgresStore(SqlStore):
         *,
         history_since: datetime | None,
         events_since: datetime | None,
+        copies: CopyQuery | None = None,
     ) -> RecipientReads:
         # The decision's first read, in a block whose lone lock no statement has taken yet:
         # the lock, these reads, the global pause and the campaign in one round trip.
@@ -664,11 +670,13 @@ class PostgresStore(SqlStore):
         pending = _PENDING.get()
         if pending is None or pending.sent or pending.key != key:
             return await super().recipient_reads(
-                recipient, history_since=history_since, events_since=events_since
+                recipient, history_since=history_since, events_since=events_since, copies=copies
             )
-        _, args = recipient_reads_query(key, history_since, events_since)
+        _, args = recipient_reads_query(key, history_since, events_since, copies)
         campaign = pending.campaign
-        name, _ = _LOCKED_READS[history_since is not None, events_since is not None, bool(campaign)]
+        name, _ = _LOCKED_READS[
+            history_since is not None, events_since is not None, copies is not None, bool(campaign)
+        ]
         args.append(lock_key(key))
         if campaign:
             args.append(campaign)
@@ -686,7 +694,7 @@ class PostgresStore(SqlStore):
             # Not made on this connection (`_init_connection`): nothing ran, no lock taken.
             pending.sent = False
             return await super().recipient_reads(
-                recipient, history_since=history_since, events_since=events_since
+                recipient, history_since=history_since, events_since=events_since, copies=copies
             )
         own: list[Sequence[Any]] = []
         pause = GlobalPause()

@@ -1,7 +1,8 @@
 """What was sent, as policies count it (part of `PolicyReads`): the send history
 (`history`, `send_times`), deliveries by campaign and by content (`count_campaign`,
 `count_content`), and everything a decision reads about one recipient in one statement
-(`recipient_reads`: history, events, suppression and time zone). Reads only.
+(`recipient_reads`: history, events, suppression, time zone and earlier copies of a message
+the resend check looks for, also alone: `earlier_copies`). Reads only.
 
 The history is written by intake and the dispatcher (`_reserve` in `sql_intake.py`,
 reservations and releases with each change).
@@ -21,6 +22,7 @@ from sendguard.events import Event, event_type
 from sendguard.facts import Fact
 from sendguard.message import MessageClass
 from sendguard.recipient import TIMEZONE_FACT, RecipientReads
+from sendguard.resend import Copy, CopyQuery
 from sendguard.store import codec
 from sendguard.store.sql_jobs import SqlJobs, Tx, _bounded_count, _marks, _one, _where
 from sendguard.suppressions import Suppression, SuppressionReason
@@ -40,18 +42,24 @@ def _message_class(value: str) -> MessageClass:
 
 
 _AT = attrgetter("at")
+_AT_COPY = attrgetter("accepted_at", "delivery_id")
 
 
-def _recipient_reads_sql(history: bool, events: bool) -> str:
+def _copy(message_id: str, delivery_id: str, created_at: int) -> Copy:
+    return Copy(message_id, delivery_id, from_micros(created_at))
+
+
+def _recipient_reads_sql(history: bool, events: bool, copies: bool = False) -> str:
     """What `recipient_reads` asks in one statement: one tagged row per record (its kind, then
-    up to five text columns and a time), the sends and the events only when asked for. A send's
-    kind says whether it was made (1) or only reserved (0); an event's is 2, a suppression's 3,
-    the time zone fact's 4. Each kind's columns sit where their types match the other kinds'
-    (PostgreSQL's UNION wants one type per column). No row repeats the recipient key asked
-    about: Python 3.11's sqlite3 releases and takes the GIL around every column it fetches, so
-    each column costs about 1,000 instructions per row, and a decision reads a row per send.
-    Its arguments: the key and a time for each of sends and events, then the key, `timezone`
-    and the contact key."""
+    up to five text columns and a time), the sends, the events and the earlier copies only when
+    asked for. A send's kind says whether it was made (1) or only reserved (0); an event's is 2,
+    a suppression's 3, the time zone fact's 4, an earlier copy's 5. Each kind's columns sit
+    where their types match the other kinds' (PostgreSQL's UNION wants one type per column).
+    No row repeats the recipient key asked about: Python 3.11's sqlite3 releases and takes the
+    GIL around every column it fetches, so each column costs about 1,000 instructions per row,
+    and a decision reads a row per send. Its arguments: the key and a time for each of sends
+    and events, the resend key, the key and a time for copies, then the key, `timezone` and
+    the contact key."""
     parts = []
     if history:
         parts.append(
@@ -65,6 +73,8 @@ def _recipient_reads_sql(history: bool, events: bool) -> str:
             "SELECT 2, type, message_id, offer, NULL, NULL, at"
             " FROM events WHERE recipient_key = ? AND at >= ?"
         )
+    if copies:
+        parts.append(_COPIES_SQL.replace("SELECT", "SELECT 5,", 1))
     parts.append(
         "SELECT 3, address, reason, source, created_by, note, created_at"
         " FROM suppressions WHERE address_key = ?"
@@ -76,15 +86,27 @@ def _recipient_reads_sql(history: bool, events: bool) -> str:
     return " UNION ALL ".join(parts)
 
 
+_COPIES_SQL = (
+    "SELECT message_id, id, NULL, NULL, NULL, created_at FROM deliveries"
+    " WHERE resend_key = ? AND recipient_key = ? AND created_at >= ?"
+)
+"""A recipient's deliveries of earlier copies (`earlier_copies`): one probe of
+`deliveries_resend` (the condition on `resend_key` lets both databases use the partial index)."""
+
+
 _RECIPIENT_READS = {
-    (history, events): _recipient_reads_sql(history, events)
+    (history, events, copies): _recipient_reads_sql(history, events, copies)
     for history in (False, True)
     for events in (False, True)
+    for copies in (False, True)
 }
 
 
 def recipient_reads_query(
-    key: str, history_since: datetime | None, events_since: datetime | None
+    key: str,
+    history_since: datetime | None,
+    events_since: datetime | None,
+    copies: CopyQuery | None = None,
 ) -> tuple[str, list[Any]]:
     """The statement of `recipient_reads` about recipient key `key`, and its arguments."""
     args: list[Any] = []
@@ -92,8 +114,11 @@ def recipient_reads_query(
         args += [key, to_micros(history_since)]
     if events_since is not None:
         args += [key, to_micros(events_since)]
+    if copies is not None:
+        args += [copies.key, key, to_micros(copies.since)]
     args += [key, TIMEZONE_FACT, codec.contact_key(key)]
-    return _RECIPIENT_READS[history_since is not None, events_since is not None], args
+    wanted = (history_since is not None, events_since is not None, copies is not None)
+    return _RECIPIENT_READS[wanted], args
 
 
 class SqlHistory(SqlJobs):
@@ -132,15 +157,24 @@ class SqlHistory(SqlJobs):
             row[7],
         )
 
+    async def earlier_copies(self, recipient: str, query: CopyQuery) -> Sequence[Copy]:
+        args = [query.key, recipient_key(recipient), to_micros(query.since)]
+
+        async def job(tx: Tx) -> list[Sequence[Any]]:
+            return await tx.fetch(_COPIES_SQL, args)
+
+        return sorted((_copy(r[0], r[1], r[5]) for r in await self._read(job)), key=_AT_COPY)
+
     async def recipient_reads(
         self,
         recipient: str,
         *,
         history_since: datetime | None,
         events_since: datetime | None,
+        copies: CopyQuery | None = None,
     ) -> RecipientReads:
         key = recipient_key(recipient)
-        sql, args = recipient_reads_query(key, history_since, events_since)
+        sql, args = recipient_reads_query(key, history_since, events_since, copies)
 
         async def job(tx: Tx) -> list[Sequence[Any]]:
             return await tx.fetch(sql, args)
@@ -152,6 +186,7 @@ class SqlHistory(SqlJobs):
         """The RecipientReads of `key` from the tagged rows of `recipient_reads_sql`."""
         history: list[HistoryEntry] = []
         events: list[Event] = []
+        copies: list[Copy] = []
         suppression = timezone = None
         # A row of history per send read: `from_micros` and `_message_class` written out
         # (the same expressions), one Python call each less per row.
@@ -178,13 +213,16 @@ class SqlHistory(SqlJobs):
                 suppression = Suppression(
                     row[1], SuppressionReason(row[2]), row[3], from_micros(row[6]), row[4], row[5]
                 )
-            else:
+            elif kind == 4:
                 timezone = Fact(TIMEZONE_FACT, row[1], from_micros(row[6]), row[3] or None, row[2])
+            else:
+                copies.append(_copy(row[1], row[2], row[6]))
         # Oldest first. The statement leaves the order to this sort of a few rows: an ORDER BY
         # over the UNION costs the database a temporary B-tree per statement, far more.
         history.sort(key=_AT)
         events.sort(key=_AT)
-        return RecipientReads(history, events, suppression, timezone)
+        copies.sort(key=_AT_COPY)
+        return RecipientReads(history, events, suppression, timezone, tuple(copies))
 
     async def send_times(
         self,

@@ -98,6 +98,7 @@ DELIVERY_INSERT_COLUMNS = (
     "first_state",
     "first_reason",
     "first_outcomes",
+    "resend_key",
 )
 """The columns a new delivery's row is written with (`delivery_values`); the rest take
 their defaults."""
@@ -135,6 +136,7 @@ def delivery_values(message: Message, new: NewDelivery, now: int) -> tuple[Any, 
         state,
         new.reason,
         codec.dump_outcomes(new.decision.outcomes),
+        new.resend_key,
     )
 
 

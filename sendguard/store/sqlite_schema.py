@@ -380,6 +380,18 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX review_throttle_updated ON review_throttle(updated_at);
     """,
+    # 16: the resend check (sendguard/resend.py). `resend_key` is the 64-bit key of a message
+    # an SMTP client may send again (its Message-ID, envelope sender and fingerprints), kept
+    # on each of its deliveries: a decision looks up the recipient's deliveries with the key
+    # in one index probe, whatever the size of either message (a key on `messages` would read
+    # every delivery of a large first copy for each recipient of its retransmission). NULL
+    # (most rows: HTTP sends, messages without a Message-ID of their own) is not indexed. It
+    # goes with its delivery when retention prunes it.
+    """
+    ALTER TABLE deliveries ADD COLUMN resend_key INTEGER;
+    CREATE INDEX deliveries_resend ON deliveries(resend_key, recipient_key)
+        WHERE resend_key IS NOT NULL;
+    """,
 )
 
 DUE_CONDITION = "(state = 'queued' OR state = 'delayed' OR state = 'deferred' OR state = 'held')"

@@ -3,12 +3,14 @@ answers once they are (the earlier messages of one ESP request, `Intake.accept_m
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import timedelta
 
 from sendguard.deliveries import NewDelivery
 from sendguard.ids import new_id
 from sendguard.message import DeliveryState
 from sendguard.pending_reads import PendingReads
+from sendguard.resend import CopyQuery
 from sendguard.store.base import Store
 from sendguard.verdict import Verdict
 from tests.contract.test_store import T0, decision, make_message
@@ -49,3 +51,23 @@ async def test_reads_count_what_is_pending_as_if_committed(store: Store) -> None
     assert await reads.message_content(held.id) == b"held"
     # The store itself is unchanged.
     assert len(await store.history("ana@example.org", DAY)) == 1
+
+
+async def test_copies_pending_in_the_request_count_as_committed(store: Store) -> None:
+    query = CopyQuery(99, DAY)
+    committed = make_message(("ana@example.org",))
+    first = replace(_new("ana@example.org"), resend_key=99)
+    await store.add_message(committed, b"x", [first])
+    pending = make_message(("Ana@Example.org", "ben@example.org"))
+    copy = replace(_new("Ana@Example.org", S.HELD), resend_key=99)
+    other = replace(_new("ben@example.org"), resend_key=98)
+    reads = PendingReads(store)
+    reads.add(pending, b"pending", [copy, other])
+
+    found = await reads.earlier_copies("ana@example.org", query)
+    assert [c.delivery_id for c in found] == [first.id, copy.id]
+    both = await reads.recipient_reads(
+        "ana@example.org", history_since=None, events_since=None, copies=query
+    )
+    assert [c.delivery_id for c in both.copies] == [first.id, copy.id]
+    assert await reads.earlier_copies("ben@example.org", query) == []

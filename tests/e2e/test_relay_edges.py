@@ -190,7 +190,7 @@ def test_smtp_relayed_mail_gets_received_date_and_message_id(sendguard: Start, s
     assert copies[0]["Message-ID"] == copies[1]["Message-ID"]
     assert copies[0]["Date"] == copies[1]["Date"]
 
-    msg_id = send(proc, ["c@example.org"], message(subject="Kept"))
+    msg_id = send(proc, ["c@example.org"], message(subject="Kept", message_id="<m1@example.com>"))
     (kept,) = sink.wait_for(3)[2:]
     assert kept.message["Message-ID"] == "<m1@example.com>"
     assert kept.message.get_all("Message-ID") == ["<m1@example.com>"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import smtplib
 import sqlite3
 import time
+import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
@@ -17,12 +18,14 @@ pytestmark = [pytest.mark.e2e, pytest.mark.both_backends]
 Start = Callable[..., SendguardProcess]
 
 
-def message(*extra_headers: str, subject: str = "Hello") -> bytes:
+def message(*extra_headers: str, subject: str = "Hello", message_id: str | None = None) -> bytes:
+    """A small message; each call another one, with a Message-ID of its own (the same bytes
+    sent again are a client's retransmission: sendguard does not send them twice)."""
     headers = [
         "From: shop@example.com",
         "To: list@example.net",
         f"Subject: {subject}",
-        "Message-ID: <m1@example.com>",
+        f"Message-ID: {message_id or f'<{uuid.uuid4().hex}@example.com>'}",
         *extra_headers,
     ]
     return ("\r\n".join(headers) + "\r\n\r\nHi there,\r\nthe body.\r\n").encode()

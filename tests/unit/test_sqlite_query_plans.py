@@ -17,6 +17,7 @@ from pathlib import Path
 
 from sendguard.deliveries import Change
 from sendguard.message import DeliveryState
+from sendguard.resend import CopyQuery
 from sendguard.store.sqlite import SQLiteStore
 from tests.contract.test_store import LEASE, T0, add
 
@@ -35,10 +36,13 @@ async def test_no_statement_of_the_hot_path_scans_deliveries(tmp_path: Path) -> 
         message, _ = await add(store)
         statements.clear()
 
-        # A decision's reads: the recipient's records, human_hold's blast count,
-        # repetition's content count.
+        # A decision's reads: the recipient's records (with earlier copies of an SMTP
+        # message), human_hold's blast count, repetition's content count.
         await store.recipient_reads(
-            "a@example.org", history_since=T0 - timedelta(days=30), events_since=T0
+            "a@example.org",
+            history_since=T0 - timedelta(days=30),
+            events_since=T0,
+            copies=CopyQuery(7, T0 - timedelta(days=1)),
         )
         await store.count_campaign("spring", T0 - timedelta(hours=1), at_most=1000)
         await store.count_content(
@@ -84,6 +88,11 @@ async def test_no_statement_of_the_hot_path_scans_deliveries(tmp_path: Path) -> 
     # human_hold's blast count, once per decision, reads only the campaign's window.
     (blast,) = [plan for sql, plan in plans.items() if "WHERE campaign = " in sql]
     assert any("(campaign=? AND created_at>?)" in step for step in blast), blast
+    # Earlier copies: one probe of the partial index on (resend key, recipient key).
+    (copies,) = [plan for sql, plan in plans.items() if "resend_key = " in sql]
+    assert any(
+        "INDEX deliveries_resend (resend_key=? AND recipient_key=?)" in step for step in copies
+    ), copies
 
 
 def _ephemeral_tables(conn: sqlite3.Connection, sql: str) -> int:

@@ -1,0 +1,84 @@
+"""Retransmissions: an SMTP client's second copy of a message it already handed over.
+
+An SMTP client that never heard the `250` after DATA (the connection reset, its own timeout
+after sendguard committed) sends the message again, as RFC 5321 clients do. Without a check the
+recipient gets it twice (a transactional mail at once, a marketing one a day later when the
+frequency cap opens). HTTP clients say what a retry is with Idempotency-Key; an SMTP client says
+nothing, so a retransmission is recognised by what it carries: the same client-written
+Message-ID, the same envelope sender and the same content (both fingerprints, text and links, so
+a different message that reuses a Message-ID, as badly written tools do, is never taken for a
+copy). A copy is looked up per recipient, inside the recipient's lock, among the deliveries
+accepted within `smtp.resend_window` (`Engine.decide`, a core check like the kill switch).
+
+A message without a Message-ID of its own (sendguard stamps one) is never a copy, and neither is
+a retry whose client wrote a new Message-ID: it cannot be told from a new message.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import datetime
+from typing import NamedTuple
+
+from sendguard.address import recipient_key
+from sendguard.phrasing import human_time
+from sendguard.verdict import Decision, PolicyOutcome, Verdict
+
+RESEND = "resend"
+"""The name under which the resend check appears among a delivery's policy outcomes."""
+
+_SHOWN = 200
+"""At most this much of a Message-ID is quoted in a reason (it is the client's text)."""
+
+
+class CopyQuery(NamedTuple):
+    """What to look for among a recipient's deliveries: those with `key` accepted since `since`."""
+
+    key: int
+    since: datetime
+
+
+class Copy(NamedTuple):
+    """A delivery to the recipient of an earlier copy of the message being decided."""
+
+    message_id: str
+    delivery_id: str
+    accepted_at: datetime
+
+
+def client_message_id(message_id: str | None) -> str | None:
+    """The Message-ID header's value as the client wrote it, blanks around it removed; None
+    when it wrote none (or an empty one)."""
+    if message_id is None:
+        return None
+    value = " ".join(message_id.split())
+    return value or None
+
+
+def resend_key(message_id: str, mail_from: str, content_hash: str | None, links: str | None) -> int:
+    """The key under which a message's deliveries are kept for the resend check: a 64-bit digest
+    of its client-written Message-ID, its envelope sender (compared as a recipient key: the
+    client may change a letter's case between tries, never the address) and its two content
+    fingerprints. Each part is length-prefixed, so no two different tuples share an input."""
+    digest = hashlib.sha256()
+    for part in (message_id, recipient_key(mail_from), content_hash or "", links or ""):
+        data = part.encode("utf-8", "surrogateescape")
+        digest.update(len(data).to_bytes(4, "big"))
+        digest.update(data)
+    return int.from_bytes(digest.digest()[:8], "big", signed=True)
+
+
+def resend_outcome(copy: Copy, message_id: str) -> PolicyOutcome:
+    """The drop of a retransmission, with a reason a marketer reads in the timeline."""
+    shown = message_id if len(message_id) <= _SHOWN else message_id[:_SHOWN] + "..."
+    reason = (
+        f"a copy of message {copy.message_id} (Message-ID {shown}) accepted at"
+        f" {human_time(copy.accepted_at)}: the client sent it again; not sent twice"
+    )
+    return PolicyOutcome(RESEND, Verdict.drop(reason))
+
+
+def is_resend(decision: Decision) -> bool:
+    """Whether `decision` dropped a retransmission (the SMTP client still hears `250`: its
+    first copy was accepted)."""
+    return any(o.policy == RESEND for o in decision.outcomes)
