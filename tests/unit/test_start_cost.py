@@ -4,6 +4,8 @@ hundreds of servers, and bench/start_cost.py measures each saving below."""
 from __future__ import annotations
 
 import importlib.metadata
+import subprocess
+import sys
 from collections import Counter
 from typing import Any
 
@@ -38,3 +40,20 @@ def test_the_configured_policies_are_found_in_one_read(scans: Counter[str]) -> N
 def test_the_suppression_warning_reads_the_installed_policies_once(scans: Counter[str]) -> None:
     assert "fatigue" in honouring_policies()
     assert scans["sendguard.policies"] == 1
+
+
+def modules_after(code: str) -> set[str]:
+    probe = f"import sys\n{code}\nprint('\\n'.join(sys.modules))"
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60
+    )
+    return set(done.stdout.split())
+
+
+def test_a_server_loads_neither_the_review_templates_nor_cryptography() -> None:
+    """Jinja2 is loaded by the first review page shown, cryptography by the first SendGrid
+    webhook (tests/e2e/test_review_page.py and test_esp_webhooks.py show they still work)."""
+    loaded = modules_after("import sendguard.app, sendguard.cli")
+    assert "sendguard.app" in loaded
+    lazy = ("jinja2", "aiohttp_jinja2", "cryptography")
+    assert not {name for name in loaded if name.split(".")[0] in lazy}
