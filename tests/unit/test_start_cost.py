@@ -57,3 +57,21 @@ def test_a_server_loads_neither_the_review_templates_nor_cryptography() -> None:
     assert "sendguard.app" in loaded
     lazy = ("jinja2", "aiohttp_jinja2", "cryptography")
     assert not {name for name in loaded if name.split(".")[0] in lazy}
+
+
+def test_structlog_is_imported_without_rich_which_stays_importable() -> None:
+    """rich (in the test extras through schemathesis) is not loaded by a server, whose
+    console lines print plain tracebacks either way; whoever imports it later gets it."""
+    probe = (
+        "import sys, sendguard.logs, sendguard.app\n"
+        "loaded = sorted(sys.modules)\n"
+        "import rich, structlog.dev\n"
+        "assert structlog.dev.default_exception_formatter is structlog.dev.plain_traceback\n"
+        "print('\\n'.join(loaded))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60
+    )
+    loaded = set(done.stdout.split())
+    assert "structlog" in loaded
+    assert not {name for name in loaded if name.split(".")[0] in ("rich", "pygments")}
