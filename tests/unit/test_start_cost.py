@@ -75,3 +75,18 @@ def test_structlog_is_imported_without_rich_which_stays_importable() -> None:
     loaded = set(done.stdout.split())
     assert "structlog" in loaded
     assert not {name for name in loaded if name.split(".")[0] in ("rich", "pygments")}
+
+
+def test_the_time_zone_names_are_read_for_the_openapi_document_only() -> None:
+    probe = (
+        "import zoneinfo\n"
+        "reads = []\n"
+        "real = zoneinfo.available_timezones\n"
+        "zoneinfo.available_timezones = lambda: reads.append(1) or real()\n"
+        "import sendguard.app\n"
+        "assert not reads, 'read at import'\n"
+        "from sendguard.ingress.openapi import document\n"
+        "from sendguard.ingress.routes import ROUTES\n"
+        "assert 'Europe/Berlin' in str(document(ROUTES)) and reads\n"
+    )
+    subprocess.run([sys.executable, "-c", probe], check=True, timeout=60)
