@@ -740,6 +740,7 @@ def _serve(
 
 
 def _check(config_path: Path | None) -> int:
+    from sendguard import logs  # noqa: F401, PLC0415 - first: it imports structlog (see there)
     from sendguard.config import load_config  # noqa: PLC0415
 
     try:

@@ -28,8 +28,22 @@ from datetime import UTC, datetime
 from typing import Any, Literal, TextIO
 
 import orjson
-import structlog
-from structlog.typing import EventDict, Processor, WrappedLogger
+
+# structlog imports rich (with attrs and pygments), when it is installed, for its console
+# renderer's default traceback formatter: 6 % of the instructions of a server start where
+# another tool brought rich in (the test extras do, through schemathesis and pip-audit).
+# sendguard's console lines print tracebacks as plain text whatever is installed (`configure`),
+# so the first import of structlog, which is this one when `serve` or `check-config` runs,
+# finds rich absent, as in a runtime-only install; rich stays importable for anyone else.
+_HIDE_RICH = "rich" not in sys.modules and "structlog" not in sys.modules
+if _HIDE_RICH:
+    sys.modules["rich"] = None  # type: ignore[assignment]  # None: an import raises ImportError
+try:
+    import structlog
+finally:
+    if _HIDE_RICH:
+        del sys.modules["rich"]
+from structlog.typing import EventDict, Processor, WrappedLogger  # noqa: E402 (after the above)
 
 __all__ = ["configure"]
 
@@ -248,8 +262,9 @@ def configure(level: str = "info", fmt: Literal["auto", "json", "console"] = "au
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
     renderer: list[Processor] = (
-        # The console renderer prints the traceback itself, readably, after the line.
-        [structlog.dev.ConsoleRenderer()]
+        # The console renderer prints the traceback itself, after the line, as plain text
+        # (whether rich is installed or not: see the import of structlog above).
+        [structlog.dev.ConsoleRenderer(exception_formatter=structlog.dev.plain_traceback)]
         if console
         else [
             structlog.processors.format_exc_info,

@@ -134,9 +134,10 @@ def honouring_policies() -> list[str]:
     from sendguard.policy import PolicyLoadError, installed_policies, load_policy_class  # noqa: PLC0415
 
     names = []
-    for name in sorted(installed_policies()):
+    installed = installed_policies()
+    for name in sorted(installed):
         try:
-            cls = load_policy_class(name)
+            cls = load_policy_class(name, installed)
         except PolicyLoadError:
             continue  # a broken plugin is reported where it is configured, not here
         if callable(getattr(cls, "suppressed_classes", None)):

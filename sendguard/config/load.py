@@ -32,7 +32,7 @@ from sendguard.config.models import (
 )
 from sendguard.config.routes import route_problems, route_problems_unvalidated
 from sendguard.errors import ConfigError, ConfigProblem
-from sendguard.policy import Policy, PolicyLoadError, load_policy_class
+from sendguard.policy import Policy, PolicyLoadError, installed_policies, load_policy_class
 from sendguard.secret import DEFAULT_API_TOKEN, SecretError, is_reference, resolve_secret
 from sendguard.store import open_store
 from sendguard.validation import allowed_names, field_path, problems
@@ -313,6 +313,7 @@ def _resolve_policies(
     """Load each policy's class and validate its options; append problems as found."""
     policies = []
     seen: set[str] = set()
+    installed = installed_policies()
     for position, entry in enumerate(entries):
         index = indexes[position] if indexes is not None else position
         where = f"policies[{index}]"
@@ -323,7 +324,7 @@ def _resolve_policies(
             continue
         seen.add(entry.plugin)
         try:
-            cls = load_policy_class(entry.plugin)
+            cls = load_policy_class(entry.plugin, installed)
         except PolicyLoadError as exc:
             problems.append(ConfigProblem(f"{where}.plugin", str(exc)))
             continue

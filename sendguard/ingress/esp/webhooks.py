@@ -22,13 +22,10 @@ import hmac
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 from aiohttp import web
-from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
 
 from sendguard.address import validate_address
 from sendguard.errors import InvalidAddress
@@ -38,6 +35,9 @@ from sendguard.ingress.esp.mapping import esp_config
 from sendguard.ingress.http_context import IDENTITY_KEY, api
 from sendguard.ingress.payloads import parse_json
 from sendguard.suppressions import record_events
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric import ec
 
 log = structlog.get_logger("sendguard.webhooks")
 
@@ -90,6 +90,11 @@ def _event(
 # SendGrid -------------------------------------------------------------------------------------
 def sendgrid_key(text: str) -> ec.EllipticCurvePublicKey:
     """The public key as SendGrid shows it (base64 DER), or PEM."""
+    # cryptography is imported by the first SendGrid webhook, not by every start (2 % of it).
+    from cryptography.exceptions import UnsupportedAlgorithm  # noqa: PLC0415
+    from cryptography.hazmat.primitives import serialization  # noqa: PLC0415
+    from cryptography.hazmat.primitives.asymmetric import ec  # noqa: PLC0415
+
     try:
         if "BEGIN PUBLIC KEY" in text:
             key = serialization.load_pem_public_key(text.encode())
@@ -109,6 +114,10 @@ def verify_sendgrid(key_text: str | None, headers: Any, body: bytes) -> None:
     signature, timestamp = headers.get(SENDGRID_SIGNATURE), headers.get(SENDGRID_TIMESTAMP)
     if not signature or not timestamp:
         raise Unauthorized(f"{SENDGRID_SIGNATURE} and {SENDGRID_TIMESTAMP} are required")
+    from cryptography.exceptions import InvalidSignature  # noqa: PLC0415 (see sendgrid_key)
+    from cryptography.hazmat.primitives import hashes  # noqa: PLC0415
+    from cryptography.hazmat.primitives.asymmetric import ec  # noqa: PLC0415
+
     try:
         raw_signature = base64.b64decode(signature, validate=True)
         sendgrid_key(key_text).verify(
