@@ -125,6 +125,7 @@ class Replay:
             config.headers.sources(),
             on_queued=lambda: None,
             host_name=config.smtp.hostname or "simulate.invalid",
+            resend_window=config.smtp.resend_window,
         )
         replayed: dict[str, Replayed] = {}  # by scratch delivery id
         scratch_ids: dict[str, str] = {}  # source message id -> scratch message id
@@ -139,6 +140,8 @@ class Replay:
                     item.recipients,
                     "simulate",
                     fingerprint=item.fingerprint if cache is not None else None,
+                    # An SMTP client's retransmission is dropped in the replay as it was.
+                    resend=item.ingress == "smtp",
                 )
                 if cache is not None:
                     self._forwarded.extend(

@@ -58,6 +58,9 @@ class RecordedMessage:
     """The content's fingerprints (`content_hash`, link targets) as recorded, so the replay
     need not parse and hash the content again; None (a file, a message stored before schema
     14) has them taken from the content."""
+    ingress: str | None = None
+    """The ingress it arrived by, when the source knows it (the store does): a replayed SMTP
+    message is checked for retransmissions as it was (sendguard/resend.py)."""
 
 
 @dataclass(frozen=True)
@@ -280,6 +283,7 @@ async def read_store(store: Store, since: datetime, until: datetime) -> list[Rec
                     if message.content_hash is not None and message.links is not None
                     else None
                 ),
+                ingress=message.ingress,
             )
         )
     for recipient in sorted({recipient_key(d.recipient) for d in deliveries}):

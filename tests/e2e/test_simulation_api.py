@@ -90,6 +90,26 @@ def test_a_simulation_reports_what_a_cap_would_have_delayed(sendguard: Start) ->
 
 
 @pytest.mark.both_backends
+def test_a_retransmission_dropped_then_is_dropped_in_the_replay(sendguard: Start) -> None:
+    """An SMTP client's second copy was dropped (sendguard/resend.py): replayed through the
+    same policies, nothing differs. Before, the replay accepted the copy as a new message and
+    reported "then drop, would forward" for a change no config made."""
+    proc = sendguard(policies=[])
+    copy = message(subject="receipt")
+    first = send(proc, ["ann@example.org"], copy)
+    again = send(proc, ["ann@example.org"], copy)
+    proc.wait_states({"ann@example.org": "sent"}, first)
+    proc.wait_states({"ann@example.org": "dropped"}, again)
+
+    status, started = proc.call("POST", "/v1/simulations", {"config": "policies: []\n"})
+    assert status == 202, started
+    done = wait_finished(proc, started["id"])
+    assert done["status"] == "done", done
+    assert done["report"]["deliveries"] == 2
+    assert done["report"]["changed"] == 0, done["report"]["changes"]
+
+
+@pytest.mark.both_backends
 def test_an_invalid_candidate_is_refused_with_field_paths(sendguard: Start) -> None:
     proc = sendguard()
     bad = {"policies": [{"plugin": "frequency", "options": {"caps": [{"limit": 0}]}}]}
