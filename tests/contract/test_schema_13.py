@@ -21,7 +21,7 @@ from sendguard.store.postgres import PostgresStore
 from sendguard.store.postgres_schema import MIGRATIONS as PG_MIGRATIONS
 from sendguard.store.sqlite import SQLiteStore
 from sendguard.store.sqlite_schema import MIGRATIONS
-from tests.support.postgres import DSN, drop_schema, new_schema, reachable
+from tests.support.postgres import DSN, drop_schema, postgres_at_version
 
 T0 = datetime(2026, 5, 4, 9, 0, tzinfo=UTC)
 DUE = T0 + timedelta(hours=2)
@@ -116,25 +116,7 @@ async def test_a_schema_12_sqlite_store_upgrades_and_keeps_its_due_delivery(
 
 @pytest.mark.postgres
 async def test_a_schema_12_postgresql_store_upgrades_and_keeps_its_due_delivery() -> None:
-    if (problem := await reachable()) is not None:
-        pytest.fail(problem)
-    schema = new_schema()
-    conn = await asyncpg.connect(DSN, server_settings={"search_path": schema})
-    try:
-        await conn.execute(f'CREATE SCHEMA "{schema}"')
-        for migration in PG_MIGRATIONS[:12]:
-            await conn.execute(migration)
-        await conn.execute("CREATE TABLE sendguard_schema (version BIGINT NOT NULL)")
-        await conn.executemany(
-            "INSERT INTO sendguard_schema VALUES ($1)", [(v,) for v in range(1, 13)]
-        )
-        for sql, args in _ROWS:
-            numbered = sql
-            for n in range(1, len(args) + 1):
-                numbered = numbered.replace("?", f"${n}", 1)
-            await conn.execute(numbered, *args)
-    finally:
-        await conn.close()
+    schema = await postgres_at_version(12, _ROWS)
     store = PostgresStore(DSN, schema=schema, pool_size=1)
     try:
         await store.open()

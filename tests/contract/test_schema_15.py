@@ -17,7 +17,7 @@ from sendguard.store.postgres import PostgresStore
 from sendguard.store.postgres_schema import MIGRATIONS as PG_MIGRATIONS
 from sendguard.store.sqlite import SQLiteStore
 from sendguard.store.sqlite_schema import MIGRATIONS
-from tests.support.postgres import DSN, drop_schema, new_schema, reachable
+from tests.support.postgres import DSN, drop_schema, postgres_at_version
 
 T0 = datetime(2026, 12, 2, 9, 0, tzinfo=UTC)
 _AUDIT = (
@@ -67,21 +67,7 @@ async def test_a_schema_14_sqlite_store_upgrades_to_keep_sign_ins(tmp_path: Path
 
 @pytest.mark.postgres
 async def test_a_schema_14_postgresql_store_upgrades_to_keep_sign_ins() -> None:
-    if (problem := await reachable()) is not None:
-        pytest.fail(problem)
-    schema = new_schema()
-    conn = await asyncpg.connect(DSN, server_settings={"search_path": schema})
-    try:
-        await conn.execute(f'CREATE SCHEMA "{schema}"')
-        for migration in PG_MIGRATIONS[:14]:
-            await conn.execute(migration)
-        await conn.execute("CREATE TABLE sendguard_schema (version BIGINT NOT NULL)")
-        await conn.executemany(
-            "INSERT INTO sendguard_schema VALUES ($1)", [(v,) for v in range(1, 15)]
-        )
-        await conn.execute(_AUDIT)
-    finally:
-        await conn.close()
+    schema = await postgres_at_version(14, [(_AUDIT, ())])
     store = PostgresStore(DSN, schema=schema, pool_size=2)
     try:
         await store.open()

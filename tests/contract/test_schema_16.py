@@ -19,7 +19,7 @@ from sendguard.store.sqlite import SQLiteStore
 from sendguard.store.sqlite_schema import MIGRATIONS
 from tests.contract.test_earlier_copies import add_keyed
 from tests.contract.test_store import T0
-from tests.support.postgres import DSN, drop_schema, new_schema, reachable
+from tests.support.postgres import DSN, drop_schema, postgres_at_version
 
 KEY = 4711
 _MESSAGE = (
@@ -73,22 +73,13 @@ async def test_a_schema_15_sqlite_store_upgrades_to_find_copies(tmp_path: Path) 
 
 @pytest.mark.postgres
 async def test_a_schema_15_postgresql_store_upgrades_to_find_copies() -> None:
-    if (problem := await reachable()) is not None:
-        pytest.fail(problem)
-    schema = new_schema()
-    conn = await asyncpg.connect(DSN, server_settings={"search_path": schema})
-    try:
-        await conn.execute(f'CREATE SCHEMA "{schema}"')
-        for migration in PG_MIGRATIONS[:15]:
-            await conn.execute(migration)
-        await conn.execute("CREATE TABLE sendguard_schema (version BIGINT NOT NULL)")
-        await conn.executemany(
-            "INSERT INTO sendguard_schema VALUES ($1)", [(v,) for v in range(1, 16)]
-        )
-        await conn.execute(_MESSAGE.format(at=_AT).replace("'x')", "'x'::bytea)"))
-        await conn.execute(_DELIVERY.format(at=_AT))
-    finally:
-        await conn.close()
+    schema = await postgres_at_version(
+        15,
+        [
+            (_MESSAGE.format(at=_AT).replace("'x')", "'x'::bytea)"), ()),
+            (_DELIVERY.format(at=_AT), ()),
+        ],
+    )
     store = PostgresStore(DSN, schema=schema, pool_size=2)
     try:
         await store.open()

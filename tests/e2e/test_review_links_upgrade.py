@@ -11,7 +11,6 @@ from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import asyncpg
 import pytest
 
 from sendguard.clock import to_micros
@@ -19,11 +18,10 @@ from sendguard.content import content_hash
 from sendguard.fields import SendguardFields
 from sendguard.headers import Headers, header_end
 from sendguard.store import codec
-from sendguard.store.postgres_schema import MIGRATIONS as PG_MIGRATIONS
 from sendguard.store.sqlite_schema import MIGRATIONS
 from tests.e2e.test_review_bound import reason
 from tests.e2e.test_review_links import html_content, page, smtp_html
-from tests.support.postgres import DSN, drop_schema_sync, new_schema
+from tests.support.postgres import drop_schema_sync, postgres_at_version
 from tests.support.process import SendguardProcess
 from tests.support.sink import Sink
 
@@ -88,25 +86,6 @@ def sqlite_schema_13(path: Any) -> None:
     conn.close()
 
 
-async def postgres_schema_13(schema: str) -> None:
-    conn = await asyncpg.connect(DSN, server_settings={"search_path": schema})
-    try:
-        await conn.execute(f'CREATE SCHEMA "{schema}"')
-        for migration in PG_MIGRATIONS[:13]:
-            await conn.execute(migration)
-        await conn.execute("CREATE TABLE sendguard_schema (version BIGINT NOT NULL)")
-        await conn.executemany(
-            "INSERT INTO sendguard_schema VALUES ($1)", [(v,) for v in range(1, 14)]
-        )
-        for sql, args in schema_13_rows():
-            numbered = sql
-            for n in range(1, len(args) + 1):
-                numbered = numbered.replace("?", f"${n}", 1)
-            await conn.execute(numbered, *args)
-    finally:
-        await conn.close()
-
-
 @pytest.fixture
 def old_schema() -> Iterator[list[str]]:
     made: list[str] = []
@@ -120,8 +99,7 @@ def test_an_approval_from_before_links_were_recorded_still_covers_its_text(
 ) -> None:
     policies = [{"plugin": "human_hold"}]
     if backend == "postgres":
-        old_schema.append(new_schema())
-        asyncio.run(postgres_schema_13(old_schema[-1]))
+        old_schema.append(asyncio.run(postgres_at_version(13, schema_13_rows())))
         proc = sendguard(policies=policies, store={"schema": old_schema[-1]})
     else:
         sqlite_schema_13(tmp_path / "var" / "sendguard.db")

@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 import os
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 
 import asyncpg
 import pytest
 
-from sendguard.store.postgres import PostgresStore, scratch_dsn
+from sendguard.store.postgres import PostgresStore, numbered, scratch_dsn
+from sendguard.store.postgres_schema import MIGRATIONS
 
 # The same server the PostgreSQL backend's scratch stores use (the contract suite).
 DSN = scratch_dsn(os.environ)
@@ -56,3 +57,29 @@ async def open_store(pool_size: int) -> AsyncIterator[PostgresStore]:
     finally:
         await opened.close()
         await drop_schema(schema)
+
+
+async def postgres_at_version(
+    version: int, rows: Sequence[tuple[str, Sequence[object]]] = ()
+) -> str:
+    """A fresh schema of the server made by the first `version` PostgreSQL migrations, as a
+    sendguard of that schema left it (its version table included), with `rows` written (SQL
+    with `?` placeholders and their arguments): the start of an upgrade test. Returns its name;
+    the caller drops it."""
+    if (problem := await reachable()) is not None:
+        pytest.fail(problem)
+    schema = new_schema()
+    conn = await asyncpg.connect(DSN, server_settings={"search_path": schema})
+    try:
+        await conn.execute(f'CREATE SCHEMA "{schema}"')
+        for migration in MIGRATIONS[:version]:
+            await conn.execute(migration)
+        await conn.execute("CREATE TABLE sendguard_schema (version BIGINT NOT NULL)")
+        await conn.executemany(
+            "INSERT INTO sendguard_schema VALUES ($1)", [(v,) for v in range(1, version + 1)]
+        )
+        for sql, args in rows:
+            await conn.execute(numbered(sql), *args)
+    finally:
+        await conn.close()
+    return schema
