@@ -335,13 +335,16 @@ def test_notifications_behind_a_proxy_without_public_url_are_warned_about(
 
 
 def warnings_of(proc: SendguardProcess) -> list[str]:
-    """The settings the log warned about at the start of `proc` (by its listen address)."""
+    """The settings the log warned about at the start of `proc` (by its listen address), each
+    once: under `serve --workers N` every worker logs its start (make test-workers)."""
     listen = proc.config["http"]["listen"]
-    return [
-        e["event"].split(" ")[0]
-        for e in proc.log_events()
-        if e.get("level") == "warning" and e.get("listen") == listen
-    ]
+    return sorted(
+        {
+            e["event"].split(" ")[0]
+            for e in proc.log_events()
+            if e.get("level") == "warning" and e.get("listen") == listen
+        }
+    )
 
 
 def test_a_message_sent_through_the_proxy_names_its_client_in_received(
