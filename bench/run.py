@@ -590,9 +590,14 @@ def median_rate(
     runs = [
         throughput(sink, port, messages or MESSAGES, size, reuse, processes) for _ in range(RUNS)
     ]
+    return summary(runs, processes is not None)
+
+
+def summary(runs: list[dict[str, Any]], counted: bool) -> dict[str, Any]:
+    """The median rate of `runs`; when their CPU was `counted`, the CPU ms per message over all."""
     rates = [r["rate"] for r in runs]
     received = sum(r["received"] for r in runs)
-    cpu = sum(r["cpu_seconds"] or 0.0 for r in runs) if processes else None
+    cpu = sum(r["cpu_seconds"] or 0.0 for r in runs) if counted else None
     return {
         "median": statistics.median(rates),
         "runs": runs,
@@ -601,7 +606,7 @@ def median_rate(
         "cpu_ms_runs": [
             round((r["cpu_seconds"] or 0.0) / max(1, r["received"]) * 1000, 3) for r in runs
         ]
-        if processes
+        if counted
         else None,
     }
 
@@ -1023,6 +1028,10 @@ def machine_info() -> dict[str, Any]:
 def bench_throughput(report: Report, sink: Sink, work: Path) -> Rate:
     """Every contestant in both connection modes (2 KB), and at 100 KB; CPU per message.
 
+    Every contestant is started first, then the runs take turns: each round runs every
+    contestant once (the next round in the reverse order: A B C, C B A, ...), so that a
+    machine whose speed drifts over the minutes of the section moves every contestant's
+    figures alike and the ratios of the targets compare runs of the same minutes.
     Returns the median rate of each contestant and mode."""
     table: dict[str, dict[str, Any]] = {}
     large: dict[str, dict[str, Any]] = {}
@@ -1033,35 +1042,56 @@ def bench_throughput(report: Report, sink: Sink, work: Path) -> Rate:
         lambda: start_sendguard(work / "sg-sqlite", sink),
         lambda: start_sendguard(work / "sg-sqlite-2", sink, name=SENDGUARD_2, workers=2),
     ]
-    for make in contestants:
-        try:
-            contestant = make()
-        except (OSError, RuntimeError, subprocess.SubprocessError) as exc:
-            report.notes.append(f"a contestant did not start: {exc}")
-            print(f"  not started: {exc}", flush=True)
-            continue
-        with running(contestant):
-            print(f"{contestant.name}:", flush=True)
-            table[contestant.name] = {}
-            holds = hold_decisions(contestant.http) if contestant.http else 0.0
-            processes = contestant.processes if contestant.pid is not None else None
-            for mode, reuse in MODES.items():
-                result = median_rate(sink, contestant.port, reuse, processes=processes)
-                table[contestant.name][mode] = result
+    with contextlib.ExitStack() as stack:
+        started: list[Contestant] = []
+        for make in contestants:
+            try:
+                contestant = make()
+            except (OSError, RuntimeError, subprocess.SubprocessError) as exc:
+                report.notes.append(f"a contestant did not start: {exc}")
+                print(f"  not started: {exc}", flush=True)
+                continue
+            stack.enter_context(running(contestant))
+            started.append(contestant)
+        holds = {c.name: hold_decisions(c.http) for c in started if c.http}
+
+        def counted(contestant: Contestant) -> Processes | None:
+            return contestant.processes if contestant.pid is not None else None
+
+        for mode, reuse in MODES.items():
+            runs: dict[str, list[dict[str, Any]]] = {c.name: [] for c in started}
+            for round_ in range(RUNS):
+                for contestant in started if round_ % 2 == 0 else started[::-1]:
+                    runs[contestant.name].append(
+                        throughput(
+                            sink, contestant.port, MESSAGES, SMALL, reuse, counted(contestant)
+                        )
+                    )
+            for contestant in started:
+                result = summary(runs[contestant.name], counted(contestant) is not None)
+                table.setdefault(contestant.name, {})[mode] = result
                 spent = f", {result['cpu_ms']:.2f} ms CPU per message" if result["cpu_ms"] else ""
                 print(
-                    f"  {mode}: {result['median']:.0f} msg/s"
+                    f"{contestant.name}, {mode}: {result['median']:.0f} msg/s"
                     f" (runs: {', '.join(str(r['rate']) for r in result['runs'])}){spent}"
                     f"{'' if result['ok'] else ' (FAILED RUN: lost or doubled)'}",
                     flush=True,
                 )
+        for contestant in started:
             if contestant.name == "bare relay" or contestant.name in SENDGUARDS:
                 large[contestant.name] = result = throughput(
-                    sink, contestant.port, LARGE_MESSAGES, LARGE, reuse=True, processes=processes
+                    sink,
+                    contestant.port,
+                    LARGE_MESSAGES,
+                    LARGE,
+                    reuse=True,
+                    processes=counted(contestant),
                 )
-                print(f"  100 KB (-d): {result['rate']:.0f} msg/s", flush=True)
+                print(f"{contestant.name}, 100 KB (-d): {result['rate']:.0f} msg/s", flush=True)
+        for contestant in started:
             if contestant.http:
-                check_not_held(report, contestant, holds)
+                print(f"{contestant.name}:", flush=True)
+                check_not_held(report, contestant, holds[contestant.name])
     report.results["throughput"] = table
     report.results["large_100k"] = large
 
