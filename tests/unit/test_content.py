@@ -414,7 +414,11 @@ def test_greetings_are_dropped_as_the_multiline_pattern_drops_them(text: str) ->
 @settings(max_examples=500, deadline=None)
 @given(
     text=st.lists(
-        GREETING_PIECES | st.characters(max_codepoint=127) | st.characters(), max_size=60
+        GREETING_PIECES
+        | st.sampled_from(["\r\n", "\r\n\r\n", " \r\n", "\r\r\n"])
+        | st.characters(max_codepoint=127)
+        | st.characters(),
+        max_size=60,
     ).map("".join)
 )
 def test_one_spacing_is_splitting_and_joining(text: str) -> None:
