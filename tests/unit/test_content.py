@@ -399,10 +399,25 @@ def test_normalise_spaces_as_the_regular_expression_did(subject: str, text: str)
 GREETING_PIECES = st.sampled_from(
     [
         *("hi", "Hello", "HEY", "dear", "Good morning", "liebes", "Bonjour", "hola"),
+        *("hallo", "Good evening", "LIEBER", "hey", "Dear"),
         *("\u0130", "\u017f"),  # what IGNORECASE also takes for `i` and `s`
         *("\n", "\r\n", " ", "\t", "\x0b", "\x1c", "\x85", "\xa0", "\u2028", ",", ":", "!", "Ann"),
     ]
 )
+
+
+def test_every_greeting_word_passes_the_first_letter_lookahead() -> None:
+    # `_BROKEN_GREETING` looks ahead for the words' first letters: a word added to
+    # `_GREETING_WORDS` with another first letter must be added to that class too.
+    # Every alternative of `_GREETING_WORDS` (a new one belongs here too).
+    words = ["hi", "hello", "hey", "dear", "good morning", "good afternoon", "good evening"]
+    words += ["hallo", "liebe", "lieber", "liebes", "bonjour", "hola"]
+    assert len(re.findall(r"\|", content._GREETING_WORDS)) == 10  # the alternatives' bars
+    for word in words:
+        text = f"Intro\n  {word.title()} Ann, the offer\nMore"
+        assert content._drop_greetings(text) == content._GREETING.sub("", text), word
+        assert content._GREETING.search(text) is not None, word
+        assert "Ann" not in content._drop_greetings(text), word
 
 
 @settings(max_examples=500, deadline=None)
