@@ -338,7 +338,7 @@ class Intake:
         )
         message, content = prepared.message, prepared.content
         structlog.contextvars.bind_contextvars(message_id=message.id)
-        copies = self._copies(message) if resend else None
+        copies = self._copies(message, content) if resend else None
         async with self._store.lock_recipients(
             message.recipients, campaign=message.fields.campaign
         ):
@@ -363,16 +363,17 @@ class Intake:
         log.info("accepted", ingress=ingress, recipients=len(decided), size=message.size)
         return Accepted(message, tuple(decided))
 
-    def _copies(self, message: Message) -> CopyQuery | None:
-        """What the resend check looks for when `message`'s client sends it again: its key and
-        how far back; None when the check is off or the client wrote no Message-ID (the one
-        sendguard stamps is new every time)."""
+    def _copies(self, message: Message, content: bytes) -> CopyQuery | None:
+        """What the resend check looks for when `message` (whose stored form is `content`)
+        is sent again by its client: its key and how far back; None when the check is off or
+        the client wrote no Message-ID (the one sendguard stamps is new every time)."""
         if not self._resend_window:
             return None
         message_id = client_message_id(message.headers.get("Message-ID"))
         if message_id is None:
             return None
-        key = resend_key(message_id, message.mail_from, message.content_hash, message.links)
+        body = memoryview(content)[header_end(content) :]  # stamping changed headers only
+        key = resend_key(message_id, message.mail_from, message.content_hash, message.links, body)
         return CopyQuery(key, message.received_at - self._resend_window)
 
     async def _decide(

@@ -167,3 +167,46 @@ def test_copies_sent_at_once_over_several_connections_reach_the_recipient_once(
     assert len(sink.received) == 1
     states = sorted(proc.states(r.decode().rsplit(" ", 1)[1])["jo@example.org"] for _, r in replies)
     assert states == ["dropped"] * (len(clients) - 1) + ["sent"]
+
+
+@pytest.mark.parametrize(
+    ("first", "second"),
+    [
+        # A sign-in link mailed again: its token is in the path or the query, the host the same.
+        (
+            b"Sign in: https://app.example/login?token=AAAA1111",
+            b"Sign in: https://app.example/login?token=BBBB2222",
+        ),
+        (
+            b'<a href="https://app.example/reset/AAAA1111">Reset</a>',
+            b'<a href="https://app.example/reset/BBBB2222">Reset</a>',
+        ),
+        # A code that differs in letter case only.
+        (b"Your code: xkcd", b"Your code: XKCD"),
+    ],
+)
+def test_a_message_that_reuses_a_message_id_with_another_link_or_code_is_sent(
+    sendguard: Start, sink: Sink, first: bytes, second: bytes
+) -> None:
+    # A tool that writes one Message-ID for every mail of a kind (badly, but they exist) sends
+    # a new sign-in link: the text fingerprint reads a URL as [link] and is blind to case, the
+    # link fingerprint keeps hosts only; a retransmission is the same bytes, this is not.
+    proc = sendguard()
+    kind = "text/html" if first.startswith(b"<") else "text/plain"
+
+    def mail(body: bytes) -> bytes:
+        return (
+            b"From: app@example.com\r\nTo: kim@example.org\r\nSubject: Sign in\r\n"
+            b"Message-ID: <sign-in@app.example>\r\nContent-Type: "
+            + kind.encode()
+            + b"\r\n\r\n"
+            + body
+            + b"\r\n"
+        )
+
+    send(proc, ["kim@example.org"], mail(first))
+    other = send(proc, ["kim@example.org"], mail(second))
+    proc.wait_states({"kim@example.org": "sent"}, other)
+    got = sink.wait_for(2)
+    assert len(got) == 2
+    assert second in got[1].content

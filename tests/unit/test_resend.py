@@ -41,8 +41,10 @@ def test_the_key_changes_with_each_part_and_only_with_them() -> None:
         resend_key("<a@x>", "shop@example.com", "h2", "l"),
         resend_key("<a@x>", "shop@example.com", "h", "l2"),
         resend_key("<a@x>", "", "h", "l"),  # the null sender
+        resend_key("<a@x>", "shop@example.com", "h", "l", b"?token=2"),  # the body
     }
-    assert key not in others and len(others) == 5
+    assert key not in others and len(others) == 6
+    assert resend_key("<a@x>", "", "h", "l", b"x") == resend_key("<a@x>", "", "h", "l", b"x")
     # Parts are kept apart: moving a character from one to the next is another key.
     assert resend_key("<a@x>", "", "ab", "c") != resend_key("<a@x>", "", "a", "bc")
     assert -(2**63) <= key < 2**63  # fits SQLite's INTEGER and PostgreSQL's BIGINT
