@@ -130,14 +130,20 @@ _BULK_PRECEDENCE = frozenset({"bulk", "list", "junk"})
 def _bulk(headers: Headers) -> bool:
     """Whether a message carries the marks of mail sent to a list: `List-Unsubscribe`
     (RFC 2369, RFC 8058's one-click `List-Unsubscribe-Post`) or `Precedence: bulk | list |
-    junk`. A bounce (RFC 3464) or an auto-reply (RFC 3834) carries neither: an auto-responder
-    must not answer such mail, and nobody unsubscribes from a DSN."""
+    junk` on a message that says it is not automatic. A bounce (RFC 3464) carries neither,
+    and nobody unsubscribes from a DSN; an auto-reply (RFC 3834: `Auto-Submitted` other than
+    `no`) often carries `Precedence: bulk` or `junk` (Sieve vacation, vacation(1)) so that no
+    other responder answers it, which makes it no newsletter."""
     if headers.get("List-Unsubscribe") is not None:
         return True
     if headers.get("List-Unsubscribe-Post") is not None:
         return True
     precedence = headers.get("Precedence")
-    return precedence is not None and precedence.strip().lower() in _BULK_PRECEDENCE
+    if precedence is None or precedence.strip().lower() not in _BULK_PRECEDENCE:
+        return False
+    submitted = headers.get("Auto-Submitted")
+    # Its keyword before any comment: `auto-replied (vacation)`, `no (a person wrote it)`.
+    return submitted is None or submitted.partition("(")[0].strip().lower() == "no"
 
 
 class Intake:
