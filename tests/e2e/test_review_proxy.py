@@ -6,11 +6,8 @@ set it up (`http.trusted_proxies`)."""
 from __future__ import annotations
 
 import http.client
-import os
 import re
-import shutil
 import ssl
-import tempfile
 import urllib.parse
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -19,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.test_review_page import HOLD, USERS, wait_for
+from tests.e2e.test_review_page import HOLD, USERS, chromium, wait_for
 from tests.support.nginx import LISTEN_ADDRESS, PROXY_ADDRESS, Nginx, require_nginx
 from tests.support.process import TOKEN, SendguardProcess
 from tests.support.sink import Sink
@@ -245,33 +242,7 @@ def test_public_url_names_the_origin_when_the_proxy_passes_neither_scheme_nor_ho
 @pytest.fixture
 def browser() -> Iterator[Any]:
     """Headless Chromium that accepts the proxy's self-signed certificate."""
-    chromium, driver = shutil.which("chromium"), shutil.which("chromedriver")
-    if not (chromium and driver):
-        message = "needs Debian's chromium and chromium-driver (.ci/run installs them)"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    from selenium import webdriver  # noqa: PLC0415 - only when a browser is there
-    from selenium.webdriver.chrome.service import Service  # noqa: PLC0415
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = chromium
-    with tempfile.TemporaryDirectory() as profile:
-        for arg in (
-            "--headless=new",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-dev-shm-usage",
-            "--disable-background-networking",
-            "--ignore-certificate-errors",
-            f"--user-data-dir={profile}",
-            "--window-size=1280,900",
-        ):
-            options.add_argument(arg)
-        chrome = webdriver.Chrome(options=options, service=Service(driver))
-        chrome.set_page_load_timeout(30)
-        yield chrome
-        chrome.quit()
+    yield from chromium("--ignore-certificate-errors")
 
 
 def test_a_reviewer_signs_in_and_approves_through_the_proxy_in_chromium(
