@@ -137,6 +137,26 @@ def held_html(counter: Counter) -> str:
     )
 
 
+def hold_plain(
+    proc: SendguardProcess, to: str = "ann@example.org", campaign: str = "spring-sale"
+) -> str:
+    """A message of `campaign` (plain text, no remote content) held for review by `HOLD`; its
+    delivery's id."""
+    status, answer = proc.call(
+        "POST",
+        "/v1/messages",
+        {
+            "from": "news@shop.example",
+            "to": [to],
+            "subject": "Spring sale",
+            "text": "Everything is 30% off.",
+            "campaign": campaign,
+        },
+    )
+    assert status == 202 and answer["deliveries"][0]["state"] == "held", answer
+    return str(answer["deliveries"][0]["id"])
+
+
 def send_held(proc: SendguardProcess, to: str, counter: Counter, subject: str) -> str:
     status, answer = proc.call(
         "POST",

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.test_review_page import HOLD, USERS, chromium, wait_for
+from tests.e2e.test_review_page import HOLD, USERS, chromium, hold_plain, wait_for
 from tests.support.nginx import LISTEN_ADDRESS, PROXY_ADDRESS, Nginx, require_nginx
 from tests.support.process import TOKEN, SendguardProcess
 from tests.support.sink import Sink
@@ -251,8 +251,8 @@ def test_a_reviewer_signs_in_and_approves_through_the_proxy_in_chromium(
     from selenium.webdriver.common.by import By  # noqa: PLC0415
 
     proc, proxy = behind_nginx(policies=HOLD, review={"users": USERS}, http=TRUSTED)
-    send_held_plain(proc, "ann@example.org")
-    send_held_plain(proc, "ben@example.org")
+    hold_plain(proc, "ann@example.org")
+    hold_plain(proc, "ben@example.org")
 
     browser.get(proxy.origin + "/review")
     assert browser.current_url == proxy.origin + "/review/login"
@@ -272,23 +272,6 @@ def test_a_reviewer_signs_in_and_approves_through_the_proxy_in_chromium(
     assert status == 200
     entry = answer["entries"][0]
     assert (entry["actor"], entry["action"]) == ("ana", "approve-campaign")
-
-
-def send_held_plain(proc: SendguardProcess, to: str) -> str:
-    """A held message of the spring-sale campaign (no remote content)."""
-    status, answer = proc.call(
-        "POST",
-        "/v1/messages",
-        {
-            "from": "news@shop.example",
-            "to": [to],
-            "subject": "Spring sale",
-            "text": "Everything is 30% off.",
-            "campaign": "spring-sale",
-        },
-    )
-    assert status == 202 and answer["deliveries"][0]["state"] == "held", answer
-    return str(answer["deliveries"][0]["id"])
 
 
 def test_notifications_behind_a_proxy_without_public_url_are_warned_about(
