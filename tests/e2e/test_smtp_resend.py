@@ -210,3 +210,21 @@ def test_a_message_that_reuses_a_message_id_with_another_link_or_code_is_sent(
     got = sink.wait_for(2)
     assert len(got) == 2
     assert second in got[1].content
+
+
+def test_a_copy_of_a_message_whose_delivery_failed_is_sent(sendguard: Start, sink: Sink) -> None:
+    # The first copy reached nobody (the upstream refused it for good); the client sending it
+    # again is no double, and dropping it as a retransmission lost the mail while the client
+    # heard 250 twice.
+    proc = sendguard()
+    sink.script(["554 5.7.1 Rejected for now"])
+    first = send(proc, ["liv@example.org"], ORDER)
+    proc.wait_states({"liv@example.org": "failed"}, first)
+    again = send(proc, ["liv@example.org"], ORDER)
+    proc.wait_states({"liv@example.org": "sent"}, again)
+    assert len(sink.wait_for(1)) == 1
+    # That delivered copy is the one a further retransmission is a copy of.
+    third = send(proc, ["liv@example.org"], ORDER)
+    assert str(_drop(proc, third, "liv@example.org")["reason"]).startswith(
+        f"resend: a copy of message {again} "
+    )
