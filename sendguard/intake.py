@@ -130,14 +130,20 @@ _BULK_PRECEDENCE = frozenset({"bulk", "list", "junk"})
 def _bulk(headers: Headers) -> bool:
     """Whether a message carries the marks of mail sent to a list: `List-Unsubscribe`
     (RFC 2369, RFC 8058's one-click `List-Unsubscribe-Post`) or `Precedence: bulk | list |
-    junk`. A bounce (RFC 3464) or an auto-reply (RFC 3834) carries neither: an auto-responder
-    must not answer such mail, and nobody unsubscribes from a DSN."""
+    junk` on a message that says it is not automatic. A bounce (RFC 3464) carries neither,
+    and nobody unsubscribes from a DSN; an auto-reply (RFC 3834: `Auto-Submitted` other than
+    `no`) often carries `Precedence: bulk` or `junk` (Sieve vacation, vacation(1)) so that no
+    other responder answers it, which makes it no newsletter."""
     if headers.get("List-Unsubscribe") is not None:
         return True
     if headers.get("List-Unsubscribe-Post") is not None:
         return True
     precedence = headers.get("Precedence")
-    return precedence is not None and precedence.strip().lower() in _BULK_PRECEDENCE
+    if precedence is None or precedence.strip().lower() not in _BULK_PRECEDENCE:
+        return False
+    submitted = headers.get("Auto-Submitted")
+    # Its keyword before any comment: `auto-replied (vacation)`, `no (a person wrote it)`.
+    return submitted is None or submitted.partition("(")[0].strip().lower() == "no"
 
 
 class Intake:
@@ -338,7 +344,7 @@ class Intake:
         )
         message, content = prepared.message, prepared.content
         structlog.contextvars.bind_contextvars(message_id=message.id)
-        copies = self._copies(message) if resend else None
+        copies = self._copies(message, content) if resend else None
         async with self._store.lock_recipients(
             message.recipients, campaign=message.fields.campaign
         ):
@@ -363,16 +369,17 @@ class Intake:
         log.info("accepted", ingress=ingress, recipients=len(decided), size=message.size)
         return Accepted(message, tuple(decided))
 
-    def _copies(self, message: Message) -> CopyQuery | None:
-        """What the resend check looks for when `message`'s client sends it again: its key and
-        how far back; None when the check is off or the client wrote no Message-ID (the one
-        sendguard stamps is new every time)."""
+    def _copies(self, message: Message, content: bytes) -> CopyQuery | None:
+        """What the resend check looks for when `message` (whose stored form is `content`)
+        is sent again by its client: its key and how far back; None when the check is off or
+        the client wrote no Message-ID (the one sendguard stamps is new every time)."""
         if not self._resend_window:
             return None
         message_id = client_message_id(message.headers.get("Message-ID"))
         if message_id is None:
             return None
-        key = resend_key(message_id, message.mail_from, message.content_hash, message.links)
+        body = memoryview(content)[header_end(content) :]  # stamping changed headers only
+        key = resend_key(message_id, message.mail_from, message.content_hash, message.links, body)
         return CopyQuery(key, message.received_at - self._resend_window)
 
     async def _decide(

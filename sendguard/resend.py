@@ -5,9 +5,11 @@ after sendguard committed) sends the message again, as RFC 5321 clients do. With
 recipient gets it twice (a transactional mail at once, a marketing one a day later when the
 frequency cap opens). HTTP clients say what a retry is with Idempotency-Key; an SMTP client says
 nothing, so a retransmission is recognised by what it carries: the same client-written
-Message-ID, the same envelope sender and the same content (both fingerprints, text and links, so
-a different message that reuses a Message-ID, as badly written tools do, is never taken for a
-copy). A copy is looked up per recipient, inside the recipient's lock, among the deliveries
+Message-ID, the same envelope sender and the same content: the body byte for byte (a client
+sends its queued copy again) and both fingerprints, text and links (the subject). A different
+message that reuses a Message-ID, as badly written tools do, is never taken for a copy: not even
+one whose only change is what the fingerprints are blind to (a sign-in link's token, a code's
+letter case). A copy is looked up per recipient, inside the recipient's lock, among the deliveries
 accepted within `smtp.resend_window` (`Engine.decide`, a core check like the kill switch).
 
 A message without a Message-ID of its own (sendguard stamps one) is never a copy, and neither is
@@ -17,6 +19,7 @@ a retry whose client wrote a new Message-ID: it cannot be told from a new messag
 from __future__ import annotations
 
 import hashlib
+import zlib
 from datetime import datetime
 from typing import NamedTuple
 
@@ -55,16 +58,29 @@ def client_message_id(message_id: str | None) -> str | None:
     return value or None
 
 
-def resend_key(message_id: str, mail_from: str, content_hash: str | None, links: str | None) -> int:
+def resend_key(
+    message_id: str,
+    mail_from: str,
+    content_hash: str | None,
+    links: str | None,
+    body: bytes | memoryview = b"",
+) -> int:
     """The key under which a message's deliveries are kept for the resend check: a 64-bit digest
     of its client-written Message-ID, its envelope sender (compared as a recipient key: the
-    client may change a letter's case between tries, never the address) and its two content
-    fingerprints. Each part is length-prefixed, so no two different tuples share an input."""
+    client may change a letter's case between tries, never the address), its two content
+    fingerprints and its body (the bytes after the header block: the fingerprints are blind to
+    a URL's path and query and to letter case, which tell a new sign-in link or code from the
+    last). Each part is length-prefixed, so no two different tuples share an input. The body
+    counts by its length and CRC-32: what tells a resent body from a changed one among
+    messages alike in all else, at a seventh of the instructions of hashing it with SHA-256
+    (some 7,000 for the bench's 2 KB newsletter, against 48,000)."""
     digest = hashlib.sha256()
     for part in (message_id, recipient_key(mail_from), content_hash or "", links or ""):
         data = part.encode("utf-8", "surrogateescape")
         digest.update(len(data).to_bytes(4, "big"))
         digest.update(data)
+    digest.update(len(body).to_bytes(8, "big"))
+    digest.update(zlib.crc32(body).to_bytes(4, "big"))
     return int.from_bytes(digest.digest()[:8], "big", signed=True)
 
 

@@ -131,7 +131,13 @@ def _default_networks() -> list[IPNetwork]:
 
 
 def _zero_is_off(value: Any) -> Any:
-    """`0` (no unit) for a duration that 0 turns off, as people write it."""
+    """`0` (no unit) for a duration that 0 turns off, as people write it; `off`, `no`, `on`
+    and the other words YAML reads as booleans are refused saying what to write."""
+    if isinstance(value, bool):
+        # pydantic reports a ValueError as the key's problem (a TypeError would escape it).
+        raise ValueError(  # noqa: TRY004
+            _RESEND_WINDOW_RANGE + " (YAML reads off/on, no/yes, false/true as a boolean)"
+        )
     return timedelta(0) if isinstance(value, int | str) and str(value).strip() == "0" else value
 
 
@@ -139,6 +145,7 @@ ResendWindow = Annotated[Duration, BeforeValidator(_zero_is_off)]
 """`smtp.resend_window`: a duration, or 0 (off)."""
 MIN_RESEND_WINDOW = timedelta(minutes=1)
 MAX_RESEND_WINDOW = timedelta(days=30)
+_RESEND_WINDOW_RANGE = "set 0 to turn the resend check off, or a window between 1m and 30d"
 
 
 class SmtpOptions(Strict):
@@ -175,8 +182,8 @@ class SmtpOptions(Strict):
     def _resend_window(cls, value: timedelta) -> timedelta:
         if value and not MIN_RESEND_WINDOW <= value <= MAX_RESEND_WINDOW:
             raise ValueError(
-                "set 0 to turn the resend check off, or a window between 1m and 30d: a client"
-                " sends a message again within its queue lifetime (Postfix's default is 5d)"
+                _RESEND_WINDOW_RANGE + ": a client sends a message again within its queue"
+                " lifetime (Postfix's default is 5d)"
             )
         return value
 

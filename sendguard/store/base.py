@@ -144,9 +144,10 @@ class PolicyReads(Protocol):
 
     @abstractmethod
     async def earlier_copies(self, recipient: str, query: CopyQuery) -> Sequence[Copy]:
-        """The deliveries to `recipient` (compared as a recipient key), in any state, of
-        messages whose resend key (`NewDelivery.resend_key`) is `query.key`, created since
-        `query.since`; oldest first. What the resend check reads (sendguard/resend.py)."""
+        """The deliveries to `recipient` (compared as a recipient key), in any state but
+        `failed` (it reached nobody: a copy sent again is no double), of messages whose resend
+        key (`NewDelivery.resend_key`) is `query.key`, created since `query.since`; oldest
+        first. What the resend check reads (sendguard/resend.py)."""
 
     async def recipient_reads(
         self,

@@ -88,10 +88,11 @@ def _recipient_reads_sql(history: bool, events: bool, copies: bool = False) -> s
 
 _COPIES_SQL = (
     "SELECT message_id, id, NULL, NULL, NULL, created_at FROM deliveries"
-    " WHERE resend_key = ? AND recipient_key = ? AND created_at >= ?"
+    " WHERE resend_key = ? AND recipient_key = ? AND created_at >= ? AND state <> 'failed'"
 )
 """A recipient's deliveries of earlier copies (`earlier_copies`): one probe of
-`deliveries_resend` (the condition on `resend_key` lets both databases use the partial index)."""
+`deliveries_resend` (the condition on `resend_key` lets both databases use the partial index).
+A failed one reached nobody: the copy sent again is no double, and is judged as new."""
 
 
 _RECIPIENT_READS = {

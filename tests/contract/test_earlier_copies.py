@@ -49,11 +49,12 @@ async def test_copies_are_the_recipient_s_deliveries_with_the_key_since_the_wind
     await add_keyed(store, ("ann@example.org",), OTHER_KEY, -HOUR)  # another message
     await add_keyed(store, ("ann@example.org",), None, -HOUR)  # no key: never a copy
     await add_keyed(store, ("cy@example.org",), KEY, -HOUR)  # another person
+    await add_keyed(store, ("ann@example.org",), KEY, -HOUR, S.FAILED)  # it reached nobody
 
     query = CopyQuery(KEY, T0 - 24 * HOUR)
     copies = await store.earlier_copies("ANN@example.org", query)
 
-    # Any state (a dropped copy counts: a third try is a copy too), oldest first.
+    # Any state but failed (a dropped copy counts: a third try is a copy too), oldest first.
     assert [c.delivery_id for c in copies] == [first.id, dropped.id]
     assert copies[0] == Copy(copies[0].message_id, first.id, T0 - 2 * HOUR)
     assert too_old.id not in {c.delivery_id for c in copies}

@@ -22,6 +22,7 @@ from sendguard.store.postgres_schema import MIGRATIONS as PG_MIGRATIONS
 from sendguard.store.sqlite import SQLiteStore
 from sendguard.store.sqlite_schema import MIGRATIONS
 from tests.support.postgres import DSN, drop_schema, postgres_at_version
+from tests.support.sqlite_versions import sqlite_at_version
 
 T0 = datetime(2026, 5, 4, 9, 0, tzinfo=UTC)
 DUE = T0 + timedelta(hours=2)
@@ -77,15 +78,7 @@ async def test_a_schema_12_sqlite_store_upgrades_and_keeps_its_due_delivery(
     tmp_path: Path,
 ) -> None:
     path = tmp_path / "sendguard.db"
-    conn = sqlite3.connect(path, isolation_level=None)
-    for migration in MIGRATIONS[:12]:
-        for statement in migration.split(";"):
-            if statement.strip():
-                conn.execute(statement)
-    conn.execute("PRAGMA user_version = 12")
-    for sql, args in _ROWS:
-        conn.execute(sql, args)
-    conn.close()
+    sqlite_at_version(path, 12, _ROWS)
 
     store = SQLiteStore(path)
     with structlog.testing.capture_logs() as logs:

@@ -18,6 +18,7 @@ from sendguard.store.postgres_schema import MIGRATIONS as PG_MIGRATIONS
 from sendguard.store.sqlite import SQLiteStore
 from sendguard.store.sqlite_schema import MIGRATIONS
 from tests.support.postgres import DSN, drop_schema, postgres_at_version
+from tests.support.sqlite_versions import sqlite_at_version
 
 T0 = datetime(2026, 12, 2, 9, 0, tzinfo=UTC)
 _AUDIT = (
@@ -40,14 +41,7 @@ async def _signs_in(store: Store) -> None:
 
 async def test_a_schema_14_sqlite_store_upgrades_to_keep_sign_ins(tmp_path: Path) -> None:
     path = tmp_path / "sendguard.db"
-    conn = sqlite3.connect(path, isolation_level=None)
-    for migration in MIGRATIONS[:14]:
-        for statement in migration.split(";"):
-            if statement.strip():
-                conn.execute(statement)
-    conn.execute("PRAGMA user_version = 14")
-    conn.execute(_AUDIT)
-    conn.close()
+    sqlite_at_version(path, 14, [(_AUDIT, ())])
     store = SQLiteStore(path)
     await store.open()
     try:

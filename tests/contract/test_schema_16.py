@@ -20,6 +20,7 @@ from sendguard.store.sqlite_schema import MIGRATIONS
 from tests.contract.test_earlier_copies import add_keyed
 from tests.contract.test_store import T0
 from tests.support.postgres import DSN, drop_schema, postgres_at_version
+from tests.support.sqlite_versions import sqlite_at_version
 
 KEY = 4711
 _MESSAGE = (
@@ -46,15 +47,7 @@ async def _finds_copies(store: Store) -> None:
 
 async def test_a_schema_15_sqlite_store_upgrades_to_find_copies(tmp_path: Path) -> None:
     path = tmp_path / "sendguard.db"
-    conn = sqlite3.connect(path, isolation_level=None)
-    for migration in MIGRATIONS[:15]:
-        for statement in migration.split(";"):
-            if statement.strip():
-                conn.execute(statement)
-    conn.execute("PRAGMA user_version = 15")
-    conn.execute(_MESSAGE.format(at=_AT))
-    conn.execute(_DELIVERY.format(at=_AT))
-    conn.close()
+    sqlite_at_version(path, 15, [(_MESSAGE.format(at=_AT), ()), (_DELIVERY.format(at=_AT), ())])
     store = SQLiteStore(path)
     await store.open()
     try:

@@ -157,3 +157,15 @@ def test_approving_an_unseen_campaign_warns_with_the_closest_names(
     known = run(tmp_path, "review", "approve", "--campaign", "spring-sale", "--config", config)
     assert known.returncode == 0 and known.stderr == ""
     assert "campaign spring-sale: approved, 1 delivery" in known.stdout
+
+
+@pytest.mark.parametrize("word", ["off", "false", "no"])
+def test_check_config_says_how_to_turn_the_resend_check_off(tmp_path: Path, word: str) -> None:
+    # YAML reads `off`, `no` and `false` as false: the problem named the key but said only
+    # "got False", not that 0 turns the check off.
+    config = tmp_path / "sendguard.yaml"
+    config.write_text(f"smtp:\n  resend_window: {word}\n")
+    out = run(tmp_path, "check-config", "--config", str(config))
+    assert out.returncode == 2
+    (line,) = [line for line in out.stderr.splitlines() if "smtp.resend_window" in line]
+    assert "0 to turn the resend check off" in line, out.stderr

@@ -149,6 +149,31 @@ def test_a_blast_with_the_null_sender_is_no_bounce(sendguard: Start, sink: Sink,
     proc.wait_states({"ann@example.org": "sent"}, dsn)
 
 
+@pytest.mark.parametrize(
+    "marks",
+    [
+        # A Sieve vacation reply (Dovecot Pigeonhole), the BSD vacation(1) program's.
+        ("Auto-Submitted: auto-replied (vacation)", "Precedence: bulk"),
+        ("Auto-Submitted: auto-generated", "Precedence: junk"),
+    ],
+)
+def test_an_auto_reply_with_the_null_sender_and_precedence_is_no_blast(
+    sendguard: Start, sink: Sink, marks: tuple[str, ...]
+) -> None:
+    """An auto-responder sends from `<>` (RFC 3834 3.3) and many mark their reply `Precedence:
+    bulk` or `junk` so that no other responder answers it; `Auto-Submitted` says it is one.
+    It is no newsletter: transactional, not capped (the second was delayed by a day)."""
+    proc = sendguard(policies=ONE_A_DAY)
+    sent = [
+        send(proc, ["ann@example.org"], message(*marks, subject=f"Out of office {n}"), sender="<>")
+        for n in range(2)
+    ]
+    for queued in sent:
+        proc.wait_states({"ann@example.org": "sent"}, queued)
+    status, shown = proc.call("GET", f"/v1/messages/{sent[1]}")
+    assert status == 200 and shown["class"] == "transactional", shown
+
+
 def test_a_blast_over_http_with_the_null_sender_is_no_bounce(sendguard: Start, sink: Sink) -> None:
     proc = sendguard(policies=ONE_A_DAY)
     body = {

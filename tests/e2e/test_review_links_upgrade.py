@@ -6,7 +6,6 @@ becomes due and for a new one; other text is still held."""
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -18,12 +17,12 @@ from sendguard.content import content_hash
 from sendguard.fields import SendguardFields
 from sendguard.headers import Headers, header_end
 from sendguard.store import codec
-from sendguard.store.sqlite_schema import MIGRATIONS
 from tests.e2e.test_review_bound import reason
 from tests.e2e.test_review_links import html_content, page, smtp_html
 from tests.support.postgres import drop_schema_sync, postgres_at_version
 from tests.support.process import SendguardProcess
 from tests.support.sink import Sink
+from tests.support.sqlite_versions import sqlite_at_version
 
 pytestmark = [pytest.mark.e2e, pytest.mark.both_backends]
 Start = Callable[..., SendguardProcess]
@@ -74,16 +73,7 @@ def schema_13_rows() -> Sequence[tuple[str, Sequence[Any]]]:
 
 
 def sqlite_schema_13(path: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    conn = sqlite3.connect(path, isolation_level=None)
-    for migration in MIGRATIONS[:13]:
-        for statement in migration.split(";"):
-            if statement.strip():
-                conn.execute(statement)
-    conn.execute("PRAGMA user_version = 13")
-    for sql, args in schema_13_rows():
-        conn.execute(sql, args)
-    conn.close()
+    sqlite_at_version(path, 13, schema_13_rows())
 
 
 @pytest.fixture

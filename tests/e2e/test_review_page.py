@@ -7,6 +7,7 @@ import http.server
 import os
 import re
 import shutil
+import tempfile
 import threading
 import time
 import urllib.error
@@ -85,10 +86,12 @@ def counter() -> Iterator[Counter]:
     server.server.server_close()
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    chromium, driver = shutil.which("chromium"), shutil.which("chromedriver")
-    if not (chromium and driver):
+def chromium(*extra: str) -> Iterator[Any]:
+    """Headless Chromium (Debian's chromium and chromium-driver) on a profile of its own, with
+    `extra` arguments; skipped where they are missing, failed under CI (.ci/run installs them).
+    A fixture's body: `yield from chromium()`."""
+    binary, driver = shutil.which("chromium"), shutil.which("chromedriver")
+    if not (binary and driver):
         message = "needs Debian's chromium and chromium-driver (.ci/run installs them)"
         if os.environ.get("CI"):
             pytest.fail(message)
@@ -97,14 +100,30 @@ def browser() -> Iterator[Any]:
     from selenium.webdriver.chrome.service import Service  # noqa: PLC0415
 
     options = webdriver.ChromeOptions()
-    options.binary_location = chromium
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1280,900"):
-        options.add_argument(arg)
-    options.add_argument("--disable-dev-shm-usage")
-    chrome = webdriver.Chrome(options=options, service=Service(driver))
-    chrome.set_page_load_timeout(30)
-    yield chrome
-    chrome.quit()
+    options.binary_location = binary
+    with tempfile.TemporaryDirectory() as profile:
+        for arg in (
+            "--headless=new",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--disable-background-networking",
+            f"--user-data-dir={profile}",
+            "--window-size=1280,900",
+            *extra,
+        ):
+            options.add_argument(arg)
+        chrome = webdriver.Chrome(options=options, service=Service(driver))
+        chrome.set_page_load_timeout(30)
+        try:
+            yield chrome
+        finally:
+            chrome.quit()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    yield from chromium()
 
 
 def held_html(counter: Counter) -> str:
@@ -116,6 +135,26 @@ def held_html(counter: Counter) -> str:
         "<p>Dear Ann, everything in the garden shop is 30% off this week.</p>"
         "<p><a href='https://shop.example/track?u=1'>See the offer</a></p></body></html>"
     )
+
+
+def hold_plain(
+    proc: SendguardProcess, to: str = "ann@example.org", campaign: str = "spring-sale"
+) -> str:
+    """A message of `campaign` (plain text, no remote content) held for review by `HOLD`; its
+    delivery's id."""
+    status, answer = proc.call(
+        "POST",
+        "/v1/messages",
+        {
+            "from": "news@shop.example",
+            "to": [to],
+            "subject": "Spring sale",
+            "text": "Everything is 30% off.",
+            "campaign": campaign,
+        },
+    )
+    assert status == 202 and answer["deliveries"][0]["state"] == "held", answer
+    return str(answer["deliveries"][0]["id"])
 
 
 def send_held(proc: SendguardProcess, to: str, counter: Counter, subject: str) -> str:

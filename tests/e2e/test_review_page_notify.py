@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from tests.e2e.test_review_page import hold_plain
 from tests.support.process import SendguardProcess, free_port
 from tests.support.sink import Sink
 
@@ -75,21 +76,6 @@ def wait_for(check: Callable[[], bool], timeout: float = 20.0) -> None:
     raise AssertionError("condition not met in time")
 
 
-def hold(proc: SendguardProcess, campaign: str, to: str = "ann@example.org") -> None:
-    status, answer = proc.call(
-        "POST",
-        "/v1/messages",
-        {
-            "from": "news@shop.example",
-            "to": [to],
-            "subject": "Spring sale",
-            "text": "30% off",
-            "campaign": campaign,
-        },
-    )
-    assert status == 202 and answer["deliveries"][0]["state"] == "held", answer
-
-
 def metric(proc: SendguardProcess, channel: str, outcome: str) -> float:
     _, text = proc.http_get("/metrics")
     found = re.search(
@@ -111,7 +97,7 @@ def test_a_webhook_hears_when_a_campaign_is_first_held_with_a_link_to_the_page(
             "notify": {**FAST, "webhook_url": receiver.url},
         },
     )
-    hold(proc, "spring-sale")
+    hold_plain(proc)
     wait_for(lambda: len(receiver.bodies) == 1)
     text = receiver.texts()[0]
     assert set(receiver.bodies[0]) == {"text"}  # what Slack and Mattermost accept
@@ -120,8 +106,8 @@ def test_a_webhook_hears_when_a_campaign_is_first_held_with_a_link_to_the_page(
     assert "https://review.example/sg/review?campaign=spring-sale" in text
 
     # More of the same campaign is no first hold; another campaign is.
-    hold(proc, "spring-sale", "ben@example.org")
-    hold(proc, "autumn", "cy@example.org")
+    hold_plain(proc, "ben@example.org")
+    hold_plain(proc, "cy@example.org", "autumn")
     wait_for(lambda: any("campaign autumn" in t for t in receiver.texts()))
     assert sum("spring-sale" in t for t in receiver.texts()) == 1
     assert metric(proc, "webhook", "sent") == 2
@@ -134,7 +120,7 @@ def test_a_receiver_that_is_down_then_up_still_hears_it(sendguard: Start, sink: 
         policies=HOLD,
         review={"notify": {**FAST, "webhook_url": f"http://127.0.0.1:{port}/hook"}},
     )
-    hold(proc, "spring-sale")
+    hold_plain(proc)
     wait_for(lambda: metric(proc, "webhook", "retried") >= 1)  # failed, counted, retried
     # Sending is not held up by the failing webhook.
     status, _ = proc.call(
@@ -177,7 +163,7 @@ def test_an_email_notice_goes_through_the_upstream_and_is_never_held(
             }
         },
     )
-    hold(proc, "spring-sale")
+    hold_plain(proc)
     sink.wait_for(1)
     mail = sink.received[0]
     assert mail.rcpt_tos == ["reviewers@shop.example"]
@@ -198,8 +184,8 @@ def test_a_digest_goes_out_while_work_waits(
         policies=HOLD,
         review={"notify": {**FAST, "digest_every": "2s", "webhook_url": receiver.url}},
     )
-    hold(proc, "spring-sale")
-    hold(proc, "autumn", "ben@example.org")
+    hold_plain(proc)
+    hold_plain(proc, "ben@example.org", "autumn")
     wait_for(lambda: any("wait for review" in t for t in receiver.texts()))
     digest = next(t for t in receiver.texts() if "wait for review" in t)
     assert "2 held deliveries wait for review in 2 campaigns" in digest

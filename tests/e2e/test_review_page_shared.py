@@ -22,7 +22,7 @@ import yaml
 
 from sendguard.password import hash_password
 from sendguard.sign_ins import token_hash
-from tests.e2e.test_review_page import HOLD, USERS, NoRedirect, base, post
+from tests.e2e.test_review_page import HOLD, USERS, NoRedirect, base, hold_plain, post
 from tests.e2e.test_workers import QUIET, TWO, wait_workers
 from tests.support.postgres import DSN, drop_schema_sync, new_schema
 from tests.support.process import SendguardProcess, base_config, stopped
@@ -55,23 +55,6 @@ def pair(tmp_path: Path, sink: Sink) -> Iterator[tuple[SendguardProcess, Sendgua
         for proc in started:
             proc.stop()
         drop_schema_sync(schema)
-
-
-def hold_one(proc: SendguardProcess, to: str = "ann@example.org") -> str:
-    """A campaign message held for review; its delivery's id."""
-    status, answer = proc.call(
-        "POST",
-        "/v1/messages",
-        {
-            "from": "news@shop.example",
-            "to": [to],
-            "subject": "Spring sale",
-            "text": "Everything is 30% off.",
-            "campaign": "spring-sale",
-        },
-    )
-    assert status == 202, answer
-    return str(answer["deliveries"][0]["id"])
 
 
 def fetch(proc: SendguardProcess, path: str, cookies: dict[str, str]) -> tuple[int, str, Any]:
@@ -166,7 +149,7 @@ def test_two_workers_keep_one_sign_in_whichever_answers(sendguard: Start) -> Non
         assert signed_out(proc, session)
 
     # A decision's notice is shown once, whichever worker shows it.
-    held = hold_one(proc)
+    held = hold_plain(proc)
     session = sign_in(proc)
     status, _ = post(
         proc,
@@ -183,7 +166,7 @@ def test_a_session_survives_a_restart_and_a_copy_of_the_store_signs_nobody_in(
     sendguard: Start, tmp_path: Path
 ) -> None:
     proc = sendguard(policies=HOLD, review={"users": USERS})
-    hold_one(proc)
+    hold_plain(proc)
     session = sign_in(proc)
     proc.stop()
     stolen = tmp_path / "stolen"
@@ -218,7 +201,7 @@ def test_a_sign_in_on_one_instance_holds_on_the_other_and_expires_on_both(
     pair: tuple[SendguardProcess, SendguardProcess],
 ) -> None:
     a, b = pair
-    held = hold_one(a)
+    held = hold_plain(a)
     session = sign_in(a)
     page = queue(b, session)
     status, _ = post(

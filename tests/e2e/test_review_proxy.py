@@ -6,11 +6,8 @@ set it up (`http.trusted_proxies`)."""
 from __future__ import annotations
 
 import http.client
-import os
 import re
-import shutil
 import ssl
-import tempfile
 import urllib.parse
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -19,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.test_review_page import HOLD, USERS, wait_for
+from tests.e2e.test_review_page import HOLD, USERS, chromium, hold_plain, wait_for
 from tests.support.nginx import LISTEN_ADDRESS, PROXY_ADDRESS, Nginx, require_nginx
 from tests.support.process import TOKEN, SendguardProcess
 from tests.support.sink import Sink
@@ -245,33 +242,7 @@ def test_public_url_names_the_origin_when_the_proxy_passes_neither_scheme_nor_ho
 @pytest.fixture
 def browser() -> Iterator[Any]:
     """Headless Chromium that accepts the proxy's self-signed certificate."""
-    chromium, driver = shutil.which("chromium"), shutil.which("chromedriver")
-    if not (chromium and driver):
-        message = "needs Debian's chromium and chromium-driver (.ci/run installs them)"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    from selenium import webdriver  # noqa: PLC0415 - only when a browser is there
-    from selenium.webdriver.chrome.service import Service  # noqa: PLC0415
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = chromium
-    with tempfile.TemporaryDirectory() as profile:
-        for arg in (
-            "--headless=new",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-dev-shm-usage",
-            "--disable-background-networking",
-            "--ignore-certificate-errors",
-            f"--user-data-dir={profile}",
-            "--window-size=1280,900",
-        ):
-            options.add_argument(arg)
-        chrome = webdriver.Chrome(options=options, service=Service(driver))
-        chrome.set_page_load_timeout(30)
-        yield chrome
-        chrome.quit()
+    yield from chromium("--ignore-certificate-errors")
 
 
 def test_a_reviewer_signs_in_and_approves_through_the_proxy_in_chromium(
@@ -280,8 +251,8 @@ def test_a_reviewer_signs_in_and_approves_through_the_proxy_in_chromium(
     from selenium.webdriver.common.by import By  # noqa: PLC0415
 
     proc, proxy = behind_nginx(policies=HOLD, review={"users": USERS}, http=TRUSTED)
-    send_held_plain(proc, "ann@example.org")
-    send_held_plain(proc, "ben@example.org")
+    hold_plain(proc, "ann@example.org")
+    hold_plain(proc, "ben@example.org")
 
     browser.get(proxy.origin + "/review")
     assert browser.current_url == proxy.origin + "/review/login"
@@ -301,23 +272,6 @@ def test_a_reviewer_signs_in_and_approves_through_the_proxy_in_chromium(
     assert status == 200
     entry = answer["entries"][0]
     assert (entry["actor"], entry["action"]) == ("ana", "approve-campaign")
-
-
-def send_held_plain(proc: SendguardProcess, to: str) -> str:
-    """A held message of the spring-sale campaign (no remote content)."""
-    status, answer = proc.call(
-        "POST",
-        "/v1/messages",
-        {
-            "from": "news@shop.example",
-            "to": [to],
-            "subject": "Spring sale",
-            "text": "Everything is 30% off.",
-            "campaign": "spring-sale",
-        },
-    )
-    assert status == 202 and answer["deliveries"][0]["state"] == "held", answer
-    return str(answer["deliveries"][0]["id"])
 
 
 def test_notifications_behind_a_proxy_without_public_url_are_warned_about(

@@ -22,6 +22,10 @@ ORDER = message(subject="Your order 4711", message_id="<order-4711@shop.example>
 """A transactional-looking message with the client's own Message-ID."""
 
 
+# `proc.wait_settled()` reads the latest delivery per recipient: a copy dropped at once hides
+# its first copy still queued, so each test waits for the first copy's own state.
+
+
 def _drop(proc: SendguardProcess, message_id: str, recipient: str) -> dict[str, object]:
     (delivery,) = [d for d in proc.deliveries(message_id) if d["recipient"] == recipient]
     assert delivery["state"] == "dropped", delivery
@@ -60,10 +64,11 @@ def test_a_marketing_resend_is_dropped_not_delayed_by_the_cap(sendguard: Start, 
     # Without the check the copy waits a day for the 1/day cap and then goes out again.
     proc = sendguard(policies=ONE_A_DAY)
     news = message(subject="Spring sale", message_id="<spring-1@shop.example>")
-    send(proc, ["bo@example.org"], news)
+    first = send(proc, ["bo@example.org"], news)
     again = send(proc, ["bo@example.org"], news)
-    proc.wait_settled()
+    proc.wait_states({"bo@example.org": "sent"}, first)
     _drop(proc, again, "bo@example.org")
+    proc.wait_settled()
     assert len(sink.received) == 1
 
 
@@ -127,9 +132,10 @@ def test_a_resend_is_answered_250_even_when_dropped_mail_is_rejected(
     # `reject_dropped` answers 550 for an all-dropped message; a retransmission's first copy
     # was accepted, so the client must hear 250 and stop, not report a failure.
     proc = sendguard(smtp={"reject_dropped": True})
-    send(proc, ["ida@example.org"], ORDER)
+    first = send(proc, ["ida@example.org"], ORDER)
     again = send(proc, ["ida@example.org"], ORDER)
     _drop(proc, again, "ida@example.org")
+    proc.wait_states({"ida@example.org": "sent"}, first)
     proc.wait_settled()
     assert len(sink.received) == 1
 
@@ -167,3 +173,65 @@ def test_copies_sent_at_once_over_several_connections_reach_the_recipient_once(
     assert len(sink.received) == 1
     states = sorted(proc.states(r.decode().rsplit(" ", 1)[1])["jo@example.org"] for _, r in replies)
     assert states == ["dropped"] * (len(clients) - 1) + ["sent"]
+
+
+@pytest.mark.parametrize(
+    ("first", "second"),
+    [
+        # A sign-in link mailed again: its token is in the path or the query, the host the same.
+        (
+            b"Sign in: https://app.example/login?token=AAAA1111",
+            b"Sign in: https://app.example/login?token=BBBB2222",
+        ),
+        (
+            b'<a href="https://app.example/reset/AAAA1111">Reset</a>',
+            b'<a href="https://app.example/reset/BBBB2222">Reset</a>',
+        ),
+        # A code that differs in letter case only.
+        (b"Your code: xkcd", b"Your code: XKCD"),
+    ],
+)
+def test_a_message_that_reuses_a_message_id_with_another_link_or_code_is_sent(
+    sendguard: Start, sink: Sink, first: bytes, second: bytes
+) -> None:
+    # A tool that writes one Message-ID for every mail of a kind (badly, but they exist) sends
+    # a new sign-in link: the text fingerprint reads a URL as [link] and is blind to case, the
+    # link fingerprint keeps hosts only; a retransmission is the same bytes, this is not.
+    proc = sendguard()
+    kind = "text/html" if first.startswith(b"<") else "text/plain"
+
+    def mail(body: bytes) -> bytes:
+        return (
+            b"From: app@example.com\r\nTo: kim@example.org\r\nSubject: Sign in\r\n"
+            b"Message-ID: <sign-in@app.example>\r\nContent-Type: "
+            + kind.encode()
+            + b"\r\n\r\n"
+            + body
+            + b"\r\n"
+        )
+
+    send(proc, ["kim@example.org"], mail(first))
+    other = send(proc, ["kim@example.org"], mail(second))
+    proc.wait_states({"kim@example.org": "sent"}, other)
+    got = sink.wait_for(2)
+    assert len(got) == 2
+    assert sorted(first in g.content for g in got) == [False, True]  # one of each, in any order
+    assert any(second in g.content for g in got)
+
+
+def test_a_copy_of_a_message_whose_delivery_failed_is_sent(sendguard: Start, sink: Sink) -> None:
+    # The first copy reached nobody (the upstream refused it for good); the client sending it
+    # again is no double, and dropping it as a retransmission lost the mail while the client
+    # heard 250 twice.
+    proc = sendguard()
+    sink.script(["554 5.7.1 Rejected for now"])
+    first = send(proc, ["liv@example.org"], ORDER)
+    proc.wait_states({"liv@example.org": "failed"}, first)
+    again = send(proc, ["liv@example.org"], ORDER)
+    proc.wait_states({"liv@example.org": "sent"}, again)
+    assert len(sink.wait_for(1)) == 1
+    # That delivered copy is the one a further retransmission is a copy of.
+    third = send(proc, ["liv@example.org"], ORDER)
+    assert str(_drop(proc, third, "liv@example.org")["reason"]).startswith(
+        f"resend: a copy of message {again} "
+    )

@@ -10,6 +10,7 @@ HEAVY = ("sendguard.config", "sendguard.app", "sendguard.simulate", "pydantic", 
 
 
 def modules_after(code: str) -> set[str]:
+    """The modules a fresh interpreter has loaded after running `code`."""
     probe = f"import sys\n{code}\nprint('\\n'.join(sys.modules))"
     done = subprocess.run(
         [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60

@@ -1,9 +1,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from datetime import timedelta
-from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
@@ -24,14 +22,16 @@ from sendguard.verdict import Action, Mode, Verdict
 
 
 class Scripted:
-    """A policy whose behaviour the test chooses."""
+    """A policy whose behaviour the test chooses; `calls` counts its evaluations."""
 
     Options: ClassVar[type[BaseModel]] = BaseModel
 
     def __init__(self, behaviour: Any) -> None:
         self.behaviour = behaviour
+        self.calls = 0
 
     async def evaluate(self, delivery: Any, ctx: PolicyContext) -> Verdict:
+        self.calls += 1
         if isinstance(self.behaviour, BaseException):
             raise self.behaviour
         if self.behaviour == "slow":
@@ -40,16 +40,8 @@ class Scripted:
         return result
 
 
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SQLiteStore]:
-    backend = SQLiteStore(tmp_path / "s.db")
-    await backend.open()
-    yield backend
-    await backend.close()
-
-
-def engine(store: SQLiteStore, *bindings: PolicyBinding) -> Engine:
-    return Engine(bindings, store, FakeClock(), Metrics())
+def engine(store: SQLiteStore, *bindings: PolicyBinding, clock: FakeClock | None = None) -> Engine:
+    return Engine(bindings, store, clock or FakeClock(), Metrics())
 
 
 async def test_failing_policy_counts_as_its_on_error(store: SQLiteStore) -> None:

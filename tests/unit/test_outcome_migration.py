@@ -13,8 +13,8 @@ from sendguard.deliveries import Change
 from sendguard.message import DeliveryState
 from sendguard.review_queue import HeldQuery
 from sendguard.store.sqlite import SQLiteStore
-from sendguard.store.sqlite_schema import MIGRATIONS
 from sendguard.verdict import Action, Decision, Mode, PolicyOutcome, Verdict
+from tests.support.sqlite_versions import sqlite_at_version
 
 T0 = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
 T1 = T0 + timedelta(minutes=5)
@@ -22,12 +22,8 @@ T1 = T0 + timedelta(minutes=5)
 
 def old_database(path: Path) -> None:
     """A schema 7 database as the previous release wrote it: one outcome row per policy."""
+    sqlite_at_version(path, 7)
     conn = sqlite3.connect(path, isolation_level=None)
-    for migration in MIGRATIONS[:7]:
-        for statement in migration.split(";"):
-            if statement.strip():
-                conn.execute(statement)
-    conn.execute("PRAGMA user_version = 7")
     at, later = to_micros(T0), to_micros(T1)
     fields = json.dumps({"campaign": "spring", "class": "marketing"})
     conn.execute(

@@ -3,27 +3,23 @@ deciding a retransmission over a real SQLite store (sendguard/resend.py)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
-from typing import Any, ClassVar
 
 import pytest
-from pydantic import BaseModel
 
 from sendguard.approvals import GlobalPause
 from sendguard.config import parse_config
-from sendguard.engine import Engine, PolicyBinding
+from sendguard.engine import PolicyBinding
 from sendguard.errors import ConfigError
 from sendguard.intake import Intake
 from sendguard.message import DeliveryState
 from sendguard.metrics import Metrics
-from sendguard.policy import PolicyContext
 from sendguard.resend import RESEND, client_message_id, is_resend, resend_key
 from sendguard.retention import Horizons
 from sendguard.store.sqlite import SQLiteStore
 from sendguard.testing import FakeClock
 from sendguard.verdict import Action, Verdict
+from tests.unit.test_engine import Scripted, engine
 
 T0 = datetime(2026, 12, 3, 9, 0, tzinfo=UTC)
 RAW = (
@@ -41,8 +37,10 @@ def test_the_key_changes_with_each_part_and_only_with_them() -> None:
         resend_key("<a@x>", "shop@example.com", "h2", "l"),
         resend_key("<a@x>", "shop@example.com", "h", "l2"),
         resend_key("<a@x>", "", "h", "l"),  # the null sender
+        resend_key("<a@x>", "shop@example.com", "h", "l", b"?token=2"),  # the body
     }
-    assert key not in others and len(others) == 5
+    assert key not in others and len(others) == 6
+    assert resend_key("<a@x>", "", "h", "l", b"x") == resend_key("<a@x>", "", "h", "l", b"x")
     # Parts are kept apart: moving a character from one to the next is another key.
     assert resend_key("<a@x>", "", "ab", "c") != resend_key("<a@x>", "", "a", "bc")
     assert -(2**63) <= key < 2**63  # fits SQLite's INTEGER and PostgreSQL's BIGINT
@@ -91,33 +89,13 @@ def test_deliveries_are_kept_at_least_the_window() -> None:
     assert Horizons.of(day, []).deliveries == day
 
 
-class Counting:
-    """A policy that forwards and counts its calls."""
-
-    Options: ClassVar[type[BaseModel]] = BaseModel
-
-    def __init__(self, options: Any = None) -> None:
-        self.calls = 0
-
-    async def evaluate(self, delivery: Any, ctx: PolicyContext) -> Verdict:
-        self.calls += 1
-        return Verdict.forward("counted")
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SQLiteStore]:
-    backend = SQLiteStore(tmp_path / "s.db")
-    await backend.open()
-    yield backend
-    await backend.close()
-
-
 def _intake(
     store: SQLiteStore, clock: FakeClock, window: timedelta = timedelta(hours=24)
-) -> tuple[Intake, Counting]:
-    policy = Counting()
-    engine = Engine([PolicyBinding("counting", policy)], store, clock, Metrics())
-    intake = Intake(engine, store, clock, Metrics(), {}, lambda: None, "t.example", None, window)
+) -> tuple[Intake, Scripted]:
+    """An intake with the resend `window` whose one policy forwards and counts its calls."""
+    policy = Scripted(Verdict.forward("counted"))
+    decides = engine(store, PolicyBinding("counting", policy), clock=clock)
+    intake = Intake(decides, store, clock, Metrics(), {}, lambda: None, "t.example", None, window)
     return intake, policy
 
 

@@ -14,6 +14,7 @@ import pytest
 import sendguard.policy
 from sendguard.config import load_config
 from sendguard.suppression_enforcement import honouring_policies
+from tests.unit.test_cli_light import modules_after
 
 
 @pytest.fixture
@@ -40,14 +41,6 @@ def test_the_configured_policies_are_found_in_one_read(scans: Counter[str]) -> N
 def test_the_suppression_warning_reads_the_installed_policies_once(scans: Counter[str]) -> None:
     assert "fatigue" in honouring_policies()
     assert scans["sendguard.policies"] == 1
-
-
-def modules_after(code: str) -> set[str]:
-    probe = f"import sys\n{code}\nprint('\\n'.join(sys.modules))"
-    done = subprocess.run(
-        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60
-    )
-    return set(done.stdout.split())
 
 
 def test_a_server_loads_neither_the_review_templates_nor_cryptography() -> None:
