@@ -74,6 +74,15 @@ SHARED = (
 )
 
 
+TRIGGERED = "UPDATE deliveries SET"
+"""Statements that run schema 17's `history_sent` trigger (an update of a delivery's state).
+SQLite reports each trigger program a statement runs (its WHEN evaluated, then its body) to
+the trace callback, and Python 3.11's `sqlite3` passes on the statement's own text for each:
+one UPDATE of a row traced two or three times. A trigger is no statement the client runs (no
+call, no prepare, no step of its own), so a repeat of the text just traced on the same thread
+is not counted again."""
+
+
 @dataclass
 class Statements:
     """What the store's connections ran while `counting` was on (called from any thread)."""
@@ -81,9 +90,15 @@ class Statements:
     counting: bool = False
     seen: list[str] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    last: threading.local = field(default_factory=threading.local)
+    """The text traced last on each thread (one connection's), to know a trigger's repeat."""
 
     def __call__(self, sql: str) -> None:
         if self.counting:
+            repeat = sql == getattr(self.last, "sql", None) and sql.startswith(TRIGGERED)
+            self.last.sql = sql
+            if repeat:
+                return
             with self.lock:
                 self.seen.append(sql)
 

@@ -6,7 +6,7 @@ a moment before. A replay is one process writing through this store alone, so it
 of those records as it writes them and answers those reads from it, exactly as the SQL would:
 - history: each reservation (a delivery entering `queued`, at that time, once per delivery),
   gone when the delivery is dropped or failed; `sent` is read from the delivery's state at the
-  time of the read, as the SQL's join does;
+  time of the read, as the SQL's `history.sent` (schema 17's trigger) says it;
 - events: each one added, oldest first (ties in the order added, as the SQL's index gives);
 - suppressions and campaigns: a replay writes none, so none exists.
 It keeps no timelines: a replay reads where each delivery ended, never the transitions and
@@ -92,6 +92,7 @@ def _no_timelines() -> NotImplementedError:
 
 
 _RELEASED = frozenset({DeliveryState.DROPPED, DeliveryState.FAILED})
+_SENT = DeliveryState.SENT.value
 # Deliveries per history statement, as `add_message` writes them (far below SQLite's bound).
 _IDS_PER_RESERVE = 500
 _DUE = frozenset(s.value for s in DUE_STATES)
@@ -161,6 +162,11 @@ class _Held:
         conn.executemany(_INSERT_DELIVERY, self.deliveries.values())
         for sql, rows in self.later.rows.items():
             conn.executemany(sql, rows)
+        # A delivery sent while held back is inserted `sent`: no UPDATE runs schema 17's
+        # trigger, so its history row (written above, reserved) is marked here, as it would be.
+        sent = [(d,) for d, row in self.deliveries.items() if row[_STATE] == _SENT]
+        if sent:
+            conn.executemany("UPDATE history SET sent = 1 WHERE delivery_id = ?", sent)
         return max(self.count, 1)
 
 

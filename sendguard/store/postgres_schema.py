@@ -20,4 +20,30 @@ def to_postgres(ddl: str) -> str:
     return re.sub(r"\bBLOB\b", "BYTEA", ddl)
 
 
-MIGRATIONS: tuple[str, ...] = tuple(to_postgres(m) for m in SQLITE_MIGRATIONS)
+_HISTORY_SENT = """
+    CREATE FUNCTION history_sent() RETURNS trigger LANGUAGE plpgsql
+        SET search_path FROM CURRENT AS $$
+    BEGIN
+        UPDATE history SET sent = 1 WHERE delivery_id = NEW.id;
+        RETURN NULL;
+    END $$;
+    CREATE TRIGGER history_sent AFTER UPDATE OF state ON deliveries FOR EACH ROW
+        WHEN (NEW.state = 'sent' AND OLD.state <> 'sent') EXECUTE FUNCTION history_sent();
+"""
+"""Schema 17's trigger in PostgreSQL's words (a function the trigger runs): what SQLite's
+`history_sent` does, `history.sent` set when a delivery enters `sent`, in that statement."""
+
+
+def _postgres(version: int, ddl: str) -> str:
+    """The PostgreSQL migration to `version` from SQLite's `ddl`: its types, and where the two
+    dialects differ (a trigger), PostgreSQL's own text."""
+    if version == 17:
+        head, trigger, _ = ddl.partition("CREATE TRIGGER history_sent")
+        assert trigger, "schema 17 makes the history_sent trigger"
+        return to_postgres(head) + _HISTORY_SENT
+    return to_postgres(ddl)
+
+
+MIGRATIONS: tuple[str, ...] = tuple(
+    _postgres(version, m) for version, m in enumerate(SQLITE_MIGRATIONS, start=1)
+)

@@ -27,10 +27,11 @@ from sendguard.store import codec
 from sendguard.store.sql_jobs import SqlJobs, Tx, _bounded_count, _marks, _one, _where
 from sendguard.suppressions import Suppression, SuppressionReason
 
-# Whether a history row (h, its delivery d LEFT JOINed) counts as sent: the delivery is `sent`,
-# or gone (pruned when done; a failed or dropped one took its history row with it).
-# `history.sent` is no longer written (schema 9) but is true in rows written before.
-_SENT = "CASE WHEN h.sent = 1 OR d.state IS NULL OR d.state = 'sent' THEN 1 ELSE 0 END"
+# Whether a history row counts as sent: its delivery entered `sent` (schema 17's trigger sets
+# `history.sent` in that statement), or was gone (pruned when done; a failed or dropped one
+# takes its history row with it) or `sent` when the store upgraded to schema 17. No join to
+# `deliveries`: a send read is one entry of the covering history_recipient.
+_SENT = "h.sent"
 
 
 _CLASSES = {c.value: c for c in MessageClass}
@@ -65,8 +66,7 @@ def _recipient_reads_sql(history: bool, events: bool, copies: bool = False) -> s
         parts.append(
             f"SELECT {_SENT} AS kind, h.delivery_id AS t1, h.campaign AS t2, h.class AS t3,"
             " h.content_hash AS t4, h.offer AS t5, h.at AS i1"
-            " FROM history h LEFT JOIN deliveries d ON d.id = h.delivery_id"
-            " WHERE h.recipient_key = ? AND h.at >= ?"
+            " FROM history h WHERE h.recipient_key = ? AND h.at >= ?"
         )
     if events:
         parts.append(
@@ -130,8 +130,7 @@ class SqlHistory(SqlJobs):
     ) -> Sequence[HistoryEntry]:
         sql = (
             "SELECT h.delivery_id, h.recipient_key, h.campaign, h.class, h.content_hash, h.at,"
-            f" {_SENT}, h.offer FROM history h LEFT JOIN deliveries d ON d.id = h.delivery_id"
-            " WHERE h.recipient_key = ? AND h.at >= ?"
+            f" {_SENT}, h.offer FROM history h WHERE h.recipient_key = ? AND h.at >= ?"
         )
         args: list[Any] = [recipient_key(recipient), to_micros(since)]
         if campaign is not None:

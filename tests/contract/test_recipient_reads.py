@@ -9,10 +9,11 @@ from sendguard.deliveries import Change
 from sendguard.events import Event, EventType
 from sendguard.facts import Fact
 from sendguard.message import DeliveryState
+from sendguard.pruning import PruneCutoffs
 from sendguard.recipient import RecipientReads
 from sendguard.store.base import PolicyReads, Store
 from sendguard.suppressions import Suppression, SuppressionReason
-from tests.contract.test_store import T0, add
+from tests.contract.test_store import LEASE, T0, add
 
 S = DeliveryState
 DAY = timedelta(days=1)
@@ -74,3 +75,46 @@ async def test_kinds_left_out_and_a_person_the_store_knows_nothing_about(store: 
     )
     assert not nobody.history and not nobody.events
     assert nobody.suppression is None and nobody.timezone is None
+
+
+async def test_a_send_reads_as_made_from_its_sent_until_its_history_goes(store: Store) -> None:
+    """A send counts as made once its delivery is `sent`, whichever write put it there (the
+    dispatcher's `finish` under its claim, or `change`), and after retention prunes the
+    delivery; reserved while it waits, is deferred or is being sent (schema 17 keeps this on
+    the history row, which the recipient read reads alone)."""
+    _, (first,) = await add(store, recipients=("ann@example.org",))
+    _, (second,) = await add(store, recipients=("Ann@example.org",))
+
+    def made(reads: RecipientReads) -> dict[str, bool]:
+        return {h.delivery_id: h.sent for h in reads.history}
+
+    async def read() -> dict[str, bool]:
+        got = await store.recipient_reads(
+            "ann@example.org", history_since=T0 - DAY, events_since=None
+        )
+        assert made(got) == {
+            h.delivery_id: h.sent for h in await store.history("ann@example.org", T0 - DAY)
+        }
+        return made(got)
+
+    assert await read() == {first.id: False, second.id: False}
+    claimed = await store.claim_due(T0, "me", 10, LEASE)
+    assert {d.id for d in claimed} == {first.id, second.id}
+    for delivery in claimed:
+        await store.change(
+            delivery.id, Change(S.SENDING, "attempt 1", T0, owner="me", attempt=True)
+        )
+    assert await read() == {first.id: False, second.id: False}
+    await store.change(
+        second.id,
+        Change(S.DEFERRED, "421 busy", T0, owner="me", due_at=T0 + timedelta(minutes=1)),
+    )
+    await store.finish(first.id, Change(S.SENT, "250 ok", T0, owner="me"))
+    assert await read() == {first.id: True, second.id: False}
+
+    # The sent delivery goes; its history stays (it goes by its own time).
+    await store.prune(PruneCutoffs(T0 + DAY, None, None, None, None))
+    assert await store.get_delivery(first.id) is None
+    assert await read() == {first.id: True, second.id: False}
+    await store.change(second.id, Change(S.SENT, "250 ok", T0))
+    assert await read() == {first.id: True, second.id: True}
