@@ -1,7 +1,7 @@
 """What one `POST /v1/messages` costs sendguard: CPU time A/B, and instructions under callgrind.
 
-    .venv/bin/python bench/http_cost.py cpu A B [--rounds R] [--seconds S]
-    .venv/bin/python bench/http_cost.py callgrind A [B ...] [--requests N]
+    .venv/bin/python bench/http_cost.py cpu A B [--rounds R] [--ports FIRST]
+    .venv/bin/python bench/http_cost.py callgrind A [B ...] [--requests N] [--path] [--ports FIRST]
 
 `A` and `B` are checkouts of sendguard (e.g. `git archive main | tar -x -C /tmp/a`); each runs
 its own code (`PYTHONPATH`) with this venv's dependencies, as `make bench` starts it
@@ -20,7 +20,12 @@ the counts are dumped. Instructions per request are the total
 over those requests (the dispatcher's sends included) divided by their number: no other load
 on the machine changes them. callgrind_control acts when the server next runs code, so each
 command is followed by a `GET /healthz` that makes it run some (a few requests' worth of error
-at most, against hundreds measured).
+at most, against hundreds measured). With `--path`, the server's intake is stubbed
+(bench/stubbed_intake.py): the instructions of the HTTP path alone (aiohttp, the middleware,
+reading, validating and building the message, the answer), nothing decided or committed.
+
+`--ports FIRST` takes the servers' and the sink's ports from FIRST upwards (helpers sharing a
+machine are each given a range); without it, any free ports.
 """
 
 from __future__ import annotations
@@ -43,6 +48,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench import run  # make bench's helpers: config, starting sendguard, CPU counting
+from bench.idle_latency import ports_from
 
 CONCURRENCY = 20
 _wait_port = run.wait_port
@@ -162,19 +168,23 @@ def control(pid: int, *flags: str) -> None:
 PORTS: dict[int, int] = {}
 
 
-def callgrind_one(checkout: Path, sink: run.Sink, work: Path, requests: int) -> float:
+def callgrind_one(
+    checkout: Path, sink: run.Sink, work: Path, requests: int, stub: bool = False
+) -> float:
+    """Instructions per request of `checkout`'s server; with `stub`, of the HTTP path alone
+    (bench/stubbed_intake.py: nothing decided, committed or sent)."""
     work.mkdir(parents=True)
     config = run.sendguard_config(work, sink)
     out = work / "callgrind.out"
     log = (work / "sendguard.log").open("wb")
+    serve = [str(Path(__file__).with_name("stubbed_intake.py"))] if stub else ["-m", "sendguard"]
     proc = subprocess.Popen(
         [
             "valgrind",
             "--tool=callgrind",
             f"--callgrind-out-file={out}",
             str(run.BIN / "python"),
-            "-m",
-            "sendguard",
+            *serve,
             "serve",
             "--config",
             "sendguard.yaml",
@@ -198,9 +208,10 @@ def callgrind_one(checkout: Path, sink: run.Sink, work: Path, requests: int) -> 
         before = sink.count()
         control(proc.pid, "--zero")
         send(http_port, requests)
-        got = sink.wait(before + requests, timeout=600) - before
-        if got < requests:  # more: a warm-up message released late, counted as well
-            raise RuntimeError(f"the sink received {got} of {requests}")
+        if not stub:
+            got = sink.wait(before + requests, timeout=600) - before
+            if got < requests:  # more: a warm-up message released late, counted as well
+                raise RuntimeError(f"the sink received {got} of {requests}")
         control(proc.pid, "--dump")
     finally:
         proc.terminate()
@@ -220,7 +231,7 @@ def callgrind(args: argparse.Namespace) -> None:
     sink = run.Sink(work)
     try:
         for n, checkout in enumerate(args.checkouts):
-            per = callgrind_one(checkout, sink, work / f"run-{n}", args.requests)
+            per = callgrind_one(checkout, sink, work / f"run-{n}", args.requests, args.path)
             print(f"{checkout}: {per:,.0f} instructions per request", flush=True)
     finally:
         sink.stop()
@@ -235,7 +246,12 @@ def main() -> None:
     b = sub.add_parser("callgrind")
     b.add_argument("checkouts", nargs="+", type=Path)
     b.add_argument("--requests", type=int, default=300)
+    b.add_argument("--path", action="store_true", help="the HTTP path alone (stubbed intake)")
+    for p in (a, b):
+        p.add_argument("--ports", type=int, default=None, help="first port to use")
     args = parser.parse_args()
+    if args.ports is not None:
+        ports_from(args.ports)
     (cpu if args.mode == "cpu" else callgrind)(args)
 
 

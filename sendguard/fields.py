@@ -242,7 +242,8 @@ def _parse_premise(text: str, field: str) -> Requirement:
 
 
 def _single_line(value: str) -> str:
-    if any(c in value for c in "\r\n\x00"):
+    # CR, LF and NUL are unprintable: printable text (nearly all of it) is one C call.
+    if not value.isprintable() and any(c in value for c in "\r\n\x00"):
         raise ValueError("must be a single line (no CR, LF or NUL)")
     return value
 

@@ -145,6 +145,31 @@ _FOLD_AT = 78
 """compat32 folds a header line longer than this."""
 
 
+_QP_ENCODES = re.compile(r"[^\t\n\r -<>-~]")
+"""What quoted-printable encodes in a body (`email.quoprimime`'s body map): all but printable
+ASCII other than `=`, blank, tab and line breaks."""
+_QP_LINE = 76
+"""`email.quoprimime.body_encode` breaks a line longer than this."""
+
+
+def _unencoded(body: str) -> bytes | None:
+    """`_UTF8_QP.body_encode(body)` with CRLF line ends, where that is `body` as it is; else
+    None.
+
+    Such a body (ASCII that quoted-printable writes as it is, lines of at most 76 characters
+    without a blank or tab at their end: nearly every short text) needs no encoding, and
+    `email.quoprimime`'s loop over its lines cost some 20,000 instructions for one line
+    (tests/unit/test_http_shortcuts.py compares both ways)."""
+    if not body.isascii() or _QP_ENCODES.search(body) is not None:
+        return None
+    lines = body.splitlines()
+    for line in lines:
+        if len(line) > _QP_LINE or line.endswith((" ", "\t")):
+            return None
+    end = "\r\n" if body.endswith(("\r", "\n")) else ""
+    return ("\r\n".join(lines) + end).encode("ascii")
+
+
 _GENERATED = {
     subtype: (
         ("Content-Type", f'text/{subtype}; charset="utf-8"'),
@@ -203,10 +228,16 @@ def _single_part(payload: SendPayload, now: datetime) -> Built | None:
         lines.append(f"{name}: {value}\r\n")
         known = known and "=?" not in value and ":" not in name and " " not in name
     lines.append("\r\n")
-    encoded = _LINE_BREAKS.sub("\r\n", _UTF8_QP.body_encode(body)).encode() if body else b""
+    if not body:
+        encoded = decoded = b""
+    elif (plain := _unencoded(body)) is not None:  # quoted-printable leaves it as it is
+        encoded = decoded = plain  # and so would decoding it
+    else:
+        encoded = _LINE_BREAKS.sub("\r\n", _UTF8_QP.body_encode(body)).encode()
+        decoded = quopri.decodestring(encoded)
     # content_hash's reading of this message, without parsing it: the subject as written
     # and the one text part decoded as text_of decodes it.
-    text = part_text(quopri.decodestring(encoded), "utf-8", subtype)[:MAX_TEXT]
+    text = part_text(decoded, "utf-8", subtype)[:MAX_TEXT]
     return Built(
         "".join(lines).encode("ascii") + encoded,
         Fingerprint(
