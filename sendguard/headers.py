@@ -167,10 +167,9 @@ class Incoming:
     """`Headers.parse` of the header block."""
     content: bytes
     """`strip_unforwarded_headers` of the message."""
-    has_date: bool
-    """Whether the header block has a `Date` header, as `stamp` looks for one."""
-    has_message_id: bool
-    """Whether it has a `Message-ID` header, as `stamp` looks for one."""
+    present: tuple[bool, bool] | None
+    """Whether `content` has a `Date` and a `Message-ID` header, as `stamp` looks for them
+    (its `present`); None where stripping left no header block of its own (see below)."""
 
 
 _DATE_NAME, _MESSAGE_ID_NAME = b"date:", b"message-id:"
@@ -180,7 +179,10 @@ def read_incoming(raw: bytes) -> Incoming:
     """`Headers.parse`, `strip_unforwarded_headers` and the look of `stamp` for `Date` and
     `Message-ID`, from one split of the header block into headers instead of three (about
     a third of the instructions of the three for the bench's newsletter). Neither header is
-    ever stripped, so what `stamp` finds in the stripped block is what is found here."""
+    ever stripped, so what `stamp` finds in the stripped block is what is found here, as long
+    as the stripped block is the headers kept: where every header before the blank line was
+    stripped, `stamp` reads the body that follows as headers, and `present` is None (it
+    looks for itself, as before)."""
     end = header_end(raw)
     block = raw[:end]
     grouped = _header_lines(block)
@@ -200,8 +202,13 @@ def read_incoming(raw: bytes) -> Incoming:
             continue
         if strip:
             kept.append(b"".join(lines))
-    content = b"".join([*kept, memoryview(raw)[end:]]) if strip else raw
-    return Incoming(headers, content, has_date, has_message_id)
+    present: tuple[bool, bool] | None = (has_date, has_message_id)
+    if not strip:
+        return Incoming(headers, raw, present)
+    content = b"".join([*kept, memoryview(raw)[end:]])
+    if header_end(content) != sum(map(len, kept)):
+        present = None
+    return Incoming(headers, content, present)
 
 
 def _name(line: bytes) -> bytes:

@@ -495,7 +495,7 @@ class Intake:
         if headers is None:
             incoming = read_incoming(raw)  # the header block split once for all three
             headers, content = incoming.headers, incoming.content
-            present = (incoming.has_date, incoming.has_message_id)
+            present = incoming.present
         else:
             content = strip_unforwarded_headers(raw)
         if fingerprint is None:

@@ -594,6 +594,11 @@ _HEADER_PIECES = st.sampled_from(
     ends=st.lists(st.sampled_from([b"\r\n", b"\n", b"\r", b""]), min_size=14, max_size=14),
     body=st.sampled_from([b"", b"\r\n", b"\r\nbody\r\n", b"\n\nbody\n", b"\r\n\r\n.x\r\n"]),
 )
+@example(  # every header before the blank line stripped: stamp reads the body as headers
+    pieces=[b"   ", b"Bcc: a@b", b"\r\n", b"message-id:<c@d>", b"DATE\t: y"],
+    ends=[b"\n", b"\r\n", b"", b"", b"\n", *[b""] * 9],
+    body=b"",
+)
 def test_read_incoming_reads_as_parse_strip_and_stamp(
     pieces: list[bytes], ends: list[bytes], body: bytes
 ) -> None:
@@ -604,7 +609,7 @@ def test_read_incoming_reads_as_parse_strip_and_stamp(
     assert incoming.headers == Headers.parse(raw[: header_end(raw)])
     stripped = strip_unforwarded_headers(raw)
     assert incoming.content == stripped
-    present = (incoming.has_date, incoming.has_message_id)
+    present = incoming.present
     for received in (None, "from x\r\n\tby y"):
         expected = stamp(stripped, received, "Tue, 01 Dec 2026", "<id@h>")
         assert stamp(incoming.content, received, "Tue, 01 Dec 2026", "<id@h>", None, present) == (
