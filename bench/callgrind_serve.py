@@ -1,6 +1,6 @@
 """User-space instructions per message of `sendguard serve --workers 1`, per thread.
 
-Usage: python bench/callgrind_serve.py OUT [--messages 300] [--warm 50] [--port-base P]
+Usage: python bench/callgrind_serve.py OUT [--messages 300] [--warm 50] [--port-base P] [--bare]
 
 `sendguard serve` with `make bench`'s config (SQLite, the six policies as shipped, the SMTP
 upstream into Postfix's smtp-sink, the bench's campaign approved) runs under
@@ -10,6 +10,9 @@ and the counters zeroed, `--messages` more are sent, and the counters are dumped
 (`callgrind.out.PID-NN` per thread). Prints each thread's instructions per message. The serve
 that runs is the `sendguard` package this interpreter imports (PYTHONPATH chooses another
 checkout's). The listeners take `--port-base` and the next port when given (else free ports).
+With `--bare`, `bench/bare_relay.py` (aiosmtpd in, pooled aiosmtplib out: the issue's
+baseline) runs under valgrind the same way instead, with the same traffic, so the two are
+compared per message and, with `callgrind_annotate`, per step.
 """
 
 from __future__ import annotations
@@ -64,11 +67,14 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=300)
     parser.add_argument("--warm", type=int, default=50)
     parser.add_argument("--port-base", type=int, default=0)
+    parser.add_argument("--bare", action="store_true", help="the bare relay instead")
     args = parser.parse_args()
     out: Path = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
     work = out / "work"
     work.mkdir(exist_ok=True)
+    if args.port_base:  # the sink too, from the ports given: port base + 2 on
+        run.free_port = iter(range(args.port_base + 2, args.port_base + 100)).__next__
     sink = run.Sink(work)
     proc = None
     try:
@@ -77,6 +83,12 @@ def main() -> None:
             config["smtp"]["listen"] = f"127.0.0.1:{args.port_base}"
             config["http"]["listen"] = f"127.0.0.1:{args.port_base + 1}"
             (work / "sendguard.yaml").write_text(yaml.safe_dump(config))
+        smtp = int(config["smtp"]["listen"].rsplit(":", 1)[1])
+        http = int(config["http"]["listen"].rsplit(":", 1)[1])
+        if args.bare:
+            served = [str(run.ROOT / "bench" / "bare_relay.py"), str(smtp), str(sink.port), "20"]
+        else:
+            served = ["-m", "sendguard", "serve", "--config", "sendguard.yaml", "--workers", "1"]
         log = (work / "sendguard.log").open("wb")
         proc = subprocess.Popen(
             [
@@ -86,23 +98,16 @@ def main() -> None:
                 "--instr-atstart=no",
                 f"--callgrind-out-file={out}/callgrind.out.%p",
                 str(run.BIN / "python"),
-                "-m",
-                "sendguard",
-                "serve",
-                "--config",
-                "sendguard.yaml",
-                "--workers",
-                "1",
+                *served,
             ],
             cwd=work,
             stdout=log,
             stderr=subprocess.STDOUT,
         )
-        smtp = int(config["smtp"]["listen"].rsplit(":", 1)[1])
-        http = int(config["http"]["listen"].rsplit(":", 1)[1])
-        _wait_listening(proc, work, (http, smtp))
-        contestant = run.Contestant("sendguard", smtp, pid=proc.pid, http=http)
-        run.approve_campaign(contestant, sink)
+        _wait_listening(proc, work, (smtp,) if args.bare else (http, smtp))
+        if not args.bare:
+            contestant = run.Contestant("sendguard", smtp, pid=proc.pid, http=http)
+            run.approve_campaign(contestant, sink)
         warm = run.throughput(sink, smtp, args.warm, run.SMALL, reuse=False)
         assert warm["ok"], warm
         subprocess.run(["callgrind_control", "-i", "on", str(proc.pid)], check=True)

@@ -49,6 +49,8 @@ _ENTRY = _KEY + _COUNT.size
 _UNKNOWN = bytes(_KEY)
 """The key of a connection without a client address: `::`, which no peer can have."""
 _V4_MAPPED = bytes(10) + b"\xff\xff"
+_HOMES_KEPT = 4096
+"""How many addresses' home entries a process keeps (`_home`); past that it starts again."""
 
 
 def _key(ip: IPAddress | None) -> bytes:
@@ -80,6 +82,7 @@ class ConnectionCounts:
         self._capacity: int = header[3]
         self._regions: int = header[4]
         self._region_size: int = _REGION_HEAD + self._capacity * _ENTRY
+        self._homes: dict[bytes, int] = {}  # see _home
 
     @classmethod
     def make(cls, max_connections: int, max_per_ip: int, workers: int) -> ConnectionCounts:
@@ -208,8 +211,16 @@ class ConnectionCounts:
         return self._slot
 
     def _home(self, key: bytes) -> int:
-        digest = hashlib.blake2b(key, digest_size=8, key=self._hash_key).digest()
-        return int.from_bytes(digest, "little") & (self._capacity - 1)
+        # Kept per address: a keyed BLAKE2b is some 10,000 instructions, and every connection
+        # asks twice (admit, release), mostly for addresses seen before.
+        home = self._homes.get(key)
+        if home is None:
+            digest = hashlib.blake2b(key, digest_size=8, key=self._hash_key).digest()
+            home = int.from_bytes(digest, "little") & (self._capacity - 1)
+            if len(self._homes) >= _HOMES_KEPT:
+                self._homes.clear()
+            self._homes[key] = home
+        return home
 
     def _base(self, region: int) -> int:
         return _HEADER_SIZE + region * self._region_size

@@ -76,8 +76,13 @@ class Headers:
     @classmethod
     def parse(cls, block: bytes) -> Headers:
         """Read the headers of a header block; values are unfolded, RFC 2047 words decoded."""
+        return cls._of(_header_lines(block))
+
+    @classmethod
+    def _of(cls, grouped: list[list[bytes]]) -> Headers:
+        """`parse` of a block that `_header_lines` has grouped."""
         items: list[tuple[str, str]] = []
-        for lines in _header_lines(block):
+        for lines in grouped:
             text = (lines[0] if len(lines) == 1 else b"".join(lines)).decode("utf-8", "replace")
             name, colon, value = text.partition(":")
             name = name.strip()
@@ -152,6 +157,58 @@ def strip_unforwarded_headers(raw: bytes) -> bytes:
         b"".join(lines) for lines in _header_lines(block) if not _name(lines[0]).startswith(dropped)
     ]
     return b"".join([*kept, memoryview(raw)[end:]])  # one copy of the body, not two
+
+
+@dataclass(frozen=True)
+class Incoming:
+    """What the intake reads from the header block of every message (`read_incoming`)."""
+
+    headers: Headers
+    """`Headers.parse` of the header block."""
+    content: bytes
+    """`strip_unforwarded_headers` of the message."""
+    present: tuple[bool, bool] | None
+    """Whether `content` has a `Date` and a `Message-ID` header, as `stamp` looks for them
+    (its `present`); None where stripping left no header block of its own (see below)."""
+
+
+_DATE_NAME, _MESSAGE_ID_NAME = b"date:", b"message-id:"
+
+
+def read_incoming(raw: bytes) -> Incoming:
+    """`Headers.parse`, `strip_unforwarded_headers` and the look of `stamp` for `Date` and
+    `Message-ID`, from one split of the header block into headers instead of three (about
+    a third of the instructions of the three for the bench's newsletter). Neither header is
+    ever stripped, so what `stamp` finds in the stripped block is what is found here, as long
+    as the stripped block is the headers kept: where every header before the blank line was
+    stripped, `stamp` reads the body that follows as headers, and `present` is None (it
+    looks for itself, as before)."""
+    end = header_end(raw)
+    block = raw[:end]
+    grouped = _header_lines(block)
+    headers = Headers._of(grouped)
+    lowered = block.lower()
+    strip = SENDGUARD_PREFIX in lowered or b"bcc" in lowered
+    has_date = has_message_id = False
+    kept: list[bytes] = []
+    dropped = (SENDGUARD_PREFIX, *BLIND_HEADERS)
+    for lines in grouped:
+        name = _name(lines[0])
+        if name == _DATE_NAME:
+            has_date = True
+        elif name == _MESSAGE_ID_NAME:
+            has_message_id = True
+        elif strip and name.startswith(dropped):
+            continue
+        if strip:
+            kept.append(b"".join(lines))
+    present: tuple[bool, bool] | None = (has_date, has_message_id)
+    if not strip:
+        return Incoming(headers, raw, present)
+    content = b"".join([*kept, memoryview(raw)[end:]])
+    if header_end(content) != sum(map(len, kept)):
+        present = None
+    return Incoming(headers, content, present)
 
 
 def _name(line: bytes) -> bytes:
@@ -230,19 +287,24 @@ def stamp(
     date: str,
     message_id: str,
     written: Headers | None = None,
+    present: tuple[bool, bool] | None = None,
 ) -> bytes:
     """`raw` with a `Received:` line on top, and `Date` and `Message-ID` added at the end of
     its header block where it has none (RFC 6409 8); every other byte as it came.
 
     `written` are `raw`'s headers when sendguard wrote them itself (names without blanks or
     other characters a reader would strip): where they tell which headers `raw` has, its
-    header block is not split into headers again to find out.
+    header block is not split into headers again to find out. `present`, when given, says
+    whether `raw` has a `Date` and a `Message-ID` as this function would find them
+    (`Incoming.has_date`, `has_message_id`), likewise.
     """
     end = header_end(raw)
     block = raw[:end]
     # The message's own line ending: bare LF only where it uses bare LF already.
     newline = b"\n" if b"\n" in block and b"\r\n" not in block else b"\r\n"
-    if written is not None:
+    if present is not None:
+        has_date, has_message_id = present
+    elif written is not None:
         has_date = written.get("Date") is not None
         has_message_id = written.get("Message-ID") is not None
     else:

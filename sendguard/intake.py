@@ -40,7 +40,7 @@ from sendguard.headers import (
     Headers,
     Trace,
     format_date,
-    header_end,
+    read_incoming,
     received_line,
     stamp,
     strip_unforwarded_headers,
@@ -498,9 +498,13 @@ class Intake:
         if not unique:
             raise InvalidMessage("a message needs at least one recipient", field="to")
         written = headers  # a message the caller wrote: its headers tell `stamp` what it has
+        present = None
         if headers is None:
-            headers = Headers.parse(raw[: header_end(raw)])
-        content = strip_unforwarded_headers(raw)
+            incoming = read_incoming(raw)  # the header block split once for all three
+            headers, content = incoming.headers, incoming.content
+            present = incoming.present
+        else:
+            content = strip_unforwarded_headers(raw)
         if fingerprint is None:
             # The Subject is read from `headers`: stripping removed no Subject.
             fingerprint = await in_process(
@@ -514,7 +518,9 @@ class Intake:
             received = received_line(
                 trace, self._host_name, message_id, tuple(unique.values()), date
             )
-        content = stamp(content, received, date, f"<{message_id}@{self._host_name}>", written)
+        content = stamp(
+            content, received, date, f"<{message_id}@{self._host_name}>", written, present
+        )
         message = Message(
             id=message_id,
             received_at=now,

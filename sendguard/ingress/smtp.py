@@ -296,7 +296,9 @@ class SmtpHandler:
             return await self._accept(envelope, _trace(session, envelope, server))
         finally:
             self.in_flight -= 1
-            self._metrics.ingress_duration.labels(ingress="smtp").observe(monotonic() - started)
+            # `kept`: `labels()` checks and looks its values up under a lock on every call.
+            timer = self._metrics.kept(self._metrics.ingress_duration, "smtp")
+            timer.observe(monotonic() - started)
             structlog.contextvars.unbind_contextvars("message_id")
 
     async def _accept(self, envelope: Envelope, trace: Trace) -> str:

@@ -47,6 +47,7 @@ import structlog
 
 from sendguard.errors import StoreLocked, StoreUnavailable
 from sendguard.store.sqlite_schema import migrate, tell_the_planner
+from sendguard.store.writer_thread import WriterThread
 
 log = structlog.get_logger("sendguard.store.sqlite")
 T = TypeVar("T")
@@ -183,7 +184,7 @@ class SQLiteDatabase:
         self._held_lock: int | None = None
         self._busy_timeout = busy_timeout
         self._trace = trace
-        self._executor: ThreadPoolExecutor | None = None
+        self._executor: WriterThread | None = None
         self._conn: sqlite3.Connection | None = None
         self._reader: sqlite3.Connection | None = None
         self._scanner: ThreadPoolExecutor | None = None
@@ -215,11 +216,11 @@ class SQLiteDatabase:
         """Take the file lock, connect, migrate, start the writer."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._take_file_lock()
-        self._executor = ThreadPoolExecutor(1, thread_name_prefix="sendguard-sqlite")
+        self._executor = WriterThread("sendguard-sqlite")
         try:
             await self._run(lambda _: self._connect())
         except BaseException:
-            self._executor.shutdown(wait=True)
+            self._executor.shutdown()
             self._executor = None
             self._release_file_lock()
             raise
@@ -331,15 +332,16 @@ class SQLiteDatabase:
         if self._executor is not None:
             if self._conn is not None:
                 conn, self._conn = self._conn, None
-                await loop.run_in_executor(self._executor, conn.close)
-            self._executor.shutdown(wait=True)
+                await self._executor.run(conn.close)
+            self._executor.shutdown()
             self._executor = None
         self._release_file_lock()
 
     async def _run(self, fn: Callable[[sqlite3.Connection | None], T]) -> T:
         if self._executor is None:
             raise StoreUnavailable("store is not open")
-        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, self._conn)
+        conn = self._conn
+        return await self._executor.run(lambda: fn(conn))
 
     async def read(self, job: Callable[[sqlite3.Connection], T]) -> T:
         """Run a point read on the reading connection (on this thread, see `_open_reader`)."""
@@ -485,7 +487,7 @@ class SQLiteDatabase:
                 raise
             loop.call_soon_threadsafe(self._hand_back, batch, results, finished)
 
-        self._executor.submit(commit)
+        self._executor.post(commit)
         return finished
 
     def _recovered(self, failure: StoreUnavailable) -> bool:

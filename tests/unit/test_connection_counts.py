@@ -4,6 +4,7 @@ connections counted out."""
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import random
 import signal
@@ -14,7 +15,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from sendguard.connection_counts import ConnectionCounts, IPAddress
+from sendguard.connection_counts import _HOMES_KEPT, ConnectionCounts, IPAddress, _key
 
 A = ipaddress.ip_address("192.0.2.1")
 B = ipaddress.ip_address("192.0.2.2")
@@ -152,3 +153,18 @@ def test_two_processes_admitting_at_once_stop_exactly_at_the_cap(
                 if stream is not None:
                     stream.close()
         counts.close()
+
+
+def test_an_address_keeps_its_home_entry_across_the_kept_ones() -> None:
+    # `_home` keeps what it computed per address; past _HOMES_KEPT addresses it starts again.
+    # Every answer is the keyed hash's, whether kept or computed.
+    counts = ConnectionCounts.alone(100, 10)
+    addresses = [ipaddress.ip_address(f"10.0.{n // 256}.{n % 256}") for n in range(5000)]
+    for ip in [*addresses, *addresses[:100]]:
+        key = _key(ip)
+        digest = hashlib.blake2b(key, digest_size=8, key=counts._hash_key).digest()
+        assert counts._home(key) == int.from_bytes(digest, "little") & (counts._capacity - 1)
+    assert len(counts._homes) <= _HOMES_KEPT
+    assert counts.admit(addresses[0])
+    counts.release(addresses[0])
+    assert counts.connections() == 0

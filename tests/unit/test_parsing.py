@@ -26,6 +26,7 @@ from sendguard.headers import (
     Headers,
     format_date,
     header_end,
+    read_incoming,
     split_message,
     stamp,
     strip_sendguard_headers,
@@ -553,3 +554,64 @@ def test_header_end_is_where_the_blank_line_pattern_first_matches(raw: bytes, pa
     match = re.search(rb"\r?\n\r?\n", raw)
     expected = len(raw) if match is None else match.start() + (2 if raw[match.start()] == 13 else 1)
     assert header_end(raw) == expected
+
+
+# Header lines as clients write them and as they should not: folded, without a colon, a name
+# with blanks before the colon, our own headers, blind copies, Date and Message-ID in any case,
+# bare CR and LF, a line of blanks, encoded words.
+_HEADER_PIECES = st.sampled_from(
+    [
+        b"Subject: hi",
+        b"Date: Tue, 01 Dec 2026 09:00:00 +0000",
+        b"date :x",
+        b"DATE\t: y",
+        b"Message-ID: <a@b>",
+        b"message-id:<c@d>",
+        b"Message-ID",
+        b"X-Sendguard-Campaign: c",
+        b"x-sendguard-requires: a=b",
+        b"Bcc: a@b",
+        b"Resent-Bcc : c@d",
+        b"bcc",
+        b"X Date: no",
+        b"To: =?utf-8?q?J=C3=B6rg?= <j@example.com>",
+        b"\xff\xfe: z",
+        b":",
+        b" continued",
+        b"\tfolded",
+        b"   ",
+        b"no colon",
+        b"\r",
+        b"\n",
+        b"\r\n",
+    ]
+)
+
+
+@settings(max_examples=1000, deadline=None)
+@given(
+    pieces=st.lists(_HEADER_PIECES, max_size=14),
+    ends=st.lists(st.sampled_from([b"\r\n", b"\n", b"\r", b""]), min_size=14, max_size=14),
+    body=st.sampled_from([b"", b"\r\n", b"\r\nbody\r\n", b"\n\nbody\n", b"\r\n\r\n.x\r\n"]),
+)
+@example(  # every header before the blank line stripped: stamp reads the body as headers
+    pieces=[b"   ", b"Bcc: a@b", b"\r\n", b"message-id:<c@d>", b"DATE\t: y"],
+    ends=[b"\n", b"\r\n", b"", b"", b"\n", *[b""] * 9],
+    body=b"",
+)
+def test_read_incoming_reads_as_parse_strip_and_stamp(
+    pieces: list[bytes], ends: list[bytes], body: bytes
+) -> None:
+    # The intake's one split of the header block against the three it replaced: the same
+    # headers, the same stripped content, the same stamped copy.
+    raw = b"".join(piece + end for piece, end in zip(pieces, ends, strict=False)) + body
+    incoming = read_incoming(raw)
+    assert incoming.headers == Headers.parse(raw[: header_end(raw)])
+    stripped = strip_unforwarded_headers(raw)
+    assert incoming.content == stripped
+    present = incoming.present
+    for received in (None, "from x\r\n\tby y"):
+        expected = stamp(stripped, received, "Tue, 01 Dec 2026", "<id@h>")
+        assert stamp(incoming.content, received, "Tue, 01 Dec 2026", "<id@h>", None, present) == (
+            expected
+        )
