@@ -40,6 +40,7 @@ from sendguard.headers import (
     Headers,
     Trace,
     format_date,
+    header_end,
     read_incoming,
     received_line,
     stamp,
