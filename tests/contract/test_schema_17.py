@@ -23,6 +23,7 @@ from sendguard.store.sqlite import SQLiteStore
 from sendguard.store.sqlite_schema import MIGRATIONS
 from tests.contract.test_store import T0
 from tests.support.postgres import DSN, drop_schema, postgres_at_version
+from tests.support.sqlite_versions import sqlite_at_version
 
 _AT = int((T0 - timedelta(hours=1)).timestamp() * 1_000_000)
 _MESSAGE = (
@@ -78,14 +79,8 @@ async def test_a_schema_16_sqlite_store_upgrades_and_reads_its_sends_as_before(
     tmp_path: Path,
 ) -> None:
     path = tmp_path / "sendguard.db"
-    conn = sqlite3.connect(path, isolation_level=None)
-    for migration in MIGRATIONS[:16]:
-        for statement in migration.split(";"):
-            if statement.strip():
-                conn.execute(statement)
-    conn.execute("PRAGMA user_version = 16")
-    for statement in [_MESSAGE, *_DELIVERIES, *_HISTORY]:
-        conn.execute(statement)
+    sqlite_at_version(path, 16, [(sql, ()) for sql in [_MESSAGE, *_DELIVERIES, *_HISTORY]])
+    conn = sqlite3.connect(path)
     before = {d: bool(s) for d, s in conn.execute(_OLD_SENT)}
     conn.close()
     assert before == SCHEMA_16_READ

@@ -7,7 +7,7 @@ import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
 
-from sendguard.store.sqlite_schema import MIGRATIONS
+from sendguard.store.sqlite_schema import MIGRATIONS, statements
 
 
 def sqlite_at_version(
@@ -20,9 +20,8 @@ def sqlite_at_version(
     conn = sqlite3.connect(path, isolation_level=None)
     try:
         for migration in MIGRATIONS[:version]:
-            for statement in migration.split(";"):
-                if statement.strip():
-                    conn.execute(statement)
+            for statement in statements(migration):
+                conn.execute(statement)
         conn.execute(f"PRAGMA user_version = {version}")
         for sql, args in rows:
             conn.execute(sql, args)
