@@ -22,8 +22,7 @@ ORDER = message(subject="Your order 4711", message_id="<order-4711@shop.example>
 """A transactional-looking message with the client's own Message-ID."""
 
 
-# `proc.wait_settled()` reads the latest delivery per recipient: a copy dropped at once hides
-# its first copy still queued, so each test waits for the first copy's own state.
+# Each test waits for the first copy's own state before it counts what the sink got.
 
 
 def _drop(proc: SendguardProcess, message_id: str, recipient: str) -> dict[str, object]:

@@ -311,14 +311,17 @@ class SendguardProcess:
     def wait_settled(self, timeout: float = 20.0) -> dict[str, str]:
         """Wait until no delivery is queued, sending or deferred: whatever may be sent now has
         been, so what a sink received is final until something waiting becomes due."""
+        # Every delivery counts, not only each recipient's latest: a recipient's earlier
+        # message still queued behind a later one that was held is not settled.
         deadline = time.monotonic() + timeout
-        states: dict[str, str] = {}
+        deliveries: list[dict[str, Any]] = []
         while time.monotonic() < deadline:
-            states = self.states()
-            if not set(states.values()) & {"queued", "sending", "deferred"}:
-                return states
+            deliveries = self.deliveries()
+            if not {d["state"] for d in deliveries} & {"queued", "sending", "deferred"}:
+                return {d["recipient"]: d["state"] for d in deliveries}
             time.sleep(0.05)
-        raise AssertionError(f"not settled: {states}\n{self.log()[-3000:]}")
+        waiting = [(d["recipient"], d["state"]) for d in deliveries]
+        raise AssertionError(f"not settled: {waiting}\n{self.log()[-3000:]}")
 
     def transitions(self, recipient: str) -> list[tuple[str, str]]:
         """(state, reason) of every step of every delivery to `recipient`, oldest first."""
