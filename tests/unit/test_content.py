@@ -337,7 +337,7 @@ _TEXT_BODY = st.lists(
 ).map("".join)
 
 
-@settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     headers=st.lists(st.tuples(_HEADER, _LINE_END), max_size=6),
     odd=st.none() | st.tuples(st.integers(0, 6), _ODD_LINE),
@@ -420,13 +420,13 @@ def test_every_greeting_word_passes_the_first_letter_lookahead() -> None:
         assert "Ann" not in content._drop_greetings(text), word
 
 
-@settings(max_examples=500, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(text=st.lists(GREETING_PIECES | st.characters(), max_size=40).map("".join))
 def test_greetings_are_dropped_as_the_multiline_pattern_drops_them(text: str) -> None:
     assert content._drop_greetings(text) == content._GREETING.sub("", text)
 
 
-@settings(max_examples=500, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(
     text=st.lists(
         GREETING_PIECES

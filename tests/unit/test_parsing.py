@@ -181,7 +181,7 @@ def _accepted_in_full(address: str) -> bool:
     return True
 
 
-@settings(max_examples=3000, deadline=None)
+@settings(max_examples=600, deadline=None)
 @given(_LOCALS, _DOMAINS)
 @example("a" * 64, "example.org")
 @example("a" * 65, "example.org")
@@ -507,7 +507,7 @@ def _header_end_by_regex(raw: bytes) -> int:
     return match.start() + (2 if raw[match.start() : match.start() + 2] == b"\r\n" else 1)
 
 
-@settings(max_examples=3000, deadline=None)
+@settings(max_examples=600, deadline=None)
 @given(st.lists(st.sampled_from([b"\r", b"\n", b"\r\n", b"a", b":", b" "]), max_size=40))
 @example([b"a", b"\r", b"\n", b"\r", b"\r", b"\n", b"\n"])
 @example([b"a", b"\n", b"\r", b"\r", b"\n", b"\n", b"\r\n"])
@@ -588,7 +588,7 @@ _HEADER_PIECES = st.sampled_from(
 )
 
 
-@settings(max_examples=1000, deadline=None)
+@settings(max_examples=300, deadline=None)
 @given(
     pieces=st.lists(_HEADER_PIECES, max_size=14),
     ends=st.lists(st.sampled_from([b"\r\n", b"\n", b"\r", b""]), min_size=14, max_size=14),

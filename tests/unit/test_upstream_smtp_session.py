@@ -70,7 +70,7 @@ def test_addresses_are_quoted_as_aiosmtplib_quotes_them(address: str, encoding: 
 ADDRESS_CHARS = st.sampled_from(list("aZ09.@-_+'!#$%&*/=?^`{|}~\"\\()<>[],;: \t\r\n\x00\x7fü"))
 
 
-@settings(max_examples=2000, deadline=None)
+@settings(max_examples=500, deadline=None)
 @given(st.lists(ADDRESS_CHARS, max_size=30).map("".join), st.sampled_from(["ascii", "utf-8"]))
 def test_any_address_is_quoted_or_refused_as_aiosmtplib_does(address: str, encoding: str) -> None:
     assert ours(address, encoding) == aiosmtplib_mailbox(address, encoding)
@@ -103,7 +103,7 @@ def reply_octets(code: int, lines: list[str]) -> bytes:
     return "".join(f"{line}\r\n" for line in body).encode()
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(st.lists(REPLY, min_size=1, max_size=5), st.data())
 async def test_replies_read_in_any_pieces_are_those_aiosmtplib_reads(
     replies: list[tuple[int, list[str]]], data: st.DataObject
