@@ -53,7 +53,10 @@ SMALL, LARGE = 2048, 102_400
 # people, each message to one recipient. Every contestant gets the same bytes. Before a
 # sendguard is measured its campaign is approved (`approve_campaign`): human_hold holds an
 # unapproved campaign, and with the default `max_blast` (1,000 an hour) it would hold any
-# text sent to more people than that, which the bench's runs are.
+# text sent to more people than that, which the bench's runs are. The newsletter has its
+# Message-ID, as a sending tool writes one: sendguard then looks for an earlier copy of it for
+# each recipient (`smtp.resend_window`), as it would in production. Each run writes to
+# recipients of its own, so no copy is found and none is dropped.
 def newsletter(size: int) -> bytes:
     """A newsletter with `size` bytes of body (LF line ends, as `smtp-source -F` reads them)."""
     head = (
@@ -61,6 +64,7 @@ def newsletter(size: int) -> bytes:
         "To: Newsletter readers <readers@example.com>\n"
         f"Subject: Bench newsletter, {size // 1024} KB\n"
         "Date: Tue, 01 Dec 2026 09:00:00 +0000\n"
+        f"Message-ID: <bench-newsletter-{size}@example.com>\n"
         "MIME-Version: 1.0\n"
         "Content-Type: text/plain; charset=utf-8\n"
         f"X-Sendguard-Campaign: {CAMPAIGN}\n"
