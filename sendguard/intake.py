@@ -8,6 +8,7 @@ concurrent messages to one person are judged one after the other and caps hold.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import socket
 from collections.abc import Callable, Mapping, Sequence
@@ -49,7 +50,7 @@ from sendguard.headers import (
 from sendguard.ids import new_id
 from sendguard.message import Delivery, DeliveryState, Message, SendguardFields
 from sendguard.metrics import Metrics
-from sendguard.offload import in_process
+from sendguard.offload import LARGE, in_process
 from sendguard.pending_reads import PendingReads
 from sendguard.resend import CopyQuery, client_message_id, resend_key
 from sendguard.store.base import IntakeWrites
@@ -345,7 +346,13 @@ class Intake:
         )
         message, content = prepared.message, prepared.content
         structlog.contextvars.bind_contextvars(message_id=message.id)
-        copies = self._copies(message, content) if resend else None
+        copies = None
+        if resend and len(content) > LARGE:
+            # The body's CRC (zlib lets go of the GIL) in a thread: a 20 MB message's
+            # would hold the loop for milliseconds.
+            copies = await asyncio.to_thread(self._copies, message, content)
+        elif resend:
+            copies = self._copies(message, content)
         async with self._store.lock_recipients(
             message.recipients, campaign=message.fields.campaign
         ):
@@ -380,7 +387,14 @@ class Intake:
         if message_id is None:
             return None
         body = memoryview(content)[header_end(content) :]  # stamping changed headers only
-        key = resend_key(message_id, message.mail_from, message.content_hash, message.links, body)
+        key = resend_key(
+            message_id,
+            message.mail_from,
+            message.content_hash,
+            message.links,
+            body,
+            message.headers.get("Content-Type"),
+        )
         return CopyQuery(key, message.received_at - self._resend_window)
 
     async def _decide(

@@ -3,6 +3,7 @@ deciding a retransmission over a real SQLite store (sendguard/resend.py)."""
 
 from __future__ import annotations
 
+import zlib
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -14,7 +15,14 @@ from sendguard.errors import ConfigError
 from sendguard.intake import Intake
 from sendguard.message import DeliveryState
 from sendguard.metrics import Metrics
-from sendguard.resend import RESEND, client_message_id, is_resend, resend_key
+from sendguard.resend import (
+    RESEND,
+    body_digest,
+    boundaries,
+    client_message_id,
+    is_resend,
+    resend_key,
+)
 from sendguard.retention import Horizons
 from sendguard.store.sqlite import SQLiteStore
 from sendguard.testing import FakeClock
@@ -154,3 +162,46 @@ async def test_only_a_resend_capable_ingress_with_a_window_is_checked(store: SQL
             bare, "shop@example.com", ["cy@example.org"], "smtp", resend=True
         )
         assert sent.deliveries[0].state is DeliveryState.QUEUED
+
+
+def _multipart(outer: str, inner: str, text: str = "Hello Ann") -> bytes:
+    return (
+        f'--{outer}\r\nContent-Type: multipart/alternative;\r\n boundary="{inner}"\r\n\r\n'
+        f"--{inner}\r\nContent-Type: text/plain\r\n\r\n{text}\r\n"
+        f"--{inner}\r\nContent-Type: text/html\r\n\r\n<p>{text}</p>\r\n--{inner}--\r\n"
+        f"--{outer}\r\nContent-Type: image/png\r\n\r\niVBORw0K\r\n--{outer}--\r\n"
+    ).encode()
+
+
+MIXED = "multipart/mixed; boundary={}"
+
+
+def test_a_multipart_built_again_with_new_boundaries_has_the_same_key() -> None:
+    # nodemailer builds an app's retry anew: the same parts, new random boundaries.
+    first = _multipart("--_NmP-aaaa-Part_1", "--_NmP-aaaa-Part_2")
+    again = _multipart("--_NmP-bbbbbbbb-Part_1", "--_NmP-bbbbbbbb-Part_2")
+    key = resend_key("<a@x>", "", "h", "l", first, MIXED.format('"--_NmP-aaaa-Part_1"'))
+    assert key == resend_key("<a@x>", "", "h", "l", again, MIXED.format("--_NmP-bbbbbbbb-Part_1"))
+    # A part that changed still tells them apart (a new code, another attachment).
+    other = _multipart("--_NmP-cccc-Part_1", "--_NmP-cccc-Part_2", text="Hello Bo")
+    assert key != resend_key("<a@x>", "", "h", "l", other, MIXED.format("--_NmP-cccc-Part_1"))
+    # A memoryview of the body, as the intake passes it, gives the same key.
+    assert key == resend_key(
+        "<a@x>", "", "h", "l", memoryview(b"xx" + first)[2:], MIXED.format("--_NmP-aaaa-Part_1")
+    )
+
+
+def test_boundaries_are_the_messages_and_its_nested_multiparts() -> None:
+    body = _multipart("outer", "inner-longer")
+    assert boundaries(MIXED.format("outer"), body) == [b"inner-longer", b"outer"]
+    assert boundaries("text/plain", body) == []
+    assert boundaries(None, body) == []
+
+
+def test_a_body_that_is_not_multipart_counts_whole_as_before() -> None:
+    body = b"--x\r\nnot a part\r\n"
+    assert body_digest(body, []) == (len(body), zlib.crc32(body))
+    assert resend_key("<a@x>", "", "h", "l", body, "text/plain") == resend_key(
+        "<a@x>", "", "h", "l", body
+    )
+    assert body_digest(b"a--xb--x--", [b"x"]) == (8, zlib.crc32(b"a--b----"))
