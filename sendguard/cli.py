@@ -681,9 +681,8 @@ def _serve(
     from sendguard.malloc_tuning import keep_freed_memory  # noqa: PLC0415
 
     keep_freed_memory()  # before any thread starts: see sendguard/malloc_tuning.py
-    from sendguard.app import App  # noqa: PLC0415 - keeps `check-config` and `--version` light
+    from sendguard import client_tls  # noqa: PLC0415
     from sendguard.reload import read_config  # noqa: PLC0415
-    from sendguard.workers import Handoff, Supervisor, default_workers  # noqa: PLC0415
 
     try:
         loaded = read_config(config_path)
@@ -691,6 +690,11 @@ def _serve(
         _print_config_error(exc, config_path)
         return 2
     settings = loaded.settings
+    # The config is read before aiohttp is imported: see sendguard/client_tls.py.
+    client_tls.import_aiohttp(client_tls.https_possible(settings))
+    from sendguard.app import App  # noqa: PLC0415 - keeps `check-config` and `--version` light
+    from sendguard.workers import Handoff, Supervisor, default_workers  # noqa: PLC0415
+
     logs.configure(settings.config.log.level, settings.config.log.format)
     if workers is None:
         workers = default_workers()

@@ -36,6 +36,7 @@ import structlog
 from pydantic import BaseModel
 
 from sendguard.audit import AuditEntry
+from sendguard.client_tls import https_possible, load_certificates
 from sendguard.clock import Clock
 from sendguard.config import (
     Config,
@@ -88,6 +89,8 @@ def read_config(path: Path | None, environ: Mapping[str, str] | None = None) -> 
             raise ConfigError([ConfigProblem("", f"cannot read {path}: {exc.strerror}")]) from None
         source = str(path)
     settings = parse_config(text, source, environ)
+    if https_possible(settings):
+        load_certificates()  # before a client it configures speaks HTTPS (sendguard/client_tls.py)
     return Loaded(settings, hashlib.sha256(text.encode("utf-8")).hexdigest())
 
 

@@ -28,6 +28,7 @@ import aiohttp
 import structlog
 
 from sendguard import __version__
+from sendguard.client_tls import load_certificates
 from sendguard.clock import Clock
 from sendguard.config import WebhookOptions
 from sendguard.delivery.dispatcher import backoff
@@ -116,6 +117,7 @@ class WebhookSender:
             while not self._stopping.is_set():
                 claimed: Sequence[OutboundEvent] = ()
                 if self._configs:
+                    load_certificates()  # sendguard/client_tls.py; at once after the first
                     try:
                         claimed = await self._store.claim_webhook_events(
                             self._clock.now(), self._owner, BATCH, LEASE

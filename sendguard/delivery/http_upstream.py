@@ -19,6 +19,7 @@ from typing import Any
 
 import aiohttp
 
+from sendguard.client_tls import load_certificates
 from sendguard.errors import UpstreamPermanent, UpstreamTransient
 
 READY_FOR = 30.0
@@ -83,6 +84,7 @@ class HttpUpstream:
     def _client(self) -> aiohttp.ClientSession:
         # Made on first use: a session belongs to the running event loop.
         if self._session is None:
+            load_certificates()  # sendguard/client_tls.py
             self._session = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(limit=self._pool_size),
                 timeout=self._timeout,

@@ -30,6 +30,7 @@ from urllib.parse import quote, urlencode
 import aiohttp
 import structlog
 
+from sendguard.client_tls import load_certificates
 from sendguard.clock import Clock
 from sendguard.config import ReviewNotifyOptions
 from sendguard.delivery.upstream import Envelope, Upstream
@@ -274,6 +275,7 @@ class Notifier:
 
     async def _post(self, url: str, text: str) -> None:
         if self._session is None:
+            load_certificates()  # sendguard/client_tls.py
             self._session = aiohttp.ClientSession(
                 timeout=aiohttp.ClientTimeout(total=self._config.timeout.total_seconds())
             )

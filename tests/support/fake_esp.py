@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import email
 import json
+import ssl
 import threading
 import time
 from dataclasses import dataclass, field
@@ -31,8 +32,10 @@ class FakeEsp:
     """Serves /v3/mail/send, /email(/withTemplate) and /v3/{domain}/messages(.mime) on a
     loopback port."""
 
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, ssl_context: ssl.SSLContext | None = None) -> None:
         self.port = port
+        self._ssl = ssl_context
+        """With a context, it serves HTTPS."""
         self.calls: list[Call] = []
         self.problems: list[str] = []
         self._script: list[tuple[int, dict[str, str], Any]] = []
@@ -142,7 +145,7 @@ class FakeEsp:
         app.router.add_get("/", self._root)
         self._runner = web.AppRunner(app)
         self._loop.run_until_complete(self._runner.setup())
-        site = web.TCPSite(self._runner, "127.0.0.1", self.port)
+        site = web.TCPSite(self._runner, "127.0.0.1", self.port, ssl_context=self._ssl)
         self._loop.run_until_complete(site.start())
         self._ready.set()
         self._loop.run_forever()
