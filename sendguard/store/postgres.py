@@ -215,6 +215,13 @@ _LOCKED_READS = {
 _MAKE_LOCKED_READS = ";\n".join(ddl for _, ddl in _LOCKED_READS.values())
 
 
+@lru_cache(maxsize=64)
+def _locked_reads_call(name: str, arguments: int) -> str:
+    """The statement calling function `name` with `arguments` arguments."""
+    numbers = ", ".join(f"${i}" for i in range(1, arguments + 1))
+    return f"SELECT * FROM pg_temp.{name}({numbers})"
+
+
 def lock_key(key: str) -> int:
     """A stable signed 64-bit advisory lock key for a recipient key."""
     digest = hashlib.sha256(b"sendguard:recipient:" + key.encode()).digest()
@@ -482,6 +489,17 @@ class PostgresStore(SqlStore):
         return conn
 
     # transactions ----------------------------------------------------------------------------
+    async def _acquire(self) -> tuple[ConnectionPool, asyncpg.Connection]:
+        if self._pool is None:
+            raise StoreUnavailable("store is not open")
+        pool = self._pool
+        try:
+            return pool, await pool.acquire()
+        except (*_UNAVAILABLE, asyncpg.PostgresError) as exc:
+            # Any refusal while connecting (login refused, database missing, server starting
+            # up or shutting down) means "not now" to the caller.
+            raise StoreUnavailable(f"PostgreSQL unavailable: {exc}") from exc
+
     @asynccontextmanager
     async def _connection(self) -> AsyncIterator[asyncpg.Connection]:
         held = _HELD.get()
@@ -489,15 +507,7 @@ class PostgresStore(SqlStore):
             await self._take_pending(held)
             yield held
             return
-        if self._pool is None:
-            raise StoreUnavailable("store is not open")
-        pool = self._pool
-        try:
-            conn = await pool.acquire()
-        except (*_UNAVAILABLE, asyncpg.PostgresError) as exc:
-            # Any refusal while connecting (login refused, database missing, server starting
-            # up or shutting down) means "not now" to the caller.
-            raise StoreUnavailable(f"PostgreSQL unavailable: {exc}") from exc
+        pool, conn = await self._acquire()
         failed: BaseException | None = None
         try:
             yield conn
@@ -508,10 +518,35 @@ class PostgresStore(SqlStore):
             with contextlib.suppress(*_UNAVAILABLE):
                 await pool.release(conn, failed=failed)
 
+    async def _job(self, job: Job[T], *, transaction: bool) -> T:
+        """`job` on the connection of the block it runs in (`lock_recipients`), else on a
+        pooled one; in a transaction if asked. What `_connection` does, without a context
+        manager's generator and its calls: `_read`, `_write` and `_write_one` are most of the
+        store's calls."""
+        held = _HELD.get()
+        if held is not None:
+            await self._take_pending(held)
+            if transaction:
+                async with held.transaction():
+                    return await job(_Tx(held))
+            return await job(_Tx(held))
+        pool, conn = await self._acquire()
+        failed: BaseException | None = None
+        try:
+            if transaction:
+                async with conn.transaction():
+                    return await job(_Tx(conn))
+            return await job(_Tx(conn))
+        except BaseException as exc:
+            failed = exc
+            raise
+        finally:
+            with contextlib.suppress(*_UNAVAILABLE):
+                await pool.release(conn, failed=failed)
+
     async def _write(self, job: Job[T]) -> T:
         try:
-            async with self._connection() as conn, conn.transaction():
-                result = await job(_Tx(conn))
+            result = await self._job(job, transaction=True)
         except _UNAVAILABLE as exc:
             raise StoreUnavailable(f"PostgreSQL write failed: {exc}") from exc
         except asyncpg.UniqueViolationError as exc:
@@ -525,8 +560,7 @@ class PostgresStore(SqlStore):
         # Outside a transaction each statement commits on its own, durably before its answer
         # (synchronous_commit as the server has it): no BEGIN and COMMIT round trips.
         try:
-            async with self._connection() as conn:
-                result = await job(_Tx(conn))
+            result = await self._job(job, transaction=False)
         except _UNAVAILABLE as exc:
             raise StoreUnavailable(f"PostgreSQL write failed: {exc}") from exc
         except asyncpg.UniqueViolationError as exc:
@@ -615,8 +649,7 @@ class PostgresStore(SqlStore):
 
     async def _read(self, job: Job[T]) -> T:
         try:
-            async with self._connection() as conn:
-                return await job(_Tx(conn))
+            return await self._job(job, transaction=False)
         except _UNAVAILABLE as exc:
             raise StoreUnavailable(f"PostgreSQL read failed: {exc}") from exc
 
@@ -710,9 +743,7 @@ class PostgresStore(SqlStore):
         args.append(lock_key(key))
         if campaign:
             args.append(campaign)
-        call = (
-            f"SELECT * FROM pg_temp.{name}({', '.join(f'${i}' for i in range(1, len(args) + 1))})"
-        )
+        call = _locked_reads_call(name, len(args))
         conn = _HELD.get()
         assert conn is not None
         pending.sent = True
