@@ -48,7 +48,9 @@ class ConnectionPool:
         self._idle: list[asyncpg.Connection] = []
         self._size = 0
         """Connections open, being opened, or in use."""
-        self._waiters: deque[asyncio.Future[None]] = deque()
+        self._waiters: deque[asyncio.Future[asyncpg.Connection | None]] = deque()
+        """Callers waiting, first first: each is handed a released connection, or None when a
+        place became free (then it opens one)."""
         self._closing = False
 
     @property
@@ -92,24 +94,45 @@ class ConnectionPool:
                     conn.terminate()
                     raise asyncpg.InterfaceError("the store's connections are closing")
                 return conn
-            waiter = asyncio.get_running_loop().create_future()
-            self._waiters.append(waiter)
-            try:
-                await waiter
-            except BaseException:
-                if waiter.done() and not waiter.cancelled():
-                    self._wake()  # woken, but leaving: the next waiter's turn
-                else:
-                    with contextlib.suppress(ValueError):
-                        self._waiters.remove(waiter)
-                raise
+            handed = await self._turn()
+            if handed is not None:
+                if not handed.is_closed():
+                    return handed
+                self._size -= 1  # lost while handed over: its place is free
 
-    def _wake(self) -> None:
+    async def _turn(self) -> asyncpg.Connection | None:
+        """Wait in line: a connection released, or None when a place became free."""
+        waiter: asyncio.Future[asyncpg.Connection | None]
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        try:
+            return await waiter
+        except BaseException:
+            if waiter.done() and not waiter.cancelled():
+                # Handed something, but leaving (cancelled, timed out): pass it on.
+                handed = waiter.result()
+                if handed is None:
+                    self._wake()
+                else:
+                    self._put(handed)
+            else:
+                with contextlib.suppress(ValueError):
+                    self._waiters.remove(waiter)
+            raise
+
+    def _wake(self, conn: asyncpg.Connection | None = None) -> bool:
+        """Hand `conn` (None: a free place) to the first waiter; False if none waits."""
         while self._waiters:
             waiter = self._waiters.popleft()
             if not waiter.done():
-                waiter.set_result(None)
-                return
+                waiter.set_result(conn)
+                return True
+        return False
+
+    def _put(self, conn: asyncpg.Connection) -> None:
+        """A ready connection to the first waiter, else to the free ones."""
+        if not self._wake(conn):
+            self._idle.append(conn)
 
     async def release(self, conn: asyncpg.Connection, *, failed: BaseException | None) -> None:
         """Take `conn` back after a call that raised `failed` (None: it returned)."""
@@ -121,8 +144,7 @@ class ConnectionPool:
             # Needs the server: in a task of its own, so a cancelled caller still finishes it.
             await asyncio.shield(asyncio.ensure_future(self._reset_and_put(conn, settled)))
             return
-        self._idle.append(conn)
-        self._wake()
+        self._put(conn)
 
     async def _reset_and_put(self, conn: asyncpg.Connection, settled: bool) -> None:
         try:
@@ -137,8 +159,7 @@ class ConnectionPool:
         if self._closing:
             self._drop(conn)
             return
-        self._idle.append(conn)
-        self._wake()
+        self._put(conn)
 
     def _drop(self, conn: asyncpg.Connection) -> None:
         conn.terminate()
