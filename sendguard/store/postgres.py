@@ -1,6 +1,7 @@
 """The PostgreSQL store: several sendguard instances, one state.
 
-The same SQL as the embedded store (sql_store.py), on an asyncpg pool:
+The same SQL as the embedded store (sql_store.py), on asyncpg connections of the store's own
+pool (postgres_pool.py):
 - schema migrations run at start under an advisory lock, so instances starting together
   do not race; `synchronous_commit` is left as the server has it (on), so an answer of
   250/202 means committed;
