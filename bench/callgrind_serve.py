@@ -1,6 +1,7 @@
 """User-space instructions per message of `sendguard serve --workers 1`, per thread.
 
-Usage: python bench/callgrind_serve.py OUT [--messages 300] [--warm 50] [--port-base P] [--bare]
+Usage: python bench/callgrind_serve.py OUT [--messages 300] [--warm 50] [--port-base P]
+                                          [--bare | --postgres]
 
 `sendguard serve` with `make bench`'s config (SQLite, the six policies as shipped, the SMTP
 upstream into Postfix's smtp-sink, the bench's campaign approved) runs under
@@ -12,12 +13,16 @@ that runs is the `sendguard` package this interpreter imports (PYTHONPATH choose
 checkout's). The listeners take `--port-base` and the next port when given (else free ports).
 With `--bare`, `bench/bare_relay.py` (aiosmtpd in, pooled aiosmtplib out: the issue's
 baseline) runs under valgrind the same way instead, with the same traffic, so the two are
-compared per message and, with `callgrind_annotate`, per step.
+compared per message and, with `callgrind_annotate`, per step. With `--postgres`, the serve's
+store is a new schema of the PostgreSQL server `BENCH_PG` names (as `make bench`'s PostgreSQL
+rows; dropped afterwards): sendguard's own instructions with that store, the server's not.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import re
 import subprocess
 import sys
@@ -61,6 +66,33 @@ def _wait_listening(proc: subprocess.Popen[bytes], work: Path, ports: tuple[int,
             return
 
 
+def _postgres() -> dict[str, str]:
+    """The store config of a new schema on the server `BENCH_PG` names."""
+    pg = os.environ.get("BENCH_PG", "postgresql://postgres@127.0.0.1:5432/test")
+    return {"url": pg, "schema": f"bench_callgrind_{int(time.time())}"}
+
+
+def _drop(store: dict[str, str]) -> None:
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        drop = f"DROP SCHEMA IF EXISTS {store['schema']} CASCADE"
+        subprocess.run(
+            ["psql", store["url"], "-qc", drop], capture_output=True, check=False, timeout=60
+        )
+
+
+def _measure(pid: int, sink: run.Sink, smtp: int, warm: int, messages: int) -> None:
+    """`warm` messages, then `messages` more counted: instrumentation on and zeroed, dumped."""
+    warmed = run.throughput(sink, smtp, warm, run.SMALL, reuse=False)
+    assert warmed["ok"], warmed
+    subprocess.run(["callgrind_control", "-i", "on", str(pid)], check=True)
+    subprocess.run(["callgrind_control", "-z", str(pid)], check=True)
+    measured = run.throughput(sink, smtp, messages, run.SMALL, reuse=False)
+    assert measured["ok"], measured
+    time.sleep(2)  # the last `sent` commits
+    subprocess.run(["callgrind_control", "-d", str(pid)], check=True)
+    time.sleep(2)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("out", type=Path)
@@ -68,6 +100,7 @@ def main() -> None:
     parser.add_argument("--warm", type=int, default=50)
     parser.add_argument("--port-base", type=int, default=0)
     parser.add_argument("--bare", action="store_true", help="the bare relay instead")
+    parser.add_argument("--postgres", action="store_true", help="the store on BENCH_PG")
     args = parser.parse_args()
     out: Path = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -77,8 +110,9 @@ def main() -> None:
         run.free_port = iter(range(args.port_base + 2, args.port_base + 100)).__next__
     sink = run.Sink(work)
     proc = None
+    store = _postgres() if args.postgres else None
     try:
-        config = run.sendguard_config(work, sink)
+        config = run.sendguard_config(work, sink, store)
         if args.port_base:
             config["smtp"]["listen"] = f"127.0.0.1:{args.port_base}"
             config["http"]["listen"] = f"127.0.0.1:{args.port_base + 1}"
@@ -108,15 +142,7 @@ def main() -> None:
         if not args.bare:
             contestant = run.Contestant("sendguard", smtp, pid=proc.pid, http=http)
             run.approve_campaign(contestant, sink)
-        warm = run.throughput(sink, smtp, args.warm, run.SMALL, reuse=False)
-        assert warm["ok"], warm
-        subprocess.run(["callgrind_control", "-i", "on", str(proc.pid)], check=True)
-        subprocess.run(["callgrind_control", "-z", str(proc.pid)], check=True)
-        measured = run.throughput(sink, smtp, args.messages, run.SMALL, reuse=False)
-        assert measured["ok"], measured
-        time.sleep(2)  # the last `sent` commits
-        subprocess.run(["callgrind_control", "-d", str(proc.pid)], check=True)
-        time.sleep(2)
+        _measure(proc.pid, sink, smtp, args.warm, args.messages)
         for name, count in per_thread(out, proc.pid).items():
             print(f"{name}: {count / args.messages:,.0f} instructions per message")
     finally:
@@ -124,6 +150,8 @@ def main() -> None:
             proc.terminate()
             proc.wait(60)
         sink.stop()
+        if store is not None:
+            _drop(store)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """The PostgreSQL store: several sendguard instances, one state.
 
-The same SQL as the embedded store (sql_store.py), on an asyncpg pool:
+The same SQL as the embedded store (sql_store.py), on asyncpg connections of the store's own
+pool (postgres_pool.py):
 - schema migrations run at start under an advisory lock, so instances starting together
   do not race; `synchronous_commit` is left as the server has it (on), so an answer of
   250/202 means committed;
@@ -44,6 +45,7 @@ from sendguard.resend import CopyQuery
 from sendguard.store import StoreSettings, codec, sql_content
 from sendguard.store.keyed_lock import KeyedLock
 from sendguard.store.message_cache import MessageCache
+from sendguard.store.postgres_pool import ConnectionPool
 from sendguard.store.postgres_schema import MIGRATIONS, SCHEMA_LOCK
 from sendguard.store.sql_dispatch import DUE_STATES_SQL
 from sendguard.store.sql_history import _RECIPIENT_READS, recipient_reads_query
@@ -214,6 +216,13 @@ _LOCKED_READS = {
 _MAKE_LOCKED_READS = ";\n".join(ddl for _, ddl in _LOCKED_READS.values())
 
 
+@lru_cache(maxsize=64)
+def _locked_reads_call(name: str, arguments: int) -> str:
+    """The statement calling function `name` with `arguments` arguments."""
+    numbers = ", ".join(f"${i}" for i in range(1, arguments + 1))
+    return f"SELECT * FROM pg_temp.{name}({numbers})"
+
+
 def lock_key(key: str) -> int:
     """A stable signed 64-bit advisory lock key for a recipient key."""
     digest = hashlib.sha256(b"sendguard:recipient:" + key.encode()).digest()
@@ -279,7 +288,7 @@ class PostgresStore(SqlStore):
         self._trace = trace
         # Server pids of pooled connections that may hold advisory locks (see `_reset`).
         self._may_hold_locks: set[int] = set()
-        self._pool: asyncpg.Pool | None = None
+        self._pool: ConnectionPool | None = None
         self._locks = KeyedLock()
         self._cache = MessageCache()
         self._listeners: list[Callable[[], None]] = []
@@ -291,29 +300,48 @@ class PostgresStore(SqlStore):
 
     # lifecycle -------------------------------------------------------------------------------
     async def open(self) -> None:
+        self._pool = pool = ConnectionPool(
+            self._new_connection,
+            max_size=self._pool_size,
+            wait=self._timeout,
+            needs_reset=self._needs_reset,
+            reset=self._reset,
+        )
         try:
-            self._pool = await asyncpg.create_pool(
-                self._dsn,
-                min_size=1,
-                max_size=self._pool_size,
-                timeout=self._timeout,
-                command_timeout=self._timeout * 6,
-                server_settings={
-                    "search_path": self._schema,
-                    "application_name": "sendguard",
-                    # Each statement reads a snapshot of its own, taken as it starts: the
-                    # decision's reads follow the recipient's lock (`_locked_reads`).
-                    "default_transaction_isolation": "read committed",
-                },
-                init=self._init_connection,
-                reset=self._reset,
-            )
-            async with self._pool.acquire() as conn:
+            conn = await pool.acquire()
+            failed: BaseException | None = None
+            try:
                 await self._migrate(conn)
+            except BaseException as exc:
+                failed = exc
+                raise
+            finally:
+                await pool.release(conn, failed=failed)
         except _UNAVAILABLE as exc:
             await self.close()
             raise StoreUnavailable(f"cannot reach PostgreSQL: {exc}") from exc
         self._watch = asyncio.create_task(self._keep_listening(), name="pg-listen")
+
+    async def _new_connection(self) -> asyncpg.Connection:
+        """A new pooled connection, set up (`_init_connection`)."""
+        conn = await asyncpg.connect(
+            self._dsn,
+            timeout=self._timeout,
+            command_timeout=self._timeout * 6,
+            server_settings={
+                "search_path": self._schema,
+                "application_name": "sendguard",
+                # Each statement reads a snapshot of its own, taken as it starts: the
+                # decision's reads follow the recipient's lock (`_locked_reads`).
+                "default_transaction_isolation": "read committed",
+            },
+        )
+        try:
+            await self._init_connection(conn)
+        except BaseException:
+            conn.terminate()
+            raise
+        return conn
 
     async def _init_connection(self, conn: asyncpg.Connection) -> None:
         """A new pooled connection: the functions of `_locked_reads` (in `pg_temp`, so each
@@ -329,14 +357,19 @@ class PostgresStore(SqlStore):
         if trace is not None:
             conn.add_query_logger(lambda record: trace(record.query))
 
+    def _needs_reset(self, conn: asyncpg.Connection) -> bool:
+        """Whether a connection going back to the pool may hold advisory locks (`_reset`)."""
+        return conn.get_server_pid() in self._may_hold_locks
+
     async def _reset(self, conn: asyncpg.Connection) -> None:
         """Make a connection going back to the pool like a fresh one.
 
-        asyncpg rolls back an open transaction first. Its default reset then sends
-        `pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL` on every release: a round
-        trip and four statements per store call. The store opens no cursors, LISTENs on a
-        connection of its own and changes no setting, so only advisory locks can be left over:
-        those of a `lock_recipients` or a migration whose unlock did not complete.
+        asyncpg's default reset sends `pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *;
+        RESET ALL` on every release: a round trip and four statements per store call. The
+        store opens no cursors, LISTENs on a connection of its own and changes no setting, and
+        a transaction ends with its block (the pool terminates a connection left in one), so
+        only advisory locks can be left over: those of a `lock_recipients` or a migration
+        whose unlock did not complete.
         """
         pid = conn.get_server_pid()
         if pid in self._may_hold_locks:
@@ -376,7 +409,7 @@ class PostgresStore(SqlStore):
         if self._pool is not None:
             pool, self._pool = self._pool, None
             with contextlib.suppress(*_UNAVAILABLE):
-                await asyncio.wait_for(pool.close(), self._timeout)
+                await pool.close()
 
     async def check(self) -> None:
         async def job(tx: Any) -> None:
@@ -457,6 +490,17 @@ class PostgresStore(SqlStore):
         return conn
 
     # transactions ----------------------------------------------------------------------------
+    async def _acquire(self) -> tuple[ConnectionPool, asyncpg.Connection]:
+        if self._pool is None:
+            raise StoreUnavailable("store is not open")
+        pool = self._pool
+        try:
+            return pool, await pool.acquire()
+        except (*_UNAVAILABLE, asyncpg.PostgresError) as exc:
+            # Any refusal while connecting (login refused, database missing, server starting
+            # up or shutting down) means "not now" to the caller.
+            raise StoreUnavailable(f"PostgreSQL unavailable: {exc}") from exc
+
     @asynccontextmanager
     async def _connection(self) -> AsyncIterator[asyncpg.Connection]:
         held = _HELD.get()
@@ -464,24 +508,46 @@ class PostgresStore(SqlStore):
             await self._take_pending(held)
             yield held
             return
-        if self._pool is None:
-            raise StoreUnavailable("store is not open")
-        try:
-            conn = await self._pool.acquire(timeout=self._timeout)
-        except (*_UNAVAILABLE, asyncpg.PostgresError) as exc:
-            # Any refusal while connecting (login refused, database missing, server starting
-            # up or shutting down) means "not now" to the caller.
-            raise StoreUnavailable(f"PostgreSQL unavailable: {exc}") from exc
+        pool, conn = await self._acquire()
+        failed: BaseException | None = None
         try:
             yield conn
+        except BaseException as exc:
+            failed = exc
+            raise
         finally:
             with contextlib.suppress(*_UNAVAILABLE):
-                await self._pool.release(conn, timeout=self._timeout)
+                await pool.release(conn, failed=failed)
+
+    async def _job(self, job: Job[T], *, transaction: bool) -> T:
+        """`job` on the connection of the block it runs in (`lock_recipients`), else on a
+        pooled one; in a transaction if asked. What `_connection` does, without a context
+        manager's generator and its calls: `_read`, `_write` and `_write_one` are most of the
+        store's calls."""
+        held = _HELD.get()
+        if held is not None:
+            await self._take_pending(held)
+            if transaction:
+                async with held.transaction():
+                    return await job(_Tx(held))
+            return await job(_Tx(held))
+        pool, conn = await self._acquire()
+        failed: BaseException | None = None
+        try:
+            if transaction:
+                async with conn.transaction():
+                    return await job(_Tx(conn))
+            return await job(_Tx(conn))
+        except BaseException as exc:
+            failed = exc
+            raise
+        finally:
+            with contextlib.suppress(*_UNAVAILABLE):
+                await pool.release(conn, failed=failed)
 
     async def _write(self, job: Job[T]) -> T:
         try:
-            async with self._connection() as conn, conn.transaction():
-                result = await job(_Tx(conn))
+            result = await self._job(job, transaction=True)
         except _UNAVAILABLE as exc:
             raise StoreUnavailable(f"PostgreSQL write failed: {exc}") from exc
         except asyncpg.UniqueViolationError as exc:
@@ -495,8 +561,7 @@ class PostgresStore(SqlStore):
         # Outside a transaction each statement commits on its own, durably before its answer
         # (synchronous_commit as the server has it): no BEGIN and COMMIT round trips.
         try:
-            async with self._connection() as conn:
-                result = await job(_Tx(conn))
+            result = await self._job(job, transaction=False)
         except _UNAVAILABLE as exc:
             raise StoreUnavailable(f"PostgreSQL write failed: {exc}") from exc
         except asyncpg.UniqueViolationError as exc:
@@ -585,8 +650,7 @@ class PostgresStore(SqlStore):
 
     async def _read(self, job: Job[T]) -> T:
         try:
-            async with self._connection() as conn:
-                return await job(_Tx(conn))
+            return await self._job(job, transaction=False)
         except _UNAVAILABLE as exc:
             raise StoreUnavailable(f"PostgreSQL read failed: {exc}") from exc
 
@@ -680,9 +744,7 @@ class PostgresStore(SqlStore):
         args.append(lock_key(key))
         if campaign:
             args.append(campaign)
-        call = (
-            f"SELECT * FROM pg_temp.{name}({', '.join(f'${i}' for i in range(1, len(args) + 1))})"
-        )
+        call = _locked_reads_call(name, len(args))
         conn = _HELD.get()
         assert conn is not None
         pending.sent = True

@@ -411,6 +411,9 @@ MIGRATIONS: tuple[str, ...] = (
         WHEN new.state = 'sent' AND old.state <> 'sent'
         BEGIN UPDATE history SET sent = 1 WHERE delivery_id = new.id; END;
     """,
+    # 18: PostgreSQL's alone (postgres_schema.py: `history.sent` written in place, a HOT
+    # update); nothing changes here.
+    "",
 )
 
 DUE_CONDITION = "(state = 'queued' OR state = 'delayed' OR state = 'deferred' OR state = 'held')"

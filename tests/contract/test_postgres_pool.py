@@ -73,6 +73,7 @@ async def test_recipients_locks_end_with_the_block_and_nothing_else_is_sent(
 ) -> None:
     store, sent = traced
     pid = await backend_pid(store)
+    await asyncio.sleep(0.01)  # the query loggers of what ran before
     sent.clear()
 
     async with store.lock_recipients(["b@example.org", "a@example.org"]):
@@ -112,6 +113,7 @@ async def test_a_free_recipient_is_locked_with_the_pause_read_in_one_round_trip(
     store, sent = traced
     pid = await backend_pid(store)
     await store.set_pause(GlobalPause(True, T0, "ops", "incident"))
+    await asyncio.sleep(0.01)  # the query loggers of what ran before
     sent.clear()
 
     async with store.lock_recipients(["a@example.org"]):
@@ -149,6 +151,7 @@ async def test_a_pause_set_while_the_lock_is_waited_for_is_seen(
             async with store.lock_recipients(["A@example.org"]):
                 seen.append(await store.get_pause())
 
+        await asyncio.sleep(0.01)  # the query loggers of what ran before
         sent.clear()
         deciding = asyncio.create_task(decide())
         for _ in range(200):  # until the store waits for the lock (bounded: 10 s)
@@ -189,6 +192,7 @@ async def test_a_decision_reads_a_campaign_with_its_approvals_in_one_round_trip(
     expected = await store.approvals("spring")
     assert [a.content_hash for a in expected] == ["h2", "h1"]  # newest first
     campaign = await store.get_campaign("spring")
+    await asyncio.sleep(0.01)  # the query loggers of what ran before
     sent.clear()
 
     async with store.lock_recipients(["a@example.org"]):
@@ -217,6 +221,7 @@ async def test_a_block_without_statements_sends_none(
 ) -> None:
     store, sent = traced
     await backend_pid(store)
+    await asyncio.sleep(0.01)  # the query loggers of what ran before
     sent.clear()
 
     async with store.lock_recipients(["a@example.org"]):
@@ -254,6 +259,7 @@ async def test_a_decision_s_first_read_takes_the_lock_and_reads_the_rest_in_one_
     campaign = await store.get_campaign("spring")
     pause = await store.get_pause()
     await asyncio.sleep(0.01)
+    await asyncio.sleep(0.01)  # the query loggers of what ran before
     sent.clear()
 
     async with store.lock_recipients(["A@example.org"], campaign="spring"):
@@ -393,6 +399,7 @@ async def test_a_connection_without_the_locked_reads_reads_with_statements_of_it
 
     await store._read(drop)
     await store.add_event(Event(EventType.CLICK, "a@example.org", T0, "m1"))
+    await asyncio.sleep(0.01)  # the query loggers of what ran before
     sent.clear()
 
     async with store.lock_recipients(["a@example.org"]):
