@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal
@@ -25,7 +25,7 @@ from sendguard.clock import Clock, monotonic
 from sendguard.errors import StoreUnavailable
 from sendguard.message import Delivery, DeliveryState, HoldOrigin
 from sendguard.metrics import Metrics, PolicySeries, count_policies
-from sendguard.policy import Policy, PolicyContext, ReadsStore
+from sendguard.policy import JudgesAtOnce, Policy, PolicyContext, ReadsStore
 from sendguard.resend import CopyQuery, client_message_id, resend_outcome
 from sendguard.store.base import PolicyReads
 from sendguard.verdict import (
@@ -36,6 +36,7 @@ from sendguard.verdict import (
     OnError,
     PolicyOutcome,
     Verdict,
+    outcome,
 )
 
 log = structlog.get_logger("sendguard.engine")
@@ -210,6 +211,8 @@ class _Runs:
 
     bindings: tuple[PolicyBinding, ...]
     series: tuple[PolicySeries, ...]
+    now: tuple[Callable[[Delivery, PolicyContext], Verdict | None] | None, ...]
+    """Each policy's `evaluate_now`, if it has one (`JudgesAtOnce`)."""
 
 
 class Engine:
@@ -257,7 +260,10 @@ class Engine:
                 found = self._meters[b.name, b.mode] = PolicySeries(metrics, b.name, b.mode.value)
             series.append(found)
         self._one_process = all(s.unlocked() for s in self._meters.values())
-        return _Runs(tuple(bindings), tuple(series))
+        now = tuple(
+            b.policy.evaluate_now if isinstance(b.policy, JudgesAtOnce) else None for b in bindings
+        )
+        return _Runs(tuple(bindings), tuple(series), now)
 
     def reconfigure(self, bindings: Sequence[PolicyBinding], hold_expiry: timedelta | None) -> None:
         """Judge every decision from now on with these policies (a config reload).
@@ -326,36 +332,18 @@ class Engine:
             message_id = client_message_id(delivery.message.headers.get("Message-ID"))
             if copy is not None and message_id is not None:
                 return self._decided(delivery, Decision.of([resend_outcome(copy, message_id)]))
-        outcomes: list[PolicyOutcome] = []
-        # One clock read between two policies: the end of one is the start of the next.
-        started = monotonic()
-        for binding in runs.bindings:
-            # Run the policy's coroutine directly: most answer without suspending (see
-            # `_finish`), and then no coroutine of the engine's own is made for it.
-            try:
-                coroutine = binding.policy.evaluate(delivery, ctx)
-                pending = coroutine.send(None)
-            except StopIteration as done:
-                verdict, error = done.value, None
-                if verdict.__class__ is not Verdict:  # rare: checked again, slowly
-                    verdict, error = self._checked(binding, delivery, verdict)
-            except Exception as exc:  # noqa: BLE001 - a plugin's bug must not take the ingress down (logged by _fault)
-                verdict, error = self._fault(binding, delivery, exc)
-            else:
-                verdict, error = await self._suspended(binding, delivery, coroutine, pending)
-            ended = monotonic()
-            outcomes.append(
-                PolicyOutcome(binding.name, verdict, binding.mode, error, ended - started)
-            )
-            started = ended
+        campaign = None
+        if delivery.campaign is not None:
+            # Read before the policies too (the kill switch below reads it whatever the
+            # config): a policy that asks (human_hold) then has it without awaiting.
+            campaign = await ctx.campaign(delivery.campaign)
+        outcomes = await self._judge(runs, delivery, ctx)
         if self._record:
             count_policies(runs.series, outcomes, self._counting())
-        if delivery.campaign is not None:
+        if campaign is not None and campaign.paused:
             # The kill switch is part of the core, not a policy: it holds whatever the config.
-            campaign = await ctx.campaign(delivery.campaign)
-            if campaign is not None and campaign.paused:
-                reason = f"campaign {campaign.name} is paused"
-                outcomes.append(PolicyOutcome(PAUSE, Verdict.hold(reason)))
+            reason = f"campaign {campaign.name} is paused"
+            outcomes.append(PolicyOutcome(PAUSE, Verdict.hold(reason)))
         pause = await store.get_pause()
         if pause.paused:
             # The global kill switch: every delivery waits, campaign or not, until resumed.
@@ -364,6 +352,44 @@ class Engine:
             )
             outcomes.append(PolicyOutcome(GLOBAL_PAUSE, Verdict.hold(reason)))
         return self._decided(delivery, Decision.of(outcomes))
+
+    async def _judge(
+        self, runs: _Runs, delivery: Delivery, ctx: PolicyContext
+    ) -> list[PolicyOutcome]:
+        """Every configured policy's outcome for `delivery`, in order."""
+        outcomes: list[PolicyOutcome] = []
+        # One clock read between two policies: the end of one is the start of the next.
+        started = monotonic()
+        for binding, now in zip(runs.bindings, runs.now, strict=True):
+            # A policy that can judge at once is called as a function (`JudgesAtOnce`); the
+            # others' coroutines run directly: most answer without suspending (see
+            # `_finish`), and then no coroutine of the engine's own is made for them.
+            verdict: Verdict | None = None
+            error: str | None = None
+            if now is not None:
+                try:
+                    verdict = now(delivery, ctx)
+                except Exception as exc:  # noqa: BLE001 - a plugin's bug must not take the ingress down (logged by _fault)
+                    verdict, error = self._fault(binding, delivery, exc)
+                else:
+                    if verdict is not None and verdict.__class__ is not Verdict:
+                        verdict, error = self._checked(binding, delivery, verdict)
+            if verdict is None:
+                try:
+                    coroutine = binding.policy.evaluate(delivery, ctx)
+                    pending = coroutine.send(None)
+                except StopIteration as done:
+                    verdict, error = done.value, None
+                    if verdict.__class__ is not Verdict:  # rare: checked again, slowly
+                        verdict, error = self._checked(binding, delivery, verdict)
+                except Exception as exc:  # noqa: BLE001 - a plugin's bug must not take the ingress down (logged by _fault)
+                    verdict, error = self._fault(binding, delivery, exc)
+                else:
+                    verdict, error = await self._suspended(binding, delivery, coroutine, pending)
+            ended = monotonic()
+            outcomes.append(outcome(binding.name, verdict, binding.mode, error, ended - started))
+            started = ended
+        return outcomes
 
     def _counting(self) -> int | None:
         """This thread, if its decisions count without the values' locks (see `_owner`)."""
