@@ -15,7 +15,12 @@ the process CPU µs per judged decision.
 
 Instructions per decision: run `judge` under `valgrind --tool=callgrind` with two values of K on
 copies of the same filled store (`PYTHONHASHSEED=0`); the difference of the totals over the
-difference of K. Another checkout's code runs with `PYTHONPATH=OTHER:LINKS` (as
+difference of K. The judged loop alone, in about a twelfth of the time (session 14): `judge
+--gate FILE` under `valgrind --tool=callgrind --instr-atstart=no --collect-atstart=no
+--toggle-collect=functools_reduce`; after the warm-up it prints `ready PID` and waits for FILE
+to exist (run `callgrind_control -i on PID`, then create FILE), then steps the K decisions
+to their ends inside one `functools.reduce` (on the SQLite store no decision suspends): the
+total over K. Another checkout's code runs with `PYTHONPATH=OTHER:LINKS` (as
 bench/callgrind_serve.py says), from a directory outside this checkout; `fill` then writes that
 checkout's schema.
 """
@@ -24,8 +29,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import importlib.util
 import json
+import os
 import sys
 import time
 from datetime import UTC, datetime
@@ -98,7 +105,27 @@ def _decision(delivery_id: str, decision: Any) -> str:
     )
 
 
-async def judge(path: Path, decisions: int, warm: int, dump: bool) -> list[str]:
+def _stepped(coroutine: Any) -> Any:
+    """The result of a coroutine that finishes without suspending."""
+    try:
+        coroutine.send(None)
+    except StopIteration as done:
+        return done.value
+    coroutine.close()
+    raise RuntimeError("a decision suspended: --gate needs a store whose reads finish at once")
+
+
+def _gated(gate: Path, engine: Engine, judged: list[Delivery]) -> None:
+    """The judged decisions inside one functools.reduce, once `gate` exists (see the module)."""
+    print("ready", os.getpid(), flush=True)
+    while not gate.exists():
+        sum(range(10_000))  # busy: valgrind reads callgrind_control's command while it runs
+    functools.reduce(lambda _, d: _stepped(engine.decide(d, CONTENT)), judged, None)
+
+
+async def judge(
+    path: Path, decisions: int, warm: int, dump: bool, gate: Path | None = None
+) -> list[str]:
     """Judge as the module says; the decisions as JSON lines when `dump`."""
     logs.configure("info", "json")  # as `serve` logs when not on a terminal (stderr)
     recipients = json.loads(path.with_name(path.name + ".judged.json").read_text())["recipients"]
@@ -124,6 +151,10 @@ async def judge(path: Path, decisions: int, warm: int, dump: bool) -> list[str]:
     for i in range(warm):  # the first people of the list, judged again below
         await engine.decide(delivery(i), CONTENT)
     judged = [delivery(i) for i in range(decisions)]
+    if gate is not None:
+        _gated(gate, engine, judged)
+        await store.close()
+        return []
     lines = []
     cpu = time.process_time()
     for d in judged:
@@ -147,11 +178,14 @@ def main() -> None:
     j.add_argument("--decisions", type=int, default=2000)
     j.add_argument("--warm", type=int, default=100)
     j.add_argument("--dump", type=Path)
+    j.add_argument("--gate", type=Path, help="the judged loop alone, under callgrind (see above)")
     args = parser.parse_args()
     if args.command == "fill":
         asyncio.run(fill(args.db, args.n))
     else:
-        lines = asyncio.run(judge(args.db, args.decisions, args.warm, args.dump is not None))
+        lines = asyncio.run(
+            judge(args.db, args.decisions, args.warm, args.dump is not None, args.gate)
+        )
         if args.dump is not None:
             args.dump.write_text("".join(lines))
 

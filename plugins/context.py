@@ -204,6 +204,21 @@ class ContextPolicy:
         """The latest fact of a key counts at any age, so facts are never pruned."""
         return Lookback(facts=None)
 
+    def evaluate_now(self, delivery: Delivery, ctx: PolicyContext) -> Verdict | None:
+        """`evaluate` for a delivery with nothing to check (most mail), or overridden; None
+        for the rest (facts to read)."""
+        if delivery.override_by is not None:
+            return Verdict.forward(f"override by {delivery.override_by}: premises not checked")
+        fields = delivery.message.fields
+        if (
+            fields.data_as_of is None
+            and not fields.requires
+            and not fields.unless
+            and self._campaigns.get(delivery.campaign or "") is None
+        ):
+            return _NO_PREMISES
+        return None
+
     async def evaluate(self, delivery: Delivery, ctx: PolicyContext) -> Verdict:
         if delivery.override_by is not None:
             return Verdict.forward(f"override by {delivery.override_by}: premises not checked")

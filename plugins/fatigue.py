@@ -16,8 +16,10 @@ Events come from `POST /v1/events`.
 from __future__ import annotations
 
 import re
-from datetime import timedelta
+from collections.abc import Sequence
+from datetime import datetime, timedelta
 from typing import ClassVar
+from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, Field, field_validator, model_validator
 
@@ -25,7 +27,8 @@ from sendguard.duration import Duration
 from sendguard.events import EventType
 from sendguard.message import Delivery, MessageClass
 from sendguard.phrasing import human_duration, human_time
-from sendguard.policy import Lookback, PolicyContext, PolicyOptions, class_exempt
+from sendguard.policy import UNREAD, Lookback, PolicyContext, PolicyOptions, class_exempt
+from sendguard.suppressions import Suppression
 from sendguard.verdict import Verdict
 
 # Types that say something other than "this person is still interested".
@@ -99,6 +102,35 @@ class FatiguePolicy:
         looks at the suppression."""
         return frozenset(MessageClass) - frozenset(self._options.exempt_classes)
 
+    def evaluate_now(self, delivery: Delivery, ctx: PolicyContext) -> Verdict | None:
+        """`evaluate` from what the decision read about the recipient (None: not read)."""
+        options = self._options
+        if delivery.message.fields.message_class in options.exempt_classes:
+            return class_exempt(delivery)
+        reads = ctx.reads_now(delivery.recipient)
+        if reads is None:
+            return None
+        suppressed = reads.suppression
+        if suppressed is not None:
+            zone = ctx.recipient_zone_now(delivery)
+            if zone is UNREAD:
+                return None
+            return self._suppressed(delivery, suppressed, zone)
+        since = ctx.now - options.lookback
+        events = ctx.events_now(delivery.recipient, since)
+        if events is None:
+            return None
+        engaged = max((e.at for e in events if str(e.type) in self._engagement), default=since)
+        sends = ctx.send_times_now(
+            engaged,
+            recipient=delivery.recipient,
+            exclude_classes=options.exempt_classes,
+            limit=options.sunset_after,
+        )
+        if sends is None:
+            return None
+        return self._judged(ctx, sends, engaged > since)
+
     async def evaluate(self, delivery: Delivery, ctx: PolicyContext) -> Verdict:
         options = self._options
         if delivery.message.fields.message_class in options.exempt_classes:
@@ -106,10 +138,7 @@ class FatiguePolicy:
         suppressed = await ctx.suppression(delivery.recipient)
         if suppressed is not None:
             zone = await ctx.recipient_zone(delivery)
-            return Verdict.drop(
-                f"{delivery.recipient} is suppressed ({suppressed.reason.value} at"
-                f" {human_time(suppressed.created_at, zone)}, from {suppressed.source})"
-            )
+            return self._suppressed(delivery, suppressed, zone)
         since = ctx.now - options.lookback
         events = await ctx.events(delivery.recipient, since)
         engaged = max((e.at for e in events if str(e.type) in self._engagement), default=since)
@@ -119,6 +148,19 @@ class FatiguePolicy:
             exclude_classes=options.exempt_classes,
             limit=options.sunset_after,
         )
+        return self._judged(ctx, sends, engaged > since)
+
+    @staticmethod
+    def _suppressed(delivery: Delivery, suppressed: Suppression, zone: ZoneInfo | None) -> Verdict:
+        return Verdict.drop(
+            f"{delivery.recipient} is suppressed ({suppressed.reason.value} at"
+            f" {human_time(suppressed.created_at, zone)}, from {suppressed.source})"
+        )
+
+    def _judged(self, ctx: PolicyContext, sends: Sequence[datetime], engaged: bool) -> Verdict:
+        """The verdict on the recipient's unanswered sends (newest first); `engaged`: they
+        engaged within the lookback."""
+        options = self._options
         quiet = len(sends)
         if quiet >= options.sunset_after:
             return Verdict.drop(f"no engagement over the last {quiet} messages: sunset")
@@ -132,10 +174,10 @@ class FatiguePolicy:
                         f" {human_duration(options.throttle_window)}"
                     ),
                 )
-        forward = self._forwards.get((quiet, engaged > since))
+        forward = self._forwards.get((quiet, engaged))
         if forward is None:
-            forward = Verdict.forward(self._engaged_enough(quiet, engaged > since))
-            self._forwards[quiet, engaged > since] = forward
+            forward = Verdict.forward(self._engaged_enough(quiet, engaged))
+            self._forwards[quiet, engaged] = forward
         return forward
 
     def _engaged_enough(self, quiet: int, engaged: bool) -> str:

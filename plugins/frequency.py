@@ -21,7 +21,7 @@ from sendguard.address import domain_of
 from sendguard.duration import Duration
 from sendguard.message import Delivery, MessageClass
 from sendguard.phrasing import human_duration, human_time
-from sendguard.policy import Lookback, PolicyContext, PolicyOptions, class_exempt
+from sendguard.policy import UNREAD, Lookback, PolicyContext, PolicyOptions, class_exempt
 from sendguard.verdict import Verdict
 
 
@@ -119,6 +119,39 @@ class FrequencyPolicy:
         longest = max((cap.window for cap in options.caps), default=timedelta(0))
         return Lookback(history=longest, facts=None if options.quiet_hours else timedelta(0))
 
+    def evaluate_now(self, delivery: Delivery, ctx: PolicyContext) -> Verdict | None:
+        """`evaluate` from the decision's shared read of the sends (None: a domain cap, or
+        sends or the zone not read)."""
+        options = self._options
+        if delivery.message.fields.message_class in options.exempt_classes:
+            return class_exempt(delivery)
+        earliest, full = ctx.now, None
+        for cap in options.caps:
+            if cap.scope == "campaign" and delivery.campaign is None:
+                continue
+            if cap.scope == "domain":
+                return None
+            times = ctx.send_times_now(
+                ctx.now - cap.window,
+                recipient=delivery.recipient,
+                campaign=delivery.campaign if cap.scope == "campaign" else None,
+                exclude_classes=options.exempt_classes,
+                limit=cap.limit,
+            )
+            if times is None:
+                return None
+            if len(times) >= cap.limit:
+                opens = times[-1] + cap.window  # see _window_opens
+                if opens > earliest:
+                    earliest, full = opens, cap
+        zone = None
+        if full is not None or options.quiet_hours is not None:
+            found = ctx.recipient_zone_now(delivery)
+            if found is UNREAD:
+                return None
+            zone = found
+        return self._judged(ctx, earliest, full, zone)
+
     async def evaluate(self, delivery: Delivery, ctx: PolicyContext) -> Verdict:
         options = self._options
         fields = delivery.message.fields
@@ -134,6 +167,14 @@ class FrequencyPolicy:
         zone = None
         if full is not None or options.quiet_hours is not None:
             zone = await ctx.recipient_zone(delivery)
+        return self._judged(ctx, earliest, full, zone)
+
+    def _judged(
+        self, ctx: PolicyContext, earliest: datetime, full: Cap | None, zone: ZoneInfo | None
+    ) -> Verdict:
+        """The verdict once the caps are counted: `earliest` the time every cap allows a send
+        (`full` the cap that sets it, if any), `zone` the recipient's (if needed and known)."""
+        options = self._options
         if zone is None:
             zone = self._default_zone
         why = ""

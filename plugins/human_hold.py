@@ -40,7 +40,7 @@ from sendguard.links import describe_change, what_changed
 from sendguard.message import Delivery, MessageClass
 from sendguard.offload import in_process
 from sendguard.phrasing import human_duration, human_time
-from sendguard.policy import Lookback, PolicyContext, PolicyOptions, class_exempt
+from sendguard.policy import UNREAD, Lookback, PolicyContext, PolicyOptions, class_exempt
 from sendguard.verdict import Verdict
 
 _TEXT_CACHE = 64
@@ -124,6 +124,7 @@ class HumanHoldPolicy:
         # One message fans out to many deliveries: parse its text once, not per recipient.
         self._texts: OrderedDict[str, str] = OrderedDict()
         self._old_links: OrderedDict[str, str] = OrderedDict()
+        self._holds: dict[str, Verdict] = {}
 
     def lookback(self) -> Lookback:
         """Deliveries of a campaign created within `blast_window`."""
@@ -156,6 +157,41 @@ class HumanHoldPolicy:
             if len(self._old_links) > _TEXT_CACHE:
                 self._old_links.popitem(last=False)
         return found
+
+    def evaluate_now(self, delivery: Delivery, ctx: PolicyContext) -> Verdict | None:
+        """`evaluate` when the campaign (read by the engine before the policies) settles it: a
+        rejected campaign, a delivery approved one by one, or an unapproved campaign's hold
+        without a sample; None for the rest (approvals, samples, content, counts to read)."""
+        options = self._options
+        name = delivery.campaign
+        if name is None:
+            return None
+        campaign = ctx.campaign_now(name)
+        if campaign is UNREAD:
+            return None
+        if campaign is not None and campaign.approval is Approval.REJECTED:
+            return Verdict.drop(f"campaign {name} was rejected by {campaign.updated_by}")
+        if delivery.approved_by is not None:
+            return Verdict.forward(f"approved by {delivery.approved_by}")
+        if (
+            options.hold_unapproved_campaigns
+            and options.review_sample is None
+            and delivery.message.fields.message_class not in options.exempt_classes
+            and not (campaign is not None and campaign.approval is Approval.APPROVED)
+        ):
+            return self._unapproved(name)
+        return None
+
+    def _unapproved(self, name: str) -> Verdict:
+        """The hold of a delivery of campaign `name`, which nobody approved yet (made once per
+        campaign: every delivery of it until the approval gets the same)."""
+        held = self._holds.get(name)
+        if held is None:
+            held = Verdict.hold(f"campaign {name} is not approved yet")
+            if len(self._holds) >= _TEXT_CACHE:
+                self._holds.clear()
+            self._holds[name] = held
+        return held
 
     async def evaluate(self, delivery: Delivery, ctx: PolicyContext) -> Verdict:
         options = self._options
@@ -239,7 +275,7 @@ class HumanHoldPolicy:
                 )
             return Verdict.hold(f"new content in campaign {name} waits for its sample's review")
         if not approved:
-            return Verdict.hold(f"campaign {name} is not approved yet")
+            return self._unapproved(name)
         assert campaign is not None
         latest = approvals[0] if approvals else None
         who = latest.approved_by if latest else campaign.updated_by

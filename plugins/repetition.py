@@ -57,6 +57,20 @@ class RepetitionPolicy:
             events_at_any_age=frozenset({EventType.PURCHASE.value}),
         )
 
+    def evaluate_now(self, delivery: Delivery, ctx: PolicyContext) -> Verdict | None:
+        """`evaluate` from the decision's shared read of the sends, for a message naming no
+        offer (None: an offer's purchases, or sends not read)."""
+        options = self._options
+        message = delivery.message
+        if message.fields.message_class in options.exempt_classes:
+            return class_exempt(delivery)
+        if message.fields.offer is not None:
+            return None
+        history = ctx.history_now(delivery.recipient, ctx.now - options.window)
+        if history is None:
+            return None
+        return self._judged(delivery, history)
+
     async def evaluate(self, delivery: Delivery, ctx: PolicyContext) -> Verdict:
         options = self._options
         message = delivery.message
@@ -71,6 +85,11 @@ class RepetitionPolicy:
                     zone = await ctx.recipient_zone(delivery)
                     return Verdict.drop(f"bought {offer} on {human_time(event.at, zone)}")
         history = await ctx.history(delivery.recipient, ctx.now - options.window)
+        return self._judged(delivery, history)
+
+    def _judged(self, delivery: Delivery, history: Sequence[HistoryEntry]) -> Verdict:
+        """Drop if the recipient had this offer, content or campaign `limit` times in `history`."""
+        options = self._options
         for key in options.match:
             repeat = self._repeat(key, delivery, history)
             if repeat is not None:

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Coroutine, Sequence
+import threading
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal
@@ -23,8 +24,8 @@ import structlog
 from sendguard.clock import Clock, monotonic
 from sendguard.errors import StoreUnavailable
 from sendguard.message import Delivery, DeliveryState, HoldOrigin
-from sendguard.metrics import Metrics, Tally, Timing
-from sendguard.policy import Policy, PolicyContext, ReadsStore
+from sendguard.metrics import Metrics, PolicySeries, count_policies
+from sendguard.policy import JudgesAtOnce, Policy, PolicyContext, ReadsStore
 from sendguard.resend import CopyQuery, client_message_id, resend_outcome
 from sendguard.store.base import PolicyReads
 from sendguard.verdict import (
@@ -35,6 +36,7 @@ from sendguard.verdict import (
     OnError,
     PolicyOutcome,
     Verdict,
+    outcome,
 )
 
 log = structlog.get_logger("sendguard.engine")
@@ -203,28 +205,14 @@ def reads_recipient(bindings: Sequence[PolicyBinding]) -> bool:
     return False
 
 
-class _Meter:
-    """The metric children of one configured policy, looked up once: `labels()` costs more
-    than the observation itself; counted through `Tally` and `Timing` (six of each per
-    decision)."""
+@dataclass(frozen=True)
+class _Runs:
+    """The configured policies of a decision, and their metric series (in the same order)."""
 
-    __slots__ = ("duration", "errors", "verdicts")
-
-    def __init__(self, metrics: Metrics, name: str, mode: Mode) -> None:
-        self.duration = Timing(metrics.policy_duration.labels(policy=name))
-        self.errors = Tally(metrics.policy_errors.labels(policy=name))
-        self.verdicts = {
-            a: Tally(metrics.decisions.labels(name, a.value, mode.value)) for a in Action
-        }
-
-
-def _count(runs: Sequence[tuple[PolicyBinding, _Meter]], outcomes: Sequence[PolicyOutcome]) -> None:
-    """Each policy's duration, verdict and error in its metrics."""
-    for (_, meter), outcome in zip(runs, outcomes, strict=True):
-        meter.duration.observe(outcome.seconds)
-        meter.verdicts[outcome.verdict.action].inc()
-        if outcome.error is not None:
-            meter.errors.inc()
+    bindings: tuple[PolicyBinding, ...]
+    series: tuple[PolicySeries, ...]
+    now: tuple[Callable[[Delivery, PolicyContext], Verdict | None] | None, ...]
+    """Each policy's `evaluate_now`, if it has one (`JudgesAtOnce`)."""
 
 
 class Engine:
@@ -250,24 +238,32 @@ class Engine:
         self._store = store
         self._clock = clock
         self._metrics = metrics
-        self._meters: dict[tuple[str, Mode], _Meter] = {}
+        self._meters: dict[tuple[str, Mode], PolicySeries] = {}
+        # The thread whose decisions count without the values' locks (`count_policies`): the
+        # first to decide (the event loop's). None for good (`_locked`) once another thread
+        # decided; never while a series is shared with other processes (`_one_process`).
+        self._owner: int | None = None
+        self._locked = False
+        self._one_process = False
         self._runs = self._expect(self._bindings)
 
-    def _expect(
-        self, bindings: Sequence[PolicyBinding]
-    ) -> tuple[tuple[PolicyBinding, _Meter], ...]:
+    def _expect(self, bindings: Sequence[PolicyBinding]) -> _Runs:
         """Create the metric series of these policies up front, so a dashboard shows 0 (not
-        "no data") for a verdict never given, and rate() counts the first one; each binding
-        with its metric children."""
+        "no data") for a verdict never given, and rate() counts the first one; the bindings
+        with their series (`labels()` costs more than a count: looked up once)."""
         metrics = self._metrics
         metrics.expect_policies((b.name, b.mode.value) for b in bindings)
-        runs = []
+        series = []
         for b in bindings:
-            meter = self._meters.get((b.name, b.mode))
-            if meter is None:
-                meter = self._meters[b.name, b.mode] = _Meter(metrics, b.name, b.mode)
-            runs.append((b, meter))
-        return tuple(runs)
+            found = self._meters.get((b.name, b.mode))
+            if found is None:
+                found = self._meters[b.name, b.mode] = PolicySeries(metrics, b.name, b.mode.value)
+            series.append(found)
+        self._one_process = all(s.unlocked() for s in self._meters.values())
+        now = tuple(
+            b.policy.evaluate_now if isinstance(b.policy, JudgesAtOnce) else None for b in bindings
+        )
+        return _Runs(tuple(bindings), tuple(series), now)
 
     def reconfigure(self, bindings: Sequence[PolicyBinding], hold_expiry: timedelta | None) -> None:
         """Judge every decision from now on with these policies (a config reload).
@@ -336,36 +332,18 @@ class Engine:
             message_id = client_message_id(delivery.message.headers.get("Message-ID"))
             if copy is not None and message_id is not None:
                 return self._decided(delivery, Decision.of([resend_outcome(copy, message_id)]))
-        outcomes: list[PolicyOutcome] = []
-        # One clock read between two policies: the end of one is the start of the next.
-        started = monotonic()
-        for binding, _ in runs:
-            # Run the policy's coroutine directly: most answer without suspending (see
-            # `_finish`), and then no coroutine of the engine's own is made for it.
-            try:
-                coroutine = binding.policy.evaluate(delivery, ctx)
-                pending = coroutine.send(None)
-            except StopIteration as done:
-                verdict, error = done.value, None
-                if verdict.__class__ is not Verdict:  # rare: checked again, slowly
-                    verdict, error = self._checked(binding, delivery, verdict)
-            except Exception as exc:  # noqa: BLE001 - a plugin's bug must not take the ingress down (logged by _fault)
-                verdict, error = self._fault(binding, delivery, exc)
-            else:
-                verdict, error = await self._suspended(binding, delivery, coroutine, pending)
-            ended = monotonic()
-            outcomes.append(
-                PolicyOutcome(binding.name, verdict, binding.mode, error, ended - started)
-            )
-            started = ended
-        if self._record:
-            _count(runs, outcomes)
+        campaign = None
         if delivery.campaign is not None:
-            # The kill switch is part of the core, not a policy: it holds whatever the config.
+            # Read before the policies too (the kill switch below reads it whatever the
+            # config): a policy that asks (human_hold) then has it without awaiting.
             campaign = await ctx.campaign(delivery.campaign)
-            if campaign is not None and campaign.paused:
-                reason = f"campaign {campaign.name} is paused"
-                outcomes.append(PolicyOutcome(PAUSE, Verdict.hold(reason)))
+        outcomes = await self._judge(runs, delivery, ctx)
+        if self._record:
+            count_policies(runs.series, outcomes, self._counting())
+        if campaign is not None and campaign.paused:
+            # The kill switch is part of the core, not a policy: it holds whatever the config.
+            reason = f"campaign {campaign.name} is paused"
+            outcomes.append(PolicyOutcome(PAUSE, Verdict.hold(reason)))
         pause = await store.get_pause()
         if pause.paused:
             # The global kill switch: every delivery waits, campaign or not, until resumed.
@@ -374,6 +352,57 @@ class Engine:
             )
             outcomes.append(PolicyOutcome(GLOBAL_PAUSE, Verdict.hold(reason)))
         return self._decided(delivery, Decision.of(outcomes))
+
+    async def _judge(
+        self, runs: _Runs, delivery: Delivery, ctx: PolicyContext
+    ) -> list[PolicyOutcome]:
+        """Every configured policy's outcome for `delivery`, in order."""
+        outcomes: list[PolicyOutcome] = []
+        # One clock read between two policies: the end of one is the start of the next.
+        started = monotonic()
+        for binding, now in zip(runs.bindings, runs.now, strict=True):
+            # A policy that can judge at once is called as a function (`JudgesAtOnce`); the
+            # others' coroutines run directly: most answer without suspending (see
+            # `_finish`), and then no coroutine of the engine's own is made for them.
+            verdict: Verdict | None = None
+            error: str | None = None
+            if now is not None:
+                try:
+                    verdict = now(delivery, ctx)
+                except Exception as exc:  # noqa: BLE001 - a plugin's bug must not take the ingress down (logged by _fault)
+                    verdict, error = self._fault(binding, delivery, exc)
+                else:
+                    if verdict is not None and verdict.__class__ is not Verdict:
+                        verdict, error = self._checked(binding, delivery, verdict)
+            if verdict is None:
+                try:
+                    coroutine = binding.policy.evaluate(delivery, ctx)
+                    pending = coroutine.send(None)
+                except StopIteration as done:
+                    verdict, error = done.value, None
+                    if verdict.__class__ is not Verdict:  # rare: checked again, slowly
+                        verdict, error = self._checked(binding, delivery, verdict)
+                except Exception as exc:  # noqa: BLE001 - a plugin's bug must not take the ingress down (logged by _fault)
+                    verdict, error = self._fault(binding, delivery, exc)
+                else:
+                    verdict, error = await self._suspended(binding, delivery, coroutine, pending)
+            ended = monotonic()
+            outcomes.append(outcome(binding.name, verdict, binding.mode, error, ended - started))
+            started = ended
+        return outcomes
+
+    def _counting(self) -> int | None:
+        """This thread, if its decisions count without the values' locks (see `_owner`)."""
+        here = threading.get_ident()
+        if self._owner == here:
+            return here
+        if self._owner is None and self._one_process and not self._locked:
+            self._owner = here  # the first to decide
+            return here
+        # Another thread decides too (or a series is shared with other processes): every
+        # count takes the values' locks from now on.
+        self._owner, self._locked = None, True
+        return None
 
     def _decided(self, delivery: Delivery, decision: Decision) -> Decision:
         """`decision`, logged (unless this engine records nothing)."""

@@ -23,8 +23,9 @@ import inspect
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from enum import Enum
 from importlib.metadata import EntryPoint, entry_points
-from typing import Any, ClassVar, Protocol, runtime_checkable
+from typing import Any, ClassVar, Final, Literal, Protocol, runtime_checkable
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict
@@ -44,13 +45,16 @@ from sendguard.verdict import Verdict
 __all__ = [
     "ENTRY_POINT_GROUP",
     "NOTHING",
+    "UNREAD",
     "HonoursSuppressions",
+    "JudgesAtOnce",
     "Lookback",
     "Policy",
     "PolicyContext",
     "PolicyLoadError",
     "PolicyOptions",
     "ReadsStore",
+    "Unread",
     "class_exempt",
     "installed_policies",
     "load_policy_class",
@@ -82,6 +86,36 @@ class Policy(Protocol):
 
 NOTHING = timedelta(0)
 """A `Lookback` span for what a policy does not read at all."""
+
+
+class Unread(Enum):
+    """What a `PolicyContext` `..._now` read answers when it would have to ask the store."""
+
+    UNREAD = "unread"
+
+
+UNREAD: Final = Unread.UNREAD
+"""See `Unread` (a module global: `Unread.UNREAD` goes through EnumType's attribute hook)."""
+
+
+@runtime_checkable
+class JudgesAtOnce(Protocol):
+    """A policy that can often judge without awaiting anything (optional; the built-in
+    policies all can).
+
+    The engine calls `evaluate_now` first, as a plain call; a verdict is the policy's outcome
+    as `evaluate`'s would be, None sends it to `await evaluate(delivery, ctx)` as usual. A
+    coroutine made, stepped and finished per policy and decision costs more than most
+    policies' own work; what a decision reads about the recipient (and the delivery's
+    campaign) is read before the first policy, so `ctx`'s `..._now` reads answer most
+    policies from memory. It must give exactly the verdict `evaluate` would give, or None,
+    and read nothing but those (they never touch the store); errors count as `on_error`,
+    as `evaluate`'s do.
+    """
+
+    def evaluate_now(self, delivery: Delivery, ctx: PolicyContext) -> Verdict | None:
+        """The verdict, if nothing needs awaiting; else None."""
+        ...
 
 
 def class_exempt(delivery: Delivery) -> Verdict:
@@ -229,6 +263,68 @@ class PolicyContext:
         """Whether the shared read of the sends (over `history_span`) holds all since `since`."""
         return self._history_from is not None and since >= self._history_from
 
+    def reads_now(self, recipient: str) -> RecipientReads | None:
+        """What this decision read about `recipient`, if it is the address read last (the
+        delivery's recipient, in the very string the delivery holds: the engine reads it
+        before the first policy); None otherwise. Reads nothing."""
+        last = self._last
+        return last[1] if last is not None and last[0] is recipient else None
+
+    def history_now(
+        self, recipient: str, since: datetime, *, campaign: str | None = None
+    ) -> Sequence[HistoryEntry] | None:
+        """`history` without awaiting, if the shared read holds the answer; else None."""
+        last = self._last
+        if last is None or last[0] is not recipient or not self._covers(since):
+            return None
+        return _since(last[1].history, since, campaign)
+
+    def send_times_now(
+        self,
+        since: datetime,
+        *,
+        recipient: str,
+        campaign: str | None = None,
+        exclude_classes: Sequence[MessageClass] = (),
+        limit: int = 100,
+    ) -> Sequence[datetime] | None:
+        """`send_times` of one recipient without awaiting, if the shared read holds the
+        answer; else None."""
+        last = self._last
+        if last is None or last[0] is not recipient or not self._covers(since):
+            return None
+        return _times(last[1].history, since, campaign, exclude_classes, limit)
+
+    def events_now(self, recipient: str, since: datetime | None = None) -> Sequence[Event] | None:
+        """`events` without awaiting, if the shared read holds the answer; else None."""
+        last = self._last
+        if (
+            last is None
+            or last[0] is not recipient
+            or self._events_from is None
+            or since is None
+            or since < self._events_from
+        ):
+            return None
+        return [e for e in last[1].events if e.at >= since]
+
+    def campaign_now(self, name: str) -> Campaign | Literal[Unread.UNREAD] | None:
+        """`campaign` without awaiting, if this decision read it (the engine reads the
+        delivery's campaign before the first policy); else UNREAD."""
+        return self._campaigns.get(name, UNREAD)
+
+    def recipient_zone_now(self, delivery: Delivery) -> ZoneInfo | Literal[Unread.UNREAD] | None:
+        """`recipient_zone` without awaiting, if nothing needs reading; else UNREAD."""
+        zones = self._zones
+        if delivery.id in zones:
+            return zones[delivery.id]
+        reads = None
+        if delivery.message.fields.timezone is None:
+            reads = self.reads_now(delivery.recipient)
+            if reads is None:
+                return UNREAD
+        return self._zone(delivery, reads)
+
     async def fact(self, key: str, contact: str | None = None) -> Fact | None:
         """The latest fact for `key` about `contact` (or without a contact)."""
         return await self._store.get_fact(key, contact)
@@ -240,7 +336,7 @@ class PolicyContext:
         if not self._covers(since):
             return await self._store.history(recipient, since, campaign=campaign)
         recent = (self._known(recipient) or await self._recipient(recipient)).history
-        return [h for h in recent if h.at >= since and (campaign is None or h.campaign == campaign)]
+        return _since(recent, since, campaign)
 
     async def send_times(
         self,
@@ -255,15 +351,7 @@ class PolicyContext:
         """When sends were reserved since `since` (newest first, at most `limit`)."""
         if recipient is not None and domain is None and self._covers(since):
             recent = (self._known(recipient) or await self._recipient(recipient)).history
-            times: list[datetime] = []
-            for h in reversed(recent):  # oldest first, as read
-                if h.at < since or len(times) == limit:
-                    break
-                if (campaign is None or h.campaign == campaign) and (
-                    h.message_class not in exclude_classes
-                ):
-                    times.append(h.at)
-            return times
+            return _times(recent, since, campaign, exclude_classes, limit)
         return await self._store.send_times(
             since,
             recipient=recipient,
@@ -294,19 +382,27 @@ class PolicyContext:
         """The recipient's time zone: the message's `X-Sendguard-Timezone`, else a `timezone`
         fact about the recipient, else None (unknown). A fact naming no valid zone is ignored."""
         if delivery.id not in self._zones:
-            name = delivery.message.fields.timezone
-            if name is None:
+            reads = None
+            if delivery.message.fields.timezone is None:
                 reads = self._known(delivery.recipient) or await self._recipient(delivery.recipient)
-                fact = reads.timezone
-                name = fact.value if fact is not None else None
-            zone = None
-            if name:
-                try:
-                    zone = ZoneInfo(name)
-                except (ZoneInfoNotFoundError, ValueError):
-                    zone = None
-            self._zones[delivery.id] = zone
+            return self._zone(delivery, reads)
         return self._zones[delivery.id]
+
+    def _zone(self, delivery: Delivery, reads: RecipientReads | None) -> ZoneInfo | None:
+        """The zone of `recipient_zone` (kept for the delivery), from the message's field or
+        else from `reads` (the recipient's, read)."""
+        name = delivery.message.fields.timezone
+        if name is None and reads is not None:
+            fact = reads.timezone
+            name = fact.value if fact is not None else None
+        zone = None
+        if name:
+            try:
+                zone = ZoneInfo(name)
+            except (ZoneInfoNotFoundError, ValueError):
+                zone = None
+        self._zones[delivery.id] = zone
+        return zone
 
     async def campaign_volume(
         self, name: str, since: datetime, *, at_most: int | None = None
@@ -346,6 +442,33 @@ class PolicyContext:
         if message_id in self._contents:
             return self._contents[message_id]
         return await self._store.message_content(message_id)
+
+
+def _since(
+    recent: Sequence[HistoryEntry], since: datetime, campaign: str | None
+) -> list[HistoryEntry]:
+    """The sends of `recent` since `since` (of `campaign`, if given)."""
+    return [h for h in recent if h.at >= since and (campaign is None or h.campaign == campaign)]
+
+
+def _times(
+    recent: Sequence[HistoryEntry],
+    since: datetime,
+    campaign: str | None,
+    exclude_classes: Sequence[MessageClass],
+    limit: int,
+) -> list[datetime]:
+    """When the sends of `recent` (oldest first) since `since` were reserved, newest first, at
+    most `limit` (of `campaign`, not of `exclude_classes`)."""
+    times: list[datetime] = []
+    for h in reversed(recent):
+        if h.at < since or len(times) == limit:
+            break
+        if (campaign is None or h.campaign == campaign) and (
+            h.message_class not in exclude_classes
+        ):
+            times.append(h.at)
+    return times
 
 
 class PolicyLoadError(Exception):
