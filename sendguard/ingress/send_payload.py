@@ -4,7 +4,6 @@ pydantic (`plain_send`), any other by `SendPayload` (sendguard.ingress.payloads)
 from __future__ import annotations
 
 from collections.abc import Mapping
-from types import MappingProxyType
 from typing import Any, NamedTuple, Protocol
 
 from aiohttp import web
@@ -59,7 +58,6 @@ class PlainSend(NamedTuple):
     """The sendguard fields it gives, by JSON name, as `field_overrides` collects them."""
 
 
-_NO_HEADERS: Mapping[str, str] = MappingProxyType({})
 _PLAIN_FIELDS = tuple(spec.json_name for spec in FIELDS if spec.json_type is Name)
 """The sendguard fields a plain payload may give: the names (`campaign`, `offer`)."""
 _PLAIN_KEYS = frozenset({"from", "to", "cc", "bcc", "subject", "text", "html", *_PLAIN_FIELDS})
@@ -119,7 +117,7 @@ def plain_send(data: Any) -> PlainSend | None:
         subject,
         text,
         html,
-        _NO_HEADERS,
+        {},  # its own: a large one is pickled to a worker process (offload.in_process)
         fields,
     )
 

@@ -6,6 +6,7 @@ suffixes `address._special_suffixes` keeps, and the kept `Received:` sources (`_
 from __future__ import annotations
 
 import email.utils
+import pickle
 from datetime import UTC, datetime
 from typing import Any
 from unittest.mock import patch
@@ -125,6 +126,13 @@ def test_the_bench_payload_is_plain() -> None:
     plain = plain_send(data)
     assert isinstance(plain, PlainSend)
     assert _check_alike(data) == "plain"
+
+
+def test_a_plain_payload_can_go_to_a_worker_process() -> None:
+    # A large body is built in a worker process (offload.in_process): it must pickle.
+    plain = plain_send({"from": "a@example.com", "to": ["b@example.org"], "text": "x"})
+    assert plain is not None
+    assert pickle.loads(pickle.dumps(plain)) == plain
 
 
 def test_what_is_not_plain_is_left_to_pydantic() -> None:
