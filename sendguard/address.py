@@ -71,9 +71,22 @@ def _plainly_valid(address: str) -> bool:
         return False
     if len(domain) > 63 and any(len(label) > 63 for label in domain.split(".")):
         return False
-    # The list is read each time: a program may change it (email-validator documents that).
-    special = tuple(f".{name}" for name in SPECIAL_USE_DOMAIN_NAMES)
-    return not f".{domain.lower()}".endswith(special)
+    return not f".{domain.lower()}".endswith(_special_suffixes())
+
+
+_special: tuple[tuple[str, ...], tuple[str, ...]] = ((), ())
+
+
+def _special_suffixes() -> tuple[str, ...]:
+    """`.name` for every special-use name. The list is read each time: a program may change
+    it (email-validator documents that); the suffixes are made again only when it changed
+    (making them for every new address cost some 4,000 instructions)."""
+    global _special  # noqa: PLW0603 - one entry, replaced whole (a tuple: no torn read)
+    names = tuple(SPECIAL_USE_DOMAIN_NAMES)
+    known = _special
+    if names != known[0]:
+        known = _special = (names, tuple(f".{name}" for name in names))
+    return known[1]
 
 
 _known_valid: ContextVar[set[str] | None] = ContextVar("known_valid", default=None)

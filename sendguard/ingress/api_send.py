@@ -13,12 +13,12 @@ import json
 import quopri
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import datetime
 from email.message import Message
 from email.mime.multipart import MIMEMultipart
 from email.mime.text import MIMEText
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 from aiohttp import web
@@ -31,15 +31,9 @@ from sendguard.fields import FieldOverrides, parse_time
 from sendguard.headers import Headers, Trace, format_date, header_end
 from sendguard.ingress.http_context import api, identity
 from sendguard.ingress.mailboxes import NULL_SENDER, mailbox_address, sender_domain
-from sendguard.ingress.payloads import (
-    BadRequest,
-    SendPayload,
-    address_in,
-    field_overrides,
-    parse_json,
-    read_json,
-)
+from sendguard.ingress.payloads import BadRequest, address_in, overrides_of, parse_json
 from sendguard.ingress.queries import MAX_DELIVERIES
+from sendguard.ingress.send_payload import SendContent, read_send
 from sendguard.ingress.views import (
     decision_reasons,
     delivery_view,
@@ -49,7 +43,7 @@ from sendguard.ingress.views import (
 )
 from sendguard.intake import Accepted, Idempotency, idempotency_scope
 from sendguard.message import Delivery, DeliveryState
-from sendguard.offload import in_process
+from sendguard.offload import LARGE, in_process
 
 MAX_KEY = 200
 
@@ -185,9 +179,9 @@ _GENERATED_LINES = {
 }
 
 
-@dataclass(frozen=True)
-class Built:
-    """A message built from a JSON payload, and its fingerprint where building gave it."""
+class Built(NamedTuple):
+    """A message built from a JSON payload, and its fingerprint where building gave it (a
+    tuple: made for every send, and a frozen dataclass costs several times more to make)."""
 
     raw: bytes
     fingerprint: Fingerprint | None = None
@@ -195,7 +189,31 @@ class Built:
     """Its headers as `Headers.parse` reads them, where building gave them."""
 
 
-def _single_part(payload: SendPayload, now: datetime) -> Built | None:
+class _Template(NamedTuple):
+    """What `_single_part` writes of a message that is the same for every recipient of the
+    same content: all but its To, Date and Message-ID."""
+
+    before_to: str
+    """The generated header lines and From."""
+    after_to: str
+    """Cc and Subject."""
+    after_id: str
+    """The payload's own header lines, the blank line."""
+    body: bytes
+    """Encoded."""
+    fingerprint: Fingerprint
+    domain: str | None
+    """The Message-ID's."""
+    known: bool
+    """No value holds an encoded word, no name a colon or blank: `Headers.parse` reads each
+    as written (To, Date and Message-ID are checked per message)."""
+    first: tuple[tuple[str, str], ...]
+    middle: tuple[tuple[str, str], ...]
+    last: tuple[tuple[str, str], ...]
+    """The headers of the three parts, as `Headers` holds them."""
+
+
+def _single_part(payload: SendContent, now: datetime) -> Built | None:
     """`build_mime`'s bytes for the common message, written directly; None if it is not one.
 
     The common message: one part (text or HTML), every header short printable ASCII (so none
@@ -203,31 +221,86 @@ def _single_part(payload: SendPayload, now: datetime) -> Built | None:
     the email package's objects and generator only add cost: a third of a send's CPU time in
     the profile. The body is encoded by the same quoted-printable codec; the bytes are the
     same (tests/unit/test_build_mime.py compares both ways).
+
+    What does not change from one recipient to the next (the body, its fingerprint, every
+    header but To, Date and Message-ID, and their checks) is kept for the last few contents
+    (`_templates`): a campaign sends one content to each person in a request of its own, and
+    writing it again cost some 60,000 instructions a send.
     """
     if payload.text is not None and payload.html is not None:
         return None
+    key = (
+        payload.text,
+        payload.html,
+        payload.from_,
+        tuple(payload.cc),
+        payload.subject,
+        tuple(payload.headers.items()),
+    )
+    template = _templates.get(key)
+    if template is None:
+        template = _template(payload)
+        if template is None:
+            return None
+        if len(payload.text or payload.html or "") <= _TEMPLATE_BODY:
+            _templates[key] = template
+            if len(_templates) > _TEMPLATES:
+                _templates.pop(next(iter(_templates), key), None)  # the oldest
+    to = ", ".join(payload.to) if payload.to else None
+    date = format_date(now)
+    message_id = email.utils.make_msgid(domain=template.domain)
+    known = template.known
+    for name, value in (("To", to), ("Date", date), ("Message-ID", message_id)):
+        if value is None:
+            continue
+        if len(name) + 2 + len(value) > _FOLD_AT or not _plain_value(value):
+            return None
+        known = known and "=?" not in value
+    to_line, to_header = (f"To: {to}\r\n", (("To", to),)) if to is not None else ("", ())
+    lines = (
+        f"{template.before_to}{to_line}{template.after_to}"
+        f"Date: {date}\r\nMessage-ID: {message_id}\r\n{template.after_id}"
+    )
+    return Built(
+        lines.encode("ascii") + template.body,
+        template.fingerprint,
+        Headers(
+            (
+                *template.first,
+                *to_header,
+                *template.middle,
+                ("Date", date),
+                ("Message-ID", message_id),
+                *template.last,
+            )
+        )
+        if known
+        else None,
+    )
+
+
+_TEMPLATES = 64
+_TEMPLATE_BODY = 64 * 1024
+"""Contents of at most this many characters are kept, at most _TEMPLATES of them."""
+_templates: dict[tuple[object, ...], _Template] = {}
+
+
+def _template(payload: SendContent) -> _Template | None:
+    """`_single_part`'s work for what every recipient of `payload`'s content gets; None if
+    it is not the common message."""
     if any(name.lower() in _RESERVED for name in payload.headers):
         return None
     subtype, body = ("html", payload.html) if payload.html is not None else ("plain", payload.text)
-    headers = [*_GENERATED[subtype], ("From", payload.from_)]
-    if payload.to:
-        headers.append(("To", ", ".join(payload.to)))
-    if payload.cc:
-        headers.append(("Cc", ", ".join(payload.cc)))
-    headers += [
-        ("Subject", payload.subject),
-        ("Date", format_date(now)),
-        ("Message-ID", email.utils.make_msgid(domain=sender_domain(payload.from_))),
-        *payload.headers.items(),
-    ]
-    lines = [_GENERATED_LINES[subtype]]
+    generated = _GENERATED[subtype]
+    first = (*generated, ("From", payload.from_))
+    middle: tuple[tuple[str, str], ...] = (("Cc", ", ".join(payload.cc)),) if payload.cc else ()
+    middle += (("Subject", payload.subject),)
+    last = tuple(payload.headers.items())
     known = True  # Headers.parse reads each as written: no encoded word to decode
-    for name, value in headers[len(_GENERATED[subtype]) :]:
+    for name, value in (*first[len(generated) :], *middle, *last):
         if len(name) + 2 + len(value) > _FOLD_AT or not _plain_value(value):
             return None
-        lines.append(f"{name}: {value}\r\n")
         known = known and "=?" not in value and ":" not in name and " " not in name
-    lines.append("\r\n")
     if not body:
         encoded = decoded = b""
     elif (plain := _unencoded(body)) is not None:  # quoted-printable leaves it as it is
@@ -238,17 +311,24 @@ def _single_part(payload: SendPayload, now: datetime) -> Built | None:
     # content_hash's reading of this message, without parsing it: the subject as written
     # and the one text part decoded as text_of decodes it.
     text = part_text(decoded, "utf-8", subtype)[:MAX_TEXT]
-    return Built(
-        "".join(lines).encode("ascii") + encoded,
+    return _Template(
+        _GENERATED_LINES[subtype] + f"From: {payload.from_}\r\n",
+        "".join(f"{name}: {value}\r\n" for name, value in middle),
+        "".join(f"{name}: {value}\r\n" for name, value in last) + "\r\n",
+        encoded,
         Fingerprint(
             text_hash(payload.subject, text),
             link_targets((text,), (body,) if subtype == "html" and body else ()),
         ),
-        Headers(tuple(headers)) if known else None,
+        sender_domain(payload.from_),
+        known,
+        first,
+        middle,
+        last,
     )
 
 
-def build_mime(payload: SendPayload, now: datetime) -> bytes:
+def build_mime(payload: SendContent, now: datetime) -> bytes:
     """A MIME message from the JSON payload (Bcc stays in the envelope only).
 
     Built with the compat32 classes: five times cheaper than EmailMessage, and this runs for
@@ -258,12 +338,12 @@ def build_mime(payload: SendPayload, now: datetime) -> bytes:
     return build_message(payload, now).raw
 
 
-def build_message(payload: SendPayload, now: datetime) -> Built:
+def build_message(payload: SendContent, now: datetime) -> Built:
     """`build_mime`, with the fingerprint when the message was written directly."""
     return _single_part(payload, now) or Built(build_mime_objects(payload, now))
 
 
-def build_mime_objects(payload: SendPayload, now: datetime) -> bytes:
+def build_mime_objects(payload: SendContent, now: datetime) -> bytes:
     """`build_mime` with the email package's objects and generator, whatever the message."""
     msg: Message
     if payload.text is not None and payload.html is not None:
@@ -351,19 +431,22 @@ async def _read_send(
         await _check_line_lengths(raw)
         mail_from, recipients = _envelope_from_headers(raw)
     else:  # JSON, whatever the client called it (curl -d says form-urlencoded)
-        payload = await read_json(request, SendPayload)
+        payload, given = await read_send(request)
         # Each may be `Name <address>`: the header shows it as given, the envelope the address.
         mail_from = mailbox_address(payload.from_, "from")
         recipients = [
             mailbox_address(value, f"{field}[{index}]")
-            for field in ("to", "cc", "bcc")
-            for index, value in enumerate(getattr(payload, field))
+            for field, values in (("to", payload.to), ("cc", payload.cc), ("bcc", payload.bcc))
+            for index, value in enumerate(values)
         ]
-        overrides = field_overrides(payload)
+        overrides = overrides_of(given)  # after the addresses: their errors are named first
         now = api(request).clock.now()
         # Quoted-printable encoding is pure Python: seconds for a few MB of text.
         size = len(payload.text or "") + len(payload.html or "")
-        built = await in_process(size, functools.partial(build_message, now=now), payload)
+        if size <= LARGE:  # in_process's own test, without making its partial
+            built = build_message(payload, now)
+        else:
+            built = await in_process(size, functools.partial(build_message, now=now), payload)
         raw = built.raw
     checked = built is not None  # a JSON payload's addresses were checked above
     if request.query_string:
@@ -429,6 +512,22 @@ async def send(request: web.Request) -> web.Response:
         return _key_reused(IdempotencyKeyReused(request.headers.get("Idempotency-Key", "")))
 
 
+def _trace(remote: str | None) -> Trace:
+    """The `Received:` line's source of a send from `remote`: one immutable record per
+    client address, kept for the last few (a client sends many requests; each made anew
+    cost a formatted string and a frozen dataclass)."""
+    trace = _traces.get(remote)
+    if trace is None:
+        trace = _traces[remote] = Trace(f"HTTP client ([{remote or 'unknown'}])", "HTTP")
+        if len(_traces) > _TRACES:
+            _traces.pop(next(iter(_traces), remote), None)  # the oldest
+    return trace
+
+
+_TRACES = 256
+_traces: dict[str | None, Trace] = {}
+
+
 async def _send(request: web.Request) -> web.Response:
     ctx = api(request)
     started = monotonic()
@@ -451,7 +550,7 @@ async def _send(request: web.Request) -> web.Response:
             "http",
             overrides=overrides,
             idempotency=idempotency,
-            trace=Trace(f"HTTP client ([{request.remote or 'unknown'}])", "HTTP"),
+            trace=_trace(request.remote),
             fingerprint=built.fingerprint if built is not None else None,
             headers=built.headers if built is not None else None,
         )

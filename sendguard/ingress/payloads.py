@@ -142,9 +142,13 @@ async def read_json(request: web.Request, model: type[M]) -> M:
     Content-Type): it is enough where every field is optional, and otherwise the answer names
     the first required field. A body that is present must be JSON.
     """
-    body = await request.read()
+    return validate_as(model, body_data(await request.read()))
+
+
+def body_data(body: bytes) -> Any:
+    """A request body read as JSON (none: `{}`); BadRequest if it is not JSON."""
     try:
-        data: Any = parse_json(body) if body.strip() else {}
+        return parse_json(body) if body.strip() else {}
     except (ValueError, UnicodeDecodeError) as exc:
         raise BadRequest(
             f"the body is not valid JSON ({exc}); send a JSON object"
@@ -152,7 +156,12 @@ async def read_json(request: web.Request, model: type[M]) -> M:
             "body",
             code="invalid_json",
         ) from None
-    return validate_as(model, data)
+
+
+MAX_HEADER = 998
+"""The longest `from` and `subject` (RFC 5322's line)."""
+MAX_RECIPIENTS = 1000
+"""The most addresses in each of `to`, `cc` and `bcc`."""
 
 
 class SendEnvelope(Strict):
@@ -168,12 +177,12 @@ class SendEnvelope(Strict):
         }
     )
 
-    from_: Mailbox = Field(alias="from", max_length=998)
-    to: list[Mailbox] = Field(default_factory=list, max_length=1000)
-    cc: list[Mailbox] = Field(default_factory=list, max_length=1000)
-    bcc: list[Mailbox] = Field(default_factory=list, max_length=1000)
+    from_: Mailbox = Field(alias="from", max_length=MAX_HEADER)
+    to: list[Mailbox] = Field(default_factory=list, max_length=MAX_RECIPIENTS)
+    cc: list[Mailbox] = Field(default_factory=list, max_length=MAX_RECIPIENTS)
+    bcc: list[Mailbox] = Field(default_factory=list, max_length=MAX_RECIPIENTS)
     subject: str = Field(
-        default="", max_length=998, json_schema_extra={"pattern": SINGLE_LINE_PATTERN}
+        default="", max_length=MAX_HEADER, json_schema_extra={"pattern": SINGLE_LINE_PATTERN}
     )
     text: str | None = None
     html: str | None = None
@@ -253,10 +262,20 @@ def field_overrides(payload: SendEnvelope) -> FieldOverrides:
     instructions a send, reading them with a look-up 11,000. What is kept is immutable
     (frozen records of strings, times and tuples), so sends share it safely; values that
     are refused are not kept (each send is told again)."""
+    return overrides_of(given_fields(payload))
+
+
+def given_fields(payload: SendEnvelope) -> dict[str, Any]:
+    """The sendguard fields `payload` set, by JSON name, as given."""
     given = payload.model_fields_set
-    values = {
+    return {
         json_name: getattr(payload, name) for name, json_name in _PAYLOAD_FIELDS if name in given
     }
+
+
+def overrides_of(values: dict[str, Any]) -> FieldOverrides:
+    """`overrides_from(values)`, kept for the last few distinct `values` (see
+    `field_overrides`)."""
     key = _overrides_key(values)
     if key is None:
         return overrides_from(values)
