@@ -22,7 +22,8 @@ from tests.e2e.test_esp_node_sdks import NODE, ROOT, SDKS
 from tests.support.process import SendguardProcess
 from tests.support.sink import Sink
 
-pytestmark = [pytest.mark.e2e, pytest.mark.both_backends]
+# SQLite only: the resend check on PostgreSQL is tests/e2e/test_smtp_resend.py's (both stores).
+pytestmark = [pytest.mark.e2e]
 Start = Callable[..., SendguardProcess]
 
 
