@@ -5,7 +5,7 @@ size bounds the connections, and a closed store opens none."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
@@ -13,6 +13,7 @@ import pytest
 
 from sendguard.errors import StoreUnavailable
 from sendguard.store.postgres import PostgresStore
+from tests.contract.test_postgres_pool import backend_pid
 from tests.support.postgres import DSN, drop_schema, new_schema, reachable
 
 pytestmark = pytest.mark.postgres
@@ -31,14 +32,6 @@ async def one() -> AsyncIterator[PostgresStore]:
     finally:
         await store.close()
         await drop_schema(schema)
-
-
-async def backend_pid(store: PostgresStore) -> int:
-    async def job(tx: Any) -> Sequence[Any]:
-        return await tx.fetch("SELECT pg_backend_pid()")
-
-    rows = await store._read(job)
-    return int(rows[0][0])
 
 
 async def alive(pid: int) -> bool:
