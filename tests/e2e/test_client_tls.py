@@ -9,7 +9,6 @@ SSL_CERT_FILE, as an operator's system bundle would.
 from __future__ import annotations
 
 import copy
-import ssl
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -23,6 +22,7 @@ from tests.e2e.test_http_api import send_json
 from tests.support.fake_esp import FakeEsp, upstream_config
 from tests.support.process import SendguardProcess, base_config, free_port
 from tests.support.sink import Sink
+from tests.support.tls import loopback_server_tls
 
 pytestmark = [pytest.mark.e2e]
 Start = Callable[..., SendguardProcess]
@@ -31,11 +31,8 @@ Start = Callable[..., SendguardProcess]
 @pytest.fixture
 def tls_esp(tmp_path: Path) -> Iterator[tuple[FakeEsp, Path]]:
     """A fake ESP on HTTPS, and the file of the CA that signed its certificate."""
-    ca = trustme.CA()
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert("127.0.0.1").configure_cert(context)
     ca_file = tmp_path / "ca.pem"
-    ca.cert_pem.write_to_path(str(ca_file))
+    context = loopback_server_tls(ca_file)
     fake = FakeEsp(free_port(), ssl_context=context)
     fake.start()
     yield fake, ca_file

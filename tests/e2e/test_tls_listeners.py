@@ -26,6 +26,7 @@ from tests.e2e.test_cli_review import cli
 from tests.e2e.test_send_path import message, send
 from tests.support.process import SendguardProcess, base_config, free_port, run_with_config
 from tests.support.sink import Sink
+from tests.support.tls import loopback_server_tls
 
 pytestmark = [
     pytest.mark.e2e,
@@ -316,11 +317,8 @@ def test_reload_replaces_the_certificate_for_new_connections(
 @pytest.fixture
 def implicit_sink(tmp_path: Path) -> Iterator[tuple[Sink, Path]]:
     """An aiosmtpd sink speaking TLS from the first byte."""
-    ca = trustme.CA()
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert("127.0.0.1").configure_cert(context)
     ca_file = tmp_path / "upstream-ca.pem"
-    ca.cert_pem.write_to_path(str(ca_file))
+    context = loopback_server_tls(ca_file)
     sink = Sink(free_port(), ssl_context=context)
     sink.start()
     yield sink, ca_file

@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 import smtplib
-import ssl
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-import trustme
 from aiosmtpd.smtp import AuthResult, LoginPassword
 
 from tests.e2e.test_send_path import message, send
 from tests.support.process import SendguardProcess, base_config, free_port
 from tests.support.sink import Sink
+from tests.support.tls import loopback_server_tls
 
 pytestmark = [
     pytest.mark.e2e,
@@ -37,12 +36,8 @@ def check_login(
 
 @pytest.fixture
 def tls_sink(tmp_path: Path) -> Iterator[tuple[Sink, Path]]:
-    ca = trustme.CA()
-    cert = ca.issue_cert("127.0.0.1")
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    cert.configure_cert(context)
     ca_file = tmp_path / "ca.pem"
-    ca.cert_pem.write_to_path(str(ca_file))
+    context = loopback_server_tls(ca_file)
     server = Sink(
         free_port(),
         tls_context=context,
