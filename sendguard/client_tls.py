@@ -54,10 +54,14 @@ def https_possible(settings: Settings) -> bool:
 
 def import_aiohttp(certificates: bool) -> None:
     """Import aiohttp; without `certificates`, with its default contexts left empty (once,
-    in a process that has not imported it yet) until `load_certificates`."""
+    in a process that has not imported it yet) until `load_certificates`. With
+    `certificates`, its verified context holds them on return, even where an earlier call
+    imported it without (a process forked after that import, as the suite's servers are)."""
     if certificates or "aiohttp" in sys.modules:
         import aiohttp  # noqa: PLC0415
 
+        if certificates:
+            load_certificates()
         return
     saved = {name: os.environ.get(name) for name in _ENVIRON}
     os.environ.update(dict.fromkeys(_ENVIRON, _NOWHERE))

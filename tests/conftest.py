@@ -11,6 +11,7 @@ import pytest
 from hypothesis import settings
 
 from tests.support.fake_esp import FakeEsp
+from tests.support.forked import close_fork_servers
 from tests.support.postgres import DSN, drop_schema_sync, new_schema
 from tests.support.process import SendguardProcess, base_config, free_port
 from tests.support.sink import Sink
@@ -33,6 +34,12 @@ def pytest_configure(config: pytest.Config) -> None:
     if os.environ.pop("PYTHONDONTWRITEBYTECODE", None):
         cache = Path(tempfile.gettempdir()) / f"sendguard-test-pycache-{os.getuid()}"
         os.environ.setdefault("PYTHONPYCACHEPREFIX", str(cache))
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """The fork server of this test process (tests/support/forkserver.py) ends with it, saving
+    its coverage data."""
+    close_fork_servers()
 
 
 # Modules that run for minutes in one piece. Under pytest-xdist (`make test`: `--dist loadfile

@@ -101,8 +101,17 @@ def test_a_certificate_no_trusted_ca_signed_is_refused_after_a_reload(
     assert fake.calls == []
 
 
-def test_aiohttp_imported_without_certificates_gets_them_before_use(tmp_path: Path) -> None:
-    # In a process of its own: this one imported aiohttp long ago.
+@pytest.mark.parametrize(
+    "then",
+    ["client_tls.load_certificates()", "client_tls.import_aiohttp(True)"],
+    ids=["load_certificates", "an-import-that-asks-for-them"],
+)
+def test_aiohttp_imported_without_certificates_gets_them_before_use(
+    tmp_path: Path, then: str
+) -> None:
+    # In a process of its own: this one imported aiohttp long ago. The second form is what a
+    # server forked from a process that imported aiohttp without them does at its start
+    # (tests/support/forkserver.py).
     probe = (
         "import os, sys\n"
         "from sendguard import client_tls\n"
@@ -112,7 +121,7 @@ def test_aiohttp_imported_without_certificates_gets_them_before_use(tmp_path: Pa
         "assert os.environ['SSL_CERT_FILE'] == sys.argv[1]\n"
         "assert 'SSL_CERT_DIR' not in os.environ\n"
         "before = c._SSL_CONTEXT_VERIFIED.cert_store_stats()['x509_ca']\n"
-        "client_tls.load_certificates()\n"
+        f"{then}\n"
         "after = c._SSL_CONTEXT_VERIFIED.cert_store_stats()['x509_ca']\n"
         "print(before, after)\n"
     )

@@ -22,6 +22,8 @@ from typing import Any
 
 import yaml
 
+from tests.support.forked import ForkedProcess, fork_server, uses_fork_server
+
 SENDGUARD = str(Path(sys.executable).with_name("sendguard"))
 TOKEN = "test-token-0123456789"
 # `serve --workers` of every server a test starts unless its serve_args say otherwise: one by
@@ -108,7 +110,7 @@ class SendguardProcess:
     def __init__(self, workdir: Path, config: dict[str, Any]) -> None:
         self.workdir = workdir
         self.config = config
-        self.proc: subprocess.Popen[bytes] | None = None
+        self.proc: subprocess.Popen[bytes] | ForkedProcess | None = None
         self.config_path = workdir / "sendguard.yaml"
         self.log_path = workdir / "sendguard.log"
         self._log_start = 0
@@ -135,14 +137,21 @@ class SendguardProcess:
         workers = [] if "--workers" in self.serve_args else ["--workers", self._workers()]
         args = [*workers, *self.serve_args]
         self._log_start = self.log_path.stat().st_size if self.log_path.exists() else 0
-        self.proc = subprocess.Popen(
-            [*DIE_WITH_TEST, SENDGUARD, "serve", "--config", str(self.config_path), *args],
-            cwd=self.workdir,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )
-        log.close()
+        command = ["serve", "--config", str(self.config_path), *args]
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        if uses_fork_server():  # tests/support/forkserver.py: the same server, imports paid once
+            log.close()
+            server = fork_server(SENDGUARD, DIE_WITH_TEST)
+            self.proc = server.spawn(command, self.workdir, env, self.log_path)
+        else:
+            self.proc = subprocess.Popen(
+                [*DIE_WITH_TEST, SENDGUARD, *command],
+                cwd=self.workdir,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+            )
+            log.close()
         try:
             self._wait_ready(int(args[args.index("--workers") + 1]), time.monotonic() + timeout)
         except BaseException:
