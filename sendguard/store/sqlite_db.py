@@ -71,6 +71,14 @@ SCANNERS = 2
 # not memory: the kernel's page cache backs it, shared by every connection and worker).
 READER_MMAP = 1024 * 1024 * 1024
 
+# The writer's page cache, in KiB (SQLite's default is 2 MB). Each message inserts into
+# indexes whose keys are spread over the file (recipient, Message-ID, resend key), so once
+# they outgrow the cache nearly every insert re-read its leaf page: 38-43 `pread64` a message
+# in `bench/syscalls.py` (4,000 messages into a new file), 3 with 32 MB. The writer does not
+# map the file (docs/performance.md, "the point reader's memory map on the writer's
+# connection"). Memory: at most this much per worker, filled only as the file grows.
+WRITER_CACHE_KIB = 32 * 1024
+
 # How long a lingering write (see `write`) waits at most, from when it is asked, for another
 # write to share its commit. At idle a lone sender's next message is written about 0.5-1 ms
 # after the previous one's `sent` (its MAIL, RCPT, DATA and decision); two commits became one.
@@ -283,6 +291,7 @@ class SQLiteDatabase:
             self._use_wal(conn)
             conn.execute("PRAGMA synchronous=FULL")
             conn.execute("PRAGMA foreign_keys=ON")
+            conn.execute(f"PRAGMA cache_size = -{WRITER_CACHE_KIB}")
             applied = migrate(conn)
             tell_the_planner(conn)
         except (sqlite3.Error, RuntimeError) as exc:

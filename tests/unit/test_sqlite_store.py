@@ -20,7 +20,7 @@ from sendguard.message import DeliveryState as S
 from sendguard.store import open_store, sqlite_db
 from sendguard.store.sql_store import Tx
 from sendguard.store.sqlite import SQLiteStore, lock_for_workers
-from sendguard.store.sqlite_db import READER_MMAP
+from sendguard.store.sqlite_db import READER_MMAP, WRITER_CACHE_KIB
 from tests.contract.test_store import T0, add
 
 
@@ -293,6 +293,14 @@ async def test_readers_map_the_file_and_see_every_commit(tmp_path: Path) -> None
         assert await store._read(mmap_size) == READER_MMAP
         assert await store._scan(mmap_size) == READER_MMAP
         assert await store._write(mmap_size) == 0  # the writer writes as before
+
+        # ... and keeps a larger page cache instead: the index leaves its inserts touch,
+        # spread over the file, were re-read with a pread() each past SQLite's 2 MB.
+        async def cache_size(tx: Tx) -> object:
+            return (await tx.fetch("PRAGMA cache_size"))[0][0]
+
+        assert await store._write(cache_size) == -WRITER_CACHE_KIB
+        assert await store._read(cache_size) == -2000  # SQLite's default: the map serves it
 
         async def count(tx: Tx) -> object:
             return (await tx.fetch("SELECT COUNT(*) FROM deliveries"))[0][0]
