@@ -155,10 +155,10 @@ _UTF8 = (
 ).encode()
 
 
-def _send_utf8(proc: SendguardProcess, rcpt: str) -> str:
+def _send_utf8(proc: SendguardProcess, rcpt: str, sender: str = "jörg@bücher.example") -> str:
     with smtplib.SMTP("127.0.0.1", proc.smtp_port, timeout=10) as client:
         client.ehlo("test")
-        client.mail("jörg@bücher.example", ["SMTPUTF8", "BODY=8BITMIME"])
+        client.mail(sender, ["SMTPUTF8", "BODY=8BITMIME"])
         assert client.rcpt(rcpt)[0] == 250
         code, reply = client.data(_UTF8)
     assert code == 250, reply
@@ -168,9 +168,14 @@ def _send_utf8(proc: SendguardProcess, rcpt: str) -> str:
 def test_an_smtputf8_copy_is_not_sent_twice(sendguard: Start, utf8_sink: Sink) -> None:
     proc = sendguard(base_config(utf8_sink.port))
     _send_utf8(proc, "zoë@example.org")
-    copy = _send_utf8(proc, "ZOË@EXAMPLE.ORG")  # the same person, in capitals
+    copies = [
+        _send_utf8(proc, "ZOË@EXAMPLE.ORG"),  # the same person, in capitals
+        # The sender's domain in its ASCII form (IDNA A-label) is the same sender.
+        _send_utf8(proc, "zoë@example.org", sender="jörg@xn--bcher-kva.example"),
+    ]
     proc.wait_settled()
-    _dropped_as_resend(proc, copy)
+    for copy in copies:
+        _dropped_as_resend(proc, copy)
     (got,) = utf8_sink.received
     assert got.rcpt_tos == ["zoë@example.org"]
     assert "Grüße aus Köln".encode() in got.content
