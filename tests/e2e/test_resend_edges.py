@@ -10,6 +10,8 @@ SQLite only: the check's store reads run on both backends in tests/e2e/test_smtp
 
 from __future__ import annotations
 
+import contextlib
+import json
 import shutil
 import smtplib
 import socket
@@ -17,9 +19,11 @@ import subprocess
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from tests.e2e.test_esp_node_sdks import NODE, ROOT, SDKS
 from tests.e2e.test_send_path import message, send
 from tests.support.process import SendguardProcess, base_config, free_port
 from tests.support.sink import Sink
@@ -302,7 +306,11 @@ class _LosingProxy:
                     ended.set()  # before the server can answer
                 server.sendall(data)
         except OSError:
-            return
+            pass
+        # The client went away (its timeout): so does its connection to sendguard.
+        for sock in (client, server):
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
 
     @staticmethod
     def _reply(server: socket.socket, client: socket.socket, ended: threading.Event | None) -> None:
@@ -357,3 +365,72 @@ def test_a_client_that_timed_out_waiting_for_the_250_and_sent_again_is_sent_once
     proc.wait_settled()
     _dropped_as_resend(proc, reply.decode().rsplit(" ", 1)[1])
     assert len(sink.received) == 1
+
+
+# 6 (nodemailer). An app on a pooled transport whose first sendMail timed out waiting for the
+# 250 calls sendMail again with the same `messageId`: nodemailer builds the message anew (new
+# boundaries, new Date) on a new pooled connection.
+
+
+@pytest.fixture(scope="module")
+def node_script() -> Path:
+    if NODE is None or not (SDKS / "node_modules" / "nodemailer").is_dir():
+        pytest.skip(f"nodemailer is not installed in {SDKS}; run `make node-sdks`")
+    target = SDKS / "smtp.mjs"
+    shutil.copyfile(ROOT / "tests" / "node" / "smtp.mjs", target)
+    return target
+
+
+def _nodemailer(script: Path, port: int, spec: dict[str, Any]) -> list[dict[str, Any]]:
+    done = subprocess.run(
+        [NODE or "node", str(script), str(port), json.dumps(spec)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    infos: list[dict[str, Any]] = json.loads(done.stdout)
+    return infos
+
+
+RECEIPT = {
+    "from": "shop@example.com",
+    "to": "kim@example.org",
+    "subject": "Ihre Bestellung 4712",
+    "text": "Hallo Kim,\n\ndanke für Ihre Bestellung.\n",
+    "html": "<p>Hallo Kim,</p><p>danke für Ihre Bestellung.</p>",
+    "messageId": "<order-4712@shop.example>",
+}
+
+
+def test_a_pooled_nodemailer_retry_after_a_socket_timeout_is_sent_once(
+    sendguard: Start,
+    sink: Sink,
+    node_script: Path,
+    losing_proxy: Callable[[int], _LosingProxy],
+) -> None:
+    proc = sendguard()
+    proxy = losing_proxy(proc.smtp_port)
+    spec = {"pool": True, "transport": {"socketTimeout": 1000}, "messages": [RECEIPT, RECEIPT]}
+    lost, retried = _nodemailer(node_script, proxy.port, spec)
+    assert "error" in lost, lost  # nodemailer gave up on the first: it never heard the 250
+    assert retried["response"].startswith("250"), retried
+    proc.wait_settled()
+    assert [d["state"] for d in proc.deliveries()] == ["sent", "dropped"], proc.deliveries()
+    assert len(sink.received) == 1
+
+
+def test_a_nodemailer_retry_with_an_added_bcc_reaches_only_the_bcc_recipient(
+    sendguard: Start, sink: Sink, node_script: Path
+) -> None:
+    proc = sendguard()
+    spec = {"messages": [RECEIPT, {**RECEIPT, "bcc": "audit@shop.example"}]}
+    first, again = _nodemailer(node_script, proc.smtp_port, spec)
+    assert first["response"].startswith("250") and again["response"].startswith("250")
+    proc.wait_settled()
+    queued = again["response"].rsplit(" ", 1)[1]
+    assert proc.states(queued) == {"kim@example.org": "dropped", "audit@shop.example": "sent"}
+    got = sink.received
+    assert sorted(r for g in got for r in g.rcpt_tos) == ["audit@shop.example", "kim@example.org"]
+    assert all(b"Bcc:" not in g.content for g in got)  # blind as ever
