@@ -434,3 +434,61 @@ def test_a_nodemailer_retry_with_an_added_bcc_reaches_only_the_bcc_recipient(
     got = sink.received
     assert sorted(r for g in got for r in g.rcpt_tos) == ["audit@shop.example", "kim@example.org"]
     assert all(b"Bcc:" not in g.content for g in got)  # blind as ever
+
+
+def test_a_nodemailer_retry_of_a_large_message_with_an_attachment_is_sent_once(
+    sendguard: Start, sink: Sink, node_script: Path, tmp_path: Path
+) -> None:
+    # Over 256 KB (the check's body digest runs in a thread) and nested multiparts
+    # (mixed > alternative), each with new boundaries in the retry.
+    pdf = tmp_path / "invoice.pdf"
+    pdf.write_bytes(bytes(range(256)) * 1500)  # 384 KB, some 520 KB as base64
+    mail = {**RECEIPT, "attachments": [{"filename": "invoice.pdf", "path": str(pdf)}]}
+    proc = sendguard()
+    first, again = _nodemailer(node_script, proc.smtp_port, {"messages": [mail, mail]})
+    assert first["response"].startswith("250") and again["response"].startswith("250")
+    proc.wait_settled()
+    assert proc.states(again["response"].rsplit(" ", 1)[1]) == {"kim@example.org": "dropped"}
+    (got,) = sink.received
+    assert got.message.get_content_type() == "multipart/mixed"
+
+
+@pytest.mark.skipif(SWAKS is None, reason="swaks is not installed (apt-get install swaks)")
+def test_swaks_sending_its_message_again_with_the_header_option_is_sent_once(
+    sendguard: Start, sink: Sink
+) -> None:
+    # swaks writes a new Date (a header, not compared) each time; its default Subject carries
+    # the time too, so a retry that is a copy names its Subject (and Message-ID) itself. Its
+    # `--header` replaces a header of the same spelling only: `Message-Id`, as swaks writes it
+    # (`--header "Message-ID: ..."` adds a second one after swaks' own, new each time, and
+    # the first is the message's: two runs are then two messages).
+    assert SWAKS is not None
+    proc = sendguard()
+    queued = []
+    for message_id in ("<swaks-1@shop.example>", "  <swaks-1@shop.example> "):
+        done = subprocess.run(
+            [
+                SWAKS,
+                "--server",
+                f"127.0.0.1:{proc.smtp_port}",
+                "--from",
+                "shop@example.com",
+                "--to",
+                "lea@example.org",
+                "--header",
+                f"Message-Id: {message_id}",
+                "--header",
+                "Subject: Order 8",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+        (line,) = [x for x in done.stdout.splitlines() if "queued as" in x]
+        queued.append(line.rsplit(" ", 1)[1])
+    proc.wait_settled()
+    _dropped_as_resend(proc, queued[1])
+    (got,) = sink.received
+    assert got.message.get_all("Message-Id") == ["<swaks-1@shop.example>"]
