@@ -2,8 +2,11 @@
 names its recipient or sender in another letter case, writes its Message-ID with other blanks
 or folded, carries UTF-8 (SMTPUTF8), arrives while the first is still being delivered or after
 sendguard was killed and restarted, names one more (Bcc) recipient, or is a real lost reply
-(a connection whose 250 never reached the client). Each recipient gets one copy; a recipient
-the first message did not have gets it (sendguard/resend.py).
+(a connection whose 250 never reached the client: smtplib, and nodemailer's pooled transport
+after its socket timeout). Each recipient gets one copy; a recipient the first message did not
+have gets it; the same message from another envelope sender is another message
+(sendguard/resend.py, docs/configuration.md `resend_window`). Clients: smtplib, swaks
+(skipped without it), nodemailer (skipped without `make node-sdks`).
 
 SQLite only: the check's store reads run on both backends in tests/e2e/test_smtp_resend.py.
 """
@@ -324,6 +327,8 @@ class _LosingProxy:
 
     def close(self) -> None:
         for sock in self._open:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)  # wakes the threads blocked on it
             sock.close()
 
 
