@@ -174,7 +174,7 @@ def _send_utf8(proc: SendguardProcess, rcpt: str, sender: str = "jörg@bücher.e
 
 def test_an_smtputf8_copy_is_not_sent_twice(sendguard: Start, utf8_sink: Sink) -> None:
     proc = sendguard(base_config(utf8_sink.port))
-    _send_utf8(proc, "zoë@example.org")
+    first = _send_utf8(proc, "zoë@example.org")
     copies = [
         _send_utf8(proc, "ZOË@EXAMPLE.ORG"),  # the same person, in capitals
         # The sender's domain in its ASCII form (IDNA A-label) is the same sender.
@@ -186,6 +186,12 @@ def test_an_smtputf8_copy_is_not_sent_twice(sendguard: Start, utf8_sink: Sink) -
     (got,) = utf8_sink.received
     assert got.rcpt_tos == ["zoë@example.org"]
     assert "Grüße aus Köln".encode() in got.content
+    # The recipient's timeline says why, quoting the client's UTF-8 Message-ID.
+    reasons = [
+        reason for state, reason in proc.transitions("zoë@example.org") if state == "dropped"
+    ]
+    quoted = f"resend: a copy of message {first} (Message-ID <grüße-1@bücher.example>) accepted"
+    assert len(reasons) == 2 and all(r.startswith(quoted) for r in reasons), reasons
 
 
 # 4. A copy while the first is still being delivered; a copy after kill -9 and a restart.
