@@ -1,12 +1,13 @@
 // Sends messages through sendguard's SMTP listener with nodemailer, as a Node.js app does.
-// Usage: node smtp.mjs <port> '<JSON: {"pool": bool, "messages": [nodemailer mail options]}>'
+// Usage: node smtp.mjs <port> '<JSON: {"pool": bool, "messages": [nodemailer mail options],
+//   "transport": {more transport options, e.g. socketTimeout}}>'
 // One transport for all the messages (with "pool", one reused connection). Prints a JSON list,
 // one entry per message: nodemailer's info (messageId, envelope, accepted, rejected, response)
 // or {"error": message, "responseCode": code} when sendMail rejected.
 import nodemailer from "nodemailer";
 
 const [port, spec] = process.argv.slice(2);
-const { pool = false, messages } = JSON.parse(spec);
+const { pool = false, messages, transport: options = {} } = JSON.parse(spec);
 
 const transport = nodemailer.createTransport({
   host: "127.0.0.1",
@@ -15,6 +16,7 @@ const transport = nodemailer.createTransport({
   ignoreTLS: true,
   pool,
   maxConnections: 1,
+  ...options,
 });
 
 const results = [];
