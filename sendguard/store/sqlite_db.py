@@ -387,7 +387,7 @@ class SQLiteDatabase:
             raise StoreUnavailable(self._writer_gone)
         if self._closing or self._writer is None or self._reader is None:
             raise StoreUnavailable("store is closed")
-        failure = self.commit_failure
+        failure = self.commit_failure or self._disk_without_room()
         if failure is not None:
             raise StoreUnavailable(str(failure), kind=failure.kind)
         try:
@@ -498,6 +498,24 @@ class SQLiteDatabase:
 
         self._executor.post(commit)
         return finished
+
+    def _disk_without_room(self) -> StoreUnavailable | None:
+        """The disk full although no commit of this process failed yet: under `--workers` a
+        sibling ran into it (the workers share the file system), or the last space went to
+        something else. Readiness is then the same whichever worker answers, and turns back
+        when `ROOM_TO_RECOVER` is free, as `_recovered` does for a commit of its own."""
+        try:
+            room = os.statvfs(self.path.parent)
+        except OSError:
+            return None
+        free = room.f_bavail * room.f_frsize
+        if free >= ROOM_TO_RECOVER:
+            return None
+        return StoreUnavailable(
+            f"the disk holding {self.path.resolve()} is full ({free:,} bytes free, under the"
+            f" {ROOM_TO_RECOVER:,} a few large messages need): free space on it",
+            kind="disk_full",
+        )
 
     def _recovered(self, failure: StoreUnavailable) -> bool:
         """Whether a commit that succeeded ends `failure`. A full disk still takes a small

@@ -170,3 +170,28 @@ def test_a_full_disk_shows_in_readyz_and_the_metrics_until_space_is_back(
     status, body = proc.call("GET", "/readyz", token=None)
     assert status == 200, body
     assert metric(proc, "sendguard_store_up") == 1
+
+
+def test_every_worker_reads_not_ready_while_the_disk_is_full(
+    small_var: Path, sendguard: Start
+) -> None:
+    # Two workers share the file system, but only the one whose commit failed knew: a load
+    # balancer's probe answered 200 or 503 by which worker the kernel gave it to (seen in a
+    # `make test-workers` run). Every worker now reads the disk itself.
+    proc = sendguard(serve_args=["--workers", "2"])
+    assert len(proc.worker_pids()) == 2
+    filler = fill(small_var)
+    for i in range(10):
+        code, _ = try_send(proc, f"full{i}")
+        if code == 451:
+            break
+    answers = [proc.call("GET", "/readyz", token=None) for _ in range(12)]
+    assert all(status == 503 for status, _ in answers), answers
+    assert all("is full" in body["checks"]["store"] for _, body in answers), answers
+    assert metric(proc, "sendguard_store_up") == 0
+
+    filler.unlink()
+    answers = [proc.call("GET", "/readyz", token=None) for _ in range(12)]
+    assert all(status == 200 for status, _ in answers), answers
+    code, reply = try_send(proc, "after")
+    assert code == 250, reply
