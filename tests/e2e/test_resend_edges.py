@@ -14,7 +14,6 @@ SQLite only: the check's store reads run on both backends in tests/e2e/test_smtp
 from __future__ import annotations
 
 import contextlib
-import json
 import shutil
 import smtplib
 import socket
@@ -22,12 +21,11 @@ import subprocess
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from tests.e2e.test_esp_node_sdks import NODE, ROOT, SDKS
 from tests.e2e.test_send_path import message, send
+from tests.support.node_smtp import run_nodemailer
 from tests.support.process import SendguardProcess, base_config, free_port
 from tests.support.sink import Sink
 
@@ -95,25 +93,12 @@ def _invoice(message_id_line: str) -> bytes:
     ).encode()
 
 
-def _swaks(proc: SendguardProcess, rcpt: str, data: bytes, tmp_path: Path, name: str) -> str:
-    """Send `data` as it is with swaks; return the queue id from its 250."""
+def _swaks(proc: SendguardProcess, sender: str, rcpt: str, *options: str) -> str:
+    """swaks from `sender` to `rcpt` with `options`; return the queue id from its 250."""
     assert SWAKS is not None
-    path = tmp_path / name
-    path.write_bytes(data)
+    server = ["--server", f"127.0.0.1:{proc.smtp_port}", "--timeout", "10"]
     done = subprocess.run(
-        [
-            SWAKS,
-            "--server",
-            f"127.0.0.1:{proc.smtp_port}",
-            "--from",
-            "billing@shop.example",
-            "--to",
-            rcpt,
-            "--data",
-            str(path),
-            "--timeout",
-            "10",
-        ],
+        [SWAKS, *server, "--from", sender, "--to", rcpt, *options],
         capture_output=True,
         text=True,
         timeout=30,
@@ -124,15 +109,24 @@ def _swaks(proc: SendguardProcess, rcpt: str, data: bytes, tmp_path: Path, name:
     return queued.rsplit(" ", 1)[1]
 
 
+def _swaks_data(proc: SendguardProcess, rcpt: str, data: bytes, tmp_path: Path, name: str) -> str:
+    """Send `data` as it is with swaks; return the queue id from its 250."""
+    path = tmp_path / name
+    path.write_bytes(data)
+    return _swaks(proc, "billing@shop.example", rcpt, "--data", str(path))
+
+
 @pytest.mark.skipif(SWAKS is None, reason="swaks is not installed (apt-get install swaks)")
 def test_a_copy_whose_message_id_is_folded_or_blank_padded_is_not_sent_twice(
     sendguard: Start, sink: Sink, tmp_path: Path
 ) -> None:
     proc = sendguard()
-    _swaks(proc, "dee@example.org", _invoice("Message-ID: <inv-77@shop.example>"), tmp_path, "a")
+    _swaks_data(
+        proc, "dee@example.org", _invoice("Message-ID: <inv-77@shop.example>"), tmp_path, "a"
+    )
     copies = [
         # Folded by hand (RFC 5322 2.2.3), blanks around the value.
-        _swaks(
+        _swaks_data(
             proc,
             "dee@example.org",
             _invoice("Message-ID:\r\n   <inv-77@shop.example>  "),
@@ -383,28 +377,6 @@ def test_a_client_that_timed_out_waiting_for_the_250_and_sent_again_is_sent_once
 # boundaries, new Date) on a new pooled connection.
 
 
-@pytest.fixture(scope="module")
-def node_script() -> Path:
-    if NODE is None or not (SDKS / "node_modules" / "nodemailer").is_dir():
-        pytest.skip(f"nodemailer is not installed in {SDKS}; run `make node-sdks`")
-    target = SDKS / "smtp.mjs"
-    shutil.copyfile(ROOT / "tests" / "node" / "smtp.mjs", target)
-    return target
-
-
-def _nodemailer(script: Path, port: int, spec: dict[str, Any]) -> list[dict[str, Any]]:
-    done = subprocess.run(
-        [NODE or "node", str(script), str(port), json.dumps(spec)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    infos: list[dict[str, Any]] = json.loads(done.stdout)
-    return infos
-
-
 RECEIPT = {
     "from": "shop@example.com",
     "to": "kim@example.org",
@@ -418,13 +390,13 @@ RECEIPT = {
 def test_a_pooled_nodemailer_retry_after_a_socket_timeout_is_sent_once(
     sendguard: Start,
     sink: Sink,
-    node_script: Path,
+    nodemailer_script: Path,
     losing_proxy: Callable[[int], _LosingProxy],
 ) -> None:
     proc = sendguard()
     proxy = losing_proxy(proc.smtp_port)
     spec = {"pool": True, "transport": {"socketTimeout": 1000}, "messages": [RECEIPT, RECEIPT]}
-    lost, retried = _nodemailer(node_script, proxy.port, spec)
+    lost, retried = run_nodemailer(str(nodemailer_script), proxy.port, spec)
     assert "error" in lost, lost  # nodemailer gave up on the first: it never heard the 250
     assert retried["response"].startswith("250"), retried
     proc.wait_settled()
@@ -433,11 +405,11 @@ def test_a_pooled_nodemailer_retry_after_a_socket_timeout_is_sent_once(
 
 
 def test_a_nodemailer_retry_with_an_added_bcc_reaches_only_the_bcc_recipient(
-    sendguard: Start, sink: Sink, node_script: Path
+    sendguard: Start, sink: Sink, nodemailer_script: Path
 ) -> None:
     proc = sendguard()
     spec = {"messages": [RECEIPT, {**RECEIPT, "bcc": "audit@shop.example"}]}
-    first, again = _nodemailer(node_script, proc.smtp_port, spec)
+    first, again = run_nodemailer(str(nodemailer_script), proc.smtp_port, spec)
     assert first["response"].startswith("250") and again["response"].startswith("250")
     proc.wait_settled()
     queued = again["response"].rsplit(" ", 1)[1]
@@ -448,7 +420,7 @@ def test_a_nodemailer_retry_with_an_added_bcc_reaches_only_the_bcc_recipient(
 
 
 def test_a_nodemailer_retry_of_a_large_message_with_an_attachment_is_sent_once(
-    sendguard: Start, sink: Sink, node_script: Path, tmp_path: Path
+    sendguard: Start, sink: Sink, nodemailer_script: Path, tmp_path: Path
 ) -> None:
     # Over 256 KB (the check's body digest runs in a thread) and nested multiparts
     # (mixed > alternative), each with new boundaries in the retry.
@@ -456,7 +428,9 @@ def test_a_nodemailer_retry_of_a_large_message_with_an_attachment_is_sent_once(
     pdf.write_bytes(bytes(range(256)) * 1500)  # 384 KB, some 520 KB as base64
     mail = {**RECEIPT, "attachments": [{"filename": "invoice.pdf", "path": str(pdf)}]}
     proc = sendguard()
-    first, again = _nodemailer(node_script, proc.smtp_port, {"messages": [mail, mail]})
+    first, again = run_nodemailer(
+        str(nodemailer_script), proc.smtp_port, {"messages": [mail, mail]}
+    )
     assert first["response"].startswith("250") and again["response"].startswith("250")
     proc.wait_settled()
     assert proc.states(again["response"].rsplit(" ", 1)[1]) == {"kim@example.org": "dropped"}
@@ -477,28 +451,8 @@ def test_swaks_sending_its_message_again_with_the_header_option_is_sent_once(
     proc = sendguard()
     queued = []
     for message_id in ("<swaks-1@shop.example>", "  <swaks-1@shop.example> "):
-        done = subprocess.run(
-            [
-                SWAKS,
-                "--server",
-                f"127.0.0.1:{proc.smtp_port}",
-                "--from",
-                "shop@example.com",
-                "--to",
-                "lea@example.org",
-                "--header",
-                f"Message-Id: {message_id}",
-                "--header",
-                "Subject: Order 8",
-            ],
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=False,
-        )
-        assert done.returncode == 0, done.stdout + done.stderr
-        (line,) = [x for x in done.stdout.splitlines() if "queued as" in x]
-        queued.append(line.rsplit(" ", 1)[1])
+        options = ("--header", f"Message-Id: {message_id}", "--header", "Subject: Order 8")
+        queued.append(_swaks(proc, "shop@example.com", "lea@example.org", *options))
     proc.wait_settled()
     _dropped_as_resend(proc, queued[1])
     (got,) = sink.received

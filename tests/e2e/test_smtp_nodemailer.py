@@ -8,9 +8,6 @@ same `messageId` option, a new MIME boundary) is sent once.
 
 from __future__ import annotations
 
-import json
-import shutil
-import subprocess
 from collections.abc import Callable
 from email.header import decode_header, make_header
 from pathlib import Path
@@ -18,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.test_esp_node_sdks import NODE, ROOT, SDKS
+from tests.support.node_smtp import run_nodemailer
 from tests.support.process import SendguardProcess
 from tests.support.sink import Sink
 
@@ -27,33 +24,14 @@ pytestmark = [pytest.mark.e2e]
 Start = Callable[..., SendguardProcess]
 
 
-@pytest.fixture(scope="module")
-def script() -> Path:
-    if NODE is None or not (SDKS / "node_modules" / "nodemailer").is_dir():
-        pytest.skip(f"nodemailer is not installed in {SDKS}; run `make node-sdks`")
-    target = SDKS / "smtp.mjs"
-    shutil.copyfile(ROOT / "tests" / "node" / "smtp.mjs", target)
-    return target
-
-
 def nodemailer(
     script: Path, proc: SendguardProcess, *messages: dict[str, Any], pool: bool = False
 ) -> list[dict[str, Any]]:
     """nodemailer's info for each of `messages`, sent one after the other on one transport."""
-    done = subprocess.run(
-        [
-            NODE or "node",
-            str(script),
-            str(proc.smtp_port),
-            json.dumps({"pool": pool, "messages": messages}),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
+    spec = {"pool": pool, "messages": messages}
+    infos: list[dict[str, Any]] = run_nodemailer(
+        str(script), proc.smtp_port, spec, proc.log()[-2000:]
     )
-    assert done.returncode == 0, f"nodemailer failed: {done.stderr}\n{proc.log()[-2000:]}"
-    infos: list[dict[str, Any]] = json.loads(done.stdout)
     for info in infos:
         assert "error" not in info, f"{info}\n{proc.log()[-2000:]}"
     return infos
@@ -71,11 +49,11 @@ NEWSLETTER = {
 
 
 def test_a_nodemailer_message_arrives_as_written_with_bcc_blind(
-    sendguard: Start, sink: Sink, script: Path
+    sendguard: Start, sink: Sink, nodemailer_script: Path
 ) -> None:
     proc = sendguard()
     (info,) = nodemailer(
-        script, proc, {**NEWSLETTER, "cc": "bo@example.org", "bcc": "hidden@example.org"}
+        nodemailer_script, proc, {**NEWSLETTER, "cc": "bo@example.org", "bcc": "hidden@example.org"}
     )
     assert sorted(info["accepted"]) == ["ann@example.org", "bo@example.org", "hidden@example.org"]
     assert info["response"].startswith("250")
@@ -100,12 +78,12 @@ def test_a_nodemailer_message_arrives_as_written_with_bcc_blind(
 
 
 def test_the_same_newsletter_sent_twice_is_two_messages(
-    sendguard: Start, sink: Sink, script: Path
+    sendguard: Start, sink: Sink, nodemailer_script: Path
 ) -> None:
     # Two sendMail calls are two messages (nodemailer writes a Message-ID for each), on a
     # pooled connection too: the resend check must not take the second for a retransmission.
     proc = sendguard()
-    first, second = nodemailer(script, proc, NEWSLETTER, NEWSLETTER, pool=True)
+    first, second = nodemailer(nodemailer_script, proc, NEWSLETTER, NEWSLETTER, pool=True)
     assert first["messageId"] != second["messageId"]
     sink.wait_for(2)
     proc.wait_settled()
@@ -113,16 +91,16 @@ def test_the_same_newsletter_sent_twice_is_two_messages(
 
 
 def test_an_apps_retry_with_its_message_id_is_sent_once(
-    sendguard: Start, sink: Sink, script: Path
+    sendguard: Start, sink: Sink, nodemailer_script: Path
 ) -> None:
     # An app that did not hear back (its own timeout) calls sendMail again with the same
     # `messageId`: nodemailer builds the message anew, with new MIME boundaries and Date.
     # The recipient gets one copy; the app hears 250 both times.
     proc = sendguard()
     retry = {**NEWSLETTER, "messageId": "<order-4711@shop.example>"}
-    (first,) = nodemailer(script, proc, retry)
+    (first,) = nodemailer(nodemailer_script, proc, retry)
     sink.wait_for(1)
-    (again,) = nodemailer(script, proc, retry)
+    (again,) = nodemailer(nodemailer_script, proc, retry)
     assert first["response"].startswith("250") and again["response"].startswith("250")
     proc.wait_settled()
     assert len(sink.received) == 1
@@ -132,13 +110,15 @@ def test_an_apps_retry_with_its_message_id_is_sent_once(
 
 
 def test_an_apps_message_id_reused_for_another_text_is_another_message(
-    sendguard: Start, sink: Sink, script: Path
+    sendguard: Start, sink: Sink, nodemailer_script: Path
 ) -> None:
     proc = sendguard()
     reused = {**NEWSLETTER, "messageId": "<fixed@shop.example>"}
-    nodemailer(script, proc, reused)
+    nodemailer(nodemailer_script, proc, reused)
     sink.wait_for(1)
-    nodemailer(script, proc, {**reused, "text": "Hello Ann,\n\nyour order has shipped.\n"})
+    nodemailer(
+        nodemailer_script, proc, {**reused, "text": "Hello Ann,\n\nyour order has shipped.\n"}
+    )
     sink.wait_for(2)
     proc.wait_settled()
     assert [d["state"] for d in proc.deliveries()] == ["sent", "sent"]
