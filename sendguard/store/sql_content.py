@@ -50,8 +50,13 @@ ESP_BODY = 1
 
 _UNREFERENCED = "NOT EXISTS (SELECT 1 FROM messages m WHERE m.id = content_chunks.message_id)"
 
-PRUNE_UNREFERENCED = f"DELETE FROM content_chunks WHERE written_at < ? AND {_UNREFERENCED}"
-"""Pieces of a message that never committed, written before the prune cutoff (one `?`)."""
+UNREFERENCED_BEFORE = f"{_UNREFERENCED} AND written_at < ?"
+"""Pieces of a message that never committed, written before the prune cutoff (one `?`).
+`written_at` follows the piece's data in its row: tested after the look-up of the message, it
+is read (past up to a megabyte of overflow pages) only for the pieces of no message."""
+
+KEY = ("message_id", "part", "seq")
+"""The columns naming a piece."""
 
 
 def prune_of(messages: str) -> str:

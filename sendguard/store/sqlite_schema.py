@@ -413,7 +413,12 @@ MIGRATIONS: tuple[str, ...] = (
     """,
     # 18: PostgreSQL's alone (postgres_schema.py: `history.sent` written in place, a HOT
     # update); nothing changes here.
-    "",
+    "",  # 19: a message's requirements found by the message (retention's prune of a message that
+    # nothing refers to any more, a reviewer's edit copying them to the corrected message):
+    # the primary key leads with the fact key, so both read every requirement of every message.
+    """
+    CREATE INDEX requirements_message ON requirements(message_id);
+    """,
 )
 
 DUE_CONDITION = "(state = 'queued' OR state = 'delayed' OR state = 'deferred' OR state = 'held')"

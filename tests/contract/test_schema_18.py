@@ -46,7 +46,8 @@ async def test_a_schema_17_postgresql_store_upgrades_and_sets_sent_in_place() ->
         await store.close()
         conn = await asyncpg.connect(DSN, server_settings={"search_path": schema})
         try:
-            assert await conn.fetchval("SELECT max(version) FROM sendguard_schema") == 18
+            latest = await conn.fetchval("SELECT max(version) FROM sendguard_schema")
+            assert latest == len(PG_MIGRATIONS)
             assert len(PG_MIGRATIONS) >= 18
             index = await conn.fetchval(
                 "SELECT indexdef FROM pg_indexes WHERE schemaname = $1"
@@ -95,7 +96,7 @@ async def test_the_trigger_names_its_own_schema_whatever_the_search_path() -> No
 def test_sqlite_s_schema_18_changes_nothing(tmp_path: Path) -> None:
     conn = sqlite3.connect(tmp_path / "store.db", isolation_level=None)
     try:
-        assert migrate(conn)[-1] == 18
+        assert migrate(conn)[-1] == len(MIGRATIONS)
         assert conn.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS) >= 18
         (index,) = conn.execute(
             "SELECT sql FROM sqlite_master WHERE name = 'history_recipient'"

@@ -15,11 +15,16 @@ import sqlite3
 from datetime import timedelta
 from pathlib import Path
 
-from sendguard.deliveries import Change
+import pytest
+
+from sendguard.deliveries import Change, IdempotencyRecord
+from sendguard.events import Event, EventType
+from sendguard.facts import Fact
 from sendguard.message import DeliveryState
 from sendguard.resend import CopyQuery
+from sendguard.store import sql_retention
 from sendguard.store.sqlite import SQLiteStore
-from tests.contract.test_store import LEASE, T0, add
+from tests.contract.test_store import LEASE, T0, add, make_message
 
 # A SCAN of the table, under its name or an alias (`d`), with or without an index.
 _SCAN = re.compile(r"^SCAN (deliveries|d)\b")
@@ -138,3 +143,49 @@ async def test_writes_of_deliveries_build_no_tree_for_the_due_index(tmp_path: Pa
         assert any("COVERING INDEX history_recipient" in step for step in plan), plan
     finally:
         conn.close()
+
+
+async def test_a_prune_reads_windows_in_key_order_and_deletes_through_indexes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A prune walks each table in windows of WINDOW rows in key order and deletes each window
+    # by its key range: a read sorts nothing (a temporary B-tree for ORDER BY would read the
+    # whole table for every window), and a delete scans no table (each ran once per window).
+    monkeypatch.setattr(sql_retention, "WINDOW", 2)
+    statements: list[str] = []
+    store = SQLiteStore(tmp_path / "prune.db", trace=statements.append)
+    await store.open()
+    try:
+        for n in range(5):
+            _, (new,) = await add(store, recipients=(f"p{n}@example.org",))
+            await store.change(new.id, Change(DeliveryState.SENT, "250 ok", T0))
+            await store.add_event(Event(EventType.OPEN, f"p{n}@example.org", T0))
+            await store.put_fact(Fact("k", "v", T0, f"p{n}@example.org"))
+        await add(store, DeliveryState.DROPPED)
+        keyed = make_message(("q@example.org",))
+        await store.add_message(keyed, b"x", [], IdempotencyRecord("key", keyed.id, b"{}"))
+        statements.clear()
+        assert await store.prune(T0 + timedelta(days=1)) == 6
+    finally:
+        await store.close()
+    ran = {
+        s
+        for s in statements
+        if not re.match(r"\s*(BEGIN|COMMIT|ROLLBACK|SAVEPOINT|RELEASE|PRAGMA)\b", s)
+    }
+    conn = sqlite3.connect(tmp_path / "prune.db")
+    try:
+        plans = {sql: [row[3] for row in conn.execute(f"EXPLAIN QUERY PLAN {sql}")] for sql in ran}
+    finally:
+        conn.close()
+    for table in ("deliveries", "messages", "history", "events", "facts", "idempotency"):
+        assert any(f"DELETE FROM {table} " in sql for sql in plans), table
+    sorted_ = {sql[:100]: plan for sql, plan in plans.items() if "TEMP B-TREE" in str(plan)}
+    assert sorted_ == {}
+    scans = {
+        sql[:100]: steps
+        for sql, plan in plans.items()
+        if (steps := [s for s in plan if s.startswith("SCAN ")])
+        and not (sql.lstrip().startswith("SELECT") and "LIMIT" in sql)
+    }
+    assert scans == {}
