@@ -15,6 +15,8 @@ guarantees of one process:
   delivery; a claim is a lease, as with PostgreSQL;
 - at start a worker releases only the claims of processes that are gone (`owner_gone`), not
   those of its running siblings.
+- the pause, campaign decisions and approvals every decision reads are kept in memory while
+  the settings' version, shared by the workers, stays (sendguard/store/settings_version.py).
 
 Where each kind of work runs (sqlite3 blocks the thread that calls it):
 - writes (`_write`): on the database thread, group-committed;
@@ -45,6 +47,7 @@ from sendguard.store import StoreSettings, sql_content
 from sendguard.store.host_keyed_lock import HostKeyedLock
 from sendguard.store.keyed_lock import KeyedLock
 from sendguard.store.message_cache import MessageCache
+from sendguard.store.settings_version import SettingsVersion
 from sendguard.store.sql_store import Job, SqlStore, Tx
 from sendguard.store.sqlite_db import SQLiteDatabase, Trace, take_file_lock
 from sendguard.store.sqlite_scratch import ScratchDatabase
@@ -134,6 +137,9 @@ class SQLiteStore(SqlStore):
         self._campaigns: dict[str, Campaign | None] = {}
         self._approvals: dict[str, tuple[ContentApproval, ...]] = {}
         self._shared: HostKeyedLock | None = None
+        self._version: SettingsVersion | None = None
+        self._kept_at: int | None = None
+        """The settings' version the kept pause, campaigns and approvals were read at."""
         if held_lock is not None:
             self.serve_as_worker(held_lock)
 
@@ -152,6 +158,7 @@ class SQLiteStore(SqlStore):
             raise TypeError(f"{self.path}: a scratch store is never shared by workers")
         self._db.hand_over_lock(held_lock)
         self._shared = HostKeyedLock(self.path.with_name(self.path.name + ".recipients"))
+        self._version = SettingsVersion(self.path.with_name(self.path.name + ".settings"))
 
     async def _write(self, job: Job[T]) -> T:
         return await self._db.write(lambda conn: drive(job, conn))
@@ -173,11 +180,15 @@ class SQLiteStore(SqlStore):
         await self._db.open()
         if self._shared is not None:
             self._shared.open()
+        if self._version is not None:
+            self._version.open()
 
     async def close(self) -> None:
         await self._db.close()
         if self._shared is not None:
             self._shared.close()
+        if self._version is not None:
+            self._version.close()
 
     async def check(self) -> None:
         if isinstance(self._db, SQLiteDatabase) and self._db.commit_failure is not None:
@@ -200,26 +211,49 @@ class SQLiteStore(SqlStore):
         await sql_content.forget_unfinished(self._write, shared=shared)
         return released
 
+    # The global pause, campaign decisions and content approvals are read for every decision
+    # and written only by `set_pause`, `set_campaign` and `add_approvals`. Alone, only this
+    # process writes them (the file lock), so what was read stays true until one of those
+    # runs here. Shared by workers, a sibling may write them: what was read is kept while
+    # the settings' version (settings_version.py) has not moved. Reads of the SQLite store
+    # finish without suspending (`drive`), so nothing of this process writes between a
+    # version's check and the keeping of what was read at it.
+
+    def _keeping(self) -> bool:
+        """Whether what is kept may be used and what is read may be kept (if not, what was
+        kept is forgotten)."""
+        if self._version is None:
+            return True
+        now = self._version.current()
+        if now is None or now != self._kept_at:
+            self._pause = None
+            self._campaigns.clear()
+            self._approvals.clear()
+            self._kept_at = now
+        return now is not None
+
+    def _settings_write(self) -> AbstractAsyncContextManager[None]:
+        if self._version is None or not self._version.opened:
+            return contextlib.nullcontext()  # closed: the write itself is refused
+        return self._version.writing()
+
     async def get_pause(self) -> GlobalPause:
-        # Read for every decision. Alone, only this process writes it (the file lock), so the
-        # row read once stays true until `set_pause`; shared, a sibling worker may pause.
-        if self._shared is not None:
+        if not self._keeping():
             return await super().get_pause()
         if self._pause is None:
             self._pause = await super().get_pause()
         return self._pause
 
     async def set_pause(self, pause: GlobalPause) -> None:
-        self._pause = None
-        try:
-            await super().set_pause(pause)
-        finally:
-            self._pause = None  # read again: the committed row, or the old one on failure
+        async with self._settings_write():
+            self._pause = None
+            try:
+                await super().set_pause(pause)
+            finally:
+                self._pause = None  # read again: the committed row, or the old one on failure
 
     async def get_campaign(self, name: str) -> Campaign | None:
-        # Read for every decision of a campaign, and written only by `set_campaign`: alone,
-        # as the pause, the row read once (or its absence) stays true until then.
-        if self._shared is not None:
+        if not self._keeping():
             return await super().get_campaign(name)
         if name in self._campaigns:
             return self._campaigns[name]
@@ -230,17 +264,15 @@ class SQLiteStore(SqlStore):
         return campaign
 
     async def set_campaign(self, campaign: Campaign) -> None:
-        self._campaigns.clear()
-        try:
-            await super().set_campaign(campaign)
-        finally:
-            self._campaigns.clear()  # read again: the committed row, or the old one on failure
+        async with self._settings_write():
+            self._campaigns.clear()
+            try:
+                await super().set_campaign(campaign)
+            finally:
+                self._campaigns.clear()  # read again: the committed row, or the old one
 
     async def approvals(self, campaign: str) -> Sequence[ContentApproval]:
-        # Read for every decision of an approved campaign whose approvals are bound to the
-        # content (human_hold), and written only by `add_approvals`: alone, as the campaign's
-        # row, what was read stays true until then. Shared, a sibling worker may approve.
-        if self._shared is not None:
+        if not self._keeping():
             return await super().approvals(campaign)
         if campaign in self._approvals:
             return self._approvals[campaign]
@@ -251,11 +283,12 @@ class SQLiteStore(SqlStore):
         return approvals
 
     async def add_approvals(self, approvals: Sequence[ContentApproval]) -> None:
-        self._approvals.clear()
-        try:
-            await super().add_approvals(approvals)
-        finally:
-            self._approvals.clear()  # read again: the committed rows, or the old ones on failure
+        async with self._settings_write():
+            self._approvals.clear()
+            try:
+                await super().add_approvals(approvals)
+            finally:
+                self._approvals.clear()  # read again: the committed rows, or the old ones
 
     @property
     def stats(self) -> CommitStats:

@@ -359,6 +359,34 @@ def test_a_pause_set_through_one_worker_holds_what_every_worker_accepts(
     assert len(sink.received) == 2
 
 
+def test_a_campaign_approved_through_one_worker_flows_through_every_worker(
+    sendguard: Start, sink: Sink
+) -> None:
+    # Each worker keeps the campaign's decision it read (settings_version.py): the approval,
+    # written by one, must reach the other before the API answers.
+    proc = sendguard(serve_args=TWO, policies=[{"plugin": "schedule"}, HOLD_CAMPAIGNS])
+    wait_workers(proc, 2)
+    for n, client in enumerate(proc.smtp_clients(2)):  # one connection to each worker
+        with client:
+            client.sendmail("shop@example.com", [f"before{n}@example.org"], CAMPAIGN)
+    assert proc.wait_states({"before0@example.org": "held", "before1@example.org": "held"})
+    status, answer = proc.call("POST", "/v1/campaigns/spring/approve", {})
+    assert status == 200, answer
+    for n, client in enumerate(proc.smtp_clients(2)):
+        with client:
+            client.sendmail("shop@example.com", [f"after{n}@example.org"], CAMPAIGN)
+    states = proc.wait_states({"after0@example.org": "sent", "after1@example.org": "sent"})
+    assert states["after0@example.org"] == states["after1@example.org"] == "sent"
+    # The approval took the held ones through too, and a rejection stops both workers again.
+    status, answer = proc.call("POST", "/v1/campaigns/spring/reject", {})
+    assert status == 200, answer
+    for n, client in enumerate(proc.smtp_clients(2)):
+        with client:
+            client.sendmail("shop@example.com", [f"late{n}@example.org"], CAMPAIGN)
+    states = proc.wait_states({"late0@example.org": "dropped", "late1@example.org": "dropped"})
+    assert states["late0@example.org"] == states["late1@example.org"] == "dropped"
+
+
 def test_with_review_users_the_default_is_still_one_worker_per_cpu(
     sink: Sink, tmp_path: Path
 ) -> None:

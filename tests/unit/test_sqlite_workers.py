@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+import sqlite3
 import subprocess
 import sys
 from datetime import timedelta
@@ -13,10 +14,12 @@ from pathlib import Path
 
 import pytest
 
+from sendguard.approvals import Approval, Campaign, ContentApproval, GlobalPause
 from sendguard.errors import StoreLocked
 from sendguard.owner import owner_gone, process_owner
 from sendguard.store import open_store
 from sendguard.store.host_keyed_lock import HostKeyedLock
+from sendguard.store.settings_version import SettingsVersion
 from sendguard.store.sqlite import SQLiteStore, lock_for_workers
 from tests.contract.test_store import T0, add
 
@@ -192,3 +195,75 @@ def test_owner_gone() -> None:
     done = subprocess.Popen([sys.executable, "-c", "pass"])
     done.wait()
     assert owner_gone(f"{socket.gethostname()}:{done.pid}")
+
+
+async def test_what_every_decision_reads_is_kept_until_a_sibling_writes_it(
+    tmp_path: Path,
+) -> None:
+    # The pause, a campaign's decision and its approvals: read once per worker while nobody
+    # writes them, and read again by every worker as soon as any of them writes one.
+    held = lock_for_workers(SQLiteStore(tmp_path / "w.db"))
+    assert held is not None
+    statements: list[str] = []
+    reader = SQLiteStore(tmp_path / "w.db", held_lock=os.dup(held), trace=statements.append)
+    writer = SQLiteStore(tmp_path / "w.db", held_lock=os.dup(held))
+    try:
+        await reader.open()
+        await writer.open()
+
+        async def reads() -> tuple[bool, Campaign | None, int]:
+            pause = await reader.get_pause()
+            campaign = await reader.get_campaign("spring")
+            return pause.paused, campaign, len(await reader.approvals("spring"))
+
+        assert await reads() == (False, None, 0)
+        statements.clear()
+        assert await reads() == (False, None, 0)
+        assert statements == []  # kept: no statement
+
+        await writer.set_pause(GlobalPause(paused=True, updated_at=T0, updated_by="ana"))
+        assert (await reads())[0] is True
+        spring = Campaign("spring", Approval.APPROVED, updated_at=T0, updated_by="ana")
+        await writer.set_campaign(spring)
+        assert (await reads())[1] == spring
+        approval = ContentApproval("spring", "hash", "ana", T0)
+        await writer.add_approvals([approval])
+        assert (await reads())[2] == 1
+        statements.clear()
+        assert await reads() == (True, spring, 1)
+        assert statements == []
+    finally:
+        await reader.close()
+        await writer.close()
+        os.close(held)
+
+
+async def test_a_write_that_fails_still_has_every_worker_read_again(tmp_path: Path) -> None:
+    held = lock_for_workers(SQLiteStore(tmp_path / "w.db"))
+    assert held is not None
+    reader = SQLiteStore(tmp_path / "w.db", held_lock=os.dup(held))
+    writer = SQLiteStore(tmp_path / "w.db", held_lock=os.dup(held))
+    try:
+        await reader.open()
+        await writer.open()
+        assert (await reader.get_pause()).paused is False
+        version = SettingsVersion(tmp_path / "w.db.settings")
+        version.open()
+        before = version.current()
+        refuse = sqlite3.connect(tmp_path / "w.db")
+        for when in ("INSERT", "UPDATE"):  # the pause's write fails in its transaction
+            refuse.execute(
+                f"CREATE TRIGGER refuse_{when} BEFORE {when} ON global_pause"
+                " BEGIN SELECT RAISE(ABORT, 'refused'); END"
+            )
+        refuse.commit()
+        refuse.close()
+        with pytest.raises(sqlite3.IntegrityError, match="refused"):
+            await writer.set_pause(GlobalPause(paused=True))
+        assert version.current() not in (None, before)
+        version.close()
+        assert (await reader.get_pause()).paused is False  # read again, still not paused
+    finally:
+        await reader.close()
+        await writer.close()
+        os.close(held)
