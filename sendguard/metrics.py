@@ -65,6 +65,10 @@ WEBHOOK_OUTCOMES = ("sent", "retried", "abandoned")
 NOTIFY_CHANNELS = ("webhook", "email")
 NOTIFY_OUTCOMES = ("sent", "retried", "failed")
 
+MULTIPROC_DIR = "PROMETHEUS_MULTIPROC_DIR"
+"""The environment variable naming the multiprocess directory of `serve --workers N`: set for
+its workers, never for a process whose counts are not the service's (a simulation's replay)."""
+
 _FAST = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
 _NETWORK = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 from dataclasses import replace
 from datetime import datetime, timedelta
@@ -22,6 +23,7 @@ import structlog
 from sendguard.clock import Clock, monotonic
 from sendguard.config import SimulateOptions, StoreOptions
 from sendguard.errors import StoreUnavailable
+from sendguard.metrics import MULTIPROC_DIR
 from sendguard.phrasing import human_duration
 from sendguard.simulations import Simulation, SimulationStatus
 from sendguard.store.base import SimulationRuns
@@ -203,6 +205,10 @@ class _WorkerFailed(Exception):
 
 async def _in_worker(job: dict[str, Any], limit: timedelta) -> dict[str, Any]:
     """Run the job in `python -m sendguard.simulate.worker`; kill it past `limit`."""
+    # Not in the supervisor's multiprocess directory of `serve --workers N`: a scrape sums
+    # every file there, and the replay's counts (its messages "received" through `simulate`,
+    # the candidate's decisions) would read as the server's traffic.
+    env = {name: value for name, value in os.environ.items() if name != MULTIPROC_DIR}
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -210,6 +216,7 @@ async def _in_worker(job: dict[str, Any], limit: timedelta) -> dict[str, Any]:
         stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
+        env=env,
     )
     try:
         out, err = await asyncio.wait_for(

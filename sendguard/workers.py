@@ -59,6 +59,7 @@ import structlog
 from sendguard.config import Config
 from sendguard.connection_counts import ConnectionCounts
 from sendguard.listeners import bind
+from sendguard.metrics import MULTIPROC_DIR
 from sendguard.reload import WorkerReload
 from sendguard.store import open_store
 from sendguard.store.sqlite import lock_for_workers
@@ -427,7 +428,7 @@ class Supervisor:
             slot.process = subprocess.Popen(  # noqa: S603 - our own interpreter and arguments
                 command,
                 pass_fds=(*self._fds, theirs.fileno()),
-                env={**os.environ, "PROMETHEUS_MULTIPROC_DIR": self._handoff.metrics_dir},
+                env={**os.environ, MULTIPROC_DIR: self._handoff.metrics_dir},
                 preexec_fn=lambda: _die_with_parent(parent),  # noqa: PLW1509 - no threads here
             )
         # A worker that stops reading its line cannot hold the supervisor up for long.

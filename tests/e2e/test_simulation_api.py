@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.e2e.test_send_path import message, send
 from tests.support.process import SendguardProcess, children, wait_gone
@@ -259,3 +260,40 @@ def test_a_simulation_running_when_its_server_stops_reads_failed_after_the_resta
     status, again = proc.call("POST", "/v1/simulations", {"config": "policies: []\n"})
     assert status == 202, again
     assert wait_finished(proc, again["id"])["status"] == "done"
+
+
+def counted(proc: SendguardProcess) -> dict[str, float]:
+    """Every sample of sendguard's counters and histograms in one scrape, by name and labels."""
+    status, body = proc.http_get("/metrics")
+    assert status == 200, body
+    return {
+        f"{sample.name}{sorted(sample.labels.items())}": sample.value
+        for family in text_string_to_metric_families(body.decode())
+        if family.name.startswith("sendguard_") and family.type in ("counter", "histogram")
+        for sample in family.samples
+        if not sample.name.endswith("_created")
+    }
+
+
+def test_a_simulation_under_workers_counts_nothing_in_the_servers_metrics(
+    sendguard: Start,
+) -> None:
+    # Under --workers N, a scrape sums the counters every process of the service wrote to the
+    # supervisor's multiprocess directory. The replay's process is none of them: the messages
+    # it replays through a candidate config were not received, decided or sent again.
+    proc = sendguard(policies=[{"plugin": "schedule"}], serve_args=["--workers", "2"])
+    for n in range(3):
+        send(proc, [f"p{n}@example.org"], message("X-Sendguard-Campaign: spring", subject=f"s{n}"))
+    assert set(proc.wait_settled().values()) == {"sent"}
+    before = counted(proc)
+    assert before, "no counter scraped"
+    status, started = proc.call("POST", "/v1/simulations", {"config": CAP_2_PER_7D, "since": "1d"})
+    assert status == 202, started
+    assert wait_finished(proc, started["id"])["status"] == "done"
+    after = counted(proc)
+    moved = {
+        name: (before.get(name), value)
+        for name, value in after.items()
+        if value != before.get(name) and "http" not in name  # the scrapes and polls themselves
+    }
+    assert moved == {}
