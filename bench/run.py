@@ -421,6 +421,7 @@ def start_sendguard(
     )
     port = int(config["smtp"]["listen"].rsplit(":", 1)[1])
     wait_port(int(config["http"]["listen"].rsplit(":", 1)[1]))
+    wait_port(port)  # both listeners: one run found HTTP answering and SMTP not yet
     if workers > 1:
         deadline = time.monotonic() + 30
         while len(process_tree(proc.pid)) <= workers and time.monotonic() < deadline:
