@@ -21,6 +21,7 @@ import re
 from collections.abc import Iterator
 
 from sendguard.offload import LARGE
+from sendguard.thread_turns import prompt_turns
 
 __all__ = ["PIECE", "data_pieces", "encode"]
 
@@ -82,10 +83,14 @@ async def encode(content: bytes) -> tuple[list[bytes], int]:
     one (above `LARGE`) gives the loop a turn after every piece."""
     pieces: list[bytes] = []
     size = 0
-    large = len(content) > LARGE
-    for piece, normal in data_pieces(content):
-        pieces.append(piece)
-        size += normal
-        if large:
+    if len(content) <= LARGE:
+        for piece, normal in data_pieces(content):
+            pieces.append(piece)
+            size += normal
+        return pieces, size
+    with prompt_turns():  # the SQLite writer gets the GIL between the pieces, not every 5 ms
+        for piece, normal in data_pieces(content):
+            pieces.append(piece)
+            size += normal
             await asyncio.sleep(0)
     return pieces, size

@@ -13,6 +13,7 @@ connection knows its `Listener`. The certificate is shared and replaced on a rel
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import ipaddress
 import logging
@@ -50,7 +51,9 @@ from sendguard.ingress.smtp_params import read_parameters
 from sendguard.ingress.smtp_replies import CODED, enhanced, reply_text
 from sendguard.intake import Intake
 from sendguard.metrics import Metrics
+from sendguard.offload import LARGE
 from sendguard.resend import is_resend
+from sendguard.thread_turns import prompt_turns
 from sendguard.tls import CertificateError, Certificates
 
 log = structlog.get_logger("sendguard.smtp")
@@ -553,7 +556,11 @@ class _Connection(SMTP):
             reply = content.reply
         else:
             self.envelope.content = self.envelope.original_content = content
-            status = await self._call_handler_hook("DATA")
+            # A large message's intake works through it on the loop (and commits it in pieces
+            # on the writer's thread): the other threads get the GIL promptly meanwhile.
+            large = len(content) > LARGE
+            with prompt_turns() if large else contextlib.nullcontext():
+                status = await self._call_handler_hook("DATA")
             reply = "250 OK" if status is MISSING else status
         self._end_transaction()
         # The end of data may come with the next commands (RFC 2920 lets it start a group).

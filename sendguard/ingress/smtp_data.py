@@ -19,7 +19,11 @@ Lines are delimited by CRLF only, as aiosmtpd delimits them: a bare LF or CR is 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from dataclasses import dataclass
+
+from sendguard.offload import LARGE
+from sendguard.thread_turns import prompt_turns
 
 __all__ = ["MAX_LINE", "DataRefused", "read_data"]
 
@@ -59,7 +63,7 @@ class _Collector:
 
     def __init__(self, size_limit: int | None) -> None:
         self._size_limit = size_limit
-        self._octets = 0
+        self.octets = 0
         self._line = bytearray()  # the line in progress (raw, not yet unstuffed)
         self._done: list[bytes] = []  # complete lines, unstuffed
         self.refused: DataRefused | None = None
@@ -69,10 +73,10 @@ class _Collector:
         if not piece:
             return
         self.last = piece[-1:]
-        self._octets += len(piece)
+        self.octets += len(piece)
         if self.refused is not None:
             return  # past a limit: read to the end, keep nothing
-        if self._size_limit and self._octets > self._size_limit:
+        if self._size_limit and self.octets > self._size_limit:
             self._refuse(TOO_MUCH)
             return
         line = self._line
@@ -108,8 +112,21 @@ async def read_data(reader: asyncio.StreamReader, size_limit: int | None) -> byt
     loop. The reader's limit should be large (READ_LIMIT): each piece is at most that long.
     """
     collector = _Collector(size_limit)
+    with contextlib.ExitStack() as large:
+        return await _read(reader, collector, large)
+
+
+async def _read(
+    reader: asyncio.StreamReader, collector: _Collector, large: contextlib.ExitStack
+) -> bytes | DataRefused:
     at_line_start = True  # just after a CRLF: `.<CRLF>` here ends the data
+    prompt = False
     while True:
+        if not prompt and collector.octets > LARGE:
+            # From here on the loop's thread is busy with this message from piece to piece:
+            # the SQLite writer and readers get the GIL promptly (thread_turns.py).
+            large.enter_context(prompt_turns())
+            prompt = True
         if at_line_start:
             # The end of data is `.<CRLF>` at a line start, and the CRLF before it has been
             # consumed already, so the search below cannot see it: look at the line's start.
