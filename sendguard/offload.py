@@ -43,6 +43,9 @@ LARGE = 256 * 1024
 PROCESSES = 2
 """Worker processes at most (each holds one message while it works on it)."""
 
+WORKER_NICENESS = 10
+"""How much lower the worker processes' scheduling priority is than the server's (`nice`)."""
+
 _PR_SET_PDEATHSIG = 1  # linux/prctl.h
 _pool: ProcessPoolExecutor | None = None
 _pool_pid = 0  # the process that made `_pool`: a forked child must not use its parent's
@@ -65,6 +68,9 @@ def _worker_start(parent: int) -> None:
     """In a new worker: end with the process that started it, even one killed with -9 (an
     orphan would wait for work forever); leave Ctrl-C to it (it stops its workers)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # Its work is one large message's; the server's event loop serves every session. Where
+    # the two want the same core, the kernel gives it to the loop first.
+    os.nice(WORKER_NICENESS)
     # Sent when the thread that started this worker ends: the event loop's, which lives as
     # long as the server does.
     ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)

@@ -44,6 +44,13 @@ async def test_small_work_stays_here_and_large_work_goes_to_a_worker() -> None:
     assert await in_process(LARGE + 1, pid, None) == worker  # started once, then reused
 
 
+async def test_a_worker_yields_the_cpu_to_the_server_where_both_want_it() -> None:
+    # os.nice(0) answers the caller's niceness: the worker's is the server's plus 10.
+    mine = os.nice(0)
+    assert await in_process(LARGE + 1, os.nice, 0) == min(mine + offload.WORKER_NICENESS, 19)
+    assert os.nice(0) == mine  # the server's own is untouched
+
+
 async def test_large_work_gives_the_same_result_at_a_fraction_of_this_process_cpu() -> None:
     raw = offer(6 << 20)
     await in_process(LARGE + 1, pid, None)  # the worker's start is not what is measured
