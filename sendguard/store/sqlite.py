@@ -30,9 +30,10 @@ Where each kind of work runs (sqlite3 blocks the thread that calls it):
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import sqlite3
-from collections.abc import AsyncIterator, Coroutine, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Coroutine, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -108,6 +109,21 @@ def settle(coroutine: Coroutine[Any, Any, T], misuse: str) -> T:
         return result
     coroutine.close()
     raise RuntimeError(misuse)
+
+
+async def _to_its_end(write: Awaitable[None]) -> None:
+    """Await `write`; when the caller is cancelled meanwhile, wait for the write's outcome all
+    the same, then raise the cancellation."""
+    task = asyncio.ensure_future(write)
+    cancelled = False
+    while not task.done():
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            cancelled = cancelled or not task.done()
+    if cancelled:
+        raise asyncio.CancelledError
+    task.result()
 
 
 class SQLiteStore(SqlStore):
@@ -232,6 +248,11 @@ class SQLiteStore(SqlStore):
             self._kept_at = now
         return now is not None
 
+    # A settings write runs to its end even when its caller is cancelled (a drain's, a
+    # timeout's): the store commits the job all the same once it is in a batch, and the kept
+    # rows must be forgotten, and the version moved, after that commit, not before it. Else a
+    # read in between keeps the old row for good (a stale pause).
+
     def _settings_write(self) -> AbstractAsyncContextManager[None]:
         if self._version is None or not self._version.opened:
             return contextlib.nullcontext()  # closed: the write itself is refused
@@ -248,7 +269,7 @@ class SQLiteStore(SqlStore):
         async with self._settings_write():
             self._pause = None
             try:
-                await super().set_pause(pause)
+                await _to_its_end(super().set_pause(pause))
             finally:
                 self._pause = None  # read again: the committed row, or the old one on failure
 
@@ -267,7 +288,7 @@ class SQLiteStore(SqlStore):
         async with self._settings_write():
             self._campaigns.clear()
             try:
-                await super().set_campaign(campaign)
+                await _to_its_end(super().set_campaign(campaign))
             finally:
                 self._campaigns.clear()  # read again: the committed row, or the old one
 
@@ -286,7 +307,7 @@ class SQLiteStore(SqlStore):
         async with self._settings_write():
             self._approvals.clear()
             try:
-                await super().add_approvals(approvals)
+                await _to_its_end(super().add_approvals(approvals))
             finally:
                 self._approvals.clear()  # read again: the committed rows, or the old ones
 
