@@ -28,6 +28,11 @@ Key = tuple[Any, ...]
 WINDOW = 2_000
 """Rows a prune's read looks at, and a prune's transaction deletes, at most (in key order)."""
 
+CONTENT_BYTES = 8 << 20
+"""Octets of content a prune's transaction deletes at most (freeing a large content's pages
+takes about 9 ms a MiB on the build machine), unless one message alone is larger: it goes in a
+transaction of its own."""
+
 FINAL_STATES = ("sent", "failed", "dropped")
 
 # A message nothing refers to any more: no delivery of its own, and none of an edited copy of
@@ -72,22 +77,31 @@ class SqlRetention(SqlJobs):
                 old = ("updated_at < ?", (cutoff,))
                 async for first, last in self._windows("deliveries", ("id",), *scope, *old):
                     gone += await self._write(_forget_deliveries(state, first[0], last[0], cutoff))
-            async for first, last in self._windows(
-                "messages m", ("id",), "", (), _ORPHAN, (cutoff,)
-            ):
+            # A message's size stands for its content and its ESP request's body.
+            messages = self._windows("messages m", ("id",), "", (), _ORPHAN, (cutoff,), "m.size")
+            async for first, last in messages:
                 await self._write(_forget_messages(first[0], last[0], cutoff))
             await self._forget_windows(
-                "content_chunks", sql_content.KEY, sql_content.UNREFERENCED_BEFORE, (cutoff,)
+                "content_chunks",
+                sql_content.KEY,
+                sql_content.UNREFERENCED_BEFORE,
+                (cutoff,),
+                str(sql_content.CHUNK),  # a piece is at most that
             )
         finally:
             self._cache.clear()  # messages may be gone
         return gone
 
     async def _forget_windows(
-        self, table: str, keys: tuple[str, ...], condition: str, args: tuple[Any, ...]
+        self,
+        table: str,
+        keys: tuple[str, ...],
+        condition: str,
+        args: tuple[Any, ...],
+        size: str | None = None,
     ) -> None:
         """Delete the rows of `table` meeting `condition`, a window at a time."""
-        async for first, last in self._windows(table, keys, "", (), condition, args):
+        async for first, last in self._windows(table, keys, "", (), condition, args, size):
             span, span_args = _span(keys, first, last)
             sql = f"DELETE FROM {table} WHERE {span} AND {condition}"
             await self._write(_statement(sql, (*span_args, *args)))
@@ -100,10 +114,14 @@ class SqlRetention(SqlJobs):
         scope_args: tuple[Any, ...],
         condition: str,
         condition_args: tuple[Any, ...],
+        size: str | None = None,
     ) -> AsyncIterator[tuple[Key, Key]]:
         """Yield (first, last): the keys of the first and the last row meeting `condition`
         in each window of at most WINDOW rows of `table` meeting `scope`, in key order (a
-        window without such a row yields nothing). Each window is one read off the loop."""
+        window without such a row yields nothing). Each window is one read off the loop.
+
+        With `size` (an expression of a row's content octets), a window's rows are yielded in
+        runs of at most CONTENT_BYTES (a row larger than that alone)."""
         columns = ", ".join(keys)
         after: Key | None = None
         while True:
@@ -113,7 +131,8 @@ class SqlRetention(SqlJobs):
                 where.append(f"({columns}) > ({', '.join('?' * len(keys))})")
                 args.extend(after)
             sql = (
-                f"SELECT {columns}, CASE WHEN {condition} THEN 1 ELSE 0 END FROM {table}"
+                f"SELECT {columns}, CASE WHEN {condition} THEN 1 ELSE 0 END, {size or 0}"
+                f" FROM {table}"
                 f"{' WHERE ' + ' AND '.join(where) if where else ''}"
                 f" ORDER BY {columns} LIMIT {WINDOW}"
             )
@@ -124,12 +143,33 @@ class SqlRetention(SqlJobs):
             rows = await self._scan(read)
             if not rows:
                 return
-            matched = [tuple(row[: len(keys)]) for row in rows if row[-1]]
-            if matched:
-                yield matched[0], matched[-1]
+            for run in _runs(rows, len(keys)):
+                yield run
             if len(rows) < WINDOW:
                 return
             after = tuple(rows[-1][: len(keys)])
+
+
+def _runs(rows: Sequence[Sequence[Any]], keys: int) -> list[tuple[Key, Key]]:
+    """The (first, last) keys of runs of the rows that met the condition (each row: its keys,
+    1 if it met it, its octets), each run of at most CONTENT_BYTES unless one row is more."""
+    runs: list[tuple[Key, Key]] = []
+    first: Key | None = None
+    last: Key = ()
+    octets = 0
+    for row in rows:
+        if not row[keys]:
+            continue
+        key, size = tuple(row[:keys]), int(row[keys + 1] or 0)
+        if first is not None and octets + size > CONTENT_BYTES:
+            runs.append((first, last))
+            first = None
+        if first is None:
+            first, octets = key, 0
+        last, octets = key, octets + size
+    if first is not None:
+        runs.append((first, last))
+    return runs
 
 
 def _span(keys: tuple[str, ...], first: Key, last: Key) -> tuple[str, list[Any]]:

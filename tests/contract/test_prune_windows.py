@@ -152,10 +152,20 @@ def cutoffs(rng: random.Random) -> PruneCutoffs:
     return PruneCutoffs(one(), one(), one(), one(), one(), events_kept=kept)
 
 
-@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize(
+    ("seed", "window", "content_bytes"),
+    [
+        (0, 3, sql_retention.CONTENT_BYTES),
+        (1, 3, sql_retention.CONTENT_BYTES),
+        (2, 3, 12),
+        (3, 1000, 12),
+    ],
+)
 async def test_a_prune_in_windows_leaves_what_one_whole_prune_leaves(
-    store: Store, seed: int, monkeypatch: pytest.MonkeyPatch
+    store: Store, seed: int, window: int, content_bytes: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # Windows of three rows; runs of messages of at most 12 octets of content (the messages
+    # here have 5: two a transaction), within windows of three rows and of a thousand.
     if not isinstance(store, SqlJobs):
         pytest.skip("the windows are SqlRetention's")
     rng = random.Random(seed)
@@ -171,7 +181,8 @@ async def test_a_prune_in_windows_leaves_what_one_whole_prune_leaves(
         await store._write(whole)
     assert await store._scan(read_rows) == before
 
-    monkeypatch.setattr(sql_retention, "WINDOW", 3)
+    monkeypatch.setattr(sql_retention, "WINDOW", window)
+    monkeypatch.setattr(sql_retention, "CONTENT_BYTES", content_bytes)
     gone = await store.prune(cut)
     left = await store._scan(read_rows)
     for table in TABLES:
