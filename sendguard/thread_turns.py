@@ -13,16 +13,19 @@ thread and the writer's then hand the GIL to each other ten times as often, whic
 fifth more CPU a message (measured with `bench/cpu_per_message.py`).
 
 Held by code on the event loop's thread only; nested and overlapping holds (two large
-messages at once) keep it short until the last is left.
+messages at once) keep it short until the last is left. A step that waits for a client
+(reading a large message's DATA) holds it only while the data comes without waiting
+(`PromptWhileBusy`): a client that trickles its data must not keep the whole process on the
+short interval, and while the loop waits the other threads have the GIL anyway.
 """
 
 from __future__ import annotations
 
 import sys
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 
-__all__ = ["PROMPT", "prompt_turns"]
+__all__ = ["PROMPT", "PromptWhileBusy", "prompt_turns"]
 
 PROMPT = 0.0005
 """The switch interval, in seconds, while a large message's steps run on the loop."""
@@ -45,3 +48,26 @@ def prompt_turns() -> Iterator[None]:
         _held -= 1
         if _held == 0:
             sys.setswitchinterval(_normal)
+
+
+class PromptWhileBusy:
+    """`prompt_turns` held while `busy(True)` was said last, released at `busy(False)` and
+    when the block is left."""
+
+    def __init__(self) -> None:
+        self._held: AbstractContextManager[None] | None = None
+
+    def busy(self, busy: bool) -> None:
+        """Hold the short interval from now on (True) or no longer (False)."""
+        if busy and self._held is None:
+            self._held = prompt_turns()
+            self._held.__enter__()
+        elif not busy and self._held is not None:
+            held, self._held = self._held, None
+            held.__exit__(None, None, None)
+
+    def __enter__(self) -> PromptWhileBusy:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.busy(False)

@@ -19,11 +19,11 @@ Lines are delimited by CRLF only, as aiosmtpd delimits them: a bare LF or CR is 
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import time
 from dataclasses import dataclass
 
 from sendguard.offload import LARGE
-from sendguard.thread_turns import prompt_turns
+from sendguard.thread_turns import PromptWhileBusy
 
 __all__ = ["MAX_LINE", "DataRefused", "read_data"]
 
@@ -33,6 +33,9 @@ MAX_LINE = 1001
 READ_LIMIT = 64 * 1024
 """The stream buffer's limit, so the size of a piece (aiosmtpd's is MAX_LINE). The buffer of a
 connection pauses its socket at twice this: 128 KiB at most per connection."""
+
+WAITED = 0.001
+"""A read of DATA that took longer than this (seconds) waited for the client."""
 
 _END = b"\n.\r\n"  # the end of data once the CR before it is checked
 _CR = 0x0D
@@ -112,21 +115,22 @@ async def read_data(reader: asyncio.StreamReader, size_limit: int | None) -> byt
     loop. The reader's limit should be large (READ_LIMIT): each piece is at most that long.
     """
     collector = _Collector(size_limit)
-    with contextlib.ExitStack() as large:
-        return await _read(reader, collector, large)
+    with PromptWhileBusy() as turns:
+        return await _read(reader, collector, turns)
+
+
+def _pace(turns: PromptWhileBusy, collector: _Collector, asked: float) -> None:
+    """Past LARGE, with the data there as soon as it is asked for (since `asked`), the loop's
+    thread works through this message piece after piece: the SQLite writer and readers get the
+    GIL promptly meanwhile (thread_turns.py). Not while the client makes it wait."""
+    turns.busy(collector.octets > LARGE and time.monotonic() - asked < WAITED)
 
 
 async def _read(
-    reader: asyncio.StreamReader, collector: _Collector, large: contextlib.ExitStack
+    reader: asyncio.StreamReader, collector: _Collector, turns: PromptWhileBusy
 ) -> bytes | DataRefused:
     at_line_start = True  # just after a CRLF: `.<CRLF>` here ends the data
-    prompt = False
     while True:
-        if not prompt and collector.octets > LARGE:
-            # From here on the loop's thread is busy with this message from piece to piece:
-            # the SQLite writer and readers get the GIL promptly (thread_turns.py).
-            large.enter_context(prompt_turns())
-            prompt = True
         if at_line_start:
             # The end of data is `.<CRLF>` at a line start, and the CRLF before it has been
             # consumed already, so the search below cannot see it: look at the line's start.
@@ -138,12 +142,15 @@ async def _read(
                 head += rest
             collector.feed(head)
             at_line_start = False
+        asked = time.monotonic()
         try:
             piece = await reader.readuntil(_END)
         except asyncio.LimitOverrunError as exc:
             # No end within the buffer's limit: take what cannot hold its start, read on.
+            _pace(turns, collector, asked)
             collector.feed(await reader.readexactly(exc.consumed))
             continue
+        _pace(turns, collector, asked)
         before = piece[-5] if len(piece) >= 5 else collector.last[0]
         if before == _CR:
             collector.feed(piece[:-3])  # the data, through the CRLF before the dot

@@ -81,3 +81,32 @@ async def test_a_large_message_s_data_is_read_with_prompt_turns() -> None:
     assert reading.result() == line * (lines // 1000 * 1000)
     assert round(PROMPT, 6) in seen and round(NORMAL, 6) in seen  # once past LARGE only
     assert sys.getswitchinterval() == pytest.approx(NORMAL)
+
+
+async def test_a_client_that_trickles_its_large_data_gets_no_prompt_turns() -> None:
+    # Past LARGE a fast client holds the short interval; once the client makes the loop wait
+    # for its data, the interval is the normal one again (the loop idles meanwhile, and a
+    # client must not keep every message of the process on the short interval).
+    reader = asyncio.StreamReader(limit=64 * 1024)
+    line = b"a line of text from the client\r\n"
+    seen_fast: set[float] = set()
+    seen_slow: set[float] = set()
+
+    async def client() -> None:
+        for _ in range(LARGE * 2 // len(line) // 1000):
+            reader.feed_data(line * 1000)
+            await asyncio.sleep(0)
+        seen_fast.add(round(sys.getswitchinterval(), 6))
+        for _ in range(5):  # then a trickle, slower than WAITED
+            await asyncio.sleep(0.01)
+            reader.feed_data(line * 2500)  # 80 KB: past the buffer's limit each time
+            await asyncio.sleep(0.005)
+            seen_slow.add(round(sys.getswitchinterval(), 6))
+        reader.feed_data(b".\r\n")
+
+    feeding = asyncio.create_task(client())
+    await read_data(reader, None)
+    await feeding
+    assert seen_fast == {round(PROMPT, 6)}
+    assert seen_slow == {round(NORMAL, 6)}
+    assert sys.getswitchinterval() == pytest.approx(NORMAL)
