@@ -16,18 +16,19 @@ Events come from `POST /v1/events`.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import ClassVar
 from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, Field, field_validator, model_validator
 
+from sendguard.clock import from_micros
 from sendguard.duration import Duration
 from sendguard.events import EventType
 from sendguard.message import Delivery, MessageClass
 from sendguard.phrasing import human_duration, human_time
 from sendguard.policy import UNREAD, Lookback, PolicyContext, PolicyOptions, class_exempt
+from sendguard.recipient import micros
 from sendguard.suppressions import Suppression
 from sendguard.verdict import Verdict
 
@@ -85,6 +86,7 @@ class FatiguePolicy:
     def __init__(self, options: FatigueOptions) -> None:
         self._options = options
         self._engagement = frozenset(options.engagement)
+        self._lookback = options.lookback // timedelta(microseconds=1)
         # A forward depends on the options, the count of unanswered mails (below
         # `sunset_after`) and whether the person ever engaged: made once for each.
         self._forwards: dict[tuple[int, bool], Verdict] = {}
@@ -120,16 +122,19 @@ class FatiguePolicy:
         events = ctx.events_now(delivery.recipient, since)
         if events is None:
             return None
-        engaged = max((e.at for e in events if str(e.type) in self._engagement), default=since)
-        sends = ctx.send_times_now(
-            engaged,
+        engaged = max((e.at for e in events if str(e.type) in self._engagement), default=None)
+        # Counted on the sends' microseconds: a datetime only for the newest of a throttle.
+        sends = ctx.send_micros_now(
+            ctx.now_micros - self._lookback if engaged is None else micros(engaged),
             recipient=delivery.recipient,
             exclude_classes=options.exempt_classes,
             limit=options.sunset_after,
         )
         if sends is None:
             return None
-        return self._judged(ctx, sends, engaged > since)
+        quiet = len(sends)
+        newest = from_micros(sends[0]) if quiet >= options.throttle_after else None
+        return self._judged(ctx, quiet, newest, engaged is not None and engaged > since)
 
     async def evaluate(self, delivery: Delivery, ctx: PolicyContext) -> Verdict:
         options = self._options
@@ -148,7 +153,7 @@ class FatiguePolicy:
             exclude_classes=options.exempt_classes,
             limit=options.sunset_after,
         )
-        return self._judged(ctx, sends, engaged > since)
+        return self._judged(ctx, len(sends), sends[0] if sends else None, engaged > since)
 
     @staticmethod
     def _suppressed(delivery: Delivery, suppressed: Suppression, zone: ZoneInfo | None) -> Verdict:
@@ -157,15 +162,18 @@ class FatiguePolicy:
             f" {human_time(suppressed.created_at, zone)}, from {suppressed.source})"
         )
 
-    def _judged(self, ctx: PolicyContext, sends: Sequence[datetime], engaged: bool) -> Verdict:
-        """The verdict on the recipient's unanswered sends (newest first); `engaged`: they
-        engaged within the lookback."""
+    def _judged(
+        self, ctx: PolicyContext, quiet: int, newest: datetime | None, engaged: bool
+    ) -> Verdict:
+        """The verdict on the recipient's `quiet` unanswered sends (counted up to
+        `sunset_after`), the newest at `newest` (needed from `throttle_after` on); `engaged`:
+        they engaged within the lookback."""
         options = self._options
-        quiet = len(sends)
         if quiet >= options.sunset_after:
             return Verdict.drop(f"no engagement over the last {quiet} messages: sunset")
         if quiet >= options.throttle_after:
-            opens = sends[0] + options.throttle_window
+            assert newest is not None
+            opens = newest + options.throttle_window
             if opens > ctx.now:
                 return Verdict.delay(
                     opens,

@@ -18,11 +18,14 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from sendguard.address import domain_of
+from sendguard.clock import from_micros
 from sendguard.duration import Duration
 from sendguard.message import Delivery, MessageClass
 from sendguard.phrasing import human_duration, human_time
 from sendguard.policy import UNREAD, Lookback, PolicyContext, PolicyOptions, class_exempt
 from sendguard.verdict import Verdict
+
+_MICROSECOND = timedelta(microseconds=1)
 
 
 class Cap(BaseModel):
@@ -112,6 +115,8 @@ class FrequencyPolicy:
         self._default_zone = ZoneInfo(quiet.default_timezone) if quiet else None
         # A forward depends on the options and the zone only: made once per zone.
         self._rooms: dict[ZoneInfo | None, Verdict] = {}
+        # Each cap's window in microseconds, for counting on the sends' rows (`evaluate_now`).
+        self._caps = tuple((cap, cap.window // _MICROSECOND) for cap in options.caps)
 
     def lookback(self) -> Lookback:
         """Sends within the longest cap window; a `timezone` fact (quiet hours) at any age."""
@@ -126,13 +131,15 @@ class FrequencyPolicy:
         if delivery.message.fields.message_class in options.exempt_classes:
             return class_exempt(delivery)
         earliest, full = ctx.now, None
-        for cap in options.caps:
+        now = ctx.now_micros
+        for cap, window in self._caps:
             if cap.scope == "campaign" and delivery.campaign is None:
                 continue
             if cap.scope == "domain":
                 return None
-            times = ctx.send_times_now(
-                ctx.now - cap.window,
+            # Counted on the sends' microseconds: a datetime only for the oldest of a full cap.
+            times = ctx.send_micros_now(
+                now - window,
                 recipient=delivery.recipient,
                 campaign=delivery.campaign if cap.scope == "campaign" else None,
                 exclude_classes=options.exempt_classes,
@@ -141,7 +148,7 @@ class FrequencyPolicy:
             if times is None:
                 return None
             if len(times) >= cap.limit:
-                opens = times[-1] + cap.window  # see _window_opens
+                opens = from_micros(times[-1]) + cap.window  # see _window_opens
                 if opens > earliest:
                     earliest, full = opens, cap
         zone = None

@@ -11,8 +11,8 @@ reservations and releases with each change).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC, datetime
-from operator import attrgetter
+from datetime import datetime
+from operator import attrgetter, itemgetter
 from typing import Any
 
 from sendguard.address import recipient_key
@@ -21,7 +21,7 @@ from sendguard.deliveries import HistoryEntry
 from sendguard.events import Event, event_type
 from sendguard.facts import Fact
 from sendguard.message import MessageClass
-from sendguard.recipient import TIMEZONE_FACT, RecipientReads
+from sendguard.recipient import SEND_AT, TIMEZONE_FACT, RecipientReads, SendRows
 from sendguard.resend import Copy, CopyQuery
 from sendguard.store import codec
 from sendguard.store.sql_jobs import SqlJobs, Tx, _bounded_count, _marks, _one, _where
@@ -43,6 +43,7 @@ def _message_class(value: str) -> MessageClass:
 
 
 _AT = attrgetter("at")
+_SEND_AT = itemgetter(SEND_AT)
 _AT_COPY = attrgetter("accepted_at", "delivery_id")
 
 
@@ -189,30 +190,20 @@ class SqlHistory(SqlJobs):
     @staticmethod
     def _recipient_rows(key: str, rows: Sequence[Sequence[Any]]) -> RecipientReads:
         """The RecipientReads of `key` from the tagged rows of `recipient_reads_sql`."""
-        history: list[HistoryEntry] = []
+        sends: list[Sequence[Any]] = []
         events: list[Event] = []
         copies: list[Copy] = []
         suppression = timezone = None
-        # A row of history per send read: `from_micros` and `_message_class` written out
-        # (the same expressions), one Python call each less per row; the entry made as its
-        # __init__ makes it, its fields put in its dict in their order, without the call
-        # (about 3,000 instructions a row; `test_policy_fastpath_reads.py` holds the entries
-        # to HistoryEntry(...)'s own).
-        classes, moment, new = _CLASSES, datetime.fromtimestamp, object.__new__
+        classes = _CLASSES
         for row in rows:
             kind = row[0]
             if kind <= 1:
-                entry = new(HistoryEntry)
-                fields = entry.__dict__
-                fields["delivery_id"] = row[1]
-                fields["recipient"] = key
-                fields["campaign"] = row[2]
-                fields["message_class"] = classes.get(row[3]) or MessageClass(row[3])
-                fields["content_hash"] = row[4]
-                fields["at"] = moment(row[6] / 1_000_000, UTC)
-                fields["sent"] = kind == 1
-                fields["offer"] = row[5]
-                history.append(entry)
+                # A send is kept as its row (`SendRows`, `recipient.SendRow`): no HistoryEntry
+                # and no datetime unless one is asked for. Its class is checked here, where
+                # the entry made it, so an unknown class still fails the read.
+                if row[3] not in classes:
+                    MessageClass(row[3])
+                sends.append(row)
             elif kind == 2:
                 at = from_micros(row[6])
                 events.append(Event(event_type(row[1]), key, at, row[2], row[3]))
@@ -226,10 +217,10 @@ class SqlHistory(SqlJobs):
                 copies.append(_copy(row[1], row[2], row[6]))
         # Oldest first. The statement leaves the order to this sort of a few rows: an ORDER BY
         # over the UNION costs the database a temporary B-tree per statement, far more.
-        history.sort(key=_AT)
+        sends.sort(key=_SEND_AT)
         events.sort(key=_AT)
         copies.sort(key=_AT_COPY)
-        return RecipientReads(history, events, suppression, timezone, tuple(copies))
+        return RecipientReads(SendRows(key, sends), events, suppression, timezone, tuple(copies))
 
     async def send_times(
         self,
