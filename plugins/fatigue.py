@@ -86,7 +86,13 @@ class FatiguePolicy:
     def __init__(self, options: FatigueOptions) -> None:
         self._options = options
         self._engagement = frozenset(options.engagement)
-        self._lookback = options.lookback // timedelta(microseconds=1)
+        # What `evaluate_now` reads of the options for every delivery, as plain attributes (a
+        # pydantic model's go through its __getattr__ hook); the lookback in microseconds too.
+        self._exempt = options.exempt_classes
+        self._lookback = options.lookback
+        self._lookback_us = options.lookback // timedelta(microseconds=1)
+        self._sunset_after = options.sunset_after
+        self._throttle_after = options.throttle_after
         # A forward depends on the options, the count of unanswered mails (below
         # `sunset_after`) and whether the person ever engaged: made once for each.
         self._forwards: dict[tuple[int, bool], Verdict] = {}
@@ -106,10 +112,11 @@ class FatiguePolicy:
 
     def evaluate_now(self, delivery: Delivery, ctx: PolicyContext) -> Verdict | None:
         """`evaluate` from what the decision read about the recipient (None: not read)."""
-        options = self._options
-        if delivery.message.fields.message_class in options.exempt_classes:
+        exempt = self._exempt
+        if delivery.message.fields.message_class in exempt:
             return class_exempt(delivery)
-        reads = ctx.reads_now(delivery.recipient)
+        recipient = delivery.recipient
+        reads = ctx.reads_now(recipient)
         if reads is None:
             return None
         suppressed = reads.suppression
@@ -118,22 +125,25 @@ class FatiguePolicy:
             if zone is UNREAD:
                 return None
             return self._suppressed(delivery, suppressed, zone)
-        since = ctx.now - options.lookback
-        events = ctx.events_now(delivery.recipient, since)
+        since = ctx.now - self._lookback
+        events = ctx.events_now(recipient, since)
         if events is None:
             return None
-        engaged = max((e.at for e in events if str(e.type) in self._engagement), default=None)
+        engaged = None
+        if events:
+            engagement = self._engagement
+            engaged = max((e.at for e in events if str(e.type) in engagement), default=None)
         # Counted on the sends' microseconds: a datetime only for the newest of a throttle.
         sends = ctx.send_micros_now(
-            ctx.now_micros - self._lookback if engaged is None else micros(engaged),
-            recipient=delivery.recipient,
-            exclude_classes=options.exempt_classes,
-            limit=options.sunset_after,
+            ctx.now_micros - self._lookback_us if engaged is None else micros(engaged),
+            recipient=recipient,
+            exclude_classes=exempt,
+            limit=self._sunset_after,
         )
         if sends is None:
             return None
         quiet = len(sends)
-        newest = from_micros(sends[0]) if quiet >= options.throttle_after else None
+        newest = from_micros(sends[0]) if quiet >= self._throttle_after else None
         return self._judged(ctx, quiet, newest, engaged is not None and engaged > since)
 
     async def evaluate(self, delivery: Delivery, ctx: PolicyContext) -> Verdict:

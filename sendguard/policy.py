@@ -215,7 +215,15 @@ class PolicyContext:
         # the suppression and the time zone fact. Caps, repetition and fatigue all count the
         # same sends. Read inside the recipient's lock, as each read was before.
         self._history_from = None if history_span is None else now - history_span
-        self._events_from = None if events_span is None else now - events_span
+        # (one time when the spans are one, as with the built-in policies: fatigue reads both
+        # over its `lookback`; the store then converts it once)
+        self._events_from = (
+            self._history_from
+            if events_span == history_span
+            else None
+            if events_span is None
+            else now - events_span
+        )
         # The same in microseconds, for the reads on the rows' microseconds; None (they read
         # nothing) for a time whose zone is not a fixed offset: `now - span` is then counted
         # on the wall clock, and `now_micros - span` would not always be it.

@@ -104,6 +104,9 @@ _RECIPIENT_READS = {
 }
 
 
+_BOTH = _RECIPIENT_READS[True, True, False]
+
+
 def recipient_reads_query(
     key: str,
     history_since: datetime | None,
@@ -113,6 +116,14 @@ def recipient_reads_query(
 ) -> tuple[str, list[Any]]:
     """The statement of `recipient_reads` about recipient key `key`, and its arguments;
     `contact`: `codec.contact_key(key)`, when the caller has it."""
+    if contact is None:
+        contact = codec.contact_key(key)
+    if copies is None and history_since is not None and events_since is not None:
+        # A decision's read with the built-in policies (`fatigue` reads both): its arguments
+        # at once. The two spans are mostly one (fatigue's `lookback`): one time to convert.
+        since = to_micros(history_since)
+        events = since if events_since == history_since else to_micros(events_since)
+        return _BOTH, [key, since, key, events, key, TIMEZONE_FACT, contact]
     args: list[Any] = []
     if history_since is not None:
         args += [key, to_micros(history_since)]
@@ -120,7 +131,7 @@ def recipient_reads_query(
         args += [key, to_micros(events_since)]
     if copies is not None:
         args += [copies.key, key, to_micros(copies.since)]
-    args += [key, TIMEZONE_FACT, codec.contact_key(key) if contact is None else contact]
+    args += [key, TIMEZONE_FACT, contact]
     wanted = (history_since is not None, events_since is not None, copies is not None)
     return _RECIPIENT_READS[wanted], args
 
@@ -217,9 +228,12 @@ class SqlHistory(SqlJobs):
                 copies.append(_copy(row[1], row[2], row[6]))
         # Oldest first. The statement leaves the order to this sort of a few rows: an ORDER BY
         # over the UNION costs the database a temporary B-tree per statement, far more.
-        sends.sort(key=_SEND_AT)
-        events.sort(key=_AT)
-        copies.sort(key=_AT_COPY)
+        if len(sends) > 1:
+            sends.sort(key=_SEND_AT)
+        if len(events) > 1:
+            events.sort(key=_AT)
+        if len(copies) > 1:
+            copies.sort(key=_AT_COPY)
         return RecipientReads(SendRows(key, sends), events, suppression, timezone, tuple(copies))
 
     async def send_times(
