@@ -265,7 +265,8 @@ class PolicyContext:
     async def recipient(self, recipient: str) -> None:
         """Read what the policies read about `recipient` now (the engine does, before the
         first policy), unless it was read in this decision."""
-        if self._known(recipient) is None:
+        last = self._last  # `_known`, written out: the engine asks once per decision
+        if last is None or last[0] is not recipient:
             await self._recipient(recipient)
 
     async def earlier_copy(self, recipient: str) -> Copy | None:
@@ -362,7 +363,8 @@ class PolicyContext:
             or since < self._events_from
         ):
             return None
-        return [e for e in last[1].events if e.at >= since]
+        events = last[1].events
+        return [e for e in events if e.at >= since] if events else []
 
     def campaign_now(self, name: str) -> Campaign | Literal[Unread.UNREAD] | None:
         """`campaign` without awaiting, if this decision read it (the engine reads the
