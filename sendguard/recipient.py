@@ -21,13 +21,24 @@ TIMEZONE_FACT = "timezone"
 """The fact key that holds a contact's time zone (an IANA name such as `Europe/Berlin`)."""
 
 SendRow = Sequence[Any]
-"""A send as a SQL store reads it (`SendRows`): `(sent, delivery_id, campaign, class,
-content_hash, offer, at)`, `sent` 1 for a send made and 0 for one only reserved, `class` a
-`MessageClass` value, `at` integer microseconds since the epoch (`to_micros`'s unit). The
-positions are named below."""
-SEND_SENT, SEND_DELIVERY, SEND_CAMPAIGN, SEND_CLASS, SEND_CONTENT, SEND_OFFER, SEND_AT = range(7)
+"""A send as a SQL store reads it (`SendRows`): `(kind, delivery_id, campaign, content_hash,
+offer, at)`, `kind` the message class and whether the send was made or only reserved in one
+integer (`send_kind`; `SEND_KINDS` reads it back), `at` integer microseconds since the epoch
+(`to_micros`'s unit). The positions are named below."""
+SEND_KIND, SEND_DELIVERY, SEND_CAMPAIGN, SEND_CONTENT, SEND_OFFER, SEND_AT = range(6)
 
-_CLASSES = {c.value: c for c in MessageClass}
+
+def send_kind(message_class: MessageClass, sent: bool) -> int:
+    """The `kind` of a send row: below zero, two per message class (a column less per row
+    than the class and the state in columns of their own; Python 3.11's sqlite3 releases
+    and takes the GIL around every column it fetches)."""
+    return int(sent) - 2 * (_CLASS_ORDER.index(message_class) + 1)
+
+
+_CLASS_ORDER = tuple(MessageClass)
+SEND_KINDS = {send_kind(c, sent): (c, sent) for c in MessageClass for sent in (False, True)}
+"""A send row's `kind`: its message class and whether it was made (True) or only reserved."""
+_KIND_CLASS = {kind: c for kind, (c, _) in SEND_KINDS.items()}
 _ROW_AT = itemgetter(SEND_AT)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -42,10 +53,9 @@ def micros(at: datetime) -> int:
 def send_row(entry: HistoryEntry) -> SendRow:
     """The `SendRow` of a HistoryEntry (a store that gives entries, not rows)."""
     return (
-        int(entry.sent),
+        send_kind(entry.message_class, entry.sent),
         entry.delivery_id,
         entry.campaign,
-        entry.message_class.value,
         entry.content_hash,
         entry.offer,
         micros(entry.at),
@@ -55,16 +65,17 @@ def send_row(entry: HistoryEntry) -> SendRow:
 def _entry(key: str, row: SendRow) -> HistoryEntry:
     """The HistoryEntry of a send row of recipient key `key`."""
     entry: HistoryEntry = object.__new__(HistoryEntry)
+    message_class, sent = SEND_KINDS[row[0]]
     # Its fields put in its dict in their order, as its __init__ does (without the call).
     fields = entry.__dict__
     fields["delivery_id"] = row[1]
     fields["recipient"] = key
     fields["campaign"] = row[2]
-    fields["message_class"] = _CLASSES.get(row[3]) or MessageClass(row[3])
-    fields["content_hash"] = row[4]
-    fields["at"] = datetime.fromtimestamp(row[6] / 1_000_000, UTC)
-    fields["sent"] = row[0] == 1
-    fields["offer"] = row[5]
+    fields["message_class"] = message_class
+    fields["content_hash"] = row[3]
+    fields["at"] = datetime.fromtimestamp(row[5] / 1_000_000, UTC)
+    fields["sent"] = sent
+    fields["offer"] = row[4]
     return entry
 
 
@@ -125,12 +136,12 @@ class SendRows(Sequence[HistoryEntry]):
         """When the sends at or after `since` were reserved (microseconds), newest first, at
         most `limit` (of `campaign` if given, not of `exclude_classes`)."""
         times: list[int] = []
+        classes = _KIND_CLASS
         for row in reversed(self.rows):
-            at = row[6]
+            at = row[5]
             if at < since or len(times) == limit:
                 break
-            # A class is a StrEnum: the row's value equals its member.
-            if (campaign is None or row[2] == campaign) and row[3] not in exclude_classes:
+            if (campaign is None or row[2] == campaign) and classes[row[0]] not in exclude_classes:
                 times.append(at)
         return times
 

@@ -25,7 +25,7 @@ from sendguard.events import Event, EventType
 from sendguard.fields import parse_requirement
 from sendguard.message import Delivery, MessageClass
 from sendguard.policy import JudgesAtOnce, PolicyContext
-from sendguard.recipient import RecipientReads, SendRows
+from sendguard.recipient import RecipientReads, SendRows, send_kind
 from sendguard.store.sql_history import SqlHistory
 from sendguard.suppressions import apply_event
 from sendguard.testing import FakeClock, PolicyHarness
@@ -230,8 +230,8 @@ def test_a_send_read_is_history_entry_s_own() -> None:
     reads = SqlHistory._recipient_rows(
         "ann@example.org",
         [
-            (0, "d2", None, "transactional", None, "o", at),
-            (1, "d1", "c", "marketing", "h", None, 7),
+            (send_kind(MessageClass.TRANSACTIONAL, False), "d2", None, None, "o", at),
+            (send_kind(MessageClass.MARKETING, True), "d1", "c", "h", None, 7),
         ],
     )
     expected = [

@@ -18,7 +18,7 @@ from sendguard.clock import from_micros, to_micros
 from sendguard.deliveries import HistoryEntry
 from sendguard.message import MessageClass
 from sendguard.policy import PolicyContext
-from sendguard.recipient import RecipientReads, SendRows, micros, send_row
+from sendguard.recipient import SEND_KINDS, RecipientReads, SendRows, micros, send_kind, send_row
 from sendguard.store.base import PolicyReads
 from sendguard.store.sql_history import SqlHistory
 
@@ -38,10 +38,9 @@ def _rows(rng: random.Random, n: int) -> list[tuple[Any, ...]]:
         at = rng.choice(edges) if rng.random() < 0.3 else FROM + rng.randrange(micros(NOW) - FROM)
         rows.append(
             (
-                rng.randrange(2),  # made, or only reserved
+                send_kind(rng.choice(CLASSES), rng.random() < 0.5),  # made, or only reserved
                 f"d{i:03d}",
                 rng.choice([None, "c1", "c2"]),
-                rng.choice(CLASSES).value,
                 rng.choice([None, "h1", "h2"]),
                 rng.choice([None, "o1", "O1 "]),
                 at,
@@ -54,7 +53,7 @@ def _entries(rows: Sequence[Sequence[Any]]) -> list[HistoryEntry]:
     """What the read made of `rows` before: an entry each, oldest first (a stable sort)."""
     made = [
         HistoryEntry(
-            r[1], KEY, r[2], MessageClass(r[3]), r[4], from_micros(r[6]), bool(r[0] == 1), r[5]
+            r[1], KEY, r[2], SEND_KINDS[r[0]][0], r[3], from_micros(r[5]), SEND_KINDS[r[0]][1], r[4]
         )
         for r in rows
     ]
@@ -99,7 +98,7 @@ def test_rows_read_as_the_entries_they_replace(n: int) -> None:
             assert expected[0] in sends
         assert repr(sends) == repr(expected)
         assert sends != tuple(expected)  # as a list is not a tuple
-        assert sends == SendRows(KEY, sorted(rows, key=lambda r: r[6]))
+        assert sends == SendRows(KEY, sorted(rows, key=lambda r: r[5]))
 
 
 def test_send_rows_are_unhashable_as_a_list_is() -> None:
@@ -107,9 +106,18 @@ def test_send_rows_are_unhashable_as_a_list_is() -> None:
         hash(SendRows(KEY, []))
 
 
+def test_a_send_s_kind_is_its_class_and_state() -> None:
+    kinds = {send_kind(c, sent) for c in MessageClass for sent in (False, True)}
+    assert len(kinds) == 2 * len(MessageClass) and max(kinds) < 0  # no other kind's
+    for c in MessageClass:
+        for sent in (False, True):
+            assert SEND_KINDS[send_kind(c, sent)] == (c, sent)
+
+
 def test_an_unknown_class_still_fails_the_read() -> None:
-    with pytest.raises(ValueError, match="bulk"):
-        SqlHistory._recipient_rows(KEY, [(1, "d", None, "bulk", None, None, FROM)])
+    # the statement's CASE gives no kind for a class it does not name
+    with pytest.raises(ValueError, match="message class"):
+        SqlHistory._recipient_rows(KEY, [(None, "d", None, None, None, FROM)])
 
 
 def test_micros_is_exact_where_to_micros_is_not() -> None:
@@ -119,7 +127,7 @@ def test_micros_is_exact_where_to_micros_is_not() -> None:
         m = rng.randrange(4_000_000_000_000_000)  # to 2096
         at = from_micros(m)
         assert micros(at) == m
-        assert send_row(HistoryEntry("d", KEY, None, CLASSES[0], None, at, True))[6] == m
+        assert send_row(HistoryEntry("d", KEY, None, CLASSES[0], None, at, True))[5] == m
         low += to_micros(at) != m
     assert low > 0  # a float's rounding: why the reads on rows count with `micros`
     other = datetime(2026, 3, 10, 13, tzinfo=timezone(timedelta(hours=1)))
@@ -130,7 +138,7 @@ def _sinces(rows: Sequence[Sequence[Any]]) -> list[int]:
     """Window starts at, just before and just after each send, and the edges."""
     found = {FROM, FROM + 1, micros(NOW), micros(NOW) + 1}
     for r in rows:
-        found.update((r[6] - 1, r[6], r[6] + 1))
+        found.update((r[5] - 1, r[5], r[5] + 1))
     return sorted(m for m in found if m >= FROM)
 
 
@@ -173,7 +181,7 @@ async def test_entries_made_once_and_only_those_asked_for() -> None:
     sends = SqlHistory._recipient_rows(KEY, rows).history
     assert isinstance(sends, SendRows)
     ctx = await _context(sends)
-    newest = max(r[6] for r in rows)
+    newest = max(r[5] for r in rows)
     assert len(ctx.history_now(KEY, from_micros(newest)) or ()) >= 1
     assert sends._entries is None  # the entries since then only, not kept
     first = sends[0]
