@@ -32,10 +32,10 @@ def send_kind(message_class: MessageClass, sent: bool) -> int:
     """The `kind` of a send row: below zero, two per message class (a column less per row
     than the class and the state in columns of their own; Python 3.11's sqlite3 releases
     and takes the GIL around every column it fetches)."""
-    return int(sent) - 2 * (_CLASS_ORDER.index(message_class) + 1)
+    return _KIND_BASE[message_class] + sent
 
 
-_CLASS_ORDER = tuple(MessageClass)
+_KIND_BASE = {c: -2 * (i + 1) for i, c in enumerate(MessageClass)}
 SEND_KINDS = {send_kind(c, sent): (c, sent) for c in MessageClass for sent in (False, True)}
 """A send row's `kind`: its message class and whether it was made (True) or only reserved."""
 _KIND_CLASS = {kind: c for kind, (c, _) in SEND_KINDS.items()}
