@@ -16,18 +16,19 @@ Events come from `POST /v1/events`.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import ClassVar
 from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, Field, field_validator, model_validator
 
+from sendguard.clock import from_micros
 from sendguard.duration import Duration
 from sendguard.events import EventType
 from sendguard.message import Delivery, MessageClass
 from sendguard.phrasing import human_duration, human_time
 from sendguard.policy import UNREAD, Lookback, PolicyContext, PolicyOptions, class_exempt
+from sendguard.recipient import micros
 from sendguard.suppressions import Suppression
 from sendguard.verdict import Verdict
 
@@ -85,6 +86,13 @@ class FatiguePolicy:
     def __init__(self, options: FatigueOptions) -> None:
         self._options = options
         self._engagement = frozenset(options.engagement)
+        # What `evaluate_now` reads of the options for every delivery, as plain attributes (a
+        # pydantic model's go through its __getattr__ hook); the lookback in microseconds too.
+        self._exempt = options.exempt_classes
+        self._lookback = options.lookback
+        self._lookback_us = options.lookback // timedelta(microseconds=1)
+        self._sunset_after = options.sunset_after
+        self._throttle_after = options.throttle_after
         # A forward depends on the options, the count of unanswered mails (below
         # `sunset_after`) and whether the person ever engaged: made once for each.
         self._forwards: dict[tuple[int, bool], Verdict] = {}
@@ -104,10 +112,11 @@ class FatiguePolicy:
 
     def evaluate_now(self, delivery: Delivery, ctx: PolicyContext) -> Verdict | None:
         """`evaluate` from what the decision read about the recipient (None: not read)."""
-        options = self._options
-        if delivery.message.fields.message_class in options.exempt_classes:
+        exempt = self._exempt
+        if delivery.message.fields.message_class in exempt:
             return class_exempt(delivery)
-        reads = ctx.reads_now(delivery.recipient)
+        recipient = delivery.recipient
+        reads = ctx.reads_now(recipient)
         if reads is None:
             return None
         suppressed = reads.suppression
@@ -116,20 +125,26 @@ class FatiguePolicy:
             if zone is UNREAD:
                 return None
             return self._suppressed(delivery, suppressed, zone)
-        since = ctx.now - options.lookback
-        events = ctx.events_now(delivery.recipient, since)
+        since = ctx.now - self._lookback
+        events = ctx.events_now(recipient, since)
         if events is None:
             return None
-        engaged = max((e.at for e in events if str(e.type) in self._engagement), default=since)
-        sends = ctx.send_times_now(
-            engaged,
-            recipient=delivery.recipient,
-            exclude_classes=options.exempt_classes,
-            limit=options.sunset_after,
+        engaged = None
+        if events:
+            engagement = self._engagement
+            engaged = max((e.at for e in events if str(e.type) in engagement), default=None)
+        # Counted on the sends' microseconds: a datetime only for the newest of a throttle.
+        sends = ctx.send_micros_now(
+            ctx.now_micros - self._lookback_us if engaged is None else micros(engaged),
+            recipient=recipient,
+            exclude_classes=exempt,
+            limit=self._sunset_after,
         )
         if sends is None:
             return None
-        return self._judged(ctx, sends, engaged > since)
+        quiet = len(sends)
+        newest = from_micros(sends[0]) if quiet >= self._throttle_after else None
+        return self._judged(ctx, quiet, newest, engaged is not None and engaged > since)
 
     async def evaluate(self, delivery: Delivery, ctx: PolicyContext) -> Verdict:
         options = self._options
@@ -148,7 +163,7 @@ class FatiguePolicy:
             exclude_classes=options.exempt_classes,
             limit=options.sunset_after,
         )
-        return self._judged(ctx, sends, engaged > since)
+        return self._judged(ctx, len(sends), sends[0] if sends else None, engaged > since)
 
     @staticmethod
     def _suppressed(delivery: Delivery, suppressed: Suppression, zone: ZoneInfo | None) -> Verdict:
@@ -157,15 +172,18 @@ class FatiguePolicy:
             f" {human_time(suppressed.created_at, zone)}, from {suppressed.source})"
         )
 
-    def _judged(self, ctx: PolicyContext, sends: Sequence[datetime], engaged: bool) -> Verdict:
-        """The verdict on the recipient's unanswered sends (newest first); `engaged`: they
-        engaged within the lookback."""
+    def _judged(
+        self, ctx: PolicyContext, quiet: int, newest: datetime | None, engaged: bool
+    ) -> Verdict:
+        """The verdict on the recipient's `quiet` unanswered sends (counted up to
+        `sunset_after`), the newest at `newest` (needed from `throttle_after` on); `engaged`:
+        they engaged within the lookback."""
         options = self._options
-        quiet = len(sends)
         if quiet >= options.sunset_after:
             return Verdict.drop(f"no engagement over the last {quiet} messages: sunset")
         if quiet >= options.throttle_after:
-            opens = sends[0] + options.throttle_window
+            assert newest is not None
+            opens = newest + options.throttle_window
             if opens > ctx.now:
                 return Verdict.delay(
                     opens,

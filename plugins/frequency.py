@@ -18,11 +18,14 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from sendguard.address import domain_of
+from sendguard.clock import from_micros
 from sendguard.duration import Duration
 from sendguard.message import Delivery, MessageClass
 from sendguard.phrasing import human_duration, human_time
 from sendguard.policy import UNREAD, Lookback, PolicyContext, PolicyOptions, class_exempt
 from sendguard.verdict import Verdict
+
+_MICROSECOND = timedelta(microseconds=1)
 
 
 class Cap(BaseModel):
@@ -112,6 +115,14 @@ class FrequencyPolicy:
         self._default_zone = ZoneInfo(quiet.default_timezone) if quiet else None
         # A forward depends on the options and the zone only: made once per zone.
         self._rooms: dict[ZoneInfo | None, Verdict] = {}
+        # What `evaluate_now` reads of the options for every delivery, as plain attributes (a
+        # pydantic model's go through its __getattr__ hook): each cap with its scope, limit
+        # and window in microseconds (counted on the sends' rows).
+        self._caps = tuple(
+            (cap, cap.scope, cap.limit, cap.window // _MICROSECOND) for cap in options.caps
+        )
+        self._exempt = options.exempt_classes
+        self._quiet = quiet
 
     def lookback(self) -> Lookback:
         """Sends within the longest cap window; a `timezone` fact (quiet hours) at any age."""
@@ -122,30 +133,37 @@ class FrequencyPolicy:
     def evaluate_now(self, delivery: Delivery, ctx: PolicyContext) -> Verdict | None:
         """`evaluate` from the decision's shared read of the sends (None: a domain cap, or
         sends or the zone not read)."""
-        options = self._options
-        if delivery.message.fields.message_class in options.exempt_classes:
+        exempt = self._exempt
+        if delivery.message.fields.message_class in exempt:
             return class_exempt(delivery)
         earliest, full = ctx.now, None
-        for cap in options.caps:
-            if cap.scope == "campaign" and delivery.campaign is None:
-                continue
-            if cap.scope == "domain":
+        now, recipient, campaign = ctx.now_micros, delivery.recipient, delivery.campaign
+        for cap, scope, limit, window in self._caps:
+            # Counted on the sends' microseconds: a datetime only for the oldest of a full cap.
+            if scope == "recipient":
+                times = ctx.send_micros_now(
+                    now - window, recipient=recipient, exclude_classes=exempt, limit=limit
+                )
+            elif scope == "domain":
                 return None
-            times = ctx.send_times_now(
-                ctx.now - cap.window,
-                recipient=delivery.recipient,
-                campaign=delivery.campaign if cap.scope == "campaign" else None,
-                exclude_classes=options.exempt_classes,
-                limit=cap.limit,
-            )
+            elif campaign is None:
+                continue
+            else:
+                times = ctx.send_micros_now(
+                    now - window,
+                    recipient=recipient,
+                    campaign=campaign,
+                    exclude_classes=exempt,
+                    limit=limit,
+                )
             if times is None:
                 return None
-            if len(times) >= cap.limit:
-                opens = times[-1] + cap.window  # see _window_opens
+            if len(times) >= limit:
+                opens = from_micros(times[-1]) + cap.window  # see _window_opens
                 if opens > earliest:
                     earliest, full = opens, cap
         zone = None
-        if full is not None or options.quiet_hours is not None:
+        if full is not None or self._quiet is not None:
             found = ctx.recipient_zone_now(delivery)
             if found is UNREAD:
                 return None

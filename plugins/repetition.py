@@ -18,12 +18,12 @@ from typing import ClassVar, Literal
 
 from pydantic import BaseModel, Field
 
-from sendguard.deliveries import HistoryEntry
 from sendguard.duration import Duration
 from sendguard.events import EventType
 from sendguard.message import Delivery, MessageClass
 from sendguard.phrasing import human_duration, human_time
 from sendguard.policy import Lookback, PolicyContext, PolicyOptions, class_exempt
+from sendguard.recipient import SEND_CAMPAIGN, SEND_CONTENT, SEND_OFFER, SendRow, send_row
 from sendguard.verdict import Verdict
 
 MatchKey = Literal["offer", "content", "campaign"]
@@ -48,6 +48,7 @@ class RepetitionPolicy:
 
     def __init__(self, options: RepetitionOptions) -> None:
         self._options = options
+        self._window = options.window // timedelta(microseconds=1)
 
     def lookback(self) -> Lookback:
         """Sends within `window`; purchases at any age (a purchase ends its offer for good, so
@@ -66,10 +67,11 @@ class RepetitionPolicy:
             return class_exempt(delivery)
         if message.fields.offer is not None:
             return None
-        history = ctx.history_now(delivery.recipient, ctx.now - options.window)
-        if history is None:
+        # Counted on the sends' rows: no HistoryEntry, no datetime.
+        sends = ctx.sends_now(delivery.recipient, ctx.now_micros - self._window)
+        if sends is None:
             return None
-        return self._judged(delivery, history)
+        return self._judged(delivery, sends)
 
     async def evaluate(self, delivery: Delivery, ctx: PolicyContext) -> Verdict:
         options = self._options
@@ -85,13 +87,13 @@ class RepetitionPolicy:
                     zone = await ctx.recipient_zone(delivery)
                     return Verdict.drop(f"bought {offer} on {human_time(event.at, zone)}")
         history = await ctx.history(delivery.recipient, ctx.now - options.window)
-        return self._judged(delivery, history)
+        return self._judged(delivery, [send_row(h) for h in history])
 
-    def _judged(self, delivery: Delivery, history: Sequence[HistoryEntry]) -> Verdict:
-        """Drop if the recipient had this offer, content or campaign `limit` times in `history`."""
+    def _judged(self, delivery: Delivery, sends: Sequence[SendRow]) -> Verdict:
+        """Drop if the recipient had this offer, content or campaign `limit` times in `sends`."""
         options = self._options
         for key in options.match:
-            repeat = self._repeat(key, delivery, history)
+            repeat = self._repeat(key, delivery, sends)
             if repeat is not None:
                 return Verdict.drop(
                     f"already sent {repeat[0]} {repeat[1]} times within "
@@ -100,18 +102,20 @@ class RepetitionPolicy:
         return _NOT_A_REPEAT
 
     def _repeat(
-        self, key: MatchKey, delivery: Delivery, history: Sequence[HistoryEntry]
+        self, key: MatchKey, delivery: Delivery, sends: Sequence[SendRow]
     ) -> tuple[str, int] | None:
         """(what, how often) if the recipient had this offer, content or campaign `limit` times."""
         if key == "offer":
             mine = _offer_key(delivery.message.fields.offer)
-            count = 0 if mine is None else sum(1 for h in history if _offer_key(h.offer) == mine)
+            count = (
+                0 if mine is None else sum(1 for s in sends if _offer_key(s[SEND_OFFER]) == mine)
+            )
         elif key == "content":
             mine = delivery.message.content_hash
-            count = 0 if mine is None else sum(1 for h in history if h.content_hash == mine)
+            count = 0 if mine is None else [s[SEND_CONTENT] for s in sends].count(mine)
         else:
             mine = delivery.campaign
-            count = 0 if mine is None else sum(1 for h in history if h.campaign == mine)
+            count = 0 if mine is None else [s[SEND_CAMPAIGN] for s in sends].count(mine)
         if mine is None or count < self._options.limit:
             return None
         return ("this content" if key == "content" else f"{key} {mine}"), count

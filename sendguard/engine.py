@@ -213,6 +213,9 @@ class _Runs:
     series: tuple[PolicySeries, ...]
     now: tuple[Callable[[Delivery, PolicyContext], Verdict | None] | None, ...]
     """Each policy's `evaluate_now`, if it has one (`JudgesAtOnce`)."""
+    shadow: bool
+    """Whether a policy is in shadow mode (else the `decision` line names none: no outcome
+    the engine adds itself is)."""
 
 
 class Engine:
@@ -263,7 +266,8 @@ class Engine:
         now = tuple(
             b.policy.evaluate_now if isinstance(b.policy, JudgesAtOnce) else None for b in bindings
         )
-        return _Runs(tuple(bindings), tuple(series), now)
+        shadow = any(b.mode is SHADOW for b in bindings)
+        return _Runs(tuple(bindings), tuple(series), now, shadow)
 
     def reconfigure(self, bindings: Sequence[PolicyBinding], hold_expiry: timedelta | None) -> None:
         """Judge every decision from now on with these policies (a config reload).
@@ -351,7 +355,7 @@ class Engine:
                 f": {pause.note}" if pause.note else ""
             )
             outcomes.append(PolicyOutcome(GLOBAL_PAUSE, Verdict.hold(reason)))
-        return self._decided(delivery, Decision.of(outcomes))
+        return self._decided(delivery, Decision.of(outcomes), runs.shadow)
 
     async def _judge(
         self, runs: _Runs, delivery: Delivery, ctx: PolicyContext
@@ -404,8 +408,9 @@ class Engine:
         self._owner, self._locked = None, True
         return None
 
-    def _decided(self, delivery: Delivery, decision: Decision) -> Decision:
-        """`decision`, logged (unless this engine records nothing)."""
+    def _decided(self, delivery: Delivery, decision: Decision, shadow: bool = True) -> Decision:
+        """`decision`, logged (unless this engine records nothing); `shadow`: whether an
+        outcome may be a shadow one (else none is looked for)."""
         if self._record:
             # The bound logger once (the module's lazy proxy assembles or looks it up on every
             # attribute), and nothing built when `info` is off.
@@ -420,12 +425,16 @@ class Engine:
                     verdict=verdict.action.value,
                     reason=decision.explanation,
                     until=verdict.until.isoformat() if verdict.until else None,
-                    shadow=[
-                        f"{o.policy}={o.verdict.action.value}"
-                        for o in decision.outcomes
-                        if o.mode is SHADOW
-                    ]
-                    or None,
+                    shadow=(
+                        [
+                            f"{o.policy}={o.verdict.action.value}"
+                            for o in decision.outcomes
+                            if o.mode is SHADOW
+                        ]
+                        or None
+                    )
+                    if shadow
+                    else None,
                 )
         return decision
 

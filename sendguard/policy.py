@@ -22,8 +22,9 @@ from __future__ import annotations
 import inspect
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from enum import Enum
+from functools import lru_cache
 from importlib.metadata import EntryPoint, entry_points
 from typing import Any, ClassVar, Final, Literal, Protocol, runtime_checkable
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -32,11 +33,12 @@ from pydantic import BaseModel, ConfigDict
 
 from sendguard.address import recipient_key
 from sendguard.approvals import Campaign, ContentApproval
+from sendguard.clock import from_micros
 from sendguard.deliveries import HistoryEntry
 from sendguard.events import Event
 from sendguard.facts import Fact
 from sendguard.message import Delivery, MessageClass
-from sendguard.recipient import RecipientReads
+from sendguard.recipient import RecipientReads, SendRow, SendRows, micros, send_row
 from sendguard.resend import Copy, CopyQuery
 from sendguard.store.base import PolicyReads
 from sendguard.suppressions import Suppression
@@ -198,6 +200,10 @@ class PolicyContext:
         self._store = store
         self.now = now
         """The time of this decision, the same for every policy judging the delivery."""
+        self.now_micros = micros(now)
+        """`now` in integer microseconds since the epoch (`sendguard.recipient.micros`), for
+        `send_micros_now` and `sends_now`: `now_micros - w` is `now - w` (`w` a span in
+        microseconds), the clock's time being UTC."""
         # At intake the message is judged before it is committed: its content is given here.
         self._contents = contents or {}
         # Several policies (and the kill switch) ask about the same campaign in one decision.
@@ -209,7 +215,23 @@ class PolicyContext:
         # the suppression and the time zone fact. Caps, repetition and fatigue all count the
         # same sends. Read inside the recipient's lock, as each read was before.
         self._history_from = None if history_span is None else now - history_span
-        self._events_from = None if events_span is None else now - events_span
+        # (one time when the spans are one, as with the built-in policies: fatigue reads both
+        # over its `lookback`; the store then converts it once)
+        self._events_from = (
+            self._history_from
+            if events_span == history_span
+            else None
+            if events_span is None
+            else now - events_span
+        )
+        # The same in microseconds, for the reads on the rows' microseconds; None (they read
+        # nothing) for a time whose zone is not a fixed offset: `now - span` is then counted
+        # on the wall clock, and `now_micros - span` would not always be it.
+        self._history_from_us = (
+            self.now_micros - _span_micros(history_span)
+            if history_span is not None and isinstance(now.tzinfo, timezone)
+            else None
+        )
         # Earlier copies of the message (the engine's resend check), read with the rest.
         self._copies = copies
         self._reads: dict[str, RecipientReads] = {}
@@ -243,7 +265,8 @@ class PolicyContext:
     async def recipient(self, recipient: str) -> None:
         """Read what the policies read about `recipient` now (the engine does, before the
         first policy), unless it was read in this decision."""
-        if self._known(recipient) is None:
+        last = self._last  # `_known`, written out: the engine asks once per decision
+        if last is None or last[0] is not recipient:
             await self._recipient(recipient)
 
     async def earlier_copy(self, recipient: str) -> Copy | None:
@@ -295,6 +318,40 @@ class PolicyContext:
             return None
         return _times(last[1].history, since, campaign, exclude_classes, limit)
 
+    def send_micros_now(
+        self,
+        since: int,
+        *,
+        recipient: str,
+        campaign: str | None = None,
+        exclude_classes: Sequence[MessageClass] = (),
+        limit: int = 100,
+    ) -> Sequence[int] | None:
+        """`send_times_now` in integer microseconds since the epoch, `since` too (count back
+        from `now_micros`): no `datetime` is made (`sendguard.clock.from_micros` makes one)."""
+        last = self._last
+        start = self._history_from_us
+        if last is None or last[0] is not recipient or start is None or since < start:
+            return None
+        history = last[1].history
+        if isinstance(history, SendRows):
+            return history.times(since, campaign, exclude_classes, limit)
+        times = _times(history, from_micros(since), campaign, exclude_classes, limit)
+        return [micros(t) for t in times]
+
+    def sends_now(self, recipient: str, since: int) -> Sequence[SendRow] | None:
+        """The sends `history_now` would answer since `since` (microseconds: count back from
+        `now_micros`), as rows (`sendguard.recipient.SendRow`: no HistoryEntry, no
+        `datetime`), oldest first; None as `history_now`."""
+        last = self._last
+        start = self._history_from_us
+        if last is None or last[0] is not recipient or start is None or since < start:
+            return None
+        history = last[1].history
+        if isinstance(history, SendRows):
+            return history.after(since)
+        return [send_row(h) for h in _since(history, from_micros(since), None)]
+
     def events_now(self, recipient: str, since: datetime | None = None) -> Sequence[Event] | None:
         """`events` without awaiting, if the shared read holds the answer; else None."""
         last = self._last
@@ -306,7 +363,8 @@ class PolicyContext:
             or since < self._events_from
         ):
             return None
-        return [e for e in last[1].events if e.at >= since]
+        events = last[1].events
+        return [e for e in events if e.at >= since] if events else []
 
     def campaign_now(self, name: str) -> Campaign | Literal[Unread.UNREAD] | None:
         """`campaign` without awaiting, if this decision read it (the engine reads the
@@ -444,10 +502,21 @@ class PolicyContext:
         return await self._store.message_content(message_id)
 
 
+@lru_cache(maxsize=64)
+def _span_micros(span: timedelta) -> int:
+    """`span` in microseconds (a few spans, one per config: kept)."""
+    return span // _MICROSECOND
+
+
+_MICROSECOND = timedelta(microseconds=1)
+
+
 def _since(
     recent: Sequence[HistoryEntry], since: datetime, campaign: str | None
 ) -> list[HistoryEntry]:
     """The sends of `recent` since `since` (of `campaign`, if given)."""
+    if isinstance(recent, SendRows):  # entries made for those sends only
+        return recent.since(micros(since), campaign)
     return [h for h in recent if h.at >= since and (campaign is None or h.campaign == campaign)]
 
 
@@ -460,6 +529,10 @@ def _times(
 ) -> list[datetime]:
     """When the sends of `recent` (oldest first) since `since` were reserved, newest first, at
     most `limit` (of `campaign`, not of `exclude_classes`)."""
+    if isinstance(recent, SendRows):  # a datetime made for those sends only
+        return [
+            from_micros(t) for t in recent.times(micros(since), campaign, exclude_classes, limit)
+        ]
     times: list[datetime] = []
     for h in reversed(recent):
         if h.at < since or len(times) == limit:

@@ -54,7 +54,7 @@ from sendguard.events import Event, event_type
 from sendguard.facts import Fact
 from sendguard.message import Delivery, DeliveryState, Message, MessageClass, Transition
 from sendguard.pruning import PruneCutoffs
-from sendguard.recipient import TIMEZONE_FACT, RecipientReads
+from sendguard.recipient import TIMEZONE_FACT, RecipientReads, SendRows, send_kind
 from sendguard.reports import ShadowTally
 from sendguard.resend import CopyQuery
 from sendguard.review_queue import Edit, HeldQuery, HeldQueue
@@ -181,6 +181,7 @@ class _Reserved:
     content_hash: str | None
     at: datetime  # as read back: UTC, to the microsecond
     offer: str | None
+    micros: int  # `at` as stored (a decision's reads count on it: `SendRows`)
 
 
 def _stored(at: datetime) -> datetime:
@@ -301,14 +302,16 @@ class ReplayStore(SQLiteStore):
         if delivery_id in self._reservation:  # ON CONFLICT (delivery_id) DO NOTHING
             return
         fields = message.fields
+        stored = to_micros(at)
         row = _Reserved(
             delivery_id,
             recipient_key(recipient),
             fields.campaign,
             fields.message_class,
             message.content_hash,
-            _stored(at),
+            from_micros(stored),  # _stored(at)
             fields.offer,
+            stored,
         )
         self._reservation[delivery_id] = row
         insort_right(self._history.setdefault(row.recipient, []), row, key=lambda r: r.at)
@@ -548,6 +551,26 @@ class ReplayStore(SQLiteStore):
             if campaign is None or r.campaign == campaign
         ]
 
+    def _kept_sends(self, key: str, since: datetime) -> SendRows:
+        """`_kept_history` as the SQL's recipient read gives it: rows, not entries."""
+        self.memory_reads += 1
+        rows = self._history.get(key, [])
+        sent = self._sent
+        return SendRows(
+            key,
+            [
+                (
+                    send_kind(r.message_class, r.delivery_id in sent),
+                    r.delivery_id,
+                    r.campaign,
+                    r.content_hash,
+                    r.offer,
+                    r.micros,
+                )
+                for r in rows[self._since(rows, since) :]
+            ],
+        )
+
     async def send_times(
         self,
         since: datetime,
@@ -610,7 +633,7 @@ class ReplayStore(SQLiteStore):
         self.memory_reads += 2  # no suppression; the time zone fact
         zone = self._facts.get((TIMEZONE_FACT, codec.contact_key(key)))
         return RecipientReads(
-            () if history_since is None else self._kept_history(key, history_since),
+            () if history_since is None else self._kept_sends(key, history_since),
             () if events_since is None else self._kept_events(key, events_since),
             None,
             None if zone is None else zone[1],

@@ -145,7 +145,7 @@ _CAMPAIGN_AND_APPROVALS = (
 """A campaign's row and its content approvals (newest first), in one round trip."""
 
 
-# Tags of the rows `_LOCKED_READS` adds to those of `recipient_reads` (kinds 0 to 5).
+# Tags of the rows `_LOCKED_READS` adds to those of `recipient_reads` (kinds below 6).
 _CAMPAIGN_ROW, _APPROVAL_ROW, _PAUSE_ROW = 6, 7, 8
 
 
@@ -168,7 +168,7 @@ def _locked_reads(history: bool, events: bool, copies: bool, campaign: bool) -> 
     types += ["bigint", "text", "bigint"] * copies + ["text"] * 3
     parts = [
         numbered(_RECIPIENT_READS[history, events, copies]),
-        f"SELECT {_PAUSE_ROW}, p.paused::text, p.updated_by, p.note, NULL, NULL, p.updated_at"
+        f"SELECT {_PAUSE_ROW}, p.paused::text, p.updated_by, p.note, NULL, p.updated_at"
         " FROM global_pause p WHERE p.id = 1",
     ]
     lock = len(types) + 1
@@ -176,23 +176,23 @@ def _locked_reads(history: bool, events: bool, copies: bool, campaign: bool) -> 
     if campaign:
         types.append("text")
         parts.append(
-            f"SELECT {_CAMPAIGN_ROW}, c.name, c.approval, c.paused::text, c.updated_by, NULL,"
+            f"SELECT {_CAMPAIGN_ROW}, c.name, c.approval, c.paused::text, c.updated_by,"
             f" c.updated_at FROM campaigns c WHERE c.name = ${lock + 1}"
         )
         parts.append(
             f"SELECT {_APPROVAL_ROW}, a.content_hash, a.approved_by, a.links,"
             " (row_number() OVER (ORDER BY a.approved_at DESC, a.content_hash, a.links))::text,"
-            f" NULL, a.approved_at FROM approvals a WHERE a.campaign = ${lock + 1}"
+            f" a.approved_at FROM approvals a WHERE a.campaign = ${lock + 1}"
         )
     union = " UNION ALL ".join(parts)
     ddl = (
         f"CREATE OR REPLACE FUNCTION pg_temp.{name}({', '.join(types)})"
         " RETURNS TABLE (r_kind integer, r_t1 text, r_t2 text, r_t3 text, r_t4 text,"
-        " r_t5 text, r_i1 bigint) LANGUAGE plpgsql VOLATILE AS $body$"
+        " r_i1 bigint) LANGUAGE plpgsql VOLATILE AS $body$"
         " #variable_conflict use_column\n"
         f" BEGIN PERFORM pg_advisory_lock(${lock});"
         " RETURN QUERY SELECT u.kind::integer, u.t1::text, u.t2::text, u.t3::text, u.t4::text,"
-        f" u.t5::text, u.i1::bigint FROM ({union}) AS u (kind, t1, t2, t3, t4, t5, i1);"
+        f" u.i1::bigint FROM ({union}) AS u (kind, t1, t2, t3, t4, i1);"
         " END $body$"
     )
     return name, ddl
@@ -764,15 +764,15 @@ class PostgresStore(SqlStore):
         approvals: list[tuple[int, ContentApproval]] = []
         for row in rows:
             kind = row[0]
-            if kind < _CAMPAIGN_ROW:
+            if kind is None or kind < _CAMPAIGN_ROW:  # None: a send of an unknown class
                 own.append(row)
             elif kind == _PAUSE_ROW:
-                pause = GlobalPause(bool(int(row[1])), codec.moment(row[6]), row[2], row[3])
+                pause = GlobalPause(bool(int(row[1])), codec.moment(row[5]), row[2], row[3])
             elif kind == _CAMPAIGN_ROW:
-                found = self._campaign((row[1], row[2], int(row[3]), row[6], row[4]))
+                found = self._campaign((row[1], row[2], int(row[3]), row[5], row[4]))
             else:
                 approval = ContentApproval(
-                    campaign or "", row[1], row[2], from_micros(row[6]), row[3]
+                    campaign or "", row[1], row[2], from_micros(row[5]), row[3]
                 )
                 approvals.append((int(row[4]), approval))
         kept = _PAUSE.get()

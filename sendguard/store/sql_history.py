@@ -11,8 +11,8 @@ reservations and releases with each change).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC, datetime
-from operator import attrgetter
+from datetime import datetime
+from operator import attrgetter, itemgetter
 from typing import Any
 
 from sendguard.address import recipient_key
@@ -21,7 +21,7 @@ from sendguard.deliveries import HistoryEntry
 from sendguard.events import Event, event_type
 from sendguard.facts import Fact
 from sendguard.message import MessageClass
-from sendguard.recipient import TIMEZONE_FACT, RecipientReads
+from sendguard.recipient import SEND_AT, TIMEZONE_FACT, RecipientReads, SendRows, send_kind
 from sendguard.resend import Copy, CopyQuery
 from sendguard.store import codec
 from sendguard.store.sql_jobs import SqlJobs, Tx, _bounded_count, _marks, _one, _where
@@ -43,6 +43,7 @@ def _message_class(value: str) -> MessageClass:
 
 
 _AT = attrgetter("at")
+_SEND_AT = itemgetter(SEND_AT)
 _AT_COPY = attrgetter("accepted_at", "delivery_id")
 
 
@@ -52,42 +53,52 @@ def _copy(message_id: str, delivery_id: str, created_at: int) -> Copy:
 
 def _recipient_reads_sql(history: bool, events: bool, copies: bool = False) -> str:
     """What `recipient_reads` asks in one statement: one tagged row per record (its kind, then
-    up to five text columns and a time), the sends, the events and the earlier copies only when
-    asked for. A send's kind says whether it was made (1) or only reserved (0); an event's is 2,
-    a suppression's 3, the time zone fact's 4, an earlier copy's 5. Each kind's columns sit
-    where their types match the other kinds' (PostgreSQL's UNION wants one type per column).
-    No row repeats the recipient key asked about: Python 3.11's sqlite3 releases and takes the
-    GIL around every column it fetches, so each column costs about 1,000 instructions per row,
-    and a decision reads a row per send. Its arguments: the key and a time for each of sends
-    and events, the resend key, the key and a time for copies, then the key, `timezone` and
-    the contact key."""
+    up to four text columns and a time), the sends, the events and the earlier copies only
+    when asked for. A send's kind is below zero and says its message class and whether it
+    was made or only reserved (`recipient.send_kind`; NULL for a class this code does not
+    know, which fails the read); an event's is 2, a suppression's 3, the time zone fact's 4,
+    an earlier copy's 5. Each kind's columns sit where their types match the other kinds'
+    (PostgreSQL's UNION wants one type per column). As few columns as the widest kind needs
+    (the suppression's reason and source share one, split at the first space: no reason has
+    one), and no row repeats the recipient key asked about: Python 3.11's sqlite3 releases
+    and takes the GIL around every column it fetches, so each column costs about 1,000
+    instructions per row, and a decision reads a row per send. Its arguments: the key and a
+    time for each of sends and events, the resend key, the key and a time for copies, then
+    the key, `timezone` and the contact key."""
     parts = []
     if history:
         parts.append(
-            f"SELECT {_SENT} AS kind, h.delivery_id AS t1, h.campaign AS t2, h.class AS t3,"
-            " h.content_hash AS t4, h.offer AS t5, h.at AS i1"
+            f"SELECT {_SEND_KIND} AS kind, h.delivery_id AS t1, h.campaign AS t2,"
+            " h.content_hash AS t3, h.offer AS t4, h.at AS i1"
             " FROM history h WHERE h.recipient_key = ? AND h.at >= ?"
         )
     if events:
         parts.append(
-            "SELECT 2, type, message_id, offer, NULL, NULL, at"
+            "SELECT 2, type, message_id, offer, NULL, at"
             " FROM events WHERE recipient_key = ? AND at >= ?"
         )
     if copies:
         parts.append(_COPIES_SQL.replace("SELECT", "SELECT 5,", 1))
     parts.append(
-        "SELECT 3, address, reason, source, created_by, note, created_at"
+        "SELECT 3, address, reason || ' ' || source, created_by, note, created_at"
         " FROM suppressions WHERE address_key = ?"
     )
     parts.append(
-        "SELECT 4, value, superseded_by, contact, NULL, NULL, observed_at"
+        "SELECT 4, value, superseded_by, contact, NULL, observed_at"
         " FROM facts WHERE key = ? AND contact = ?"
     )
     return " UNION ALL ".join(parts)
 
 
+_SEND_KIND = (
+    "CASE h.class"
+    + "".join(f" WHEN '{c.value}' THEN {_SENT} - {-send_kind(c, False)}" for c in MessageClass)
+    + " END"
+)
+"""A history row's kind (`recipient.send_kind`): its class and `sent` in one integer."""
+
 _COPIES_SQL = (
-    "SELECT message_id, id, NULL, NULL, NULL, created_at FROM deliveries"
+    "SELECT message_id, id, NULL, NULL, created_at FROM deliveries"
     " WHERE resend_key = ? AND recipient_key = ? AND created_at >= ? AND state <> 'failed'"
 )
 """A recipient's deliveries of earlier copies (`earlier_copies`): one probe of
@@ -103,6 +114,9 @@ _RECIPIENT_READS = {
 }
 
 
+_BOTH = _RECIPIENT_READS[True, True, False]
+
+
 def recipient_reads_query(
     key: str,
     history_since: datetime | None,
@@ -112,6 +126,14 @@ def recipient_reads_query(
 ) -> tuple[str, list[Any]]:
     """The statement of `recipient_reads` about recipient key `key`, and its arguments;
     `contact`: `codec.contact_key(key)`, when the caller has it."""
+    if contact is None:
+        contact = codec.contact_key(key)
+    if copies is None and history_since is not None and events_since is not None:
+        # A decision's read with the built-in policies (`fatigue` reads both): its arguments
+        # at once. The two spans are mostly one (fatigue's `lookback`): one time to convert.
+        since = to_micros(history_since)
+        events = since if events_since == history_since else to_micros(events_since)
+        return _BOTH, [key, since, key, events, key, TIMEZONE_FACT, contact]
     args: list[Any] = []
     if history_since is not None:
         args += [key, to_micros(history_since)]
@@ -119,7 +141,7 @@ def recipient_reads_query(
         args += [key, to_micros(events_since)]
     if copies is not None:
         args += [copies.key, key, to_micros(copies.since)]
-    args += [key, TIMEZONE_FACT, codec.contact_key(key) if contact is None else contact]
+    args += [key, TIMEZONE_FACT, contact]
     wanted = (history_since is not None, events_since is not None, copies is not None)
     return _RECIPIENT_READS[wanted], args
 
@@ -165,7 +187,7 @@ class SqlHistory(SqlJobs):
         async def job(tx: Tx) -> list[Sequence[Any]]:
             return await tx.fetch(_COPIES_SQL, args)
 
-        return sorted((_copy(r[0], r[1], r[5]) for r in await self._read(job)), key=_AT_COPY)
+        return sorted((_copy(r[0], r[1], r[4]) for r in await self._read(job)), key=_AT_COPY)
 
     async def recipient_reads(
         self,
@@ -189,47 +211,39 @@ class SqlHistory(SqlJobs):
     @staticmethod
     def _recipient_rows(key: str, rows: Sequence[Sequence[Any]]) -> RecipientReads:
         """The RecipientReads of `key` from the tagged rows of `recipient_reads_sql`."""
-        history: list[HistoryEntry] = []
+        sends: list[Sequence[Any]] = []
         events: list[Event] = []
         copies: list[Copy] = []
         suppression = timezone = None
-        # A row of history per send read: `from_micros` and `_message_class` written out
-        # (the same expressions), one Python call each less per row; the entry made as its
-        # __init__ makes it, its fields put in its dict in their order, without the call
-        # (about 3,000 instructions a row; `test_policy_fastpath_reads.py` holds the entries
-        # to HistoryEntry(...)'s own).
-        classes, moment, new = _CLASSES, datetime.fromtimestamp, object.__new__
         for row in rows:
             kind = row[0]
-            if kind <= 1:
-                entry = new(HistoryEntry)
-                fields = entry.__dict__
-                fields["delivery_id"] = row[1]
-                fields["recipient"] = key
-                fields["campaign"] = row[2]
-                fields["message_class"] = classes.get(row[3]) or MessageClass(row[3])
-                fields["content_hash"] = row[4]
-                fields["at"] = moment(row[6] / 1_000_000, UTC)
-                fields["sent"] = kind == 1
-                fields["offer"] = row[5]
-                history.append(entry)
+            if kind is None:
+                raise ValueError(f"a send to {key} of a message class sendguard does not know")
+            if kind < 0:
+                # A send is kept as its row (`SendRows`, `recipient.SendRow`): no HistoryEntry
+                # and no datetime unless one is asked for.
+                sends.append(row)
             elif kind == 2:
-                at = from_micros(row[6])
+                at = from_micros(row[5])
                 events.append(Event(event_type(row[1]), key, at, row[2], row[3]))
             elif kind == 3:
+                reason, source = row[2].split(" ", 1)
                 suppression = Suppression(
-                    row[1], SuppressionReason(row[2]), row[3], from_micros(row[6]), row[4], row[5]
+                    row[1], SuppressionReason(reason), source, from_micros(row[5]), row[3], row[4]
                 )
             elif kind == 4:
-                timezone = Fact(TIMEZONE_FACT, row[1], from_micros(row[6]), row[3] or None, row[2])
+                timezone = Fact(TIMEZONE_FACT, row[1], from_micros(row[5]), row[3] or None, row[2])
             else:
-                copies.append(_copy(row[1], row[2], row[6]))
+                copies.append(_copy(row[1], row[2], row[5]))
         # Oldest first. The statement leaves the order to this sort of a few rows: an ORDER BY
         # over the UNION costs the database a temporary B-tree per statement, far more.
-        history.sort(key=_AT)
-        events.sort(key=_AT)
-        copies.sort(key=_AT_COPY)
-        return RecipientReads(history, events, suppression, timezone, tuple(copies))
+        if len(sends) > 1:
+            sends.sort(key=_SEND_AT)
+        if len(events) > 1:
+            events.sort(key=_AT)
+        if len(copies) > 1:
+            copies.sort(key=_AT_COPY)
+        return RecipientReads(SendRows(key, sends), events, suppression, timezone, tuple(copies))
 
     async def send_times(
         self,

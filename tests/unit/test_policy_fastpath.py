@@ -25,6 +25,7 @@ from sendguard.events import Event, EventType
 from sendguard.fields import parse_requirement
 from sendguard.message import Delivery, MessageClass
 from sendguard.policy import JudgesAtOnce, PolicyContext
+from sendguard.recipient import RecipientReads, SendRows, send_kind
 from sendguard.store.sql_history import SqlHistory
 from sendguard.suppressions import apply_event
 from sendguard.testing import FakeClock, PolicyHarness
@@ -137,6 +138,57 @@ async def test_evaluate_now_gives_evaluate_s_verdict_or_none(
         assert answered >= (4 if index in FEW else len(_deliveries(h)) // 4)
 
 
+class _EntriesRead:
+    """The harness's store, whose recipient read answers the sends as a list of HistoryEntrys
+    (as a store without `SendRows` does: `PolicyReads.recipient_reads`' default, PendingReads)."""
+
+    def __init__(self, store: Any) -> None:
+        self._store = store
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+    async def recipient_reads(self, recipient: str, **kwargs: Any) -> RecipientReads:
+        found: RecipientReads = await self._store.recipient_reads(recipient, **kwargs)
+        assert isinstance(found.history, SendRows)
+        history = list(found.history)
+        return RecipientReads(
+            history, found.events, found.suppression, found.timezone, found.copies
+        )
+
+
+@pytest.mark.parametrize(
+    ("index", "policy_class", "options"), [(i, *p) for i, p in enumerate(POLICIES)]
+)
+async def test_evaluate_now_on_entries_as_on_rows(
+    index: int, policy_class: type[Any], options: dict[str, Any]
+) -> None:
+    """Counted on the rows' microseconds (a SQL store's `SendRows`) or on a list of entries'
+    datetimes (any other store), the same verdicts."""
+    rng = random.Random(11)
+    async with PolicyHarness(policy_class, options, clock=FakeClock(T0)) as h:
+        await _history(h, rng)
+        answered = 0
+        for delivery in _deliveries(h):
+            rows = await _read_as_the_engine(h, delivery)
+            bindings = [PolicyBinding("p", h.policy)]
+            entries = PolicyContext(
+                _EntriesRead(h.store),  # type: ignore[arg-type]
+                T0,
+                {},
+                history_span=history_span(bindings),
+                events_span=history_span(bindings, "events"),
+            )
+            await entries.recipient(delivery.recipient)
+            if delivery.campaign is not None:
+                await entries.campaign(delivery.campaign)
+            on_rows = h.policy.evaluate_now(delivery, rows)
+            on_entries = h.policy.evaluate_now(delivery, entries)
+            assert on_entries == on_rows, delivery
+            answered += on_rows is not None
+        assert answered >= (1 if index in FEW else len(_deliveries(h)) // 8)
+
+
 @pytest.mark.parametrize(("policy_class", "options"), POLICIES[:2] + POLICIES[3:4] + POLICIES[7:8])
 async def test_evaluate_now_answers_nothing_it_has_not_read(
     policy_class: type[Any], options: dict[str, Any]
@@ -178,8 +230,8 @@ def test_a_send_read_is_history_entry_s_own() -> None:
     reads = SqlHistory._recipient_rows(
         "ann@example.org",
         [
-            (0, "d2", None, "transactional", None, "o", at),
-            (1, "d1", "c", "marketing", "h", None, 7),
+            (send_kind(MessageClass.TRANSACTIONAL, False), "d2", None, None, "o", at),
+            (send_kind(MessageClass.MARKETING, True), "d1", "c", "h", None, 7),
         ],
     )
     expected = [
