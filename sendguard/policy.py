@@ -286,6 +286,15 @@ class PolicyContext:
         """Whether the shared read of the sends (over `history_span`) holds all since `since`."""
         return self._history_from is not None and since >= self._history_from
 
+    def _sends_since(self, recipient: str, since: int) -> Sequence[HistoryEntry] | None:
+        """The shared read's sends of `recipient`, if they hold all since `since`
+        (microseconds); else None."""
+        last = self._last
+        start = self._history_from_us
+        if last is None or last[0] is not recipient or start is None or since < start:
+            return None
+        return last[1].history
+
     def reads_now(self, recipient: str) -> RecipientReads | None:
         """What this decision read about `recipient`, if it is the address read last (the
         delivery's recipient, in the very string the delivery holds: the engine reads it
@@ -329,11 +338,9 @@ class PolicyContext:
     ) -> Sequence[int] | None:
         """`send_times_now` in integer microseconds since the epoch, `since` too (count back
         from `now_micros`): no `datetime` is made (`sendguard.clock.from_micros` makes one)."""
-        last = self._last
-        start = self._history_from_us
-        if last is None or last[0] is not recipient or start is None or since < start:
+        history = self._sends_since(recipient, since)
+        if history is None:
             return None
-        history = last[1].history
         if isinstance(history, SendRows):
             return history.times(since, campaign, exclude_classes, limit)
         times = _times(history, from_micros(since), campaign, exclude_classes, limit)
@@ -343,11 +350,9 @@ class PolicyContext:
         """The sends `history_now` would answer since `since` (microseconds: count back from
         `now_micros`), as rows (`sendguard.recipient.SendRow`: no HistoryEntry, no
         `datetime`), oldest first; None as `history_now`."""
-        last = self._last
-        start = self._history_from_us
-        if last is None or last[0] is not recipient or start is None or since < start:
+        history = self._sends_since(recipient, since)
+        if history is None:
             return None
-        history = last[1].history
         if isinstance(history, SendRows):
             return history.after(since)
         return [send_row(h) for h in _since(history, from_micros(since), None)]

@@ -123,7 +123,7 @@ def _pace(turns: PromptWhileBusy, collector: _Collector, asked: float) -> None:
     """Past LARGE, with the data there as soon as it is asked for (since `asked`), the loop's
     thread works through this message piece after piece: the SQLite writer and readers get the
     GIL promptly meanwhile (thread_turns.py). Not while the client makes it wait."""
-    turns.busy(collector.octets > LARGE and time.monotonic() - asked < WAITED)
+    turns.busy(asked > 0.0 and time.monotonic() - asked < WAITED)
 
 
 async def _read(
@@ -142,7 +142,7 @@ async def _read(
                 head += rest
             collector.feed(head)
             at_line_start = False
-        asked = time.monotonic()
+        asked = time.monotonic() if collector.octets > LARGE else 0.0  # small: no clock read
         try:
             piece = await reader.readuntil(_END)
         except asyncio.LimitOverrunError as exc:

@@ -242,9 +242,7 @@ class SQLiteStore(SqlStore):
             return True
         now = self._version.current()
         if now is None or now != self._kept_at:
-            self._pause = None
-            self._campaigns.clear()
-            self._approvals.clear()
+            self._forget_settings()
             self._kept_at = now
         return now is not None
 
@@ -253,10 +251,26 @@ class SQLiteStore(SqlStore):
     # rows must be forgotten, and the version moved, after that commit, not before it. Else a
     # read in between keeps the old row for good (a stale pause).
 
-    def _settings_write(self) -> AbstractAsyncContextManager[None]:
-        if self._version is None or not self._version.opened:
-            return contextlib.nullcontext()  # closed: the write itself is refused
-        return self._version.writing()
+    async def _write_settings(self, write: Awaitable[None]) -> None:
+        """Run `write` (of the pause, a campaign or approvals) to its end, with what is kept
+        forgotten before and after it (read again: the committed rows, or the old ones on
+        failure) and, shared, the version moved around it."""
+        writing = (
+            contextlib.nullcontext()  # alone, or closed: the write itself is refused
+            if self._version is None or not self._version.opened
+            else self._version.writing()
+        )
+        async with writing:
+            self._forget_settings()
+            try:
+                await _to_its_end(write)
+            finally:
+                self._forget_settings()
+
+    def _forget_settings(self) -> None:
+        self._pause = None
+        self._campaigns.clear()
+        self._approvals.clear()
 
     async def get_pause(self) -> GlobalPause:
         if not self._keeping():
@@ -266,12 +280,7 @@ class SQLiteStore(SqlStore):
         return self._pause
 
     async def set_pause(self, pause: GlobalPause) -> None:
-        async with self._settings_write():
-            self._pause = None
-            try:
-                await _to_its_end(super().set_pause(pause))
-            finally:
-                self._pause = None  # read again: the committed row, or the old one on failure
+        await self._write_settings(super().set_pause(pause))
 
     async def get_campaign(self, name: str) -> Campaign | None:
         if not self._keeping():
@@ -285,12 +294,7 @@ class SQLiteStore(SqlStore):
         return campaign
 
     async def set_campaign(self, campaign: Campaign) -> None:
-        async with self._settings_write():
-            self._campaigns.clear()
-            try:
-                await _to_its_end(super().set_campaign(campaign))
-            finally:
-                self._campaigns.clear()  # read again: the committed row, or the old one
+        await self._write_settings(super().set_campaign(campaign))
 
     async def approvals(self, campaign: str) -> Sequence[ContentApproval]:
         if not self._keeping():
@@ -304,12 +308,7 @@ class SQLiteStore(SqlStore):
         return approvals
 
     async def add_approvals(self, approvals: Sequence[ContentApproval]) -> None:
-        async with self._settings_write():
-            self._approvals.clear()
-            try:
-                await _to_its_end(super().add_approvals(approvals))
-            finally:
-                self._approvals.clear()  # read again: the committed rows, or the old ones
+        await self._write_settings(super().add_approvals(approvals))
 
     @property
     def stats(self) -> CommitStats:

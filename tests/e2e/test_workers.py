@@ -63,6 +63,14 @@ def wait_workers(proc: SendguardProcess, count: int, timeout: float = 20.0) -> l
     raise AssertionError(f"workers {proc.worker_pids()}, wanted {count}\n{proc.log()[-3000:]}")
 
 
+def one_through_each_worker(proc: SendguardProcess, prefix: str, body: bytes) -> None:
+    """`body` to `<prefix>0@example.org` through one worker, `<prefix>1@...` through the other
+    (one connection to each worker)."""
+    for n, client in enumerate(proc.smtp_clients(2)):
+        with client:
+            client.sendmail("shop@example.com", [f"{prefix}{n}@example.org"], body)
+
+
 HOLD_CAMPAIGNS = {"plugin": "human_hold", "options": {"max_blast": None}}
 CAMPAIGN = message("X-Sendguard-Campaign: spring")
 
@@ -240,9 +248,7 @@ def test_a_sighup_reloads_every_worker_and_is_audited_once(sendguard: Start, sin
     reloads = [e for e in proc.log_events() if e.get("event") == "config reloaded"]
     assert sorted(e["actor"] for e in reloads) == ["signal:SIGHUP"] * 2
     assert {e["hash"] for e in reloads} == {digest}
-    for n, client in enumerate(proc.smtp_clients(2)):  # one connection to each worker
-        with client:
-            client.sendmail("shop@example.com", [f"r{n}@example.org"], CAMPAIGN)
+    one_through_each_worker(proc, "r", CAMPAIGN)
     assert proc.wait_states({"r0@example.org": "held", "r1@example.org": "held"})
 
 
@@ -260,9 +266,7 @@ def test_an_api_reload_answers_once_every_worker_runs_the_new_config(
     assert all(w["reloaded"] and w["hash"] == digest for w in answer["workers"]), answer
     assert [e["actor"] for e in audit_entries(proc, "reload")] == ["token-1"]
     # At once, whichever worker takes the next message runs the new config.
-    for n, client in enumerate(proc.smtp_clients(2)):
-        with client:
-            client.sendmail("shop@example.com", [f"r{n}@example.org"], CAMPAIGN)
+    one_through_each_worker(proc, "r", CAMPAIGN)
     assert proc.states() == {"r0@example.org": "held", "r1@example.org": "held"}
 
 
@@ -345,15 +349,11 @@ def test_a_pause_set_through_one_worker_holds_what_every_worker_accepts(
     proc = sendguard(serve_args=TWO)
     wait_workers(proc, 2)
     # Each worker reads the pause (not paused) before it is set: a cached answer would stay.
-    for n, client in enumerate(proc.smtp_clients(2)):
-        with client:
-            client.sendmail("shop@example.com", [f"before{n}@example.org"], message())
+    one_through_each_worker(proc, "before", message())
     sink.wait_for(2, timeout=20)
     status, answer = proc.call("POST", "/v1/pause", {"note": "incident"})
     assert status == 200 and answer["paused"] is True
-    for n, client in enumerate(proc.smtp_clients(2)):  # one connection to each worker
-        with client:
-            client.sendmail("shop@example.com", [f"after{n}@example.org"], message())
+    one_through_each_worker(proc, "after", message())
     states = proc.wait_states({"after0@example.org": "held", "after1@example.org": "held"})
     assert states["before0@example.org"] == states["before1@example.org"] == "sent"
     assert len(sink.received) == 2
@@ -366,23 +366,17 @@ def test_a_campaign_approved_through_one_worker_flows_through_every_worker(
     # written by one, must reach the other before the API answers.
     proc = sendguard(serve_args=TWO, policies=[{"plugin": "schedule"}, HOLD_CAMPAIGNS])
     wait_workers(proc, 2)
-    for n, client in enumerate(proc.smtp_clients(2)):  # one connection to each worker
-        with client:
-            client.sendmail("shop@example.com", [f"before{n}@example.org"], CAMPAIGN)
+    one_through_each_worker(proc, "before", CAMPAIGN)
     assert proc.wait_states({"before0@example.org": "held", "before1@example.org": "held"})
     status, answer = proc.call("POST", "/v1/campaigns/spring/approve", {})
     assert status == 200, answer
-    for n, client in enumerate(proc.smtp_clients(2)):
-        with client:
-            client.sendmail("shop@example.com", [f"after{n}@example.org"], CAMPAIGN)
+    one_through_each_worker(proc, "after", CAMPAIGN)
     states = proc.wait_states({"after0@example.org": "sent", "after1@example.org": "sent"})
     assert states["after0@example.org"] == states["after1@example.org"] == "sent"
-    # The approval took the held ones through too, and a rejection stops both workers again.
+    # A rejection stops both workers again.
     status, answer = proc.call("POST", "/v1/campaigns/spring/reject", {})
     assert status == 200, answer
-    for n, client in enumerate(proc.smtp_clients(2)):
-        with client:
-            client.sendmail("shop@example.com", [f"late{n}@example.org"], CAMPAIGN)
+    one_through_each_worker(proc, "late", CAMPAIGN)
     states = proc.wait_states({"late0@example.org": "dropped", "late1@example.org": "dropped"})
     assert states["late0@example.org"] == states["late1@example.org"] == "dropped"
 
